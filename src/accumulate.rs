@@ -1,0 +1,268 @@
+//! Per-request and per-scope accumulation: closed stage and transfer spans in, the stats
+//! model's records out. Every formula used here lives in [`crate::stats`].
+
+use crate::diagnostics::{Issue, IssueSet};
+use crate::stats::{
+    self, OverallSummary, RequestE2EStats, RequestStatus, StageRequestStats, TransferEdgeStats,
+};
+
+/// What one closed `omni.stage` span contributes to its request.
+#[derive(Debug)]
+pub(crate) struct StageSample {
+    pub(crate) stage_id: u64,
+    pub(crate) stage_name: Option<String>,
+    pub(crate) batch_id: Option<u64>,
+    pub(crate) batch_size: Option<u64>,
+    pub(crate) num_tokens_in: u64,
+    pub(crate) num_tokens_out: u64,
+    pub(crate) audio_generated_frames: u64,
+    pub(crate) audio_sample_rate: Option<u64>,
+    pub(crate) image_num: Option<u64>,
+    pub(crate) resolution: Option<String>,
+    pub(crate) stage_gen_time_ms: f64,
+    pub(crate) postprocess_time_ms: f64,
+    pub(crate) queue_time_ms: f64,
+    pub(crate) start_ns: u64,
+    pub(crate) end_ns: u64,
+}
+
+/// What one closed `omni.transfer` span contributes to its request's edge.
+#[derive(Debug)]
+pub(crate) struct TransferSample {
+    pub(crate) from_stage: u64,
+    pub(crate) to_stage: u64,
+    pub(crate) size_bytes: u64,
+    pub(crate) tx_time_ms: f64,
+    pub(crate) rx_decode_time_ms: f64,
+    pub(crate) in_flight_time_ms: f64,
+}
+
+/// One request's stages and edges, merged by id as their spans close.
+#[derive(Debug, Default)]
+pub(crate) struct RequestAcc {
+    /// Each stage with the first span's raw `batch_id` (absent and 0 differ for conflicts).
+    stages: Vec<(StageRequestStats, Option<u64>)>,
+    edges: Vec<TransferEdgeStats>,
+    invalid_spans: u64,
+}
+
+impl RequestAcc {
+    /// Counts one span of this request that broke the convention.
+    pub(crate) fn count_invalid(&mut self) {
+        self.invalid_spans += 1;
+    }
+
+    /// Adds one stage span; a repeated `stage_id` (a chunk) is summed into the first.
+    /// Returns the issues the merge found (a conflicting `batch_id`).
+    pub(crate) fn add_stage(&mut self, s: StageSample) -> IssueSet {
+        let mut issues = IssueSet::default();
+        let Some((acc, seen_batch)) = self
+            .stages
+            .iter_mut()
+            .find(|(a, _)| a.stage_id == s.stage_id)
+        else {
+            let batch = s.batch_id;
+            let stats = StageRequestStats {
+                stage_id: s.stage_id,
+                stage_name: s.stage_name,
+                batch_id: s.batch_id.unwrap_or(0),
+                batch_size: s.batch_size.unwrap_or(0),
+                num_tokens_in: s.num_tokens_in,
+                num_tokens_out: s.num_tokens_out,
+                stage_gen_time_ms: s.stage_gen_time_ms,
+                postprocess_time_ms: s.postprocess_time_ms,
+                audio_generated_frames: s.audio_generated_frames,
+                image_num: s.image_num,
+                resolution: s.resolution,
+                queue_time_ms: s.queue_time_ms,
+                audio_sample_rate: s.audio_sample_rate,
+                spans: 1,
+                wall_time_ms: 0.0,
+                start_ns: s.start_ns,
+                end_ns: s.end_ns,
+            };
+            self.stages.push((stats, batch));
+            return issues;
+        };
+        // Chunks may close out of order: "first" is the earliest start.
+        let earlier = s.start_ns < acc.start_ns;
+        if let (Some(seen), Some(new)) = (*seen_batch, s.batch_id) {
+            if seen != new {
+                issues.insert(Issue::ConflictingBatchId);
+            }
+        }
+        if s.batch_id.is_some() && (earlier || seen_batch.is_none()) {
+            *seen_batch = s.batch_id;
+            acc.batch_id = s.batch_id.unwrap_or(0);
+        }
+        if let Some(size) = s.batch_size.filter(|_| earlier || acc.batch_size == 0) {
+            acc.batch_size = size;
+        }
+        if acc.stage_name.is_none() {
+            acc.stage_name = s.stage_name;
+        }
+        acc.num_tokens_in = acc.num_tokens_in.saturating_add(s.num_tokens_in);
+        acc.num_tokens_out = acc.num_tokens_out.saturating_add(s.num_tokens_out);
+        acc.audio_generated_frames = acc
+            .audio_generated_frames
+            .saturating_add(s.audio_generated_frames);
+        acc.audio_sample_rate = acc.audio_sample_rate.or(s.audio_sample_rate);
+        acc.image_num = match (acc.image_num, s.image_num) {
+            (Some(a), Some(b)) => Some(a.saturating_add(b)),
+            (a, b) => a.or(b),
+        };
+        if acc.resolution.is_none() {
+            acc.resolution = s.resolution;
+        }
+        acc.stage_gen_time_ms += s.stage_gen_time_ms;
+        acc.postprocess_time_ms += s.postprocess_time_ms;
+        acc.queue_time_ms += s.queue_time_ms;
+        acc.spans += 1;
+        acc.start_ns = acc.start_ns.min(s.start_ns);
+        acc.end_ns = acc.end_ns.max(s.end_ns);
+        issues
+    }
+
+    /// Adds one transfer span; a repeated edge (a chunk) is summed, bytes and times together.
+    pub(crate) fn add_transfer(&mut self, t: TransferSample) {
+        let edge = match self
+            .edges
+            .iter_mut()
+            .find(|e| e.from_stage == t.from_stage && e.to_stage == t.to_stage)
+        {
+            Some(edge) => edge,
+            None => {
+                self.edges.push(TransferEdgeStats {
+                    from_stage: t.from_stage,
+                    to_stage: t.to_stage,
+                    ..TransferEdgeStats::default()
+                });
+                let last = self.edges.len() - 1;
+                &mut self.edges[last]
+            }
+        };
+        edge.size_bytes = edge.size_bytes.saturating_add(t.size_bytes);
+        edge.tx_time_ms += t.tx_time_ms;
+        edge.rx_decode_time_ms += t.rx_decode_time_ms;
+        edge.in_flight_time_ms += t.in_flight_time_ms;
+        edge.transfers += 1;
+    }
+
+    /// The finished request's record.
+    pub(crate) fn finish(
+        self,
+        request_id: String,
+        status: RequestStatus,
+        scope: String,
+        start_ns: u64,
+        end_ns: u64,
+    ) -> RequestE2EStats {
+        let Self {
+            stages,
+            mut edges,
+            invalid_spans,
+        } = self;
+        let mut stages: Vec<StageRequestStats> = stages.into_iter().map(|(s, _)| s).collect();
+        stages.sort_by_key(|s| s.stage_id);
+        for s in &mut stages {
+            s.wall_time_ms = stats::ns_to_ms(s.end_ns.saturating_sub(s.start_ns));
+        }
+        edges.sort_by_key(|e| (e.from_stage, e.to_stage));
+        for e in &mut edges {
+            e.size_kbytes = stats::kbytes(e.size_bytes);
+            e.edge = format!("{}->{}", e.from_stage, e.to_stage);
+        }
+        RequestE2EStats {
+            request_id,
+            status,
+            scope,
+            e2e_total_ms: stats::ns_to_ms(end_ns.saturating_sub(start_ns)),
+            e2e_total_tokens: stats::e2e_total_tokens(&stages),
+            transfers_total_time_ms: stats::transfers_total_time_ms(&edges),
+            transfers_total_kbytes: stats::transfers_total_kbytes(&edges),
+            invalid_spans,
+            stages,
+            transfers: edges,
+            start_ns,
+            end_ns,
+        }
+    }
+}
+
+/// One scope's running totals: a run, or an online request on its own.
+#[derive(Debug)]
+pub(crate) struct ScopeAcc {
+    start_ns: u64,
+    last_completion_ns: Option<u64>,
+    ok: u64,
+    error: u64,
+    aborted: u64,
+    total_tokens: u64,
+    invalid_spans: u64,
+    /// `(stage id, earliest start, latest end)` over completed requests.
+    stage_windows: Vec<(u64, u64, u64)>,
+}
+
+impl ScopeAcc {
+    pub(crate) fn new(start_ns: u64) -> Self {
+        Self {
+            start_ns,
+            last_completion_ns: None,
+            ok: 0,
+            error: 0,
+            aborted: 0,
+            total_tokens: 0,
+            invalid_spans: 0,
+            stage_windows: Vec::new(),
+        }
+    }
+
+    /// Adds a finished request. Only `ok` requests count in the summary's figures; the
+    /// others are counted apart.
+    pub(crate) fn add(&mut self, r: &RequestE2EStats) {
+        self.invalid_spans += r.invalid_spans;
+        match r.status {
+            RequestStatus::Error => self.error += 1,
+            RequestStatus::Aborted => self.aborted += 1,
+            RequestStatus::Ok => {
+                self.ok += 1;
+                self.total_tokens = self.total_tokens.saturating_add(r.e2e_total_tokens);
+                self.last_completion_ns = Some(self.last_completion_ns.unwrap_or(0).max(r.end_ns));
+                for s in &r.stages {
+                    match self.stage_windows.iter_mut().find(|w| w.0 == s.stage_id) {
+                        Some(w) => {
+                            w.1 = w.1.min(s.start_ns);
+                            w.2 = w.2.max(s.end_ns);
+                        }
+                        None => self.stage_windows.push((s.stage_id, s.start_ns, s.end_ns)),
+                    }
+                }
+            }
+        }
+    }
+
+    /// The `Overall Summary` of the scope so far.
+    pub(crate) fn summary(&self, scope: String) -> OverallSummary {
+        let wall_ms = self
+            .last_completion_ns
+            .map_or(0.0, |end| stats::ns_to_ms(end.saturating_sub(self.start_ns)));
+        let mut walls: Vec<(u64, f64)> = self
+            .stage_windows
+            .iter()
+            .map(|&(id, start, end)| (id, stats::ns_to_ms(end.saturating_sub(start))))
+            .collect();
+        walls.sort_by_key(|w| w.0);
+        OverallSummary {
+            scope,
+            e2e_requests: self.ok,
+            e2e_wall_time_ms: wall_ms,
+            e2e_total_tokens: self.total_tokens,
+            e2e_avg_time_per_request_ms: stats::e2e_avg_time_per_request_ms(wall_ms, self.ok),
+            e2e_avg_tokens_per_s: stats::e2e_avg_tokens_per_s(self.total_tokens, wall_ms),
+            stage_wall_time_ms: walls,
+            e2e_requests_error: self.error,
+            e2e_requests_aborted: self.aborted,
+            invalid_spans: self.invalid_spans,
+        }
+    }
+}

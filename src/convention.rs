@@ -1,0 +1,140 @@
+//! The span convention: the span and field names an engine writes.
+//!
+//! These names are a public interface (engines and dashboards depend on them): they are added
+//! to, never renamed. See the crate docs for the tree they form.
+//!
+//! ```
+//! use omni_metrics::convention::{self, field};
+//!
+//! // Raw spans work as well as the typed API in `omni_metrics::instrument`.
+//! let request = tracing::info_span!("omni.request", request_id = "r-1", status = tracing::field::Empty);
+//! assert_eq!(convention::REQUEST, "omni.request");
+//! assert_eq!(field::REQUEST_ID, "request_id");
+//! # drop(request);
+//! ```
+
+/// The `tracing` target of the spans opened by [`crate::instrument`]; use it in filters
+/// (`RUST_LOG=omni=info`).
+pub const TARGET: &str = "omni";
+
+/// An offline batch: every `omni.request` below it is summarized together.
+pub const RUN: &str = "omni.run";
+/// One request through the pipeline; the root of one trace.
+pub const REQUEST: &str = "omni.request";
+/// One stage's work on a request (or one chunk of it, for streamed stages).
+pub const STAGE: &str = "omni.stage";
+/// Time a stage waited before computing; excluded from `stage_gen_time_ms`.
+pub const QUEUE: &str = "omni.queue";
+/// A stage's post-processing; excluded from `stage_gen_time_ms`.
+pub const POSTPROCESS: &str = "omni.postprocess";
+/// One hand-over of data from one stage to the next (or one chunk of it).
+pub const TRANSFER: &str = "omni.transfer";
+/// The sender side of a transfer: serialize and hand over.
+pub const TRANSFER_TX: &str = "omni.transfer.tx";
+/// The receiver side of a transfer: take and decode.
+pub const TRANSFER_RX_DECODE: &str = "omni.transfer.rx_decode";
+
+/// Field names, as `tracing` fields on the spans above.
+pub mod field {
+    /// `omni.run`: a name for the run's scope (default `run-<n>`).
+    pub const RUN_ID: &str = "run_id";
+    /// `omni.request`: the request's id (required).
+    pub const REQUEST_ID: &str = "request_id";
+    /// `omni.request`: `ok` (default), `error` or `aborted`.
+    pub const STATUS: &str = "status";
+
+    /// `omni.stage`: the stage's index in the pipeline (required).
+    pub const STAGE_ID: &str = "stage_id";
+    /// `omni.stage`: a readable name ("thinker").
+    pub const STAGE_NAME: &str = "stage_name";
+    /// `omni.stage`: the engine's batch index.
+    pub const BATCH_ID: &str = "batch_id";
+    /// `omni.stage`: the number of requests in the batch.
+    pub const BATCH_SIZE: &str = "batch_size";
+    /// `omni.stage`: input tokens.
+    pub const NUM_TOKENS_IN: &str = "num_tokens_in";
+    /// `omni.stage`: output tokens.
+    pub const NUM_TOKENS_OUT: &str = "num_tokens_out";
+    /// `omni.stage`: audio frames (samples) produced.
+    pub const AUDIO_GENERATED_FRAMES: &str = "audio_generated_frames";
+    /// `omni.stage`: the sample rate of `audio_generated_frames`, in Hz.
+    pub const AUDIO_SAMPLE_RATE: &str = "audio_sample_rate";
+    /// `omni.stage`: images generated.
+    pub const IMAGE_NUM: &str = "image_num";
+    /// `omni.stage`: image resolution, e.g. `1024x1024`.
+    pub const RESOLUTION: &str = "resolution";
+
+    /// `omni.transfer`: the sending stage's id (required).
+    pub const FROM_STAGE: &str = "from_stage";
+    /// `omni.transfer`: the receiving stage's id (required).
+    pub const TO_STAGE: &str = "to_stage";
+    /// `omni.transfer`: bytes moved.
+    pub const SIZE_BYTES: &str = "size_bytes";
+
+    /// Explicit override on `omni.stage`: wins over the measured compute time.
+    pub const STAGE_GEN_TIME_MS: &str = "stage_gen_time_ms";
+    /// Explicit override on `omni.stage`: wins over the `omni.postprocess` children.
+    pub const POSTPROCESS_TIME_MS: &str = "postprocess_time_ms";
+    /// Explicit override on `omni.transfer`: wins over the `omni.transfer.tx` children.
+    pub const TX_TIME_MS: &str = "tx_time_ms";
+    /// Explicit override on `omni.transfer`: wins over the `omni.transfer.rx_decode` children.
+    pub const RX_DECODE_TIME_MS: &str = "rx_decode_time_ms";
+    /// Explicit override on `omni.transfer`: wins over the measured gap.
+    pub const IN_FLIGHT_TIME_MS: &str = "in_flight_time_ms";
+}
+
+/// What an `omni.*` span is, from its name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum SpanKind {
+    Run,
+    Request,
+    Stage,
+    Queue,
+    Postprocess,
+    Transfer,
+    Tx,
+    RxDecode,
+}
+
+impl SpanKind {
+    /// Classifies a span name; `None` for spans outside the convention.
+    #[inline]
+    pub(crate) fn from_name(name: &str) -> Option<Self> {
+        // Cheap reject for the engine's own spans, which are most spans.
+        let rest = name.strip_prefix("omni.")?;
+        Some(match rest {
+            "run" => Self::Run,
+            "request" => Self::Request,
+            "stage" => Self::Stage,
+            "queue" => Self::Queue,
+            "postprocess" => Self::Postprocess,
+            "transfer" => Self::Transfer,
+            "transfer.tx" => Self::Tx,
+            "transfer.rx_decode" => Self::RxDecode,
+            _ => return None,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_name_classifies() {
+        for (name, kind) in [
+            (RUN, SpanKind::Run),
+            (REQUEST, SpanKind::Request),
+            (STAGE, SpanKind::Stage),
+            (QUEUE, SpanKind::Queue),
+            (POSTPROCESS, SpanKind::Postprocess),
+            (TRANSFER, SpanKind::Transfer),
+            (TRANSFER_TX, SpanKind::Tx),
+            (TRANSFER_RX_DECODE, SpanKind::RxDecode),
+        ] {
+            assert_eq!(SpanKind::from_name(name), Some(kind), "{name}");
+        }
+        assert_eq!(SpanKind::from_name("omni.stagex"), None);
+        assert_eq!(SpanKind::from_name("http.request"), None);
+    }
+}

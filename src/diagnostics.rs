@@ -1,0 +1,166 @@
+//! Bad input from the engine: what went wrong, said once, counted always.
+//!
+//! The layer never panics on what an engine writes. Each kind of mistake is reported once
+//! per layer as a `WARN` event with target `omni_metrics::diagnostics` and a message that
+//! says what to fix; every occurrence is counted (`invalid_spans` in the records and
+//! [`crate::MetricsHandle::invalid_spans`]).
+
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+/// A kind of convention violation. Its discriminant is its bit in an [`IssueSet`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub(crate) enum Issue {
+    MissingStageId = 0,
+    MissingEdge,
+    MissingRequestId,
+    MistypedField,
+    NegativeValue,
+    OutsideRequest,
+    LeafOutsideParent,
+    TransferWithoutTx,
+    TransferWithoutRx,
+    ConflictingBatchId,
+    BadStatus,
+    RequestInRequest,
+}
+
+impl Issue {
+    const ALL: [Issue; 12] = [
+        Issue::MissingStageId,
+        Issue::MissingEdge,
+        Issue::MissingRequestId,
+        Issue::MistypedField,
+        Issue::NegativeValue,
+        Issue::OutsideRequest,
+        Issue::LeafOutsideParent,
+        Issue::TransferWithoutTx,
+        Issue::TransferWithoutRx,
+        Issue::ConflictingBatchId,
+        Issue::BadStatus,
+        Issue::RequestInRequest,
+    ];
+
+    /// What happened and what to fix.
+    pub(crate) fn message(self) -> &'static str {
+        match self {
+            Issue::MissingStageId => {
+                "an `omni.stage` span closed without a `stage_id`: it is left out of the tables. \
+                 Give every stage span `stage_id = <u64>` (or record it before the span closes)."
+            }
+            Issue::MissingEdge => {
+                "an `omni.transfer` span closed without `from_stage` and `to_stage`: it is left \
+                 out of the tables. Give every transfer span both stage ids."
+            }
+            Issue::MissingRequestId => {
+                "an `omni.request` span has no `request_id`: it is reported as `request-<n>`. \
+                 Give every request span `request_id = <id>`."
+            }
+            Issue::MistypedField => {
+                "an `omni.*` field has a value of the wrong type (e.g. `stage_id = \"zero\"`): \
+                 the field is ignored. Ids and counts are unsigned integers, `*_ms` fields are \
+                 numbers, `stage_name`/`resolution`/`request_id` are strings."
+            }
+            Issue::NegativeValue => {
+                "an `omni.*` count or time is negative: the field is ignored. Record counts and \
+                 times as non-negative numbers."
+            }
+            Issue::OutsideRequest => {
+                "an `omni.stage` or `omni.transfer` span has no `omni.request` ancestor: it is \
+                 left out of the tables. Create it inside the request span, or pass the request \
+                 span as `parent:` when it is created on another task or thread."
+            }
+            Issue::LeafOutsideParent => {
+                "an `omni.queue`/`omni.postprocess` span is not a direct child of an \
+                 `omni.stage`, or an `omni.transfer.tx`/`rx_decode` span is not a direct child \
+                 of an `omni.transfer`: its time is not counted. Create it with that parent."
+            }
+            Issue::TransferWithoutTx => {
+                "an `omni.transfer` span closed without an `omni.transfer.tx` child (or a \
+                 `tx_time_ms` field): its tx time is 0 and its in-flight time is unknown (0)."
+            }
+            Issue::TransferWithoutRx => {
+                "an `omni.transfer` span closed without an `omni.transfer.rx_decode` child (or \
+                 a `rx_decode_time_ms` field): its rx time is 0 and its in-flight time is \
+                 unknown (0)."
+            }
+            Issue::ConflictingBatchId => {
+                "the same `stage_id` has spans with different `batch_id`s in one request: the \
+                 first span's batch is kept. Give one stage of one request one batch id."
+            }
+            Issue::BadStatus => {
+                "an `omni.request` has a `status` other than `ok`, `error` or `aborted`: it is \
+                 counted as `error`."
+            }
+            Issue::RequestInRequest => {
+                "an `omni.request` span is nested in another `omni.request`: both are reported \
+                 as separate requests. Open requests side by side, under an `omni.run` if they \
+                 belong to one batch."
+            }
+        }
+    }
+}
+
+/// A small set of issues seen on one span or request.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct IssueSet(u32);
+
+impl IssueSet {
+    #[inline]
+    pub(crate) fn insert(&mut self, issue: Issue) {
+        self.0 |= 1 << issue as u8;
+    }
+
+    /// Both sets together.
+    #[inline]
+    pub(crate) fn union(self, other: IssueSet) -> IssueSet {
+        IssueSet(self.0 | other.0)
+    }
+
+    #[inline]
+    pub(crate) fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    pub(crate) fn contains(self, issue: Issue) -> bool {
+        self.0 & (1 << issue as u8) != 0
+    }
+
+    pub(crate) fn iter(self) -> impl Iterator<Item = Issue> {
+        Issue::ALL.into_iter().filter(move |i| self.contains(*i))
+    }
+}
+
+/// Per-layer memory of which issues were already reported, and a count of all of them.
+#[derive(Debug, Default)]
+pub(crate) struct Diagnostics {
+    reported: AtomicU32,
+    invalid_spans: AtomicU64,
+}
+
+impl Diagnostics {
+    /// Counts one invalid span and reports each of its issues not yet reported.
+    ///
+    /// Call it with no span lock held: the warning is a `tracing` event, which other layers
+    /// (fmt) may handle by reading span extensions.
+    pub(crate) fn record(&self, issues: IssueSet) {
+        if issues.is_empty() {
+            return;
+        }
+        self.invalid_spans.fetch_add(1, Ordering::Relaxed);
+        let before = self.reported.fetch_or(issues.0, Ordering::Relaxed);
+        let fresh = IssueSet(issues.0 & !before);
+        for issue in fresh.iter() {
+            tracing::warn!(
+                target: "omni_metrics::diagnostics",
+                issue = ?issue,
+                "{} (reported once; every occurrence is counted in `invalid_spans`)",
+                issue.message()
+            );
+        }
+    }
+
+    pub(crate) fn invalid_spans(&self) -> u64 {
+        self.invalid_spans.load(Ordering::Relaxed)
+    }
+}

@@ -1,0 +1,360 @@
+//! A typed API over the span convention: field names cannot be misspelled, and a request
+//! dropped unfinished (a cancelled future) is marked `aborted`.
+//!
+//! Every type here is a thin owner of a [`tracing::Span`]; dropping it closes the span, and
+//! [`span`](Request::span) gives the span for `.instrument()`, `in_scope` or an explicit
+//! `parent:`. Raw spans following [`crate::convention`] work equally.
+//!
+//! ```
+//! use omni_metrics::instrument::Request;
+//!
+//! let request = Request::start("r-17");
+//! {
+//!     let stage = request.stage(0);
+//!     stage.name("thinker").batch(38, 1).tokens_in(4860);
+//!     {
+//!         let _queue = stage.queue(); // waiting for a batch slot
+//!     }
+//!     stage.tokens_out(67);
+//!     let _post = stage.postprocess();
+//! }
+//! let transfer = request.transfer(0, 1);
+//! transfer.size_bytes(1 << 20);
+//! drop(transfer.tx());
+//! drop(transfer.rx_decode());
+//! drop(transfer);
+//! request.finish();
+//! ```
+
+use tracing::field::Empty;
+use tracing::{Level, Span};
+
+use crate::convention::{self, TARGET};
+use crate::stats::RequestStatus;
+
+/// An `omni.run`: an offline batch whose requests are summarized together when it closes.
+#[derive(Debug)]
+#[must_use = "the run closes (and its summary is printed) when this is dropped"]
+pub struct Run {
+    span: Span,
+}
+
+impl Run {
+    /// Opens a run named `run-<n>`, as a child of the current span.
+    pub fn start() -> Self {
+        Self {
+            span: tracing::span!(target: TARGET, Level::INFO, "omni.run", run_id = Empty),
+        }
+    }
+
+    /// Opens a run whose scope is called `run_id` in the records.
+    pub fn with_id(run_id: &str) -> Self {
+        let run = Self::start();
+        run.span.record(convention::field::RUN_ID, run_id);
+        run
+    }
+
+    /// Opens a request of this run.
+    pub fn request(&self, request_id: &str) -> Request {
+        Request::child_of(&self.span, request_id)
+    }
+
+    /// The run's span.
+    pub fn span(&self) -> &Span {
+        &self.span
+    }
+
+    /// Closes the run: its summary goes out once its requests are closed.
+    pub fn finish(self) {}
+}
+
+/// An `omni.request`: one request through the pipeline.
+///
+/// Close it with [`Request::finish`] (`ok`) or [`Request::fail`] (`error`); dropping it
+/// unfinished records `status = aborted`.
+#[derive(Debug)]
+#[must_use = "the request is marked aborted when dropped without finish()"]
+pub struct Request {
+    span: Span,
+    finished: bool,
+}
+
+impl Request {
+    /// Opens a request as a child of the current span: its own scope (online serving), or
+    /// part of the enclosing [`Run`] if one is entered.
+    pub fn start(request_id: &str) -> Self {
+        Self {
+            span: tracing::span!(
+                target: TARGET,
+                Level::INFO,
+                "omni.request",
+                request_id = request_id,
+                status = Empty,
+                otel.name = Empty,
+            ),
+            finished: false,
+        }
+    }
+
+    /// Opens a request as a child of `parent` (an `omni.run` span, for instance).
+    pub fn child_of(parent: &Span, request_id: &str) -> Self {
+        Self {
+            span: tracing::span!(
+                target: TARGET,
+                parent: parent,
+                Level::INFO,
+                "omni.request",
+                request_id = request_id,
+                status = Empty,
+                otel.name = Empty,
+            ),
+            finished: false,
+        }
+    }
+
+    /// Opens one stage's work on this request (call again for each chunk of a streamed
+    /// stage).
+    pub fn stage(&self, stage_id: u64) -> Stage {
+        Stage::child_of(&self.span, stage_id)
+    }
+
+    /// Opens one hand-over from stage `from` to stage `to` (call again for each chunk).
+    pub fn transfer(&self, from: u64, to: u64) -> Transfer {
+        Transfer::child_of(&self.span, from, to)
+    }
+
+    /// The request's span, e.g. for `parent:` of your own spans.
+    pub fn span(&self) -> &Span {
+        &self.span
+    }
+
+    /// Closes the request with `status = ok`.
+    pub fn finish(self) {
+        self.close(RequestStatus::Ok);
+    }
+
+    /// Closes the request with `status = error`: counted apart from the summary.
+    pub fn fail(self) {
+        self.close(RequestStatus::Error);
+    }
+
+    fn close(mut self, status: RequestStatus) {
+        self.span.record(convention::field::STATUS, status.as_str());
+        self.finished = true;
+    }
+}
+
+impl Drop for Request {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.span
+                .record(convention::field::STATUS, RequestStatus::Aborted.as_str());
+        }
+    }
+}
+
+/// An `omni.stage`: one stage's work on one request. Setters record fields on the span and
+/// return `&Self` to chain.
+#[derive(Debug)]
+#[must_use = "the stage's time ends when this is dropped"]
+pub struct Stage {
+    span: Span,
+}
+
+impl Stage {
+    /// Opens stage `stage_id` as a child of `request` (an `omni.request` span, possibly
+    /// created on another task or thread).
+    pub fn child_of(request: &Span, stage_id: u64) -> Self {
+        Self {
+            span: tracing::span!(
+                target: TARGET,
+                parent: request,
+                Level::INFO,
+                "omni.stage",
+                stage_id = stage_id,
+                stage_name = Empty,
+                batch_id = Empty,
+                batch_size = Empty,
+                num_tokens_in = Empty,
+                num_tokens_out = Empty,
+                audio_generated_frames = Empty,
+                audio_sample_rate = Empty,
+                image_num = Empty,
+                resolution = Empty,
+                stage_gen_time_ms = Empty,
+                postprocess_time_ms = Empty,
+                otel.name = Empty,
+            ),
+        }
+    }
+
+    /// A readable name ("thinker").
+    pub fn name(&self, name: &str) -> &Self {
+        self.span.record(convention::field::STAGE_NAME, name);
+        self
+    }
+
+    /// The batch this request ran in, and its size.
+    pub fn batch(&self, batch_id: u64, batch_size: u64) -> &Self {
+        self.span.record(convention::field::BATCH_ID, batch_id);
+        self.span.record(convention::field::BATCH_SIZE, batch_size);
+        self
+    }
+
+    /// Input tokens.
+    pub fn tokens_in(&self, n: u64) -> &Self {
+        self.span.record(convention::field::NUM_TOKENS_IN, n);
+        self
+    }
+
+    /// Output tokens (the last value recorded on this span counts).
+    pub fn tokens_out(&self, n: u64) -> &Self {
+        self.span.record(convention::field::NUM_TOKENS_OUT, n);
+        self
+    }
+
+    /// Audio frames (samples) produced, at `sample_rate` Hz.
+    pub fn audio(&self, frames: u64, sample_rate: u64) -> &Self {
+        self.span
+            .record(convention::field::AUDIO_GENERATED_FRAMES, frames);
+        self.span
+            .record(convention::field::AUDIO_SAMPLE_RATE, sample_rate);
+        self
+    }
+
+    /// Images generated, and their resolution (`"1024x1024"`).
+    pub fn images(&self, count: u64, resolution: &str) -> &Self {
+        self.span.record(convention::field::IMAGE_NUM, count);
+        self.span.record(convention::field::RESOLUTION, resolution);
+        self
+    }
+
+    /// Reports compute time measured elsewhere (another process); wins over the span's
+    /// own measure.
+    pub fn gen_time_ms(&self, ms: f64) -> &Self {
+        self.span.record(convention::field::STAGE_GEN_TIME_MS, ms);
+        self
+    }
+
+    /// Reports post-processing time measured elsewhere; wins over `omni.postprocess`
+    /// children.
+    pub fn postprocess_time_ms(&self, ms: f64) -> &Self {
+        self.span.record(convention::field::POSTPROCESS_TIME_MS, ms);
+        self
+    }
+
+    /// Opens an `omni.queue` child: time waiting before compute, excluded from
+    /// `stage_gen_time_ms`.
+    pub fn queue(&self) -> Timing {
+        Timing {
+            span: tracing::span!(target: TARGET, parent: &self.span, Level::INFO, "omni.queue"),
+        }
+    }
+
+    /// Opens an `omni.postprocess` child, excluded from `stage_gen_time_ms`.
+    pub fn postprocess(&self) -> Timing {
+        Timing {
+            span: tracing::span!(target: TARGET, parent: &self.span, Level::INFO, "omni.postprocess"),
+        }
+    }
+
+    /// The stage's span.
+    pub fn span(&self) -> &Span {
+        &self.span
+    }
+
+    /// Closes the stage (the same as dropping it).
+    pub fn finish(self) {}
+}
+
+/// An `omni.transfer`: one hand-over between two stages.
+#[derive(Debug)]
+#[must_use = "the transfer is recorded when this is dropped"]
+pub struct Transfer {
+    span: Span,
+}
+
+impl Transfer {
+    /// Opens a transfer `from->to` as a child of `request`.
+    pub fn child_of(request: &Span, from: u64, to: u64) -> Self {
+        Self {
+            span: tracing::span!(
+                target: TARGET,
+                parent: request,
+                Level::INFO,
+                "omni.transfer",
+                from_stage = from,
+                to_stage = to,
+                size_bytes = Empty,
+                tx_time_ms = Empty,
+                rx_decode_time_ms = Empty,
+                in_flight_time_ms = Empty,
+                otel.name = Empty,
+            ),
+        }
+    }
+
+    /// Bytes moved.
+    pub fn size_bytes(&self, bytes: u64) -> &Self {
+        self.span.record(convention::field::SIZE_BYTES, bytes);
+        self
+    }
+
+    /// Opens the sender side (`omni.transfer.tx`): serialize and hand over.
+    pub fn tx(&self) -> Timing {
+        Timing {
+            span: tracing::span!(target: TARGET, parent: &self.span, Level::INFO, "omni.transfer.tx"),
+        }
+    }
+
+    /// Opens the receiver side (`omni.transfer.rx_decode`): take and decode.
+    pub fn rx_decode(&self) -> Timing {
+        Timing {
+            span: tracing::span!(
+                target: TARGET,
+                parent: &self.span,
+                Level::INFO,
+                "omni.transfer.rx_decode"
+            ),
+        }
+    }
+
+    /// Reports times measured elsewhere (another process); each wins over the measure.
+    pub fn times_ms(&self, tx: Option<f64>, rx_decode: Option<f64>, in_flight: Option<f64>) -> &Self {
+        if let Some(ms) = tx {
+            self.span.record(convention::field::TX_TIME_MS, ms);
+        }
+        if let Some(ms) = rx_decode {
+            self.span.record(convention::field::RX_DECODE_TIME_MS, ms);
+        }
+        if let Some(ms) = in_flight {
+            self.span.record(convention::field::IN_FLIGHT_TIME_MS, ms);
+        }
+        self
+    }
+
+    /// The transfer's span.
+    pub fn span(&self) -> &Span {
+        &self.span
+    }
+
+    /// Closes the transfer (the same as dropping it).
+    pub fn finish(self) {}
+}
+
+/// A timing child (queue, postprocess, tx, rx_decode): its time runs until it is dropped.
+#[derive(Debug)]
+#[must_use = "the timing ends as soon as this is dropped"]
+pub struct Timing {
+    span: Span,
+}
+
+impl Timing {
+    /// The span.
+    pub fn span(&self) -> &Span {
+        &self.span
+    }
+
+    /// Ends the timing (the same as dropping it).
+    pub fn finish(self) {}
+}

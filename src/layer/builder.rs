@@ -1,0 +1,185 @@
+//! Configuring an [`OmniMetricsLayer`]: sinks, clock, and the `OMNI_METRICS_JSONL` variable.
+
+use std::fs::OpenOptions;
+use std::io::{self, Write};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use super::OmniMetricsLayer;
+use crate::clock::Clock;
+use crate::report::{ConsoleSink, JsonLinesSink, Sink};
+
+/// Environment variable: write JSON-lines records to this file (appending), unless
+/// [`Builder::with_jsonl_path`] or [`Builder::with_jsonl_writer`] was called.
+pub const JSONL_ENV: &str = "OMNI_METRICS_JSONL";
+
+/// Builds an [`OmniMetricsLayer`].
+///
+/// Defaults: console tables on stderr ([`Builder::with_console`]), per-request tables
+/// included ([`Builder::with_request_tables`]), JSON lines only if [`JSONL_ENV`] is set, the
+/// monotonic clock.
+///
+/// ```
+/// let layer = omni_metrics::OmniMetricsLayer::builder()
+///     .with_console(false)
+///     .with_jsonl_writer(std::io::sink())
+///     .build()?;
+/// # drop(layer);
+/// # Ok::<(), omni_metrics::BuildError>(())
+/// ```
+#[must_use = "a builder does nothing until `build` is called"]
+pub struct Builder {
+    console: bool,
+    console_writer: Option<Box<dyn Write + Send>>,
+    request_tables: bool,
+    jsonl_path: Option<PathBuf>,
+    jsonl_writer: Option<Box<dyn Write + Send>>,
+    sinks: Vec<Box<dyn Sink>>,
+    clock: Option<Arc<dyn Clock>>,
+}
+
+impl Default for Builder {
+    fn default() -> Self {
+        Self {
+            console: true,
+            console_writer: None,
+            request_tables: true,
+            jsonl_path: None,
+            jsonl_writer: None,
+            sinks: Vec::new(),
+            clock: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for Builder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Builder")
+            .field("console", &self.console)
+            .field("request_tables", &self.request_tables)
+            .field("jsonl_path", &self.jsonl_path)
+            .field("jsonl_writer", &self.jsonl_writer.is_some())
+            .field("sinks", &self.sinks.len())
+            .field("custom_clock", &self.clock.is_some())
+            .finish()
+    }
+}
+
+impl Builder {
+    /// Prints the tables on the console (stderr unless [`Builder::with_console_writer`]).
+    /// Default: `true`.
+    pub fn with_console(mut self, enabled: bool) -> Self {
+        self.console = enabled;
+        self
+    }
+
+    /// Prints the tables to `writer` instead of stderr (and enables the console sink).
+    pub fn with_console_writer(mut self, writer: impl Write + Send + 'static) -> Self {
+        self.console = true;
+        self.console_writer = Some(Box::new(writer));
+        self
+    }
+
+    /// Whether the console also shows each request's E2E, stage and transfer tables (not only
+    /// the Overall Summary). Default: `true`, as vLLM-Omni's `--log-stats`.
+    pub fn with_request_tables(mut self, enabled: bool) -> Self {
+        self.request_tables = enabled;
+        self
+    }
+
+    /// Appends JSON-lines records to the file at `path`. Overrides [`JSONL_ENV`].
+    pub fn with_jsonl_path(mut self, path: impl Into<PathBuf>) -> Self {
+        self.jsonl_path = Some(path.into());
+        self.jsonl_writer = None;
+        self
+    }
+
+    /// Writes JSON-lines records to `writer`. Overrides [`JSONL_ENV`].
+    pub fn with_jsonl_writer(mut self, writer: impl Write + Send + 'static) -> Self {
+        self.jsonl_writer = Some(Box::new(writer));
+        self.jsonl_path = None;
+        self
+    }
+
+    /// Adds a sink of your own; it sees every finished request and scope.
+    pub fn with_sink(mut self, sink: impl Sink) -> Self {
+        self.sinks.push(Box::new(sink));
+        self
+    }
+
+    /// Uses `clock` for span timestamps (a [`crate::clock::ManualClock`] in tests).
+    pub fn with_clock(mut self, clock: impl Clock) -> Self {
+        self.clock = Some(Arc::new(clock));
+        self
+    }
+
+    /// Builds the layer.
+    ///
+    /// # Errors
+    ///
+    /// [`BuildError`] if the JSON-lines file (from [`Builder::with_jsonl_path`] or
+    /// [`JSONL_ENV`]) cannot be opened for appending.
+    pub fn build(self) -> Result<OmniMetricsLayer, BuildError> {
+        let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
+        if self.console {
+            let writer = self
+                .console_writer
+                .unwrap_or_else(|| Box::new(io::stderr()));
+            sinks.push(Box::new(ConsoleSink::new(writer, self.request_tables)));
+        }
+        let jsonl = match (self.jsonl_writer, self.jsonl_path) {
+            (Some(writer), _) => Some(writer),
+            (None, Some(path)) => Some(open_append(path, JsonlOrigin::Code)?),
+            (None, None) => match std::env::var_os(JSONL_ENV) {
+                Some(path) if !path.is_empty() => {
+                    Some(open_append(PathBuf::from(path), JsonlOrigin::Env)?)
+                }
+                _ => None,
+            },
+        };
+        if let Some(writer) = jsonl {
+            sinks.push(Box::new(JsonLinesSink::new(writer)));
+        }
+        sinks.extend(self.sinks);
+        Ok(OmniMetricsLayer::from_parts(self.clock, sinks))
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum JsonlOrigin {
+    Code,
+    Env,
+}
+
+fn open_append(path: PathBuf, origin: JsonlOrigin) -> Result<Box<dyn Write + Send>, BuildError> {
+    match OpenOptions::new().create(true).append(true).open(&path) {
+        Ok(file) => Ok(Box::new(file)),
+        Err(source) => Err(BuildError {
+            path,
+            from_env: matches!(origin, JsonlOrigin::Env),
+            source,
+        }),
+    }
+}
+
+/// The layer could not be built: its JSON-lines file cannot be opened.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "cannot open the JSON-lines file `{}`{} for appending: {source}; check that its directory exists and is writable{}",
+    path.display(),
+    if *from_env { " (from OMNI_METRICS_JSONL)" } else { "" },
+    if *from_env { ", or unset OMNI_METRICS_JSONL" } else { "" }
+)]
+pub struct BuildError {
+    path: PathBuf,
+    from_env: bool,
+    #[source]
+    source: io::Error,
+}
+
+impl BuildError {
+    /// The file that could not be opened.
+    pub fn path(&self) -> &std::path::Path {
+        &self.path
+    }
+}

@@ -1,0 +1,456 @@
+//! The `tracing-subscriber` layer: span hooks in, finished requests and scopes out to sinks.
+//!
+//! Data flow: `on_new_span`/`on_record` fill the per-span state ([`state`]); `on_close` of a
+//! stage or transfer merges it into its request's accumulator; `on_close` of a request
+//! builds its [`RequestE2EStats`] and adds it to its scope; the scope's
+//! [`OverallSummary`] goes out when the run (or the online request) closes.
+//!
+//! Hot-path rules: hooks never block on I/O while a span lock is held, never panic, and
+//! allocate at most one extension per run, request, stage or transfer span (the timing
+//! children allocate nothing).
+
+mod builder;
+mod fields;
+mod state;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use tracing_core::span::{Attributes, Id, Record};
+use tracing_core::{Event, Subscriber};
+use tracing_subscriber::layer::Context;
+use tracing_subscriber::registry::{LookupSpan, SpanRef};
+
+pub use builder::{BuildError, Builder, JSONL_ENV};
+
+use self::fields::{SetField, Visitor};
+use self::state::{RequestSpan, RunSpan, StageSpan, TransferSpan};
+use crate::accumulate::{RequestAcc, ScopeAcc};
+use crate::clock::{Clock, MonotonicClock};
+use crate::convention::SpanKind;
+use crate::diagnostics::{Issue, IssueSet};
+use crate::handle::{MetricsHandle, Shared};
+use crate::report::Sink;
+use crate::stats::{OverallSummary, RequestE2EStats, RequestStatus};
+
+/// The metrics layer: add it to a [`tracing_subscriber::Registry`].
+///
+/// It reads the `omni.*` spans of the [span convention](crate::convention), computes the
+/// vLLM-Omni tables and hands each finished request and scope to its sinks (console tables,
+/// JSON lines, your own [`Sink`]s). It ignores every other span and all events, so put it
+/// beside your own layers and filters; give it no filter that drops `omni.*` spans, or their
+/// requests will be missing from the tables.
+///
+/// ```
+/// use tracing_subscriber::prelude::*;
+///
+/// let layer = omni_metrics::OmniMetricsLayer::builder()
+///     .with_console(false)
+///     .build()?;
+/// let handle = layer.handle();
+/// let subscriber = tracing_subscriber::registry().with(layer);
+/// tracing::subscriber::with_default(subscriber, || {
+///     let request = tracing::info_span!("omni.request", request_id = "r-1");
+///     let stage = tracing::info_span!(parent: &request, "omni.stage", stage_id = 0, num_tokens_in = 12, num_tokens_out = 3);
+///     drop(stage);
+///     drop(request);
+/// });
+/// assert_eq!(handle.totals().requests_ok, 1);
+/// assert_eq!(handle.totals().total_tokens, 15);
+/// # Ok::<(), omni_metrics::BuildError>(())
+/// ```
+#[derive(Clone)]
+#[must_use = "a layer does nothing until it is added to a subscriber"]
+pub struct OmniMetricsLayer {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    clock: ClockSource,
+    sinks: Vec<Box<dyn Sink>>,
+    shared: Arc<Shared>,
+    next_run: AtomicU64,
+    next_request: AtomicU64,
+}
+
+/// The default clock without a virtual call; a custom one behind `dyn`.
+enum ClockSource {
+    Monotonic(MonotonicClock),
+    Custom(Arc<dyn Clock>),
+}
+
+impl ClockSource {
+    #[inline]
+    fn now(&self) -> u64 {
+        match self {
+            ClockSource::Monotonic(c) => c.now_ns(),
+            ClockSource::Custom(c) => c.now_ns(),
+        }
+    }
+}
+
+impl std::fmt::Debug for OmniMetricsLayer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OmniMetricsLayer")
+            .field("sinks", &self.inner.sinks.len())
+            .field(
+                "clock",
+                &match self.inner.clock {
+                    ClockSource::Monotonic(_) => "monotonic",
+                    ClockSource::Custom(_) => "custom",
+                },
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+impl OmniMetricsLayer {
+    /// A builder; see [`Builder`] for the defaults.
+    pub fn builder() -> Builder {
+        Builder::default()
+    }
+
+    /// A handle that reads this layer's totals and latest summary; cheap to clone.
+    pub fn handle(&self) -> MetricsHandle {
+        MetricsHandle::new(self.inner.shared.clone())
+    }
+
+    fn from_parts(clock: Option<Arc<dyn Clock>>, sinks: Vec<Box<dyn Sink>>) -> Self {
+        let clock = match clock {
+            Some(c) => ClockSource::Custom(c),
+            None => ClockSource::Monotonic(MonotonicClock::new()),
+        };
+        Self {
+            inner: Arc::new(Inner {
+                clock,
+                sinks,
+                shared: Arc::new(Shared::default()),
+                next_run: AtomicU64::new(1),
+                next_request: AtomicU64::new(1),
+            }),
+        }
+    }
+}
+
+/// The nearest ancestor of `span` (excluding itself) of kind `want`, stopping at `stop`.
+///
+/// Only span names are read, no extension locks are taken.
+fn nearest<'a, S>(span: &SpanRef<'a, S>, want: SpanKind, stop: Option<SpanKind>) -> Option<Id>
+where
+    S: Subscriber + for<'l> LookupSpan<'l>,
+{
+    let mut next = span.parent();
+    while let Some(ancestor) = next {
+        let kind = SpanKind::from_name(ancestor.name());
+        if kind == Some(want) {
+            return Some(ancestor.id());
+        }
+        if kind.is_some() && kind == stop {
+            return None;
+        }
+        next = ancestor.parent();
+    }
+    None
+}
+
+impl Inner {
+    fn new_span<S>(&self, kind: SpanKind, attrs: &Attributes<'_>, span: SpanRef<'_, S>)
+    where
+        S: Subscriber + for<'l> LookupSpan<'l>,
+    {
+        let now = self.clock.now();
+        match kind {
+            SpanKind::Run => {
+                let mut run = RunSpan {
+                    run_id: None,
+                    scope: ScopeAcc::new(now),
+                };
+                attrs.record(&mut Visitor(&mut run));
+                span.extensions_mut().insert(run);
+            }
+            SpanKind::Request => {
+                let mut issues = IssueSet::default();
+                if nearest(&span, SpanKind::Request, Some(SpanKind::Run)).is_some() {
+                    issues.insert(Issue::RequestInRequest);
+                }
+                let mut request = RequestSpan {
+                    start_ns: now,
+                    run: nearest(&span, SpanKind::Run, None),
+                    request_id: None,
+                    status: None,
+                    issues,
+                    acc: RequestAcc::default(),
+                };
+                attrs.record(&mut Visitor(&mut request));
+                span.extensions_mut().insert(request);
+            }
+            SpanKind::Stage => {
+                let mut stage = StageSpan::new(now, nearest(&span, SpanKind::Request, None));
+                attrs.record(&mut Visitor(&mut stage));
+                span.extensions_mut().insert(stage);
+            }
+            SpanKind::Transfer => {
+                let mut transfer = TransferSpan::new(nearest(&span, SpanKind::Request, None));
+                attrs.record(&mut Visitor(&mut transfer));
+                span.extensions_mut().insert(transfer);
+            }
+            SpanKind::Queue | SpanKind::Postprocess | SpanKind::Tx | SpanKind::RxDecode => {
+                if !self.leaf_event(kind, &span, now, true) {
+                    let mut issues = IssueSet::default();
+                    issues.insert(Issue::LeafOutsideParent);
+                    self.shared.diagnostics.record(issues);
+                }
+            }
+        }
+    }
+
+    /// Opens or closes a timing child in its parent's state. `false` if the parent is not of
+    /// the right kind (the child is then not counted, on open and close alike).
+    fn leaf_event<S>(&self, kind: SpanKind, span: &SpanRef<'_, S>, now: u64, open: bool) -> bool
+    where
+        S: Subscriber + for<'l> LookupSpan<'l>,
+    {
+        let Some(parent) = span.parent() else {
+            return false;
+        };
+        let mut ext = parent.extensions_mut();
+        match kind {
+            SpanKind::Queue | SpanKind::Postprocess => {
+                let Some(stage) = ext.get_mut::<StageSpan>() else {
+                    return false;
+                };
+                let timer = if kind == SpanKind::Queue {
+                    &mut stage.queue
+                } else {
+                    &mut stage.postprocess
+                };
+                if open { timer.open(now) } else { timer.close(now) }
+            }
+            SpanKind::Tx | SpanKind::RxDecode => {
+                let Some(transfer) = ext.get_mut::<TransferSpan>() else {
+                    return false;
+                };
+                match (kind, open) {
+                    (SpanKind::Tx, true) => transfer.tx.open(now),
+                    (SpanKind::Tx, false) => {
+                        transfer.tx.close(now);
+                        transfer.tx_last_end_ns = transfer.tx_last_end_ns.max(Some(now));
+                    }
+                    (_, true) => {
+                        transfer.rx.open(now);
+                        let first = transfer.rx_first_start_ns.map_or(now, |t| t.min(now));
+                        transfer.rx_first_start_ns = Some(first);
+                    }
+                    (_, false) => transfer.rx.close(now),
+                }
+            }
+            _ => return false,
+        }
+        true
+    }
+
+    fn record<S>(&self, kind: SpanKind, values: &Record<'_>, span: SpanRef<'_, S>)
+    where
+        S: Subscriber + for<'l> LookupSpan<'l>,
+    {
+        let mut ext = span.extensions_mut();
+        fn apply<T: SetField + 'static>(ext: &mut tracing_subscriber::registry::ExtensionsMut<'_>, values: &Record<'_>) {
+            if let Some(state) = ext.get_mut::<T>() {
+                values.record(&mut Visitor(state));
+            }
+        }
+        match kind {
+            SpanKind::Run => apply::<RunSpan>(&mut ext, values),
+            SpanKind::Request => apply::<RequestSpan>(&mut ext, values),
+            SpanKind::Stage => apply::<StageSpan>(&mut ext, values),
+            SpanKind::Transfer => apply::<TransferSpan>(&mut ext, values),
+            _ => {}
+        }
+    }
+
+    fn close<S>(&self, kind: SpanKind, span: SpanRef<'_, S>, ctx: &Context<'_, S>)
+    where
+        S: Subscriber + for<'l> LookupSpan<'l>,
+    {
+        let now = self.clock.now();
+        match kind {
+            SpanKind::Stage => {
+                let Some(mut stage) = span.extensions_mut().remove::<StageSpan>() else {
+                    return;
+                };
+                let sample = stage.finish(now);
+                self.close_child(ctx, stage.request, stage.issues, |acc| {
+                    sample.map(|s| acc.add_stage(s)).unwrap_or_default()
+                });
+            }
+            SpanKind::Transfer => {
+                let Some(mut transfer) = span.extensions_mut().remove::<TransferSpan>() else {
+                    return;
+                };
+                let sample = transfer.finish();
+                self.close_child(ctx, transfer.request, transfer.issues, |acc| {
+                    if let Some(t) = sample {
+                        acc.add_transfer(t);
+                    }
+                    IssueSet::default()
+                });
+            }
+            SpanKind::Request => {
+                let Some(request) = span.extensions_mut().remove::<RequestSpan>() else {
+                    return;
+                };
+                self.close_request(request, now, ctx);
+            }
+            SpanKind::Run => {
+                let Some(run) = span.extensions_mut().remove::<RunSpan>() else {
+                    return;
+                };
+                let scope = run.run_id.unwrap_or_else(|| {
+                    format!("run-{}", self.next_run.fetch_add(1, Ordering::Relaxed))
+                });
+                let summary = run.scope.summary(scope);
+                self.emit_summary(summary);
+            }
+            SpanKind::Queue | SpanKind::Postprocess | SpanKind::Tx | SpanKind::RxDecode => {
+                self.leaf_event(kind, &span, now, false);
+            }
+        }
+    }
+
+    /// Merges a closed stage or transfer into its request, then reports its issues.
+    fn close_child<S>(
+        &self,
+        ctx: &Context<'_, S>,
+        request: Option<Id>,
+        mut issues: IssueSet,
+        merge: impl FnOnce(&mut RequestAcc) -> IssueSet,
+    ) where
+        S: Subscriber + for<'l> LookupSpan<'l>,
+    {
+        let target = request.as_ref().and_then(|id| ctx.span(id));
+        match target {
+            Some(request_span) => {
+                let mut ext = request_span.extensions_mut();
+                if let Some(req) = ext.get_mut::<RequestSpan>() {
+                    let merge_issues = merge(&mut req.acc);
+                    issues = issues.union(merge_issues);
+                    if !issues.is_empty() {
+                        req.acc.count_invalid();
+                    }
+                }
+            }
+            None => issues.insert(Issue::OutsideRequest),
+        }
+        // No span lock is held here: the warning may be formatted by another layer.
+        self.shared.diagnostics.record(issues);
+    }
+
+    fn close_request<S>(&self, mut request: RequestSpan, now: u64, ctx: &Context<'_, S>)
+    where
+        S: Subscriber + for<'l> LookupSpan<'l>,
+    {
+        let request_id = request.request_id.take().unwrap_or_else(|| {
+            request.issues.insert(Issue::MissingRequestId);
+            format!(
+                "request-{}",
+                self.next_request.fetch_add(1, Ordering::Relaxed)
+            )
+        });
+        let status = request.status.unwrap_or(RequestStatus::Ok);
+        if !request.issues.is_empty() {
+            request.acc.count_invalid();
+        }
+        let issues = request.issues;
+        let run_span = request.run.as_ref().and_then(|id| ctx.span(id));
+        let report = match run_span {
+            Some(run_span) => {
+                let mut ext = run_span.extensions_mut();
+                match ext.get_mut::<RunSpan>() {
+                    Some(run) => {
+                        let scope = run.run_id.clone().unwrap_or_else(|| {
+                            // Name the run now so its requests and summary agree.
+                            let id =
+                                format!("run-{}", self.next_run.fetch_add(1, Ordering::Relaxed));
+                            run.run_id = Some(id.clone());
+                            id
+                        });
+                        let report =
+                            request
+                                .acc
+                                .finish(request_id, status, scope, request.start_ns, now);
+                        run.scope.add(&report);
+                        drop(ext);
+                        report
+                    }
+                    None => {
+                        drop(ext);
+                        self.online(request.acc, request_id, status, request.start_ns, now)
+                    }
+                }
+            }
+            None => self.online(request.acc, request_id, status, request.start_ns, now),
+        };
+        self.shared.diagnostics.record(issues);
+        self.emit_request(report);
+    }
+
+    /// An online request is its own scope: its summary goes out first, as in the seed.
+    fn online(
+        &self,
+        acc: RequestAcc,
+        request_id: String,
+        status: RequestStatus,
+        start: u64,
+        end: u64,
+    ) -> RequestE2EStats {
+        let report = acc.finish(request_id.clone(), status, request_id, start, end);
+        let mut scope = ScopeAcc::new(start);
+        scope.add(&report);
+        self.emit_summary(scope.summary(report.scope.clone()));
+        report
+    }
+
+    fn emit_request(&self, report: RequestE2EStats) {
+        self.shared.record_request(&report);
+        for sink in &self.sinks {
+            sink.on_request(&report);
+        }
+    }
+
+    fn emit_summary(&self, summary: OverallSummary) {
+        for sink in &self.sinks {
+            sink.on_summary(&summary);
+        }
+        self.shared.record_summary(summary);
+    }
+}
+
+impl<S> tracing_subscriber::Layer<S> for OmniMetricsLayer
+where
+    S: Subscriber + for<'l> LookupSpan<'l>,
+{
+    fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
+        let Some(kind) = SpanKind::from_name(attrs.metadata().name()) else {
+            return;
+        };
+        if let Some(span) = ctx.span(id) {
+            self.inner.new_span(kind, attrs, span);
+        }
+    }
+
+    fn on_record(&self, id: &Id, values: &Record<'_>, ctx: Context<'_, S>) {
+        let Some(span) = ctx.span(id) else { return };
+        if let Some(kind) = SpanKind::from_name(span.name()) {
+            self.inner.record(kind, values, span);
+        }
+    }
+
+    fn on_close(&self, id: Id, ctx: Context<'_, S>) {
+        let Some(span) = ctx.span(&id) else { return };
+        if let Some(kind) = SpanKind::from_name(span.name()) {
+            self.inner.close(kind, span, &ctx);
+        }
+    }
+
+    fn on_event(&self, _event: &Event<'_>, _ctx: Context<'_, S>) {}
+}

@@ -1,0 +1,50 @@
+//! Reports and sinks: where finished requests and scopes go.
+//!
+//! The layer calls every [`Sink`] once per finished request and once per finished scope,
+//! from the thread that closed the span, with no span lock held. The built-in sinks are the
+//! console tables ([`ConsoleSink`], rendered by [`table`]), JSON lines ([`JsonLinesSink`],
+//! one [`Record`] per line) and an in-memory [`CaptureSink`] for tests.
+
+mod capture;
+mod console;
+mod jsonl;
+pub mod table;
+
+pub use capture::CaptureSink;
+pub use console::ConsoleSink;
+pub use jsonl::{JsonLinesSink, Record};
+
+use crate::stats::{OverallSummary, RequestE2EStats};
+
+/// Receives finished requests and scopes from an [`OmniMetricsLayer`](crate::OmniMetricsLayer).
+///
+/// Called on the engine's threads: keep it quick, and never panic (a panic would unwind
+/// into the engine's `drop` of a span).
+///
+/// ```
+/// use omni_metrics::report::Sink;
+/// use omni_metrics::stats::RequestE2EStats;
+///
+/// struct SlowRequests;
+/// impl Sink for SlowRequests {
+///     fn on_request(&self, r: &RequestE2EStats) {
+///         if r.e2e_total_ms > 10_000.0 {
+///             tracing::warn!(request_id = %r.request_id, "slow request");
+///         }
+///     }
+/// }
+/// let layer = omni_metrics::OmniMetricsLayer::builder().with_sink(SlowRequests).build()?;
+/// # drop(layer);
+/// # Ok::<(), omni_metrics::BuildError>(())
+/// ```
+pub trait Sink: Send + Sync + 'static {
+    /// A request finished (any status).
+    fn on_request(&self, request: &RequestE2EStats) {
+        let _ = request;
+    }
+
+    /// A scope finished: a run closed, or an online request (sent before its request).
+    fn on_summary(&self, summary: &OverallSummary) {
+        let _ = summary;
+    }
+}

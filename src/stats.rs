@@ -1,0 +1,319 @@
+//! The stats model: the seed's four record types and every formula, each defined once.
+//!
+//! Field names are vLLM-Omni's (`--log-stats`), exactly; they are also the JSON-lines keys.
+//! Values are unrounded; rounding is for the console only ([`crate::report`]).
+
+use serde::Serialize;
+use serde::ser::{SerializeMap, Serializer};
+
+/// Nanoseconds to milliseconds, the unit of every `*_ms` field.
+#[inline]
+pub(crate) fn ns_to_ms(ns: u64) -> f64 {
+    ns as f64 / 1_000_000.0
+}
+
+/// `kbytes = bytes / 1024` (KiB), as vLLM-Omni computes its `*_kbytes` fields.
+#[inline]
+pub fn kbytes(bytes: u64) -> f64 {
+    bytes as f64 / 1024.0
+}
+
+/// `stage_gen_time_ms` = stage span duration - its `omni.queue` children - its
+/// `omni.postprocess` children, never negative.
+///
+/// ```
+/// assert_eq!(omni_metrics::stats::stage_gen_time_ms(100.0, 10.0, 5.0), 85.0);
+/// assert_eq!(omni_metrics::stats::stage_gen_time_ms(1.0, 3.0, 0.0), 0.0);
+/// ```
+pub fn stage_gen_time_ms(stage_ms: f64, queue_ms: f64, postprocess_ms: f64) -> f64 {
+    (stage_ms - queue_ms - postprocess_ms).max(0.0)
+}
+
+/// `in_flight_time_ms` = start of `omni.transfer.rx_decode` - end of `omni.transfer.tx`,
+/// never negative (a receiver that starts waiting before the sender is done has no gap).
+///
+/// ```
+/// assert_eq!(omni_metrics::stats::in_flight_time_ms(2_000_000, 4_015_000), 2.015);
+/// assert_eq!(omni_metrics::stats::in_flight_time_ms(5_000_000, 4_000_000), 0.0);
+/// ```
+pub fn in_flight_time_ms(tx_end_ns: u64, rx_start_ns: u64) -> f64 {
+    ns_to_ms(rx_start_ns.saturating_sub(tx_end_ns))
+}
+
+/// `e2e_total_tokens` = stage 0's `num_tokens_in` + the sum of every stage's
+/// `num_tokens_out` (a request without a stage 0 counts no input tokens).
+///
+/// ```
+/// use omni_metrics::stats::{e2e_total_tokens, StageRequestStats};
+/// let stage = |id, i, o| StageRequestStats { stage_id: id, num_tokens_in: i, num_tokens_out: o, ..Default::default() };
+/// let stages = [stage(0, 4860, 67), stage(1, 4826, 275), stage(2, 4384, 0)];
+/// assert_eq!(e2e_total_tokens(&stages), 5202);
+/// ```
+pub fn e2e_total_tokens(stages: &[StageRequestStats]) -> u64 {
+    let input = stages
+        .iter()
+        .find(|s| s.stage_id == 0)
+        .map_or(0, |s| s.num_tokens_in);
+    stages
+        .iter()
+        .fold(input, |sum, s| sum.saturating_add(s.num_tokens_out))
+}
+
+/// `transfers_total_time_ms` = sum over edges of `tx_time_ms + rx_decode_time_ms +
+/// in_flight_time_ms`.
+pub fn transfers_total_time_ms(edges: &[TransferEdgeStats]) -> f64 {
+    edges.iter().map(TransferEdgeStats::total_time_ms).sum()
+}
+
+/// `transfers_total_kbytes` = sum over edges of `size_kbytes`.
+pub fn transfers_total_kbytes(edges: &[TransferEdgeStats]) -> f64 {
+    edges.iter().map(|e| e.size_kbytes).sum()
+}
+
+/// `e2e_avg_time_per_request_ms` = `e2e_wall_time_ms / e2e_requests` (0 without requests).
+pub fn e2e_avg_time_per_request_ms(wall_ms: f64, requests: u64) -> f64 {
+    if requests == 0 {
+        0.0
+    } else {
+        wall_ms / requests as f64
+    }
+}
+
+/// `e2e_avg_tokens_per_s` = `e2e_total_tokens * 1000 / e2e_wall_time_ms` (0 for an empty
+/// wall).
+pub fn e2e_avg_tokens_per_s(total_tokens: u64, wall_ms: f64) -> f64 {
+    if wall_ms > 0.0 {
+        total_tokens as f64 * 1000.0 / wall_ms
+    } else {
+        0.0
+    }
+}
+
+/// How a request ended (the `status` field of `omni.request`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RequestStatus {
+    /// Finished normally; the only status counted in `e2e_requests` and the summary.
+    #[default]
+    Ok,
+    /// Failed; counted apart (`e2e_requests_error`).
+    Error,
+    /// Dropped before finishing (a cancelled future); counted apart (`e2e_requests_aborted`).
+    Aborted,
+}
+
+impl RequestStatus {
+    /// Parses the `status` field; `None` for anything but `ok`, `error` and `aborted`.
+    ///
+    /// ```
+    /// use omni_metrics::stats::RequestStatus;
+    /// assert_eq!(RequestStatus::parse("aborted"), Some(RequestStatus::Aborted));
+    /// assert_eq!(RequestStatus::parse("done"), None);
+    /// ```
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "ok" => Some(Self::Ok),
+            "error" => Some(Self::Error),
+            "aborted" => Some(Self::Aborted),
+            _ => None,
+        }
+    }
+
+    /// The field value (`ok`, `error`, `aborted`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ok => "ok",
+            Self::Error => "error",
+            Self::Aborted => "aborted",
+        }
+    }
+}
+
+/// One stage of one request (a column of the `StageRequestStats` table).
+///
+/// A stage seen in several spans (chunks) has its counts and times summed; `batch_id` and
+/// `batch_size` are the first span's.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct StageRequestStats {
+    /// The stage's index (`stage_id`).
+    pub stage_id: u64,
+    /// The stage's name, when given.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stage_name: Option<String>,
+    /// Batch index (first span's).
+    pub batch_id: u64,
+    /// Batch size (first span's).
+    pub batch_size: u64,
+    /// Input tokens.
+    pub num_tokens_in: u64,
+    /// Output tokens.
+    pub num_tokens_out: u64,
+    /// Compute time: [`stage_gen_time_ms`] of each span, summed.
+    pub stage_gen_time_ms: f64,
+    /// Post-processing time (`omni.postprocess` children), summed.
+    pub postprocess_time_ms: f64,
+    /// Audio frames produced.
+    pub audio_generated_frames: u64,
+    /// Images generated, when the stage reports them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub image_num: Option<u64>,
+    /// Image resolution, when the stage reports it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resolution: Option<String>,
+    /// Beyond the seed: time waiting before compute (`omni.queue` children), summed.
+    pub queue_time_ms: f64,
+    /// Beyond the seed: the sample rate of the audio, when given.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub audio_sample_rate: Option<u64>,
+    /// Beyond the seed: how many spans (chunks) made this stage.
+    pub spans: u64,
+    /// Beyond the seed: first start to last end of this stage's spans, in ms.
+    pub wall_time_ms: f64,
+    /// When the stage's first span started, in ns of the layer's clock.
+    #[serde(skip)]
+    pub start_ns: u64,
+    /// When the stage's last span ended, in ns of the layer's clock.
+    #[serde(skip)]
+    pub end_ns: u64,
+}
+
+/// One edge `from->to` of one request (a column of the `TransferEdgeStats` table).
+///
+/// Several transfers on one edge (streamed chunks) are summed; bytes and times always cover
+/// the same chunks.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct TransferEdgeStats {
+    /// `"{from}->{to}"`.
+    pub edge: String,
+    /// The sending stage.
+    pub from_stage: u64,
+    /// The receiving stage.
+    pub to_stage: u64,
+    /// [`kbytes`] of the bytes moved.
+    pub size_kbytes: f64,
+    /// Sender time (`omni.transfer.tx`), summed.
+    pub tx_time_ms: f64,
+    /// Receiver time (`omni.transfer.rx_decode`), summed.
+    pub rx_decode_time_ms: f64,
+    /// [`in_flight_time_ms`] of each transfer, summed.
+    pub in_flight_time_ms: f64,
+    /// Beyond the seed: bytes moved, exactly.
+    pub size_bytes: u64,
+    /// Beyond the seed: how many transfers (chunks) made this edge.
+    pub transfers: u64,
+}
+
+impl TransferEdgeStats {
+    /// The edge's `total_time_ms`: `tx_time_ms + rx_decode_time_ms + in_flight_time_ms`.
+    pub fn total_time_ms(&self) -> f64 {
+        self.tx_time_ms + self.rx_decode_time_ms + self.in_flight_time_ms
+    }
+}
+
+/// One finished request: the `RequestE2EStats` table plus its stage and edge columns.
+///
+/// Serialized, it is the `{"type":"request",...}` JSON-lines record.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct RequestE2EStats {
+    /// The request's `request_id`.
+    pub request_id: String,
+    /// How the request ended.
+    pub status: RequestStatus,
+    /// The scope it is summarized in: its run's id, or its own id when online.
+    pub scope: String,
+    /// Request span duration.
+    pub e2e_total_ms: f64,
+    /// [`e2e_total_tokens`].
+    pub e2e_total_tokens: u64,
+    /// [`transfers_total_time_ms`].
+    pub transfers_total_time_ms: f64,
+    /// [`transfers_total_kbytes`].
+    pub transfers_total_kbytes: f64,
+    /// Beyond the seed: spans of this request that broke the convention and were left out.
+    pub invalid_spans: u64,
+    /// One entry per stage id, ascending.
+    pub stages: Vec<StageRequestStats>,
+    /// One entry per edge, ordered by (from, to).
+    pub transfers: Vec<TransferEdgeStats>,
+    /// When the request span started, in ns of the layer's clock.
+    #[serde(skip)]
+    pub start_ns: u64,
+    /// When the request span closed, in ns of the layer's clock.
+    #[serde(skip)]
+    pub end_ns: u64,
+}
+
+impl RequestE2EStats {
+    /// The stage with this id, if the request ran it.
+    pub fn stage(&self, stage_id: u64) -> Option<&StageRequestStats> {
+        self.stages.iter().find(|s| s.stage_id == stage_id)
+    }
+
+    /// The edge `from->to`, if the request used it.
+    pub fn edge(&self, from: u64, to: u64) -> Option<&TransferEdgeStats> {
+        self.transfers
+            .iter()
+            .find(|e| e.from_stage == from && e.to_stage == to)
+    }
+}
+
+/// The `Overall Summary` of one scope: a run (offline) or one request (online).
+///
+/// Serialized, it is the `{"type":"summary",...}` JSON-lines record, with one
+/// `e2e_stage_{i}_wall_time_ms` key per stage.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct OverallSummary {
+    /// The scope's id: the run's `run_id` (or `run-<n>`), or the online request's id.
+    pub scope: String,
+    /// Completed (`ok`) requests.
+    pub e2e_requests: u64,
+    /// Scope start to the last completion, in ms.
+    pub e2e_wall_time_ms: f64,
+    /// Sum of the completed requests' `e2e_total_tokens`.
+    pub e2e_total_tokens: u64,
+    /// [`e2e_avg_time_per_request_ms`]: wall / requests, not a mean latency.
+    pub e2e_avg_time_per_request_ms: f64,
+    /// [`e2e_avg_tokens_per_s`].
+    pub e2e_avg_tokens_per_s: f64,
+    /// `(stage id, e2e_stage_{i}_wall_time_ms)`: earliest start to latest end of the stage's
+    /// spans in the scope, ascending by stage id.
+    pub stage_wall_time_ms: Vec<(u64, f64)>,
+    /// Beyond the seed: requests that ended with `status = error`.
+    pub e2e_requests_error: u64,
+    /// Beyond the seed: requests dropped unfinished (`status = aborted`).
+    pub e2e_requests_aborted: u64,
+    /// Beyond the seed: spans in the scope that broke the convention and were left out.
+    pub invalid_spans: u64,
+}
+
+impl OverallSummary {
+    /// `e2e_stage_{i}_wall_time_ms` for one stage.
+    pub fn stage_wall_time_ms(&self, stage_id: u64) -> Option<f64> {
+        self.stage_wall_time_ms
+            .iter()
+            .find(|(id, _)| *id == stage_id)
+            .map(|(_, ms)| *ms)
+    }
+}
+
+impl Serialize for OverallSummary {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(None)?;
+        map.serialize_entry("scope", &self.scope)?;
+        map.serialize_entry("e2e_requests", &self.e2e_requests)?;
+        map.serialize_entry("e2e_wall_time_ms", &self.e2e_wall_time_ms)?;
+        map.serialize_entry("e2e_total_tokens", &self.e2e_total_tokens)?;
+        map.serialize_entry(
+            "e2e_avg_time_per_request_ms",
+            &self.e2e_avg_time_per_request_ms,
+        )?;
+        map.serialize_entry("e2e_avg_tokens_per_s", &self.e2e_avg_tokens_per_s)?;
+        for (id, ms) in &self.stage_wall_time_ms {
+            map.serialize_entry(&format!("e2e_stage_{id}_wall_time_ms"), ms)?;
+        }
+        map.serialize_entry("e2e_requests_error", &self.e2e_requests_error)?;
+        map.serialize_entry("e2e_requests_aborted", &self.e2e_requests_aborted)?;
+        map.serialize_entry("invalid_spans", &self.invalid_spans)?;
+        map.end()
+    }
+}
