@@ -1,0 +1,82 @@
+//! Shared helpers: a scoped subscriber with the real layer, a manual clock and a capture.
+
+use omni_metrics::clock::ManualClock;
+use omni_metrics::report::CaptureSink;
+use omni_metrics::{MetricsHandle, OmniMetricsLayer};
+use tracing::Dispatch;
+use tracing_subscriber::prelude::*;
+
+/// The real layer on a Registry, driven by a manual clock, captured in memory.
+pub(crate) struct Harness {
+    pub(crate) clock: ManualClock,
+    pub(crate) capture: CaptureSink,
+    pub(crate) handle: MetricsHandle,
+    pub(crate) dispatch: Dispatch,
+}
+
+impl Harness {
+    pub(crate) fn new() -> Self {
+        let clock = ManualClock::new();
+        let capture = CaptureSink::new();
+        let layer = OmniMetricsLayer::builder()
+            .with_console(false)
+            .with_clock(clock.clone())
+            .with_sink(capture.clone())
+            .build()
+            .expect("no JSON-lines file is configured");
+        let handle = layer.handle();
+        let dispatch = Dispatch::new(tracing_subscriber::registry().with(layer));
+        Self {
+            clock,
+            capture,
+            handle,
+            dispatch,
+        }
+    }
+
+    /// Runs `f` with this harness's subscriber as the thread's default.
+    pub(crate) fn run<R>(&self, f: impl FnOnce() -> R) -> R {
+        tracing::dispatcher::with_default(&self.dispatch, f)
+    }
+
+    /// Sets the clock to `ms` milliseconds (rounded to the nanosecond).
+    pub(crate) fn at(&self, ms: f64) {
+        self.clock.set_ns(ns(ms));
+    }
+}
+
+pub(crate) fn ns(ms: f64) -> u64 {
+    (ms * 1_000_000.0).round() as u64
+}
+
+/// The rows of a rendered markdown table, each as trimmed cells (separator row skipped).
+pub(crate) fn rows(table: &str) -> Vec<Vec<String>> {
+    table
+        .lines()
+        .filter(|l| l.starts_with('|') && !l.starts_with("|-") && !l.starts_with("|:"))
+        .map(|l| {
+            l.trim_matches('|')
+                .split('|')
+                .map(|c| c.trim().to_owned())
+                .collect()
+        })
+        .collect()
+}
+
+/// Asserts that `table` has exactly `expected` rows (header included), cell by cell.
+#[track_caller]
+pub(crate) fn assert_rows(table: &str, expected: &[&[&str]]) {
+    let got = rows(table);
+    let want: Vec<Vec<String>> = expected
+        .iter()
+        .map(|r| r.iter().map(|c| (*c).to_owned()).collect())
+        .collect();
+    assert_eq!(got, want, "rendered table:\n{table}");
+}
+
+/// Asserts `a` and `b` agree to within 1e-9 (relative to their size).
+#[track_caller]
+pub(crate) fn assert_close(a: f64, b: f64, what: &str) {
+    let tol = 1e-9 * a.abs().max(b.abs()).max(1.0);
+    assert!((a - b).abs() <= tol, "{what}: {a} != {b}");
+}
