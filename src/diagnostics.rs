@@ -141,7 +141,8 @@ pub(crate) struct Diagnostics {
 impl Diagnostics {
     /// Counts one invalid span and reports each of its issues not yet reported.
     ///
-    /// Call it with no span lock held: the warning is a `tracing` event, which other layers
+    /// Call it from `on_close` (not `on_new_span`, where the event would be lost), with no
+    /// span lock held: the warning is a `tracing` event, which other layers
     /// (fmt) may handle by reading span extensions.
     pub(crate) fn record(&self, issues: IssueSet) {
         if issues.is_empty() {

@@ -5,6 +5,9 @@
 //! builds its [`RequestE2EStats`] and adds it to its scope; the scope's
 //! [`OverallSummary`] goes out when the run (or the online request) closes.
 //!
+//! Diagnostics are emitted from `on_close` only: `on_new_span` runs inside the dispatcher's
+//! `get_default`, where a nested event reaches no subscriber.
+//!
 //! Hot-path rules: hooks never block on I/O while a span lock is held, never panic, and
 //! allocate at most one extension per run, request, stage or transfer span (the timing
 //! children allocate nothing).
@@ -195,11 +198,9 @@ impl Inner {
                 span.extensions_mut().insert(transfer);
             }
             SpanKind::Queue | SpanKind::Postprocess | SpanKind::Tx | SpanKind::RxDecode => {
-                if !self.leaf_event(kind, &span, now, true) {
-                    let mut issues = IssueSet::default();
-                    issues.insert(Issue::LeafOutsideParent);
-                    self.shared.diagnostics.record(issues);
-                }
+                // A misplaced child is diagnosed when it closes: an event emitted here, inside
+                // the dispatcher's `get_default`, would reach no subscriber.
+                self.leaf_event(kind, &span, now, true);
             }
         }
     }
@@ -312,7 +313,11 @@ impl Inner {
                 self.emit_summary(summary);
             }
             SpanKind::Queue | SpanKind::Postprocess | SpanKind::Tx | SpanKind::RxDecode => {
-                self.leaf_event(kind, &span, now, false);
+                if !self.leaf_event(kind, &span, now, false) {
+                    let mut issues = IssueSet::default();
+                    issues.insert(Issue::LeafOutsideParent);
+                    self.shared.diagnostics.record(issues);
+                }
             }
         }
     }

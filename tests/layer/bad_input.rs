@@ -1,0 +1,191 @@
+//! Bad input: a clear message once per kind, a count every time, no panic, nothing
+//! well-formed lost.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use omni_metrics::clock::ManualClock;
+use omni_metrics::report::CaptureSink;
+use omni_metrics::{MetricsHandle, OmniMetricsLayer};
+use tracing::info_span;
+use tracing_subscriber::prelude::*;
+
+/// Collects the layer's diagnostics (WARN events, target `omni_metrics::diagnostics`).
+#[derive(Clone, Default)]
+struct Warnings {
+    messages: Arc<Mutex<Vec<String>>>,
+    count: Arc<AtomicUsize>,
+}
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Warnings {
+    fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+        if event.metadata().target() != "omni_metrics::diagnostics" {
+            return;
+        }
+        struct Msg(String);
+        impl tracing::field::Visit for Msg {
+            fn record_debug(&mut self, f: &tracing::field::Field, v: &dyn std::fmt::Debug) {
+                if f.name() == "message" {
+                    self.0 = format!("{v:?}");
+                }
+            }
+        }
+        let mut msg = Msg(String::new());
+        event.record(&mut msg);
+        self.count.fetch_add(1, Ordering::SeqCst);
+        if let Ok(mut m) = self.messages.lock() {
+            m.push(msg.0);
+        }
+    }
+}
+
+struct Setup {
+    capture: CaptureSink,
+    handle: MetricsHandle,
+    warnings: Warnings,
+    dispatch: tracing::Dispatch,
+}
+
+fn setup() -> Setup {
+    let capture = CaptureSink::new();
+    let layer = OmniMetricsLayer::builder()
+        .with_console(false)
+        .with_clock(ManualClock::new())
+        .with_sink(capture.clone())
+        .build()
+        .expect("no file");
+    let handle = layer.handle();
+    let warnings = Warnings::default();
+    let dispatch = tracing::Dispatch::new(
+        tracing_subscriber::registry()
+            .with(layer)
+            .with(warnings.clone()),
+    );
+    Setup {
+        capture,
+        handle,
+        warnings,
+        dispatch,
+    }
+}
+
+impl Setup {
+    fn messages(&self) -> Vec<String> {
+        self.warnings.messages.lock().map(|m| m.clone()).unwrap_or_default()
+    }
+}
+
+#[test]
+fn stage_without_stage_id_is_reported_once_and_the_rest_kept() {
+    let s = setup();
+    tracing::dispatcher::with_default(&s.dispatch, || {
+        let req = info_span!("omni.request", request_id = "r");
+        for _ in 0..5 {
+            let _bad = info_span!(parent: &req, "omni.stage", num_tokens_out = 99);
+        }
+        let _good = info_span!(parent: &req, "omni.stage", stage_id = 0, num_tokens_in = 10);
+    });
+    let r = &s.capture.requests()[0];
+    assert_eq!(r.stages.len(), 1, "only the well-formed stage");
+    assert_eq!(r.e2e_total_tokens, 10);
+    assert_eq!(r.invalid_spans, 5);
+    assert_eq!(s.capture.summaries()[0].invalid_spans, 5);
+    assert_eq!(s.handle.invalid_spans(), 5);
+    let msgs = s.messages();
+    assert_eq!(msgs.len(), 1, "reported once, not once per span: {msgs:?}");
+    assert!(msgs[0].contains("without a `stage_id`") && msgs[0].contains("Give every stage"));
+}
+
+#[test]
+fn mistyped_and_negative_fields_are_ignored_and_counted() {
+    let s = setup();
+    tracing::dispatcher::with_default(&s.dispatch, || {
+        let req = info_span!("omni.request", request_id = "r");
+        let _a = info_span!(parent: &req, "omni.stage", stage_id = 0, num_tokens_in = "many",
+            num_tokens_out = 3);
+        let _b = info_span!(parent: &req, "omni.stage", stage_id = 1, num_tokens_out = -5,
+            batch_size = 2.5);
+        // Lenient where unambiguous: a numeric string and an integral float are accepted.
+        let _c = info_span!(parent: &req, "omni.stage", stage_id = "2", num_tokens_out = 4.0);
+    });
+    let r = &s.capture.requests()[0];
+    assert_eq!(r.stages.len(), 3);
+    assert_eq!(r.stage(0).map(|s| (s.num_tokens_in, s.num_tokens_out)), Some((0, 3)));
+    assert_eq!(r.stage(1).map(|s| (s.num_tokens_out, s.batch_size)), Some((0, 0)));
+    assert_eq!(r.stage(2).map(|s| s.num_tokens_out), Some(4));
+    assert_eq!(r.invalid_spans, 2);
+    let msgs = s.messages();
+    assert_eq!(msgs.len(), 2, "{msgs:?}");
+    assert!(msgs.iter().any(|m| m.contains("wrong type")));
+    assert!(msgs.iter().any(|m| m.contains("negative")));
+}
+
+#[test]
+fn spans_outside_any_request_are_counted_without_panic() {
+    let s = setup();
+    tracing::dispatcher::with_default(&s.dispatch, || {
+        let stage = info_span!("omni.stage", stage_id = 0, num_tokens_in = 5);
+        let _q = info_span!(parent: &stage, "omni.queue");
+        let t = info_span!("omni.transfer", from_stage = 0, to_stage = 1);
+        let _tx = info_span!(parent: &t, "omni.transfer.tx");
+        let _orphan_leaf = info_span!("omni.postprocess");
+    });
+    assert!(s.capture.requests().is_empty());
+    assert_eq!(s.handle.invalid_spans(), 3, "stage, transfer and the orphan postprocess");
+    let msgs = s.messages();
+    assert!(msgs.iter().any(|m| m.contains("no `omni.request` ancestor")), "{msgs:?}");
+    assert!(msgs.iter().any(|m| m.contains("not a direct child")), "{msgs:?}");
+}
+
+#[test]
+fn transfer_without_tx_or_rx_keeps_its_bytes() {
+    let s = setup();
+    tracing::dispatcher::with_default(&s.dispatch, || {
+        let req = info_span!("omni.request", request_id = "r");
+        let t = info_span!(parent: &req, "omni.transfer", from_stage = 0, to_stage = 1,
+            size_bytes = 2048);
+        let _tx = info_span!(parent: &t, "omni.transfer.tx");
+        drop(_tx);
+        drop(t);
+        let _no_children = info_span!(parent: &req, "omni.transfer", from_stage = 1, to_stage = 2,
+            size_bytes = 1024);
+    });
+    let r = &s.capture.requests()[0];
+    assert_eq!(r.transfers.len(), 2);
+    assert_eq!(r.transfers[0].size_bytes, 2048);
+    assert_eq!(r.transfers[0].in_flight_time_ms, 0.0);
+    assert_eq!(r.transfers[1].size_bytes, 1024);
+    assert_eq!(r.invalid_spans, 2);
+    assert!(s.messages().iter().any(|m| m.contains("without an `omni.transfer.rx_decode`")));
+    assert!(s.messages().iter().any(|m| m.contains("without an `omni.transfer.tx`")));
+}
+
+#[test]
+fn conflicting_batch_ids_keep_the_first() {
+    let s = setup();
+    tracing::dispatcher::with_default(&s.dispatch, || {
+        let req = info_span!("omni.request", request_id = "r");
+        drop(info_span!(parent: &req, "omni.stage", stage_id = 0, batch_id = 3, batch_size = 2));
+        drop(info_span!(parent: &req, "omni.stage", stage_id = 0, batch_id = 4, batch_size = 8));
+        drop(info_span!(parent: &req, "omni.stage", stage_id = 0, num_tokens_out = 1));
+    });
+    let r = &s.capture.requests()[0];
+    let st = &r.stages[0];
+    assert_eq!((st.batch_id, st.batch_size, st.spans), (3, 2, 3));
+    assert_eq!(r.invalid_spans, 1);
+    assert!(s.messages()[0].contains("different `batch_id`s"));
+}
+
+#[test]
+fn missing_request_id_and_bad_status_are_named_and_reported() {
+    let s = setup();
+    tracing::dispatcher::with_default(&s.dispatch, || {
+        let _a = info_span!("omni.request");
+        drop(_a);
+        let _b = info_span!("omni.request", request_id = "b", status = "finished");
+    });
+    let reqs = s.capture.requests();
+    assert_eq!(reqs[0].request_id, "request-1");
+    assert_eq!(reqs[1].status, omni_metrics::stats::RequestStatus::Error);
+    assert_eq!(s.handle.invalid_spans(), 2);
+}
