@@ -1,9 +1,11 @@
 //! Per-request and per-scope accumulation: closed stage and transfer spans in, the stats
 //! model's records out. Every formula used here lives in [`crate::stats`].
 
+use smallvec::SmallVec;
+
 use crate::diagnostics::{Issue, IssueSet};
 use crate::stats::{
-    self, OverallSummary, RequestE2EStats, RequestStatus, StageRequestStats, TransferEdgeStats,
+    self, EdgeName, OverallSummary, RequestE2EStats, RequestStatus, StageRequestStats, TransferEdgeStats,
 };
 
 /// What one closed `omni.stage` span contributes to its request.
@@ -40,8 +42,9 @@ pub(crate) struct TransferSample {
 /// One request's stages and edges, merged by id as their spans close.
 #[derive(Debug, Default)]
 pub(crate) struct RequestAcc {
-    /// Each stage with the first span's raw `batch_id` (absent and 0 differ for conflicts).
-    stages: Vec<(StageRequestStats, Option<u64>)>,
+    stages: Vec<StageRequestStats>,
+    /// The first span's raw `batch_id` per entry of `stages` (absent and 0 differ).
+    batch_ids: SmallVec<[Option<u64>; 4]>,
     edges: Vec<TransferEdgeStats>,
     invalid_spans: u64,
 }
@@ -56,10 +59,9 @@ impl RequestAcc {
     /// Returns the issues the merge found (a conflicting `batch_id`).
     pub(crate) fn add_stage(&mut self, s: StageSample) -> IssueSet {
         let mut issues = IssueSet::default();
-        let Some((acc, seen_batch)) = self
-            .stages
-            .iter_mut()
-            .find(|(a, _)| a.stage_id == s.stage_id)
+        let found = self.stages.iter().position(|a| a.stage_id == s.stage_id);
+        let Some((acc, seen_batch)) =
+            found.and_then(|i| Some((self.stages.get_mut(i)?, self.batch_ids.get_mut(i)?)))
         else {
             let batch = s.batch_id;
             let stats = StageRequestStats {
@@ -81,7 +83,8 @@ impl RequestAcc {
                 start_ns: s.start_ns,
                 end_ns: s.end_ns,
             };
-            self.stages.push((stats, batch));
+            self.stages.push(stats);
+            self.batch_ids.push(batch);
             return issues;
         };
         // Chunks may close out of order: "first" is the earliest start.
@@ -133,6 +136,10 @@ impl RequestAcc {
             Some(edge) => edge,
             None => {
                 self.edges.push(TransferEdgeStats {
+                    edge: EdgeName {
+                        from: t.from_stage,
+                        to: t.to_stage,
+                    },
                     from_stage: t.from_stage,
                     to_stage: t.to_stage,
                     ..TransferEdgeStats::default()
@@ -158,11 +165,11 @@ impl RequestAcc {
         end_ns: u64,
     ) -> RequestE2EStats {
         let Self {
-            stages,
+            mut stages,
             mut edges,
             invalid_spans,
+            ..
         } = self;
-        let mut stages: Vec<StageRequestStats> = stages.into_iter().map(|(s, _)| s).collect();
         stages.sort_by_key(|s| s.stage_id);
         for s in &mut stages {
             s.wall_time_ms = stats::ns_to_ms(s.end_ns.saturating_sub(s.start_ns));
@@ -170,7 +177,6 @@ impl RequestAcc {
         edges.sort_by_key(|e| (e.from_stage, e.to_stage));
         for e in &mut edges {
             e.size_kbytes = stats::kbytes(e.size_bytes);
-            e.edge = format!("{}->{}", e.from_stage, e.to_stage);
         }
         RequestE2EStats {
             request_id,

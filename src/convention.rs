@@ -97,6 +97,15 @@ pub(crate) enum SpanKind {
 }
 
 impl SpanKind {
+    /// Queue, postprocess, tx and rx_decode: children that only time a part of their parent.
+    #[inline]
+    pub(crate) fn is_timing(self) -> bool {
+        matches!(
+            self,
+            Self::Queue | Self::Postprocess | Self::Tx | Self::RxDecode
+        )
+    }
+
     /// Classifies a span name; `None` for spans outside the convention.
     #[inline]
     pub(crate) fn from_name(name: &str) -> Option<Self> {

@@ -15,7 +15,9 @@ pub(crate) struct Shared {
     requests_aborted: AtomicU64,
     total_tokens: AtomicU64,
     transfer_bytes: AtomicU64,
-    scopes: AtomicU64,
+    runs: AtomicU64,
+    /// The latest run's summary. Online requests don't touch it: a lock per request would
+    /// serialize the engine's threads.
     last_summary: Mutex<Option<OverallSummary>>,
 }
 
@@ -35,8 +37,8 @@ impl Shared {
         }
     }
 
-    pub(crate) fn record_summary(&self, summary: OverallSummary) {
-        self.scopes.fetch_add(1, Ordering::Relaxed);
+    pub(crate) fn record_run_summary(&self, summary: OverallSummary) {
+        self.runs.fetch_add(1, Ordering::Relaxed);
         // A sink that panicked cannot poison the totals: take the value anyway.
         *self
             .last_summary
@@ -74,8 +76,8 @@ pub struct Totals {
     pub total_tokens: u64,
     /// Bytes moved between stages by `ok` requests.
     pub transfer_bytes: u64,
-    /// Scopes summarized (runs, and online requests).
-    pub scopes: u64,
+    /// Runs (`omni.run`) summarized.
+    pub runs: u64,
     /// Spans that broke the convention (each reported once as a warning).
     pub invalid_spans: u64,
 }
@@ -94,7 +96,7 @@ impl MetricsHandle {
             requests_aborted: s.requests_aborted.load(Ordering::Relaxed),
             total_tokens: s.total_tokens.load(Ordering::Relaxed),
             transfer_bytes: s.transfer_bytes.load(Ordering::Relaxed),
-            scopes: s.scopes.load(Ordering::Relaxed),
+            runs: s.runs.load(Ordering::Relaxed),
             invalid_spans: s.diagnostics.invalid_spans(),
         }
     }
@@ -104,7 +106,8 @@ impl MetricsHandle {
         self.shared.diagnostics.invalid_spans()
     }
 
-    /// The latest finished scope's summary.
+    /// The latest finished run's (`omni.run`) summary; online requests are in
+    /// [`MetricsHandle::totals`] and reach the sinks with a summary each.
     pub fn last_summary(&self) -> Option<OverallSummary> {
         self.shared
             .last_summary

@@ -177,14 +177,35 @@ pub struct StageRequestStats {
     pub end_ns: u64,
 }
 
+/// An edge's name, `"{from}->{to}"`, without allocating until it is written out.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct EdgeName {
+    /// The sending stage.
+    pub from: u64,
+    /// The receiving stage.
+    pub to: u64,
+}
+
+impl std::fmt::Display for EdgeName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}->{}", self.from, self.to)
+    }
+}
+
+impl Serialize for EdgeName {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
 /// One edge `from->to` of one request (a column of the `TransferEdgeStats` table).
 ///
 /// Several transfers on one edge (streamed chunks) are summed; bytes and times always cover
 /// the same chunks.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct TransferEdgeStats {
-    /// `"{from}->{to}"`.
-    pub edge: String,
+    /// `"{from}->{to}"` (serialized as that string).
+    pub edge: EdgeName,
     /// The sending stage.
     pub from_stage: u64,
     /// The receiving stage.

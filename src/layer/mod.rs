@@ -198,20 +198,18 @@ impl Inner {
                 span.extensions_mut().insert(transfer);
             }
             SpanKind::Queue | SpanKind::Postprocess | SpanKind::Tx | SpanKind::RxDecode => {
-                // A misplaced child is diagnosed when it closes: an event emitted here, inside
-                // the dispatcher's `get_default`, would reach no subscriber.
-                self.leaf_event(kind, &span, now, true);
+                // Handled in `on_new_span` without a lookup of the span itself.
             }
         }
     }
 
     /// Opens or closes a timing child in its parent's state. `false` if the parent is not of
     /// the right kind (the child is then not counted, on open and close alike).
-    fn leaf_event<S>(&self, kind: SpanKind, span: &SpanRef<'_, S>, now: u64, open: bool) -> bool
+    fn leaf_event<S>(&self, kind: SpanKind, parent: Option<SpanRef<'_, S>>, now: u64, open: bool) -> bool
     where
         S: Subscriber + for<'l> LookupSpan<'l>,
     {
-        let Some(parent) = span.parent() else {
+        let Some(parent) = parent else {
             return false;
         };
         let mut ext = parent.extensions_mut();
@@ -310,10 +308,10 @@ impl Inner {
                     format!("run-{}", self.next_run.fetch_add(1, Ordering::Relaxed))
                 });
                 let summary = run.scope.summary(scope);
-                self.emit_summary(summary);
+                self.emit_run_summary(summary);
             }
             SpanKind::Queue | SpanKind::Postprocess | SpanKind::Tx | SpanKind::RxDecode => {
-                if !self.leaf_event(kind, &span, now, false) {
+                if !self.leaf_event(kind, span.parent(), now, false) {
                     let mut issues = IssueSet::default();
                     issues.insert(Issue::LeafOutsideParent);
                     self.shared.diagnostics.record(issues);
@@ -408,10 +406,17 @@ impl Inner {
         start: u64,
         end: u64,
     ) -> RequestE2EStats {
-        let report = acc.finish(request_id.clone(), status, request_id, start, end);
-        let mut scope = ScopeAcc::new(start);
-        scope.add(&report);
-        self.emit_summary(scope.summary(report.scope.clone()));
+        let report = acc.finish(request_id, status, String::new(), start, end);
+        let mut report = report;
+        report.scope.clone_from(&report.request_id);
+        if !self.sinks.is_empty() {
+            let mut scope = ScopeAcc::new(start);
+            scope.add(&report);
+            let summary = scope.summary(report.scope.clone());
+            for sink in &self.sinks {
+                sink.on_summary(&summary);
+            }
+        }
         report
     }
 
@@ -422,11 +427,12 @@ impl Inner {
         }
     }
 
-    fn emit_summary(&self, summary: OverallSummary) {
+    /// A run's summary: to the sinks and the handle.
+    fn emit_run_summary(&self, summary: OverallSummary) {
         for sink in &self.sinks {
             sink.on_summary(&summary);
         }
-        self.shared.record_summary(summary);
+        self.shared.record_run_summary(summary);
     }
 }
 
@@ -438,7 +444,20 @@ where
         let Some(kind) = SpanKind::from_name(attrs.metadata().name()) else {
             return;
         };
-        if let Some(span) = ctx.span(id) {
+        if kind.is_timing() {
+            // A timing child keeps no state: one lookup, of its parent.
+            let parent = if let Some(parent) = attrs.parent() {
+                ctx.span(parent)
+            } else if attrs.is_contextual() {
+                ctx.lookup_current()
+            } else {
+                None
+            };
+            let now = self.inner.clock.now();
+            // A misplaced child is diagnosed when it closes: an event emitted here, inside
+            // the dispatcher's `get_default`, would reach no subscriber.
+            self.inner.leaf_event(kind, parent, now, true);
+        } else if let Some(span) = ctx.span(id) {
             self.inner.new_span(kind, attrs, span);
         }
     }

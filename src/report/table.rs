@@ -201,7 +201,7 @@ pub fn stage_table(stages: &[StageRequestStats]) -> String {
 /// The `TransferEdgeStats` table: one column per edge `from->to`.
 pub fn transfer_table(edges: &[TransferEdgeStats]) -> String {
     let mut header = vec!["Field".to_owned()];
-    header.extend(edges.iter().map(|e| e.edge.clone()));
+    header.extend(edges.iter().map(|e| e.edge.to_string()));
     let mut t = new_table(header);
     let rows: [(&str, fn(&TransferEdgeStats) -> Cell); 4] = [
         ("size_kbytes", |e| float(e.size_kbytes)),

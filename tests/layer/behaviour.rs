@@ -50,7 +50,7 @@ fn chunked_edge_sums_bytes_and_times_over_the_same_chunks() {
         }
     });
     let e = &h.capture.requests()[0].transfers[0];
-    assert_eq!((e.edge.as_str(), e.transfers, e.size_bytes), ("1->2", 3, 6144));
+    assert_eq!((e.edge.to_string().as_str(), e.transfers, e.size_bytes), ("1->2", 3, 6144));
     assert_close(e.size_kbytes, 6.0, "size_kbytes");
     assert_close(e.tx_time_ms, 3.0, "tx");
     assert_close(e.in_flight_time_ms, 6.0, "in flight per chunk, summed");
@@ -168,7 +168,7 @@ fn run_summarizes_its_requests_and_counts_failures_apart() {
     // Failed requests still report the stages they finished.
     assert_eq!(h.capture.requests()[3].stages[0].num_tokens_out, 10);
     let t = h.handle.totals();
-    assert_eq!((t.requests_ok, t.requests_error, t.requests_aborted, t.scopes), (2, 1, 1, 1));
+    assert_eq!((t.requests_ok, t.requests_error, t.requests_aborted, t.runs), (2, 1, 1, 1));
 }
 
 #[test]
