@@ -144,7 +144,11 @@ fn run_case(case: &str, iters: u64, rounds: usize) {
         std::process::exit(1);
     }
     let ns = ns_per_span(threads, iters, rounds);
-    let allocs = if threads == 1 { allocs_per_request(iters / 10) } else { 0.0 };
+    let allocs = if threads == 1 {
+        allocs_per_request(iters / 10)
+    } else {
+        0.0
+    };
     println!("{ns} {allocs}");
 }
 
@@ -158,7 +162,9 @@ fn child(case: &str, quick: bool) -> (f64, f64) {
     }
     let out = cmd.output().expect("the bench can run itself");
     let text = String::from_utf8_lossy(&out.stdout);
-    let mut it = text.split_whitespace().map(|v| v.parse::<f64>().unwrap_or(f64::NAN));
+    let mut it = text
+        .split_whitespace()
+        .map(|v| v.parse::<f64>().unwrap_or(f64::NAN));
     (it.next().unwrap_or(f64::NAN), it.next().unwrap_or(f64::NAN))
 }
 
@@ -166,7 +172,11 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     let quick = args.iter().any(|a| a == "--quick");
     let (iters, rounds) = if quick { (20_000, 3) } else { (200_000, 7) };
-    if let Some(case) = args.iter().position(|a| a == "--case").and_then(|i| args.get(i + 1)) {
+    if let Some(case) = args
+        .iter()
+        .position(|a| a == "--case")
+        .and_then(|i| args.get(i + 1))
+    {
         run_case(case, iters, rounds);
         return;
     }
@@ -183,7 +193,9 @@ fn main() {
     let scale_lay = 2.0 * lay_1 / lay_2;
 
     println!("workload: 1 request, 3 stages + postprocess, 2 transfers + tx/rx = 13 spans");
-    println!("iterations: {iters} requests per thread, median of {rounds} rounds, global subscriber");
+    println!(
+        "iterations: {iters} requests per thread, median of {rounds} rounds, global subscriber"
+    );
     println!();
     println!("| measure                                    | value     | target  |");
     println!("|--------------------------------------------|-----------|---------|");

@@ -5,7 +5,8 @@ use smallvec::SmallVec;
 
 use crate::diagnostics::{Issue, IssueSet};
 use crate::stats::{
-    self, EdgeName, OverallSummary, RequestE2EStats, RequestStatus, StageRequestStats, TransferEdgeStats,
+    self, EdgeName, OverallSummary, RequestE2EStats, RequestStatus, StageRequestStats,
+    TransferEdgeStats,
 };
 
 /// What one closed `omni.stage` span contributes to its request.
@@ -249,9 +250,9 @@ impl ScopeAcc {
 
     /// The `Overall Summary` of the scope so far.
     pub(crate) fn summary(&self, scope: String) -> OverallSummary {
-        let wall_ms = self
-            .last_completion_ns
-            .map_or(0.0, |end| stats::ns_to_ms(end.saturating_sub(self.start_ns)));
+        let wall_ms = self.last_completion_ns.map_or(0.0, |end| {
+            stats::ns_to_ms(end.saturating_sub(self.start_ns))
+        });
         let mut walls: Vec<(u64, f64)> = self
             .stage_windows
             .iter()

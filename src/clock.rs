@@ -51,7 +51,10 @@ impl Clock for MonotonicClock {
     fn now_ns(&self) -> u64 {
         // u64 nanoseconds last 584 years; a counter read slightly behind the origin on
         // another core saturates to 0.
-        self.clock.now().saturating_duration_since(self.origin).as_nanos() as u64
+        self.clock
+            .now()
+            .saturating_duration_since(self.origin)
+            .as_nanos() as u64
     }
 }
 

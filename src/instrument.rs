@@ -320,7 +320,12 @@ impl Transfer {
     }
 
     /// Reports times measured elsewhere (another process); each wins over the measure.
-    pub fn times_ms(&self, tx: Option<f64>, rx_decode: Option<f64>, in_flight: Option<f64>) -> &Self {
+    pub fn times_ms(
+        &self,
+        tx: Option<f64>,
+        rx_decode: Option<f64>,
+        in_flight: Option<f64>,
+    ) -> &Self {
         if let Some(ms) = tx {
             self.span.record(convention::field::TX_TIME_MS, ms);
         }

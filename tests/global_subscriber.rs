@@ -41,7 +41,11 @@ fn stage_dropped_on_a_thread_that_did_not_open_it() {
     request.finish();
 
     let requests = capture.requests();
-    assert_eq!(requests.len(), 1, "the request closed once its children closed");
+    assert_eq!(
+        requests.len(),
+        1,
+        "the request closed once its children closed"
+    );
     assert_eq!(requests[0].e2e_total_tokens, 15);
     assert_eq!(requests[0].transfers[0].transfers, 1);
     assert_eq!(handle.invalid_spans(), 0);

@@ -205,7 +205,13 @@ impl Inner {
 
     /// Opens or closes a timing child in its parent's state. `false` if the parent is not of
     /// the right kind (the child is then not counted, on open and close alike).
-    fn leaf_event<S>(&self, kind: SpanKind, parent: Option<SpanRef<'_, S>>, now: u64, open: bool) -> bool
+    fn leaf_event<S>(
+        &self,
+        kind: SpanKind,
+        parent: Option<SpanRef<'_, S>>,
+        now: u64,
+        open: bool,
+    ) -> bool
     where
         S: Subscriber + for<'l> LookupSpan<'l>,
     {
@@ -223,7 +229,11 @@ impl Inner {
                 } else {
                     &mut stage.postprocess
                 };
-                if open { timer.open(now) } else { timer.close(now) }
+                if open {
+                    timer.open(now)
+                } else {
+                    timer.close(now)
+                }
             }
             SpanKind::Tx | SpanKind::RxDecode => {
                 let Some(transfer) = ext.get_mut::<TransferSpan>() else {
@@ -253,7 +263,10 @@ impl Inner {
         S: Subscriber + for<'l> LookupSpan<'l>,
     {
         let mut ext = span.extensions_mut();
-        fn apply<T: SetField + 'static>(ext: &mut tracing_subscriber::registry::ExtensionsMut<'_>, values: &Record<'_>) {
+        fn apply<T: SetField + 'static>(
+            ext: &mut tracing_subscriber::registry::ExtensionsMut<'_>,
+            values: &Record<'_>,
+        ) {
             if let Some(state) = ext.get_mut::<T>() {
                 values.record(&mut Visitor(state));
             }

@@ -188,9 +188,7 @@ impl SetField for StageSpan {
             field::IMAGE_NUM => set_u64(&mut self.image_num, &value, issues),
             field::RESOLUTION => self.resolution = Some(value.to_text()),
             field::STAGE_GEN_TIME_MS => set_ms(&mut self.gen_override_ms, &value, issues),
-            field::POSTPROCESS_TIME_MS => {
-                set_ms(&mut self.postprocess_override_ms, &value, issues)
-            }
+            field::POSTPROCESS_TIME_MS => set_ms(&mut self.postprocess_override_ms, &value, issues),
             _ => {}
         }
     }

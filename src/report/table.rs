@@ -120,8 +120,18 @@ fn push_row(table: &mut Table, label: &str, cells: Vec<Cell>, elide: bool) {
 pub fn summary_table(s: &OverallSummary) -> String {
     let mut t = new_table(vec!["Field".into(), "Value".into()]);
     push_row(&mut t, "e2e_requests", vec![int(s.e2e_requests)], false);
-    push_row(&mut t, "e2e_wall_time_ms", vec![float(s.e2e_wall_time_ms)], false);
-    push_row(&mut t, "e2e_total_tokens", vec![int(s.e2e_total_tokens)], false);
+    push_row(
+        &mut t,
+        "e2e_wall_time_ms",
+        vec![float(s.e2e_wall_time_ms)],
+        false,
+    );
+    push_row(
+        &mut t,
+        "e2e_total_tokens",
+        vec![int(s.e2e_total_tokens)],
+        false,
+    );
     push_row(
         &mut t,
         "e2e_avg_time_per_request_ms",
@@ -142,7 +152,12 @@ pub fn summary_table(s: &OverallSummary) -> String {
             false,
         );
     }
-    push_row(&mut t, "e2e_requests_error", vec![int(s.e2e_requests_error)], true);
+    push_row(
+        &mut t,
+        "e2e_requests_error",
+        vec![int(s.e2e_requests_error)],
+        true,
+    );
     push_row(
         &mut t,
         "e2e_requests_aborted",
@@ -157,7 +172,12 @@ pub fn summary_table(s: &OverallSummary) -> String {
 pub fn request_table(r: &RequestE2EStats) -> String {
     let mut t = new_table(vec!["Field".into(), "Value".into()]);
     push_row(&mut t, "e2e_total_ms", vec![float(r.e2e_total_ms)], false);
-    push_row(&mut t, "e2e_total_tokens", vec![int(r.e2e_total_tokens)], false);
+    push_row(
+        &mut t,
+        "e2e_total_tokens",
+        vec![int(r.e2e_total_tokens)],
+        false,
+    );
     push_row(
         &mut t,
         "transfers_total_time_ms",
@@ -217,7 +237,11 @@ pub fn transfer_table(edges: &[TransferEdgeStats]) -> String {
 
 /// The summary with its title, as the console prints it.
 pub fn render_summary(s: &OverallSummary) -> String {
-    format!("Overall Summary (scope {})\n{}\n", s.scope, summary_table(s))
+    format!(
+        "Overall Summary (scope {})\n{}\n",
+        s.scope,
+        summary_table(s)
+    )
 }
 
 /// A request's three tables with their titles, as the console prints them. Stage and

@@ -71,7 +71,11 @@ fn setup() -> Setup {
 
 impl Setup {
     fn messages(&self) -> Vec<String> {
-        self.warnings.messages.lock().map(|m| m.clone()).unwrap_or_default()
+        self.warnings
+            .messages
+            .lock()
+            .map(|m| m.clone())
+            .unwrap_or_default()
     }
 }
 
@@ -110,8 +114,14 @@ fn mistyped_and_negative_fields_are_ignored_and_counted() {
     });
     let r = &s.capture.requests()[0];
     assert_eq!(r.stages.len(), 3);
-    assert_eq!(r.stage(0).map(|s| (s.num_tokens_in, s.num_tokens_out)), Some((0, 3)));
-    assert_eq!(r.stage(1).map(|s| (s.num_tokens_out, s.batch_size)), Some((0, 0)));
+    assert_eq!(
+        r.stage(0).map(|s| (s.num_tokens_in, s.num_tokens_out)),
+        Some((0, 3))
+    );
+    assert_eq!(
+        r.stage(1).map(|s| (s.num_tokens_out, s.batch_size)),
+        Some((0, 0))
+    );
     assert_eq!(r.stage(2).map(|s| s.num_tokens_out), Some(4));
     assert_eq!(r.invalid_spans, 2);
     let msgs = s.messages();
@@ -131,10 +141,21 @@ fn spans_outside_any_request_are_counted_without_panic() {
         let _orphan_leaf = info_span!("omni.postprocess");
     });
     assert!(s.capture.requests().is_empty());
-    assert_eq!(s.handle.invalid_spans(), 3, "stage, transfer and the orphan postprocess");
+    assert_eq!(
+        s.handle.invalid_spans(),
+        3,
+        "stage, transfer and the orphan postprocess"
+    );
     let msgs = s.messages();
-    assert!(msgs.iter().any(|m| m.contains("no `omni.request` ancestor")), "{msgs:?}");
-    assert!(msgs.iter().any(|m| m.contains("not a direct child")), "{msgs:?}");
+    assert!(
+        msgs.iter()
+            .any(|m| m.contains("no `omni.request` ancestor")),
+        "{msgs:?}"
+    );
+    assert!(
+        msgs.iter().any(|m| m.contains("not a direct child")),
+        "{msgs:?}"
+    );
 }
 
 #[test]
@@ -156,8 +177,16 @@ fn transfer_without_tx_or_rx_keeps_its_bytes() {
     assert_eq!(r.transfers[0].in_flight_time_ms, 0.0);
     assert_eq!(r.transfers[1].size_bytes, 1024);
     assert_eq!(r.invalid_spans, 2);
-    assert!(s.messages().iter().any(|m| m.contains("without an `omni.transfer.rx_decode`")));
-    assert!(s.messages().iter().any(|m| m.contains("without an `omni.transfer.tx`")));
+    assert!(
+        s.messages()
+            .iter()
+            .any(|m| m.contains("without an `omni.transfer.rx_decode`"))
+    );
+    assert!(
+        s.messages()
+            .iter()
+            .any(|m| m.contains("without an `omni.transfer.tx`"))
+    );
 }
 
 #[test]

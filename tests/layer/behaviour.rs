@@ -50,7 +50,10 @@ fn chunked_edge_sums_bytes_and_times_over_the_same_chunks() {
         }
     });
     let e = &h.capture.requests()[0].transfers[0];
-    assert_eq!((e.edge.to_string().as_str(), e.transfers, e.size_bytes), ("1->2", 3, 6144));
+    assert_eq!(
+        (e.edge.to_string().as_str(), e.transfers, e.size_bytes),
+        ("1->2", 3, 6144)
+    );
     assert_close(e.size_kbytes, 6.0, "size_kbytes");
     assert_close(e.tx_time_ms, 3.0, "tx");
     assert_close(e.in_flight_time_ms, 6.0, "in flight per chunk, summed");
@@ -127,9 +130,15 @@ fn online_request_is_its_own_scope_and_summary_comes_first() {
         req.finish();
     });
     let records = h.capture.records();
-    assert!(matches!(records[0], omni_metrics::report::Record::Summary(_)));
+    assert!(matches!(
+        records[0],
+        omni_metrics::report::Record::Summary(_)
+    ));
     let s = &h.capture.summaries()[0];
-    assert_eq!((s.scope.as_str(), s.e2e_requests, s.e2e_total_tokens), ("solo", 1, 12));
+    assert_eq!(
+        (s.scope.as_str(), s.e2e_requests, s.e2e_total_tokens),
+        ("solo", 1, 12)
+    );
     assert_close(s.e2e_wall_time_ms, 8.0, "wall");
     assert_close(s.e2e_avg_tokens_per_s, 12.0 * 1000.0 / 8.0, "tokens/s");
 }
@@ -157,18 +166,28 @@ fn run_summarizes_its_requests_and_counts_failures_apart() {
     });
     let s = &h.capture.summaries()[0];
     assert_eq!(s.scope, "batch");
-    assert_eq!((s.e2e_requests, s.e2e_requests_error, s.e2e_requests_aborted), (2, 1, 1));
+    assert_eq!(
+        (s.e2e_requests, s.e2e_requests_error, s.e2e_requests_aborted),
+        (2, 1, 1)
+    );
     assert_eq!(s.e2e_total_tokens, 220);
     assert_close(s.e2e_wall_time_ms, 6.0, "run start to last ok completion");
     assert_close(s.e2e_avg_time_per_request_ms, 3.0, "wall / requests");
-    assert_close(s.stage_wall_time_ms(0).unwrap_or(-1.0), 6.0, "stage 0 wall over ok requests");
+    assert_close(
+        s.stage_wall_time_ms(0).unwrap_or(-1.0),
+        6.0,
+        "stage 0 wall over ok requests",
+    );
     let statuses: Vec<RequestStatus> = h.capture.requests().iter().map(|r| r.status).collect();
     use RequestStatus::*;
     assert_eq!(statuses, [Ok, Ok, Error, Aborted]);
     // Failed requests still report the stages they finished.
     assert_eq!(h.capture.requests()[3].stages[0].num_tokens_out, 10);
     let t = h.handle.totals();
-    assert_eq!((t.requests_ok, t.requests_error, t.requests_aborted, t.runs), (2, 1, 1, 1));
+    assert_eq!(
+        (t.requests_ok, t.requests_error, t.requests_aborted, t.runs),
+        (2, 1, 1, 1)
+    );
 }
 
 #[test]
@@ -252,7 +271,10 @@ fn jsonl_from_the_environment_variable() {
         .with_jsonl_path(dir.join("missing-dir").join("x.jsonl"))
         .build()
         .expect_err("directory does not exist");
-    assert!(err.to_string().contains("check that its directory exists"), "{err}");
+    assert!(
+        err.to_string().contains("check that its directory exists"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -261,7 +283,10 @@ fn console_sink_prints_the_four_tables() {
     struct Buf(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
     impl std::io::Write for Buf {
         fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().map_err(|_| std::io::Error::other("poisoned"))?.extend_from_slice(b);
+            self.0
+                .lock()
+                .map_err(|_| std::io::Error::other("poisoned"))?
+                .extend_from_slice(b);
             Ok(b.len())
         }
         fn flush(&mut self) -> std::io::Result<()> {
@@ -283,9 +308,18 @@ fn console_sink_prints_the_four_tables() {
         drop(t);
         req.finish();
     });
-    let out = String::from_utf8(buf.0.lock().map(|b| b.clone()).unwrap_or_default()).unwrap_or_default();
-    for title in ["Overall Summary", "RequestE2EStats", "StageRequestStats", "TransferEdgeStats"] {
+    let out =
+        String::from_utf8(buf.0.lock().map(|b| b.clone()).unwrap_or_default()).unwrap_or_default();
+    for title in [
+        "Overall Summary",
+        "RequestE2EStats",
+        "StageRequestStats",
+        "TransferEdgeStats",
+    ] {
         assert!(out.contains(title), "missing {title} in:\n{out}");
     }
-    assert!(out.find("Overall Summary") < out.find("RequestE2EStats"), "{out}");
+    assert!(
+        out.find("Overall Summary") < out.find("RequestE2EStats"),
+        "{out}"
+    );
 }

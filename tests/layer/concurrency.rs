@@ -20,7 +20,9 @@ fn thousand_concurrent_requests_give_exact_totals() {
     let dispatch = h.dispatch.clone();
     runtime.block_on(
         async move {
-            let run = Arc::new(tracing::dispatcher::with_default(&dispatch, || Run::with_id("load")));
+            let run = Arc::new(tracing::dispatcher::with_default(&dispatch, || {
+                Run::with_id("load")
+            }));
             let mut tasks = Vec::new();
             for i in 0..REQUESTS {
                 let run = run.clone();
@@ -76,5 +78,9 @@ fn thousand_concurrent_requests_give_exact_totals() {
     assert_eq!(summaries[0].e2e_total_tokens, expected_tokens);
     let requests = h.capture.requests();
     assert_eq!(requests.len() as u64, REQUESTS);
-    assert!(requests.iter().all(|r| r.stages.len() == 2 && r.transfers.len() == 1));
+    assert!(
+        requests
+            .iter()
+            .all(|r| r.stages.len() == 2 && r.transfers.len() == 1)
+    );
 }

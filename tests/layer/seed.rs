@@ -74,7 +74,8 @@ pub(crate) fn seed_scenario(h: &Harness) {
         h.at(41100.0);
         drop(s);
         h.at(41146.751);
-        let s = info_span!(parent: &req, "omni.stage", stage_id = 2, audio_generated_frames = 225_525);
+        let s =
+            info_span!(parent: &req, "omni.stage", stage_id = 2, audio_generated_frames = 225_525);
         h.at(41207.496);
         drop(s);
 
@@ -186,7 +187,9 @@ fn seed_records_are_the_spec_json_lines() {
     assert_eq!(req["stages"][2]["audio_generated_frames"], 525_525);
     assert_eq!(req["transfers"][0]["edge"], "0->1");
     assert_eq!(req["transfers"][1]["from_stage"], 1);
-    let kb = req["transfers"][0]["size_kbytes"].as_f64().unwrap_or_default();
+    let kb = req["transfers"][0]["size_kbytes"]
+        .as_f64()
+        .unwrap_or_default();
     assert_close(kb, 111_900_005.0 / 1024.0, "size_kbytes unrounded");
 
     let sum = &lines[1];
