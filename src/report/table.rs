@@ -25,7 +25,7 @@ pub fn format_int(v: u64) -> String {
 ///
 /// ```
 /// assert_eq!(omni_metrics::report::table::format_float(41299.19), "41,299.190");
-/// assert_eq!(omni_metrics::report::table::format_float(0.4905), "0.491");
+/// assert_eq!(omni_metrics::report::table::format_float(0.4906), "0.491");
 /// ```
 pub fn format_float(v: f64) -> String {
     if !v.is_finite() {
@@ -50,6 +50,9 @@ fn group(digits: &str) -> String {
     }
     out
 }
+
+/// A row of a per-column table: its label and how to read its cell from one column.
+type Row<T> = (&'static str, fn(&T) -> Cell);
 
 /// A cell: its text and whether it counts as "zero or empty" for row elision.
 struct Cell {
@@ -200,7 +203,7 @@ pub fn stage_table(stages: &[StageRequestStats]) -> String {
     let mut header = vec!["Field".to_owned()];
     header.extend(stages.iter().map(|s| s.stage_id.to_string()));
     let mut t = new_table(header);
-    let rows: [(&str, fn(&StageRequestStats) -> Cell); 10] = [
+    let rows: [Row<StageRequestStats>; 10] = [
         ("audio_generated_frames", |s| int(s.audio_generated_frames)),
         ("batch_id", |s| int(s.batch_id)),
         ("batch_size", |s| int(s.batch_size)),
@@ -223,7 +226,7 @@ pub fn transfer_table(edges: &[TransferEdgeStats]) -> String {
     let mut header = vec!["Field".to_owned()];
     header.extend(edges.iter().map(|e| e.edge.to_string()));
     let mut t = new_table(header);
-    let rows: [(&str, fn(&TransferEdgeStats) -> Cell); 4] = [
+    let rows: [Row<TransferEdgeStats>; 4] = [
         ("size_kbytes", |e| float(e.size_kbytes)),
         ("tx_time_ms", |e| float(e.tx_time_ms)),
         ("rx_decode_time_ms", |e| float(e.rx_decode_time_ms)),

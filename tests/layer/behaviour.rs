@@ -13,7 +13,7 @@ fn chunked_stage_is_summed_not_double_counted() {
         for i in 0..4_u64 {
             h.at(10.0 * i as f64);
             let s = info_span!(parent: &req, "omni.stage", stage_id = 1,
-                batch_id = 7 + i * 0, num_tokens_in = 10, num_tokens_out = 5);
+                batch_id = 7_u64, num_tokens_in = 10, num_tokens_out = 5);
             h.at(10.0 * i as f64 + 4.0);
             drop(s);
         }

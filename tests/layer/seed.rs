@@ -217,3 +217,29 @@ fn seed_records_are_the_spec_json_lines() {
         "e2e_avg_tokens_per_s",
     );
 }
+
+/// The README shows the seed's records and tables; they must be what the layer produces.
+#[test]
+fn readme_shows_the_real_seed_output() {
+    let h = Harness::new();
+    seed_scenario(&h);
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+        .expect("README.md is at the crate root");
+    for record in h.capture.records() {
+        let line = record.to_json_line();
+        assert!(
+            readme.lines().any(|l| l == line),
+            "README lacks this exact record line:\n{line}"
+        );
+    }
+    let summary = table::render_summary(&h.capture.summaries()[0]);
+    assert!(
+        readme.contains(&summary),
+        "README lacks the summary table:\n{summary}"
+    );
+    let stages = table::stage_table(&h.capture.requests()[0].stages);
+    assert!(
+        readme.contains(&stages),
+        "README lacks the stage table:\n{stages}"
+    );
+}
