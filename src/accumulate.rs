@@ -13,7 +13,7 @@ use crate::stats::{
 #[derive(Debug)]
 pub(crate) struct StageSample {
     pub(crate) stage_id: u64,
-    pub(crate) stage_name: Option<String>,
+    pub(crate) stage_name: Option<std::sync::Arc<str>>,
     pub(crate) batch_id: Option<u64>,
     pub(crate) batch_size: Option<u64>,
     pub(crate) num_tokens_in: u64,

@@ -1,20 +1,39 @@
 //! Reading the layer's results from code: cumulative totals and the latest summary.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::diagnostics::Diagnostics;
 use crate::stats::{OverallSummary, RequestE2EStats, RequestStatus};
 
-/// State shared by a layer and its handles.
+/// Per-request counters, one stripe per thread (modulo [`STRIPES`]) on its own cache line:
+/// a single shared line written by every request would serialize the engine's threads.
 #[derive(Debug, Default)]
-pub(crate) struct Shared {
-    pub(crate) diagnostics: Diagnostics,
+#[repr(align(128))]
+struct Stripe {
     requests_ok: AtomicU64,
     requests_error: AtomicU64,
     requests_aborted: AtomicU64,
     total_tokens: AtomicU64,
     transfer_bytes: AtomicU64,
+}
+
+const STRIPES: usize = 16;
+
+/// This thread's stripe index, assigned round-robin on first use.
+fn stripe_index() -> usize {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static INDEX: usize = NEXT.fetch_add(1, Ordering::Relaxed) % STRIPES;
+    }
+    INDEX.try_with(|i| *i).unwrap_or(0)
+}
+
+/// State shared by a layer and its handles.
+#[derive(Debug, Default)]
+pub(crate) struct Shared {
+    pub(crate) diagnostics: Diagnostics,
+    stripes: [Stripe; STRIPES],
     runs: AtomicU64,
     /// The latest run's summary. Online requests don't touch it: a lock per request would
     /// serialize the engine's threads.
@@ -23,17 +42,19 @@ pub(crate) struct Shared {
 
 impl Shared {
     pub(crate) fn record_request(&self, r: &RequestE2EStats) {
+        let stripe = &self.stripes[stripe_index()];
         let counter = match r.status {
-            RequestStatus::Ok => &self.requests_ok,
-            RequestStatus::Error => &self.requests_error,
-            RequestStatus::Aborted => &self.requests_aborted,
+            RequestStatus::Ok => &stripe.requests_ok,
+            RequestStatus::Error => &stripe.requests_error,
+            RequestStatus::Aborted => &stripe.requests_aborted,
         };
         counter.fetch_add(1, Ordering::Relaxed);
         if r.status == RequestStatus::Ok {
-            self.total_tokens
+            stripe
+                .total_tokens
                 .fetch_add(r.e2e_total_tokens, Ordering::Relaxed);
             let bytes: u64 = r.transfers.iter().map(|e| e.size_bytes).sum();
-            self.transfer_bytes.fetch_add(bytes, Ordering::Relaxed);
+            stripe.transfer_bytes.fetch_add(bytes, Ordering::Relaxed);
         }
     }
 
@@ -90,12 +111,18 @@ impl MetricsHandle {
     /// A snapshot of the cumulative totals.
     pub fn totals(&self) -> Totals {
         let s = &self.shared;
+        let sum = |field: fn(&Stripe) -> &AtomicU64| -> u64 {
+            s.stripes
+                .iter()
+                .map(|stripe| field(stripe).load(Ordering::Relaxed))
+                .fold(0, u64::wrapping_add)
+        };
         Totals {
-            requests_ok: s.requests_ok.load(Ordering::Relaxed),
-            requests_error: s.requests_error.load(Ordering::Relaxed),
-            requests_aborted: s.requests_aborted.load(Ordering::Relaxed),
-            total_tokens: s.total_tokens.load(Ordering::Relaxed),
-            transfer_bytes: s.transfer_bytes.load(Ordering::Relaxed),
+            requests_ok: sum(|s| &s.requests_ok),
+            requests_error: sum(|s| &s.requests_error),
+            requests_aborted: sum(|s| &s.requests_aborted),
+            total_tokens: sum(|s| &s.total_tokens),
+            transfer_bytes: sum(|s| &s.transfer_bytes),
             runs: s.runs.load(Ordering::Relaxed),
             invalid_spans: s.diagnostics.invalid_spans(),
         }

@@ -137,9 +137,9 @@ impl RequestStatus {
 pub struct StageRequestStats {
     /// The stage's index (`stage_id`).
     pub stage_id: u64,
-    /// The stage's name, when given.
+    /// The stage's name, when given (shared: names repeat on every request).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub stage_name: Option<String>,
+    pub stage_name: Option<std::sync::Arc<str>>,
     /// Batch index (first span's).
     pub batch_id: u64,
     /// Batch size (first span's).

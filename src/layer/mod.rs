@@ -27,7 +27,7 @@ use tracing_subscriber::registry::{LookupSpan, SpanRef};
 pub use builder::{BuildError, Builder, JSONL_ENV};
 
 use self::fields::{SetField, Visitor};
-use self::state::{RequestSpan, RunSpan, StageSpan, TransferSpan};
+use self::state::{RequestLink, RequestSpan, RunSpan, StageSpan, TransferSpan};
 use crate::accumulate::{RequestAcc, ScopeAcc};
 use crate::clock::{Clock, MonotonicClock};
 use crate::convention::SpanKind;
@@ -135,25 +135,37 @@ impl OmniMetricsLayer {
     }
 }
 
-/// The nearest ancestor of `span` (excluding itself) of kind `want`, stopping at `stop`.
+/// The nearest `omni.request` ancestor of `span` (excluding itself).
 ///
 /// Only span names are read, no extension locks are taken.
-fn nearest<'a, S>(span: &SpanRef<'a, S>, want: SpanKind, stop: Option<SpanKind>) -> Option<Id>
+fn nearest_request<'a, S>(span: &SpanRef<'a, S>) -> Option<SpanRef<'a, S>>
 where
     S: Subscriber + for<'l> LookupSpan<'l>,
 {
     let mut next = span.parent();
     while let Some(ancestor) = next {
-        let kind = SpanKind::from_name(ancestor.name());
-        if kind == Some(want) {
-            return Some(ancestor.id());
-        }
-        if kind.is_some() && kind == stop {
-            return None;
+        if SpanKind::from_name(ancestor.name()) == Some(SpanKind::Request) {
+            return Some(ancestor);
         }
         next = ancestor.parent();
     }
     None
+}
+
+/// The accumulator of the request `span` belongs to.
+fn request_link<S>(span: &SpanRef<'_, S>) -> Option<RequestLink>
+where
+    S: Subscriber + for<'l> LookupSpan<'l>,
+{
+    let request = nearest_request(span)?;
+    let ext = request.extensions();
+    ext.get::<RequestSpan>().map(|r| r.acc.clone())
+}
+
+/// Locks a request's accumulator; a panic elsewhere cannot make its data unreadable.
+fn lock(link: &RequestLink) -> std::sync::MutexGuard<'_, RequestAcc> {
+    link.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl Inner {
@@ -172,28 +184,39 @@ impl Inner {
                 span.extensions_mut().insert(run);
             }
             SpanKind::Request => {
+                // One walk up: the enclosing run, and whether a request encloses this one.
                 let mut issues = IssueSet::default();
-                if nearest(&span, SpanKind::Request, Some(SpanKind::Run)).is_some() {
-                    issues.insert(Issue::RequestInRequest);
+                let mut run = None;
+                let mut next = span.parent();
+                while let Some(ancestor) = next {
+                    match SpanKind::from_name(ancestor.name()) {
+                        Some(SpanKind::Request) => issues.insert(Issue::RequestInRequest),
+                        Some(SpanKind::Run) => {
+                            run = Some(ancestor.id());
+                            break;
+                        }
+                        _ => {}
+                    }
+                    next = ancestor.parent();
                 }
                 let mut request = RequestSpan {
                     start_ns: now,
-                    run: nearest(&span, SpanKind::Run, None),
+                    run,
                     request_id: None,
                     status: None,
                     issues,
-                    acc: RequestAcc::default(),
+                    acc: RequestLink::default(),
                 };
                 attrs.record(&mut Visitor(&mut request));
                 span.extensions_mut().insert(request);
             }
             SpanKind::Stage => {
-                let mut stage = StageSpan::new(now, nearest(&span, SpanKind::Request, None));
+                let mut stage = StageSpan::new(now, request_link(&span));
                 attrs.record(&mut Visitor(&mut stage));
                 span.extensions_mut().insert(stage);
             }
             SpanKind::Transfer => {
-                let mut transfer = TransferSpan::new(nearest(&span, SpanKind::Request, None));
+                let mut transfer = TransferSpan::new(request_link(&span));
                 attrs.record(&mut Visitor(&mut transfer));
                 span.extensions_mut().insert(transfer);
             }
@@ -291,7 +314,7 @@ impl Inner {
                     return;
                 };
                 let sample = stage.finish(now);
-                self.close_child(ctx, stage.request, stage.issues, |acc| {
+                self.close_child(stage.request.take(), stage.issues, |acc| {
                     sample.map(|s| acc.add_stage(s)).unwrap_or_default()
                 });
             }
@@ -300,7 +323,7 @@ impl Inner {
                     return;
                 };
                 let sample = transfer.finish();
-                self.close_child(ctx, transfer.request, transfer.issues, |acc| {
+                self.close_child(transfer.request.take(), transfer.issues, |acc| {
                     if let Some(t) = sample {
                         acc.add_transfer(t);
                     }
@@ -334,30 +357,23 @@ impl Inner {
     }
 
     /// Merges a closed stage or transfer into its request, then reports its issues.
-    fn close_child<S>(
+    fn close_child(
         &self,
-        ctx: &Context<'_, S>,
-        request: Option<Id>,
+        request: Option<RequestLink>,
         mut issues: IssueSet,
         merge: impl FnOnce(&mut RequestAcc) -> IssueSet,
-    ) where
-        S: Subscriber + for<'l> LookupSpan<'l>,
-    {
-        let target = request.as_ref().and_then(|id| ctx.span(id));
-        match target {
-            Some(request_span) => {
-                let mut ext = request_span.extensions_mut();
-                if let Some(req) = ext.get_mut::<RequestSpan>() {
-                    let merge_issues = merge(&mut req.acc);
-                    issues = issues.union(merge_issues);
-                    if !issues.is_empty() {
-                        req.acc.count_invalid();
-                    }
+    ) {
+        match request {
+            Some(link) => {
+                let mut acc = lock(&link);
+                issues = issues.union(merge(&mut acc));
+                if !issues.is_empty() {
+                    acc.count_invalid();
                 }
             }
             None => issues.insert(Issue::OutsideRequest),
         }
-        // No span lock is held here: the warning may be formatted by another layer.
+        // No lock is held here: the warning may be formatted by another layer.
         self.shared.diagnostics.record(issues);
     }
 
@@ -373,8 +389,16 @@ impl Inner {
             )
         });
         let status = request.status.unwrap_or(RequestStatus::Ok);
+        // Every child has closed (the Registry closes parents last), so the link is unique;
+        // if not, take the data anyway.
+        let mut acc = match Arc::try_unwrap(std::mem::take(&mut request.acc)) {
+            Ok(mutex) => mutex
+                .into_inner()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+            Err(shared) => std::mem::take(&mut *lock(&shared)),
+        };
         if !request.issues.is_empty() {
-            request.acc.count_invalid();
+            acc.count_invalid();
         }
         let issues = request.issues;
         let run_span = request.run.as_ref().and_then(|id| ctx.span(id));
@@ -390,21 +414,18 @@ impl Inner {
                             run.run_id = Some(id.clone());
                             id
                         });
-                        let report =
-                            request
-                                .acc
-                                .finish(request_id, status, scope, request.start_ns, now);
+                        let report = acc.finish(request_id, status, scope, request.start_ns, now);
                         run.scope.add(&report);
                         drop(ext);
                         report
                     }
                     None => {
                         drop(ext);
-                        self.online(request.acc, request_id, status, request.start_ns, now)
+                        self.online(acc, request_id, status, request.start_ns, now)
                     }
                 }
             }
-            None => self.online(request.acc, request_id, status, request.start_ns, now),
+            None => self.online(acc, request_id, status, request.start_ns, now),
         };
         self.shared.diagnostics.record(issues);
         self.emit_request(report);

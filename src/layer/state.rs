@@ -4,7 +4,8 @@
 //! postprocess, tx, rx_decode) keep no state of their own: they add to a [`LeafTimer`] in
 //! their parent, which saves an allocation and a lookup per child span.
 
-use tracing_core::span::Id;
+use std::cell::RefCell;
+use std::sync::{Arc, Mutex};
 
 use super::fields::{FieldValue, SetField};
 use crate::accumulate::{RequestAcc, ScopeAcc, StageSample, TransferSample};
@@ -56,16 +57,44 @@ impl SetField for RunSpan {
     }
 }
 
+/// A request's accumulator, shared with its open stages and transfers so that closing one
+/// needs no Registry lookup of the request.
+pub(super) type RequestLink = Arc<Mutex<RequestAcc>>;
+
+/// Returns the same `Arc<str>` for a stage name this thread has seen before: stage names are
+/// few and repeat on every request, so this saves an allocation per stage span.
+fn intern(name: &str) -> Arc<str> {
+    const CAPACITY: usize = 64;
+    thread_local! {
+        static NAMES: RefCell<Vec<Arc<str>>> = const { RefCell::new(Vec::new()) };
+    }
+    NAMES
+        .try_with(|names| {
+            let mut names = names.try_borrow_mut().ok()?;
+            if let Some(found) = names.iter().find(|n| &***n == name) {
+                return Some(found.clone());
+            }
+            let new: Arc<str> = Arc::from(name);
+            if names.len() < CAPACITY {
+                names.push(new.clone());
+            }
+            Some(new)
+        })
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| Arc::from(name))
+}
+
 /// `omni.request`.
 #[derive(Debug)]
 pub(super) struct RequestSpan {
     pub(super) start_ns: u64,
     /// The nearest enclosing `omni.run`, if any.
-    pub(super) run: Option<Id>,
+    pub(super) run: Option<tracing_core::span::Id>,
     pub(super) request_id: Option<String>,
     pub(super) status: Option<RequestStatus>,
     pub(super) issues: IssueSet,
-    pub(super) acc: RequestAcc,
+    pub(super) acc: RequestLink,
 }
 
 impl SetField for RequestSpan {
@@ -89,10 +118,10 @@ impl SetField for RequestSpan {
 pub(super) struct StageSpan {
     pub(super) start_ns: u64,
     /// The nearest enclosing `omni.request`; `None` is a convention violation.
-    pub(super) request: Option<Id>,
+    pub(super) request: Option<RequestLink>,
     pub(super) issues: IssueSet,
     stage_id: Option<u64>,
-    stage_name: Option<String>,
+    stage_name: Option<Arc<str>>,
     batch_id: Option<u64>,
     batch_size: Option<u64>,
     num_tokens_in: u64,
@@ -108,7 +137,7 @@ pub(super) struct StageSpan {
 }
 
 impl StageSpan {
-    pub(super) fn new(start_ns: u64, request: Option<Id>) -> Self {
+    pub(super) fn new(start_ns: u64, request: Option<RequestLink>) -> Self {
         Self {
             start_ns,
             request,
@@ -176,7 +205,12 @@ impl SetField for StageSpan {
         let issues = &mut self.issues;
         match name {
             field::STAGE_ID => set_u64(&mut self.stage_id, &value, issues),
-            field::STAGE_NAME => self.stage_name = Some(value.to_text()),
+            field::STAGE_NAME => {
+                self.stage_name = Some(match value {
+                    FieldValue::Str(s) => intern(s),
+                    other => intern(&other.to_text()),
+                })
+            }
             field::BATCH_ID => set_u64(&mut self.batch_id, &value, issues),
             field::BATCH_SIZE => set_u64(&mut self.batch_size, &value, issues),
             field::NUM_TOKENS_IN => set_count(&mut self.num_tokens_in, &value, issues),
@@ -198,7 +232,7 @@ impl SetField for StageSpan {
 #[derive(Debug, Default)]
 pub(super) struct TransferSpan {
     /// The nearest enclosing `omni.request`; `None` is a convention violation.
-    pub(super) request: Option<Id>,
+    pub(super) request: Option<RequestLink>,
     pub(super) issues: IssueSet,
     from_stage: Option<u64>,
     to_stage: Option<u64>,
@@ -215,7 +249,7 @@ pub(super) struct TransferSpan {
 }
 
 impl TransferSpan {
-    pub(super) fn new(request: Option<Id>) -> Self {
+    pub(super) fn new(request: Option<RequestLink>) -> Self {
         Self {
             request,
             ..Self::default()
