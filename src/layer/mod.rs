@@ -74,6 +74,7 @@ struct Inner {
     shared: Arc<Shared>,
     next_run: AtomicU64,
     next_request: AtomicU64,
+    sink_panicked: std::sync::atomic::AtomicBool,
 }
 
 /// The default clock without a virtual call; a custom one behind `dyn`.
@@ -130,6 +131,7 @@ impl OmniMetricsLayer {
                 shared: Arc::new(Shared::default()),
                 next_run: AtomicU64::new(1),
                 next_request: AtomicU64::new(1),
+                sink_panicked: std::sync::atomic::AtomicBool::new(false),
             }),
         }
     }
@@ -448,7 +450,7 @@ impl Inner {
             scope.add(&report);
             let summary = scope.summary(report.scope.clone());
             for sink in &self.sinks {
-                sink.on_summary(&summary);
+                self.guarded(|| sink.on_summary(&summary));
             }
         }
         report
@@ -457,14 +459,28 @@ impl Inner {
     fn emit_request(&self, report: RequestE2EStats) {
         self.shared.record_request(&report);
         for sink in &self.sinks {
-            sink.on_request(&report);
+            self.guarded(|| sink.on_request(&report));
+        }
+    }
+
+    /// Runs a sink call so that a panicking sink cannot unwind into the engine's `drop` of a
+    /// span; the panic is reported once and the other sinks still run.
+    fn guarded(&self, call: impl FnOnce()) {
+        if std::panic::catch_unwind(std::panic::AssertUnwindSafe(call)).is_err()
+            && !self.sink_panicked.swap(true, Ordering::Relaxed)
+        {
+            tracing::error!(
+                target: "omni_metrics::diagnostics",
+                "a metrics sink panicked; its record was skipped (reported once). Sinks run on \
+                 the engine's threads and must not panic."
+            );
         }
     }
 
     /// A run's summary: to the sinks and the handle.
     fn emit_run_summary(&self, summary: OverallSummary) {
         for sink in &self.sinks {
-            sink.on_summary(&summary);
+            self.guarded(|| sink.on_summary(&summary));
         }
         self.shared.record_run_summary(summary);
     }

@@ -218,3 +218,33 @@ fn missing_request_id_and_bad_status_are_named_and_reported() {
     assert_eq!(reqs[1].status, omni_metrics::stats::RequestStatus::Error);
     assert_eq!(s.handle.invalid_spans(), 2);
 }
+
+#[test]
+fn a_panicking_sink_does_not_reach_the_engine() {
+    struct Bomb;
+    impl omni_metrics::report::Sink for Bomb {
+        fn on_request(&self, _: &omni_metrics::stats::RequestE2EStats) {
+            panic!("sink bug");
+        }
+    }
+    let capture = CaptureSink::new();
+    let layer = OmniMetricsLayer::builder()
+        .with_console(false)
+        .with_sink(Bomb)
+        .with_sink(capture.clone())
+        .build()
+        .expect("no file");
+    let handle = layer.handle();
+    let subscriber = tracing_subscriber::registry().with(layer);
+    tracing::subscriber::with_default(subscriber, || {
+        for i in 0..2 {
+            let _r = info_span!("omni.request", request_id = i);
+        }
+    });
+    assert_eq!(
+        capture.requests().len(),
+        2,
+        "the other sinks still see every request"
+    );
+    assert_eq!(handle.totals().requests_ok, 2);
+}
