@@ -81,6 +81,39 @@ pub mod field {
     pub const RX_DECODE_TIME_MS: &str = "rx_decode_time_ms";
     /// Explicit override on `omni.transfer`: wins over the measured gap.
     pub const IN_FLIGHT_TIME_MS: &str = "in_flight_time_ms";
+
+    /// Whether `name` is one of the convention's fields (all others are ignored).
+    ///
+    /// ```
+    /// assert!(omni_metrics::convention::field::is_known("stage_id"));
+    /// assert!(!omni_metrics::convention::field::is_known("otel.name"));
+    /// ```
+    pub fn is_known(name: &str) -> bool {
+        matches!(
+            name,
+            RUN_ID
+                | REQUEST_ID
+                | STATUS
+                | STAGE_ID
+                | STAGE_NAME
+                | BATCH_ID
+                | BATCH_SIZE
+                | NUM_TOKENS_IN
+                | NUM_TOKENS_OUT
+                | AUDIO_GENERATED_FRAMES
+                | AUDIO_SAMPLE_RATE
+                | IMAGE_NUM
+                | RESOLUTION
+                | FROM_STAGE
+                | TO_STAGE
+                | SIZE_BYTES
+                | STAGE_GEN_TIME_MS
+                | POSTPROCESS_TIME_MS
+                | TX_TIME_MS
+                | RX_DECODE_TIME_MS
+                | IN_FLIGHT_TIME_MS
+        )
+    }
 }
 
 /// What an `omni.*` span is, from its name.

@@ -90,7 +90,8 @@ impl Request {
                 "omni.request",
                 request_id = request_id,
                 status = Empty,
-                otel.name = Empty,
+                otel.name = %format_args!("request {request_id}"),
+                otel.kind = "server",
             ),
             finished: false,
         }
@@ -106,7 +107,8 @@ impl Request {
                 "omni.request",
                 request_id = request_id,
                 status = Empty,
-                otel.name = Empty,
+                otel.name = %format_args!("request {request_id}"),
+                otel.kind = "server",
             ),
             finished: false,
         }
@@ -159,6 +161,7 @@ impl Drop for Request {
 #[must_use = "the stage's time ends when this is dropped"]
 pub struct Stage {
     span: Span,
+    stage_id: u64,
 }
 
 impl Stage {
@@ -183,14 +186,18 @@ impl Stage {
                 resolution = Empty,
                 stage_gen_time_ms = Empty,
                 postprocess_time_ms = Empty,
-                otel.name = Empty,
+                otel.name = %format_args!("stage {stage_id}"),
+                otel.kind = "internal",
             ),
+            stage_id,
         }
     }
 
-    /// A readable name ("thinker").
+    /// A readable name ("thinker"); the exported span becomes "stage 0 thinker".
     pub fn name(&self, name: &str) -> &Self {
         self.span.record(convention::field::STAGE_NAME, name);
+        self.span
+            .record("otel.name", format_args!("stage {} {name}", self.stage_id));
         self
     }
 
@@ -289,7 +296,8 @@ impl Transfer {
                 tx_time_ms = Empty,
                 rx_decode_time_ms = Empty,
                 in_flight_time_ms = Empty,
-                otel.name = Empty,
+                otel.name = %format_args!("transfer {from}->{to}"),
+                otel.kind = "internal",
             ),
         }
     }

@@ -10,7 +10,13 @@ pub mod stats;
 mod accumulate;
 mod diagnostics;
 mod handle;
+mod install;
 mod layer;
 
 pub use handle::{MetricsHandle, Totals};
+pub use install::{InitError, Install, OmniGuard, init};
 pub use layer::{BuildError, Builder, JSONL_ENV, OmniMetricsLayer};
+
+#[cfg(feature = "otlp")]
+#[cfg_attr(docsrs, doc(cfg(feature = "otlp")))]
+pub mod otlp;

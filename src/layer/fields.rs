@@ -112,9 +112,9 @@ impl<T: SetField> Visit for Visitor<'_, T> {
     }
 
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        // `field = %value` and `field = ?value` arrive here; gen_ai.* and other fields the
-        // layer ignores are skipped before formatting.
-        if !field.name().starts_with("gen_ai.") {
+        // `field = %value` and `field = ?value` arrive here; fields the layer ignores
+        // (`otel.*`, `gen_ai.*`, the engine's own) are skipped before formatting.
+        if crate::convention::field::is_known(field.name()) {
             let text = format!("{value:?}");
             let text = text
                 .strip_prefix('"')

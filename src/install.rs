@@ -1,0 +1,196 @@
+//! The one-call install: metrics, logs and (with the `otlp` feature) traces.
+//!
+//! [`init`] installs the global subscriber: a `Registry` with the metrics layer, a fmt layer
+//! filtered by `RUST_LOG` (on that layer only, so no log filter can hide an `omni.*` span
+//! from the metrics) and, when an OTLP endpoint is configured, the OpenTelemetry layer. It
+//! returns an [`OmniGuard`]: keep it alive for the life of the engine; dropping it flushes
+//! and shuts the exporter down within a bounded time.
+//!
+//! Engines that build their own subscriber use the layers directly:
+//! [`OmniMetricsLayer`] and [`crate::otlp::OtlpPipeline::layer`].
+
+use tracing_subscriber::EnvFilter;
+use tracing_subscriber::prelude::*;
+
+use crate::MetricsHandle;
+use crate::layer::{BuildError, Builder, OmniMetricsLayer};
+
+/// Installs the global subscriber with defaults; see [`Install`].
+///
+/// ```no_run
+/// let _guard = omni_metrics::init()?;
+/// // ... run the engine; tables print as requests finish, traces go to
+/// // OTEL_EXPORTER_OTLP_ENDPOINT when it is set.
+/// # Ok::<(), omni_metrics::InitError>(())
+/// ```
+///
+/// # Errors
+///
+/// [`InitError`] if a global subscriber is already installed (a second call), or a layer
+/// could not be built.
+pub fn init() -> Result<OmniGuard, InitError> {
+    Install::default().init()
+}
+
+/// Configures [`init`].
+#[derive(Debug, Default)]
+#[must_use = "call `init` to install"]
+pub struct Install {
+    metrics: Option<Builder>,
+    log_filter: Option<String>,
+    #[cfg(feature = "otlp")]
+    otlp: Option<crate::otlp::OtlpBuilder>,
+    #[cfg(feature = "otlp")]
+    otlp_disabled: bool,
+}
+
+impl Install {
+    /// A configuration with the defaults.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Configures the metrics layer (sinks, clock); default [`OmniMetricsLayer::builder`].
+    pub fn with_metrics(mut self, builder: Builder) -> Self {
+        self.metrics = Some(builder);
+        self
+    }
+
+    /// The fmt layer's filter when `RUST_LOG` is unset (default `warn`); `RUST_LOG` wins.
+    pub fn with_default_log_filter(mut self, directives: impl Into<String>) -> Self {
+        self.log_filter = Some(directives.into());
+        self
+    }
+
+    /// Configures OTLP export. Without this, export is on when
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT` or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` is set.
+    #[cfg(feature = "otlp")]
+    pub fn with_otlp(mut self, builder: crate::otlp::OtlpBuilder) -> Self {
+        self.otlp = Some(builder);
+        self
+    }
+
+    /// Never exports traces, whatever the environment says.
+    #[cfg(feature = "otlp")]
+    pub fn without_otlp(mut self) -> Self {
+        self.otlp_disabled = true;
+        self
+    }
+
+    /// Installs the global subscriber.
+    ///
+    /// # Errors
+    ///
+    /// [`InitError::AlreadyInstalled`] on a second call (or if another global subscriber is
+    /// set); [`InitError::Metrics`] or [`InitError::Otlp`] if a layer cannot be built.
+    pub fn init(self) -> Result<OmniGuard, InitError> {
+        let metrics = self
+            .metrics
+            .unwrap_or_else(OmniMetricsLayer::builder)
+            .build()
+            .map_err(InitError::Metrics)?;
+        let handle = metrics.handle();
+        let filter = EnvFilter::builder()
+            .with_default_directive(tracing_subscriber::filter::LevelFilter::WARN.into())
+            .from_env_lossy();
+        let filter = match (std::env::var_os(EnvFilter::DEFAULT_ENV), &self.log_filter) {
+            (None, Some(directives)) => EnvFilter::builder().parse_lossy(directives),
+            _ => filter,
+        };
+        let fmt = tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .with_filter(filter);
+
+        #[cfg(feature = "otlp")]
+        {
+            let otlp_builder = self.otlp.unwrap_or_default();
+            let pipeline = if !self.otlp_disabled && otlp_builder.endpoint_configured() {
+                Some(otlp_builder.build().map_err(InitError::Otlp)?)
+            } else {
+                None
+            };
+            let otel_layer = pipeline.as_ref().map(|p| p.layer());
+            tracing_subscriber::registry()
+                .with(metrics)
+                .with(otel_layer)
+                .with(fmt)
+                .try_init()
+                .map_err(|e| InitError::AlreadyInstalled(e.to_string()))?;
+            Ok(OmniGuard {
+                handle,
+                otlp: pipeline.map(crate::otlp::OtlpPipeline::into_guard),
+            })
+        }
+        #[cfg(not(feature = "otlp"))]
+        {
+            tracing_subscriber::registry()
+                .with(metrics)
+                .with(fmt)
+                .try_init()
+                .map_err(|e| InitError::AlreadyInstalled(e.to_string()))?;
+            Ok(OmniGuard { handle })
+        }
+    }
+}
+
+/// Keeps the installed pipeline running; dropping it flushes and shuts the OTLP exporter
+/// down within its timeout (from any thread or runtime).
+#[derive(Debug)]
+#[must_use = "dropping the guard shuts the exporter down at once"]
+pub struct OmniGuard {
+    handle: MetricsHandle,
+    #[cfg(feature = "otlp")]
+    otlp: Option<crate::otlp::OtlpGuard>,
+}
+
+impl OmniGuard {
+    /// The metrics layer's handle.
+    pub fn metrics(&self) -> &MetricsHandle {
+        &self.handle
+    }
+
+    /// Whether traces are exported.
+    pub fn exports_traces(&self) -> bool {
+        #[cfg(feature = "otlp")]
+        {
+            self.otlp.is_some()
+        }
+        #[cfg(not(feature = "otlp"))]
+        {
+            false
+        }
+    }
+
+    /// Flushes and shuts the exporter down now; safe to call twice.
+    ///
+    /// # Errors
+    ///
+    /// [`InitError::Otlp`] when spans could not be exported (the message says how many).
+    pub fn shutdown(&mut self) -> Result<(), InitError> {
+        #[cfg(feature = "otlp")]
+        if let Some(otlp) = &mut self.otlp {
+            otlp.shutdown().map_err(InitError::Otlp)?;
+        }
+        Ok(())
+    }
+}
+
+/// [`init`] failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum InitError {
+    /// A global subscriber is already installed: `init` was called twice, or the
+    /// application installed its own. Use the layers directly to compose them.
+    #[error(
+        "a global tracing subscriber is already installed ({0}); call omni_metrics::init() \
+         once, or add OmniMetricsLayer to your own subscriber"
+    )]
+    AlreadyInstalled(String),
+    /// The metrics layer could not be built.
+    #[error(transparent)]
+    Metrics(#[from] BuildError),
+    /// The OTLP exporter could not be built or shut down cleanly.
+    #[cfg(feature = "otlp")]
+    #[error(transparent)]
+    Otlp(#[from] crate::otlp::OtlpError),
+}

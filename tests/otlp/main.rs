@@ -1,0 +1,202 @@
+//! OTLP export end to end, against a real receiver on loopback.
+
+mod receiver;
+
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use omni_metrics::OmniMetricsLayer;
+use omni_metrics::instrument::Request;
+use omni_metrics::otlp::{OtlpPipeline, OtlpProtocol};
+use omni_metrics::report::CaptureSink;
+use opentelemetry_proto::tonic::trace::v1::Span;
+use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
+use tracing_subscriber::prelude::*;
+
+use receiver::GrpcReceiver;
+
+/// Three requests through thinker -> talker -> code2wav, with the typed API.
+fn pipeline_requests() {
+    for i in 0..3 {
+        let request = Request::start(&format!("r-{i}"));
+        for stage_id in 0..3_u64 {
+            let stage = request.stage(stage_id);
+            stage
+                .name(["thinker", "talker", "code2wav"][stage_id as usize])
+                .tokens_in(10)
+                .tokens_out(5);
+            drop(stage.queue());
+            std::thread::sleep(Duration::from_millis(3));
+            drop(stage.postprocess());
+            drop(stage);
+            if stage_id < 2 {
+                let t = request.transfer(stage_id, stage_id + 1);
+                t.size_bytes(4096);
+                drop(t.tx());
+                drop(t.rx_decode());
+            }
+        }
+        request.finish();
+    }
+}
+
+fn run_against(
+    endpoint: String,
+    timeout: Duration,
+) -> (CaptureSink, omni_metrics::otlp::OtlpGuard) {
+    let pipeline = OtlpPipeline::builder()
+        .with_endpoint(endpoint)
+        .with_protocol(OtlpProtocol::Grpc)
+        .with_shutdown_timeout(timeout)
+        .build()
+        .expect("pipeline builds without a collector");
+    let capture = CaptureSink::new();
+    let metrics = OmniMetricsLayer::builder()
+        .with_console(false)
+        .with_sink(capture.clone())
+        .build()
+        .expect("no file");
+    let subscriber = tracing_subscriber::registry()
+        .with(metrics)
+        .with(pipeline.layer());
+    tracing::subscriber::with_default(subscriber, pipeline_requests);
+    (capture, pipeline.into_guard())
+}
+
+fn duration_ms(s: &Span) -> f64 {
+    s.end_time_unix_nano.saturating_sub(s.start_time_unix_nano) as f64 / 1e6
+}
+
+#[test]
+fn grpc_export_gives_one_trace_per_request_with_the_convention_tree() {
+    let receiver = GrpcReceiver::start();
+    let (capture, mut guard) =
+        run_against(format!("http://{}", receiver.addr), Duration::from_secs(10));
+    guard.shutdown().expect("every span exported");
+    let spans = receiver.spans();
+    assert_eq!(
+        spans.len(),
+        3 * (1 + 3 * 3 + 2 * 3),
+        "request + stages(+queue+post) + transfers(+tx+rx)"
+    );
+
+    let by_id: HashMap<&[u8], &Span> = spans.iter().map(|s| (s.span_id.as_slice(), s)).collect();
+    let requests: Vec<&Span> = spans
+        .iter()
+        .filter(|s| s.name.starts_with("request "))
+        .collect();
+    assert_eq!(requests.len(), 3);
+    let traces: HashSet<&[u8]> = requests.iter().map(|s| s.trace_id.as_slice()).collect();
+    assert_eq!(traces.len(), 3, "one trace per request");
+    for r in &requests {
+        assert_eq!(r.kind, SpanKind::Server as i32, "{}", r.name);
+        assert!(r.parent_span_id.is_empty(), "a request is a root");
+    }
+    for s in &spans {
+        let request = requests
+            .iter()
+            .find(|r| r.trace_id == s.trace_id)
+            .expect("in a request's trace");
+        if s.name.starts_with("stage ") || s.name.starts_with("transfer ") {
+            assert_eq!(s.kind, SpanKind::Internal as i32, "{}", s.name);
+            assert_eq!(
+                s.parent_span_id, request.span_id,
+                "{} is a child of its request",
+                s.name
+            );
+        }
+        if ["omni.queue", "omni.postprocess"].contains(&s.name.as_str()) {
+            let parent = by_id
+                .get(s.parent_span_id.as_slice())
+                .expect("parent exported");
+            assert!(
+                parent.name.starts_with("stage "),
+                "{} under {}",
+                s.name,
+                parent.name
+            );
+        }
+        if ["omni.transfer.tx", "omni.transfer.rx_decode"].contains(&s.name.as_str()) {
+            let parent = by_id
+                .get(s.parent_span_id.as_slice())
+                .expect("parent exported");
+            assert!(
+                parent.name.starts_with("transfer "),
+                "{} under {}",
+                s.name,
+                parent.name
+            );
+        }
+    }
+    let names: HashSet<&str> = spans.iter().map(|s| s.name.as_str()).collect();
+    for name in [
+        "request r-0",
+        "stage 0 thinker",
+        "stage 2 code2wav",
+        "transfer 0->1",
+        "transfer 1->2",
+    ] {
+        assert!(names.contains(name), "missing span {name:?} in {names:?}");
+    }
+    // The convention's fields are attributes.
+    let stage0 = spans
+        .iter()
+        .find(|s| s.name == "stage 0 thinker")
+        .expect("stage span");
+    let keys: HashSet<&str> = stage0.attributes.iter().map(|a| a.key.as_str()).collect();
+    for key in ["stage_id", "stage_name", "num_tokens_in", "num_tokens_out"] {
+        assert!(
+            keys.contains(key),
+            "stage span lacks attribute {key}: {keys:?}"
+        );
+    }
+    // Each exported stage span lasts what the table says (first start to last end).
+    for r in capture.requests() {
+        let trace = requests
+            .iter()
+            .find(|s| s.name == format!("request {}", r.request_id))
+            .map(|s| s.trace_id.clone())
+            .expect("request exported");
+        for st in &r.stages {
+            let exported = spans
+                .iter()
+                .find(|s| {
+                    s.trace_id == trace && s.name.starts_with(&format!("stage {} ", st.stage_id))
+                })
+                .expect("stage exported");
+            let diff = (duration_ms(exported) - st.wall_time_ms).abs();
+            assert!(
+                diff < 1.0,
+                "stage {} of {}: exported {} ms, table {} ms",
+                st.stage_id,
+                r.request_id,
+                duration_ms(exported),
+                st.wall_time_ms
+            );
+        }
+    }
+}
+
+#[test]
+fn a_collector_that_is_down_costs_the_engine_nothing_and_losses_are_reported() {
+    // A port that was just free: nobody listens there.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port");
+    let (capture, mut guard) =
+        run_against(format!("http://127.0.0.1:{port}"), Duration::from_secs(1));
+    assert_eq!(capture.requests().len(), 3, "the tables are complete");
+    assert_eq!(capture.requests()[0].e2e_total_tokens, 10 + 15);
+    let started = Instant::now();
+    let err = guard.shutdown().expect_err("nothing could be exported");
+    // Bounded: the 1 s timeout plus slack for a busy machine, never a hang.
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "shutdown took {:?}",
+        started.elapsed()
+    );
+    let text = err.to_string();
+    assert!(text.contains("of 48 spans could not be exported"), "{text}");
+    assert!(guard.shutdown().is_ok(), "a second shutdown is a no-op");
+}

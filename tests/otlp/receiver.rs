@@ -1,0 +1,76 @@
+//! A real OTLP/gRPC trace receiver on loopback, built from `opentelemetry-proto`'s
+//! generated `TraceService`, running on its own tokio runtime.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
+    TraceService, TraceServiceServer,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use opentelemetry_proto::tonic::trace::v1::Span;
+
+#[derive(Clone, Default)]
+struct Collect {
+    spans: Arc<Mutex<Vec<Span>>>,
+}
+
+#[tonic::async_trait]
+impl TraceService for Collect {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportTraceServiceRequest>,
+    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        let mut spans = self
+            .spans
+            .lock()
+            .map_err(|_| tonic::Status::internal("poisoned"))?;
+        for rs in request.into_inner().resource_spans {
+            for ss in rs.scope_spans {
+                spans.extend(ss.spans);
+            }
+        }
+        Ok(tonic::Response::new(ExportTraceServiceResponse {
+            partial_success: None,
+        }))
+    }
+}
+
+/// A running receiver; stops when dropped.
+pub(crate) struct GrpcReceiver {
+    pub(crate) addr: SocketAddr,
+    spans: Arc<Mutex<Vec<Span>>>,
+    _runtime: tokio::runtime::Runtime,
+}
+
+impl GrpcReceiver {
+    pub(crate) fn start() -> Self {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("receiver runtime");
+        let collect = Collect::default();
+        let spans = collect.spans.clone();
+        let listener = runtime
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .expect("bind loopback");
+        let addr = listener.local_addr().expect("local addr");
+        runtime.spawn(
+            tonic::transport::Server::builder()
+                .add_service(TraceServiceServer::new(collect))
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+        );
+        Self {
+            addr,
+            spans,
+            _runtime: runtime,
+        }
+    }
+
+    pub(crate) fn spans(&self) -> Vec<Span> {
+        self.spans.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+}
