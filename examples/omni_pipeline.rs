@@ -12,6 +12,8 @@
 //! cargo run --example omni_pipeline -- --mode online -n 2    # each request its own summary
 //! cargo run --example omni_pipeline -- --pipeline image
 //! OMNI_METRICS_JSONL=records.jsonl cargo run --example omni_pipeline
+//! cargo run --example omni_pipeline -- --otlp http://localhost:4317   # traces to a collector
+//! OTEL_EXPORTER_OTLP_ENDPOINT=http://localhost:4317 cargo run --example omni_pipeline
 //! ```
 
 use std::sync::Arc;
@@ -22,7 +24,6 @@ use omni_metrics::OmniMetricsLayer;
 use omni_metrics::instrument::{Request, Run, Stage, Timing, Transfer};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tracing::Span;
-use tracing_subscriber::prelude::*;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -50,6 +51,10 @@ struct Args {
     /// Print only the summaries, not each request's tables.
     #[arg(long)]
     summary_only: bool,
+    /// Export traces over OTLP/gRPC to this collector (e.g. http://localhost:4317). Without
+    /// it, traces are exported when OTEL_EXPORTER_OTLP_ENDPOINT is set.
+    #[arg(long, value_name = "ENDPOINT")]
+    otlp: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -297,25 +302,35 @@ fn image_stages(ms_per_token: f64) -> Vec<StageSpec> {
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
-    let metrics = OmniMetricsLayer::builder()
-        .with_request_tables(!args.summary_only)
-        .build()?;
-    tracing_subscriber::registry()
-        .with(metrics)
-        // The engine's own logs: RUST_LOG, filtered on this layer only, so no filter can hide
-        // an `omni.*` span from the metrics.
-        .with(
-            tracing_subscriber::fmt::layer()
-                .with_writer(std::io::stderr)
-                .with_filter(tracing_subscriber::EnvFilter::from_default_env()),
-        )
-        .try_init()?;
+    #[cfg_attr(not(feature = "otlp"), allow(unused_mut))]
+    let mut install = omni_metrics::Install::new()
+        .with_metrics(OmniMetricsLayer::builder().with_request_tables(!args.summary_only));
+    #[cfg(not(feature = "otlp"))]
+    if args.otlp.is_some() {
+        return Err("--otlp needs the `otlp` feature (on by default)".into());
+    }
+    #[cfg(feature = "otlp")]
+    if let Some(endpoint) = &args.otlp {
+        install = install.with_otlp(
+            omni_metrics::otlp::OtlpPipeline::builder()
+                .with_endpoint(endpoint.clone())
+                .with_service_name("omni_pipeline"),
+        );
+    }
+    // Metrics, RUST_LOG-filtered logs and (when configured) OTLP traces; the guard flushes
+    // the traces when it is dropped at the end of main.
+    let guard = install.init()?;
+    if guard.exports_traces() {
+        tracing::info!("exporting traces over OTLP");
+    }
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?;
     runtime.block_on(serve(args));
+    drop(runtime);
+    drop(guard);
     Ok(())
 }
 

@@ -84,11 +84,14 @@ impl Install {
     /// [`InitError::AlreadyInstalled`] on a second call (or if another global subscriber is
     /// set); [`InitError::Metrics`] or [`InitError::Otlp`] if a layer cannot be built.
     pub fn init(self) -> Result<OmniGuard, InitError> {
-        let metrics = self
-            .metrics
-            .unwrap_or_else(OmniMetricsLayer::builder)
-            .build()
-            .map_err(InitError::Metrics)?;
+        let metrics_builder = self.metrics.unwrap_or_else(OmniMetricsLayer::builder);
+        #[cfg(feature = "otlp")]
+        let otlp_builder = self.otlp.unwrap_or_default();
+        #[cfg(feature = "otlp")]
+        let exporting = !self.otlp_disabled && otlp_builder.endpoint_configured();
+        #[cfg(feature = "otlp")]
+        let metrics_builder = metrics_builder.with_trace_annotations(exporting);
+        let metrics = metrics_builder.build().map_err(InitError::Metrics)?;
         let handle = metrics.handle();
         let filter = EnvFilter::builder()
             .with_default_directive(tracing_subscriber::filter::LevelFilter::WARN.into())
@@ -99,12 +102,12 @@ impl Install {
         };
         let fmt = tracing_subscriber::fmt::layer()
             .with_writer(std::io::stderr)
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
             .with_filter(filter);
 
         #[cfg(feature = "otlp")]
         {
-            let otlp_builder = self.otlp.unwrap_or_default();
-            let pipeline = if !self.otlp_disabled && otlp_builder.endpoint_configured() {
+            let pipeline = if exporting {
                 Some(otlp_builder.build().map_err(InitError::Otlp)?)
             } else {
                 None

@@ -466,3 +466,19 @@ pub enum OtlpError {
         detail: String,
     },
 }
+
+/// Sets `attributes` on the OpenTelemetry span of `id`, if the subscriber has a
+/// `tracing-opentelemetry` layer and the span is sampled.
+pub(crate) fn annotate(
+    dispatch: &tracing::Dispatch,
+    id: &tracing::span::Id,
+    attributes: &[(&'static str, f64)],
+) {
+    use opentelemetry::trace::TraceContextExt as _;
+    if let Some(cx) = tracing_opentelemetry::get_otel_context(id, dispatch) {
+        let span = cx.span();
+        for (key, value) in attributes {
+            span.set_attribute(opentelemetry::KeyValue::new(*key, *value));
+        }
+    }
+}

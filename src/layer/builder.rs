@@ -36,6 +36,7 @@ pub struct Builder {
     jsonl_writer: Option<Box<dyn Write + Send>>,
     sinks: Vec<Box<dyn Sink>>,
     clock: Option<Arc<dyn Clock>>,
+    trace_annotations: bool,
 }
 
 impl Default for Builder {
@@ -48,6 +49,7 @@ impl Default for Builder {
             jsonl_writer: None,
             sinks: Vec::new(),
             clock: None,
+            trace_annotations: false,
         }
     }
 }
@@ -107,6 +109,17 @@ impl Builder {
         self
     }
 
+    /// Puts the computed numbers on the exported OpenTelemetry spans: gen, post-processing and
+    /// queue time on stage spans, transfer times and kbytes on transfer spans, the
+    /// RequestE2EStats figures and each stage's gen time on request spans. Needs the
+    /// `tracing-opentelemetry` layer in the same subscriber (`Install` sets this when it
+    /// exports traces). Default: `false`.
+    #[cfg(feature = "otlp")]
+    pub fn with_trace_annotations(mut self, enabled: bool) -> Self {
+        self.trace_annotations = enabled;
+        self
+    }
+
     /// Uses `clock` for span timestamps (a [`crate::clock::ManualClock`] in tests).
     pub fn with_clock(mut self, clock: impl Clock) -> Self {
         self.clock = Some(Arc::new(clock));
@@ -141,7 +154,11 @@ impl Builder {
             sinks.push(Box::new(JsonLinesSink::new(writer)));
         }
         sinks.extend(self.sinks);
-        Ok(OmniMetricsLayer::from_parts(self.clock, sinks))
+        Ok(OmniMetricsLayer::from_parts(
+            self.clock,
+            sinks,
+            self.trace_annotations,
+        ))
     }
 }
 

@@ -75,6 +75,9 @@ struct Inner {
     next_run: AtomicU64,
     next_request: AtomicU64,
     sink_panicked: std::sync::atomic::AtomicBool,
+    /// Where to annotate exported spans with computed numbers (`otlp` feature, opt-in).
+    #[cfg(feature = "otlp")]
+    annotations: Option<std::sync::OnceLock<tracing::dispatcher::WeakDispatch>>,
 }
 
 /// The default clock without a virtual call; a custom one behind `dyn`.
@@ -119,7 +122,11 @@ impl OmniMetricsLayer {
         MetricsHandle::new(self.inner.shared.clone())
     }
 
-    fn from_parts(clock: Option<Arc<dyn Clock>>, sinks: Vec<Box<dyn Sink>>) -> Self {
+    fn from_parts(
+        clock: Option<Arc<dyn Clock>>,
+        sinks: Vec<Box<dyn Sink>>,
+        #[cfg_attr(not(feature = "otlp"), allow(unused_variables))] trace_annotations: bool,
+    ) -> Self {
         let clock = match clock {
             Some(c) => ClockSource::Custom(c),
             None => ClockSource::Monotonic(MonotonicClock::new()),
@@ -132,10 +139,25 @@ impl OmniMetricsLayer {
                 next_run: AtomicU64::new(1),
                 next_request: AtomicU64::new(1),
                 sink_panicked: std::sync::atomic::AtomicBool::new(false),
+                #[cfg(feature = "otlp")]
+                annotations: trace_annotations.then(std::sync::OnceLock::new),
             }),
         }
     }
 }
+
+/// Request-span attribute keys for each stage's gen time (`stage_{i}_gen_time_ms`), as
+/// static strings; stages beyond the last are left out of the attributes (not the tables).
+const STAGE_KEYS: [&str; 8] = [
+    "stage_0_gen_time_ms",
+    "stage_1_gen_time_ms",
+    "stage_2_gen_time_ms",
+    "stage_3_gen_time_ms",
+    "stage_4_gen_time_ms",
+    "stage_5_gen_time_ms",
+    "stage_6_gen_time_ms",
+    "stage_7_gen_time_ms",
+];
 
 /// The nearest `omni.request` ancestor of `span` (excluding itself).
 ///
@@ -171,6 +193,35 @@ fn lock(link: &RequestLink) -> std::sync::MutexGuard<'_, RequestAcc> {
 }
 
 impl Inner {
+    /// Puts computed numbers on the exported OpenTelemetry span `id` (when enabled), so a
+    /// trace viewer shows the table's figures. Call with no extension lock held.
+    #[cfg(feature = "otlp")]
+    fn annotate(&self, id: &Id, attributes: &[(&'static str, f64)]) {
+        let Some(dispatch) = self
+            .annotations
+            .as_ref()
+            .and_then(|cell| cell.get())
+            .and_then(tracing::dispatcher::WeakDispatch::upgrade)
+        else {
+            return;
+        };
+        crate::otlp::annotate(&dispatch, id, attributes);
+    }
+
+    #[cfg(not(feature = "otlp"))]
+    fn annotate(&self, _id: &Id, _attributes: &[(&'static str, f64)]) {}
+
+    fn annotating(&self) -> bool {
+        #[cfg(feature = "otlp")]
+        {
+            self.annotations.is_some()
+        }
+        #[cfg(not(feature = "otlp"))]
+        {
+            false
+        }
+    }
+
     fn new_span<S>(&self, kind: SpanKind, attrs: &Attributes<'_>, span: SpanRef<'_, S>)
     where
         S: Subscriber + for<'l> LookupSpan<'l>,
@@ -316,6 +367,16 @@ impl Inner {
                     return;
                 };
                 let sample = stage.finish(now);
+                if let (true, Some(s)) = (self.annotating(), &sample) {
+                    self.annotate(
+                        &span.id(),
+                        &[
+                            ("stage_gen_time_ms", s.stage_gen_time_ms),
+                            ("postprocess_time_ms", s.postprocess_time_ms),
+                            ("queue_time_ms", s.queue_time_ms),
+                        ],
+                    );
+                }
                 self.close_child(stage.request.take(), stage.issues, |acc| {
                     sample.map(|s| acc.add_stage(s)).unwrap_or_default()
                 });
@@ -325,6 +386,17 @@ impl Inner {
                     return;
                 };
                 let sample = transfer.finish();
+                if let (true, Some(t)) = (self.annotating(), &sample) {
+                    self.annotate(
+                        &span.id(),
+                        &[
+                            ("size_kbytes", crate::stats::kbytes(t.size_bytes)),
+                            ("tx_time_ms", t.tx_time_ms),
+                            ("rx_decode_time_ms", t.rx_decode_time_ms),
+                            ("in_flight_time_ms", t.in_flight_time_ms),
+                        ],
+                    );
+                }
                 self.close_child(transfer.request.take(), transfer.issues, |acc| {
                     if let Some(t) = sample {
                         acc.add_transfer(t);
@@ -336,7 +408,9 @@ impl Inner {
                 let Some(request) = span.extensions_mut().remove::<RequestSpan>() else {
                     return;
                 };
-                self.close_request(request, now, ctx);
+                let id = span.id();
+                drop(span);
+                self.close_request(&id, request, now, ctx);
             }
             SpanKind::Run => {
                 let Some(run) = span.extensions_mut().remove::<RunSpan>() else {
@@ -379,7 +453,7 @@ impl Inner {
         self.shared.diagnostics.record(issues);
     }
 
-    fn close_request<S>(&self, mut request: RequestSpan, now: u64, ctx: &Context<'_, S>)
+    fn close_request<S>(&self, id: &Id, mut request: RequestSpan, now: u64, ctx: &Context<'_, S>)
     where
         S: Subscriber + for<'l> LookupSpan<'l>,
     {
@@ -430,6 +504,22 @@ impl Inner {
             None => self.online(acc, request_id, status, request.start_ns, now),
         };
         self.shared.diagnostics.record(issues);
+        if self.annotating() {
+            let mut attributes = vec![
+                ("e2e_total_ms", report.e2e_total_ms),
+                ("e2e_total_tokens", report.e2e_total_tokens as f64),
+                ("transfers_total_time_ms", report.transfers_total_time_ms),
+                ("transfers_total_kbytes", report.transfers_total_kbytes),
+            ];
+            for s in report
+                .stages
+                .iter()
+                .filter(|s| s.stage_id < STAGE_KEYS.len() as u64)
+            {
+                attributes.push((STAGE_KEYS[s.stage_id as usize], s.stage_gen_time_ms));
+            }
+            self.annotate(id, &attributes);
+        }
         self.emit_request(report);
     }
 
@@ -527,4 +617,13 @@ where
     }
 
     fn on_event(&self, _event: &Event<'_>, _ctx: Context<'_, S>) {}
+
+    fn on_register_dispatch(&self, subscriber: &tracing::Dispatch) {
+        #[cfg(feature = "otlp")]
+        if let Some(cell) = &self.inner.annotations {
+            let _ = cell.set(subscriber.downgrade());
+        }
+        #[cfg(not(feature = "otlp"))]
+        let _ = subscriber;
+    }
 }

@@ -1,5 +1,8 @@
 //! OTLP export end to end, against a real receiver on loopback.
 
+#[path = "../support/http_receiver.rs"]
+mod http_receiver;
+#[path = "../support/grpc_receiver.rs"]
 mod receiver;
 
 use std::collections::{HashMap, HashSet};
@@ -44,9 +47,17 @@ fn run_against(
     endpoint: String,
     timeout: Duration,
 ) -> (CaptureSink, omni_metrics::otlp::OtlpGuard) {
+    run_with(endpoint, OtlpProtocol::Grpc, timeout)
+}
+
+fn run_with(
+    endpoint: String,
+    protocol: OtlpProtocol,
+    timeout: Duration,
+) -> (CaptureSink, omni_metrics::otlp::OtlpGuard) {
     let pipeline = OtlpPipeline::builder()
         .with_endpoint(endpoint)
-        .with_protocol(OtlpProtocol::Grpc)
+        .with_protocol(protocol)
         .with_shutdown_timeout(timeout)
         .build()
         .expect("pipeline builds without a collector");
@@ -54,6 +65,7 @@ fn run_against(
     let metrics = OmniMetricsLayer::builder()
         .with_console(false)
         .with_sink(capture.clone())
+        .with_trace_annotations(true)
         .build()
         .expect("no file");
     let subscriber = tracing_subscriber::registry()
@@ -61,6 +73,17 @@ fn run_against(
         .with(pipeline.layer());
     tracing::subscriber::with_default(subscriber, pipeline_requests);
     (capture, pipeline.into_guard())
+}
+
+fn attr_f64(s: &Span, key: &str) -> Option<f64> {
+    use opentelemetry_proto::tonic::common::v1::any_value::Value;
+    s.attributes.iter().find(|a| a.key == key).and_then(|a| {
+        match a.value.as_ref()?.value.as_ref()? {
+            Value::DoubleValue(v) => Some(*v),
+            Value::IntValue(v) => Some(*v as f64),
+            _ => None,
+        }
+    })
 }
 
 fn duration_ms(s: &Span) -> f64 {
@@ -150,13 +173,27 @@ fn grpc_export_gives_one_trace_per_request_with_the_convention_tree() {
             "stage span lacks attribute {key}: {keys:?}"
         );
     }
-    // Each exported stage span lasts what the table says (first start to last end).
+    // Each exported stage span lasts what the table says (first start to last end), and
+    // the table's numbers are on the request and stage spans.
     for r in capture.requests() {
-        let trace = requests
+        let request_span = requests
             .iter()
             .find(|s| s.name == format!("request {}", r.request_id))
-            .map(|s| s.trace_id.clone())
             .expect("request exported");
+        let trace = request_span.trace_id.clone();
+        assert_eq!(
+            attr_f64(request_span, "e2e_total_tokens"),
+            Some(r.e2e_total_tokens as f64)
+        );
+        assert_eq!(
+            attr_f64(request_span, "transfers_total_kbytes"),
+            Some(r.transfers_total_kbytes)
+        );
+        assert_eq!(attr_f64(request_span, "e2e_total_ms"), Some(r.e2e_total_ms));
+        assert_eq!(
+            attr_f64(request_span, "stage_1_gen_time_ms"),
+            r.stage(1).map(|s| s.stage_gen_time_ms)
+        );
         for st in &r.stages {
             let exported = spans
                 .iter()
@@ -164,6 +201,14 @@ fn grpc_export_gives_one_trace_per_request_with_the_convention_tree() {
                     s.trace_id == trace && s.name.starts_with(&format!("stage {} ", st.stage_id))
                 })
                 .expect("stage exported");
+            assert_eq!(
+                attr_f64(exported, "stage_gen_time_ms"),
+                Some(st.stage_gen_time_ms)
+            );
+            assert_eq!(
+                attr_f64(exported, "postprocess_time_ms"),
+                Some(st.postprocess_time_ms)
+            );
             let diff = (duration_ms(exported) - st.wall_time_ms).abs();
             assert!(
                 diff < 1.0,
@@ -199,4 +244,34 @@ fn a_collector_that_is_down_costs_the_engine_nothing_and_losses_are_reported() {
     let text = err.to_string();
     assert!(text.contains("of 48 spans could not be exported"), "{text}");
     assert!(guard.shutdown().is_ok(), "a second shutdown is a no-op");
+}
+
+#[test]
+fn http_protobuf_export_reaches_a_real_http_receiver() {
+    let receiver = http_receiver::HttpReceiver::start();
+    let (capture, mut guard) = run_with(
+        format!("http://{}/v1/traces", receiver.addr),
+        OtlpProtocol::HttpProtobuf,
+        Duration::from_secs(10),
+    );
+    guard.shutdown().expect("every span exported over HTTP");
+    let spans = receiver.spans();
+    assert_eq!(spans.len(), 48);
+    assert!(
+        receiver.paths().iter().all(|p| p == "/v1/traces"),
+        "{:?}",
+        receiver.paths()
+    );
+    let requests: Vec<&Span> = spans
+        .iter()
+        .filter(|s| s.name.starts_with("request "))
+        .collect();
+    assert_eq!(requests.len(), capture.requests().len());
+    let traces: HashSet<&[u8]> = requests.iter().map(|s| s.trace_id.as_slice()).collect();
+    assert_eq!(traces.len(), 3, "one trace per request");
+    assert!(
+        requests
+            .iter()
+            .all(|r| attr_f64(r, "e2e_total_tokens") == Some(25.0))
+    );
 }

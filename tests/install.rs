@@ -1,0 +1,56 @@
+//! The one-call install, as an application uses it: one global subscriber per process, so
+//! this binary holds one test.
+
+#![cfg(feature = "otlp")]
+
+#[path = "support/grpc_receiver.rs"]
+mod receiver;
+
+use std::time::Duration;
+
+use omni_metrics::instrument::Request;
+use omni_metrics::otlp::{OtlpPipeline, OtlpProtocol};
+
+#[test]
+fn init_exports_and_the_guard_shuts_down_from_a_current_thread_runtime() {
+    let receiver = receiver::GrpcReceiver::start();
+    let guard = omni_metrics::Install::new()
+        .with_metrics(omni_metrics::OmniMetricsLayer::builder().with_console(false))
+        .with_otlp(
+            OtlpPipeline::builder()
+                .with_endpoint(format!("http://{}", receiver.addr))
+                .with_protocol(OtlpProtocol::Grpc)
+                .with_shutdown_timeout(Duration::from_secs(10)),
+        )
+        .init()
+        .expect("first install in this process");
+    assert!(guard.exports_traces());
+
+    let second = omni_metrics::init().expect_err("a second install is refused");
+    assert!(matches!(
+        second,
+        omni_metrics::InitError::AlreadyInstalled(_)
+    ));
+    assert!(
+        second
+            .to_string()
+            .contains("call omni_metrics::init() once"),
+        "{second}"
+    );
+
+    // An engine on a current-thread runtime drops the guard on the runtime's own thread:
+    // a naive blocking shutdown would wait on itself.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("current-thread runtime");
+    rt.block_on(async move {
+        let request = Request::start("installed");
+        request.stage(0).tokens_in(7);
+        request.finish();
+        assert_eq!(guard.metrics().totals().total_tokens, 7);
+        drop(guard);
+    });
+    let names: Vec<String> = receiver.spans().into_iter().map(|s| s.name).collect();
+    assert!(names.contains(&"request installed".to_owned()), "{names:?}");
+}
