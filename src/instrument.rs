@@ -54,9 +54,13 @@ impl Run {
         run
     }
 
-    /// Opens a request of this run.
+    /// Opens a request of this run. Exported over OTLP, the request is the root of its own
+    /// trace (one trace per request), linked to the run's span.
     pub fn request(&self, request_id: &str) -> Request {
-        Request::child_of(&self.span, request_id)
+        let request = Request::child_of(&self.span, request_id);
+        #[cfg(feature = "otlp")]
+        crate::otlp::detach_request(&self.span, &request.span);
+        request
     }
 
     /// The run's span.
@@ -161,7 +165,6 @@ impl Drop for Request {
 #[must_use = "the stage's time ends when this is dropped"]
 pub struct Stage {
     span: Span,
-    stage_id: u64,
 }
 
 impl Stage {
@@ -186,18 +189,15 @@ impl Stage {
                 resolution = Empty,
                 stage_gen_time_ms = Empty,
                 postprocess_time_ms = Empty,
-                otel.name = %format_args!("stage {stage_id}"),
                 otel.kind = "internal",
             ),
-            stage_id,
         }
     }
 
-    /// A readable name ("thinker"); the exported span becomes "stage 0 thinker".
+    /// A readable name ("thinker"); with trace annotations on, the exported span is named
+    /// "stage 0 thinker".
     pub fn name(&self, name: &str) -> &Self {
         self.span.record(convention::field::STAGE_NAME, name);
-        self.span
-            .record("otel.name", format_args!("stage {} {name}", self.stage_id));
         self
     }
 

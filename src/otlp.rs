@@ -467,18 +467,38 @@ pub enum OtlpError {
     },
 }
 
-/// Sets `attributes` on the OpenTelemetry span of `id`, if the subscriber has a
-/// `tracing-opentelemetry` layer and the span is sampled.
+/// Sets `attributes` (and a readable `name`) on the OpenTelemetry span of `id`, if the
+/// subscriber has a `tracing-opentelemetry` layer and the span is sampled.
 pub(crate) fn annotate(
     dispatch: &tracing::Dispatch,
     id: &tracing::span::Id,
+    name: Option<String>,
     attributes: &[(&'static str, f64)],
 ) {
     use opentelemetry::trace::TraceContextExt as _;
     if let Some(cx) = tracing_opentelemetry::get_otel_context(id, dispatch) {
         let span = cx.span();
+        // The bridge ignores `otel.name` once the span has started (a child was opened);
+        // the readable name is set here, at close, where it is known.
+        if let Some(name) = name {
+            span.update_name(name);
+        }
         for (key, value) in attributes {
             span.set_attribute(opentelemetry::KeyValue::new(*key, *value));
+        }
+    }
+}
+
+/// Makes `request` the root of its own trace, linked to the `run` span it belongs to, so an
+/// offline batch exports one trace per request (not one trace per run).
+pub(crate) fn detach_request(run: &tracing::Span, request: &tracing::Span) {
+    use opentelemetry::trace::TraceContextExt as _;
+    use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+    if request.set_parent(opentelemetry::Context::new()).is_ok() {
+        let run_cx = run.context();
+        let link = run_cx.span().span_context().clone();
+        if link.is_valid() {
+            request.add_link(link);
         }
     }
 }

@@ -146,6 +146,15 @@ impl OmniMetricsLayer {
     }
 }
 
+/// Whether the span names its exported span itself (`otel.name`): then the layer keeps that
+/// name (e.g. the GenAI form "chat qwen3-omni") instead of "stage 0 thinker".
+fn named<S>(span: &SpanRef<'_, S>) -> bool
+where
+    S: Subscriber + for<'l> LookupSpan<'l>,
+{
+    span.metadata().fields().field("otel.name").is_some()
+}
+
 /// Request-span attribute keys for each stage's gen time (`stage_{i}_gen_time_ms`), as
 /// static strings; stages beyond the last are left out of the attributes (not the tables).
 const STAGE_KEYS: [&str; 8] = [
@@ -196,7 +205,7 @@ impl Inner {
     /// Puts computed numbers on the exported OpenTelemetry span `id` (when enabled), so a
     /// trace viewer shows the table's figures. Call with no extension lock held.
     #[cfg(feature = "otlp")]
-    fn annotate(&self, id: &Id, attributes: &[(&'static str, f64)]) {
+    fn annotate(&self, id: &Id, name: Option<String>, attributes: &[(&'static str, f64)]) {
         let Some(dispatch) = self
             .annotations
             .as_ref()
@@ -205,11 +214,11 @@ impl Inner {
         else {
             return;
         };
-        crate::otlp::annotate(&dispatch, id, attributes);
+        crate::otlp::annotate(&dispatch, id, name, attributes);
     }
 
     #[cfg(not(feature = "otlp"))]
-    fn annotate(&self, _id: &Id, _attributes: &[(&'static str, f64)]) {}
+    fn annotate(&self, _id: &Id, _name: Option<String>, _attributes: &[(&'static str, f64)]) {}
 
     fn annotating(&self) -> bool {
         #[cfg(feature = "otlp")]
@@ -368,8 +377,13 @@ impl Inner {
                 };
                 let sample = stage.finish(now);
                 if let (true, Some(s)) = (self.annotating(), &sample) {
+                    let name = (!named(&span)).then(|| match &s.stage_name {
+                        Some(n) => format!("stage {} {n}", s.stage_id),
+                        None => format!("stage {}", s.stage_id),
+                    });
                     self.annotate(
                         &span.id(),
+                        name,
                         &[
                             ("stage_gen_time_ms", s.stage_gen_time_ms),
                             ("postprocess_time_ms", s.postprocess_time_ms),
@@ -387,8 +401,11 @@ impl Inner {
                 };
                 let sample = transfer.finish();
                 if let (true, Some(t)) = (self.annotating(), &sample) {
+                    let name = (!named(&span))
+                        .then(|| format!("transfer {}->{}", t.from_stage, t.to_stage));
                     self.annotate(
                         &span.id(),
+                        name,
                         &[
                             ("size_kbytes", crate::stats::kbytes(t.size_bytes)),
                             ("tx_time_ms", t.tx_time_ms),
@@ -408,9 +425,9 @@ impl Inner {
                 let Some(request) = span.extensions_mut().remove::<RequestSpan>() else {
                     return;
                 };
-                let id = span.id();
+                let (id, named) = (span.id(), named(&span));
                 drop(span);
-                self.close_request(&id, request, now, ctx);
+                self.close_request(&id, named, request, now, ctx);
             }
             SpanKind::Run => {
                 let Some(run) = span.extensions_mut().remove::<RunSpan>() else {
@@ -453,8 +470,14 @@ impl Inner {
         self.shared.diagnostics.record(issues);
     }
 
-    fn close_request<S>(&self, id: &Id, mut request: RequestSpan, now: u64, ctx: &Context<'_, S>)
-    where
+    fn close_request<S>(
+        &self,
+        id: &Id,
+        named: bool,
+        mut request: RequestSpan,
+        now: u64,
+        ctx: &Context<'_, S>,
+    ) where
         S: Subscriber + for<'l> LookupSpan<'l>,
     {
         let request_id = request.request_id.take().unwrap_or_else(|| {
@@ -518,7 +541,8 @@ impl Inner {
             {
                 attributes.push((STAGE_KEYS[s.stage_id as usize], s.stage_gen_time_ms));
             }
-            self.annotate(id, &attributes);
+            let name = (!named).then(|| format!("request {}", report.request_id));
+            self.annotate(id, name, &attributes);
         }
         self.emit_request(report);
     }

@@ -275,3 +275,196 @@ fn http_protobuf_export_reaches_a_real_http_receiver() {
             .all(|r| attr_f64(r, "e2e_total_tokens") == Some(25.0))
     );
 }
+
+/// The example program, run as a real process, exports to a real receiver.
+#[test]
+fn the_example_process_exports_one_trace_per_request() {
+    // `cargo test` builds the examples beside the test binaries: target/<profile>/examples.
+    let exe = std::env::current_exe().expect("test binary path");
+    let Some(profile_dir) = exe.parent().and_then(|deps| deps.parent()) else {
+        panic!("unexpected test binary location {}", exe.display());
+    };
+    let example = profile_dir
+        .join("examples")
+        .join(format!("omni_pipeline{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        example.exists(),
+        "{} is built by `cargo test`",
+        example.display()
+    );
+    let receiver = GrpcReceiver::start();
+    let out = std::process::Command::new(&example)
+        .args(["-n", "3", "--summary-only", "--otlp"])
+        .arg(format!("http://{}", receiver.addr))
+        .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+        .env_remove("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+        .output()
+        .expect("the example runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !stderr.contains("needs the `otlp` feature"),
+        "{} was built without the `otlp` feature: run the full `cargo test`, which rebuilds \
+         the examples with the default features",
+        example.display()
+    );
+    assert!(out.status.success(), "example failed:\n{stderr}");
+    assert!(
+        stderr
+            .lines()
+            .any(|l| l.starts_with("| e2e_requests") && l.contains(" 3 |")),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("could not be exported"), "{stderr}");
+    let spans = receiver.spans();
+    let requests: Vec<&Span> = spans
+        .iter()
+        .filter(|s| s.name.starts_with("request "))
+        .collect();
+    assert_eq!(requests.len(), 3);
+    let traces: HashSet<&[u8]> = requests.iter().map(|s| s.trace_id.as_slice()).collect();
+    assert_eq!(
+        traces.len(),
+        3,
+        "one trace per request, though they share an omni.run"
+    );
+    for r in &requests {
+        assert!(
+            r.parent_span_id.is_empty(),
+            "{} is its trace's root",
+            r.name
+        );
+        assert_eq!(r.links.len(), 1, "{} links to its run", r.name);
+        let in_trace: Vec<&str> = spans
+            .iter()
+            .filter(|s| s.trace_id == r.trace_id)
+            .map(|s| s.name.as_str())
+            .collect();
+        for name in [
+            "stage 0 thinker",
+            "stage 1 talker",
+            "stage 2 code2wav",
+            "transfer 0->1",
+            "transfer 1->2",
+        ] {
+            assert!(
+                in_trace.contains(&name),
+                "{} lacks {name}: {in_trace:?}",
+                r.name
+            );
+        }
+        assert!(attr_f64(r, "e2e_total_tokens").is_some_and(|t| t > 0.0));
+    }
+}
+
+/// GenAI attributes given by the engine pass through to the trace.
+#[test]
+fn gen_ai_attributes_pass_through() {
+    let receiver = GrpcReceiver::start();
+    let pipeline = OtlpPipeline::builder()
+        .with_endpoint(format!("http://{}", receiver.addr))
+        .build()
+        .expect("pipeline");
+    let subscriber = tracing_subscriber::registry()
+        .with(
+            OmniMetricsLayer::builder()
+                .with_console(false)
+                .build()
+                .expect("layer"),
+        )
+        .with(pipeline.layer());
+    tracing::subscriber::with_default(subscriber, || {
+        let req = tracing::info_span!(
+            "omni.request",
+            request_id = "g",
+            otel.name = "chat qwen3-omni",
+            otel.kind = "server",
+            gen_ai.operation.name = "chat",
+            gen_ai.request.model = "qwen3-omni"
+        );
+        let _stage = tracing::info_span!(parent: &req, "omni.stage", stage_id = 0,
+            num_tokens_in = 12, gen_ai.usage.input_tokens = 12);
+    });
+    pipeline.into_guard().shutdown().expect("exported");
+    let spans = receiver.spans();
+    let req = spans
+        .iter()
+        .find(|s| s.name == "chat qwen3-omni")
+        .expect("GenAI-form name");
+    let keys: Vec<&str> = req.attributes.iter().map(|a| a.key.as_str()).collect();
+    assert!(
+        keys.contains(&"gen_ai.request.model") && keys.contains(&"gen_ai.operation.name"),
+        "{keys:?}"
+    );
+    let stage = spans
+        .iter()
+        .find(|s| s.name == "omni.stage")
+        .expect("stage");
+    assert!(
+        stage
+            .attributes
+            .iter()
+            .any(|a| a.key == "gen_ai.usage.input_tokens")
+    );
+}
+
+/// Two threads producing spans fast: with the chosen queue nothing is dropped (the SDK's
+/// default queue of 2,048 dropped more than half here).
+#[test]
+fn two_busy_threads_lose_no_spans_with_the_default_queue() {
+    const PER_THREAD: usize = 1_500; // requests; 16 spans each
+    let receiver = GrpcReceiver::start();
+    let pipeline = OtlpPipeline::builder()
+        .with_endpoint(format!("http://{}", receiver.addr))
+        .with_shutdown_timeout(Duration::from_secs(30))
+        .build()
+        .expect("pipeline");
+    let stats = pipeline.stats();
+    let dispatch = tracing::Dispatch::new(
+        tracing_subscriber::registry()
+            .with(
+                OmniMetricsLayer::builder()
+                    .with_console(false)
+                    .build()
+                    .expect("layer"),
+            )
+            .with(pipeline.layer()),
+    );
+    std::thread::scope(|scope| {
+        for _ in 0..2 {
+            let d = dispatch.clone();
+            scope.spawn(move || {
+                tracing::dispatcher::with_default(&d, || {
+                    for _ in 0..PER_THREAD / 3 {
+                        pipeline_requests_fast();
+                    }
+                })
+            });
+        }
+    });
+    drop(dispatch);
+    let mut guard = pipeline.into_guard();
+    guard.shutdown().expect("no span lost");
+    assert_eq!(stats.ended(), (2 * (PER_THREAD / 3) * 48) as u64);
+    assert_eq!(stats.not_exported(), 0);
+    assert_eq!(receiver.spans().len() as u64, stats.ended());
+}
+
+/// `pipeline_requests` without the sleeps.
+fn pipeline_requests_fast() {
+    for i in 0..3 {
+        let request = Request::start(&format!("f-{i}"));
+        for stage_id in 0..3_u64 {
+            let stage = request.stage(stage_id);
+            stage.tokens_in(10).tokens_out(5);
+            drop(stage.queue());
+            drop(stage.postprocess());
+            drop(stage);
+            if stage_id < 2 {
+                let t = request.transfer(stage_id, stage_id + 1);
+                drop(t.tx());
+                drop(t.rx_decode());
+            }
+        }
+        request.finish();
+    }
+}
