@@ -14,7 +14,6 @@
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use omni_metrics::OmniMetricsLayer;
@@ -22,20 +21,34 @@ use tracing::{Dispatch, info_span};
 use tracing_subscriber::prelude::*;
 
 /// Counts heap allocations, so the layer's allocations per request can be measured.
+///
+/// The count is per thread: a shared atomic bumped on every allocation would make the
+/// two-thread runs contend on the bench's own counter, not on anything of the layer's.
 struct Counting;
 
-static ALLOCS: AtomicU64 = AtomicU64::new(0);
+thread_local! {
+    static ALLOCS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+fn count_alloc() {
+    // `try_with`: the allocator may run while this thread's locals are being destroyed.
+    let _ = ALLOCS.try_with(|c| c.set(c.get() + 1));
+}
+
+fn allocs_so_far() -> u64 {
+    ALLOCS.try_with(std::cell::Cell::get).unwrap_or(0)
+}
 
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        count_alloc();
         unsafe { System.alloc(layout) }
     }
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         unsafe { System.dealloc(ptr, layout) }
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        count_alloc();
         unsafe { System.realloc(ptr, layout, new_size) }
     }
 }
@@ -117,11 +130,11 @@ fn allocs_per_request(iters: u64) -> f64 {
     for i in 0..iters {
         request(i);
     }
-    let before = ALLOCS.load(Ordering::Relaxed);
+    let before = allocs_so_far();
     for i in 0..iters {
         request(i);
     }
-    (ALLOCS.load(Ordering::Relaxed) - before) as f64 / iters as f64
+    (allocs_so_far() - before) as f64 / iters as f64
 }
 
 /// One case in this process, under a global subscriber as engines install it (a scoped
