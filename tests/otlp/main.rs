@@ -82,6 +82,19 @@ fn run_with(
     (capture, pipeline.into_guard())
 }
 
+/// The exported request spans: `expected` of them, each in a trace of its own.
+#[track_caller]
+fn one_trace_per_request<'a>(spans: &'a [Span], expected: usize, why: &str) -> Vec<&'a Span> {
+    let requests: Vec<&Span> = spans
+        .iter()
+        .filter(|s| s.name.starts_with("request "))
+        .collect();
+    assert_eq!(requests.len(), expected, "request spans exported");
+    let traces: HashSet<&[u8]> = requests.iter().map(|s| s.trace_id.as_slice()).collect();
+    assert_eq!(traces.len(), expected, "{why}");
+    requests
+}
+
 fn attr_f64(s: &Span, key: &str) -> Option<f64> {
     use opentelemetry_proto::tonic::common::v1::any_value::Value;
     s.attributes.iter().find(|a| a.key == key).and_then(|a| {
@@ -111,13 +124,7 @@ fn grpc_export_gives_one_trace_per_request_with_the_convention_tree() {
     );
 
     let by_id: HashMap<&[u8], &Span> = spans.iter().map(|s| (s.span_id.as_slice(), s)).collect();
-    let requests: Vec<&Span> = spans
-        .iter()
-        .filter(|s| s.name.starts_with("request "))
-        .collect();
-    assert_eq!(requests.len(), 3);
-    let traces: HashSet<&[u8]> = requests.iter().map(|s| s.trace_id.as_slice()).collect();
-    assert_eq!(traces.len(), 3, "one trace per request");
+    let requests = one_trace_per_request(&spans, 3, "one trace per request");
     for r in &requests {
         assert_eq!(r.kind, SpanKind::Server as i32, "{}", r.name);
         assert!(r.parent_span_id.is_empty(), "a request is a root");
@@ -264,13 +271,7 @@ fn http_protobuf_export_reaches_a_real_http_receiver() {
         "{:?}",
         receiver.paths()
     );
-    let requests: Vec<&Span> = spans
-        .iter()
-        .filter(|s| s.name.starts_with("request "))
-        .collect();
-    assert_eq!(requests.len(), capture.requests().len());
-    let traces: HashSet<&[u8]> = requests.iter().map(|s| s.trace_id.as_slice()).collect();
-    assert_eq!(traces.len(), 3, "one trace per request");
+    let requests = one_trace_per_request(&spans, capture.requests().len(), "one trace per request");
     assert!(
         requests
             .iter()
@@ -318,16 +319,10 @@ fn the_example_process_exports_one_trace_per_request() {
     );
     assert!(!stderr.contains("could not be exported"), "{stderr}");
     let spans = receiver.spans();
-    let requests: Vec<&Span> = spans
-        .iter()
-        .filter(|s| s.name.starts_with("request "))
-        .collect();
-    assert_eq!(requests.len(), 3);
-    let traces: HashSet<&[u8]> = requests.iter().map(|s| s.trace_id.as_slice()).collect();
-    assert_eq!(
-        traces.len(),
+    let requests = one_trace_per_request(
+        &spans,
         3,
-        "one trace per request, though they share an omni.run"
+        "one trace per request, though they share an omni.run",
     );
     for r in &requests {
         assert!(
