@@ -231,11 +231,26 @@ impl Inner {
         }
     }
 
-    fn new_span<S>(&self, kind: SpanKind, attrs: &Attributes<'_>, span: SpanRef<'_, S>)
+    fn new_span<S>(&self, kind: SpanKind, attrs: &Attributes<'_>, id: &Id, ctx: &Context<'_, S>)
     where
         S: Subscriber + for<'l> LookupSpan<'l>,
     {
         let now = self.clock.now();
+        if kind.is_timing() {
+            // A timing child keeps no state: one lookup, of its parent. A misplaced child is
+            // diagnosed when it closes: an event emitted here, inside the dispatcher's
+            // `get_default`, would reach no subscriber.
+            let parent = if let Some(parent) = attrs.parent() {
+                ctx.span(parent)
+            } else if attrs.is_contextual() {
+                ctx.lookup_current()
+            } else {
+                None
+            };
+            self.leaf_event(kind, parent, now, true);
+            return;
+        }
+        let Some(span) = ctx.span(id) else { return };
         match kind {
             SpanKind::Run => {
                 let mut run = RunSpan {
@@ -282,9 +297,7 @@ impl Inner {
                 attrs.record(&mut Visitor(&mut transfer));
                 span.extensions_mut().insert(transfer);
             }
-            SpanKind::Queue | SpanKind::Postprocess | SpanKind::Tx | SpanKind::RxDecode => {
-                // Handled in `on_new_span` without a lookup of the span itself.
-            }
+            SpanKind::Queue | SpanKind::Postprocess | SpanKind::Tx | SpanKind::RxDecode => {}
         }
     }
 
@@ -474,33 +487,40 @@ impl Inner {
         &self,
         id: &Id,
         named: bool,
-        mut request: RequestSpan,
+        request: RequestSpan,
         now: u64,
         ctx: &Context<'_, S>,
     ) where
         S: Subscriber + for<'l> LookupSpan<'l>,
     {
-        let request_id = request.request_id.take().unwrap_or_else(|| {
-            request.issues.insert(Issue::MissingRequestId);
+        let RequestSpan {
+            start_ns,
+            run,
+            request_id,
+            status,
+            mut issues,
+            acc,
+        } = request;
+        let request_id = request_id.unwrap_or_else(|| {
+            issues.insert(Issue::MissingRequestId);
             format!(
                 "request-{}",
                 self.next_request.fetch_add(1, Ordering::Relaxed)
             )
         });
-        let status = request.status.unwrap_or(RequestStatus::Ok);
+        let status = status.unwrap_or(RequestStatus::Ok);
         // Every child has closed (the Registry closes parents last), so the link is unique;
         // if not, take the data anyway.
-        let mut acc = match Arc::try_unwrap(std::mem::take(&mut request.acc)) {
+        let mut acc = match Arc::try_unwrap(acc) {
             Ok(mutex) => mutex
                 .into_inner()
                 .unwrap_or_else(std::sync::PoisonError::into_inner),
             Err(shared) => std::mem::take(&mut *lock(&shared)),
         };
-        if !request.issues.is_empty() {
+        if !issues.is_empty() {
             acc.count_invalid();
         }
-        let issues = request.issues;
-        let run_span = request.run.as_ref().and_then(|id| ctx.span(id));
+        let run_span = run.as_ref().and_then(|id| ctx.span(id));
         let report = match run_span {
             Some(run_span) => {
                 let mut ext = run_span.extensions_mut();
@@ -513,18 +533,18 @@ impl Inner {
                             run.run_id = Some(id.clone());
                             id
                         });
-                        let report = acc.finish(request_id, status, scope, request.start_ns, now);
+                        let report = acc.finish(request_id, status, scope, start_ns, now);
                         run.scope.add(&report);
                         drop(ext);
                         report
                     }
                     None => {
                         drop(ext);
-                        self.online(acc, request_id, status, request.start_ns, now)
+                        self.online(acc, request_id, status, start_ns, now)
                     }
                 }
             }
-            None => self.online(acc, request_id, status, request.start_ns, now),
+            None => self.online(acc, request_id, status, start_ns, now),
         };
         self.shared.diagnostics.record(issues);
         if self.annotating() {
@@ -556,9 +576,8 @@ impl Inner {
         start: u64,
         end: u64,
     ) -> RequestE2EStats {
-        let report = acc.finish(request_id, status, String::new(), start, end);
-        let mut report = report;
-        report.scope.clone_from(&report.request_id);
+        let scope = request_id.clone();
+        let report = acc.finish(request_id, status, scope, start, end);
         if !self.sinks.is_empty() {
             let mut scope = ScopeAcc::new(start);
             scope.add(&report);
@@ -608,22 +627,7 @@ where
         let Some(kind) = SpanKind::from_name(attrs.metadata().name()) else {
             return;
         };
-        if kind.is_timing() {
-            // A timing child keeps no state: one lookup, of its parent.
-            let parent = if let Some(parent) = attrs.parent() {
-                ctx.span(parent)
-            } else if attrs.is_contextual() {
-                ctx.lookup_current()
-            } else {
-                None
-            };
-            let now = self.inner.clock.now();
-            // A misplaced child is diagnosed when it closes: an event emitted here, inside
-            // the dispatcher's `get_default`, would reach no subscriber.
-            self.inner.leaf_event(kind, parent, now, true);
-        } else if let Some(span) = ctx.span(id) {
-            self.inner.new_span(kind, attrs, span);
-        }
+        self.inner.new_span(kind, attrs, id, &ctx);
     }
 
     fn on_record(&self, id: &Id, values: &Record<'_>, ctx: Context<'_, S>) {

@@ -29,16 +29,14 @@ pub(crate) fn seed_scenario(h: &Harness) {
         drop(s);
 
         // Edge 0->1. Sub-microsecond times: the seed's table rounds unrounded values.
-        let t = info_span!(parent: &req, "omni.transfer", from_stage = 0, to_stage = 1,
-            size_bytes = 111_900_005_u64);
-        let tx = info_span!(parent: &t, "omni.transfer.tx");
-        h.at(10193.289 + 78.7008);
-        drop(tx);
-        h.at(10193.289 + 78.7008 + 2.0148);
-        let rx = info_span!(parent: &t, "omni.transfer.rx_decode");
-        h.at(10193.289 + 78.7008 + 2.0148 + 111.8648);
-        drop(rx);
-        drop(t);
+        transfer(
+            h,
+            &req,
+            (0, 1),
+            111_900_005,
+            10193.289,
+            [78.7008, 2.0148, 111.8648],
+        );
 
         // Stage 1, talker.
         h.at(10386.0);
@@ -55,16 +53,14 @@ pub(crate) fn seed_scenario(h: &Harness) {
         drop(s);
 
         // Edge 1->2.
-        let t = info_span!(parent: &req, "omni.transfer", from_stage = 1, to_stage = 2,
-            size_bytes = 29_504_093_u64);
-        let tx = info_span!(parent: &t, "omni.transfer.tx");
-        h.at(40927.409 + 18.7898);
-        drop(tx);
-        h.at(40927.409 + 18.7898 + 2.8188);
-        let rx = info_span!(parent: &t, "omni.transfer.rx_decode");
-        h.at(40927.409 + 18.7898 + 2.8188 + 31.7058);
-        drop(rx);
-        drop(t);
+        transfer(
+            h,
+            &req,
+            (1, 2),
+            29_504_093,
+            40927.409,
+            [18.7898, 2.8188, 31.7058],
+        );
 
         // Stage 2, code2wav: audio out, no tokens out.
         h.at(41000.0);
@@ -84,6 +80,26 @@ pub(crate) fn seed_scenario(h: &Harness) {
         h.at(41300.0);
         drop(run);
     });
+}
+
+/// One transfer starting at `start` ms: tx, then the in-flight gap, then rx_decode, in ms.
+fn transfer(
+    h: &Harness,
+    request: &tracing::Span,
+    (from, to): (u64, u64),
+    bytes: u64,
+    start: f64,
+    [tx_ms, gap_ms, rx_ms]: [f64; 3],
+) {
+    let t = info_span!(parent: request, "omni.transfer", from_stage = from, to_stage = to,
+        size_bytes = bytes);
+    let tx = info_span!(parent: &t, "omni.transfer.tx");
+    h.at(start + tx_ms);
+    drop(tx);
+    h.at(start + tx_ms + gap_ms);
+    let rx = info_span!(parent: &t, "omni.transfer.rx_decode");
+    h.at(start + tx_ms + gap_ms + rx_ms);
+    drop(rx);
 }
 
 #[test]
