@@ -43,17 +43,60 @@ pub(crate) struct TransferSample {
 /// One request's stages and edges, merged by id as their spans close.
 #[derive(Debug, Default)]
 pub(crate) struct RequestAcc {
+    /// The request's `request_id`, once recorded (kept here so that the open-span registry
+    /// can name a request that never closes).
+    request_id: Option<String>,
     stages: Vec<StageRequestStats>,
     /// The first span's raw `batch_id` per entry of `stages` (absent and 0 differ).
     batch_ids: SmallVec<[Option<u64>; 4]>,
     edges: Vec<TransferEdgeStats>,
     invalid_spans: u64,
+    /// Transfers that closed without tx or rx: a convention violation only if the request
+    /// ends `ok` (a cancelled request stops transfers half way).
+    incomplete: IssueSet,
+    incomplete_spans: u64,
 }
 
 impl RequestAcc {
+    /// Sets the request's id.
+    pub(crate) fn set_request_id(&mut self, id: String) {
+        self.request_id = Some(id);
+    }
+
+    /// The request's id, if recorded.
+    pub(crate) fn request_id(&self) -> Option<&str> {
+        self.request_id.as_deref()
+    }
+
+    /// Takes the request's id out, at close.
+    pub(crate) fn take_request_id(&mut self) -> Option<String> {
+        self.request_id.take()
+    }
+
     /// Counts one span of this request that broke the convention.
     pub(crate) fn count_invalid(&mut self) {
-        self.invalid_spans += 1;
+        self.invalid_spans = self.invalid_spans.saturating_add(1);
+    }
+
+    /// Notes a transfer that closed without tx or rx (see [`RequestAcc::settle`]).
+    pub(crate) fn defer_incomplete(&mut self, issues: IssueSet) {
+        if !issues.is_empty() {
+            self.incomplete = self.incomplete.union(issues);
+            self.incomplete_spans = self.incomplete_spans.saturating_add(1);
+        }
+    }
+
+    /// Once the request's status is known: the incomplete transfers it cannot explain, as
+    /// `(issues, spans)`, now counted as invalid. An `error` or `aborted` request explains
+    /// them (it stopped half way), so they are not counted then.
+    pub(crate) fn settle(&mut self, status: RequestStatus) -> (IssueSet, u64) {
+        let issues = std::mem::take(&mut self.incomplete);
+        let spans = std::mem::take(&mut self.incomplete_spans);
+        if status != RequestStatus::Ok || spans == 0 {
+            return (IssueSet::default(), 0);
+        }
+        self.invalid_spans = self.invalid_spans.saturating_add(spans);
+        (issues, spans)
     }
 
     /// Adds one stage span; a repeated `stage_id` (a chunk) is summed into the first.
@@ -118,10 +161,10 @@ impl RequestAcc {
         if acc.resolution.is_none() {
             acc.resolution = s.resolution;
         }
-        acc.stage_gen_time_ms += s.stage_gen_time_ms;
-        acc.postprocess_time_ms += s.postprocess_time_ms;
-        acc.queue_time_ms += s.queue_time_ms;
-        acc.spans += 1;
+        acc.stage_gen_time_ms = stats::add_ms(acc.stage_gen_time_ms, s.stage_gen_time_ms);
+        acc.postprocess_time_ms = stats::add_ms(acc.postprocess_time_ms, s.postprocess_time_ms);
+        acc.queue_time_ms = stats::add_ms(acc.queue_time_ms, s.queue_time_ms);
+        acc.spans = acc.spans.saturating_add(1);
         acc.start_ns = acc.start_ns.min(s.start_ns);
         acc.end_ns = acc.end_ns.max(s.end_ns);
         issues
@@ -150,10 +193,10 @@ impl RequestAcc {
             }
         };
         edge.size_bytes = edge.size_bytes.saturating_add(t.size_bytes);
-        edge.tx_time_ms += t.tx_time_ms;
-        edge.rx_decode_time_ms += t.rx_decode_time_ms;
-        edge.in_flight_time_ms += t.in_flight_time_ms;
-        edge.transfers += 1;
+        edge.tx_time_ms = stats::add_ms(edge.tx_time_ms, t.tx_time_ms);
+        edge.rx_decode_time_ms = stats::add_ms(edge.rx_decode_time_ms, t.rx_decode_time_ms);
+        edge.in_flight_time_ms = stats::add_ms(edge.in_flight_time_ms, t.in_flight_time_ms);
+        edge.transfers = edge.transfers.saturating_add(1);
     }
 
     /// The finished request's record.
@@ -208,6 +251,9 @@ pub(crate) struct ScopeAcc {
     invalid_spans: u64,
     /// `(stage id, earliest start, latest end)` over completed requests.
     stage_windows: Vec<(u64, u64, u64)>,
+    /// Hashes of the request ids seen (runs only), to spot a repeated id.
+    request_ids: std::collections::HashSet<u64>,
+    ids_hasher: std::collections::hash_map::RandomState,
 }
 
 impl ScopeAcc {
@@ -221,18 +267,27 @@ impl ScopeAcc {
             total_tokens: 0,
             invalid_spans: 0,
             stage_windows: Vec::new(),
+            request_ids: std::collections::HashSet::new(),
+            ids_hasher: std::collections::hash_map::RandomState::new(),
         }
+    }
+
+    /// Notes a request id of the scope; `false` if the scope has seen it before.
+    pub(crate) fn note_request_id(&mut self, request_id: &str) -> bool {
+        use std::hash::BuildHasher as _;
+        self.request_ids
+            .insert(self.ids_hasher.hash_one(request_id))
     }
 
     /// Adds a finished request. Only `ok` requests count in the summary's figures; the
     /// others are counted apart.
     pub(crate) fn add(&mut self, r: &RequestE2EStats) {
-        self.invalid_spans += r.invalid_spans;
+        self.invalid_spans = self.invalid_spans.saturating_add(r.invalid_spans);
         match r.status {
-            RequestStatus::Error => self.error += 1,
-            RequestStatus::Aborted => self.aborted += 1,
+            RequestStatus::Error => self.error = self.error.saturating_add(1),
+            RequestStatus::Aborted => self.aborted = self.aborted.saturating_add(1),
             RequestStatus::Ok => {
-                self.ok += 1;
+                self.ok = self.ok.saturating_add(1);
                 self.total_tokens = self.total_tokens.saturating_add(r.e2e_total_tokens);
                 self.last_completion_ns = Some(self.last_completion_ns.unwrap_or(0).max(r.end_ns));
                 for s in &r.stages {

@@ -23,10 +23,15 @@ pub(crate) enum Issue {
     ConflictingBatchId,
     BadStatus,
     RequestInRequest,
+    StageInStage,
+    SelfTransfer,
+    DuplicateRequestId,
+    LateRunId,
+    OutOfRange,
 }
 
 impl Issue {
-    const ALL: [Issue; 12] = [
+    const ALL: [Issue; 17] = [
         Issue::MissingStageId,
         Issue::MissingEdge,
         Issue::MissingRequestId,
@@ -39,6 +44,11 @@ impl Issue {
         Issue::ConflictingBatchId,
         Issue::BadStatus,
         Issue::RequestInRequest,
+        Issue::StageInStage,
+        Issue::SelfTransfer,
+        Issue::DuplicateRequestId,
+        Issue::LateRunId,
+        Issue::OutOfRange,
     ];
 
     /// What happened and what to fix.
@@ -96,6 +106,29 @@ impl Issue {
                 "an `omni.request` span is nested in another `omni.request`: both are reported \
                  as separate requests. Open requests side by side, under an `omni.run` if they \
                  belong to one batch."
+            }
+            Issue::StageInStage => {
+                "an `omni.stage` span is nested in another `omni.stage`: the inner stage's time \
+                 is counted in both stages. Open stages side by side under the request; time \
+                 parts of one stage with `omni.queue`/`omni.postprocess` children."
+            }
+            Issue::SelfTransfer => {
+                "an `omni.transfer` span has `from_stage` equal to `to_stage`: a transfer \
+                 connects two different stages, so it is left out of the tables. Check the \
+                 stage ids given to the transfer."
+            }
+            Issue::DuplicateRequestId => {
+                "two requests of one `omni.run` have the same `request_id`: both are counted, \
+                 but their records cannot be told apart. Give every request of a run its own id."
+            }
+            Issue::LateRunId => {
+                "a `run_id` was recorded on an `omni.run` after one of its requests had been \
+                 reported under the run's previous name: it is ignored, so that the run's \
+                 records and summary agree. Give `run_id` when the run is created."
+            }
+            Issue::OutOfRange => {
+                "an `omni.*` time field is beyond 10^12 ms (31 years): the field is ignored. \
+                 Times are milliseconds; check the unit."
             }
         }
     }
@@ -164,4 +197,76 @@ impl Diagnostics {
     pub(crate) fn invalid_spans(&self) -> u64 {
         self.invalid_spans.load(Ordering::Relaxed)
     }
+}
+
+impl Diagnostics {
+    /// Like [`Diagnostics::record`] for `spans` spans that share the same issues.
+    pub(crate) fn record_n(&self, issues: IssueSet, spans: u64) {
+        if issues.is_empty() || spans == 0 {
+            return;
+        }
+        self.invalid_spans
+            .fetch_add(spans.saturating_sub(1), Ordering::Relaxed);
+        self.record(issues);
+    }
+}
+
+/// A condition said on stderr once per process (see [`stderr_notice`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub(crate) enum Notice {
+    /// The subscriber's level filter disables the `omni.*` spans (INFO).
+    FilteredSubscriber = 0,
+    /// tracing's `max_level_*` features compile the `omni.*` spans out.
+    StaticMaxLevel,
+    /// The typed API opened a span that no subscriber enabled.
+    DisabledSpan,
+}
+
+/// Says `message` on stderr once per process per `notice`, even when every `tracing` event
+/// is filtered out (which is when it matters: the tables are silently empty otherwise).
+///
+/// The write happens on a short-lived thread of its own, so an engine whose stderr is a full
+/// pipe never waits on it.
+pub(crate) fn stderr_notice(notice: Notice, message: String) {
+    static SAID: AtomicU32 = AtomicU32::new(0);
+    let bit = 1 << notice as u8;
+    if SAID.fetch_or(bit, Ordering::Relaxed) & bit != 0 {
+        return;
+    }
+    let _ = std::thread::Builder::new()
+        .name("omni-metrics-notice".into())
+        .spawn(move || {
+            use std::io::Write as _;
+            let line = format!("omni-metrics: WARN {message}\n");
+            let _ = std::io::stderr().write_all(line.as_bytes());
+        });
+}
+
+/// Why the tables would be empty under a subscriber whose most verbose level is `max`, or
+/// `None` when INFO spans get through.
+pub(crate) fn level_warning(max: tracing::level_filters::LevelFilter) -> Option<String> {
+    use tracing::level_filters::LevelFilter;
+    (max < LevelFilter::INFO).then(|| {
+        format!(
+            "the subscriber's level filter ({max}) disables the INFO `omni.*` spans: the \
+             metrics tables will stay empty. Filter your log layer on its own \
+             (`fmt::layer().with_filter(EnvFilter::from_default_env())`) instead of the \
+             whole subscriber, or let the spans through (`RUST_LOG=warn,omni=info`)."
+        )
+    })
+}
+
+/// Why the tables would be empty because tracing's `max_level_*` / `release_max_level_*`
+/// features compile INFO spans out, or `None`.
+pub(crate) fn static_level_warning() -> Option<String> {
+    use tracing::level_filters::{LevelFilter, STATIC_MAX_LEVEL};
+    (STATIC_MAX_LEVEL < LevelFilter::INFO).then(|| {
+        format!(
+            "this build compiles out tracing spans below {STATIC_MAX_LEVEL} (a `max_level_*` \
+             or `release_max_level_*` feature of the `tracing` crate): the INFO `omni.*` \
+             spans do not exist and the metrics tables stay empty. Remove that feature, or \
+             use `max_level_info` at the lowest."
+        )
+    })
 }

@@ -1,21 +1,32 @@
 //! Reading the layer's results from code: cumulative totals and the latest summary.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use crate::diagnostics::Diagnostics;
 use crate::stats::{OverallSummary, RequestE2EStats, RequestStatus};
 
-/// Per-request counters, one stripe per thread (modulo [`STRIPES`]) on its own cache line:
-/// a single shared line written by every request would serialize the engine's threads.
+/// Per-request counters of one stripe. They are updated together under the stripe's lock,
+/// so a reader sees each request whole: its status, tokens and bytes, or none of them.
+#[derive(Debug, Default, Clone, Copy)]
+struct Counts {
+    requests_ok: u64,
+    requests_error: u64,
+    requests_aborted: u64,
+    total_tokens: u64,
+    transfer_bytes: u64,
+}
+
+/// One stripe per thread (modulo [`STRIPES`]) on its own cache line: a single shared line
+/// written by every request would serialize the engine's threads. Its lock is almost never
+/// contended (only by a reader, or a 17th thread).
 #[derive(Debug, Default)]
 #[repr(align(128))]
 struct Stripe {
-    requests_ok: AtomicU64,
-    requests_error: AtomicU64,
-    requests_aborted: AtomicU64,
-    total_tokens: AtomicU64,
-    transfer_bytes: AtomicU64,
+    counts: Mutex<Counts>,
+    /// Requests open now, by their key in the open-span registry.
+    open_requests: Mutex<HashMap<u64, RequestLink>>,
 }
 
 const STRIPES: usize = 16;
@@ -29,6 +40,14 @@ fn stripe_index() -> usize {
     INDEX.try_with(|i| *i).unwrap_or(0)
 }
 
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic elsewhere (a sink) cannot make the totals unreadable.
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// A request's accumulator as the open-span registry holds it.
+pub(crate) type RequestLink = Arc<Mutex<crate::accumulate::RequestAcc>>;
+
 /// State shared by a layer and its handles.
 #[derive(Debug, Default)]
 pub(crate) struct Shared {
@@ -38,33 +57,63 @@ pub(crate) struct Shared {
     /// The latest run's summary. Online requests don't touch it: a lock per request would
     /// serialize the engine's threads.
     last_summary: Mutex<Option<OverallSummary>>,
+    /// Keys of the open-span registry (never reused).
+    next_open_key: AtomicU64,
+    /// Runs open now: key -> the run's name so far.
+    open_runs: Mutex<HashMap<u64, Option<String>>>,
 }
 
 impl Shared {
     pub(crate) fn record_request(&self, r: &RequestE2EStats) {
-        let stripe = &self.stripes[stripe_index()];
-        let counter = match r.status {
-            RequestStatus::Ok => &stripe.requests_ok,
-            RequestStatus::Error => &stripe.requests_error,
-            RequestStatus::Aborted => &stripe.requests_aborted,
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
-        if r.status == RequestStatus::Ok {
-            stripe
-                .total_tokens
-                .fetch_add(r.e2e_total_tokens, Ordering::Relaxed);
-            let bytes: u64 = r.transfers.iter().map(|e| e.size_bytes).sum();
-            stripe.transfer_bytes.fetch_add(bytes, Ordering::Relaxed);
+        let mut c = lock(&self.stripes[stripe_index()].counts);
+        match r.status {
+            RequestStatus::Ok => {
+                c.requests_ok = c.requests_ok.saturating_add(1);
+                c.total_tokens = c.total_tokens.saturating_add(r.e2e_total_tokens);
+                let bytes = r
+                    .transfers
+                    .iter()
+                    .fold(0u64, |sum, e| sum.saturating_add(e.size_bytes));
+                c.transfer_bytes = c.transfer_bytes.saturating_add(bytes);
+            }
+            RequestStatus::Error => c.requests_error = c.requests_error.saturating_add(1),
+            RequestStatus::Aborted => c.requests_aborted = c.requests_aborted.saturating_add(1),
         }
     }
 
     pub(crate) fn record_run_summary(&self, summary: OverallSummary) {
         self.runs.fetch_add(1, Ordering::Relaxed);
-        // A sink that panicked cannot poison the totals: take the value anyway.
-        *self
-            .last_summary
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = Some(summary);
+        *lock(&self.last_summary) = Some(summary);
+    }
+
+    /// Registers an open request; returns its key for [`Shared::request_closed`].
+    pub(crate) fn request_opened(&self, link: &RequestLink) -> u64 {
+        let key = self.next_open_key.fetch_add(1, Ordering::Relaxed);
+        let stripe = &self.stripes[key as usize % STRIPES];
+        lock(&stripe.open_requests).insert(key, link.clone());
+        key
+    }
+
+    pub(crate) fn request_closed(&self, key: u64) {
+        let stripe = &self.stripes[key as usize % STRIPES];
+        lock(&stripe.open_requests).remove(&key);
+    }
+
+    /// Registers an open run; returns its key.
+    pub(crate) fn run_opened(&self, name: Option<String>) -> u64 {
+        let key = self.next_open_key.fetch_add(1, Ordering::Relaxed);
+        lock(&self.open_runs).insert(key, name);
+        key
+    }
+
+    pub(crate) fn run_named(&self, key: u64, name: &str) {
+        if let Some(slot) = lock(&self.open_runs).get_mut(&key) {
+            *slot = Some(name.to_owned());
+        }
+    }
+
+    pub(crate) fn run_closed(&self, key: u64) {
+        lock(&self.open_runs).remove(&key);
     }
 }
 
@@ -109,23 +158,70 @@ impl MetricsHandle {
     }
 
     /// A snapshot of the cumulative totals.
+    ///
+    /// Consistent: every request is in it whole (its status, tokens and bytes) or not at
+    /// all, so `total_tokens` always belongs to the requests counted. Counters saturate at
+    /// `u64::MAX`.
     pub fn totals(&self) -> Totals {
         let s = &self.shared;
-        let sum = |field: fn(&Stripe) -> &AtomicU64| -> u64 {
-            s.stripes
-                .iter()
-                .map(|stripe| field(stripe).load(Ordering::Relaxed))
-                .fold(0, u64::wrapping_add)
-        };
+        let mut sum = Counts::default();
+        for stripe in &s.stripes {
+            let c = *lock(&stripe.counts);
+            sum.requests_ok = sum.requests_ok.saturating_add(c.requests_ok);
+            sum.requests_error = sum.requests_error.saturating_add(c.requests_error);
+            sum.requests_aborted = sum.requests_aborted.saturating_add(c.requests_aborted);
+            sum.total_tokens = sum.total_tokens.saturating_add(c.total_tokens);
+            sum.transfer_bytes = sum.transfer_bytes.saturating_add(c.transfer_bytes);
+        }
         Totals {
-            requests_ok: sum(|s| &s.requests_ok),
-            requests_error: sum(|s| &s.requests_error),
-            requests_aborted: sum(|s| &s.requests_aborted),
-            total_tokens: sum(|s| &s.total_tokens),
-            transfer_bytes: sum(|s| &s.transfer_bytes),
+            requests_ok: sum.requests_ok,
+            requests_error: sum.requests_error,
+            requests_aborted: sum.requests_aborted,
+            total_tokens: sum.total_tokens,
+            transfer_bytes: sum.transfer_bytes,
             runs: s.runs.load(Ordering::Relaxed),
             invalid_spans: s.diagnostics.invalid_spans(),
         }
+    }
+
+    /// The runs and requests whose spans are open now, by id: what would be missing from
+    /// the records if the process ended now. [`crate::OmniGuard`] reports them when it
+    /// drops.
+    ///
+    /// ```
+    /// use tracing_subscriber::prelude::*;
+    /// let layer = omni_metrics::OmniMetricsLayer::builder().with_console(false).build()?;
+    /// let handle = layer.handle();
+    /// tracing::subscriber::with_default(tracing_subscriber::registry().with(layer), || {
+    ///     let request = tracing::info_span!("omni.request", request_id = "r-1");
+    ///     assert_eq!(handle.open_spans().requests, ["r-1"]);
+    ///     drop(request);
+    ///     assert!(handle.open_spans().is_empty());
+    /// });
+    /// # Ok::<(), omni_metrics::BuildError>(())
+    /// ```
+    pub fn open_spans(&self) -> OpenSpans {
+        let s = &self.shared;
+        let mut runs: Vec<String> = lock(&s.open_runs)
+            .values()
+            .map(|name| name.clone().unwrap_or_else(|| "(unnamed run)".to_owned()))
+            .collect();
+        runs.sort();
+        let mut links = Vec::new();
+        for stripe in &s.stripes {
+            links.extend(lock(&stripe.open_requests).values().cloned());
+        }
+        // Request locks are taken with no registry lock held.
+        let mut requests: Vec<String> = links
+            .iter()
+            .map(|link| {
+                lock(link)
+                    .request_id()
+                    .map_or_else(|| "(no request_id)".to_owned(), str::to_owned)
+            })
+            .collect();
+        requests.sort();
+        OpenSpans { runs, requests }
     }
 
     /// Spans that broke the convention so far.
@@ -141,5 +237,53 @@ impl MetricsHandle {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
+    }
+}
+
+/// Runs and requests still open, from [`MetricsHandle::open_spans`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct OpenSpans {
+    /// Open `omni.run` spans, by `run_id` (`(unnamed run)` before one is known).
+    pub runs: Vec<String>,
+    /// Open `omni.request` spans, by `request_id`.
+    pub requests: Vec<String>,
+}
+
+impl OpenSpans {
+    /// Whether nothing is open.
+    pub fn is_empty(&self) -> bool {
+        self.runs.is_empty() && self.requests.is_empty()
+    }
+}
+
+impl std::fmt::Display for OpenSpans {
+    /// `1 run (run-3) and 2 requests (r-1, r-2)`, at most 10 ids of each listed.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        fn list(f: &mut std::fmt::Formatter<'_>, what: &str, ids: &[String]) -> std::fmt::Result {
+            const SHOWN: usize = 10;
+            let plural = if ids.len() == 1 { "" } else { "s" };
+            write!(f, "{} {what}{plural} (", ids.len())?;
+            for (i, id) in ids.iter().take(SHOWN).enumerate() {
+                if i > 0 {
+                    f.write_str(", ")?;
+                }
+                write!(f, "{}", id.escape_debug())?;
+            }
+            if ids.len() > SHOWN {
+                write!(f, ", and {} more", ids.len() - SHOWN)?;
+            }
+            f.write_str(")")
+        }
+        match (self.runs.is_empty(), self.requests.is_empty()) {
+            (true, true) => f.write_str("nothing"),
+            (false, true) => list(f, "run", &self.runs),
+            (true, false) => list(f, "request", &self.requests),
+            (false, false) => {
+                list(f, "run", &self.runs)?;
+                f.write_str(" and ")?;
+                list(f, "request", &self.requests)
+            }
+        }
     }
 }

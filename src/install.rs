@@ -84,6 +84,12 @@ impl Install {
     /// [`InitError::AlreadyInstalled`] on a second call (or if another global subscriber is
     /// set); [`InitError::Metrics`] or [`InitError::Otlp`] if a layer cannot be built.
     pub fn init(self) -> Result<OmniGuard, InitError> {
+        if tracing::dispatcher::has_been_set() {
+            // Before building anything (an exporter runtime, a file): nothing to undo.
+            return Err(InitError::AlreadyInstalled(
+                "a global default subscriber has already been set".to_owned(),
+            ));
+        }
         let metrics_builder = self.metrics.unwrap_or_else(OmniMetricsLayer::builder);
         #[cfg(feature = "otlp")]
         let otlp_builder = self.otlp.unwrap_or_default();
@@ -92,6 +98,9 @@ impl Install {
         #[cfg(feature = "otlp")]
         let metrics_builder = metrics_builder.with_trace_annotations(exporting);
         let metrics = metrics_builder.build().map_err(InitError::Metrics)?;
+        if let Some(message) = crate::diagnostics::static_level_warning() {
+            crate::diagnostics::stderr_notice(crate::diagnostics::Notice::StaticMaxLevel, message);
+        }
         let handle = metrics.handle();
         let filter = EnvFilter::builder()
             .with_default_directive(tracing_subscriber::filter::LevelFilter::WARN.into())
@@ -119,9 +128,11 @@ impl Install {
                 .with(fmt)
                 .try_init()
                 .map_err(|e| InitError::AlreadyInstalled(e.to_string()))?;
+            bridge_log();
             Ok(OmniGuard {
                 handle,
                 otlp: pipeline.map(crate::otlp::OtlpPipeline::into_guard),
+                reported: false,
             })
         }
         #[cfg(not(feature = "otlp"))]
@@ -131,8 +142,26 @@ impl Install {
                 .with(fmt)
                 .try_init()
                 .map_err(|e| InitError::AlreadyInstalled(e.to_string()))?;
-            Ok(OmniGuard { handle })
+            bridge_log();
+            Ok(OmniGuard {
+                handle,
+                reported: false,
+            })
         }
+    }
+}
+
+/// Sends the `log` crate's records (from dependencies that log through `log`) to the
+/// subscriber, as `tracing_subscriber::fmt::init()` does. An application that installed its
+/// own `log` logger keeps it (said once).
+fn bridge_log() {
+    if let Err(error) = tracing_log::LogTracer::init() {
+        tracing::warn!(
+            target: "omni_metrics::install",
+            %error,
+            "a `log` logger is already installed: records of the `log` crate go to it, not to \
+             this subscriber"
+        );
     }
 }
 
@@ -144,9 +173,27 @@ pub struct OmniGuard {
     handle: MetricsHandle,
     #[cfg(feature = "otlp")]
     otlp: Option<crate::otlp::OtlpGuard>,
+    /// Whether what was still open has been reported.
+    reported: bool,
 }
 
 impl OmniGuard {
+    /// Says which runs and requests are still open (their records and the runs' summaries
+    /// are not written): once, at shutdown.
+    fn report_open(&mut self) {
+        if std::mem::replace(&mut self.reported, true) {
+            return;
+        }
+        let open = self.handle.open_spans();
+        if !open.is_empty() {
+            tracing::warn!(
+                target: "omni_metrics::diagnostics",
+                "still open at shutdown: {open}. Their records (and their run's summary) are \
+                 not written: close (drop) every `omni.*` span before the guard drops."
+            );
+        }
+    }
+
     /// The metrics layer's handle.
     pub fn metrics(&self) -> &MetricsHandle {
         &self.handle
@@ -170,11 +217,18 @@ impl OmniGuard {
     ///
     /// [`InitError::Otlp`] when spans could not be exported (the message says how many).
     pub fn shutdown(&mut self) -> Result<(), InitError> {
+        self.report_open();
         #[cfg(feature = "otlp")]
         if let Some(otlp) = &mut self.otlp {
             otlp.shutdown().map_err(InitError::Otlp)?;
         }
         Ok(())
+    }
+}
+
+impl Drop for OmniGuard {
+    fn drop(&mut self) {
+        self.report_open();
     }
 }
 

@@ -30,7 +30,34 @@ use tracing::field::Empty;
 use tracing::{Level, Span};
 
 use crate::convention::{self, TARGET};
+use crate::diagnostics::{self, Notice};
 use crate::stats::RequestStatus;
+
+/// Says once, on stderr, that a typed span was opened but no subscriber enabled it: the
+/// tables would otherwise stay silently empty.
+fn check_enabled(span: &Span) {
+    if span.is_disabled() {
+        diagnostics::stderr_notice(
+            Notice::DisabledSpan,
+            "an `omni.*` span was opened but no subscriber enabled it, so the metrics tables \
+             stay empty. Install `omni_metrics::init()` (or add `OmniMetricsLayer` to your \
+             subscriber) before the engine starts, and let INFO spans of target `omni` \
+             through every filter that is not on a single layer (e.g. \
+             `RUST_LOG=warn,omni=info`)."
+                .to_owned(),
+        );
+    }
+}
+
+/// How a request dropped unfinished ends: `error` when a panic unwinds through it,
+/// `aborted` otherwise (a cancelled future, an early return).
+fn unfinished_status() -> RequestStatus {
+    if std::thread::panicking() {
+        RequestStatus::Error
+    } else {
+        RequestStatus::Aborted
+    }
+}
 
 /// An `omni.run`: an offline batch whose requests are summarized together when it closes.
 #[derive(Debug)]
@@ -42,9 +69,9 @@ pub struct Run {
 impl Run {
     /// Opens a run named `run-<n>`, as a child of the current span.
     pub fn start() -> Self {
-        Self {
-            span: tracing::span!(target: TARGET, Level::INFO, "omni.run", run_id = Empty),
-        }
+        let span = tracing::span!(target: TARGET, Level::INFO, "omni.run", run_id = Empty);
+        check_enabled(&span);
+        Self { span }
     }
 
     /// Opens a run whose scope is called `run_id` in the records.
@@ -87,8 +114,7 @@ impl Request {
     /// Opens a request as a child of the current span: its own scope (online serving), or
     /// part of the enclosing [`Run`] if one is entered.
     pub fn start(request_id: &str) -> Self {
-        Self {
-            span: tracing::span!(
+        Self::checked(tracing::span!(
                 target: TARGET,
                 Level::INFO,
                 "omni.request",
@@ -96,15 +122,12 @@ impl Request {
                 status = Empty,
                 otel.name = %format_args!("request {request_id}"),
                 otel.kind = "server",
-            ),
-            finished: false,
-        }
+        ))
     }
 
     /// Opens a request as a child of `parent` (an `omni.run` span, for instance).
     pub fn child_of(parent: &Span, request_id: &str) -> Self {
-        Self {
-            span: tracing::span!(
+        Self::checked(tracing::span!(
                 target: TARGET,
                 parent: parent,
                 Level::INFO,
@@ -113,7 +136,13 @@ impl Request {
                 status = Empty,
                 otel.name = %format_args!("request {request_id}"),
                 otel.kind = "server",
-            ),
+        ))
+    }
+
+    fn checked(span: Span) -> Self {
+        check_enabled(&span);
+        Self {
+            span,
             finished: false,
         }
     }
@@ -151,10 +180,91 @@ impl Request {
 }
 
 impl Drop for Request {
+    /// Unfinished: `aborted`, or `error` when a panic unwinds through the request.
     fn drop(&mut self) {
         if !self.finished {
             self.span
-                .record(convention::field::STATUS, RequestStatus::Aborted.as_str());
+                .record(convention::field::STATUS, unfinished_status().as_str());
+        }
+    }
+}
+
+/// Gives a raw or `#[instrument]`ed `omni.request` span what the typed [`Request`] has: if it
+/// is dropped before [`finish`](RequestGuard::finish) (the future was cancelled by a
+/// timeout, the handler returned early), the request is recorded `aborted`, or `error` when
+/// a panic unwinds through it, instead of `ok`.
+///
+/// The span must declare `status = tracing::field::Empty`: `tracing` drops values recorded
+/// on fields a span did not declare (a missing declaration is reported once).
+///
+/// ```
+/// use omni_metrics::instrument::RequestGuard;
+/// use tracing::field::Empty;
+///
+/// #[tracing::instrument(name = "omni.request", skip_all, fields(request_id = %id, status = Empty))]
+/// async fn handle(id: String) {
+///     let guard = RequestGuard::current(); // dropped with the future if it is cancelled
+///     // ... stages and transfers ...
+///     guard.finish();
+/// }
+/// # drop(handle("r-1".into()));
+/// ```
+#[derive(Debug)]
+#[must_use = "the request is marked aborted when the guard drops without finish()"]
+pub struct RequestGuard {
+    span: Span,
+    finished: bool,
+}
+
+impl RequestGuard {
+    /// Guards `span`, an `omni.request` span declaring `status`.
+    pub fn new(span: &Span) -> Self {
+        let declares_status = span
+            .metadata()
+            .is_some_and(|m| m.fields().field(convention::field::STATUS).is_some());
+        if !span.is_disabled() && !declares_status {
+            static SAID: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+            if !SAID.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                tracing::warn!(
+                    target: "omni_metrics::diagnostics",
+                    span = span.metadata().map_or("", |m| m.name()),
+                    "RequestGuard: the span does not declare `status`, so a cancelled request \
+                     cannot be marked aborted. Declare `status = tracing::field::Empty` on the \
+                     `omni.request` span (reported once)."
+                );
+            }
+        }
+        Self {
+            span: span.clone(),
+            finished: false,
+        }
+    }
+
+    /// Guards the current span (the `#[instrument]`ed function's own span).
+    pub fn current() -> Self {
+        Self::new(&Span::current())
+    }
+
+    /// The request completed: `status = ok`.
+    pub fn finish(mut self) {
+        self.finished = true;
+        self.span
+            .record(convention::field::STATUS, RequestStatus::Ok.as_str());
+    }
+
+    /// The request failed: `status = error`.
+    pub fn fail(mut self) {
+        self.finished = true;
+        self.span
+            .record(convention::field::STATUS, RequestStatus::Error.as_str());
+    }
+}
+
+impl Drop for RequestGuard {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.span
+                .record(convention::field::STATUS, unfinished_status().as_str());
         }
     }
 }

@@ -13,7 +13,7 @@ mod handle;
 mod install;
 mod layer;
 
-pub use handle::{MetricsHandle, Totals};
+pub use handle::{MetricsHandle, OpenSpans, Totals};
 pub use install::{InitError, Install, OmniGuard, init};
 pub use layer::{BuildError, Builder, JSONL_ENV, OmniMetricsLayer};
 

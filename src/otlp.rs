@@ -12,6 +12,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+pub use crate::layer::AnnotationLayer;
+
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_otlp::{Protocol, WithExportConfig};
 use opentelemetry_sdk::error::OTelSdkResult;
@@ -19,6 +21,7 @@ use opentelemetry_sdk::trace::{
     BatchConfigBuilder, BatchSpanProcessor, SdkTracerProvider, SpanData, SpanExporter,
     SpanProcessor,
 };
+use tracing_subscriber::layer::Layered;
 
 /// `OTEL_EXPORTER_OTLP_ENDPOINT`: the collector for every signal.
 pub const OTEL_EXPORTER_OTLP_ENDPOINT: &str = "OTEL_EXPORTER_OTLP_ENDPOINT";
@@ -253,18 +256,18 @@ impl OtlpBuilder {
         // tonic needs a tokio runtime with more than one worker to build the channel and to
         // drive its I/O while the batch thread blocks on an export; it gets its own.
         let runtime = match protocol {
-            OtlpProtocol::Grpc => Some(
+            OtlpProtocol::Grpc => Some(ExporterRuntime(Some(
                 tokio::runtime::Builder::new_multi_thread()
                     .worker_threads(2)
                     .thread_name("omni-otlp")
                     .enable_all()
                     .build()
                     .map_err(OtlpError::Runtime)?,
-            ),
+            ))),
             OtlpProtocol::HttpProtobuf => None,
         };
         let exporter = {
-            let _entered = runtime.as_ref().map(tokio::runtime::Runtime::enter);
+            let _entered = runtime.as_ref().and_then(ExporterRuntime::enter);
             let builder = opentelemetry_otlp::SpanExporter::builder();
             match protocol {
                 OtlpProtocol::Grpc => {
@@ -307,7 +310,7 @@ impl OtlpBuilder {
             .with_resource(resource.build())
             .build();
         Ok(OtlpPipeline {
-            provider,
+            provider: Some(provider),
             runtime,
             stats,
             protocol,
@@ -319,8 +322,9 @@ impl OtlpBuilder {
 /// An exporter pipeline: make its [`layer`](OtlpPipeline::layer), keep its
 /// [`guard`](OtlpPipeline::into_guard) alive while the engine runs.
 pub struct OtlpPipeline {
-    provider: SdkTracerProvider,
-    runtime: Option<tokio::runtime::Runtime>,
+    /// `None` once moved into a guard.
+    provider: Option<SdkTracerProvider>,
+    runtime: Option<ExporterRuntime>,
     stats: Arc<ExportStats>,
     protocol: OtlpProtocol,
     shutdown_timeout: Duration,
@@ -341,14 +345,26 @@ impl OtlpPipeline {
         OtlpBuilder::default()
     }
 
-    /// The `tracing-opentelemetry` layer exporting through this pipeline.
+    /// The `tracing-opentelemetry` layer exporting through this pipeline, behind an
+    /// [`AnnotationLayer`] so that the metrics layer's names and numbers reach the exported
+    /// spans whichever of the two layers is added first.
     pub fn layer<S>(
         &self,
-    ) -> tracing_opentelemetry::OpenTelemetryLayer<S, opentelemetry_sdk::trace::Tracer>
+    ) -> Layered<
+        tracing_opentelemetry::OpenTelemetryLayer<S, opentelemetry_sdk::trace::Tracer>,
+        AnnotationLayer,
+        S,
+    >
     where
         S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
     {
-        tracing_opentelemetry::layer().with_tracer(self.provider.tracer("omni-metrics"))
+        use tracing_subscriber::Layer as _;
+        let tracer = match &self.provider {
+            Some(provider) => provider.tracer("omni-metrics"),
+            // Only after `into_guard`, which consumes the pipeline: unreachable in practice.
+            None => SdkTracerProvider::builder().build().tracer("omni-metrics"),
+        };
+        AnnotationLayer::new().and_then(tracing_opentelemetry::layer().with_tracer(tracer))
     }
 
     /// What was exported so far.
@@ -357,24 +373,109 @@ impl OtlpPipeline {
     }
 
     /// The guard that flushes and shuts the pipeline down when dropped.
-    pub fn into_guard(self) -> OtlpGuard {
-        OtlpGuard { inner: Some(self) }
+    pub fn into_guard(mut self) -> OtlpGuard {
+        OtlpGuard {
+            inner: Some(Parts {
+                provider: self.provider.take(),
+                runtime: self.runtime.take(),
+                stats: self.stats.clone(),
+                shutdown_timeout: self.shutdown_timeout,
+            }),
+        }
+    }
+}
+
+impl Drop for OtlpPipeline {
+    /// A pipeline dropped without becoming a guard (an error path after `build`): shut it
+    /// down off this thread, without waiting. Safe anywhere, inside an async runtime too.
+    fn drop(&mut self) {
+        let parts = Parts {
+            provider: self.provider.take(),
+            runtime: self.runtime.take(),
+            stats: self.stats.clone(),
+            shutdown_timeout: self.shutdown_timeout,
+        };
+        if parts.provider.is_some() || parts.runtime.is_some() {
+            // Nothing was exported through it that the caller waits for.
+            let _ = parts.shutdown_in_background();
+        }
+    }
+}
+
+/// The exporter's own tokio runtime. Dropping a runtime inside another runtime's context
+/// panics ("Cannot drop a runtime in a context where blocking is not allowed"), so it is
+/// only ever shut down in the background, which never blocks and never panics.
+struct ExporterRuntime(Option<tokio::runtime::Runtime>);
+
+impl ExporterRuntime {
+    fn enter(&self) -> Option<tokio::runtime::EnterGuard<'_>> {
+        self.0.as_ref().map(tokio::runtime::Runtime::enter)
+    }
+}
+
+impl Drop for ExporterRuntime {
+    fn drop(&mut self) {
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+/// What shutting a pipeline down needs, moved out of the pipeline.
+struct Parts {
+    provider: Option<SdkTracerProvider>,
+    runtime: Option<ExporterRuntime>,
+    stats: Arc<ExportStats>,
+    shutdown_timeout: Duration,
+}
+
+impl Parts {
+    /// Shuts the provider (flushing the queue) and then the runtime down on a thread of
+    /// its own; the receiver gets the provider's result.
+    fn shutdown_in_background(
+        self,
+    ) -> Result<std::sync::mpsc::Receiver<OTelSdkResult>, std::io::Error> {
+        let Parts {
+            provider,
+            runtime,
+            shutdown_timeout,
+            ..
+        } = self;
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        std::thread::Builder::new()
+            .name("omni-otlp-shutdown".into())
+            .spawn(move || {
+                let result = match provider {
+                    Some(provider) => provider.shutdown_with_timeout(shutdown_timeout),
+                    None => Ok(()),
+                };
+                drop(runtime);
+                let _ = done_tx.send(result);
+            })?;
+        Ok(done_rx)
     }
 }
 
 /// Flushes and shuts the exporter down when dropped, within the shutdown timeout, from any
 /// context: the blocking shutdown runs on a thread of its own, so a current-thread tokio
 /// runtime's thread never waits on itself.
-#[derive(Debug)]
 #[must_use = "dropping the guard shuts the exporter down"]
 pub struct OtlpGuard {
-    inner: Option<OtlpPipeline>,
+    inner: Option<Parts>,
+}
+
+impl fmt::Debug for OtlpGuard {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OtlpGuard")
+            .field("shut_down", &self.inner.is_none())
+            .finish_non_exhaustive()
+    }
 }
 
 impl OtlpGuard {
     /// What was exported so far.
     pub fn stats(&self) -> Option<Arc<ExportStats>> {
-        self.inner.as_ref().map(OtlpPipeline::stats)
+        self.inner.as_ref().map(|p| p.stats.clone())
     }
 
     /// Flushes and shuts down now; later calls (and the drop) do nothing.
@@ -384,29 +485,14 @@ impl OtlpGuard {
     /// [`OtlpError::Shutdown`] if the exporter did not finish within the timeout, or spans
     /// were not exported (the message says how many).
     pub fn shutdown(&mut self) -> Result<(), OtlpError> {
-        let Some(pipeline) = self.inner.take() else {
+        let Some(parts) = self.inner.take() else {
             return Ok(());
         };
-        let OtlpPipeline {
-            provider,
-            runtime,
-            stats,
-            shutdown_timeout,
-            ..
-        } = pipeline;
-        let (done_tx, done_rx) = std::sync::mpsc::channel();
-        let spawned = std::thread::Builder::new()
-            .name("omni-otlp-shutdown".into())
-            .spawn(move || {
-                let result = provider.shutdown_with_timeout(shutdown_timeout);
-                if let Some(rt) = runtime {
-                    rt.shutdown_timeout(Duration::from_millis(200));
-                }
-                let _ = done_tx.send(result);
-            });
-        let outcome = match spawned {
+        let stats = parts.stats.clone();
+        let shutdown_timeout = parts.shutdown_timeout;
+        let outcome = match parts.shutdown_in_background() {
             Err(e) => Err(format!("cannot start the shutdown thread: {e}")),
-            Ok(_) => match done_rx.recv_timeout(shutdown_timeout + Duration::from_secs(1)) {
+            Ok(done_rx) => match done_rx.recv_timeout(shutdown_timeout + Duration::from_secs(1)) {
                 Ok(Ok(())) => Ok(()),
                 Ok(Err(e)) => Err(e.to_string()),
                 Err(_) => Err(format!("did not finish within {shutdown_timeout:?}")),

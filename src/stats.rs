@@ -18,15 +18,46 @@ pub fn kbytes(bytes: u64) -> f64 {
     bytes as f64 / 1024.0
 }
 
-/// `stage_gen_time_ms` = stage span duration - its `omni.queue` children - its
-/// `omni.postprocess` children, never negative.
+/// `stage_gen_time_ms` = stage span duration - the time its `omni.queue` and
+/// `omni.postprocess` children cover - an explicit `postprocess_time_ms` that stands for
+/// children the stage did not open, never negative.
+///
+/// The layer passes the children's time as the time they *cover*: overlapping children are
+/// subtracted once, not twice.
 ///
 /// ```
 /// assert_eq!(omni_metrics::stats::stage_gen_time_ms(100.0, 10.0, 5.0), 85.0);
 /// assert_eq!(omni_metrics::stats::stage_gen_time_ms(1.0, 3.0, 0.0), 0.0);
 /// ```
 pub fn stage_gen_time_ms(stage_ms: f64, queue_ms: f64, postprocess_ms: f64) -> f64 {
-    (stage_ms - queue_ms - postprocess_ms).max(0.0)
+    finite((stage_ms - queue_ms - postprocess_ms).max(0.0))
+}
+
+/// `v` if it is finite, else the nearest finite value (`f64::MAX` for +inf, 0 for NaN and
+/// -inf), and `-0.0` as `0.0`: no record, table or attribute ever shows `inf`, `NaN`,
+/// `null` or `-0.000`.
+///
+/// ```
+/// use omni_metrics::stats::finite;
+/// assert_eq!(finite(f64::INFINITY), f64::MAX);
+/// assert_eq!(finite(f64::NAN), 0.0);
+/// assert!(finite(-0.0).is_sign_positive());
+/// ```
+#[inline]
+pub fn finite(v: f64) -> f64 {
+    if v.is_finite() {
+        v + 0.0
+    } else if v == f64::INFINITY {
+        f64::MAX
+    } else {
+        0.0
+    }
+}
+
+/// Adds `b` to `a`, saturating at `f64::MAX` (see [`finite`]).
+#[inline]
+pub(crate) fn add_ms(a: f64, b: f64) -> f64 {
+    finite(a + b)
 }
 
 /// `in_flight_time_ms` = start of `omni.transfer.rx_decode` - end of `omni.transfer.tx`,
@@ -62,12 +93,15 @@ pub fn e2e_total_tokens(stages: &[StageRequestStats]) -> u64 {
 /// `transfers_total_time_ms` = sum over edges of `tx_time_ms + rx_decode_time_ms +
 /// in_flight_time_ms`.
 pub fn transfers_total_time_ms(edges: &[TransferEdgeStats]) -> f64 {
-    edges.iter().map(TransferEdgeStats::total_time_ms).sum()
+    // A fold from +0.0: an empty `f64` sum is -0.0, printed "-0.000".
+    edges
+        .iter()
+        .fold(0.0, |sum, e| add_ms(sum, e.total_time_ms()))
 }
 
 /// `transfers_total_kbytes` = sum over edges of `size_kbytes`.
 pub fn transfers_total_kbytes(edges: &[TransferEdgeStats]) -> f64 {
-    edges.iter().map(|e| e.size_kbytes).sum()
+    edges.iter().fold(0.0, |sum, e| add_ms(sum, e.size_kbytes))
 }
 
 /// `e2e_avg_time_per_request_ms` = `e2e_wall_time_ms / e2e_requests` (0 without requests).
@@ -75,7 +109,7 @@ pub fn e2e_avg_time_per_request_ms(wall_ms: f64, requests: u64) -> f64 {
     if requests == 0 {
         0.0
     } else {
-        wall_ms / requests as f64
+        finite(wall_ms / requests as f64)
     }
 }
 
@@ -83,7 +117,7 @@ pub fn e2e_avg_time_per_request_ms(wall_ms: f64, requests: u64) -> f64 {
 /// wall).
 pub fn e2e_avg_tokens_per_s(total_tokens: u64, wall_ms: f64) -> f64 {
     if wall_ms > 0.0 {
-        total_tokens as f64 * 1000.0 / wall_ms
+        finite(total_tokens as f64 * 1000.0 / wall_ms)
     } else {
         0.0
     }
@@ -227,7 +261,7 @@ pub struct TransferEdgeStats {
 impl TransferEdgeStats {
     /// The edge's `total_time_ms`: `tx_time_ms + rx_decode_time_ms + in_flight_time_ms`.
     pub fn total_time_ms(&self) -> f64 {
-        self.tx_time_ms + self.rx_decode_time_ms + self.in_flight_time_ms
+        finite(self.tx_time_ms + self.rx_decode_time_ms + self.in_flight_time_ms)
     }
 }
 

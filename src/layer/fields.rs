@@ -6,6 +6,10 @@ use tracing_core::field::{Field, Visit};
 
 use crate::diagnostics::{Issue, IssueSet};
 
+/// The largest time a `*_ms` field may give (10^12 ms, 31 years): far beyond any real
+/// duration, and small enough that no sum of such values can overflow to infinity.
+pub(super) const MAX_MS: f64 = 1e12;
+
 /// A field value, normalized from the `Visit` callback it arrived by.
 #[derive(Debug)]
 pub(super) enum FieldValue<'a> {
@@ -64,8 +68,12 @@ impl FieldValue<'_> {
         } else if v < 0.0 {
             issues.insert(Issue::NegativeValue);
             None
+        } else if v > MAX_MS {
+            issues.insert(Issue::OutOfRange);
+            None
         } else {
-            Some(v)
+            // `-0.0` is a zero, printed as one.
+            Some(v + 0.0)
         }
     }
 

@@ -27,11 +27,11 @@ use tracing_subscriber::registry::{LookupSpan, SpanRef};
 pub use builder::{BuildError, Builder, JSONL_ENV};
 
 use self::fields::{SetField, Visitor};
-use self::state::{RequestLink, RequestSpan, RunSpan, StageSpan, TransferSpan};
+use self::state::{LayerId, RequestLink, RequestSpan, RunSpan, StageSpan, TransferSpan};
 use crate::accumulate::{RequestAcc, ScopeAcc};
 use crate::clock::{Clock, MonotonicClock};
 use crate::convention::SpanKind;
-use crate::diagnostics::{Issue, IssueSet};
+use crate::diagnostics::{self, Issue, IssueSet, Notice};
 use crate::handle::{MetricsHandle, Shared};
 use crate::report::Sink;
 use crate::stats::{OverallSummary, RequestE2EStats, RequestStatus};
@@ -62,22 +62,45 @@ use crate::stats::{OverallSummary, RequestE2EStats, RequestStatus};
 /// assert_eq!(handle.totals().total_tokens, 15);
 /// # Ok::<(), omni_metrics::BuildError>(())
 /// ```
-#[derive(Clone)]
 #[must_use = "a layer does nothing until it is added to a subscriber"]
 pub struct OmniMetricsLayer {
     inner: Arc<Inner>,
+    /// The subscriber this copy of the layer is part of, for trace annotations: each clone
+    /// gets its own, so a clone in another subscriber annotates that subscriber's spans.
+    #[cfg(feature = "otlp")]
+    dispatch: std::sync::OnceLock<tracing::dispatcher::WeakDispatch>,
+}
+
+impl Clone for OmniMetricsLayer {
+    /// A copy that shares the sinks and totals, to add to another subscriber.
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            #[cfg(feature = "otlp")]
+            dispatch: std::sync::OnceLock::new(),
+        }
+    }
 }
 
 struct Inner {
+    /// This layer's key in the spans' extensions (clones share it).
+    id: LayerId,
     clock: ClockSource,
     sinks: Vec<Box<dyn Sink>>,
     shared: Arc<Shared>,
     next_run: AtomicU64,
     next_request: AtomicU64,
     sink_panicked: std::sync::atomic::AtomicBool,
-    /// Where to annotate exported spans with computed numbers (`otlp` feature, opt-in).
-    #[cfg(feature = "otlp")]
-    annotations: Option<std::sync::OnceLock<tracing::dispatcher::WeakDispatch>>,
+    /// Whether to put computed numbers on exported spans (`otlp` feature, opt-in).
+    annotations: bool,
+}
+
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Inner")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The default clock without a virtual call; a custom one behind `dyn`.
@@ -125,23 +148,26 @@ impl OmniMetricsLayer {
     fn from_parts(
         clock: Option<Arc<dyn Clock>>,
         sinks: Vec<Box<dyn Sink>>,
-        #[cfg_attr(not(feature = "otlp"), allow(unused_variables))] trace_annotations: bool,
+        trace_annotations: bool,
     ) -> Self {
         let clock = match clock {
             Some(c) => ClockSource::Custom(c),
             None => ClockSource::Monotonic(MonotonicClock::new()),
         };
+        static NEXT_LAYER: AtomicU64 = AtomicU64::new(1);
         Self {
             inner: Arc::new(Inner {
+                id: NEXT_LAYER.fetch_add(1, Ordering::Relaxed),
                 clock,
                 sinks,
                 shared: Arc::new(Shared::default()),
                 next_run: AtomicU64::new(1),
                 next_request: AtomicU64::new(1),
                 sink_panicked: std::sync::atomic::AtomicBool::new(false),
-                #[cfg(feature = "otlp")]
-                annotations: trace_annotations.then(std::sync::OnceLock::new),
+                annotations: cfg!(feature = "otlp") && trace_annotations,
             }),
+            #[cfg(feature = "otlp")]
+            dispatch: std::sync::OnceLock::new(),
         }
     }
 }
@@ -168,31 +194,28 @@ const STAGE_KEYS: [&str; 8] = [
     "stage_7_gen_time_ms",
 ];
 
-/// The nearest `omni.request` ancestor of `span` (excluding itself).
+/// The subscriber to annotate exported spans through, when annotations are on.
+type AnnotateVia<'a> = Option<&'a tracing::Dispatch>;
+
+/// The nearest `omni.request` ancestor of `span` (excluding itself), and whether an
+/// `omni.stage` lies between them (or above, when there is no request).
 ///
 /// Only span names are read, no extension locks are taken.
-fn nearest_request<'a, S>(span: &SpanRef<'a, S>) -> Option<SpanRef<'a, S>>
+fn enclosing_request<'a, S>(span: &SpanRef<'a, S>) -> (Option<SpanRef<'a, S>>, bool)
 where
     S: Subscriber + for<'l> LookupSpan<'l>,
 {
+    let mut in_stage = false;
     let mut next = span.parent();
     while let Some(ancestor) = next {
-        if SpanKind::from_name(ancestor.name()) == Some(SpanKind::Request) {
-            return Some(ancestor);
+        match SpanKind::from_name(ancestor.name()) {
+            Some(SpanKind::Request) => return (Some(ancestor), in_stage),
+            Some(SpanKind::Stage) => in_stage = true,
+            _ => {}
         }
         next = ancestor.parent();
     }
-    None
-}
-
-/// The accumulator of the request `span` belongs to.
-fn request_link<S>(span: &SpanRef<'_, S>) -> Option<RequestLink>
-where
-    S: Subscriber + for<'l> LookupSpan<'l>,
-{
-    let request = nearest_request(span)?;
-    let ext = request.extensions();
-    ext.get::<RequestSpan>().map(|r| r.acc.clone())
+    (None, in_stage)
 }
 
 /// Locks a request's accumulator; a panic elsewhere cannot make its data unreadable.
@@ -202,37 +225,47 @@ fn lock(link: &RequestLink) -> std::sync::MutexGuard<'_, RequestAcc> {
 }
 
 impl Inner {
-    /// Puts computed numbers on the exported OpenTelemetry span `id` (when enabled), so a
-    /// trace viewer shows the table's figures. Call with no extension lock held.
+    /// Puts computed numbers on the exported OpenTelemetry span `id`, so a trace viewer
+    /// shows the table's figures. Call with no extension lock held.
     #[cfg(feature = "otlp")]
-    fn annotate(&self, id: &Id, name: Option<String>, attributes: &[(&'static str, f64)]) {
-        let Some(dispatch) = self
-            .annotations
-            .as_ref()
-            .and_then(|cell| cell.get())
-            .and_then(tracing::dispatcher::WeakDispatch::upgrade)
-        else {
-            return;
-        };
-        crate::otlp::annotate(&dispatch, id, name, attributes);
+    fn annotate(
+        &self,
+        via: AnnotateVia<'_>,
+        id: &Id,
+        name: Option<String>,
+        attributes: &[(&'static str, f64)],
+    ) {
+        if let Some(dispatch) = via {
+            crate::otlp::annotate(dispatch, id, name, attributes);
+        }
     }
 
     #[cfg(not(feature = "otlp"))]
-    fn annotate(&self, _id: &Id, _name: Option<String>, _attributes: &[(&'static str, f64)]) {}
-
-    fn annotating(&self) -> bool {
-        #[cfg(feature = "otlp")]
-        {
-            self.annotations.is_some()
-        }
-        #[cfg(not(feature = "otlp"))]
-        {
-            false
-        }
+    fn annotate(
+        &self,
+        _via: AnnotateVia<'_>,
+        _id: &Id,
+        _name: Option<String>,
+        _attributes: &[(&'static str, f64)],
+    ) {
     }
 
-    fn new_span<S>(&self, kind: SpanKind, attrs: &Attributes<'_>, id: &Id, ctx: &Context<'_, S>)
+    /// The request accumulator of the request `span` belongs to, if any.
+    fn request_link<S>(&self, request: Option<&SpanRef<'_, S>>) -> Option<RequestLink>
     where
+        S: Subscriber + for<'l> LookupSpan<'l>,
+    {
+        let mut ext = request?.extensions_mut();
+        state::get_mut::<RequestSpan>(&mut ext, self.id).map(|r| r.acc.clone())
+    }
+
+    fn new_span<S>(
+        self: &Arc<Self>,
+        kind: SpanKind,
+        attrs: &Attributes<'_>,
+        id: &Id,
+        ctx: &Context<'_, S>,
+    ) where
         S: Subscriber + for<'l> LookupSpan<'l>,
     {
         let now = self.clock.now();
@@ -251,14 +284,19 @@ impl Inner {
             return;
         }
         let Some(span) = ctx.span(id) else { return };
+        let owner = self.annotations.then(|| self.clone());
         match kind {
             SpanKind::Run => {
                 let mut run = RunSpan {
                     run_id: None,
                     scope: ScopeAcc::new(now),
+                    named: false,
+                    issues: IssueSet::default(),
+                    open_key: 0,
                 };
                 attrs.record(&mut Visitor(&mut run));
-                span.extensions_mut().insert(run);
+                run.open_key = self.shared.run_opened(run.run_id.clone());
+                state::insert(&mut span.extensions_mut(), self.id, run);
             }
             SpanKind::Request => {
                 // One walk up: the enclosing run, and whether a request encloses this one.
@@ -279,23 +317,32 @@ impl Inner {
                 let mut request = RequestSpan {
                     start_ns: now,
                     run,
-                    request_id: None,
                     status: None,
                     issues,
                     acc: RequestLink::default(),
+                    open_key: 0,
+                    owner,
                 };
                 attrs.record(&mut Visitor(&mut request));
-                span.extensions_mut().insert(request);
+                request.open_key = self.shared.request_opened(&request.acc);
+                state::insert(&mut span.extensions_mut(), self.id, request);
             }
             SpanKind::Stage => {
-                let mut stage = StageSpan::new(now, request_link(&span));
+                let (request, in_stage) = enclosing_request(&span);
+                let mut stage = StageSpan::new(now, self.request_link(request.as_ref()));
+                if in_stage {
+                    stage.issues.insert(Issue::StageInStage);
+                }
+                stage.owner = owner;
                 attrs.record(&mut Visitor(&mut stage));
-                span.extensions_mut().insert(stage);
+                state::insert(&mut span.extensions_mut(), self.id, stage);
             }
             SpanKind::Transfer => {
-                let mut transfer = TransferSpan::new(request_link(&span));
+                let (request, _) = enclosing_request(&span);
+                let mut transfer = TransferSpan::new(self.request_link(request.as_ref()));
+                transfer.owner = owner;
                 attrs.record(&mut Visitor(&mut transfer));
-                span.extensions_mut().insert(transfer);
+                state::insert(&mut span.extensions_mut(), self.id, transfer);
             }
             SpanKind::Queue | SpanKind::Postprocess | SpanKind::Tx | SpanKind::RxDecode => {}
         }
@@ -319,7 +366,7 @@ impl Inner {
         let mut ext = parent.extensions_mut();
         match kind {
             SpanKind::Queue | SpanKind::Postprocess => {
-                let Some(stage) = ext.get_mut::<StageSpan>() else {
+                let Some(stage) = state::get_mut::<StageSpan>(&mut ext, self.id) else {
                     return false;
                 };
                 let timer = if kind == SpanKind::Queue {
@@ -328,26 +375,21 @@ impl Inner {
                     &mut stage.postprocess
                 };
                 if open {
-                    timer.open(now)
+                    timer.open(now);
+                    stage.excluded.open(now);
                 } else {
-                    timer.close(now)
+                    timer.close(now);
+                    stage.excluded.close(now);
                 }
             }
             SpanKind::Tx | SpanKind::RxDecode => {
-                let Some(transfer) = ext.get_mut::<TransferSpan>() else {
+                let Some(transfer) = state::get_mut::<TransferSpan>(&mut ext, self.id) else {
                     return false;
                 };
                 match (kind, open) {
                     (SpanKind::Tx, true) => transfer.tx.open(now),
-                    (SpanKind::Tx, false) => {
-                        transfer.tx.close(now);
-                        transfer.tx_last_end_ns = transfer.tx_last_end_ns.max(Some(now));
-                    }
-                    (_, true) => {
-                        transfer.rx.open(now);
-                        let first = transfer.rx_first_start_ns.map_or(now, |t| t.min(now));
-                        transfer.rx_first_start_ns = Some(first);
-                    }
+                    (SpanKind::Tx, false) => transfer.tx_closed(now),
+                    (_, true) => transfer.rx_opened(now),
                     (_, false) => transfer.rx.close(now),
                 }
             }
@@ -361,40 +403,64 @@ impl Inner {
         S: Subscriber + for<'l> LookupSpan<'l>,
     {
         let mut ext = span.extensions_mut();
-        fn apply<T: SetField + 'static>(
-            ext: &mut tracing_subscriber::registry::ExtensionsMut<'_>,
+        fn apply<'e, T: SetField + Send + Sync + 'static>(
+            ext: &'e mut tracing_subscriber::registry::ExtensionsMut<'_>,
+            layer: LayerId,
             values: &Record<'_>,
-        ) {
-            if let Some(state) = ext.get_mut::<T>() {
-                values.record(&mut Visitor(state));
-            }
+        ) -> Option<&'e mut T> {
+            let state = state::get_mut::<T>(ext, layer)?;
+            values.record(&mut Visitor(&mut *state));
+            Some(state)
         }
         match kind {
-            SpanKind::Run => apply::<RunSpan>(&mut ext, values),
-            SpanKind::Request => apply::<RequestSpan>(&mut ext, values),
-            SpanKind::Stage => apply::<StageSpan>(&mut ext, values),
-            SpanKind::Transfer => apply::<TransferSpan>(&mut ext, values),
+            SpanKind::Run => {
+                if let Some(run) = apply::<RunSpan>(&mut ext, self.id, values) {
+                    if let (Some(name), false) = (&run.run_id, run.named) {
+                        self.shared.run_named(run.open_key, name);
+                    }
+                }
+            }
+            SpanKind::Request => {
+                apply::<RequestSpan>(&mut ext, self.id, values);
+            }
+            SpanKind::Stage => {
+                apply::<StageSpan>(&mut ext, self.id, values);
+            }
+            SpanKind::Transfer => {
+                apply::<TransferSpan>(&mut ext, self.id, values);
+            }
             _ => {}
         }
     }
 
-    fn close<S>(&self, kind: SpanKind, span: SpanRef<'_, S>, ctx: &Context<'_, S>)
-    where
+    /// Closes `span`: merges it into its request, reports a request or a run. Idempotent:
+    /// the state is taken out of the span, so a second call (the layer's own `on_close`
+    /// after an [`AnnotationLayer`](crate::otlp::AnnotationLayer) ran it) does nothing.
+    fn close<S>(
+        &self,
+        kind: SpanKind,
+        span: SpanRef<'_, S>,
+        ctx: &Context<'_, S>,
+        via: AnnotateVia<'_>,
+    ) where
         S: Subscriber + for<'l> LookupSpan<'l>,
     {
         let now = self.clock.now();
         match kind {
             SpanKind::Stage => {
-                let Some(mut stage) = span.extensions_mut().remove::<StageSpan>() else {
+                let Some(mut stage) =
+                    state::remove::<StageSpan>(&mut span.extensions_mut(), self.id)
+                else {
                     return;
                 };
                 let sample = stage.finish(now);
-                if let (true, Some(s)) = (self.annotating(), &sample) {
+                if let (Some(_), Some(s)) = (via, &sample) {
                     let name = (!named(&span)).then(|| match &s.stage_name {
                         Some(n) => format!("stage {} {n}", s.stage_id),
                         None => format!("stage {}", s.stage_id),
                     });
                     self.annotate(
+                        via,
                         &span.id(),
                         name,
                         &[
@@ -409,14 +475,17 @@ impl Inner {
                 });
             }
             SpanKind::Transfer => {
-                let Some(mut transfer) = span.extensions_mut().remove::<TransferSpan>() else {
+                let Some(mut transfer) =
+                    state::remove::<TransferSpan>(&mut span.extensions_mut(), self.id)
+                else {
                     return;
                 };
-                let sample = transfer.finish();
-                if let (true, Some(t)) = (self.annotating(), &sample) {
+                let (sample, incomplete) = transfer.finish();
+                if let (Some(_), Some(t)) = (via, &sample) {
                     let name = (!named(&span))
                         .then(|| format!("transfer {}->{}", t.from_stage, t.to_stage));
                     self.annotate(
+                        via,
                         &span.id(),
                         name,
                         &[
@@ -427,33 +496,49 @@ impl Inner {
                         ],
                     );
                 }
-                self.close_child(transfer.request.take(), transfer.issues, |acc| {
+                // Without a request to settle them, incomplete transfers are said now.
+                let issues = match transfer.request {
+                    Some(_) => transfer.issues,
+                    None => transfer.issues.union(incomplete),
+                };
+                self.close_child(transfer.request.take(), issues, |acc| {
                     if let Some(t) = sample {
                         acc.add_transfer(t);
                     }
+                    acc.defer_incomplete(incomplete);
                     IssueSet::default()
                 });
             }
             SpanKind::Request => {
-                let Some(request) = span.extensions_mut().remove::<RequestSpan>() else {
+                let Some(request) =
+                    state::remove::<RequestSpan>(&mut span.extensions_mut(), self.id)
+                else {
                     return;
                 };
                 let (id, named) = (span.id(), named(&span));
                 drop(span);
-                self.close_request(&id, named, request, now, ctx);
+                self.close_request(&id, named, request, now, ctx, via);
             }
             SpanKind::Run => {
-                let Some(run) = span.extensions_mut().remove::<RunSpan>() else {
+                let Some(run) = state::remove::<RunSpan>(&mut span.extensions_mut(), self.id)
+                else {
                     return;
                 };
+                self.shared.run_closed(run.open_key);
                 let scope = run.run_id.unwrap_or_else(|| {
                     format!("run-{}", self.next_run.fetch_add(1, Ordering::Relaxed))
                 });
                 let summary = run.scope.summary(scope);
+                self.shared.diagnostics.record(run.issues);
                 self.emit_run_summary(summary);
             }
             SpanKind::Queue | SpanKind::Postprocess | SpanKind::Tx | SpanKind::RxDecode => {
                 if !self.leaf_event(kind, span.parent(), now, false) {
+                    // Counted in the request it sits in too, so that the records, the
+                    // summary and the handle agree.
+                    if let Some(link) = self.request_link(enclosing_request(&span).0.as_ref()) {
+                        lock(&link).count_invalid();
+                    }
                     let mut issues = IssueSet::default();
                     issues.insert(Issue::LeafOutsideParent);
                     self.shared.diagnostics.record(issues);
@@ -490,24 +575,20 @@ impl Inner {
         request: RequestSpan,
         now: u64,
         ctx: &Context<'_, S>,
+        via: AnnotateVia<'_>,
     ) where
         S: Subscriber + for<'l> LookupSpan<'l>,
     {
         let RequestSpan {
             start_ns,
             run,
-            request_id,
             status,
             mut issues,
             acc,
+            open_key,
+            ..
         } = request;
-        let request_id = request_id.unwrap_or_else(|| {
-            issues.insert(Issue::MissingRequestId);
-            format!(
-                "request-{}",
-                self.next_request.fetch_add(1, Ordering::Relaxed)
-            )
-        });
+        self.shared.request_closed(open_key);
         let status = status.unwrap_or(RequestStatus::Ok);
         // Every child has closed (the Registry closes parents last), so the link is unique;
         // if not, take the data anyway.
@@ -517,15 +598,26 @@ impl Inner {
                 .unwrap_or_else(std::sync::PoisonError::into_inner),
             Err(shared) => std::mem::take(&mut *lock(&shared)),
         };
-        if !issues.is_empty() {
-            acc.count_invalid();
-        }
+        let (incomplete, incomplete_spans) = acc.settle(status);
+        let request_id = acc.take_request_id().unwrap_or_else(|| {
+            issues.insert(Issue::MissingRequestId);
+            format!(
+                "request-{}",
+                self.next_request.fetch_add(1, Ordering::Relaxed)
+            )
+        });
         let run_span = run.as_ref().and_then(|id| ctx.span(id));
         let report = match run_span {
             Some(run_span) => {
                 let mut ext = run_span.extensions_mut();
-                match ext.get_mut::<RunSpan>() {
+                match state::get_mut::<RunSpan>(&mut ext, self.id) {
                     Some(run) => {
+                        if !run.scope.note_request_id(&request_id) {
+                            issues.insert(Issue::DuplicateRequestId);
+                        }
+                        if !issues.is_empty() {
+                            acc.count_invalid();
+                        }
                         let scope = run.run_id.clone().unwrap_or_else(|| {
                             // Name the run now so its requests and summary agree.
                             let id =
@@ -533,6 +625,10 @@ impl Inner {
                             run.run_id = Some(id.clone());
                             id
                         });
+                        if !run.named {
+                            run.named = true;
+                            self.shared.run_named(run.open_key, &scope);
+                        }
                         let report = acc.finish(request_id, status, scope, start_ns, now);
                         run.scope.add(&report);
                         drop(ext);
@@ -540,14 +636,17 @@ impl Inner {
                     }
                     None => {
                         drop(ext);
-                        self.online(acc, request_id, status, start_ns, now)
+                        self.online(acc, issues, request_id, status, start_ns, now)
                     }
                 }
             }
-            None => self.online(acc, request_id, status, start_ns, now),
+            None => self.online(acc, issues, request_id, status, start_ns, now),
         };
         self.shared.diagnostics.record(issues);
-        if self.annotating() {
+        self.shared
+            .diagnostics
+            .record_n(incomplete, incomplete_spans);
+        if via.is_some() {
             let mut attributes = vec![
                 ("e2e_total_ms", report.e2e_total_ms),
                 ("e2e_total_tokens", report.e2e_total_tokens as f64),
@@ -562,7 +661,7 @@ impl Inner {
                 attributes.push((STAGE_KEYS[s.stage_id as usize], s.stage_gen_time_ms));
             }
             let name = (!named).then(|| format!("request {}", report.request_id));
-            self.annotate(id, name, &attributes);
+            self.annotate(via, id, name, &attributes);
         }
         self.emit_request(report);
     }
@@ -570,12 +669,16 @@ impl Inner {
     /// An online request is its own scope: its summary goes out first, as in the seed.
     fn online(
         &self,
-        acc: RequestAcc,
+        mut acc: RequestAcc,
+        issues: IssueSet,
         request_id: String,
         status: RequestStatus,
         start: u64,
         end: u64,
     ) -> RequestE2EStats {
+        if !issues.is_empty() {
+            acc.count_invalid();
+        }
         let scope = request_id.clone();
         let report = acc.finish(request_id, status, scope, start, end);
         if !self.sinks.is_empty() {
@@ -619,6 +722,22 @@ impl Inner {
     }
 }
 
+impl OmniMetricsLayer {
+    /// This copy's subscriber, when annotations are on and it is known.
+    #[cfg(feature = "otlp")]
+    fn annotation_dispatch(&self) -> Option<tracing::Dispatch> {
+        if !self.inner.annotations {
+            return None;
+        }
+        self.dispatch.get()?.upgrade()
+    }
+
+    #[cfg(not(feature = "otlp"))]
+    fn annotation_dispatch(&self) -> Option<tracing::Dispatch> {
+        None
+    }
+}
+
 impl<S> tracing_subscriber::Layer<S> for OmniMetricsLayer
 where
     S: Subscriber + for<'l> LookupSpan<'l>,
@@ -640,18 +759,118 @@ where
     fn on_close(&self, id: Id, ctx: Context<'_, S>) {
         let Some(span) = ctx.span(&id) else { return };
         if let Some(kind) = SpanKind::from_name(span.name()) {
-            self.inner.close(kind, span, &ctx);
+            let via = if kind.is_timing() {
+                None
+            } else {
+                self.annotation_dispatch()
+            };
+            self.inner.close(kind, span, &ctx, via.as_ref());
         }
     }
 
     fn on_event(&self, _event: &Event<'_>, _ctx: Context<'_, S>) {}
 
+    fn on_layer(&mut self, subscriber: &mut S) {
+        // A filter below this layer that hides INFO spans gives empty tables: say so once,
+        // on stderr (a `tracing` event would be filtered out too).
+        if let Some(message) = subscriber
+            .max_level_hint()
+            .and_then(diagnostics::level_warning)
+        {
+            diagnostics::stderr_notice(Notice::FilteredSubscriber, message);
+        }
+        if let Some(message) = diagnostics::static_level_warning() {
+            diagnostics::stderr_notice(Notice::StaticMaxLevel, message);
+        }
+    }
+
     fn on_register_dispatch(&self, subscriber: &tracing::Dispatch) {
         #[cfg(feature = "otlp")]
-        if let Some(cell) = &self.inner.annotations {
-            let _ = cell.set(subscriber.downgrade());
-        }
+        let _ = self.dispatch.set(subscriber.downgrade());
         #[cfg(not(feature = "otlp"))]
         let _ = subscriber;
+    }
+}
+
+/// Runs the metrics layers' close of `omni.*` spans just before the OpenTelemetry layer
+/// ends them, and annotates through the subscriber it is part of.
+///
+/// The layers of a subscriber close a span in the order they were added. The metrics
+/// layer puts names and numbers on the exported span when it closes; if the OpenTelemetry
+/// layer was added first, it would have ended (and exported) the span already. This layer,
+/// placed right before the OpenTelemetry layer, makes the order of the two irrelevant.
+/// [`OtlpPipeline::layer`](crate::otlp::OtlpPipeline::layer) includes it; add it yourself
+/// only in front of an OpenTelemetry layer you build:
+///
+/// ```
+/// use omni_metrics::otlp::AnnotationLayer;
+/// use tracing_subscriber::prelude::*;
+///
+/// let otel = tracing_opentelemetry::layer(); // with your own tracer
+/// let metrics = omni_metrics::OmniMetricsLayer::builder()
+///     .with_console(false)
+///     .with_trace_annotations(true)
+///     .build()?;
+/// let subscriber = tracing_subscriber::registry()
+///     .with(AnnotationLayer::new().and_then(otel))
+///     .with(metrics); // after the OpenTelemetry layer: fine
+/// # drop(subscriber);
+/// # Ok::<(), omni_metrics::BuildError>(())
+/// ```
+#[cfg(feature = "otlp")]
+#[derive(Debug, Default)]
+pub struct AnnotationLayer {
+    dispatch: std::sync::OnceLock<tracing::dispatcher::WeakDispatch>,
+}
+
+#[cfg(feature = "otlp")]
+impl AnnotationLayer {
+    /// The layer; put it right before (`.and_then`) the OpenTelemetry layer.
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+#[cfg(feature = "otlp")]
+impl<S> tracing_subscriber::Layer<S> for AnnotationLayer
+where
+    S: Subscriber + for<'l> LookupSpan<'l>,
+{
+    fn on_register_dispatch(&self, subscriber: &tracing::Dispatch) {
+        let _ = self.dispatch.set(subscriber.downgrade());
+    }
+
+    fn on_close(&self, id: Id, ctx: Context<'_, S>) {
+        let Some(span) = ctx.span(&id) else { return };
+        let kind = SpanKind::from_name(span.name());
+        // The layers (usually one) that keep state for this span and want annotations.
+        let owners: smallvec::SmallVec<[Arc<Inner>; 1]> = {
+            let ext = span.extensions();
+            fn owners_of<T: 'static>(
+                ext: &tracing_subscriber::registry::Extensions<'_>,
+                owner: fn(&T) -> Option<&Arc<Inner>>,
+            ) -> smallvec::SmallVec<[Arc<Inner>; 1]> {
+                ext.get::<state::PerLayer<T>>()
+                    .map(|slots| slots.owners(owner))
+                    .unwrap_or_default()
+            }
+            match kind {
+                Some(SpanKind::Stage) => owners_of::<StageSpan>(&ext, |s| s.owner.as_ref()),
+                Some(SpanKind::Transfer) => owners_of::<TransferSpan>(&ext, |s| s.owner.as_ref()),
+                Some(SpanKind::Request) => owners_of::<RequestSpan>(&ext, |s| s.owner.as_ref()),
+                _ => return,
+            }
+        };
+        let (Some(kind), false) = (kind, owners.is_empty()) else {
+            return;
+        };
+        let Some(dispatch) = self.dispatch.get().and_then(|d| d.upgrade()) else {
+            return;
+        };
+        for inner in owners {
+            if let Some(span) = ctx.span(&id) {
+                inner.close(kind, span, &ctx, Some(&dispatch));
+            }
+        }
     }
 }

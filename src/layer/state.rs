@@ -1,11 +1,17 @@
 //! Per-span state, kept in the span's extensions from open to close.
 //!
 //! Only runs, requests, stages and transfers get an extension. The timing children (queue,
-//! postprocess, tx, rx_decode) keep no state of their own: they add to a [`LeafTimer`] in
-//! their parent, which saves an allocation and a lookup per child span.
+//! postprocess, tx, rx_decode) keep no state of their own: they add to timers in their
+//! parent, which saves an allocation and a lookup per child span.
+//!
+//! Every extension is keyed by the layer instance ([`PerLayer`]), so two metrics layers in
+//! one subscriber keep apart what each one measures.
 
 use std::cell::RefCell;
 use std::sync::{Arc, Mutex};
+
+use smallvec::{SmallVec, smallvec};
+use tracing_subscriber::registry::ExtensionsMut;
 
 use super::fields::{FieldValue, SetField};
 use crate::accumulate::{RequestAcc, ScopeAcc, StageSample, TransferSample};
@@ -13,11 +19,78 @@ use crate::convention::field;
 use crate::diagnostics::{Issue, IssueSet};
 use crate::stats::{self, RequestStatus};
 
+/// Identifies one built layer (clones share it): the key of its per-span state.
+pub(super) type LayerId = u64;
+
+/// One layer's state of type `T` per layer instance in one span's extensions.
+///
+/// `tracing-subscriber` allows one value per type in a span's extensions; two metrics
+/// layers in one subscriber would collide on that, so each keeps its value under its
+/// [`LayerId`]. Almost always there is one entry, stored inline.
+pub(super) struct PerLayer<T>(SmallVec<[(LayerId, T); 1]>);
+
+impl<T> PerLayer<T> {
+    /// The owners (see [`RequestSpan::owner`]) of the entries that have one.
+    pub(super) fn owners(
+        &self,
+        owner: fn(&T) -> Option<&Arc<super::Inner>>,
+    ) -> SmallVec<[Arc<super::Inner>; 1]> {
+        self.0
+            .iter()
+            .filter_map(|(_, v)| owner(v).cloned())
+            .collect()
+    }
+}
+
+/// Stores `value` as `layer`'s state; a second value for the same layer is ignored (the
+/// same layer added twice to one subscriber counts each span once).
+pub(super) fn insert<T: Send + Sync + 'static>(
+    ext: &mut ExtensionsMut<'_>,
+    layer: LayerId,
+    value: T,
+) {
+    match ext.get_mut::<PerLayer<T>>() {
+        Some(slots) => {
+            if !slots.0.iter().any(|(id, _)| *id == layer) {
+                slots.0.push((layer, value));
+            }
+        }
+        None => ext.insert(PerLayer::<T>(smallvec![(layer, value)])),
+    }
+}
+
+/// `layer`'s state of type `T`, if it has one.
+pub(super) fn get_mut<'a, T: Send + Sync + 'static>(
+    ext: &'a mut ExtensionsMut<'_>,
+    layer: LayerId,
+) -> Option<&'a mut T> {
+    ext.get_mut::<PerLayer<T>>()?
+        .0
+        .iter_mut()
+        .find(|(id, _)| *id == layer)
+        .map(|(_, v)| v)
+}
+
+/// Takes `layer`'s state of type `T` out of the extensions.
+pub(super) fn remove<T: Send + Sync + 'static>(
+    ext: &mut ExtensionsMut<'_>,
+    layer: LayerId,
+) -> Option<T> {
+    let slots = ext.get_mut::<PerLayer<T>>()?;
+    let index = slots.0.iter().position(|(id, _)| *id == layer)?;
+    if slots.0.len() == 1 {
+        return ext.remove::<PerLayer<T>>()?.0.pop().map(|(_, v)| v);
+    }
+    Some(slots.0.remove(index).1)
+}
+
 /// Total duration of a parent's children of one kind, open or closed in any order.
 ///
 /// Opening subtracts the start time and closing adds the end time (wrapping), so once every
 /// child is closed the sum is `sum(end - start)` without storing a start per child. The
-/// Registry closes children before their parent, so a parent always reads a complete sum.
+/// Registry closes children before their parent, so a parent always reads a complete sum. A
+/// clock read backwards makes the sum "negative"; it then saturates to 0, as every
+/// duration does.
 #[derive(Debug, Default, Clone, Copy)]
 pub(super) struct LeafTimer {
     sum: u64,
@@ -28,7 +101,7 @@ impl LeafTimer {
     #[inline]
     pub(super) fn open(&mut self, now: u64) {
         self.sum = self.sum.wrapping_sub(now);
-        self.seen += 1;
+        self.seen = self.seen.saturating_add(1);
     }
 
     #[inline]
@@ -38,7 +111,45 @@ impl LeafTimer {
 
     /// The summed duration in ms, or `None` if no child was seen.
     fn total_ms(&self) -> Option<f64> {
-        (self.seen > 0).then(|| stats::ns_to_ms(self.sum))
+        // Durations are far below 2^63 ns (292 years): a "negative" sum is a clock that
+        // went backwards, never a real duration.
+        let ns = u64::try_from(self.sum as i64).unwrap_or(0);
+        (self.seen > 0).then(|| stats::ns_to_ms(ns))
+    }
+}
+
+/// The time covered by at least one of a stage's queue or postprocess children, each
+/// instant counted once however the children overlap.
+#[derive(Debug, Default, Clone, Copy)]
+pub(super) struct Coverage {
+    open: u32,
+    since: u64,
+    covered: u64,
+}
+
+impl Coverage {
+    #[inline]
+    pub(super) fn open(&mut self, now: u64) {
+        if self.open == 0 {
+            self.since = now;
+        }
+        self.open = self.open.saturating_add(1);
+    }
+
+    #[inline]
+    pub(super) fn close(&mut self, now: u64) {
+        match self.open {
+            0 => {}
+            1 => {
+                self.open = 0;
+                self.covered = self.covered.saturating_add(now.saturating_sub(self.since));
+            }
+            _ => self.open -= 1,
+        }
+    }
+
+    fn covered_ms(&self) -> f64 {
+        stats::ns_to_ms(self.covered)
     }
 }
 
@@ -47,12 +158,22 @@ impl LeafTimer {
 pub(super) struct RunSpan {
     pub(super) run_id: Option<String>,
     pub(super) scope: ScopeAcc,
+    /// Set once a request of the run was reported under the run's name: a `run_id`
+    /// recorded later would make records and summary disagree, so it is refused.
+    pub(super) named: bool,
+    pub(super) issues: IssueSet,
+    /// The run's entry in the open-span registry.
+    pub(super) open_key: u64,
 }
 
 impl SetField for RunSpan {
     fn set(&mut self, name: &str, value: FieldValue<'_>) {
         if name == field::RUN_ID {
-            self.run_id = Some(value.to_text());
+            if self.named {
+                self.issues.insert(Issue::LateRunId);
+            } else {
+                self.run_id = Some(value.to_text());
+            }
         }
     }
 }
@@ -91,16 +212,19 @@ pub(super) struct RequestSpan {
     pub(super) start_ns: u64,
     /// The nearest enclosing `omni.run`, if any.
     pub(super) run: Option<tracing_core::span::Id>,
-    pub(super) request_id: Option<String>,
     pub(super) status: Option<RequestStatus>,
     pub(super) issues: IssueSet,
     pub(super) acc: RequestLink,
+    /// The request's entry in the open-span registry.
+    pub(super) open_key: u64,
+    /// The layer to run this span's close from an annotation layer (trace annotations on).
+    pub(super) owner: Option<Arc<super::Inner>>,
 }
 
 impl SetField for RequestSpan {
     fn set(&mut self, name: &str, value: FieldValue<'_>) {
         match name {
-            field::REQUEST_ID => self.request_id = Some(value.to_text()),
+            field::REQUEST_ID => super::lock(&self.acc).set_request_id(value.to_text()),
             field::STATUS => {
                 let text = value.to_text();
                 self.status = Some(RequestStatus::parse(&text).unwrap_or_else(|| {
@@ -134,6 +258,10 @@ pub(super) struct StageSpan {
     postprocess_override_ms: Option<f64>,
     pub(super) queue: LeafTimer,
     pub(super) postprocess: LeafTimer,
+    /// Time covered by queue or postprocess children (what gen time excludes).
+    pub(super) excluded: Coverage,
+    /// See [`RequestSpan::owner`].
+    pub(super) owner: Option<Arc<super::Inner>>,
 }
 
 impl StageSpan {
@@ -152,13 +280,22 @@ impl StageSpan {
             return None;
         };
         let queue_ms = self.queue.total_ms().unwrap_or(0.0);
-        let measured_pp_ms = self.postprocess.total_ms().unwrap_or(0.0);
-        let postprocess_ms = self.postprocess_override_ms.unwrap_or(measured_pp_ms);
+        let measured_pp_ms = self.postprocess.total_ms();
+        let postprocess_ms = self
+            .postprocess_override_ms
+            .or(measured_pp_ms)
+            .unwrap_or(0.0);
+        // Excluded from compute: the time the children covered, once; an explicit
+        // post-processing time stands for children the stage did not open.
+        let explicit_pp_ms = match (measured_pp_ms, self.postprocess_override_ms) {
+            (None, Some(ms)) => ms,
+            _ => 0.0,
+        };
         let gen_ms = self.gen_override_ms.unwrap_or_else(|| {
             stats::stage_gen_time_ms(
                 stats::ns_to_ms(end_ns.saturating_sub(self.start_ns)),
-                queue_ms,
-                measured_pp_ms,
+                self.excluded.covered_ms(),
+                explicit_pp_ms,
             )
         });
         Some(StageSample {
@@ -242,10 +379,12 @@ pub(super) struct TransferSpan {
     in_flight_override_ms: Option<f64>,
     pub(super) tx: LeafTimer,
     pub(super) rx: LeafTimer,
-    /// End of the last `omni.transfer.tx` child.
-    pub(super) tx_last_end_ns: Option<u64>,
-    /// Start of the first `omni.transfer.rx_decode` child.
-    pub(super) rx_first_start_ns: Option<u64>,
+    /// End of the latest `omni.transfer.tx` child not yet followed by an `rx_decode`.
+    pending_tx_end_ns: Option<u64>,
+    /// Each chunk's gap from its tx end to the next rx start, summed.
+    in_flight_ns: u64,
+    /// See [`RequestSpan::owner`].
+    pub(super) owner: Option<Arc<super::Inner>>,
 }
 
 impl TransferSpan {
@@ -256,34 +395,54 @@ impl TransferSpan {
         }
     }
 
+    /// An `omni.transfer.tx` child ended.
+    pub(super) fn tx_closed(&mut self, now: u64) {
+        self.tx.close(now);
+        self.pending_tx_end_ns = self.pending_tx_end_ns.max(Some(now));
+    }
+
+    /// An `omni.transfer.rx_decode` child started: the gap since the tx it follows is one
+    /// chunk's in-flight time (tx[0,1] rx[2,3] tx[4,5] rx[6,7] is 1 + 1 ms).
+    pub(super) fn rx_opened(&mut self, now: u64) {
+        self.rx.open(now);
+        if let Some(tx_end) = self.pending_tx_end_ns.take() {
+            self.in_flight_ns = self.in_flight_ns.saturating_add(now.saturating_sub(tx_end));
+        }
+    }
+
     /// The span's contribution, or `None` (with the issue noted) if it cannot be placed.
-    pub(super) fn finish(&mut self) -> Option<TransferSample> {
+    /// Issues that an unfinished request explains (no tx or no rx yet) are returned apart:
+    /// they only count if the request ends `ok`.
+    pub(super) fn finish(&mut self) -> (Option<TransferSample>, IssueSet) {
+        let mut incomplete = IssueSet::default();
         let (Some(from_stage), Some(to_stage)) = (self.from_stage, self.to_stage) else {
             self.issues.insert(Issue::MissingEdge);
-            return None;
+            return (None, incomplete);
         };
+        if from_stage == to_stage {
+            self.issues.insert(Issue::SelfTransfer);
+            return (None, incomplete);
+        }
         let tx = self.tx.total_ms();
         let rx = self.rx.total_ms();
         if tx.is_none() && self.tx_override_ms.is_none() {
-            self.issues.insert(Issue::TransferWithoutTx);
+            incomplete.insert(Issue::TransferWithoutTx);
         }
         if rx.is_none() && self.rx_override_ms.is_none() {
-            self.issues.insert(Issue::TransferWithoutRx);
+            incomplete.insert(Issue::TransferWithoutRx);
         }
-        let in_flight = self.in_flight_override_ms.unwrap_or_else(|| {
-            match (self.tx_last_end_ns, self.rx_first_start_ns) {
-                (Some(tx_end), Some(rx_start)) => stats::in_flight_time_ms(tx_end, rx_start),
-                _ => 0.0,
-            }
-        });
-        Some(TransferSample {
+        let in_flight = self
+            .in_flight_override_ms
+            .unwrap_or_else(|| stats::ns_to_ms(self.in_flight_ns));
+        let sample = TransferSample {
             from_stage,
             to_stage,
             size_bytes: self.size_bytes,
             tx_time_ms: self.tx_override_ms.or(tx).unwrap_or(0.0),
             rx_decode_time_ms: self.rx_override_ms.or(rx).unwrap_or(0.0),
             in_flight_time_ms: in_flight,
-        })
+        };
+        (Some(sample), incomplete)
     }
 }
 
