@@ -300,8 +300,18 @@ fn image_stages(ms_per_token: f64) -> Vec<StageSpec> {
     ]
 }
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let args = Args::parse();
+fn main() -> std::process::ExitCode {
+    // Errors are printed with their Display message (which says what to do), not Debug.
+    match run(Args::parse()) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     #[cfg_attr(not(feature = "otlp"), allow(unused_mut))]
     let mut install = omni_metrics::Install::new()
         .with_metrics(OmniMetricsLayer::builder().with_request_tables(!args.summary_only));

@@ -234,14 +234,24 @@ pub(crate) fn stderr_notice(notice: Notice, message: String) {
     if SAID.fetch_or(bit, Ordering::Relaxed) & bit != 0 {
         return;
     }
-    let _ = std::thread::Builder::new()
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+    let spawned = std::thread::Builder::new()
         .name("omni-metrics-notice".into())
         .spawn(move || {
             use std::io::Write as _;
             let line = format!("omni-metrics: WARN {message}\n");
             let _ = std::io::stderr().write_all(line.as_bytes());
+            let _ = done_tx.send(());
         });
+    if spawned.is_ok() {
+        // Once per process: wait a moment so a short program still shows it before exiting,
+        // but never longer (stderr may be a pipe nobody reads).
+        let _ = done_rx.recv_timeout(NOTICE_WAIT);
+    }
 }
+
+/// How long [`stderr_notice`] waits for its line to be written, at most.
+const NOTICE_WAIT: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// Why the tables would be empty under a subscriber whose most verbose level is `max`, or
 /// `None` when INFO spans get through.

@@ -12,8 +12,8 @@ use tracing_subscriber::prelude::*;
 
 /// Collects the layer's diagnostics (WARN events, target `omni_metrics::diagnostics`).
 #[derive(Clone, Default)]
-struct Warnings {
-    messages: Arc<Mutex<Vec<String>>>,
+pub(crate) struct Warnings {
+    pub(crate) messages: Arc<Mutex<Vec<String>>>,
     count: Arc<AtomicUsize>,
 }
 

@@ -4,5 +4,6 @@ mod bad_input;
 mod behaviour;
 mod concurrency;
 mod identities;
+mod issue6;
 mod seed;
 mod support;

@@ -445,3 +445,96 @@ fn two_busy_threads_lose_no_spans_with_the_default_queue() {
     assert_eq!(stats.not_exported(), 0);
     assert_eq!(receiver.spans().len() as u64, stats.ended());
 }
+
+/// Issue 6, item 3: the OTel layer added before the metrics layer still gets the names and
+/// the table's numbers.
+#[test]
+fn issue6_otel_layer_before_metrics_keeps_names_and_numbers() {
+    let receiver = GrpcReceiver::start();
+    let pipeline = OtlpPipeline::builder()
+        .with_endpoint(format!("http://{}", receiver.addr))
+        .with_shutdown_timeout(Duration::from_secs(10))
+        .build()
+        .expect("pipeline");
+    let metrics = OmniMetricsLayer::builder()
+        .with_console(false)
+        .with_trace_annotations(true)
+        .build()
+        .expect("no file");
+    let subscriber = tracing_subscriber::registry()
+        .with(pipeline.layer())
+        .with(metrics);
+    tracing::subscriber::with_default(subscriber, pipeline_requests);
+    pipeline
+        .into_guard()
+        .shutdown()
+        .expect("every span exported");
+    let spans = receiver.spans();
+    let requests = one_trace_per_request(&spans, 3, "one trace per request");
+    assert!(
+        attr_f64(requests[0], "e2e_total_ms").is_some(),
+        "{:?}",
+        requests[0]
+    );
+    assert!(
+        spans
+            .iter()
+            .any(|s| s.name == "stage 1 talker" && attr_f64(s, "stage_gen_time_ms").is_some())
+    );
+    assert!(
+        spans
+            .iter()
+            .any(|s| s.name == "transfer 0->1" && attr_f64(s, "size_kbytes") == Some(4.0))
+    );
+}
+
+/// Issue 6, item 3: a layer cloned into two subscribers annotates each subscriber's own
+/// spans (it annotated the first subscriber's, and could panic inside the bridge).
+#[test]
+fn issue6_cloned_layer_annotates_its_own_subscriber() {
+    let (first, second) = (GrpcReceiver::start(), GrpcReceiver::start());
+    let pipeline = |r: &GrpcReceiver| {
+        OtlpPipeline::builder()
+            .with_endpoint(format!("http://{}", r.addr))
+            .with_shutdown_timeout(Duration::from_secs(10))
+            .build()
+            .expect("pipeline")
+    };
+    let (p1, p2) = (pipeline(&first), pipeline(&second));
+    let metrics = OmniMetricsLayer::builder()
+        .with_console(false)
+        .with_trace_annotations(true)
+        .build()
+        .expect("no file");
+    let d1 = tracing::Dispatch::new(
+        tracing_subscriber::registry()
+            .with(metrics.clone())
+            .with(p1.layer()),
+    );
+    let d2 = tracing::Dispatch::new(
+        tracing_subscriber::registry()
+            .with(metrics)
+            .with(p2.layer()),
+    );
+    // Spans open in the first subscriber while the second one works: their ids collide.
+    tracing::dispatcher::with_default(&d1, || {
+        let _held = Request::start("held");
+        tracing::dispatcher::with_default(&d2, pipeline_requests);
+    });
+    drop((d1, d2));
+    p1.into_guard().shutdown().expect("first exported");
+    p2.into_guard().shutdown().expect("second exported");
+    let spans = second.spans();
+    let requests = one_trace_per_request(&spans, 3, "the second subscriber's requests");
+    assert!(
+        requests
+            .iter()
+            .all(|r| attr_f64(r, "e2e_total_ms").is_some())
+    );
+    let names: Vec<String> = first.spans().into_iter().map(|s| s.name).collect();
+    assert_eq!(
+        names,
+        ["request held"],
+        "nothing of the second subscriber's work"
+    );
+}

@@ -1,0 +1,180 @@
+//! Issue 6 regressions that need a process of their own: a global subscriber, the stderr
+//! a user sees, an async runtime around `init()`. Each test re-runs this binary as a child
+//! (`OMNI_TEST_CHILD` names the scenario) and checks what the child printed and how it ended.
+
+#![cfg(feature = "otlp")]
+
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use omni_metrics::instrument::Request;
+use tracing_subscriber::prelude::*;
+
+const CHILD: &str = "OMNI_TEST_CHILD";
+
+/// Whether this process is the child running `scenario`.
+fn is_child(scenario: &str) -> bool {
+    std::env::var(CHILD).is_ok_and(|s| s == scenario)
+}
+
+/// Runs the test `name` of this binary as a child process in scenario mode.
+fn run_child(name: &str, env: &[(&str, &str)]) -> Output {
+    let exe = std::env::current_exe().expect("test binary path");
+    let mut cmd = Command::new(exe);
+    cmd.args(["--exact", name, "--nocapture", "--test-threads=1"])
+        .env(CHILD, name)
+        .env_remove("RUST_LOG")
+        .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+        .env_remove("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+        .env_remove("OMNI_METRICS_JSONL");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("the child runs")
+}
+
+#[track_caller]
+fn stderr_of(out: &Output) -> String {
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        out.status.success(),
+        "child failed ({}):\n{stderr}",
+        out.status
+    );
+    stderr
+}
+
+/// Item 1: every error path of `init()` and the pipeline inside `#[tokio::main]` returns its
+/// error; dropping an `OtlpPipeline` in async code is safe.
+#[test]
+fn issue6_otlp_error_paths_inside_async_do_not_panic() {
+    const NAME: &str = "issue6_otlp_error_paths_inside_async_do_not_panic";
+    if !is_child(NAME) {
+        let stderr = stderr_of(&run_child(NAME, &[]));
+        assert!(stderr.contains("child scenario done"), "{stderr}");
+        return;
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        use omni_metrics::otlp::OtlpPipeline;
+        // Bad endpoints, from the environment as a user sets them.
+        for endpoint in ["not a url", "collector:4317"] {
+            // SAFETY: the child runs this one test, on this thread, before any other.
+            unsafe { std::env::set_var("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint) };
+            match omni_metrics::init() {
+                Err(e) => eprintln!("{endpoint:?}: {e}"),
+                Ok(guard) => panic!("{endpoint:?} was accepted: {guard:?}"),
+            }
+        }
+        unsafe { std::env::remove_var("OTEL_EXPORTER_OTLP_ENDPOINT") };
+        // A pipeline dropped unused inside the runtime.
+        let pipeline = OtlpPipeline::builder()
+            .with_endpoint("http://127.0.0.1:9")
+            .build()
+            .expect("builds");
+        drop(pipeline);
+        // The README's own-subscriber path when the metrics builder fails after the pipeline.
+        let composed = || -> Result<(), Box<dyn std::error::Error>> {
+            let _otlp = OtlpPipeline::builder()
+                .with_endpoint("http://127.0.0.1:9")
+                .build()?;
+            let _metrics = omni_metrics::OmniMetricsLayer::builder()
+                .with_jsonl_path("/nonexistent-dir/records.jsonl")
+                .build()?;
+            Ok(())
+        };
+        assert!(composed().is_err());
+        // A second init() while OTLP is configured.
+        let install = || {
+            omni_metrics::Install::new()
+                .with_metrics(omni_metrics::OmniMetricsLayer::builder().with_console(false))
+                .with_otlp(
+                    OtlpPipeline::builder()
+                        .with_endpoint("http://127.0.0.1:9")
+                        .with_shutdown_timeout(Duration::from_millis(200)),
+                )
+                .init()
+        };
+        let first = install().expect("first init");
+        let second = install().expect_err("second init");
+        assert!(matches!(
+            second,
+            omni_metrics::InitError::AlreadyInstalled(_)
+        ));
+        drop(first);
+    });
+    eprintln!("child scenario done");
+}
+
+/// Item 7: the most common composed subscriber, with `RUST_LOG` unset, says why its tables
+/// are empty.
+#[test]
+fn issue6_a_filter_that_hides_the_spans_is_said_once() {
+    const NAME: &str = "issue6_a_filter_that_hides_the_spans_is_said_once";
+    if !is_child(NAME) {
+        let stderr = stderr_of(&run_child(NAME, &[]));
+        assert_eq!(
+            stderr.matches("disables the INFO `omni.*` spans").count(),
+            1,
+            "{stderr}"
+        );
+        assert!(stderr.contains("with_filter"), "{stderr}");
+        return;
+    }
+    let metrics = omni_metrics::OmniMetricsLayer::builder()
+        .build()
+        .expect("no file");
+    tracing_subscriber::registry()
+        .with(tracing_subscriber::EnvFilter::from_default_env())
+        .with(tracing_subscriber::fmt::layer())
+        .with(metrics)
+        .init();
+    for i in 0..3 {
+        let request = tracing::info_span!("omni.request", request_id = i);
+        drop(request);
+    }
+}
+
+/// Item 7: the typed API knows when nothing enabled its span.
+#[test]
+fn issue6_typed_spans_that_no_subscriber_enables_are_said_once() {
+    const NAME: &str = "issue6_typed_spans_that_no_subscriber_enables_are_said_once";
+    if !is_child(NAME) {
+        let stderr = stderr_of(&run_child(NAME, &[]));
+        assert_eq!(
+            stderr.matches("no subscriber enabled it").count(),
+            1,
+            "{stderr}"
+        );
+        return;
+    }
+    for i in 0..3 {
+        Request::start(&format!("r-{i}")).finish();
+    }
+}
+
+/// Item 9 (the guard reports what never closed) and item 16 (`log` records are bridged).
+#[test]
+fn issue6_init_bridges_log_and_the_guard_reports_open_spans() {
+    const NAME: &str = "issue6_init_bridges_log_and_the_guard_reports_open_spans";
+    if !is_child(NAME) {
+        let stderr = stderr_of(&run_child(NAME, &[]));
+        assert!(stderr.contains("from the log crate"), "{stderr}");
+        assert!(
+            stderr.contains("still open at shutdown: 1 run (batch) and 1 request (r-stuck)"),
+            "{stderr}"
+        );
+        return;
+    }
+    let guard = omni_metrics::init().expect("first init");
+    log::warn!("from the log crate");
+    let run = omni_metrics::instrument::Run::with_id("batch");
+    let stuck = run.request("r-stuck");
+    std::mem::forget(stuck);
+    drop(run);
+    drop(guard);
+}
