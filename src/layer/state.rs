@@ -29,6 +29,7 @@ pub(super) type LayerId = u64;
 /// [`LayerId`]. Almost always there is one entry, stored inline.
 pub(super) struct PerLayer<T>(SmallVec<[(LayerId, T); 1]>);
 
+#[cfg(feature = "otlp")]
 impl<T> PerLayer<T> {
     /// The owners (see [`RequestSpan::owner`]) of the entries that have one.
     pub(super) fn owners(
@@ -218,6 +219,7 @@ pub(super) struct RequestSpan {
     /// The request's entry in the open-span registry.
     pub(super) open_key: u64,
     /// The layer to run this span's close from an annotation layer (trace annotations on).
+    #[cfg_attr(not(feature = "otlp"), allow(dead_code))]
     pub(super) owner: Option<Arc<super::Inner>>,
 }
 
