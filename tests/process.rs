@@ -178,3 +178,29 @@ fn issue6_init_bridges_log_and_the_guard_reports_open_spans() {
     drop(run);
     drop(guard);
 }
+
+/// Item 16: the example says what went wrong with the crate's Display message, not Debug.
+#[test]
+fn issue6_the_example_prints_errors_readably() {
+    // `cargo test` builds the examples beside the test binaries: target/<profile>/examples.
+    let exe = std::env::current_exe().expect("test binary path");
+    let Some(profile_dir) = exe.parent().and_then(|deps| deps.parent()) else {
+        panic!("unexpected test binary location {}", exe.display());
+    };
+    let example = profile_dir
+        .join("examples")
+        .join(format!("omni_pipeline{}", std::env::consts::EXE_SUFFIX));
+    let out = Command::new(&example)
+        .args(["-n", "1"])
+        .env("OMNI_METRICS_JSONL", "/nonexistent-dir/records.jsonl")
+        .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+        .output()
+        .expect("the example runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.starts_with("error: cannot open the JSON-lines file `/nonexistent-dir/records.jsonl` (from OMNI_METRICS_JSONL)"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("BuildError"), "{stderr}");
+}
