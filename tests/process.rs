@@ -4,6 +4,9 @@
 
 #![cfg(feature = "otlp")]
 
+#[path = "support/example.rs"]
+mod example;
+
 use std::process::{Command, Output};
 use std::time::Duration;
 
@@ -182,14 +185,7 @@ fn issue6_init_bridges_log_and_the_guard_reports_open_spans() {
 /// Item 16: the example says what went wrong with the crate's Display message, not Debug.
 #[test]
 fn issue6_the_example_prints_errors_readably() {
-    // `cargo test` builds the examples beside the test binaries: target/<profile>/examples.
-    let exe = std::env::current_exe().expect("test binary path");
-    let Some(profile_dir) = exe.parent().and_then(|deps| deps.parent()) else {
-        panic!("unexpected test binary location {}", exe.display());
-    };
-    let example = profile_dir
-        .join("examples")
-        .join(format!("omni_pipeline{}", std::env::consts::EXE_SUFFIX));
+    let example = example::omni_pipeline();
     let out = Command::new(&example)
         .args(["-n", "1"])
         .env("OMNI_METRICS_JSONL", "/nonexistent-dir/records.jsonl")

@@ -1,83 +1,11 @@
 //! Bad input: a clear message once per kind, a count every time, no panic, nothing
 //! well-formed lost.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
-
-use omni_metrics::clock::ManualClock;
+use crate::support::diagnosed as setup;
+use omni_metrics::OmniMetricsLayer;
 use omni_metrics::report::CaptureSink;
-use omni_metrics::{MetricsHandle, OmniMetricsLayer};
 use tracing::info_span;
 use tracing_subscriber::prelude::*;
-
-/// Collects the layer's diagnostics (WARN events, target `omni_metrics::diagnostics`).
-#[derive(Clone, Default)]
-pub(crate) struct Warnings {
-    pub(crate) messages: Arc<Mutex<Vec<String>>>,
-    count: Arc<AtomicUsize>,
-}
-
-impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Warnings {
-    fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
-        if event.metadata().target() != "omni_metrics::diagnostics" {
-            return;
-        }
-        struct Msg(String);
-        impl tracing::field::Visit for Msg {
-            fn record_debug(&mut self, f: &tracing::field::Field, v: &dyn std::fmt::Debug) {
-                if f.name() == "message" {
-                    self.0 = format!("{v:?}");
-                }
-            }
-        }
-        let mut msg = Msg(String::new());
-        event.record(&mut msg);
-        self.count.fetch_add(1, Ordering::SeqCst);
-        if let Ok(mut m) = self.messages.lock() {
-            m.push(msg.0);
-        }
-    }
-}
-
-struct Setup {
-    capture: CaptureSink,
-    handle: MetricsHandle,
-    warnings: Warnings,
-    dispatch: tracing::Dispatch,
-}
-
-fn setup() -> Setup {
-    let capture = CaptureSink::new();
-    let layer = OmniMetricsLayer::builder()
-        .with_console(false)
-        .with_clock(ManualClock::new())
-        .with_sink(capture.clone())
-        .build()
-        .expect("no file");
-    let handle = layer.handle();
-    let warnings = Warnings::default();
-    let dispatch = tracing::Dispatch::new(
-        tracing_subscriber::registry()
-            .with(layer)
-            .with(warnings.clone()),
-    );
-    Setup {
-        capture,
-        handle,
-        warnings,
-        dispatch,
-    }
-}
-
-impl Setup {
-    fn messages(&self) -> Vec<String> {
-        self.warnings
-            .messages
-            .lock()
-            .map(|m| m.clone())
-            .unwrap_or_default()
-    }
-}
 
 #[test]
 fn stage_without_stage_id_is_reported_once_and_the_rest_kept() {

@@ -3,80 +3,13 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Barrier};
 
-use crate::bad_input::Warnings;
-use crate::support::{assert_close, ns};
+use crate::support::{assert_close, diagnosed as setup, layer, ns};
 use omni_metrics::clock::ManualClock;
 use omni_metrics::instrument::{Request, RequestGuard};
 use omni_metrics::report::{CaptureSink, Record, table};
 use omni_metrics::stats::RequestStatus;
-use omni_metrics::{MetricsHandle, OmniMetricsLayer};
 use tracing::info_span;
 use tracing_subscriber::prelude::*;
-
-/// The real layer with a manual clock, a capture and the diagnostics collected.
-struct Setup {
-    clock: ManualClock,
-    capture: CaptureSink,
-    handle: MetricsHandle,
-    warnings: Warnings,
-    dispatch: tracing::Dispatch,
-}
-
-fn layer(clock: &ManualClock, capture: &CaptureSink) -> OmniMetricsLayer {
-    OmniMetricsLayer::builder()
-        .with_console(false)
-        .with_clock(clock.clone())
-        .with_sink(capture.clone())
-        .build()
-        .expect("no file")
-}
-
-fn setup() -> Setup {
-    let clock = ManualClock::new();
-    let capture = CaptureSink::new();
-    let layer = layer(&clock, &capture);
-    let handle = layer.handle();
-    let warnings = Warnings::default();
-    let dispatch = tracing::Dispatch::new(
-        tracing_subscriber::registry()
-            .with(layer)
-            .with(warnings.clone()),
-    );
-    Setup {
-        clock,
-        capture,
-        handle,
-        warnings,
-        dispatch,
-    }
-}
-
-impl Setup {
-    fn run<R>(&self, f: impl FnOnce() -> R) -> R {
-        tracing::dispatcher::with_default(&self.dispatch, f)
-    }
-
-    fn at(&self, ms: f64) {
-        self.clock.set_ns(ns(ms));
-    }
-
-    fn messages(&self) -> Vec<String> {
-        self.warnings
-            .messages
-            .lock()
-            .map(|m| m.clone())
-            .unwrap_or_default()
-    }
-
-    #[track_caller]
-    fn warned(&self, needle: &str) {
-        let msgs = self.messages();
-        assert!(
-            msgs.iter().any(|m| m.contains(needle)),
-            "no warning containing {needle:?}: {msgs:?}"
-        );
-    }
-}
 
 /// Item 2: two metrics layers in one subscriber each see every request.
 #[test]

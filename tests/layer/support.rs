@@ -1,5 +1,8 @@
 //! Shared helpers: a scoped subscriber with the real layer, a manual clock and a capture.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
 use omni_metrics::clock::ManualClock;
 use omni_metrics::report::CaptureSink;
 use omni_metrics::{MetricsHandle, OmniMetricsLayer};
@@ -79,4 +82,98 @@ pub(crate) fn assert_rows(table: &str, expected: &[&[&str]]) {
 pub(crate) fn assert_close(a: f64, b: f64, what: &str) {
     let tol = 1e-9 * a.abs().max(b.abs()).max(1.0);
     assert!((a - b).abs() <= tol, "{what}: {a} != {b}");
+}
+
+/// Collects the layer's diagnostics (WARN events, target `omni_metrics::diagnostics`).
+#[derive(Clone, Default)]
+pub(crate) struct Warnings {
+    pub(crate) messages: Arc<Mutex<Vec<String>>>,
+    count: Arc<AtomicUsize>,
+}
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Warnings {
+    fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+        if event.metadata().target() != "omni_metrics::diagnostics" {
+            return;
+        }
+        struct Msg(String);
+        impl tracing::field::Visit for Msg {
+            fn record_debug(&mut self, f: &tracing::field::Field, v: &dyn std::fmt::Debug) {
+                if f.name() == "message" {
+                    self.0 = format!("{v:?}");
+                }
+            }
+        }
+        let mut msg = Msg(String::new());
+        event.record(&mut msg);
+        self.count.fetch_add(1, Ordering::SeqCst);
+        if let Ok(mut m) = self.messages.lock() {
+            m.push(msg.0);
+        }
+    }
+}
+
+/// The real layer with a manual clock, a capture and the diagnostics collected.
+pub(crate) struct Diagnosed {
+    pub(crate) clock: ManualClock,
+    pub(crate) capture: CaptureSink,
+    pub(crate) handle: MetricsHandle,
+    pub(crate) warnings: Warnings,
+    pub(crate) dispatch: tracing::Dispatch,
+}
+
+pub(crate) fn layer(clock: &ManualClock, capture: &CaptureSink) -> OmniMetricsLayer {
+    OmniMetricsLayer::builder()
+        .with_console(false)
+        .with_clock(clock.clone())
+        .with_sink(capture.clone())
+        .build()
+        .expect("no file")
+}
+
+pub(crate) fn diagnosed() -> Diagnosed {
+    let clock = ManualClock::new();
+    let capture = CaptureSink::new();
+    let layer = layer(&clock, &capture);
+    let handle = layer.handle();
+    let warnings = Warnings::default();
+    let dispatch = tracing::Dispatch::new(
+        tracing_subscriber::registry()
+            .with(layer)
+            .with(warnings.clone()),
+    );
+    Diagnosed {
+        clock,
+        capture,
+        handle,
+        warnings,
+        dispatch,
+    }
+}
+
+impl Diagnosed {
+    pub(crate) fn run<R>(&self, f: impl FnOnce() -> R) -> R {
+        tracing::dispatcher::with_default(&self.dispatch, f)
+    }
+
+    pub(crate) fn at(&self, ms: f64) {
+        self.clock.set_ns(ns(ms));
+    }
+
+    pub(crate) fn messages(&self) -> Vec<String> {
+        self.warnings
+            .messages
+            .lock()
+            .map(|m| m.clone())
+            .unwrap_or_default()
+    }
+
+    #[track_caller]
+    pub(crate) fn warned(&self, needle: &str) {
+        let msgs = self.messages();
+        assert!(
+            msgs.iter().any(|m| m.contains(needle)),
+            "no warning containing {needle:?}: {msgs:?}"
+        );
+    }
 }

@@ -1,5 +1,7 @@
 //! OTLP export end to end, against a real receiver on loopback.
 
+#[path = "../support/example.rs"]
+mod example;
 #[path = "../support/http_receiver.rs"]
 mod http_receiver;
 #[path = "../support/grpc_receiver.rs"]
@@ -282,19 +284,7 @@ fn http_protobuf_export_reaches_a_real_http_receiver() {
 /// The example program, run as a real process, exports to a real receiver.
 #[test]
 fn the_example_process_exports_one_trace_per_request() {
-    // `cargo test` builds the examples beside the test binaries: target/<profile>/examples.
-    let exe = std::env::current_exe().expect("test binary path");
-    let Some(profile_dir) = exe.parent().and_then(|deps| deps.parent()) else {
-        panic!("unexpected test binary location {}", exe.display());
-    };
-    let example = profile_dir
-        .join("examples")
-        .join(format!("omni_pipeline{}", std::env::consts::EXE_SUFFIX));
-    assert!(
-        example.exists(),
-        "{} is built by `cargo test`",
-        example.display()
-    );
+    let example = example::omni_pipeline();
     let receiver = GrpcReceiver::start();
     let out = std::process::Command::new(&example)
         .args(["-n", "3", "--summary-only", "--otlp"])

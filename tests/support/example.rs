@@ -1,0 +1,22 @@
+//! Where `cargo test` put the example program.
+
+use std::path::PathBuf;
+
+/// The `omni_pipeline` example, built by `cargo test` beside the test binaries
+/// (target/<profile>/examples).
+#[track_caller]
+pub fn omni_pipeline() -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    let Some(profile_dir) = exe.parent().and_then(|deps| deps.parent()) else {
+        panic!("unexpected test binary location {}", exe.display());
+    };
+    let example = profile_dir
+        .join("examples")
+        .join(format!("omni_pipeline{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        example.exists(),
+        "{} is built by `cargo test`",
+        example.display()
+    );
+    example
+}
