@@ -5,7 +5,7 @@ use std::path::PathBuf;
 /// The `omni_pipeline` example, built by `cargo test` beside the test binaries
 /// (target/<profile>/examples).
 #[track_caller]
-pub fn omni_pipeline() -> PathBuf {
+pub(crate) fn omni_pipeline() -> PathBuf {
     let exe = std::env::current_exe().expect("test binary path");
     let Some(profile_dir) = exe.parent().and_then(|deps| deps.parent()) else {
         panic!("unexpected test binary location {}", exe.display());
