@@ -61,13 +61,25 @@ pub fn e2e_total_tokens(stages: &[StageRequestStats]) -> u64 {
 
 /// `transfers_total_time_ms` = sum over edges of `tx_time_ms + rx_decode_time_ms +
 /// in_flight_time_ms`.
+///
+/// ```
+/// assert_eq!(omni_metrics::stats::transfers_total_time_ms(&[]).to_bits(), 0.0_f64.to_bits());
+/// ```
 pub fn transfers_total_time_ms(edges: &[TransferEdgeStats]) -> f64 {
-    edges.iter().map(TransferEdgeStats::total_time_ms).sum()
+    // From +0.0: `Sum` for floats starts at -0.0, which a request without transfers would
+    // show as `-0.0` in its record.
+    edges
+        .iter()
+        .map(TransferEdgeStats::total_time_ms)
+        .fold(0.0, |sum, ms| sum + ms)
 }
 
 /// `transfers_total_kbytes` = sum over edges of `size_kbytes`.
 pub fn transfers_total_kbytes(edges: &[TransferEdgeStats]) -> f64 {
-    edges.iter().map(|e| e.size_kbytes).sum()
+    edges
+        .iter()
+        .map(|e| e.size_kbytes)
+        .fold(0.0, |sum, kb| sum + kb)
 }
 
 /// `e2e_avg_time_per_request_ms` = `e2e_wall_time_ms / e2e_requests` (0 without requests).

@@ -33,7 +33,9 @@ pub fn format_float(v: f64) -> String {
     }
     let text = format!("{v:.3}");
     let (sign, digits) = match text.strip_prefix('-') {
-        Some(rest) => ("-", rest),
+        // A value that rounds to zero prints as 0.000, never -0.000.
+        Some(rest) if rest.bytes().any(|b| matches!(b, b'1'..=b'9')) => ("-", rest),
+        Some(rest) => ("", rest),
         None => ("", text.as_str()),
     };
     let (int, frac) = digits.split_once('.').unwrap_or((digits, "000"));
@@ -279,6 +281,8 @@ mod tests {
         assert_eq!(format_float(999.9996), "1,000.000");
         assert_eq!(format_float(-1234.5), "-1,234.500");
         assert_eq!(format_float(f64::NAN), "NaN");
+        assert_eq!(format_float(-0.0), "0.000");
+        assert_eq!(format_float(-0.0004), "0.000");
     }
 
     #[test]
