@@ -152,7 +152,7 @@ pub struct StageRequestStats {
     /// The stage's name, when given (shared: names repeat on every request).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stage_name: Option<std::sync::Arc<str>>,
-    /// Batch index (first span's).
+    /// Batch index (first span's); 0 when none was recorded (see `batch_recorded`).
     pub batch_id: u64,
     /// Batch size (first span's).
     pub batch_size: u64,
@@ -187,6 +187,10 @@ pub struct StageRequestStats {
     /// When the stage's last span ended, in ns of the layer's clock.
     #[serde(skip)]
     pub end_ns: u64,
+    /// Whether a span of this stage recorded a `batch_id` (batch 0 included), so the console
+    /// shows the `batch_id` row; not in the records.
+    #[serde(skip)]
+    pub batch_recorded: bool,
 }
 
 /// An edge's name, `"{from}->{to}"`, without allocating until it is written out.
