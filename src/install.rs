@@ -136,8 +136,9 @@ impl Install {
     }
 }
 
-/// Keeps the installed pipeline running; dropping it flushes and shuts the OTLP exporter
-/// down within its timeout (from any thread or runtime).
+/// Keeps the installed pipeline running; dropping it writes the queued console tables and
+/// JSON-lines records (within 2 s) and flushes and shuts the OTLP exporter down within its
+/// timeout (from any thread or runtime).
 #[derive(Debug)]
 #[must_use = "dropping the guard shuts the exporter down at once"]
 pub struct OmniGuard {
@@ -164,17 +165,35 @@ impl OmniGuard {
         }
     }
 
-    /// Flushes and shuts the exporter down now; safe to call twice.
+    /// Flushes the console and JSON-lines records (within
+    /// [`DEFAULT_FLUSH_TIMEOUT`](crate::report::DEFAULT_FLUSH_TIMEOUT)) and shuts the
+    /// exporter down now; safe to call twice.
     ///
     /// # Errors
     ///
     /// [`InitError::Otlp`] when spans could not be exported (the message says how many).
+    /// Lost records are reported as a warning and in
+    /// [`MetricsHandle::sink_losses`].
     pub fn shutdown(&mut self) -> Result<(), InitError> {
+        let _ = self
+            .handle
+            .shutdown_sinks(crate::report::DEFAULT_FLUSH_TIMEOUT);
         #[cfg(feature = "otlp")]
         if let Some(otlp) = &mut self.otlp {
             otlp.shutdown().map_err(InitError::Otlp)?;
         }
         Ok(())
+    }
+}
+
+impl Drop for OmniGuard {
+    /// Writes the queued console tables and JSON-lines records, waiting at most
+    /// [`DEFAULT_FLUSH_TIMEOUT`](crate::report::DEFAULT_FLUSH_TIMEOUT), and reports lost
+    /// records once; then the OTLP guard shuts the exporter down.
+    fn drop(&mut self) {
+        let _ = self
+            .handle
+            .shutdown_sinks(crate::report::DEFAULT_FLUSH_TIMEOUT);
     }
 }
 

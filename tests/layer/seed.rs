@@ -241,6 +241,9 @@ fn readme_shows_the_real_seed_output() {
     let console = SharedBuf::default();
     let h = Harness::with(|b| b.with_console_writer(console.clone()));
     seed_scenario(&h);
+    h.handle
+        .flush(std::time::Duration::from_secs(10))
+        .expect("the console is written");
     let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
         .expect("README.md is at the crate root");
     for record in h.capture.records() {

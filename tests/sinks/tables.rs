@@ -1,5 +1,7 @@
 //! Item 18: the console's table layout.
 
+use std::time::Duration;
+
 use omni_metrics::OmniMetricsLayer;
 use omni_metrics::instrument::Request;
 use omni_metrics::report::{CaptureSink, table};
@@ -13,8 +15,10 @@ fn console_output(requests: impl FnOnce()) -> String {
         .with_console_writer(buf.clone())
         .build()
         .expect("no file");
+    let handle = layer.handle();
     let dispatch = tracing::Dispatch::new(tracing_subscriber::registry().with(layer));
     tracing::dispatcher::with_default(&dispatch, requests);
+    handle.flush(Duration::from_secs(10)).expect("written");
     buf.text()
 }
 
