@@ -126,6 +126,7 @@ impl RequestAcc {
                 wall_time_ms: 0.0,
                 start_ns: s.start_ns,
                 end_ns: s.end_ns,
+                batch_recorded: batch.is_some(),
             };
             self.stages.push(stats);
             self.batch_ids.push(batch);
@@ -141,6 +142,7 @@ impl RequestAcc {
         if s.batch_id.is_some() && (earlier || seen_batch.is_none()) {
             *seen_batch = s.batch_id;
             acc.batch_id = s.batch_id.unwrap_or(0);
+            acc.batch_recorded = true;
         }
         if let Some(size) = s.batch_size.filter(|_| earlier || acc.batch_size == 0) {
             acc.batch_size = size;

@@ -61,6 +61,8 @@ pub(crate) struct Shared {
     next_open_key: AtomicU64,
     /// Runs open now: key -> the run's name so far.
     open_runs: Mutex<HashMap<u64, Option<String>>>,
+    /// The built-in sinks' writer thread, when the layer has console or JSON lines.
+    pub(crate) sink_writer: std::sync::OnceLock<Arc<crate::report::writer::WriterState>>,
 }
 
 impl Shared {
@@ -237,6 +239,54 @@ impl MetricsHandle {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
+    }
+
+    /// Waits until the console tables and JSON-lines records queued so far are written, at
+    /// most `timeout`; safe to call any time, from any thread (not from a [`Sink`] of yours).
+    ///
+    /// Call it before reading a records file the layer writes. Dropping the
+    /// [`OmniGuard`](crate::OmniGuard) does it with
+    /// [`DEFAULT_FLUSH_TIMEOUT`](crate::report::DEFAULT_FLUSH_TIMEOUT).
+    ///
+    /// [`Sink`]: crate::report::Sink
+    ///
+    /// # Errors
+    ///
+    /// [`FlushError`](crate::report::FlushError) if records were still queued at the time
+    /// limit (a blocked console or disk).
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// let layer = omni_metrics::OmniMetricsLayer::builder().with_jsonl_writer(std::io::sink()).build()?;
+    /// layer.handle().flush(Duration::from_secs(2))?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn flush(&self, timeout: std::time::Duration) -> Result<(), crate::report::FlushError> {
+        match self.shared.sink_writer.get() {
+            Some(writer) => writer.flush(timeout),
+            None => Ok(()),
+        }
+    }
+
+    /// Records the built-in console and JSON-lines sinks lost so far (queue full, failed
+    /// writes); see [`SinkLosses`](crate::report::SinkLosses).
+    pub fn sink_losses(&self) -> crate::report::SinkLosses {
+        self.shared
+            .sink_writer
+            .get()
+            .map(|writer| writer.losses())
+            .unwrap_or_default()
+    }
+
+    /// Flushes within `timeout`, then reports once what the built-in sinks lost.
+    pub(crate) fn shutdown_sinks(
+        &self,
+        timeout: std::time::Duration,
+    ) -> Result<(), crate::report::FlushError> {
+        match self.shared.sink_writer.get() {
+            Some(writer) => writer.shutdown(timeout),
+            None => Ok(()),
+        }
     }
 }
 

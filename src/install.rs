@@ -84,10 +84,10 @@ impl Install {
     /// [`InitError::AlreadyInstalled`] on a second call (or if another global subscriber is
     /// set); [`InitError::Metrics`] or [`InitError::Otlp`] if a layer cannot be built.
     pub fn init(self) -> Result<OmniGuard, InitError> {
-        if tracing::dispatcher::has_been_set() {
+        if INSTALLED.load(std::sync::atomic::Ordering::Relaxed) {
             // Before building anything (an exporter runtime, a file): nothing to undo.
             return Err(InitError::AlreadyInstalled(
-                "a global default subscriber has already been set".to_owned(),
+                "omni_metrics::init() already installed one".to_owned(),
             ));
         }
         let metrics_builder = self.metrics.unwrap_or_else(OmniMetricsLayer::builder);
@@ -128,6 +128,7 @@ impl Install {
                 .with(fmt)
                 .try_init()
                 .map_err(|e| InitError::AlreadyInstalled(e.to_string()))?;
+            INSTALLED.store(true, std::sync::atomic::Ordering::Relaxed);
             bridge_log();
             Ok(OmniGuard {
                 handle,
@@ -142,6 +143,7 @@ impl Install {
                 .with(fmt)
                 .try_init()
                 .map_err(|e| InitError::AlreadyInstalled(e.to_string()))?;
+            INSTALLED.store(true, std::sync::atomic::Ordering::Relaxed);
             bridge_log();
             Ok(OmniGuard {
                 handle,
@@ -150,6 +152,10 @@ impl Install {
         }
     }
 }
+
+/// Set once [`Install::init`] has installed the global subscriber: a second call fails
+/// before building anything.
+static INSTALLED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// Sends the `log` crate's records (from dependencies that log through `log`) to the
 /// subscriber, as `tracing_subscriber::fmt::init()` does. An application that installed its
@@ -165,8 +171,9 @@ fn bridge_log() {
     }
 }
 
-/// Keeps the installed pipeline running; dropping it flushes and shuts the OTLP exporter
-/// down within its timeout (from any thread or runtime).
+/// Keeps the installed pipeline running; dropping it writes the queued console tables and
+/// JSON-lines records (within 2 s) and flushes and shuts the OTLP exporter down within its
+/// timeout (from any thread or runtime).
 #[derive(Debug)]
 #[must_use = "dropping the guard shuts the exporter down at once"]
 pub struct OmniGuard {
@@ -211,13 +218,20 @@ impl OmniGuard {
         }
     }
 
-    /// Flushes and shuts the exporter down now; safe to call twice.
+    /// Flushes the console and JSON-lines records (within
+    /// [`DEFAULT_FLUSH_TIMEOUT`](crate::report::DEFAULT_FLUSH_TIMEOUT)) and shuts the
+    /// exporter down now; safe to call twice.
     ///
     /// # Errors
     ///
     /// [`InitError::Otlp`] when spans could not be exported (the message says how many).
+    /// Lost records are reported as a warning and in
+    /// [`MetricsHandle::sink_losses`].
     pub fn shutdown(&mut self) -> Result<(), InitError> {
         self.report_open();
+        let _ = self
+            .handle
+            .shutdown_sinks(crate::report::DEFAULT_FLUSH_TIMEOUT);
         #[cfg(feature = "otlp")]
         if let Some(otlp) = &mut self.otlp {
             otlp.shutdown().map_err(InitError::Otlp)?;
@@ -227,8 +241,14 @@ impl OmniGuard {
 }
 
 impl Drop for OmniGuard {
+    /// Writes the queued console tables and JSON-lines records, waiting at most
+    /// [`DEFAULT_FLUSH_TIMEOUT`](crate::report::DEFAULT_FLUSH_TIMEOUT), and reports lost
+    /// records once; then the OTLP guard shuts the exporter down.
     fn drop(&mut self) {
         self.report_open();
+        let _ = self
+            .handle
+            .shutdown_sinks(crate::report::DEFAULT_FLUSH_TIMEOUT);
     }
 }
 

@@ -92,6 +92,10 @@ pub fn e2e_total_tokens(stages: &[StageRequestStats]) -> u64 {
 
 /// `transfers_total_time_ms` = sum over edges of `tx_time_ms + rx_decode_time_ms +
 /// in_flight_time_ms`.
+///
+/// ```
+/// assert_eq!(omni_metrics::stats::transfers_total_time_ms(&[]).to_bits(), 0.0_f64.to_bits());
+/// ```
 pub fn transfers_total_time_ms(edges: &[TransferEdgeStats]) -> f64 {
     // A fold from +0.0: an empty `f64` sum is -0.0, printed "-0.000".
     edges
@@ -174,7 +178,7 @@ pub struct StageRequestStats {
     /// The stage's name, when given (shared: names repeat on every request).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stage_name: Option<std::sync::Arc<str>>,
-    /// Batch index (first span's).
+    /// Batch index (first span's); 0 when none was recorded (see `batch_recorded`).
     pub batch_id: u64,
     /// Batch size (first span's).
     pub batch_size: u64,
@@ -209,6 +213,10 @@ pub struct StageRequestStats {
     /// When the stage's last span ended, in ns of the layer's clock.
     #[serde(skip)]
     pub end_ns: u64,
+    /// Whether a span of this stage recorded a `batch_id` (batch 0 included), so the console
+    /// shows the `batch_id` row; not in the records.
+    #[serde(skip)]
+    pub batch_recorded: bool,
 }
 
 /// An edge's name, `"{from}->{to}"`, without allocating until it is written out.

@@ -1,13 +1,13 @@
 //! Configuring an [`OmniMetricsLayer`]: sinks, clock, and the `OMNI_METRICS_JSONL` variable.
 
-use std::fs::OpenOptions;
 use std::io::{self, Write};
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use super::OmniMetricsLayer;
 use crate::clock::Clock;
-use crate::report::{ConsoleSink, JsonLinesSink, Sink};
+use crate::report::writer::Writer;
+use crate::report::{ConsoleSink, DEFAULT_QUEUE_CAPACITY, JsonLinesSink, Sink};
 
 /// Environment variable: write JSON-lines records to this file (appending), unless
 /// [`Builder::with_jsonl_path`] or [`Builder::with_jsonl_writer`] was called.
@@ -18,6 +18,11 @@ pub const JSONL_ENV: &str = "OMNI_METRICS_JSONL";
 /// Defaults: console tables on stderr ([`Builder::with_console`]), per-request tables
 /// included ([`Builder::with_request_tables`]), JSON lines only if [`JSONL_ENV`] is set, the
 /// monotonic clock.
+///
+/// The console and JSON lines are written by a background thread of the layer, fed by a
+/// bounded queue ([`Builder::with_queue_capacity`]): the engine's threads never format or
+/// write them, and never wait for them. Your own sinks ([`Builder::with_sink`]) are called
+/// on the engine's threads.
 ///
 /// ```
 /// let layer = omni_metrics::OmniMetricsLayer::builder()
@@ -37,6 +42,7 @@ pub struct Builder {
     sinks: Vec<Box<dyn Sink>>,
     clock: Option<Arc<dyn Clock>>,
     trace_annotations: bool,
+    queue_capacity: usize,
 }
 
 impl Default for Builder {
@@ -50,6 +56,7 @@ impl Default for Builder {
             sinks: Vec::new(),
             clock: None,
             trace_annotations: false,
+            queue_capacity: DEFAULT_QUEUE_CAPACITY,
         }
     }
 }
@@ -63,6 +70,7 @@ impl std::fmt::Debug for Builder {
             .field("jsonl_writer", &self.jsonl_writer.is_some())
             .field("sinks", &self.sinks.len())
             .field("custom_clock", &self.clock.is_some())
+            .field("queue_capacity", &self.queue_capacity)
             .finish()
     }
 }
@@ -90,6 +98,9 @@ impl Builder {
     }
 
     /// Appends JSON-lines records to the file at `path`. Overrides [`JSONL_ENV`].
+    ///
+    /// The file is created again when it is renamed or deleted (log rotation), and a write
+    /// that fails (a full disk) leaves no partial line.
     pub fn with_jsonl_path(mut self, path: impl Into<PathBuf>) -> Self {
         self.jsonl_path = Some(path.into());
         self.jsonl_writer = None;
@@ -100,6 +111,23 @@ impl Builder {
     pub fn with_jsonl_writer(mut self, writer: impl Write + Send + 'static) -> Self {
         self.jsonl_writer = Some(Box::new(writer));
         self.jsonl_path = None;
+        self
+    }
+
+    /// How many finished records (a request's, a summary) may wait for the console and
+    /// JSON-lines writer thread; more are dropped and counted
+    /// ([`MetricsHandle::sink_losses`](crate::MetricsHandle::sink_losses)), never waited
+    /// for. At least 1. Default: [`DEFAULT_QUEUE_CAPACITY`] (4,096).
+    ///
+    /// ```
+    /// let layer = omni_metrics::OmniMetricsLayer::builder()
+    ///     .with_queue_capacity(65_536) // long bursts, a slow terminal
+    ///     .build()?;
+    /// # drop(layer);
+    /// # Ok::<(), omni_metrics::BuildError>(())
+    /// ```
+    pub fn with_queue_capacity(mut self, capacity: usize) -> Self {
+        self.queue_capacity = capacity.max(1);
         self
     }
 
@@ -133,15 +161,14 @@ impl Builder {
     /// [`BuildError`] if the JSON-lines file (from [`Builder::with_jsonl_path`] or
     /// [`JSONL_ENV`]) cannot be opened for appending.
     pub fn build(self) -> Result<OmniMetricsLayer, BuildError> {
-        let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
-        if self.console {
+        let console = self.console.then(|| {
             let writer = self
                 .console_writer
                 .unwrap_or_else(|| Box::new(io::stderr()));
-            sinks.push(Box::new(ConsoleSink::new(writer, self.request_tables)));
-        }
+            ConsoleSink::new(writer, self.request_tables)
+        });
         let jsonl = match (self.jsonl_writer, self.jsonl_path) {
-            (Some(writer), _) => Some(writer),
+            (Some(writer), _) => Some(JsonLinesSink::new(writer)),
             (None, Some(path)) => Some(open_append(path, JsonlOrigin::Code)?),
             (None, None) => match std::env::var_os(JSONL_ENV) {
                 Some(path) if !path.is_empty() => {
@@ -150,13 +177,11 @@ impl Builder {
                 _ => None,
             },
         };
-        if let Some(writer) = jsonl {
-            sinks.push(Box::new(JsonLinesSink::new(writer)));
-        }
-        sinks.extend(self.sinks);
+        let writer = Writer::start(console, jsonl, self.queue_capacity);
         Ok(OmniMetricsLayer::from_parts(
             self.clock,
-            sinks,
+            self.sinks,
+            writer,
             self.trace_annotations,
         ))
     }
@@ -168,9 +193,9 @@ enum JsonlOrigin {
     Env,
 }
 
-fn open_append(path: PathBuf, origin: JsonlOrigin) -> Result<Box<dyn Write + Send>, BuildError> {
-    match OpenOptions::new().create(true).append(true).open(&path) {
-        Ok(file) => Ok(Box::new(file)),
+fn open_append(path: PathBuf, origin: JsonlOrigin) -> Result<JsonLinesSink, BuildError> {
+    match JsonLinesSink::append_to(&path) {
+        Ok(sink) => Ok(sink),
         Err(source) => Err(BuildError {
             path,
             from_env: matches!(origin, JsonlOrigin::Env),

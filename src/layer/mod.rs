@@ -34,6 +34,7 @@ use crate::convention::SpanKind;
 use crate::diagnostics::{self, Issue, IssueSet, Notice};
 use crate::handle::{MetricsHandle, Shared};
 use crate::report::Sink;
+use crate::report::writer::Writer;
 use crate::stats::{OverallSummary, RequestE2EStats, RequestStatus};
 
 /// The metrics layer: add it to a [`tracing_subscriber::Registry`].
@@ -43,6 +44,10 @@ use crate::stats::{OverallSummary, RequestE2EStats, RequestStatus};
 /// JSON lines, your own [`Sink`]s). It ignores every other span and all events, so put it
 /// beside your own layers and filters; give it no filter that drops `omni.*` spans, or their
 /// requests will be missing from the tables.
+///
+/// The console tables and JSON lines are written by the layer's own writer thread (see
+/// [`Builder`]); dropping the last clone of the layer (with its subscriber) waits up to
+/// [`DEFAULT_FLUSH_TIMEOUT`](crate::report::DEFAULT_FLUSH_TIMEOUT) for what is queued.
 ///
 /// ```
 /// use tracing_subscriber::prelude::*;
@@ -87,6 +92,8 @@ struct Inner {
     id: LayerId,
     clock: ClockSource,
     sinks: Vec<Box<dyn Sink>>,
+    /// The built-in console and JSON lines, on their writer thread.
+    writer: Option<Writer>,
     shared: Arc<Shared>,
     next_run: AtomicU64,
     next_request: AtomicU64,
@@ -123,6 +130,7 @@ impl std::fmt::Debug for OmniMetricsLayer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("OmniMetricsLayer")
             .field("sinks", &self.inner.sinks.len())
+            .field("writer", &self.inner.writer)
             .field(
                 "clock",
                 &match self.inner.clock {
@@ -148,6 +156,7 @@ impl OmniMetricsLayer {
     fn from_parts(
         clock: Option<Arc<dyn Clock>>,
         sinks: Vec<Box<dyn Sink>>,
+        writer: Option<Writer>,
         trace_annotations: bool,
     ) -> Self {
         let clock = match clock {
@@ -155,12 +164,17 @@ impl OmniMetricsLayer {
             None => ClockSource::Monotonic(MonotonicClock::new()),
         };
         static NEXT_LAYER: AtomicU64 = AtomicU64::new(1);
+        let shared = Shared::default();
+        if let Some(writer) = &writer {
+            let _ = shared.sink_writer.set(writer.state().clone());
+        }
         Self {
             inner: Arc::new(Inner {
                 id: NEXT_LAYER.fetch_add(1, Ordering::Relaxed),
                 clock,
                 sinks,
-                shared: Arc::new(Shared::default()),
+                writer,
+                shared: Arc::new(shared),
                 next_run: AtomicU64::new(1),
                 next_request: AtomicU64::new(1),
                 sink_panicked: std::sync::atomic::AtomicBool::new(false),
@@ -681,12 +695,15 @@ impl Inner {
         }
         let scope = request_id.clone();
         let report = acc.finish(request_id, status, scope, start, end);
-        if !self.sinks.is_empty() {
+        if !self.sinks.is_empty() || self.writer.is_some() {
             let mut scope = ScopeAcc::new(start);
             scope.add(&report);
             let summary = scope.summary(report.scope.clone());
             for sink in &self.sinks {
                 self.guarded(|| sink.on_summary(&summary));
+            }
+            if let Some(writer) = &self.writer {
+                writer.summary(summary);
             }
         }
         report
@@ -696,6 +713,10 @@ impl Inner {
         self.shared.record_request(&report);
         for sink in &self.sinks {
             self.guarded(|| sink.on_request(&report));
+        }
+        // Moved, not cloned, into the writer's queue: no formatting or I/O here.
+        if let Some(writer) = &self.writer {
+            writer.request(report);
         }
     }
 
@@ -717,6 +738,9 @@ impl Inner {
     fn emit_run_summary(&self, summary: OverallSummary) {
         for sink in &self.sinks {
             self.guarded(|| sink.on_summary(&summary));
+        }
+        if let Some(writer) = &self.writer {
+            writer.summary(summary.clone());
         }
         self.shared.record_run_summary(summary);
     }
@@ -785,10 +809,11 @@ where
     }
 
     fn on_register_dispatch(&self, subscriber: &tracing::Dispatch) {
+        if let Some(writer) = &self.inner.writer {
+            writer.state().register(subscriber);
+        }
         #[cfg(feature = "otlp")]
         let _ = self.dispatch.set(subscriber.downgrade());
-        #[cfg(not(feature = "otlp"))]
-        let _ = subscriber;
     }
 }
 

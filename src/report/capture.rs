@@ -5,7 +5,9 @@ use crate::stats::{OverallSummary, RequestE2EStats};
 
 /// Keeps every record in memory, in arrival order: for tests of your own pipeline.
 ///
-/// Clones share the same records.
+/// Clones share the same records. It runs synchronously, on the thread that closed the span
+/// (unlike the built-in console and JSON lines, which are written by the layer's writer
+/// thread), so a test reads a request's record as soon as its span has closed.
 ///
 /// ```
 /// use omni_metrics::report::CaptureSink;

@@ -1,4 +1,4 @@
-use std::io::Write;
+use std::io::{self, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, PoisonError};
 
@@ -8,7 +8,20 @@ use crate::stats::{OverallSummary, RequestE2EStats};
 /// Prints the tables to stderr or any writer, like vLLM-Omni's `--log-stats`.
 ///
 /// Each report is rendered first and written in one call, so tables from concurrent
-/// requests never interleave.
+/// requests never interleave. Text from the engine is escaped and capped (see
+/// [`table`]).
+///
+/// Used as a [`Sink`] of your own (`Builder::with_sink`), it renders and writes on the
+/// engine's thread and reports its first failed write as a warning. The layer's built-in
+/// console (`Builder::with_console`, `with_console_writer`) runs it on the layer's writer
+/// thread instead, and counts its failures in
+/// [`MetricsHandle::sink_losses`](crate::MetricsHandle::sink_losses).
+///
+/// ```
+/// use omni_metrics::report::ConsoleSink;
+/// let sink = ConsoleSink::new(std::io::stderr(), false); // summaries only
+/// # drop(sink);
+/// ```
 pub struct ConsoleSink {
     writer: Mutex<Box<dyn Write + Send>>,
     request_tables: bool,
@@ -34,10 +47,31 @@ impl ConsoleSink {
         }
     }
 
-    fn write(&self, text: &str) {
+    /// Whether it prints each request's tables (else only the summaries).
+    pub(crate) fn request_tables(&self) -> bool {
+        self.request_tables
+    }
+
+    /// Renders and writes a request's tables (nothing without request tables).
+    pub(crate) fn write_request(&self, request: &RequestE2EStats) -> io::Result<()> {
+        if self.request_tables {
+            self.write(&table::render_request(request))
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Renders and writes a summary.
+    pub(crate) fn write_summary(&self, summary: &OverallSummary) -> io::Result<()> {
+        self.write(&table::render_summary(summary))
+    }
+
+    fn write(&self, text: &str) -> io::Result<()> {
         let mut w = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
-        let result = w.write_all(text.as_bytes()).and_then(|()| w.flush());
-        drop(w);
+        w.write_all(text.as_bytes()).and_then(|()| w.flush())
+    }
+
+    fn warn_once(&self, result: io::Result<()>) {
         if let Err(error) = result {
             if !self.warned.swap(true, Ordering::Relaxed) {
                 tracing::warn!(
@@ -52,12 +86,10 @@ impl ConsoleSink {
 
 impl Sink for ConsoleSink {
     fn on_request(&self, request: &RequestE2EStats) {
-        if self.request_tables {
-            self.write(&table::render_request(request));
-        }
+        self.warn_once(self.write_request(request));
     }
 
     fn on_summary(&self, summary: &OverallSummary) {
-        self.write(&table::render_summary(summary));
+        self.warn_once(self.write_summary(summary));
     }
 }

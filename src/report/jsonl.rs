@@ -1,4 +1,6 @@
-use std::io::Write;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, PoisonError};
 
@@ -26,16 +28,23 @@ pub enum Record {
 
 impl Record {
     /// The record as one line of JSON, without the newline.
+    ///
+    /// Strings are escaped as JSON requires, and further: DEL, the C1 controls and the
+    /// Unicode marks that reorder text are written as `\u` escapes too, so `tail -f` on a
+    /// records file cannot send escape sequences to a terminal.
     pub fn to_json_line(&self) -> String {
+        let mut out = Vec::new();
         match self {
-            Record::Request(r) => line("request", r),
-            Record::Summary(s) => line("summary", s),
+            Record::Request(r) => serialize_line(&mut out, "request", r),
+            Record::Summary(s) => serialize_line(&mut out, "summary", s),
         }
+        // Serialized JSON is UTF-8.
+        String::from_utf8(out).unwrap_or_default()
     }
 }
 
-/// Serializes `{"type": kind, ...value}` without cloning the value into a [`Record`].
-fn line(kind: &'static str, value: &impl Serialize) -> String {
+/// Appends `{"type": kind, ...value}` to `out` without cloning the value into a [`Record`].
+fn serialize_line(out: &mut Vec<u8>, kind: &'static str, value: &impl Serialize) {
     #[derive(Serialize)]
     struct Tagged<'a, T> {
         #[serde(rename = "type")]
@@ -43,41 +52,286 @@ fn line(kind: &'static str, value: &impl Serialize) -> String {
         #[serde(flatten)]
         value: &'a T,
     }
-    // Serializing numbers, strings and maps into a String cannot fail; keep a record of the
-    // failure anyway rather than panicking in the engine.
-    serde_json::to_string(&Tagged { kind, value })
-        .unwrap_or_else(|e| format!(r#"{{"type":"error","message":"{e}"}}"#))
+    let start = out.len();
+    let mut serializer = serde_json::Serializer::with_formatter(&mut *out, SafeText);
+    // Serializing numbers, strings and maps into memory cannot fail; keep a record of the
+    // failure anyway rather than panicking.
+    if let Err(e) = (Tagged { kind, value }).serialize(&mut serializer) {
+        out.truncate(start);
+        let message = serde_json::to_string(&e.to_string()).unwrap_or_default();
+        out.extend_from_slice(format!(r#"{{"type":"error","message":{message}}}"#).as_bytes());
+    }
+}
+
+/// serde_json's compact output, with DEL, C1 controls and text-reordering marks escaped
+/// too (serde_json escapes only C0 controls, `"` and `\`).
+struct SafeText;
+
+impl serde_json::ser::Formatter for SafeText {
+    fn write_string_fragment<W: ?Sized + Write>(
+        &mut self,
+        writer: &mut W,
+        fragment: &str,
+    ) -> io::Result<()> {
+        let mut rest = fragment;
+        while let Some((i, c)) = rest.char_indices().find(|&(_, c)| unsafe_in_terminal(c)) {
+            writer.write_all(&rest.as_bytes()[..i])?;
+            write!(writer, "\\u{:04x}", c as u32)?;
+            rest = &rest[i + c.len_utf8()..];
+        }
+        writer.write_all(rest.as_bytes())
+    }
+}
+
+/// What serde_json leaves raw but a terminal may act on: DEL, C1 controls, bidirectional
+/// overrides and isolates, line and paragraph separators.
+fn unsafe_in_terminal(c: char) -> bool {
+    matches!(c, '\u{7f}'..='\u{9f}' | '\u{061c}' | '\u{200e}' | '\u{200f}' | '\u{2028}'..='\u{202e}'
+        | '\u{2066}'..='\u{2069}')
 }
 
 /// Writes one [`Record`] per line to a file or any writer, flushing after each record.
+///
+/// A line is never torn or glued to another: each record goes out in one write of the
+/// full line. When a write fails, a file opened with [`JsonLinesSink::append_to`] is cut
+/// back to its length before the record; on any other writer, the next record starts with
+/// a newline, so it never continues a fragment. A file opened with `append_to` is
+/// reopened (created again) when it was renamed or deleted, as log rotation does.
+///
+/// Used as a [`Sink`] of your own (`Builder::with_sink`), it serializes and writes on the
+/// engine's thread and reports its first failed write as a warning. The layer's built-in
+/// JSON lines (`Builder::with_jsonl_path`, `with_jsonl_writer`, `OMNI_METRICS_JSONL`) run it
+/// on the layer's writer thread instead, and count its failures in
+/// [`MetricsHandle::sink_losses`](crate::MetricsHandle::sink_losses).
+///
+/// ```
+/// use omni_metrics::report::JsonLinesSink;
+/// let sink = JsonLinesSink::new(std::io::sink());
+/// # drop(sink);
+/// ```
 #[derive(Debug)]
 pub struct JsonLinesSink {
-    writer: Mutex<WriterBox>,
+    out: Mutex<Output>,
     warned: AtomicBool,
 }
 
-struct WriterBox(Box<dyn Write + Send>);
+/// Where the lines go, with the buffer each line is built in.
+#[derive(Debug)]
+struct Output {
+    target: Target,
+    line: Vec<u8>,
+}
 
-impl std::fmt::Debug for WriterBox {
+enum Target {
+    /// Any writer: after a failed write the next line starts with `\n`.
+    Writer {
+        writer: Box<dyn Write + Send>,
+        /// A fragment of a failed line may be there: start the next with a newline.
+        torn: bool,
+    },
+    /// A file by path: cut back after a failed write, reopened after rotation.
+    File(PathFile),
+}
+
+impl std::fmt::Debug for Target {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Write")
+        match self {
+            Target::Writer { torn, .. } => f.debug_struct("Writer").field("torn", torn).finish(),
+            Target::File(file) => f
+                .debug_struct("File")
+                .field("path", &file.path)
+                .field("torn", &file.torn)
+                .finish(),
+        }
     }
+}
+
+/// An append-only file by path, and the identity of the file that path named when opened.
+struct PathFile {
+    path: PathBuf,
+    file: Option<(File, FileId)>,
+    /// A fragment could not be cut back: start the next line with a newline.
+    torn: bool,
+}
+
+/// What identifies a file across renames: (device, inode) on Unix.
+#[cfg(unix)]
+type FileId = (u64, u64);
+#[cfg(not(unix))]
+type FileId = ();
+
+#[cfg(unix)]
+fn file_id(meta: &std::fs::Metadata) -> FileId {
+    use std::os::unix::fs::MetadataExt;
+    (meta.dev(), meta.ino())
+}
+
+#[cfg(not(unix))]
+fn file_id(_meta: &std::fs::Metadata) -> FileId {}
+
+/// Opens `path` for appending, creating it.
+pub(crate) fn open_append(path: &Path) -> io::Result<File> {
+    OpenOptions::new().create(true).append(true).open(path)
+}
+
+impl PathFile {
+    fn open(path: PathBuf) -> io::Result<Self> {
+        let file = open_append(&path)?;
+        let id = file_id(&file.metadata()?);
+        Ok(Self {
+            path,
+            file: Some((file, id)),
+            torn: false,
+        })
+    }
+
+    /// The open file, reopened first if the path now names another file or none (renamed
+    /// or deleted by log rotation).
+    fn current(&mut self) -> io::Result<&mut File> {
+        let stale = match (&self.file, std::fs::metadata(&self.path)) {
+            (None, _) => true,
+            (Some(_), Err(e)) => e.kind() == io::ErrorKind::NotFound,
+            (Some((_, id)), Ok(meta)) => file_id(&meta) != *id,
+        };
+        if stale {
+            self.file = None;
+            let file = open_append(&self.path)?;
+            let id = file_id(&file.metadata()?);
+            self.torn = false;
+            self.file = Some((file, id));
+        }
+        match &mut self.file {
+            Some((file, _)) => Ok(file),
+            None => Err(io::Error::other("the JSON-lines file is not open")),
+        }
+    }
+
+    /// Appends `line`; on failure cuts the file back to its length before, so no fragment
+    /// stays (or, if that fails too, marks the next line to start with a newline).
+    fn append(&mut self, line: &[u8]) -> io::Result<()> {
+        let prefix: &[u8] = if self.torn { b"\n" } else { b"" };
+        let file = self.current()?;
+        let before = file.metadata()?.len();
+        let (written, result) = write_line(file, prefix, line);
+        match result {
+            Ok(()) => {
+                self.torn = false;
+                Ok(())
+            }
+            Err(error) => {
+                if written > 0 && file.set_len(before).is_err() {
+                    self.torn = true;
+                }
+                Err(error)
+            }
+        }
+    }
+}
+
+/// Writes `prefix` then `line` as one buffer (one `write` call when the writer takes it all)
+/// and flushes. Returns how many bytes reached the writer, and the outcome.
+fn write_line(writer: &mut dyn Write, prefix: &[u8], line: &[u8]) -> (usize, io::Result<()>) {
+    let mut buf;
+    let bytes = if prefix.is_empty() {
+        line
+    } else {
+        buf = Vec::with_capacity(prefix.len() + line.len());
+        buf.extend_from_slice(prefix);
+        buf.extend_from_slice(line);
+        &buf[..]
+    };
+    let mut written = 0;
+    while written < bytes.len() {
+        match writer.write(&bytes[written..]) {
+            Ok(0) => return (written, Err(io::ErrorKind::WriteZero.into())),
+            Ok(n) => written += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return (written, Err(e)),
+        }
+    }
+    // A buffered writer may only fail here; whether its bytes went out is then unknown.
+    let flushed = writer.flush();
+    (
+        if flushed.is_ok() {
+            written
+        } else {
+            written.max(1)
+        },
+        flushed,
+    )
 }
 
 impl JsonLinesSink {
     /// Writes records to `writer`.
     pub fn new(writer: impl Write + Send + 'static) -> Self {
+        Self::with_target(Target::Writer {
+            writer: Box::new(writer),
+            torn: false,
+        })
+    }
+
+    /// Appends records to the file at `path` (created if missing). The file is reopened when
+    /// it is renamed or deleted (log rotation), and a failed write (a full disk) is cut back
+    /// so that no partial line stays.
+    ///
+    /// # Errors
+    ///
+    /// The file cannot be opened for appending.
+    ///
+    /// ```no_run
+    /// let sink = omni_metrics::report::JsonLinesSink::append_to("records.jsonl")?;
+    /// # drop(sink);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn append_to(path: impl Into<PathBuf>) -> io::Result<Self> {
+        Ok(Self::with_target(Target::File(PathFile::open(
+            path.into(),
+        )?)))
+    }
+
+    fn with_target(target: Target) -> Self {
         Self {
-            writer: Mutex::new(WriterBox(Box::new(writer))),
+            out: Mutex::new(Output {
+                target,
+                line: Vec::with_capacity(1024),
+            }),
             warned: AtomicBool::new(false),
         }
     }
 
-    fn write(&self, mut line: String) {
-        line.push('\n');
-        let mut w = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
-        let result = w.0.write_all(line.as_bytes()).and_then(|()| w.0.flush());
-        drop(w);
+    /// Serializes and writes one request record.
+    pub(crate) fn write_request(&self, request: &RequestE2EStats) -> io::Result<()> {
+        self.write_record("request", request)
+    }
+
+    /// Serializes and writes one summary record.
+    pub(crate) fn write_summary(&self, summary: &OverallSummary) -> io::Result<()> {
+        self.write_record("summary", summary)
+    }
+
+    fn write_record(&self, kind: &'static str, value: &impl Serialize) -> io::Result<()> {
+        let mut out = self.out.lock().unwrap_or_else(PoisonError::into_inner);
+        let Output { target, line } = &mut *out;
+        line.clear();
+        serialize_line(line, kind, value);
+        line.push(b'\n');
+        match target {
+            Target::File(file) => file.append(line),
+            Target::Writer { writer, torn } => {
+                let prefix: &[u8] = if *torn { b"\n" } else { b"" };
+                let (written, result) = write_line(writer.as_mut(), prefix, line);
+                // A newline is owed only if a fragment may be there.
+                *torn = if result.is_ok() {
+                    false
+                } else {
+                    *torn || written > 0
+                };
+                result
+            }
+        }
+    }
+
+    fn warn_once(&self, result: io::Result<()>) {
         if let Err(error) = result {
             if !self.warned.swap(true, Ordering::Relaxed) {
                 tracing::warn!(
@@ -92,10 +346,30 @@ impl JsonLinesSink {
 
 impl Sink for JsonLinesSink {
     fn on_request(&self, request: &RequestE2EStats) {
-        self.write(line("request", request));
+        self.warn_once(self.write_request(request));
     }
 
     fn on_summary(&self, summary: &OverallSummary) {
-        self.write(line("summary", summary));
+        self.warn_once(self.write_summary(summary));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn terminal_controls_are_escaped_and_the_text_survives() {
+        let record = Record::Summary(OverallSummary {
+            scope: "a\u{7f}\u{9b}\u{202e}\u{2028}\n\u{1b}é".into(),
+            ..Default::default()
+        });
+        let line = record.to_json_line();
+        assert!(
+            line.contains(r#""scope":"a\u007f\u009b\u202e\u2028\n\u001bé""#),
+            "{line}"
+        );
+        let back: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+        assert_eq!(back["scope"], "a\u{7f}\u{9b}\u{202e}\u{2028}\n\u{1b}é");
     }
 }

@@ -1,25 +1,35 @@
 //! Reports and sinks: where finished requests and scopes go.
 //!
-//! The layer calls every [`Sink`] once per finished request and once per finished scope,
-//! from the thread that closed the span, with no span lock held. The built-in sinks are the
-//! console tables ([`ConsoleSink`], rendered by [`table`]), JSON lines ([`JsonLinesSink`],
-//! one [`Record`] per line) and an in-memory [`CaptureSink`] for tests.
+//! The layer calls every [`Sink`] of yours once per finished request and once per finished
+//! scope, from the thread that closed the span, with no span lock held. The built-in sinks
+//! are the console tables ([`ConsoleSink`], rendered by [`table`]), JSON lines
+//! ([`JsonLinesSink`], one [`Record`] per line) and an in-memory [`CaptureSink`] for tests.
+//!
+//! The layer's built-in console and JSON lines run on a writer thread of their own, fed by
+//! a bounded queue: the engine's thread only queues the finished record, and a record that
+//! does not fit is dropped and counted ([`SinkLosses`]), never waited for.
+//! [`MetricsHandle::flush`](crate::MetricsHandle::flush) waits for what is queued, and
+//! dropping the [`OmniGuard`](crate::OmniGuard) flushes within [`DEFAULT_FLUSH_TIMEOUT`].
+//! [`CaptureSink`] stays synchronous: a test reads it right after the span closes.
 
 mod capture;
 mod console;
 mod jsonl;
 pub mod table;
+pub(crate) mod writer;
 
 pub use capture::CaptureSink;
 pub use console::ConsoleSink;
 pub use jsonl::{JsonLinesSink, Record};
+pub use writer::{DEFAULT_FLUSH_TIMEOUT, DEFAULT_QUEUE_CAPACITY, FlushError, SinkLosses};
 
 use crate::stats::{OverallSummary, RequestE2EStats};
 
 /// Receives finished requests and scopes from an [`OmniMetricsLayer`](crate::OmniMetricsLayer).
 ///
-/// Called on the engine's threads: keep it quick, and never panic (a panic would unwind
-/// into the engine's `drop` of a span).
+/// Called on the engine's threads: keep it quick, never block on I/O (hand the work to a
+/// thread of yours, as the built-in console and JSON lines do), and never panic (a panic is
+/// caught, reported once, and the record skipped).
 ///
 /// ```
 /// use omni_metrics::report::Sink;

@@ -5,12 +5,76 @@
 //! separators (`5,202`), floats three decimals (`41,299.190`); labels are left-aligned and
 //! numbers right-aligned. A stage or edge row that is zero or empty in every column is left
 //! out, so an LLM-only pipeline shows no image rows.
+//!
+//! Text from the engine (request ids, scopes, stage names, resolutions) is printed safely:
+//! control characters become visible escapes (`\n`, `\x1b`, `\u{9b}`), so a request id
+//! cannot forge a table row or send a terminal escape sequence, and every cell and title is
+//! cut at [`MAX_CELL_CHARS`] characters, so a huge value renders in microseconds.
+
+use std::borrow::Cow;
+use std::fmt::Write as _;
 
 use comfy_table::presets::ASCII_MARKDOWN;
 use comfy_table::{CellAlignment, ContentArrangement, Table};
 
 use crate::stats::{OverallSummary, RequestE2EStats, StageRequestStats, TransferEdgeStats};
 
+/// The longest text a table cell or a title shows, in characters (escapes included).
+///
+/// Longer text is cut there and ends with `…` and its full length in bytes, e.g.
+/// `xxxx… (4,194,304 bytes)`: a 10 MiB `resolution` renders as fast as a short one.
+pub const MAX_CELL_CHARS: usize = 256;
+
+/// Whether `c` may not reach a terminal as is: C0 controls (newline included), DEL, C1
+/// controls (`U+0080..=U+009F`, e.g. the 8-bit CSI `U+009B`), and the Unicode marks that
+/// reorder or hide text (bidirectional overrides and isolates, line/paragraph separators).
+fn must_escape(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{061c}' | '\u{200e}' | '\u{200f}' | '\u{2028}' | '\u{2029}' | '\u{202a}'..='\u{202e}'
+                | '\u{2066}'..='\u{2069}'
+        )
+}
+
+/// `text` as it may be printed: escaped (see [`must_escape`]; in cells `|` too, so no
+/// column can be forged) and cut at [`MAX_CELL_CHARS`]. Borrows when nothing changes.
+///
+/// Runs in time proportional to the cap, not to the text.
+fn printable(text: &str, in_cell: bool) -> Cow<'_, str> {
+    let clean = |c: char| !(must_escape(c) || (in_cell && c == '|'));
+    if text.len() <= MAX_CELL_CHARS && text.chars().all(clean) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(MAX_CELL_CHARS + 32);
+    let mut shown = 0;
+    for (i, c) in text.char_indices() {
+        let start = out.len();
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '|' if in_cell => out.push_str("\\|"),
+            c if must_escape(c) && (c as u32) < 0x80 => {
+                let _ = write!(out, "\\x{:02x}", c as u32);
+            }
+            c if must_escape(c) => {
+                let _ = write!(out, "\\u{{{:x}}}", c as u32);
+            }
+            c => out.push(c),
+        }
+        // Escapes are ASCII, so bytes written = characters shown for them.
+        shown += if clean(c) { 1 } else { out.len() - start };
+        if shown > MAX_CELL_CHARS || (shown == MAX_CELL_CHARS && i + c.len_utf8() < text.len()) {
+            out.truncate(start);
+            let _ = write!(out, "… ({} bytes)", format_int(text.len() as u64));
+            return Cow::Owned(out);
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// An integer with thousands
 /// An integer with thousands separators: `5202` -> `5,202`.
 ///
 /// ```
@@ -33,7 +97,9 @@ pub fn format_float(v: f64) -> String {
     }
     let text = format!("{v:.3}");
     let (sign, digits) = match text.strip_prefix('-') {
-        Some(rest) => ("-", rest),
+        // A value that rounds to zero prints as 0.000, never -0.000.
+        Some(rest) if rest.bytes().any(|b| matches!(b, b'1'..=b'9')) => ("-", rest),
+        Some(rest) => ("", rest),
         None => ("", text.as_str()),
     };
     let (int, frac) = digits.split_once('.').unwrap_or((digits, "000"));
@@ -86,8 +152,23 @@ fn opt_int(v: Option<u64>) -> Cell {
 
 fn text(v: Option<&str>) -> Cell {
     Cell {
-        text: v.unwrap_or_default().to_owned(),
+        text: printable(v.unwrap_or_default(), true).into_owned(),
         blank: v.is_none_or(str::is_empty),
+    }
+}
+
+/// `batch_id`: blank where the stage recorded none (0 is a batch, absent is not).
+fn batch(s: &StageRequestStats) -> Cell {
+    if s.batch_recorded || s.batch_id != 0 {
+        Cell {
+            text: format_int(s.batch_id),
+            blank: false,
+        }
+    } else {
+        Cell {
+            text: String::new(),
+            blank: true,
+        }
     }
 }
 
@@ -197,15 +278,40 @@ pub fn request_table(r: &RequestE2EStats) -> String {
     t.to_string()
 }
 
-/// The `StageRequestStats` table: one column per stage id, the seed's rows in its
-/// (alphabetical) order, then `queue_time_ms`.
+/// The `StageRequestStats` table as the seed prints it: one column per stage, headed by its
+/// id; the seed's rows in its (alphabetical) order, then `queue_time_ms`.
+///
+/// `batch_id` is shown when any stage recorded one, 0 included (batch 0 is a batch).
 pub fn stage_table(stages: &[StageRequestStats]) -> String {
+    stage_table_with(stages, |s| s.stage_id.to_string())
+}
+
+/// [`stage_table`] with each column headed `"{id} {name}"` when the stage has a name
+/// (`0 thinker`), as the console prints it.
+///
+/// ```
+/// use omni_metrics::stats::StageRequestStats;
+/// let thinker = StageRequestStats { stage_id: 0, stage_name: Some("thinker".into()), num_tokens_in: 9, ..Default::default() };
+/// let table = omni_metrics::report::table::stage_table_named(&[thinker]);
+/// assert!(table.lines().next().is_some_and(|header| header.contains("0 thinker")));
+/// ```
+pub fn stage_table_named(stages: &[StageRequestStats]) -> String {
+    stage_table_with(stages, |s| match &s.stage_name {
+        Some(name) => format!("{} {}", s.stage_id, printable(name, true)),
+        None => s.stage_id.to_string(),
+    })
+}
+
+fn stage_table_with(
+    stages: &[StageRequestStats],
+    heading: impl Fn(&StageRequestStats) -> String,
+) -> String {
     let mut header = vec!["Field".to_owned()];
-    header.extend(stages.iter().map(|s| s.stage_id.to_string()));
+    header.extend(stages.iter().map(heading));
     let mut t = new_table(header);
     let rows: [Row<StageRequestStats>; 10] = [
         ("audio_generated_frames", |s| int(s.audio_generated_frames)),
-        ("batch_id", |s| int(s.batch_id)),
+        ("batch_id", batch),
         ("batch_size", |s| int(s.batch_size)),
         ("image_num", |s| opt_int(s.image_num)),
         ("num_tokens_in", |s| int(s.num_tokens_in)),
@@ -238,33 +344,41 @@ pub fn transfer_table(edges: &[TransferEdgeStats]) -> String {
     t.to_string()
 }
 
-/// The summary with its title, as the console prints it.
+/// The summary with its title, as the console prints it: the title, the table and a blank
+/// line (so consecutive reports stay apart). The scope is escaped and capped.
 pub fn render_summary(s: &OverallSummary) -> String {
     format!(
-        "Overall Summary (scope {})\n{}\n",
-        s.scope,
+        "Overall Summary (scope {})\n{}\n\n",
+        printable(&s.scope, false),
         summary_table(s)
     )
 }
 
-/// A request's three tables with their titles, as the console prints them. Stage and
-/// transfer tables are left out when the request has no stage or no transfer.
+/// A request's three tables with their titles, as the console prints them: each title and
+/// table followed by a blank line; stage columns headed `"{id} {name}"`
+/// ([`stage_table_named`]). Stage and transfer tables are left out when the request has no
+/// stage or no transfer. The request id and scope are escaped and capped.
 pub fn render_request(r: &RequestE2EStats) -> String {
     let mut out = format!(
-        "RequestE2EStats (request {}, status {}, scope {})\n{}\n",
-        r.request_id,
+        "RequestE2EStats (request {}, status {}, scope {})\n{}\n\n",
+        printable(&r.request_id, false),
         r.status.as_str(),
-        r.scope,
+        printable(&r.scope, false),
         request_table(r)
     );
     if !r.stages.is_empty() {
-        out.push_str(&format!("StageRequestStats\n{}\n", stage_table(&r.stages)));
+        let _ = write!(
+            out,
+            "StageRequestStats\n{}\n\n",
+            stage_table_named(&r.stages)
+        );
     }
     if !r.transfers.is_empty() {
-        out.push_str(&format!(
-            "TransferEdgeStats\n{}\n",
+        let _ = write!(
+            out,
+            "TransferEdgeStats\n{}\n\n",
             transfer_table(&r.transfers)
-        ));
+        );
     }
     out
 }
@@ -279,6 +393,35 @@ mod tests {
         assert_eq!(format_float(999.9996), "1,000.000");
         assert_eq!(format_float(-1234.5), "-1,234.500");
         assert_eq!(format_float(f64::NAN), "NaN");
+        assert_eq!(format_float(-0.0), "0.000");
+        assert_eq!(format_float(-0.0004), "0.000");
+    }
+
+    #[test]
+    fn printable_escapes_controls_and_keeps_plain_text() {
+        assert!(matches!(printable("r-17 thinker", true), Cow::Borrowed(_)));
+        assert_eq!(printable("a\nb\r\t|", false), "a\\nb\\r\\t|");
+        assert_eq!(printable("a|b", true), "a\\|b");
+        assert_eq!(printable("\x1b[2J\x00\x7f", false), "\\x1b[2J\\x00\\x7f");
+        assert_eq!(printable("\u{9b}\u{202e}é", false), "\\u{9b}\\u{202e}é");
+    }
+
+    #[test]
+    fn printable_caps_at_the_limit_and_says_the_length() {
+        let exact = "é".repeat(MAX_CELL_CHARS);
+        assert_eq!(printable(&exact, true), exact.as_str());
+        let long = "é".repeat(MAX_CELL_CHARS + 1);
+        let cut = printable(&long, true);
+        assert_eq!(
+            cut,
+            format!("{}… (514 bytes)", "é".repeat(MAX_CELL_CHARS - 1))
+        );
+        // An escape is never cut in half.
+        let newlines = "\n".repeat(MAX_CELL_CHARS);
+        let cut = printable(&newlines, false);
+        assert!(cut.starts_with("\\n\\n"), "{cut}");
+        assert!(cut.ends_with("\\n… (256 bytes)"), "{cut}");
+        assert!(cut.chars().count() <= MAX_CELL_CHARS + 20);
     }
 
     #[test]

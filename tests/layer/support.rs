@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 
 use omni_metrics::clock::ManualClock;
 use omni_metrics::report::CaptureSink;
-use omni_metrics::{MetricsHandle, OmniMetricsLayer};
+use omni_metrics::{Builder, MetricsHandle, OmniMetricsLayer};
 use tracing::Dispatch;
 use tracing_subscriber::prelude::*;
 
@@ -19,12 +19,19 @@ pub(crate) struct Harness {
 
 impl Harness {
     pub(crate) fn new() -> Self {
+        Self::with(|builder| builder)
+    }
+
+    /// [`Harness::new`], with more configuration (the console is off unless `configure`
+    /// turns it on).
+    pub(crate) fn with(configure: impl FnOnce(Builder) -> Builder) -> Self {
         let clock = ManualClock::new();
         let capture = CaptureSink::new();
-        let layer = OmniMetricsLayer::builder()
+        let builder = OmniMetricsLayer::builder()
             .with_console(false)
             .with_clock(clock.clone())
-            .with_sink(capture.clone())
+            .with_sink(capture.clone());
+        let layer = configure(builder)
             .build()
             .expect("no JSON-lines file is configured");
         let handle = layer.handle();
@@ -45,6 +52,30 @@ impl Harness {
     /// Sets the clock to `ms` milliseconds (rounded to the nanosecond).
     pub(crate) fn at(&self, ms: f64) {
         self.clock.set_ns(ns(ms));
+    }
+}
+
+/// An in-memory writer whose clones share the bytes (a console to read back).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct SharedBuf(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl SharedBuf {
+    pub(crate) fn text(&self) -> String {
+        let bytes = self.0.lock().map(|b| b.clone()).unwrap_or_default();
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+}
+
+impl std::io::Write for SharedBuf {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .map_err(|_| std::io::Error::other("poisoned"))?
+            .extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 

@@ -1,0 +1,424 @@
+//! The built-in sinks' writer thread: the engine's threads only queue finished records.
+//!
+//! The console tables and the JSON lines are rendered, serialized and written on one
+//! background thread per layer, fed by a bounded queue, as `tracing-appender`'s
+//! non-blocking writer does. The engine's thread moves the finished record into the queue
+//! and returns: no formatting, no serialization, no write. When the queue is full the record
+//! is dropped and counted, never waited for (a full stderr pipe cannot stall the engine).
+//! Failed writes are counted too. The first loss of each kind is reported once as a `WARN`
+//! event (target `omni_metrics::diagnostics`) saying what to do; every loss is counted in
+//! [`MetricsHandle::sink_losses`](crate::MetricsHandle::sink_losses).
+//!
+//! The writer thread never traces into the engine's subscriber (it runs under a no-op
+//! default subscriber). Loss warnings are emitted from a short-lived thread of their own
+//! into the layer's subscriber, so that neither the engine nor the writer waits on the log
+//! output (which may be the very stderr that is full).
+
+use std::io;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
+use std::sync::{Arc, Condvar, Mutex, OnceLock, PoisonError};
+use std::time::{Duration, Instant};
+
+use tracing::dispatcher::WeakDispatch;
+
+use super::{ConsoleSink, JsonLinesSink};
+use crate::stats::{OverallSummary, RequestE2EStats};
+
+/// Default capacity of the queue between the engine's threads and the writer thread, in
+/// records; set it with [`Builder::with_queue_capacity`](crate::Builder::with_queue_capacity).
+///
+/// An online request makes two records (its summary and itself), a run one per request
+/// plus its summary. Rendering a request's tables takes the writer some 40 µs (release
+/// build), so 4,096 records absorb a stall of the console of about 2,000 requests (a paused
+/// terminal, a slow pipe, a disk hiccup) before records are dropped, while the queue stays
+/// small: 24 bytes a slot allocated up front, and at most a few MiB of queued records.
+pub const DEFAULT_QUEUE_CAPACITY: usize = 4096;
+
+/// How long dropping an [`OmniGuard`](crate::OmniGuard), or the last handle to a layer,
+/// waits for queued records to be written: 2 s. A stuck writer (a full stderr pipe) cannot
+/// hold the engine's shutdown longer.
+pub const DEFAULT_FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How long the final loss warning of a shutdown may take to print, after the flush.
+const REPORT_WAIT: Duration = Duration::from_millis(250);
+
+/// Records the built-in sinks lost, by cause, since the layer was built.
+///
+/// ```
+/// let layer = omni_metrics::OmniMetricsLayer::builder().with_console(false).build()?;
+/// assert_eq!(layer.handle().sink_losses().total(), 0);
+/// # Ok::<(), omni_metrics::BuildError>(())
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SinkLosses {
+    /// Records dropped because the writer's queue was full (or its thread could not
+    /// start): raise [`Builder::with_queue_capacity`](crate::Builder::with_queue_capacity),
+    /// or find what slows the console down.
+    pub queue_full: u64,
+    /// Console reports (a request's tables or a summary) whose write failed.
+    pub console_failed: u64,
+    /// JSON-lines records whose write failed (a full disk, a removed directory); no partial
+    /// line is left.
+    pub jsonl_failed: u64,
+}
+
+impl SinkLosses {
+    /// All losses: `queue_full + console_failed + jsonl_failed`.
+    pub fn total(&self) -> u64 {
+        self.queue_full
+            .saturating_add(self.console_failed)
+            .saturating_add(self.jsonl_failed)
+    }
+}
+
+/// A flush did not finish in time: the writer is stuck or slow.
+///
+/// ```
+/// # use std::time::Duration;
+/// let layer = omni_metrics::OmniMetricsLayer::builder().with_console(false).build()?;
+/// if let Err(e) = layer.handle().flush(Duration::from_secs(2)) {
+///     eprintln!("{e}");
+/// }
+/// # Ok::<(), omni_metrics::BuildError>(())
+/// ```
+#[derive(Clone, Copy, Debug, thiserror::Error)]
+#[error(
+    "{pending} metrics records were still queued after {timeout:?}: the console or JSON-lines \
+     writer is blocked or slow (a full stderr pipe, a stalled disk?); they may be lost"
+)]
+pub struct FlushError {
+    pending: u64,
+    timeout: Duration,
+}
+
+impl FlushError {
+    /// Records still queued (or being written) when the flush gave up.
+    pub fn pending(&self) -> u64 {
+        self.pending
+    }
+}
+
+/// One queued record. Boxed so that a queue slot is two words.
+enum Job {
+    Request(Box<RequestE2EStats>),
+    Summary(Box<OverallSummary>),
+}
+
+/// A kind of loss, and its bit in [`WriterState::reported`].
+#[derive(Clone, Copy)]
+enum Loss {
+    QueueFull = 1,
+    Console = 2,
+    Jsonl = 4,
+}
+
+/// The engine's side of the writer: owned by the layer.
+pub(crate) struct Writer {
+    tx: Option<SyncSender<Job>>,
+    state: Arc<WriterState>,
+    /// Whether request records are wanted (JSON lines, or console request tables).
+    requests: bool,
+}
+
+impl std::fmt::Debug for Writer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Writer")
+            .field("capacity", &self.state.capacity)
+            .field("requests", &self.requests)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What the layer, the writer thread and the handles share.
+#[derive(Debug)]
+pub(crate) struct WriterState {
+    capacity: usize,
+    /// Records accepted into the queue.
+    queued: AtomicU64,
+    /// Records the thread has finished with (written or failed).
+    done: AtomicU64,
+    /// The thread has ended: nothing more will be done.
+    stopped: AtomicBool,
+    /// Wakes flushers when `done` or `stopped` changes.
+    progress: Mutex<()>,
+    progressed: Condvar,
+    queue_full: AtomicU64,
+    console_failed: AtomicU64,
+    jsonl_failed: AtomicU64,
+    /// Which kinds of loss were reported ([`Loss`] bits), and the final report (bit 8).
+    reported: AtomicU8,
+    /// The subscriber the layer is in: where loss warnings go.
+    dispatch: OnceLock<WeakDispatch>,
+    /// Why the thread could not start, if it could not (every record is then lost).
+    start_error: OnceLock<String>,
+}
+
+const FINAL_REPORTED: u8 = 8;
+
+impl Writer {
+    /// Starts the writer thread for the built-in `console` and `jsonl` sinks; `None` when
+    /// there is neither.
+    pub(crate) fn start(
+        console: Option<ConsoleSink>,
+        jsonl: Option<JsonLinesSink>,
+        capacity: usize,
+    ) -> Option<Self> {
+        if console.is_none() && jsonl.is_none() {
+            return None;
+        }
+        let capacity = capacity.max(1);
+        let requests = jsonl.is_some() || console.as_ref().is_some_and(ConsoleSink::request_tables);
+        let state = Arc::new(WriterState {
+            capacity,
+            queued: AtomicU64::new(0),
+            done: AtomicU64::new(0),
+            stopped: AtomicBool::new(false),
+            progress: Mutex::new(()),
+            progressed: Condvar::new(),
+            queue_full: AtomicU64::new(0),
+            console_failed: AtomicU64::new(0),
+            jsonl_failed: AtomicU64::new(0),
+            reported: AtomicU8::new(0),
+            dispatch: OnceLock::new(),
+            start_error: OnceLock::new(),
+        });
+        let (tx, rx) = std::sync::mpsc::sync_channel(capacity);
+        let thread_state = state.clone();
+        let spawned = std::thread::Builder::new()
+            .name("omni-metrics-writer".into())
+            .spawn(move || run(&rx, console.as_ref(), jsonl.as_ref(), &thread_state));
+        let tx = match spawned {
+            Ok(_) => Some(tx),
+            Err(error) => {
+                state.stopped.store(true, Ordering::Release);
+                let _ = state.start_error.set(error.to_string());
+                None
+            }
+        };
+        Some(Self {
+            tx,
+            state,
+            requests,
+        })
+    }
+
+    /// The state the handles read.
+    pub(crate) fn state(&self) -> &Arc<WriterState> {
+        &self.state
+    }
+
+    /// Queues a finished request (if a built-in sink wants it); never blocks.
+    #[inline]
+    pub(crate) fn request(&self, request: RequestE2EStats) {
+        if self.requests {
+            self.send(Job::Request(Box::new(request)));
+        }
+    }
+
+    /// Queues a finished scope's summary; never blocks.
+    #[inline]
+    pub(crate) fn summary(&self, summary: OverallSummary) {
+        self.send(Job::Summary(Box::new(summary)));
+    }
+
+    fn send(&self, job: Job) {
+        let sent = match &self.tx {
+            Some(tx) => tx.try_send(job),
+            None => Err(TrySendError::Disconnected(job)),
+        };
+        match sent {
+            Ok(()) => {
+                self.state.queued.fetch_add(1, Ordering::Release);
+            }
+            // Dropped here, on the engine's thread: freeing memory, no I/O.
+            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+                self.state.lost(Loss::QueueFull, None);
+            }
+        }
+    }
+}
+
+impl Drop for Writer {
+    /// The layer is gone: the thread writes what is queued and ends; wait for it at most
+    /// [`DEFAULT_FLUSH_TIMEOUT`].
+    fn drop(&mut self) {
+        drop(self.tx.take());
+        let _ = self.state.flush(DEFAULT_FLUSH_TIMEOUT);
+    }
+}
+
+/// The writer thread: renders, serializes and writes each record, until the layer is gone.
+fn run(
+    rx: &Receiver<Job>,
+    console: Option<&ConsoleSink>,
+    jsonl: Option<&JsonLinesSink>,
+    state: &WriterState,
+) {
+    // Never trace into the engine's subscriber (no feedback from a writer that logs).
+    let _quiet = tracing::subscriber::set_default(tracing::subscriber::NoSubscriber::default());
+    while let Ok(job) = rx.recv() {
+        let (console_result, jsonl_result) = match &job {
+            Job::Request(r) => (
+                console.map(|c| attempt(|| c.write_request(r))),
+                jsonl.map(|j| attempt(|| j.write_request(r))),
+            ),
+            Job::Summary(s) => (
+                console.map(|c| attempt(|| c.write_summary(s))),
+                jsonl.map(|j| attempt(|| j.write_summary(s))),
+            ),
+        };
+        drop(job);
+        if let Some(Err(error)) = console_result {
+            state.lost(Loss::Console, Some(&error));
+        }
+        if let Some(Err(error)) = jsonl_result {
+            state.lost(Loss::Jsonl, Some(&error));
+        }
+        state.done.fetch_add(1, Ordering::Release);
+        state.wake();
+    }
+    state.stopped.store(true, Ordering::Release);
+    state.wake();
+}
+
+/// Runs one sink write; a panicking writer is a failed write, not a dead thread.
+fn attempt(write: impl FnOnce() -> io::Result<()>) -> io::Result<()> {
+    catch_unwind(AssertUnwindSafe(write))
+        .unwrap_or_else(|_| Err(io::Error::other("the writer panicked")))
+}
+
+impl WriterState {
+    /// Remembers the subscriber the layer is in, for loss warnings (the first one wins).
+    pub(crate) fn register(&self, dispatch: &tracing::Dispatch) {
+        let _ = self.dispatch.set(dispatch.downgrade());
+    }
+
+    /// The losses so far.
+    pub(crate) fn losses(&self) -> SinkLosses {
+        SinkLosses {
+            queue_full: self.queue_full.load(Ordering::Relaxed),
+            console_failed: self.console_failed.load(Ordering::Relaxed),
+            jsonl_failed: self.jsonl_failed.load(Ordering::Relaxed),
+        }
+    }
+
+    fn wake(&self) {
+        let _guard = self.progress.lock().unwrap_or_else(PoisonError::into_inner);
+        self.progressed.notify_all();
+    }
+
+    /// Waits until every record queued before the call is written (or failed), at most
+    /// `timeout`.
+    pub(crate) fn flush(&self, timeout: Duration) -> Result<(), FlushError> {
+        let target = self.queued.load(Ordering::Acquire);
+        let deadline = Instant::now().checked_add(timeout);
+        let mut guard = self.progress.lock().unwrap_or_else(PoisonError::into_inner);
+        loop {
+            let done = self.done.load(Ordering::Acquire);
+            if done >= target {
+                return Ok(());
+            }
+            let now = Instant::now();
+            let remaining = deadline.map_or(Duration::from_secs(3600), |d| d - now.min(d));
+            if self.stopped.load(Ordering::Acquire) || remaining.is_zero() {
+                return Err(FlushError {
+                    pending: target - done,
+                    timeout,
+                });
+            }
+            guard = self
+                .progressed
+                .wait_timeout(guard, remaining)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+    }
+
+    /// A shutdown: flushes within `timeout`, then reports, once, what was lost (waiting
+    /// briefly for the warning to go out, never on the log output itself).
+    pub(crate) fn shutdown(&self, timeout: Duration) -> Result<(), FlushError> {
+        let flushed = self.flush(timeout);
+        let losses = self.losses();
+        let lost = losses.total() > 0 || flushed.is_err();
+        if lost && self.reported.fetch_or(FINAL_REPORTED, Ordering::Relaxed) & FINAL_REPORTED == 0 {
+            let pending = match &flushed {
+                Err(e) => format!("; {e}"),
+                Ok(()) => String::new(),
+            };
+            let message = format!(
+                "{} metrics records were lost by the built-in sinks (queue full: {}, console \
+                 writes failed: {}, JSON-lines writes failed: {}){pending}",
+                losses.total(),
+                losses.queue_full,
+                losses.console_failed,
+                losses.jsonl_failed,
+            );
+            if let Some(done) = self.report(message) {
+                let _ = done.recv_timeout(REPORT_WAIT);
+            }
+        }
+        flushed
+    }
+
+    /// Counts one lost record; the first of its kind is reported.
+    fn lost(&self, loss: Loss, error: Option<&io::Error>) {
+        let counter = match loss {
+            Loss::QueueFull => &self.queue_full,
+            Loss::Console => &self.console_failed,
+            Loss::Jsonl => &self.jsonl_failed,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        if self.reported.fetch_or(loss as u8, Ordering::Relaxed) & loss as u8 != 0 {
+            return;
+        }
+        let error = error.map_or_else(String::new, |e| format!(": {e}"));
+        let message = match (loss, self.start_error.get()) {
+            (Loss::QueueFull, Some(start_error)) => format!(
+                "cannot start the metrics writer thread ({start_error}), so console tables and \
+                 JSON-lines records are dropped. Every lost record is counted in \
+                 `MetricsHandle::sink_losses` (reported once)"
+            ),
+            (Loss::QueueFull, None) => format!(
+                "the metrics writer's queue is full ({} records), so console tables and \
+                 JSON-lines records are being dropped instead of slowing the engine. Raise \
+                 `Builder::with_queue_capacity`, print fewer tables \
+                 (`Builder::with_request_tables(false)`), or unblock the console (is stderr a \
+                 pipe nobody reads?). Every lost record is counted in \
+                 `MetricsHandle::sink_losses` (reported once)",
+                self.capacity
+            ),
+            (Loss::Console, _) => format!(
+                "cannot write the console tables{error}; those tables are lost. Every lost \
+                 record is counted in `MetricsHandle::sink_losses` (reported once)"
+            ),
+            (Loss::Jsonl, _) => format!(
+                "cannot write a JSON-lines record{error}; it is lost (no partial line is left). \
+                 Check the disk (space, permissions) or the writer; every lost record is \
+                 counted in `MetricsHandle::sink_losses` (reported once)"
+            ),
+        };
+        let _ = self.report(message);
+    }
+
+    /// Emits `message` as a warning into the layer's subscriber, from a thread of its own
+    /// (the log output may be the stderr that is full). Returns a receiver that gets `()`
+    /// once it was emitted; `None` if there is no subscriber or no thread.
+    fn report(&self, message: String) -> Option<Receiver<()>> {
+        let dispatch = self.dispatch.get()?.upgrade()?;
+        let (done, emitted) = std::sync::mpsc::channel();
+        std::thread::Builder::new()
+            .name("omni-metrics-report".into())
+            .spawn(move || {
+                tracing::dispatcher::with_default(&dispatch, || {
+                    tracing::warn!(target: "omni_metrics::diagnostics", "{message}");
+                });
+                drop(dispatch);
+                let _ = done.send(());
+            })
+            .ok()?;
+        Some(emitted)
+    }
+}
