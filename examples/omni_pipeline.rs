@@ -320,12 +320,15 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         return Err("--otlp needs the `otlp` feature (on by default)".into());
     }
     #[cfg(feature = "otlp")]
-    if let Some(endpoint) = &args.otlp {
-        install = install.with_otlp(
-            omni_metrics::otlp::OtlpPipeline::builder()
-                .with_endpoint(endpoint.clone())
-                .with_service_name("omni_pipeline"),
-        );
+    {
+        // Traces go to --otlp, or wherever the OTEL_* variables say; OTEL_SERVICE_NAME wins
+        // over the program's own name.
+        let mut otlp =
+            omni_metrics::otlp::OtlpPipeline::builder().with_default_service_name("omni_pipeline");
+        if let Some(endpoint) = &args.otlp {
+            otlp = otlp.with_endpoint(endpoint.clone());
+        }
+        install = install.with_otlp(otlp);
     }
     // Metrics, RUST_LOG-filtered logs and (when configured) OTLP traces; the guard flushes
     // the traces when it is dropped at the end of main.

@@ -46,6 +46,8 @@ pub(crate) struct RequestAcc {
     /// The request's `request_id`, once recorded (kept here so that the open-span registry
     /// can name a request that never closes).
     request_id: Option<String>,
+    /// Why the request failed, when recorded (`status_message`).
+    status_message: Option<String>,
     stages: Vec<StageRequestStats>,
     /// The first span's raw `batch_id` per entry of `stages` (absent and 0 differ).
     batch_ids: SmallVec<[Option<u64>; 4]>,
@@ -61,6 +63,11 @@ impl RequestAcc {
     /// Sets the request's id.
     pub(crate) fn set_request_id(&mut self, id: String) {
         self.request_id = Some(id);
+    }
+
+    /// Sets why the request failed.
+    pub(crate) fn set_status_message(&mut self, message: String) {
+        self.status_message = Some(message);
     }
 
     /// The request's id, if recorded.
@@ -214,6 +221,7 @@ impl RequestAcc {
             mut stages,
             mut edges,
             invalid_spans,
+            status_message,
             ..
         } = self;
         stages.sort_by_key(|s| s.stage_id);
@@ -227,6 +235,7 @@ impl RequestAcc {
         RequestE2EStats {
             request_id,
             status,
+            status_message,
             scope,
             e2e_total_ms: stats::ns_to_ms(end_ns.saturating_sub(start_ns)),
             e2e_total_tokens: stats::e2e_total_tokens(&stages),

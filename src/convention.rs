@@ -42,6 +42,9 @@ pub mod field {
     pub const REQUEST_ID: &str = "request_id";
     /// `omni.request`: `ok` (default), `error` or `aborted`.
     pub const STATUS: &str = "status";
+    /// `omni.request`: why it failed, with `status = error` (the exported span's status
+    /// message).
+    pub const STATUS_MESSAGE: &str = "status_message";
 
     /// `omni.stage`: the stage's index in the pipeline (required).
     pub const STAGE_ID: &str = "stage_id";
@@ -94,6 +97,7 @@ pub mod field {
             RUN_ID
                 | REQUEST_ID
                 | STATUS
+                | STATUS_MESSAGE
                 | STAGE_ID
                 | STAGE_NAME
                 | BATCH_ID

@@ -62,8 +62,11 @@ impl Install {
         self
     }
 
-    /// Configures OTLP export. Without this, export is on when
-    /// `OTEL_EXPORTER_OTLP_ENDPOINT` or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` is set.
+    /// Configures OTLP export. Export is on when
+    /// [`OtlpBuilder::exports`](crate::otlp::OtlpBuilder::exports) says so: an endpoint is
+    /// given (here or in `OTEL_EXPORTER_OTLP_ENDPOINT` / `..._TRACES_ENDPOINT`) or
+    /// `OTEL_TRACES_EXPORTER=otlp` is set, and neither `OTEL_SDK_DISABLED=true` nor
+    /// `OTEL_TRACES_EXPORTER=none` is.
     #[cfg(feature = "otlp")]
     pub fn with_otlp(mut self, builder: crate::otlp::OtlpBuilder) -> Self {
         self.otlp = Some(builder);
@@ -94,7 +97,7 @@ impl Install {
         #[cfg(feature = "otlp")]
         let otlp_builder = self.otlp.unwrap_or_default();
         #[cfg(feature = "otlp")]
-        let exporting = !self.otlp_disabled && otlp_builder.endpoint_configured();
+        let exporting = !self.otlp_disabled && otlp_builder.exports();
         #[cfg(feature = "otlp")]
         let metrics_builder = metrics_builder.with_trace_annotations(exporting);
         let metrics = metrics_builder.build().map_err(InitError::Metrics)?;
@@ -102,12 +105,9 @@ impl Install {
             crate::diagnostics::stderr_notice(crate::diagnostics::Notice::StaticMaxLevel, message);
         }
         let handle = metrics.handle();
-        let filter = EnvFilter::builder()
-            .with_default_directive(tracing_subscriber::filter::LevelFilter::WARN.into())
-            .from_env_lossy();
         let filter = match (std::env::var_os(EnvFilter::DEFAULT_ENV), &self.log_filter) {
             (None, Some(directives)) => EnvFilter::builder().parse_lossy(directives),
-            _ => filter,
+            _ => log_filter(),
         };
         let fmt = tracing_subscriber::fmt::layer()
             .with_writer(std::io::stderr)
@@ -151,6 +151,22 @@ impl Install {
             })
         }
     }
+}
+
+/// The log filter `init()` puts on its fmt layer: `RUST_LOG`, or `warn` when it is unset,
+/// so that the crate's own warnings (what to fix, what was lost) are seen. Put it on your
+/// own fmt layer (and on that layer only) to get the same behaviour.
+///
+/// ```
+/// use tracing_subscriber::prelude::*;
+/// let subscriber = tracing_subscriber::registry()
+///     .with(tracing_subscriber::fmt::layer().with_filter(omni_metrics::log_filter()));
+/// # drop(subscriber);
+/// ```
+pub fn log_filter() -> EnvFilter {
+    EnvFilter::builder()
+        .with_default_directive(tracing_subscriber::filter::LevelFilter::WARN.into())
+        .from_env_lossy()
 }
 
 /// Set once [`Install::init`] has installed the global subscriber: a second call fails

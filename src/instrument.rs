@@ -84,10 +84,7 @@ impl Run {
     /// Opens a request of this run. Exported over OTLP, the request is the root of its own
     /// trace (one trace per request), linked to the run's span.
     pub fn request(&self, request_id: &str) -> Request {
-        let request = Request::child_of(&self.span, request_id);
-        #[cfg(feature = "otlp")]
-        crate::otlp::detach_request(&self.span, &request.span);
-        request
+        Request::child_of(&self.span, request_id)
     }
 
     /// The run's span.
@@ -114,29 +111,50 @@ impl Request {
     /// Opens a request as a child of the current span: its own scope (online serving), or
     /// part of the enclosing [`Run`] if one is entered.
     pub fn start(request_id: &str) -> Self {
-        Self::checked(tracing::span!(
+        let current = Span::current();
+        let request = Self::checked(tracing::span!(
                 target: TARGET,
                 Level::INFO,
                 "omni.request",
                 request_id = request_id,
                 status = Empty,
+                status_message = Empty,
                 otel.name = %format_args!("request {request_id}"),
                 otel.kind = "server",
-        ))
+        ));
+        request.own_trace(&current);
+        request
     }
 
     /// Opens a request as a child of `parent` (an `omni.run` span, for instance).
     pub fn child_of(parent: &Span, request_id: &str) -> Self {
-        Self::checked(tracing::span!(
+        let request = Self::checked(tracing::span!(
                 target: TARGET,
                 parent: parent,
                 Level::INFO,
                 "omni.request",
                 request_id = request_id,
                 status = Empty,
+                status_message = Empty,
                 otel.name = %format_args!("request {request_id}"),
                 otel.kind = "server",
-        ))
+        ));
+        request.own_trace(parent);
+        request
+    }
+
+    /// Exported over OTLP, a request under a run is the root of its own trace (one trace
+    /// per request), linked to the run's span.
+    fn own_trace(&self, parent: &Span) {
+        #[cfg(feature = "otlp")]
+        if parent
+            .metadata()
+            .is_some_and(|m| m.name() == convention::RUN)
+        {
+            crate::otlp::detach_request(parent, &self.span);
+        }
+        #[cfg(not(feature = "otlp"))]
+        let _ = parent;
     }
 
     fn checked(span: Span) -> Self {
@@ -170,6 +188,13 @@ impl Request {
 
     /// Closes the request with `status = error`: counted apart from the summary.
     pub fn fail(self) {
+        self.close(RequestStatus::Error);
+    }
+
+    /// Closes the request with `status = error` and why (`status_message`): the exported
+    /// span's status is ERROR with this message, and the record carries it.
+    pub fn fail_with(self, reason: &str) {
+        self.span.record(convention::field::STATUS_MESSAGE, reason);
         self.close(RequestStatus::Error);
     }
 
@@ -257,6 +282,13 @@ impl RequestGuard {
         self.finished = true;
         self.span
             .record(convention::field::STATUS, RequestStatus::Error.as_str());
+    }
+
+    /// The request failed, and why: `status = error`, `status_message = reason` (declare
+    /// `status_message = Empty` on the span too).
+    pub fn fail_with(self, reason: &str) {
+        self.span.record(convention::field::STATUS_MESSAGE, reason);
+        self.fail();
     }
 }
 

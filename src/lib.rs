@@ -14,7 +14,7 @@ mod install;
 mod layer;
 
 pub use handle::{MetricsHandle, OpenSpans, Totals};
-pub use install::{InitError, Install, OmniGuard, init};
+pub use install::{InitError, Install, OmniGuard, init, log_filter};
 pub use layer::{BuildError, Builder, JSONL_ENV, OmniMetricsLayer};
 
 #[cfg(feature = "otlp")]

@@ -282,6 +282,9 @@ pub struct RequestE2EStats {
     pub request_id: String,
     /// How the request ended.
     pub status: RequestStatus,
+    /// Beyond the seed: why a failed request failed (`status_message`), when given.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status_message: Option<String>,
     /// The scope it is summarized in: its run's id, or its own id when online.
     pub scope: String,
     /// Request span duration.

@@ -211,6 +211,24 @@ const STAGE_KEYS: [&str; 8] = [
 /// The subscriber to annotate exported spans through, when annotations are on.
 type AnnotateVia<'a> = Option<&'a tracing::Dispatch>;
 
+/// A number put on an exported span: a count (an OTLP int) or a time (a double).
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Num {
+    Count(u64),
+    Float(f64),
+}
+
+/// What the layer puts on one exported span when it closes.
+#[derive(Debug)]
+pub(crate) struct Annotation<'a> {
+    /// A readable name, unless the span named itself (`otel.name`).
+    pub(crate) name: Option<String>,
+    pub(crate) attributes: &'a [(&'static str, Num)],
+    /// A failed request: `error.type` (`error` or `aborted`) and the status message.
+    #[cfg_attr(not(feature = "otlp"), allow(dead_code))]
+    pub(crate) failure: Option<(&'static str, String)>,
+}
+
 /// The nearest `omni.request` ancestor of `span` (excluding itself), and whether an
 /// `omni.stage` lies between them (or above, when there is no request).
 ///
@@ -242,27 +260,14 @@ impl Inner {
     /// Puts computed numbers on the exported OpenTelemetry span `id`, so a trace viewer
     /// shows the table's figures. Call with no extension lock held.
     #[cfg(feature = "otlp")]
-    fn annotate(
-        &self,
-        via: AnnotateVia<'_>,
-        id: &Id,
-        name: Option<String>,
-        attributes: &[(&'static str, f64)],
-    ) {
+    fn annotate(&self, via: AnnotateVia<'_>, id: &Id, annotation: Annotation<'_>) {
         if let Some(dispatch) = via {
-            crate::otlp::annotate(dispatch, id, name, attributes);
+            crate::otlp::annotate(dispatch, id, annotation);
         }
     }
 
     #[cfg(not(feature = "otlp"))]
-    fn annotate(
-        &self,
-        _via: AnnotateVia<'_>,
-        _id: &Id,
-        _name: Option<String>,
-        _attributes: &[(&'static str, f64)],
-    ) {
-    }
+    fn annotate(&self, _via: AnnotateVia<'_>, _id: &Id, _annotation: Annotation<'_>) {}
 
     /// The request accumulator of the request `span` belongs to, if any.
     fn request_link<S>(&self, request: Option<&SpanRef<'_, S>>) -> Option<RequestLink>
@@ -307,6 +312,7 @@ impl Inner {
                     named: false,
                     issues: IssueSet::default(),
                     open_key: 0,
+                    owner,
                 };
                 attrs.record(&mut Visitor(&mut run));
                 run.open_key = self.shared.run_opened(run.run_id.clone());
@@ -476,12 +482,15 @@ impl Inner {
                     self.annotate(
                         via,
                         &span.id(),
-                        name,
-                        &[
-                            ("stage_gen_time_ms", s.stage_gen_time_ms),
-                            ("postprocess_time_ms", s.postprocess_time_ms),
-                            ("queue_time_ms", s.queue_time_ms),
-                        ],
+                        Annotation {
+                            name,
+                            attributes: &[
+                                ("stage_gen_time_ms", Num::Float(s.stage_gen_time_ms)),
+                                ("postprocess_time_ms", Num::Float(s.postprocess_time_ms)),
+                                ("queue_time_ms", Num::Float(s.queue_time_ms)),
+                            ],
+                            failure: None,
+                        },
                     );
                 }
                 self.close_child(stage.request.take(), stage.issues, |acc| {
@@ -501,13 +510,19 @@ impl Inner {
                     self.annotate(
                         via,
                         &span.id(),
-                        name,
-                        &[
-                            ("size_kbytes", crate::stats::kbytes(t.size_bytes)),
-                            ("tx_time_ms", t.tx_time_ms),
-                            ("rx_decode_time_ms", t.rx_decode_time_ms),
-                            ("in_flight_time_ms", t.in_flight_time_ms),
-                        ],
+                        Annotation {
+                            name,
+                            attributes: &[
+                                (
+                                    "size_kbytes",
+                                    Num::Float(crate::stats::kbytes(t.size_bytes)),
+                                ),
+                                ("tx_time_ms", Num::Float(t.tx_time_ms)),
+                                ("rx_decode_time_ms", Num::Float(t.rx_decode_time_ms)),
+                                ("in_flight_time_ms", Num::Float(t.in_flight_time_ms)),
+                            ],
+                            failure: None,
+                        },
                     );
                 }
                 // Without a request to settle them, incomplete transfers are said now.
@@ -543,6 +558,22 @@ impl Inner {
                     format!("run-{}", self.next_run.fetch_add(1, Ordering::Relaxed))
                 });
                 let summary = run.scope.summary(scope);
+                if via.is_some() {
+                    let name = (!named(&span)).then(|| format!("run {}", summary.scope));
+                    self.annotate(
+                        via,
+                        &span.id(),
+                        Annotation {
+                            name,
+                            attributes: &[
+                                ("e2e_requests", Num::Count(summary.e2e_requests)),
+                                ("e2e_wall_time_ms", Num::Float(summary.e2e_wall_time_ms)),
+                                ("e2e_total_tokens", Num::Count(summary.e2e_total_tokens)),
+                            ],
+                            failure: None,
+                        },
+                    );
+                }
                 self.shared.diagnostics.record(run.issues);
                 self.emit_run_summary(summary);
             }
@@ -662,20 +693,48 @@ impl Inner {
             .record_n(incomplete, incomplete_spans);
         if via.is_some() {
             let mut attributes = vec![
-                ("e2e_total_ms", report.e2e_total_ms),
-                ("e2e_total_tokens", report.e2e_total_tokens as f64),
-                ("transfers_total_time_ms", report.transfers_total_time_ms),
-                ("transfers_total_kbytes", report.transfers_total_kbytes),
+                ("e2e_total_ms", Num::Float(report.e2e_total_ms)),
+                ("e2e_total_tokens", Num::Count(report.e2e_total_tokens)),
+                (
+                    "transfers_total_time_ms",
+                    Num::Float(report.transfers_total_time_ms),
+                ),
+                (
+                    "transfers_total_kbytes",
+                    Num::Float(report.transfers_total_kbytes),
+                ),
             ];
             for s in report
                 .stages
                 .iter()
                 .filter(|s| s.stage_id < STAGE_KEYS.len() as u64)
             {
-                attributes.push((STAGE_KEYS[s.stage_id as usize], s.stage_gen_time_ms));
+                attributes.push((
+                    STAGE_KEYS[s.stage_id as usize],
+                    Num::Float(s.stage_gen_time_ms),
+                ));
             }
+            let failure = match report.status {
+                RequestStatus::Ok => None,
+                RequestStatus::Error => Some((
+                    "error",
+                    report
+                        .status_message
+                        .clone()
+                        .unwrap_or_else(|| "error".to_owned()),
+                )),
+                RequestStatus::Aborted => Some(("aborted", "aborted".to_owned())),
+            };
             let name = (!named).then(|| format!("request {}", report.request_id));
-            self.annotate(via, id, name, &attributes);
+            self.annotate(
+                via,
+                id,
+                Annotation {
+                    name,
+                    attributes: &attributes,
+                    failure,
+                },
+            );
         }
         self.emit_request(report);
     }
@@ -883,6 +942,7 @@ where
                 Some(SpanKind::Stage) => owners_of::<StageSpan>(&ext, |s| s.owner.as_ref()),
                 Some(SpanKind::Transfer) => owners_of::<TransferSpan>(&ext, |s| s.owner.as_ref()),
                 Some(SpanKind::Request) => owners_of::<RequestSpan>(&ext, |s| s.owner.as_ref()),
+                Some(SpanKind::Run) => owners_of::<RunSpan>(&ext, |s| s.owner.as_ref()),
                 _ => return,
             }
         };

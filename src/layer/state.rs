@@ -165,6 +165,9 @@ pub(super) struct RunSpan {
     pub(super) issues: IssueSet,
     /// The run's entry in the open-span registry.
     pub(super) open_key: u64,
+    /// See [`RequestSpan::owner`].
+    #[cfg_attr(not(feature = "otlp"), allow(dead_code))]
+    pub(super) owner: Option<Arc<super::Inner>>,
 }
 
 impl SetField for RunSpan {
@@ -227,6 +230,7 @@ impl SetField for RequestSpan {
     fn set(&mut self, name: &str, value: FieldValue<'_>) {
         match name {
             field::REQUEST_ID => super::lock(&self.acc).set_request_id(value.to_text()),
+            field::STATUS_MESSAGE => super::lock(&self.acc).set_status_message(value.to_text()),
             field::STATUS => {
                 let text = value.to_text();
                 self.status = Some(RequestStatus::parse(&text).unwrap_or_else(|| {

@@ -9,30 +9,30 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+mod env;
+mod export;
+mod filter;
+
+pub use self::env::{
+    OTEL_BSP_MAX_QUEUE_SIZE, OTEL_EXPORTER_OTLP_ENDPOINT, OTEL_EXPORTER_OTLP_PROTOCOL,
+    OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, OTEL_EXPORTER_OTLP_TRACES_PROTOCOL, OTEL_SDK_DISABLED,
+    OTEL_SERVICE_NAME, OTEL_TRACES_EXPORTER, OTEL_TRACES_SAMPLER, OTEL_TRACES_SAMPLER_ARG,
+    disabled_in_env, endpoint_in_env,
+};
+pub use self::export::{ExportStats, LOSS_REPORT_INTERVAL};
+pub use self::filter::{DEFAULT_EXPORT_FILTER, ExportFilter, OTEL_FILTER_ENV};
 pub use crate::layer::AnnotationLayer;
+
+use self::env::Settings;
+use self::export::{CountingExporter, CountingProcessor};
 
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_otlp::{Protocol, WithExportConfig};
 use opentelemetry_sdk::error::OTelSdkResult;
-use opentelemetry_sdk::trace::{
-    BatchConfigBuilder, BatchSpanProcessor, SdkTracerProvider, SpanData, SpanExporter,
-    SpanProcessor,
-};
+use opentelemetry_sdk::trace::{BatchConfigBuilder, BatchSpanProcessor, SdkTracerProvider};
 use tracing_subscriber::layer::Layered;
-
-/// `OTEL_EXPORTER_OTLP_ENDPOINT`: the collector for every signal.
-pub const OTEL_EXPORTER_OTLP_ENDPOINT: &str = "OTEL_EXPORTER_OTLP_ENDPOINT";
-/// `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`: the collector for traces (wins over the above).
-pub const OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: &str = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT";
-/// `OTEL_EXPORTER_OTLP_PROTOCOL`: `grpc` or `http/protobuf`.
-pub const OTEL_EXPORTER_OTLP_PROTOCOL: &str = "OTEL_EXPORTER_OTLP_PROTOCOL";
-/// `OTEL_EXPORTER_OTLP_TRACES_PROTOCOL`: as above, for traces (wins over the above).
-pub const OTEL_EXPORTER_OTLP_TRACES_PROTOCOL: &str = "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL";
-/// `OTEL_BSP_MAX_QUEUE_SIZE`: the batch processor's queue; see [`DEFAULT_MAX_QUEUE_SIZE`].
-pub const OTEL_BSP_MAX_QUEUE_SIZE: &str = "OTEL_BSP_MAX_QUEUE_SIZE";
 
 /// The span queue used unless `OTEL_BSP_MAX_QUEUE_SIZE` or
 /// [`OtlpBuilder::with_max_queue_size`] says otherwise.
@@ -73,108 +73,6 @@ impl OtlpProtocol {
     }
 }
 
-fn env_nonempty(name: &str) -> Option<String> {
-    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
-}
-
-/// Whether an OTLP endpoint is configured in the environment.
-pub fn endpoint_in_env() -> bool {
-    env_nonempty(OTEL_EXPORTER_OTLP_TRACES_ENDPOINT).is_some()
-        || env_nonempty(OTEL_EXPORTER_OTLP_ENDPOINT).is_some()
-}
-
-/// Counts of spans handed to the exporter and spans it delivered, to report what was lost.
-#[derive(Debug, Default)]
-pub struct ExportStats {
-    ended: AtomicU64,
-    exported: AtomicU64,
-    failed_batches: AtomicU64,
-}
-
-impl ExportStats {
-    /// Sampled spans that ended and were handed to the batch processor.
-    pub fn ended(&self) -> u64 {
-        self.ended.load(Ordering::Relaxed)
-    }
-
-    /// Spans the collector accepted.
-    pub fn exported(&self) -> u64 {
-        self.exported.load(Ordering::Relaxed)
-    }
-
-    /// Spans that never reached the collector: dropped from a full queue, in a failed or
-    /// timed-out export, or still queued when shutdown gave up.
-    pub fn not_exported(&self) -> u64 {
-        self.ended().saturating_sub(self.exported())
-    }
-
-    /// Export calls that failed (collector down, refused, timed out).
-    pub fn failed_batches(&self) -> u64 {
-        self.failed_batches.load(Ordering::Relaxed)
-    }
-}
-
-/// Counts what the inner exporter delivered.
-#[derive(Debug)]
-struct CountingExporter<E> {
-    inner: E,
-    stats: Arc<ExportStats>,
-}
-
-impl<E: SpanExporter> SpanExporter for CountingExporter<E> {
-    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
-        let n = batch.len() as u64;
-        let result = self.inner.export(batch).await;
-        match &result {
-            Ok(()) => self.stats.exported.fetch_add(n, Ordering::Relaxed),
-            Err(_) => self.stats.failed_batches.fetch_add(1, Ordering::Relaxed),
-        };
-        result
-    }
-
-    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
-        self.inner.shutdown_with_timeout(timeout)
-    }
-
-    fn force_flush(&self) -> OTelSdkResult {
-        self.inner.force_flush()
-    }
-
-    fn set_resource(&mut self, resource: &opentelemetry_sdk::Resource) {
-        self.inner.set_resource(resource);
-    }
-}
-
-/// Counts the spans handed to the batch processor.
-#[derive(Debug)]
-struct CountingProcessor<P> {
-    inner: P,
-    stats: Arc<ExportStats>,
-}
-
-impl<P: SpanProcessor> SpanProcessor for CountingProcessor<P> {
-    fn on_start(&self, span: &mut opentelemetry_sdk::trace::Span, cx: &opentelemetry::Context) {
-        self.inner.on_start(span, cx);
-    }
-
-    fn on_end(&self, span: SpanData) {
-        self.stats.ended.fetch_add(1, Ordering::Relaxed);
-        self.inner.on_end(span);
-    }
-
-    fn force_flush(&self) -> OTelSdkResult {
-        self.inner.force_flush()
-    }
-
-    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
-        self.inner.shutdown_with_timeout(timeout)
-    }
-
-    fn set_resource(&mut self, resource: &opentelemetry_sdk::Resource) {
-        self.inner.set_resource(resource);
-    }
-}
-
 /// Builds an [`OtlpPipeline`]. Every setting left unset falls to its `OTEL_*` variable, then
 /// to the SDK's default.
 #[derive(Debug, Default, Clone)]
@@ -183,8 +81,10 @@ pub struct OtlpBuilder {
     endpoint: Option<String>,
     protocol: Option<OtlpProtocol>,
     service_name: Option<String>,
+    default_service_name: Option<String>,
     max_queue_size: Option<usize>,
     shutdown_timeout: Option<Duration>,
+    filter: Option<String>,
 }
 
 impl OtlpBuilder {
@@ -209,6 +109,21 @@ impl OtlpBuilder {
         self
     }
 
+    /// The `service.name` to use when `OTEL_SERVICE_NAME` is not set: a program's own name,
+    /// which the operator can still override.
+    pub fn with_default_service_name(mut self, name: impl Into<String>) -> Self {
+        self.default_service_name = Some(name.into());
+        self
+    }
+
+    /// What is exported, in `EnvFilter` syntax (`"info,my_engine=debug"`). Overrides
+    /// [`OTEL_FILTER_ENV`]; default [`DEFAULT_EXPORT_FILTER`]. The `omni.*` spans are always
+    /// exported, the exporter's own crates never; see [`ExportFilter`].
+    pub fn with_filter(mut self, directives: impl Into<String>) -> Self {
+        self.filter = Some(directives.into());
+        self
+    }
+
     /// The batch processor's queue. Overrides `OTEL_BSP_MAX_QUEUE_SIZE`; default
     /// [`DEFAULT_MAX_QUEUE_SIZE`].
     pub fn with_max_queue_size(mut self, spans: usize) -> Self {
@@ -228,6 +143,15 @@ impl OtlpBuilder {
         self.endpoint.is_some() || endpoint_in_env()
     }
 
+    /// Whether [`build`](OtlpBuilder::build) makes a pipeline that exports: an endpoint is
+    /// configured (in code or `OTEL_EXPORTER_OTLP_*ENDPOINT`) or `OTEL_TRACES_EXPORTER=otlp`
+    /// asks for the default one, and neither `OTEL_SDK_DISABLED=true` nor
+    /// `OTEL_TRACES_EXPORTER=none` turns export off. `init()` and a pipeline you build
+    /// yourself decide alike.
+    pub fn exports(&self) -> bool {
+        (self.endpoint_configured() || env::otlp_requested_in_env()) && !disabled_in_env()
+    }
+
     fn protocol(&self) -> Result<OtlpProtocol, OtlpError> {
         if let Some(p) = self.protocol {
             return Ok(p);
@@ -236,23 +160,45 @@ impl OtlpBuilder {
             OTEL_EXPORTER_OTLP_TRACES_PROTOCOL,
             OTEL_EXPORTER_OTLP_PROTOCOL,
         ] {
-            if let Some(value) = env_nonempty(var) {
+            if let Some(value) = env::nonempty(var) {
                 return OtlpProtocol::parse(&value).ok_or(OtlpError::Protocol { var, value });
             }
         }
         Ok(OtlpProtocol::Grpc)
     }
 
-    /// Builds the exporter, its batch processor and the tracer provider.
+    /// Builds the exporter, its batch processor and the tracer provider; or, when
+    /// [`exports`](OtlpBuilder::exports) is `false`, a pipeline whose layer exports nothing.
     ///
     /// # Errors
     ///
-    /// [`OtlpError`] for an unsupported protocol, an invalid endpoint or header, or a failure
-    /// to start the exporter's runtime. A collector that is down is not an error: spans that
-    /// cannot be delivered are counted in [`ExportStats`].
+    /// [`OtlpError`] for what cannot work: an unsupported protocol or exporter, an endpoint
+    /// that is not an `http://` URL with a valid port, a failure to start the exporter's
+    /// runtime. A value that can fall back (a sampler ratio outside `[0, 1]`, a queue size
+    /// that is not a number) is a warning naming the variable and the value used, logged
+    /// when the pipeline becomes a guard. A collector that is down is not an error: spans
+    /// that cannot be delivered are counted in [`ExportStats`] and reported.
     pub fn build(self) -> Result<OtlpPipeline, OtlpError> {
-        let protocol = self.protocol()?;
-        let stats = Arc::new(ExportStats::default());
+        let settings = Settings::read(&self)?;
+        let filter = self.filter.clone();
+        let shutdown_timeout = self.shutdown_timeout.unwrap_or(DEFAULT_SHUTDOWN_TIMEOUT);
+        let stats = Arc::new(ExportStats::new(settings.max_queue_size));
+        if !settings.enabled || !self.exports() {
+            let provider = SdkTracerProvider::builder()
+                .with_sampler(opentelemetry_sdk::trace::Sampler::AlwaysOff)
+                .build();
+            return Ok(OtlpPipeline {
+                provider: Some(provider),
+                runtime: None,
+                stats,
+                protocol: settings.protocol,
+                shutdown_timeout,
+                filter,
+                warnings: settings.warnings,
+                exporting: false,
+            });
+        }
+        let protocol = settings.protocol;
         // tonic needs a tokio runtime with more than one worker to build the channel and to
         // drive its I/O while the batch thread blocks on an export; it gets its own.
         let runtime = match protocol {
@@ -272,14 +218,14 @@ impl OtlpBuilder {
             match protocol {
                 OtlpProtocol::Grpc => {
                     let mut b = builder.with_tonic();
-                    if let Some(endpoint) = &self.endpoint {
+                    if let Some(endpoint) = &settings.code_endpoint {
                         b = b.with_endpoint(endpoint.clone());
                     }
                     b.build()
                 }
                 OtlpProtocol::HttpProtobuf => {
                     let mut b = builder.with_http().with_protocol(Protocol::HttpBinary);
-                    if let Some(endpoint) = &self.endpoint {
+                    if let Some(endpoint) = &settings.code_endpoint {
                         b = b.with_endpoint(endpoint.clone());
                     }
                     b.build()
@@ -287,37 +233,58 @@ impl OtlpBuilder {
             }
             .map_err(|e| OtlpError::Exporter(e.to_string()))?
         };
-        let mut batch = BatchConfigBuilder::default();
-        if self.max_queue_size.is_some() || env_nonempty(OTEL_BSP_MAX_QUEUE_SIZE).is_none() {
-            batch =
-                batch.with_max_queue_size(self.max_queue_size.unwrap_or(DEFAULT_MAX_QUEUE_SIZE));
-        }
+        let batch = BatchConfigBuilder::default()
+            .with_max_queue_size(settings.max_queue_size)
+            .build();
         let processor = BatchSpanProcessor::builder(CountingExporter {
             inner: exporter,
             stats: stats.clone(),
         })
-        .with_batch_config(batch.build())
+        .with_batch_config(batch)
         .build();
         let mut resource = opentelemetry_sdk::Resource::builder();
-        if let Some(name) = &self.service_name {
-            resource = resource.with_service_name(name.clone());
+        let service_name = self.service_name.clone().or_else(|| {
+            env::nonempty(OTEL_SERVICE_NAME)
+                .is_none()
+                .then(|| self.default_service_name.clone())
+                .flatten()
+        });
+        if let Some(name) = service_name {
+            resource = resource.with_service_name(name);
         }
-        let provider = SdkTracerProvider::builder()
+        let mut provider = SdkTracerProvider::builder()
             .with_span_processor(CountingProcessor {
                 inner: processor,
                 stats: stats.clone(),
             })
-            .with_resource(resource.build())
-            .build();
+            .with_resource(resource.build());
+        if let Some(sampler) = settings.sampler {
+            provider = provider.with_sampler(sampler);
+        }
         Ok(OtlpPipeline {
-            provider: Some(provider),
+            provider: Some(provider.build()),
             runtime,
             stats,
             protocol,
-            shutdown_timeout: self.shutdown_timeout.unwrap_or(DEFAULT_SHUTDOWN_TIMEOUT),
+            shutdown_timeout,
+            filter,
+            warnings: settings.warnings,
+            exporting: true,
         })
     }
 }
+
+/// The layer [`OtlpPipeline::layer`] returns: the OpenTelemetry layer behind an
+/// [`AnnotationLayer`], filtered by an [`ExportFilter`].
+pub type OtlpLayer<S> = tracing_subscriber::filter::Filtered<
+    Layered<
+        tracing_opentelemetry::OpenTelemetryLayer<S, opentelemetry_sdk::trace::Tracer>,
+        AnnotationLayer,
+        S,
+    >,
+    ExportFilter,
+    S,
+>;
 
 /// An exporter pipeline: make its [`layer`](OtlpPipeline::layer), keep its
 /// [`guard`](OtlpPipeline::into_guard) alive while the engine runs.
@@ -328,11 +295,18 @@ pub struct OtlpPipeline {
     stats: Arc<ExportStats>,
     protocol: OtlpProtocol,
     shutdown_timeout: Duration,
+    /// The export filter's directives from code (else the variable, else the default).
+    filter: Option<String>,
+    /// Fallbacks taken while reading the configuration, logged once by `into_guard`.
+    warnings: Vec<String>,
+    /// Whether anything is exported (see [`OtlpBuilder::exports`]).
+    exporting: bool,
 }
 
 impl fmt::Debug for OtlpPipeline {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("OtlpPipeline")
+            .field("exporting", &self.exporting)
             .field("protocol", &self.protocol)
             .field("shutdown_timeout", &self.shutdown_timeout)
             .finish_non_exhaustive()
@@ -345,16 +319,11 @@ impl OtlpPipeline {
         OtlpBuilder::default()
     }
 
-    /// The `tracing-opentelemetry` layer exporting through this pipeline, behind an
-    /// [`AnnotationLayer`] so that the metrics layer's names and numbers reach the exported
-    /// spans whichever of the two layers is added first.
-    pub fn layer<S>(
-        &self,
-    ) -> Layered<
-        tracing_opentelemetry::OpenTelemetryLayer<S, opentelemetry_sdk::trace::Tracer>,
-        AnnotationLayer,
-        S,
-    >
+    /// The `tracing-opentelemetry` layer exporting through this pipeline: filtered by the
+    /// [`ExportFilter`] (the `omni.*` spans and the engine's INFO spans and events, never the
+    /// exporter's own), behind an [`AnnotationLayer`] so that the metrics layer's names and
+    /// numbers reach the exported spans whichever of the two layers is added first.
+    pub fn layer<S>(&self) -> OtlpLayer<S>
     where
         S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
     {
@@ -364,7 +333,18 @@ impl OtlpPipeline {
             // Only after `into_guard`, which consumes the pipeline: unreachable in practice.
             None => SdkTracerProvider::builder().build().tracer("omni-metrics"),
         };
-        AnnotationLayer::new().and_then(tracing_opentelemetry::layer().with_tracer(tracer))
+        let otel = tracing_opentelemetry::layer()
+            .with_tracer(tracer)
+            // busy_ns/idle_ns say nothing an engine's user reads; the table's times do.
+            .with_tracked_inactivity(false);
+        AnnotationLayer::new()
+            .and_then(otel)
+            .with_filter(ExportFilter::resolve(self.filter.as_deref()))
+    }
+
+    /// Whether this pipeline exports anything (see [`OtlpBuilder::exports`]).
+    pub fn exports(&self) -> bool {
+        self.exporting
     }
 
     /// What was exported so far.
@@ -372,8 +352,13 @@ impl OtlpPipeline {
         self.stats.clone()
     }
 
-    /// The guard that flushes and shuts the pipeline down when dropped.
+    /// The guard that flushes and shuts the pipeline down when dropped. Logs the
+    /// configuration's fallbacks (each naming its variable), once: call it after the
+    /// subscriber is installed, so that they are seen.
     pub fn into_guard(mut self) -> OtlpGuard {
+        for warning in std::mem::take(&mut self.warnings) {
+            tracing::warn!(target: "omni_metrics::otlp", "{warning}");
+        }
         OtlpGuard {
             inner: Some(Parts {
                 provider: self.provider.take(),
@@ -532,6 +517,26 @@ pub enum OtlpError {
         /// Its value.
         value: String,
     },
+    /// A variable has a value that cannot work.
+    #[error("{var}={value:?} cannot be used: {fix}")]
+    Config {
+        /// The variable.
+        var: &'static str,
+        /// Its value.
+        value: String,
+        /// What to do.
+        fix: &'static str,
+    },
+    /// The endpoint cannot work.
+    #[error("the OTLP endpoint {endpoint:?} ({source_name}) cannot be used: {why}")]
+    Endpoint {
+        /// Where it came from: a variable's name, or code.
+        source_name: &'static str,
+        /// The endpoint.
+        endpoint: String,
+        /// Why, and what to write instead.
+        why: &'static str,
+    },
     /// The exporter rejected its configuration (for logging only).
     #[error("cannot build the OTLP exporter: {0}; check the OTEL_EXPORTER_OTLP_* variables")]
     Exporter(String),
@@ -558,20 +563,30 @@ pub enum OtlpError {
 pub(crate) fn annotate(
     dispatch: &tracing::Dispatch,
     id: &tracing::span::Id,
-    name: Option<String>,
-    attributes: &[(&'static str, f64)],
+    annotation: crate::layer::Annotation<'_>,
 ) {
+    use crate::layer::Num;
     use opentelemetry::trace::TraceContextExt as _;
-    if let Some(cx) = tracing_opentelemetry::get_otel_context(id, dispatch) {
-        let span = cx.span();
-        // The bridge ignores `otel.name` once the span has started (a child was opened);
-        // the readable name is set here, at close, where it is known.
-        if let Some(name) = name {
-            span.update_name(name);
-        }
-        for (key, value) in attributes {
-            span.set_attribute(opentelemetry::KeyValue::new(*key, *value));
-        }
+    let Some(cx) = tracing_opentelemetry::get_otel_context(id, dispatch) else {
+        return;
+    };
+    let span = cx.span();
+    // The bridge ignores `otel.name` once the span has started (a child was opened);
+    // the readable name is set here, at close, where it is known.
+    if let Some(name) = annotation.name {
+        span.update_name(name);
+    }
+    for (key, value) in annotation.attributes {
+        span.set_attribute(match *value {
+            Num::Count(v) => export::int(key, v),
+            Num::Float(v) => opentelemetry::KeyValue::new(*key, crate::stats::finite(v)),
+        });
+    }
+    if let Some((error_type, message)) = annotation.failure {
+        // What Jaeger (`error=true`) and Tempo (`status = error`) search on, and
+        // OpenTelemetry's `error.type` to tell a failure from a cancellation.
+        span.set_attribute(opentelemetry::KeyValue::new("error.type", error_type));
+        span.set_status(opentelemetry::trace::Status::error(message));
     }
 }
 

@@ -1,0 +1,259 @@
+//! The standard `OTEL_*` variables: read once, validated, with a clear error for what cannot
+//! work and a warning naming the variable and the value used for what can fall back.
+//!
+//! Precedence, as everywhere in this crate: a setting made in code, then the signal-specific
+//! variable (`..._TRACES_...`), then the generic one, then the default.
+
+use opentelemetry_sdk::trace::Sampler;
+
+use super::{OtlpBuilder, OtlpError, OtlpProtocol};
+
+/// `OTEL_EXPORTER_OTLP_ENDPOINT`: the collector for every signal.
+pub const OTEL_EXPORTER_OTLP_ENDPOINT: &str = "OTEL_EXPORTER_OTLP_ENDPOINT";
+/// `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`: the collector for traces (wins over the above).
+pub const OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: &str = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT";
+/// `OTEL_EXPORTER_OTLP_PROTOCOL`: `grpc` or `http/protobuf`.
+pub const OTEL_EXPORTER_OTLP_PROTOCOL: &str = "OTEL_EXPORTER_OTLP_PROTOCOL";
+/// `OTEL_EXPORTER_OTLP_TRACES_PROTOCOL`: as above, for traces (wins over the above).
+pub const OTEL_EXPORTER_OTLP_TRACES_PROTOCOL: &str = "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL";
+/// `OTEL_BSP_MAX_QUEUE_SIZE`: the batch processor's queue; see
+/// [`DEFAULT_MAX_QUEUE_SIZE`](super::DEFAULT_MAX_QUEUE_SIZE).
+pub const OTEL_BSP_MAX_QUEUE_SIZE: &str = "OTEL_BSP_MAX_QUEUE_SIZE";
+/// `OTEL_SDK_DISABLED`: `true` turns trace export off (the tables are unaffected).
+pub const OTEL_SDK_DISABLED: &str = "OTEL_SDK_DISABLED";
+/// `OTEL_TRACES_EXPORTER`: `otlp` exports (to the default endpoint if none is set), `none`
+/// exports nothing; other exporters are not supported.
+pub const OTEL_TRACES_EXPORTER: &str = "OTEL_TRACES_EXPORTER";
+/// `OTEL_TRACES_SAMPLER`: which traces are exported (`always_on`, `always_off`,
+/// `traceidratio`, `parentbased_always_on`, `parentbased_always_off`,
+/// `parentbased_traceidratio`).
+pub const OTEL_TRACES_SAMPLER: &str = "OTEL_TRACES_SAMPLER";
+/// `OTEL_TRACES_SAMPLER_ARG`: the ratio of the `*traceidratio` samplers, in `[0, 1]`.
+pub const OTEL_TRACES_SAMPLER_ARG: &str = "OTEL_TRACES_SAMPLER_ARG";
+/// `OTEL_SERVICE_NAME`: the exported `service.name`.
+pub const OTEL_SERVICE_NAME: &str = "OTEL_SERVICE_NAME";
+
+pub(super) fn nonempty(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
+/// Whether an OTLP endpoint is configured in the environment.
+pub fn endpoint_in_env() -> bool {
+    nonempty(OTEL_EXPORTER_OTLP_TRACES_ENDPOINT).is_some()
+        || nonempty(OTEL_EXPORTER_OTLP_ENDPOINT).is_some()
+}
+
+/// Whether the environment turns trace export off (`OTEL_SDK_DISABLED=true` or
+/// `OTEL_TRACES_EXPORTER=none`).
+pub fn disabled_in_env() -> bool {
+    sdk_disabled() || exporter_var().as_deref() == Some("none")
+}
+
+/// Whether the environment asks for OTLP export explicitly (`OTEL_TRACES_EXPORTER=otlp`).
+pub(super) fn otlp_requested_in_env() -> bool {
+    exporter_var().as_deref() == Some("otlp")
+}
+
+fn sdk_disabled() -> bool {
+    nonempty(OTEL_SDK_DISABLED).is_some_and(|v| v.trim().eq_ignore_ascii_case("true"))
+}
+
+fn exporter_var() -> Option<String> {
+    nonempty(OTEL_TRACES_EXPORTER).map(|v| v.trim().to_ascii_lowercase())
+}
+
+/// What the pipeline is built from, after code and environment are merged and checked.
+pub(super) struct Settings {
+    /// `false` when `OTEL_SDK_DISABLED=true` or `OTEL_TRACES_EXPORTER=none`.
+    pub(super) enabled: bool,
+    pub(super) protocol: OtlpProtocol,
+    /// The endpoint given in code; the exporter reads the variables itself otherwise (they
+    /// were checked here).
+    pub(super) code_endpoint: Option<String>,
+    pub(super) max_queue_size: usize,
+    /// A sampler to set in code when the environment's cannot be used as it is.
+    pub(super) sampler: Option<Sampler>,
+    /// Fallbacks taken, each naming its variable and the value used.
+    pub(super) warnings: Vec<String>,
+}
+
+impl Settings {
+    pub(super) fn read(builder: &OtlpBuilder) -> Result<Self, OtlpError> {
+        let mut warnings = Vec::new();
+        if let Some(value) = nonempty(OTEL_SDK_DISABLED) {
+            let v = value.trim();
+            if !v.eq_ignore_ascii_case("true") && !v.eq_ignore_ascii_case("false") {
+                warnings.push(format!(
+                    "{OTEL_SDK_DISABLED}={value:?} is neither `true` nor `false`: traces are \
+                     exported (only `true` disables them)"
+                ));
+            }
+        }
+        match exporter_var().as_deref() {
+            None | Some("otlp") | Some("none") => {}
+            Some(other) => {
+                return Err(OtlpError::Config {
+                    var: OTEL_TRACES_EXPORTER,
+                    value: other.to_owned(),
+                    fix: "use `otlp` (or `none` to export no traces): this crate exports OTLP only",
+                });
+            }
+        }
+        let enabled = !disabled_in_env();
+        let protocol = builder.protocol()?;
+        let code_endpoint = builder.endpoint.clone();
+        match &code_endpoint {
+            Some(endpoint) => check_endpoint(endpoint, "the endpoint given in code")?,
+            None => {
+                for var in [
+                    OTEL_EXPORTER_OTLP_TRACES_ENDPOINT,
+                    OTEL_EXPORTER_OTLP_ENDPOINT,
+                ] {
+                    if let Some(value) = nonempty(var) {
+                        check_endpoint(&value, var)?;
+                        break;
+                    }
+                }
+            }
+        }
+        let max_queue_size = match builder.max_queue_size {
+            Some(n) => n,
+            None => match nonempty(OTEL_BSP_MAX_QUEUE_SIZE) {
+                None => super::DEFAULT_MAX_QUEUE_SIZE,
+                Some(v) => match v.trim().parse::<usize>() {
+                    Ok(n) if n > 0 => n,
+                    _ => {
+                        warnings.push(format!(
+                            "{OTEL_BSP_MAX_QUEUE_SIZE}={v:?} is not a positive number of \
+                             spans: using {}",
+                            super::DEFAULT_MAX_QUEUE_SIZE
+                        ));
+                        super::DEFAULT_MAX_QUEUE_SIZE
+                    }
+                },
+            },
+        };
+        let sampler = sampler_from_env(&mut warnings);
+        Ok(Self {
+            enabled,
+            protocol,
+            code_endpoint,
+            max_queue_size,
+            sampler,
+            warnings,
+        })
+    }
+}
+
+/// An endpoint that cannot work is an error now, not a silent loss later.
+fn check_endpoint(endpoint: &str, source: &'static str) -> Result<(), OtlpError> {
+    let bad = |why: &'static str| OtlpError::Endpoint {
+        source_name: source,
+        endpoint: endpoint.to_owned(),
+        why,
+    };
+    let uri: http::Uri = endpoint
+        .trim()
+        .parse()
+        .map_err(|_| bad("it is not a URL; write it as `http://host:4317`"))?;
+    match uri.scheme_str() {
+        Some("http") => {}
+        Some("https") => {
+            return Err(bad(
+                "TLS is not supported by this build; use an `http://` endpoint (a local \
+                 collector or a sidecar terminates TLS)",
+            ));
+        }
+        Some(_) => return Err(bad("the scheme must be `http://`")),
+        None => {
+            return Err(bad(
+                "it has no scheme; write it as `http://host:4317` (gRPC) or \
+                 `http://host:4318` (HTTP)",
+            ));
+        }
+    }
+    let Some(authority) = uri.authority() else {
+        return Err(bad("it has no host; write it as `http://host:4317`"));
+    };
+    if authority.host().is_empty() {
+        return Err(bad("it has no host; write it as `http://host:4317`"));
+    }
+    // `Authority::port` is `None` for a port that is not a u16: read the text itself.
+    let after_host = authority
+        .as_str()
+        .rsplit_once(']')
+        .map_or(authority.as_str(), |(_, rest)| rest);
+    if let Some((_, port)) = after_host.rsplit_once(':') {
+        if !matches!(port.parse::<u16>(), Ok(p) if p > 0) {
+            return Err(bad("its port is not between 1 and 65535"));
+        }
+    }
+    Ok(())
+}
+
+/// The sampler of `OTEL_TRACES_SAMPLER`/`_ARG` when the SDK would misread them: a ratio that
+/// is not a number in `[0, 1]` (the SDK takes `NaN` or `-1` as "export nothing" and `2` as
+/// "everything", silently). `None` leaves the variables to the SDK.
+fn sampler_from_env(warnings: &mut Vec<String>) -> Option<Sampler> {
+    let name = nonempty(OTEL_TRACES_SAMPLER)?.trim().to_ascii_lowercase();
+    let ratio_based = matches!(name.as_str(), "traceidratio" | "parentbased_traceidratio");
+    let known = ratio_based
+        || matches!(
+            name.as_str(),
+            "always_on" | "always_off" | "parentbased_always_on" | "parentbased_always_off"
+        );
+    if !known {
+        warnings.push(format!(
+            "{OTEL_TRACES_SAMPLER}={name:?} is not supported: using `parentbased_always_on` \
+             (use always_on, always_off, traceidratio, parentbased_always_on, \
+             parentbased_always_off or parentbased_traceidratio)"
+        ));
+        return Some(Sampler::ParentBased(Box::new(Sampler::AlwaysOn)));
+    }
+    if !ratio_based {
+        return None;
+    }
+    let arg = nonempty(OTEL_TRACES_SAMPLER_ARG);
+    let ratio = match arg.as_deref().map(|a| a.trim().parse::<f64>()) {
+        Some(Ok(r)) if (0.0..=1.0).contains(&r) => r,
+        _ => {
+            warnings.push(format!(
+                "{OTEL_TRACES_SAMPLER_ARG}={:?} is not a ratio between 0 and 1: using 1.0 \
+                 (every trace)",
+                arg.unwrap_or_default()
+            ));
+            1.0
+        }
+    };
+    let ratio = Sampler::TraceIdRatioBased(ratio);
+    Some(if name == "parentbased_traceidratio" {
+        Sampler::ParentBased(Box::new(ratio))
+    } else {
+        ratio
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints_that_cannot_work_are_errors() {
+        for bad in [
+            "not a url",
+            "collector:4317",
+            "ftp://collector:4317",
+            "http://collector:99999",
+            "https://collector:4317",
+        ] {
+            assert!(check_endpoint(bad, "test").is_err(), "{bad}");
+        }
+        for good in [
+            "http://localhost:4317",
+            "http://127.0.0.1:4318/v1/traces",
+            "http://collector",
+        ] {
+            assert!(check_endpoint(good, "test").is_ok(), "{good}");
+        }
+    }
+}

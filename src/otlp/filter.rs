@@ -1,0 +1,154 @@
+//! What is exported: the OpenTelemetry layer's own filter.
+//!
+//! Exported by default: every `omni.*` span, the engine's other spans and events at `INFO`
+//! and above. Never exported: spans and events of the exporter's own crates (gRPC, HTTP, the
+//! OpenTelemetry SDK: an exporter that traced itself would export its own export forever),
+//! and `DEBUG`/`TRACE` events unless the filter asks for them (an engine's
+//! `debug!(prompt = ...)` must not leave the process by default).
+
+use tracing_core::subscriber::Interest;
+use tracing_core::{Metadata, Subscriber};
+use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::{Context, Filter};
+use tracing_subscriber::registry::LookupSpan;
+
+/// Environment variable: the export filter, in `EnvFilter` syntax (`RUST_LOG`'s), unless
+/// [`OtlpBuilder::with_filter`](super::OtlpBuilder::with_filter) sets one.
+pub const OTEL_FILTER_ENV: &str = "OMNI_METRICS_OTEL_FILTER";
+
+/// The export filter used unless [`OTEL_FILTER_ENV`] or
+/// [`OtlpBuilder::with_filter`](super::OtlpBuilder::with_filter) says otherwise: `info`.
+/// The `omni.*` spans are exported whatever the filter says.
+pub const DEFAULT_EXPORT_FILTER: &str = "info";
+
+/// Targets (crates) never exported: the exporter's own stack.
+const EXPORTER_CRATES: &[&str] = &[
+    "h2",
+    "hyper",
+    "hyper_util",
+    "tonic",
+    "tower",
+    "tower_http",
+    "reqwest",
+    "rustls",
+    "tokio",
+    "tokio_util",
+    "mio",
+    "opentelemetry",
+    "opentelemetry_sdk",
+    "opentelemetry_otlp",
+    "opentelemetry_http",
+    "tracing_opentelemetry",
+];
+
+fn is_exporter_crate(target: &str) -> bool {
+    EXPORTER_CRATES.iter().any(|krate| {
+        target
+            .strip_prefix(krate)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with("::"))
+    })
+}
+
+fn is_omni_span(meta: &Metadata<'_>) -> bool {
+    meta.is_span() && meta.name().starts_with("omni.")
+}
+
+/// The OpenTelemetry layer's filter; see the [module docs](self).
+#[derive(Debug)]
+pub struct ExportFilter {
+    env: EnvFilter,
+}
+
+impl ExportFilter {
+    /// A filter from `EnvFilter` directives (`"info,my_engine=debug"`); invalid directives
+    /// are skipped, as `RUST_LOG`'s are.
+    pub fn new(directives: &str) -> Self {
+        Self {
+            env: EnvFilter::builder().parse_lossy(directives),
+        }
+    }
+
+    /// From code if given, else [`OTEL_FILTER_ENV`], else [`DEFAULT_EXPORT_FILTER`].
+    pub(super) fn resolve(code: Option<&str>) -> Self {
+        match code {
+            Some(directives) => Self::new(directives),
+            None => match super::env::nonempty(OTEL_FILTER_ENV) {
+                Some(directives) => Self::new(&directives),
+                None => Self::new(DEFAULT_EXPORT_FILTER),
+            },
+        }
+    }
+}
+
+impl<S> Filter<S> for ExportFilter
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
+    fn enabled(&self, meta: &Metadata<'_>, cx: &Context<'_, S>) -> bool {
+        if is_exporter_crate(meta.target()) {
+            false
+        } else if is_omni_span(meta) {
+            true
+        } else {
+            Filter::<S>::enabled(&self.env, meta, cx)
+        }
+    }
+
+    fn callsite_enabled(&self, meta: &'static Metadata<'static>) -> Interest {
+        if is_exporter_crate(meta.target()) {
+            Interest::never()
+        } else if is_omni_span(meta) {
+            Interest::always()
+        } else {
+            Filter::<S>::callsite_enabled(&self.env, meta)
+        }
+    }
+
+    fn event_enabled(&self, event: &tracing_core::Event<'_>, cx: &Context<'_, S>) -> bool {
+        Filter::<S>::event_enabled(&self.env, event, cx)
+    }
+
+    fn on_new_span(
+        &self,
+        attrs: &tracing_core::span::Attributes<'_>,
+        id: &tracing_core::span::Id,
+        ctx: Context<'_, S>,
+    ) {
+        Filter::<S>::on_new_span(&self.env, attrs, id, ctx);
+    }
+
+    fn on_record(
+        &self,
+        id: &tracing_core::span::Id,
+        values: &tracing_core::span::Record<'_>,
+        ctx: Context<'_, S>,
+    ) {
+        Filter::<S>::on_record(&self.env, id, values, ctx);
+    }
+
+    fn on_enter(&self, id: &tracing_core::span::Id, ctx: Context<'_, S>) {
+        Filter::<S>::on_enter(&self.env, id, ctx);
+    }
+
+    fn on_exit(&self, id: &tracing_core::span::Id, ctx: Context<'_, S>) {
+        Filter::<S>::on_exit(&self.env, id, ctx);
+    }
+
+    fn on_close(&self, id: tracing_core::span::Id, ctx: Context<'_, S>) {
+        Filter::<S>::on_close(&self.env, id, ctx);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exporter_crates_are_matched_by_crate_not_prefix() {
+        assert!(is_exporter_crate("h2"));
+        assert!(is_exporter_crate("h2::codec"));
+        assert!(is_exporter_crate("opentelemetry_sdk::trace"));
+        assert!(!is_exporter_crate("h2o_engine"));
+        assert!(!is_exporter_crate("my_engine::tonic"));
+    }
+}
