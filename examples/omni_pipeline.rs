@@ -55,6 +55,14 @@ struct Args {
     /// it, traces are exported when OTEL_EXPORTER_OTLP_ENDPOINT is set.
     #[arg(long, value_name = "ENDPOINT")]
     otlp: Option<String>,
+    /// Fail every N-th request (status error, with a reason), to see failures in the
+    /// records and traces. 0: none.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    fail_every: u32,
+    /// Stay idle this long after the last request before shutting down (what an idle
+    /// server exports).
+    #[arg(long, default_value_t = 0, value_name = "MS")]
+    linger_ms: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -198,6 +206,14 @@ async fn worker(
         for job in batch {
             let out = (spec.tokens_out)(job.tokens_in);
             job.stage.tokens_out(out);
+            // The engine's own events, inside the stage's span: an INFO one is exported on
+            // the stage's span; the DEBUG one (a prompt) never leaves the process by default.
+            job.stage.span().in_scope(|| {
+                if spec.id == 0 {
+                    tracing::debug!(prompt = %format!("secret prompt of {} tokens", job.tokens_in), "prompt");
+                }
+                tracing::info!(tokens_out = out, "stage computed");
+            });
             (spec.outputs)(&job.stage, job.tokens_in);
             // A real stage computes on its input; keep it alive until here.
             let _checksum: f32 = job.input.iter().sum();
@@ -341,7 +357,9 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         .worker_threads(2)
         .enable_all()
         .build()?;
+    let linger = Duration::from_millis(args.linger_ms);
     runtime.block_on(serve(args));
+    std::thread::sleep(linger);
     drop(runtime);
     drop(guard);
     Ok(())
@@ -373,6 +391,7 @@ async fn serve(args: Args) {
     let run = (args.mode == Mode::Offline).then(|| Arc::new(Run::with_id("omni-pipeline")));
     let slots = Arc::new(Semaphore::new(args.concurrency.max(1)));
     let mut clients = Vec::new();
+    let fail_every = args.fail_every;
     for i in 0..args.requests {
         let run = run.clone();
         let slots = slots.clone();
@@ -403,8 +422,11 @@ async fn serve(args: Args) {
                 return;
             }
             match done_rx.await {
+                Ok(()) if fail_every > 0 && (i + 1) % fail_every == 0 => {
+                    request.fail_with("simulated failure (--fail-every)")
+                }
                 Ok(()) => request.finish(),
-                Err(_) => request.fail(),
+                Err(_) => request.fail_with("the pipeline stopped"),
             }
         }));
     }

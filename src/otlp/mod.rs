@@ -484,14 +484,23 @@ impl OtlpGuard {
             },
         };
         let lost = stats.not_exported();
+        let causes = format!(
+            "{} dropped because the queue was full or still queued at shutdown, {} in exports \
+             that failed (collector down or refusing), {} in exports that timed out (the \
+             collector may have received these)",
+            stats.unaccounted(),
+            stats.failed(),
+            stats.timed_out()
+        );
         match (outcome, lost) {
             (Ok(()), 0) => Ok(()),
             (outcome, lost) => Err(OtlpError::Shutdown {
                 lost,
                 ended: stats.ended(),
-                detail: outcome
-                    .err()
-                    .unwrap_or_else(|| "the collector refused or was unreachable".into()),
+                detail: match outcome {
+                    Ok(()) => causes,
+                    Err(e) => format!("{causes}; shutdown: {e}"),
+                },
             }),
         }
     }

@@ -254,6 +254,12 @@ fn a_collector_that_is_down_costs_the_engine_nothing_and_losses_are_reported() {
     );
     let text = err.to_string();
     assert!(text.contains("of 48 spans could not be exported"), "{text}");
+    // Issue 7: split by cause, matching what the (absent) receiver got.
+    assert!(
+        text.contains("0 dropped because the queue was full"),
+        "{text}"
+    );
+    assert!(text.contains("48 in exports that failed"), "{text}");
     assert!(guard.shutdown().is_ok(), "a second shutdown is a no-op");
 }
 
@@ -526,5 +532,287 @@ fn issue6_cloned_layer_annotates_its_own_subscriber() {
         names,
         ["request held"],
         "nothing of the second subscriber's work"
+    );
+}
+
+/// Runs the example as a real process with the standard variables, exporting to `receiver`.
+fn run_example(
+    receiver: &GrpcReceiver,
+    env: &[(&str, &str)],
+    args: &[&str],
+) -> std::process::Output {
+    let mut cmd = std::process::Command::new(example::omni_pipeline());
+    cmd.args(args)
+        .env(
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            format!("http://{}", receiver.addr),
+        )
+        .env_remove("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+        .env_remove("OTEL_SERVICE_NAME")
+        .env_remove("OTEL_SDK_DISABLED")
+        .env_remove("OTEL_TRACES_EXPORTER")
+        .env_remove("OMNI_METRICS_OTEL_FILTER")
+        .env_remove("RUST_LOG");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("the example runs")
+}
+
+fn attr<'a>(
+    s: &'a Span,
+    key: &str,
+) -> Option<&'a opentelemetry_proto::tonic::common::v1::any_value::Value> {
+    s.attributes
+        .iter()
+        .find(|a| a.key == key)
+        .and_then(|a| a.value.as_ref()?.value.as_ref())
+}
+
+/// Issue 7: what an operator reads in production, from the example run as a real process
+/// with the standard variables only.
+#[test]
+fn issue7_the_example_exports_only_what_was_asked_typed_and_with_status() {
+    use opentelemetry_proto::tonic::common::v1::any_value::Value;
+    use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
+    let receiver = GrpcReceiver::start();
+    let out = run_example(
+        &receiver,
+        // Export every 100 ms: the idle second after the work is ten export cycles.
+        &[("OTEL_BSP_SCHEDULE_DELAY", "100")],
+        &[
+            "-n",
+            "4",
+            "--summary-only",
+            "--fail-every",
+            "4",
+            "--linger-ms",
+            "1000",
+        ],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let spans = receiver.spans();
+    // Only the convention's spans: nothing of h2/hyper/tonic/tower, also while idle.
+    for s in &spans {
+        assert!(
+            ["request ", "stage ", "transfer ", "run ", "omni."]
+                .iter()
+                .any(|p| s.name.starts_with(p)),
+            "unexpected span exported: {:?}",
+            s.name
+        );
+    }
+    // No debug! event (the prompt) left the process; the engine's INFO events did.
+    let text = format!("{spans:?}");
+    assert!(
+        !text.contains("secret prompt"),
+        "a debug event was exported"
+    );
+    assert!(
+        spans
+            .iter()
+            .any(|s| s.events.iter().any(|e| e.name == "stage computed")),
+        "INFO events are exported"
+    );
+    // Counts are ints, times doubles.
+    let stage = spans
+        .iter()
+        .find(|s| s.name.starts_with("stage 0"))
+        .expect("a stage 0 span");
+    for key in [
+        "stage_id",
+        "num_tokens_in",
+        "num_tokens_out",
+        "batch_id",
+        "batch_size",
+    ] {
+        assert!(
+            matches!(attr(stage, key), Some(Value::IntValue(_))),
+            "{key}: {:?}",
+            attr(stage, key)
+        );
+    }
+    assert!(matches!(
+        attr(stage, "stage_gen_time_ms"),
+        Some(Value::DoubleValue(_))
+    ));
+    let transfer = spans
+        .iter()
+        .find(|s| s.name.starts_with("transfer "))
+        .expect("a transfer");
+    assert!(matches!(attr(transfer, "size_bytes"), Some(Value::IntValue(v)) if *v > 0));
+    assert!(attr(stage, "busy_ns").is_none() && attr(stage, "code.file.path").is_none());
+    // Every request its own trace, a SERVER span; the failed one has status ERROR.
+    let requests = one_trace_per_request(&spans, 4, "one trace per request");
+    assert!(requests.iter().all(|r| r.kind == SpanKind::Server as i32));
+    let failed: Vec<&&Span> = requests
+        .iter()
+        .filter(|r| {
+            r.status
+                .as_ref()
+                .is_some_and(|s| s.code == StatusCode::Error as i32)
+        })
+        .collect();
+    assert_eq!(failed.len(), 1, "request 4 of 4 fails");
+    assert_eq!(
+        failed[0].status.as_ref().map(|s| s.message.as_str()),
+        Some("simulated failure (--fail-every)")
+    );
+    assert!(matches!(attr(failed[0], "error.type"), Some(Value::StringValue(t)) if t == "error"));
+    assert!(
+        spans.iter().any(|s| s.name == "run omni-pipeline"),
+        "the run has a readable name"
+    );
+    assert!(
+        receiver.services().iter().all(|s| s == "omni_pipeline"),
+        "{:?}",
+        receiver.services()
+    );
+}
+
+/// Issue 7: the standard switches are honoured, and bad values are said.
+#[test]
+fn issue7_standard_switches_and_bad_values() {
+    let receiver = GrpcReceiver::start();
+    for (var, value) in [
+        ("OTEL_SDK_DISABLED", "true"),
+        ("OTEL_TRACES_EXPORTER", "none"),
+    ] {
+        let out = run_example(&receiver, &[(var, value)], &["-n", "2", "--summary-only"]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{stderr}");
+        assert!(
+            stderr
+                .lines()
+                .any(|l| l.starts_with("| e2e_requests") && l.contains(" 2 |")),
+            "{stderr}"
+        );
+    }
+    assert!(
+        receiver.spans().is_empty(),
+        "nothing exported when disabled"
+    );
+
+    let out = run_example(
+        &receiver,
+        &[
+            ("OTEL_TRACES_SAMPLER", "traceidratio"),
+            ("OTEL_TRACES_SAMPLER_ARG", "NaN"),
+            ("OTEL_BSP_MAX_QUEUE_SIZE", "abc"),
+        ],
+        &["-n", "2", "--summary-only"],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr
+            .contains("OTEL_TRACES_SAMPLER_ARG=\"NaN\" is not a ratio between 0 and 1: using 1.0"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(
+            "OTEL_BSP_MAX_QUEUE_SIZE=\"abc\" is not a positive number of spans: using 65536"
+        ),
+        "{stderr}"
+    );
+    one_trace_per_request(&receiver.spans(), 2, "sampled at 1.0, as said");
+
+    for endpoint in ["ftp://127.0.0.1:4317", "http://127.0.0.1:99999"] {
+        let mut cmd = std::process::Command::new(example::omni_pipeline());
+        let out = cmd
+            .args(["-n", "1"])
+            .env("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint)
+            .output()
+            .expect("runs");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{endpoint} must not start: {stderr}");
+        assert!(stderr.starts_with("error: the OTLP endpoint"), "{stderr}");
+    }
+}
+
+/// Issue 7: a raw `omni.request` span is a SERVER span, and a typed request opened inside an
+/// entered run is the root of its own trace.
+#[test]
+fn issue7_raw_requests_are_servers_and_requests_in_an_entered_run_own_their_trace() {
+    let receiver = GrpcReceiver::start();
+    let pipeline = OtlpPipeline::builder()
+        .with_endpoint(format!("http://{}", receiver.addr))
+        .build()
+        .expect("pipeline");
+    let metrics = OmniMetricsLayer::builder()
+        .with_console(false)
+        .with_trace_annotations(true)
+        .build()
+        .expect("no file");
+    let subscriber = tracing_subscriber::registry()
+        .with(metrics)
+        .with(pipeline.layer());
+    tracing::subscriber::with_default(subscriber, || {
+        let raw = tracing::info_span!("omni.request", request_id = "raw");
+        drop(raw);
+        let run = omni_metrics::instrument::Run::with_id("entered");
+        run.span().in_scope(|| {
+            for i in 0..2 {
+                let r = Request::start(&format!("in-run-{i}"));
+                r.stage(0).tokens_in(1);
+                r.finish();
+            }
+        });
+    });
+    pipeline.into_guard().shutdown().expect("exported");
+    let spans = receiver.spans();
+    let raw = spans
+        .iter()
+        .find(|s| s.name == "request raw")
+        .expect("raw request");
+    assert_eq!(raw.kind, SpanKind::Server as i32);
+    let in_run: Vec<&Span> = spans
+        .iter()
+        .filter(|s| s.name.starts_with("request in-run-"))
+        .collect();
+    assert_eq!(in_run.len(), 2);
+    let traces: HashSet<&[u8]> = in_run.iter().map(|s| s.trace_id.as_slice()).collect();
+    assert_eq!(traces.len(), 2, "one trace per request");
+    assert!(
+        in_run
+            .iter()
+            .all(|s| s.parent_span_id.is_empty() && s.links.len() == 1)
+    );
+}
+
+/// Issue 7: a loss is said when it happens (not only at shutdown), with its cause.
+#[test]
+fn issue7_losses_are_said_while_they_happen() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port");
+    let out = std::process::Command::new(example::omni_pipeline())
+        .args(["-n", "2", "--summary-only", "--linger-ms", "1500"])
+        .env(
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            format!("http://127.0.0.1:{port}"),
+        )
+        .env("OTEL_BSP_SCHEDULE_DELAY", "100")
+        .env("OTEL_EXPORTER_OTLP_TIMEOUT", "500")
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let running = stderr
+        .find("OTLP export is losing spans")
+        .unwrap_or_else(|| panic!("{stderr}"));
+    let at_shutdown = stderr
+        .find("spans could not be exported")
+        .unwrap_or_else(|| panic!("{stderr}"));
+    assert!(
+        running < at_shutdown,
+        "said while running, before the shutdown summary: {stderr}"
+    );
+    assert!(
+        stderr[running..].contains("in exports that failed"),
+        "{stderr}"
     );
 }

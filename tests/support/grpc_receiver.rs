@@ -15,6 +15,7 @@ use opentelemetry_proto::tonic::trace::v1::Span;
 #[derive(Clone, Default)]
 struct Collect {
     spans: Arc<Mutex<Vec<Span>>>,
+    services: Arc<Mutex<Vec<String>>>,
 }
 
 #[tonic::async_trait]
@@ -27,7 +28,23 @@ impl TraceService for Collect {
             .spans
             .lock()
             .map_err(|_| tonic::Status::internal("poisoned"))?;
-        for rs in request.into_inner().resource_spans {
+        let request = request.into_inner();
+        if let Ok(mut services) = self.services.lock() {
+            for rs in &request.resource_spans {
+                let name = rs.resource.as_ref().and_then(|r| {
+                    r.attributes.iter().find(|a| a.key == "service.name").and_then(|a| {
+                        match a.value.as_ref()?.value.as_ref()? {
+                            opentelemetry_proto::tonic::common::v1::any_value::Value::StringValue(s) => {
+                                Some(s.clone())
+                            }
+                            _ => None,
+                        }
+                    })
+                });
+                services.extend(name);
+            }
+        }
+        for rs in request.resource_spans {
             for ss in rs.scope_spans {
                 spans.extend(ss.spans);
             }
@@ -42,6 +59,7 @@ impl TraceService for Collect {
 pub(crate) struct GrpcReceiver {
     pub(crate) addr: SocketAddr,
     spans: Arc<Mutex<Vec<Span>>>,
+    services: Arc<Mutex<Vec<String>>>,
     _runtime: tokio::runtime::Runtime,
 }
 
@@ -54,6 +72,7 @@ impl GrpcReceiver {
             .expect("receiver runtime");
         let collect = Collect::default();
         let spans = collect.spans.clone();
+        let services = collect.services.clone();
         let listener = runtime
             .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
             .expect("bind loopback");
@@ -66,11 +85,18 @@ impl GrpcReceiver {
         Self {
             addr,
             spans,
+            services,
             _runtime: runtime,
         }
     }
 
     pub(crate) fn spans(&self) -> Vec<Span> {
         self.spans.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    /// The `service.name` of every export received.
+    #[allow(dead_code)] // not every test binary that includes the receiver reads it
+    pub(crate) fn services(&self) -> Vec<String> {
+        self.services.lock().map(|s| s.clone()).unwrap_or_default()
     }
 }
