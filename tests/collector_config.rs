@@ -116,7 +116,7 @@ fn readme_and_example_point_at_these_ports() {
     ))
     .expect("the example");
     assert!(
-        example.contains(r#".with_service_name("omni_pipeline")"#),
+        example.contains(r#".with_default_service_name("omni_pipeline")"#),
         "the example's service name is the one the README says to select"
     );
 }

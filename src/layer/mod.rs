@@ -213,6 +213,7 @@ type AnnotateVia<'a> = Option<&'a tracing::Dispatch>;
 
 /// A number put on an exported span: a count (an OTLP int) or a time (a double).
 #[derive(Clone, Copy, Debug)]
+#[cfg_attr(not(feature = "otlp"), allow(dead_code))]
 pub(crate) enum Num {
     Count(u64),
     Float(f64),
@@ -220,12 +221,12 @@ pub(crate) enum Num {
 
 /// What the layer puts on one exported span when it closes.
 #[derive(Debug)]
+#[cfg_attr(not(feature = "otlp"), allow(dead_code))]
 pub(crate) struct Annotation<'a> {
     /// A readable name, unless the span named itself (`otel.name`).
     pub(crate) name: Option<String>,
     pub(crate) attributes: &'a [(&'static str, Num)],
     /// A failed request: `error.type` (`error` or `aborted`) and the status message.
-    #[cfg_attr(not(feature = "otlp"), allow(dead_code))]
     pub(crate) failure: Option<(&'static str, String)>,
 }
 

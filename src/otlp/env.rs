@@ -70,6 +70,9 @@ pub(super) struct Settings {
     /// The endpoint given in code; the exporter reads the variables itself otherwise (they
     /// were checked here).
     pub(super) code_endpoint: Option<String>,
+    /// Whether the endpoint in use is `https://`.
+    #[cfg_attr(not(feature = "tls"), allow(dead_code))]
+    pub(super) https: bool,
     pub(super) max_queue_size: usize,
     /// A sampler to set in code when the environment's cannot be used as it is.
     pub(super) sampler: Option<Sampler>,
@@ -102,15 +105,18 @@ impl Settings {
         let enabled = !disabled_in_env();
         let protocol = builder.protocol()?;
         let code_endpoint = builder.endpoint.clone();
+        let mut https = false;
         match &code_endpoint {
-            Some(endpoint) => check_endpoint(endpoint, "the endpoint given in code")?,
+            Some(endpoint) => {
+                https = check_endpoint(endpoint, "the endpoint given in code", protocol)?;
+            }
             None => {
                 for var in [
                     OTEL_EXPORTER_OTLP_TRACES_ENDPOINT,
                     OTEL_EXPORTER_OTLP_ENDPOINT,
                 ] {
                     if let Some(value) = nonempty(var) {
-                        check_endpoint(&value, var)?;
+                        https = check_endpoint(&value, var, protocol)?;
                         break;
                     }
                 }
@@ -138,6 +144,7 @@ impl Settings {
             enabled,
             protocol,
             code_endpoint,
+            https,
             max_queue_size,
             sampler,
             warnings,
@@ -145,8 +152,13 @@ impl Settings {
     }
 }
 
-/// An endpoint that cannot work is an error now, not a silent loss later.
-fn check_endpoint(endpoint: &str, source: &'static str) -> Result<(), OtlpError> {
+/// An endpoint that cannot work is an error now, not a silent loss later. `Ok(true)` for an
+/// `https://` endpoint.
+fn check_endpoint(
+    endpoint: &str,
+    source: &'static str,
+    protocol: OtlpProtocol,
+) -> Result<bool, OtlpError> {
     let bad = |why: &'static str| OtlpError::Endpoint {
         source_name: source,
         endpoint: endpoint.to_owned(),
@@ -156,22 +168,29 @@ fn check_endpoint(endpoint: &str, source: &'static str) -> Result<(), OtlpError>
         .trim()
         .parse()
         .map_err(|_| bad("it is not a URL; write it as `http://host:4317`"))?;
-    match uri.scheme_str() {
-        Some("http") => {}
-        Some("https") => {
+    let https = match uri.scheme_str() {
+        Some("http") => false,
+        Some("https") if !cfg!(feature = "tls") => {
             return Err(bad(
-                "TLS is not supported by this build; use an `http://` endpoint (a local \
-                 collector or a sidecar terminates TLS)",
+                "TLS needs this crate's `tls` feature (on by default); or use an `http://` \
+                 endpoint (a local collector or a sidecar terminates TLS)",
             ));
         }
-        Some(_) => return Err(bad("the scheme must be `http://`")),
+        Some("https") if protocol == OtlpProtocol::HttpProtobuf => {
+            return Err(bad(
+                "TLS is supported over gRPC only: use `OTEL_EXPORTER_OTLP_PROTOCOL=grpc` (port \
+                 4317), or an `http://` endpoint",
+            ));
+        }
+        Some("https") => true,
+        Some(_) => return Err(bad("the scheme must be `http://` or `https://`")),
         None => {
             return Err(bad(
                 "it has no scheme; write it as `http://host:4317` (gRPC) or \
                  `http://host:4318` (HTTP)",
             ));
         }
-    }
+    };
     let Some(authority) = uri.authority() else {
         return Err(bad("it has no host; write it as `http://host:4317`"));
     };
@@ -188,7 +207,7 @@ fn check_endpoint(endpoint: &str, source: &'static str) -> Result<(), OtlpError>
             return Err(bad("its port is not between 1 and 65535"));
         }
     }
-    Ok(())
+    Ok(https)
 }
 
 /// The sampler of `OTEL_TRACES_SAMPLER`/`_ARG` when the SDK would misread them: a ratio that
@@ -246,14 +265,24 @@ mod tests {
             "http://collector:99999",
             "https://collector:4317",
         ] {
-            assert!(check_endpoint(bad, "test").is_err(), "{bad}");
+            assert!(
+                check_endpoint(bad, "test", OtlpProtocol::HttpProtobuf).is_err(),
+                "{bad}"
+            );
         }
+        assert_eq!(
+            check_endpoint("https://collector:4317", "test", OtlpProtocol::Grpc).is_ok(),
+            cfg!(feature = "tls")
+        );
         for good in [
             "http://localhost:4317",
             "http://127.0.0.1:4318/v1/traces",
             "http://collector",
         ] {
-            assert!(check_endpoint(good, "test").is_ok(), "{good}");
+            assert!(
+                check_endpoint(good, "test", OtlpProtocol::Grpc).is_ok(),
+                "{good}"
+            );
         }
     }
 }

@@ -53,7 +53,23 @@ fn is_omni_span(meta: &Metadata<'_>) -> bool {
     meta.is_span() && meta.name().starts_with("omni.")
 }
 
-/// The OpenTelemetry layer's filter; see the [module docs](self).
+/// The OpenTelemetry layer's filter.
+///
+/// Exported: every `omni.*` span, whatever the directives say; the engine's other spans and
+/// events as the directives say (default [`DEFAULT_EXPORT_FILTER`], `info`). Never exported:
+/// the exporter's own crates (gRPC, HTTP, the OpenTelemetry SDK), whatever the directives
+/// say. `DEBUG`/`TRACE` events (an engine's `debug!(prompt = ...)`) stay in the process
+/// unless the directives ask for them.
+///
+/// ```
+/// use omni_metrics::otlp::ExportFilter;
+/// use tracing_subscriber::prelude::*;
+///
+/// // Your own OpenTelemetry layer, filtered as `OtlpPipeline::layer` is.
+/// let otel = tracing_opentelemetry::layer().with_filter(ExportFilter::new("info,my_engine=debug"));
+/// let subscriber = tracing_subscriber::registry().with(otel);
+/// # drop(subscriber);
+/// ```
 #[derive(Debug)]
 pub struct ExportFilter {
     env: EnvFilter,

@@ -14,6 +14,8 @@ use std::time::Duration;
 mod env;
 mod export;
 mod filter;
+#[cfg(feature = "tls")]
+mod tls;
 
 pub use self::env::{
     OTEL_BSP_MAX_QUEUE_SIZE, OTEL_EXPORTER_OTLP_ENDPOINT, OTEL_EXPORTER_OTLP_PROTOCOL,
@@ -23,6 +25,12 @@ pub use self::env::{
 };
 pub use self::export::{ExportStats, LOSS_REPORT_INTERVAL};
 pub use self::filter::{DEFAULT_EXPORT_FILTER, ExportFilter, OTEL_FILTER_ENV};
+#[cfg(feature = "tls")]
+pub use self::tls::{
+    OTEL_EXPORTER_OTLP_CERTIFICATE, OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE,
+    OTEL_EXPORTER_OTLP_CLIENT_KEY, OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE,
+    OTEL_EXPORTER_OTLP_TRACES_CLIENT_CERTIFICATE, OTEL_EXPORTER_OTLP_TRACES_CLIENT_KEY,
+};
 pub use crate::layer::AnnotationLayer;
 
 use self::env::Settings;
@@ -85,6 +93,8 @@ pub struct OtlpBuilder {
     max_queue_size: Option<usize>,
     shutdown_timeout: Option<Duration>,
     filter: Option<String>,
+    #[cfg_attr(not(feature = "tls"), allow(dead_code))]
+    ca_certificate: Option<String>,
 }
 
 impl OtlpBuilder {
@@ -121,6 +131,15 @@ impl OtlpBuilder {
     /// exported, the exporter's own crates never; see [`ExportFilter`].
     pub fn with_filter(mut self, directives: impl Into<String>) -> Self {
         self.filter = Some(directives.into());
+        self
+    }
+
+    /// A PEM file of the CA(s) that signed the collector's certificate (`https://`
+    /// endpoints, gRPC). Overrides `OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE` and
+    /// `OTEL_EXPORTER_OTLP_CERTIFICATE`.
+    #[cfg(feature = "tls")]
+    pub fn with_ca_certificate(mut self, path: impl Into<String>) -> Self {
+        self.ca_certificate = Some(path.into());
         self
     }
 
@@ -220,6 +239,11 @@ impl OtlpBuilder {
                     let mut b = builder.with_tonic();
                     if let Some(endpoint) = &settings.code_endpoint {
                         b = b.with_endpoint(endpoint.clone());
+                    }
+                    #[cfg(feature = "tls")]
+                    if settings.https || tls::configured_in_env() || self.ca_certificate.is_some() {
+                        use opentelemetry_otlp::WithTonicConfig as _;
+                        b = b.with_tls_config(tls::client_config(self.ca_certificate.as_deref())?);
                     }
                     b.build()
                 }
@@ -535,6 +559,17 @@ pub enum OtlpError {
         value: String,
         /// What to do.
         fix: &'static str,
+    },
+    /// A TLS file named by a variable cannot be read.
+    #[error("cannot read {var}={path:?}: {source}; check the path and its permissions")]
+    TlsFile {
+        /// The variable (or the builder method).
+        var: &'static str,
+        /// The file.
+        path: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
     },
     /// The endpoint cannot work.
     #[error("the OTLP endpoint {endpoint:?} ({source_name}) cannot be used: {why}")]

@@ -16,6 +16,7 @@ use opentelemetry_proto::tonic::trace::v1::Span;
 struct Collect {
     spans: Arc<Mutex<Vec<Span>>>,
     services: Arc<Mutex<Vec<String>>>,
+    authorization: Arc<Mutex<Vec<String>>>,
 }
 
 #[tonic::async_trait]
@@ -28,6 +29,11 @@ impl TraceService for Collect {
             .spans
             .lock()
             .map_err(|_| tonic::Status::internal("poisoned"))?;
+        if let Some(value) = request.metadata().get("authorization") {
+            if let (Ok(mut seen), Ok(text)) = (self.authorization.lock(), value.to_str()) {
+                seen.push(text.to_owned());
+            }
+        }
         let request = request.into_inner();
         if let Ok(mut services) = self.services.lock() {
             for rs in &request.resource_spans {
@@ -60,11 +66,25 @@ pub(crate) struct GrpcReceiver {
     pub(crate) addr: SocketAddr,
     spans: Arc<Mutex<Vec<Span>>>,
     services: Arc<Mutex<Vec<String>>>,
+    authorization: Arc<Mutex<Vec<String>>>,
     _runtime: tokio::runtime::Runtime,
 }
 
 impl GrpcReceiver {
     pub(crate) fn start() -> Self {
+        Self::serve(None)
+    }
+
+    /// A receiver speaking TLS with this certificate and key (PEM).
+    #[allow(dead_code)] // not every test binary that includes the receiver uses TLS
+    pub(crate) fn start_tls(cert_pem: &str, key_pem: &str) -> Self {
+        Self::serve(Some(
+            tonic::transport::ServerTlsConfig::new()
+                .identity(tonic::transport::Identity::from_pem(cert_pem, key_pem)),
+        ))
+    }
+
+    fn serve(tls: Option<tonic::transport::ServerTlsConfig>) -> Self {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -73,12 +93,17 @@ impl GrpcReceiver {
         let collect = Collect::default();
         let spans = collect.spans.clone();
         let services = collect.services.clone();
+        let authorization = collect.authorization.clone();
         let listener = runtime
             .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
             .expect("bind loopback");
         let addr = listener.local_addr().expect("local addr");
+        let mut server = tonic::transport::Server::builder();
+        if let Some(tls) = tls {
+            server = server.tls_config(tls).expect("server TLS config");
+        }
         runtime.spawn(
-            tonic::transport::Server::builder()
+            server
                 .add_service(TraceServiceServer::new(collect))
                 .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
         );
@@ -86,12 +111,22 @@ impl GrpcReceiver {
             addr,
             spans,
             services,
+            authorization,
             _runtime: runtime,
         }
     }
 
     pub(crate) fn spans(&self) -> Vec<Span> {
         self.spans.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    /// The `authorization` header of every export received.
+    #[allow(dead_code)] // not every test binary that includes the receiver reads it
+    pub(crate) fn authorization(&self) -> Vec<String> {
+        self.authorization
+            .lock()
+            .map(|s| s.clone())
+            .unwrap_or_default()
     }
 
     /// The `service.name` of every export received.

@@ -1,0 +1,93 @@
+//! TLS for OTLP/gRPC: the roots, the collector's CA and a client identity, from the standard
+//! variables (feature `tls`).
+
+use opentelemetry_otlp::tonic_types::transport::{Certificate, ClientTlsConfig, Identity};
+
+use super::OtlpError;
+use super::env::nonempty;
+
+/// `OTEL_EXPORTER_OTLP_CERTIFICATE`: a PEM file of the CA(s) that signed the collector's
+/// certificate, trusted besides the system's and the webpki roots.
+pub const OTEL_EXPORTER_OTLP_CERTIFICATE: &str = "OTEL_EXPORTER_OTLP_CERTIFICATE";
+/// `OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE`: as above, for traces (wins over the above).
+pub const OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE: &str = "OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE";
+/// `OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE`: this client's certificate (PEM), for mutual TLS.
+pub const OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE: &str = "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE";
+/// `OTEL_EXPORTER_OTLP_TRACES_CLIENT_CERTIFICATE`: as above, for traces.
+pub const OTEL_EXPORTER_OTLP_TRACES_CLIENT_CERTIFICATE: &str =
+    "OTEL_EXPORTER_OTLP_TRACES_CLIENT_CERTIFICATE";
+/// `OTEL_EXPORTER_OTLP_CLIENT_KEY`: this client's private key (PEM), for mutual TLS.
+pub const OTEL_EXPORTER_OTLP_CLIENT_KEY: &str = "OTEL_EXPORTER_OTLP_CLIENT_KEY";
+/// `OTEL_EXPORTER_OTLP_TRACES_CLIENT_KEY`: as above, for traces.
+pub const OTEL_EXPORTER_OTLP_TRACES_CLIENT_KEY: &str = "OTEL_EXPORTER_OTLP_TRACES_CLIENT_KEY";
+
+/// The first of `vars` that is set: its name and value.
+fn first_set(vars: [&'static str; 2]) -> Option<(&'static str, String)> {
+    vars.into_iter()
+        .find_map(|var| nonempty(var).map(|value| (var, value)))
+}
+
+/// Whether any TLS variable is set (then TLS is configured even for an endpoint given
+/// without a scheme the exporter would upgrade).
+pub(super) fn configured_in_env() -> bool {
+    first_set([
+        OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE,
+        OTEL_EXPORTER_OTLP_CERTIFICATE,
+    ])
+    .is_some()
+        || first_set([
+            OTEL_EXPORTER_OTLP_TRACES_CLIENT_CERTIFICATE,
+            OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE,
+        ])
+        .is_some()
+}
+
+fn read(var: &'static str, path: &str) -> Result<Vec<u8>, OtlpError> {
+    std::fs::read(path).map_err(|source| OtlpError::TlsFile {
+        var,
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// The TLS configuration: the system's and the webpki roots, plus the CA file (code, then
+/// the variables) and the client identity of the variables.
+pub(super) fn client_config(ca_from_code: Option<&str>) -> Result<ClientTlsConfig, OtlpError> {
+    let mut config = ClientTlsConfig::new().with_enabled_roots();
+    let ca = match ca_from_code {
+        Some(path) => Some(("OtlpBuilder::with_ca_certificate", path.to_owned())),
+        None => first_set([
+            OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE,
+            OTEL_EXPORTER_OTLP_CERTIFICATE,
+        ]),
+    };
+    if let Some((var, path)) = ca {
+        config = config.ca_certificate(Certificate::from_pem(read(var, &path)?));
+    }
+    let cert = first_set([
+        OTEL_EXPORTER_OTLP_TRACES_CLIENT_CERTIFICATE,
+        OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE,
+    ]);
+    let key = first_set([
+        OTEL_EXPORTER_OTLP_TRACES_CLIENT_KEY,
+        OTEL_EXPORTER_OTLP_CLIENT_KEY,
+    ]);
+    match (cert, key) {
+        (Some((cert_var, cert)), Some((key_var, key))) => {
+            config = config.identity(Identity::from_pem(
+                read(cert_var, &cert)?,
+                read(key_var, &key)?,
+            ));
+        }
+        (None, None) => {}
+        (Some((var, _)), None) | (None, Some((var, _))) => {
+            return Err(OtlpError::Config {
+                var,
+                value: "(set)".to_owned(),
+                fix: "a client certificate needs its key and the other way round: set both \
+                      OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE and OTEL_EXPORTER_OTLP_CLIENT_KEY",
+            });
+        }
+    }
+    Ok(config)
+}
