@@ -109,48 +109,43 @@ impl Install {
             (None, Some(directives)) => EnvFilter::builder().parse_lossy(directives),
             _ => log_filter(),
         };
-        let fmt = tracing_subscriber::fmt::layer()
-            .with_writer(std::io::stderr)
-            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-            .with_filter(filter);
-
         #[cfg(feature = "otlp")]
-        {
-            let pipeline = if exporting {
-                Some(otlp_builder.build().map_err(InitError::Otlp)?)
-            } else {
-                None
-            };
-            let otel_layer = pipeline.as_ref().map(|p| p.layer());
-            tracing_subscriber::registry()
-                .with(metrics)
-                .with(otel_layer)
-                .with(fmt)
-                .try_init()
-                .map_err(|e| InitError::AlreadyInstalled(e.to_string()))?;
-            INSTALLED.store(true, std::sync::atomic::Ordering::Relaxed);
-            bridge_log();
-            Ok(OmniGuard {
-                handle,
-                otlp: pipeline.map(crate::otlp::OtlpPipeline::into_guard),
-                reported: false,
-            })
-        }
+        let pipeline = if exporting {
+            Some(otlp_builder.build().map_err(InitError::Otlp)?)
+        } else {
+            None
+        };
+        let base = tracing_subscriber::registry().with(metrics);
+        // Two subscriber types rather than an `Option` layer: `Option<L>` does not pass
+        // `on_register_dispatch` on (tracing-subscriber 0.3), which the OTLP layers need.
+        #[cfg(feature = "otlp")]
+        let installed = match &pipeline {
+            Some(p) => base.with(p.layer()).with(log_layer(filter)).try_init(),
+            None => base.with(log_layer(filter)).try_init(),
+        };
         #[cfg(not(feature = "otlp"))]
-        {
-            tracing_subscriber::registry()
-                .with(metrics)
-                .with(fmt)
-                .try_init()
-                .map_err(|e| InitError::AlreadyInstalled(e.to_string()))?;
-            INSTALLED.store(true, std::sync::atomic::Ordering::Relaxed);
-            bridge_log();
-            Ok(OmniGuard {
-                handle,
-                reported: false,
-            })
-        }
+        let installed = base.with(log_layer(filter)).try_init();
+        installed.map_err(|e| InitError::AlreadyInstalled(e.to_string()))?;
+        INSTALLED.store(true, std::sync::atomic::Ordering::Relaxed);
+        bridge_log();
+        Ok(OmniGuard {
+            handle,
+            #[cfg(feature = "otlp")]
+            otlp: pipeline.map(crate::otlp::OtlpPipeline::into_guard),
+            reported: false,
+        })
     }
+}
+
+/// `init()`'s log layer: fmt to stderr (colours on a terminal), filtered on its own.
+fn log_layer<S>(filter: EnvFilter) -> impl tracing_subscriber::Layer<S> + Send + Sync + 'static
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+{
+    tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_filter(filter)
 }
 
 /// The log filter `init()` puts on its fmt layer: `RUST_LOG`, or `warn` when it is unset,

@@ -200,3 +200,41 @@ fn issue6_the_example_prints_errors_readably() {
     );
     assert!(!stderr.contains("BuildError"), "{stderr}");
 }
+
+/// Issue 7, item 8: a pipeline built by hand with no endpoint configured exports nothing, as
+/// `init()` does (it used to export to localhost:4317 and wait on it at shutdown).
+#[test]
+fn issue7_an_own_pipeline_without_endpoint_agrees_with_init() {
+    const NAME: &str = "issue7_an_own_pipeline_without_endpoint_agrees_with_init";
+    if !is_child(NAME) {
+        let stderr = stderr_of(&run_child(NAME, &[]));
+        assert!(stderr.contains("child scenario done"), "{stderr}");
+        return;
+    }
+    let pipeline = omni_metrics::otlp::OtlpPipeline::builder()
+        .build()
+        .expect("builds");
+    assert!(!pipeline.exports(), "no endpoint: nothing is exported");
+    let metrics = omni_metrics::OmniMetricsLayer::builder()
+        .with_console(false)
+        .with_trace_annotations(pipeline.exports())
+        .build()
+        .expect("no file");
+    tracing_subscriber::registry()
+        .with(metrics)
+        .with(pipeline.layer())
+        .with(tracing_subscriber::fmt::layer().with_filter(omni_metrics::log_filter()))
+        .init();
+    Request::start("r").finish();
+    let started = std::time::Instant::now();
+    pipeline
+        .into_guard()
+        .shutdown()
+        .expect("nothing to export, nothing lost");
+    assert!(
+        started.elapsed() < Duration::from_millis(500),
+        "{:?}",
+        started.elapsed()
+    );
+    eprintln!("child scenario done");
+}

@@ -559,18 +559,33 @@ impl Inner {
                     format!("run-{}", self.next_run.fetch_add(1, Ordering::Relaxed))
                 });
                 let summary = run.scope.summary(scope);
-                if via.is_some() {
-                    let name = (!named(&span)).then(|| format!("run {}", summary.scope));
+                let name = (!named(&span)).then(|| format!("run {}", summary.scope));
+                let attributes = [
+                    ("e2e_requests", Num::Count(summary.e2e_requests)),
+                    ("e2e_wall_time_ms", Num::Float(summary.e2e_wall_time_ms)),
+                    ("e2e_total_tokens", Num::Count(summary.e2e_total_tokens)),
+                ];
+                #[cfg(feature = "otlp")]
+                let exported_apart = {
+                    // Exported by `otlp::RunLinks` (so that its requests own their traces).
+                    let ext = span.extensions();
+                    match ext.get::<crate::otlp::RunTrace>() {
+                        Some(trace) => {
+                            trace.finish(name.clone(), &attributes);
+                            true
+                        }
+                        None => false,
+                    }
+                };
+                #[cfg(not(feature = "otlp"))]
+                let exported_apart = false;
+                if via.is_some() && !exported_apart {
                     self.annotate(
                         via,
                         &span.id(),
                         Annotation {
                             name,
-                            attributes: &[
-                                ("e2e_requests", Num::Count(summary.e2e_requests)),
-                                ("e2e_wall_time_ms", Num::Float(summary.e2e_wall_time_ms)),
-                                ("e2e_total_tokens", Num::Count(summary.e2e_total_tokens)),
-                            ],
+                            attributes: &attributes,
                             failure: None,
                         },
                     );
@@ -950,9 +965,7 @@ where
         let (Some(kind), false) = (kind, owners.is_empty()) else {
             return;
         };
-        let Some(dispatch) = self.dispatch.get().and_then(|d| d.upgrade()) else {
-            return;
-        };
+        let dispatch = crate::otlp::dispatch_of(&self.dispatch);
         for inner in owners {
             if let Some(span) = ctx.span(&id) {
                 inner.close(kind, span, &ctx, Some(&dispatch));

@@ -274,9 +274,13 @@ fn shape(span: &mut SpanData) {
     }
 }
 
-/// Counts outside `i64` as OTLP ints, clamped: for annotations.
-pub(crate) fn int(key: &'static str, v: u64) -> KeyValue {
-    KeyValue::new(key, i64::try_from(v).unwrap_or(i64::MAX))
+/// An annotation's number as an attribute: a count as an OTLP int (clamped to `i64`), a time
+/// as a finite double.
+pub(crate) fn attribute(key: &'static str, value: crate::layer::Num) -> KeyValue {
+    match value {
+        crate::layer::Num::Count(v) => KeyValue::new(key, i64::try_from(v).unwrap_or(i64::MAX)),
+        crate::layer::Num::Float(v) => KeyValue::new(key, crate::stats::finite(v)),
+    }
 }
 
 #[cfg(test)]

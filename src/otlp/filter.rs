@@ -53,9 +53,16 @@ fn is_omni_span(meta: &Metadata<'_>) -> bool {
     meta.is_span() && meta.name().starts_with("omni.")
 }
 
+/// `omni.run` spans are exported by [`RunLinks`](super::RunLinks) instead, so that each of
+/// their requests is the root of its own trace.
+fn is_run(meta: &Metadata<'_>) -> bool {
+    meta.is_span() && meta.name() == crate::convention::RUN
+}
+
 /// The OpenTelemetry layer's filter.
 ///
-/// Exported: every `omni.*` span, whatever the directives say; the engine's other spans and
+/// Exported: every `omni.*` span (but `omni.run`, exported by
+/// [`RunLinks`](super::RunLinks)), whatever the directives say; the engine's other spans and
 /// events as the directives say (default [`DEFAULT_EXPORT_FILTER`], `info`). Never exported:
 /// the exporter's own crates (gRPC, HTTP, the OpenTelemetry SDK), whatever the directives
 /// say. `DEBUG`/`TRACE` events (an engine's `debug!(prompt = ...)`) stay in the process
@@ -101,7 +108,7 @@ where
     S: Subscriber + for<'a> LookupSpan<'a>,
 {
     fn enabled(&self, meta: &Metadata<'_>, cx: &Context<'_, S>) -> bool {
-        if is_exporter_crate(meta.target()) {
+        if is_exporter_crate(meta.target()) || is_run(meta) {
             false
         } else if is_omni_span(meta) {
             true
@@ -111,7 +118,7 @@ where
     }
 
     fn callsite_enabled(&self, meta: &'static Metadata<'static>) -> Interest {
-        if is_exporter_crate(meta.target()) {
+        if is_exporter_crate(meta.target()) || is_run(meta) {
             Interest::never()
         } else if is_omni_span(meta) {
             Interest::always()

@@ -14,6 +14,7 @@ use std::time::Duration;
 mod env;
 mod export;
 mod filter;
+mod runs;
 #[cfg(feature = "tls")]
 mod tls;
 
@@ -25,6 +26,8 @@ pub use self::env::{
 };
 pub use self::export::{ExportStats, LOSS_REPORT_INTERVAL};
 pub use self::filter::{DEFAULT_EXPORT_FILTER, ExportFilter, OTEL_FILTER_ENV};
+pub use self::runs::RunLinks;
+pub(crate) use self::runs::RunTrace;
 #[cfg(feature = "tls")]
 pub use self::tls::{
     OTEL_EXPORTER_OTLP_CERTIFICATE, OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE,
@@ -299,14 +302,18 @@ impl OtlpBuilder {
 }
 
 /// The layer [`OtlpPipeline::layer`] returns: the OpenTelemetry layer behind an
-/// [`AnnotationLayer`], filtered by an [`ExportFilter`].
-pub type OtlpLayer<S> = tracing_subscriber::filter::Filtered<
-    Layered<
-        tracing_opentelemetry::OpenTelemetryLayer<S, opentelemetry_sdk::trace::Tracer>,
-        AnnotationLayer,
+/// [`AnnotationLayer`], filtered by an [`ExportFilter`], followed by [`RunLinks`].
+pub type OtlpLayer<S> = Layered<
+    RunLinks,
+    tracing_subscriber::filter::Filtered<
+        Layered<
+            tracing_opentelemetry::OpenTelemetryLayer<S, opentelemetry_sdk::trace::Tracer>,
+            AnnotationLayer,
+            S,
+        >,
+        ExportFilter,
         S,
     >,
-    ExportFilter,
     S,
 >;
 
@@ -358,12 +365,13 @@ impl OtlpPipeline {
             None => SdkTracerProvider::builder().build().tracer("omni-metrics"),
         };
         let otel = tracing_opentelemetry::layer()
-            .with_tracer(tracer)
+            .with_tracer(tracer.clone())
             // busy_ns/idle_ns say nothing an engine's user reads; the table's times do.
             .with_tracked_inactivity(false);
         AnnotationLayer::new()
             .and_then(otel)
             .with_filter(ExportFilter::resolve(self.filter.as_deref()))
+            .and_then(RunLinks::new(tracer))
     }
 
     /// Whether this pipeline exports anything (see [`OtlpBuilder::exports`]).
@@ -609,7 +617,6 @@ pub(crate) fn annotate(
     id: &tracing::span::Id,
     annotation: crate::layer::Annotation<'_>,
 ) {
-    use crate::layer::Num;
     use opentelemetry::trace::TraceContextExt as _;
     let Some(cx) = tracing_opentelemetry::get_otel_context(id, dispatch) else {
         return;
@@ -621,10 +628,7 @@ pub(crate) fn annotate(
         span.update_name(name);
     }
     for (key, value) in annotation.attributes {
-        span.set_attribute(match *value {
-            Num::Count(v) => export::int(key, v),
-            Num::Float(v) => opentelemetry::KeyValue::new(*key, crate::stats::finite(v)),
-        });
+        span.set_attribute(export::attribute(key, *value));
     }
     if let Some((error_type, message)) = annotation.failure {
         // What Jaeger (`error=true`) and Tempo (`status = error`) search on, and
@@ -632,6 +636,18 @@ pub(crate) fn annotate(
         span.set_attribute(opentelemetry::KeyValue::new("error.type", error_type));
         span.set_status(opentelemetry::trace::Status::error(message));
     }
+}
+
+/// The subscriber a layer was registered in; else (a layer inside an `Option`, which does
+/// not pass the registration on) the thread's default, which is that subscriber when it is
+/// installed globally.
+pub(crate) fn dispatch_of(
+    registered: &std::sync::OnceLock<tracing::dispatcher::WeakDispatch>,
+) -> tracing::Dispatch {
+    registered
+        .get()
+        .and_then(tracing::dispatcher::WeakDispatch::upgrade)
+        .unwrap_or_else(|| tracing::dispatcher::get_default(tracing::Dispatch::clone))
 }
 
 /// Makes `request` the root of its own trace, linked to the `run` span it belongs to, so an

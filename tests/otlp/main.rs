@@ -751,6 +751,13 @@ fn issue7_raw_requests_are_servers_and_requests_in_an_entered_run_own_their_trac
     tracing::subscriber::with_default(subscriber, || {
         let raw = tracing::info_span!("omni.request", request_id = "raw");
         drop(raw);
+        // Raw requests under a raw run: each its own trace, linked to the exported run.
+        let raw_run = tracing::info_span!("omni.run", run_id = "raw-run");
+        for i in 0..2 {
+            let r = tracing::info_span!(parent: &raw_run, "omni.request", request_id = i);
+            let _s = tracing::info_span!(parent: &r, "omni.stage", stage_id = 0, num_tokens_in = 3);
+        }
+        drop(raw_run);
         let run = omni_metrics::instrument::Run::with_id("entered");
         run.span().in_scope(|| {
             for i in 0..2 {
@@ -779,6 +786,44 @@ fn issue7_raw_requests_are_servers_and_requests_in_an_entered_run_own_their_trac
             .iter()
             .all(|s| s.parent_span_id.is_empty() && s.links.len() == 1)
     );
+
+    let run = spans
+        .iter()
+        .find(|s| s.name == "run raw-run")
+        .expect("the raw run, named");
+    use opentelemetry_proto::tonic::common::v1::any_value::Value;
+    assert!(matches!(
+        attr(run, "e2e_requests"),
+        Some(Value::IntValue(2))
+    ));
+    let raw_in_run: Vec<&Span> = spans
+        .iter()
+        .filter(|s| s.name == "request 0" || s.name == "request 1")
+        .collect();
+    assert_eq!(raw_in_run.len(), 2);
+    for r in &raw_in_run {
+        assert!(
+            r.parent_span_id.is_empty(),
+            "a raw request is its trace's root"
+        );
+        assert_ne!(r.trace_id, run.trace_id);
+        assert_eq!(r.links.len(), 1);
+        assert_eq!(r.links[0].span_id, run.span_id, "linked to its run");
+        assert_eq!(r.kind, SpanKind::Server as i32);
+    }
+    let traces: HashSet<&[u8]> = raw_in_run.iter().map(|s| s.trace_id.as_slice()).collect();
+    assert_eq!(traces.len(), 2);
+    // The stages stay in their request's trace, under it.
+    let stages: Vec<&Span> = spans
+        .iter()
+        .filter(|s| s.name == "stage 0" && traces.contains(s.trace_id.as_slice()))
+        .collect();
+    assert_eq!(stages.len(), 2);
+    assert!(stages.iter().all(|s| {
+        raw_in_run
+            .iter()
+            .any(|r| r.trace_id == s.trace_id && s.parent_span_id == r.span_id)
+    }));
 }
 
 /// Issue 7: a loss is said when it happens (not only at shutdown), with its cause.
