@@ -283,6 +283,11 @@ impl ScopeAcc {
         }
     }
 
+    /// Counts one span of the scope itself that broke the convention (the run's own).
+    pub(crate) fn count_invalid(&mut self) {
+        self.invalid_spans = self.invalid_spans.saturating_add(1);
+    }
+
     /// Notes a request id of the scope; `false` if the scope has seen it before.
     pub(crate) fn note_request_id(&mut self, request_id: &str) -> bool {
         use std::hash::BuildHasher as _;

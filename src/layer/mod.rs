@@ -27,7 +27,9 @@ use tracing_subscriber::registry::{LookupSpan, SpanRef};
 pub use builder::{BuildError, Builder, JSONL_ENV};
 
 use self::fields::{SetField, Visitor};
-use self::state::{LayerId, RequestLink, RequestSpan, RunSpan, StageSpan, TransferSpan};
+use self::state::{
+    LayerId, RequestLink, RequestSpan, RunLink, RunSpan, RunState, StageSpan, TransferSpan,
+};
 use crate::accumulate::{RequestAcc, ScopeAcc};
 use crate::clock::{Clock, MonotonicClock};
 use crate::convention::SpanKind;
@@ -251,6 +253,12 @@ where
     (None, in_stage)
 }
 
+/// Locks a run's scope; a panic elsewhere cannot make its data unreadable.
+fn lock_run(link: &RunLink) -> std::sync::MutexGuard<'_, RunState> {
+    link.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// Locks a request's accumulator; a panic elsewhere cannot make its data unreadable.
 fn lock(link: &RequestLink) -> std::sync::MutexGuard<'_, RequestAcc> {
     link.lock()
@@ -307,16 +315,19 @@ impl Inner {
         let owner = self.annotations.then(|| self.clone());
         match kind {
             SpanKind::Run => {
-                let mut run = RunSpan {
+                let mut state = RunState {
                     run_id: None,
                     scope: ScopeAcc::new(now),
                     named: false,
                     issues: IssueSet::default(),
                     open_key: 0,
+                };
+                attrs.record(&mut Visitor(&mut state));
+                state.open_key = self.shared.run_opened(state.run_id.clone());
+                let run = RunSpan {
+                    state: Arc::new(std::sync::Mutex::new(state)),
                     owner,
                 };
-                attrs.record(&mut Visitor(&mut run));
-                run.open_key = self.shared.run_opened(run.run_id.clone());
                 state::insert(&mut span.extensions_mut(), self.id, run);
             }
             SpanKind::Request => {
@@ -328,7 +339,8 @@ impl Inner {
                     match SpanKind::from_name(ancestor.name()) {
                         Some(SpanKind::Request) => issues.insert(Issue::RequestInRequest),
                         Some(SpanKind::Run) => {
-                            run = Some(ancestor.id());
+                            let ext = ancestor.extensions();
+                            run = state::get::<RunSpan>(&ext, self.id).map(|r| r.state.clone());
                             break;
                         }
                         _ => {}
@@ -435,9 +447,11 @@ impl Inner {
         }
         match kind {
             SpanKind::Run => {
-                if let Some(run) = apply::<RunSpan>(&mut ext, self.id, values) {
-                    if let (Some(name), false) = (&run.run_id, run.named) {
-                        self.shared.run_named(run.open_key, name);
+                if let Some(run) = state::get_mut::<RunSpan>(&mut ext, self.id) {
+                    let mut state = lock_run(&run.state);
+                    values.record(&mut Visitor(&mut *state));
+                    if let (Some(name), false) = (&state.run_id, state.named) {
+                        self.shared.run_named(state.open_key, name);
                     }
                 }
             }
@@ -457,13 +471,8 @@ impl Inner {
     /// Closes `span`: merges it into its request, reports a request or a run. Idempotent:
     /// the state is taken out of the span, so a second call (the layer's own `on_close`
     /// after an [`AnnotationLayer`](crate::otlp::AnnotationLayer) ran it) does nothing.
-    fn close<S>(
-        &self,
-        kind: SpanKind,
-        span: SpanRef<'_, S>,
-        ctx: &Context<'_, S>,
-        via: AnnotateVia<'_>,
-    ) where
+    fn close<S>(&self, kind: SpanKind, span: SpanRef<'_, S>, via: AnnotateVia<'_>)
+    where
         S: Subscriber + for<'l> LookupSpan<'l>,
     {
         let now = self.clock.now();
@@ -547,18 +556,26 @@ impl Inner {
                 };
                 let (id, named) = (span.id(), named(&span));
                 drop(span);
-                self.close_request(&id, named, request, now, ctx, via);
+                self.close_request(&id, named, request, now, via);
             }
             SpanKind::Run => {
                 let Some(run) = state::remove::<RunSpan>(&mut span.extensions_mut(), self.id)
                 else {
                     return;
                 };
-                self.shared.run_closed(run.open_key);
-                let scope = run.run_id.unwrap_or_else(|| {
-                    format!("run-{}", self.next_run.fetch_add(1, Ordering::Relaxed))
-                });
-                let summary = run.scope.summary(scope);
+                let (summary, issues) = {
+                    let mut state = lock_run(&run.state);
+                    self.shared.run_closed(state.open_key);
+                    let scope = state.run_id.take().unwrap_or_else(|| {
+                        format!("run-{}", self.next_run.fetch_add(1, Ordering::Relaxed))
+                    });
+                    let issues = state.issues;
+                    if !issues.is_empty() {
+                        // A late `run_id` counts in the run's summary too.
+                        state.scope.count_invalid();
+                    }
+                    (state.scope.summary(scope), issues)
+                };
                 let name = (!named(&span)).then(|| format!("run {}", summary.scope));
                 let attributes = [
                     ("e2e_requests", Num::Count(summary.e2e_requests)),
@@ -590,7 +607,7 @@ impl Inner {
                         },
                     );
                 }
-                self.shared.diagnostics.record(run.issues);
+                self.shared.diagnostics.record(issues);
                 self.emit_run_summary(summary);
             }
             SpanKind::Queue | SpanKind::Postprocess | SpanKind::Tx | SpanKind::RxDecode => {
@@ -629,17 +646,14 @@ impl Inner {
         self.shared.diagnostics.record(issues);
     }
 
-    fn close_request<S>(
+    fn close_request(
         &self,
         id: &Id,
         named: bool,
         request: RequestSpan,
         now: u64,
-        ctx: &Context<'_, S>,
         via: AnnotateVia<'_>,
-    ) where
-        S: Subscriber + for<'l> LookupSpan<'l>,
-    {
+    ) {
         let RequestSpan {
             start_ns,
             run,
@@ -667,39 +681,28 @@ impl Inner {
                 self.next_request.fetch_add(1, Ordering::Relaxed)
             )
         });
-        let run_span = run.as_ref().and_then(|id| ctx.span(id));
-        let report = match run_span {
-            Some(run_span) => {
-                let mut ext = run_span.extensions_mut();
-                match state::get_mut::<RunSpan>(&mut ext, self.id) {
-                    Some(run) => {
-                        if !run.scope.note_request_id(&request_id) {
-                            issues.insert(Issue::DuplicateRequestId);
-                        }
-                        if !issues.is_empty() {
-                            acc.count_invalid();
-                        }
-                        let scope = run.run_id.clone().unwrap_or_else(|| {
-                            // Name the run now so its requests and summary agree.
-                            let id =
-                                format!("run-{}", self.next_run.fetch_add(1, Ordering::Relaxed));
-                            run.run_id = Some(id.clone());
-                            id
-                        });
-                        if !run.named {
-                            run.named = true;
-                            self.shared.run_named(run.open_key, &scope);
-                        }
-                        let report = acc.finish(request_id, status, scope, start_ns, now);
-                        run.scope.add(&report);
-                        drop(ext);
-                        report
-                    }
-                    None => {
-                        drop(ext);
-                        self.online(acc, issues, request_id, status, start_ns, now)
-                    }
+        let report = match run {
+            Some(run) => {
+                let mut run = lock_run(&run);
+                if !run.scope.note_request_id(&request_id) {
+                    issues.insert(Issue::DuplicateRequestId);
                 }
+                if !issues.is_empty() {
+                    acc.count_invalid();
+                }
+                let scope = run.run_id.clone().unwrap_or_else(|| {
+                    // Name the run now so its requests and summary agree.
+                    let id = format!("run-{}", self.next_run.fetch_add(1, Ordering::Relaxed));
+                    run.run_id = Some(id.clone());
+                    id
+                });
+                let report = acc.finish(request_id, status, scope, start_ns, now);
+                run.scope.add(&report);
+                if !run.named {
+                    run.named = true;
+                    self.shared.run_named(run.open_key, &report.scope);
+                }
+                report
             }
             None => self.online(acc, issues, request_id, status, start_ns, now),
         };
@@ -863,7 +866,7 @@ where
             } else {
                 self.annotation_dispatch()
             };
-            self.inner.close(kind, span, &ctx, via.as_ref());
+            self.inner.close(kind, span, via.as_ref());
         }
     }
 
@@ -968,7 +971,7 @@ where
         let dispatch = crate::otlp::dispatch_of(&self.dispatch);
         for inner in owners {
             if let Some(span) = ctx.span(&id) {
-                inner.close(kind, span, &ctx, Some(&dispatch));
+                inner.close(kind, span, Some(&dispatch));
             }
         }
     }

@@ -60,6 +60,18 @@ pub(super) fn insert<T: Send + Sync + 'static>(
     }
 }
 
+/// `layer`'s state of type `T`, read only.
+pub(super) fn get<'a, T: Send + Sync + 'static>(
+    ext: &'a tracing_subscriber::registry::Extensions<'_>,
+    layer: LayerId,
+) -> Option<&'a T> {
+    ext.get::<PerLayer<T>>()?
+        .0
+        .iter()
+        .find(|(id, _)| *id == layer)
+        .map(|(_, v)| v)
+}
+
 /// `layer`'s state of type `T`, if it has one.
 pub(super) fn get_mut<'a, T: Send + Sync + 'static>(
     ext: &'a mut ExtensionsMut<'_>,
@@ -157,6 +169,21 @@ impl Coverage {
 /// `omni.run`.
 #[derive(Debug)]
 pub(super) struct RunSpan {
+    /// The run's scope, shared with its requests.
+    pub(super) state: RunLink,
+    /// See [`RequestSpan::owner`].
+    #[cfg_attr(not(feature = "otlp"), allow(dead_code))]
+    pub(super) owner: Option<Arc<super::Inner>>,
+}
+
+/// A run's scope, shared with its requests: closing a request adds to it without looking the
+/// run up (which a layer that does not see the run, such as the annotation layer behind the
+/// export filter, could not do).
+pub(super) type RunLink = Arc<Mutex<RunState>>;
+
+/// What a run accumulates.
+#[derive(Debug)]
+pub(super) struct RunState {
     pub(super) run_id: Option<String>,
     pub(super) scope: ScopeAcc,
     /// Set once a request of the run was reported under the run's name: a `run_id`
@@ -165,12 +192,9 @@ pub(super) struct RunSpan {
     pub(super) issues: IssueSet,
     /// The run's entry in the open-span registry.
     pub(super) open_key: u64,
-    /// See [`RequestSpan::owner`].
-    #[cfg_attr(not(feature = "otlp"), allow(dead_code))]
-    pub(super) owner: Option<Arc<super::Inner>>,
 }
 
-impl SetField for RunSpan {
+impl SetField for RunState {
     fn set(&mut self, name: &str, value: FieldValue<'_>) {
         if name == field::RUN_ID {
             if self.named {
@@ -214,8 +238,8 @@ fn intern(name: &str) -> Arc<str> {
 #[derive(Debug)]
 pub(super) struct RequestSpan {
     pub(super) start_ns: u64,
-    /// The nearest enclosing `omni.run`, if any.
-    pub(super) run: Option<tracing_core::span::Id>,
+    /// The nearest enclosing `omni.run`'s scope, if any.
+    pub(super) run: Option<RunLink>,
     pub(super) status: Option<RequestStatus>,
     pub(super) issues: IssueSet,
     pub(super) acc: RequestLink,

@@ -928,3 +928,57 @@ fn issue7_tls_receiver_with_a_self_signed_certificate_gets_every_span() {
     assert!(!stderr.contains("s3cr3t"), "{stderr}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Issue 6, item 3 (review): with the OTel layer first, requests of a run are still one
+/// scope (the annotation layer behind the export filter does not see runs).
+#[test]
+fn issue6_otel_layer_first_keeps_a_run_one_scope() {
+    let receiver = GrpcReceiver::start();
+    let pipeline = OtlpPipeline::builder()
+        .with_endpoint(format!("http://{}", receiver.addr))
+        .build()
+        .expect("pipeline");
+    let capture = CaptureSink::new();
+    let metrics = OmniMetricsLayer::builder()
+        .with_console(false)
+        .with_sink(capture.clone())
+        .with_trace_annotations(true)
+        .build()
+        .expect("no file");
+    let subscriber = tracing_subscriber::registry()
+        .with(pipeline.layer())
+        .with(metrics);
+    tracing::subscriber::with_default(subscriber, || {
+        let run = omni_metrics::instrument::Run::with_id("batch");
+        for i in 0..3 {
+            let r = run.request(&format!("b-{i}"));
+            r.stage(0).tokens_in(2);
+            r.finish();
+        }
+        // An aborted request exports status ERROR with error.type "aborted".
+        drop(run.request("dropped"));
+    });
+    pipeline.into_guard().shutdown().expect("exported");
+    let requests = capture.requests();
+    assert_eq!(requests.len(), 4);
+    assert!(requests.iter().all(|r| r.scope == "batch"), "{requests:?}");
+    let summaries = capture.summaries();
+    assert_eq!(summaries.len(), 1, "one summary, the run's: {summaries:?}");
+    assert_eq!(summaries[0].e2e_requests, 3);
+    assert_eq!(summaries[0].e2e_requests_aborted, 1);
+    use opentelemetry_proto::tonic::common::v1::any_value::Value;
+    use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
+    let spans = receiver.spans();
+    let dropped = spans
+        .iter()
+        .find(|s| s.name == "request dropped")
+        .expect("the aborted request");
+    assert_eq!(
+        dropped
+            .status
+            .as_ref()
+            .map(|s| (s.code, s.message.as_str())),
+        Some((StatusCode::Error as i32, "aborted"))
+    );
+    assert!(matches!(attr(dropped, "error.type"), Some(Value::StringValue(t)) if t == "aborted"));
+}
