@@ -253,14 +253,42 @@ pub(crate) fn stderr_notice(notice: Notice, message: String) {
 /// How long [`stderr_notice`] waits for its line to be written, at most.
 const NOTICE_WAIT: std::time::Duration = std::time::Duration::from_millis(50);
 
+/// Checks, once per process and shortly after a subscriber with the metrics layer is
+/// registered, that INFO spans are enabled at all: a filter on the whole subscriber (not on
+/// one layer), or tracing's `max_level_*` features, would leave the tables silently empty.
+///
+/// Shortly after, because the global maximum level is only updated once the registration
+/// is complete; on a thread of its own, so that nobody waits.
+pub(crate) fn check_levels_soon() {
+    static SCHEDULED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if SCHEDULED.swap(true, Ordering::Relaxed) {
+        return;
+    }
+    if let Some(message) = static_level_warning() {
+        stderr_notice(Notice::StaticMaxLevel, message);
+        return;
+    }
+    let _ = std::thread::Builder::new()
+        .name("omni-metrics-check".into())
+        .spawn(|| {
+            std::thread::sleep(LEVEL_CHECK_DELAY);
+            if let Some(message) = level_warning(tracing::level_filters::LevelFilter::current()) {
+                stderr_notice(Notice::FilteredSubscriber, message);
+            }
+        });
+}
+
+/// How long after registration the level check runs.
+const LEVEL_CHECK_DELAY: std::time::Duration = std::time::Duration::from_millis(200);
+
 /// Why the tables would be empty under a subscriber whose most verbose level is `max`, or
 /// `None` when INFO spans get through.
 pub(crate) fn level_warning(max: tracing::level_filters::LevelFilter) -> Option<String> {
     use tracing::level_filters::LevelFilter;
     (max < LevelFilter::INFO).then(|| {
         format!(
-            "the subscriber's level filter ({max}) disables the INFO `omni.*` spans: the \
-             metrics tables will stay empty. Filter your log layer on its own \
+            "the subscriber's most verbose level is {max}, which disables the INFO `omni.*` \
+             spans: the metrics tables will stay empty. Filter your log layer on its own \
              (`fmt::layer().with_filter(EnvFilter::from_default_env())`) instead of the \
              whole subscriber, or let the spans through (`RUST_LOG=warn,omni=info`)."
         )

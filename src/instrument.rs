@@ -112,7 +112,15 @@ impl Request {
     /// part of the enclosing [`Run`] if one is entered.
     pub fn start(request_id: &str) -> Self {
         let current = Span::current();
-        let request = Self::checked(tracing::span!(
+        if current
+            .metadata()
+            .is_some_and(|m| m.name() == convention::RUN)
+        {
+            // An explicit parent: exported, the request is then the root of its own trace
+            // even when the run sits inside one of the engine's own spans.
+            return Self::child_of(&current, request_id);
+        }
+        Self::checked(tracing::span!(
                 target: TARGET,
                 Level::INFO,
                 "omni.request",
@@ -121,9 +129,7 @@ impl Request {
                 status_message = Empty,
                 otel.name = %format_args!("request {request_id}"),
                 otel.kind = "server",
-        ));
-        request.own_trace(&current);
-        request
+        ))
     }
 
     /// Opens a request as a child of `parent` (an `omni.run` span, for instance).

@@ -140,6 +140,35 @@ fn issue6_a_filter_that_hides_the_spans_is_said_once() {
         let request = tracing::info_span!("omni.request", request_id = i);
         drop(request);
     }
+    // An engine runs on; the check is made once the subscriber is installed.
+    std::thread::sleep(Duration::from_millis(600));
+}
+
+/// Item 7 (review): the composition the README recommends, a log layer filtered on its own,
+/// is not reported as hiding the spans.
+#[test]
+fn issue6_a_log_layer_filtered_on_its_own_is_not_reported() {
+    const NAME: &str = "issue6_a_log_layer_filtered_on_its_own_is_not_reported";
+    if !is_child(NAME) {
+        let stderr = stderr_of(&run_child(NAME, &[]));
+        assert!(!stderr.contains("disables the INFO"), "{stderr}");
+        assert!(stderr.contains("requests_ok=3"), "{stderr}");
+        return;
+    }
+    let metrics = omni_metrics::OmniMetricsLayer::builder()
+        .with_console(false)
+        .build()
+        .expect("no file");
+    let handle = metrics.handle();
+    tracing_subscriber::registry()
+        .with(tracing_subscriber::fmt::layer().with_filter(omni_metrics::log_filter()))
+        .with(metrics)
+        .init();
+    for i in 0..3 {
+        Request::start(&format!("r-{i}")).finish();
+    }
+    std::thread::sleep(Duration::from_millis(600));
+    eprintln!("requests_ok={}", handle.totals().requests_ok);
 }
 
 /// Item 7: the typed API knows when nothing enabled its span.

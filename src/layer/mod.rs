@@ -33,7 +33,7 @@ use self::state::{
 use crate::accumulate::{RequestAcc, ScopeAcc};
 use crate::clock::{Clock, MonotonicClock};
 use crate::convention::SpanKind;
-use crate::diagnostics::{self, Issue, IssueSet, Notice};
+use crate::diagnostics::{self, Issue, IssueSet};
 use crate::handle::{MetricsHandle, Shared};
 use crate::report::Sink;
 use crate::report::writer::Writer;
@@ -872,24 +872,11 @@ where
 
     fn on_event(&self, _event: &Event<'_>, _ctx: Context<'_, S>) {}
 
-    fn on_layer(&mut self, subscriber: &mut S) {
-        // A filter below this layer that hides INFO spans gives empty tables: say so once,
-        // on stderr (a `tracing` event would be filtered out too).
-        if let Some(message) = subscriber
-            .max_level_hint()
-            .and_then(diagnostics::level_warning)
-        {
-            diagnostics::stderr_notice(Notice::FilteredSubscriber, message);
-        }
-        if let Some(message) = diagnostics::static_level_warning() {
-            diagnostics::stderr_notice(Notice::StaticMaxLevel, message);
-        }
-    }
-
     fn on_register_dispatch(&self, subscriber: &tracing::Dispatch) {
         if let Some(writer) = &self.inner.writer {
             writer.state().register(subscriber);
         }
+        diagnostics::check_levels_soon();
         #[cfg(feature = "otlp")]
         let _ = self.dispatch.set(subscriber.downgrade());
     }
@@ -968,7 +955,9 @@ where
         let (Some(kind), false) = (kind, owners.is_empty()) else {
             return;
         };
-        let dispatch = crate::otlp::dispatch_of(&self.dispatch);
+        let Some(dispatch) = crate::otlp::dispatch_of(&self.dispatch) else {
+            return;
+        };
         for inner in owners {
             if let Some(span) = ctx.span(&id) {
                 inner.close(kind, span, Some(&dispatch));

@@ -509,7 +509,9 @@ impl OtlpGuard {
         let shutdown_timeout = parts.shutdown_timeout;
         let outcome = match parts.shutdown_in_background() {
             Err(e) => Err(format!("cannot start the shutdown thread: {e}")),
-            Ok(done_rx) => match done_rx.recv_timeout(shutdown_timeout + Duration::from_secs(1)) {
+            Ok(done_rx) => match done_rx
+                .recv_timeout(shutdown_timeout.saturating_add(Duration::from_secs(1)))
+            {
                 Ok(Ok(())) => Ok(()),
                 Ok(Err(e)) => Err(e.to_string()),
                 Err(_) => Err(format!("did not finish within {shutdown_timeout:?}")),
@@ -638,16 +640,15 @@ pub(crate) fn annotate(
     }
 }
 
-/// The subscriber a layer was registered in; else (a layer inside an `Option`, which does
-/// not pass the registration on) the thread's default, which is that subscriber when it is
-/// installed globally.
+/// The subscriber a layer was registered in, if it was (a layer inside an `Option` is not:
+/// tracing-subscriber 0.3 does not pass the registration on). No guess is made: annotating
+/// through another subscriber would reach the wrong spans.
 pub(crate) fn dispatch_of(
     registered: &std::sync::OnceLock<tracing::dispatcher::WeakDispatch>,
-) -> tracing::Dispatch {
+) -> Option<tracing::Dispatch> {
     registered
         .get()
         .and_then(tracing::dispatcher::WeakDispatch::upgrade)
-        .unwrap_or_else(|| tracing::dispatcher::get_default(tracing::Dispatch::clone))
 }
 
 /// Makes `request` the root of its own trace, linked to the `run` span it belongs to, so an

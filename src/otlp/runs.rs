@@ -120,7 +120,9 @@ where
                 let Some(run_context) = run_context.filter(|c| c.is_valid()) else {
                     return;
                 };
-                let dispatch = super::dispatch_of(&self.dispatch);
+                let Some(dispatch) = super::dispatch_of(&self.dispatch) else {
+                    return;
+                };
                 if let Some(cx) = tracing_opentelemetry::get_otel_context(id, &dispatch) {
                     cx.span().add_link(run_context, Vec::new());
                 }

@@ -258,7 +258,9 @@ fn run(
     state: &WriterState,
 ) {
     // Never trace into the engine's subscriber (no feedback from a writer that logs).
-    let _quiet = tracing::subscriber::set_default(tracing::subscriber::NoSubscriber::default());
+    // `Dispatch::none()` is not registered with tracing-core (a `Dispatch::new` would be,
+    // and its missing level hint would raise the process's maximum level to TRACE).
+    let _quiet = tracing::dispatcher::set_default(&tracing::Dispatch::none());
     while let Ok(job) = rx.recv() {
         let (console_result, jsonl_result) = match &job {
             Job::Request(r) => (

@@ -758,6 +758,9 @@ fn issue7_raw_requests_are_servers_and_requests_in_an_entered_run_own_their_trac
             let _s = tracing::info_span!(parent: &r, "omni.stage", stage_id = 0, num_tokens_in = 3);
         }
         drop(raw_run);
+        // The run inside one of the engine's own (exported) spans.
+        let job = tracing::info_span!("batch_job");
+        let _job = job.enter();
         let run = omni_metrics::instrument::Run::with_id("entered");
         run.span().in_scope(|| {
             for i in 0..2 {
