@@ -143,6 +143,21 @@ impl ExportStats {
     }
 }
 
+/// Whether an export failed for want of an answer in time. opentelemetry-otlp reports a
+/// gRPC `DeadlineExceeded` or an HTTP timeout as an `InternalFailure` with the cause in its
+/// text, so the text is read too.
+fn is_timeout(error: &OTelSdkError) -> bool {
+    match error {
+        OTelSdkError::Timeout(_) => true,
+        other => {
+            let text = other.to_string().to_ascii_lowercase();
+            ["timeout", "timed out", "deadline"]
+                .iter()
+                .any(|needle| text.contains(needle))
+        }
+    }
+}
+
 /// Spans of a batch in flight beside a full queue (the SDK's default batch size).
 const BATCH_SLACK: u64 = 512;
 
@@ -159,7 +174,7 @@ impl<E: SpanExporter> SpanExporter for CountingExporter<E> {
         let result = self.inner.export(batch).await;
         let counter = match &result {
             Ok(()) => &self.stats.exported,
-            Err(OTelSdkError::Timeout(_)) => &self.stats.timed_out,
+            Err(e) if is_timeout(e) => &self.stats.timed_out,
             Err(_) => &self.stats.failed,
         };
         counter.fetch_add(n, Ordering::Relaxed);

@@ -985,3 +985,28 @@ fn issue6_otel_layer_first_keeps_a_run_one_scope() {
     );
     assert!(matches!(attr(dropped, "error.type"), Some(Value::StringValue(t)) if t == "aborted"));
 }
+
+/// Issue 7, item 7 (review): exports that time out are counted as timed out (the collector
+/// may have received them), not blamed on a collector that is down.
+#[test]
+fn issue7_timed_out_exports_are_counted_apart() {
+    let receiver = GrpcReceiver::start_slow(Duration::from_millis(1500));
+    let out = std::process::Command::new(example::omni_pipeline())
+        .args(["-n", "2", "--summary-only"])
+        .env(
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            format!("http://{}", receiver.addr),
+        )
+        .env("OTEL_EXPORTER_OTLP_TIMEOUT", "200")
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let line = stderr
+        .lines()
+        .find(|l| l.contains("spans could not be exported"))
+        .unwrap_or_else(|| panic!("{stderr}"));
+    assert!(line.contains("0 in exports that failed"), "{line}");
+    assert!(!line.contains(" 0 in exports that timed out"), "{line}");
+}

@@ -14,6 +14,8 @@ use opentelemetry_proto::tonic::trace::v1::Span;
 
 #[derive(Clone, Default)]
 struct Collect {
+    /// How long to wait before answering (a slow collector).
+    delay: std::time::Duration,
     spans: Arc<Mutex<Vec<Span>>>,
     services: Arc<Mutex<Vec<String>>>,
     authorization: Arc<Mutex<Vec<String>>>,
@@ -25,6 +27,9 @@ impl TraceService for Collect {
         &self,
         request: tonic::Request<ExportTraceServiceRequest>,
     ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        if !self.delay.is_zero() {
+            tokio::time::sleep(self.delay).await;
+        }
         let mut spans = self
             .spans
             .lock()
@@ -72,25 +77,37 @@ pub(crate) struct GrpcReceiver {
 
 impl GrpcReceiver {
     pub(crate) fn start() -> Self {
-        Self::serve(None)
+        Self::serve(None, std::time::Duration::ZERO)
+    }
+
+    /// A receiver that answers each export only after `delay`.
+    #[allow(dead_code)] // not every test binary that includes the receiver uses it
+    pub(crate) fn start_slow(delay: std::time::Duration) -> Self {
+        Self::serve(None, delay)
     }
 
     /// A receiver speaking TLS with this certificate and key (PEM).
     #[allow(dead_code)] // not every test binary that includes the receiver uses TLS
     pub(crate) fn start_tls(cert_pem: &str, key_pem: &str) -> Self {
-        Self::serve(Some(
-            tonic::transport::ServerTlsConfig::new()
-                .identity(tonic::transport::Identity::from_pem(cert_pem, key_pem)),
-        ))
+        Self::serve(
+            Some(
+                tonic::transport::ServerTlsConfig::new()
+                    .identity(tonic::transport::Identity::from_pem(cert_pem, key_pem)),
+            ),
+            std::time::Duration::ZERO,
+        )
     }
 
-    fn serve(tls: Option<tonic::transport::ServerTlsConfig>) -> Self {
+    fn serve(tls: Option<tonic::transport::ServerTlsConfig>, delay: std::time::Duration) -> Self {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
             .build()
             .expect("receiver runtime");
-        let collect = Collect::default();
+        let collect = Collect {
+            delay,
+            ..Collect::default()
+        };
         let spans = collect.spans.clone();
         let services = collect.services.clone();
         let authorization = collect.authorization.clone();
