@@ -1,7 +1,7 @@
 //! Reading the layer's results from code: cumulative totals and the latest summary.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use crate::diagnostics::Diagnostics;
@@ -31,13 +31,44 @@ struct Stripe {
 
 const STRIPES: usize = 16;
 
+/// This thread's number (unique, assigned on first use) and a counter of its own: open-span
+/// keys are made without a shared write.
+struct ThreadKeys {
+    thread: u64,
+    next: std::cell::Cell<u64>,
+}
+
+thread_local! {
+    static KEYS: ThreadKeys = {
+        static NEXT_THREAD: AtomicU64 = AtomicU64::new(0);
+        ThreadKeys {
+            thread: NEXT_THREAD.fetch_add(1, Ordering::Relaxed),
+            next: std::cell::Cell::new(0),
+        }
+    };
+}
+
 /// This thread's stripe index, assigned round-robin on first use.
 fn stripe_index() -> usize {
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    thread_local! {
-        static INDEX: usize = NEXT.fetch_add(1, Ordering::Relaxed) % STRIPES;
-    }
-    INDEX.try_with(|i| *i).unwrap_or(0)
+    KEYS.try_with(|k| (k.thread % STRIPES as u64) as usize)
+        .unwrap_or(0)
+}
+
+/// A key unique in the process, whose stripe is this thread's: `thread << 40 | counter`
+/// (2^24 threads and 2^40 keys per thread before a repeat).
+fn open_key() -> u64 {
+    static FALLBACK: AtomicU64 = AtomicU64::new(1 << 63);
+    KEYS.try_with(|k| {
+        let n = k.next.get();
+        k.next.set(n.wrapping_add(1));
+        (k.thread << 40) | (n & ((1 << 40) - 1))
+    })
+    .unwrap_or_else(|_| FALLBACK.fetch_add(1, Ordering::Relaxed))
+}
+
+/// The stripe a key was made on.
+fn key_stripe(key: u64) -> usize {
+    ((key >> 40) % STRIPES as u64) as usize
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -57,8 +88,6 @@ pub(crate) struct Shared {
     /// The latest run's summary. Online requests don't touch it: a lock per request would
     /// serialize the engine's threads.
     last_summary: Mutex<Option<OverallSummary>>,
-    /// Keys of the open-span registry (never reused).
-    next_open_key: AtomicU64,
     /// Runs open now: key -> the run's name so far.
     open_runs: Mutex<HashMap<u64, Option<String>>>,
     /// The built-in sinks' writer thread, when the layer has console or JSON lines.
@@ -90,20 +119,20 @@ impl Shared {
 
     /// Registers an open request; returns its key for [`Shared::request_closed`].
     pub(crate) fn request_opened(&self, link: &RequestLink) -> u64 {
-        let key = self.next_open_key.fetch_add(1, Ordering::Relaxed);
-        let stripe = &self.stripes[key as usize % STRIPES];
+        let key = open_key();
+        let stripe = &self.stripes[key_stripe(key)];
         lock(&stripe.open_requests).insert(key, link.clone());
         key
     }
 
     pub(crate) fn request_closed(&self, key: u64) {
-        let stripe = &self.stripes[key as usize % STRIPES];
+        let stripe = &self.stripes[key_stripe(key)];
         lock(&stripe.open_requests).remove(&key);
     }
 
     /// Registers an open run; returns its key.
     pub(crate) fn run_opened(&self, name: Option<String>) -> u64 {
-        let key = self.next_open_key.fetch_add(1, Ordering::Relaxed);
+        let key = open_key();
         lock(&self.open_runs).insert(key, name);
         key
     }

@@ -283,8 +283,8 @@ impl Inner {
     where
         S: Subscriber + for<'l> LookupSpan<'l>,
     {
-        let mut ext = request?.extensions_mut();
-        state::get_mut::<RequestSpan>(&mut ext, self.id).map(|r| r.acc.clone())
+        let ext = request?.extensions();
+        state::get::<RequestSpan>(&ext, self.id).map(|r| r.acc.clone())
     }
 
     fn new_span<S>(

@@ -80,6 +80,8 @@ fn is_run(meta: &Metadata<'_>) -> bool {
 #[derive(Debug)]
 pub struct ExportFilter {
     env: EnvFilter,
+    /// Nothing passes: the layer of a pipeline that exports nothing costs no bridge work.
+    nothing: bool,
 }
 
 impl ExportFilter {
@@ -88,6 +90,15 @@ impl ExportFilter {
     pub fn new(directives: &str) -> Self {
         Self {
             env: EnvFilter::builder().parse_lossy(directives),
+            nothing: false,
+        }
+    }
+
+    /// A filter that lets nothing through.
+    pub(super) fn nothing() -> Self {
+        Self {
+            env: EnvFilter::builder().parse_lossy("off"),
+            nothing: true,
         }
     }
 
@@ -108,7 +119,7 @@ where
     S: Subscriber + for<'a> LookupSpan<'a>,
 {
     fn enabled(&self, meta: &Metadata<'_>, cx: &Context<'_, S>) -> bool {
-        if is_exporter_crate(meta.target()) || is_run(meta) {
+        if self.nothing || is_exporter_crate(meta.target()) || is_run(meta) {
             false
         } else if is_omni_span(meta) {
             true
@@ -118,7 +129,7 @@ where
     }
 
     fn callsite_enabled(&self, meta: &'static Metadata<'static>) -> Interest {
-        if is_exporter_crate(meta.target()) || is_run(meta) {
+        if self.nothing || is_exporter_crate(meta.target()) || is_run(meta) {
             Interest::never()
         } else if is_omni_span(meta) {
             Interest::always()

@@ -370,7 +370,11 @@ impl OtlpPipeline {
             .with_tracked_inactivity(false);
         AnnotationLayer::new()
             .and_then(otel)
-            .with_filter(ExportFilter::resolve(self.filter.as_deref()))
+            .with_filter(if self.exporting {
+                ExportFilter::resolve(self.filter.as_deref())
+            } else {
+                ExportFilter::nothing()
+            })
             .and_then(RunLinks::new(tracer))
     }
 
