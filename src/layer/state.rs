@@ -409,8 +409,13 @@ pub(super) struct TransferSpan {
     in_flight_override_ms: Option<f64>,
     pub(super) tx: LeafTimer,
     pub(super) rx: LeafTimer,
-    /// End of the latest `omni.transfer.tx` child not yet followed by an `rx_decode`.
-    pending_tx_end_ns: Option<u64>,
+    /// Ends of the `omni.transfer.tx` children not yet paired with an `rx_decode`, oldest
+    /// first: chunk `k`'s rx pairs with chunk `k`'s tx, also when they are pipelined
+    /// (tx, tx, rx, rx).
+    pending_tx_ends: SmallVec<[u64; 2]>,
+    /// `rx_decode` children that started before any tx was pending (a receiver already
+    /// waiting): the next tx end pairs with them, with no gap.
+    waiting_rx: u32,
     /// Each chunk's gap from its tx end to the next rx start, summed.
     in_flight_ns: u64,
     /// See [`RequestSpan::owner`].
@@ -427,15 +432,28 @@ impl TransferSpan {
 
     /// An `omni.transfer.tx` child ended.
     pub(super) fn tx_closed(&mut self, now: u64) {
+        /// Pending tx ends kept at most; older ones are dropped (their gap counts as 0).
+        const MAX_PENDING: usize = 64;
         self.tx.close(now);
-        self.pending_tx_end_ns = self.pending_tx_end_ns.max(Some(now));
+        if self.waiting_rx > 0 {
+            self.waiting_rx -= 1;
+        } else {
+            if self.pending_tx_ends.len() >= MAX_PENDING {
+                self.pending_tx_ends.remove(0);
+            }
+            self.pending_tx_ends.push(now);
+        }
     }
 
-    /// An `omni.transfer.rx_decode` child started: the gap since the tx it follows is one
-    /// chunk's in-flight time (tx[0,1] rx[2,3] tx[4,5] rx[6,7] is 1 + 1 ms).
+    /// An `omni.transfer.rx_decode` child started: the gap since the tx it pairs with is
+    /// that chunk's in-flight time (tx[0,1] rx[2,3] tx[4,5] rx[6,7] is 1 + 1 ms; so is
+    /// tx[0,1] tx[1,2] rx[2,3] rx[3,4]).
     pub(super) fn rx_opened(&mut self, now: u64) {
         self.rx.open(now);
-        if let Some(tx_end) = self.pending_tx_end_ns.take() {
+        if self.pending_tx_ends.is_empty() {
+            self.waiting_rx = self.waiting_rx.saturating_add(1);
+        } else {
+            let tx_end = self.pending_tx_ends.remove(0);
             self.in_flight_ns = self.in_flight_ns.saturating_add(now.saturating_sub(tx_end));
         }
     }

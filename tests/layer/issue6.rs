@@ -272,6 +272,65 @@ fn issue6_chunked_transfer_measures_each_gap() {
     assert_close(e.rx_decode_time_ms, 2.0, "rx");
 }
 
+/// Item 12 (review): pipelined chunks (tx, tx, rx, rx) pair in order.
+#[test]
+fn issue6_pipelined_chunks_pair_in_order() {
+    let s = setup();
+    s.run(|| {
+        let req = info_span!("omni.request", request_id = "pipelined");
+        let t = info_span!(parent: &req, "omni.transfer", from_stage = 0, to_stage = 1);
+        for (start, end, kind) in [
+            (0.0, 1.0, "tx"),
+            (1.0, 2.0, "tx"),
+            (3.0, 4.0, "rx"),
+            (5.0, 6.0, "rx"),
+        ] {
+            s.at(start);
+            let child = if kind == "tx" {
+                info_span!(parent: &t, "omni.transfer.tx")
+            } else {
+                info_span!(parent: &t, "omni.transfer.rx_decode")
+            };
+            s.at(end);
+            drop(child);
+        }
+    });
+    let e = &s.capture.requests()[0].transfers[0];
+    // rx1 (3) - tx1 end (1) = 2; rx2 (5) - tx2 end (2) = 3.
+    assert_close(e.in_flight_time_ms, 5.0, "each chunk with its own tx");
+}
+
+/// Item 12 (review): a receiver already waiting when the sender finishes has no gap.
+#[test]
+fn issue6_a_waiting_receiver_has_no_in_flight_gap() {
+    let s = setup();
+    s.run(|| {
+        let req = info_span!("omni.request", request_id = "waiting");
+        let t = info_span!(parent: &req, "omni.transfer", from_stage = 0, to_stage = 1);
+        s.at(0.0);
+        let tx = info_span!(parent: &t, "omni.transfer.tx");
+        s.at(1.0);
+        let rx = info_span!(parent: &t, "omni.transfer.rx_decode");
+        s.at(2.0);
+        drop(tx);
+        s.at(3.0);
+        drop(rx);
+        // A second chunk, sequential: its own 1 ms gap.
+        s.at(4.0);
+        drop(info_span!(parent: &t, "omni.transfer.tx"));
+        s.at(5.0);
+        let rx = info_span!(parent: &t, "omni.transfer.rx_decode");
+        s.at(6.0);
+        drop(rx);
+    });
+    let e = &s.capture.requests()[0].transfers[0];
+    assert_close(
+        e.in_flight_time_ms,
+        1.0,
+        "0 for the waiting receiver, 1 ms for chunk 2",
+    );
+}
+
 /// Item 13: no `-0.000` for a request without transfers.
 #[test]
 fn issue6_no_negative_zero_without_transfers() {
