@@ -64,8 +64,6 @@ fn exporter_var() -> Option<String> {
 
 /// What the pipeline is built from, after code and environment are merged and checked.
 pub(super) struct Settings {
-    /// `false` when `OTEL_SDK_DISABLED=true` or `OTEL_TRACES_EXPORTER=none`.
-    pub(super) enabled: bool,
     pub(super) protocol: OtlpProtocol,
     /// The endpoint given in code; the exporter reads the variables itself otherwise (they
     /// were checked here).
@@ -102,7 +100,6 @@ impl Settings {
                 });
             }
         }
-        let enabled = !disabled_in_env();
         let protocol = builder.protocol()?;
         let code_endpoint = builder.endpoint.clone();
         let mut https = false;
@@ -141,7 +138,6 @@ impl Settings {
         };
         let sampler = sampler_from_env(&mut warnings);
         Ok(Self {
-            enabled,
             protocol,
             code_endpoint,
             https,

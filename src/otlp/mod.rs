@@ -201,25 +201,26 @@ impl OtlpBuilder {
     /// when the pipeline becomes a guard. A collector that is down is not an error: spans
     /// that cannot be delivered are counted in [`ExportStats`] and reported.
     pub fn build(self) -> Result<OtlpPipeline, OtlpError> {
-        let settings = Settings::read(&self)?;
         let filter = self.filter.clone();
         let shutdown_timeout = self.shutdown_timeout.unwrap_or(DEFAULT_SHUTDOWN_TIMEOUT);
-        let stats = Arc::new(ExportStats::new(settings.max_queue_size));
-        if !settings.enabled || !self.exports() {
+        if !self.exports() {
+            // As `init()` does: nothing is exported, so nothing else is read or checked.
             let provider = SdkTracerProvider::builder()
                 .with_sampler(opentelemetry_sdk::trace::Sampler::AlwaysOff)
                 .build();
             return Ok(OtlpPipeline {
                 provider: Some(provider),
                 runtime: None,
-                stats,
-                protocol: settings.protocol,
+                stats: Arc::new(ExportStats::new(DEFAULT_MAX_QUEUE_SIZE)),
+                protocol: self.protocol.unwrap_or(OtlpProtocol::Grpc),
                 shutdown_timeout,
                 filter,
-                warnings: settings.warnings,
+                warnings: Vec::new(),
                 exporting: false,
             });
         }
+        let settings = Settings::read(&self)?;
+        let stats = Arc::new(ExportStats::new(settings.max_queue_size));
         let protocol = settings.protocol;
         // tonic needs a tokio runtime with more than one worker to build the channel and to
         // drive its I/O while the batch thread blocks on an export; it gets its own.

@@ -207,7 +207,8 @@ impl PathFile {
     }
 
     /// Appends `line`; on failure cuts the file back to its length before, so no fragment
-    /// stays (or, if that fails too, marks the next line to start with a newline).
+    /// stays (or, when that cannot be done safely, marks the next line to start with a
+    /// newline).
     fn append(&mut self, line: &[u8]) -> io::Result<()> {
         let prefix: &[u8] = if self.torn { b"\n" } else { b"" };
         let file = self.current()?;
@@ -219,8 +220,16 @@ impl PathFile {
                 Ok(())
             }
             Err(error) => {
-                if written > 0 && file.set_len(before).is_err() {
-                    self.torn = true;
+                if written > 0 {
+                    // Cut back only what this write added: if another process appended
+                    // meanwhile (engines sharing one file), its lines stay, and the next
+                    // record starts on a line of its own instead.
+                    let ours_only = file
+                        .metadata()
+                        .is_ok_and(|m| m.len() == before.saturating_add(written as u64));
+                    if !ours_only || file.set_len(before).is_err() {
+                        self.torn = true;
+                    }
                 }
                 Err(error)
             }
