@@ -161,7 +161,8 @@ fn is_timeout(error: &OTelSdkError) -> bool {
 /// Spans of a batch in flight beside a full queue (the SDK's default batch size).
 const BATCH_SLACK: u64 = 512;
 
-/// Counts what the inner exporter delivered, by outcome.
+/// Puts each span in its exported form and counts what the inner exporter delivered, by
+/// outcome.
 #[derive(Debug)]
 pub(super) struct CountingExporter<E> {
     pub(super) inner: E,
@@ -169,7 +170,9 @@ pub(super) struct CountingExporter<E> {
 }
 
 impl<E: SpanExporter> SpanExporter for CountingExporter<E> {
-    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
+    async fn export(&self, mut batch: Vec<SpanData>) -> OTelSdkResult {
+        // Here, on the export thread, not in `on_end` on the engine's.
+        batch.iter_mut().for_each(shape);
         let n = batch.len() as u64;
         let result = self.inner.export(batch).await;
         let counter = match &result {
@@ -198,7 +201,7 @@ impl<E: SpanExporter> SpanExporter for CountingExporter<E> {
     }
 }
 
-/// Counts the spans handed to the batch processor and puts them in their exported form.
+/// Counts the spans handed to the batch processor.
 #[derive(Debug)]
 pub(super) struct CountingProcessor<P> {
     pub(super) inner: P,
@@ -210,9 +213,8 @@ impl<P: SpanProcessor> SpanProcessor for CountingProcessor<P> {
         self.inner.on_start(span, cx);
     }
 
-    fn on_end(&self, mut span: SpanData) {
+    fn on_end(&self, span: SpanData) {
         self.stats.ended.fetch_add(1, Ordering::Relaxed);
-        shape(&mut span);
         self.inner.on_end(span);
     }
 

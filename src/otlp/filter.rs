@@ -119,12 +119,13 @@ where
     S: Subscriber + for<'a> LookupSpan<'a>,
 {
     fn enabled(&self, meta: &Metadata<'_>, cx: &Context<'_, S>) -> bool {
-        if self.nothing || is_exporter_crate(meta.target()) || is_run(meta) {
+        // Cheapest first: most spans and events are decided by the level directives.
+        if self.nothing || is_run(meta) {
             false
         } else if is_omni_span(meta) {
             true
         } else {
-            Filter::<S>::enabled(&self.env, meta, cx)
+            Filter::<S>::enabled(&self.env, meta, cx) && !is_exporter_crate(meta.target())
         }
     }
 
