@@ -1,14 +1,23 @@
-//! What the metrics layer costs an engine, per span, against the Registry alone.
+//! What the metrics layer costs an engine, per span, as ratios measured in one run.
 //!
-//! Workload: one request with 3 stages (each with a postprocess child) and 2 transfers (each
-//! with tx and rx_decode children): 13 spans, with the fields an engine records.
+//! Workload (issue #8): one request, 3 stages (entered, 5 fields, one `record` each) and 2
+//! transfers (each with tx and rx_decode children): 10 spans.
 //!
-//! Run: `cargo bench --bench layer_overhead` (add `-- --quick` for a short run).
+//! Configurations, each in its own process under a global subscriber, as engines run:
+//! - `base`: `registry().with(Identity)`, the baseline. A bare `registry()` is not one: with
+//!   no layer it never frees closed spans, so its processes grow by gigabytes and its time is
+//!   the kernel clearing pages;
+//! - `layer`: the Registry with the metrics layer;
+//! - `otel`: the Registry with tracing-opentelemetry alone (an SDK tracer that exports
+//!   nothing), and `both`: the metrics layer with annotations on in front of it;
+//! - `foreign`: 10 spans that are not `omni.*`, with and without the layer;
+//! - 1 and 2 threads for `base` and `layer`.
 //!
-//! Targets (issue #2), as ratios within one run:
-//! - added cost per span <= 0.8x the Registry's own per-span cost;
-//! - <= 1 heap allocation per span added by the layer;
-//! - two threads give >= 1.8x the one-thread throughput.
+//! Rounds are interleaved (every configuration once per round, each in a fresh process);
+//! ratios are taken per round, and the median and the spread (min..max) over rounds printed.
+//!
+//! Run: `cargo bench --bench layer_overhead` (`-- --quick` for a short run; `-- --case NAME`
+//! runs one configuration alone, for `perf record` or callgrind).
 //!
 //! Results are in the README's "Performance" section, with the machine they came from.
 
@@ -18,6 +27,7 @@ use std::time::Instant;
 
 use omni_metrics::OmniMetricsLayer;
 use tracing::{Dispatch, info_span};
+use tracing_subscriber::layer::Identity;
 use tracing_subscriber::prelude::*;
 
 /// Counts heap allocations, so the layer's allocations per request can be measured.
@@ -56,15 +66,18 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static GLOBAL: Counting = Counting;
 
-const SPANS_PER_REQUEST: u64 = 13;
+const SPANS_PER_ITER: u64 = 10;
 
-/// One request of the workload.
+/// One request of the workload: 10 `omni.*` spans.
 fn request(i: u64) {
     let req = info_span!("omni.request", request_id = "bench-request");
     for stage in 0..3_u64 {
-        let s = info_span!(parent: &req, "omni.stage", stage_id = stage, stage_name = "stage",
-            batch_id = i, batch_size = 1_u64, num_tokens_in = 100_u64, num_tokens_out = 10_u64);
-        drop(info_span!(parent: &s, "omni.postprocess"));
+        let s = info_span!(parent: &req, "omni.stage", stage_id = stage, batch_id = i,
+            batch_size = 1_u64, num_tokens_in = 100_u64, num_tokens_out = tracing::field::Empty);
+        {
+            let _entered = s.enter();
+            s.record("num_tokens_out", 10_u64);
+        }
         drop(s);
         if stage < 2 {
             let t = info_span!(parent: &req, "omni.transfer", from_stage = stage,
@@ -77,22 +90,59 @@ fn request(i: u64) {
     drop(black_box(req));
 }
 
-fn registry_only() -> Dispatch {
-    Dispatch::new(tracing_subscriber::registry())
+/// Ten spans of the engine's own, nested as engines nest them.
+fn foreign(i: u64) {
+    let root = info_span!("http.request", id = i);
+    let _e = root.enter();
+    for k in 0..9_u64 {
+        let s = info_span!("engine.step", k);
+        let _e = s.enter();
+        s.record("k", k + 1);
+    }
 }
 
-fn with_layer() -> Dispatch {
-    let layer = OmniMetricsLayer::builder()
-        .with_console(false)
-        .build()
-        .expect("no JSON-lines file in the bench");
-    Dispatch::new(tracing_subscriber::registry().with(layer))
+fn metrics_layer(annotations: bool) -> OmniMetricsLayer {
+    let builder = OmniMetricsLayer::builder().with_console(false);
+    #[cfg(feature = "otlp")]
+    let builder = builder.with_trace_annotations(annotations);
+    #[cfg(not(feature = "otlp"))]
+    let _ = annotations;
+    builder.build().expect("no JSON-lines file in the bench")
 }
 
-/// The median over `rounds` of the wall time for `iters` requests on each of `threads`
-/// threads, in ns per span of one thread, under the global subscriber. The threads live
-/// across rounds (a new thread would pay for new Registry slab pages, not the layer's cost).
-fn ns_per_span(threads: usize, iters: u64, rounds: usize) -> f64 {
+#[cfg(feature = "otlp")]
+fn otel_layer<S>() -> impl tracing_subscriber::Layer<S> + 'static
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+{
+    use opentelemetry::trace::TracerProvider as _;
+    // A tracer whose spans are recorded and dropped: what OpenTelemetry costs the engine's
+    // thread, without the export (which runs on its own thread).
+    let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder().build();
+    let tracer = provider.tracer("bench");
+    std::mem::forget(provider); // lives as long as the process
+    omni_metrics::otlp::AnnotationLayer::new()
+        .and_then(tracing_opentelemetry::layer().with_tracer(tracer))
+}
+
+/// The subscriber of a configuration, or `None` for an unknown one.
+fn dispatch(config: &str) -> Option<Dispatch> {
+    let registry = tracing_subscriber::registry;
+    Some(match config {
+        "base" | "foreign-base" => Dispatch::new(registry().with(Identity::new())),
+        "layer" | "foreign-layer" => Dispatch::new(registry().with(metrics_layer(false))),
+        #[cfg(feature = "otlp")]
+        "otel" => Dispatch::new(registry().with(otel_layer())),
+        #[cfg(feature = "otlp")]
+        "both" => Dispatch::new(registry().with(metrics_layer(true)).with(otel_layer())),
+        _ => return None,
+    })
+}
+
+/// The median over `rounds` of the wall time for `iters` iterations on each of `threads`
+/// threads, in ns per span of one thread. The threads live across rounds (a new thread
+/// would pay for new Registry slab pages, not the layer's cost).
+fn ns_per_span(work: fn(u64), threads: usize, iters: u64, rounds: usize) -> f64 {
     let barrier = std::sync::Barrier::new(threads + 1);
     let mut samples = Vec::with_capacity(rounds);
     std::thread::scope(|scope| {
@@ -100,12 +150,12 @@ fn ns_per_span(threads: usize, iters: u64, rounds: usize) -> f64 {
             let barrier = &barrier;
             scope.spawn(move || {
                 for i in 0..iters {
-                    request(i); // warm up: slab pages, allocator caches
+                    work(i); // warm up: slab pages, allocator caches
                 }
                 for _ in 0..rounds {
                     barrier.wait();
                     for i in 0..iters {
-                        request(i);
+                        work(i);
                     }
                     barrier.wait();
                 }
@@ -120,45 +170,49 @@ fn ns_per_span(threads: usize, iters: u64, rounds: usize) -> f64 {
     });
     let mut ns: Vec<f64> = samples
         .iter()
-        .map(|t| t.as_nanos() as f64 / (iters * SPANS_PER_REQUEST) as f64)
+        .map(|t| t.as_nanos() as f64 / (iters * SPANS_PER_ITER) as f64)
         .collect();
     ns.sort_by(f64::total_cmp);
     ns[ns.len() / 2]
 }
 
-fn allocs_per_request(iters: u64) -> f64 {
+fn allocs_per_iter(work: fn(u64), iters: u64) -> f64 {
     for i in 0..iters {
-        request(i);
+        work(i);
     }
     let before = allocs_so_far();
     for i in 0..iters {
-        request(i);
+        work(i);
     }
     (allocs_so_far() - before) as f64 / iters as f64
 }
 
-/// One case in this process, under a global subscriber as engines install it (a scoped
-/// dispatcher would add an `Arc` clone per span that both threads contend on).
-/// Prints `ns_per_span allocs_per_request`.
+/// One case in this process: `CONFIG` or `CONFIG@2` (two threads). Prints
+/// `ns_per_span allocs_per_iteration`.
 fn run_case(case: &str, iters: u64, rounds: usize) {
-    let (layer, threads) = match case {
-        "registry1" => (false, 1),
-        "registry2" => (false, 2),
-        "layer1" => (true, 1),
-        "layer2" => (true, 2),
-        _ => {
-            eprintln!("unknown case {case}: use registry1, registry2, layer1 or layer2");
-            std::process::exit(2);
-        }
+    let (config, threads) = match case.split_once('@') {
+        Some((c, "2")) => (c, 2),
+        _ => (case, 1),
     };
-    let dispatch = if layer { with_layer() } else { registry_only() };
+    let Some(dispatch) = dispatch(config) else {
+        eprintln!(
+            "unknown case {case}: use base, layer, otel, both, foreign-base or foreign-layer, \
+             optionally with @2 for two threads"
+        );
+        std::process::exit(2);
+    };
     if tracing::dispatcher::set_global_default(dispatch).is_err() {
         eprintln!("a global subscriber is already set");
         std::process::exit(1);
     }
-    let ns = ns_per_span(threads, iters, rounds);
+    let work: fn(u64) = if config.starts_with("foreign") {
+        foreign
+    } else {
+        request
+    };
+    let ns = ns_per_span(work, threads, iters, rounds);
     let allocs = if threads == 1 {
-        allocs_per_request(iters / 10)
+        allocs_per_iter(work, (iters / 10).max(1))
     } else {
         0.0
     };
@@ -181,10 +235,23 @@ fn child(case: &str, quick: bool) -> (f64, f64) {
     (it.next().unwrap_or(f64::NAN), it.next().unwrap_or(f64::NAN))
 }
 
+/// Median and spread of per-round values.
+fn stats(mut v: Vec<f64>) -> (f64, f64, f64) {
+    v.sort_by(f64::total_cmp);
+    let median = v.get(v.len() / 2).copied().unwrap_or(f64::NAN);
+    let min = v.first().copied().unwrap_or(f64::NAN);
+    let max = v.last().copied().unwrap_or(f64::NAN);
+    (median, min, max)
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let quick = args.iter().any(|a| a == "--quick");
-    let (iters, rounds) = if quick { (20_000, 3) } else { (200_000, 7) };
+    let (iters, rounds, processes) = if quick {
+        (10_000, 3, 3)
+    } else {
+        (100_000, 5, 7)
+    };
     if let Some(case) = args
         .iter()
         .position(|a| a == "--case")
@@ -193,50 +260,113 @@ fn main() {
         run_case(case, iters, rounds);
         return;
     }
-    // Each case runs in 3 processes, interleaved, and the median is kept: on a shared VM a
-    // single process can be 20% off.
-    let mut runs: Vec<[(f64, f64); 4]> = Vec::new();
-    for _ in 0..3 {
-        runs.push(["registry1", "layer1", "registry2", "layer2"].map(|c| child(c, quick)));
+    let mut cases = vec![
+        "base",
+        "layer",
+        "base@2",
+        "layer@2",
+        "foreign-base",
+        "foreign-layer",
+    ];
+    if cfg!(feature = "otlp") {
+        cases.extend(["otel", "both"]);
     }
-    let median = |i: usize| {
-        let mut v: Vec<(f64, f64)> = runs.iter().map(|r| r[i]).collect();
-        v.sort_by(|a, b| a.0.total_cmp(&b.0));
-        v[v.len() / 2]
+    // Interleaved: every case once per round, each in its own process.
+    let mut rounds_data: Vec<Vec<(f64, f64)>> = Vec::new();
+    for _ in 0..processes {
+        rounds_data.push(cases.iter().map(|c| child(c, quick)).collect());
+    }
+    let col = |name: &str| cases.iter().position(|c| *c == name);
+    let per_round = |f: &dyn Fn(&[(f64, f64)]) -> Option<f64>| -> Option<(f64, f64, f64)> {
+        let v: Vec<f64> = rounds_data.iter().filter_map(|r| f(r)).collect();
+        (!v.is_empty()).then(|| stats(v))
     };
-    let (reg_1, reg_allocs) = median(0);
-    let (lay_1, lay_allocs) = median(1);
-    let (reg_2, _) = median(2);
-    let (lay_2, _) = median(3);
+    let get = |r: &[(f64, f64)], name: &str| col(name).and_then(|i| r.get(i)).map(|x| x.0);
+    let alloc = |r: &[(f64, f64)], name: &str| col(name).and_then(|i| r.get(i)).map(|x| x.1);
 
-    let added = lay_1 - reg_1;
-    let added_allocs = (lay_allocs - reg_allocs) / SPANS_PER_REQUEST as f64;
-    // Two threads each ran `iters` requests in the time measured: throughput ratio is
-    // 2 * (one-thread time per span) / (two-thread time per span).
-    let scale_reg = 2.0 * reg_1 / reg_2;
-    let scale_lay = 2.0 * lay_1 / lay_2;
-
-    println!("workload: 1 request, 3 stages + postprocess, 2 transfers + tx/rx = 13 spans");
     println!(
-        "iterations: {iters} requests per thread, median of {rounds} rounds, median of 3 processes, global subscriber"
+        "workload: 1 request, 3 entered stages (5 fields, 1 record), 2 transfers + tx/rx = 10 spans"
     );
-    println!("ns/span of each process (registry1, layer1, registry2, layer2):");
-    for r in &runs {
-        println!("  {:.1} {:.1} {:.1} {:.1}", r[0].0, r[1].0, r[2].0, r[3].0);
+    println!(
+        "{iters} iterations per thread, median of {rounds} timed rounds per process, {processes} interleaved rounds of processes, global subscriber"
+    );
+    println!("ns/span of each round ({}):", cases.join(", "));
+    for r in &rounds_data {
+        let cells: Vec<String> = r.iter().map(|(ns, _)| format!("{ns:.1}")).collect();
+        println!("  {}", cells.join(" "));
     }
     println!();
-    println!("| measure                                    | value     | target  |");
-    println!("|--------------------------------------------|-----------|---------|");
-    println!("| Registry alone, ns/span (1 thread)         | {reg_1:9.1} |         |");
-    println!("| Registry + layer, ns/span (1 thread)       | {lay_1:9.1} |         |");
-    println!("| layer's added ns/span                      | {added:9.1} |         |");
-    println!(
-        "| added cost / Registry cost                 | {:8.2}x | <= 0.8x |",
-        added / reg_1
+    println!("| measure | median | spread (min..max) | target |");
+    println!("|---|---|---|---|");
+    let row = |label: &str, target: &str, v: Option<(f64, f64, f64)>, unit: &str| {
+        if let Some((m, lo, hi)) = v {
+            println!("| {label} | {m:.2}{unit} | {lo:.2}..{hi:.2} | {target} |");
+        }
+    };
+    row(
+        "baseline `registry().with(Identity)`, ns/span",
+        "",
+        per_round(&|r| get(r, "base")),
+        "",
     );
-    println!("| Registry alone, allocations/request        | {reg_allocs:9.2} |         |");
-    println!("| Registry + layer, allocations/request      | {lay_allocs:9.2} |         |");
-    println!("| layer's added allocations per span         | {added_allocs:9.2} | <= 1    |");
-    println!("| Registry alone, 2-thread/1-thread thrput   | {scale_reg:8.2}x |         |");
-    println!("| Registry + layer, 2-thread/1-thread thrput | {scale_lay:8.2}x | >= 1.8x |");
+    row(
+        "metrics layer added, ns/span",
+        "",
+        per_round(&|r| Some(get(r, "layer")? - get(r, "base")?)),
+        "",
+    );
+    row(
+        "added / baseline",
+        "<= 0.8x (aim 0.5x)",
+        per_round(&|r| Some((get(r, "layer")? - get(r, "base")?) / get(r, "base")?)),
+        "x",
+    );
+    row(
+        "allocations per request added",
+        "<= 2",
+        per_round(&|r| Some(alloc(r, "layer")? - alloc(r, "base")?)),
+        "",
+    );
+    row(
+        "foreign spans: added ns/span",
+        "< 5",
+        per_round(&|r| Some(get(r, "foreign-layer")? - get(r, "foreign-base")?)),
+        "",
+    );
+    row(
+        "foreign spans: allocations per 10 spans added",
+        "0",
+        per_round(&|r| Some(alloc(r, "foreign-layer")? - alloc(r, "foreign-base")?)),
+        "",
+    );
+    row(
+        "baseline, 2-thread / 1-thread throughput",
+        "",
+        per_round(&|r| Some(2.0 * get(r, "base")? / get(r, "base@2")?)),
+        "x",
+    );
+    row(
+        "metrics layer, 2-thread / 1-thread throughput",
+        ">= 1.8x",
+        per_round(&|r| Some(2.0 * get(r, "layer")? / get(r, "layer@2")?)),
+        "x",
+    );
+    row(
+        "tracing-opentelemetry alone: added / baseline",
+        "",
+        per_round(&|r| Some((get(r, "otel")? - get(r, "base")?) / get(r, "base")?)),
+        "x",
+    );
+    row(
+        "metrics + OTel (annotations on) / OTel alone",
+        "<= 1.08x",
+        per_round(&|r| Some(get(r, "both")? / get(r, "otel")?)),
+        "x",
+    );
+    row(
+        "metrics + OTel: allocations per request added over OTel alone",
+        "",
+        per_round(&|r| Some(alloc(r, "both")? - alloc(r, "otel")?)),
+        "",
+    );
 }

@@ -50,13 +50,17 @@ pub(super) fn insert<T: Send + Sync + 'static>(
     layer: LayerId,
     value: T,
 ) {
-    match ext.get_mut::<PerLayer<T>>() {
-        Some(slots) => {
-            if !slots.0.iter().any(|(id, _)| *id == layer) {
-                slots.0.push((layer, value));
+    // One map operation in the common case (this span has no state of this type yet).
+    if let Some(mut others) = ext.replace(PerLayer::<T>(smallvec![(layer, value)])) {
+        // Another metrics layer got there first: keep its state beside ours (rare).
+        if let Some(PerLayer(mine)) = ext.remove::<PerLayer<T>>() {
+            for (id, v) in mine {
+                if !others.0.iter().any(|(other, _)| *other == id) {
+                    others.0.push((id, v));
+                }
             }
         }
-        None => ext.insert(PerLayer::<T>(smallvec![(layer, value)])),
+        ext.insert(others);
     }
 }
 
@@ -89,12 +93,14 @@ pub(super) fn remove<T: Send + Sync + 'static>(
     ext: &mut ExtensionsMut<'_>,
     layer: LayerId,
 ) -> Option<T> {
-    let slots = ext.get_mut::<PerLayer<T>>()?;
-    let index = slots.0.iter().position(|(id, _)| *id == layer)?;
-    if slots.0.len() == 1 {
-        return ext.remove::<PerLayer<T>>()?.0.pop().map(|(_, v)| v);
+    // One map operation in the common case (one layer's state, ours).
+    let PerLayer(mut slots) = ext.remove::<PerLayer<T>>()?;
+    let index = slots.iter().position(|(id, _)| *id == layer);
+    let mine = index.map(|i| slots.remove(i).1);
+    if !slots.is_empty() {
+        ext.insert(PerLayer(slots));
     }
-    Some(slots.0.remove(index).1)
+    mine
 }
 
 /// Total duration of a parent's children of one kind, open or closed in any order.

@@ -1,9 +1,15 @@
 //! OTLP trace export: the same spans as OpenTelemetry traces, one trace per request.
 //!
 //! Built on `opentelemetry-otlp` and the `tracing-opentelemetry` bridge. The standard
-//! variables are honoured by the SDK itself (`OTEL_EXPORTER_OTLP_*ENDPOINT`, `*_HEADERS`,
-//! `*_TIMEOUT`, `OTEL_SERVICE_NAME`, `OTEL_RESOURCE_ATTRIBUTES`, `OTEL_TRACES_SAMPLER`/`_ARG`,
-//! `OTEL_BSP_*`); a setting made in code wins only where the caller made it.
+//! variables are honoured (`OTEL_EXPORTER_OTLP_*`, `OTEL_SDK_DISABLED`,
+//! `OTEL_TRACES_EXPORTER`, `OTEL_SERVICE_NAME`, `OTEL_RESOURCE_ATTRIBUTES`,
+//! `OTEL_TRACES_SAMPLER`/`_ARG`, `OTEL_BSP_*`) and checked first ([`OtlpBuilder::build`]): an
+//! error for a value that cannot work, a warning naming the variable and the value used for
+//! one that can fall back. A setting made in code wins only where the caller made it.
+//!
+//! What is exported is filtered ([`ExportFilter`]); runs are exported apart ([`RunLinks`])
+//! so that every request is the root of its own trace; losses are counted by cause and
+//! said as they happen ([`ExportStats`]).
 //!
 //! Sampling only affects what is exported: the metrics layer sees every span.
 
