@@ -235,6 +235,9 @@ fn child(case: &str, quick: bool) -> (f64, f64) {
     (it.next().unwrap_or(f64::NAN), it.next().unwrap_or(f64::NAN))
 }
 
+/// One process's result: ns per span, allocations per iteration.
+type Sample = (f64, f64);
+
 /// Median and spread of per-round values.
 fn stats(mut v: Vec<f64>) -> (f64, f64, f64) {
     v.sort_by(f64::total_cmp);
@@ -272,17 +275,17 @@ fn main() {
         cases.extend(["otel", "both"]);
     }
     // Interleaved: every case once per round, each in its own process.
-    let mut rounds_data: Vec<Vec<(f64, f64)>> = Vec::new();
+    let mut rounds_data: Vec<Vec<Sample>> = Vec::new();
     for _ in 0..processes {
         rounds_data.push(cases.iter().map(|c| child(c, quick)).collect());
     }
     let col = |name: &str| cases.iter().position(|c| *c == name);
-    let per_round = |f: &dyn Fn(&[(f64, f64)]) -> Option<f64>| -> Option<(f64, f64, f64)> {
+    let per_round = |f: &dyn Fn(&[Sample]) -> Option<f64>| -> Option<(f64, f64, f64)> {
         let v: Vec<f64> = rounds_data.iter().filter_map(|r| f(r)).collect();
         (!v.is_empty()).then(|| stats(v))
     };
-    let get = |r: &[(f64, f64)], name: &str| col(name).and_then(|i| r.get(i)).map(|x| x.0);
-    let alloc = |r: &[(f64, f64)], name: &str| col(name).and_then(|i| r.get(i)).map(|x| x.1);
+    let get = |r: &[Sample], name: &str| col(name).and_then(|i| r.get(i)).map(|x| x.0);
+    let alloc = |r: &[Sample], name: &str| col(name).and_then(|i| r.get(i)).map(|x| x.1);
 
     println!(
         "workload: 1 request, 3 entered stages (5 fields, 1 record), 2 transfers + tx/rx = 10 spans"
