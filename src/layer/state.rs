@@ -273,6 +273,18 @@ impl SetField for RequestSpan {
     }
 }
 
+/// The fields of an `omni.stage` that only some stages set (audio, images, times measured
+/// elsewhere).
+#[derive(Debug, Default)]
+struct StageRare {
+    audio_generated_frames: u64,
+    audio_sample_rate: Option<u64>,
+    image_num: Option<u64>,
+    resolution: Option<String>,
+    gen_override_ms: Option<f64>,
+    postprocess_override_ms: Option<f64>,
+}
+
 /// `omni.stage`.
 #[derive(Debug, Default)]
 pub(super) struct StageSpan {
@@ -286,12 +298,9 @@ pub(super) struct StageSpan {
     batch_size: Option<u64>,
     num_tokens_in: u64,
     num_tokens_out: u64,
-    audio_generated_frames: u64,
-    audio_sample_rate: Option<u64>,
-    image_num: Option<u64>,
-    resolution: Option<String>,
-    gen_override_ms: Option<f64>,
-    postprocess_override_ms: Option<f64>,
+    /// Fields most stages never set, apart: the state moves in and out of the span's
+    /// extensions, and a smaller one moves faster.
+    rare: Option<Box<StageRare>>,
     pub(super) queue: LeafTimer,
     pub(super) postprocess: LeafTimer,
     /// Time covered by queue or postprocess children (what gen time excludes).
@@ -315,19 +324,20 @@ impl StageSpan {
             self.issues.insert(Issue::MissingStageId);
             return None;
         };
+        let mut rare = self.rare.take().map(|r| *r).unwrap_or_default();
         let queue_ms = self.queue.total_ms().unwrap_or(0.0);
         let measured_pp_ms = self.postprocess.total_ms();
-        let postprocess_ms = self
+        let postprocess_ms = rare
             .postprocess_override_ms
             .or(measured_pp_ms)
             .unwrap_or(0.0);
         // Excluded from compute: the time the children covered, once; an explicit
         // post-processing time stands for children the stage did not open.
-        let explicit_pp_ms = match (measured_pp_ms, self.postprocess_override_ms) {
+        let explicit_pp_ms = match (measured_pp_ms, rare.postprocess_override_ms) {
             (None, Some(ms)) => ms,
             _ => 0.0,
         };
-        let gen_ms = self.gen_override_ms.unwrap_or_else(|| {
+        let gen_ms = rare.gen_override_ms.unwrap_or_else(|| {
             stats::stage_gen_time_ms(
                 stats::ns_to_ms(end_ns.saturating_sub(self.start_ns)),
                 self.excluded.covered_ms(),
@@ -341,10 +351,10 @@ impl StageSpan {
             batch_size: self.batch_size,
             num_tokens_in: self.num_tokens_in,
             num_tokens_out: self.num_tokens_out,
-            audio_generated_frames: self.audio_generated_frames,
-            audio_sample_rate: self.audio_sample_rate,
-            image_num: self.image_num,
-            resolution: self.resolution.take(),
+            audio_generated_frames: rare.audio_generated_frames,
+            audio_sample_rate: rare.audio_sample_rate,
+            image_num: rare.image_num,
+            resolution: rare.resolution.take(),
             stage_gen_time_ms: gen_ms,
             postprocess_time_ms: postprocess_ms,
             queue_time_ms: queue_ms,
@@ -388,14 +398,34 @@ impl SetField for StageSpan {
             field::BATCH_SIZE => set_u64(&mut self.batch_size, &value, issues),
             field::NUM_TOKENS_IN => set_count(&mut self.num_tokens_in, &value, issues),
             field::NUM_TOKENS_OUT => set_count(&mut self.num_tokens_out, &value, issues),
-            field::AUDIO_GENERATED_FRAMES => {
-                set_count(&mut self.audio_generated_frames, &value, issues)
+            field::AUDIO_GENERATED_FRAMES => set_count(
+                &mut self.rare.get_or_insert_default().audio_generated_frames,
+                &value,
+                issues,
+            ),
+            field::AUDIO_SAMPLE_RATE => set_u64(
+                &mut self.rare.get_or_insert_default().audio_sample_rate,
+                &value,
+                issues,
+            ),
+            field::IMAGE_NUM => set_u64(
+                &mut self.rare.get_or_insert_default().image_num,
+                &value,
+                issues,
+            ),
+            field::RESOLUTION => {
+                self.rare.get_or_insert_default().resolution = Some(value.to_text())
             }
-            field::AUDIO_SAMPLE_RATE => set_u64(&mut self.audio_sample_rate, &value, issues),
-            field::IMAGE_NUM => set_u64(&mut self.image_num, &value, issues),
-            field::RESOLUTION => self.resolution = Some(value.to_text()),
-            field::STAGE_GEN_TIME_MS => set_ms(&mut self.gen_override_ms, &value, issues),
-            field::POSTPROCESS_TIME_MS => set_ms(&mut self.postprocess_override_ms, &value, issues),
+            field::STAGE_GEN_TIME_MS => set_ms(
+                &mut self.rare.get_or_insert_default().gen_override_ms,
+                &value,
+                issues,
+            ),
+            field::POSTPROCESS_TIME_MS => set_ms(
+                &mut self.rare.get_or_insert_default().postprocess_override_ms,
+                &value,
+                issues,
+            ),
             _ => {}
         }
     }
