@@ -52,6 +52,27 @@ fn requests_with_work(work: Duration) {
     }
 }
 
+/// A gRPC pipeline to `receiver`, waiting up to 10 s at shutdown.
+fn pipeline_to(receiver: &GrpcReceiver) -> OtlpPipeline {
+    OtlpPipeline::builder()
+        .with_endpoint(format!("http://{}", receiver.addr))
+        .with_shutdown_timeout(Duration::from_secs(10))
+        .build()
+        .expect("pipeline")
+}
+
+/// The metrics layer with trace annotations on, its records captured.
+fn annotating_metrics() -> (OmniMetricsLayer, CaptureSink) {
+    let capture = CaptureSink::new();
+    let metrics = OmniMetricsLayer::builder()
+        .with_console(false)
+        .with_sink(capture.clone())
+        .with_trace_annotations(true)
+        .build()
+        .expect("no file");
+    (metrics, capture)
+}
+
 fn run_against(
     endpoint: String,
     timeout: Duration,
@@ -70,13 +91,7 @@ fn run_with(
         .with_shutdown_timeout(timeout)
         .build()
         .expect("pipeline builds without a collector");
-    let capture = CaptureSink::new();
-    let metrics = OmniMetricsLayer::builder()
-        .with_console(false)
-        .with_sink(capture.clone())
-        .with_trace_annotations(true)
-        .build()
-        .expect("no file");
+    let (metrics, capture) = annotating_metrics();
     let subscriber = tracing_subscriber::registry()
         .with(metrics)
         .with(pipeline.layer());
@@ -353,10 +368,7 @@ fn the_example_process_exports_one_trace_per_request() {
 #[test]
 fn gen_ai_attributes_pass_through() {
     let receiver = GrpcReceiver::start();
-    let pipeline = OtlpPipeline::builder()
-        .with_endpoint(format!("http://{}", receiver.addr))
-        .build()
-        .expect("pipeline");
+    let pipeline = pipeline_to(&receiver);
     let subscriber = tracing_subscriber::registry()
         .with(
             OmniMetricsLayer::builder()
@@ -447,16 +459,8 @@ fn two_busy_threads_lose_no_spans_with_the_default_queue() {
 #[test]
 fn issue6_otel_layer_before_metrics_keeps_names_and_numbers() {
     let receiver = GrpcReceiver::start();
-    let pipeline = OtlpPipeline::builder()
-        .with_endpoint(format!("http://{}", receiver.addr))
-        .with_shutdown_timeout(Duration::from_secs(10))
-        .build()
-        .expect("pipeline");
-    let metrics = OmniMetricsLayer::builder()
-        .with_console(false)
-        .with_trace_annotations(true)
-        .build()
-        .expect("no file");
+    let pipeline = pipeline_to(&receiver);
+    let (metrics, _) = annotating_metrics();
     let subscriber = tracing_subscriber::registry()
         .with(pipeline.layer())
         .with(metrics);
@@ -497,11 +501,7 @@ fn issue6_cloned_layer_annotates_its_own_subscriber() {
             .expect("pipeline")
     };
     let (p1, p2) = (pipeline(&first), pipeline(&second));
-    let metrics = OmniMetricsLayer::builder()
-        .with_console(false)
-        .with_trace_annotations(true)
-        .build()
-        .expect("no file");
+    let (metrics, _) = annotating_metrics();
     let d1 = tracing::Dispatch::new(
         tracing_subscriber::registry()
             .with(metrics.clone())
@@ -736,15 +736,8 @@ fn issue7_standard_switches_and_bad_values() {
 #[test]
 fn issue7_raw_requests_are_servers_and_requests_in_an_entered_run_own_their_trace() {
     let receiver = GrpcReceiver::start();
-    let pipeline = OtlpPipeline::builder()
-        .with_endpoint(format!("http://{}", receiver.addr))
-        .build()
-        .expect("pipeline");
-    let metrics = OmniMetricsLayer::builder()
-        .with_console(false)
-        .with_trace_annotations(true)
-        .build()
-        .expect("no file");
+    let pipeline = pipeline_to(&receiver);
+    let (metrics, _) = annotating_metrics();
     let subscriber = tracing_subscriber::registry()
         .with(metrics)
         .with(pipeline.layer());
@@ -937,17 +930,8 @@ fn issue7_tls_receiver_with_a_self_signed_certificate_gets_every_span() {
 #[test]
 fn issue6_otel_layer_first_keeps_a_run_one_scope() {
     let receiver = GrpcReceiver::start();
-    let pipeline = OtlpPipeline::builder()
-        .with_endpoint(format!("http://{}", receiver.addr))
-        .build()
-        .expect("pipeline");
-    let capture = CaptureSink::new();
-    let metrics = OmniMetricsLayer::builder()
-        .with_console(false)
-        .with_sink(capture.clone())
-        .with_trace_annotations(true)
-        .build()
-        .expect("no file");
+    let pipeline = pipeline_to(&receiver);
+    let (metrics, capture) = annotating_metrics();
     let subscriber = tracing_subscriber::registry()
         .with(pipeline.layer())
         .with(metrics);
