@@ -281,21 +281,7 @@ fn jsonl_from_the_environment_variable() {
 
 #[test]
 fn console_sink_prints_the_four_tables() {
-    #[derive(Clone, Default)]
-    struct Buf(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
-    impl std::io::Write for Buf {
-        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-            self.0
-                .lock()
-                .map_err(|_| std::io::Error::other("poisoned"))?
-                .extend_from_slice(b);
-            Ok(b.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let buf = Buf::default();
+    let buf = crate::support::SharedBuf::default();
     let layer = omni_metrics::OmniMetricsLayer::builder()
         .with_console_writer(buf.clone())
         .build()

@@ -55,29 +55,9 @@ impl Harness {
     }
 }
 
-/// An in-memory writer whose clones share the bytes (a console to read back).
-#[derive(Clone, Debug, Default)]
-pub(crate) struct SharedBuf(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl SharedBuf {
-    pub(crate) fn text(&self) -> String {
-        let bytes = self.0.lock().map(|b| b.clone()).unwrap_or_default();
-        String::from_utf8_lossy(&bytes).into_owned()
-    }
-}
-
-impl std::io::Write for SharedBuf {
-    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        self.0
-            .lock()
-            .map_err(|_| std::io::Error::other("poisoned"))?
-            .extend_from_slice(b);
-        Ok(b.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
+#[path = "../support/shared_buf.rs"]
+mod shared_buf;
+pub(crate) use shared_buf::SharedBuf;
 
 pub(crate) fn ns(ms: f64) -> u64 {
     (ms * 1_000_000.0).round() as u64

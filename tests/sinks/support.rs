@@ -1,36 +1,15 @@
 //! Shared helpers: a shared in-memory writer, a time limit for scenarios that could hang,
 //! the test binary re-run as a child process, and one request of the seed's shape.
 
-use std::io::{Read, Write};
+use std::io::Read;
 use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use omni_metrics::instrument::Request;
 
-/// An in-memory writer whose clones share the bytes.
-#[derive(Clone, Debug, Default)]
-pub(crate) struct SharedBuf(pub(crate) Arc<Mutex<Vec<u8>>>);
-
-impl SharedBuf {
-    pub(crate) fn text(&self) -> String {
-        let bytes = self.0.lock().map(|b| b.clone()).unwrap_or_default();
-        String::from_utf8_lossy(&bytes).into_owned()
-    }
-}
-
-impl Write for SharedBuf {
-    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        self.0
-            .lock()
-            .map_err(|_| std::io::Error::other("poisoned"))?
-            .extend_from_slice(b);
-        Ok(b.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
+#[path = "../support/shared_buf.rs"]
+mod shared_buf;
+pub(crate) use shared_buf::SharedBuf;
 
 /// Runs `f` on its own thread and waits at most `limit` for it: `None` if it did not
 /// finish (it is then left blocked; the test fails instead of hanging).
