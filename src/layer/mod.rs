@@ -14,6 +14,7 @@
 
 mod builder;
 mod fields;
+mod live;
 mod state;
 
 use std::sync::Arc;
@@ -102,6 +103,8 @@ struct Inner {
     sink_panicked: std::sync::atomic::AtomicBool,
     /// Whether to put computed numbers on exported spans (`otlp` feature, opt-in).
     annotations: bool,
+    /// The ids of the open `omni.*` spans, to skip the engine's own spans cheaply.
+    live: live::LiveSpans,
 }
 
 impl std::fmt::Debug for Inner {
@@ -181,6 +184,7 @@ impl OmniMetricsLayer {
                 next_request: AtomicU64::new(1),
                 sink_panicked: std::sync::atomic::AtomicBool::new(false),
                 annotations: cfg!(feature = "otlp") && trace_annotations,
+                live: live::LiveSpans::new(),
             }),
             #[cfg(feature = "otlp")]
             dispatch: std::sync::OnceLock::new(),
@@ -848,10 +852,14 @@ where
         let Some(kind) = SpanKind::from_name(attrs.metadata().name()) else {
             return;
         };
+        self.inner.live.opened(id);
         self.inner.new_span(kind, attrs, id, &ctx);
     }
 
     fn on_record(&self, id: &Id, values: &Record<'_>, ctx: Context<'_, S>) {
+        if !self.inner.live.may_be_ours(id) {
+            return;
+        }
         let Some(span) = ctx.span(id) else { return };
         if let Some(kind) = SpanKind::from_name(span.name()) {
             self.inner.record(kind, values, span);
@@ -859,8 +867,12 @@ where
     }
 
     fn on_close(&self, id: Id, ctx: Context<'_, S>) {
+        if !self.inner.live.may_be_ours(&id) {
+            return;
+        }
         let Some(span) = ctx.span(&id) else { return };
         if let Some(kind) = SpanKind::from_name(span.name()) {
+            self.inner.live.closed(&id);
             let via = if kind.is_timing() {
                 None
             } else {
