@@ -1,22 +1,22 @@
-//! The built-in sinks' writer thread: the engine's threads only queue finished records.
+//! The built-in sinks' writer threads: the engine's threads only queue finished records.
 //!
-//! The console tables and the JSON lines are rendered, serialized and written on one
-//! background thread per layer, fed by a bounded queue, as `tracing-appender`'s
-//! non-blocking writer does. The engine's thread moves the finished record into the queue
+//! The console tables and the JSON lines are rendered, serialized and written on background
+//! threads, one per built-in sink (so that a blocked console cannot hold up the JSON lines),
+//! each fed by a bounded queue, as `tracing-appender`'s non-blocking writer does. The engine's thread moves the finished record into the queue
 //! and returns: no formatting, no serialization, no write. When the queue is full the record
 //! is dropped and counted, never waited for (a full stderr pipe cannot stall the engine).
 //! Failed writes are counted too. The first loss of each kind is reported once as a `WARN`
 //! event (target `omni_metrics::diagnostics`) saying what to do; every loss is counted in
 //! [`MetricsHandle::sink_losses`](crate::MetricsHandle::sink_losses).
 //!
-//! The writer thread never traces into the engine's subscriber (it runs under a no-op
+//! The writer threads never trace into the engine's subscriber (it runs under a no-op
 //! default subscriber). Loss warnings are emitted from a short-lived thread of their own
 //! into the layer's subscriber, so that neither the engine nor the writer waits on the log
 //! output (which may be the very stderr that is full).
 
 use std::io;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Condvar, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
@@ -26,8 +26,9 @@ use tracing::dispatcher::WeakDispatch;
 use super::{ConsoleSink, JsonLinesSink};
 use crate::stats::{OverallSummary, RequestE2EStats};
 
-/// Default capacity of the queue between the engine's threads and the writer thread, in
-/// records; set it with [`Builder::with_queue_capacity`](crate::Builder::with_queue_capacity).
+/// Default capacity of each built-in sink's queue, between the engine's threads and the
+/// sink's writer thread, in records; set it with
+/// [`Builder::with_queue_capacity`](crate::Builder::with_queue_capacity).
 ///
 /// An online request makes two records (its summary and itself), a run one per request
 /// plus its summary. Rendering a request's tables takes the writer some 40 µs (release
@@ -102,9 +103,26 @@ impl FlushError {
 }
 
 /// One queued record. Boxed so that a queue slot is two words.
+#[derive(Clone)]
 enum Job {
-    Request(Box<RequestE2EStats>),
-    Summary(Box<OverallSummary>),
+    /// Shared by the lanes: one allocation per record, whatever the number of sinks.
+    Request(Arc<RequestE2EStats>),
+    Summary(Arc<OverallSummary>),
+}
+
+/// One built-in sink on a thread of its own, so that a console that blocks (a full stderr
+/// pipe) cannot hold up the JSON lines, nor the other way round.
+struct Lane {
+    tx: Option<SyncSender<Job>>,
+    /// Whether this sink wants request records (JSON lines always; the console when it
+    /// prints request tables).
+    requests: bool,
+}
+
+/// A built-in sink, as its lane's thread owns it.
+enum LaneSink {
+    Console(ConsoleSink),
+    Jsonl(JsonLinesSink),
 }
 
 /// A kind of loss, and its bit in [`WriterState::reported`].
@@ -117,7 +135,7 @@ enum Loss {
 
 /// The engine's side of the writer: owned by the layer.
 pub(crate) struct Writer {
-    tx: Option<SyncSender<Job>>,
+    lanes: Vec<Lane>,
     state: Arc<WriterState>,
     /// Whether request records are wanted (JSON lines, or console request tables).
     requests: bool,
@@ -140,8 +158,8 @@ pub(crate) struct WriterState {
     queued: AtomicU64,
     /// Records the thread has finished with (written or failed).
     done: AtomicU64,
-    /// The thread has ended: nothing more will be done.
-    stopped: AtomicBool,
+    /// Lane threads still running: at 0, nothing more will be done.
+    running: AtomicUsize,
     /// Wakes flushers when `done` or `stopped` changes.
     progress: Mutex<()>,
     progressed: Condvar,
@@ -175,7 +193,7 @@ impl Writer {
             capacity,
             queued: AtomicU64::new(0),
             done: AtomicU64::new(0),
-            stopped: AtomicBool::new(false),
+            running: AtomicUsize::new(0),
             progress: Mutex::new(()),
             progressed: Condvar::new(),
             queue_full: AtomicU64::new(0),
@@ -185,21 +203,39 @@ impl Writer {
             dispatch: OnceLock::new(),
             start_error: OnceLock::new(),
         });
-        let (tx, rx) = std::sync::mpsc::sync_channel(capacity);
-        let thread_state = state.clone();
-        let spawned = std::thread::Builder::new()
-            .name("omni-metrics-writer".into())
-            .spawn(move || run(&rx, console.as_ref(), jsonl.as_ref(), &thread_state));
-        let tx = match spawned {
-            Ok(_) => Some(tx),
-            Err(error) => {
-                state.stopped.store(true, Ordering::Release);
-                let _ = state.start_error.set(error.to_string());
-                None
-            }
-        };
+        let sinks = [
+            console.map(|c| {
+                (
+                    c.request_tables(),
+                    LaneSink::Console(c),
+                    "omni-metrics-console",
+                )
+            }),
+            jsonl.map(|j| (true, LaneSink::Jsonl(j), "omni-metrics-jsonl")),
+        ];
+        let lanes = sinks
+            .into_iter()
+            .flatten()
+            .map(|(requests, sink, name)| {
+                let (tx, rx) = std::sync::mpsc::sync_channel(capacity);
+                let thread_state = state.clone();
+                state.running.fetch_add(1, Ordering::AcqRel);
+                let spawned = std::thread::Builder::new()
+                    .name(name.into())
+                    .spawn(move || run(&rx, &sink, &thread_state));
+                let tx = match spawned {
+                    Ok(_) => Some(tx),
+                    Err(error) => {
+                        state.running.fetch_sub(1, Ordering::AcqRel);
+                        let _ = state.start_error.set(error.to_string());
+                        None
+                    }
+                };
+                Lane { tx, requests }
+            })
+            .collect();
         Some(Self {
-            tx,
+            lanes,
             state,
             requests,
         })
@@ -210,79 +246,76 @@ impl Writer {
         &self.state
     }
 
-    /// Queues a finished request (if a built-in sink wants it); never blocks.
+    /// Queues a finished request for the built-in sinks that want it; never blocks.
     #[inline]
     pub(crate) fn request(&self, request: RequestE2EStats) {
         if self.requests {
-            self.send(Job::Request(Box::new(request)));
+            self.send(Job::Request(Arc::new(request)));
         }
     }
 
     /// Queues a finished scope's summary; never blocks.
     #[inline]
     pub(crate) fn summary(&self, summary: OverallSummary) {
-        self.send(Job::Summary(Box::new(summary)));
+        self.send(Job::Summary(Arc::new(summary)));
     }
 
     fn send(&self, job: Job) {
-        let sent = match &self.tx {
-            Some(tx) => tx.try_send(job),
-            None => Err(TrySendError::Disconnected(job)),
-        };
-        match sent {
-            Ok(()) => {
-                self.state.queued.fetch_add(1, Ordering::Release);
-            }
-            // Dropped here, on the engine's thread: freeing memory, no I/O.
-            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
-                self.state.lost(Loss::QueueFull, None);
+        let is_request = matches!(job, Job::Request(_));
+        for lane in self.lanes.iter().filter(|l| l.requests || !is_request) {
+            let sent = match &lane.tx {
+                Some(tx) => tx.try_send(job.clone()),
+                None => Err(TrySendError::Disconnected(job.clone())),
+            };
+            match sent {
+                Ok(()) => {
+                    self.state.queued.fetch_add(1, Ordering::Release);
+                }
+                // Dropped here, on the engine's thread: freeing memory, no I/O.
+                Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+                    self.state.lost(Loss::QueueFull, None);
+                }
             }
         }
     }
 }
 
 impl Drop for Writer {
-    /// The layer is gone: the thread writes what is queued and ends; wait for it at most
+    /// The layer is gone: the threads write what is queued and end; wait for them at most
     /// [`DEFAULT_FLUSH_TIMEOUT`].
     fn drop(&mut self) {
-        drop(self.tx.take());
+        for lane in &mut self.lanes {
+            drop(lane.tx.take());
+        }
         let _ = self.state.flush(DEFAULT_FLUSH_TIMEOUT);
     }
 }
 
-/// The writer thread: renders, serializes and writes each record, until the layer is gone.
-fn run(
-    rx: &Receiver<Job>,
-    console: Option<&ConsoleSink>,
-    jsonl: Option<&JsonLinesSink>,
-    state: &WriterState,
-) {
+/// A lane's thread: renders or serializes and writes each record, until the layer is gone.
+fn run(rx: &Receiver<Job>, sink: &LaneSink, state: &WriterState) {
     // Never trace into the engine's subscriber (no feedback from a writer that logs).
     // `Dispatch::none()` is not registered with tracing-core (a `Dispatch::new` would be,
     // and its missing level hint would raise the process's maximum level to TRACE).
     let _quiet = tracing::dispatcher::set_default(&tracing::Dispatch::none());
     while let Ok(job) = rx.recv() {
-        let (console_result, jsonl_result) = match &job {
-            Job::Request(r) => (
-                console.map(|c| attempt(|| c.write_request(r))),
-                jsonl.map(|j| attempt(|| j.write_request(r))),
-            ),
-            Job::Summary(s) => (
-                console.map(|c| attempt(|| c.write_summary(s))),
-                jsonl.map(|j| attempt(|| j.write_summary(s))),
-            ),
+        let result = match (sink, &job) {
+            (LaneSink::Console(c), Job::Request(r)) => attempt(|| c.write_request(r)),
+            (LaneSink::Console(c), Job::Summary(s)) => attempt(|| c.write_summary(s)),
+            (LaneSink::Jsonl(j), Job::Request(r)) => attempt(|| j.write_request(r)),
+            (LaneSink::Jsonl(j), Job::Summary(s)) => attempt(|| j.write_summary(s)),
         };
         drop(job);
-        if let Some(Err(error)) = console_result {
-            state.lost(Loss::Console, Some(&error));
-        }
-        if let Some(Err(error)) = jsonl_result {
-            state.lost(Loss::Jsonl, Some(&error));
+        if let Err(error) = result {
+            let loss = match sink {
+                LaneSink::Console(_) => Loss::Console,
+                LaneSink::Jsonl(_) => Loss::Jsonl,
+            };
+            state.lost(loss, Some(&error));
         }
         state.done.fetch_add(1, Ordering::Release);
         state.wake();
     }
-    state.stopped.store(true, Ordering::Release);
+    state.running.fetch_sub(1, Ordering::AcqRel);
     state.wake();
 }
 
@@ -325,7 +358,7 @@ impl WriterState {
             }
             let now = Instant::now();
             let remaining = deadline.map_or(Duration::from_secs(3600), |d| d - now.min(d));
-            if self.stopped.load(Ordering::Acquire) || remaining.is_zero() {
+            if self.running.load(Ordering::Acquire) == 0 || remaining.is_zero() {
                 return Err(FlushError {
                     pending: target - done,
                     timeout,

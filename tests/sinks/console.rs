@@ -54,7 +54,9 @@ fn issue6_5_tables_and_records_are_written_off_the_engine_thread() {
         assert!(!seen.is_empty(), "{what} got nothing");
         for (id, name) in seen {
             assert_ne!(id, engine, "{what} was written on the engine's thread");
-            assert_eq!(name.as_deref(), Some("omni-metrics-writer"), "{what}");
+            // Each built-in sink writes on a thread of its own.
+            let thread = format!("omni-metrics-{what}");
+            assert_eq!(name.as_deref(), Some(thread.as_str()), "{what}");
         }
     }
 }
@@ -174,6 +176,43 @@ fn issue6_5_a_blocked_console_never_blocks_the_engine() {
         1,
         "a loss is reported once"
     );
+    drop(dispatch);
+}
+
+/// Issue 6, item 5 (review): a blocked console does not hold up the JSON lines: each built-in
+/// sink has a thread and a queue of its own.
+#[test]
+fn issue6_5_a_blocked_console_does_not_stop_the_json_lines() {
+    let (open, console) = gate();
+    let jsonl = SharedBuf::default();
+    let layer = OmniMetricsLayer::builder()
+        .with_console_writer(console)
+        .with_jsonl_writer(jsonl.clone())
+        .with_queue_capacity(8)
+        .build()
+        .expect("no file");
+    let handle = layer.handle();
+    let dispatch = tracing::Dispatch::new(tracing_subscriber::registry().with(layer));
+    tracing::dispatcher::with_default(&dispatch, || {
+        for i in 0..100 {
+            seed_like_request(&format!("r-{i}"));
+            if i % 4 == 3 {
+                // Give the JSON-lines thread time to drain its own queue of 8.
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while jsonl.text().lines().count() < 200 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(
+        jsonl.text().lines().count(),
+        200,
+        "every record (summary + request) reached the JSON lines while the console was blocked"
+    );
+    assert!(handle.sink_losses().jsonl_failed == 0);
+    drop(open);
     drop(dispatch);
 }
 
