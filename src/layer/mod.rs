@@ -15,6 +15,7 @@
 mod builder;
 mod fields;
 mod live;
+mod names;
 mod state;
 
 use std::sync::Arc;
@@ -230,7 +231,7 @@ pub(crate) enum Num {
 #[cfg_attr(not(feature = "otlp"), allow(dead_code))]
 pub(crate) struct Annotation<'a> {
     /// A readable name, unless the span named itself (`otel.name`).
-    pub(crate) name: Option<String>,
+    pub(crate) name: Option<std::borrow::Cow<'static, str>>,
     pub(crate) attributes: &'a [(&'static str, Num)],
     /// A failed request: `error.type` (`error` or `aborted`) and the status message.
     pub(crate) failure: Option<(&'static str, String)>,
@@ -489,9 +490,14 @@ impl Inner {
                 };
                 let sample = stage.finish(now);
                 if let (Some(_), Some(s)) = (via, &sample) {
-                    let name = (!named(&span)).then(|| match &s.stage_name {
-                        Some(n) => format!("stage {} {n}", s.stage_id),
-                        None => format!("stage {}", s.stage_id),
+                    let name = (!named(&span)).then(|| {
+                        names::repeated(|out| {
+                            use std::fmt::Write as _;
+                            let _ = match &s.stage_name {
+                                Some(n) => write!(out, "stage {} {n}", s.stage_id),
+                                None => write!(out, "stage {}", s.stage_id),
+                            };
+                        })
                     });
                     self.annotate(
                         via,
@@ -519,8 +525,12 @@ impl Inner {
                 };
                 let (sample, incomplete) = transfer.finish();
                 if let (Some(_), Some(t)) = (via, &sample) {
-                    let name = (!named(&span))
-                        .then(|| format!("transfer {}->{}", t.from_stage, t.to_stage));
+                    let name = (!named(&span)).then(|| {
+                        names::repeated(|out| {
+                            use std::fmt::Write as _;
+                            let _ = write!(out, "transfer {}->{}", t.from_stage, t.to_stage);
+                        })
+                    });
                     self.annotate(
                         via,
                         &span.id(),
@@ -580,7 +590,7 @@ impl Inner {
                     }
                     (state.scope.summary(scope), issues)
                 };
-                let name = (!named(&span)).then(|| format!("run {}", summary.scope));
+                let name = (!named(&span)).then(|| format!("run {}", summary.scope).into());
                 let attributes = [
                     ("e2e_requests", Num::Count(summary.e2e_requests)),
                     ("e2e_wall_time_ms", Num::Float(summary.e2e_wall_time_ms)),
@@ -748,7 +758,7 @@ impl Inner {
                 )),
                 RequestStatus::Aborted => Some(("aborted", "aborted".to_owned())),
             };
-            let name = (!named).then(|| format!("request {}", report.request_id));
+            let name = (!named).then(|| format!("request {}", report.request_id).into());
             self.annotate(
                 via,
                 id,

@@ -37,7 +37,11 @@ impl RunTrace {
 
     /// Names the run's span (unless it named itself), puts `attributes` on it and ends it
     /// (once).
-    pub(crate) fn finish(&self, name: Option<String>, attributes: &[(&'static str, Num)]) {
+    pub(crate) fn finish(
+        &self,
+        name: Option<std::borrow::Cow<'static, str>>,
+        attributes: &[(&'static str, Num)],
+    ) {
         let Ok(mut slot) = self.span.lock() else {
             return;
         };
