@@ -12,7 +12,11 @@ use tracing_core::span::Id;
 
 /// Slots of the filter: with 10,000 open `omni.*` spans, about 15% of the other spans
 /// still pay a lookup. 256 KiB per layer.
-const SLOTS: usize = 1 << 16;
+const SLOTS: usize = REGIONS << REGION_BITS;
+/// Regions of the filter, one per residue of the thread shard (see [`LiveSpans::slot`]).
+const REGIONS: usize = 16;
+/// Slots of a region, as a power of two.
+const REGION_BITS: u32 = 12;
 
 pub(super) struct LiveSpans {
     slots: Box<[AtomicU32]>,
@@ -33,9 +37,19 @@ impl LiveSpans {
 
     #[inline]
     fn slot(&self, id: &Id) -> Option<&AtomicU32> {
-        // Fibonacci hashing: the Registry's ids differ in their low bits and generations.
-        let h = id.into_u64().wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - 16);
-        self.slots.get(h as usize)
+        // The Registry's ids are sharded_slab indices + 1: a slot address (bits 0..37), the
+        // shard of the thread that made the span (37..50) and a generation above. Each of
+        // 16 regions serves the shards with one residue, so two threads never write the
+        // same cache line of the filter (which would cost both their scaling); within a
+        // region, the address and generation are hashed (Fibonacci hashing). A guess wrong
+        // for another layout only costs speed, never a miss.
+        const ADDR_BITS: u32 = 37;
+        const SHARD_BITS: u32 = 13;
+        let raw = id.into_u64().wrapping_sub(1);
+        let region = (raw >> ADDR_BITS) & (REGIONS as u64 - 1);
+        let key = (raw & ((1 << ADDR_BITS) - 1)) ^ (raw >> (ADDR_BITS + SHARD_BITS));
+        let h = key.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - REGION_BITS);
+        self.slots.get(((region << REGION_BITS) | h) as usize)
     }
 
     /// An `omni.*` span opened.
