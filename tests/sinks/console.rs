@@ -12,7 +12,7 @@ use omni_metrics::stats::{RequestE2EStats, StageRequestStats};
 use tracing::info_span;
 use tracing_subscriber::prelude::*;
 
-use crate::support::{SharedBuf, seed_like_request, within};
+use crate::support::{SharedBuf, seed_like_request, within, written};
 
 /// A thread's id and name.
 type ThreadSeen = (std::thread::ThreadId, Option<String>);
@@ -221,25 +221,19 @@ const HOSTILE: &str = "r\n| e2e_requests | 999999 |\x1b[31m\r\u{9b}2J\x07\x7f\u{
 
 #[test]
 fn issue6_6_control_characters_never_reach_the_console() {
-    let buf = SharedBuf::default();
-    let layer = OmniMetricsLayer::builder()
-        .with_console_writer(buf.clone())
-        .build()
-        .expect("no file");
-    let handle = layer.handle();
-    let dispatch = tracing::Dispatch::new(tracing_subscriber::registry().with(layer));
-    tracing::dispatcher::with_default(&dispatch, || {
-        let run = info_span!("omni.run", run_id = HOSTILE);
-        let request = info_span!(parent: &run, "omni.request", request_id = HOSTILE);
-        drop(
-            info_span!(parent: &request, "omni.stage", stage_id = 0, stage_name = HOSTILE,
+    let out = written(
+        |buf| OmniMetricsLayer::builder().with_console_writer(buf),
+        || {
+            let run = info_span!("omni.run", run_id = HOSTILE);
+            let request = info_span!(parent: &run, "omni.request", request_id = HOSTILE);
+            drop(
+                info_span!(parent: &request, "omni.stage", stage_id = 0, stage_name = HOSTILE,
             batch_id = 0, image_num = 1, resolution = HOSTILE, num_tokens_in = 1),
-        );
-        drop(request);
-        drop(run);
-    });
-    handle.flush(Duration::from_secs(10)).expect("written");
-    let out = buf.text();
+            );
+            drop(request);
+            drop(run);
+        },
+    );
     assert!(out.contains("RequestE2EStats"), "{out}");
     for bad in ['\x1b', '\u{9b}', '\r', '\x07', '\x7f', '\u{202e}'] {
         assert!(!out.contains(bad), "{bad:?} reached the console:\n{out}");
@@ -271,21 +265,18 @@ fn issue6_6_control_characters_never_reach_the_console() {
 
 #[test]
 fn issue6_6_json_lines_escape_control_characters() {
-    let buf = SharedBuf::default();
-    let layer = OmniMetricsLayer::builder()
-        .with_console(false)
-        .with_jsonl_writer(buf.clone())
-        .build()
-        .expect("no file");
-    let handle = layer.handle();
-    let dispatch = tracing::Dispatch::new(tracing_subscriber::registry().with(layer));
-    tracing::dispatcher::with_default(&dispatch, || {
-        let request = info_span!("omni.request", request_id = HOSTILE);
-        drop(info_span!(parent: &request, "omni.stage", stage_id = 0, resolution = HOSTILE));
-        drop(request);
-    });
-    handle.flush(Duration::from_secs(10)).expect("written");
-    let out = buf.text();
+    let out = written(
+        |buf| {
+            OmniMetricsLayer::builder()
+                .with_console(false)
+                .with_jsonl_writer(buf)
+        },
+        || {
+            let request = info_span!("omni.request", request_id = HOSTILE);
+            drop(info_span!(parent: &request, "omni.stage", stage_id = 0, resolution = HOSTILE));
+            drop(request);
+        },
+    );
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines.len(), 2, "{out}");
     for line in lines {

@@ -134,3 +134,19 @@ pub(crate) fn seed_like_request(id: &str) {
     }
     request.finish();
 }
+
+/// What a layer built by `configure` (given the in-memory writer to use) wrote for the spans
+/// `requests` makes, once its writers have flushed.
+pub(crate) fn written(
+    configure: impl FnOnce(SharedBuf) -> omni_metrics::Builder,
+    requests: impl FnOnce(),
+) -> String {
+    use tracing_subscriber::prelude::*;
+    let buf = SharedBuf::default();
+    let layer = configure(buf.clone()).build().expect("no file");
+    let handle = layer.handle();
+    let dispatch = tracing::Dispatch::new(tracing_subscriber::registry().with(layer));
+    tracing::dispatcher::with_default(&dispatch, requests);
+    handle.flush(Duration::from_secs(10)).expect("written");
+    buf.text()
+}

@@ -1,25 +1,17 @@
 //! Item 18: the console's table layout.
 
-use std::time::Duration;
-
 use omni_metrics::OmniMetricsLayer;
 use omni_metrics::instrument::Request;
 use omni_metrics::report::{CaptureSink, table};
 use tracing_subscriber::prelude::*;
 
-use crate::support::{SharedBuf, seed_like_request};
+use crate::support::{seed_like_request, written};
 
 fn console_output(requests: impl FnOnce()) -> String {
-    let buf = SharedBuf::default();
-    let layer = OmniMetricsLayer::builder()
-        .with_console_writer(buf.clone())
-        .build()
-        .expect("no file");
-    let handle = layer.handle();
-    let dispatch = tracing::Dispatch::new(tracing_subscriber::registry().with(layer));
-    tracing::dispatcher::with_default(&dispatch, requests);
-    handle.flush(Duration::from_secs(10)).expect("written");
-    buf.text()
+    written(
+        |buf| OmniMetricsLayer::builder().with_console_writer(buf),
+        requests,
+    )
 }
 
 fn captured(requests: impl FnOnce()) -> CaptureSink {
