@@ -3,6 +3,7 @@
 
 pub mod clock;
 pub mod convention;
+pub mod distribution;
 pub mod instrument;
 pub mod report;
 pub mod stats;

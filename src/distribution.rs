@@ -1,0 +1,649 @@
+//! Latency distributions: count, mean, p50, p90, p99 and max of a scope's request latency
+//! (`e2e_total_ms`), of each stage's `stage_gen_time_ms` and `queue_time_ms`, and of each
+//! edge's transfer time (`tx + rx_decode + in_flight`), over its completed (`ok`) requests.
+//!
+//! [`DistributionRecorder`] collects them: one HDR histogram per [`Quantity`] (stage ids and
+//! edges are the only labels), values in whole microseconds with
+//! [`SIGNIFICANT_DIGITS`] = 3, so a percentile is within 0.1% of the true one (at most one
+//! microsecond off below 2.048 ms). Its memory depends on the range of the values, never
+//! on how many were recorded: no per-request data is kept. [`Distributions`] is what it
+//! reports, [`LatencyStats`] per quantity; the summary carries one
+//! ([`OverallSummary::distributions`](crate::stats::OverallSummary::distributions)).
+//!
+//! Percentiles are by nearest rank: `pN` is the smallest recorded value with at least N% of
+//! the values at or below it (rounded up to the top of its histogram bucket, never above
+//! the max). Mean and max are exact (of the microsecond values).
+//!
+//! ```
+//! use omni_metrics::distribution::{DistributionRecorder, Quantity};
+//!
+//! let mut recorder = DistributionRecorder::new();
+//! for ms in [12.0, 15.5, 11.0, 250.0] {
+//!     recorder.record(Quantity::RequestLatency, ms);
+//! }
+//! let latency = recorder.distributions().request_latency().unwrap_or_default();
+//! assert_eq!(latency.count, 4);
+//! assert!(latency.p50_ms >= 12.0 && latency.p50_ms <= 12.0 * 1.001); // the 2nd of 4
+//! assert_eq!(latency.max_ms, 250.0);
+//! assert_eq!(latency.mean_ms, 72.125);
+//! ```
+
+use std::fmt;
+
+use hdrhistogram::Histogram;
+use serde::ser::{Serialize, SerializeMap, SerializeStruct, Serializer};
+use smallvec::SmallVec;
+
+use crate::stats::{EdgeName, RequestE2EStats, RequestStatus, finite};
+
+/// Significant decimal digits kept by each histogram: 3, so a recorded value is known to
+/// within 0.1% (relative), or to the microsecond below 2.048 ms.
+pub const SIGNIFICANT_DIGITS: u8 = 3;
+
+/// The largest value a histogram records, in microseconds (one week): larger values are
+/// recorded as this.
+pub const MAX_RECORDED_US: u64 = 7 * 24 * 3_600 * 1_000_000;
+
+/// The most quantities one [`DistributionRecorder`] tracks (request latency, two per stage,
+/// one per edge). Values of quantities beyond it are left out, so an engine that numbers
+/// stages wildly cannot grow the memory without bound.
+pub const MAX_QUANTITIES: usize = 64;
+
+/// What a distribution is of: one row of the `Distributions` table, one key of the
+/// `distributions` record object.
+///
+/// Quantities sort as the table lists them: request latency, then each stage (ascending id)
+/// with its quantities, then each edge ordered by (from, to). New quantities (time to first
+/// output) will be new variants.
+///
+/// ```
+/// use omni_metrics::distribution::Quantity;
+/// use omni_metrics::stats::EdgeName;
+/// assert_eq!(Quantity::RequestLatency.to_string(), "e2e_total_ms");
+/// assert_eq!(Quantity::StageGenTime(0).to_string(), "stage_0_gen_time_ms");
+/// assert_eq!(Quantity::StageQueueTime(2).to_string(), "stage_2_queue_time_ms");
+/// assert_eq!(Quantity::TransferTime(EdgeName { from: 0, to: 1 }).to_string(), "transfer_0->1_time_ms");
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Quantity {
+    /// Each request's `e2e_total_ms`.
+    RequestLatency,
+    /// `stage_gen_time_ms` of a stage (by id), per request.
+    StageGenTime(u64),
+    /// `queue_time_ms` of a stage (by id), per request.
+    StageQueueTime(u64),
+    /// An edge's transfer time per request: `tx_time_ms + rx_decode_time_ms +
+    /// in_flight_time_ms` ([`TransferEdgeStats::total_time_ms`](crate::stats::TransferEdgeStats::total_time_ms)).
+    TransferTime(EdgeName),
+}
+
+impl Quantity {
+    /// The table's order: (group, stage id or edge, rank within the stage).
+    fn order_key(&self) -> (u8, u64, u64, u8) {
+        match *self {
+            Quantity::RequestLatency => (0, 0, 0, 0),
+            Quantity::StageGenTime(id) => (1, id, 0, 0),
+            Quantity::StageQueueTime(id) => (1, id, 0, 1),
+            Quantity::TransferTime(edge) => (2, edge.from, edge.to, 0),
+        }
+    }
+}
+
+impl PartialOrd for Quantity {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Quantity {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.order_key().cmp(&other.order_key())
+    }
+}
+
+impl fmt::Display for Quantity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Quantity::RequestLatency => f.write_str("e2e_total_ms"),
+            Quantity::StageGenTime(id) => write!(f, "stage_{id}_gen_time_ms"),
+            Quantity::StageQueueTime(id) => write!(f, "stage_{id}_queue_time_ms"),
+            Quantity::TransferTime(edge) => write!(f, "transfer_{edge}_time_ms"),
+        }
+    }
+}
+
+impl Serialize for Quantity {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+/// Count, mean, percentiles and max of one quantity, in milliseconds (always finite).
+///
+/// Serialized as `{"count":..,"mean_ms":..,"p50_ms":..,"p90_ms":..,"p99_ms":..,"max_ms":..}`.
+///
+/// ```
+/// use omni_metrics::distribution::LatencyStats;
+/// let none = LatencyStats::default();
+/// assert_eq!((none.count, none.max_ms), (0, 0.0));
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct LatencyStats {
+    /// How many values (requests) were recorded.
+    pub count: u64,
+    /// Their mean.
+    pub mean_ms: f64,
+    /// The median (nearest rank).
+    pub p50_ms: f64,
+    /// The 90th percentile (nearest rank).
+    pub p90_ms: f64,
+    /// The 99th percentile (nearest rank).
+    pub p99_ms: f64,
+    /// The largest value.
+    pub max_ms: f64,
+}
+
+impl Serialize for LatencyStats {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut s = serializer.serialize_struct("LatencyStats", 6)?;
+        s.serialize_field("count", &self.count)?;
+        s.serialize_field("mean_ms", &finite(self.mean_ms))?;
+        s.serialize_field("p50_ms", &finite(self.p50_ms))?;
+        s.serialize_field("p90_ms", &finite(self.p90_ms))?;
+        s.serialize_field("p99_ms", &finite(self.p99_ms))?;
+        s.serialize_field("max_ms", &finite(self.max_ms))?;
+        s.end()
+    }
+}
+
+/// A scope's distributions: [`LatencyStats`] per [`Quantity`], in the table's order.
+///
+/// Serialized as an object keyed by the quantities' names (`"e2e_total_ms"`,
+/// `"stage_0_gen_time_ms"`, `"transfer_0->1_time_ms"`, ...).
+///
+/// ```
+/// use omni_metrics::distribution::{Distributions, LatencyStats, Quantity};
+/// let d: Distributions = [
+///     (Quantity::StageGenTime(1), LatencyStats { count: 2, max_ms: 9.0, ..Default::default() }),
+///     (Quantity::RequestLatency, LatencyStats { count: 2, max_ms: 20.0, ..Default::default() }),
+/// ]
+/// .into_iter()
+/// .collect();
+/// assert_eq!(d.stage_gen(1).map(|s| s.max_ms), Some(9.0));
+/// assert_eq!(d.iter().next().map(|(q, _)| q), Some(Quantity::RequestLatency));
+/// assert!(d.stage_queue(1).is_none());
+/// ```
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Distributions {
+    /// Ascending by quantity, one entry per quantity.
+    entries: Vec<(Quantity, LatencyStats)>,
+}
+
+impl Distributions {
+    /// The stats of `quantity`, if any value of it was recorded.
+    pub fn get(&self, quantity: Quantity) -> Option<LatencyStats> {
+        self.entries
+            .binary_search_by(|(q, _)| q.cmp(&quantity))
+            .ok()
+            .and_then(|i| self.entries.get(i))
+            .map(|(_, s)| *s)
+    }
+
+    /// Request latency (`e2e_total_ms`).
+    pub fn request_latency(&self) -> Option<LatencyStats> {
+        self.get(Quantity::RequestLatency)
+    }
+
+    /// `stage_gen_time_ms` of stage `stage_id`.
+    pub fn stage_gen(&self, stage_id: u64) -> Option<LatencyStats> {
+        self.get(Quantity::StageGenTime(stage_id))
+    }
+
+    /// `queue_time_ms` of stage `stage_id`.
+    pub fn stage_queue(&self, stage_id: u64) -> Option<LatencyStats> {
+        self.get(Quantity::StageQueueTime(stage_id))
+    }
+
+    /// Transfer time of the edge `from->to`.
+    pub fn transfer(&self, from: u64, to: u64) -> Option<LatencyStats> {
+        self.get(Quantity::TransferTime(EdgeName { from, to }))
+    }
+
+    /// Every quantity with its stats, in the table's order.
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = (Quantity, LatencyStats)> + '_ {
+        self.entries.iter().copied()
+    }
+
+    /// How many quantities there are.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether there are none (no completed request).
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+/// Sorts into the table's order; of a quantity given twice, the last wins.
+impl FromIterator<(Quantity, LatencyStats)> for Distributions {
+    fn from_iter<I: IntoIterator<Item = (Quantity, LatencyStats)>>(iter: I) -> Self {
+        let mut entries: Vec<(Quantity, LatencyStats)> = Vec::new();
+        for (q, s) in iter {
+            match entries.binary_search_by(|(e, _)| e.cmp(&q)) {
+                Ok(i) => {
+                    if let Some(entry) = entries.get_mut(i) {
+                        entry.1 = s;
+                    }
+                }
+                Err(i) => entries.insert(i, (q, s)),
+            }
+        }
+        Self { entries }
+    }
+}
+
+impl Serialize for Distributions {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(Some(self.entries.len()))?;
+        for (q, s) in &self.entries {
+            map.serialize_entry(q, s)?;
+        }
+        map.end()
+    }
+}
+
+/// Collects [`Distributions`]: one histogram per quantity, made when the quantity gets its
+/// second value (a single value is kept as is), so a scope of one request allocates
+/// nothing.
+///
+/// Memory is bounded by the range of the values, not their number: at most
+/// [`MAX_QUANTITIES`] histograms of about 250 KiB each when values span a microsecond to a
+/// week, 16-150 KiB each for values up to a minute. Values are microseconds, rounded; a value that is not
+/// finite or is negative is left out, one above [`MAX_RECORDED_US`] is recorded as that.
+/// Two recorders merge ([`DistributionRecorder::merge`]), e.g. one per thread or per run.
+///
+/// ```
+/// use omni_metrics::distribution::{DistributionRecorder, Quantity};
+/// use omni_metrics::stats::{RequestE2EStats, RequestStatus, StageRequestStats};
+///
+/// let request = |ms: f64, status| RequestE2EStats {
+///     e2e_total_ms: ms,
+///     status,
+///     stages: vec![StageRequestStats { stage_id: 0, stage_gen_time_ms: ms / 2.0, ..Default::default() }],
+///     ..Default::default()
+/// };
+/// let mut a = DistributionRecorder::new();
+/// a.add_request(&request(10.0, RequestStatus::Ok));
+/// a.add_request(&request(99.0, RequestStatus::Error)); // not counted
+/// let mut b = DistributionRecorder::new();
+/// b.add_request(&request(30.0, RequestStatus::Ok));
+/// a.merge(&b);
+/// let d = a.distributions();
+/// assert_eq!(d.request_latency().map(|s| (s.count, s.max_ms)), Some((2, 30.0)));
+/// assert_eq!(d.stage_gen(0).map(|s| s.mean_ms), Some(10.0));
+/// ```
+#[derive(Clone, Default)]
+pub struct DistributionRecorder {
+    series: SmallVec<[(Quantity, Series); 8]>,
+}
+
+impl fmt::Debug for DistributionRecorder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Counts per quantity; the histograms' buckets would be tens of thousands of lines.
+        f.debug_map()
+            .entries(self.series.iter().map(|(q, s)| (q.to_string(), s.count)))
+            .finish()
+    }
+}
+
+impl DistributionRecorder {
+    /// An empty recorder.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Records one value of `quantity`, in ms. A value that is not finite or is negative
+    /// is left out (counted nowhere); so is a new quantity beyond [`MAX_QUANTITIES`].
+    pub fn record(&mut self, quantity: Quantity, ms: f64) {
+        let Some(us) = to_us(ms) else {
+            return;
+        };
+        if let Some(series) = self.series_mut(quantity) {
+            series.record(us);
+        }
+    }
+
+    /// Records a finished request's quantities (request latency, each stage's compute and
+    /// queue time, each edge's transfer time) if it ended `ok`; other requests are not
+    /// counted, as in the summary.
+    pub fn add_request(&mut self, request: &RequestE2EStats) {
+        if request.status != RequestStatus::Ok {
+            return;
+        }
+        self.record(Quantity::RequestLatency, request.e2e_total_ms);
+        for s in &request.stages {
+            self.record(Quantity::StageGenTime(s.stage_id), s.stage_gen_time_ms);
+            self.record(Quantity::StageQueueTime(s.stage_id), s.queue_time_ms);
+        }
+        for e in &request.transfers {
+            let edge = EdgeName {
+                from: e.from_stage,
+                to: e.to_stage,
+            };
+            self.record(Quantity::TransferTime(edge), e.total_time_ms());
+        }
+    }
+
+    /// Adds everything `other` recorded, as if it had been recorded here.
+    pub fn merge(&mut self, other: &DistributionRecorder) {
+        for (quantity, theirs) in &other.series {
+            if let Some(ours) = self.series_mut(*quantity) {
+                ours.merge(theirs);
+            }
+        }
+    }
+
+    /// The stats of every quantity recorded so far, in the table's order.
+    pub fn distributions(&self) -> Distributions {
+        let mut entries: Vec<(Quantity, LatencyStats)> = self
+            .series
+            .iter()
+            .filter(|(_, s)| s.count > 0)
+            .map(|(q, s)| (*q, s.stats()))
+            .collect();
+        entries.sort_by(|a, b| a.0.cmp(&b.0));
+        Distributions { entries }
+    }
+
+    /// How many quantities it tracks (at most [`MAX_QUANTITIES`]).
+    pub fn quantities(&self) -> usize {
+        self.series.len()
+    }
+
+    /// The heap memory it holds, in bytes: the histograms' buckets, and its list of
+    /// quantities once that outgrows its inline room. It grows with the range of the
+    /// values, never with their number.
+    pub fn heap_bytes(&self) -> usize {
+        let list = if self.series.spilled() {
+            self.series.capacity() * std::mem::size_of::<(Quantity, Series)>()
+        } else {
+            0
+        };
+        self.series
+            .iter()
+            .filter_map(|(_, s)| s.hist.as_deref())
+            .fold(list, |sum, h| {
+                sum + std::mem::size_of::<Histogram<u64>>()
+                    + h.distinct_values() * std::mem::size_of::<u64>()
+            })
+    }
+
+    /// The series of `quantity`, made if new and there is room.
+    fn series_mut(&mut self, quantity: Quantity) -> Option<&mut Series> {
+        let at = match self.series.iter().position(|(q, _)| *q == quantity) {
+            Some(at) => at,
+            None if self.series.len() < MAX_QUANTITIES => {
+                self.series.push((quantity, Series::default()));
+                self.series.len() - 1
+            }
+            None => return None,
+        };
+        self.series.get_mut(at).map(|(_, s)| s)
+    }
+}
+
+/// Milliseconds to whole microseconds, clamped to [`MAX_RECORDED_US`]; `None` for a value
+/// that is not finite or is negative.
+fn to_us(ms: f64) -> Option<u64> {
+    if !ms.is_finite() || ms < 0.0 {
+        return None;
+    }
+    let us = (ms * 1000.0).round();
+    // `as` saturates; the comparison also catches `ms * 1000` overflowing to infinity.
+    Some(if us >= MAX_RECORDED_US as f64 {
+        MAX_RECORDED_US
+    } else {
+        us as u64
+    })
+}
+
+/// One quantity's values. With one value there is no histogram (the value is `max_us`);
+/// the histogram is made at the second.
+#[derive(Clone, Debug, Default)]
+struct Series {
+    count: u64,
+    /// Sum of the values, for an exact mean (saturating: a week of microseconds times 2^40
+    /// values still fits).
+    sum_us: u64,
+    max_us: u64,
+    hist: Option<Box<Histogram<u64>>>,
+}
+
+impl Series {
+    fn record(&mut self, us: u64) {
+        if self.count > 0 {
+            if let Some(h) = self.histogram() {
+                record_into(h, us, 1);
+            }
+        }
+        self.count = self.count.saturating_add(1);
+        self.sum_us = self.sum_us.saturating_add(us);
+        self.max_us = self.max_us.max(us);
+    }
+
+    fn merge(&mut self, other: &Series) {
+        if other.count == 0 {
+            return;
+        }
+        if self.count == 0 {
+            *self = other.clone();
+            return;
+        }
+        if let Some(h) = self.histogram() {
+            match other.hist.as_deref() {
+                Some(theirs) => {
+                    if h.add(theirs).is_err() {
+                        // Cannot happen with auto-resizing histograms of one precision;
+                        // value by value then.
+                        for v in theirs.iter_recorded() {
+                            record_into(h, v.value_iterated_to(), v.count_at_value());
+                        }
+                    }
+                }
+                None => record_into(h, other.max_us, other.count),
+            }
+        }
+        self.count = self.count.saturating_add(other.count);
+        self.sum_us = self.sum_us.saturating_add(other.sum_us);
+        self.max_us = self.max_us.max(other.max_us);
+    }
+
+    /// The histogram, made from the single value kept so far if there is none yet. `None`
+    /// only if a histogram cannot be made (not with [`SIGNIFICANT_DIGITS`] = 3).
+    fn histogram(&mut self) -> Option<&mut Histogram<u64>> {
+        if self.hist.is_none() {
+            let mut h = Histogram::<u64>::new(SIGNIFICANT_DIGITS).ok()?;
+            if self.count > 0 {
+                // Without a histogram every value so far is `max_us` (there is one).
+                record_into(&mut h, self.max_us, self.count);
+            }
+            self.hist = Some(Box::new(h));
+        }
+        self.hist.as_deref_mut()
+    }
+
+    fn stats(&self) -> LatencyStats {
+        let ms = |us: u64| finite(us as f64 / 1000.0);
+        let at = |q: f64| match self.hist.as_deref() {
+            Some(h) => h.value_at_quantile(q).min(self.max_us),
+            None => self.max_us,
+        };
+        LatencyStats {
+            count: self.count,
+            mean_ms: if self.count == 0 {
+                0.0
+            } else {
+                finite(self.sum_us as f64 / self.count as f64 / 1000.0)
+            },
+            p50_ms: ms(at(0.50)),
+            p90_ms: ms(at(0.90)),
+            p99_ms: ms(at(0.99)),
+            max_ms: ms(self.max_us),
+        }
+    }
+}
+
+/// Records `n` times `us` (at most [`MAX_RECORDED_US`]); the histogram grows to take it.
+fn record_into(h: &mut Histogram<u64>, us: u64, n: u64) {
+    let us = us.min(MAX_RECORDED_US);
+    if h.record_n(us, n).is_err() {
+        // Growing failed (not on 64-bit targets): clamp to what it holds.
+        h.saturating_record_n(us, n);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_single_value_is_exact_and_allocates_nothing() {
+        let mut r = DistributionRecorder::new();
+        r.record(Quantity::RequestLatency, 41_299.133);
+        assert_eq!(r.heap_bytes(), 0);
+        let s = r.distributions().request_latency().unwrap_or_default();
+        assert_eq!(s.count, 1);
+        for v in [s.mean_ms, s.p50_ms, s.p90_ms, s.p99_ms, s.max_ms] {
+            assert_eq!(v, 41_299.133);
+        }
+    }
+
+    #[test]
+    fn bad_values_are_left_out_and_huge_ones_clamped() {
+        let mut r = DistributionRecorder::new();
+        for v in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY, -1.0, -0.0001] {
+            r.record(Quantity::RequestLatency, v);
+        }
+        assert!(r.distributions().is_empty());
+        r.record(Quantity::RequestLatency, -0.0);
+        r.record(Quantity::RequestLatency, f64::MAX);
+        r.record(Quantity::RequestLatency, 1e300);
+        let s = r.distributions().request_latency().unwrap_or_default();
+        assert_eq!(s.count, 3);
+        let week_ms = MAX_RECORDED_US as f64 / 1000.0;
+        assert_eq!((s.p50_ms, s.p99_ms, s.max_ms), (week_ms, week_ms, week_ms));
+        assert!(s.mean_ms.is_finite());
+    }
+
+    #[test]
+    fn percentiles_are_nearest_rank_within_a_tenth_of_a_percent() {
+        let mut r = DistributionRecorder::new();
+        // 1..=1000 ms in a scrambled order.
+        let values: Vec<u64> = (0..1000u64).map(|i| (i * 7919) % 1000 + 1).collect();
+        for v in &values {
+            r.record(Quantity::StageGenTime(3), *v as f64);
+        }
+        let s = r.distributions().stage_gen(3).unwrap_or_default();
+        assert_eq!(s.count, 1000);
+        assert_eq!(s.mean_ms, 500.5);
+        assert_eq!(s.max_ms, 1000.0);
+        for (got, want) in [(s.p50_ms, 500.0), (s.p90_ms, 900.0), (s.p99_ms, 990.0)] {
+            assert!(got >= want && got <= want * 1.001, "{got} vs {want}");
+        }
+    }
+
+    #[test]
+    fn merging_equals_recording_in_one() {
+        let values = |range: std::ops::Range<u64>| range.map(|v| (v * v % 5003) as f64 * 1.7);
+        let mut a = DistributionRecorder::new();
+        let mut b = DistributionRecorder::new();
+        let mut all = DistributionRecorder::new();
+        for v in values(0..300) {
+            a.record(Quantity::RequestLatency, v);
+            all.record(Quantity::RequestLatency, v);
+        }
+        // b: one value only (no histogram yet) of latency, several of an edge.
+        b.record(Quantity::RequestLatency, 77.0);
+        all.record(Quantity::RequestLatency, 77.0);
+        let edge = Quantity::TransferTime(EdgeName { from: 0, to: 1 });
+        for v in values(300..400) {
+            b.record(edge, v);
+            all.record(edge, v);
+        }
+        a.merge(&b);
+        assert_eq!(a.distributions(), all.distributions());
+        // Merging into an empty recorder copies.
+        let mut empty = DistributionRecorder::new();
+        empty.merge(&a);
+        assert_eq!(empty.distributions(), all.distributions());
+    }
+
+    #[test]
+    fn quantities_beyond_the_cap_are_left_out() {
+        let mut r = DistributionRecorder::new();
+        for id in 0..(MAX_QUANTITIES as u64 + 10) {
+            r.record(Quantity::StageGenTime(id), 1.0);
+        }
+        assert_eq!(r.quantities(), MAX_QUANTITIES);
+        assert!(r.distributions().stage_gen(MAX_QUANTITIES as u64).is_none());
+    }
+
+    #[test]
+    fn quantities_sort_in_the_tables_order() {
+        let e = |from, to| Quantity::TransferTime(EdgeName { from, to });
+        let mut qs = vec![
+            e(1, 2),
+            Quantity::StageQueueTime(0),
+            e(0, 1),
+            Quantity::StageGenTime(1),
+            Quantity::RequestLatency,
+            Quantity::StageGenTime(0),
+        ];
+        qs.sort();
+        let names: Vec<String> = qs.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            names,
+            [
+                "e2e_total_ms",
+                "stage_0_gen_time_ms",
+                "stage_0_queue_time_ms",
+                "stage_1_gen_time_ms",
+                "transfer_0->1_time_ms",
+                "transfer_1->2_time_ms",
+            ]
+        );
+    }
+
+    /// A million values of four quantities: the memory stays what the values' range needs.
+    #[test]
+    fn memory_is_bounded_by_the_range_not_the_count() {
+        let mut r = DistributionRecorder::new();
+        let quantities = [
+            Quantity::RequestLatency,
+            Quantity::StageGenTime(0),
+            Quantity::StageQueueTime(0),
+            Quantity::TransferTime(EdgeName { from: 0, to: 1 }),
+        ];
+        // Values from 0 to a week: every histogram grows to its largest.
+        let value = |i: u64| ((i * 2_654_435_761) % (MAX_RECORDED_US + 1)) as f64 / 1000.0;
+        let mut after_first_thousand = 0;
+        for i in 0..1_000_000u64 {
+            if i == 1_000 {
+                for q in quantities {
+                    r.record(q, MAX_RECORDED_US as f64 / 1000.0);
+                }
+                after_first_thousand = r.heap_bytes();
+            }
+            for q in quantities {
+                r.record(q, value(i));
+            }
+        }
+        assert_eq!(r.heap_bytes(), after_first_thousand);
+        let per_histogram = r.heap_bytes() / quantities.len();
+        assert!(per_histogram < 300 << 10, "{per_histogram} bytes");
+        let d = r.distributions();
+        assert_eq!(d.request_latency().map(|s| s.count), Some(1_000_001));
+    }
+}
