@@ -4,6 +4,7 @@
 use smallvec::SmallVec;
 
 use crate::diagnostics::{Issue, IssueSet};
+use crate::distribution::DistributionRecorder;
 use crate::stats::{
     self, EdgeName, OverallSummary, RequestE2EStats, RequestStatus, StageRequestStats,
     TransferEdgeStats,
@@ -265,6 +266,8 @@ pub(crate) struct ScopeAcc {
     /// Hashes of the request ids seen (runs only), to spot a repeated id.
     request_ids: std::collections::HashSet<u64>,
     ids_hasher: std::collections::hash_map::RandomState,
+    /// Latency distributions of the completed requests (bounded: no per-request data).
+    distributions: DistributionRecorder,
 }
 
 impl ScopeAcc {
@@ -280,6 +283,7 @@ impl ScopeAcc {
             stage_windows: Vec::new(),
             request_ids: std::collections::HashSet::new(),
             ids_hasher: std::collections::hash_map::RandomState::new(),
+            distributions: DistributionRecorder::new(),
         }
     }
 
@@ -315,6 +319,7 @@ impl ScopeAcc {
                         None => self.stage_windows.push((s.stage_id, s.start_ns, s.end_ns)),
                     }
                 }
+                self.distributions.add_request(r);
             }
         }
     }
@@ -341,6 +346,80 @@ impl ScopeAcc {
             e2e_requests_error: self.error,
             e2e_requests_aborted: self.aborted,
             invalid_spans: self.invalid_spans,
+            distributions: self.distributions.distributions(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(i: u64, status: RequestStatus) -> RequestE2EStats {
+        let ms = (i % 5_000) as f64 * 1.5 + 10.0;
+        RequestE2EStats {
+            status,
+            e2e_total_ms: ms,
+            stages: vec![StageRequestStats {
+                stage_id: 0,
+                stage_gen_time_ms: ms * 0.75,
+                queue_time_ms: (i % 7) as f64,
+                ..Default::default()
+            }],
+            transfers: vec![TransferEdgeStats {
+                from_stage: 0,
+                to_stage: 1,
+                tx_time_ms: 0.5,
+                in_flight_time_ms: (i % 3) as f64,
+                ..Default::default()
+            }],
+            end_ns: i,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn only_ok_requests_count_in_the_distributions() {
+        let mut scope = ScopeAcc::new(0);
+        for (i, status) in [
+            RequestStatus::Ok,
+            RequestStatus::Error,
+            RequestStatus::Ok,
+            RequestStatus::Aborted,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            scope.add(&request(i as u64, status));
+        }
+        let summary = scope.summary("run-1".into());
+        assert_eq!(summary.e2e_requests, 2);
+        let d = &summary.distributions;
+        assert_eq!(d.len(), 4, "{d:?}");
+        for (quantity, stats) in d.iter() {
+            assert_eq!(stats.count, 2, "{quantity}");
+        }
+    }
+
+    /// A million requests in one scope: the distributions keep no per-request data.
+    #[test]
+    fn a_scope_of_a_million_requests_stays_small() {
+        let mut scope = ScopeAcc::new(0);
+        let mut after_ten_thousand = 0;
+        for i in 0..1_000_000 {
+            if i == 10_000 {
+                after_ten_thousand = scope.distributions.heap_bytes();
+            }
+            scope.add(&request(i, RequestStatus::Ok));
+        }
+        let bytes = scope.distributions.heap_bytes();
+        assert_eq!(bytes, after_ten_thousand);
+        assert!(bytes < 2 << 20, "{bytes} bytes");
+        assert_eq!(scope.distributions.quantities(), 4);
+        let summary = scope.summary("run-1".into());
+        assert_eq!(
+            summary.distributions.request_latency().map(|s| s.count),
+            Some(1_000_000)
+        );
     }
 }

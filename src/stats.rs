@@ -6,6 +6,8 @@
 use serde::Serialize;
 use serde::ser::{SerializeMap, Serializer};
 
+use crate::distribution::Distributions;
+
 /// Nanoseconds to milliseconds, the unit of every `*_ms` field.
 #[inline]
 pub(crate) fn ns_to_ms(ns: u64) -> f64 {
@@ -326,7 +328,8 @@ impl RequestE2EStats {
 /// The `Overall Summary` of one scope: a run (offline) or one request (online).
 ///
 /// Serialized, it is the `{"type":"summary",...}` JSON-lines record, with one
-/// `e2e_stage_{i}_wall_time_ms` key per stage.
+/// `e2e_stage_{i}_wall_time_ms` key per stage, and a `distributions` object for two or
+/// more completed requests.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct OverallSummary {
     /// The scope's id: the run's `run_id` (or `run-<n>`), or the online request's id.
@@ -350,6 +353,14 @@ pub struct OverallSummary {
     pub e2e_requests_aborted: u64,
     /// Beyond the seed: spans in the scope that broke the convention and were left out.
     pub invalid_spans: u64,
+    /// Beyond the seed: count, mean, p50/p90/p99 and max of the completed requests'
+    /// latency, per stage compute and queue time, and per edge transfer time
+    /// ([`crate::distribution`]).
+    ///
+    /// Always filled; printed (the `Distributions` table, the record's `distributions`
+    /// key) only for a scope of two or more completed requests, so an online request's
+    /// output is unchanged: its own record has its figures.
+    pub distributions: Distributions,
 }
 
 impl OverallSummary {
@@ -359,6 +370,12 @@ impl OverallSummary {
             .iter()
             .find(|(id, _)| *id == stage_id)
             .map(|(_, ms)| *ms)
+    }
+
+    /// Whether the tables and the record show [`OverallSummary::distributions`]: for two or
+    /// more completed requests.
+    pub(crate) fn shows_distributions(&self) -> bool {
+        self.e2e_requests > 1 && !self.distributions.is_empty()
     }
 }
 
@@ -380,6 +397,9 @@ impl Serialize for OverallSummary {
         map.serialize_entry("e2e_requests_error", &self.e2e_requests_error)?;
         map.serialize_entry("e2e_requests_aborted", &self.e2e_requests_aborted)?;
         map.serialize_entry("invalid_spans", &self.invalid_spans)?;
+        if self.shows_distributions() {
+            map.serialize_entry("distributions", &self.distributions)?;
+        }
         map.end()
     }
 }
