@@ -1,7 +1,8 @@
 //! The console tables, laid out as vLLM-Omni prints them.
 //!
 //! `Overall Summary` and `RequestE2EStats` are Field | Value tables; `StageRequestStats`
-//! has one column per stage id and `TransferEdgeStats` one per edge. Integers get thousands
+//! has one column per stage id and `TransferEdgeStats` one per edge; `Distributions` (after
+//! a summary of two or more requests) has one row per quantity and a column per statistic. Integers get thousands
 //! separators (`5,202`), floats three decimals (`41,299.190`); labels are left-aligned and
 //! numbers right-aligned. A stage or edge row that is zero or empty in every column is left
 //! out, so an LLM-only pipeline shows no image rows.
@@ -17,6 +18,7 @@ use std::fmt::Write as _;
 use comfy_table::presets::ASCII_MARKDOWN;
 use comfy_table::{CellAlignment, ContentArrangement, Table};
 
+use crate::distribution::{Distributions, LatencyStats, Quantity};
 use crate::stats::{OverallSummary, RequestE2EStats, StageRequestStats, TransferEdgeStats};
 
 /// The longest text a table cell or a title shows, in characters (escapes included).
@@ -344,14 +346,65 @@ pub fn transfer_table(edges: &[TransferEdgeStats]) -> String {
     t.to_string()
 }
 
+/// The `Distributions` table: one row per quantity (`e2e_total_ms`,
+/// `stage_{i}_gen_time_ms`, `stage_{i}_queue_time_ms`, `transfer_{from}->{to}_time_ms`),
+/// columns count | mean | p50 | p90 | p99 | max in ms.
+///
+/// A row without values, or zero in every request (a stage with no `omni.queue` spans), is
+/// left out, as in the stage table.
+///
+/// ```
+/// use omni_metrics::distribution::{Distributions, LatencyStats, Quantity};
+/// let d: Distributions = [(
+///     Quantity::RequestLatency,
+///     LatencyStats { count: 2, mean_ms: 1500.0, p50_ms: 1000.0, p90_ms: 2000.0, p99_ms: 2000.0, max_ms: 2000.0 },
+/// )]
+/// .into_iter()
+/// .collect();
+/// let table = omni_metrics::report::table::distribution_table(&d);
+/// assert!(table.contains("| e2e_total_ms |     2 | 1,500.000 | 1,000.000 | 2,000.000 | 2,000.000 | 2,000.000 |"));
+/// ```
+pub fn distribution_table(d: &Distributions) -> String {
+    let header = ["Field", "count", "mean", "p50", "p90", "p99", "max"];
+    let mut t = new_table(header.iter().map(|h| (*h).to_owned()).collect());
+    for (quantity, stats) in distribution_rows(d) {
+        let cells = vec![
+            int(stats.count),
+            float(stats.mean_ms),
+            float(stats.p50_ms),
+            float(stats.p90_ms),
+            float(stats.p99_ms),
+            float(stats.max_ms),
+        ];
+        push_row(&mut t, &quantity.to_string(), cells, false);
+    }
+    t.to_string()
+}
+
+/// The rows [`distribution_table`] shows.
+fn distribution_rows(d: &Distributions) -> impl Iterator<Item = (Quantity, LatencyStats)> + '_ {
+    d.iter().filter(|(_, s)| s.count > 0 && s.max_ms != 0.0)
+}
+
 /// The summary with its title, as the console prints it: the title, the table and a blank
 /// line (so consecutive reports stay apart). The scope is escaped and capped.
+///
+/// For two or more completed requests, the `Distributions` table follows, titled and
+/// followed by a blank line the same way (when it has a row).
 pub fn render_summary(s: &OverallSummary) -> String {
-    format!(
+    let mut out = format!(
         "Overall Summary (scope {})\n{}\n\n",
         printable(&s.scope, false),
         summary_table(s)
-    )
+    );
+    if s.shows_distributions() && distribution_rows(&s.distributions).next().is_some() {
+        let _ = write!(
+            out,
+            "Distributions\n{}\n\n",
+            distribution_table(&s.distributions)
+        );
+    }
+    out
 }
 
 /// A request's three tables with their titles, as the console prints them: each title and
