@@ -49,6 +49,10 @@ pub const MAX_RECORDED_US: u64 = 7 * 24 * 3_600 * 1_000_000;
 /// stages wildly cannot grow the memory without bound.
 pub const MAX_QUANTITIES: usize = 64;
 
+/// How many quantities a [`DistributionRecorder`] holds without allocating its list (the
+/// histograms are allocated apart, from a quantity's second value on).
+const INLINE_QUANTITIES: usize = 12;
+
 /// What a distribution is of: one row of the `Distributions` table, one key of the
 /// `distributions` record object.
 ///
@@ -74,7 +78,8 @@ pub enum Quantity {
     /// `queue_time_ms` of a stage (by id), per request.
     StageQueueTime(u64),
     /// An edge's transfer time per request: `tx_time_ms + rx_decode_time_ms +
-    /// in_flight_time_ms` ([`TransferEdgeStats::total_time_ms`](crate::stats::TransferEdgeStats::total_time_ms)).
+    /// in_flight_time_ms`
+    /// ([`total_time_ms`](crate::stats::TransferEdgeStats::total_time_ms)).
     TransferTime(EdgeName),
 }
 
@@ -255,14 +260,15 @@ impl Serialize for Distributions {
 }
 
 /// Collects [`Distributions`]: one histogram per quantity, made when the quantity gets its
-/// second value (a single value is kept as is), so a scope of one request allocates
-/// nothing.
+/// second value (a single value is kept as is), so a scope of one request of up to 12
+/// quantities (four stages and three edges) allocates nothing.
 ///
 /// Memory is bounded by the range of the values, not their number: at most
 /// [`MAX_QUANTITIES`] histograms of about 250 KiB each when values span a microsecond to a
-/// week, 16-150 KiB each for values up to a minute. Values are microseconds, rounded; a value that is not
-/// finite or is negative is left out, one above [`MAX_RECORDED_US`] is recorded as that.
-/// Two recorders merge ([`DistributionRecorder::merge`]), e.g. one per thread or per run.
+/// week, 16-150 KiB each for values up to a minute. Values are microseconds, rounded; a
+/// value that is not finite or is negative is left out, one above [`MAX_RECORDED_US`] is
+/// recorded as that. Two recorders merge ([`DistributionRecorder::merge`]), e.g. one per
+/// thread or per run.
 ///
 /// ```
 /// use omni_metrics::distribution::{DistributionRecorder, Quantity};
@@ -286,7 +292,7 @@ impl Serialize for Distributions {
 /// ```
 #[derive(Clone, Default)]
 pub struct DistributionRecorder {
-    series: SmallVec<[(Quantity, Series); 8]>,
+    series: SmallVec<[(Quantity, Series); INLINE_QUANTITIES]>,
 }
 
 impl fmt::Debug for DistributionRecorder {
@@ -353,7 +359,7 @@ impl DistributionRecorder {
             .filter(|(_, s)| s.count > 0)
             .map(|(q, s)| (*q, s.stats()))
             .collect();
-        entries.sort_by(|a, b| a.0.cmp(&b.0));
+        entries.sort_by_key(|e| e.0);
         Distributions { entries }
     }
 
@@ -521,6 +527,20 @@ mod tests {
     }
 
     #[test]
+    fn one_request_of_four_stages_and_three_edges_allocates_nothing() {
+        let mut r = DistributionRecorder::new();
+        r.record(Quantity::RequestLatency, 1.0);
+        for id in 0..4 {
+            r.record(Quantity::StageGenTime(id), 1.0);
+            r.record(Quantity::StageQueueTime(id), 1.0);
+        }
+        for from in 0..3 {
+            r.record(Quantity::TransferTime(EdgeName { from, to: from + 1 }), 1.0);
+        }
+        assert_eq!((r.quantities(), r.heap_bytes()), (12, 0));
+    }
+
+    #[test]
     fn bad_values_are_left_out_and_huge_ones_clamped() {
         let mut r = DistributionRecorder::new();
         for v in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY, -1.0, -0.0001] {
@@ -593,7 +613,7 @@ mod tests {
     #[test]
     fn quantities_sort_in_the_tables_order() {
         let e = |from, to| Quantity::TransferTime(EdgeName { from, to });
-        let mut qs = vec![
+        let mut qs = [
             e(1, 2),
             Quantity::StageQueueTime(0),
             e(0, 1),

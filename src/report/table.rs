@@ -1,11 +1,12 @@
 //! The console tables, laid out as vLLM-Omni prints them.
 //!
 //! `Overall Summary` and `RequestE2EStats` are Field | Value tables; `StageRequestStats`
-//! has one column per stage id and `TransferEdgeStats` one per edge; `Distributions` (after
-//! a summary of two or more requests) has one row per quantity and a column per statistic. Integers get thousands
-//! separators (`5,202`), floats three decimals (`41,299.190`); labels are left-aligned and
-//! numbers right-aligned. A stage or edge row that is zero or empty in every column is left
-//! out, so an LLM-only pipeline shows no image rows.
+//! has one column per stage id and `TransferEdgeStats` one per edge; `Distributions`
+//! (after a summary of two or more requests) has one row per quantity and a column per
+//! statistic. Integers get thousands separators (`5,202`), floats three decimals
+//! (`41,299.190`); labels are left-aligned and numbers right-aligned. A stage, edge or
+//! distribution row that is zero or empty in every column is left out, so an LLM-only
+//! pipeline shows no image rows.
 //!
 //! Text from the engine (request ids, scopes, stage names, resolutions) is printed safely:
 //! control characters become visible escapes (`\n`, `\x1b`, `\u{9b}`), so a request id
