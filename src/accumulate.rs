@@ -251,6 +251,9 @@ impl RequestAcc {
     }
 }
 
+/// Request ids a run keeps to spot a repeated id; see [`ScopeAcc::note_request_id`].
+pub(crate) const MAX_TRACKED_REQUEST_IDS: usize = 100_000;
+
 /// One scope's running totals: a run, or an online request on its own.
 #[derive(Debug)]
 pub(crate) struct ScopeAcc {
@@ -293,10 +296,17 @@ impl ScopeAcc {
     }
 
     /// Notes a request id of the scope; `false` if the scope has seen it before.
+    ///
+    /// Memory stays bounded: the first [`MAX_TRACKED_REQUEST_IDS`] ids are kept (about
+    /// 1.2 MiB); a later id is checked against them but not kept, so a repeat of an id first
+    /// seen after that many requests goes unnoticed.
     pub(crate) fn note_request_id(&mut self, request_id: &str) -> bool {
         use std::hash::BuildHasher as _;
-        self.request_ids
-            .insert(self.ids_hasher.hash_one(request_id))
+        let hash = self.ids_hasher.hash_one(request_id);
+        if self.request_ids.len() >= MAX_TRACKED_REQUEST_IDS {
+            return !self.request_ids.contains(&hash);
+        }
+        self.request_ids.insert(hash)
     }
 
     /// Adds a finished request. Only `ok` requests count in the summary's figures; the
@@ -410,8 +420,12 @@ mod tests {
             if i == 10_000 {
                 after_ten_thousand = scope.distributions.heap_bytes();
             }
+            assert!(scope.note_request_id(&format!("r-{i}")));
             scope.add(&request(i, RequestStatus::Ok));
         }
+        // The ids kept to spot repeats stop growing too; early ids are still checked.
+        assert_eq!(scope.request_ids.len(), MAX_TRACKED_REQUEST_IDS);
+        assert!(!scope.note_request_id("r-17"));
         let bytes = scope.distributions.heap_bytes();
         assert_eq!(bytes, after_ten_thousand);
         assert!(bytes < 2 << 20, "{bytes} bytes");
