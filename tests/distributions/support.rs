@@ -176,19 +176,9 @@ impl Shape {
     }
 }
 
-/// The rows of a rendered markdown table, each as trimmed cells (separator row skipped).
-pub(crate) fn rows(table: &str) -> Vec<Vec<String>> {
-    table
-        .lines()
-        .filter(|l| l.starts_with('|') && !l.starts_with("|-") && !l.starts_with("|:"))
-        .map(|l| {
-            l.trim_matches('|')
-                .split('|')
-                .map(|c| c.trim().to_owned())
-                .collect()
-        })
-        .collect()
-}
+#[path = "../support/table_rows.rs"]
+mod table_rows;
+pub(crate) use table_rows::rows;
 
 /// The table printed under the title line that starts with `title`: its lines up to the
 /// next blank line.

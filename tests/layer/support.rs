@@ -63,19 +63,9 @@ pub(crate) fn ns(ms: f64) -> u64 {
     (ms * 1_000_000.0).round() as u64
 }
 
-/// The rows of a rendered markdown table, each as trimmed cells (separator row skipped).
-pub(crate) fn rows(table: &str) -> Vec<Vec<String>> {
-    table
-        .lines()
-        .filter(|l| l.starts_with('|') && !l.starts_with("|-") && !l.starts_with("|:"))
-        .map(|l| {
-            l.trim_matches('|')
-                .split('|')
-                .map(|c| c.trim().to_owned())
-                .collect()
-        })
-        .collect()
-}
+#[path = "../support/table_rows.rs"]
+mod table_rows;
+pub(crate) use table_rows::rows;
 
 /// Asserts that `table` has exactly `expected` rows (header included), cell by cell.
 #[track_caller]
