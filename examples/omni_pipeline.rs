@@ -149,6 +149,10 @@ struct StageSpec {
     /// Records what the stage produced beyond tokens (audio frames, images), from its
     /// input tokens.
     outputs: fn(&Stage, u64),
+    /// Output chunks the stage streams (`omni.output` events), spread over its compute.
+    chunks: u64,
+    /// Units (tokens, audio frames, images) streamed in all, from the input tokens.
+    units: fn(u64) -> u64,
 }
 
 /// Receives hand-overs for one stage: decodes them on arrival, then queues them.
@@ -202,7 +206,24 @@ async fn worker(
             // Compute starts: the queue time ends.
             drop(job.queue.take());
         }
-        tokio::time::sleep(compute_time(longest, spec.ms_per_token)).await;
+        // Compute, streaming each request's output in chunks as it goes (`omni.output`):
+        // the first chunk gives the stage's time to first output (TTFT, or time to first
+        // audio for code2wav).
+        let steps = spec.chunks.max(1);
+        let step = compute_time(longest, spec.ms_per_token) / steps as u32;
+        for chunk in 0..steps {
+            tokio::time::sleep(step).await;
+            for job in batch.iter().filter(|_| spec.chunks > 0) {
+                let total = (spec.units)(job.tokens_in);
+                let per_chunk = total / spec.chunks;
+                let units = if chunk + 1 == spec.chunks {
+                    total - per_chunk * (spec.chunks - 1)
+                } else {
+                    per_chunk
+                };
+                job.stage.output(units);
+            }
+        }
         for job in batch {
             let out = (spec.tokens_out)(job.tokens_in);
             job.stage.tokens_out(out);
@@ -261,6 +282,8 @@ fn omni_stages(ms_per_token: f64) -> Vec<StageSpec> {
             handover_values: |_, out| out as usize * 2048, // hidden states to the talker
             postprocess_ms: 3,                             // detokenize
             outputs: |_, _| {},
+            chunks: 4,
+            units: |tokens_in| 40 + tokens_in % 60,
         },
         StageSpec {
             id: 1,
@@ -271,6 +294,8 @@ fn omni_stages(ms_per_token: f64) -> Vec<StageSpec> {
             handover_values: |_, out| out as usize * 16, // codebook ids per codec token
             postprocess_ms: 0,
             outputs: |_, _| {},
+            chunks: 4,
+            units: |tokens_in| tokens_in * 4,
         },
         StageSpec {
             id: 2,
@@ -284,6 +309,8 @@ fn omni_stages(ms_per_token: f64) -> Vec<StageSpec> {
             outputs: |stage, codec_tokens| {
                 stage.audio(codec_tokens * 1920, 24_000);
             },
+            chunks: 4,
+            units: |codec_tokens| codec_tokens * 1920,
         },
     ]
 }
@@ -300,6 +327,8 @@ fn image_stages(ms_per_token: f64) -> Vec<StageSpec> {
             handover_values: |tokens_in, _| tokens_in as usize * 4096,
             postprocess_ms: 0,
             outputs: |_, _| {},
+            chunks: 0, // an encoder streams nothing
+            units: |_| 0,
         },
         StageSpec {
             id: 1,
@@ -312,6 +341,8 @@ fn image_stages(ms_per_token: f64) -> Vec<StageSpec> {
             outputs: |stage, _| {
                 stage.images(1, "1024x1024");
             },
+            chunks: 1,
+            units: |_| 1,
         },
     ]
 }

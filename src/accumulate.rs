@@ -28,6 +28,80 @@ pub(crate) struct StageSample {
     pub(crate) queue_time_ms: f64,
     pub(crate) start_ns: u64,
     pub(crate) end_ns: u64,
+    /// The span's `omni.output` events.
+    pub(crate) outputs: Outputs,
+    /// Explicit `time_to_first_output_ms` (wins over the events).
+    pub(crate) first_output_ms: Option<f64>,
+    /// Explicit `inter_output_ms` (wins over the events).
+    pub(crate) inter_output_ms: Option<f64>,
+}
+
+/// The `omni.output` events of a stage: of one span, then merged over the stage's spans.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub(crate) struct Outputs {
+    chunks: u64,
+    units: u64,
+    first_ns: Option<u64>,
+    last_ns: u64,
+    gap_sum_ms: f64,
+    gaps: u64,
+    /// The first [`stats::MAX_OUTPUT_GAPS`] gaps.
+    gaps_ms: Vec<f64>,
+}
+
+impl Outputs {
+    /// One `omni.output` event at `now` carrying `units`.
+    pub(crate) fn output(&mut self, now: u64, units: u64) {
+        match self.first_ns {
+            None => self.first_ns = Some(now),
+            Some(_) => self.gap(stats::ns_to_ms(now.saturating_sub(self.last_ns))),
+        }
+        self.last_ns = self.last_ns.max(now);
+        self.chunks = self.chunks.saturating_add(1);
+        self.units = self.units.saturating_add(units);
+    }
+
+    fn gap(&mut self, ms: f64) {
+        self.gap_sum_ms = stats::add_ms(self.gap_sum_ms, ms);
+        self.gaps = self.gaps.saturating_add(1);
+        if self.gaps_ms.len() < stats::MAX_OUTPUT_GAPS {
+            self.gaps_ms.push(ms);
+        }
+    }
+
+    /// Adds another span's events of the same stage. Spans whose outputs do not overlap in
+    /// time (a stage streamed as consecutive chunks) also count the gap between them.
+    fn merge(&mut self, other: Outputs) {
+        let (Some(first), Some(theirs)) = (self.first_ns, other.first_ns) else {
+            if self.first_ns.is_none() {
+                *self = other;
+            }
+            return;
+        };
+        if theirs >= self.last_ns {
+            self.gap(stats::ns_to_ms(theirs - self.last_ns));
+        } else if other.last_ns <= first {
+            self.gap(stats::ns_to_ms(first - other.last_ns));
+        }
+        self.chunks = self.chunks.saturating_add(other.chunks);
+        self.units = self.units.saturating_add(other.units);
+        self.first_ns = Some(first.min(theirs));
+        self.last_ns = self.last_ns.max(other.last_ns);
+        self.gap_sum_ms = stats::add_ms(self.gap_sum_ms, other.gap_sum_ms);
+        self.gaps = self.gaps.saturating_add(other.gaps);
+        let room = stats::MAX_OUTPUT_GAPS.saturating_sub(self.gaps_ms.len());
+        self.gaps_ms.extend(other.gaps_ms.into_iter().take(room));
+    }
+}
+
+/// What a stage keeps beside its [`StageRequestStats`] until the request finishes.
+#[derive(Debug, Default)]
+struct StageSide {
+    /// The first span's raw `batch_id` (absent and 0 differ).
+    batch_id: Option<u64>,
+    outputs: Outputs,
+    first_output_ms: Option<f64>,
+    inter_output_ms: Option<f64>,
 }
 
 /// What one closed `omni.transfer` span contributes to its request's edge.
@@ -50,8 +124,8 @@ pub(crate) struct RequestAcc {
     /// Why the request failed, when recorded (`status_message`).
     status_message: Option<String>,
     stages: Vec<StageRequestStats>,
-    /// The first span's raw `batch_id` per entry of `stages` (absent and 0 differ).
-    batch_ids: SmallVec<[Option<u64>; 4]>,
+    /// Per entry of `stages`: what is merged apart until the request finishes.
+    sides: SmallVec<[StageSide; 4]>,
     edges: Vec<TransferEdgeStats>,
     invalid_spans: u64,
     /// Transfers that closed without tx or rx: a convention violation only if the request
@@ -112,8 +186,8 @@ impl RequestAcc {
     pub(crate) fn add_stage(&mut self, s: StageSample) -> IssueSet {
         let mut issues = IssueSet::default();
         let found = self.stages.iter().position(|a| a.stage_id == s.stage_id);
-        let Some((acc, seen_batch)) =
-            found.and_then(|i| Some((self.stages.get_mut(i)?, self.batch_ids.get_mut(i)?)))
+        let Some((acc, side)) =
+            found.and_then(|i| Some((self.stages.get_mut(i)?, self.sides.get_mut(i)?)))
         else {
             let batch = s.batch_id;
             let stats = StageRequestStats {
@@ -135,11 +209,21 @@ impl RequestAcc {
                 start_ns: s.start_ns,
                 end_ns: s.end_ns,
                 batch_recorded: batch.is_some(),
+                ..StageRequestStats::default()
             };
             self.stages.push(stats);
-            self.batch_ids.push(batch);
+            self.sides.push(StageSide {
+                batch_id: batch,
+                outputs: s.outputs,
+                first_output_ms: s.first_output_ms,
+                inter_output_ms: s.inter_output_ms,
+            });
             return issues;
         };
+        side.outputs.merge(s.outputs);
+        side.first_output_ms = side.first_output_ms.or(s.first_output_ms);
+        side.inter_output_ms = side.inter_output_ms.or(s.inter_output_ms);
+        let seen_batch = &mut side.batch_id;
         // Chunks may close out of order: "first" is the earliest start.
         let earlier = s.start_ns < acc.start_ns;
         if let (Some(seen), Some(new)) = (*seen_batch, s.batch_id) {
@@ -220,25 +304,57 @@ impl RequestAcc {
     ) -> RequestE2EStats {
         let Self {
             mut stages,
+            sides,
             mut edges,
             invalid_spans,
             status_message,
             ..
         } = self;
-        stages.sort_by_key(|s| s.stage_id);
-        for s in &mut stages {
+        for (s, side) in stages.iter_mut().zip(sides) {
             s.wall_time_ms = stats::ns_to_ms(s.end_ns.saturating_sub(s.start_ns));
+            let Outputs {
+                chunks,
+                units,
+                first_ns,
+                last_ns,
+                gap_sum_ms,
+                gaps,
+                gaps_ms,
+            } = side.outputs;
+            s.output_chunks = chunks;
+            s.output_units = units;
+            s.first_output_ns = first_ns;
+            s.last_output_ns = first_ns.map(|_| last_ns);
+            s.explicit_first_output = side.first_output_ms.is_some();
+            s.time_to_first_output_ms = side.first_output_ms.or_else(|| {
+                first_ns.map(|first| stats::time_to_first_output_ms(s.start_ns, first))
+            });
+            s.inter_output_ms = side
+                .inter_output_ms
+                .or_else(|| stats::mean_gap_ms(gap_sum_ms, gaps));
+            s.inter_output_gaps_ms = gaps_ms;
+            s.audio_duration_ms = s
+                .audio_sample_rate
+                .and_then(|rate| stats::audio_duration_ms(s.audio_generated_frames, rate));
+            s.audio_rtf = stats::rtf(s.stage_gen_time_ms, s.audio_duration_ms);
         }
+        stages.sort_by_key(|s| s.stage_id);
         edges.sort_by_key(|e| (e.from_stage, e.to_stage));
         for e in &mut edges {
             e.size_kbytes = stats::kbytes(e.size_bytes);
         }
+        let e2e_total_ms = stats::ns_to_ms(end_ns.saturating_sub(start_ns));
+        let audio_duration_ms = stats::request_audio_duration_ms(&stages);
         RequestE2EStats {
             request_id,
             status,
             status_message,
             scope,
-            e2e_total_ms: stats::ns_to_ms(end_ns.saturating_sub(start_ns)),
+            e2e_total_ms,
+            time_to_first_output_ms: stats::request_time_to_first_output_ms(&stages, start_ns),
+            time_to_first_audio_ms: stats::time_to_first_audio_ms(&stages, start_ns),
+            audio_duration_ms,
+            audio_e2e_rtf: stats::rtf(e2e_total_ms, audio_duration_ms),
             e2e_total_tokens: stats::e2e_total_tokens(&stages),
             transfers_total_time_ms: stats::transfers_total_time_ms(&edges),
             transfers_total_kbytes: stats::transfers_total_kbytes(&edges),

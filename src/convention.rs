@@ -34,6 +34,12 @@ pub const TRANSFER_TX: &str = "omni.transfer.tx";
 /// The receiver side of a transfer: take and decode.
 pub const TRANSFER_RX_DECODE: &str = "omni.transfer.rx_decode";
 
+/// An event inside an `omni.stage` span marking one output chunk (tokens, audio frames or
+/// images), with an optional `units` field: it gives the stage's `time_to_first_output_ms`,
+/// `inter_output_ms` and `output_chunks`. Set it as the event's name:
+/// `tracing::info!(name: "omni.output", units = 4)`.
+pub const OUTPUT: &str = "omni.output";
+
 /// Field names, as `tracing` fields on the spans above.
 pub mod field {
     /// `omni.run`: a name for the run's scope (default `run-<n>`).
@@ -84,6 +90,13 @@ pub mod field {
     pub const RX_DECODE_TIME_MS: &str = "rx_decode_time_ms";
     /// Explicit override on `omni.transfer`: wins over the measured gap.
     pub const IN_FLIGHT_TIME_MS: &str = "in_flight_time_ms";
+    /// `omni.output` events: how many tokens, audio frames or images the chunk holds.
+    pub const UNITS: &str = "units";
+    /// Explicit override on `omni.stage`: wins over its first `omni.output` event.
+    pub const TIME_TO_FIRST_OUTPUT_MS: &str = "time_to_first_output_ms";
+    /// Explicit override on `omni.stage`: wins over the gaps between its `omni.output`
+    /// events.
+    pub const INTER_OUTPUT_MS: &str = "inter_output_ms";
 
     /// Whether `name` is one of the convention's fields (all others are ignored).
     ///
@@ -116,6 +129,9 @@ pub mod field {
                 | TX_TIME_MS
                 | RX_DECODE_TIME_MS
                 | IN_FLIGHT_TIME_MS
+                | UNITS
+                | TIME_TO_FIRST_OUTPUT_MS
+                | INTER_OUTPUT_MS
         )
     }
 }

@@ -28,10 +28,11 @@ pub(crate) enum Issue {
     DuplicateRequestId,
     LateRunId,
     OutOfRange,
+    OutputOutsideStage,
 }
 
 impl Issue {
-    const ALL: [Issue; 17] = [
+    const ALL: [Issue; 18] = [
         Issue::MissingStageId,
         Issue::MissingEdge,
         Issue::MissingRequestId,
@@ -49,6 +50,7 @@ impl Issue {
         Issue::DuplicateRequestId,
         Issue::LateRunId,
         Issue::OutOfRange,
+        Issue::OutputOutsideStage,
     ];
 
     /// What happened and what to fix.
@@ -129,6 +131,10 @@ impl Issue {
             Issue::OutOfRange => {
                 "an `omni.*` time field is beyond 10^12 ms (31 years): the field is ignored. \
                  Times are milliseconds; check the unit."
+            }
+            Issue::OutputOutsideStage => {
+                "an `omni.output` event is not inside an `omni.stage` span: it is not counted. \
+                 Emit it while the stage span is entered, or with `parent: &stage_span`."
             }
         }
     }

@@ -81,6 +81,17 @@ pub enum Quantity {
     /// in_flight_time_ms`
     /// ([`total_time_ms`](crate::stats::TransferEdgeStats::total_time_ms)).
     TransferTime(EdgeName),
+    /// A request's `time_to_first_output_ms` (request start to its last stage's first
+    /// `omni.output`), for requests that have one.
+    RequestFirstOutput,
+    /// A request's `time_to_first_audio_ms`, for requests that have one.
+    RequestFirstAudio,
+    /// `time_to_first_output_ms` of a stage (by id), per request that has one.
+    StageFirstOutput(u64),
+    /// Every gap between consecutive `omni.output` events of a stage (by id): not one
+    /// value per request, one per gap (see
+    /// [`inter_output_gaps_ms`](crate::stats::StageRequestStats::inter_output_gaps_ms)).
+    StageInterOutput(u64),
 }
 
 impl Quantity {
@@ -88,8 +99,12 @@ impl Quantity {
     fn order_key(&self) -> (u8, u64, u64, u8) {
         match *self {
             Quantity::RequestLatency => (0, 0, 0, 0),
+            Quantity::RequestFirstOutput => (0, 0, 0, 1),
+            Quantity::RequestFirstAudio => (0, 0, 0, 2),
             Quantity::StageGenTime(id) => (1, id, 0, 0),
             Quantity::StageQueueTime(id) => (1, id, 0, 1),
+            Quantity::StageFirstOutput(id) => (1, id, 0, 2),
+            Quantity::StageInterOutput(id) => (1, id, 0, 3),
             Quantity::TransferTime(edge) => (2, edge.from, edge.to, 0),
         }
     }
@@ -114,6 +129,10 @@ impl fmt::Display for Quantity {
             Quantity::StageGenTime(id) => write!(f, "stage_{id}_gen_time_ms"),
             Quantity::StageQueueTime(id) => write!(f, "stage_{id}_queue_time_ms"),
             Quantity::TransferTime(edge) => write!(f, "transfer_{edge}_time_ms"),
+            Quantity::RequestFirstOutput => f.write_str("time_to_first_output_ms"),
+            Quantity::RequestFirstAudio => f.write_str("time_to_first_audio_ms"),
+            Quantity::StageFirstOutput(id) => write!(f, "stage_{id}_time_to_first_output_ms"),
+            Quantity::StageInterOutput(id) => write!(f, "stage_{id}_inter_output_ms"),
         }
     }
 }
@@ -213,6 +232,26 @@ impl Distributions {
     /// Transfer time of the edge `from->to`.
     pub fn transfer(&self, from: u64, to: u64) -> Option<LatencyStats> {
         self.get(Quantity::TransferTime(EdgeName { from, to }))
+    }
+
+    /// Time to first output of the requests (their last stage's first `omni.output`).
+    pub fn request_first_output(&self) -> Option<LatencyStats> {
+        self.get(Quantity::RequestFirstOutput)
+    }
+
+    /// Time to first audio of the requests.
+    pub fn request_first_audio(&self) -> Option<LatencyStats> {
+        self.get(Quantity::RequestFirstAudio)
+    }
+
+    /// `time_to_first_output_ms` of stage `stage_id`.
+    pub fn stage_first_output(&self, stage_id: u64) -> Option<LatencyStats> {
+        self.get(Quantity::StageFirstOutput(stage_id))
+    }
+
+    /// The gaps between consecutive outputs of stage `stage_id` (one value per gap).
+    pub fn stage_inter_output(&self, stage_id: u64) -> Option<LatencyStats> {
+        self.get(Quantity::StageInterOutput(stage_id))
     }
 
     /// Every quantity with its stats, in the table's order.
@@ -329,9 +368,21 @@ impl DistributionRecorder {
             return;
         }
         self.record(Quantity::RequestLatency, request.e2e_total_ms);
+        if let Some(ms) = request.time_to_first_output_ms {
+            self.record(Quantity::RequestFirstOutput, ms);
+        }
+        if let Some(ms) = request.time_to_first_audio_ms {
+            self.record(Quantity::RequestFirstAudio, ms);
+        }
         for s in &request.stages {
             self.record(Quantity::StageGenTime(s.stage_id), s.stage_gen_time_ms);
             self.record(Quantity::StageQueueTime(s.stage_id), s.queue_time_ms);
+            if let Some(ms) = s.time_to_first_output_ms {
+                self.record(Quantity::StageFirstOutput(s.stage_id), ms);
+            }
+            for gap in &s.inter_output_gaps_ms {
+                self.record(Quantity::StageInterOutput(s.stage_id), *gap);
+            }
         }
         for e in &request.transfers {
             let edge = EdgeName {

@@ -337,6 +337,8 @@ impl Stage {
                 resolution = Empty,
                 stage_gen_time_ms = Empty,
                 postprocess_time_ms = Empty,
+                time_to_first_output_ms = Empty,
+                inter_output_ms = Empty,
                 otel.kind = "internal",
             ),
         }
@@ -395,6 +397,45 @@ impl Stage {
     /// children.
     pub fn postprocess_time_ms(&self, ms: f64) -> &Self {
         self.span.record(convention::field::POSTPROCESS_TIME_MS, ms);
+        self
+    }
+
+    /// Marks one output chunk of this stage (an `omni.output` event): `units` tokens,
+    /// audio frames or images. The first gives `time_to_first_output_ms` (TTFT for an LLM
+    /// stage; time to first audio for the first stage with audio), the gaps between them
+    /// `inter_output_ms`.
+    ///
+    /// ```
+    /// # let request = omni_metrics::instrument::Request::start("r-1");
+    /// let talker = request.stage(1);
+    /// for _chunk in 0..3 {
+    ///     // ... decode 8 tokens ...
+    ///     talker.output(8);
+    /// }
+    /// ```
+    pub fn output(&self, units: u64) -> &Self {
+        tracing::event!(
+            name: "omni.output",
+            target: TARGET,
+            parent: &self.span,
+            Level::INFO,
+            units = units
+        );
+        self
+    }
+
+    /// Reports the time to first output measured elsewhere (another process); wins over
+    /// this span's `omni.output` events.
+    pub fn first_output_ms(&self, ms: f64) -> &Self {
+        self.span
+            .record(convention::field::TIME_TO_FIRST_OUTPUT_MS, ms);
+        self
+    }
+
+    /// Reports the mean gap between outputs measured elsewhere; wins over this span's
+    /// `omni.output` events.
+    pub fn inter_output_ms(&self, ms: f64) -> &Self {
+        self.span.record(convention::field::INTER_OUTPUT_MS, ms);
         self
     }
 

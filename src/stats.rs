@@ -129,6 +129,89 @@ pub fn e2e_avg_tokens_per_s(total_tokens: u64, wall_ms: f64) -> f64 {
     }
 }
 
+/// `time_to_first_output_ms` = the first `omni.output` event's time - `start_ns`, in ms
+/// (TTFT for an LLM stage when `start_ns` is the stage's start; never negative).
+///
+/// ```
+/// assert_eq!(omni_metrics::stats::time_to_first_output_ms(1_000_000, 43_500_000), 42.5);
+/// ```
+pub fn time_to_first_output_ms(start_ns: u64, first_output_ns: u64) -> f64 {
+    ns_to_ms(first_output_ns.saturating_sub(start_ns))
+}
+
+/// `audio_duration_ms` = `audio_generated_frames * 1000 / audio_sample_rate`; `None` without
+/// frames or without a sample rate.
+///
+/// ```
+/// use omni_metrics::stats::audio_duration_ms;
+/// assert_eq!(audio_duration_ms(525_525, 24_000), Some(21_896.875));
+/// assert_eq!(audio_duration_ms(525_525, 0), None);
+/// ```
+pub fn audio_duration_ms(frames: u64, sample_rate: u64) -> Option<f64> {
+    (frames > 0 && sample_rate > 0).then(|| finite(frames as f64 * 1000.0 / sample_rate as f64))
+}
+
+/// A real-time factor: `time_ms / audio_duration_ms` (below 1 is faster than real time);
+/// `None` for no audio. [`StageRequestStats::audio_rtf`] passes the stage's
+/// `stage_gen_time_ms` (vLLM-Omni's server definition),
+/// [`RequestE2EStats::audio_e2e_rtf`] the request's `e2e_total_ms` (its benchmark's).
+///
+/// ```
+/// assert_eq!(omni_metrics::stats::rtf(500.0, Some(2_000.0)), Some(0.25));
+/// assert_eq!(omni_metrics::stats::rtf(500.0, None), None);
+/// ```
+pub fn rtf(time_ms: f64, audio_duration_ms: Option<f64>) -> Option<f64> {
+    audio_duration_ms
+        .filter(|d| *d > 0.0)
+        .map(|d| finite(time_ms / d))
+}
+
+/// The mean of `gaps_ms` summing to `sum_ms` over `count` gaps: `inter_output_ms`; `None`
+/// for fewer than two outputs (no gap).
+pub(crate) fn mean_gap_ms(sum_ms: f64, count: u64) -> Option<f64> {
+    (count > 0).then(|| finite(sum_ms / count as f64))
+}
+
+/// A request's `time_to_first_output_ms`: its start to the first output of its last stage
+/// (highest `stage_id`), i.e. that stage's start offset plus its own
+/// [`StageRequestStats::time_to_first_output_ms`]; `None` if that stage has none.
+pub fn request_time_to_first_output_ms(
+    stages: &[StageRequestStats],
+    request_start_ns: u64,
+) -> Option<f64> {
+    let last = stages.iter().max_by_key(|s| s.stage_id)?;
+    since_request(last, request_start_ns)
+}
+
+/// A request's `time_to_first_audio_ms` (vLLM-Omni's audio TTFP): its start to the first
+/// output of the first stage (lowest `stage_id`) that has an `audio_sample_rate`.
+pub fn time_to_first_audio_ms(stages: &[StageRequestStats], request_start_ns: u64) -> Option<f64> {
+    let first = stages
+        .iter()
+        .filter(|s| s.audio_sample_rate.is_some())
+        .min_by_key(|s| s.stage_id)?;
+    since_request(first, request_start_ns)
+}
+
+/// A request's `audio_duration_ms`: that of its last stage (highest `stage_id`) that
+/// produced audio.
+pub fn request_audio_duration_ms(stages: &[StageRequestStats]) -> Option<f64> {
+    stages
+        .iter()
+        .filter(|s| s.audio_duration_ms.is_some())
+        .max_by_key(|s| s.stage_id)?
+        .audio_duration_ms
+}
+
+/// The stage's first output, counted from the request's start.
+fn since_request(stage: &StageRequestStats, request_start_ns: u64) -> Option<f64> {
+    let own = stage.time_to_first_output_ms?;
+    Some(add_ms(
+        ns_to_ms(stage.start_ns.saturating_sub(request_start_ns)),
+        own,
+    ))
+}
+
 /// How a request ended (the `status` field of `omni.request`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -167,6 +250,15 @@ impl RequestStatus {
             Self::Aborted => "aborted",
         }
     }
+}
+
+/// Output-event gaps a stage keeps per request for percentiles (see
+/// [`StageRequestStats::inter_output_gaps_ms`]): a long stream of chunks stays bounded.
+pub const MAX_OUTPUT_GAPS: usize = 4096;
+
+#[allow(clippy::trivially_copy_pass_by_ref)] // serde's `skip_serializing_if` passes a reference
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// One stage of one request (a column of the `StageRequestStats` table).
@@ -209,6 +301,41 @@ pub struct StageRequestStats {
     pub spans: u64,
     /// Beyond the seed: first start to last end of this stage's spans, in ms.
     pub wall_time_ms: f64,
+    /// Beyond the seed: `omni.output` events of this stage (output chunks).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub output_chunks: u64,
+    /// Beyond the seed: the `units` of this stage's `omni.output` events, summed (tokens,
+    /// audio frames or images, as the engine counts them).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub output_units: u64,
+    /// Beyond the seed: [`time_to_first_output_ms`] from the stage's first start to its
+    /// first `omni.output` (TTFT for an LLM stage), or the stage span's explicit field.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub time_to_first_output_ms: Option<f64>,
+    /// Beyond the seed: the mean gap between consecutive `omni.output` events, or the
+    /// stage span's explicit field; `None` for fewer than two outputs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub inter_output_ms: Option<f64>,
+    /// The gaps themselves, for the distributions and the metrics' histograms: at most
+    /// [`MAX_OUTPUT_GAPS`] per stage and request (the mean covers all of them).
+    #[serde(skip)]
+    pub inter_output_gaps_ms: Vec<f64>,
+    /// Beyond the seed: [`audio_duration_ms`] of the frames this stage produced.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub audio_duration_ms: Option<f64>,
+    /// Beyond the seed: `stage_gen_time_ms / audio_duration_ms` ([`rtf`]; vLLM-Omni's
+    /// server definition of the real-time factor).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub audio_rtf: Option<f64>,
+    /// When the stage's first `omni.output` came, in ns of the layer's clock.
+    #[serde(skip)]
+    pub first_output_ns: Option<u64>,
+    /// When the stage's last `omni.output` came, in ns of the layer's clock.
+    #[serde(skip)]
+    pub last_output_ns: Option<u64>,
+    /// Whether `time_to_first_output_ms` was given explicitly (it then wins over events).
+    #[serde(skip)]
+    pub explicit_first_output: bool,
     /// When the stage's first span started, in ns of the layer's clock.
     #[serde(skip)]
     pub start_ns: u64,
@@ -297,6 +424,22 @@ pub struct RequestE2EStats {
     pub transfers_total_time_ms: f64,
     /// [`transfers_total_kbytes`].
     pub transfers_total_kbytes: f64,
+    /// Beyond the seed: request start to the first `omni.output` of its last stage (the
+    /// first output the caller could see); `None` if that stage marked none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub time_to_first_output_ms: Option<f64>,
+    /// Beyond the seed: request start to the first `omni.output` of the first stage with an
+    /// `audio_sample_rate` (vLLM-Omni's audio TTFP).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub time_to_first_audio_ms: Option<f64>,
+    /// Beyond the seed: the [`audio_duration_ms`] of the request's audio: that of its last
+    /// stage with audio (the audio the caller receives).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub audio_duration_ms: Option<f64>,
+    /// Beyond the seed: `e2e_total_ms / audio_duration_ms` ([`rtf`]; vLLM-Omni's benchmark
+    /// definition, named apart from the stages' `audio_rtf`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub audio_e2e_rtf: Option<f64>,
     /// Beyond the seed: spans of this request that broke the convention and were left out.
     pub invalid_spans: u64,
     /// One entry per stage id, ascending.

@@ -45,7 +45,8 @@ use crate::stats::{OverallSummary, RequestE2EStats, RequestStatus};
 ///
 /// It reads the `omni.*` spans of the [span convention](crate::convention), computes the
 /// vLLM-Omni tables and hands each finished request and scope to its sinks (console tables,
-/// JSON lines, your own [`Sink`]s). It ignores every other span and all events, so put it
+/// JSON lines, your own [`Sink`]s). It ignores every other span and every event but
+/// `omni.output`, so put it
 /// beside your own layers and filters; give it no filter that drops `omni.*` spans, or their
 /// requests will be missing from the tables.
 ///
@@ -113,6 +114,23 @@ impl std::fmt::Debug for Inner {
         f.debug_struct("Inner")
             .field("id", &self.id)
             .finish_non_exhaustive()
+    }
+}
+
+/// The fields of an `omni.output` event.
+#[derive(Default)]
+struct OutputFields {
+    units: u64,
+    issues: IssueSet,
+}
+
+impl SetField for OutputFields {
+    fn set(&mut self, name: &str, value: fields::FieldValue<'_>) {
+        if name == crate::convention::field::UNITS {
+            if let Some(units) = value.to_u64(&mut self.issues) {
+                self.units = units;
+            }
+        }
     }
 }
 
@@ -639,6 +657,38 @@ impl Inner {
         }
     }
 
+    /// An `omni.output` event: one output chunk of the stage it sits in.
+    fn output<S>(&self, event: &Event<'_>, ctx: &Context<'_, S>)
+    where
+        S: Subscriber + for<'l> LookupSpan<'l>,
+    {
+        let now = self.clock.now();
+        let mut fields = OutputFields::default();
+        event.record(&mut Visitor(&mut fields));
+        let mut issues = fields.issues;
+        // The nearest enclosing stage (the event may sit in its queue or postprocess child).
+        let stage = ctx.event_span(event).and_then(|span| {
+            span.scope()
+                .take_while(|s| SpanKind::from_name(s.name()) != Some(SpanKind::Request))
+                .find(|s| SpanKind::from_name(s.name()) == Some(SpanKind::Stage))
+        });
+        let counted = stage.is_some_and(|span| {
+            let mut ext = span.extensions_mut();
+            match state::get_mut::<StageSpan>(&mut ext, self.id) {
+                Some(stage) => {
+                    stage.output(now, fields.units);
+                    true
+                }
+                None => false,
+            }
+        });
+        if !counted {
+            issues.insert(Issue::OutputOutsideStage);
+        }
+        // An event is not inside the dispatcher's `get_default`: the warning goes out now.
+        self.shared.diagnostics.record(issues);
+    }
+
     /// Merges a closed stage or transfer into its request, then reports its issues.
     fn close_child(
         &self,
@@ -892,7 +942,12 @@ where
         }
     }
 
-    fn on_event(&self, _event: &Event<'_>, _ctx: Context<'_, S>) {}
+    fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
+        // One comparison for the engine's own events.
+        if event.metadata().name() == crate::convention::OUTPUT {
+            self.inner.output(event, &ctx);
+        }
+    }
 
     fn on_register_dispatch(&self, subscriber: &tracing::Dispatch) {
         if let Some(writer) = &self.inner.writer {

@@ -14,7 +14,7 @@ use smallvec::{SmallVec, smallvec};
 use tracing_subscriber::registry::ExtensionsMut;
 
 use super::fields::{FieldValue, SetField};
-use crate::accumulate::{RequestAcc, ScopeAcc, StageSample, TransferSample};
+use crate::accumulate::{Outputs, RequestAcc, ScopeAcc, StageSample, TransferSample};
 use crate::convention::field;
 use crate::diagnostics::{Issue, IssueSet};
 use crate::stats::{self, RequestStatus};
@@ -283,6 +283,9 @@ struct StageRare {
     resolution: Option<String>,
     gen_override_ms: Option<f64>,
     postprocess_override_ms: Option<f64>,
+    first_output_override_ms: Option<f64>,
+    inter_output_override_ms: Option<f64>,
+    outputs: Outputs,
 }
 
 /// `omni.stage`.
@@ -360,7 +363,15 @@ impl StageSpan {
             queue_time_ms: queue_ms,
             start_ns: self.start_ns,
             end_ns,
+            outputs: std::mem::take(&mut rare.outputs),
+            first_output_ms: rare.first_output_override_ms,
+            inter_output_ms: rare.inter_output_override_ms,
         })
+    }
+
+    /// An `omni.output` event of this span at `now`.
+    pub(super) fn output(&mut self, now: u64, units: u64) {
+        self.rare.get_or_insert_default().outputs.output(now, units);
     }
 }
 
@@ -423,6 +434,16 @@ impl SetField for StageSpan {
             ),
             field::POSTPROCESS_TIME_MS => set_ms(
                 &mut self.rare.get_or_insert_default().postprocess_override_ms,
+                &value,
+                issues,
+            ),
+            field::TIME_TO_FIRST_OUTPUT_MS => set_ms(
+                &mut self.rare.get_or_insert_default().first_output_override_ms,
+                &value,
+                issues,
+            ),
+            field::INTER_OUTPUT_MS => set_ms(
+                &mut self.rare.get_or_insert_default().inter_output_override_ms,
                 &value,
                 issues,
             ),

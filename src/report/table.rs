@@ -153,6 +153,20 @@ fn opt_int(v: Option<u64>) -> Cell {
     )
 }
 
+/// A measured value: shown when present, 0 included (a first output at once is a value).
+fn opt_float(v: Option<f64>) -> Cell {
+    match v {
+        Some(v) => Cell {
+            text: format_float(v),
+            blank: false,
+        },
+        None => Cell {
+            text: String::new(),
+            blank: true,
+        },
+    }
+}
+
 fn text(v: Option<&str>) -> Cell {
     Cell {
         text: printable(v.unwrap_or_default(), true).into_owned(),
@@ -255,7 +269,9 @@ pub fn summary_table(s: &OverallSummary) -> String {
     t.to_string()
 }
 
-/// The `RequestE2EStats` table (`invalid_spans` only when not zero).
+/// The `RequestE2EStats` table; `invalid_spans` only when not zero, the output-event and
+/// audio rows (`time_to_first_output_ms`, `time_to_first_audio_ms`, `audio_duration_ms`,
+/// `audio_e2e_rtf`) only when measured.
 pub fn request_table(r: &RequestE2EStats) -> String {
     let mut t = new_table(vec!["Field".into(), "Value".into()]);
     push_row(&mut t, "e2e_total_ms", vec![float(r.e2e_total_ms)], false);
@@ -277,12 +293,23 @@ pub fn request_table(r: &RequestE2EStats) -> String {
         vec![float(r.transfers_total_kbytes)],
         false,
     );
+    let measured: [(&str, Option<f64>); 4] = [
+        ("time_to_first_output_ms", r.time_to_first_output_ms),
+        ("time_to_first_audio_ms", r.time_to_first_audio_ms),
+        ("audio_duration_ms", r.audio_duration_ms),
+        ("audio_e2e_rtf", r.audio_e2e_rtf),
+    ];
+    for (label, value) in measured {
+        push_row(&mut t, label, vec![opt_float(value)], true);
+    }
     push_row(&mut t, "invalid_spans", vec![int(r.invalid_spans)], true);
     t.to_string()
 }
 
 /// The `StageRequestStats` table as the seed prints it: one column per stage, headed by its
-/// id; the seed's rows in its (alphabetical) order, then `queue_time_ms`.
+/// id; the seed's rows in its (alphabetical) order, then `queue_time_ms` and the
+/// output-event and audio rows (`output_chunks`, `output_units`,
+/// `time_to_first_output_ms`, `inter_output_ms`, `audio_duration_ms`, `audio_rtf`).
 ///
 /// `batch_id` is shown when any stage recorded one, 0 included (batch 0 is a batch).
 pub fn stage_table(stages: &[StageRequestStats]) -> String {
@@ -312,7 +339,7 @@ fn stage_table_with(
     let mut header = vec!["Field".to_owned()];
     header.extend(stages.iter().map(heading));
     let mut t = new_table(header);
-    let rows: [Row<StageRequestStats>; 10] = [
+    let rows: [Row<StageRequestStats>; 16] = [
         ("audio_generated_frames", |s| int(s.audio_generated_frames)),
         ("batch_id", batch),
         ("batch_size", |s| int(s.batch_size)),
@@ -323,6 +350,14 @@ fn stage_table_with(
         ("resolution", |s| text(s.resolution.as_deref())),
         ("stage_gen_time_ms", |s| float(s.stage_gen_time_ms)),
         ("queue_time_ms", |s| float(s.queue_time_ms)),
+        ("output_chunks", |s| int(s.output_chunks)),
+        ("output_units", |s| int(s.output_units)),
+        ("time_to_first_output_ms", |s| {
+            opt_float(s.time_to_first_output_ms)
+        }),
+        ("inter_output_ms", |s| opt_float(s.inter_output_ms)),
+        ("audio_duration_ms", |s| opt_float(s.audio_duration_ms)),
+        ("audio_rtf", |s| opt_float(s.audio_rtf)),
     ];
     for (label, cell) in rows {
         push_row(&mut t, label, stages.iter().map(cell).collect(), true);
@@ -348,8 +383,10 @@ pub fn transfer_table(edges: &[TransferEdgeStats]) -> String {
 }
 
 /// The `Distributions` table: one row per quantity (`e2e_total_ms`,
-/// `stage_{i}_gen_time_ms`, `stage_{i}_queue_time_ms`, `transfer_{from}->{to}_time_ms`),
-/// columns count | mean | p50 | p90 | p99 | max in ms.
+/// `time_to_first_output_ms`, `time_to_first_audio_ms`, `stage_{i}_gen_time_ms`,
+/// `stage_{i}_queue_time_ms`, `stage_{i}_time_to_first_output_ms`,
+/// `stage_{i}_inter_output_ms`, `transfer_{from}->{to}_time_ms`; see
+/// [`Quantity`]), columns count | mean | p50 | p90 | p99 | max in ms.
 ///
 /// A row without values, or zero in every request (a stage with no `omni.queue` spans), is
 /// left out, as in the stage table.
