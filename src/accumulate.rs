@@ -350,6 +350,7 @@ impl RequestAcc {
             status,
             status_message,
             scope,
+            trace_id: None,
             e2e_total_ms,
             time_to_first_output_ms: stats::request_time_to_first_output_ms(&stages, start_ns),
             time_to_first_audio_ms: stats::time_to_first_audio_ms(&stages, start_ns),

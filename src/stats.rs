@@ -416,6 +416,10 @@ pub struct RequestE2EStats {
     pub status_message: Option<String>,
     /// The scope it is summarized in: its run's id, or its own id when online.
     pub scope: String,
+    /// Beyond the seed: the id (32 hex digits) of the request's exported trace, when an
+    /// OpenTelemetry layer samples it; the metrics' exemplars carry it too.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<String>,
     /// Request span duration.
     pub e2e_total_ms: f64,
     /// [`e2e_total_tokens`].

@@ -494,8 +494,13 @@ impl Inner {
     /// Closes `span`: merges it into its request, reports a request or a run. Idempotent:
     /// the state is taken out of the span, so a second call (the layer's own `on_close`
     /// after an [`AnnotationLayer`](crate::otlp::AnnotationLayer) ran it) does nothing.
-    fn close<S>(&self, kind: SpanKind, span: SpanRef<'_, S>, via: AnnotateVia<'_>)
-    where
+    fn close<S>(
+        &self,
+        kind: SpanKind,
+        span: SpanRef<'_, S>,
+        via: AnnotateVia<'_>,
+        trace: Option<&tracing::Dispatch>,
+    ) where
         S: Subscriber + for<'l> LookupSpan<'l>,
     {
         let now = self.clock.now();
@@ -588,7 +593,11 @@ impl Inner {
                 };
                 let (id, named) = (span.id(), named(&span));
                 drop(span);
-                self.close_request(&id, named, request, now, via);
+                #[cfg(feature = "otlp")]
+                let trace_id = trace.or(via).and_then(|d| crate::otlp::trace_id(d, &id));
+                #[cfg(not(feature = "otlp"))]
+                let trace_id = trace.and(None);
+                self.close_request(&id, named, request, now, via, trace_id);
             }
             SpanKind::Run => {
                 let Some(run) = state::remove::<RunSpan>(&mut span.extensions_mut(), self.id)
@@ -717,6 +726,7 @@ impl Inner {
         request: RequestSpan,
         now: u64,
         via: AnnotateVia<'_>,
+        trace_id: Option<String>,
     ) {
         let RequestSpan {
             start_ns,
@@ -819,6 +829,8 @@ impl Inner {
                 },
             );
         }
+        let mut report = report;
+        report.trace_id = trace_id;
         self.emit_request(report);
     }
 
@@ -902,6 +914,17 @@ impl OmniMetricsLayer {
     fn annotation_dispatch(&self) -> Option<tracing::Dispatch> {
         None
     }
+
+    /// This copy's subscriber, when known (for trace ids).
+    #[cfg(feature = "otlp")]
+    fn registered_dispatch(&self) -> Option<tracing::Dispatch> {
+        self.dispatch.get()?.upgrade()
+    }
+
+    #[cfg(not(feature = "otlp"))]
+    fn registered_dispatch(&self) -> Option<tracing::Dispatch> {
+        None
+    }
 }
 
 impl<S> tracing_subscriber::Layer<S> for OmniMetricsLayer
@@ -938,7 +961,13 @@ where
             } else {
                 self.annotation_dispatch()
             };
-            self.inner.close(kind, span, via.as_ref());
+            // A request's trace id, for its record and the metrics' exemplars: readable
+            // here when this layer runs before the OpenTelemetry layer.
+            let trace = match (kind, &via) {
+                (SpanKind::Request, None) => self.registered_dispatch(),
+                _ => None,
+            };
+            self.inner.close(kind, span, via.as_ref(), trace.as_ref());
         }
     }
 
@@ -1037,7 +1066,7 @@ where
         };
         for inner in owners {
             if let Some(span) = ctx.span(&id) {
-                inner.close(kind, span, Some(&dispatch));
+                inner.close(kind, span, Some(&dispatch), None);
             }
         }
     }

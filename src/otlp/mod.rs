@@ -651,6 +651,17 @@ pub(crate) fn annotate(
     }
 }
 
+/// The trace id (32 lowercase hex digits) of span `id`'s exported trace, if the subscriber
+/// has a `tracing-opentelemetry` layer that samples it: what a request's record and the
+/// metrics' exemplars point to.
+pub(crate) fn trace_id(dispatch: &tracing::Dispatch, id: &tracing::span::Id) -> Option<String> {
+    use opentelemetry::trace::TraceContextExt as _;
+    let cx = tracing_opentelemetry::get_otel_context(id, dispatch)?;
+    let span = cx.span();
+    let sc = span.span_context();
+    (sc.is_valid() && sc.is_sampled()).then(|| sc.trace_id().to_string())
+}
+
 /// The subscriber a layer was registered in, if it was (a layer inside an `Option` is not:
 /// tracing-subscriber 0.3 does not pass the registration on). No guess is made: annotating
 /// through another subscriber would reach the wrong spans.
