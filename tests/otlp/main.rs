@@ -123,6 +123,10 @@ fn attr_f64(s: &Span, key: &str) -> Option<f64> {
     })
 }
 
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 fn duration_ms(s: &Span) -> f64 {
     s.end_time_unix_nano.saturating_sub(s.start_time_unix_nano) as f64 / 1e6
 }
@@ -207,6 +211,7 @@ fn grpc_export_gives_one_trace_per_request_with_the_convention_tree() {
             .find(|s| s.name == format!("request {}", r.request_id))
             .expect("request exported");
         let trace = request_span.trace_id.clone();
+        assert_eq!(r.trace_id, Some(hex(&trace)), "the record names its trace");
         assert_eq!(
             attr_f64(request_span, "e2e_total_tokens"),
             Some(r.e2e_total_tokens as f64)
@@ -245,6 +250,40 @@ fn grpc_export_gives_one_trace_per_request_with_the_convention_tree() {
                 st.wall_time_ms
             );
         }
+    }
+}
+
+/// Without annotations, a metrics layer added before the OpenTelemetry layer still reads
+/// each request's trace id (its record's `trace_id`, the metrics' exemplars).
+#[test]
+fn a_request_record_names_its_trace_without_annotations() {
+    let receiver = GrpcReceiver::start();
+    let pipeline = pipeline_to(&receiver);
+    let capture = CaptureSink::new();
+    let metrics = OmniMetricsLayer::builder()
+        .with_console(false)
+        .with_sink(capture.clone())
+        .build()
+        .expect("no file");
+    let subscriber = tracing_subscriber::registry()
+        .with(metrics)
+        .with(pipeline.layer());
+    tracing::subscriber::with_default(subscriber, pipeline_requests);
+    pipeline
+        .into_guard()
+        .shutdown()
+        .expect("every span exported");
+    let spans = receiver.spans();
+    let requests = capture.requests();
+    assert_eq!(requests.len(), 3);
+    for r in requests {
+        let id = r.trace_id.as_deref().expect("a trace id");
+        assert_eq!(id.len(), 32);
+        let exported = spans
+            .iter()
+            .find(|s| s.parent_span_id.is_empty() && hex(&s.trace_id) == id)
+            .unwrap_or_else(|| panic!("no exported root span in trace {id}"));
+        assert_eq!(exported.kind, SpanKind::Server as i32, "{}", exported.name);
     }
 }
 
