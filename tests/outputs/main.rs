@@ -4,7 +4,7 @@
 //! (`audio_duration_ms`, `audio_rtf`, `audio_e2e_rtf`) follow from the stage fields. Typed
 //! API, raw events and explicit fields; table rows, record keys and distributions.
 
-#[allow(dead_code)]
+#[allow(dead_code, unused_imports)]
 #[path = "../distributions/support.rs"]
 mod support;
 
