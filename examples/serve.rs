@@ -1,0 +1,419 @@
+//! An online omni server: an OpenAI-style `/v1/chat/completions` (streaming and not) whose
+//! every request runs a simulated Qwen3-Omni pipeline (thinker -> talker -> code2wav),
+//! instrumented with omni-metrics; `/metrics` for Prometheus; the periodic summary line on
+//! the console.
+//!
+//! ```text
+//! cargo run --example serve                                  # http://127.0.0.1:8000
+//! curl -s localhost:8000/v1/chat/completions -d '{"messages":[{"role":"user","content":"hi"}]}'
+//! curl -sN localhost:8000/v1/chat/completions -d '{"stream":true,"messages":[{"role":"user","content":"hi"}]}'
+//! curl -s localhost:8000/metrics
+//! cargo run --release --example serve -- --load 32          # requests/s with and without metrics
+//! ```
+//!
+//! Online, every request is its own scope; the server prints no per-request tables (they
+//! would flood the console under load) but one line every `--log-interval` seconds, and
+//! `/stats` shows the cumulative and windowed summaries.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use axum::Json;
+use axum::Router;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use clap::Parser;
+use omni_metrics::instrument::Request;
+use serde::Deserialize;
+use tokio::sync::mpsc;
+
+#[derive(Parser, Debug, Clone)]
+#[command(about = "An OpenAI-style server running a simulated omni pipeline, with omni-metrics")]
+struct Args {
+    /// Address to serve on.
+    #[arg(long, default_value = "127.0.0.1:8000")]
+    addr: SocketAddr,
+    /// Simulated milliseconds of compute per generated token (thinker; the talker is faster).
+    #[arg(long, default_value_t = 0.5)]
+    ms_per_token: f64,
+    /// Seconds between the periodic summary lines (0: none).
+    #[arg(long, default_value_t = 10.0)]
+    log_interval: f64,
+    /// Measure instead of serving: drive this many concurrent clients against an in-process
+    /// server, once without metrics and once with them, and print requests/s.
+    #[arg(long, value_name = "CLIENTS")]
+    load: Option<usize>,
+    /// Requests per configuration in `--load` mode.
+    #[arg(long, default_value_t = 2000)]
+    requests: u64,
+}
+
+/// The simulated engine: how long each stage computes and what it emits.
+#[derive(Clone, Copy, Debug)]
+struct Engine {
+    ms_per_token: f64,
+}
+
+#[derive(Clone)]
+struct AppState {
+    engine: Engine,
+    next_id: Arc<AtomicU64>,
+    metrics: Option<omni_metrics::MetricsHandle>,
+}
+
+#[derive(Deserialize)]
+struct ChatRequest {
+    #[serde(default)]
+    model: Option<String>,
+    #[serde(default)]
+    messages: Vec<Message>,
+    #[serde(default)]
+    stream: bool,
+    #[serde(default)]
+    max_tokens: Option<u64>,
+}
+
+#[derive(Deserialize)]
+struct Message {
+    #[serde(default)]
+    content: String,
+}
+
+/// What the pipeline sends back while it runs: text deltas, then the end.
+enum Piece {
+    Text(String),
+    Done { prompt_tokens: u64, completion_tokens: u64, audio_ms: f64 },
+}
+
+fn sleep_for(ms: f64) -> Duration {
+    Duration::from_secs_f64((ms / 1000.0).clamp(0.0, 60.0))
+}
+
+impl Engine {
+    /// Runs one request through thinker -> talker -> code2wav, streaming text deltas.
+    async fn run(self, request_id: String, prompt_tokens: u64, max_tokens: u64, out: mpsc::Sender<Piece>) {
+        // Dropped unfinished (the client went away): recorded as `aborted`.
+        let request = Request::start(&request_id);
+
+        // Thinker: prefill, then decode in 4 chunks, each streamed to the client.
+        let thinker = request.stage(0);
+        thinker.name("thinker").batch(0, 1).tokens_in(prompt_tokens);
+        let text_tokens = max_tokens.min(40 + prompt_tokens % 60);
+        tokio::time::sleep(sleep_for(prompt_tokens as f64 * self.ms_per_token / 50.0)).await;
+        let chunks = 4;
+        for i in 0..chunks {
+            let units = text_tokens / chunks + u64::from(i == chunks - 1) * (text_tokens % chunks);
+            tokio::time::sleep(sleep_for(units as f64 * self.ms_per_token)).await;
+            thinker.output(units);
+            let delta = format!("word{i} ");
+            if out.send(Piece::Text(delta)).await.is_err() {
+                return; // client gone: `request` drops as aborted
+            }
+        }
+        thinker.tokens_out(text_tokens);
+        drop(thinker);
+
+        // Thinker -> talker: hidden states, serialized and decoded.
+        let hidden = vec![0u8; text_tokens as usize * 2048];
+        handover(&request, 0, 1, &hidden);
+
+        // Talker: 4 codec tokens per text token, in 4 chunks.
+        let talker = request.stage(1);
+        talker.name("talker").batch(0, 1).tokens_in(text_tokens);
+        let codec = text_tokens * 4;
+        for _ in 0..chunks {
+            tokio::time::sleep(sleep_for(codec as f64 / chunks as f64 * self.ms_per_token / 2.0)).await;
+            talker.output(codec / chunks);
+        }
+        talker.tokens_out(codec);
+        drop(talker);
+
+        let codes = vec![0u8; codec as usize * 16];
+        handover(&request, 1, 2, &codes);
+
+        // Code2wav: 1,920 samples (80 ms at 24 kHz) per codec token, in 4 audio packets.
+        let code2wav = request.stage(2);
+        code2wav.name("code2wav").batch(0, 1).tokens_in(codec);
+        let frames = codec * 1920;
+        for _ in 0..chunks {
+            tokio::time::sleep(sleep_for(codec as f64 / chunks as f64 * self.ms_per_token / 10.0)).await;
+            code2wav.output(frames / chunks);
+        }
+        code2wav.audio(frames, 24_000);
+        drop(code2wav);
+
+        let _ = out
+            .send(Piece::Done {
+                prompt_tokens,
+                completion_tokens: text_tokens,
+                audio_ms: frames as f64 * 1000.0 / 24_000.0,
+            })
+            .await;
+        request.finish();
+    }
+}
+
+/// One hand-over between stages: serialize (tx), then decode (rx_decode).
+fn handover(request: &Request, from: u64, to: u64, payload: &[u8]) {
+    let transfer = request.transfer(from, to);
+    let tx = transfer.tx();
+    let wire = payload.to_vec();
+    transfer.size_bytes(wire.len() as u64);
+    drop(tx);
+    let rx = transfer.rx_decode();
+    let decoded: u64 = wire.iter().map(|b| u64::from(*b)).sum();
+    std::hint::black_box(decoded);
+    drop(rx);
+}
+
+async fn chat(State(state): State<AppState>, body: axum::body::Bytes) -> Response {
+    let chat: ChatRequest = match serde_json::from_slice(&body) {
+        Ok(chat) => chat,
+        Err(e) => {
+            let message = serde_json::json!({"error": {"message": format!("bad request body: {e}"), "type": "invalid_request_error"}});
+            return (StatusCode::BAD_REQUEST, Json(message)).into_response();
+        }
+    };
+    let id = format!("chatcmpl-{}", state.next_id.fetch_add(1, Ordering::Relaxed));
+    let prompt: usize = chat.messages.iter().map(|m| m.content.split_whitespace().count()).sum();
+    let prompt_tokens = 200 + prompt as u64;
+    let model = chat.model.unwrap_or_else(|| "qwen3-omni-sim".to_owned());
+    let (tx, mut rx) = mpsc::channel(8);
+    tokio::spawn(state.engine.run(id.clone(), prompt_tokens, chat.max_tokens.unwrap_or(256), tx));
+
+    if chat.stream {
+        // Server-sent events: one chunk per text delta, then [DONE]. A client that hangs
+        // up drops the stream, and the pipeline's request ends `aborted`.
+        let stream = async_stream(id, model, rx);
+        return Response::builder()
+            .header(header::CONTENT_TYPE, "text/event-stream")
+            .header(header::CACHE_CONTROL, "no-cache")
+            .body(Body::from_stream(stream))
+            .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response());
+    }
+    let mut text = String::new();
+    while let Some(piece) = rx.recv().await {
+        match piece {
+            Piece::Text(delta) => text.push_str(&delta),
+            Piece::Done { prompt_tokens, completion_tokens, audio_ms } => {
+                return Json(serde_json::json!({
+                    "id": id, "object": "chat.completion", "model": model,
+                    "choices": [{"index": 0, "finish_reason": "stop",
+                                 "message": {"role": "assistant", "content": text},
+                                 "audio": {"duration_ms": audio_ms}}],
+                    "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                              "total_tokens": prompt_tokens + completion_tokens},
+                }))
+                .into_response();
+            }
+        }
+    }
+    (StatusCode::INTERNAL_SERVER_ERROR, "the pipeline stopped").into_response()
+}
+
+/// The SSE body: a stream of `data: ...\n\n` frames fed by the pipeline.
+fn async_stream(
+    id: String,
+    model: String,
+    rx: mpsc::Receiver<Piece>,
+) -> impl tokio_stream::Stream<Item = Result<String, std::convert::Infallible>> {
+    let frames = tokio_stream::wrappers::ReceiverStream::new(rx);
+    tokio_stream::StreamExt::map(frames, move |piece| {
+        let chunk = match piece {
+            Piece::Text(delta) => serde_json::json!({
+                "id": id, "object": "chat.completion.chunk", "model": model,
+                "choices": [{"index": 0, "delta": {"content": delta}, "finish_reason": null}],
+            }),
+            Piece::Done { .. } => {
+                return Ok(format!(
+                    "data: {}\n\ndata: [DONE]\n\n",
+                    serde_json::json!({"id": id, "object": "chat.completion.chunk", "model": model,
+                                       "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+                ));
+            }
+        };
+        Ok(format!("data: {chunk}\n\n"))
+    })
+}
+
+/// The cumulative and windowed summaries, as the console prints them.
+async fn stats(State(state): State<AppState>) -> Response {
+    match &state.metrics {
+        Some(handle) => {
+            let cumulative = omni_metrics::report::table::render_summary(&handle.cumulative_summary());
+            let window = omni_metrics::report::table::render_summary(&handle.window_summary());
+            format!("{cumulative}{window}").into_response()
+        }
+        None => (StatusCode::NOT_FOUND, "metrics are off").into_response(),
+    }
+}
+
+fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/v1/chat/completions", post(chat))
+        .route("/stats", get(stats))
+        .with_state(state)
+}
+
+fn main() -> std::process::ExitCode {
+    match run(Args::parse()) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
+    if let Some(clients) = args.load {
+        return load(&args, clients);
+    }
+    let metrics = omni_metrics::OmniMetricsLayer::builder()
+        .with_request_tables(false)
+        .with_periodic_log(Duration::from_secs_f64(args.log_interval.max(0.0)));
+    let guard = omni_metrics::Install::new().with_metrics(metrics).init()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let state = AppState {
+        engine: Engine { ms_per_token: args.ms_per_token },
+        next_id: Arc::new(AtomicU64::new(0)),
+        metrics: Some(guard.metrics().clone()),
+    };
+    runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind(args.addr).await?;
+        eprintln!("serving on http://{}", listener.local_addr()?);
+        axum::serve(listener, router(state))
+            .with_graceful_shutdown(async {
+                let _ = tokio::signal::ctrl_c().await;
+            })
+            .await
+    })?;
+    drop(runtime);
+    drop(guard);
+    Ok(())
+}
+
+/// `--load`: the same server in-process, driven by `clients` concurrent keep-alive clients,
+/// once per configuration; each configuration gets its own runtime whose threads use its
+/// subscriber.
+fn load(args: &Args, clients: usize) -> Result<(), Box<dyn std::error::Error>> {
+    let configurations: [(&str, bool); 2] = [("no metrics (Registry only)", false), ("omni-metrics layer", true)];
+    let mut results = Vec::new();
+    for (name, with_metrics) in configurations {
+        let (dispatch, handle) = if with_metrics {
+            let layer = omni_metrics::OmniMetricsLayer::builder().with_console(false).build()?;
+            let handle = layer.handle();
+            let subscriber = tracing_subscriber::layer::SubscriberExt::with(tracing_subscriber::registry(), layer);
+            (tracing::Dispatch::new(subscriber), Some(handle))
+        } else {
+            let subscriber = tracing_subscriber::layer::SubscriberExt::with(
+                tracing_subscriber::registry(),
+                tracing_subscriber::layer::Identity::new(),
+            );
+            (tracing::Dispatch::new(subscriber), None)
+        };
+        let thread_dispatch = dispatch.clone();
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .on_thread_start(move || {
+                // The guard lives as long as the thread: every span of this runtime goes to
+                // this configuration's subscriber.
+                std::mem::forget(tracing::dispatcher::set_default(&thread_dispatch));
+            })
+            .build()?;
+        let state = AppState {
+            engine: Engine { ms_per_token: args.ms_per_token },
+            next_id: Arc::new(AtomicU64::new(0)),
+            metrics: handle.clone(),
+        };
+        let requests = args.requests;
+        let rate = runtime.block_on(async move {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+            let addr = listener.local_addr()?;
+            tokio::spawn(async move { axum::serve(listener, router(state)).await });
+            drive(addr, clients, requests).await
+        })?;
+        if let Some(handle) = &handle {
+            let totals = handle.totals();
+            eprintln!("{name}: {} requests recorded ok", totals.requests_ok);
+        }
+        drop(runtime);
+        results.push((name, rate));
+    }
+    println!("| configuration | requests/s | vs no metrics |");
+    println!("|---|---|---|");
+    let base = results.first().map_or(1.0, |r| r.1);
+    for (name, rate) in &results {
+        println!("| {name} | {rate:.0} | {:.3} |", rate / base);
+    }
+    Ok(())
+}
+
+/// Sends `requests` non-streaming chat completions from `clients` keep-alive connections;
+/// returns requests per second.
+async fn drive(addr: SocketAddr, clients: usize, requests: u64) -> std::io::Result<f64> {
+    let left = Arc::new(AtomicU64::new(requests));
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..clients.max(1) {
+        let left = left.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut conn = tokio::net::TcpStream::connect(addr).await?;
+            while left.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1)).is_ok() {
+                post_chat(&mut conn).await?;
+            }
+            Ok::<(), std::io::Error>(())
+        }));
+    }
+    for task in tasks {
+        task.await.map_err(std::io::Error::other)??;
+    }
+    Ok(requests as f64 / start.elapsed().as_secs_f64().max(1e-9))
+}
+
+/// One request on a keep-alive HTTP/1.1 connection; reads the whole response.
+async fn post_chat(conn: &mut tokio::net::TcpStream) -> std::io::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let body = r#"{"messages":[{"role":"user","content":"say hello in a calm voice"}],"max_tokens":64}"#;
+    let request = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    conn.write_all(request.as_bytes()).await?;
+    let mut buf = Vec::with_capacity(2048);
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = conn.read(&mut chunk).await?;
+        if n == 0 {
+            return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "server closed"));
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else { continue };
+        let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+        if !head.starts_with("http/1.1 200") {
+            return Err(std::io::Error::other(format!("unexpected response: {head}")));
+        }
+        let length: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .and_then(|v| v.trim().parse().ok())
+            .ok_or_else(|| std::io::Error::other("no content-length"))?;
+        while buf.len() < end + 4 + length {
+            let n = conn.read(&mut chunk).await?;
+            if n == 0 {
+                return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "body cut"));
+            }
+            buf.extend_from_slice(&chunk[..n]);
+        }
+        return Ok(());
+    }
+}
