@@ -87,7 +87,11 @@ struct Message {
 /// What the pipeline sends back while it runs: text deltas, then the end.
 enum Piece {
     Text(String),
-    Done { prompt_tokens: u64, completion_tokens: u64, audio_ms: f64 },
+    Done {
+        prompt_tokens: u64,
+        completion_tokens: u64,
+        audio_ms: f64,
+    },
 }
 
 fn sleep_for(ms: f64) -> Duration {
@@ -96,7 +100,13 @@ fn sleep_for(ms: f64) -> Duration {
 
 impl Engine {
     /// Runs one request through thinker -> talker -> code2wav, streaming text deltas.
-    async fn run(self, request_id: String, prompt_tokens: u64, max_tokens: u64, out: mpsc::Sender<Piece>) {
+    async fn run(
+        self,
+        request_id: String,
+        prompt_tokens: u64,
+        max_tokens: u64,
+        out: mpsc::Sender<Piece>,
+    ) {
         // Dropped unfinished (the client went away): recorded as `aborted`.
         let request = Request::start(&request_id);
 
@@ -127,7 +137,10 @@ impl Engine {
         talker.name("talker").batch(0, 1).tokens_in(text_tokens);
         let codec = text_tokens * 4;
         for _ in 0..chunks {
-            tokio::time::sleep(sleep_for(codec as f64 / chunks as f64 * self.ms_per_token / 2.0)).await;
+            tokio::time::sleep(sleep_for(
+                codec as f64 / chunks as f64 * self.ms_per_token / 2.0,
+            ))
+            .await;
             talker.output(codec / chunks);
         }
         talker.tokens_out(codec);
@@ -141,7 +154,10 @@ impl Engine {
         code2wav.name("code2wav").batch(0, 1).tokens_in(codec);
         let frames = codec * 1920;
         for _ in 0..chunks {
-            tokio::time::sleep(sleep_for(codec as f64 / chunks as f64 * self.ms_per_token / 10.0)).await;
+            tokio::time::sleep(sleep_for(
+                codec as f64 / chunks as f64 * self.ms_per_token / 10.0,
+            ))
+            .await;
             code2wav.output(frames / chunks);
         }
         code2wav.audio(frames, 24_000);
@@ -180,11 +196,20 @@ async fn chat(State(state): State<AppState>, body: axum::body::Bytes) -> Respons
         }
     };
     let id = format!("chatcmpl-{}", state.next_id.fetch_add(1, Ordering::Relaxed));
-    let prompt: usize = chat.messages.iter().map(|m| m.content.split_whitespace().count()).sum();
+    let prompt: usize = chat
+        .messages
+        .iter()
+        .map(|m| m.content.split_whitespace().count())
+        .sum();
     let prompt_tokens = 200 + prompt as u64;
     let model = chat.model.unwrap_or_else(|| "qwen3-omni-sim".to_owned());
     let (tx, mut rx) = mpsc::channel(8);
-    tokio::spawn(state.engine.run(id.clone(), prompt_tokens, chat.max_tokens.unwrap_or(256), tx));
+    tokio::spawn(state.engine.run(
+        id.clone(),
+        prompt_tokens,
+        chat.max_tokens.unwrap_or(256),
+        tx,
+    ));
 
     if chat.stream {
         // Server-sent events: one chunk per text delta, then [DONE]. A client that hangs
@@ -200,7 +225,11 @@ async fn chat(State(state): State<AppState>, body: axum::body::Bytes) -> Respons
     while let Some(piece) = rx.recv().await {
         match piece {
             Piece::Text(delta) => text.push_str(&delta),
-            Piece::Done { prompt_tokens, completion_tokens, audio_ms } => {
+            Piece::Done {
+                prompt_tokens,
+                completion_tokens,
+                audio_ms,
+            } => {
                 return Json(serde_json::json!({
                     "id": id, "object": "chat.completion", "model": model,
                     "choices": [{"index": 0, "finish_reason": "stop",
@@ -244,11 +273,7 @@ fn async_stream(
 /// The cumulative and windowed summaries, as the console prints them.
 async fn stats(State(state): State<AppState>) -> Response {
     match &state.metrics {
-        Some(handle) => {
-            let cumulative = omni_metrics::report::table::render_summary(&handle.cumulative_summary());
-            let window = omni_metrics::report::table::render_summary(&handle.window_summary());
-            format!("{cumulative}{window}").into_response()
-        }
+        Some(handle) => format!("{:?}\n", handle.totals()).into_response(),
         None => (StatusCode::NOT_FOUND, "metrics are off").into_response(),
     }
 }
@@ -274,16 +299,16 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     if let Some(clients) = args.load {
         return load(&args, clients);
     }
-    let metrics = omni_metrics::OmniMetricsLayer::builder()
-        .with_request_tables(false)
-        .with_periodic_log(Duration::from_secs_f64(args.log_interval.max(0.0)));
+    let metrics = omni_metrics::OmniMetricsLayer::builder().with_request_tables(false);
     let guard = omni_metrics::Install::new().with_metrics(metrics).init()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?;
     let state = AppState {
-        engine: Engine { ms_per_token: args.ms_per_token },
+        engine: Engine {
+            ms_per_token: args.ms_per_token,
+        },
         next_id: Arc::new(AtomicU64::new(0)),
         metrics: Some(guard.metrics().clone()),
     };
@@ -305,13 +330,21 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
 /// once per configuration; each configuration gets its own runtime whose threads use its
 /// subscriber.
 fn load(args: &Args, clients: usize) -> Result<(), Box<dyn std::error::Error>> {
-    let configurations: [(&str, bool); 2] = [("no metrics (Registry only)", false), ("omni-metrics layer", true)];
+    let configurations: [(&str, bool); 2] = [
+        ("no metrics (Registry only)", false),
+        ("omni-metrics layer", true),
+    ];
     let mut results = Vec::new();
     for (name, with_metrics) in configurations {
         let (dispatch, handle) = if with_metrics {
-            let layer = omni_metrics::OmniMetricsLayer::builder().with_console(false).build()?;
+            let layer = omni_metrics::OmniMetricsLayer::builder()
+                .with_console(false)
+                .build()?;
             let handle = layer.handle();
-            let subscriber = tracing_subscriber::layer::SubscriberExt::with(tracing_subscriber::registry(), layer);
+            let subscriber = tracing_subscriber::layer::SubscriberExt::with(
+                tracing_subscriber::registry(),
+                layer,
+            );
             (tracing::Dispatch::new(subscriber), Some(handle))
         } else {
             let subscriber = tracing_subscriber::layer::SubscriberExt::with(
@@ -331,7 +364,9 @@ fn load(args: &Args, clients: usize) -> Result<(), Box<dyn std::error::Error>> {
             })
             .build()?;
         let state = AppState {
-            engine: Engine { ms_per_token: args.ms_per_token },
+            engine: Engine {
+                ms_per_token: args.ms_per_token,
+            },
             next_id: Arc::new(AtomicU64::new(0)),
             metrics: handle.clone(),
         };
@@ -368,7 +403,10 @@ async fn drive(addr: SocketAddr, clients: usize, requests: u64) -> std::io::Resu
         let left = left.clone();
         tasks.push(tokio::spawn(async move {
             let mut conn = tokio::net::TcpStream::connect(addr).await?;
-            while left.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1)).is_ok() {
+            while left
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+                .is_ok()
+            {
                 post_chat(&mut conn).await?;
             }
             Ok::<(), std::io::Error>(())
@@ -383,7 +421,8 @@ async fn drive(addr: SocketAddr, clients: usize, requests: u64) -> std::io::Resu
 /// One request on a keep-alive HTTP/1.1 connection; reads the whole response.
 async fn post_chat(conn: &mut tokio::net::TcpStream) -> std::io::Result<()> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let body = r#"{"messages":[{"role":"user","content":"say hello in a calm voice"}],"max_tokens":64}"#;
+    let body =
+        r#"{"messages":[{"role":"user","content":"say hello in a calm voice"}],"max_tokens":64}"#;
     let request = format!(
         "POST /v1/chat/completions HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
@@ -394,13 +433,20 @@ async fn post_chat(conn: &mut tokio::net::TcpStream) -> std::io::Result<()> {
     loop {
         let n = conn.read(&mut chunk).await?;
         if n == 0 {
-            return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "server closed"));
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "server closed",
+            ));
         }
         buf.extend_from_slice(&chunk[..n]);
-        let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else { continue };
+        let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+            continue;
+        };
         let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
         if !head.starts_with("http/1.1 200") {
-            return Err(std::io::Error::other(format!("unexpected response: {head}")));
+            return Err(std::io::Error::other(format!(
+                "unexpected response: {head}"
+            )));
         }
         let length: usize = head
             .lines()
@@ -410,7 +456,10 @@ async fn post_chat(conn: &mut tokio::net::TcpStream) -> std::io::Result<()> {
         while buf.len() < end + 4 + length {
             let n = conn.read(&mut chunk).await?;
             if n == 0 {
-                return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "body cut"));
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "body cut",
+                ));
             }
             buf.extend_from_slice(&chunk[..n]);
         }
