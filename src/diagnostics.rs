@@ -175,6 +175,7 @@ impl IssueSet {
 pub(crate) struct Diagnostics {
     reported: AtomicU32,
     invalid_spans: AtomicU64,
+    remote_spans: AtomicU64,
 }
 
 impl Diagnostics {
@@ -202,6 +203,15 @@ impl Diagnostics {
 
     pub(crate) fn invalid_spans(&self) -> u64 {
         self.invalid_spans.load(Ordering::Relaxed)
+    }
+
+    /// Counts one stage or transfer done for a request of another process.
+    pub(crate) fn count_remote(&self) {
+        self.remote_spans.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn remote_spans(&self) -> u64 {
+        self.remote_spans.load(Ordering::Relaxed)
     }
 }
 

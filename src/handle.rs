@@ -212,6 +212,9 @@ pub struct Totals {
     pub runs: u64,
     /// Spans that broke the convention (each reported once as a warning).
     pub invalid_spans: u64,
+    /// Stages and transfers done in this process for requests owned by another
+    /// ([`crate::propagation`]); they are in that process's tables.
+    pub remote_spans: u64,
 }
 
 impl MetricsHandle {
@@ -243,6 +246,7 @@ impl MetricsHandle {
             transfer_bytes: sum.transfer_bytes,
             runs: s.runs.load(Ordering::Relaxed),
             invalid_spans: s.diagnostics.invalid_spans(),
+            remote_spans: s.diagnostics.remote_spans(),
         }
     }
 

@@ -316,6 +316,11 @@ pub struct Stage {
 }
 
 impl Stage {
+    /// Wraps an `omni.stage` span opened elsewhere in the crate (a remote stage).
+    pub(crate) fn from_span(span: Span) -> Self {
+        Self { span }
+    }
+
     /// Opens stage `stage_id` as a child of `request` (an `omni.request` span, possibly
     /// created on another task or thread).
     pub fn child_of(request: &Span, stage_id: u64) -> Self {
@@ -471,6 +476,11 @@ pub struct Transfer {
 }
 
 impl Transfer {
+    /// Wraps an `omni.transfer` span opened elsewhere in the crate (a remote transfer).
+    pub(crate) fn from_span(span: Span) -> Self {
+        Self { span }
+    }
+
     /// Opens a transfer `from->to` as a child of `request`.
     pub fn child_of(request: &Span, from: u64, to: u64) -> Self {
         Self {

@@ -5,6 +5,7 @@ pub mod clock;
 pub mod convention;
 pub mod distribution;
 pub mod instrument;
+pub mod propagation;
 pub mod report;
 pub mod stats;
 

@@ -536,6 +536,10 @@ impl Inner {
                         },
                     );
                 }
+                if stage.request.is_none() && stage.remote {
+                    self.remote_work(stage.issues);
+                    return;
+                }
                 self.close_child(stage.request.take(), stage.issues, |acc| {
                     sample.map(|s| acc.add_stage(s)).unwrap_or_default()
                 });
@@ -571,6 +575,11 @@ impl Inner {
                             failure: None,
                         },
                     );
+                }
+                if transfer.request.is_none() && transfer.remote {
+                    // One half of a transfer between processes: incomplete by design.
+                    self.remote_work(transfer.issues);
+                    return;
                 }
                 // Without a request to settle them, incomplete transfers are said now.
                 let issues = match transfer.request {
@@ -695,6 +704,13 @@ impl Inner {
             issues.insert(Issue::OutputOutsideStage);
         }
         // An event is not inside the dispatcher's `get_default`: the warning goes out now.
+        self.shared.diagnostics.record(issues);
+    }
+
+    /// A stage or transfer done here for a request owned by another process
+    /// ([`crate::propagation`]): counted, and left to that process's tables.
+    fn remote_work(&self, issues: IssueSet) {
+        self.shared.diagnostics.count_remote();
         self.shared.diagnostics.record(issues);
     }
 

@@ -310,6 +310,9 @@ pub(super) struct StageSpan {
     pub(super) excluded: Coverage,
     /// See [`RequestSpan::owner`].
     pub(super) owner: Option<Arc<super::Inner>>,
+    /// It carries a `request_id`: opened from a propagated context, for a request owned by
+    /// another process (no `omni.request` here is not a mistake then).
+    pub(super) remote: bool,
 }
 
 impl StageSpan {
@@ -399,6 +402,7 @@ impl SetField for StageSpan {
         let issues = &mut self.issues;
         match name {
             field::STAGE_ID => set_u64(&mut self.stage_id, &value, issues),
+            field::REQUEST_ID => self.remote = true,
             field::STAGE_NAME => {
                 self.stage_name = Some(match value {
                     FieldValue::Str(s) => intern(s),
@@ -477,6 +481,8 @@ pub(super) struct TransferSpan {
     in_flight_ns: u64,
     /// See [`RequestSpan::owner`].
     pub(super) owner: Option<Arc<super::Inner>>,
+    /// See [`StageSpan::remote`].
+    pub(super) remote: bool,
 }
 
 impl TransferSpan {
@@ -556,6 +562,7 @@ impl SetField for TransferSpan {
         let issues = &mut self.issues;
         match name {
             field::FROM_STAGE => set_u64(&mut self.from_stage, &value, issues),
+            field::REQUEST_ID => self.remote = true,
             field::TO_STAGE => set_u64(&mut self.to_stage, &value, issues),
             field::SIZE_BYTES => set_count(&mut self.size_bytes, &value, issues),
             field::TX_TIME_MS => set_ms(&mut self.tx_override_ms, &value, issues),
