@@ -34,6 +34,12 @@ pub const TRANSFER_TX: &str = "omni.transfer.tx";
 /// The receiver side of a transfer: take and decode.
 pub const TRANSFER_RX_DECODE: &str = "omni.transfer.rx_decode";
 
+/// One forward pass of a stage over several requests: fields `stage_id`, `batch_id`,
+/// `batch_size`. Linked to each request's `omni.stage` span with `follows_from` in both
+/// directions (a span link in the trace); a stage linked to a batch takes its `batch_id` and
+/// `batch_size` when it does not give its own. Not part of any request: open it as a root.
+pub const BATCH: &str = "omni.batch";
+
 /// An event inside an `omni.stage` span marking one output chunk (tokens, audio frames or
 /// images), with an optional `units` field: it gives the stage's `time_to_first_output_ms`,
 /// `inter_output_ms` and `output_chunks`. Set it as the event's name:
@@ -147,6 +153,7 @@ pub(crate) enum SpanKind {
     Transfer,
     Tx,
     RxDecode,
+    Batch,
 }
 
 impl SpanKind {
@@ -173,6 +180,7 @@ impl SpanKind {
             "transfer" => Self::Transfer,
             "transfer.tx" => Self::Tx,
             "transfer.rx_decode" => Self::RxDecode,
+            "batch" => Self::Batch,
             _ => return None,
         })
     }

@@ -468,6 +468,61 @@ impl Stage {
     pub fn finish(self) {}
 }
 
+/// An `omni.batch`: one forward pass of a stage over several requests, linked to each
+/// request's stage span both ways (span links in the trace: Jaeger shows which requests
+/// shared a pass). It is a root span, in no request's trace; the tables ignore it, except
+/// that a stage linked to it takes its `batch_id` and `batch_size` when the stage gives none.
+///
+/// ```
+/// use omni_metrics::instrument::{Batch, Request};
+///
+/// let (a, b) = (Request::start("r-1"), Request::start("r-2"));
+/// let (stage_a, stage_b) = (a.stage(0), b.stage(0));
+/// let batch = Batch::start(0, 38, 2);
+/// batch.add(&stage_a).add(&stage_b);
+/// // ... one forward pass for both ...
+/// batch.finish();
+/// ```
+#[derive(Debug)]
+#[must_use = "the batch's time ends when this is dropped"]
+pub struct Batch {
+    span: Span,
+}
+
+impl Batch {
+    /// Opens batch `batch_id` of `batch_size` requests on stage `stage_id`, as a root span.
+    pub fn start(stage_id: u64, batch_id: u64, batch_size: u64) -> Self {
+        let span = tracing::span!(
+            target: TARGET,
+            parent: None,
+            Level::INFO,
+            "omni.batch",
+            stage_id = stage_id,
+            batch_id = batch_id,
+            batch_size = batch_size,
+            otel.name = %format_args!("batch {batch_id} of stage {stage_id}"),
+            otel.kind = "internal",
+        );
+        check_enabled(&span);
+        Self { span }
+    }
+
+    /// Links `stage` (one request's work in this batch) and the batch, both ways.
+    pub fn add(&self, stage: &Stage) -> &Self {
+        stage.span().follows_from(&self.span);
+        self.span.follows_from(stage.span());
+        self
+    }
+
+    /// The batch's span.
+    pub fn span(&self) -> &Span {
+        &self.span
+    }
+
+    /// Closes the batch (the same as dropping it).
+    pub fn finish(self) {}
+}
+
 /// An `omni.transfer`: one hand-over between two stages.
 #[derive(Debug)]
 #[must_use = "the transfer is recorded when this is dropped"]

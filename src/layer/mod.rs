@@ -30,7 +30,8 @@ pub use builder::{BuildError, Builder, JSONL_ENV};
 
 use self::fields::{SetField, Visitor};
 use self::state::{
-    LayerId, RequestLink, RequestSpan, RunLink, RunSpan, RunState, StageSpan, TransferSpan,
+    BatchSpan, LayerId, RequestLink, RequestSpan, RunLink, RunSpan, RunState, StageSpan,
+    TransferSpan,
 };
 use crate::accumulate::{RequestAcc, ScopeAcc};
 use crate::clock::{Clock, MonotonicClock};
@@ -400,7 +401,34 @@ impl Inner {
                 attrs.record(&mut Visitor(&mut transfer));
                 state::insert(&mut span.extensions_mut(), self.id, transfer);
             }
+            SpanKind::Batch => {
+                let mut batch = BatchSpan::default();
+                attrs.record(&mut Visitor(&mut batch));
+                state::insert(&mut span.extensions_mut(), self.id, batch);
+            }
             SpanKind::Queue | SpanKind::Postprocess | SpanKind::Tx | SpanKind::RxDecode => {}
+        }
+    }
+
+    /// `follows_from` between a stage and a batch (either way): the stage takes the batch's
+    /// id and size where it gave none.
+    fn link<'a, S>(&self, a: SpanRef<'a, S>, b: SpanRef<'a, S>)
+    where
+        S: Subscriber + for<'l> LookupSpan<'l>,
+    {
+        let (stage, batch) = match (SpanKind::from_name(a.name()), SpanKind::from_name(b.name())) {
+            (Some(SpanKind::Stage), Some(SpanKind::Batch)) => (a, b),
+            (Some(SpanKind::Batch), Some(SpanKind::Stage)) => (b, a),
+            _ => return,
+        };
+        let lent = {
+            let ext = batch.extensions();
+            state::get::<BatchSpan>(&ext, self.id).map(|b| (b.batch_id, b.batch_size))
+        };
+        if let Some((id, size)) = lent {
+            if let Some(stage) = state::get_mut::<StageSpan>(&mut stage.extensions_mut(), self.id) {
+                stage.lend_batch(id, size);
+            }
         }
     }
 
@@ -486,6 +514,9 @@ impl Inner {
             }
             SpanKind::Transfer => {
                 apply::<TransferSpan>(&mut ext, self.id, values);
+            }
+            SpanKind::Batch => {
+                apply::<BatchSpan>(&mut ext, self.id, values);
             }
             _ => {}
         }
@@ -659,6 +690,13 @@ impl Inner {
                 }
                 self.shared.diagnostics.record(issues);
                 self.emit_run_summary(summary);
+            }
+            SpanKind::Batch => {
+                if let Some(batch) = state::remove::<BatchSpan>(&mut span.extensions_mut(), self.id)
+                {
+                    // A mistyped batch field is said like any other.
+                    self.shared.diagnostics.record(batch.issues());
+                }
             }
             SpanKind::Queue | SpanKind::Postprocess | SpanKind::Tx | SpanKind::RxDecode => {
                 if !self.leaf_event(kind, span.parent(), now, false) {
@@ -984,6 +1022,15 @@ where
                 _ => None,
             };
             self.inner.close(kind, span, via.as_ref(), trace.as_ref());
+        }
+    }
+
+    fn on_follows_from(&self, span: &Id, follows: &Id, ctx: Context<'_, S>) {
+        if !self.inner.live.may_be_ours(span) || !self.inner.live.may_be_ours(follows) {
+            return;
+        }
+        if let (Some(a), Some(b)) = (ctx.span(span), ctx.span(follows)) {
+            self.inner.link(a, b);
         }
     }
 

@@ -456,6 +456,39 @@ impl SetField for StageSpan {
     }
 }
 
+/// `omni.batch`: what it lends to the stages linked to it.
+#[derive(Debug, Default)]
+pub(super) struct BatchSpan {
+    pub(super) batch_id: Option<u64>,
+    pub(super) batch_size: Option<u64>,
+    issues: IssueSet,
+}
+
+impl BatchSpan {
+    pub(super) fn issues(&self) -> IssueSet {
+        self.issues
+    }
+}
+
+impl SetField for BatchSpan {
+    fn set(&mut self, name: &str, value: FieldValue<'_>) {
+        let issues = &mut self.issues;
+        match name {
+            field::BATCH_ID => set_u64(&mut self.batch_id, &value, issues),
+            field::BATCH_SIZE => set_u64(&mut self.batch_size, &value, issues),
+            _ => {}
+        }
+    }
+}
+
+impl StageSpan {
+    /// Takes a linked batch's id and size where the stage gave none of its own.
+    pub(super) fn lend_batch(&mut self, batch_id: Option<u64>, batch_size: Option<u64>) {
+        self.batch_id = self.batch_id.or(batch_id);
+        self.batch_size = self.batch_size.or(batch_size);
+    }
+}
+
 /// `omni.transfer`.
 #[derive(Debug, Default)]
 pub(super) struct TransferSpan {
