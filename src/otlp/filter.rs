@@ -21,6 +21,81 @@ pub const OTEL_FILTER_ENV: &str = "OMNI_METRICS_OTEL_FILTER";
 /// The `omni.*` spans are exported whatever the filter says.
 pub const DEFAULT_EXPORT_FILTER: &str = "info";
 
+/// Environment variable: how much of each request is exported ([`TraceDetail`]: `full`,
+/// `stages` or `requests`), unless
+/// [`OtlpBuilder::with_trace_detail`](super::OtlpBuilder::with_trace_detail) sets it.
+pub const TRACE_DETAIL_ENV: &str = "OMNI_METRICS_TRACE_DETAIL";
+
+/// How much of each request goes into its trace. Whatever the detail, every span still
+/// feeds the tables and metrics: this only thins the export (a streamed stage's chunk
+/// events and the timing spans dominate trace volume).
+///
+/// ```
+/// use omni_metrics::otlp::TraceDetail;
+/// assert_eq!(TraceDetail::parse("Stages"), Some(TraceDetail::Stages));
+/// assert_eq!(TraceDetail::default(), TraceDetail::Full);
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub enum TraceDetail {
+    /// The requests only (`omni.request`; runs are exported as ever).
+    Requests,
+    /// Requests, stages, transfers and batches: a production trace. The timing children
+    /// (`omni.queue`, `omni.postprocess`, `omni.transfer.tx`, `omni.transfer.rx_decode`)
+    /// and the `omni.output` chunk events stay out.
+    Stages,
+    /// Everything (the default).
+    #[default]
+    Full,
+}
+
+impl TraceDetail {
+    /// Parses `full`, `stages` or `requests` (any case); `None` otherwise.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "full" => Some(Self::Full),
+            "stages" => Some(Self::Stages),
+            "requests" => Some(Self::Requests),
+            _ => None,
+        }
+    }
+
+    /// From code if given, else [`TRACE_DETAIL_ENV`] (a bad value is warned about and
+    /// ignored), else [`TraceDetail::Full`].
+    pub(super) fn resolve(code: Option<TraceDetail>) -> Self {
+        if let Some(detail) = code {
+            return detail;
+        }
+        match super::env::nonempty(TRACE_DETAIL_ENV) {
+            Some(text) => Self::parse(&text).unwrap_or_else(|| {
+                tracing::warn!(
+                    target: "omni_metrics::diagnostics",
+                    "{TRACE_DETAIL_ENV}={text:?} is not `full`, `stages` or `requests`: \
+                     exporting everything (`full`)."
+                );
+                Self::Full
+            }),
+            None => Self::Full,
+        }
+    }
+
+    /// Whether an `omni.*` span or the `omni.output` event of this metadata is exported.
+    fn exports(self, meta: &Metadata<'_>) -> bool {
+        use crate::convention::SpanKind;
+        if self == Self::Full {
+            return true;
+        }
+        if meta.is_event() {
+            return meta.name() != crate::convention::OUTPUT;
+        }
+        match SpanKind::from_name(meta.name()) {
+            Some(SpanKind::Request | SpanKind::Run) => true,
+            Some(SpanKind::Stage | SpanKind::Transfer | SpanKind::Batch) => self >= Self::Stages,
+            Some(_) => false,
+            None => true,
+        }
+    }
+}
+
 /// Targets (crates) never exported: the exporter's own stack.
 const EXPORTER_CRATES: &[&str] = &[
     "h2",
@@ -80,6 +155,7 @@ fn is_run(meta: &Metadata<'_>) -> bool {
 #[derive(Debug)]
 pub struct ExportFilter {
     env: EnvFilter,
+    detail: TraceDetail,
     /// Nothing passes: the layer of a pipeline that exports nothing costs no bridge work.
     nothing: bool,
 }
@@ -90,14 +166,29 @@ impl ExportFilter {
     pub fn new(directives: &str) -> Self {
         Self {
             env: EnvFilter::builder().parse_lossy(directives),
+            detail: TraceDetail::Full,
             nothing: false,
         }
+    }
+
+    /// Exports only `detail` of each request ([`TraceDetail`]; default `Full`).
+    ///
+    /// ```
+    /// use omni_metrics::otlp::{ExportFilter, TraceDetail};
+    /// let production = ExportFilter::new("info").with_detail(TraceDetail::Stages);
+    /// # drop(production);
+    /// ```
+    #[must_use]
+    pub fn with_detail(mut self, detail: TraceDetail) -> Self {
+        self.detail = detail;
+        self
     }
 
     /// A filter that lets nothing through.
     pub(super) fn nothing() -> Self {
         Self {
             env: EnvFilter::builder().parse_lossy("off"),
+            detail: TraceDetail::Full,
             nothing: true,
         }
     }
@@ -123,14 +214,20 @@ where
         if self.nothing || is_run(meta) {
             false
         } else if is_omni_span(meta) {
-            true
+            self.detail.exports(meta)
         } else {
-            Filter::<S>::enabled(&self.env, meta, cx) && !is_exporter_crate(meta.target())
+            Filter::<S>::enabled(&self.env, meta, cx)
+                && !is_exporter_crate(meta.target())
+                && self.detail.exports(meta)
         }
     }
 
     fn callsite_enabled(&self, meta: &'static Metadata<'static>) -> Interest {
-        if self.nothing || is_exporter_crate(meta.target()) || is_run(meta) {
+        if self.nothing
+            || is_exporter_crate(meta.target())
+            || is_run(meta)
+            || !self.detail.exports(meta)
+        {
             Interest::never()
         } else if is_omni_span(meta) {
             Interest::always()

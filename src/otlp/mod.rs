@@ -31,7 +31,9 @@ pub use self::env::{
     disabled_in_env, endpoint_in_env,
 };
 pub use self::export::{ExportStats, LOSS_REPORT_INTERVAL};
-pub use self::filter::{DEFAULT_EXPORT_FILTER, ExportFilter, OTEL_FILTER_ENV};
+pub use self::filter::{
+    DEFAULT_EXPORT_FILTER, ExportFilter, OTEL_FILTER_ENV, TRACE_DETAIL_ENV, TraceDetail,
+};
 pub use self::runs::RunLinks;
 pub(crate) use self::runs::RunTrace;
 #[cfg(feature = "tls")]
@@ -102,6 +104,7 @@ pub struct OtlpBuilder {
     max_queue_size: Option<usize>,
     shutdown_timeout: Option<Duration>,
     filter: Option<String>,
+    detail: Option<TraceDetail>,
     #[cfg_attr(not(feature = "tls"), allow(dead_code))]
     ca_certificate: Option<String>,
 }
@@ -140,6 +143,14 @@ impl OtlpBuilder {
     /// exported, the exporter's own crates never; see [`ExportFilter`].
     pub fn with_filter(mut self, directives: impl Into<String>) -> Self {
         self.filter = Some(directives.into());
+        self
+    }
+
+    /// How much of each request is exported ([`TraceDetail`]): `Stages` keeps a production
+    /// trace to its requests, stages and transfers. Overrides [`TRACE_DETAIL_ENV`]; default
+    /// [`TraceDetail::Full`]. The tables and metrics see every span whatever the detail.
+    pub fn with_trace_detail(mut self, detail: TraceDetail) -> Self {
+        self.detail = Some(detail);
         self
     }
 
@@ -208,6 +219,7 @@ impl OtlpBuilder {
     /// that cannot be delivered are counted in [`ExportStats`] and reported.
     pub fn build(self) -> Result<OtlpPipeline, OtlpError> {
         let filter = self.filter.clone();
+        let detail = self.detail;
         let shutdown_timeout = self.shutdown_timeout.unwrap_or(DEFAULT_SHUTDOWN_TIMEOUT);
         if !self.exports() {
             // As `init()` does: nothing is exported, so nothing else is read or checked.
@@ -221,6 +233,7 @@ impl OtlpBuilder {
                 protocol: self.protocol.unwrap_or(OtlpProtocol::Grpc),
                 shutdown_timeout,
                 filter,
+                detail,
                 warnings: Vec::new(),
                 exporting: false,
             });
@@ -302,6 +315,7 @@ impl OtlpBuilder {
             protocol,
             shutdown_timeout,
             filter,
+            detail,
             warnings: settings.warnings,
             exporting: true,
         })
@@ -335,6 +349,8 @@ pub struct OtlpPipeline {
     shutdown_timeout: Duration,
     /// The export filter's directives from code (else the variable, else the default).
     filter: Option<String>,
+    /// The trace detail from code (else the variable, else `Full`).
+    detail: Option<TraceDetail>,
     /// Fallbacks taken while reading the configuration, logged once by `into_guard`.
     warnings: Vec<String>,
     /// Whether anything is exported (see [`OtlpBuilder::exports`]).
@@ -379,6 +395,7 @@ impl OtlpPipeline {
             .and_then(otel)
             .with_filter(if self.exporting {
                 ExportFilter::resolve(self.filter.as_deref())
+                    .with_detail(TraceDetail::resolve(self.detail))
             } else {
                 ExportFilter::nothing()
             })
