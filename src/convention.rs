@@ -96,6 +96,10 @@ pub mod field {
     pub const RX_DECODE_TIME_MS: &str = "rx_decode_time_ms";
     /// Explicit override on `omni.transfer`: wins over the measured gap.
     pub const IN_FLIGHT_TIME_MS: &str = "in_flight_time_ms";
+    /// `omni.stage` / `omni.transfer`: the id of the request this work is done for, when
+    /// that request is owned by another process ([`crate::propagation`]). Such a span is
+    /// remote work: counted apart, never in the tables (the owning process reports it).
+    pub const REMOTE_REQUEST: &str = "remote_request";
     /// `omni.output` events: how many tokens, audio frames or images the chunk holds.
     pub const UNITS: &str = "units";
     /// Explicit override on `omni.stage`: wins over its first `omni.output` event.
@@ -136,6 +140,7 @@ pub mod field {
                 | RX_DECODE_TIME_MS
                 | IN_FLIGHT_TIME_MS
                 | UNITS
+                | REMOTE_REQUEST
                 | TIME_TO_FIRST_OUTPUT_MS
                 | INTER_OUTPUT_MS
         )

@@ -34,11 +34,13 @@
 //! stage.tokens_out(275);
 //! ```
 //!
-//! In the receiving process, a stage or transfer opened from a [`Remote`] carries the
-//! request's `request_id` and has no `omni.request` of its own there: the metrics layer
-//! counts it as remote work ([`Totals::remote_spans`](crate::Totals::remote_spans)), not as
-//! a mistake, and leaves it out of that process's tables. The process that owns the request
-//! has the tables: report the times measured remotely back to it with the explicit fields
+//! A stage or transfer opened from a [`Remote`] carries `remote_request` (the request's id):
+//! it is remote work, which the metrics layer counts apart
+//! ([`Totals::remote_spans`](crate::Totals::remote_spans)) and leaves out of the tables,
+//! whether or not an `omni.request` encloses it (in a trace rebuilt from several processes
+//! it does). The process that owns the request has the tables: open its own stage span
+//! around the remote call, inject *that* span's context (the remote stage then nests under
+//! it in the trace), and record the times measured remotely on it with the explicit fields
 //! ([`Stage::gen_time_ms`], [`Transfer::times_ms`]).
 
 use std::collections::{BTreeMap, HashMap};
@@ -213,7 +215,7 @@ impl Remote {
             Level::INFO,
             "omni.stage",
             stage_id = stage_id,
-            request_id = self.request_id.as_deref().unwrap_or_default(),
+            remote_request = self.request_id.as_deref().unwrap_or_default(),
             stage_name = Empty,
             batch_id = Empty,
             batch_size = Empty,
@@ -247,7 +249,7 @@ impl Remote {
             "omni.transfer",
             from_stage = edge.from,
             to_stage = edge.to,
-            request_id = self.request_id.as_deref().unwrap_or_default(),
+            remote_request = self.request_id.as_deref().unwrap_or_default(),
             size_bytes = Empty,
             tx_time_ms = Empty,
             rx_decode_time_ms = Empty,

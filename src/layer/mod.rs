@@ -387,11 +387,12 @@ impl Inner {
             SpanKind::Stage => {
                 let (request, in_stage) = enclosing_request(&span);
                 let mut stage = StageSpan::new(now, self.request_link(request.as_ref()));
-                if in_stage {
-                    stage.issues.insert(Issue::StageInStage);
-                }
                 stage.owner = owner;
                 attrs.record(&mut Visitor(&mut stage));
+                // A remote stage sits under the stage that called it (its local view).
+                if in_stage && !stage.remote {
+                    stage.issues.insert(Issue::StageInStage);
+                }
                 state::insert(&mut span.extensions_mut(), self.id, stage);
             }
             SpanKind::Transfer => {
@@ -567,7 +568,7 @@ impl Inner {
                         },
                     );
                 }
-                if stage.request.is_none() && stage.remote {
+                if stage.remote {
                     self.remote_work(stage.issues);
                     return;
                 }
@@ -607,7 +608,7 @@ impl Inner {
                         },
                     );
                 }
-                if transfer.request.is_none() && transfer.remote {
+                if transfer.remote {
                     // One half of a transfer between processes: incomplete by design.
                     self.remote_work(transfer.issues);
                     return;

@@ -310,8 +310,8 @@ pub(super) struct StageSpan {
     pub(super) excluded: Coverage,
     /// See [`RequestSpan::owner`].
     pub(super) owner: Option<Arc<super::Inner>>,
-    /// It carries a `request_id`: opened from a propagated context, for a request owned by
-    /// another process (no `omni.request` here is not a mistake then).
+    /// It carries `remote_request`: work done here for a request owned by another process
+    /// (opened from a propagated context), left to that process's tables.
     pub(super) remote: bool,
 }
 
@@ -402,7 +402,7 @@ impl SetField for StageSpan {
         let issues = &mut self.issues;
         match name {
             field::STAGE_ID => set_u64(&mut self.stage_id, &value, issues),
-            field::REQUEST_ID => self.remote = true,
+            field::REMOTE_REQUEST => self.remote = true,
             field::STAGE_NAME => {
                 self.stage_name = Some(match value {
                     FieldValue::Str(s) => intern(s),
@@ -595,7 +595,7 @@ impl SetField for TransferSpan {
         let issues = &mut self.issues;
         match name {
             field::FROM_STAGE => set_u64(&mut self.from_stage, &value, issues),
-            field::REQUEST_ID => self.remote = true,
+            field::REMOTE_REQUEST => self.remote = true,
             field::TO_STAGE => set_u64(&mut self.to_stage, &value, issues),
             field::SIZE_BYTES => set_count(&mut self.size_bytes, &value, issues),
             field::TX_TIME_MS => set_ms(&mut self.tx_override_ms, &value, issues),

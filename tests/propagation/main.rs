@@ -239,3 +239,32 @@ mod otlp {
         );
     }
 }
+
+/// In a trace rebuilt from several processes the remote stage sits under its request (and
+/// under the owner's stage): it is still remote work, not a second stage.
+#[test]
+fn a_remote_stage_under_its_request_is_not_counted_twice() {
+    let (layer, records, handle) = metrics();
+    tracing::subscriber::with_default(tracing_subscriber::registry().with(layer), || {
+        let request = Request::start("r-1");
+        let stage = request.stage(1);
+        stage.gen_time_ms(3.0);
+        let mut carrier = HashMap::new();
+        propagation::inject(stage.span(), "r-1", &mut carrier);
+        let remote = stage
+            .span()
+            .in_scope(|| propagation::extract(&carrier).stage(1));
+        remote.tokens_out(20);
+        drop(remote);
+        drop(stage);
+        request.finish();
+    });
+    let r = &records.requests()[0];
+    assert_eq!(r.stages.len(), 1);
+    assert_eq!(
+        r.stage(1).map(|s| (s.stage_gen_time_ms, s.num_tokens_out)),
+        Some((3.0, 0))
+    );
+    assert_eq!(handle.totals().remote_spans, 1);
+    assert_eq!(handle.totals().invalid_spans, 0);
+}
