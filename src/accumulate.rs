@@ -113,6 +113,8 @@ pub(crate) struct TransferSample {
     pub(crate) tx_time_ms: f64,
     pub(crate) rx_decode_time_ms: f64,
     pub(crate) in_flight_time_ms: f64,
+    pub(crate) start_ns: u64,
+    pub(crate) end_ns: u64,
 }
 
 /// One request's stages and edges, merged by id as their spans close.
@@ -290,6 +292,13 @@ impl RequestAcc {
         edge.tx_time_ms = stats::add_ms(edge.tx_time_ms, t.tx_time_ms);
         edge.rx_decode_time_ms = stats::add_ms(edge.rx_decode_time_ms, t.rx_decode_time_ms);
         edge.in_flight_time_ms = stats::add_ms(edge.in_flight_time_ms, t.in_flight_time_ms);
+        if edge.transfers == 0 {
+            edge.start_ns = t.start_ns;
+            edge.end_ns = t.end_ns;
+        } else {
+            edge.start_ns = edge.start_ns.min(t.start_ns);
+            edge.end_ns = edge.end_ns.max(t.end_ns);
+        }
         edge.transfers = edge.transfers.saturating_add(1);
     }
 

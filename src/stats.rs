@@ -393,6 +393,12 @@ pub struct TransferEdgeStats {
     pub size_bytes: u64,
     /// Beyond the seed: how many transfers (chunks) made this edge.
     pub transfers: u64,
+    /// When the edge's first transfer span started, in ns of the layer's clock.
+    #[serde(skip)]
+    pub start_ns: u64,
+    /// When the edge's last transfer span ended, in ns of the layer's clock.
+    #[serde(skip)]
+    pub end_ns: u64,
 }
 
 impl TransferEdgeStats {

@@ -397,7 +397,7 @@ impl Inner {
             }
             SpanKind::Transfer => {
                 let (request, _) = enclosing_request(&span);
-                let mut transfer = TransferSpan::new(self.request_link(request.as_ref()));
+                let mut transfer = TransferSpan::new(now, self.request_link(request.as_ref()));
                 transfer.owner = owner;
                 attrs.record(&mut Visitor(&mut transfer));
                 state::insert(&mut span.extensions_mut(), self.id, transfer);
@@ -582,7 +582,7 @@ impl Inner {
                 else {
                     return;
                 };
-                let (sample, incomplete) = transfer.finish();
+                let (sample, incomplete) = transfer.finish(now);
                 if let (Some(_), Some(t)) = (via, &sample) {
                     let name = (!named(&span)).then(|| {
                         names::repeated(|out| {

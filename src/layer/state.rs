@@ -492,6 +492,7 @@ impl StageSpan {
 /// `omni.transfer`.
 #[derive(Debug, Default)]
 pub(super) struct TransferSpan {
+    start_ns: u64,
     /// The nearest enclosing `omni.request`; `None` is a convention violation.
     pub(super) request: Option<RequestLink>,
     pub(super) issues: IssueSet,
@@ -519,8 +520,9 @@ pub(super) struct TransferSpan {
 }
 
 impl TransferSpan {
-    pub(super) fn new(request: Option<RequestLink>) -> Self {
+    pub(super) fn new(start_ns: u64, request: Option<RequestLink>) -> Self {
         Self {
+            start_ns,
             request,
             ..Self::default()
         }
@@ -557,7 +559,7 @@ impl TransferSpan {
     /// The span's contribution, or `None` (with the issue noted) if it cannot be placed.
     /// Issues that an unfinished request explains (no tx or no rx yet) are returned apart:
     /// they only count if the request ends `ok`.
-    pub(super) fn finish(&mut self) -> (Option<TransferSample>, IssueSet) {
+    pub(super) fn finish(&mut self, end_ns: u64) -> (Option<TransferSample>, IssueSet) {
         let mut incomplete = IssueSet::default();
         let (Some(from_stage), Some(to_stage)) = (self.from_stage, self.to_stage) else {
             self.issues.insert(Issue::MissingEdge);
@@ -585,6 +587,8 @@ impl TransferSpan {
             tx_time_ms: self.tx_override_ms.or(tx).unwrap_or(0.0),
             rx_decode_time_ms: self.rx_override_ms.or(rx).unwrap_or(0.0),
             in_flight_time_ms: in_flight,
+            start_ns: self.start_ns,
+            end_ns,
         };
         (Some(sample), incomplete)
     }
