@@ -7,5 +7,8 @@
 //! request id).
 
 pub mod catalog;
+#[cfg(feature = "prometheus")]
+#[cfg_attr(docsrs, doc(cfg(feature = "prometheus")))]
+pub mod prometheus;
 
 pub use catalog::{LabelValues, Labels, METRICS, MetricDef, MetricId, MetricKind, observe};
