@@ -5,6 +5,7 @@ pub mod clock;
 pub mod convention;
 pub mod distribution;
 pub mod instrument;
+pub mod metrics;
 pub mod propagation;
 pub mod report;
 pub mod stats;
@@ -22,3 +23,9 @@ pub use layer::{BuildError, Builder, JSONL_ENV, OmniMetricsLayer};
 #[cfg(feature = "otlp")]
 #[cfg_attr(docsrs, doc(cfg(feature = "otlp")))]
 pub mod otlp;
+
+#[cfg(feature = "prometheus")]
+#[cfg_attr(docsrs, doc(cfg(feature = "prometheus")))]
+pub use metrics::prometheus::{
+    DEFAULT_PROMETHEUS_ADDR, PROMETHEUS_ADDR_ENV, PrometheusError, PrometheusSink,
+};

@@ -1,4 +1,5 @@
-//! Configuring an [`OmniMetricsLayer`]: sinks, clock, and the `OMNI_METRICS_JSONL` variable.
+//! Configuring an [`OmniMetricsLayer`]: sinks, clock, the `OMNI_METRICS_JSONL` and
+//! `OMNI_METRICS_PROMETHEUS_ADDR` variables.
 
 use std::io::{self, Write};
 use std::path::PathBuf;
@@ -43,6 +44,8 @@ pub struct Builder {
     clock: Option<Arc<dyn Clock>>,
     trace_annotations: bool,
     queue_capacity: usize,
+    #[cfg(feature = "prometheus")]
+    prometheus: Option<String>,
 }
 
 impl Default for Builder {
@@ -57,6 +60,8 @@ impl Default for Builder {
             clock: None,
             trace_annotations: false,
             queue_capacity: DEFAULT_QUEUE_CAPACITY,
+            #[cfg(feature = "prometheus")]
+            prometheus: None,
         }
     }
 }
@@ -71,7 +76,7 @@ impl std::fmt::Debug for Builder {
             .field("sinks", &self.sinks.len())
             .field("custom_clock", &self.clock.is_some())
             .field("queue_capacity", &self.queue_capacity)
-            .finish()
+            .finish_non_exhaustive()
     }
 }
 
@@ -148,6 +153,30 @@ impl Builder {
         self
     }
 
+    /// Serves the `vllm_omni:*` metrics as OpenMetrics on `GET http://{addr}/metrics`, from a
+    /// thread of the layer's ([`PrometheusSink`](crate::PrometheusSink)). `addr` is
+    /// `host:port`, such as [`DEFAULT_PROMETHEUS_ADDR`](crate::DEFAULT_PROMETHEUS_ADDR)
+    /// (`127.0.0.1:9464`); a bare `port` means `127.0.0.1:port`. Overrides
+    /// [`PROMETHEUS_ADDR_ENV`](crate::PROMETHEUS_ADDR_ENV) (`OMNI_METRICS_PROMETHEUS_ADDR`).
+    /// Default: no endpoint unless that variable is set.
+    ///
+    /// To know the port chosen for port 0, bind a
+    /// [`PrometheusSink`](crate::PrometheusSink) yourself and add it with
+    /// [`Builder::with_sink`].
+    ///
+    /// ```no_run
+    /// let layer = omni_metrics::OmniMetricsLayer::builder()
+    ///     .with_prometheus(omni_metrics::DEFAULT_PROMETHEUS_ADDR)
+    ///     .build()?;
+    /// # drop(layer);
+    /// # Ok::<(), omni_metrics::BuildError>(())
+    /// ```
+    #[cfg(feature = "prometheus")]
+    pub fn with_prometheus(mut self, addr: impl Into<String>) -> Self {
+        self.prometheus = Some(addr.into());
+        self
+    }
+
     /// Uses `clock` for span timestamps (a [`crate::clock::ManualClock`] in tests).
     pub fn with_clock(mut self, clock: impl Clock) -> Self {
         self.clock = Some(Arc::new(clock));
@@ -159,8 +188,17 @@ impl Builder {
     /// # Errors
     ///
     /// [`BuildError`] if the JSON-lines file (from [`Builder::with_jsonl_path`] or
-    /// [`JSONL_ENV`]) cannot be opened for appending.
-    pub fn build(self) -> Result<OmniMetricsLayer, BuildError> {
+    /// [`JSONL_ENV`]) cannot be opened for appending, or (feature `prometheus`) the
+    /// Prometheus address (from `with_prometheus` or `OMNI_METRICS_PROMETHEUS_ADDR`) is not
+    /// one or cannot be bound.
+    #[allow(unused_mut)] // `sinks` grows only with the `prometheus` feature
+    pub fn build(mut self) -> Result<OmniMetricsLayer, BuildError> {
+        #[cfg(feature = "prometheus")]
+        if let Some(sink) = crate::PrometheusSink::configured(self.prometheus.take())
+            .map_err(|e| BuildError(BuildErrorKind::Prometheus(e)))?
+        {
+            self.sinks.push(Box::new(sink));
+        }
         let console = self.console.then(|| {
             let writer = self
                 .console_writer
@@ -196,32 +234,55 @@ enum JsonlOrigin {
 fn open_append(path: PathBuf, origin: JsonlOrigin) -> Result<JsonLinesSink, BuildError> {
     match JsonLinesSink::append_to(&path) {
         Ok(sink) => Ok(sink),
-        Err(source) => Err(BuildError {
+        Err(source) => Err(BuildError(BuildErrorKind::Jsonl {
             path,
             from_env: matches!(origin, JsonlOrigin::Env),
             source,
-        }),
+        })),
     }
 }
 
-/// The layer could not be built: its JSON-lines file cannot be opened.
+/// The layer could not be built: its JSON-lines file cannot be opened, or (feature
+/// `prometheus`) its Prometheus endpoint cannot be served. The message says what to do.
 #[derive(Debug, thiserror::Error)]
-#[error(
-    "cannot open the JSON-lines file `{}`{} for appending: {source}; check that its directory exists and is writable{}",
-    path.display(),
-    if *from_env { " (from OMNI_METRICS_JSONL)" } else { "" },
-    if *from_env { ", or unset OMNI_METRICS_JSONL" } else { "" }
-)]
-pub struct BuildError {
-    path: PathBuf,
-    from_env: bool,
-    #[source]
-    source: io::Error,
+#[error(transparent)]
+pub struct BuildError(BuildErrorKind);
+
+#[derive(Debug, thiserror::Error)]
+enum BuildErrorKind {
+    #[error(
+        "cannot open the JSON-lines file `{}`{} for appending: {source}; check that its directory exists and is writable{}",
+        path.display(),
+        if *from_env { " (from OMNI_METRICS_JSONL)" } else { "" },
+        if *from_env { ", or unset OMNI_METRICS_JSONL" } else { "" }
+    )]
+    Jsonl {
+        path: PathBuf,
+        from_env: bool,
+        #[source]
+        source: io::Error,
+    },
+    #[cfg(feature = "prometheus")]
+    #[error(transparent)]
+    Prometheus(crate::PrometheusError),
 }
 
 impl BuildError {
-    /// The file that could not be opened.
-    pub fn path(&self) -> &std::path::Path {
-        &self.path
+    /// The JSON-lines file that could not be opened, if that was the error.
+    pub fn path(&self) -> Option<&std::path::Path> {
+        match &self.0 {
+            BuildErrorKind::Jsonl { path, .. } => Some(path),
+            #[cfg(feature = "prometheus")]
+            BuildErrorKind::Prometheus(_) => None,
+        }
+    }
+
+    /// The Prometheus endpoint's error, if that was the error.
+    #[cfg(feature = "prometheus")]
+    pub fn prometheus(&self) -> Option<&crate::PrometheusError> {
+        match &self.0 {
+            BuildErrorKind::Prometheus(e) => Some(e),
+            BuildErrorKind::Jsonl { .. } => None,
+        }
     }
 }

@@ -1,0 +1,640 @@
+//! The Prometheus door: an OpenMetrics endpoint (`GET /metrics`) with vLLM-Omni's
+//! `vllm_omni:*` families ([`catalog`](super::catalog)), fed by a [`Sink`].
+//!
+//! [`PrometheusSink`] records each finished request into `prometheus-client` families
+//! (one counter or histogram per catalogue entry, labelled by stage or edge ids and
+//! `finished_reason` only), and serves them from a thread of its own. Histograms carry an
+//! OpenMetrics exemplar with the request's `trace_id` when it has one (a request exported
+//! as a trace).
+//!
+//! - Recording happens on the engine's thread, in the layer's `on_close`: a family lookup
+//!   (a read lock and a hash) and a histogram update (a short mutex) per observation, no
+//!   I/O, no allocation once a series exists. A scrape never makes it wait longer than
+//!   one series' encoding.
+//! - Encoding and I/O happen on the server thread (`omni-metrics-prometheus`), which
+//!   serves one scrape at a time with 5 s I/O timeouts and never traces itself (a no-op
+//!   dispatcher is its default).
+//! - Label cardinality is bounded: at most [`MAX_STAGE_LABELS`] distinct stage ids; the
+//!   observations of further stages (and of edges touching one) are counted
+//!   ([`PrometheusSink::overflowed_observations`]), said once as a warning, and not exported.
+//!
+//! ```
+//! use omni_metrics::metrics::prometheus::PrometheusSink;
+//!
+//! let prometheus = PrometheusSink::bind("127.0.0.1:0")?; // port 0: any free port
+//! let layer = omni_metrics::OmniMetricsLayer::builder()
+//!     .with_sink(prometheus.clone())
+//!     .build()?;
+//! println!("scrape http://{}/metrics", prometheus.local_addr().unwrap());
+//! # drop(layer);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+use std::borrow::Cow;
+use std::fmt;
+use std::io::{self, Read, Write};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, PoisonError, RwLock};
+use std::time::Duration;
+
+use prometheus_client::encoding::{EncodeLabel, EncodeLabelSet, LabelSetEncoder};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::exemplar::HistogramWithExemplars;
+use prometheus_client::metrics::family::{Family, MetricConstructor};
+use prometheus_client::registry::Registry;
+use smallvec::SmallVec;
+
+use super::catalog::{
+    FINISHED_REASON_LABEL, FROM_STAGE_LABEL, LabelValues, Labels, MAX_STAGE_LABELS, METRICS,
+    MetricKind, STAGE_LABEL, TO_STAGE_LABEL, observe,
+};
+use crate::report::Sink;
+use crate::stats::{RequestE2EStats, RequestStatus};
+
+/// The address [`Builder::with_prometheus`](crate::Builder::with_prometheus) examples use:
+/// loopback only, port 9464 (the OpenTelemetry Prometheus exporter's port; vLLM serves its
+/// own `/metrics` on its API port, so the two never clash). Expose it beyond the host by
+/// asking for it: `0.0.0.0:9464`.
+pub const DEFAULT_PROMETHEUS_ADDR: &str = "127.0.0.1:9464";
+
+/// Environment variable: serve the Prometheus endpoint on this address
+/// (`host:port`; a bare `port` or `:port` means `127.0.0.1:port`), unless
+/// [`Builder::with_prometheus`](crate::Builder::with_prometheus) was called. Read by
+/// [`Builder::build`](crate::Builder::build), and so by [`crate::init`].
+pub const PROMETHEUS_ADDR_ENV: &str = "OMNI_METRICS_PROMETHEUS_ADDR";
+
+/// The path the endpoint serves.
+pub const METRICS_PATH: &str = "/metrics";
+
+/// The `Content-Type` of a scrape: OpenMetrics text 1.0.0.
+pub const OPENMETRICS_CONTENT_TYPE: &str =
+    "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Read and write timeout of one scrape's connection.
+const IO_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The longest request head read; a longer one is answered from what was read.
+const MAX_REQUEST_HEAD: usize = 8 * 1024;
+
+/// A series' labels: the catalogue's [`LabelValues`], written as its family declares.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Series(LabelValues);
+
+impl std::hash::Hash for Series {
+    /// One word per lookup (a family's map hashes on every observation): the ids mixed,
+    /// and the reason's length (its values differ in length). Equal series hash equal.
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        let v = &self.0;
+        let id = |x: Option<u64>| x.map_or(u64::MAX, |x| x);
+        let word = id(v.stage)
+            ^ id(v.from_stage).rotate_left(21)
+            ^ id(v.to_stage).rotate_left(42)
+            ^ v.finished_reason.map_or(0, str::len) as u64;
+        state.write_u64(word);
+    }
+}
+
+impl EncodeLabelSet for Series {
+    fn encode(&self, encoder: &mut LabelSetEncoder<'_>) -> Result<(), fmt::Error> {
+        let v = &self.0;
+        if let Some(stage) = v.stage {
+            (STAGE_LABEL, stage).encode(encoder.encode_label())?;
+        }
+        if let Some(from) = v.from_stage {
+            (FROM_STAGE_LABEL, from).encode(encoder.encode_label())?;
+        }
+        if let Some(to) = v.to_stage {
+            (TO_STAGE_LABEL, to).encode(encoder.encode_label())?;
+        }
+        if let Some(reason) = v.finished_reason {
+            (FINISHED_REASON_LABEL, reason).encode(encoder.encode_label())?;
+        }
+        Ok(())
+    }
+}
+
+/// An exemplar's label set: `trace_id`, 32 lowercase hex digits, kept inline (no
+/// allocation per observation).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct TraceExemplar([u8; 32]);
+
+impl TraceExemplar {
+    /// A W3C trace id: 32 hex digits, not all zero; anything else makes no exemplar.
+    fn parse(id: &str) -> Option<Self> {
+        let bytes: [u8; 32] = id.as_bytes().try_into().ok()?;
+        let valid = bytes.iter().all(u8::is_ascii_hexdigit) && bytes.iter().any(|b| *b != b'0');
+        valid.then(|| Self(bytes.map(|b| b.to_ascii_lowercase())))
+    }
+
+    fn as_str(&self) -> &str {
+        // Only ASCII hex digits are ever stored.
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+}
+
+impl EncodeLabelSet for TraceExemplar {
+    fn encode(&self, encoder: &mut LabelSetEncoder<'_>) -> Result<(), fmt::Error> {
+        ("trace_id", self.as_str()).encode(encoder.encode_label())
+    }
+}
+
+type Histogram = HistogramWithExemplars<TraceExemplar>;
+
+/// Builds a family's histograms with its catalogue buckets.
+#[derive(Clone, Debug)]
+struct Buckets(&'static [f64]);
+
+impl MetricConstructor<Histogram> for Buckets {
+    fn new_metric(&self) -> Histogram {
+        Histogram::new(self.0.iter().copied())
+    }
+}
+
+/// One catalogue entry's family (indexed like [`METRICS`]).
+#[derive(Debug)]
+enum Door {
+    Counter(Family<Series, Counter>),
+    Histogram(Family<Series, Histogram, Buckets>),
+}
+
+/// The families, their registry and the stage-id cap: shared by the sink's clones and the
+/// server thread.
+#[derive(Debug)]
+struct Recorder {
+    registry: Registry,
+    doors: Vec<Door>,
+    /// Stage ids that label series, ascending; at most [`MAX_STAGE_LABELS`].
+    stages: RwLock<Vec<u64>>,
+    overflowed: AtomicU64,
+    warned: AtomicBool,
+}
+
+impl Recorder {
+    fn new() -> Self {
+        let mut registry = Registry::default();
+        let mut doors = Vec::with_capacity(METRICS.len());
+        for def in METRICS {
+            // `register` appends the full stop itself.
+            let help = def.help.strip_suffix('.').unwrap_or(def.help);
+            let door = match def.kind {
+                MetricKind::Counter => {
+                    let family = Family::<Series, Counter>::default();
+                    registry.register(def.prometheus, help, family.clone());
+                    Door::Counter(family)
+                }
+                MetricKind::Histogram => {
+                    let family = Family::new_with_constructor(Buckets(def.buckets));
+                    registry.register(def.prometheus, help, family.clone());
+                    Door::Histogram(family)
+                }
+            };
+            // A family without labels has its one series from the start, at zero.
+            if def.labels == Labels::None {
+                let none = Series(LabelValues::NONE);
+                match &door {
+                    Door::Counter(f) => drop(f.get_or_create(&none)),
+                    Door::Histogram(f) => drop(f.get_or_create(&none)),
+                }
+            }
+            doors.push(door);
+        }
+        Self {
+            registry,
+            doors,
+            stages: RwLock::new(Vec::new()),
+            overflowed: AtomicU64::new(0),
+            warned: AtomicBool::new(false),
+        }
+    }
+
+    fn record(&self, r: &RequestE2EStats) {
+        let exemplar = r.trace_id.as_deref().and_then(TraceExemplar::parse);
+        let rejected = if r.status == RequestStatus::Ok {
+            self.admit(r)
+        } else {
+            SmallVec::new()
+        };
+        let mut overflowed = 0u64;
+        let mut previous = None;
+        observe(r, |def, labels, value| {
+            if !rejected.is_empty() && mentions(&labels, &rejected) {
+                overflowed += 1;
+                return;
+            }
+            // A series observed several times in a row (a stage's output gaps) gets the
+            // request's exemplar once: a bucket keeps only its latest one anyway.
+            let repeat = previous.replace((def.id, labels)) == Some((def.id, labels));
+            let series = Series(labels);
+            match &self.doors[def.id as usize] {
+                // Counter values are whole counts (tokens, frames, requests).
+                Door::Counter(f) => {
+                    f.get_or_create(&series).inc_by(value as u64);
+                }
+                Door::Histogram(f) => {
+                    let exemplar = if repeat { None } else { exemplar };
+                    f.get_or_create(&series).observe(value, exemplar, None);
+                }
+            }
+        });
+        if overflowed > 0 {
+            self.overflowed.fetch_add(overflowed, Ordering::Relaxed);
+            if !self.warned.swap(true, Ordering::Relaxed) {
+                tracing::warn!(
+                    target: "omni_metrics::prometheus",
+                    stages = ?rejected.as_slice(),
+                    "more than {MAX_STAGE_LABELS} distinct stage ids: the Prometheus series of \
+                     further stages (and of edges touching them) are not exported, only \
+                     counted (PrometheusSink::overflowed_observations). Number stages 0, 1, 2..."
+                );
+            }
+        }
+    }
+
+    /// Admits the request's stage ids as labels while fewer than [`MAX_STAGE_LABELS`] are;
+    /// returns the ids left out (usually none).
+    fn admit(&self, r: &RequestE2EStats) -> SmallVec<[u64; 4]> {
+        let ids = || {
+            r.stages
+                .iter()
+                .map(|s| s.stage_id)
+                .chain(r.transfers.iter().flat_map(|e| [e.from_stage, e.to_stage]))
+        };
+        {
+            let admitted = self.stages.read().unwrap_or_else(PoisonError::into_inner);
+            if ids().all(|id| admitted.binary_search(&id).is_ok()) {
+                return SmallVec::new();
+            }
+        }
+        let mut admitted = self.stages.write().unwrap_or_else(PoisonError::into_inner);
+        let mut rejected = SmallVec::new();
+        for id in ids() {
+            match admitted.binary_search(&id) {
+                Ok(_) => {}
+                Err(at) if admitted.len() < MAX_STAGE_LABELS => admitted.insert(at, id),
+                Err(_) if !rejected.contains(&id) => rejected.push(id),
+                Err(_) => {}
+            }
+        }
+        rejected
+    }
+
+    fn encode(&self) -> String {
+        let mut out = String::with_capacity(16 * 1024);
+        // Writing to a String cannot fail; the encoder reports no error of its own.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+/// Whether an observation's labels name a stage left out.
+fn mentions(labels: &LabelValues, rejected: &[u64]) -> bool {
+    [labels.stage, labels.from_stage, labels.to_stage]
+        .into_iter()
+        .flatten()
+        .any(|id| rejected.contains(&id))
+}
+
+/// Records finished requests as vLLM-Omni-compatible Prometheus families and serves them
+/// as OpenMetrics text on `GET /metrics`.
+///
+/// Clones share the families and the endpoint; the endpoint closes when the last clone
+/// drops (the layer holding it, typically). Add it to a layer with
+/// [`Builder::with_sink`](crate::Builder::with_sink), or let
+/// [`Builder::with_prometheus`](crate::Builder::with_prometheus) (or
+/// [`PROMETHEUS_ADDR_ENV`]) create one.
+///
+/// ```
+/// use omni_metrics::metrics::prometheus::PrometheusSink;
+/// use omni_metrics::report::Sink;
+/// use omni_metrics::stats::RequestE2EStats;
+///
+/// let prometheus = PrometheusSink::unserved();
+/// prometheus.on_request(&RequestE2EStats { e2e_total_ms: 250.0, ..Default::default() });
+/// let text = prometheus.encode();
+/// assert!(text.contains("vllm_omni:e2e_request_latency_s_sum 0.25"));
+/// assert!(text.contains("vllm_omni:requests_success_total{finished_reason=\"stop\"} 1"));
+/// ```
+#[derive(Clone, Debug)]
+pub struct PrometheusSink {
+    recorder: Arc<Recorder>,
+    server: Option<Arc<Server>>,
+}
+
+impl PrometheusSink {
+    /// Records and serves `GET /metrics` on `addr` (`host:port`, e.g.
+    /// [`DEFAULT_PROMETHEUS_ADDR`]; a bare `port` or `:port` means `127.0.0.1:port`; port
+    /// 0 picks a free one, see [`PrometheusSink::local_addr`]), from a thread of its own.
+    ///
+    /// # Errors
+    ///
+    /// [`PrometheusError`] when the address is not one or cannot be bound (in use, or
+    /// a privileged port); its message says what to do.
+    pub fn bind(addr: impl Into<String>) -> Result<Self, PrometheusError> {
+        Self::bind_from(addr.into(), false)
+    }
+
+    /// Records only: no endpoint. Serve [`PrometheusSink::encode`] from a server of your
+    /// own, or read it in tests.
+    pub fn unserved() -> Self {
+        Self {
+            recorder: Arc::new(Recorder::new()),
+            server: None,
+        }
+    }
+
+    /// The sink [`Builder::build`](crate::Builder::build) adds: `addr` from the code, else
+    /// [`PROMETHEUS_ADDR_ENV`] when set and not empty, else none.
+    pub(crate) fn configured(code: Option<String>) -> Result<Option<Self>, PrometheusError> {
+        if let Some(addr) = code {
+            return Self::bind_from(addr, false).map(Some);
+        }
+        match std::env::var(PROMETHEUS_ADDR_ENV) {
+            Ok(addr) if !addr.trim().is_empty() => Self::bind_from(addr, true).map(Some),
+            Ok(_) | Err(std::env::VarError::NotPresent) => Ok(None),
+            Err(std::env::VarError::NotUnicode(raw)) => Err(PrometheusError {
+                addr: raw.to_string_lossy().into_owned(),
+                from_env: true,
+                source: io::Error::new(io::ErrorKind::InvalidInput, "not valid UTF-8"),
+            }),
+        }
+    }
+
+    fn bind_from(addr: String, from_env: bool) -> Result<Self, PrometheusError> {
+        let error = |source| PrometheusError {
+            addr: addr.clone(),
+            from_env,
+            source,
+        };
+        let listener = TcpListener::bind(&*with_default_host(&addr)).map_err(error)?;
+        let local = listener.local_addr().map_err(error)?;
+        let recorder = Arc::new(Recorder::new());
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread_recorder = Arc::clone(&recorder);
+        let thread_stop = Arc::clone(&stop);
+        std::thread::Builder::new()
+            .name("omni-metrics-prometheus".into())
+            .spawn(move || serve(&listener, &thread_recorder, &thread_stop))
+            .map_err(error)?;
+        Ok(Self {
+            recorder,
+            server: Some(Arc::new(Server { addr: local, stop })),
+        })
+    }
+
+    /// The address the endpoint is bound to (the port chosen for port 0); `None` for
+    /// [`PrometheusSink::unserved`].
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.server.as_ref().map(|s| s.addr)
+    }
+
+    /// The OpenMetrics text a scrape returns now (ending `# EOF`).
+    pub fn encode(&self) -> String {
+        self.recorder.encode()
+    }
+
+    /// Observations not exported because their stage id came after the first
+    /// [`MAX_STAGE_LABELS`] distinct ones.
+    pub fn overflowed_observations(&self) -> u64 {
+        self.recorder.overflowed.load(Ordering::Relaxed)
+    }
+}
+
+impl Sink for PrometheusSink {
+    fn on_request(&self, request: &RequestE2EStats) {
+        self.recorder.record(request);
+    }
+}
+
+/// `port` and `:port` mean `127.0.0.1:port`: loopback unless asked otherwise.
+fn with_default_host(addr: &str) -> Cow<'_, str> {
+    let addr = addr.trim();
+    let port = addr.strip_prefix(':').unwrap_or(addr);
+    if port.parse::<u16>().is_ok() {
+        Cow::Owned(format!("127.0.0.1:{port}"))
+    } else {
+        Cow::Borrowed(addr)
+    }
+}
+
+/// The running endpoint; dropping it (with the last sink clone) stops the server thread.
+#[derive(Debug)]
+struct Server {
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        // Wake the blocking `accept` so the thread sees the flag and frees the port.
+        let ip = match self.addr.ip() {
+            IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+            IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+            ip => ip,
+        };
+        let wake = SocketAddr::new(ip, self.addr.port());
+        let _ = TcpStream::connect_timeout(&wake, Duration::from_millis(200));
+    }
+}
+
+/// The server thread: one scrape at a time, until the sink is dropped.
+fn serve(listener: &TcpListener, recorder: &Recorder, stop: &AtomicBool) {
+    // Nothing this thread does is traced: its spans and events would be the engine's.
+    let _quiet = tracing::dispatcher::set_default(&tracing::Dispatch::none());
+    for stream in listener.incoming() {
+        if stop.load(Ordering::SeqCst) {
+            break;
+        }
+        match stream {
+            Ok(stream) => {
+                // A client that goes away mid-scrape is its own problem.
+                let _ = respond(stream, recorder);
+            }
+            // Out of file descriptors, say: wait instead of spinning.
+            Err(_) => std::thread::sleep(Duration::from_millis(50)),
+        }
+    }
+}
+
+/// Answers one HTTP/1.x request and closes the connection.
+fn respond(mut stream: TcpStream, recorder: &Recorder) -> io::Result<()> {
+    stream.set_read_timeout(Some(IO_TIMEOUT))?;
+    stream.set_write_timeout(Some(IO_TIMEOUT))?;
+    let mut head = Vec::with_capacity(512);
+    let mut buf = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < MAX_REQUEST_HEAD {
+        let n = stream.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        head.extend_from_slice(&buf[..n]);
+    }
+    let line = head.split(|b| *b == b'\n').next().unwrap_or_default();
+    let line = String::from_utf8_lossy(line);
+    let mut parts = line.split_whitespace();
+    let method = parts.next().unwrap_or_default();
+    let target = parts.next().unwrap_or_default();
+    let path = target.split('?').next().unwrap_or_default();
+    let (status, content_type, body, allow) = match (method, path) {
+        ("GET" | "HEAD", METRICS_PATH) => {
+            ("200 OK", OPENMETRICS_CONTENT_TYPE, recorder.encode(), false)
+        }
+        ("GET" | "HEAD", _) => (
+            "404 Not Found",
+            "text/plain; charset=utf-8",
+            format!("not found: the metrics are at {METRICS_PATH}\n"),
+            false,
+        ),
+        _ => (
+            "405 Method Not Allowed",
+            "text/plain; charset=utf-8",
+            format!("method not allowed: use GET {METRICS_PATH}\n"),
+            true,
+        ),
+    };
+    let mut response = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\
+         Cache-Control: no-store\r\nConnection: close\r\n",
+        body.len()
+    );
+    if allow {
+        response.push_str("Allow: GET, HEAD\r\n");
+    }
+    response.push_str("\r\n");
+    if method != "HEAD" {
+        response.push_str(&body);
+    }
+    stream.write_all(response.as_bytes())?;
+    stream.flush()?;
+    stream.shutdown(std::net::Shutdown::Both)
+}
+
+/// The Prometheus endpoint could not be started: the address is not one, or cannot be
+/// bound. The message says which address, where it came from and what to do.
+#[derive(Debug)]
+pub struct PrometheusError {
+    addr: String,
+    from_env: bool,
+    source: io::Error,
+}
+
+impl PrometheusError {
+    /// The address asked for, as given.
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    /// Whether it came from [`PROMETHEUS_ADDR_ENV`].
+    pub fn from_env(&self) -> bool {
+        self.from_env
+    }
+
+    /// What went wrong: [`io::ErrorKind::AddrInUse`] for a port already served,
+    /// [`io::ErrorKind::InvalidInput`] for an address that is not one, ...
+    pub fn kind(&self) -> io::ErrorKind {
+        self.source.kind()
+    }
+}
+
+impl fmt::Display for PrometheusError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "cannot serve Prometheus metrics on `{}`", self.addr)?;
+        if self.from_env {
+            write!(f, " (from {PROMETHEUS_ADDR_ENV})")?;
+        }
+        write!(f, ": {}; ", self.source)?;
+        match self.source.kind() {
+            io::ErrorKind::AddrInUse => f.write_str(
+                "another process (or another layer of this one) serves that port: choose \
+                 another port, or port 0 for any free one",
+            )?,
+            io::ErrorKind::PermissionDenied => {
+                f.write_str("ports below 1024 need privileges: choose a higher port")?;
+            }
+            io::ErrorKind::AddrNotAvailable => {
+                f.write_str("that host is not an address of this machine: use 127.0.0.1")?;
+            }
+            _ => write!(
+                f,
+                "give host:port, such as {DEFAULT_PROMETHEUS_ADDR} (port 0 picks a free port)"
+            )?,
+        }
+        if self.from_env {
+            write!(f, ", or unset {PROMETHEUS_ADDR_ENV}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for PrometheusError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.source)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stats::StageRequestStats;
+
+    #[test]
+    fn trace_ids_make_exemplars_only_when_valid() {
+        let id = "4BF92F3577B34DA6A3CE929D0E0E4736";
+        assert_eq!(
+            TraceExemplar::parse(id).map(|t| t.as_str().to_owned()),
+            Some(id.to_ascii_lowercase())
+        );
+        for bad in ["", "abc", &"0".repeat(32), &"g".repeat(32), &"a".repeat(33)] {
+            assert!(TraceExemplar::parse(bad).is_none(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn bare_ports_mean_loopback() {
+        assert_eq!(with_default_host("9464"), "127.0.0.1:9464");
+        assert_eq!(with_default_host(" :0 "), "127.0.0.1:0");
+        assert_eq!(with_default_host("0.0.0.0:9464"), "0.0.0.0:9464");
+        assert_eq!(with_default_host("[::1]:9464"), "[::1]:9464");
+    }
+
+    #[test]
+    fn stage_ids_beyond_the_cap_are_counted_not_exported() {
+        let sink = PrometheusSink::unserved();
+        for id in 0..(MAX_STAGE_LABELS as u64 + 3) {
+            sink.on_request(&RequestE2EStats {
+                stages: vec![StageRequestStats {
+                    stage_id: id,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            });
+        }
+        let text = sink.encode();
+        let last = MAX_STAGE_LABELS as u64 - 1;
+        assert!(text.contains(&format!("stage=\"{last}\"")));
+        assert!(!text.contains(&format!("stage=\"{}\"", last + 1)));
+        // Three stages over, three stage histograms each (gen, queue, postprocess).
+        assert_eq!(sink.overflowed_observations(), 9);
+        // The requests themselves still count.
+        assert!(text.contains(&format!(
+            "vllm_omni:requests_success_total{{finished_reason=\"stop\"}} {}",
+            MAX_STAGE_LABELS + 3
+        )));
+    }
+
+    #[test]
+    fn errors_say_what_to_do() {
+        let taken = PrometheusSink::bind("127.0.0.1:0").unwrap();
+        let addr = taken.local_addr().unwrap().to_string();
+        let err = PrometheusSink::bind(addr.clone()).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::AddrInUse);
+        assert!(err.to_string().contains(&addr), "{err}");
+        assert!(err.to_string().contains("port 0"), "{err}");
+        let err = PrometheusSink::bind_from("not an address".into(), true).unwrap_err();
+        let message = err.to_string();
+        assert!(message.contains(PROMETHEUS_ADDR_ENV), "{message}");
+        assert!(message.contains("host:port"), "{message}");
+        assert!(message.contains("unset"), "{message}");
+    }
+}

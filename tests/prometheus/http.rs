@@ -1,0 +1,114 @@
+//! The endpoint as HTTP: content type, paths and methods, the address, its errors.
+
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, TcpListener};
+use std::time::{Duration, Instant};
+
+use omni_metrics::{DEFAULT_PROMETHEUS_ADDR, OmniMetricsLayer, PrometheusSink};
+
+use crate::support::{Harness, get};
+
+#[test]
+fn metrics_are_openmetrics_text() {
+    let h = Harness::new();
+    h.play_many(2);
+    let (response, _) = h.scrape();
+    assert_eq!(
+        response.headers["content-type"],
+        "application/openmetrics-text; version=1.0.0; charset=utf-8"
+    );
+    assert_eq!(
+        response.headers["content-length"],
+        response.body.len().to_string()
+    );
+    assert!(response.body.ends_with("# EOF\n"), "{}", response.body);
+    // A query string is ignored; HEAD has the headers and no body.
+    let with_query = get(h.addr(), "GET /metrics?x=1 HTTP/1.1");
+    assert_eq!(with_query.status, "HTTP/1.1 200 OK");
+    let head = get(h.addr(), "HEAD /metrics HTTP/1.1");
+    assert_eq!(head.status, "HTTP/1.1 200 OK");
+    assert!(head.body.is_empty());
+}
+
+#[test]
+fn other_paths_and_methods_are_refused() {
+    let h = Harness::new();
+    let other = get(h.addr(), "GET / HTTP/1.1");
+    assert_eq!(other.status, "HTTP/1.1 404 Not Found");
+    assert!(other.body.contains("/metrics"));
+    let post = get(h.addr(), "POST /metrics HTTP/1.1");
+    assert_eq!(post.status, "HTTP/1.1 405 Method Not Allowed");
+    assert_eq!(post.headers["allow"], "GET, HEAD");
+    // Still serving after both.
+    let _ = h.scrape();
+}
+
+#[test]
+fn bound_to_loopback_by_default() {
+    assert!(DEFAULT_PROMETHEUS_ADDR.starts_with("127.0.0.1:"));
+    for addr in ["0", ":0"] {
+        let sink = PrometheusSink::bind(addr).expect("an ephemeral loopback port");
+        let bound = sink.local_addr().unwrap();
+        assert_eq!(bound.ip(), IpAddr::V4(Ipv4Addr::LOCALHOST), "{addr}");
+        assert_ne!(bound.port(), 0);
+    }
+    assert_eq!(PrometheusSink::unserved().local_addr(), None);
+}
+
+#[test]
+fn a_bad_address_fails_build_with_what_to_do() {
+    let err = OmniMetricsLayer::builder()
+        .with_console(false)
+        .with_prometheus("localhost:http-ish")
+        .build()
+        .unwrap_err();
+    let message = err.to_string();
+    assert!(message.contains("`localhost:http-ish`"), "{message}");
+    assert!(message.contains("host:port"), "{message}");
+    assert!(err.path().is_none());
+    assert!(err.prometheus().is_some());
+}
+
+#[test]
+fn a_port_in_use_fails_build_with_what_to_do() {
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let err = OmniMetricsLayer::builder()
+        .with_console(false)
+        .with_prometheus(addr.clone())
+        .build()
+        .unwrap_err();
+    let prometheus = err.prometheus().expect("a Prometheus error");
+    assert_eq!(prometheus.kind(), io::ErrorKind::AddrInUse);
+    assert_eq!(prometheus.addr(), addr);
+    assert!(!prometheus.from_env());
+    let message = err.to_string();
+    assert!(message.contains("choose another port"), "{message}");
+    assert!(
+        std::error::Error::source(&err).is_some() || message.contains("in use"),
+        "{message}"
+    );
+}
+
+#[test]
+fn the_port_is_freed_when_the_sink_drops() {
+    let sink = PrometheusSink::bind("127.0.0.1:0").unwrap();
+    let addr = sink.local_addr().unwrap();
+    let layer = OmniMetricsLayer::builder()
+        .with_console(false)
+        .with_sink(sink)
+        .build()
+        .unwrap();
+    drop(layer);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match TcpListener::bind(addr) {
+            Ok(_) => break,
+            Err(e) if Instant::now() < deadline => {
+                assert_eq!(e.kind(), io::ErrorKind::AddrInUse);
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) => panic!("{addr} still bound: {e}"),
+        }
+    }
+}
