@@ -77,8 +77,9 @@
 //! `WINDOW_BUCKETS + 1` buckets. Each holds one latency histogram per row of the
 //! `Distributions` table (see [`crate::distribution`]): 16 to 150 KiB each when values
 //! reach a minute, nothing for a quantity seen once in the bucket. A three-stage pipeline
-//! with two edges (9 rows) on four engine threads needs about 12 × 9 × 100 KiB, some 10 MiB
-//! at most; [`Builder::with_aggregates(false)`](crate::Builder::with_aggregates) saves it.
+//! with two edges (9 rows) whose times reach seconds, on four engine threads, needs about
+//! 12 × 9 × 100 KiB, some 10 MiB;
+//! [`Builder::with_aggregates(false)`](crate::Builder::with_aggregates) saves it.
 //!
 //! # The periodic line
 //!

@@ -207,19 +207,18 @@ impl Shared {
     /// Counts a finished request, and adds it to this thread's share of the aggregates.
     pub(crate) fn record_request(&self, r: &RequestE2EStats) {
         let stripe = &self.stripes[stripe_index()];
-        let aggregate = self.aggregates.enabled();
-        let period = self.aggregates.period(r.end_ns);
+        // Computed before the lock is taken.
+        let period = self
+            .aggregates
+            .enabled()
+            .then(|| self.aggregates.period(r.end_ns));
         let handover = {
             let mut data = lock(&stripe.data);
             data.counts.add(r);
-            if aggregate {
-                data.buffer.add(r, period)
-            } else {
-                None
-            }
+            period.and_then(|period| Some((data.buffer.add(r, period)?, period)))
         };
         // A new bucket started: merge the previous one, unless a reader is merging now.
-        if let Some(buckets) = handover {
+        if let Some((buckets, period)) = handover {
             if let Some(back) = self.aggregates.try_merge(buckets, period) {
                 lock(&stripe.data).buffer.keep(back);
             }
