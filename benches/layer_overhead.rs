@@ -8,6 +8,8 @@
 //!   no layer it never frees closed spans, so its processes grow by gigabytes and its time is
 //!   the kernel clearing pages;
 //! - `layer`: the Registry with the metrics layer;
+//! - `layer-noagg`: the same with the online aggregates off (`with_aggregates(false)`), to
+//!   price them: `layer - layer-noagg` is what adding each request to them costs;
 //! - `otel`: the Registry with tracing-opentelemetry alone (an SDK tracer that exports
 //!   nothing), and `both`: the metrics layer with annotations on in front of it;
 //! - `foreign`: 10 spans that are not `omni.*`, with and without the layer;
@@ -102,7 +104,13 @@ fn foreign(i: u64) {
 }
 
 fn metrics_layer(annotations: bool) -> OmniMetricsLayer {
-    let builder = OmniMetricsLayer::builder().with_console(false);
+    metrics_layer_with(annotations, true)
+}
+
+fn metrics_layer_with(annotations: bool, aggregates: bool) -> OmniMetricsLayer {
+    let builder = OmniMetricsLayer::builder()
+        .with_console(false)
+        .with_aggregates(aggregates);
     #[cfg(feature = "otlp")]
     let builder = builder.with_trace_annotations(annotations);
     #[cfg(not(feature = "otlp"))]
@@ -131,6 +139,7 @@ fn dispatch(config: &str) -> Option<Dispatch> {
     Some(match config {
         "base" | "foreign-base" => Dispatch::new(registry().with(Identity::new())),
         "layer" | "foreign-layer" => Dispatch::new(registry().with(metrics_layer(false))),
+        "layer-noagg" => Dispatch::new(registry().with(metrics_layer_with(false, false))),
         #[cfg(feature = "otlp")]
         "otel" => Dispatch::new(registry().with(otel_layer())),
         #[cfg(feature = "otlp")]
@@ -196,8 +205,8 @@ fn run_case(case: &str, iters: u64, rounds: usize) {
     };
     let Some(dispatch) = dispatch(config) else {
         eprintln!(
-            "unknown case {case}: use base, layer, otel, both, foreign-base or foreign-layer, \
-             optionally with @2 for two threads"
+            "unknown case {case}: use base, layer, layer-noagg, otel, both, foreign-base or \
+             foreign-layer, optionally with @2 for two threads"
         );
         std::process::exit(2);
     };
@@ -266,6 +275,7 @@ fn main() {
     let mut cases = vec![
         "base",
         "layer",
+        "layer-noagg",
         "base@2",
         "layer@2",
         "foreign-base",
@@ -323,6 +333,23 @@ fn main() {
         "<= 0.8x (aim 0.5x)",
         per_round(&|r| Some((get(r, "layer")? - get(r, "base")?) / get(r, "base")?)),
         "x",
+    );
+    row(
+        "online aggregates (layer - layer-noagg), ns/span",
+        "",
+        per_round(&|r| Some(get(r, "layer")? - get(r, "layer-noagg")?)),
+        "",
+    );
+    row(
+        "online aggregates / metrics layer added",
+        "<= 5%",
+        per_round(&|r| {
+            Some(
+                100.0 * (get(r, "layer")? - get(r, "layer-noagg")?)
+                    / (get(r, "layer")? - get(r, "base")?),
+            )
+        }),
+        "%",
     );
     row(
         "allocations per request added",

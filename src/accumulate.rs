@@ -460,6 +460,45 @@ impl ScopeAcc {
         }
     }
 
+    /// Adds everything `other` accumulated, as if its requests had been added here; the
+    /// scope's start stays this one's. Request ids are not merged (the scopes merged are
+    /// the online aggregates, which keep none).
+    pub(crate) fn merge(&mut self, other: &ScopeAcc) {
+        self.ok = self.ok.saturating_add(other.ok);
+        self.error = self.error.saturating_add(other.error);
+        self.aborted = self.aborted.saturating_add(other.aborted);
+        self.total_tokens = self.total_tokens.saturating_add(other.total_tokens);
+        self.invalid_spans = self.invalid_spans.saturating_add(other.invalid_spans);
+        self.last_completion_ns = match (self.last_completion_ns, other.last_completion_ns) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        };
+        for &(id, start, end) in &other.stage_windows {
+            match self.stage_windows.iter_mut().find(|w| w.0 == id) {
+                Some(w) => {
+                    w.1 = w.1.min(start);
+                    w.2 = w.2.max(end);
+                }
+                None => self.stage_windows.push((id, start, end)),
+            }
+        }
+        self.distributions.merge(&other.distributions);
+    }
+
+    /// Requests added so far, of any status.
+    #[cfg(test)]
+    pub(crate) fn requests(&self) -> u64 {
+        self.ok
+            .saturating_add(self.error)
+            .saturating_add(self.aborted)
+    }
+
+    /// The heap memory its distributions hold, in bytes.
+    #[cfg(test)]
+    pub(crate) fn heap_bytes(&self) -> usize {
+        self.distributions.heap_bytes()
+    }
+
     /// The `Overall Summary` of the scope so far.
     pub(crate) fn summary(&self, scope: String) -> OverallSummary {
         let wall_ms = self.last_completion_ns.map_or(0.0, |end| {
@@ -535,6 +574,37 @@ mod tests {
         for (quantity, stats) in d.iter() {
             assert_eq!(stats.count, 2, "{quantity}");
         }
+    }
+
+    /// Merging scopes equals adding every request to one: counts, tokens, last completion,
+    /// stage windows and distributions.
+    #[test]
+    fn merging_scopes_equals_adding_to_one() {
+        let statuses = [
+            RequestStatus::Ok,
+            RequestStatus::Error,
+            RequestStatus::Aborted,
+        ];
+        let mut all = ScopeAcc::new(0);
+        let mut parts = [ScopeAcc::new(0), ScopeAcc::new(7), ScopeAcc::new(9)];
+        for i in 0..300u64 {
+            let mut r = request(i * 13 % 300, statuses[(i % 7 % 3) as usize]);
+            r.e2e_total_tokens = i;
+            r.invalid_spans = i % 2;
+            r.stages[0].start_ns = i;
+            r.stages[0].end_ns = i * 2;
+            all.add(&r);
+            parts[(i % 3) as usize].add(&r);
+        }
+        let mut merged = ScopeAcc::new(0);
+        for p in &parts {
+            merged.merge(p);
+        }
+        assert_eq!(merged.requests(), 300);
+        assert_eq!(merged.summary("s".into()), all.summary("s".into()));
+        // Merging an empty scope changes nothing.
+        merged.merge(&ScopeAcc::new(5));
+        assert_eq!(merged.summary("s".into()), all.summary("s".into()));
     }
 
     /// A million requests in one scope: the distributions keep no per-request data.

@@ -1,9 +1,12 @@
-//! Reading the layer's results from code: cumulative totals and the latest summary.
+//! Reading the layer's results from code: cumulative totals, the online aggregates, open
+//! runs and the latest summary.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
+use crate::aggregate::{Aggregates, StripeBuffer};
+use crate::clock::Clock;
 use crate::diagnostics::Diagnostics;
 use crate::stats::{OverallSummary, RequestE2EStats, RequestStatus};
 
@@ -18,13 +21,41 @@ struct Counts {
     transfer_bytes: u64,
 }
 
+impl Counts {
+    fn add(&mut self, r: &RequestE2EStats) {
+        match r.status {
+            RequestStatus::Ok => {
+                self.requests_ok = self.requests_ok.saturating_add(1);
+                self.total_tokens = self.total_tokens.saturating_add(r.e2e_total_tokens);
+                let bytes = r
+                    .transfers
+                    .iter()
+                    .fold(0u64, |sum, e| sum.saturating_add(e.size_bytes));
+                self.transfer_bytes = self.transfer_bytes.saturating_add(bytes);
+            }
+            RequestStatus::Error => self.requests_error = self.requests_error.saturating_add(1),
+            RequestStatus::Aborted => {
+                self.requests_aborted = self.requests_aborted.saturating_add(1)
+            }
+        }
+    }
+}
+
+/// What a stripe records per finished request, under one lock.
+#[derive(Debug, Default)]
+struct StripeData {
+    counts: Counts,
+    /// This stripe's share of the online aggregates.
+    buffer: StripeBuffer,
+}
+
 /// One stripe per thread (modulo [`STRIPES`]) on its own cache line: a single shared line
 /// written by every request would serialize the engine's threads. Its lock is almost never
-/// contended (only by a reader, or a 17th thread).
+/// contended (only by a reader, for a pointer swap, or a 17th thread).
 #[derive(Debug, Default)]
 #[repr(align(128))]
 struct Stripe {
-    counts: Mutex<Counts>,
+    data: Mutex<StripeData>,
     /// Requests open now, by their key in the open-span registry.
     open_requests: Mutex<HashMap<u64, RequestLink, KeyHash>>,
 }
@@ -107,11 +138,27 @@ impl std::hash::Hasher for KeyHasher {
     }
 }
 
+/// How an open run without a `run_id` yet is named.
+pub(crate) const UNNAMED_RUN: &str = "(unnamed run)";
+
 /// A request's accumulator as the open-span registry holds it.
 pub(crate) type RequestLink = Arc<Mutex<crate::accumulate::RequestAcc>>;
 
+/// An open run, as the handle sees it: its summary so far.
+pub(crate) trait OpenRun: Send + Sync + std::fmt::Debug {
+    /// The run's summary so far, computed under the run's lock.
+    fn snapshot(&self) -> OverallSummary;
+}
+
+/// A run open now: its name so far, and its state.
+#[derive(Debug)]
+struct OpenRunEntry {
+    name: Option<String>,
+    run: Arc<dyn OpenRun>,
+}
+
 /// State shared by a layer and its handles.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Shared {
     pub(crate) diagnostics: Diagnostics,
     stripes: [Stripe; STRIPES],
@@ -119,28 +166,86 @@ pub(crate) struct Shared {
     /// The latest run's summary. Online requests don't touch it: a lock per request would
     /// serialize the engine's threads.
     last_summary: Mutex<Option<OverallSummary>>,
-    /// Runs open now: key -> the run's name so far.
-    open_runs: Mutex<HashMap<u64, Option<String>>>,
+    /// Runs open now, by key.
+    open_runs: Mutex<HashMap<u64, OpenRunEntry>>,
     /// The built-in sinks' writer thread, when the layer has console or JSON lines.
     pub(crate) sink_writer: std::sync::OnceLock<Arc<crate::report::writer::WriterState>>,
+    /// The online aggregates: the per-stripe buffers are in the stripes.
+    aggregates: Aggregates,
+    /// The layer's clock, for the window's "now".
+    clock: LayerClock,
+}
+
+/// The layer's clock, shared with its handles.
+struct LayerClock(Arc<dyn Clock>);
+
+impl std::fmt::Debug for LayerClock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LayerClock")
+    }
 }
 
 impl Shared {
-    pub(crate) fn record_request(&self, r: &RequestE2EStats) {
-        let mut c = lock(&self.stripes[stripe_index()].counts);
-        match r.status {
-            RequestStatus::Ok => {
-                c.requests_ok = c.requests_ok.saturating_add(1);
-                c.total_tokens = c.total_tokens.saturating_add(r.e2e_total_tokens);
-                let bytes = r
-                    .transfers
-                    .iter()
-                    .fold(0u64, |sum, e| sum.saturating_add(e.size_bytes));
-                c.transfer_bytes = c.transfer_bytes.saturating_add(bytes);
-            }
-            RequestStatus::Error => c.requests_error = c.requests_error.saturating_add(1),
-            RequestStatus::Aborted => c.requests_aborted = c.requests_aborted.saturating_add(1),
+    pub(crate) fn new(
+        clock: Arc<dyn Clock>,
+        aggregates: bool,
+        window: std::time::Duration,
+    ) -> Self {
+        let origin = clock.now_ns();
+        Self {
+            diagnostics: Diagnostics::default(),
+            stripes: Default::default(),
+            runs: AtomicU64::new(0),
+            last_summary: Mutex::new(None),
+            open_runs: Mutex::new(HashMap::new()),
+            sink_writer: std::sync::OnceLock::new(),
+            aggregates: Aggregates::new(aggregates, origin, window),
+            clock: LayerClock(clock),
         }
+    }
+
+    /// Counts a finished request, and adds it to this thread's share of the aggregates.
+    pub(crate) fn record_request(&self, r: &RequestE2EStats) {
+        let stripe = &self.stripes[stripe_index()];
+        // Computed before the lock is taken.
+        let period = self
+            .aggregates
+            .enabled()
+            .then(|| self.aggregates.period(r.end_ns));
+        let handover = {
+            let mut data = lock(&stripe.data);
+            data.counts.add(r);
+            period.and_then(|period| Some((data.buffer.add(r, period)?, period)))
+        };
+        // A new bucket started: merge the previous one, unless a reader is merging now.
+        if let Some((buckets, period)) = handover {
+            if let Some(back) = self.aggregates.try_merge(buckets, period) {
+                lock(&stripe.data).buffer.keep(back);
+            }
+        }
+    }
+
+    /// The merged aggregates with every stripe's buckets in them, and the time of the read.
+    fn merged(&self) -> (MutexGuard<'_, crate::aggregate::Merged>, u64) {
+        let now = self.clock.0.now_ns();
+        let period = self.aggregates.period(now);
+        let mut merged = self.aggregates.lock();
+        for stripe in &self.stripes {
+            // A pointer swap under the stripe's lock; the merge runs without it.
+            let taken = lock(&stripe.data).buffer.take();
+            for bucket in taken {
+                merged.absorb(bucket, period);
+            }
+        }
+        (merged, now)
+    }
+
+    /// The requests open now.
+    fn open_requests(&self) -> usize {
+        self.stripes
+            .iter()
+            .map(|s| lock(&s.open_requests).len())
+            .sum()
     }
 
     pub(crate) fn record_run_summary(&self, summary: OverallSummary) {
@@ -162,15 +267,15 @@ impl Shared {
     }
 
     /// Registers an open run; returns its key.
-    pub(crate) fn run_opened(&self, name: Option<String>) -> u64 {
+    pub(crate) fn run_opened(&self, name: Option<String>, run: Arc<dyn OpenRun>) -> u64 {
         let key = open_key();
-        lock(&self.open_runs).insert(key, name);
+        lock(&self.open_runs).insert(key, OpenRunEntry { name, run });
         key
     }
 
     pub(crate) fn run_named(&self, key: u64, name: &str) {
-        if let Some(slot) = lock(&self.open_runs).get_mut(&key) {
-            *slot = Some(name.to_owned());
+        if let Some(entry) = lock(&self.open_runs).get_mut(&key) {
+            entry.name = Some(name.to_owned());
         }
     }
 
@@ -231,7 +336,7 @@ impl MetricsHandle {
         let s = &self.shared;
         let mut sum = Counts::default();
         for stripe in &s.stripes {
-            let c = *lock(&stripe.counts);
+            let c = lock(&stripe.data).counts;
             sum.requests_ok = sum.requests_ok.saturating_add(c.requests_ok);
             sum.requests_error = sum.requests_error.saturating_add(c.requests_error);
             sum.requests_aborted = sum.requests_aborted.saturating_add(c.requests_aborted);
@@ -270,7 +375,7 @@ impl MetricsHandle {
         let s = &self.shared;
         let mut runs: Vec<String> = lock(&s.open_runs)
             .values()
-            .map(|name| name.clone().unwrap_or_else(|| "(unnamed run)".to_owned()))
+            .map(|entry| entry.name.clone().unwrap_or_else(|| UNNAMED_RUN.to_owned()))
             .collect();
         runs.sort();
         let mut links = Vec::new();
@@ -296,13 +401,176 @@ impl MetricsHandle {
     }
 
     /// The latest finished run's (`omni.run`) summary; online requests are in
-    /// [`MetricsHandle::totals`] and reach the sinks with a summary each.
+    /// [`MetricsHandle::totals`], [`MetricsHandle::cumulative_summary`] and
+    /// [`MetricsHandle::window_summary`], and reach the sinks with a summary each.
     pub fn last_summary(&self) -> Option<OverallSummary> {
         self.shared
             .last_summary
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
+    }
+
+    /// The cumulative summary: every request the layer has seen finish, online and in runs,
+    /// since it was built or since [`MetricsHandle::reset_cumulative`]; scope
+    /// [`CUMULATIVE_SCOPE`](crate::aggregate::CUMULATIVE_SCOPE).
+    ///
+    /// The same [`OverallSummary`] as a run's (see [`crate::aggregate`]): `e2e_requests`
+    /// counts the `ok` requests, `e2e_wall_time_ms` runs from the start (or reset) to the
+    /// last completion, and `distributions` has their latency percentiles. Requests that
+    /// finish while it is taken may be left to the next read. All zero with
+    /// [`Builder::with_aggregates(false)`](crate::Builder::with_aggregates).
+    ///
+    /// Merges the stripes' buckets on the calling thread; the engine's threads wait for
+    /// none of it.
+    ///
+    /// ```
+    /// use omni_metrics::instrument::Request;
+    /// use tracing_subscriber::prelude::*;
+    ///
+    /// let layer = omni_metrics::OmniMetricsLayer::builder().with_console(false).build()?;
+    /// let handle = layer.handle();
+    /// tracing::subscriber::with_default(tracing_subscriber::registry().with(layer), || {
+    ///     for i in 0..20 {
+    ///         let request = Request::start(&format!("r-{i}"));
+    ///         request.stage(0).tokens_in(10).tokens_out(5);
+    ///         request.finish();
+    ///     }
+    /// });
+    /// let summary = handle.cumulative_summary();
+    /// assert_eq!((summary.e2e_requests, summary.e2e_total_tokens), (20, 300));
+    /// assert_eq!(summary.distributions.request_latency().map(|l| l.count), Some(20));
+    /// # Ok::<(), omni_metrics::BuildError>(())
+    /// ```
+    pub fn cumulative_summary(&self) -> OverallSummary {
+        let (merged, _) = self.shared.merged();
+        merged.cumulative_summary()
+    }
+
+    /// Starts the cumulative summary again: [`MetricsHandle::cumulative_summary`] counts
+    /// from now on, its `e2e_wall_time_ms` from now. The window summary and
+    /// [`MetricsHandle::totals`] are not reset.
+    ///
+    /// ```
+    /// use omni_metrics::instrument::Request;
+    /// use tracing_subscriber::prelude::*;
+    ///
+    /// let layer = omni_metrics::OmniMetricsLayer::builder().with_console(false).build()?;
+    /// let handle = layer.handle();
+    /// tracing::subscriber::with_default(tracing_subscriber::registry().with(layer), || {
+    ///     Request::start("before").finish();
+    ///     handle.reset_cumulative();
+    ///     Request::start("after").finish();
+    /// });
+    /// assert_eq!(handle.cumulative_summary().e2e_requests, 1);
+    /// assert_eq!(handle.totals().requests_ok, 2);
+    /// # Ok::<(), omni_metrics::BuildError>(())
+    /// ```
+    pub fn reset_cumulative(&self) {
+        let (mut merged, now) = self.shared.merged();
+        merged.reset_cumulative(now);
+    }
+
+    /// The window summary: the requests completed in the last window
+    /// ([`Builder::with_summary_window`](crate::Builder::with_summary_window), default
+    /// [`DEFAULT_SUMMARY_WINDOW`](crate::aggregate::DEFAULT_SUMMARY_WINDOW)), on the
+    /// layer's clock; scope [`WINDOW_SCOPE`](crate::aggregate::WINDOW_SCOPE).
+    ///
+    /// It covers at least the window and at most one bucket (a sixth of it) more; its
+    /// `e2e_wall_time_ms` runs from the start of the oldest bucket to the last completion.
+    /// The [`crate::aggregate`] docs have the exact definition.
+    ///
+    /// ```
+    /// use omni_metrics::clock::ManualClock;
+    /// use omni_metrics::instrument::Request;
+    /// use tracing_subscriber::prelude::*;
+    ///
+    /// let clock = ManualClock::new();
+    /// let layer = omni_metrics::OmniMetricsLayer::builder()
+    ///     .with_console(false)
+    ///     .with_clock(clock.clone())
+    ///     .build()?;
+    /// let handle = layer.handle();
+    /// tracing::subscriber::with_default(tracing_subscriber::registry().with(layer), || {
+    ///     Request::start("r-1").finish();
+    /// });
+    /// assert_eq!(handle.window_summary().e2e_requests, 1);
+    /// clock.advance_ms(120_000.0); // two minutes later
+    /// assert_eq!(handle.window_summary().e2e_requests, 0);
+    /// # Ok::<(), omni_metrics::BuildError>(())
+    /// ```
+    pub fn window_summary(&self) -> OverallSummary {
+        let (merged, now) = self.shared.merged();
+        merged.window_summary(&self.shared.aggregates, now)
+    }
+
+    /// The window summary's length.
+    ///
+    /// ```
+    /// let layer = omni_metrics::OmniMetricsLayer::builder().with_console(false).build()?;
+    /// assert_eq!(layer.handle().summary_window(), omni_metrics::aggregate::DEFAULT_SUMMARY_WINDOW);
+    /// # Ok::<(), omni_metrics::BuildError>(())
+    /// ```
+    pub fn summary_window(&self) -> std::time::Duration {
+        self.shared.aggregates.window()
+    }
+
+    /// Prints the cumulative summary on the layer's console (its `Overall Summary` and,
+    /// for two or more requests, `Distributions` tables, as a run's), through the console
+    /// writer thread. Returns whether it was queued: `false` when the layer has no console
+    /// or its queue is full. [`report::table::render_summary`](crate::report::table::render_summary)
+    /// renders any summary to a `String`.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// let console = std::io::sink(); // stderr by default
+    /// let layer = omni_metrics::OmniMetricsLayer::builder().with_console_writer(console).build()?;
+    /// let handle = layer.handle();
+    /// assert!(handle.print_summary());
+    /// handle.flush(Duration::from_secs(2))?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn print_summary(&self) -> bool {
+        let Some(writer) = self.shared.sink_writer.get() else {
+            return false;
+        };
+        writer.console_summary(self.cumulative_summary())
+    }
+
+    /// The summaries of the runs (`omni.run`) still open, as they stand: their completed
+    /// requests so far, `e2e_wall_time_ms` from the run's start to its last completion so
+    /// far. Sorted by scope; a run without a `run_id` yet (and no request finished) is
+    /// `(unnamed run)`.
+    ///
+    /// Each run's summary is computed under that run's lock, which its requests take when
+    /// they finish: they wait for that one computation at most.
+    ///
+    /// ```
+    /// use omni_metrics::instrument::Run;
+    /// use tracing_subscriber::prelude::*;
+    ///
+    /// let layer = omni_metrics::OmniMetricsLayer::builder().with_console(false).build()?;
+    /// let handle = layer.handle();
+    /// tracing::subscriber::with_default(tracing_subscriber::registry().with(layer), || {
+    ///     let run = Run::with_id("batch-7");
+    ///     run.request("r-1").finish();
+    ///     let open = handle.open_run_summaries();
+    ///     assert_eq!(open.len(), 1);
+    ///     assert_eq!((open[0].scope.as_str(), open[0].e2e_requests), ("batch-7", 1));
+    ///     drop(run);
+    ///     assert!(handle.open_run_summaries().is_empty());
+    /// });
+    /// # Ok::<(), omni_metrics::BuildError>(())
+    /// ```
+    pub fn open_run_summaries(&self) -> Vec<OverallSummary> {
+        let runs: Vec<Arc<dyn OpenRun>> = lock(&self.shared.open_runs)
+            .values()
+            .map(|entry| entry.run.clone())
+            .collect();
+        // Run locks are taken with no registry lock held.
+        let mut summaries: Vec<OverallSummary> = runs.iter().map(|run| run.snapshot()).collect();
+        summaries.sort_by(|a, b| a.scope.cmp(&b.scope));
+        summaries
     }
 
     /// Waits until the console tables and JSON-lines records queued so far are written, at
@@ -399,5 +667,20 @@ impl std::fmt::Display for OpenSpans {
                 list(f, "request", &self.requests)
             }
         }
+    }
+}
+
+impl crate::report::writer::LineSource for Shared {
+    fn periodic_line(&self) -> Option<String> {
+        if !self.aggregates.enabled() {
+            return None;
+        }
+        let (summary, now) = {
+            let (merged, now) = self.merged();
+            let summary = merged.window_summary(&self.aggregates, now);
+            (summary, now)
+        };
+        let covered = now.saturating_sub(self.aggregates.window_start(now));
+        crate::aggregate::periodic_line(&summary, covered, self.open_requests())
     }
 }

@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+pub mod aggregate;
 pub mod clock;
 pub mod convention;
 pub mod distribution;
@@ -18,7 +19,9 @@ mod layer;
 
 pub use handle::{MetricsHandle, OpenSpans, Totals};
 pub use install::{InitError, Install, OmniGuard, init, log_filter};
-pub use layer::{BuildError, Builder, JSONL_ENV, OmniMetricsLayer};
+pub use layer::{
+    BuildError, Builder, JSONL_ENV, LOG_INTERVAL_ENV, ONLINE_TABLES_ENV, OmniMetricsLayer,
+};
 
 #[cfg(feature = "otlp")]
 #[cfg_attr(docsrs, doc(cfg(feature = "otlp")))]

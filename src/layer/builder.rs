@@ -1,24 +1,50 @@
-//! Configuring an [`OmniMetricsLayer`]: sinks, clock, the `OMNI_METRICS_JSONL` and
-//! `OMNI_METRICS_PROMETHEUS_ADDR` variables.
+//! Configuring an [`OmniMetricsLayer`]: sinks, clock, the online aggregates, the
+//! Prometheus endpoint, and the `OMNI_METRICS_*` variables.
 
 use std::io::{self, Write};
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
-use super::OmniMetricsLayer;
+use super::{OmniMetricsLayer, Parts};
+use crate::aggregate::{self, DEFAULT_SUMMARY_WINDOW, MIN_LOG_INTERVAL};
 use crate::clock::Clock;
-use crate::report::writer::Writer;
 use crate::report::{ConsoleSink, DEFAULT_QUEUE_CAPACITY, JsonLinesSink, Sink};
 
 /// Environment variable: write JSON-lines records to this file (appending), unless
 /// [`Builder::with_jsonl_path`] or [`Builder::with_jsonl_writer`] was called.
 pub const JSONL_ENV: &str = "OMNI_METRICS_JSONL";
 
+/// Environment variable: print the periodic line ([`Builder::with_periodic_log`]) every
+/// interval: `10s`, `500ms`, `1.5s`, `2m`, a bare number of seconds; `0` or `off` for none.
+/// [`Builder::with_periodic_log`] wins over it; unset, there is no periodic line. A value
+/// that cannot be read is a warning (target `omni_metrics::diagnostics`, when the layer
+/// joins a subscriber) naming the variable, and there is no periodic line.
+///
+/// ```
+/// assert_eq!(omni_metrics::LOG_INTERVAL_ENV, "OMNI_METRICS_LOG_INTERVAL");
+/// ```
+pub const LOG_INTERVAL_ENV: &str = "OMNI_METRICS_LOG_INTERVAL";
+
+/// Environment variable: whether online requests print their tables on the console
+/// ([`Builder::with_online_tables`]): `1`, `true`, `on`, `yes` or `0`, `false`, `off`, `no`.
+/// [`Builder::with_online_tables`] wins over it; unset, online tables are printed unless
+/// the periodic line is on. Another value is a warning naming the variable, and the
+/// default applies.
+///
+/// ```
+/// assert_eq!(omni_metrics::ONLINE_TABLES_ENV, "OMNI_METRICS_ONLINE_TABLES");
+/// ```
+pub const ONLINE_TABLES_ENV: &str = "OMNI_METRICS_ONLINE_TABLES";
+
 /// Builds an [`OmniMetricsLayer`].
 ///
 /// Defaults: console tables on stderr ([`Builder::with_console`]), per-request tables
-/// included ([`Builder::with_request_tables`]), JSON lines only if [`JSONL_ENV`] is set, the
-/// monotonic clock.
+/// included ([`Builder::with_request_tables`]), online requests' tables printed unless the
+/// periodic line is on ([`Builder::with_online_tables`]), no periodic line
+/// ([`Builder::with_periodic_log`]), JSON lines only if [`JSONL_ENV`] is set, the online
+/// aggregates on with a one-minute window ([`Builder::with_summary_window`]), the monotonic
+/// clock.
 ///
 /// The console and JSON lines are written by a background thread of the layer, fed by a
 /// bounded queue ([`Builder::with_queue_capacity`]): the engine's threads never format or
@@ -46,6 +72,12 @@ pub struct Builder {
     queue_capacity: usize,
     #[cfg(feature = "prometheus")]
     prometheus: Option<String>,
+    /// Set in code; else [`ONLINE_TABLES_ENV`], else on unless the periodic line is.
+    online_tables: Option<bool>,
+    /// Set in code (`ZERO`: off); else [`LOG_INTERVAL_ENV`], else off.
+    periodic_log: Option<Duration>,
+    summary_window: Duration,
+    aggregates: bool,
 }
 
 impl Default for Builder {
@@ -62,6 +94,10 @@ impl Default for Builder {
             queue_capacity: DEFAULT_QUEUE_CAPACITY,
             #[cfg(feature = "prometheus")]
             prometheus: None,
+            online_tables: None,
+            periodic_log: None,
+            summary_window: DEFAULT_SUMMARY_WINDOW,
+            aggregates: true,
         }
     }
 }
@@ -76,6 +112,10 @@ impl std::fmt::Debug for Builder {
             .field("sinks", &self.sinks.len())
             .field("custom_clock", &self.clock.is_some())
             .field("queue_capacity", &self.queue_capacity)
+            .field("online_tables", &self.online_tables)
+            .field("periodic_log", &self.periodic_log)
+            .field("summary_window", &self.summary_window)
+            .field("aggregates", &self.aggregates)
             .finish_non_exhaustive()
     }
 }
@@ -97,8 +137,100 @@ impl Builder {
 
     /// Whether the console also shows each request's E2E, stage and transfer tables (not only
     /// the Overall Summary). Default: `true`, as vLLM-Omni's `--log-stats`.
+    ///
+    /// For online requests, see also [`Builder::with_online_tables`], which turns off their
+    /// one-request summaries too.
     pub fn with_request_tables(mut self, enabled: bool) -> Self {
         self.request_tables = enabled;
+        self
+    }
+
+    /// Whether an online request (one with no `omni.run`) prints its tables on the console
+    /// when it finishes: its one-request Overall Summary, and its request tables when
+    /// [`Builder::with_request_tables`] is on. Runs are not affected (their request tables
+    /// and summary still print), nor are the JSON lines and your own sinks, which still get
+    /// every record.
+    ///
+    /// Default: on, unless the periodic line is on ([`Builder::with_periodic_log`] or
+    /// [`LOG_INTERVAL_ENV`]): a server under load then prints one line per interval instead
+    /// of tables per request. This setting wins over [`ONLINE_TABLES_ENV`], which wins over
+    /// the default.
+    ///
+    /// ```
+    /// // A server: no tables per request, one line every 10 s, summaries on demand.
+    /// let layer = omni_metrics::OmniMetricsLayer::builder()
+    ///     .with_online_tables(false)
+    ///     .with_periodic_log(std::time::Duration::from_secs(10))
+    ///     .build()?;
+    /// # drop(layer);
+    /// # Ok::<(), omni_metrics::BuildError>(())
+    /// ```
+    pub fn with_online_tables(mut self, enabled: bool) -> Self {
+        self.online_tables = Some(enabled);
+        self
+    }
+
+    /// Prints one line every `interval` on the console (where the tables go): the window
+    /// summary's requests by status, request and token rates, the p50 and p99 of `e2e_total_ms`
+    /// and the requests open now, as vLLM prints its throughput every 10 s. Nothing is
+    /// printed while no request finished in the window and none is open. See
+    /// [`crate::aggregate`] for the line's format.
+    ///
+    /// `Duration::ZERO` turns it off; a shorter interval than
+    /// [`MIN_LOG_INTERVAL`](crate::aggregate::MIN_LOG_INTERVAL) is raised to it. It needs
+    /// the console ([`Builder::with_console`]) and the aggregates
+    /// ([`Builder::with_aggregates`]). Wins over [`LOG_INTERVAL_ENV`]; default: off. With
+    /// the line on, online requests' tables default to off
+    /// ([`Builder::with_online_tables`]).
+    ///
+    /// The line is made and written by the console's writer thread; it stops when the
+    /// [`OmniGuard`](crate::OmniGuard) shuts down or drops, and with the layer.
+    ///
+    /// ```
+    /// let layer = omni_metrics::OmniMetricsLayer::builder()
+    ///     .with_periodic_log(std::time::Duration::from_secs(10))
+    ///     .build()?;
+    /// # drop(layer);
+    /// # Ok::<(), omni_metrics::BuildError>(())
+    /// ```
+    pub fn with_periodic_log(mut self, interval: impl Into<Duration>) -> Self {
+        self.periodic_log = Some(interval.into());
+        self
+    }
+
+    /// The length of the window summary
+    /// ([`MetricsHandle::window_summary`](crate::MetricsHandle::window_summary)) and of the
+    /// periodic line. Default: [`DEFAULT_SUMMARY_WINDOW`] (one minute); at least
+    /// [`MIN_SUMMARY_WINDOW`](crate::aggregate::MIN_SUMMARY_WINDOW).
+    ///
+    /// ```
+    /// let layer = omni_metrics::OmniMetricsLayer::builder()
+    ///     .with_console(false)
+    ///     .with_summary_window(std::time::Duration::from_secs(10))
+    ///     .build()?;
+    /// assert_eq!(layer.handle().summary_window().as_secs(), 10);
+    /// # Ok::<(), omni_metrics::BuildError>(())
+    /// ```
+    pub fn with_summary_window(mut self, window: impl Into<Duration>) -> Self {
+        self.summary_window = window.into();
+        self
+    }
+
+    /// Whether finished requests are added to the online aggregates (the cumulative and
+    /// window summaries, and the periodic line). Default: `true`. Off, the summaries are
+    /// all zero, there is no periodic line, and each engine thread saves a few histogram
+    /// records per request and the aggregates' memory (see [`crate::aggregate`]).
+    ///
+    /// ```
+    /// let layer = omni_metrics::OmniMetricsLayer::builder()
+    ///     .with_console(false)
+    ///     .with_aggregates(false)
+    ///     .build()?;
+    /// assert_eq!(layer.handle().cumulative_summary().e2e_requests, 0);
+    /// # Ok::<(), omni_metrics::BuildError>(())
+    /// ```
+    pub fn with_aggregates(mut self, enabled: bool) -> Self {
+        self.aggregates = enabled;
         self
     }
 
@@ -199,6 +331,17 @@ impl Builder {
         {
             self.sinks.push(Box::new(sink));
         }
+        let mut warnings = Vec::new();
+        let periodic = match self.periodic_log {
+            Some(interval) => Some(interval),
+            None => env_interval(&mut warnings),
+        }
+        .filter(|interval| !interval.is_zero())
+        .map(|interval| interval.max(MIN_LOG_INTERVAL));
+        let online_tables = match self.online_tables {
+            Some(enabled) => enabled,
+            None => env_switch(ONLINE_TABLES_ENV, &mut warnings).unwrap_or(periodic.is_none()),
+        };
         let console = self.console.then(|| {
             let writer = self
                 .console_writer
@@ -215,13 +358,55 @@ impl Builder {
                 _ => None,
             },
         };
-        let writer = Writer::start(console, jsonl, self.queue_capacity);
-        Ok(OmniMetricsLayer::from_parts(
-            self.clock,
-            self.sinks,
-            writer,
-            self.trace_annotations,
-        ))
+        Ok(OmniMetricsLayer::from_parts(Parts {
+            clock: self.clock,
+            sinks: self.sinks,
+            console,
+            online_tables,
+            periodic: periodic.filter(|_| self.aggregates),
+            jsonl,
+            queue_capacity: self.queue_capacity,
+            trace_annotations: self.trace_annotations,
+            aggregates: self.aggregates,
+            summary_window: self.summary_window,
+            warnings,
+        }))
+    }
+}
+
+/// [`LOG_INTERVAL_ENV`], read; a value that cannot be read is noted in `warnings` (and
+/// means off).
+fn env_interval(warnings: &mut Vec<String>) -> Option<Duration> {
+    let value = env_text(LOG_INTERVAL_ENV)?;
+    if value.trim().is_empty() {
+        return None;
+    }
+    match aggregate::parse_interval(&value) {
+        Ok(interval) => interval,
+        Err(aggregate::BadInterval) => {
+            warnings.push(format!(
+                "{LOG_INTERVAL_ENV}={value:?} is not an interval: no periodic line is printed. \
+                 Use a number with a unit (`10s`, `500ms`, `1.5s`, `2m`), or `0` for none"
+            ));
+            None
+        }
+    }
+}
+
+/// A yes/no variable, read; a value that cannot be read is noted in `warnings` (and means
+/// unset).
+fn env_switch(name: &str, warnings: &mut Vec<String>) -> Option<bool> {
+    let value = env_text(name)?;
+    match value.trim().to_ascii_lowercase().as_str() {
+        "" => None,
+        "1" | "true" | "on" | "yes" => Some(true),
+        "0" | "false" | "off" | "no" => Some(false),
+        _ => {
+            warnings.push(format!(
+                "{name}={value:?} is neither on nor off: the default is used. Use `1` or `0`"
+            ));
+            None
+        }
     }
 }
 
@@ -285,4 +470,10 @@ impl BuildError {
             BuildErrorKind::Jsonl { .. } => None,
         }
     }
+}
+
+/// A variable's value, with bytes that are not UTF-8 replaced (so that they are reported as
+/// a bad value, not ignored).
+fn env_text(name: &str) -> Option<String> {
+    std::env::var_os(name).map(|v| v.to_string_lossy().into_owned())
 }

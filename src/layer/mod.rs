@@ -26,7 +26,7 @@ use tracing_core::{Event, Subscriber};
 use tracing_subscriber::layer::Context;
 use tracing_subscriber::registry::{LookupSpan, SpanRef};
 
-pub use builder::{BuildError, Builder, JSONL_ENV};
+pub use builder::{BuildError, Builder, JSONL_ENV, LOG_INTERVAL_ENV, ONLINE_TABLES_ENV};
 
 use self::fields::{SetField, Visitor};
 use self::state::{
@@ -38,8 +38,8 @@ use crate::clock::{Clock, MonotonicClock};
 use crate::convention::SpanKind;
 use crate::diagnostics::{self, Issue, IssueSet};
 use crate::handle::{MetricsHandle, Shared};
-use crate::report::Sink;
-use crate::report::writer::Writer;
+use crate::report::writer::{ConsoleConfig, LineSource, Periodic, Writer};
+use crate::report::{ConsoleSink, JsonLinesSink, Sink};
 use crate::stats::{OverallSummary, RequestE2EStats, RequestStatus};
 
 /// The metrics layer: add it to a [`tracing_subscriber::Registry`].
@@ -108,6 +108,9 @@ struct Inner {
     annotations: bool,
     /// The ids of the open `omni.*` spans, to skip the engine's own spans cheaply.
     live: live::LiveSpans,
+    /// What the builder could not read in the environment: said once, when the layer
+    /// joins a subscriber.
+    warnings: std::sync::Mutex<Vec<String>>,
 }
 
 impl std::fmt::Debug for Inner {
@@ -178,18 +181,32 @@ impl OmniMetricsLayer {
         MetricsHandle::new(self.inner.shared.clone())
     }
 
-    fn from_parts(
-        clock: Option<Arc<dyn Clock>>,
-        sinks: Vec<Box<dyn Sink>>,
-        writer: Option<Writer>,
-        trace_annotations: bool,
-    ) -> Self {
-        let clock = match clock {
-            Some(c) => ClockSource::Custom(c),
-            None => ClockSource::Monotonic(MonotonicClock::new()),
+    fn from_parts(parts: Parts) -> Self {
+        let (clock, shared_clock): (ClockSource, Arc<dyn Clock>) = match parts.clock {
+            Some(c) => (ClockSource::Custom(c.clone()), c),
+            None => {
+                let c = MonotonicClock::new();
+                (ClockSource::Monotonic(c.clone()), Arc::new(c))
+            }
         };
         static NEXT_LAYER: AtomicU64 = AtomicU64::new(1);
-        let shared = Shared::default();
+        let shared = Arc::new(Shared::new(
+            shared_clock,
+            parts.aggregates,
+            parts.summary_window,
+        ));
+        let console = parts.console.map(|sink| ConsoleConfig {
+            sink,
+            online_tables: parts.online_tables,
+            periodic: parts.periodic.map(|interval| {
+                let source: Arc<dyn LineSource> = shared.clone();
+                Periodic {
+                    interval,
+                    source: Arc::downgrade(&source),
+                }
+            }),
+        });
+        let writer = Writer::start(console, parts.jsonl, parts.queue_capacity);
         if let Some(writer) = &writer {
             let _ = shared.sink_writer.set(writer.state().clone());
         }
@@ -197,18 +214,48 @@ impl OmniMetricsLayer {
             inner: Arc::new(Inner {
                 id: NEXT_LAYER.fetch_add(1, Ordering::Relaxed),
                 clock,
-                sinks,
+                sinks: parts.sinks,
                 writer,
-                shared: Arc::new(shared),
+                shared,
                 next_run: AtomicU64::new(1),
                 next_request: AtomicU64::new(1),
                 sink_panicked: std::sync::atomic::AtomicBool::new(false),
-                annotations: cfg!(feature = "otlp") && trace_annotations,
+                annotations: cfg!(feature = "otlp") && parts.trace_annotations,
                 live: live::LiveSpans::new(),
+                warnings: std::sync::Mutex::new(parts.warnings),
             }),
             #[cfg(feature = "otlp")]
             dispatch: std::sync::OnceLock::new(),
         }
+    }
+}
+
+/// What [`Builder::build`] resolved, for [`OmniMetricsLayer::from_parts`].
+pub(super) struct Parts {
+    clock: Option<Arc<dyn Clock>>,
+    sinks: Vec<Box<dyn Sink>>,
+    console: Option<ConsoleSink>,
+    online_tables: bool,
+    periodic: Option<std::time::Duration>,
+    jsonl: Option<JsonLinesSink>,
+    queue_capacity: usize,
+    trace_annotations: bool,
+    aggregates: bool,
+    summary_window: std::time::Duration,
+    warnings: Vec<String>,
+}
+
+/// A run's summary so far, for [`MetricsHandle::open_run_summaries`].
+impl crate::handle::OpenRun for std::sync::Mutex<RunState> {
+    fn snapshot(&self) -> OverallSummary {
+        let state = self
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let scope = state
+            .run_id
+            .clone()
+            .unwrap_or_else(|| crate::handle::UNNAMED_RUN.to_owned());
+        state.scope.summary(scope)
     }
 }
 
@@ -347,11 +394,11 @@ impl Inner {
                     open_key: 0,
                 };
                 attrs.record(&mut Visitor(&mut state));
-                state.open_key = self.shared.run_opened(state.run_id.clone());
-                let run = RunSpan {
-                    state: Arc::new(std::sync::Mutex::new(state)),
-                    owner,
-                };
+                let name = state.run_id.clone();
+                let link = Arc::new(std::sync::Mutex::new(state));
+                let key = self.shared.run_opened(name, link.clone());
+                lock_run(&link).open_key = key;
+                let run = RunSpan { state: link, owner };
                 state::insert(&mut span.extensions_mut(), self.id, run);
             }
             SpanKind::Request => {
@@ -810,6 +857,7 @@ impl Inner {
                 self.next_request.fetch_add(1, Ordering::Relaxed)
             )
         });
+        let online = run.is_none();
         let report = match run {
             Some(run) => {
                 let mut run = lock_run(&run);
@@ -886,7 +934,7 @@ impl Inner {
         }
         let mut report = report;
         report.trace_id = trace_id;
-        self.emit_request(report);
+        self.emit_request(report, online);
     }
 
     /// An online request is its own scope: its summary goes out first, as in the seed.
@@ -904,29 +952,64 @@ impl Inner {
         }
         let scope = request_id.clone();
         let report = acc.finish(request_id, status, scope, start, end);
-        if !self.sinks.is_empty() || self.writer.is_some() {
+        let to_writer = self.writer.as_ref().filter(|w| w.wants_online_summary());
+        if !self.sinks.is_empty() || to_writer.is_some() {
             let mut scope = ScopeAcc::new(start);
             scope.add(&report);
             let summary = scope.summary(report.scope.clone());
             for sink in &self.sinks {
                 self.guarded(|| sink.on_summary(&summary));
             }
-            if let Some(writer) = &self.writer {
-                writer.summary(summary);
+            if let Some(writer) = to_writer {
+                writer.summary(summary, true);
             }
         }
         report
     }
 
-    fn emit_request(&self, report: RequestE2EStats) {
+    /// A finished request (`online`: with no run): to the handle's totals and aggregates,
+    /// then to the sinks.
+    fn emit_request(&self, report: RequestE2EStats, online: bool) {
         self.shared.record_request(&report);
         for sink in &self.sinks {
             self.guarded(|| sink.on_request(&report));
         }
         // Moved, not cloned, into the writer's queue: no formatting or I/O here.
         if let Some(writer) = &self.writer {
-            writer.request(report);
+            writer.request(report, online);
         }
+    }
+
+    /// Says, once, what the builder could not read in the environment, into `subscriber`.
+    ///
+    /// From a short-lived thread: the layer is being registered, inside tracing-core's
+    /// registry of dispatchers, where an event of a new callsite would deadlock.
+    fn report_warnings(&self, subscriber: &tracing::Dispatch) {
+        let warnings = std::mem::take(
+            &mut *self
+                .warnings
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        if warnings.is_empty() {
+            return;
+        }
+        let dispatch = subscriber.downgrade();
+        let _ = std::thread::Builder::new()
+            .name("omni-metrics-report".into())
+            .spawn(move || {
+                if let Some(dispatch) = dispatch.upgrade() {
+                    tracing::dispatcher::with_default(&dispatch, || {
+                        // Waits for the registration to finish (it holds tracing-core's
+                        // lock of dispatchers), then sets the maximum level with this
+                        // subscriber in it: before that, a WARN event may be dropped.
+                        tracing_core::callsite::rebuild_interest_cache();
+                        for warning in warnings {
+                            tracing::warn!(target: "omni_metrics::diagnostics", "{warning}");
+                        }
+                    });
+                }
+            });
     }
 
     /// Runs a sink call so that a panicking sink cannot unwind into the engine's `drop` of a
@@ -949,7 +1032,7 @@ impl Inner {
             self.guarded(|| sink.on_summary(&summary));
         }
         if let Some(writer) = &self.writer {
-            writer.summary(summary.clone());
+            writer.summary(summary.clone(), false);
         }
         self.shared.record_run_summary(summary);
     }
@@ -1047,6 +1130,7 @@ where
             writer.state().register(subscriber);
         }
         diagnostics::check_levels_soon();
+        self.inner.report_warnings(subscriber);
         #[cfg(feature = "otlp")]
         let _ = self.dispatch.set(subscriber.downgrade());
     }

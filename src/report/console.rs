@@ -66,6 +66,11 @@ impl ConsoleSink {
         self.write(&table::render_summary(summary))
     }
 
+    /// Writes text made by the crate (the periodic line) as it is.
+    pub(crate) fn write_text(&self, text: &str) -> io::Result<()> {
+        self.write(text)
+    }
+
     fn write(&self, text: &str) -> io::Result<()> {
         let mut w = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
         w.write_all(text.as_bytes()).and_then(|()| w.flush())

@@ -16,9 +16,10 @@
 
 use std::io;
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::AtomicBool;
 use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
-use std::sync::{Arc, Condvar, Mutex, OnceLock, PoisonError};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::{Arc, Condvar, Mutex, OnceLock, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
 use tracing::dispatcher::WeakDispatch;
@@ -59,7 +60,8 @@ pub struct SinkLosses {
     /// start): raise [`Builder::with_queue_capacity`](crate::Builder::with_queue_capacity),
     /// or find what slows the console down.
     pub queue_full: u64,
-    /// Console reports (a request's tables or a summary) whose write failed.
+    /// Console reports (a request's tables, a summary or a periodic line) whose write
+    /// failed.
     pub console_failed: u64,
     /// JSON-lines records whose write failed (a full disk, a removed directory); no partial
     /// line is left.
@@ -117,6 +119,30 @@ struct Lane {
     /// Whether this sink wants request records (JSON lines always; the console when it
     /// prints request tables).
     requests: bool,
+    /// Whether this sink wants the records of online requests, and their one-request
+    /// summaries (JSON lines always; the console unless online tables are off).
+    online: bool,
+}
+
+/// Where the periodic line comes from: the layer's aggregates.
+pub(crate) trait LineSource: Send + Sync {
+    /// The line to print now, with its newline; `None` for nothing.
+    fn periodic_line(&self) -> Option<String>;
+}
+
+/// The console's periodic line: every `interval`, from `source` while the layer lives.
+pub(crate) struct Periodic {
+    pub(crate) interval: Duration,
+    pub(crate) source: Weak<dyn LineSource>,
+}
+
+/// What the console prints, as the builder resolved it.
+pub(crate) struct ConsoleConfig {
+    pub(crate) sink: ConsoleSink,
+    /// Whether online requests print their tables (their summary, and their request tables
+    /// with request tables on).
+    pub(crate) online_tables: bool,
+    pub(crate) periodic: Option<Periodic>,
 }
 
 /// A built-in sink, as its lane's thread owns it.
@@ -137,8 +163,12 @@ enum Loss {
 pub(crate) struct Writer {
     lanes: Vec<Lane>,
     state: Arc<WriterState>,
-    /// Whether request records are wanted (JSON lines, or console request tables).
+    /// Whether request records of a run are wanted (JSON lines, or console request tables).
     requests: bool,
+    /// Whether request records of online requests are wanted.
+    online_requests: bool,
+    /// Whether online requests' one-request summaries are wanted.
+    online_summaries: bool,
 }
 
 impl std::fmt::Debug for Writer {
@@ -146,6 +176,8 @@ impl std::fmt::Debug for Writer {
         f.debug_struct("Writer")
             .field("capacity", &self.state.capacity)
             .field("requests", &self.requests)
+            .field("online_requests", &self.online_requests)
+            .field("online_summaries", &self.online_summaries)
             .finish_non_exhaustive()
     }
 }
@@ -172,6 +204,12 @@ pub(crate) struct WriterState {
     dispatch: OnceLock<WeakDispatch>,
     /// Why the thread could not start, if it could not (every record is then lost).
     start_error: OnceLock<String>,
+    /// The console's queue, for summaries printed on demand
+    /// ([`MetricsHandle::print_summary`](crate::MetricsHandle::print_summary)); emptied when
+    /// the layer is dropped, so that the console thread ends with it.
+    console: Mutex<Option<SyncSender<Job>>>,
+    /// Whether the periodic line may still print: cleared at shutdown.
+    ticking: AtomicBool,
 }
 
 const FINAL_REPORTED: u8 = 8;
@@ -180,7 +218,7 @@ impl Writer {
     /// Starts the writer thread for the built-in `console` and `jsonl` sinks; `None` when
     /// there is neither.
     pub(crate) fn start(
-        console: Option<ConsoleSink>,
+        console: Option<ConsoleConfig>,
         jsonl: Option<JsonLinesSink>,
         capacity: usize,
     ) -> Option<Self> {
@@ -188,7 +226,11 @@ impl Writer {
             return None;
         }
         let capacity = capacity.max(1);
-        let requests = jsonl.is_some() || console.as_ref().is_some_and(ConsoleSink::request_tables);
+        let console_requests = console.as_ref().is_some_and(|c| c.sink.request_tables());
+        let console_online = console.as_ref().is_some_and(|c| c.online_tables);
+        let requests = jsonl.is_some() || console_requests;
+        let online_requests = jsonl.is_some() || (console_requests && console_online);
+        let online_summaries = jsonl.is_some() || console_online;
         let state = Arc::new(WriterState {
             capacity,
             queued: AtomicU64::new(0),
@@ -202,27 +244,32 @@ impl Writer {
             reported: AtomicU8::new(0),
             dispatch: OnceLock::new(),
             start_error: OnceLock::new(),
+            console: Mutex::new(None),
+            ticking: AtomicBool::new(true),
         });
         let sinks = [
             console.map(|c| {
                 (
-                    c.request_tables(),
-                    LaneSink::Console(c),
+                    c.sink.request_tables(),
+                    c.online_tables,
+                    LaneSink::Console(c.sink),
+                    c.periodic,
                     "omni-metrics-console",
                 )
             }),
-            jsonl.map(|j| (true, LaneSink::Jsonl(j), "omni-metrics-jsonl")),
+            jsonl.map(|j| (true, true, LaneSink::Jsonl(j), None, "omni-metrics-jsonl")),
         ];
         let lanes = sinks
             .into_iter()
             .flatten()
-            .map(|(requests, sink, name)| {
+            .map(|(requests, online, sink, periodic, name)| {
                 let (tx, rx) = std::sync::mpsc::sync_channel(capacity);
                 let thread_state = state.clone();
+                let is_console = matches!(sink, LaneSink::Console(_));
                 state.running.fetch_add(1, Ordering::AcqRel);
                 let spawned = std::thread::Builder::new()
                     .name(name.into())
-                    .spawn(move || run(&rx, &sink, &thread_state));
+                    .spawn(move || run(&rx, &sink, &thread_state, periodic));
                 let tx = match spawned {
                     Ok(_) => Some(tx),
                     Err(error) => {
@@ -231,13 +278,22 @@ impl Writer {
                         None
                     }
                 };
-                Lane { tx, requests }
+                if is_console {
+                    *state.console.lock().unwrap_or_else(PoisonError::into_inner) = tx.clone();
+                }
+                Lane {
+                    tx,
+                    requests,
+                    online,
+                }
             })
             .collect();
         Some(Self {
             lanes,
             state,
             requests,
+            online_requests,
+            online_summaries,
         })
     }
 
@@ -246,23 +302,32 @@ impl Writer {
         &self.state
     }
 
-    /// Queues a finished request for the built-in sinks that want it; never blocks.
+    /// Queues a finished request (`online`: without a run) for the built-in sinks that
+    /// want it; never blocks.
     #[inline]
-    pub(crate) fn request(&self, request: RequestE2EStats) {
-        if self.requests {
-            self.send(Job::Request(Arc::new(request)));
+    pub(crate) fn request(&self, request: RequestE2EStats, online: bool) {
+        if self.requests && (!online || self.online_requests) {
+            self.send(Job::Request(Arc::new(request)), online);
         }
     }
 
-    /// Queues a finished scope's summary; never blocks.
+    /// Queues a finished scope's summary (`online`: an online request's own); never
+    /// blocks.
     #[inline]
-    pub(crate) fn summary(&self, summary: OverallSummary) {
-        self.send(Job::Summary(Arc::new(summary)));
+    pub(crate) fn summary(&self, summary: OverallSummary, online: bool) {
+        self.send(Job::Summary(Arc::new(summary)), online);
     }
 
-    fn send(&self, job: Job) {
+    /// Whether an online request's one-request summary goes to any built-in sink.
+    #[inline]
+    pub(crate) fn wants_online_summary(&self) -> bool {
+        self.online_summaries
+    }
+
+    fn send(&self, job: Job, online: bool) {
         let is_request = matches!(job, Job::Request(_));
-        for lane in self.lanes.iter().filter(|l| l.requests || !is_request) {
+        let wanted = |l: &&Lane| (l.requests || !is_request) && (l.online || !online);
+        for lane in self.lanes.iter().filter(wanted) {
             let sent = match &lane.tx {
                 Some(tx) => tx.try_send(job.clone()),
                 None => Err(TrySendError::Disconnected(job.clone())),
@@ -287,17 +352,49 @@ impl Drop for Writer {
         for lane in &mut self.lanes {
             drop(lane.tx.take());
         }
+        drop(
+            self.state
+                .console
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take(),
+        );
         let _ = self.state.flush(DEFAULT_FLUSH_TIMEOUT);
     }
 }
 
-/// A lane's thread: renders or serializes and writes each record, until the layer is gone.
-fn run(rx: &Receiver<Job>, sink: &LaneSink, state: &WriterState) {
+/// A lane's thread: renders or serializes and writes each record, until the layer is gone;
+/// the console's also prints the periodic line.
+fn run(rx: &Receiver<Job>, sink: &LaneSink, state: &WriterState, periodic: Option<Periodic>) {
     // Never trace into the engine's subscriber (no feedback from a writer that logs).
     // `Dispatch::none()` is not registered with tracing-core (a `Dispatch::new` would be,
     // and its missing level hint would raise the process's maximum level to TRACE).
     let _quiet = tracing::dispatcher::set_default(&tracing::Dispatch::none());
-    while let Ok(job) = rx.recv() {
+    let mut ticker = periodic.map(|p| {
+        let next = Instant::now() + p.interval;
+        (p, next)
+    });
+    loop {
+        let job = match &mut ticker {
+            Some((periodic, next)) => {
+                match rx.recv_timeout(next.saturating_duration_since(Instant::now())) {
+                    Ok(job) => job,
+                    Err(RecvTimeoutError::Disconnected) => break,
+                    Err(RecvTimeoutError::Timeout) => {
+                        // Missed ticks (a blocked console) are skipped, not caught up.
+                        *next = (*next + periodic.interval).max(Instant::now());
+                        if !tick(periodic, sink, state) {
+                            ticker = None;
+                        }
+                        continue;
+                    }
+                }
+            }
+            None => match rx.recv() {
+                Ok(job) => job,
+                Err(_) => break,
+            },
+        };
         let result = match (sink, &job) {
             (LaneSink::Console(c), Job::Request(r)) => attempt(|| c.write_request(r)),
             (LaneSink::Console(c), Job::Summary(s)) => attempt(|| c.write_summary(s)),
@@ -319,6 +416,25 @@ fn run(rx: &Receiver<Job>, sink: &LaneSink, state: &WriterState) {
     state.wake();
 }
 
+/// Prints the periodic line, if there is one; `false` once it should stop (a shutdown, or
+/// the layer is gone).
+fn tick(periodic: &Periodic, sink: &LaneSink, state: &WriterState) -> bool {
+    if !state.ticking.load(Ordering::Acquire) {
+        return false;
+    }
+    let (LaneSink::Console(console), Some(source)) = (sink, periodic.source.upgrade()) else {
+        return false;
+    };
+    let line = catch_unwind(AssertUnwindSafe(|| source.periodic_line())).unwrap_or(None);
+    drop(source);
+    if let Some(line) = line {
+        if let Err(error) = attempt(|| console.write_text(&line)) {
+            state.lost(Loss::Console, Some(&error));
+        }
+    }
+    true
+}
+
 /// Runs one sink write; a panicking writer is a failed write, not a dead thread.
 fn attempt(write: impl FnOnce() -> io::Result<()>) -> io::Result<()> {
     catch_unwind(AssertUnwindSafe(write))
@@ -329,6 +445,22 @@ impl WriterState {
     /// Remembers the subscriber the layer is in, for loss warnings (the first one wins).
     pub(crate) fn register(&self, dispatch: &tracing::Dispatch) {
         let _ = self.dispatch.set(dispatch.downgrade());
+    }
+
+    /// Queues `summary` for the console only (a summary printed on demand); `false` when
+    /// there is no console or its queue is full.
+    pub(crate) fn console_summary(&self, summary: OverallSummary) -> bool {
+        let console = self.console.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(tx) = console.as_ref() else {
+            return false;
+        };
+        match tx.try_send(Job::Summary(Arc::new(summary))) {
+            Ok(()) => {
+                self.queued.fetch_add(1, Ordering::Release);
+                true
+            }
+            Err(_) => false,
+        }
     }
 
     /// The losses so far.
@@ -375,6 +507,8 @@ impl WriterState {
     /// A shutdown: flushes within `timeout`, then reports, once, what was lost (waiting
     /// briefly for the warning to go out, never on the log output itself).
     pub(crate) fn shutdown(&self, timeout: Duration) -> Result<(), FlushError> {
+        // No periodic line after a shutdown.
+        self.ticking.store(false, Ordering::Release);
         let flushed = self.flush(timeout);
         let losses = self.losses();
         let lost = losses.total() > 0 || flushed.is_err();
