@@ -5,6 +5,7 @@ pub mod clock;
 pub mod convention;
 pub mod distribution;
 pub mod instrument;
+pub mod metrics;
 pub mod report;
 pub mod stats;
 

@@ -1,0 +1,832 @@
+//! The metric catalogue: every metric the crate exports, defined once.
+//!
+//! Each [`MetricDef`] names its family twice, once per door: a Prometheus name in
+//! vLLM-Omni's `vllm_omni:*` namespace (its own families where it has one, so its Grafana
+//! dashboards work unchanged; ours, in the same style, where it has none), and an
+//! OpenTelemetry name (the GenAI semantic conventions where one exists, `omni.*`
+//! elsewhere). [`observe`] turns one finished request into its observations, in the
+//! doors' units: times in **seconds** (converted from the model's milliseconds here and
+//! nowhere else), sizes in bytes, counts as counts. Both doors read this file, so they
+//! cannot disagree on a name, a unit, a bucket or a value.
+//!
+//! Which requests feed what: every request counts once in
+//! [`MetricId::RequestsSuccess`], labelled with its `finished_reason`
+//! ([`finished_reason`]); only `ok` requests feed every other metric (latencies, tokens,
+//! audio, transfers), as only they feed the summary and the distributions.
+//!
+//! Labels are bounded: stage ids, edge stage ids and `finished_reason`, never a request id.
+//! A door keeps at most [`MAX_STAGE_LABELS`] distinct stage ids.
+//!
+//! ```
+//! use omni_metrics::metrics::{MetricId, observe};
+//! use omni_metrics::stats::{RequestE2EStats, StageRequestStats};
+//!
+//! let request = RequestE2EStats {
+//!     e2e_total_ms: 1_500.0,
+//!     stages: vec![StageRequestStats { stage_id: 0, stage_gen_time_ms: 1_200.0, ..Default::default() }],
+//!     ..Default::default()
+//! };
+//! let mut seen = Vec::new();
+//! observe(&request, |def, labels, value| seen.push((def.id, labels.stage, value)));
+//! assert!(seen.contains(&(MetricId::E2eRequestLatency, None, 1.5)));
+//! assert!(seen.contains(&(MetricId::StageGenTime, Some(0), 1.2)));
+//! ```
+
+use crate::stats::{RequestE2EStats, RequestStatus, finite};
+
+/// Counter or histogram.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum MetricKind {
+    /// A monotonic sum: each observation adds its value (Prometheus appends `_total`).
+    Counter,
+    /// A histogram over [`MetricDef::buckets`]: each observation is one sample.
+    Histogram,
+}
+
+/// The label set of a family. Label keys are the same at both doors.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Labels {
+    /// No label: one series.
+    None,
+    /// `stage` (the stage id, as a decimal string).
+    Stage,
+    /// `from_stage` and `to_stage` (stage ids).
+    Edge,
+    /// `finished_reason` ([`finished_reason`]).
+    FinishedReason,
+}
+
+impl Labels {
+    /// The label keys, in exposition order.
+    ///
+    /// ```
+    /// use omni_metrics::metrics::Labels;
+    /// assert_eq!(Labels::Edge.keys(), ["from_stage", "to_stage"]);
+    /// ```
+    pub fn keys(self) -> &'static [&'static str] {
+        match self {
+            Labels::None => &[],
+            Labels::Stage => &[STAGE_LABEL],
+            Labels::Edge => &[FROM_STAGE_LABEL, TO_STAGE_LABEL],
+            Labels::FinishedReason => &[FINISHED_REASON_LABEL],
+        }
+    }
+}
+
+/// Label key of a stage id (vLLM-Omni's `stage`).
+pub const STAGE_LABEL: &str = "stage";
+/// Label key of an edge's sending stage id (vLLM-Omni's `from_stage`).
+pub const FROM_STAGE_LABEL: &str = "from_stage";
+/// Label key of an edge's receiving stage id (vLLM-Omni's `to_stage`).
+pub const TO_STAGE_LABEL: &str = "to_stage";
+/// Label key of how a request ended (vLLM's `finished_reason`).
+pub const FINISHED_REASON_LABEL: &str = "finished_reason";
+
+/// The most distinct stage ids a door labels series with (as the distributions'
+/// [`MAX_QUANTITIES`](crate::distribution::MAX_QUANTITIES)); observations of further stage
+/// ids, and of edges touching one, are counted by the door and not exported, so an engine
+/// that numbers stages wildly cannot grow a scrape without bound.
+pub const MAX_STAGE_LABELS: usize = 64;
+
+/// Which metric a [`MetricDef`] is: its index in [`METRICS`] (`METRICS[id as usize]`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
+pub enum MetricId {
+    /// Finished requests by `finished_reason`.
+    RequestsSuccess = 0,
+    /// Request latency.
+    E2eRequestLatency,
+    /// Request start to the first output of its last stage.
+    RequestTimeToFirstOutput,
+    /// Request start to its first audio output.
+    TimeToFirstAudio,
+    /// Prompt tokens (stage 0's `num_tokens_in`).
+    PromptTokens,
+    /// Generated tokens (every stage's `num_tokens_out`).
+    GenerationTokens,
+    /// Request latency over its audio's duration.
+    AudioE2eRtf,
+    /// Stage compute time.
+    StageGenTime,
+    /// Stage queue time.
+    StageQueueTime,
+    /// Stage post-processing time.
+    StagePostprocessTime,
+    /// Stage start to its first output.
+    StageTimeToFirstOutput,
+    /// Gaps between a stage's consecutive outputs.
+    StageInterOutputLatency,
+    /// A stage's audio duration.
+    AudioDuration,
+    /// A stage's compute time over its audio's duration.
+    AudioRtf,
+    /// Audio frames produced.
+    AudioFrames,
+    /// An edge's whole transfer time (tx + rx + in flight).
+    TransferTime,
+    /// An edge's sender time.
+    TransferTx,
+    /// An edge's receiver time.
+    TransferRx,
+    /// An edge's in-flight time.
+    TransferInFlight,
+    /// An edge's bytes.
+    TransferSize,
+}
+
+impl MetricId {
+    /// Its definition.
+    ///
+    /// ```
+    /// use omni_metrics::metrics::MetricId;
+    /// assert_eq!(MetricId::E2eRequestLatency.def().prometheus, "vllm_omni:e2e_request_latency_s");
+    /// ```
+    pub fn def(self) -> &'static MetricDef {
+        &METRICS[self as usize]
+    }
+}
+
+/// One metric, as both doors export it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct MetricDef {
+    /// Which metric; `METRICS[id as usize]` is this definition.
+    pub id: MetricId,
+    /// The Prometheus family name (a counter's exposition appends `_total`).
+    pub prometheus: &'static str,
+    /// The OpenTelemetry instrument name.
+    pub otel: &'static str,
+    /// The help text (Prometheus `# HELP`, OpenTelemetry description).
+    pub help: &'static str,
+    /// The unit, UCUM as OpenTelemetry writes it: `s`, `By`, `1`, `{token}`, `{frame}`,
+    /// `{request}`.
+    pub unit: &'static str,
+    /// Counter or histogram.
+    pub kind: MetricKind,
+    /// The label set.
+    pub labels: Labels,
+    /// Histogram bucket upper bounds in [`MetricDef::unit`] (seconds, bytes, ratio),
+    /// ascending, `+Inf` implied; empty for a counter.
+    pub buckets: &'static [f64],
+    /// Whether vLLM-Omni defines this Prometheus family (name and meaning); `false` for
+    /// ours, named in its style.
+    pub vllm_omni: bool,
+}
+
+/// Seconds, 50 ms to 300 s: request latency, stage compute, time to first audio (vLLM-Omni's
+/// `SECONDS_BUCKETS`).
+pub const SECONDS_BUCKETS: &[f64] = &[
+    0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0,
+];
+
+/// Seconds, 1 ms to 60 s: transfers, queueing, post-processing, time to first token,
+/// inter-output gaps (vLLM-Omni's `SECONDS_FAST_BUCKETS`).
+pub const SECONDS_FAST_BUCKETS: &[f64] = &[
+    0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 60.0,
+];
+
+/// Real-time factors, 0.1 to 10, dense around the SLO line at 1 (vLLM-Omni's
+/// `RTF_BUCKETS`).
+pub const RTF_BUCKETS: &[f64] = &[0.1, 0.25, 0.5, 0.75, 0.9, 1.0, 1.25, 1.5, 2.0, 5.0, 10.0];
+
+/// Bytes, 1 KiB to 256 MiB in steps of 4 (vLLM-Omni's `BYTES_BUCKETS`).
+pub const BYTES_BUCKETS: &[f64] = &[
+    1024.0,
+    4096.0,
+    16384.0,
+    65536.0,
+    262_144.0,
+    1_048_576.0,
+    4_194_304.0,
+    16_777_216.0,
+    67_108_864.0,
+    268_435_456.0,
+];
+
+/// Every metric, indexed by [`MetricId`].
+pub static METRICS: &[MetricDef] = &[
+    MetricDef {
+        id: MetricId::RequestsSuccess,
+        prometheus: "vllm_omni:requests_success",
+        otel: "omni.requests",
+        help: "Finished requests by finished_reason (stop = ok, error, abort).",
+        unit: "{request}",
+        kind: MetricKind::Counter,
+        labels: Labels::FinishedReason,
+        buckets: &[],
+        vllm_omni: true,
+    },
+    MetricDef {
+        id: MetricId::E2eRequestLatency,
+        prometheus: "vllm_omni:e2e_request_latency_s",
+        otel: "gen_ai.server.request.duration",
+        help: "End-to-end request latency in seconds (request span duration; ok requests).",
+        unit: "s",
+        kind: MetricKind::Histogram,
+        labels: Labels::None,
+        buckets: SECONDS_BUCKETS,
+        vllm_omni: true,
+    },
+    MetricDef {
+        id: MetricId::RequestTimeToFirstOutput,
+        prometheus: "vllm_omni:time_to_first_output_s",
+        otel: "gen_ai.server.time_to_first_token",
+        help: "Request start to the first output of its last stage, in seconds.",
+        unit: "s",
+        kind: MetricKind::Histogram,
+        labels: Labels::None,
+        buckets: SECONDS_BUCKETS,
+        vllm_omni: false,
+    },
+    MetricDef {
+        id: MetricId::TimeToFirstAudio,
+        prometheus: "vllm_omni:audio_ttfp_s",
+        otel: "omni.request.time_to_first_audio",
+        help: "Request start to the first audio output (audio TTFP), in seconds, by audio stage.",
+        unit: "s",
+        kind: MetricKind::Histogram,
+        labels: Labels::Stage,
+        buckets: SECONDS_BUCKETS,
+        vllm_omni: true,
+    },
+    MetricDef {
+        id: MetricId::PromptTokens,
+        prometheus: "vllm_omni:prompt_tokens",
+        otel: "omni.request.prompt_tokens",
+        help: "Prompt (input) tokens: stage 0's num_tokens_in.",
+        unit: "{token}",
+        kind: MetricKind::Counter,
+        labels: Labels::None,
+        buckets: &[],
+        vllm_omni: true,
+    },
+    MetricDef {
+        id: MetricId::GenerationTokens,
+        prometheus: "vllm_omni:generation_tokens",
+        otel: "omni.request.generation_tokens",
+        help: "Generated (output) tokens, summed over every stage's num_tokens_out.",
+        unit: "{token}",
+        kind: MetricKind::Counter,
+        labels: Labels::None,
+        buckets: &[],
+        vllm_omni: true,
+    },
+    MetricDef {
+        id: MetricId::AudioE2eRtf,
+        prometheus: "vllm_omni:audio_e2e_rtf",
+        otel: "omni.audio.e2e_rtf",
+        help: "Request latency over its audio's duration (benchmark RTF); below 1 is faster than real time.",
+        unit: "1",
+        kind: MetricKind::Histogram,
+        labels: Labels::None,
+        buckets: RTF_BUCKETS,
+        vllm_omni: false,
+    },
+    MetricDef {
+        id: MetricId::StageGenTime,
+        prometheus: "vllm_omni:stage_gen_time_s",
+        otel: "omni.stage.gen_time",
+        help: "Stage compute time in seconds (stage span minus queue and post-processing).",
+        unit: "s",
+        kind: MetricKind::Histogram,
+        labels: Labels::Stage,
+        buckets: SECONDS_BUCKETS,
+        vllm_omni: false,
+    },
+    MetricDef {
+        id: MetricId::StageQueueTime,
+        prometheus: "vllm_omni:stage_queue_time_s",
+        otel: "omni.stage.queue_time",
+        help: "Stage queue time in seconds, before compute.",
+        unit: "s",
+        kind: MetricKind::Histogram,
+        labels: Labels::Stage,
+        buckets: SECONDS_FAST_BUCKETS,
+        vllm_omni: false,
+    },
+    MetricDef {
+        id: MetricId::StagePostprocessTime,
+        prometheus: "vllm_omni:stage_postprocess_time_s",
+        otel: "omni.stage.postprocess_time",
+        help: "Stage post-processing time in seconds.",
+        unit: "s",
+        kind: MetricKind::Histogram,
+        labels: Labels::Stage,
+        buckets: SECONDS_FAST_BUCKETS,
+        vllm_omni: false,
+    },
+    MetricDef {
+        id: MetricId::StageTimeToFirstOutput,
+        prometheus: "vllm_omni:stage_time_to_first_output_s",
+        otel: "omni.stage.time_to_first_output",
+        help: "Stage start to its first output (TTFT of an LLM stage), in seconds.",
+        unit: "s",
+        kind: MetricKind::Histogram,
+        labels: Labels::Stage,
+        buckets: SECONDS_FAST_BUCKETS,
+        vllm_omni: false,
+    },
+    MetricDef {
+        id: MetricId::StageInterOutputLatency,
+        prometheus: "vllm_omni:stage_inter_output_latency_s",
+        otel: "omni.stage.inter_output_latency",
+        help: "Gap between consecutive outputs of a stage (inter-token latency of an LLM stage), in seconds.",
+        unit: "s",
+        kind: MetricKind::Histogram,
+        labels: Labels::Stage,
+        buckets: SECONDS_FAST_BUCKETS,
+        vllm_omni: false,
+    },
+    MetricDef {
+        id: MetricId::AudioDuration,
+        prometheus: "vllm_omni:audio_duration_s",
+        otel: "omni.audio.duration",
+        help: "Generated audio duration in seconds (audio_frames / sample_rate).",
+        unit: "s",
+        kind: MetricKind::Histogram,
+        labels: Labels::Stage,
+        buckets: SECONDS_BUCKETS,
+        vllm_omni: true,
+    },
+    MetricDef {
+        id: MetricId::AudioRtf,
+        prometheus: "vllm_omni:audio_rtf",
+        otel: "omni.audio.rtf",
+        help: "Audio real-time factor (stage_gen_time / audio_duration); below 1 is faster than real time.",
+        unit: "1",
+        kind: MetricKind::Histogram,
+        labels: Labels::Stage,
+        buckets: RTF_BUCKETS,
+        vllm_omni: true,
+    },
+    MetricDef {
+        id: MetricId::AudioFrames,
+        prometheus: "vllm_omni:audio_frames",
+        otel: "omni.audio.frames",
+        help: "Audio frames generated.",
+        unit: "{frame}",
+        kind: MetricKind::Counter,
+        labels: Labels::Stage,
+        buckets: &[],
+        vllm_omni: true,
+    },
+    MetricDef {
+        id: MetricId::TransferTime,
+        prometheus: "vllm_omni:transfer_time_s",
+        otel: "omni.transfer.time",
+        help: "Cross-stage transfer time in seconds (tx + rx + in flight), per request and edge.",
+        unit: "s",
+        kind: MetricKind::Histogram,
+        labels: Labels::Edge,
+        buckets: SECONDS_FAST_BUCKETS,
+        vllm_omni: false,
+    },
+    MetricDef {
+        id: MetricId::TransferTx,
+        prometheus: "vllm_omni:transfer_tx_s",
+        otel: "omni.transfer.tx_time",
+        help: "Sender-side transfer time in seconds (serialize + submit), per request and edge.",
+        unit: "s",
+        kind: MetricKind::Histogram,
+        labels: Labels::Edge,
+        buckets: SECONDS_FAST_BUCKETS,
+        vllm_omni: true,
+    },
+    MetricDef {
+        id: MetricId::TransferRx,
+        prometheus: "vllm_omni:transfer_rx_s",
+        otel: "omni.transfer.rx_time",
+        help: "Receiver-side transfer time in seconds (receive + decode), per request and edge.",
+        unit: "s",
+        kind: MetricKind::Histogram,
+        labels: Labels::Edge,
+        buckets: SECONDS_FAST_BUCKETS,
+        vllm_omni: true,
+    },
+    MetricDef {
+        id: MetricId::TransferInFlight,
+        prometheus: "vllm_omni:transfer_in_flight_s",
+        otel: "omni.transfer.in_flight_time",
+        help: "Transfer in-flight time in seconds (tx done to rx start), per request and edge.",
+        unit: "s",
+        kind: MetricKind::Histogram,
+        labels: Labels::Edge,
+        buckets: SECONDS_FAST_BUCKETS,
+        vllm_omni: true,
+    },
+    MetricDef {
+        id: MetricId::TransferSize,
+        prometheus: "vllm_omni:transfer_size_bytes",
+        otel: "omni.transfer.size",
+        help: "Cross-stage transfer payload in bytes, per request and edge.",
+        unit: "By",
+        kind: MetricKind::Histogram,
+        labels: Labels::Edge,
+        buckets: BYTES_BUCKETS,
+        vllm_omni: true,
+    },
+];
+
+/// The label values of one observation; the fields its [`MetricDef::labels`] names are set,
+/// the others `None`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct LabelValues {
+    /// `stage`, for [`Labels::Stage`].
+    pub stage: Option<u64>,
+    /// `from_stage`, for [`Labels::Edge`].
+    pub from_stage: Option<u64>,
+    /// `to_stage`, for [`Labels::Edge`].
+    pub to_stage: Option<u64>,
+    /// `finished_reason`, for [`Labels::FinishedReason`].
+    pub finished_reason: Option<&'static str>,
+}
+
+impl LabelValues {
+    /// No label.
+    pub const NONE: LabelValues = LabelValues {
+        stage: None,
+        from_stage: None,
+        to_stage: None,
+        finished_reason: None,
+    };
+
+    fn stage(id: u64) -> Self {
+        Self {
+            stage: Some(id),
+            ..Self::NONE
+        }
+    }
+
+    fn edge(from: u64, to: u64) -> Self {
+        Self {
+            from_stage: Some(from),
+            to_stage: Some(to),
+            ..Self::NONE
+        }
+    }
+}
+
+/// vLLM's `finished_reason` for a request's status: `ok` is `stop`, `aborted` is `abort`
+/// (vLLM's value for a cancelled request), `error` is `error` (vLLM-Omni counts failures
+/// under `abort`; we keep them apart, as the model does).
+///
+/// ```
+/// use omni_metrics::metrics::catalog::finished_reason;
+/// use omni_metrics::stats::RequestStatus;
+/// assert_eq!(finished_reason(RequestStatus::Ok), "stop");
+/// assert_eq!(finished_reason(RequestStatus::Aborted), "abort");
+/// ```
+pub fn finished_reason(status: RequestStatus) -> &'static str {
+    match status {
+        RequestStatus::Ok => "stop",
+        RequestStatus::Error => "error",
+        RequestStatus::Aborted => "abort",
+    }
+}
+
+/// Milliseconds (the model's unit) to seconds (the doors'): the one conversion.
+#[inline]
+fn seconds(ms: f64) -> f64 {
+    finite(ms / 1000.0)
+}
+
+/// Every observation one finished request makes, in the doors' units (seconds, bytes,
+/// counts), in [`METRICS`] order within the request, then per stage (ascending id), then
+/// per edge.
+///
+/// Every request counts once in [`MetricId::RequestsSuccess`]; only an `ok` request makes
+/// the others. A histogram observation is one sample; a counter observation is an
+/// increment (possibly 0). Values are finite and never negative.
+pub fn observe(r: &RequestE2EStats, mut f: impl FnMut(&'static MetricDef, LabelValues, f64)) {
+    let mut emit = |id: MetricId, labels: LabelValues, value: f64| f(id.def(), labels, value);
+    emit(
+        MetricId::RequestsSuccess,
+        LabelValues {
+            finished_reason: Some(finished_reason(r.status)),
+            ..LabelValues::NONE
+        },
+        1.0,
+    );
+    if r.status != RequestStatus::Ok {
+        return;
+    }
+
+    emit(
+        MetricId::E2eRequestLatency,
+        LabelValues::NONE,
+        seconds(r.e2e_total_ms),
+    );
+    if let Some(ms) = r.time_to_first_output_ms {
+        emit(
+            MetricId::RequestTimeToFirstOutput,
+            LabelValues::NONE,
+            seconds(ms),
+        );
+    }
+    if let Some(ms) = r.time_to_first_audio_ms {
+        // The stage `time_to_first_audio_ms` is measured on: the first with a sample rate.
+        let stage = r
+            .stages
+            .iter()
+            .filter(|s| s.audio_sample_rate.is_some())
+            .map(|s| s.stage_id)
+            .min();
+        if let Some(stage) = stage {
+            emit(
+                MetricId::TimeToFirstAudio,
+                LabelValues::stage(stage),
+                seconds(ms),
+            );
+        }
+    }
+    let prompt = r.stage(0).map_or(0, |s| s.num_tokens_in);
+    let generated = r
+        .stages
+        .iter()
+        .fold(0u64, |sum, s| sum.saturating_add(s.num_tokens_out));
+    emit(MetricId::PromptTokens, LabelValues::NONE, prompt as f64);
+    emit(
+        MetricId::GenerationTokens,
+        LabelValues::NONE,
+        generated as f64,
+    );
+    if let Some(rtf) = r.audio_e2e_rtf {
+        emit(MetricId::AudioE2eRtf, LabelValues::NONE, finite(rtf));
+    }
+
+    for s in &r.stages {
+        let labels = LabelValues::stage(s.stage_id);
+        emit(MetricId::StageGenTime, labels, seconds(s.stage_gen_time_ms));
+        emit(MetricId::StageQueueTime, labels, seconds(s.queue_time_ms));
+        emit(
+            MetricId::StagePostprocessTime,
+            labels,
+            seconds(s.postprocess_time_ms),
+        );
+        if let Some(ms) = s.time_to_first_output_ms {
+            emit(MetricId::StageTimeToFirstOutput, labels, seconds(ms));
+        }
+        for &gap in &s.inter_output_gaps_ms {
+            emit(MetricId::StageInterOutputLatency, labels, seconds(gap));
+        }
+        if let Some(ms) = s.audio_duration_ms {
+            emit(MetricId::AudioDuration, labels, seconds(ms));
+        }
+        if let Some(rtf) = s.audio_rtf {
+            emit(MetricId::AudioRtf, labels, finite(rtf));
+        }
+        if s.audio_generated_frames > 0 {
+            emit(
+                MetricId::AudioFrames,
+                labels,
+                s.audio_generated_frames as f64,
+            );
+        }
+    }
+
+    for e in &r.transfers {
+        let labels = LabelValues::edge(e.from_stage, e.to_stage);
+        emit(MetricId::TransferTime, labels, seconds(e.total_time_ms()));
+        emit(MetricId::TransferTx, labels, seconds(e.tx_time_ms));
+        emit(MetricId::TransferRx, labels, seconds(e.rx_decode_time_ms));
+        emit(
+            MetricId::TransferInFlight,
+            labels,
+            seconds(e.in_flight_time_ms),
+        );
+        emit(MetricId::TransferSize, labels, e.size_bytes as f64);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stats::{EdgeName, StageRequestStats, TransferEdgeStats};
+
+    fn request(status: RequestStatus) -> RequestE2EStats {
+        RequestE2EStats {
+            request_id: "r-1".into(),
+            status,
+            e2e_total_ms: 41_299.133,
+            time_to_first_output_ms: Some(950.0),
+            time_to_first_audio_ms: Some(1_200.5),
+            audio_duration_ms: Some(21_896.875),
+            audio_e2e_rtf: Some(1.886),
+            stages: vec![
+                StageRequestStats {
+                    stage_id: 0,
+                    num_tokens_in: 4860,
+                    num_tokens_out: 67,
+                    stage_gen_time_ms: 9_910.007,
+                    postprocess_time_ms: 256.158,
+                    queue_time_ms: 12.5,
+                    time_to_first_output_ms: Some(42.5),
+                    inter_output_gaps_ms: vec![20.0, 30.0],
+                    ..Default::default()
+                },
+                StageRequestStats {
+                    stage_id: 2,
+                    num_tokens_in: 4384,
+                    num_tokens_out: 275,
+                    stage_gen_time_ms: 5_000.0,
+                    audio_generated_frames: 525_525,
+                    audio_sample_rate: Some(24_000),
+                    audio_duration_ms: Some(21_896.875),
+                    audio_rtf: Some(0.228),
+                    ..Default::default()
+                },
+            ],
+            transfers: vec![TransferEdgeStats {
+                edge: EdgeName { from: 0, to: 2 },
+                from_stage: 0,
+                to_stage: 2,
+                size_bytes: 111_900_005,
+                tx_time_ms: 78.701,
+                rx_decode_time_ms: 111.865,
+                in_flight_time_ms: 2.015,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }
+    }
+
+    fn collect(r: &RequestE2EStats) -> Vec<(MetricId, LabelValues, f64)> {
+        let mut out = Vec::new();
+        observe(r, |def, labels, v| out.push((def.id, labels, v)));
+        out
+    }
+
+    fn values(obs: &[(MetricId, LabelValues, f64)], id: MetricId) -> Vec<(LabelValues, f64)> {
+        obs.iter()
+            .filter(|(i, ..)| *i == id)
+            .map(|(_, l, v)| (*l, *v))
+            .collect()
+    }
+
+    #[test]
+    fn ids_index_the_catalogue() {
+        for (i, def) in METRICS.iter().enumerate() {
+            assert_eq!(def.id as usize, i, "{} is out of place", def.prometheus);
+            assert!(
+                def.prometheus.starts_with("vllm_omni:"),
+                "{}",
+                def.prometheus
+            );
+            assert!(!def.prometheus.ends_with("_total"), "{}", def.prometheus);
+            match def.kind {
+                MetricKind::Counter => assert!(def.buckets.is_empty()),
+                MetricKind::Histogram => {
+                    assert!(!def.buckets.is_empty());
+                    assert!(def.buckets.windows(2).all(|w| w[0] < w[1]));
+                }
+            }
+            let seconds_name = def.prometheus.ends_with("_s");
+            assert_eq!(seconds_name, def.unit == "s", "{}", def.prometheus);
+        }
+        let mut names: Vec<_> = METRICS.iter().map(|d| d.prometheus).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), METRICS.len());
+        let mut otel: Vec<_> = METRICS.iter().map(|d| d.otel).collect();
+        otel.sort_unstable();
+        otel.dedup();
+        assert_eq!(otel.len(), METRICS.len());
+    }
+
+    #[test]
+    fn an_ok_request_in_seconds_bytes_and_counts() {
+        let obs = collect(&request(RequestStatus::Ok));
+        let none = LabelValues::NONE;
+        let stage = LabelValues::stage;
+        let edge = LabelValues::edge(0, 2);
+        // Milliseconds to seconds, as a door must see them (one division, no rounding).
+        let s = |ms: f64| ms / 1000.0;
+        assert_eq!(
+            values(&obs, MetricId::RequestsSuccess),
+            [(
+                LabelValues {
+                    finished_reason: Some("stop"),
+                    ..none
+                },
+                1.0
+            )]
+        );
+        assert_eq!(
+            values(&obs, MetricId::E2eRequestLatency),
+            [(none, s(41_299.133))]
+        );
+        assert_eq!(
+            values(&obs, MetricId::RequestTimeToFirstOutput),
+            [(none, s(950.0))]
+        );
+        assert_eq!(
+            values(&obs, MetricId::TimeToFirstAudio),
+            [(stage(2), s(1_200.5))]
+        );
+        assert_eq!(values(&obs, MetricId::PromptTokens), [(none, 4860.0)]);
+        assert_eq!(values(&obs, MetricId::GenerationTokens), [(none, 342.0)]);
+        assert_eq!(values(&obs, MetricId::AudioE2eRtf), [(none, 1.886)]);
+        assert_eq!(
+            values(&obs, MetricId::StageGenTime),
+            [(stage(0), s(9_910.007)), (stage(2), 5.0)]
+        );
+        assert_eq!(
+            values(&obs, MetricId::StageQueueTime),
+            [(stage(0), s(12.5)), (stage(2), 0.0)]
+        );
+        assert_eq!(
+            values(&obs, MetricId::StagePostprocessTime),
+            [(stage(0), s(256.158)), (stage(2), 0.0)]
+        );
+        assert_eq!(
+            values(&obs, MetricId::StageTimeToFirstOutput),
+            [(stage(0), s(42.5))]
+        );
+        assert_eq!(
+            values(&obs, MetricId::StageInterOutputLatency),
+            [(stage(0), s(20.0)), (stage(0), s(30.0))]
+        );
+        assert_eq!(
+            values(&obs, MetricId::AudioDuration),
+            [(stage(2), s(21_896.875))]
+        );
+        assert_eq!(values(&obs, MetricId::AudioRtf), [(stage(2), 0.228)]);
+        assert_eq!(values(&obs, MetricId::AudioFrames), [(stage(2), 525_525.0)]);
+        let total = s(78.701 + 111.865 + 2.015);
+        assert_eq!(values(&obs, MetricId::TransferTime), [(edge, total)]);
+        assert_eq!(values(&obs, MetricId::TransferTx), [(edge, s(78.701))]);
+        assert_eq!(values(&obs, MetricId::TransferRx), [(edge, s(111.865))]);
+        assert_eq!(values(&obs, MetricId::TransferInFlight), [(edge, s(2.015))]);
+        assert_eq!(
+            values(&obs, MetricId::TransferSize),
+            [(edge, 111_900_005.0)]
+        );
+        // Every observation carries exactly the labels its family declares.
+        for (id, labels, value) in &obs {
+            let keys = id.def().labels;
+            assert_eq!(labels.stage.is_some(), keys == Labels::Stage, "{id:?}");
+            assert_eq!(labels.from_stage.is_some(), keys == Labels::Edge, "{id:?}");
+            assert_eq!(labels.to_stage.is_some(), keys == Labels::Edge, "{id:?}");
+            assert_eq!(
+                labels.finished_reason.is_some(),
+                keys == Labels::FinishedReason,
+                "{id:?}"
+            );
+            assert!(value.is_finite() && *value >= 0.0, "{id:?} = {value}");
+        }
+    }
+
+    #[test]
+    fn failed_requests_only_count() {
+        for (status, reason) in [
+            (RequestStatus::Error, "error"),
+            (RequestStatus::Aborted, "abort"),
+        ] {
+            let obs = collect(&request(status));
+            assert_eq!(obs.len(), 1);
+            assert_eq!(obs[0].0, MetricId::RequestsSuccess);
+            assert_eq!(obs[0].1.finished_reason, Some(reason));
+        }
+    }
+
+    #[test]
+    fn absent_optional_values_make_no_observation() {
+        let r = RequestE2EStats {
+            stages: vec![StageRequestStats {
+                stage_id: 1,
+                num_tokens_in: 7,
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let obs = collect(&r);
+        for id in [
+            MetricId::RequestTimeToFirstOutput,
+            MetricId::TimeToFirstAudio,
+            MetricId::AudioE2eRtf,
+            MetricId::StageTimeToFirstOutput,
+            MetricId::StageInterOutputLatency,
+            MetricId::AudioDuration,
+            MetricId::AudioRtf,
+            MetricId::AudioFrames,
+            MetricId::TransferTime,
+        ] {
+            assert!(values(&obs, id).is_empty(), "{id:?}");
+        }
+        // No stage 0: no prompt tokens.
+        assert_eq!(
+            values(&obs, MetricId::PromptTokens),
+            [(LabelValues::NONE, 0.0)]
+        );
+    }
+
+    #[test]
+    fn saturated_values_stay_finite() {
+        let r = RequestE2EStats {
+            e2e_total_ms: f64::MAX,
+            ..Default::default()
+        };
+        let obs = collect(&r);
+        let latency = values(&obs, MetricId::E2eRequestLatency)[0].1;
+        assert!(latency.is_finite());
+    }
+}

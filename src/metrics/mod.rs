@@ -1,0 +1,11 @@
+//! Metrics: one definition of every metric ([`catalog`]), read by every door that exports
+//! them (the Prometheus endpoint, OTLP metrics).
+//!
+//! A door never computes a value itself: it walks a finished request with
+//! [`catalog::observe`], which hands it each observation already in the door's unit
+//! (seconds, bytes, counts) with its labels (stage and edge ids, `finished_reason`; never a
+//! request id).
+
+pub mod catalog;
+
+pub use catalog::{LabelValues, Labels, METRICS, MetricDef, MetricId, MetricKind, observe};
