@@ -29,6 +29,8 @@ fn run_child(name: &str, env: &[(&str, &str)]) -> Output {
         .env_remove("RUST_LOG")
         .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
         .env_remove("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+        .env_remove("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT")
+        .env_remove("OTEL_METRICS_EXPORTER")
         .env_remove("OMNI_METRICS_JSONL");
     for (k, v) in env {
         cmd.env(k, v);
