@@ -7,6 +7,8 @@ mod http_receiver;
 #[path = "../support/grpc_receiver.rs"]
 mod receiver;
 
+mod metrics;
+
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
