@@ -681,3 +681,41 @@ fn failed_metric_exports_are_said_once_and_counted_at_shutdown() {
     assert!(running < at_shutdown, "{stderr}");
 }
 
+/// The README's table of names is the catalogue's: every metric, with its kind, unit,
+/// attributes and Prometheus family.
+#[test]
+fn the_readme_table_is_the_catalogue() {
+    use omni_metrics::metrics::catalog::Labels;
+    let readme = include_str!("../../README.md");
+    for def in METRICS {
+        let kind = match def.kind {
+            MetricKind::Counter => "counter",
+            MetricKind::Histogram => "histogram",
+        };
+        let attributes = match def.labels {
+            Labels::None => "",
+            Labels::Stage => "`stage`",
+            Labels::Edge => "`from_stage`, `to_stage`",
+            Labels::FinishedReason => "`finished_reason`",
+        };
+        let row = format!(
+            "| `{}` | {kind} | `{}` | {attributes} |",
+            def.otel, def.unit
+        );
+        let line = readme
+            .lines()
+            .find(|l| l.starts_with(&row))
+            .unwrap_or_else(|| panic!("README lacks the row {row:?}"));
+        assert!(
+            line.ends_with(&format!("| `{}` |", def.prometheus)),
+            "{line}"
+        );
+    }
+    let rows = readme
+        .lines()
+        .filter(|l| {
+            l.starts_with("| `omni.") || l.starts_with("| `gen_ai.") && l.contains("| `s` |")
+        })
+        .count();
+    assert_eq!(rows, METRICS.len(), "one row per metric");
+}
