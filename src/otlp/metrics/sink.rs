@@ -28,10 +28,11 @@ use crate::stats::RequestE2EStats;
 /// Finished requests that may wait for the recorder thread; more are dropped and counted
 /// ([`OtlpMetricsSink::dropped_requests`]).
 ///
-/// The recorder takes about 5 µs a request (a request of 3 stages and 2 edges, 63
-/// observations; release build), some 200,000 requests a second: 1,024 absorb a stall of
-/// 5 ms (a collection of every series), many times what an engine finishes in that time,
-/// while the queue stays small (a slot is 24 bytes up front, a queued request about 5 KiB).
+/// The recorder takes 5 to 11 µs a request (3 stages and 2 edges, 63 observations;
+/// release build, `benches/otlp_metrics.rs`), some 100,000 requests a second, far more
+/// than an engine finishes; 1,024 absorb a 10 ms stall of the recorder (a collection of
+/// every series) even at that rate, while the queue stays small (a slot is 24 bytes up
+/// front, a queued request about 5 KiB).
 pub const METRICS_QUEUE_CAPACITY: usize = 1024;
 
 /// Records every finished request's metrics into the OTLP pipeline's instruments: a
