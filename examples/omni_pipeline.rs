@@ -12,7 +12,7 @@
 //! cargo run --example omni_pipeline -- --mode online -n 2    # each request its own summary
 //! cargo run --example omni_pipeline -- --pipeline image
 //! OMNI_METRICS_JSONL=records.jsonl cargo run --example omni_pipeline
-//! cargo run --example omni_pipeline -- --otlp http://localhost:4317   # traces to a collector
+//! cargo run --example omni_pipeline -- --otlp http://localhost:4317   # traces and metrics to a collector
 //! OTEL_EXPORTER_OTLP_ENDPOINT=http://localhost:4317 cargo run --example omni_pipeline
 //! ```
 
@@ -51,8 +51,9 @@ struct Args {
     /// Print only the summaries, not each request's tables.
     #[arg(long)]
     summary_only: bool,
-    /// Export traces over OTLP/gRPC to this collector (e.g. http://localhost:4317). Without
-    /// it, traces are exported when OTEL_EXPORTER_OTLP_ENDPOINT is set.
+    /// Export traces and metrics over OTLP/gRPC to this collector (e.g.
+    /// http://localhost:4317). Without it, they are exported when
+    /// OTEL_EXPORTER_OTLP_ENDPOINT is set.
     #[arg(long, value_name = "ENDPOINT")]
     otlp: Option<String>,
     /// Fail every N-th request (status error, with a reason), to see failures in the
@@ -368,8 +369,8 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     }
     #[cfg(feature = "otlp")]
     {
-        // Traces go to --otlp, or wherever the OTEL_* variables say; OTEL_SERVICE_NAME wins
-        // over the program's own name.
+        // Traces and metrics go to --otlp, or wherever the OTEL_* variables say;
+        // OTEL_SERVICE_NAME wins over the program's own name.
         let mut otlp =
             omni_metrics::otlp::OtlpPipeline::builder().with_default_service_name("omni_pipeline");
         if let Some(endpoint) = &args.otlp {
@@ -377,11 +378,14 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         }
         install = install.with_otlp(otlp);
     }
-    // Metrics, RUST_LOG-filtered logs and (when configured) OTLP traces; the guard flushes
-    // the traces when it is dropped at the end of main.
+    // Tables, RUST_LOG-filtered logs and (when configured) OTLP traces and metrics; the
+    // guard flushes them when it is dropped at the end of main.
     let guard = install.init()?;
     if guard.exports_traces() {
         tracing::info!("exporting traces over OTLP");
+    }
+    if guard.exports_metrics() {
+        tracing::info!("exporting metrics over OTLP");
     }
 
     let runtime = tokio::runtime::Builder::new_multi_thread()

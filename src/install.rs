@@ -1,10 +1,11 @@
-//! The one-call install: metrics, logs and (with the `otlp` feature) traces.
+//! The one-call install: metrics, logs and (with the `otlp` feature) traces and OTLP
+//! metrics.
 //!
 //! [`init`] installs the global subscriber: a `Registry` with the metrics layer, a fmt layer
 //! filtered by `RUST_LOG` (on that layer only, so no log filter can hide an `omni.*` span
-//! from the metrics) and, when an OTLP endpoint is configured, the OpenTelemetry layer. It
-//! returns an [`OmniGuard`]: keep it alive for the life of the engine; dropping it flushes
-//! and shuts the exporter down within a bounded time.
+//! from the metrics) and, when an OTLP endpoint is configured, the OpenTelemetry layer and
+//! the OTLP metrics sink. It returns an [`OmniGuard`]: keep it alive for the life of the
+//! engine; dropping it flushes and shuts the exporters down within a bounded time.
 //!
 //! Engines that build their own subscriber use the layers directly:
 //! [`OmniMetricsLayer`] and [`crate::otlp::OtlpPipeline::layer`].
@@ -19,7 +20,7 @@ use crate::layer::{BuildError, Builder, OmniMetricsLayer};
 ///
 /// ```no_run
 /// let _guard = omni_metrics::init()?;
-/// // ... run the engine; tables print as requests finish, traces go to
+/// // ... run the engine; tables print as requests finish, traces and metrics go to
 /// // OTEL_EXPORTER_OTLP_ENDPOINT when it is set.
 /// # Ok::<(), omni_metrics::InitError>(())
 /// ```
@@ -62,18 +63,23 @@ impl Install {
         self
     }
 
-    /// Configures OTLP export. Export is on when
-    /// [`OtlpBuilder::exports`](crate::otlp::OtlpBuilder::exports) says so: an endpoint is
-    /// given (here or in `OTEL_EXPORTER_OTLP_ENDPOINT` / `..._TRACES_ENDPOINT`) or
-    /// `OTEL_TRACES_EXPORTER=otlp` is set, and neither `OTEL_SDK_DISABLED=true` nor
-    /// `OTEL_TRACES_EXPORTER=none` is.
+    /// Configures OTLP export. Traces are exported when
+    /// [`OtlpBuilder::exports_traces`](crate::otlp::OtlpBuilder::exports_traces) says so:
+    /// an endpoint is given (here or in `OTEL_EXPORTER_OTLP_ENDPOINT` /
+    /// `..._TRACES_ENDPOINT`) or `OTEL_TRACES_EXPORTER=otlp` is set, and neither
+    /// `OTEL_SDK_DISABLED=true` nor `OTEL_TRACES_EXPORTER=none` is. Metrics are exported
+    /// when [`OtlpBuilder::exports_metrics`](crate::otlp::OtlpBuilder::exports_metrics)
+    /// says so (an endpoint for them, `OTEL_METRICS_EXPORTER`,
+    /// [`OtlpBuilder::with_metrics`](crate::otlp::OtlpBuilder::with_metrics)): then the
+    /// metrics layer gets the pipeline's
+    /// [`metrics_sink`](crate::otlp::OtlpPipeline::metrics_sink).
     #[cfg(feature = "otlp")]
     pub fn with_otlp(mut self, builder: crate::otlp::OtlpBuilder) -> Self {
         self.otlp = Some(builder);
         self
     }
 
-    /// Never exports traces, whatever the environment says.
+    /// Never exports traces or metrics over OTLP, whatever the environment says.
     #[cfg(feature = "otlp")]
     pub fn without_otlp(mut self) -> Self {
         self.otlp_disabled = true;
@@ -94,12 +100,33 @@ impl Install {
             ));
         }
         let metrics_builder = self.metrics.unwrap_or_else(OmniMetricsLayer::builder);
+        // Built first: the metrics layer gets the pipeline's metrics sink.
         #[cfg(feature = "otlp")]
-        let otlp_builder = self.otlp.unwrap_or_default();
+        let mut pipeline = if self.otlp_disabled {
+            None
+        } else {
+            Some(
+                self.otlp
+                    .unwrap_or_default()
+                    .build()
+                    .map_err(InitError::Otlp)?,
+            )
+        };
+        // A pipeline that exports nothing is not installed; its warnings (an unsupported
+        // OTEL_METRICS_EXPORTER) are still said, once the subscriber is there.
         #[cfg(feature = "otlp")]
-        let exporting = !self.otlp_disabled && otlp_builder.exports();
+        let unused_warnings = match pipeline.take_if(|p| !p.exports()) {
+            Some(mut unused) => unused.take_warnings(),
+            None => Vec::new(),
+        };
         #[cfg(feature = "otlp")]
-        let metrics_builder = metrics_builder.with_trace_annotations(exporting);
+        let metrics_builder = match &pipeline {
+            Some(p) if p.exports_metrics() => metrics_builder
+                .with_trace_annotations(p.exports_traces())
+                .with_sink(p.metrics_sink()),
+            Some(p) => metrics_builder.with_trace_annotations(p.exports_traces()),
+            None => metrics_builder.with_trace_annotations(false),
+        };
         let metrics = metrics_builder.build().map_err(InitError::Metrics)?;
         if let Some(message) = crate::diagnostics::static_level_warning() {
             crate::diagnostics::stderr_notice(crate::diagnostics::Notice::StaticMaxLevel, message);
@@ -109,29 +136,34 @@ impl Install {
             (None, Some(directives)) => EnvFilter::builder().parse_lossy(directives),
             _ => log_filter(),
         };
-        #[cfg(feature = "otlp")]
-        let pipeline = if exporting {
-            Some(otlp_builder.build().map_err(InitError::Otlp)?)
-        } else {
-            None
-        };
         let base = tracing_subscriber::registry().with(metrics);
         // Two subscriber types rather than an `Option` layer: `Option<L>` does not pass
         // `on_register_dispatch` on (tracing-subscriber 0.3), which the OTLP layers need.
         #[cfg(feature = "otlp")]
         let installed = match &pipeline {
-            Some(p) => base.with(p.layer()).with(log_layer(filter)).try_init(),
-            None => base.with(log_layer(filter)).try_init(),
+            Some(p) if p.exports_traces() => {
+                base.with(p.layer()).with(log_layer(filter)).try_init()
+            }
+            // Metrics only: their sink is in the metrics layer, no OpenTelemetry layer.
+            _ => base.with(log_layer(filter)).try_init(),
         };
         #[cfg(not(feature = "otlp"))]
         let installed = base.with(log_layer(filter)).try_init();
         installed.map_err(|e| InitError::AlreadyInstalled(e.to_string()))?;
         INSTALLED.store(true, std::sync::atomic::Ordering::Relaxed);
         bridge_log();
+        #[cfg(feature = "otlp")]
+        for warning in unused_warnings {
+            tracing::warn!(target: "omni_metrics::otlp", "{warning}");
+        }
+        #[cfg(feature = "otlp")]
+        let exports_traces = pipeline.as_ref().is_some_and(|p| p.exports_traces());
         Ok(OmniGuard {
             handle,
             #[cfg(feature = "otlp")]
             otlp: pipeline.map(crate::otlp::OtlpPipeline::into_guard),
+            #[cfg(feature = "otlp")]
+            exports_traces,
             reported: false,
         })
     }
@@ -183,14 +215,16 @@ fn bridge_log() {
 }
 
 /// Keeps the installed pipeline running; dropping it writes the queued console tables and
-/// JSON-lines records (within 2 s) and flushes and shuts the OTLP exporter down within its
-/// timeout (from any thread or runtime).
+/// JSON-lines records (within 2 s) and flushes and shuts the OTLP exporters (traces and
+/// metrics) down within their timeout (from any thread or runtime).
 #[derive(Debug)]
 #[must_use = "dropping the guard shuts the exporter down at once"]
 pub struct OmniGuard {
     handle: MetricsHandle,
     #[cfg(feature = "otlp")]
     otlp: Option<crate::otlp::OtlpGuard>,
+    #[cfg(feature = "otlp")]
+    exports_traces: bool,
     /// Whether what was still open has been reported.
     reported: bool,
 }
@@ -221,12 +255,33 @@ impl OmniGuard {
     pub fn exports_traces(&self) -> bool {
         #[cfg(feature = "otlp")]
         {
-            self.otlp.is_some()
+            self.exports_traces
         }
         #[cfg(not(feature = "otlp"))]
         {
             false
         }
+    }
+
+    /// Whether metrics are exported over OTLP.
+    pub fn exports_metrics(&self) -> bool {
+        #[cfg(feature = "otlp")]
+        {
+            self.otlp
+                .as_ref()
+                .is_some_and(|g| g.metrics_stats().is_some())
+        }
+        #[cfg(not(feature = "otlp"))]
+        {
+            false
+        }
+    }
+
+    /// The OTLP guard, when something is exported: its
+    /// [`force_flush`](crate::otlp::OtlpGuard::force_flush) and export counts.
+    #[cfg(feature = "otlp")]
+    pub fn otlp(&self) -> Option<&crate::otlp::OtlpGuard> {
+        self.otlp.as_ref()
     }
 
     /// Flushes the console and JSON-lines records (within
@@ -235,7 +290,8 @@ impl OmniGuard {
     ///
     /// # Errors
     ///
-    /// [`InitError::Otlp`] when spans could not be exported (the message says how many).
+    /// [`InitError::Otlp`] when spans could not be exported or metric exports failed (the
+    /// message says how many).
     /// Lost records are reported as a warning and in
     /// [`MetricsHandle::sink_losses`].
     pub fn shutdown(&mut self) -> Result<(), InitError> {

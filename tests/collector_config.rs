@@ -55,6 +55,23 @@ fn collector_receives_otlp_on_4317_and_4318_and_forwards_traces_to_jaeger() {
     );
 }
 
+/// omni-metrics exports metrics to the same collector: it must take them (a collector
+/// without a metrics pipeline refuses them, and every export is counted as failed).
+#[test]
+fn collector_takes_otlp_metrics() {
+    let c = load("otel-collector.yaml");
+    let metrics = &c["service"]["pipelines"]["metrics"];
+    assert_eq!(strings(&metrics["receivers"]), ["otlp"]);
+    let exporters = strings(&metrics["exporters"]);
+    assert!(!exporters.is_empty(), "a metrics exporter");
+    for name in &exporters {
+        assert!(
+            !c["exporters"][name.as_str()].is_badvalue(),
+            "pipeline exporter {name} is defined"
+        );
+    }
+}
+
 #[test]
 fn compose_runs_jaeger_and_the_collector_on_the_readme_ports() {
     let d = load("docker-compose.yaml");

@@ -25,6 +25,7 @@ fn init_exports_and_the_guard_shuts_down_from_a_current_thread_runtime() {
         .init()
         .expect("first install in this process");
     assert!(guard.exports_traces());
+    assert!(guard.exports_metrics(), "metrics go to the same collector");
 
     let second = omni_metrics::init().expect_err("a second install is refused");
     assert!(matches!(
@@ -53,4 +54,29 @@ fn init_exports_and_the_guard_shuts_down_from_a_current_thread_runtime() {
     });
     let names: Vec<String> = receiver.spans().into_iter().map(|s| s.name).collect();
     assert!(names.contains(&"request installed".to_owned()), "{names:?}");
+
+    // The guard's drop recorded what was queued and exported the metrics once more.
+    use opentelemetry_proto::tonic::metrics::v1::metric::Data;
+    use opentelemetry_proto::tonic::metrics::v1::number_data_point::Value;
+    let metrics: Vec<_> = receiver
+        .metrics()
+        .into_iter()
+        .flat_map(|rm| rm.scope_metrics)
+        .flat_map(|sm| sm.metrics)
+        .collect();
+    let find = |name: &str| {
+        metrics
+            .iter()
+            .find(|m| m.name == name)
+            .and_then(|m| m.data.clone())
+            .unwrap_or_else(|| panic!("{name} exported"))
+    };
+    match find("gen_ai.server.request.duration") {
+        Data::Histogram(h) => assert_eq!(h.data_points[0].count, 1),
+        other => panic!("a histogram: {other:?}"),
+    }
+    match find("omni.request.prompt_tokens") {
+        Data::Sum(s) => assert_eq!(s.data_points[0].value, Some(Value::AsInt(7))),
+        other => panic!("a sum: {other:?}"),
+    }
 }

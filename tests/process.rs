@@ -29,6 +29,8 @@ fn run_child(name: &str, env: &[(&str, &str)]) -> Output {
         .env_remove("RUST_LOG")
         .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
         .env_remove("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+        .env_remove("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT")
+        .env_remove("OTEL_METRICS_EXPORTER")
         .env_remove("OMNI_METRICS_JSONL");
     for (k, v) in env {
         cmd.env(k, v);
@@ -80,6 +82,19 @@ fn issue6_otlp_error_paths_inside_async_do_not_panic() {
             .build()
             .expect("builds");
         drop(pipeline);
+        // The same over HTTP/protobuf (blocking clients, which must not be dropped here),
+        // and a guard with recorded metrics dropped inside the runtime.
+        let pipeline = OtlpPipeline::builder()
+            .with_endpoint("http://127.0.0.1:9/v1/traces")
+            .with_protocol(omni_metrics::otlp::OtlpProtocol::HttpProtobuf)
+            .with_shutdown_timeout(Duration::from_millis(200))
+            .build()
+            .expect("builds");
+        assert!(pipeline.exports_metrics());
+        let sink = pipeline.metrics_sink();
+        let guard = pipeline.into_guard();
+        omni_metrics::report::Sink::on_request(&sink, &Default::default());
+        drop(guard);
         // The README's own-subscriber path when the metrics builder fails after the pipeline.
         let composed = || -> Result<(), Box<dyn std::error::Error>> {
             let _otlp = OtlpPipeline::builder()

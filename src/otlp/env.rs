@@ -32,15 +32,141 @@ pub const OTEL_TRACES_SAMPLER: &str = "OTEL_TRACES_SAMPLER";
 pub const OTEL_TRACES_SAMPLER_ARG: &str = "OTEL_TRACES_SAMPLER_ARG";
 /// `OTEL_SERVICE_NAME`: the exported `service.name`.
 pub const OTEL_SERVICE_NAME: &str = "OTEL_SERVICE_NAME";
+/// `OTEL_EXPORTER_OTLP_METRICS_ENDPOINT`: the collector for metrics (wins over
+/// [`OTEL_EXPORTER_OTLP_ENDPOINT`]); over HTTP the full URL, `.../v1/metrics`.
+pub const OTEL_EXPORTER_OTLP_METRICS_ENDPOINT: &str = "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT";
+/// `OTEL_EXPORTER_OTLP_METRICS_PROTOCOL`: `grpc` or `http/protobuf`, for metrics (wins over
+/// [`OTEL_EXPORTER_OTLP_PROTOCOL`]).
+pub const OTEL_EXPORTER_OTLP_METRICS_PROTOCOL: &str = "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL";
+/// `OTEL_METRICS_EXPORTER`: `otlp` exports metrics (to the default endpoint if none is
+/// set), `none` exports none; any other value is a warning, and no metrics are exported.
+pub const OTEL_METRICS_EXPORTER: &str = "OTEL_METRICS_EXPORTER";
+/// `OTEL_METRIC_EXPORT_INTERVAL`: milliseconds between two metric exports; see
+/// [`DEFAULT_METRIC_EXPORT_INTERVAL`](super::DEFAULT_METRIC_EXPORT_INTERVAL).
+pub const OTEL_METRIC_EXPORT_INTERVAL: &str = "OTEL_METRIC_EXPORT_INTERVAL";
+/// `OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE`: `cumulative` (default), `delta` or
+/// `lowmemory`, in any case; see [`MetricTemporality`](super::MetricTemporality).
+pub const OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE: &str =
+    "OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE";
+
+/// The signal a setting is for: its signal-specific variables win over the generic ones.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Signal {
+    Traces,
+    Metrics,
+}
+
+impl Signal {
+    /// The endpoint variables, the signal's first.
+    pub(super) fn endpoint_vars(self) -> [&'static str; 2] {
+        match self {
+            Self::Traces => [
+                OTEL_EXPORTER_OTLP_TRACES_ENDPOINT,
+                OTEL_EXPORTER_OTLP_ENDPOINT,
+            ],
+            Self::Metrics => [
+                OTEL_EXPORTER_OTLP_METRICS_ENDPOINT,
+                OTEL_EXPORTER_OTLP_ENDPOINT,
+            ],
+        }
+    }
+
+    /// The protocol variables, the signal's first.
+    pub(super) fn protocol_vars(self) -> [&'static str; 2] {
+        match self {
+            Self::Traces => [
+                OTEL_EXPORTER_OTLP_TRACES_PROTOCOL,
+                OTEL_EXPORTER_OTLP_PROTOCOL,
+            ],
+            Self::Metrics => [
+                OTEL_EXPORTER_OTLP_METRICS_PROTOCOL,
+                OTEL_EXPORTER_OTLP_PROTOCOL,
+            ],
+        }
+    }
+
+    /// The protocol: `code`, else the variables, else gRPC.
+    pub(super) fn protocol(self, code: Option<OtlpProtocol>) -> Result<OtlpProtocol, OtlpError> {
+        if let Some(p) = code {
+            return Ok(p);
+        }
+        for var in self.protocol_vars() {
+            if let Some(value) = nonempty(var) {
+                return OtlpProtocol::parse(&value).ok_or(OtlpError::Protocol { var, value });
+            }
+        }
+        Ok(OtlpProtocol::Grpc)
+    }
+
+    /// Checks the endpoint the exporter will read from the variables (the signal's first),
+    /// if one is set: `Ok(true)` for an `https://` one.
+    pub(super) fn check_env_endpoint(self, protocol: OtlpProtocol) -> Result<bool, OtlpError> {
+        for var in self.endpoint_vars() {
+            if let Some(value) = nonempty(var) {
+                return check_endpoint(&value, var, protocol);
+            }
+        }
+        Ok(false)
+    }
+}
 
 pub(super) fn nonempty(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.trim().is_empty())
 }
 
-/// Whether an OTLP endpoint is configured in the environment.
+/// Whether an OTLP endpoint for traces is configured in the environment
+/// (`OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` or `OTEL_EXPORTER_OTLP_ENDPOINT`).
 pub fn endpoint_in_env() -> bool {
-    nonempty(OTEL_EXPORTER_OTLP_TRACES_ENDPOINT).is_some()
-        || nonempty(OTEL_EXPORTER_OTLP_ENDPOINT).is_some()
+    Signal::Traces
+        .endpoint_vars()
+        .into_iter()
+        .any(|var| nonempty(var).is_some())
+}
+
+/// Whether an OTLP endpoint for metrics is configured in the environment
+/// (`OTEL_EXPORTER_OTLP_METRICS_ENDPOINT` or `OTEL_EXPORTER_OTLP_ENDPOINT`).
+pub(super) fn metrics_endpoint_in_env() -> bool {
+    Signal::Metrics
+        .endpoint_vars()
+        .into_iter()
+        .any(|var| nonempty(var).is_some())
+}
+
+/// What `OTEL_METRICS_EXPORTER` asks for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) enum MetricsExporterVar {
+    /// Unset (or empty): metrics follow the endpoint settings.
+    Unset,
+    /// `otlp` (alone or in a list): export, to the default endpoint if none is set.
+    Otlp,
+    /// `none`: export no metrics.
+    None,
+    /// Anything else: not exported, said once.
+    Unsupported(String),
+}
+
+/// Reads `OTEL_METRICS_EXPORTER`: a comma-separated list, in any case (`otlp`, `none`).
+pub(super) fn metrics_exporter_var() -> MetricsExporterVar {
+    let Some(value) = nonempty(OTEL_METRICS_EXPORTER) else {
+        return MetricsExporterVar::Unset;
+    };
+    let entries: Vec<String> = value
+        .split(',')
+        .map(|e| e.trim().to_ascii_lowercase())
+        .filter(|e| !e.is_empty())
+        .collect();
+    if entries.iter().any(|e| e == "otlp") {
+        MetricsExporterVar::Otlp
+    } else if entries.iter().all(|e| e == "none") {
+        MetricsExporterVar::None
+    } else {
+        MetricsExporterVar::Unsupported(value)
+    }
+}
+
+/// Whether `OTEL_SDK_DISABLED=true` turns every OTLP export off.
+pub(super) fn sdk_disabled_in_env() -> bool {
+    sdk_disabled()
 }
 
 /// Whether the environment turns trace export off (`OTEL_SDK_DISABLED=true` or
@@ -100,25 +226,12 @@ impl Settings {
                 });
             }
         }
-        let protocol = builder.protocol()?;
+        let protocol = Signal::Traces.protocol(builder.protocol)?;
         let code_endpoint = builder.endpoint.clone();
-        let mut https = false;
-        match &code_endpoint {
-            Some(endpoint) => {
-                https = check_endpoint(endpoint, "the endpoint given in code", protocol)?;
-            }
-            None => {
-                for var in [
-                    OTEL_EXPORTER_OTLP_TRACES_ENDPOINT,
-                    OTEL_EXPORTER_OTLP_ENDPOINT,
-                ] {
-                    if let Some(value) = nonempty(var) {
-                        https = check_endpoint(&value, var, protocol)?;
-                        break;
-                    }
-                }
-            }
-        }
+        let https = match &code_endpoint {
+            Some(endpoint) => check_endpoint(endpoint, "the endpoint given in code", protocol)?,
+            None => Signal::Traces.check_env_endpoint(protocol)?,
+        };
         let max_queue_size = match builder.max_queue_size {
             Some(n) => n,
             None => match nonempty(OTEL_BSP_MAX_QUEUE_SIZE) {
@@ -150,7 +263,7 @@ impl Settings {
 
 /// An endpoint that cannot work is an error now, not a silent loss later. `Ok(true)` for an
 /// `https://` endpoint.
-fn check_endpoint(
+pub(super) fn check_endpoint(
     endpoint: &str,
     source: &'static str,
     protocol: OtlpProtocol,

@@ -146,7 +146,7 @@ impl ExportStats {
 /// Whether an export failed for want of an answer in time. opentelemetry-otlp reports a
 /// gRPC `DeadlineExceeded` or an HTTP timeout as an `InternalFailure` with the cause in its
 /// text, so the text is read too.
-fn is_timeout(error: &OTelSdkError) -> bool {
+pub(super) fn is_timeout(error: &OTelSdkError) -> bool {
     match error {
         OTelSdkError::Timeout(_) => true,
         other => {

@@ -4,7 +4,7 @@
 use opentelemetry_otlp::tonic_types::transport::{Certificate, ClientTlsConfig, Identity};
 
 use super::OtlpError;
-use super::env::nonempty;
+use super::env::{Signal, nonempty};
 
 /// `OTEL_EXPORTER_OTLP_CERTIFICATE`: a PEM file of the CA(s) that signed the collector's
 /// certificate, trusted besides the system's and the webpki roots.
@@ -20,6 +20,49 @@ pub const OTEL_EXPORTER_OTLP_TRACES_CLIENT_CERTIFICATE: &str =
 pub const OTEL_EXPORTER_OTLP_CLIENT_KEY: &str = "OTEL_EXPORTER_OTLP_CLIENT_KEY";
 /// `OTEL_EXPORTER_OTLP_TRACES_CLIENT_KEY`: as above, for traces.
 pub const OTEL_EXPORTER_OTLP_TRACES_CLIENT_KEY: &str = "OTEL_EXPORTER_OTLP_TRACES_CLIENT_KEY";
+/// `OTEL_EXPORTER_OTLP_METRICS_CERTIFICATE`: the collector's CA, for metrics (wins over
+/// [`OTEL_EXPORTER_OTLP_CERTIFICATE`]).
+pub const OTEL_EXPORTER_OTLP_METRICS_CERTIFICATE: &str = "OTEL_EXPORTER_OTLP_METRICS_CERTIFICATE";
+/// `OTEL_EXPORTER_OTLP_METRICS_CLIENT_CERTIFICATE`: this client's certificate, for metrics.
+pub const OTEL_EXPORTER_OTLP_METRICS_CLIENT_CERTIFICATE: &str =
+    "OTEL_EXPORTER_OTLP_METRICS_CLIENT_CERTIFICATE";
+/// `OTEL_EXPORTER_OTLP_METRICS_CLIENT_KEY`: this client's private key, for metrics.
+pub const OTEL_EXPORTER_OTLP_METRICS_CLIENT_KEY: &str = "OTEL_EXPORTER_OTLP_METRICS_CLIENT_KEY";
+
+/// The CA, client certificate and client key variables of `signal`, each the signal's
+/// first.
+fn vars(signal: Signal) -> [[&'static str; 2]; 3] {
+    match signal {
+        Signal::Traces => [
+            [
+                OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE,
+                OTEL_EXPORTER_OTLP_CERTIFICATE,
+            ],
+            [
+                OTEL_EXPORTER_OTLP_TRACES_CLIENT_CERTIFICATE,
+                OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE,
+            ],
+            [
+                OTEL_EXPORTER_OTLP_TRACES_CLIENT_KEY,
+                OTEL_EXPORTER_OTLP_CLIENT_KEY,
+            ],
+        ],
+        Signal::Metrics => [
+            [
+                OTEL_EXPORTER_OTLP_METRICS_CERTIFICATE,
+                OTEL_EXPORTER_OTLP_CERTIFICATE,
+            ],
+            [
+                OTEL_EXPORTER_OTLP_METRICS_CLIENT_CERTIFICATE,
+                OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE,
+            ],
+            [
+                OTEL_EXPORTER_OTLP_METRICS_CLIENT_KEY,
+                OTEL_EXPORTER_OTLP_CLIENT_KEY,
+            ],
+        ],
+    }
+}
 
 /// The first of `vars` that is set: its name and value.
 fn first_set(vars: [&'static str; 2]) -> Option<(&'static str, String)> {
@@ -27,19 +70,11 @@ fn first_set(vars: [&'static str; 2]) -> Option<(&'static str, String)> {
         .find_map(|var| nonempty(var).map(|value| (var, value)))
 }
 
-/// Whether any TLS variable is set (then TLS is configured even for an endpoint given
-/// without a scheme the exporter would upgrade).
-pub(super) fn configured_in_env() -> bool {
-    first_set([
-        OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE,
-        OTEL_EXPORTER_OTLP_CERTIFICATE,
-    ])
-    .is_some()
-        || first_set([
-            OTEL_EXPORTER_OTLP_TRACES_CLIENT_CERTIFICATE,
-            OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE,
-        ])
-        .is_some()
+/// Whether any TLS variable of `signal` is set (then TLS is configured even for an
+/// endpoint given without a scheme the exporter would upgrade).
+pub(super) fn configured_in_env(signal: Signal) -> bool {
+    let [ca, cert, _] = vars(signal);
+    first_set(ca).is_some() || first_set(cert).is_some()
 }
 
 fn read(var: &'static str, path: &str) -> Result<Vec<u8>, OtlpError> {
@@ -50,28 +85,23 @@ fn read(var: &'static str, path: &str) -> Result<Vec<u8>, OtlpError> {
     })
 }
 
-/// The TLS configuration: the system's and the webpki roots, plus the CA file (code, then
-/// the variables) and the client identity of the variables.
-pub(super) fn client_config(ca_from_code: Option<&str>) -> Result<ClientTlsConfig, OtlpError> {
+/// The TLS configuration of `signal`: the system's and the webpki roots, plus the CA file
+/// (code, then the variables) and the client identity of the variables.
+pub(super) fn client_config(
+    signal: Signal,
+    ca_from_code: Option<&str>,
+) -> Result<ClientTlsConfig, OtlpError> {
+    let [ca_vars, cert_vars, key_vars] = vars(signal);
     let mut config = ClientTlsConfig::new().with_enabled_roots();
     let ca = match ca_from_code {
         Some(path) => Some(("OtlpBuilder::with_ca_certificate", path.to_owned())),
-        None => first_set([
-            OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE,
-            OTEL_EXPORTER_OTLP_CERTIFICATE,
-        ]),
+        None => first_set(ca_vars),
     };
     if let Some((var, path)) = ca {
         config = config.ca_certificate(Certificate::from_pem(read(var, &path)?));
     }
-    let cert = first_set([
-        OTEL_EXPORTER_OTLP_TRACES_CLIENT_CERTIFICATE,
-        OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE,
-    ]);
-    let key = first_set([
-        OTEL_EXPORTER_OTLP_TRACES_CLIENT_KEY,
-        OTEL_EXPORTER_OTLP_CLIENT_KEY,
-    ]);
+    let cert = first_set(cert_vars);
+    let key = first_set(key_vars);
     match (cert, key) {
         (Some((cert_var, cert)), Some((key_var, key))) => {
             config = config.identity(Identity::from_pem(

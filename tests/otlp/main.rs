@@ -8,6 +8,7 @@ mod http_receiver;
 mod receiver;
 
 mod detail;
+mod metrics;
 
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
@@ -936,6 +937,11 @@ fn issue7_tls_receiver_with_a_self_signed_certificate_gets_every_span() {
     let spans = receiver.spans();
     one_trace_per_request(&spans, 3, "every request over TLS");
     assert!(
+        !receiver.metrics().is_empty(),
+        "metrics over TLS too, with the same CA"
+    );
+    assert!(!stderr.contains("metric exports failed"), "{stderr}");
+    assert!(
         receiver
             .authorization()
             .iter()
@@ -961,6 +967,10 @@ fn issue7_tls_receiver_with_a_self_signed_certificate_gets_every_span() {
     assert!(
         stderr.contains("spans could not be exported"),
         "said, not silent: {stderr}"
+    );
+    assert!(
+        stderr.contains("metric exports failed"),
+        "the metrics' loss too: {stderr}"
     );
     assert!(!stderr.contains("s3cr3t"), "{stderr}");
     let _ = std::fs::remove_dir_all(&dir);

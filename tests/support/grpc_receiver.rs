@@ -1,15 +1,22 @@
-//! A real OTLP/gRPC trace receiver on loopback, built from `opentelemetry-proto`'s
-//! generated `TraceService`, running on its own tokio runtime.
+//! A real OTLP/gRPC receiver on loopback, built from `opentelemetry-proto`'s generated
+//! `TraceService` and `MetricsService`, running on its own tokio runtime.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
+use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::{
+    MetricsService, MetricsServiceServer,
+};
+use opentelemetry_proto::tonic::collector::metrics::v1::{
+    ExportMetricsServiceRequest, ExportMetricsServiceResponse,
+};
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
     TraceService, TraceServiceServer,
 };
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
+use opentelemetry_proto::tonic::metrics::v1::ResourceMetrics;
 use opentelemetry_proto::tonic::trace::v1::Span;
 
 #[derive(Clone, Default)]
@@ -19,6 +26,27 @@ struct Collect {
     spans: Arc<Mutex<Vec<Span>>>,
     services: Arc<Mutex<Vec<String>>>,
     authorization: Arc<Mutex<Vec<String>>>,
+    metrics: Arc<Mutex<Vec<ResourceMetrics>>>,
+}
+
+#[tonic::async_trait]
+impl MetricsService for Collect {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportMetricsServiceRequest>,
+    ) -> Result<tonic::Response<ExportMetricsServiceResponse>, tonic::Status> {
+        if !self.delay.is_zero() {
+            tokio::time::sleep(self.delay).await;
+        }
+        let mut metrics = self
+            .metrics
+            .lock()
+            .map_err(|_| tonic::Status::internal("poisoned"))?;
+        metrics.extend(request.into_inner().resource_metrics);
+        Ok(tonic::Response::new(ExportMetricsServiceResponse {
+            partial_success: None,
+        }))
+    }
 }
 
 #[tonic::async_trait]
@@ -72,6 +100,7 @@ pub(crate) struct GrpcReceiver {
     spans: Arc<Mutex<Vec<Span>>>,
     services: Arc<Mutex<Vec<String>>>,
     authorization: Arc<Mutex<Vec<String>>>,
+    metrics: Arc<Mutex<Vec<ResourceMetrics>>>,
     _runtime: tokio::runtime::Runtime,
 }
 
@@ -111,6 +140,7 @@ impl GrpcReceiver {
         let spans = collect.spans.clone();
         let services = collect.services.clone();
         let authorization = collect.authorization.clone();
+        let metrics = collect.metrics.clone();
         let listener = runtime
             .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
             .expect("bind loopback");
@@ -121,7 +151,8 @@ impl GrpcReceiver {
         }
         runtime.spawn(
             server
-                .add_service(TraceServiceServer::new(collect))
+                .add_service(TraceServiceServer::new(collect.clone()))
+                .add_service(MetricsServiceServer::new(collect))
                 .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
         );
         Self {
@@ -129,12 +160,19 @@ impl GrpcReceiver {
             spans,
             services,
             authorization,
+            metrics,
             _runtime: runtime,
         }
     }
 
     pub(crate) fn spans(&self) -> Vec<Span> {
         self.spans.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    /// The resource metrics of every metrics export received, in order.
+    #[allow(dead_code)] // not every test binary that includes the receiver reads metrics
+    pub(crate) fn metrics(&self) -> Vec<ResourceMetrics> {
+        self.metrics.lock().map(|m| m.clone()).unwrap_or_default()
     }
 
     /// The `authorization` header of every export received.
