@@ -21,3 +21,7 @@ pub use layer::{BuildError, Builder, JSONL_ENV, OmniMetricsLayer};
 #[cfg(feature = "otlp")]
 #[cfg_attr(docsrs, doc(cfg(feature = "otlp")))]
 pub mod otlp;
+
+#[cfg(feature = "replay")]
+#[cfg_attr(docsrs, doc(cfg(feature = "replay")))]
+pub mod replay;
