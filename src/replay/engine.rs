@@ -83,8 +83,8 @@ fn nodes(
         });
     }
     // The nearest ancestor of the convention, through the engine's own spans.
-    for n in 0..nodes.len() {
-        let Some(rec) = nodes[n].rec.map(|i| &spans[i]) else {
+    for node in &mut nodes {
+        let Some(rec) = node.rec.map(|i| &spans[i]) else {
             continue;
         };
         let mut next = rec.parent_id;
@@ -100,14 +100,14 @@ fn nodes(
                     None => next = spans[i].parent_id,
                 },
                 None => {
-                    if nodes[n].kind != SpanKind::Request {
+                    if node.kind != SpanKind::Request {
                         stats.missing_parents += 1;
                     }
                     break;
                 }
             }
         }
-        nodes[n].parent = parent;
+        node.parent = parent;
     }
     // Requests and their run.
     let mut made_up: HashMap<(u128, u64), usize> = HashMap::new();
@@ -196,9 +196,9 @@ fn fit_times(nodes: &mut [Node]) -> u64 {
             run.end_ns = run.end_ns.max(end);
         }
     }
-    for n in 0..nodes.len() {
-        if nodes[n].rec.is_none() && nodes[n].start_ns > nodes[n].end_ns {
-            (nodes[n].start_ns, nodes[n].end_ns) = (0, 0); // a run with no request
+    for node in nodes.iter_mut() {
+        if node.rec.is_none() && node.start_ns > node.end_ns {
+            (node.start_ns, node.end_ns) = (0, 0); // a run with no request
         }
     }
     order.sort_by_key(|&n| nodes[n].depth);
