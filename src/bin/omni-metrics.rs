@@ -73,7 +73,8 @@ enum Group {
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum Input {
-    /// JSON if the (decompressed) data starts with `{`, else protobuf.
+    /// By the file's extension (`.json`, `.jsonl`; `.pb`, `.binpb`), else JSON if the
+    /// (decompressed) data looks like text, else protobuf.
     Auto,
     /// OTLP JSON, one export request per line.
     Json,

@@ -309,9 +309,11 @@ impl Replay {
             Err(_) => return ReplayStats::default(),
         };
         let diagnostics = diagnostics.then(|| {
+            use std::io::IsTerminal as _;
             use tracing_subscriber::Layer as _;
             tracing_subscriber::fmt::layer()
                 .with_writer(std::io::stderr)
+                .with_ansi(std::io::stderr().is_terminal())
                 .with_target(false)
                 .without_time()
                 .with_filter(

@@ -245,3 +245,40 @@ fn a_file_given_twice_counts_once() {
         "{stderr}"
     );
 }
+
+/// A run whose span is in no file (a collector that lost it, a run still open): its
+/// requests, which link to it, are still summarized together.
+#[test]
+fn requests_of_a_run_missing_from_the_files_stay_together() {
+    let dir = live_run();
+    let mut lines = Vec::new();
+    for line in std::fs::read_to_string(dir.join("traces.json"))
+        .expect("json")
+        .lines()
+    {
+        let mut v: Value = serde_json::from_str(line).expect("json");
+        for rs in v["resourceSpans"].as_array_mut().into_iter().flatten() {
+            for ss in rs["scopeSpans"].as_array_mut().into_iter().flatten() {
+                if let Some(spans) = ss["spans"].as_array_mut() {
+                    spans.retain(|s| s["name"] != "run batch-1");
+                }
+            }
+        }
+        lines.push(v.to_string());
+    }
+    let without_run = dir.join("without-run.json");
+    std::fs::write(&without_run, lines.join("\n")).expect("write");
+    let (stdout, stderr) = report_ok([
+        Path::new("--format"),
+        Path::new("jsonl"),
+        without_run.as_path(),
+    ]);
+    let s = summaries(&records(&stdout));
+    let runs: Vec<&Value> = s
+        .values()
+        .filter(|v| v["e2e_requests_error"] == 1)
+        .collect();
+    assert_eq!(runs.len(), 1, "{stdout}");
+    assert_eq!(runs[0]["e2e_requests"], 2);
+    assert!(stderr.contains("1 runs are not in the input"), "{stderr}");
+}
