@@ -32,3 +32,7 @@ pub mod otlp;
 pub use metrics::prometheus::{
     DEFAULT_PROMETHEUS_ADDR, PROMETHEUS_ADDR_ENV, PrometheusError, PrometheusSink,
 };
+
+#[cfg(feature = "replay")]
+#[cfg_attr(docsrs, doc(cfg(feature = "replay")))]
+pub mod replay;

@@ -1,0 +1,249 @@
+//! `omni-metrics report FILE...`: the vLLM-Omni tables (or JSON-lines records) rebuilt from
+//! OTLP trace files, as a collector's file exporter writes them. A thin shell over
+//! [`omni_metrics::replay`]; see the crate's README ("Report command").
+
+use std::io::{IsTerminal as _, Read};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use indicatif::{ProgressBar, ProgressStyle};
+use omni_metrics::replay::{GroupBy, InputFormat, ReadError, Replay, Spans};
+use omni_metrics::report::{ConsoleSink, JsonLinesSink};
+
+/// Inputs at least this large (in bytes, all files together) get a progress bar on a
+/// terminal.
+const PROGRESS_MIN_BYTES: u64 = 32 << 20;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "omni-metrics",
+    version,
+    about = "vLLM-Omni --log-stats tables from omni.* traces"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Rebuild the tables from OTLP trace files (a collector's file exporter: JSON lines or
+    /// length-prefixed protobuf, plain, gzip or zstd), from any number of processes and hosts.
+    Report(ReportArgs),
+}
+
+#[derive(Args, Debug)]
+struct ReportArgs {
+    /// Trace files; `-` reads standard input.
+    #[arg(required = true, value_name = "FILE")]
+    files: Vec<PathBuf>,
+    /// What to print on standard output.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    format: Format,
+    /// How requests are summarized together.
+    #[arg(long, value_enum, default_value_t = Group::Run)]
+    group_by: Group,
+    /// How the files are encoded (compression is always recognized from the content).
+    #[arg(long, value_enum, default_value_t = Input::Auto)]
+    input_format: Input,
+    /// Tables: only each scope's Overall Summary (and Distributions), not every request's.
+    #[arg(long)]
+    summary_only: bool,
+    /// Never show a progress bar (shown only on a terminal, for inputs of 32 MiB or more).
+    #[arg(long)]
+    no_progress: bool,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum Format {
+    /// The four tables (and Distributions), as the layer prints them live.
+    Table,
+    /// One JSON record per request and per scope, as `OMNI_METRICS_JSONL` writes them.
+    Jsonl,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum Group {
+    /// As live: each run's requests together, every other request on its own.
+    Run,
+    /// Every request of every file in one scope, `all`.
+    All,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum Input {
+    /// By the file's extension (`.json`, `.jsonl`; `.pb`, `.binpb`), else JSON if the
+    /// (decompressed) data looks like text, else protobuf.
+    Auto,
+    /// OTLP JSON, one export request per line.
+    Json,
+    /// OTLP protobuf, each message after its 4-byte big-endian length.
+    Proto,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Report(args) => report(args),
+    }
+}
+
+fn report(args: ReportArgs) -> ExitCode {
+    let format = match args.input_format {
+        Input::Auto => InputFormat::Auto,
+        Input::Json => InputFormat::Json,
+        Input::Proto => InputFormat::Proto,
+    };
+    let total_bytes: u64 = args
+        .files
+        .iter()
+        .filter_map(|f| std::fs::metadata(f).ok())
+        .map(|m| m.len())
+        .sum();
+    let progress = !args.no_progress && std::io::stderr().is_terminal();
+    let bar = (progress && total_bytes >= PROGRESS_MIN_BYTES).then(|| {
+        let bar = ProgressBar::new(total_bytes);
+        if let Ok(style) = ProgressStyle::with_template(
+            "reading {bar:40} {bytes}/{total_bytes} ({bytes_per_sec}, {eta}) {msg}",
+        ) {
+            bar.set_style(style);
+        }
+        bar
+    });
+
+    let mut spans = Spans::new();
+    let (mut bad_lines, mut bad_other, mut records) = (0_u64, 0_u64, 0_u64);
+    let mut on_error = |e: ReadError| {
+        if e.line().is_some() {
+            bad_lines += 1;
+        } else {
+            bad_other += 1;
+        }
+        let say = || eprintln!("{e}");
+        match &bar {
+            Some(bar) => bar.suspend(say),
+            None => say(),
+        }
+    };
+    for path in &args.files {
+        if let Some(bar) = &bar {
+            bar.set_message(path.display().to_string());
+        }
+        let summary = if path.as_os_str() == "-" {
+            let stdin = std::io::stdin().lock();
+            spans.read("<stdin>", stdin, format, &mut on_error)
+        } else {
+            match std::fs::File::open(path) {
+                Ok(file) => {
+                    let reader: Box<dyn Read> = match &bar {
+                        Some(bar) => Box::new(bar.wrap_read(file)),
+                        None => Box::new(file),
+                    };
+                    spans.read(&path.display().to_string(), reader, format, &mut on_error)
+                }
+                Err(_) => spans.read_path(path, format, &mut on_error),
+            }
+        };
+        records += summary.records;
+    }
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+
+    if records == 0 && bad_lines + bad_other > 0 {
+        eprintln!(
+            "omni-metrics: nothing could be read: {}",
+            could_not_read(bad_lines, bad_other)
+        );
+        return ExitCode::FAILURE;
+    }
+
+    let mut replay = Replay::new()
+        .group_by(match args.group_by {
+            Group::Run => GroupBy::Run,
+            Group::All => GroupBy::All,
+        })
+        .with_diagnostics(true);
+    replay = match args.format {
+        Format::Table => replay.with_sink(ConsoleSink::new(std::io::stdout(), !args.summary_only)),
+        Format::Jsonl => replay.with_sink(JsonLinesSink::new(std::io::stdout())),
+    };
+    if progress && spans.len() >= 500_000 {
+        let bar = ProgressBar::new(0);
+        if let Ok(style) = ProgressStyle::with_template("replaying {bar:40} {percent}% ({eta})") {
+            bar.set_style(style);
+        }
+        replay = replay.with_progress(move |done, total| {
+            bar.set_length(total);
+            bar.set_position(done);
+            if done == total {
+                bar.finish_and_clear();
+            }
+        });
+    }
+    let stats = replay.run(&spans);
+
+    eprintln!(
+        "omni-metrics: {} spans in {} traces from {} file{}: {} requests, {} runs",
+        spans.len(),
+        spans.traces(),
+        args.files.len(),
+        if args.files.len() == 1 { "" } else { "s" },
+        stats.requests,
+        stats.runs,
+    );
+    if stats.requests == 0 {
+        eprintln!(
+            "omni-metrics: no omni.request span in the input: were the omni.* spans exported \
+             (OTLP export on, the metrics layer's trace annotations or span names kept)?"
+        );
+    }
+    if spans.duplicates() > 0 {
+        eprintln!(
+            "omni-metrics: {} spans were read twice and counted once",
+            spans.duplicates()
+        );
+    }
+    if stats.missing_parents > 0 {
+        eprintln!(
+            "omni-metrics: {} spans have a parent that is not in the input (give the files of \
+             every process); they count as outside any request",
+            stats.missing_parents
+        );
+    }
+    if stats.runs_without_span > 0 {
+        eprintln!(
+            "omni-metrics: {} runs are not in the input, only their requests; each such run's \
+             wall time starts at its first request",
+            stats.runs_without_span
+        );
+    }
+    if stats.moved_into_parent > 0 {
+        eprintln!(
+            "omni-metrics: {} spans started before or ended after their parent (clocks of \
+             different hosts, or a busy process) and were moved inside it",
+            stats.moved_into_parent
+        );
+    }
+    if bad_lines + bad_other > 0 {
+        eprintln!("omni-metrics: {}", could_not_read(bad_lines, bad_other));
+    }
+    ExitCode::SUCCESS
+}
+
+fn could_not_read(lines: u64, other: u64) -> String {
+    let plural = |n: u64, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
+    match (lines, other) {
+        (l, 0) => format!("{} could not be read", plural(l, "line", "lines")),
+        (0, o) => format!(
+            "{} could not be read",
+            plural(o, "record or file", "records or files")
+        ),
+        (l, o) => format!(
+            "{} and {} could not be read",
+            plural(l, "line", "lines"),
+            plural(o, "record or file", "records or files")
+        ),
+    }
+}

@@ -1,0 +1,254 @@
+//! What is kept of an exported span: its place in the trace, its times, and the attributes
+//! and events the convention reads. Everything else is dropped when the span is read.
+
+use crate::convention::{self, SpanKind, field};
+
+/// An attribute value, as OTLP carries it.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) enum AttrValue {
+    Int(i64),
+    Double(f64),
+    Str(Box<str>),
+    Bool(bool),
+}
+
+/// Attributes the layer's trace annotations put on exported spans; read only to classify a
+/// span whose name the engine chose (`otel.name`).
+const E2E_TOTAL_MS: &str = "e2e_total_ms";
+const QUEUE_TIME_MS: &str = "queue_time_ms";
+const E2E_REQUESTS: &str = "e2e_requests";
+/// OpenTelemetry's `error.type`: `aborted` or `error` on a failed request's span.
+const ERROR_TYPE: &str = "error.type";
+
+/// Whether an attribute is kept when a span is read.
+pub(crate) fn kept(key: &str) -> bool {
+    field::is_known(key)
+        || matches!(
+            key,
+            E2E_TOTAL_MS | QUEUE_TIME_MS | E2E_REQUESTS | ERROR_TYPE
+        )
+}
+
+/// One `omni.output` event: its time and `units`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) struct Output {
+    pub(crate) time_ns: u64,
+    pub(crate) units: Option<u64>,
+}
+
+/// One exported span, as kept.
+#[derive(Clone, Debug)]
+pub(crate) struct SpanRec {
+    pub(crate) trace_id: u128,
+    pub(crate) span_id: u64,
+    /// `None` for a root span.
+    pub(crate) parent_id: Option<u64>,
+    /// `None` for spans outside the convention (kept only to link their children).
+    pub(crate) kind: Option<SpanKind>,
+    pub(crate) start_ns: u64,
+    pub(crate) end_ns: u64,
+    /// Convention fields, in the order they were exported (a later one wins, as a later
+    /// `record` does).
+    pub(crate) fields: Vec<(Box<str>, AttrValue)>,
+    /// Span links: (trace id, span id). Kept for requests only (their run).
+    pub(crate) links: Vec<(u128, u64)>,
+    pub(crate) outputs: Vec<Output>,
+}
+
+/// An exported span before it is classified and trimmed.
+#[derive(Debug, Default)]
+pub(crate) struct RawSpan<'a> {
+    pub(crate) trace_id: u128,
+    pub(crate) span_id: u64,
+    pub(crate) parent_id: Option<u64>,
+    pub(crate) name: &'a str,
+    pub(crate) start_ns: u64,
+    pub(crate) end_ns: u64,
+    pub(crate) attributes: Vec<(&'a str, AttrValue)>,
+    /// The span's status is ERROR, with this message.
+    pub(crate) error: Option<&'a str>,
+    pub(crate) links: Vec<(u128, u64)>,
+    pub(crate) outputs: Vec<Output>,
+}
+
+/// What an exported span is: by its name (`omni.stage`), by the name the layer's trace
+/// annotations gave it (`stage 0 thinker`, `request r-1`, `transfer 0->1`, `run run-3`) when
+/// its attributes agree, or, for a span the engine named itself (`otel.name`, e.g. `chat
+/// qwen3-omni`), by the attributes the annotations put on it.
+pub(crate) fn classify(name: &str, has: impl Fn(&str) -> bool) -> Option<SpanKind> {
+    if let Some(kind) = SpanKind::from_name(name) {
+        return Some(kind);
+    }
+    let edge = || has(field::FROM_STAGE) && has(field::TO_STAGE);
+    if name.starts_with("request ") && has(field::REQUEST_ID) {
+        Some(SpanKind::Request)
+    } else if name.starts_with("stage ") && has(field::STAGE_ID) {
+        Some(SpanKind::Stage)
+    } else if name.starts_with("transfer ") && edge() {
+        Some(SpanKind::Transfer)
+    } else if name.starts_with("batch ") && has(field::BATCH_ID) && has(field::STAGE_ID) {
+        Some(SpanKind::Batch)
+    } else if name.starts_with("run ") && has(E2E_REQUESTS) {
+        Some(SpanKind::Run)
+    } else if has(field::REQUEST_ID) && has(E2E_TOTAL_MS) {
+        Some(SpanKind::Request)
+    } else if has(field::STAGE_ID) && has(field::STAGE_GEN_TIME_MS) && has(QUEUE_TIME_MS) {
+        Some(SpanKind::Stage)
+    } else if edge() && has(field::TX_TIME_MS) && has(field::IN_FLIGHT_TIME_MS) {
+        Some(SpanKind::Transfer)
+    } else {
+        None
+    }
+}
+
+impl SpanRec {
+    /// Classifies and trims `raw`.
+    ///
+    /// A run exported apart (`run run-3`, no `run_id` attribute) gets its `run_id` from its
+    /// name. A request whose status is ERROR but which has no `status` attribute (another
+    /// SDK) gets `status` from `error.type` (`aborted`) or `error`, and the status message as
+    /// its `status_message`.
+    pub(crate) fn from_raw(raw: RawSpan<'_>) -> Self {
+        let kind = classify(raw.name, |key| {
+            raw.attributes.iter().any(|(k, _)| *k == key)
+        });
+        let mut fields: Vec<(Box<str>, AttrValue)> = match kind {
+            Some(_) => raw
+                .attributes
+                .iter()
+                .filter(|(k, _)| field::is_known(k))
+                .map(|(k, v)| (Box::from(*k), v.clone()))
+                .collect(),
+            None => Vec::new(),
+        };
+        let has =
+            |fields: &[(Box<str>, AttrValue)], key: &str| fields.iter().any(|(k, _)| &**k == key);
+        match kind {
+            Some(SpanKind::Run) if !has(&fields, field::RUN_ID) => {
+                if let Some(id) = raw.name.strip_prefix("run ").filter(|id| !id.is_empty()) {
+                    fields.push((field::RUN_ID.into(), AttrValue::Str(id.into())));
+                }
+            }
+            Some(SpanKind::Request) if !has(&fields, field::STATUS) => {
+                if let Some(message) = raw.error {
+                    let aborted = raw
+                        .attributes
+                        .iter()
+                        .any(|(k, v)| *k == ERROR_TYPE && *v == AttrValue::Str("aborted".into()));
+                    let status = if aborted { "aborted" } else { "error" };
+                    fields.push((field::STATUS.into(), AttrValue::Str(status.into())));
+                    if !message.is_empty() && !has(&fields, field::STATUS_MESSAGE) {
+                        fields.push((field::STATUS_MESSAGE.into(), AttrValue::Str(message.into())));
+                    }
+                }
+            }
+            _ => {}
+        }
+        let mut end_ns = raw.end_ns.max(raw.start_ns);
+        if kind == Some(SpanKind::Request) {
+            // The layer's own measure of the request (its trace annotation): the exported
+            // end is read later, by the OpenTelemetry layer, after the metrics layer's close
+            // has run (by milliseconds on a busy machine).
+            let e2e_ms = raw.attributes.iter().rev().find_map(|(k, v)| match v {
+                AttrValue::Double(ms) if *k == E2E_TOTAL_MS => Some(*ms),
+                AttrValue::Int(ms) if *k == E2E_TOTAL_MS => Some(*ms as f64),
+                _ => None,
+            });
+            if let Some(ms) = e2e_ms.filter(|ms| ms.is_finite() && *ms >= 0.0 && *ms <= 1e12) {
+                end_ns = raw.start_ns.saturating_add((ms * 1e6).round() as u64);
+            }
+        }
+        let links = match kind {
+            Some(SpanKind::Request) => raw.links,
+            _ => Vec::new(),
+        };
+        Self {
+            trace_id: raw.trace_id,
+            span_id: raw.span_id,
+            parent_id: raw.parent_id,
+            kind,
+            start_ns: raw.start_ns,
+            end_ns,
+            fields,
+            links,
+            outputs: raw.outputs,
+        }
+    }
+}
+
+/// Whether an exported event is an `omni.output` (tracing-opentelemetry names an event
+/// without a message after the event's name).
+pub(crate) fn is_output(name: &str) -> bool {
+    name == convention::OUTPUT
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kind_of(name: &str, keys: &[&str]) -> Option<SpanKind> {
+        classify(name, |k| keys.contains(&k))
+    }
+
+    #[test]
+    fn names_and_annotations_classify() {
+        assert_eq!(kind_of("omni.stage", &[]), Some(SpanKind::Stage));
+        assert_eq!(kind_of("omni.transfer.tx", &[]), Some(SpanKind::Tx));
+        assert_eq!(
+            kind_of("stage 0 thinker", &["stage_id"]),
+            Some(SpanKind::Stage)
+        );
+        assert_eq!(
+            kind_of("request r-1", &["request_id"]),
+            Some(SpanKind::Request)
+        );
+        assert_eq!(
+            kind_of("transfer 0->1", &["from_stage", "to_stage"]),
+            Some(SpanKind::Transfer)
+        );
+        assert_eq!(kind_of("run run-3", &["e2e_requests"]), Some(SpanKind::Run));
+        // The engine's own spans that only look alike.
+        assert_eq!(kind_of("stage 0 thinker", &[]), None);
+        assert_eq!(kind_of("run migrations", &[]), None);
+        assert_eq!(kind_of("http.request", &["request_id"]), None);
+        // Named by the engine (`otel.name`), annotated by the layer.
+        assert_eq!(
+            kind_of(
+                "chat qwen3-omni",
+                &["stage_id", "stage_gen_time_ms", "queue_time_ms"]
+            ),
+            Some(SpanKind::Stage)
+        );
+        assert_eq!(
+            kind_of("POST /v1/chat", &["request_id", "e2e_total_ms"]),
+            Some(SpanKind::Request)
+        );
+    }
+
+    #[test]
+    fn runs_get_their_id_from_the_name_and_failed_requests_a_status() {
+        let run = SpanRec::from_raw(RawSpan {
+            name: "run batch-7",
+            attributes: vec![("e2e_requests", AttrValue::Int(2))],
+            ..RawSpan::default()
+        });
+        assert_eq!(run.kind, Some(SpanKind::Run));
+        assert_eq!(
+            run.fields,
+            vec![("run_id".into(), AttrValue::Str("batch-7".into()))]
+        );
+        let request = SpanRec::from_raw(RawSpan {
+            name: "omni.request",
+            attributes: vec![
+                ("request_id", AttrValue::Str("r-1".into())),
+                ("error.type", AttrValue::Str("aborted".into())),
+                ("http.route", AttrValue::Str("/v1".into())),
+            ],
+            error: Some("aborted"),
+            ..RawSpan::default()
+        });
+        let keys: Vec<&str> = request.fields.iter().map(|(k, _)| &**k).collect();
+        assert_eq!(keys, ["request_id", "status", "status_message"]);
+        assert_eq!(request.fields[1].1, AttrValue::Str("aborted".into()));
+    }
+}

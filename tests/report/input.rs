@@ -1,0 +1,332 @@
+//! Inputs written by hand: spans of another SDK that follow the convention, corrupt lines,
+//! files that cannot be read, explicit times.
+
+use serde_json::json;
+
+use super::*;
+
+const TRACE_A: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+const TRACE_B: &str = "0af7651916cd43dd8448eb211c80319c";
+
+/// A request as another SDK exports it: the convention's names and attributes, no
+/// annotations, a failed status on a second request. Times in ms (from an origin).
+fn other_sdk_lines() -> Vec<String> {
+    let a = vec![
+        span_json(
+            TRACE_A,
+            1,
+            None,
+            "omni.request",
+            0.0,
+            100.0,
+            &[("request_id", json!("py-1"))],
+            &[],
+        ),
+        span_json(
+            TRACE_A,
+            2,
+            Some(1),
+            "omni.stage",
+            10.0,
+            60.0,
+            &[
+                ("stage_id", json!(0)),
+                ("stage_name", json!("thinker")),
+                ("num_tokens_in", json!(40)),
+                ("num_tokens_out", json!(9)),
+                ("gen_ai.request.model", json!("qwen3-omni")),
+            ],
+            &[
+                ("omni.output", 25.0, Some(4)),
+                ("omni.output", 35.0, Some(5)),
+                ("log", 36.0, None),
+            ],
+        ),
+        span_json(TRACE_A, 3, Some(2), "omni.queue", 10.0, 20.0, &[], &[]),
+        span_json(
+            TRACE_A,
+            4,
+            Some(1),
+            "omni.transfer",
+            60.0,
+            70.0,
+            &[
+                ("from_stage", json!(0)),
+                ("to_stage", json!(1)),
+                ("size_bytes", json!(10240)),
+            ],
+            &[],
+        ),
+        span_json(
+            TRACE_A,
+            5,
+            Some(4),
+            "omni.transfer.tx",
+            60.0,
+            62.0,
+            &[],
+            &[],
+        ),
+        span_json(
+            TRACE_A,
+            6,
+            Some(4),
+            "omni.transfer.rx_decode",
+            65.0,
+            69.0,
+            &[],
+            &[],
+        ),
+        // An engine span of its own between the request and a stage.
+        span_json(
+            TRACE_A,
+            7,
+            Some(1),
+            "worker.step",
+            70.0,
+            96.0,
+            &[("stage_id", json!(5))],
+            &[],
+        ),
+        span_json(
+            TRACE_A,
+            8,
+            Some(7),
+            "omni.stage",
+            70.0,
+            95.0,
+            &[
+                ("stage_id", json!(1)),
+                ("num_tokens_in", json!(9)),
+                ("num_tokens_out", json!(30)),
+            ],
+            &[],
+        ),
+        span_json(
+            TRACE_A,
+            9,
+            Some(8),
+            "omni.postprocess",
+            90.0,
+            95.0,
+            &[],
+            &[],
+        ),
+    ];
+    let mut failed = span_json(
+        TRACE_B,
+        1,
+        None,
+        "omni.request",
+        200.0,
+        210.0,
+        &[("request_id", json!("py-2"))],
+        &[],
+    );
+    failed["status"] = json!({"code": 2, "message": "CUDA out of memory"});
+    vec![
+        line_of("python-engine", a),
+        line_of("python-engine", vec![failed]),
+    ]
+}
+
+fn write(dir: &Path, name: &str, lines: &[String]) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, lines.join("\n") + "\n").expect("write");
+    path
+}
+
+#[track_caller]
+fn close(actual: &Value, expected: f64) {
+    let v = actual.as_f64().unwrap_or(f64::NAN);
+    assert!((v - expected).abs() < 1e-6, "{v} != {expected}");
+}
+
+#[test]
+fn spans_of_another_sdk_following_the_convention_are_read() {
+    let dir = test_dir("other-sdk");
+    let file = write(&dir, "python.json", &other_sdk_lines());
+    let (stdout, stderr) = report_ok([Path::new("--format"), Path::new("jsonl"), &file]);
+    let r = requests(&records(&stdout));
+    let py = &r["py-1"];
+    assert_eq!(py["status"], "ok", "{stderr}");
+    close(&py["e2e_total_ms"], 100.0);
+    assert_eq!(py["e2e_total_tokens"], 40 + 9 + 30);
+    assert_eq!(py["invalid_spans"], 0);
+    assert_eq!(py["trace_id"], TRACE_A);
+    let thinker = &py["stages"][0];
+    assert_eq!(thinker["stage_name"], "thinker");
+    close(&thinker["stage_gen_time_ms"], 40.0); // 50 ms minus 10 ms of queue
+    close(&thinker["queue_time_ms"], 10.0);
+    close(&thinker["time_to_first_output_ms"], 15.0);
+    close(&thinker["inter_output_ms"], 10.0);
+    assert_eq!(thinker["output_chunks"], 2);
+    assert_eq!(thinker["output_units"], 9);
+    let talker = &py["stages"][1];
+    assert_eq!(
+        talker["stage_id"], 1,
+        "the stage under the engine's own span"
+    );
+    close(&talker["stage_gen_time_ms"], 20.0);
+    close(&talker["postprocess_time_ms"], 5.0);
+    let edge = &py["transfers"][0];
+    close(&edge["size_kbytes"], 10.0);
+    close(&edge["tx_time_ms"], 2.0);
+    close(&edge["rx_decode_time_ms"], 4.0);
+    close(&edge["in_flight_time_ms"], 3.0);
+    close(&py["transfers_total_time_ms"], 9.0);
+    // A failed status without a `status` attribute: the request failed.
+    assert_eq!(r["py-2"]["status"], "error");
+    assert_eq!(r["py-2"]["status_message"], "CUDA out of memory");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Explicit times on exported spans: the layer's own annotations (equal to what the
+/// children give) are not subtracted again; a time measured elsewhere wins, as live.
+#[test]
+fn explicit_times_win_and_annotations_do_not_double_count() {
+    let dir = test_dir("explicit");
+    let stage = |id: u64, trace: &str, name: &str, attributes: &[(&str, Value)]| {
+        let mut attrs = vec![("stage_id", json!(0))];
+        attrs.extend(attributes.iter().cloned());
+        vec![
+            span_json(
+                trace,
+                1,
+                None,
+                "omni.request",
+                0.0,
+                100.0,
+                &[("request_id", json!(format!("e-{id}")))],
+                &[],
+            ),
+            span_json(trace, 2, Some(1), name, 0.0, 100.0, &attrs, &[]),
+            span_json(trace, 3, Some(2), "omni.queue", 0.0, 30.0, &[], &[]),
+            span_json(trace, 4, Some(2), "omni.postprocess", 80.0, 100.0, &[], &[]),
+        ]
+    };
+    let lines = vec![
+        // Measured from the children: 100 - 30 - 20.
+        line_of("a", stage(1, TRACE_A, "omni.stage", &[])),
+        // As the layer exports it: named, with its figures.
+        line_of(
+            "a",
+            stage(
+                2,
+                TRACE_B,
+                "stage 0 thinker",
+                &[
+                    ("stage_gen_time_ms", json!(50.0)),
+                    ("postprocess_time_ms", json!(20.0)),
+                    ("queue_time_ms", json!(30.0)),
+                ],
+            ),
+        ),
+        // Measured in another process, given as a field.
+        line_of(
+            "a",
+            stage(
+                3,
+                "11111111111111111111111111111111",
+                "omni.stage",
+                &[("stage_gen_time_ms", json!(7.5))],
+            ),
+        ),
+    ];
+    let file = write(&dir, "explicit.json", &lines);
+    let (stdout, _) = report_ok([Path::new("--format"), Path::new("jsonl"), &file]);
+    let r = requests(&records(&stdout));
+    for id in ["e-1", "e-2"] {
+        close(&r[id]["stages"][0]["stage_gen_time_ms"], 50.0);
+        close(&r[id]["stages"][0]["postprocess_time_ms"], 20.0);
+        close(&r[id]["stages"][0]["queue_time_ms"], 30.0);
+    }
+    close(&r["e-3"]["stages"][0]["stage_gen_time_ms"], 7.5);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn corrupt_lines_are_named_and_the_rest_is_read() {
+    let dir = test_dir("corrupt");
+    let good = other_sdk_lines();
+    let lines = vec![
+        good[0].clone(),
+        "this is not json".to_owned(),
+        good[1].clone(),
+        r#"{"resourceSpans":[{"scopeSpans":[{"spans":[{"traceId":"xyz"}]}]}]}"#.to_owned(),
+        good[0][..good[0].len() / 2].to_owned(), // a line cut short
+    ];
+    let file = write(&dir, "records.json", &lines);
+    let missing = dir.join("missing.json");
+    let out = report([Path::new("--format"), Path::new("jsonl"), &file, &missing]);
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "something was read: {stderr}");
+    let name = file.display().to_string();
+    for line in [2, 4, 5] {
+        assert!(
+            stderr.contains(&format!("{name}:{line}: not OTLP JSON: ")),
+            "line {line}:\n{stderr}"
+        );
+    }
+    assert!(!stderr.contains(&format!("{name}:1:")), "{stderr}");
+    assert!(
+        stderr.contains(&format!("{}: cannot open: ", missing.display())),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("3 lines and 1 record or file could not be read"),
+        "{stderr}"
+    );
+    let r = requests(&records(&stdout));
+    assert_eq!(r.keys().collect::<Vec<_>>(), ["py-1", "py-2"]);
+    assert_eq!(r["py-1"]["stages"].as_array().map(Vec::len), Some(2));
+
+    // Nothing readable at all: a failure, said.
+    let garbage = write(&dir, "garbage.json", &["nope".to_owned(), "{".to_owned()]);
+    let out = report([&garbage]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("nothing could be read: 2 lines could not be read"),
+        "{stderr}"
+    );
+    // Binary junk: one error, never a panic.
+    let junk = dir.join("junk.pb");
+    std::fs::write(
+        &junk,
+        [0x00, 0x00, 0x00, 0x05, 0xff, 0xff, 0xff, 0xff, 0xff, 0x00],
+    )
+    .expect("junk");
+    let out = report([&junk]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains(": record 1 (byte 0): not OTLP protobuf"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn help_lists_the_options() {
+    let out = Command::new(env!("CARGO_BIN_EXE_omni-metrics"))
+        .args(["report", "--help"])
+        .output()
+        .expect("runs");
+    let help = String::from_utf8_lossy(&out.stdout);
+    for option in [
+        "--format",
+        "--group-by",
+        "--input-format",
+        "--summary-only",
+        "table",
+        "jsonl",
+        "all",
+    ] {
+        assert!(help.contains(option), "{option}:\n{help}");
+    }
+}
