@@ -9,6 +9,8 @@ mod receiver;
 
 mod detail;
 mod metrics;
+#[path = "../support/otlp_points.rs"]
+mod otlp_points;
 
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};

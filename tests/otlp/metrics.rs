@@ -10,102 +10,12 @@ use omni_metrics::metrics::catalog::{METRICS, MetricKind, SECONDS_BUCKETS, obser
 use omni_metrics::otlp::{MetricTemporality, OtlpBuilder, OtlpError, OtlpPipeline, OtlpProtocol};
 use omni_metrics::report::CaptureSink;
 use omni_metrics::stats::RequestE2EStats;
-use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
-use opentelemetry_proto::tonic::metrics::v1::number_data_point::Value as NumberValue;
-use opentelemetry_proto::tonic::metrics::v1::{AggregationTemporality, ResourceMetrics, metric};
+use opentelemetry_proto::tonic::metrics::v1::{AggregationTemporality, ResourceMetrics};
 use tracing_subscriber::prelude::*;
 
 use crate::http_receiver::HttpReceiver;
+use crate::otlp_points::{Point, Series, latest, points};
 use crate::receiver::GrpcReceiver;
-
-/// One data point as received: a series of one metric in one export.
-#[derive(Clone, Debug)]
-struct Point {
-    name: String,
-    unit: String,
-    histogram: bool,
-    temporality: i32,
-    monotonic: bool,
-    /// Attributes as text (`stage` -> `"1"`); ints are marked `i:` to check their type.
-    attributes: BTreeMap<String, String>,
-    count: u64,
-    sum: f64,
-    bounds: Vec<f64>,
-    start: u64,
-}
-
-fn text(value: Option<&AnyValue>) -> String {
-    match value {
-        Some(AnyValue::IntValue(v)) => format!("i:{v}"),
-        Some(AnyValue::StringValue(s)) => s.clone(),
-        other => format!("{other:?}"),
-    }
-}
-
-/// Every data point of every export, in the order received.
-fn points(exports: &[ResourceMetrics]) -> Vec<Point> {
-    let mut out = Vec::new();
-    for rm in exports {
-        for sm in &rm.scope_metrics {
-            for m in &sm.metrics {
-                let attrs = |kvs: &[opentelemetry_proto::tonic::common::v1::KeyValue]| {
-                    kvs.iter()
-                        .map(|kv| {
-                            (
-                                kv.key.clone(),
-                                text(kv.value.as_ref().and_then(|v| v.value.as_ref())),
-                            )
-                        })
-                        .collect::<BTreeMap<_, _>>()
-                };
-                match &m.data {
-                    Some(metric::Data::Histogram(h)) => {
-                        for p in &h.data_points {
-                            out.push(Point {
-                                name: m.name.clone(),
-                                unit: m.unit.clone(),
-                                histogram: true,
-                                temporality: h.aggregation_temporality,
-                                monotonic: true,
-                                attributes: attrs(&p.attributes),
-                                count: p.count,
-                                sum: p.sum.unwrap_or_default(),
-                                bounds: p.explicit_bounds.clone(),
-                                start: p.start_time_unix_nano,
-                            });
-                        }
-                    }
-                    Some(metric::Data::Sum(s)) => {
-                        for p in &s.data_points {
-                            let value = match p.value {
-                                Some(NumberValue::AsInt(v)) => v as f64,
-                                Some(NumberValue::AsDouble(v)) => v,
-                                None => f64::NAN,
-                            };
-                            out.push(Point {
-                                name: m.name.clone(),
-                                unit: m.unit.clone(),
-                                histogram: false,
-                                temporality: s.aggregation_temporality,
-                                monotonic: s.is_monotonic,
-                                attributes: attrs(&p.attributes),
-                                count: 0,
-                                sum: value,
-                                bounds: Vec::new(),
-                                start: p.start_time_unix_nano,
-                            });
-                        }
-                    }
-                    other => panic!("{}: unexpected data {other:?}", m.name),
-                }
-            }
-        }
-    }
-    out
-}
-
-/// A series: a metric's name and its attributes.
-type Series = (String, BTreeMap<String, String>);
 
 /// What the records say each series must hold: (observations, sum), from the catalogue's
 /// `observe` over the captured records.
@@ -132,14 +42,6 @@ fn expected(records: &[RequestE2EStats]) -> HashMap<Series, (u64, f64)> {
         });
     }
     out
-}
-
-/// The latest point of each series (cumulative: the totals).
-fn latest(points: &[Point]) -> HashMap<Series, Point> {
-    points
-        .iter()
-        .map(|p| ((p.name.clone(), p.attributes.clone()), p.clone()))
-        .collect()
 }
 
 fn close(a: f64, b: f64) -> bool {
