@@ -10,5 +10,6 @@ pub mod catalog;
 #[cfg(feature = "prometheus")]
 #[cfg_attr(docsrs, doc(cfg(feature = "prometheus")))]
 pub mod prometheus;
+pub(crate) mod queue;
 
 pub use catalog::{LabelValues, Labels, METRICS, MetricDef, MetricId, MetricKind, observe};

@@ -7,10 +7,12 @@
 //! OpenMetrics exemplar with the request's `trace_id` when it has one (a request exported
 //! as a trace).
 //!
-//! - Recording happens on the engine's thread, in the layer's `on_close`: a family lookup
-//!   (a read lock and a hash) and a histogram update (a short mutex) per observation, no
-//!   I/O, no allocation once a series exists. A scrape never makes it wait longer than
-//!   one series' encoding.
+//! - The engine's thread only walks a finished request's observations into a pooled buffer
+//!   and queues it (bounded, never waited on; a request that does not fit is dropped,
+//!   counted in [`PrometheusSink::dropped_requests`] and said once). A recorder thread
+//!   (`omni-metrics-prometheus-recorder`) records them into the families, whose locks a
+//!   scrape holds while it formats: the engine never waits on a scrape. A scrape first
+//!   waits (up to a second) for the requests queued before it.
 //! - Encoding and I/O happen on the server thread (`omni-metrics-prometheus`), which
 //!   serves one scrape at a time with 5 s I/O timeouts and never traces itself (a no-op
 //!   dispatcher is its default).
@@ -36,7 +38,7 @@ use std::io::{self, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use prometheus_client::encoding::{EncodeLabel, EncodeLabelSet, LabelSetEncoder};
 use prometheus_client::metrics::counter::Counter;
@@ -49,8 +51,9 @@ use super::catalog::{
     FINISHED_REASON_LABEL, FROM_STAGE_LABEL, LabelValues, Labels, MAX_STAGE_LABELS, METRICS,
     MetricKind, STAGE_LABEL, TO_STAGE_LABEL, observe,
 };
+use super::queue::{Batch, Observation, ObservationQueue, Record, parse_trace_id};
 use crate::report::Sink;
-use crate::stats::{RequestE2EStats, RequestStatus};
+use crate::stats::RequestE2EStats;
 
 /// The address [`Builder::with_prometheus`](crate::Builder::with_prometheus) examples use:
 /// loopback only, port 9464 (the OpenTelemetry Prometheus exporter's port; vLLM serves its
@@ -120,13 +123,6 @@ impl EncodeLabelSet for Series {
 struct TraceExemplar([u8; 32]);
 
 impl TraceExemplar {
-    /// A W3C trace id: 32 hex digits, not all zero; anything else makes no exemplar.
-    fn parse(id: &str) -> Option<Self> {
-        let bytes: [u8; 32] = id.as_bytes().try_into().ok()?;
-        let valid = bytes.iter().all(u8::is_ascii_hexdigit) && bytes.iter().any(|b| *b != b'0');
-        valid.then(|| Self(bytes.map(|b| b.to_ascii_lowercase())))
-    }
-
     fn as_str(&self) -> &str {
         // Only ASCII hex digits are ever stored.
         std::str::from_utf8(&self.0).unwrap_or_default()
@@ -208,19 +204,15 @@ impl Recorder {
         }
     }
 
-    fn record(&self, r: &RequestE2EStats) {
-        let exemplar = r.trace_id.as_deref().and_then(TraceExemplar::parse);
-        let rejected = if r.status == RequestStatus::Ok {
-            self.admit(r)
-        } else {
-            SmallVec::new()
-        };
+    fn record_batch(&self, batch: &Batch) {
+        let exemplar = batch.trace_id.map(TraceExemplar);
+        let rejected = self.admit(&batch.observations);
         let mut overflowed = 0u64;
         let mut previous = None;
-        observe(r, |def, labels, value| {
+        for &(def, labels, value) in &batch.observations {
             if !rejected.is_empty() && mentions(&labels, &rejected) {
                 overflowed += 1;
-                return;
+                continue;
             }
             // A series observed several times in a row (a stage's output gaps) gets the
             // request's exemplar once: a bucket keeps only its latest one anyway.
@@ -236,7 +228,7 @@ impl Recorder {
                     f.get_or_create(&series).observe(value, exemplar, None);
                 }
             }
-        });
+        }
         if overflowed > 0 {
             self.overflowed.fetch_add(overflowed, Ordering::Relaxed);
             if !self.warned.swap(true, Ordering::Relaxed) {
@@ -251,14 +243,14 @@ impl Recorder {
         }
     }
 
-    /// Admits the request's stage ids as labels while fewer than [`MAX_STAGE_LABELS`] are;
-    /// returns the ids left out (usually none).
-    fn admit(&self, r: &RequestE2EStats) -> SmallVec<[u64; 4]> {
+    /// Admits the stage ids the observations name as labels while fewer than
+    /// [`MAX_STAGE_LABELS`] are; returns the ids left out (usually none).
+    fn admit(&self, observations: &[Observation]) -> SmallVec<[u64; 4]> {
         let ids = || {
-            r.stages
+            observations
                 .iter()
-                .map(|s| s.stage_id)
-                .chain(r.transfers.iter().flat_map(|e| [e.from_stage, e.to_stage]))
+                .flat_map(|(_, l, _)| [l.stage, l.from_stage, l.to_stage])
+                .flatten()
         };
         {
             let admitted = self.stages.read().unwrap_or_else(PoisonError::into_inner);
@@ -286,6 +278,75 @@ impl Recorder {
         out
     }
 }
+
+impl Record for Recorder {
+    fn record(&self, batch: &Batch) {
+        self.record_batch(batch);
+    }
+}
+
+/// The recorder and the queue to its thread: what the sink's clones and the server share.
+#[derive(Debug)]
+struct Shared {
+    recorder: Arc<Recorder>,
+    /// `None` if the OS refused the recorder thread: requests are then recorded on the
+    /// engine's thread, as a last resort (nothing is lost).
+    queue: Option<ObservationQueue>,
+}
+
+/// How long a scrape waits for the requests queued before it to be recorded.
+const SCRAPE_DRAIN: Duration = Duration::from_secs(1);
+
+impl Shared {
+    fn new() -> Self {
+        let recorder = Arc::new(Recorder::new());
+        let queue = ObservationQueue::start(
+            "omni-metrics-prometheus-recorder",
+            RECORD_QUEUE_CAPACITY,
+            recorder.clone(),
+            "Prometheus: the recorder's queue is full; requests that do not fit are not in \
+             the scraped metrics (counted in PrometheusSink::dropped_requests). The tables \
+             and records are complete. Said once.",
+        )
+        .inspect_err(|e| {
+            tracing::warn!(
+                target: "omni_metrics::prometheus",
+                "the Prometheus recorder thread could not start ({e}): requests are recorded \
+                 on the engine's threads instead"
+            );
+        })
+        .ok();
+        Self { recorder, queue }
+    }
+
+    fn push(&self, request: &RequestE2EStats) {
+        match &self.queue {
+            Some(queue) => queue.push(request, true),
+            None => {
+                let mut batch = Batch {
+                    trace_id: request.trace_id.as_deref().and_then(parse_trace_id),
+                    ..Batch::default()
+                };
+                observe(request, |def, labels, value| {
+                    batch.observations.push((def, labels, value));
+                });
+                self.recorder.record_batch(&batch);
+            }
+        }
+    }
+
+    /// The text of a scrape, with every request finished before it recorded.
+    fn encode(&self) -> String {
+        if let Some(queue) = &self.queue {
+            queue.drain(Instant::now() + SCRAPE_DRAIN);
+        }
+        self.recorder.encode()
+    }
+}
+
+/// Finished requests that may wait for the Prometheus recorder thread; more are dropped and
+/// counted ([`PrometheusSink::dropped_requests`]).
+pub const RECORD_QUEUE_CAPACITY: usize = 1024;
 
 /// Whether an observation's labels name a stage left out.
 fn mentions(labels: &LabelValues, rejected: &[u64]) -> bool {
@@ -317,7 +378,7 @@ fn mentions(labels: &LabelValues, rejected: &[u64]) -> bool {
 /// ```
 #[derive(Clone, Debug)]
 pub struct PrometheusSink {
-    recorder: Arc<Recorder>,
+    shared: Arc<Shared>,
     server: Option<Arc<Server>>,
 }
 
@@ -338,7 +399,7 @@ impl PrometheusSink {
     /// own, or read it in tests.
     pub fn unserved() -> Self {
         Self {
-            recorder: Arc::new(Recorder::new()),
+            shared: Arc::new(Shared::new()),
             server: None,
         }
     }
@@ -368,16 +429,16 @@ impl PrometheusSink {
         };
         let listener = TcpListener::bind(&*with_default_host(&addr)).map_err(error)?;
         let local = listener.local_addr().map_err(error)?;
-        let recorder = Arc::new(Recorder::new());
+        let shared = Arc::new(Shared::new());
         let stop = Arc::new(AtomicBool::new(false));
-        let thread_recorder = Arc::clone(&recorder);
+        let thread_shared = Arc::clone(&shared);
         let thread_stop = Arc::clone(&stop);
         std::thread::Builder::new()
             .name("omni-metrics-prometheus".into())
-            .spawn(move || serve(&listener, &thread_recorder, &thread_stop))
+            .spawn(move || serve(&listener, &thread_shared, &thread_stop))
             .map_err(error)?;
         Ok(Self {
-            recorder,
+            shared,
             server: Some(Arc::new(Server { addr: local, stop })),
         })
     }
@@ -388,21 +449,34 @@ impl PrometheusSink {
         self.server.as_ref().map(|s| s.addr)
     }
 
-    /// The OpenMetrics text a scrape returns now (ending `# EOF`).
+    /// The OpenMetrics text a scrape returns now (ending `# EOF`), once the requests
+    /// finished before the call are recorded (it waits up to a second for the recorder
+    /// thread).
     pub fn encode(&self) -> String {
-        self.recorder.encode()
+        self.shared.encode()
+    }
+
+    /// Requests not recorded because the recorder's queue was full
+    /// ([`RECORD_QUEUE_CAPACITY`]).
+    pub fn dropped_requests(&self) -> u64 {
+        self.shared
+            .queue
+            .as_ref()
+            .map_or(0, ObservationQueue::dropped)
     }
 
     /// Observations not exported because their stage id came after the first
     /// [`MAX_STAGE_LABELS`] distinct ones.
     pub fn overflowed_observations(&self) -> u64 {
-        self.recorder.overflowed.load(Ordering::Relaxed)
+        self.shared.recorder.overflowed.load(Ordering::Relaxed)
     }
 }
 
 impl Sink for PrometheusSink {
     fn on_request(&self, request: &RequestE2EStats) {
-        self.recorder.record(request);
+        // Queued: the families' locks (which a scrape holds while it formats) are taken on
+        // the recorder thread, never on the engine's.
+        self.shared.push(request);
     }
 }
 
@@ -439,7 +513,7 @@ impl Drop for Server {
 }
 
 /// The server thread: one scrape at a time, until the sink is dropped.
-fn serve(listener: &TcpListener, recorder: &Recorder, stop: &AtomicBool) {
+fn serve(listener: &TcpListener, recorder: &Shared, stop: &AtomicBool) {
     // Nothing this thread does is traced: its spans and events would be the engine's.
     let _quiet = tracing::dispatcher::set_default(&tracing::Dispatch::none());
     for stream in listener.incoming() {
@@ -458,7 +532,7 @@ fn serve(listener: &TcpListener, recorder: &Recorder, stop: &AtomicBool) {
 }
 
 /// Answers one HTTP/1.x request and closes the connection.
-fn respond(mut stream: TcpStream, recorder: &Recorder) -> io::Result<()> {
+fn respond(mut stream: TcpStream, recorder: &Shared) -> io::Result<()> {
     stream.set_read_timeout(Some(IO_TIMEOUT))?;
     stream.set_write_timeout(Some(IO_TIMEOUT))?;
     let mut head = Vec::with_capacity(512);
@@ -582,11 +656,11 @@ mod tests {
     fn trace_ids_make_exemplars_only_when_valid() {
         let id = "4BF92F3577B34DA6A3CE929D0E0E4736";
         assert_eq!(
-            TraceExemplar::parse(id).map(|t| t.as_str().to_owned()),
+            parse_trace_id(id).map(|t| TraceExemplar(t).as_str().to_owned()),
             Some(id.to_ascii_lowercase())
         );
         for bad in ["", "abc", &"0".repeat(32), &"g".repeat(32), &"a".repeat(33)] {
-            assert!(TraceExemplar::parse(bad).is_none(), "{bad}");
+            assert!(parse_trace_id(bad).is_none(), "{bad}");
         }
     }
 

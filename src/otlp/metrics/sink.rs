@@ -9,9 +9,8 @@
 //! dropped, counted and said once.
 
 use std::fmt;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::mpsc::{self, SyncSender, TrySendError};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use opentelemetry::KeyValue;
@@ -20,8 +19,9 @@ use smallvec::SmallVec;
 
 use crate::metrics::catalog::{
     FINISHED_REASON_LABEL, FROM_STAGE_LABEL, LabelValues, MAX_STAGE_LABELS, METRICS, MetricDef,
-    MetricKind, STAGE_LABEL, TO_STAGE_LABEL, observe,
+    MetricKind, STAGE_LABEL, TO_STAGE_LABEL,
 };
+use crate::metrics::queue::{Batch, ObservationQueue, Record};
 use crate::report::Sink;
 use crate::stats::RequestE2EStats;
 
@@ -66,63 +66,16 @@ pub struct OtlpMetricsSink {
     inner: Option<Arc<Queue>>,
 }
 
-/// One observation, as the catalogue made it.
-type Observation = (&'static MetricDef, LabelValues, f64);
-
-enum Message {
-    /// A finished request's observations.
-    Request(Vec<Observation>),
-    /// Answered once everything queued before it is recorded.
-    Barrier(mpsc::Sender<()>),
-}
-
-/// The engine's side: the queue to the recorder thread.
+/// The engine's side: the queue to the recorder thread, and the counts it shares.
 struct Queue {
-    tx: SyncSender<Message>,
+    queue: ObservationQueue,
     counts: Arc<Counts>,
-    pool: Arc<Pool>,
-}
-
-/// Buffers the recorder gives back, for the engine's threads to fill again: in a steady
-/// state the engine's thread allocates nothing. Neither side ever waits on the lock
-/// (`try_lock`: a buffer is allocated, or dropped, instead).
-#[derive(Default)]
-struct Pool(Mutex<Vec<Vec<Observation>>>);
-
-/// Buffers kept in the [`Pool`], at most.
-const POOL_BUFFERS: usize = 64;
-/// Observations a pooled buffer holds at most: a longer one (a stage that streamed
-/// thousands of outputs) is freed, not kept.
-const POOL_BUFFER_CAPACITY: usize = 256;
-
-impl Pool {
-    fn take(&self, capacity: usize) -> Vec<Observation> {
-        self.0
-            .try_lock()
-            .ok()
-            .and_then(|mut buffers| buffers.pop())
-            .unwrap_or_else(|| Vec::with_capacity(capacity))
-    }
-
-    fn give_back(&self, mut buffer: Vec<Observation>) {
-        if buffer.capacity() > POOL_BUFFER_CAPACITY {
-            return;
-        }
-        buffer.clear();
-        if let Ok(mut buffers) = self.0.try_lock() {
-            if buffers.len() < POOL_BUFFERS {
-                buffers.push(buffer);
-            }
-        }
-    }
 }
 
 /// Counts shared with the recorder thread (which must not hold the queue's sender: it
 /// ends when every sender is gone).
 #[derive(Default)]
 struct Counts {
-    dropped_requests: AtomicU64,
-    said_full: AtomicBool,
     dropped_observations: AtomicU64,
     said_stages: AtomicBool,
 }
@@ -141,33 +94,24 @@ impl OtlpMetricsSink {
     /// A sink with one instrument per metric of the catalogue, made on `meter`, and its
     /// recorder thread.
     pub(super) fn start(meter: &Meter) -> Result<Self, std::io::Error> {
-        let instruments = Instruments {
-            by_id: METRICS.iter().map(|def| instrument(meter, def)).collect(),
-            stages: StageIds::default(),
-        };
         let counts = Arc::new(Counts::default());
-        let pool = Arc::new(Pool::default());
-        let (tx, rx) = mpsc::sync_channel(METRICS_QUEUE_CAPACITY);
-        let (thread_counts, thread_pool) = (counts.clone(), pool.clone());
-        std::thread::Builder::new()
-            .name("omni-otlp-metrics".into())
-            .spawn(move || {
-                for message in rx {
-                    match message {
-                        Message::Request(observations) => {
-                            for &(def, labels, value) in &observations {
-                                instruments.record(def, labels, value, &thread_counts);
-                            }
-                            thread_pool.give_back(observations);
-                        }
-                        Message::Barrier(done) => {
-                            let _ = done.send(());
-                        }
-                    }
-                }
-            })?;
+        let recorder = Recorder {
+            instruments: Instruments {
+                by_id: METRICS.iter().map(|def| instrument(meter, def)).collect(),
+                stages: StageIds::default(),
+            },
+            counts: counts.clone(),
+        };
+        let queue = ObservationQueue::start(
+            "omni-otlp-metrics",
+            METRICS_QUEUE_CAPACITY,
+            Arc::new(recorder),
+            "OTLP metrics: the recorder's queue is full; requests that do not fit are not in \
+             the exported metrics (counted in OtlpMetricsSink::dropped_requests). The tables \
+             and records are complete. Said once.",
+        )?;
         Ok(Self {
-            inner: Some(Arc::new(Queue { tx, counts, pool })),
+            inner: Some(Arc::new(Queue { queue, counts })),
         })
     }
 
@@ -184,9 +128,7 @@ impl OtlpMetricsSink {
     /// Requests not recorded because the recorder's queue was full
     /// ([`METRICS_QUEUE_CAPACITY`]).
     pub fn dropped_requests(&self) -> u64 {
-        self.inner
-            .as_ref()
-            .map_or(0, |q| q.counts.dropped_requests.load(Ordering::Relaxed))
+        self.inner.as_ref().map_or(0, |q| q.queue.dropped())
     }
 
     /// Observations not exported because their stage id was beyond the first
@@ -207,24 +149,10 @@ impl OtlpMetricsSink {
 
     /// [`wait_recorded`](Self::wait_recorded) until `deadline`.
     pub(crate) fn drain(&self, deadline: Instant) -> bool {
-        let Some(queue) = &self.inner else {
-            return true;
-        };
-        let (done_tx, done_rx) = mpsc::channel();
-        let mut barrier = Message::Barrier(done_tx);
-        loop {
-            match queue.tx.try_send(barrier) {
-                Ok(()) => break,
-                Err(TrySendError::Full(back)) if Instant::now() < deadline => {
-                    barrier = back;
-                    std::thread::sleep(Duration::from_millis(1));
-                }
-                Err(_) => return false,
-            }
+        match &self.inner {
+            Some(queue) => queue.queue.drain(deadline),
+            None => true,
         }
-        done_rx
-            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-            .is_ok()
     }
 }
 
@@ -318,35 +246,23 @@ impl Instruments {
 
 impl Sink for OtlpMetricsSink {
     fn on_request(&self, request: &RequestE2EStats) {
-        let Some(queue) = &self.inner else {
-            return;
-        };
-        // 8 per request, 8 per stage and 5 per edge cover most requests without growing;
-        // streamed stages add one per output gap.
-        let mut observations = queue
-            .pool
-            .take(8 + 8 * request.stages.len() + 5 * request.transfers.len());
-        observe(request, |def, labels, value| {
-            observations.push((def, labels, value));
-        });
-        if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) =
-            queue.tx.try_send(Message::Request(observations))
-        {
-            let dropped = queue
-                .counts
-                .dropped_requests
-                .fetch_add(1, Ordering::Relaxed)
-                + 1;
-            if !queue.counts.said_full.swap(true, Ordering::Relaxed) {
-                tracing::warn!(
-                    target: "omni_metrics::otlp",
-                    dropped,
-                    "OTLP metrics: the recorder's queue ({METRICS_QUEUE_CAPACITY} requests) is \
-                     full; requests that do not fit are not in the exported metrics (counted in \
-                     OtlpMetricsSink::dropped_requests). The tables and records are complete. \
-                     Said once."
-                );
-            }
+        if let Some(queue) = &self.inner {
+            // OpenTelemetry's SDK records no exemplars: no trace id is carried.
+            queue.queue.push(request, false);
+        }
+    }
+}
+
+/// The recorder thread's side.
+struct Recorder {
+    instruments: Instruments,
+    counts: Arc<Counts>,
+}
+
+impl Record for Recorder {
+    fn record(&self, batch: &Batch) {
+        for &(def, labels, value) in &batch.observations {
+            self.instruments.record(def, labels, value, &self.counts);
         }
     }
 }
