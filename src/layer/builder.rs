@@ -1,4 +1,5 @@
-//! Configuring an [`OmniMetricsLayer`]: sinks, clock, and the `OMNI_METRICS_JSONL` variable.
+//! Configuring an [`OmniMetricsLayer`]: sinks, clock, and the `OMNI_METRICS_JSONL` and
+//! `OMNI_METRICS_HTML` variables.
 
 use std::io::{self, Write};
 use std::path::PathBuf;
@@ -6,6 +7,8 @@ use std::sync::Arc;
 
 use super::OmniMetricsLayer;
 use crate::clock::Clock;
+use crate::report::html::live::HtmlLane;
+use crate::report::html::{DEFAULT_HTML_MAX_REQUESTS, HTML_ENV};
 use crate::report::writer::Writer;
 use crate::report::{ConsoleSink, DEFAULT_QUEUE_CAPACITY, JsonLinesSink, Sink};
 
@@ -16,10 +19,10 @@ pub const JSONL_ENV: &str = "OMNI_METRICS_JSONL";
 /// Builds an [`OmniMetricsLayer`].
 ///
 /// Defaults: console tables on stderr ([`Builder::with_console`]), per-request tables
-/// included ([`Builder::with_request_tables`]), JSON lines only if [`JSONL_ENV`] is set, the
-/// monotonic clock.
+/// included ([`Builder::with_request_tables`]), JSON lines only if [`JSONL_ENV`] is set, an
+/// HTML report of each run only if [`HTML_ENV`] is set, the monotonic clock.
 ///
-/// The console and JSON lines are written by a background thread of the layer, fed by a
+/// The console, JSON lines and HTML report are written by background threads of the layer, fed by a
 /// bounded queue ([`Builder::with_queue_capacity`]): the engine's threads never format or
 /// write them, and never wait for them. Your own sinks ([`Builder::with_sink`]) are called
 /// on the engine's threads.
@@ -39,6 +42,8 @@ pub struct Builder {
     request_tables: bool,
     jsonl_path: Option<PathBuf>,
     jsonl_writer: Option<Box<dyn Write + Send>>,
+    html_path: Option<PathBuf>,
+    html_max_requests: usize,
     sinks: Vec<Box<dyn Sink>>,
     clock: Option<Arc<dyn Clock>>,
     trace_annotations: bool,
@@ -53,6 +58,8 @@ impl Default for Builder {
             request_tables: true,
             jsonl_path: None,
             jsonl_writer: None,
+            html_path: None,
+            html_max_requests: DEFAULT_HTML_MAX_REQUESTS,
             sinks: Vec::new(),
             clock: None,
             trace_annotations: false,
@@ -68,6 +75,8 @@ impl std::fmt::Debug for Builder {
             .field("request_tables", &self.request_tables)
             .field("jsonl_path", &self.jsonl_path)
             .field("jsonl_writer", &self.jsonl_writer.is_some())
+            .field("html_path", &self.html_path)
+            .field("html_max_requests", &self.html_max_requests)
             .field("sinks", &self.sinks.len())
             .field("custom_clock", &self.clock.is_some())
             .field("queue_capacity", &self.queue_capacity)
@@ -111,6 +120,50 @@ impl Builder {
     pub fn with_jsonl_writer(mut self, writer: impl Write + Send + 'static) -> Self {
         self.jsonl_writer = Some(Box::new(writer));
         self.jsonl_path = None;
+        self
+    }
+
+    /// Writes an HTML report of each run to the file at `path` when the run closes (see
+    /// [`report::html`](crate::report::html)): the tables, a timeline of every request, and
+    /// histograms, in one self-contained page. Overrides [`HTML_ENV`].
+    ///
+    /// `{scope}` in the path is replaced by the run's scope (made safe as a file name), so
+    /// each run gets its own file; without it each run replaces the file, which is written
+    /// whole under a temporary name and renamed. Rendering and writing run on a thread of
+    /// the layer, never the engine's. A run's requests are held in memory until it closes,
+    /// at most [`Builder::with_html_max_requests`] of them (about 1 KiB each). Online
+    /// requests (no `omni.run`) make no report: call
+    /// [`report::html::render`](crate::report::html::render) with requests you collect. A
+    /// write that fails is warned about once, naming the file, and counted in
+    /// [`MetricsHandle::sink_losses`](crate::MetricsHandle::sink_losses); it never fails the
+    /// engine.
+    ///
+    /// ```
+    /// let layer = omni_metrics::OmniMetricsLayer::builder()
+    ///     .with_html_path(std::env::temp_dir().join("omni-report-{scope}.html"))
+    ///     .build()?;
+    /// # drop(layer);
+    /// # Ok::<(), omni_metrics::BuildError>(())
+    /// ```
+    pub fn with_html_path(mut self, path: impl Into<PathBuf>) -> Self {
+        self.html_path = Some(path.into());
+        self
+    }
+
+    /// The most requests of one run the HTML report keeps; the page counts those left out.
+    /// Default: [`DEFAULT_HTML_MAX_REQUESTS`] (100,000; about 100 MiB held until the run
+    /// closes).
+    ///
+    /// ```
+    /// let layer = omni_metrics::OmniMetricsLayer::builder()
+    ///     .with_html_path("report.html")
+    ///     .with_html_max_requests(20_000)
+    ///     .build()?;
+    /// # drop(layer);
+    /// # Ok::<(), omni_metrics::BuildError>(())
+    /// ```
+    pub fn with_html_max_requests(mut self, max_requests: usize) -> Self {
+        self.html_max_requests = max_requests;
         self
     }
 
@@ -177,7 +230,13 @@ impl Builder {
                 _ => None,
             },
         };
-        let writer = Writer::start(console, jsonl, self.queue_capacity);
+        let html_path = self.html_path.or_else(|| {
+            std::env::var_os(HTML_ENV)
+                .filter(|path| !path.is_empty())
+                .map(PathBuf::from)
+        });
+        let html = html_path.map(|path| HtmlLane::new(path, self.html_max_requests));
+        let writer = Writer::start(console, jsonl, html, self.queue_capacity);
         Ok(OmniMetricsLayer::from_parts(
             self.clock,
             self.sinks,
