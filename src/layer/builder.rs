@@ -131,7 +131,7 @@ impl Builder {
     /// each run gets its own file; without it each run replaces the file, which is written
     /// whole under a temporary name and renamed. Rendering and writing run on a thread of
     /// the layer, never the engine's. A run's requests are held in memory until it closes,
-    /// at most [`Builder::with_html_max_requests`] of them (about 1 KiB each). Online
+    /// at most [`Builder::with_html_max_requests`] of them (about 1.2 KiB each). Online
     /// requests (no `omni.run`) make no report: call
     /// [`report::html::render`](crate::report::html::render) with requests you collect. A
     /// write that fails is warned about once, naming the file, and counted in
@@ -151,7 +151,7 @@ impl Builder {
     }
 
     /// The most requests of one run the HTML report keeps; the page counts those left out.
-    /// Default: [`DEFAULT_HTML_MAX_REQUESTS`] (100,000; about 100 MiB held until the run
+    /// Default: [`DEFAULT_HTML_MAX_REQUESTS`] (100,000; about 120 MiB held until the run
     /// closes).
     ///
     /// ```

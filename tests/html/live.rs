@@ -141,7 +141,10 @@ fn issue11_a_report_that_cannot_be_written_is_warned_once_never_a_panic() {
             .with_writer(move || writer.clone())
             .with_ansi(false),
     );
-    tracing::subscriber::with_default(subscriber, || {
+    // Kept until the end: the warning goes to the layer's subscriber, from a thread of its
+    // own, while the subscriber lives.
+    let dispatch = tracing::Dispatch::new(subscriber);
+    tracing::dispatcher::with_default(&dispatch, || {
         for run_id in ["a", "b"] {
             let run = Run::with_id(run_id);
             run.request("r-1").finish();
@@ -162,4 +165,5 @@ fn issue11_a_report_that_cannot_be_written_is_warned_once_never_a_panic() {
     assert_eq!(warnings.count(), 1, "once, naming the file:\n{text}");
     assert!(text.contains(&path.display().to_string()), "{text}");
     assert_eq!(capture.summaries().len(), 2, "the engine went on");
+    drop(dispatch);
 }

@@ -10,6 +10,7 @@
 mod chromium;
 #[path = "../support/example.rs"]
 mod example;
+mod interaction;
 mod live;
 mod page;
 #[path = "../support/shared_buf.rs"]

@@ -378,3 +378,42 @@ fn issue11_ten_thousand_requests_render_under_two_seconds() {
         "{drawn} bars drawn for 41 rows"
     );
 }
+
+/// A report with no request, and one of records without times (read back from JSON lines,
+/// which do not carry `start_ns`/`end_ns`): both render, the second laid out from 0 and
+/// said so.
+#[test]
+fn issue11_empty_and_untimed_reports_render() {
+    let Some(browser) = browser("issue11_empty_and_untimed_reports_render") else {
+        return;
+    };
+    let dir = temp_dir("empty-untimed");
+    let empty = dir.join("empty.html");
+    let summary = OverallSummary {
+        scope: "nothing".into(),
+        ..Default::default()
+    };
+    std::fs::write(&empty, render(&summary, &[])).expect("write the page");
+    let dom = rendered_dom(&browser, &empty, "");
+    assert_eq!(attr(&dom, "data-requests"), "0");
+    assert_eq!(attr(&dom, "data-bars"), "0");
+
+    let (summary, mut requests) = tricky();
+    for r in &mut requests {
+        r.start_ns = 0;
+        r.end_ns = 0;
+        for s in &mut r.stages {
+            (s.start_ns, s.end_ns) = (0, 0);
+        }
+        for e in &mut r.transfers {
+            (e.start_ns, e.end_ns) = (0, 0);
+        }
+    }
+    let untimed = dir.join("untimed.html");
+    let html = render(&summary, &requests);
+    assert_eq!(blob(&html)["timed"], false);
+    std::fs::write(&untimed, html).expect("write the page");
+    let dom = rendered_dom(&browser, &untimed, "");
+    assert_eq!(attr(&dom, "data-bars"), "6");
+    assert!(dom.contains("These records carry no times"));
+}

@@ -65,7 +65,7 @@ pub const HTML_ENV: &str = "OMNI_METRICS_HTML";
 /// [`Builder::with_html_max_requests`](crate::Builder::with_html_max_requests).
 ///
 /// The report holds each request of an open run in memory until the run closes, about
-/// 1 KiB per request of three stages and two edges (100 MiB at this cap); the page of
+/// 1.2 KiB per request of three stages and two edges (120 MiB at this cap); the page of
 /// 100,000 requests is some 60 MB.
 pub const DEFAULT_HTML_MAX_REQUESTS: usize = 100_000;
 

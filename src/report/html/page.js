@@ -526,6 +526,8 @@
 
   var drawPending = false;
   function requestDraw() {
+    // What will be drawn, at once (tests and tools read it without waiting for a frame).
+    canvas.setAttribute('data-view', [view.t0, view.t1, view.r0, view.rv].join(','));
     if (drawPending) return;
     drawPending = true;
     window.requestAnimationFrame(function () {
@@ -632,6 +634,9 @@
     ctx.moveTo(0, AXIS_H + 0.5);
     ctx.lineTo(W, AXIS_H + 0.5);
     ctx.stroke();
+    // The view and the geometry, for tests and for reading positions off the canvas.
+    canvas.setAttribute('data-view', [view.t0, view.t1, view.r0, view.rv].join(','));
+    canvas.setAttribute('data-geometry', [GUTTER, rowsTop, rh, pw, lanesTop, LANE_H].join(','));
     body.setAttribute('data-bars-drawn', String(drawn));
     body.setAttribute('data-lod', lod);
     body.setAttribute('data-rows-visible', String(n === 0 ? 0 : lastRow - firstRow + 1));
@@ -854,7 +859,11 @@
   canvas.addEventListener('pointerdown', function (ev) {
     var p = mousePos(ev);
     drag = { x: p[0], y: p[1], t0: view.t0, t1: view.t1, r0: view.r0, moved: false };
-    canvas.setPointerCapture(ev.pointerId);
+    try {
+      canvas.setPointerCapture(ev.pointerId);
+    } catch (e) {
+      // A synthetic or finished pointer: dragging still works while over the canvas.
+    }
   });
   canvas.addEventListener('pointermove', function (ev) {
     var p = mousePos(ev);
