@@ -1,5 +1,5 @@
 //! Configuring an [`OmniMetricsLayer`]: sinks, clock, the online aggregates, the
-//! Prometheus endpoint, and the `OMNI_METRICS_*` variables.
+//! Prometheus endpoint, the HTML report, and the `OMNI_METRICS_*` variables.
 
 use std::io::{self, Write};
 use std::path::PathBuf;
@@ -9,6 +9,8 @@ use std::time::Duration;
 use super::{OmniMetricsLayer, Parts};
 use crate::aggregate::{self, DEFAULT_SUMMARY_WINDOW, MIN_LOG_INTERVAL};
 use crate::clock::Clock;
+use crate::report::html::live::HtmlLane;
+use crate::report::html::{DEFAULT_HTML_MAX_REQUESTS, HTML_ENV};
 use crate::report::{ConsoleSink, DEFAULT_QUEUE_CAPACITY, JsonLinesSink, Sink};
 
 /// Environment variable: write JSON-lines records to this file (appending), unless
@@ -43,10 +45,10 @@ pub const ONLINE_TABLES_ENV: &str = "OMNI_METRICS_ONLINE_TABLES";
 /// included ([`Builder::with_request_tables`]), online requests' tables printed unless the
 /// periodic line is on ([`Builder::with_online_tables`]), no periodic line
 /// ([`Builder::with_periodic_log`]), JSON lines only if [`JSONL_ENV`] is set, the online
-/// aggregates on with a one-minute window ([`Builder::with_summary_window`]), the monotonic
-/// clock.
+/// aggregates on with a one-minute window ([`Builder::with_summary_window`]), an HTML
+/// report of each run only if [`HTML_ENV`] is set, the monotonic clock.
 ///
-/// The console and JSON lines are written by a background thread of the layer, fed by a
+/// The console, JSON lines and HTML report are written by background threads of the layer, fed by a
 /// bounded queue ([`Builder::with_queue_capacity`]): the engine's threads never format or
 /// write them, and never wait for them. Your own sinks ([`Builder::with_sink`]) are called
 /// on the engine's threads.
@@ -66,6 +68,8 @@ pub struct Builder {
     request_tables: bool,
     jsonl_path: Option<PathBuf>,
     jsonl_writer: Option<Box<dyn Write + Send>>,
+    html_path: Option<PathBuf>,
+    html_max_requests: usize,
     sinks: Vec<Box<dyn Sink>>,
     clock: Option<Arc<dyn Clock>>,
     trace_annotations: bool,
@@ -88,6 +92,8 @@ impl Default for Builder {
             request_tables: true,
             jsonl_path: None,
             jsonl_writer: None,
+            html_path: None,
+            html_max_requests: DEFAULT_HTML_MAX_REQUESTS,
             sinks: Vec::new(),
             clock: None,
             trace_annotations: false,
@@ -109,6 +115,8 @@ impl std::fmt::Debug for Builder {
             .field("request_tables", &self.request_tables)
             .field("jsonl_path", &self.jsonl_path)
             .field("jsonl_writer", &self.jsonl_writer.is_some())
+            .field("html_path", &self.html_path)
+            .field("html_max_requests", &self.html_max_requests)
             .field("sinks", &self.sinks.len())
             .field("custom_clock", &self.clock.is_some())
             .field("queue_capacity", &self.queue_capacity)
@@ -251,6 +259,50 @@ impl Builder {
         self
     }
 
+    /// Writes an HTML report of each run to the file at `path` when the run closes (see
+    /// [`report::html`](crate::report::html)): the tables, a timeline of every request, and
+    /// histograms, in one self-contained page. Overrides [`HTML_ENV`].
+    ///
+    /// `{scope}` in the path is replaced by the run's scope (made safe as a file name), so
+    /// each run gets its own file; without it each run replaces the file, which is written
+    /// whole under a temporary name and renamed. Rendering and writing run on a thread of
+    /// the layer, never the engine's. A run's requests are held in memory until it closes,
+    /// at most [`Builder::with_html_max_requests`] of them (about 1.2 KiB each). Online
+    /// requests (no `omni.run`) make no report: call
+    /// [`report::html::render`](crate::report::html::render) with requests you collect. A
+    /// write that fails is warned about once, naming the file, and counted in
+    /// [`MetricsHandle::sink_losses`](crate::MetricsHandle::sink_losses); it never fails the
+    /// engine.
+    ///
+    /// ```
+    /// let layer = omni_metrics::OmniMetricsLayer::builder()
+    ///     .with_html_path(std::env::temp_dir().join("omni-report-{scope}.html"))
+    ///     .build()?;
+    /// # drop(layer);
+    /// # Ok::<(), omni_metrics::BuildError>(())
+    /// ```
+    pub fn with_html_path(mut self, path: impl Into<PathBuf>) -> Self {
+        self.html_path = Some(path.into());
+        self
+    }
+
+    /// The most requests of one run the HTML report keeps; the page counts those left out.
+    /// Default: [`DEFAULT_HTML_MAX_REQUESTS`] (100,000; about 120 MiB held until the run
+    /// closes).
+    ///
+    /// ```
+    /// let layer = omni_metrics::OmniMetricsLayer::builder()
+    ///     .with_html_path("report.html")
+    ///     .with_html_max_requests(20_000)
+    ///     .build()?;
+    /// # drop(layer);
+    /// # Ok::<(), omni_metrics::BuildError>(())
+    /// ```
+    pub fn with_html_max_requests(mut self, max_requests: usize) -> Self {
+        self.html_max_requests = max_requests;
+        self
+    }
+
     /// How many finished records (a request's, a summary) may wait for the console and
     /// JSON-lines writer thread; more are dropped and counted
     /// ([`MetricsHandle::sink_losses`](crate::MetricsHandle::sink_losses)), never waited
@@ -358,6 +410,12 @@ impl Builder {
                 _ => None,
             },
         };
+        let html_path = self.html_path.or_else(|| {
+            std::env::var_os(HTML_ENV)
+                .filter(|path| !path.is_empty())
+                .map(PathBuf::from)
+        });
+        let html = html_path.map(|path| HtmlLane::new(path, self.html_max_requests));
         Ok(OmniMetricsLayer::from_parts(Parts {
             clock: self.clock,
             sinks: self.sinks,
@@ -365,6 +423,7 @@ impl Builder {
             online_tables,
             periodic: periodic.filter(|_| self.aggregates),
             jsonl,
+            html,
             queue_capacity: self.queue_capacity,
             trace_annotations: self.trace_annotations,
             aggregates: self.aggregates,

@@ -206,7 +206,7 @@ impl OmniMetricsLayer {
                 }
             }),
         });
-        let writer = Writer::start(console, parts.jsonl, parts.queue_capacity);
+        let writer = Writer::start(console, parts.jsonl, parts.html, parts.queue_capacity);
         if let Some(writer) = &writer {
             let _ = shared.sink_writer.set(writer.state().clone());
         }
@@ -238,6 +238,7 @@ pub(super) struct Parts {
     online_tables: bool,
     periodic: Option<std::time::Duration>,
     jsonl: Option<JsonLinesSink>,
+    html: Option<crate::report::html::live::HtmlLane>,
     queue_capacity: usize,
     trace_annotations: bool,
     aggregates: bool,

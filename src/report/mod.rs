@@ -3,17 +3,19 @@
 //! The layer calls every [`Sink`] of yours once per finished request and once per finished
 //! scope, from the thread that closed the span, with no span lock held. The built-in sinks
 //! are the console tables ([`ConsoleSink`], rendered by [`table`]), JSON lines
-//! ([`JsonLinesSink`], one [`Record`] per line) and an in-memory [`CaptureSink`] for tests.
+//! ([`JsonLinesSink`], one [`Record`] per line), an HTML report of each run ([`html`]) and an
+//! in-memory [`CaptureSink`] for tests.
 //!
-//! The layer's built-in console and JSON lines run on a writer thread of their own, fed by
-//! a bounded queue: the engine's thread only queues the finished record, and a record that
-//! does not fit is dropped and counted ([`SinkLosses`]), never waited for.
+//! The layer's built-in console, JSON lines and HTML report run on writer threads of their
+//! own, fed by bounded queues: the engine's thread only queues the finished record, and a
+//! record that does not fit is dropped and counted ([`SinkLosses`]), never waited for.
 //! [`MetricsHandle::flush`](crate::MetricsHandle::flush) waits for what is queued, and
 //! dropping the [`OmniGuard`](crate::OmniGuard) flushes within [`DEFAULT_FLUSH_TIMEOUT`].
 //! [`CaptureSink`] stays synchronous: a test reads it right after the span closes.
 
 mod capture;
 mod console;
+pub mod html;
 mod jsonl;
 pub mod table;
 pub(crate) mod writer;

@@ -44,7 +44,7 @@ fn must_escape(c: char) -> bool {
 /// column can be forged) and cut at [`MAX_CELL_CHARS`]. Borrows when nothing changes.
 ///
 /// Runs in time proportional to the cap, not to the text.
-fn printable(text: &str, in_cell: bool) -> Cow<'_, str> {
+pub(crate) fn printable(text: &str, in_cell: bool) -> Cow<'_, str> {
     let clean = |c: char| !(must_escape(c) || (in_cell && c == '|'));
     if text.len() <= MAX_CELL_CHARS && text.chars().all(clean) {
         return Cow::Borrowed(text);

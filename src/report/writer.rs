@@ -1,7 +1,8 @@
 //! The built-in sinks' writer threads: the engine's threads only queue finished records.
 //!
-//! The console tables and the JSON lines are rendered, serialized and written on background
-//! threads, one per built-in sink (so that a blocked console cannot hold up the JSON lines),
+//! The console tables, the JSON lines and the HTML report are rendered, serialized and
+//! written on background threads, one per built-in sink (so that a blocked console cannot
+//! hold up the JSON lines),
 //! each fed by a bounded queue, as `tracing-appender`'s non-blocking writer does. The engine's thread moves the finished record into the queue
 //! and returns: no formatting, no serialization, no write. When the queue is full the record
 //! is dropped and counted, never waited for (a full stderr pipe cannot stall the engine).
@@ -24,6 +25,7 @@ use std::time::{Duration, Instant};
 
 use tracing::dispatcher::WeakDispatch;
 
+use super::html::live::HtmlLane;
 use super::{ConsoleSink, JsonLinesSink};
 use crate::stats::{OverallSummary, RequestE2EStats};
 
@@ -66,14 +68,17 @@ pub struct SinkLosses {
     /// JSON-lines records whose write failed (a full disk, a removed directory); no partial
     /// line is left.
     pub jsonl_failed: u64,
+    /// HTML reports (one per run) whose write failed.
+    pub html_failed: u64,
 }
 
 impl SinkLosses {
-    /// All losses: `queue_full + console_failed + jsonl_failed`.
+    /// All losses: `queue_full + console_failed + jsonl_failed + html_failed`.
     pub fn total(&self) -> u64 {
         self.queue_full
             .saturating_add(self.console_failed)
             .saturating_add(self.jsonl_failed)
+            .saturating_add(self.html_failed)
     }
 }
 
@@ -149,6 +154,8 @@ pub(crate) struct ConsoleConfig {
 enum LaneSink {
     Console(ConsoleSink),
     Jsonl(JsonLinesSink),
+    /// Boxed: it holds the requests of the open runs.
+    Html(Box<HtmlLane>),
 }
 
 /// A kind of loss, and its bit in [`WriterState::reported`].
@@ -157,6 +164,7 @@ enum Loss {
     QueueFull = 1,
     Console = 2,
     Jsonl = 4,
+    Html = 16,
 }
 
 /// The engine's side of the writer: owned by the layer.
@@ -198,6 +206,7 @@ pub(crate) struct WriterState {
     queue_full: AtomicU64,
     console_failed: AtomicU64,
     jsonl_failed: AtomicU64,
+    html_failed: AtomicU64,
     /// Which kinds of loss were reported ([`Loss`] bits), and the final report (bit 8).
     reported: AtomicU8,
     /// The subscriber the layer is in: where loss warnings go.
@@ -215,20 +224,21 @@ pub(crate) struct WriterState {
 const FINAL_REPORTED: u8 = 8;
 
 impl Writer {
-    /// Starts the writer thread for the built-in `console` and `jsonl` sinks; `None` when
-    /// there is neither.
+    /// Starts the writer threads for the built-in `console`, `jsonl` and `html` sinks;
+    /// `None` when there is none.
     pub(crate) fn start(
         console: Option<ConsoleConfig>,
         jsonl: Option<JsonLinesSink>,
+        html: Option<HtmlLane>,
         capacity: usize,
     ) -> Option<Self> {
-        if console.is_none() && jsonl.is_none() {
+        if console.is_none() && jsonl.is_none() && html.is_none() {
             return None;
         }
         let capacity = capacity.max(1);
         let console_requests = console.as_ref().is_some_and(|c| c.sink.request_tables());
         let console_online = console.as_ref().is_some_and(|c| c.online_tables);
-        let requests = jsonl.is_some() || console_requests;
+        let requests = jsonl.is_some() || html.is_some() || console_requests;
         let online_requests = jsonl.is_some() || (console_requests && console_online);
         let online_summaries = jsonl.is_some() || console_online;
         let state = Arc::new(WriterState {
@@ -241,6 +251,7 @@ impl Writer {
             queue_full: AtomicU64::new(0),
             console_failed: AtomicU64::new(0),
             jsonl_failed: AtomicU64::new(0),
+            html_failed: AtomicU64::new(0),
             reported: AtomicU8::new(0),
             dispatch: OnceLock::new(),
             start_error: OnceLock::new(),
@@ -258,6 +269,15 @@ impl Writer {
                 )
             }),
             jsonl.map(|j| (true, true, LaneSink::Jsonl(j), None, "omni-metrics-jsonl")),
+            html.map(|h| {
+                (
+                    true,
+                    false,
+                    LaneSink::Html(Box::new(h)),
+                    None,
+                    "omni-metrics-html",
+                )
+            }),
         ];
         let lanes = sinks
             .into_iter()
@@ -269,7 +289,7 @@ impl Writer {
                 state.running.fetch_add(1, Ordering::AcqRel);
                 let spawned = std::thread::Builder::new()
                     .name(name.into())
-                    .spawn(move || run(&rx, &sink, &thread_state, periodic));
+                    .spawn(move || run(&rx, sink, &thread_state, periodic));
                 let tx = match spawned {
                     Ok(_) => Some(tx),
                     Err(error) => {
@@ -365,7 +385,7 @@ impl Drop for Writer {
 
 /// A lane's thread: renders or serializes and writes each record, until the layer is gone;
 /// the console's also prints the periodic line.
-fn run(rx: &Receiver<Job>, sink: &LaneSink, state: &WriterState, periodic: Option<Periodic>) {
+fn run(rx: &Receiver<Job>, mut sink: LaneSink, state: &WriterState, periodic: Option<Periodic>) {
     // Never trace into the engine's subscriber (no feedback from a writer that logs).
     // `Dispatch::none()` is not registered with tracing-core (a `Dispatch::new` would be,
     // and its missing level hint would raise the process's maximum level to TRACE).
@@ -383,7 +403,7 @@ fn run(rx: &Receiver<Job>, sink: &LaneSink, state: &WriterState, periodic: Optio
                     Err(RecvTimeoutError::Timeout) => {
                         // Missed ticks (a blocked console) are skipped, not caught up.
                         *next = (*next + periodic.interval).max(Instant::now());
-                        if !tick(periodic, sink, state) {
+                        if !tick(periodic, &sink, state) {
                             ticker = None;
                         }
                         continue;
@@ -395,17 +415,23 @@ fn run(rx: &Receiver<Job>, sink: &LaneSink, state: &WriterState, periodic: Optio
                 Err(_) => break,
             },
         };
-        let result = match (sink, &job) {
+        let result = match (&mut sink, &job) {
             (LaneSink::Console(c), Job::Request(r)) => attempt(|| c.write_request(r)),
             (LaneSink::Console(c), Job::Summary(s)) => attempt(|| c.write_summary(s)),
             (LaneSink::Jsonl(j), Job::Request(r)) => attempt(|| j.write_request(r)),
             (LaneSink::Jsonl(j), Job::Summary(s)) => attempt(|| j.write_summary(s)),
+            (LaneSink::Html(h), Job::Request(r)) => attempt(|| {
+                h.request(r);
+                Ok(())
+            }),
+            (LaneSink::Html(h), Job::Summary(s)) => attempt(|| h.summary(s)),
         };
         drop(job);
         if let Err(error) = result {
             let loss = match sink {
                 LaneSink::Console(_) => Loss::Console,
                 LaneSink::Jsonl(_) => Loss::Jsonl,
+                LaneSink::Html(_) => Loss::Html,
             };
             state.lost(loss, Some(&error));
         }
@@ -469,6 +495,7 @@ impl WriterState {
             queue_full: self.queue_full.load(Ordering::Relaxed),
             console_failed: self.console_failed.load(Ordering::Relaxed),
             jsonl_failed: self.jsonl_failed.load(Ordering::Relaxed),
+            html_failed: self.html_failed.load(Ordering::Relaxed),
         }
     }
 
@@ -519,11 +546,13 @@ impl WriterState {
             };
             let message = format!(
                 "{} metrics records were lost by the built-in sinks (queue full: {}, console \
-                 writes failed: {}, JSON-lines writes failed: {}){pending}",
+                 writes failed: {}, JSON-lines writes failed: {}, HTML reports not written: \
+                 {}){pending}",
                 losses.total(),
                 losses.queue_full,
                 losses.console_failed,
                 losses.jsonl_failed,
+                losses.html_failed,
             );
             if let Some(done) = self.report(message) {
                 let _ = done.recv_timeout(REPORT_WAIT);
@@ -538,6 +567,7 @@ impl WriterState {
             Loss::QueueFull => &self.queue_full,
             Loss::Console => &self.console_failed,
             Loss::Jsonl => &self.jsonl_failed,
+            Loss::Html => &self.html_failed,
         };
         counter.fetch_add(1, Ordering::Relaxed);
         if self.reported.fetch_or(loss as u8, Ordering::Relaxed) & loss as u8 != 0 {
@@ -566,6 +596,11 @@ impl WriterState {
             (Loss::Jsonl, _) => format!(
                 "cannot write a JSON-lines record{error}; it is lost (no partial line is left). \
                  Check the disk (space, permissions) or the writer; every lost record is \
+                 counted in `MetricsHandle::sink_losses` (reported once)"
+            ),
+            (Loss::Html, _) => format!(
+                "the run's HTML report is not written{error}. Check that the directory exists \
+                 and is writable, or unset OMNI_METRICS_HTML; every report not written is \
                  counted in `MetricsHandle::sink_losses` (reported once)"
             ),
         };
