@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use omni_metrics::replay::{GroupBy, InputFormat, ReadError, Replay, Spans};
-use omni_metrics::report::{ConsoleSink, JsonLinesSink};
+use omni_metrics::report::{CaptureSink, ConsoleSink, JsonLinesSink};
 
 /// Inputs at least this large (in bytes, all files together) get a progress bar on a
 /// terminal.
@@ -53,6 +53,11 @@ struct ReportArgs {
     /// Never show a progress bar (shown only on a terminal, for inputs of 32 MiB or more).
     #[arg(long)]
     no_progress: bool,
+    /// Also write the self-contained HTML report (tables, timeline, histograms) of each
+    /// run to this file; `{scope}` in the name gives one file per scope (needed when the
+    /// input holds several runs; `--group-by all` makes one).
+    #[arg(long, value_name = "OUT.html")]
+    html: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -182,7 +187,15 @@ fn report(args: ReportArgs) -> ExitCode {
             }
         });
     }
+    let capture = args.html.as_ref().map(|_| CaptureSink::new());
+    if let Some(capture) = &capture {
+        replay = replay.with_sink(capture.clone());
+    }
     let stats = replay.run(&spans);
+    let html_ok = match (&args.html, &capture) {
+        (Some(path), Some(capture)) => write_html(path, capture),
+        _ => true,
+    };
 
     eprintln!(
         "omni-metrics: {} spans in {} traces from {} file{}: {} requests, {} runs",
@@ -229,7 +242,58 @@ fn report(args: ReportArgs) -> ExitCode {
     if bad_lines + bad_other > 0 {
         eprintln!("omni-metrics: {}", could_not_read(bad_lines, bad_other));
     }
-    ExitCode::SUCCESS
+    if html_ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+/// Writes the HTML page of each summarized scope with requests (runs, or `all`; online
+/// requests, each its own scope, only when they are all there is); `false` on a failure,
+/// said on stderr.
+fn write_html(path: &std::path::Path, capture: &CaptureSink) -> bool {
+    let requests = capture.requests();
+    let summaries = capture.summaries();
+    // Scopes of more than one request first; single online requests only if nothing else.
+    let mut scopes: Vec<_> = summaries
+        .iter()
+        .filter(|s| {
+            requests
+                .iter()
+                .filter(|r| r.scope == s.scope)
+                .nth(1)
+                .is_some()
+        })
+        .collect();
+    if scopes.is_empty() {
+        scopes = summaries.iter().collect();
+    }
+    let per_scope = path.to_str().is_some_and(|p| p.contains("{scope}"));
+    if scopes.len() > 1 && !per_scope {
+        eprintln!(
+            "omni-metrics: the input holds {} scopes; put `{{scope}}` in the --html file name \
+             for one page each, or use --group-by all for one page of everything",
+            scopes.len()
+        );
+        return false;
+    }
+    let mut ok = true;
+    for summary in scopes {
+        let of_scope: Vec<_> = requests
+            .iter()
+            .filter(|r| r.scope == summary.scope)
+            .cloned()
+            .collect();
+        match omni_metrics::report::html::write(path, summary, &of_scope) {
+            Ok(written) => eprintln!("omni-metrics: wrote {}", written.display()),
+            Err(e) => {
+                eprintln!("omni-metrics: {e}");
+                ok = false;
+            }
+        }
+    }
+    ok
 }
 
 fn could_not_read(lines: u64, other: u64) -> String {

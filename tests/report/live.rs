@@ -282,3 +282,77 @@ fn requests_of_a_run_missing_from_the_files_stay_together() {
     assert_eq!(runs[0]["e2e_requests"], 2);
     assert!(stderr.contains("1 runs are not in the input"), "{stderr}");
 }
+
+/// `--html`: the report's page of the trace files, rendered in headless Chromium: no
+/// console message, one bar per stage and transfer of the records the same files give.
+#[test]
+fn html_report_of_the_trace_files() {
+    let out = test_dir("html").join("report-{scope}.html");
+    let out_text = out.display().to_string();
+    let (_, stderr) = report_ok([
+        "--group-by",
+        "all",
+        "--summary-only",
+        "--html",
+        &out_text,
+        &path("traces.json"),
+    ]);
+    let page = out.with_file_name("report-all.html");
+    assert!(stderr.contains("wrote"), "{stderr}");
+    let html = std::fs::read_to_string(&page).expect("the page was written");
+    let (stdout, _) = report_ok([
+        "--format",
+        "jsonl",
+        "--group-by",
+        "all",
+        &path("traces.json"),
+    ]);
+    let report = records(&stdout);
+    let reqs = requests(&report);
+    for id in reqs.keys() {
+        assert!(html.contains(id.as_str()), "{id} is on the page");
+    }
+    let bars: usize = reqs
+        .values()
+        .map(|r| {
+            r["stages"].as_array().map_or(0, Vec::len)
+                + r["transfers"].as_array().map_or(0, Vec::len)
+        })
+        .sum();
+    if std::env::var("OMNI_METRICS_SKIP_BROWSER").is_ok_and(|v| v == "1") {
+        eprintln!("html_report_of_the_trace_files: browser check SKIPPED");
+        return;
+    }
+    let browser = chromium::find().unwrap_or_else(|| panic!("{}", chromium::INSTALL_HINT));
+    let run = chromium::run(
+        &browser,
+        &chromium::file_url(&page, ""),
+        &["--dump-dom"],
+        std::time::Duration::from_secs(30),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert!(run.console.is_empty(), "{:?}", run.console);
+    let attr = |name| chromium::body_attr(&run.stdout, name);
+    assert_eq!(attr("data-rendered").as_deref(), Some("1"));
+    assert_eq!(attr("data-bars"), Some(bars.to_string()));
+}
+
+/// `--html` without `{scope}`: the live run's page (its online requests, one scope each,
+/// get none when a run is there).
+#[test]
+fn html_of_the_run_is_written_under_the_name_given() {
+    let out = test_dir("html-run").join("report.html");
+    let (_, stderr) = report_ok(["--html", &out.display().to_string(), &path("traces.json")]);
+    assert!(stderr.contains("wrote"), "{stderr}");
+    let html = std::fs::read_to_string(&out).expect("the page was written");
+    let live = requests(&records_in(&live_run().join("live.jsonl")));
+    let in_run: Vec<&String> = live
+        .iter()
+        .filter(|(id, r)| r["scope"] != id.as_str())
+        .map(|(id, _)| id)
+        .collect();
+    assert!(!in_run.is_empty());
+    for id in in_run {
+        assert!(html.contains(id.as_str()), "{id} is on the run's page");
+    }
+}

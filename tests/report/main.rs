@@ -3,6 +3,9 @@
 //! Collector's file exporter does; the report command runs as a real process on them, and
 //! its tables and records are compared with what the live layer printed.
 
+#[allow(dead_code)]
+#[path = "../support/chromium.rs"]
+mod chromium;
 mod collector;
 mod input;
 mod live;

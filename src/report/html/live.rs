@@ -94,7 +94,7 @@ pub(crate) fn path_for(path: &Path, scope: &str) -> PathBuf {
 /// Writes `bytes` to a temporary file beside `path` and renames it over `path`, so a
 /// reader (a browser reloading) never sees half a page; the temporary file is removed if
 /// anything fails.
-fn write_replacing(path: &Path, bytes: &[u8]) -> io::Result<()> {
+pub(super) fn write_replacing(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())

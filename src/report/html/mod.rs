@@ -73,6 +73,29 @@ const PAGE: &str = include_str!("page.html");
 const STYLE: &str = include_str!("page.css");
 const SCRIPT: &str = include_str!("page.js");
 
+/// Renders the page of `summary` and `requests` ([`render`]) and writes it to `path`, with
+/// `{scope}` in the path replaced by the summary's scope (made safe as a file name); the
+/// file is written beside under a temporary name and renamed, so a reader never sees half
+/// a page. Returns the path written. This is what `omni-metrics report --html` does.
+///
+/// # Errors
+///
+/// The file could not be written; the error names it.
+pub fn write(
+    path: &std::path::Path,
+    summary: &OverallSummary,
+    requests: &[RequestE2EStats],
+) -> std::io::Result<std::path::PathBuf> {
+    let path = live::path_for(path, &summary.scope);
+    live::write_replacing(&path, render(summary, requests).as_bytes()).map_err(|e| {
+        std::io::Error::new(
+            e.kind(),
+            format!("cannot write the HTML report `{}`: {e}", path.display()),
+        )
+    })?;
+    Ok(path)
+}
+
 /// The HTML report of one scope: `summary` and its `requests`, as one self-contained page.
 ///
 /// Pass the requests of the scope the summary is of (any order; the timeline orders them by
