@@ -9,6 +9,7 @@ mod chromium;
 mod collector;
 mod input;
 mod live;
+mod multiprocess;
 mod processes;
 mod scenario;
 
