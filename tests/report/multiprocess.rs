@@ -20,8 +20,11 @@ fn example() -> PathBuf {
         .join(format!("multiprocess{}", std::env::consts::EXE_SUFFIX))
 }
 
-/// (service, trace id, span id, parent id, name) of every exported span.
-fn exported(json: &Path) -> Vec<(String, String, String, String, String)> {
+/// (service, trace id, span id, parent id, name) of an exported span.
+type Exported = (String, String, String, String, String);
+
+/// Every exported span.
+fn exported(json: &Path) -> Vec<Exported> {
     let mut out = Vec::new();
     let text = std::fs::read_to_string(json).expect("the collector's file");
     for line in text.lines() {
@@ -79,8 +82,7 @@ fn every_request_is_one_trace_across_four_processes_and_the_report_equals_the_ta
     assert_eq!(live_requests.len(), 3);
 
     // One trace per request, each spanning the orchestrator and the three workers.
-    let mut by_trace: BTreeMap<&str, Vec<&(String, String, String, String, String)>> =
-        BTreeMap::new();
+    let mut by_trace: BTreeMap<&str, Vec<&Exported>> = BTreeMap::new();
     for s in &spans {
         by_trace.entry(s.1.as_str()).or_default().push(s);
     }
