@@ -172,6 +172,28 @@ pub(crate) fn mean_gap_ms(sum_ms: f64, count: u64) -> Option<f64> {
     (count > 0).then(|| finite(sum_ms / count as f64))
 }
 
+/// A stage's time per output token (GenAI's `time_per_output_token`): the time from its
+/// first to its last `omni.output`, over the tokens after the first, `(last - first) /
+/// (num_tokens_out - 1)`; `None` without two outputs or two tokens. It assumes each output
+/// marks tokens as they are decoded (the first output carries the first token).
+///
+/// ```
+/// use omni_metrics::stats::{StageRequestStats, time_per_output_token_ms};
+/// let s = StageRequestStats {
+///     num_tokens_out: 11,
+///     first_output_ns: Some(5_000_000),
+///     last_output_ns: Some(55_000_000),
+///     output_chunks: 11,
+///     ..Default::default()
+/// };
+/// assert_eq!(time_per_output_token_ms(&s), Some(5.0));
+/// ```
+pub fn time_per_output_token_ms(s: &StageRequestStats) -> Option<f64> {
+    let (first, last) = (s.first_output_ns?, s.last_output_ns?);
+    (s.output_chunks > 1 && s.num_tokens_out > 1 && last > first)
+        .then(|| finite(ns_to_ms(last - first) / (s.num_tokens_out - 1) as f64))
+}
+
 /// A request's `time_to_first_output_ms`: its start to the first output of its last stage
 /// (highest `stage_id`), i.e. that stage's start offset plus its own
 /// [`StageRequestStats::time_to_first_output_ms`]; `None` if that stage has none.

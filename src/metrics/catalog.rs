@@ -132,6 +132,8 @@ pub enum MetricId {
     TransferInFlight,
     /// An edge's bytes.
     TransferSize,
+    /// A stage's decode time per output token after its first output.
+    StageTimePerOutputToken,
 }
 
 impl MetricId {
@@ -424,6 +426,18 @@ pub static METRICS: &[MetricDef] = &[
         buckets: BYTES_BUCKETS,
         vllm_omni: true,
     },
+    MetricDef {
+        id: MetricId::StageTimePerOutputToken,
+        prometheus: "vllm_omni:stage_time_per_output_token_s",
+        otel: "gen_ai.server.time_per_output_token",
+        help: "Time per output token after a stage's first output, in seconds \
+               ((last output - first output) / (num_tokens_out - 1)), by stage.",
+        unit: "s",
+        kind: MetricKind::Histogram,
+        labels: Labels::Stage,
+        buckets: SECONDS_FAST_BUCKETS,
+        vllm_omni: false,
+    },
 ];
 
 /// The label values of one observation; the fields its [`MetricDef::labels`] names are set,
@@ -567,6 +581,9 @@ pub fn observe(r: &RequestE2EStats, mut f: impl FnMut(&'static MetricDef, LabelV
         }
         for &gap in &s.inter_output_gaps_ms {
             emit(MetricId::StageInterOutputLatency, labels, seconds(gap));
+        }
+        if let Some(ms) = crate::stats::time_per_output_token_ms(s) {
+            emit(MetricId::StageTimePerOutputToken, labels, seconds(ms));
         }
         if let Some(ms) = s.audio_duration_ms {
             emit(MetricId::AudioDuration, labels, seconds(ms));
