@@ -10,6 +10,7 @@ pub mod catalog;
 #[cfg(feature = "prometheus")]
 #[cfg_attr(docsrs, doc(cfg(feature = "prometheus")))]
 pub mod prometheus;
+#[cfg(any(feature = "otlp", feature = "prometheus"))]
 pub(crate) mod queue;
 
 pub use catalog::{LabelValues, Labels, METRICS, MetricDef, MetricId, MetricKind, observe};
