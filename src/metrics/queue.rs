@@ -23,6 +23,8 @@ pub(crate) type Observation = (&'static MetricDef, LabelValues, f64);
 #[derive(Debug, Default)]
 pub(crate) struct Batch {
     pub(crate) observations: Vec<Observation>,
+    /// Read by the Prometheus door (the OpenTelemetry SDK records no exemplars).
+    #[cfg_attr(not(feature = "prometheus"), allow(dead_code))]
     pub(crate) trace_id: Option<[u8; 32]>,
 }
 
