@@ -267,10 +267,7 @@ fn gateway_writes_json_trace_files_and_to_jaeger() {
     );
     assert!(file["path"].as_str().is_some_and(|p| p.ends_with(".json")));
     // The report reads zstd; any other compression it would not.
-    assert!(matches!(
-        file["compression"].as_str(),
-        None | Some("zstd")
-    ));
+    assert!(matches!(file["compression"].as_str(), None | Some("zstd")));
     assert!(
         file["rotation"]["max_megabytes"].as_i64().is_some(),
         "rotated"
@@ -334,7 +331,11 @@ fn two_tier_compose_agrees_with_the_configs() {
         );
     }
     let distinct: std::collections::BTreeSet<_> = dirs.iter().collect();
-    assert_eq!(distinct.len(), dirs.len(), "one directory per gateway: {dirs:?}");
+    assert_eq!(
+        distinct.len(),
+        dirs.len(),
+        "one directory per gateway: {dirs:?}"
+    );
     // Jaeger is where the gateways send, with OTLP on.
     assert_eq!(
         services["jaeger"]["environment"]["COLLECTOR_OTLP_ENABLED"].as_str(),
@@ -381,6 +382,9 @@ fn two_tier_readme_names_the_files_and_limits() {
         "Resolver changes move traces",
         "Tail sampling",
     ] {
-        assert!(readme.contains(needle), "two-tier/README.md lacks {needle:?}");
+        assert!(
+            readme.contains(needle),
+            "two-tier/README.md lacks {needle:?}"
+        );
     }
 }
