@@ -175,12 +175,26 @@ impl<'a> Engine<'a> {
 
     /// Replays the spans of one trace (every span in `spans` has the same trace id).
     pub(super) fn replay_trace(&mut self, spans: &[SpanRec]) {
-        let index: HashMap<u64, usize> = spans
-            .iter()
-            .enumerate()
-            .map(|(i, s)| (s.span_id, i))
-            .collect();
-        let mut node_of: HashMap<usize, usize> = HashMap::with_capacity(spans.len());
+        // Spans by id: looked through in a small trace, hashed in a large one.
+        const LOOK_THROUGH: usize = 32;
+        let hashed: HashMap<u64, usize> = if spans.len() > LOOK_THROUGH {
+            spans
+                .iter()
+                .enumerate()
+                .map(|(i, s)| (s.span_id, i))
+                .collect()
+        } else {
+            HashMap::new()
+        };
+        let index = |id: u64| -> Option<usize> {
+            if spans.len() > LOOK_THROUGH {
+                hashed.get(&id).copied()
+            } else {
+                spans.iter().position(|s| s.span_id == id)
+            }
+        };
+        // The node of each span of the convention.
+        let mut node_of: Vec<Option<usize>> = vec![None; spans.len()];
         let mut nodes: Vec<Node> = Vec::with_capacity(spans.len());
         for (i, rec) in spans.iter().enumerate() {
             let Some(kind) = rec.kind else { continue };
@@ -193,7 +207,7 @@ impl<'a> Engine<'a> {
                 }
                 continue;
             }
-            node_of.insert(i, nodes.len());
+            node_of[i] = Some(nodes.len());
             nodes.push(Node {
                 rec: i,
                 kind,
@@ -210,9 +224,9 @@ impl<'a> Engine<'a> {
             let mut hops = 0;
             while let Some(id) = next {
                 hops += 1;
-                match index.get(&id) {
-                    Some(&i) if hops <= spans.len() => match node_of.get(&i) {
-                        Some(&p) => {
+                match index(id) {
+                    Some(i) if hops <= spans.len() => match node_of[i] {
+                        Some(p) => {
                             node.parent = Parent::Node(p);
                             break;
                         }
@@ -259,17 +273,17 @@ impl<'a> Engine<'a> {
         // Outputs of the engine's own spans count in the nearest span of the convention.
         let mut extra_outputs: HashMap<usize, Vec<Output>> = HashMap::new();
         for (i, rec) in spans.iter().enumerate() {
-            if rec.outputs.is_empty() || node_of.contains_key(&i) {
+            if rec.outputs.is_empty() || node_of[i].is_some() {
                 continue;
             }
             let mut next = rec.parent_id;
             let mut hops = 0;
             while let Some(id) = next {
                 hops += 1;
-                let Some(&j) = index.get(&id).filter(|_| hops <= spans.len()) else {
+                let Some(j) = index(id).filter(|_| hops <= spans.len()) else {
                     break;
                 };
-                if let Some(&n) = node_of.get(&j) {
+                if let Some(n) = node_of[j] {
                     extra_outputs.entry(n).or_default().extend(&rec.outputs);
                     break;
                 }

@@ -725,3 +725,92 @@ impl Traces {
         self.stats
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::CaptureSink;
+
+    /// A request of one stage in trace `t`: the stage's line and the request's line.
+    fn request(t: u64) -> [String; 2] {
+        let span = |id: u64, parent: &str, name: &str, attrs: &str| {
+            format!(
+                r#"{{"resourceSpans":[{{"scopeSpans":[{{"spans":[{{"traceId":"{t:032x}","spanId":"{id:016x}","parentSpanId":"{parent}","name":"{name}","startTimeUnixNano":"{}","endTimeUnixNano":"{}","attributes":[{attrs}]}}]}}]}}]}}"#,
+                1_000 + t * 10,
+                1_005 + t * 10
+            )
+        };
+        [
+            span(
+                2,
+                "0000000000000001",
+                "omni.stage",
+                r#"{"key":"stage_id","value":{"intValue":"0"}}"#,
+            ),
+            span(
+                1,
+                "",
+                "omni.request",
+                &format!(r#"{{"key":"request_id","value":{{"stringValue":"r-{t}"}}}}"#),
+            ),
+        ]
+    }
+
+    #[test]
+    fn traces_are_replayed_after_a_window_and_late_spans_counted() {
+        let mut lines: Vec<String> = (1..=100).flat_map(request).collect();
+        // Trace 1's stage again, 200 spans after its trace: late.
+        lines.push(request(1)[0].clone());
+        // Trace 100's stage again, within the window: a duplicate.
+        lines.push(request(100)[0].clone());
+        let text = lines.join("\n");
+        let capture = CaptureSink::new();
+        let stats = Replay::new()
+            .with_window(10)
+            .with_sink(capture.clone())
+            .run_inputs(
+                vec![Input::bytes("t.json", text.as_bytes())],
+                InputFormat::Json,
+                &mut |e| panic!("{e}"),
+            );
+        assert_eq!(stats.requests, 100);
+        assert_eq!(capture.requests().len(), 100);
+        assert_eq!((stats.late_spans, stats.duplicates), (1, 1));
+        assert_eq!(stats.spans_read, 200);
+        assert!(
+            stats.max_open_spans <= 12,
+            "a window of 10 spans holds about 10: {}",
+            stats.max_open_spans
+        );
+        // Every request has its stage.
+        assert!(capture.requests().iter().all(|r| r.stages.len() == 1));
+    }
+
+    #[test]
+    fn two_inputs_are_read_in_step_by_end_time() {
+        // The stages in one file, the requests in another: with a window of 4 spans, read
+        // one file after the other, every request would lose its stage.
+        let (stages, requests): (Vec<String>, Vec<String>) = (1..=50)
+            .map(request)
+            .map(|[a, b]: [String; 2]| (a, b))
+            .unzip();
+        let (stages, requests) = (stages.join("\n"), requests.join("\n"));
+        let capture = CaptureSink::new();
+        let stats = Replay::new()
+            .with_window(4)
+            .with_sink(capture.clone())
+            .run_inputs(
+                vec![
+                    Input::bytes("requests.json", requests.as_bytes()),
+                    Input::bytes("stages.json", stages.as_bytes()),
+                ],
+                InputFormat::Json,
+                &mut |e| panic!("{e}"),
+            );
+        assert_eq!(
+            (stats.requests, stats.late_spans, stats.missing_parents),
+            (50, 0, 0)
+        );
+        assert!(capture.requests().iter().all(|r| r.stages.len() == 1));
+    }
+}
