@@ -8,7 +8,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
-use omni_metrics::replay::{GroupBy, InputFormat, ReadError, Replay, Spans};
+use omni_metrics::replay::{self, GroupBy, InputFormat, ReadError, Replay};
 use omni_metrics::report::{CaptureSink, ConsoleSink, JsonLinesSink};
 
 /// Inputs at least this large (in bytes, all files together) get a progress bar on a
@@ -100,15 +100,21 @@ fn report(args: ReportArgs) -> ExitCode {
         Input::Json => InputFormat::Json,
         Input::Proto => InputFormat::Proto,
     };
+    let group_by = match args.group_by {
+        Group::Run => GroupBy::Run,
+        Group::All => GroupBy::All,
+    };
     let total_bytes: u64 = args
         .files
         .iter()
         .filter_map(|f| std::fs::metadata(f).ok())
         .map(|m| m.len())
         .sum();
+    // Grouped by run, the files are read twice (the first pass reads only the runs).
+    let passes = if group_by == GroupBy::Run { 2 } else { 1 };
     let progress = !args.no_progress && std::io::stderr().is_terminal();
     let bar = (progress && total_bytes >= PROGRESS_MIN_BYTES).then(|| {
-        let bar = ProgressBar::new(total_bytes);
+        let bar = ProgressBar::new(total_bytes * passes);
         if let Ok(style) = ProgressStyle::with_template(
             "reading {bar:40} {bytes}/{total_bytes} ({bytes_per_sec}, {eta}) {msg}",
         ) {
@@ -117,8 +123,35 @@ fn report(args: ReportArgs) -> ExitCode {
         bar
     });
 
-    let mut spans = Spans::new();
-    let (mut bad_lines, mut bad_other, mut records) = (0_u64, 0_u64, 0_u64);
+    // Standard input cannot be read twice: it is read whole.
+    let mut stdin = Vec::new();
+    if args.files.iter().any(|f| f.as_os_str() == "-") {
+        if let Err(e) = std::io::stdin().lock().read_to_end(&mut stdin) {
+            eprintln!("omni-metrics: <stdin>: cannot read: {e}");
+        }
+    }
+    let inputs: Vec<replay::Input<'_>> = args
+        .files
+        .iter()
+        .map(|path| {
+            if path.as_os_str() == "-" {
+                return replay::Input::bytes("<stdin>", &stdin);
+            }
+            let bar = bar.clone();
+            replay::Input::new(path.display().to_string(), move || {
+                let file = std::fs::File::open(path)?;
+                Ok(match &bar {
+                    Some(bar) => {
+                        bar.set_message(path.display().to_string());
+                        Box::new(bar.wrap_read(file)) as Box<dyn Read>
+                    }
+                    None => Box::new(file),
+                })
+            })
+        })
+        .collect();
+
+    let (mut bad_lines, mut bad_other) = (0_u64, 0_u64);
     let mut on_error = |e: ReadError| {
         if e.line().is_some() {
             bad_lines += 1;
@@ -131,67 +164,27 @@ fn report(args: ReportArgs) -> ExitCode {
             None => say(),
         }
     };
-    for path in &args.files {
-        if let Some(bar) = &bar {
-            bar.set_message(path.display().to_string());
-        }
-        let summary = if path.as_os_str() == "-" {
-            let stdin = std::io::stdin().lock();
-            spans.read("<stdin>", stdin, format, &mut on_error)
-        } else {
-            match std::fs::File::open(path) {
-                Ok(file) => {
-                    let reader: Box<dyn Read> = match &bar {
-                        Some(bar) => Box::new(bar.wrap_read(file)),
-                        None => Box::new(file),
-                    };
-                    spans.read(&path.display().to_string(), reader, format, &mut on_error)
-                }
-                Err(_) => spans.read_path(path, format, &mut on_error),
-            }
-        };
-        records += summary.records;
+
+    let mut replay = Replay::new().group_by(group_by).with_diagnostics(true);
+    replay = match args.format {
+        Format::Table => replay.with_sink(ConsoleSink::new(std::io::stdout(), !args.summary_only)),
+        Format::Jsonl => replay.with_sink(JsonLinesSink::new(std::io::stdout())),
+    };
+    let capture = args.html.as_ref().map(|_| CaptureSink::new());
+    if let Some(capture) = &capture {
+        replay = replay.with_sink(capture.clone());
     }
+    let stats = replay.run_inputs(inputs, format, &mut on_error);
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
-
-    if records == 0 && bad_lines + bad_other > 0 {
+    if stats.records == 0 && bad_lines + bad_other > 0 {
         eprintln!(
             "omni-metrics: nothing could be read: {}",
             could_not_read(bad_lines, bad_other)
         );
         return ExitCode::FAILURE;
     }
-
-    let mut replay = Replay::new()
-        .group_by(match args.group_by {
-            Group::Run => GroupBy::Run,
-            Group::All => GroupBy::All,
-        })
-        .with_diagnostics(true);
-    replay = match args.format {
-        Format::Table => replay.with_sink(ConsoleSink::new(std::io::stdout(), !args.summary_only)),
-        Format::Jsonl => replay.with_sink(JsonLinesSink::new(std::io::stdout())),
-    };
-    if progress && spans.len() >= 500_000 {
-        let bar = ProgressBar::new(0);
-        if let Ok(style) = ProgressStyle::with_template("replaying {bar:40} {percent}% ({eta})") {
-            bar.set_style(style);
-        }
-        replay = replay.with_progress(move |done, total| {
-            bar.set_length(total);
-            bar.set_position(done);
-            if done == total {
-                bar.finish_and_clear();
-            }
-        });
-    }
-    let capture = args.html.as_ref().map(|_| CaptureSink::new());
-    if let Some(capture) = &capture {
-        replay = replay.with_sink(capture.clone());
-    }
-    let stats = replay.run(&spans);
     let html_ok = match (&args.html, &capture) {
         (Some(path), Some(capture)) => write_html(path, capture),
         _ => true,
@@ -199,8 +192,8 @@ fn report(args: ReportArgs) -> ExitCode {
 
     eprintln!(
         "omni-metrics: {} spans in {} traces from {} file{}: {} requests, {} runs",
-        spans.len(),
-        spans.traces(),
+        stats.spans_read,
+        stats.traces,
         args.files.len(),
         if args.files.len() == 1 { "" } else { "s" },
         stats.requests,
@@ -212,10 +205,25 @@ fn report(args: ReportArgs) -> ExitCode {
              (OTLP export on, the metrics layer's trace annotations or span names kept)?"
         );
     }
-    if spans.duplicates() > 0 {
+    if stats.duplicates > 0 {
         eprintln!(
             "omni-metrics: {} spans were read twice and counted once",
-            spans.duplicates()
+            stats.duplicates
+        );
+    }
+    if stats.late_spans > 0 {
+        eprintln!(
+            "omni-metrics: {} spans came after their trace was replayed (more than {} spans \
+             after the trace's last span) and are missing from their requests",
+            stats.late_spans,
+            Replay::DEFAULT_WINDOW
+        );
+    }
+    if stats.requests_after_their_run > 0 {
+        eprintln!(
+            "omni-metrics: {} requests came after their run was summarized and are \
+             summarized on their own",
+            stats.requests_after_their_run
         );
     }
     if stats.missing_parents > 0 {

@@ -3,8 +3,15 @@
 //! Every exported span of the convention becomes a real `tracing` span again, opened and
 //! closed at its exported times on a [`ManualClock`], with its exported parent as explicit
 //! parent and its attributes recorded as fields, under a scoped dispatcher holding an
-//! [`OmniMetricsLayer`]. The layer then computes every table, record and distribution as it
-//! does live: there is no second definition of any metric here.
+//! [`OmniMetricsLayer`](crate::OmniMetricsLayer). The layer then computes every table,
+//! record and distribution as it does live: there is no second definition of any metric
+//! here.
+//!
+//! Spans are replayed one trace at a time ([`Engine::replay_trace`]), as the reader hands
+//! over each completed trace. Runs span many traces: a run is opened when the first of its
+//! requests is replayed (at the run's exported start, known from the files' first pass,
+//! else that request's start), stays open while its requests are replayed, and is closed
+//! when its own span's trace is replayed, or at the end.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -12,27 +19,33 @@ use std::sync::{Arc, Mutex, PoisonError};
 use tracing::field::Empty;
 use tracing::{Level, Span};
 
-use super::model::{AttrValue, SpanRec};
+use super::model::{AttrValue, Output, SpanRec};
 use super::{GroupBy, ReplayStats};
 use crate::clock::ManualClock;
 use crate::convention::{SpanKind, field};
 use crate::report::Sink;
 use crate::stats::{OverallSummary, RequestE2EStats};
 
-/// A span to replay.
+/// Where a node's parent is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Parent {
+    None,
+    /// Another node of the trace.
+    Node(usize),
+    /// A run open across traces.
+    Run(RunKey),
+}
+
+/// A span of the trace to replay.
 #[derive(Debug)]
 struct Node {
-    /// Index in the span set; `None` for a run made up here.
-    rec: Option<usize>,
+    /// Index in the trace's spans.
+    rec: usize,
     kind: SpanKind,
-    /// Index of the parent node.
-    parent: Option<usize>,
+    parent: Parent,
     start_ns: u64,
     end_ns: u64,
     depth: u32,
-    /// `run_id` of a run made up here.
-    run_id: Option<&'static str>,
-    trace_id: u128,
 }
 
 /// Open, output, close: the order of events at the same instant.
@@ -52,159 +65,377 @@ struct Step {
     output: u32,
 }
 
-/// Spans by (trace id, span id).
-type Index = HashMap<(u128, u64), usize>;
-
-/// Builds the nodes to replay: the convention's spans, each under its nearest exported
-/// ancestor of the convention, requests under their run as `group_by` says.
-fn nodes(
-    spans: &[SpanRec],
-    index: &Index,
-    group_by: GroupBy,
-    stats: &mut ReplayStats,
-) -> Vec<Node> {
-    let mut node_of: HashMap<usize, usize> = HashMap::new();
-    let mut nodes = Vec::new();
-    for (i, rec) in spans.iter().enumerate() {
-        let Some(kind) = rec.kind else { continue };
-        if group_by == GroupBy::All && kind == SpanKind::Run {
-            continue;
-        }
-        node_of.insert(i, nodes.len());
-        nodes.push(Node {
-            rec: Some(i),
-            kind,
-            parent: None,
-            start_ns: rec.start_ns,
-            end_ns: rec.end_ns,
-            depth: 0,
-            run_id: None,
-            trace_id: rec.trace_id,
-        });
-    }
-    // The nearest ancestor of the convention, through the engine's own spans.
-    for node in &mut nodes {
-        let Some(rec) = node.rec.map(|i| &spans[i]) else {
-            continue;
-        };
-        let mut next = rec.parent_id;
-        let mut parent = None;
-        while let Some(id) = next {
-            match index.get(&(rec.trace_id, id)) {
-                Some(&i) => match node_of.get(&i) {
-                    Some(&p) => {
-                        parent = Some(p);
-                        break;
-                    }
-                    // The engine's own span (or a run left out by `GroupBy::All`).
-                    None => next = spans[i].parent_id,
-                },
-                None => {
-                    if node.kind != SpanKind::Request {
-                        stats.missing_parents += 1;
-                    }
-                    break;
-                }
-            }
-        }
-        node.parent = parent;
-    }
-    // Requests and their run.
-    let mut made_up: HashMap<(u128, u64), usize> = HashMap::new();
-    let mut all = None;
-    for n in 0..nodes.len() {
-        if nodes[n].kind != SpanKind::Request {
-            continue;
-        }
-        match group_by {
-            GroupBy::All => {
-                let run = *all.get_or_insert_with(|| {
-                    nodes.push(made_up_run(Some(GroupBy::ALL_SCOPE)));
-                    nodes.len() - 1
-                });
-                nodes[n].parent = Some(run);
-            }
-            GroupBy::Run => {
-                if nodes[n].parent.is_some() {
-                    continue;
-                }
-                let Some(rec) = nodes[n].rec.map(|i| &spans[i]) else {
-                    continue;
-                };
-                // The run a request links to (`otlp::RunLinks` exports it apart).
-                let run = rec.links.iter().find_map(|link| match index.get(link) {
-                    Some(i) => node_of
-                        .get(i)
-                        .copied()
-                        .filter(|&p| nodes[p].kind == SpanKind::Run)
-                        .map(Ok),
-                    None => Some(Err(*link)),
-                });
-                nodes[n].parent = match run {
-                    Some(Ok(run)) => Some(run),
-                    // Linked to a span not in the input: a run whose span is missing;
-                    // its requests are still summarized together.
-                    Some(Err(link)) => Some(*made_up.entry(link).or_insert_with(|| {
-                        stats.runs_without_span += 1;
-                        nodes.push(made_up_run(None));
-                        nodes.len() - 1
-                    })),
-                    None => None,
-                };
-            }
-        }
-    }
-    nodes
+/// A run open across traces: the span of a run (trace id, span id), or the scope of
+/// [`GroupBy::All`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(super) enum RunKey {
+    Span(u128, u64),
+    All,
 }
 
-fn made_up_run(run_id: Option<&'static str>) -> Node {
-    Node {
-        rec: None,
-        kind: SpanKind::Run,
-        parent: None,
-        start_ns: u64::MAX,
-        end_ns: 0,
-        depth: 0,
-        run_id,
-        trace_id: 0,
+/// A run open across traces.
+struct OpenRun {
+    span: Span,
+    /// The latest end of its requests (and of its own span, once read).
+    end_ns: u64,
+}
+
+/// Replays traces, one at a time, in the current default dispatcher (a scoped one holding
+/// the layer whose clock is `clock`).
+pub(super) struct Engine<'a> {
+    group_by: GroupBy,
+    clock: &'a ManualClock,
+    current: &'a CurrentTrace,
+    /// Run spans, by (trace id, span id), read before the replay (the files' first pass).
+    known_runs: HashMap<(u128, u64), SpanRec>,
+    open_runs: HashMap<RunKey, OpenRun>,
+    /// The order runs were opened in (they are closed in it at the end).
+    run_order: Vec<RunKey>,
+    closed_runs: std::collections::HashSet<RunKey>,
+    pub(super) stats: ReplayStats,
+}
+
+impl<'a> Engine<'a> {
+    pub(super) fn new(
+        group_by: GroupBy,
+        clock: &'a ManualClock,
+        current: &'a CurrentTrace,
+        known_runs: HashMap<(u128, u64), SpanRec>,
+    ) -> Self {
+        Self {
+            group_by,
+            clock,
+            current,
+            known_runs,
+            open_runs: HashMap::new(),
+            run_order: Vec::new(),
+            closed_runs: std::collections::HashSet::new(),
+            stats: ReplayStats::default(),
+        }
+    }
+
+    /// Opens the run `key` (if not yet open) for a request starting at `start_ns`; `false`
+    /// if it was closed already.
+    fn ensure_run(&mut self, key: RunKey, start_ns: u64) -> bool {
+        if self.open_runs.contains_key(&key) {
+            return true;
+        }
+        if self.closed_runs.contains(&key) {
+            return false;
+        }
+        let known = match key {
+            RunKey::Span(t, s) => self.known_runs.get(&(t, s)),
+            RunKey::All => None,
+        };
+        let start = known.map_or(start_ns, |r| r.start_ns.min(start_ns));
+        self.clock.set_ns(start);
+        let span = open(SpanKind::Run, None);
+        match (key, known) {
+            (_, Some(rec)) => {
+                for (k, v) in &rec.fields {
+                    record(&span, k, v);
+                }
+            }
+            (RunKey::All, None) => {
+                span.record(field::RUN_ID, GroupBy::ALL_SCOPE);
+            }
+            // Linked to a span not in the input: a run whose span is missing; its requests
+            // are still summarized together.
+            (RunKey::Span(..), None) => self.stats.runs_without_span += 1,
+        }
+        self.stats.runs += 1;
+        self.stats.spans_replayed += 1;
+        self.open_runs.insert(
+            key,
+            OpenRun {
+                span,
+                end_ns: known.map_or(start, |r| r.end_ns),
+            },
+        );
+        self.run_order.push(key);
+        true
+    }
+
+    /// Closes the run `key` if it is open.
+    fn close_run(&mut self, key: RunKey) {
+        if let Some(run) = self.open_runs.remove(&key) {
+            self.clock.set_ns(run.end_ns);
+            drop(run.span);
+            self.closed_runs.insert(key);
+        }
+    }
+
+    /// The run a request without a parent in its trace belongs to.
+    fn run_of(&self, rec: &SpanRec) -> Option<RunKey> {
+        match self.group_by {
+            GroupBy::All => Some(RunKey::All),
+            GroupBy::Run => rec.links.first().map(|&(t, s)| RunKey::Span(t, s)),
+        }
+    }
+
+    /// Replays the spans of one trace (every span in `spans` has the same trace id).
+    pub(super) fn replay_trace(&mut self, spans: &[SpanRec]) {
+        // Spans by id: looked through in a small trace, hashed in a large one.
+        const LOOK_THROUGH: usize = 32;
+        let hashed: HashMap<u64, usize> = if spans.len() > LOOK_THROUGH {
+            spans
+                .iter()
+                .enumerate()
+                .map(|(i, s)| (s.span_id, i))
+                .collect()
+        } else {
+            HashMap::new()
+        };
+        let index = |id: u64| -> Option<usize> {
+            if spans.len() > LOOK_THROUGH {
+                hashed.get(&id).copied()
+            } else {
+                spans.iter().position(|s| s.span_id == id)
+            }
+        };
+        // The node of each span of the convention.
+        let mut node_of: Vec<Option<usize>> = vec![None; spans.len()];
+        let mut nodes: Vec<Node> = Vec::with_capacity(spans.len());
+        for (i, rec) in spans.iter().enumerate() {
+            let Some(kind) = rec.kind else { continue };
+            if kind == SpanKind::Run {
+                // Replayed across traces (see `ensure_run`).
+                if self.group_by == GroupBy::Run {
+                    self.known_runs
+                        .entry((rec.trace_id, rec.span_id))
+                        .or_insert_with(|| rec.clone());
+                }
+                continue;
+            }
+            node_of[i] = Some(nodes.len());
+            nodes.push(Node {
+                rec: i,
+                kind,
+                parent: Parent::None,
+                start_ns: rec.start_ns,
+                end_ns: rec.end_ns,
+                depth: 0,
+            });
+        }
+        // The nearest ancestor of the convention, through the engine's own spans.
+        for node in &mut nodes {
+            let rec = &spans[node.rec];
+            let mut next = rec.parent_id;
+            let mut hops = 0;
+            while let Some(id) = next {
+                hops += 1;
+                match index(id) {
+                    Some(i) if hops <= spans.len() => match node_of[i] {
+                        Some(p) => {
+                            node.parent = Parent::Node(p);
+                            break;
+                        }
+                        // A run in the same trace as its requests.
+                        None if spans[i].kind == Some(SpanKind::Run)
+                            && self.group_by == GroupBy::Run =>
+                        {
+                            node.parent = Parent::Run(RunKey::Span(rec.trace_id, id));
+                            break;
+                        }
+                        // The engine's own span (or a run left out by `GroupBy::All`).
+                        None => next = spans[i].parent_id,
+                    },
+                    _ => {
+                        if node.kind != SpanKind::Request {
+                            self.stats.missing_parents += 1;
+                        }
+                        break;
+                    }
+                }
+            }
+        }
+        // Requests without a parent here: under their run, open across traces.
+        for n in 0..nodes.len() {
+            let key = match nodes[n].parent {
+                Parent::Run(key) => key,
+                Parent::None if nodes[n].kind == SpanKind::Request => {
+                    match self.run_of(&spans[nodes[n].rec]) {
+                        Some(key) => key,
+                        None => continue,
+                    }
+                }
+                _ => continue,
+            };
+            nodes[n].parent = Parent::None;
+            if self.ensure_run(key, nodes[n].start_ns) {
+                nodes[n].parent = Parent::Run(key);
+            } else {
+                self.stats.requests_after_their_run += 1;
+            }
+        }
+        let moved = fit_times(&mut nodes);
+        self.stats.moved_into_parent += moved;
+        // Outputs of the engine's own spans count in the nearest span of the convention.
+        let mut extra_outputs: HashMap<usize, Vec<Output>> = HashMap::new();
+        for (i, rec) in spans.iter().enumerate() {
+            if rec.outputs.is_empty() || node_of[i].is_some() {
+                continue;
+            }
+            let mut next = rec.parent_id;
+            let mut hops = 0;
+            while let Some(id) = next {
+                hops += 1;
+                let Some(j) = index(id).filter(|_| hops <= spans.len()) else {
+                    break;
+                };
+                if let Some(n) = node_of[j] {
+                    extra_outputs.entry(n).or_default().extend(&rec.outputs);
+                    break;
+                }
+                next = spans[j].parent_id;
+            }
+        }
+        let mut steps = Vec::with_capacity(nodes.len() * 2);
+        let mut outputs: Vec<Vec<Output>> = Vec::with_capacity(nodes.len());
+        for (n, node) in nodes.iter().enumerate() {
+            steps.push(Step {
+                time_ns: node.start_ns,
+                rank: OPEN,
+                order: node.depth,
+                node: n as u32,
+                output: 0,
+            });
+            steps.push(Step {
+                time_ns: node.end_ns,
+                rank: CLOSE,
+                order: u32::MAX - node.depth,
+                node: n as u32,
+                output: 0,
+            });
+            let mut own = spans[node.rec].outputs.clone();
+            if let Some(extra) = extra_outputs.get(&n) {
+                own.extend(extra);
+            }
+            for (k, o) in own.iter_mut().enumerate() {
+                o.time_ns = o.time_ns.clamp(node.start_ns, node.end_ns);
+                steps.push(Step {
+                    time_ns: o.time_ns,
+                    rank: OUTPUT,
+                    order: 0,
+                    node: n as u32,
+                    output: k as u32,
+                });
+            }
+            outputs.push(own);
+        }
+        steps.sort_unstable();
+        let mut open_spans: Vec<Option<Span>> = (0..nodes.len()).map(|_| None).collect();
+        for step in &steps {
+            self.clock.set_ns(step.time_ns);
+            let n = step.node as usize;
+            let node = &nodes[n];
+            match step.rank {
+                OPEN => {
+                    let parent = match node.parent {
+                        Parent::None => None,
+                        Parent::Node(p) => open_spans[p].as_ref().and_then(Span::id),
+                        Parent::Run(key) => self.open_runs.get(&key).and_then(|r| r.span.id()),
+                    };
+                    let span = open(node.kind, parent);
+                    for (key, value) in &spans[node.rec].fields {
+                        record(&span, key, value);
+                    }
+                    self.stats.spans_replayed += 1;
+                    match node.kind {
+                        SpanKind::Request => self.stats.requests += 1,
+                        SpanKind::Run => self.stats.runs += 1,
+                        _ => {}
+                    }
+                    open_spans[n] = Some(span);
+                }
+                OUTPUT => {
+                    let Some(span) = open_spans[n].as_ref() else {
+                        continue;
+                    };
+                    match outputs[n][step.output as usize].units {
+                        Some(units) => tracing::event!(
+                            name: "omni.output",
+                            target: crate::convention::TARGET,
+                            parent: span,
+                            Level::INFO,
+                            units = units
+                        ),
+                        None => tracing::event!(
+                            name: "omni.output",
+                            target: crate::convention::TARGET,
+                            parent: span,
+                            Level::INFO,
+                            {}
+                        ),
+                    }
+                }
+                _ => {
+                    if node.kind == SpanKind::Request {
+                        self.current
+                            .set(Some(format!("{:032x}", spans[node.rec].trace_id)));
+                    }
+                    drop(open_spans[n].take());
+                    self.current.set(None);
+                    if let Parent::Run(key) = node.parent {
+                        if let Some(run) = self.open_runs.get_mut(&key) {
+                            run.end_ns = run.end_ns.max(node.end_ns);
+                        }
+                    }
+                }
+            }
+        }
+        // A run's own span (exported apart): its requests came before it.
+        if self.group_by == GroupBy::Run {
+            for rec in spans {
+                if rec.kind == Some(SpanKind::Run) {
+                    let key = RunKey::Span(rec.trace_id, rec.span_id);
+                    // A run with no request: replayed at its own times.
+                    if self.ensure_run(key, rec.start_ns) {
+                        if let Some(run) = self.open_runs.get_mut(&key) {
+                            run.end_ns = run.end_ns.max(rec.end_ns);
+                        }
+                    }
+                    self.close_run(key);
+                }
+            }
+        }
+    }
+
+    /// Closes every run still open, in the order they were opened; returns what was done.
+    pub(super) fn finish(mut self) -> ReplayStats {
+        for key in std::mem::take(&mut self.run_order) {
+            self.close_run(key);
+        }
+        self.stats
     }
 }
 
 /// Puts every span inside its parent's time (clock skew between hosts may put a child
-/// outside it), and every run around its requests. Returns how many spans were moved.
+/// outside it). Returns how many spans were moved.
 fn fit_times(nodes: &mut [Node]) -> u64 {
     // Depths, so that parents are fitted before their children.
     let mut order: Vec<usize> = (0..nodes.len()).collect();
     for n in 0..nodes.len() {
         let mut depth = 0;
         let mut p = nodes[n].parent;
-        while let Some(i) = p {
+        while let Parent::Node(i) = p {
             depth += 1;
             p = nodes[i].parent;
             if depth > nodes.len() as u32 {
                 break; // a cycle cannot come from ids that are unique, but never loop
             }
         }
+        if let Parent::Run(_) = p {
+            depth += 1;
+        }
         nodes[n].depth = depth;
-    }
-    // Runs first cover their children (a run made up here has no times of its own).
-    for n in 0..nodes.len() {
-        if let Some(p) = nodes[n].parent.filter(|&p| nodes[p].kind == SpanKind::Run) {
-            let (start, end) = (nodes[n].start_ns, nodes[n].end_ns);
-            let run = &mut nodes[p];
-            run.start_ns = run.start_ns.min(start);
-            run.end_ns = run.end_ns.max(end);
-        }
-    }
-    for node in nodes.iter_mut() {
-        if node.rec.is_none() && node.start_ns > node.end_ns {
-            (node.start_ns, node.end_ns) = (0, 0); // a run with no request
-        }
     }
     order.sort_by_key(|&n| nodes[n].depth);
     let mut moved = 0;
     for n in order {
-        let Some(p) = nodes[n].parent else { continue };
+        let Parent::Node(p) = nodes[n].parent else {
+            continue;
+        };
         let (lo, hi) = (nodes[p].start_ns, nodes[p].end_ns);
         let node = &mut nodes[n];
         let start = node.start_ns.clamp(lo, hi);
@@ -325,191 +556,34 @@ fn record(span: &Span, key: &str, value: &AttrValue) {
     };
 }
 
-/// Replays `spans` in the current default dispatcher (a scoped one holding the layer whose
-/// clock is `clock`).
-pub(super) fn replay(
-    spans: &[SpanRec],
-    group_by: GroupBy,
-    clock: &ManualClock,
-    current: &CurrentTrace,
-    progress: &mut dyn FnMut(u64, u64),
-) -> ReplayStats {
-    let mut stats = ReplayStats::default();
-    let mut index = Index::with_capacity(spans.len());
-    for (i, s) in spans.iter().enumerate() {
-        index.entry((s.trace_id, s.span_id)).or_insert(i);
-    }
-    let mut nodes = nodes(spans, &index, group_by, &mut stats);
-    stats.moved_into_parent = fit_times(&mut nodes);
-    // Outputs of the engine's own spans count in the nearest span of the convention.
-    let mut extra_outputs: HashMap<usize, Vec<super::model::Output>> = HashMap::new();
-    let node_of: HashMap<usize, usize> = nodes
-        .iter()
-        .enumerate()
-        .filter_map(|(n, node)| Some((node.rec?, n)))
-        .collect();
-    for (i, rec) in spans.iter().enumerate() {
-        if rec.outputs.is_empty() || node_of.contains_key(&i) {
-            continue;
-        }
-        let mut next = rec.parent_id;
-        while let Some(id) = next {
-            let Some(&j) = index.get(&(rec.trace_id, id)) else {
-                break;
-            };
-            if let Some(&n) = node_of.get(&j) {
-                extra_outputs.entry(n).or_default().extend(&rec.outputs);
-                break;
-            }
-            next = spans[j].parent_id;
-        }
-    }
-    let outputs_of = |n: usize| -> Vec<super::model::Output> {
-        let mut out: Vec<_> = nodes[n]
-            .rec
-            .map(|i| spans[i].outputs.clone())
-            .unwrap_or_default();
-        if let Some(extra) = extra_outputs.get(&n) {
-            out.extend(extra);
-        }
-        out
-    };
-    let mut steps = Vec::with_capacity(nodes.len() * 2);
-    let mut outputs: Vec<Vec<super::model::Output>> = Vec::with_capacity(nodes.len());
-    for (n, node) in nodes.iter().enumerate() {
-        steps.push(Step {
-            time_ns: node.start_ns,
-            rank: OPEN,
-            order: node.depth,
-            node: n as u32,
-            output: 0,
-        });
-        steps.push(Step {
-            time_ns: node.end_ns,
-            rank: CLOSE,
-            order: u32::MAX - node.depth,
-            node: n as u32,
-            output: 0,
-        });
-        let mut own = outputs_of(n);
-        for (k, o) in own.iter_mut().enumerate() {
-            o.time_ns = o.time_ns.clamp(node.start_ns, node.end_ns);
-            steps.push(Step {
-                time_ns: o.time_ns,
-                rank: OUTPUT,
-                order: 0,
-                node: n as u32,
-                output: k as u32,
-            });
-        }
-        outputs.push(own);
-    }
-    steps.sort_unstable();
-    let total = steps.len() as u64;
-    let mut open_spans: Vec<Option<Span>> = (0..nodes.len()).map(|_| None).collect();
-    for (done, step) in steps.iter().enumerate() {
-        if done % 65_536 == 0 {
-            progress(done as u64, total);
-        }
-        clock.set_ns(step.time_ns);
-        let n = step.node as usize;
-        let node = &nodes[n];
-        match step.rank {
-            OPEN => {
-                let parent = node
-                    .parent
-                    .and_then(|p| open_spans[p].as_ref())
-                    .and_then(Span::id);
-                let span = open(node.kind, parent);
-                if let Some(i) = node.rec {
-                    for (key, value) in &spans[i].fields {
-                        record(&span, key, value);
-                    }
-                }
-                if let Some(run_id) = node.run_id {
-                    span.record(field::RUN_ID, run_id);
-                }
-                stats.spans_replayed += 1;
-                match node.kind {
-                    SpanKind::Request => stats.requests += 1,
-                    SpanKind::Run => stats.runs += 1,
-                    _ => {}
-                }
-                open_spans[n] = Some(span);
-            }
-            OUTPUT => {
-                let Some(span) = open_spans[n].as_ref() else {
-                    continue;
-                };
-                match outputs[n][step.output as usize].units {
-                    Some(units) => tracing::event!(
-                        name: "omni.output",
-                        target: crate::convention::TARGET,
-                        parent: span,
-                        Level::INFO,
-                        units = units
-                    ),
-                    None => tracing::event!(
-                        name: "omni.output",
-                        target: crate::convention::TARGET,
-                        parent: span,
-                        Level::INFO,
-                        {}
-                    ),
-                }
-            }
-            _ => {
-                if node.kind == SpanKind::Request {
-                    current.set(Some(format!("{:032x}", node.trace_id)));
-                }
-                drop(open_spans[n].take());
-                current.set(None);
-            }
-        }
-    }
-    progress(total, total);
-    stats
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn rec(span_id: u64, parent: Option<u64>, kind: SpanKind, start: u64, end: u64) -> SpanRec {
-        SpanRec {
-            trace_id: 1,
-            span_id,
-            parent_id: parent,
-            kind: Some(kind),
-            start_ns: start,
-            end_ns: end,
-            fields: Vec::new(),
-            links: Vec::new(),
-            outputs: Vec::new(),
-        }
-    }
-
     #[test]
-    fn children_are_fitted_into_their_parent_and_runs_around_their_requests() {
-        let spans = vec![
-            rec(1, None, SpanKind::Request, 100, 200),
+    fn children_are_fitted_into_their_parent() {
+        let node = |rec, kind, parent, start_ns, end_ns| Node {
+            rec,
+            kind,
+            parent,
+            start_ns,
+            end_ns,
+            depth: 0,
+        };
+        let mut nodes = vec![
+            node(0, SpanKind::Request, Parent::Run(RunKey::All), 100, 200),
             // Skewed: starts before its request and ends after it.
-            rec(2, Some(1), SpanKind::Stage, 90, 210),
-            rec(3, Some(2), SpanKind::Queue, 95, 120),
+            node(1, SpanKind::Stage, Parent::Node(0), 90, 210),
+            node(2, SpanKind::Queue, Parent::Node(1), 95, 120),
         ];
-        let index: Index = spans
-            .iter()
-            .enumerate()
-            .map(|(i, s)| ((s.trace_id, s.span_id), i))
-            .collect();
-        let mut stats = ReplayStats::default();
-        let mut nodes = nodes(&spans, &index, GroupBy::All, &mut stats);
-        assert_eq!(nodes.len(), 4, "three spans and the scope of them all");
         assert_eq!(fit_times(&mut nodes), 2);
+        assert_eq!((nodes[0].start_ns, nodes[0].end_ns), (100, 200));
         assert_eq!((nodes[1].start_ns, nodes[1].end_ns), (100, 200));
         assert_eq!((nodes[2].start_ns, nodes[2].end_ns), (100, 120));
-        assert_eq!((nodes[3].start_ns, nodes[3].end_ns), (100, 200), "the run");
-        assert_eq!(nodes[2].depth, 3);
+        assert_eq!(
+            nodes[2].depth, 3,
+            "under the stage, the request and its run"
+        );
     }
 
     #[test]

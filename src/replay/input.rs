@@ -15,7 +15,7 @@ use std::fmt;
 use std::io::{self, BufRead, BufReader, Read};
 
 use super::model::SpanRec;
-use super::otlp::{self, DecodeError};
+use super::otlp;
 
 /// How the records of a file are encoded.
 ///
@@ -64,7 +64,7 @@ const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 
 /// Where in a file a record sits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Place {
+pub(crate) enum Place {
     /// A line of a JSON file (from 1).
     Line(u64),
     /// A length-prefixed record (from 1) starting at this byte of the (decompressed) data.
@@ -155,161 +155,300 @@ pub(crate) fn read_records(
     spans: &mut dyn FnMut(Vec<SpanRec>),
     on_error: &mut dyn FnMut(ReadError),
 ) -> FileSummary {
-    let mut reading = Reading {
-        file,
-        format,
-        summary: FileSummary::default(),
-        spans,
-        on_error,
-    };
-    let mut r = BufReader::with_capacity(1 << 18, reader);
-    let head = match r.fill_buf() {
-        Ok(head) => head,
-        Err(e) => {
-            reading.error(Place::File, format!("cannot read: {e}"), true);
-            return reading.summary;
-        }
-    };
-    if head.starts_with(&GZIP_MAGIC) {
-        reading.stream(BufReader::new(flate2::read::MultiGzDecoder::new(r)));
-    } else if head.starts_with(&ZSTD_MAGIC) {
-        match zstd::stream::read::Decoder::with_buffer(r) {
-            Ok(decoder) => reading.stream(BufReader::new(decoder)),
-            Err(e) => reading.error(Place::File, format!("cannot start zstd: {e}"), true),
-        }
-    } else if head.len() >= 8 && head[4..8] == ZSTD_MAGIC {
-        reading.framed(r, true);
-    } else {
-        reading.stream(r);
+    let mut records = Records::new(file, Box::new(reader), format);
+    while let Some(batch) = records.next(on_error) {
+        spans(batch);
     }
-    reading.summary
+    records.summary
 }
 
-struct Reading<'a> {
-    file: &'a str,
+/// How a record is encoded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Encoding {
+    Json,
+    Proto,
+}
+
+enum Mode<'a> {
+    /// Compression and encoding not recognized yet.
+    Start(Box<dyn Read + 'a>),
+    /// JSON lines; `n` is the number of the last line read.
+    Lines {
+        r: Box<dyn BufRead + 'a>,
+        n: u64,
+    },
+    /// Records after their 4-byte big-endian length; each a zstd frame if `compressed` (the
+    /// file exporter's older compression).
+    Framed {
+        r: Box<dyn Read + 'a>,
+        compressed: bool,
+        index: u64,
+        offset: u64,
+    },
+    Done,
+}
+
+/// The records of one file, read one at a time (a pull reader: the replay reads several
+/// files in step).
+pub(crate) struct Records<'a> {
+    file: String,
     format: InputFormat,
-    summary: FileSummary,
-    spans: &'a mut dyn FnMut(Vec<SpanRec>),
-    on_error: &'a mut dyn FnMut(ReadError),
+    mode: Mode<'a>,
+    /// The last raw record (a line, or a decompressed message).
+    buf: Vec<u8>,
+    /// What was read so far.
+    pub(crate) summary: FileSummary,
 }
 
-impl Reading<'_> {
-    fn error(&mut self, place: Place, message: impl fmt::Display, stopped: bool) {
-        self.summary.errors += 1;
-        (self.on_error)(ReadError::new(self.file, place, message, stopped));
+impl fmt::Debug for Records<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Records")
+            .field("file", &self.file)
+            .field("summary", &self.summary)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'a> Records<'a> {
+    pub(crate) fn new(file: &str, reader: Box<dyn Read + 'a>, format: InputFormat) -> Self {
+        Self {
+            file: file.to_owned(),
+            format,
+            mode: Mode::Start(reader),
+            buf: Vec::new(),
+            summary: FileSummary::default(),
+        }
     }
 
-    fn decoded(&mut self, place: Place, result: Result<Vec<SpanRec>, DecodeError>) {
-        match result {
-            Ok(spans) => {
-                self.summary.records += 1;
-                self.summary.spans += spans.len() as u64;
-                if !spans.is_empty() {
-                    (self.spans)(spans);
+    fn error(
+        &mut self,
+        on_error: &mut dyn FnMut(ReadError),
+        place: Place,
+        message: impl fmt::Display,
+        stopped: bool,
+    ) {
+        self.summary.errors += 1;
+        on_error(ReadError::new(&self.file, place, message, stopped));
+        if stopped {
+            self.mode = Mode::Done;
+        }
+    }
+
+    /// Recognizes compression and encoding from the head of the data.
+    fn start(&mut self, reader: Box<dyn Read + 'a>, on_error: &mut dyn FnMut(ReadError)) {
+        let mut r = BufReader::with_capacity(1 << 18, reader);
+        let head = match r.fill_buf() {
+            Ok(head) => head,
+            Err(e) => return self.error(on_error, Place::File, format!("cannot read: {e}"), true),
+        };
+        let stream: Box<dyn BufRead + 'a> = if head.starts_with(&GZIP_MAGIC) {
+            Box::new(BufReader::with_capacity(
+                1 << 18,
+                flate2::read::MultiGzDecoder::new(r),
+            ))
+        } else if head.starts_with(&ZSTD_MAGIC) {
+            match zstd::stream::read::Decoder::with_buffer(r) {
+                Ok(decoder) => Box::new(BufReader::with_capacity(1 << 18, decoder)),
+                Err(e) => {
+                    return self.error(
+                        on_error,
+                        Place::File,
+                        format!("cannot start zstd: {e}"),
+                        true,
+                    );
                 }
             }
-            Err(e) => self.error(place, e, false),
-        }
+        } else if head.len() >= 8 && head[4..8] == ZSTD_MAGIC {
+            self.mode = Mode::Framed {
+                r: Box::new(r),
+                compressed: true,
+                index: 0,
+                offset: 0,
+            };
+            return;
+        } else {
+            Box::new(r)
+        };
+        self.stream(stream, on_error);
     }
 
     /// Uncompressed (or stream-decompressed) data: JSON lines or length-prefixed protobuf.
-    fn stream(&mut self, mut r: impl BufRead) {
-        let json = match (self.format, json_by_name(self.file)) {
+    fn stream(&mut self, mut r: Box<dyn BufRead + 'a>, on_error: &mut dyn FnMut(ReadError)) {
+        let json = match (self.format, json_by_name(&self.file)) {
             (InputFormat::Json, _) => true,
             (InputFormat::Proto, _) => false,
             (InputFormat::Auto, Some(json)) => json,
             (InputFormat::Auto, None) => match r.fill_buf() {
-                Ok([]) => return,
+                Ok([]) => {
+                    self.mode = Mode::Done;
+                    return;
+                }
                 // A length prefix of at most MAX_RECORD_BYTES starts with 0x00..=0x10.
                 Ok([first, ..]) => *first > 0x10 || first.is_ascii_whitespace(),
                 Err(e) => {
-                    self.error(Place::File, format!("cannot read: {e}"), true);
-                    return;
+                    return self.error(on_error, Place::File, format!("cannot read: {e}"), true);
                 }
             },
         };
-        if json {
-            self.lines(r);
+        self.mode = if json {
+            Mode::Lines { r, n: 0 }
         } else {
-            self.framed(r, false);
-        }
+            Mode::Framed {
+                r: Box::new(r),
+                compressed: false,
+                index: 0,
+                offset: 0,
+            }
+        };
     }
 
-    fn lines(&mut self, mut r: impl BufRead) {
-        let mut line = Vec::new();
-        let mut n = 0_u64;
+    /// The next raw record, in [`Records::raw`], with its place and encoding; errors of
+    /// reading go to `on_error`. `None` at the end of the file.
+    pub(crate) fn next_raw(
+        &mut self,
+        on_error: &mut dyn FnMut(ReadError),
+    ) -> Option<(Place, Encoding)> {
         loop {
-            line.clear();
-            n += 1;
-            match r.read_until(b'\n', &mut line) {
-                Ok(0) => return,
-                Ok(_) => {}
-                Err(e) => {
-                    self.error(Place::Line(n), format!("cannot read: {e}"), true);
-                    return;
+            match std::mem::replace(&mut self.mode, Mode::Done) {
+                Mode::Done => return None,
+                Mode::Start(reader) => self.start(reader, on_error),
+                Mode::Lines { mut r, n } => {
+                    let n = n + 1;
+                    self.buf.clear();
+                    match r.read_until(b'\n', &mut self.buf) {
+                        Ok(0) => return None,
+                        Ok(_) => {}
+                        Err(e) => {
+                            self.error(on_error, Place::Line(n), format!("cannot read: {e}"), true);
+                            return None;
+                        }
+                    }
+                    self.mode = Mode::Lines { r, n };
+                    if !self.buf.trim_ascii().is_empty() {
+                        return Some((Place::Line(n), Encoding::Json));
+                    }
                 }
-            }
-            let text = line.trim_ascii();
-            if !text.is_empty() {
-                self.decoded(Place::Line(n), otlp::decode_json(text));
+                Mode::Framed {
+                    mut r,
+                    compressed,
+                    index,
+                    offset,
+                } => {
+                    let index = index + 1;
+                    let place = Place::Record { index, offset };
+                    let mut len = [0_u8; 4];
+                    match read_full(&mut r, &mut len) {
+                        Ok(0) => return None,
+                        Ok(4) => {}
+                        Ok(_) => {
+                            self.error(on_error, place, "truncated length prefix", true);
+                            return None;
+                        }
+                        Err(e) => {
+                            self.error(on_error, place, format!("cannot read: {e}"), true);
+                            return None;
+                        }
+                    }
+                    let len = u32::from_be_bytes(len) as usize;
+                    if len > MAX_RECORD_BYTES {
+                        self.error(
+                            on_error,
+                            place,
+                            format!(
+                                "a record of {len} bytes is not plausible (corrupt length prefix?)"
+                            ),
+                            true,
+                        );
+                        return None;
+                    }
+                    self.buf.resize(len, 0);
+                    match read_full(&mut r, &mut self.buf) {
+                        Ok(got) if got == len => {}
+                        Ok(got) => {
+                            self.error(
+                                on_error,
+                                place,
+                                format!("truncated record: {got} of {len} bytes"),
+                                true,
+                            );
+                            return None;
+                        }
+                        Err(e) => {
+                            self.error(on_error, place, format!("cannot read: {e}"), true);
+                            return None;
+                        }
+                    }
+                    self.mode = Mode::Framed {
+                        r,
+                        compressed,
+                        index,
+                        offset: offset + 4 + len as u64,
+                    };
+                    if !compressed {
+                        return Some((place, Encoding::Proto));
+                    }
+                    match zstd::stream::decode_all(&self.buf[..]) {
+                        Ok(data) => {
+                            self.buf = data;
+                            let json = match self.format {
+                                InputFormat::Json => true,
+                                InputFormat::Proto => false,
+                                InputFormat::Auto => self.buf.first() == Some(&b'{'),
+                            };
+                            let encoding = if json {
+                                Encoding::Json
+                            } else {
+                                Encoding::Proto
+                            };
+                            return Some((place, encoding));
+                        }
+                        Err(e) => {
+                            self.error(on_error, place, format!("not a zstd frame: {e}"), false)
+                        }
+                    }
+                }
             }
         }
     }
 
-    /// Records preceded by their 4-byte big-endian length; each a zstd frame if
-    /// `compressed` (the file exporter's older compression), else the record itself.
-    fn framed(&mut self, mut r: impl Read, compressed: bool) {
-        let mut offset = 0_u64;
-        let mut buf = Vec::new();
-        for index in 1_u64.. {
-            let place = Place::Record { index, offset };
-            let mut len = [0_u8; 4];
-            match read_full(&mut r, &mut len) {
-                Ok(0) => return,
-                Ok(4) => {}
-                Ok(_) => return self.error(place, "truncated length prefix", true),
-                Err(e) => return self.error(place, format!("cannot read: {e}"), true),
+    /// The last raw record [`Records::next_raw`] gave.
+    pub(crate) fn raw(&self) -> &[u8] {
+        &self.buf
+    }
+
+    /// Decodes the last raw record; a record that cannot be decoded goes to `on_error`.
+    pub(crate) fn decode(
+        &mut self,
+        place: Place,
+        encoding: Encoding,
+        on_error: &mut dyn FnMut(ReadError),
+    ) -> Option<Vec<SpanRec>> {
+        let result = match encoding {
+            Encoding::Json => otlp::decode_json(self.buf.trim_ascii()),
+            Encoding::Proto => otlp::decode_proto(&self.buf),
+        };
+        match result {
+            Ok(spans) => {
+                self.summary.records += 1;
+                self.summary.spans += spans.len() as u64;
+                Some(spans)
             }
-            let len = u32::from_be_bytes(len) as usize;
-            if len > MAX_RECORD_BYTES {
-                return self.error(
-                    place,
-                    format!("a record of {len} bytes is not plausible (corrupt length prefix?)"),
-                    true,
-                );
+            Err(e) => {
+                self.error(on_error, place, e, false);
+                None
             }
-            buf.resize(len, 0);
-            match read_full(&mut r, &mut buf) {
-                Ok(got) if got == len => {}
-                Ok(got) => {
-                    return self.error(
-                        place,
-                        format!("truncated record: {got} of {len} bytes"),
-                        true,
-                    );
+        }
+    }
+
+    /// The spans of the next record that holds any (records that cannot be read go to
+    /// `on_error`); `None` at the end of the file.
+    pub(crate) fn next(&mut self, on_error: &mut dyn FnMut(ReadError)) -> Option<Vec<SpanRec>> {
+        loop {
+            let (place, encoding) = self.next_raw(on_error)?;
+            if let Some(spans) = self.decode(place, encoding, on_error) {
+                if !spans.is_empty() {
+                    return Some(spans);
                 }
-                Err(e) => return self.error(place, format!("cannot read: {e}"), true),
-            }
-            offset += 4 + len as u64;
-            if compressed {
-                match zstd::stream::decode_all(&buf[..]) {
-                    Ok(data) => {
-                        let json = match self.format {
-                            InputFormat::Json => true,
-                            InputFormat::Proto => false,
-                            InputFormat::Auto => data.first() == Some(&b'{'),
-                        };
-                        let result = if json {
-                            otlp::decode_json(data.trim_ascii())
-                        } else {
-                            otlp::decode_proto(&data)
-                        };
-                        self.decoded(place, result);
-                    }
-                    Err(e) => self.error(place, format!("not a zstd frame: {e}"), false),
-                }
-            } else {
-                self.decoded(place, otlp::decode_proto(&buf));
             }
         }
     }

@@ -43,7 +43,8 @@ mod input;
 mod model;
 mod otlp;
 
-use std::collections::HashSet;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
 use std::io::Read;
 use std::path::Path;
 
@@ -207,6 +208,25 @@ pub struct ReplayStats {
     pub runs_without_span: u64,
     /// Spans moved inside their parent's time (clocks of different hosts disagree).
     pub moved_into_parent: u64,
+    /// Records (lines, messages) decoded, from every input.
+    pub records: u64,
+    /// Distinct spans read (of the convention or not).
+    pub spans_read: u64,
+    /// Traces the spans belong to (a trace whose spans came back after it was replayed
+    /// counts again).
+    pub traces: u64,
+    /// Spans read again (same trace and span id, while their trace was open) and left out.
+    pub duplicates: u64,
+    /// Spans whose trace had been replayed already when they were read: the window
+    /// ([`Replay::with_window`]) was too short for how far apart the inputs are. They are
+    /// missing from their request.
+    pub late_spans: u64,
+    /// Requests linked to a run that was summarized already (its span's trace was
+    /// replayed, a window before): each is summarized on its own.
+    pub requests_after_their_run: u64,
+    /// The most spans held at once in traces still open: the replay's memory is bounded by
+    /// this, not by the size of the input.
+    pub max_open_spans: u64,
 }
 
 /// Replays [`Spans`] through the metrics layer.
@@ -218,6 +238,7 @@ pub struct ReplayStats {
 #[must_use = "a replay does nothing until `run` is called"]
 pub struct Replay {
     group_by: GroupBy,
+    window: u64,
     sinks: Vec<Box<dyn Sink>>,
     diagnostics: bool,
     progress: Option<Box<dyn FnMut(u64, u64)>>,
@@ -227,6 +248,7 @@ impl std::fmt::Debug for Replay {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Replay")
             .field("group_by", &self.group_by)
+            .field("window", &self.window)
             .field("sinks", &self.sinks.len())
             .field("diagnostics", &self.diagnostics)
             .finish_non_exhaustive()
@@ -244,10 +266,29 @@ impl Replay {
     pub fn new() -> Self {
         Self {
             group_by: GroupBy::default(),
+            window: Self::DEFAULT_WINDOW,
             sinks: Vec::new(),
             diagnostics: false,
             progress: None,
         }
+    }
+
+    /// How many spans a trace waits for, by default, before it is replayed: see
+    /// [`Replay::with_window`].
+    pub const DEFAULT_WINDOW: u64 = 100_000;
+
+    /// How long a trace stays open, in spans read: a trace is replayed (and its memory
+    /// freed) once its root span has been read and no span of it has come in the last
+    /// `spans` spans read from all the inputs together; a trace whose root never comes,
+    /// after `4 * spans`; every trace still open at the end of the input. A span of a
+    /// trace replayed already is counted in [`ReplayStats::late_spans`] (it is missing
+    /// from its request; a larger window would have caught it). Memory is bounded by the
+    /// spans of the traces open at once, about `spans` plus the spans of the requests in
+    /// flight, whatever the size of the input. Default: [`Replay::DEFAULT_WINDOW`];
+    /// `u64::MAX` keeps every trace open to the end (memory grows with the input).
+    pub fn with_window(mut self, spans: u64) -> Self {
+        self.window = spans.max(1);
+        self
     }
 
     /// How requests are summarized together. Default: [`GroupBy::Run`].
@@ -280,11 +321,109 @@ impl Replay {
         self
     }
 
-    /// Replays every span, in the order of their exported times, and returns what was
-    /// done; the records went to the sinks as each request and scope finished.
+    /// Replays every span of `spans` (read whole into memory beforehand) and returns what
+    /// was done; the records went to the sinks as each request and scope finished.
+    /// Traces are replayed in the order their last span was read.
     pub fn run(self, spans: &Spans) -> ReplayStats {
+        let known_runs = match self.group_by {
+            GroupBy::Run => runs_of(&spans.spans),
+            GroupBy::All => HashMap::new(),
+        };
+        let duplicates = spans.duplicates;
+        let mut stats = self.with_engine(known_runs, |engine, progress| {
+            let mut traces = Traces::new(u64::MAX);
+            for span in &spans.spans {
+                traces.push(span.clone(), engine, progress);
+            }
+            traces.finish(engine, progress)
+        });
+        stats.duplicates += duplicates;
+        stats
+    }
+
+    /// Reads `inputs` and replays their spans as their traces complete (see
+    /// [`Replay::with_window`]), with memory bounded by the traces open at once; returns
+    /// what was done. A record that cannot be read goes to `on_error`, and the rest is still
+    /// read, as [`Spans::read`] does.
+    ///
+    /// The inputs are read twice: a first pass finds the spans of runs (a run's span is
+    /// exported after all its requests, but names their scope), reading only the records
+    /// that mention `omni.run` or `e2e_requests`; the second pass reads the inputs in
+    /// step, the next record always from the input whose next record ended first, so
+    /// that the spans of a request that several processes exported meet within the
+    /// window.
+    ///
+    /// ```
+    /// use omni_metrics::replay::{Input, InputFormat, Replay};
+    /// use omni_metrics::report::CaptureSink;
+    ///
+    /// let line = br#"{"resourceSpans":[{"scopeSpans":[{"spans":[{"traceId":"0af7651916cd43dd8448eb211c80319c","spanId":"b7ad6b7169203331","name":"omni.request","startTimeUnixNano":"1000000000","endTimeUnixNano":"1050000000","attributes":[{"key":"request_id","value":{"stringValue":"r-1"}}]}]}]}]}"#;
+    /// let capture = CaptureSink::new();
+    /// let stats = Replay::new().with_sink(capture.clone()).run_inputs(
+    ///     vec![Input::bytes("traces.json", &line[..])],
+    ///     InputFormat::Auto,
+    ///     &mut |e| eprintln!("{e}"),
+    /// );
+    /// assert_eq!((stats.requests, stats.spans_read), (1, 1));
+    /// assert_eq!(capture.requests()[0].e2e_total_ms, 50.0);
+    /// ```
+    pub fn run_inputs(
+        self,
+        mut inputs: Vec<Input<'_>>,
+        format: InputFormat,
+        on_error: &mut dyn FnMut(ReadError),
+    ) -> ReplayStats {
+        let known_runs = match self.group_by {
+            GroupBy::Run => first_pass(&mut inputs, format),
+            GroupBy::All => HashMap::new(),
+        };
+        let window = self.window;
+        self.with_engine(known_runs, |engine, progress| {
+            let mut files: Vec<input::Records<'_>> = Vec::with_capacity(inputs.len());
+            for input in &mut inputs {
+                match (input.open)() {
+                    Ok(reader) => files.push(input::Records::new(&input.name, reader, format)),
+                    Err(e) => on_error(ReadError::unopenable(&input.name, &e)),
+                }
+            }
+            let mut traces = Traces::new(window);
+            // The next record of each input, by the earliest end of its spans.
+            let mut pending: Vec<Option<Vec<model::SpanRec>>> = Vec::with_capacity(files.len());
+            let mut heap = BinaryHeap::new();
+            let earliest = |spans: &[model::SpanRec]| spans.iter().map(|s| s.end_ns).min();
+            for (i, file) in files.iter_mut().enumerate() {
+                let next = file.next(on_error);
+                if let Some(key) = next.as_deref().and_then(earliest) {
+                    heap.push(Reverse((key, i)));
+                }
+                pending.push(next);
+            }
+            while let Some(Reverse((_, i))) = heap.pop() {
+                for span in pending[i].take().into_iter().flatten() {
+                    traces.push(span, engine, progress);
+                }
+                let next = files[i].next(on_error);
+                if let Some(key) = next.as_deref().and_then(earliest) {
+                    heap.push(Reverse((key, i)));
+                }
+                pending[i] = next;
+            }
+            let mut stats = traces.finish(engine, progress);
+            stats.records = files.iter().map(|f| f.summary.records).sum();
+            stats
+        })
+    }
+
+    /// Runs `replay` with an engine replaying through the metrics layer, in a scoped
+    /// dispatcher; returns the engine's stats with what `replay` adds.
+    fn with_engine(
+        self,
+        known_runs: HashMap<(u128, u64), model::SpanRec>,
+        replay: impl FnOnce(&mut engine::Engine<'_>, &mut dyn FnMut(u64, u64)) -> ReplayStats,
+    ) -> ReplayStats {
         let Replay {
             group_by,
+            window: _,
             sinks,
             diagnostics,
             progress,
@@ -323,13 +462,355 @@ impl Replay {
         });
         let subscriber = tracing_subscriber::registry().with(layer).with(diagnostics);
         let mut progress = progress;
-        let mut report = |done: u64, total: u64| {
+        let mut report = |done: u64, read: u64| {
             if let Some(p) = progress.as_mut() {
-                p(done, total);
+                p(done, read);
             }
         };
         tracing::subscriber::with_default(subscriber, || {
-            engine::replay(&spans.spans, group_by, &clock, &current, &mut report)
+            let mut engine = engine::Engine::new(group_by, &clock, &current, known_runs);
+            let mut read = replay(&mut engine, &mut report);
+            let stats = engine.finish();
+            read.spans_replayed = stats.spans_replayed;
+            read.requests = stats.requests;
+            read.runs = stats.runs;
+            read.missing_parents = stats.missing_parents;
+            read.runs_without_span = stats.runs_without_span;
+            read.moved_into_parent = stats.moved_into_parent;
+            read.requests_after_their_run = stats.requests_after_their_run;
+            read
         })
+    }
+}
+
+/// The spans of runs among `spans`, by (trace id, span id).
+fn runs_of(spans: &[model::SpanRec]) -> HashMap<(u128, u64), model::SpanRec> {
+    spans
+        .iter()
+        .filter(|s| s.kind == Some(crate::convention::SpanKind::Run))
+        .map(|s| ((s.trace_id, s.span_id), s.clone()))
+        .collect()
+}
+
+/// The first pass of [`Replay::run_inputs`]: the spans of runs, from the records that
+/// mention one (errors are left to the second pass).
+fn first_pass(
+    inputs: &mut [Input<'_>],
+    format: InputFormat,
+) -> HashMap<(u128, u64), model::SpanRec> {
+    let finders = [
+        memchr::memmem::Finder::new(crate::convention::RUN),
+        memchr::memmem::Finder::new("e2e_requests"),
+    ];
+    let mut runs = HashMap::new();
+    let mut ignore = |_: ReadError| {};
+    for input in inputs {
+        let Ok(reader) = (input.open)() else { continue };
+        let mut records = input::Records::new(&input.name, reader, format);
+        while let Some((place, encoding)) = records.next_raw(&mut ignore) {
+            if finders.iter().any(|f| f.find(records.raw()).is_some()) {
+                if let Some(spans) = records.decode(place, encoding, &mut ignore) {
+                    runs.extend(runs_of(&spans));
+                }
+            }
+        }
+    }
+    runs
+}
+
+/// One input of [`Replay::run_inputs`]: a name for errors and a way to open it (it is
+/// read twice).
+pub struct Input<'a> {
+    name: String,
+    open: Box<dyn FnMut() -> std::io::Result<Box<dyn Read + 'a>> + 'a>,
+}
+
+impl std::fmt::Debug for Input<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Input")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'a> Input<'a> {
+    /// An input named `name` in errors, opened by `open` (once for each pass).
+    ///
+    /// ```
+    /// use omni_metrics::replay::Input;
+    /// let input = Input::new("traces.json", || std::fs::File::open("traces.json"));
+    /// # drop(input);
+    /// ```
+    pub fn new<R: Read + 'a>(
+        name: impl Into<String>,
+        mut open: impl FnMut() -> std::io::Result<R> + 'a,
+    ) -> Self {
+        Self {
+            name: name.into(),
+            open: Box::new(move || open().map(|r| Box::new(r) as Box<dyn Read + 'a>)),
+        }
+    }
+
+    /// The file at `path`, named as displayed.
+    pub fn path(path: impl AsRef<Path>) -> Self {
+        let path = path.as_ref().to_path_buf();
+        Self::new(path.display().to_string(), move || {
+            std::fs::File::open(&path)
+        })
+    }
+
+    /// Bytes in memory (standard input, read whole, or a test's data).
+    pub fn bytes(name: impl Into<String>, bytes: &'a [u8]) -> Self {
+        Self::new(name, move || Ok(bytes))
+    }
+}
+
+/// A trace being read.
+#[derive(Default)]
+struct OpenTrace {
+    spans: Vec<model::SpanRec>,
+    /// Span ids, once the trace is too large to look through.
+    ids: Option<HashSet<u64>>,
+    /// When (in spans read) its last span was read.
+    last_seen: u64,
+    /// Whether its root span (no parent) was read.
+    root: bool,
+}
+
+impl OpenTrace {
+    /// Whether a span of this id was read already.
+    fn has(&mut self, span_id: u64) -> bool {
+        const LOOK_THROUGH: usize = 64;
+        match &mut self.ids {
+            Some(ids) => !ids.insert(span_id),
+            None if self.spans.len() < LOOK_THROUGH => {
+                self.spans.iter().any(|s| s.span_id == span_id)
+            }
+            None => {
+                let mut ids: HashSet<u64> = self.spans.iter().map(|s| s.span_id).collect();
+                let had = !ids.insert(span_id);
+                self.ids = Some(ids);
+                had
+            }
+        }
+    }
+}
+
+/// Groups spans by trace as they are read, and replays each trace once it is complete (see
+/// [`Replay::with_window`]).
+struct Traces {
+    window: u64,
+    /// Spans read (distinct or not).
+    now: u64,
+    open: HashMap<u128, OpenTrace>,
+    /// (trace, when a span of it was read), in the order read: a trace whose last entry
+    /// is a window old is complete.
+    queue: VecDeque<(u128, u64)>,
+    /// The same for traces without a root yet, which wait four windows.
+    rootless: VecDeque<(u128, u64)>,
+    /// Traces replayed recently, to tell their late spans apart.
+    closed: HashSet<u128>,
+    closed_order: VecDeque<u128>,
+    open_spans: u64,
+    stats: ReplayStats,
+}
+
+impl Traces {
+    fn new(window: u64) -> Self {
+        Self {
+            window,
+            now: 0,
+            open: HashMap::new(),
+            queue: VecDeque::new(),
+            rootless: VecDeque::new(),
+            closed: HashSet::new(),
+            closed_order: VecDeque::new(),
+            open_spans: 0,
+            stats: ReplayStats::default(),
+        }
+    }
+
+    /// How many replayed traces are remembered (16 bytes each, twice): a span arriving
+    /// this many traces after its own was replayed starts a trace of its own again.
+    fn closed_capacity(&self) -> usize {
+        usize::try_from(self.window / 4)
+            .unwrap_or(usize::MAX)
+            .clamp(1024, 1 << 20)
+    }
+
+    fn push(
+        &mut self,
+        span: model::SpanRec,
+        engine: &mut engine::Engine<'_>,
+        progress: &mut dyn FnMut(u64, u64),
+    ) {
+        self.now += 1;
+        let trace_id = span.trace_id;
+        if self.closed.contains(&trace_id) {
+            self.stats.late_spans += 1;
+            return;
+        }
+        let trace = self.open.entry(trace_id).or_default();
+        if trace.spans.is_empty() {
+            self.stats.traces += 1;
+        }
+        if trace.has(span.span_id) {
+            self.stats.duplicates += 1;
+            return;
+        }
+        self.stats.spans_read += 1;
+        trace.last_seen = self.now;
+        trace.root |= span.parent_id.is_none();
+        trace.spans.push(span);
+        self.open_spans += 1;
+        self.stats.max_open_spans = self.stats.max_open_spans.max(self.open_spans);
+        self.queue.push_back((trace_id, self.now));
+        if self.now % 65_536 == 0 {
+            progress(engine.stats.spans_replayed, self.stats.spans_read);
+        }
+        // Traces complete: a window without a span of theirs (four without their root).
+        let now = self.now;
+        while let Some(&(id, seen)) = self.queue.front() {
+            if seen.saturating_add(self.window) > now {
+                break;
+            }
+            self.queue.pop_front();
+            match self.open.get(&id) {
+                Some(t) if t.last_seen == seen && t.root => self.close(id, engine),
+                Some(t) if t.last_seen == seen => self.rootless.push_back((id, seen)),
+                _ => {} // a later span of it is queued
+            }
+        }
+        while let Some(&(id, seen)) = self.rootless.front() {
+            if seen.saturating_add(self.window.saturating_mul(4)) > now {
+                break;
+            }
+            self.rootless.pop_front();
+            if self.open.get(&id).is_some_and(|t| t.last_seen == seen) {
+                self.close(id, engine);
+            }
+        }
+    }
+
+    /// Replays the trace `id` and forgets its spans.
+    fn close(&mut self, id: u128, engine: &mut engine::Engine<'_>) {
+        let Some(trace) = self.open.remove(&id) else {
+            return;
+        };
+        self.open_spans -= trace.spans.len() as u64;
+        engine.replay_trace(&trace.spans);
+        if self.closed.insert(id) {
+            self.closed_order.push_back(id);
+            if self.closed_order.len() > self.closed_capacity() {
+                if let Some(old) = self.closed_order.pop_front() {
+                    self.closed.remove(&old);
+                }
+            }
+        }
+    }
+
+    /// Replays every trace still open, in the order their last span was read.
+    fn finish(
+        mut self,
+        engine: &mut engine::Engine<'_>,
+        progress: &mut dyn FnMut(u64, u64),
+    ) -> ReplayStats {
+        let mut left: Vec<(u64, u128)> =
+            self.open.iter().map(|(id, t)| (t.last_seen, *id)).collect();
+        left.sort_unstable();
+        for (_, id) in left {
+            self.close(id, engine);
+        }
+        progress(engine.stats.spans_replayed, self.stats.spans_read);
+        self.stats
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::CaptureSink;
+
+    /// A request of one stage in trace `t`: the stage's line and the request's line.
+    fn request(t: u64) -> [String; 2] {
+        let span = |id: u64, parent: &str, name: &str, attrs: &str| {
+            format!(
+                r#"{{"resourceSpans":[{{"scopeSpans":[{{"spans":[{{"traceId":"{t:032x}","spanId":"{id:016x}","parentSpanId":"{parent}","name":"{name}","startTimeUnixNano":"{}","endTimeUnixNano":"{}","attributes":[{attrs}]}}]}}]}}]}}"#,
+                1_000 + t * 10,
+                1_005 + t * 10
+            )
+        };
+        [
+            span(
+                2,
+                "0000000000000001",
+                "omni.stage",
+                r#"{"key":"stage_id","value":{"intValue":"0"}}"#,
+            ),
+            span(
+                1,
+                "",
+                "omni.request",
+                &format!(r#"{{"key":"request_id","value":{{"stringValue":"r-{t}"}}}}"#),
+            ),
+        ]
+    }
+
+    #[test]
+    fn traces_are_replayed_after_a_window_and_late_spans_counted() {
+        let mut lines: Vec<String> = (1..=100).flat_map(request).collect();
+        // Trace 1's stage again, 200 spans after its trace: late.
+        lines.push(request(1)[0].clone());
+        // Trace 100's stage again, within the window: a duplicate.
+        lines.push(request(100)[0].clone());
+        let text = lines.join("\n");
+        let capture = CaptureSink::new();
+        let stats = Replay::new()
+            .with_window(10)
+            .with_sink(capture.clone())
+            .run_inputs(
+                vec![Input::bytes("t.json", text.as_bytes())],
+                InputFormat::Json,
+                &mut |e| panic!("{e}"),
+            );
+        assert_eq!(stats.requests, 100);
+        assert_eq!(capture.requests().len(), 100);
+        assert_eq!((stats.late_spans, stats.duplicates), (1, 1));
+        assert_eq!(stats.spans_read, 200);
+        assert!(
+            stats.max_open_spans <= 12,
+            "a window of 10 spans holds about 10: {}",
+            stats.max_open_spans
+        );
+        // Every request has its stage.
+        assert!(capture.requests().iter().all(|r| r.stages.len() == 1));
+    }
+
+    #[test]
+    fn two_inputs_are_read_in_step_by_end_time() {
+        // The stages in one file, the requests in another: with a window of 4 spans, read
+        // one file after the other, every request would lose its stage.
+        let (stages, requests): (Vec<String>, Vec<String>) = (1..=50)
+            .map(request)
+            .map(|[a, b]: [String; 2]| (a, b))
+            .unzip();
+        let (stages, requests) = (stages.join("\n"), requests.join("\n"));
+        let capture = CaptureSink::new();
+        let stats = Replay::new()
+            .with_window(4)
+            .with_sink(capture.clone())
+            .run_inputs(
+                vec![
+                    Input::bytes("requests.json", requests.as_bytes()),
+                    Input::bytes("stages.json", stages.as_bytes()),
+                ],
+                InputFormat::Json,
+                &mut |e| panic!("{e}"),
+            );
+        assert_eq!(
+            (stats.requests, stats.late_spans, stats.missing_parents),
+            (50, 0, 0)
+        );
+        assert!(capture.requests().iter().all(|r| r.stages.len() == 1));
     }
 }

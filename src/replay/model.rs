@@ -29,6 +29,48 @@ pub(crate) fn kept(key: &str) -> bool {
         )
 }
 
+/// The convention's field names, so that a span's kept keys are not copied (a field not
+/// listed here is copied: see [`key`]).
+const FIELDS: [&str; 26] = [
+    field::RUN_ID,
+    field::REQUEST_ID,
+    field::STATUS,
+    field::STATUS_MESSAGE,
+    field::STAGE_ID,
+    field::STAGE_NAME,
+    field::BATCH_ID,
+    field::BATCH_SIZE,
+    field::NUM_TOKENS_IN,
+    field::NUM_TOKENS_OUT,
+    field::AUDIO_GENERATED_FRAMES,
+    field::AUDIO_SAMPLE_RATE,
+    field::IMAGE_NUM,
+    field::RESOLUTION,
+    field::FROM_STAGE,
+    field::TO_STAGE,
+    field::SIZE_BYTES,
+    field::STAGE_GEN_TIME_MS,
+    field::POSTPROCESS_TIME_MS,
+    field::TX_TIME_MS,
+    field::RX_DECODE_TIME_MS,
+    field::IN_FLIGHT_TIME_MS,
+    field::REMOTE_REQUEST,
+    field::UNITS,
+    field::TIME_TO_FIRST_OUTPUT_MS,
+    field::INTER_OUTPUT_MS,
+];
+
+/// A kept attribute's key: the convention's own `&'static str` when it is one.
+fn key(k: &str) -> Key {
+    match FIELDS.iter().find(|f| **f == k) {
+        Some(f) => Key::Borrowed(f),
+        None => Key::Owned(k.to_owned()),
+    }
+}
+
+/// A field's key.
+pub(crate) type Key = std::borrow::Cow<'static, str>;
+
 /// One `omni.output` event: its time and `units`.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub(crate) struct Output {
@@ -49,7 +91,7 @@ pub(crate) struct SpanRec {
     pub(crate) end_ns: u64,
     /// Convention fields, in the order they were exported (a later one wins, as a later
     /// `record` does).
-    pub(crate) fields: Vec<(Box<str>, AttrValue)>,
+    pub(crate) fields: Vec<(Key, AttrValue)>,
     /// Span links: (trace id, span id). Kept for requests only (their run).
     pub(crate) links: Vec<(u128, u64)>,
     pub(crate) outputs: Vec<Output>,
@@ -112,17 +154,16 @@ impl SpanRec {
         let kind = classify(raw.name, |key| {
             raw.attributes.iter().any(|(k, _)| *k == key)
         });
-        let mut fields: Vec<(Box<str>, AttrValue)> = match kind {
+        let mut fields: Vec<(Key, AttrValue)> = match kind {
             Some(_) => raw
                 .attributes
                 .iter()
                 .filter(|(k, _)| field::is_known(k))
-                .map(|(k, v)| (Box::from(*k), v.clone()))
+                .map(|(k, v)| (key(k), v.clone()))
                 .collect(),
             None => Vec::new(),
         };
-        let has =
-            |fields: &[(Box<str>, AttrValue)], key: &str| fields.iter().any(|(k, _)| &**k == key);
+        let has = |fields: &[(Key, AttrValue)], key: &str| fields.iter().any(|(k, _)| k == key);
         match kind {
             Some(SpanKind::Run) if !has(&fields, field::RUN_ID) => {
                 if let Some(id) = raw.name.strip_prefix("run ").filter(|id| !id.is_empty()) {
@@ -188,6 +229,14 @@ mod tests {
 
     fn kind_of(name: &str, keys: &[&str]) -> Option<SpanKind> {
         classify(name, |k| keys.contains(&k))
+    }
+
+    #[test]
+    fn listed_fields_are_the_conventions() {
+        for f in FIELDS {
+            assert!(field::is_known(f), "{f}");
+        }
+        assert!(matches!(key("stage_id"), Key::Borrowed(_)));
     }
 
     #[test]

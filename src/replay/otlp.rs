@@ -7,16 +7,10 @@ use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue};
 use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, Span, TracesData};
 
-use super::model::{self, AttrValue, Output, RawSpan, SpanRec};
+#[path = "json.rs"]
+mod json;
 
-/// One line of a file exporter's JSON output: `{"resourceSpans":[...]}`. Lines of other
-/// signals (`resourceLogs`, `resourceMetrics`) in the same file hold no spans and are
-/// skipped.
-#[derive(serde::Deserialize)]
-struct JsonLine {
-    #[serde(rename = "resourceSpans", default)]
-    resource_spans: Vec<ResourceSpans>,
-}
+use super::model::{self, AttrValue, Output, RawSpan, SpanRec};
 
 /// Why a record is not trace data.
 #[derive(Debug)]
@@ -37,10 +31,24 @@ impl std::fmt::Display for DecodeError {
     }
 }
 
-/// The spans of one JSON line.
+/// The spans of one JSON line (`{"resourceSpans":[...]}`, pdata's JSON: camelCase, hex ids,
+/// 64-bit integers as strings or numbers). Lines of other signals (`resourceLogs`,
+/// `resourceMetrics`) in the same file hold no spans and give none.
+///
+/// Read into borrowed structs (`replay/json.rs`): only what the replay keeps is converted,
+/// and a string without escapes is never copied.
 pub(crate) fn decode_json(line: &[u8]) -> Result<Vec<SpanRec>, DecodeError> {
-    let data: JsonLine = serde_json::from_slice(line).map_err(DecodeError::Json)?;
-    spans_of(data.resource_spans)
+    let data: json::Line<'_> = serde_json::from_slice(line).map_err(DecodeError::Json)?;
+    let mut out = Vec::new();
+    for rs in &data.resource_spans {
+        for ss in &rs.scope_spans {
+            out.reserve(ss.spans.len());
+            for span in &ss.spans {
+                out.push(json::convert(span)?);
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// The spans of one protobuf `TracesData` (or `ExportTraceServiceRequest`) message.
