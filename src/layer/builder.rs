@@ -68,6 +68,8 @@ pub struct Builder {
     request_tables: bool,
     jsonl_path: Option<PathBuf>,
     jsonl_writer: Option<Box<dyn Write + Send>>,
+    /// `false`: no JSON lines, whatever [`JSONL_ENV`] says.
+    jsonl: bool,
     html_path: Option<PathBuf>,
     html_max_requests: usize,
     sinks: Vec<Box<dyn Sink>>,
@@ -92,6 +94,7 @@ impl Default for Builder {
             request_tables: true,
             jsonl_path: None,
             jsonl_writer: None,
+            jsonl: true,
             html_path: None,
             html_max_requests: DEFAULT_HTML_MAX_REQUESTS,
             sinks: Vec::new(),
@@ -252,6 +255,20 @@ impl Builder {
         self
     }
 
+    /// `false`: no JSON-lines records at all, whatever [`JSONL_ENV`] says (a tool that
+    /// replays or tests records of its own); `true` (the default): records go where
+    /// [`Builder::with_jsonl_path`], [`Builder::with_jsonl_writer`] or [`JSONL_ENV`] say.
+    ///
+    /// ```
+    /// let layer = omni_metrics::OmniMetricsLayer::builder().with_jsonl(false).build()?;
+    /// # drop(layer);
+    /// # Ok::<(), omni_metrics::BuildError>(())
+    /// ```
+    pub fn with_jsonl(mut self, enabled: bool) -> Self {
+        self.jsonl = enabled;
+        self
+    }
+
     /// Writes JSON-lines records to `writer`. Overrides [`JSONL_ENV`].
     pub fn with_jsonl_writer(mut self, writer: impl Write + Send + 'static) -> Self {
         self.jsonl_writer = Some(Box::new(writer));
@@ -401,6 +418,7 @@ impl Builder {
             ConsoleSink::new(writer, self.request_tables)
         });
         let jsonl = match (self.jsonl_writer, self.jsonl_path) {
+            _ if !self.jsonl => None,
             (Some(writer), _) => Some(JsonLinesSink::new(writer)),
             (None, Some(path)) => Some(open_append(path, JsonlOrigin::Code)?),
             (None, None) => match std::env::var_os(JSONL_ENV) {

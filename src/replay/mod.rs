@@ -433,7 +433,7 @@ impl Replay {
         let layer = match crate::OmniMetricsLayer::builder()
             .with_console(false)
             // Not `OMNI_METRICS_JSONL`: the replay's records go to its sinks only.
-            .with_jsonl_writer(std::io::sink())
+            .with_jsonl(false)
             .with_request_tables(false)
             .with_queue_capacity(1 << 16)
             .with_clock(clock.clone())
