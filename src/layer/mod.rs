@@ -143,8 +143,8 @@ struct OutputFields {
 }
 
 impl SetField for OutputFields {
-    fn set(&mut self, name: fields::Known, value: fields::FieldValue<'_>) {
-        if name == fields::Known::Units {
+    fn set(&mut self, name: &str, value: fields::FieldValue<'_>) {
+        if name == crate::convention::field::UNITS {
             if let Some(units) = value.to_u64(&mut self.issues) {
                 self.units = units;
             }
@@ -365,7 +365,7 @@ where
     S: Subscriber + for<'l> LookupSpan<'l>,
 {
     fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
-        let Some(kind) = crate::convention::SpanKind::from_name(attrs.metadata().name()) else {
+        let Some(kind) = open::kind_of(attrs.metadata().name()) else {
             return;
         };
         if self.duplicate.load(Ordering::Relaxed) {

@@ -22,6 +22,28 @@ use crate::accumulate::ScopeAcc;
 use crate::convention::SpanKind;
 use crate::diagnostics::{Issue, IssueSet};
 
+/// What an `omni.*` span is, from its name: [`SpanKind::from_name`] with byte compares of
+/// known lengths (no `memcmp` calls), since every span of the engine's goes through it.
+#[inline]
+pub(super) fn kind_of(name: &str) -> Option<SpanKind> {
+    let name = name.as_bytes();
+    let (b"omni.", rest) = name.split_at_checked(5)? else {
+        return None;
+    };
+    Some(match (rest.len(), rest.first()?) {
+        (3, b'r') if rest == b"run" => SpanKind::Run,
+        (7, b'r') if rest == b"request" => SpanKind::Request,
+        (5, b's') if rest == b"stage" => SpanKind::Stage,
+        (5, b'q') if rest == b"queue" => SpanKind::Queue,
+        (11, b'p') if rest == b"postprocess" => SpanKind::Postprocess,
+        (8, b't') if rest == b"transfer" => SpanKind::Transfer,
+        (11, b't') if rest == b"transfer.tx" => SpanKind::Tx,
+        (18, b't') if rest == b"transfer.rx_decode" => SpanKind::RxDecode,
+        (5, b'b') if rest == b"batch" => SpanKind::Batch,
+        _ => return None,
+    })
+}
+
 /// The nearest `omni.request` ancestor of `span` (excluding itself), and whether an
 /// `omni.stage` lies between them (or above, when there is no request).
 ///
@@ -33,7 +55,7 @@ where
     let mut in_stage = false;
     let mut next = span.parent();
     while let Some(ancestor) = next {
-        match SpanKind::from_name(ancestor.name()) {
+        match kind_of(ancestor.name()) {
             Some(SpanKind::Request) => return (Some(ancestor), in_stage),
             Some(SpanKind::Stage) => in_stage = true,
             _ => {}
@@ -167,7 +189,7 @@ impl Inner {
         };
         let mut next = span.parent();
         while let Some(ancestor) = next {
-            match SpanKind::from_name(ancestor.name()) {
+            match kind_of(ancestor.name()) {
                 Some(SpanKind::Request) => issues.insert(Issue::RequestInRequest),
                 Some(SpanKind::Run) => {
                     let run = table
@@ -236,7 +258,7 @@ impl Inner {
                     issues: IssueSet::default(),
                     open_key: 0,
                 };
-                attrs.record(&mut Visitor::new(&mut state));
+                attrs.record(&mut Visitor(&mut state));
                 let name = state.run_id.clone();
                 let link = std::sync::Arc::new(std::sync::Mutex::new(state));
                 let open_key = self.shared.run_opened(name, link.clone());
@@ -260,7 +282,7 @@ impl Inner {
                     open_key: 0,
                     named,
                 };
-                attrs.record(&mut Visitor::new(&mut request));
+                attrs.record(&mut Visitor(&mut request));
                 let open_key = self.shared.request_opened(&request.acc);
                 request.open_key = open_key;
                 if !table.insert(key, Slot::Request(request)) {
@@ -274,7 +296,7 @@ impl Inner {
                 let (request, in_stage) = self.enclosing(table, parent(), id, ctx);
                 let mut stage = StageSpan::new(self.clock.now(), request);
                 stage.named = named;
-                attrs.record(&mut Visitor::new(&mut stage));
+                attrs.record(&mut Visitor(&mut stage));
                 // A remote stage sits under the stage that called it (its local view).
                 if in_stage && !stage.remote {
                     stage.issues.insert(Issue::StageInStage);
@@ -286,12 +308,12 @@ impl Inner {
                 let mut transfer = TransferSpan::new(self.clock.now(), request);
                 transfer.named = named;
                 transfer.in_stage = in_stage;
-                attrs.record(&mut Visitor::new(&mut transfer));
+                attrs.record(&mut Visitor(&mut transfer));
                 Slot::Transfer(transfer)
             }
             SpanKind::Batch => {
                 let mut batch = BatchSpan::default();
-                attrs.record(&mut Visitor::new(&mut batch));
+                attrs.record(&mut Visitor(&mut batch));
                 Slot::Batch(batch)
             }
             SpanKind::Queue | SpanKind::Postprocess | SpanKind::Tx | SpanKind::RxDecode => return,
@@ -309,15 +331,15 @@ impl Inner {
         };
         let run = match map.get_mut(&key) {
             Some(Slot::Run(run)) => run.state.clone(),
-            Some(Slot::Request(r)) => return values.record(&mut Visitor::new(r)),
-            Some(Slot::Stage(s)) => return values.record(&mut Visitor::new(s)),
-            Some(Slot::Transfer(t)) => return values.record(&mut Visitor::new(t)),
-            Some(Slot::Batch(b)) => return values.record(&mut Visitor::new(b)),
+            Some(Slot::Request(r)) => return values.record(&mut Visitor(r)),
+            Some(Slot::Stage(s)) => return values.record(&mut Visitor(s)),
+            Some(Slot::Transfer(t)) => return values.record(&mut Visitor(t)),
+            Some(Slot::Batch(b)) => return values.record(&mut Visitor(b)),
             Some(Slot::Leaf(_)) | None => return,
         };
         drop(map);
         let mut state = lock_run(&run);
-        values.record(&mut Visitor::new(&mut *state));
+        values.record(&mut Visitor(&mut *state));
         if let (Some(name), false) = (&state.run_id, state.named) {
             self.shared.run_named(state.open_key, name);
         }
@@ -360,7 +382,7 @@ impl Inner {
     {
         let now = self.clock.now();
         let mut fields = OutputFields::default();
-        event.record(&mut Visitor::new(&mut fields));
+        event.record(&mut Visitor(&mut fields));
         let mut issues = fields.issues;
         let to_stage = |key: Key| {
             table
@@ -380,8 +402,8 @@ impl Inner {
                 // postprocess child).
                 let stage = ctx.event_span(event).and_then(|span| {
                     span.scope()
-                        .take_while(|s| SpanKind::from_name(s.name()) != Some(SpanKind::Request))
-                        .find(|s| SpanKind::from_name(s.name()) == Some(SpanKind::Stage))
+                        .take_while(|s| kind_of(s.name()) != Some(SpanKind::Request))
+                        .find(|s| kind_of(s.name()) == Some(SpanKind::Stage))
                 });
                 stage.is_some_and(|span| to_stage(span.id().into_u64()))
             };
@@ -408,5 +430,35 @@ impl Inner {
         let mut issues = IssueSet::default();
         issues.insert(Issue::LeafOutsideParent);
         self.shared.diagnostics.record(issues);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_are_read_as_the_convention_reads_them() {
+        for name in [
+            "omni.run",
+            "omni.request",
+            "omni.stage",
+            "omni.queue",
+            "omni.postprocess",
+            "omni.transfer",
+            "omni.transfer.tx",
+            "omni.transfer.rx_decode",
+            "omni.batch",
+            "omni.output",
+            "omni.",
+            "omni",
+            "omni.runs",
+            "omni.transfer.rx",
+            "Omni.run",
+            "http.request",
+            "",
+        ] {
+            assert_eq!(kind_of(name), SpanKind::from_name(name), "{name}");
+        }
     }
 }

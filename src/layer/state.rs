@@ -9,8 +9,9 @@ use std::sync::{Arc, Mutex};
 
 use smallvec::SmallVec;
 
-use super::fields::{FieldValue, Known, SetField};
+use super::fields::{FieldValue, SetField};
 use crate::accumulate::{Outputs, RequestAcc, ScopeAcc, StageSample, TransferSample};
+use crate::convention::field;
 use crate::diagnostics::{Issue, IssueSet};
 use crate::stats::{self, RequestStatus};
 
@@ -111,8 +112,8 @@ pub(super) struct RunState {
 }
 
 impl SetField for RunState {
-    fn set(&mut self, name: Known, value: FieldValue<'_>) {
-        if name == Known::RunId {
+    fn set(&mut self, name: &str, value: FieldValue<'_>) {
+        if name == field::RUN_ID {
             if self.named {
                 self.issues.insert(Issue::LateRunId);
             } else {
@@ -197,13 +198,13 @@ pub(super) struct RequestSpan {
 }
 
 impl SetField for RequestSpan {
-    fn set(&mut self, name: Known, value: FieldValue<'_>) {
+    fn set(&mut self, name: &str, value: FieldValue<'_>) {
         match name {
-            Known::RequestId => {
+            field::REQUEST_ID => {
                 super::lock(&self.acc).set_request_id_with(|id| value.write_text(id))
             }
-            Known::StatusMessage => super::lock(&self.acc).set_status_message(value.to_text()),
-            Known::Status => {
+            field::STATUS_MESSAGE => super::lock(&self.acc).set_status_message(value.to_text()),
+            field::STATUS => {
                 let parsed = match value {
                     FieldValue::Str(text) => RequestStatus::parse(text),
                     other => RequestStatus::parse(&other.to_text()),
@@ -343,55 +344,55 @@ fn set_ms(slot: &mut Option<f64>, value: &FieldValue<'_>, issues: &mut IssueSet)
 }
 
 impl SetField for StageSpan {
-    fn set(&mut self, name: Known, value: FieldValue<'_>) {
+    fn set(&mut self, name: &str, value: FieldValue<'_>) {
         let issues = &mut self.issues;
         match name {
-            Known::StageId => set_u64(&mut self.stage_id, &value, issues),
-            Known::RemoteRequest => self.remote = true,
-            Known::StageName => {
+            field::STAGE_ID => set_u64(&mut self.stage_id, &value, issues),
+            field::REMOTE_REQUEST => self.remote = true,
+            field::STAGE_NAME => {
                 self.stage_name = Some(match value {
                     FieldValue::Str(s) => intern(s),
                     other => intern(&other.to_text()),
                 })
             }
-            Known::BatchId => set_u64(&mut self.batch_id, &value, issues),
-            Known::BatchSize => set_u64(&mut self.batch_size, &value, issues),
-            Known::NumTokensIn => set_count(&mut self.num_tokens_in, &value, issues),
-            Known::NumTokensOut => set_count(&mut self.num_tokens_out, &value, issues),
-            Known::AudioGeneratedFrames => set_count(
+            field::BATCH_ID => set_u64(&mut self.batch_id, &value, issues),
+            field::BATCH_SIZE => set_u64(&mut self.batch_size, &value, issues),
+            field::NUM_TOKENS_IN => set_count(&mut self.num_tokens_in, &value, issues),
+            field::NUM_TOKENS_OUT => set_count(&mut self.num_tokens_out, &value, issues),
+            field::AUDIO_GENERATED_FRAMES => set_count(
                 &mut self.rare.get_or_insert_default().audio_generated_frames,
                 &value,
                 issues,
             ),
-            Known::AudioSampleRate => set_u64(
+            field::AUDIO_SAMPLE_RATE => set_u64(
                 &mut self.rare.get_or_insert_default().audio_sample_rate,
                 &value,
                 issues,
             ),
-            Known::ImageNum => set_u64(
+            field::IMAGE_NUM => set_u64(
                 &mut self.rare.get_or_insert_default().image_num,
                 &value,
                 issues,
             ),
-            Known::Resolution => {
+            field::RESOLUTION => {
                 self.rare.get_or_insert_default().resolution = Some(value.to_text())
             }
-            Known::StageGenTimeMs => set_ms(
+            field::STAGE_GEN_TIME_MS => set_ms(
                 &mut self.rare.get_or_insert_default().gen_override_ms,
                 &value,
                 issues,
             ),
-            Known::PostprocessTimeMs => set_ms(
+            field::POSTPROCESS_TIME_MS => set_ms(
                 &mut self.rare.get_or_insert_default().postprocess_override_ms,
                 &value,
                 issues,
             ),
-            Known::TimeToFirstOutputMs => set_ms(
+            field::TIME_TO_FIRST_OUTPUT_MS => set_ms(
                 &mut self.rare.get_or_insert_default().first_output_override_ms,
                 &value,
                 issues,
             ),
-            Known::InterOutputMs => set_ms(
+            field::INTER_OUTPUT_MS => set_ms(
                 &mut self.rare.get_or_insert_default().inter_output_override_ms,
                 &value,
                 issues,
@@ -416,11 +417,11 @@ impl BatchSpan {
 }
 
 impl SetField for BatchSpan {
-    fn set(&mut self, name: Known, value: FieldValue<'_>) {
+    fn set(&mut self, name: &str, value: FieldValue<'_>) {
         let issues = &mut self.issues;
         match name {
-            Known::BatchId => set_u64(&mut self.batch_id, &value, issues),
-            Known::BatchSize => set_u64(&mut self.batch_size, &value, issues),
+            field::BATCH_ID => set_u64(&mut self.batch_id, &value, issues),
+            field::BATCH_SIZE => set_u64(&mut self.batch_size, &value, issues),
             _ => {}
         }
     }
@@ -542,16 +543,16 @@ impl TransferSpan {
 }
 
 impl SetField for TransferSpan {
-    fn set(&mut self, name: Known, value: FieldValue<'_>) {
+    fn set(&mut self, name: &str, value: FieldValue<'_>) {
         let issues = &mut self.issues;
         match name {
-            Known::FromStage => set_u64(&mut self.from_stage, &value, issues),
-            Known::RemoteRequest => self.remote = true,
-            Known::ToStage => set_u64(&mut self.to_stage, &value, issues),
-            Known::SizeBytes => set_count(&mut self.size_bytes, &value, issues),
-            Known::TxTimeMs => set_ms(&mut self.tx_override_ms, &value, issues),
-            Known::RxDecodeTimeMs => set_ms(&mut self.rx_override_ms, &value, issues),
-            Known::InFlightTimeMs => set_ms(&mut self.in_flight_override_ms, &value, issues),
+            field::FROM_STAGE => set_u64(&mut self.from_stage, &value, issues),
+            field::REMOTE_REQUEST => self.remote = true,
+            field::TO_STAGE => set_u64(&mut self.to_stage, &value, issues),
+            field::SIZE_BYTES => set_count(&mut self.size_bytes, &value, issues),
+            field::TX_TIME_MS => set_ms(&mut self.tx_override_ms, &value, issues),
+            field::RX_DECODE_TIME_MS => set_ms(&mut self.rx_override_ms, &value, issues),
+            field::IN_FLIGHT_TIME_MS => set_ms(&mut self.in_flight_override_ms, &value, issues),
             _ => {}
         }
     }
