@@ -2,6 +2,7 @@
 //! becomes its record (and joins its run's scope), a run its summary; then the sinks.
 
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, PoisonError};
 
 use tracing_core::Subscriber;
 use tracing_core::span::Id;
@@ -15,6 +16,19 @@ use super::{Annotation, Inner, Num, lock, lock_run, names};
 use crate::accumulate::{RequestAcc, ScopeAcc};
 use crate::diagnostics::{Issue, IssueSet};
 use crate::stats::{OverallSummary, RequestE2EStats, RequestStatus};
+
+/// A closed request span, for [`Inner::finish_request`].
+struct Done<'a> {
+    id: &'a Id,
+    named: bool,
+    start_ns: u64,
+    end_ns: u64,
+    run: Option<super::RunLink>,
+    status: RequestStatus,
+    issues: IssueSet,
+    via: AnnotateVia<'a>,
+    trace_id: Option<String>,
+}
 
 impl Inner {
     /// Closes a span whose state was taken out of `table`: merges a stage or transfer
@@ -66,6 +80,7 @@ impl Inner {
         }
     }
 
+    #[inline]
     fn close_stage(&self, mut stage: StageSpan, id: &Id, via: AnnotateVia<'_>) {
         let now = self.clock.now();
         let sample = stage.finish(now);
@@ -102,6 +117,7 @@ impl Inner {
         });
     }
 
+    #[inline]
     fn close_transfer(&self, mut transfer: TransferSpan, id: &Id, via: AnnotateVia<'_>) {
         let now = self.clock.now();
         let (sample, incomplete) = transfer.finish(now);
@@ -245,16 +261,54 @@ impl Inner {
             start_ns,
             run,
             status,
-            mut issues,
-            acc: link,
+            issues,
+            acc: mut link,
             open_key,
             ..
         } = request;
         self.shared.request_closed(open_key);
-        let status = status.unwrap_or(RequestStatus::Ok);
-        // Every child has closed (the Registry closes parents last), so the link is
-        // usually unique: then it goes back to the pool, buffers and all.
-        let mut acc = std::mem::take(&mut *lock(&link));
+        let done = Done {
+            id,
+            named,
+            start_ns,
+            end_ns: now,
+            run,
+            status: status.unwrap_or(RequestStatus::Ok),
+            issues,
+            via,
+            trace_id,
+        };
+        // Every child has closed (the Registry closes parents last), so the accumulator
+        // is usually this span's alone: finished in place, with no lock, then pooled with
+        // its buffers. Else (a reader holds it for a moment) it is taken out.
+        match Arc::get_mut(&mut link) {
+            Some(acc) => {
+                let acc = acc.get_mut().unwrap_or_else(PoisonError::into_inner);
+                self.finish_request(acc, done);
+            }
+            None => {
+                let mut acc = std::mem::take(&mut *lock(&link));
+                self.finish_request(&mut acc, done);
+                *lock(&link) = acc;
+            }
+        }
+        state::pool_request_link(link);
+    }
+
+    /// A closed request's record out of its accumulator, to its scope and the sinks; the
+    /// accumulator is left empty for another request.
+    fn finish_request(&self, acc: &mut RequestAcc, done: Done<'_>) {
+        let Done {
+            id,
+            named,
+            start_ns,
+            end_ns: now,
+            run,
+            status,
+            mut issues,
+            via,
+            trace_id,
+        } = done;
         let (incomplete, incomplete_spans) = acc.settle(status);
         let request_id = acc.take_request_id().unwrap_or_else(|| {
             issues.insert(Issue::MissingRequestId);
@@ -287,7 +341,7 @@ impl Inner {
                 }
                 report
             }
-            None => self.online(&mut acc, issues, request_id, status, start_ns, now),
+            None => self.online(acc, issues, request_id, status, start_ns, now),
         };
         self.shared.diagnostics.record(issues);
         self.shared
@@ -342,8 +396,6 @@ impl Inner {
         report.trace_id = trace_id;
         let unkept = self.emit_request(report, online);
         acc.recycle(unkept);
-        *lock(&link) = acc;
-        state::pool_request_link(link);
     }
 
     /// An online request is its own scope: its summary goes out first, as in the seed.

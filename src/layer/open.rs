@@ -78,6 +78,35 @@ where
     }
 }
 
+/// What a child of the span `parent` inherits, when that span is a request, a stage or a
+/// transfer: its request, and whether a stage lies between.
+fn ancestry(parent: &Slot) -> Option<(Option<RequestLink>, bool)> {
+    match parent {
+        Slot::Request(r) => Some((Some(r.acc.clone()), false)),
+        Slot::Stage(s) => Some((s.request.clone(), true)),
+        Slot::Transfer(t) => Some((t.request.clone(), t.in_stage)),
+        _ => None,
+    }
+}
+
+/// Places a new stage or transfer in its request.
+fn place(slot: &mut Slot, (request, in_stage): (Option<RequestLink>, bool)) {
+    match slot {
+        Slot::Stage(stage) => {
+            stage.request = request;
+            // A remote stage sits under the stage that called it (its local view).
+            if in_stage && !stage.remote {
+                stage.issues.insert(Issue::StageInStage);
+            }
+        }
+        Slot::Transfer(transfer) => {
+            transfer.request = request;
+            transfer.in_stage = in_stage;
+        }
+        _ => {}
+    }
+}
+
 /// Opens or closes a timing child in its parent's state. `false` if the parent is not of
 /// the right kind (the child is then not counted, on open and close alike).
 pub(super) fn leaf_event(kind: SpanKind, parent: &mut Slot, now: u64, open: bool) -> bool {
@@ -136,15 +165,7 @@ impl Inner {
         let Some(parent) = parent else {
             return (None, false);
         };
-        let known = table
-            .with(parent, |slot| match slot {
-                Slot::Request(r) => Some((Some(r.acc.clone()), false)),
-                Slot::Stage(s) => Some((s.request.clone(), true)),
-                Slot::Transfer(t) => Some((t.request.clone(), t.in_stage)),
-                _ => None,
-            })
-            .flatten();
-        if let Some(known) = known {
+        if let Some(known) = table.with(parent, |slot| ancestry(slot)).flatten() {
             return known;
         }
         let Some(span) = ctx.span(id) else {
@@ -293,23 +314,16 @@ impl Inner {
                 return;
             }
             SpanKind::Stage => {
-                let (request, in_stage) = self.enclosing(table, parent(), id, ctx);
-                let mut stage = StageSpan::new(self.clock.now(), request);
+                let mut stage = StageSpan::new(self.clock.now(), None);
                 stage.named = named;
                 attrs.record(&mut Visitor(&mut stage));
-                // A remote stage sits under the stage that called it (its local view).
-                if in_stage && !stage.remote {
-                    stage.issues.insert(Issue::StageInStage);
-                }
-                Slot::Stage(stage)
+                return self.insert_child(table, id, parent(), ctx, Slot::Stage(stage));
             }
             SpanKind::Transfer => {
-                let (request, in_stage) = self.enclosing(table, parent(), id, ctx);
-                let mut transfer = TransferSpan::new(self.clock.now(), request);
+                let mut transfer = TransferSpan::new(self.clock.now(), None);
                 transfer.named = named;
-                transfer.in_stage = in_stage;
                 attrs.record(&mut Visitor(&mut transfer));
-                Slot::Transfer(transfer)
+                return self.insert_child(table, id, parent(), ctx, Slot::Transfer(transfer));
             }
             SpanKind::Batch => {
                 let mut batch = BatchSpan::default();
@@ -319,6 +333,43 @@ impl Inner {
             SpanKind::Queue | SpanKind::Postprocess | SpanKind::Tx | SpanKind::RxDecode => return,
         };
         if table.insert(key, slot) {
+            self.live.opened(id);
+        }
+    }
+
+    /// Stores a new stage or transfer, placed in its request: under one lock when its
+    /// parent's state is in the same shard (the usual case: the same thread made both).
+    fn insert_child<S>(
+        &self,
+        table: &Table,
+        id: &Id,
+        parent: Option<Key>,
+        ctx: &Context<'_, S>,
+        mut slot: Slot,
+    ) where
+        S: Subscriber + for<'l> LookupSpan<'l>,
+    {
+        let key = id.into_u64();
+        let Some(mut map) = table.lock(key) else {
+            return;
+        };
+        let known = match parent {
+            None => Some((None, false)),
+            Some(p) if Table::same_shard(key, p) => map.get(&p).and_then(ancestry),
+            Some(_) => None,
+        };
+        let stored = match known {
+            Some(known) => {
+                place(&mut slot, known);
+                table::insert_in(&mut map, key, slot)
+            }
+            None => {
+                drop(map);
+                place(&mut slot, self.enclosing(table, parent, id, ctx));
+                table.insert(key, slot)
+            }
+        };
+        if stored {
             self.live.opened(id);
         }
     }

@@ -185,6 +185,7 @@ impl Table {
 
     /// Stores a new span's state; `false` if the span has state already (or the table
     /// could not be locked), and then nothing is stored.
+    #[inline]
     pub(super) fn insert(&self, key: Key, slot: Slot) -> bool {
         let Some(mut map) = self.lock(key) else {
             return false;
@@ -193,6 +194,7 @@ impl Table {
     }
 
     /// Takes a span's state out if `take` says so.
+    #[inline]
     pub(super) fn remove_if(&self, key: Key, take: impl FnOnce(&Slot) -> bool) -> Option<Slot> {
         let mut map = self.lock(key)?;
         if take(map.get(&key)?) {
@@ -203,12 +205,14 @@ impl Table {
     }
 
     /// Runs `f` on a span's state, if it has some.
+    #[inline]
     pub(super) fn with<R>(&self, key: Key, f: impl FnOnce(&mut Slot) -> R) -> Option<R> {
         self.lock(key)?.get_mut(&key).map(f)
     }
 }
 
 /// Stores a new span's state in a locked shard; `false` if it has state already.
+#[inline]
 pub(super) fn insert_in(map: &mut Map, key: Key, slot: Slot) -> bool {
     match map.entry(key) {
         std::collections::hash_map::Entry::Occupied(_) => false,
