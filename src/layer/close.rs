@@ -348,7 +348,8 @@ impl Inner {
             .diagnostics
             .record_n(incomplete, incomplete_spans);
         if via.is_some() {
-            let mut attributes = vec![
+            // Inline: 4 totals and up to 8 stages need no allocation.
+            let mut attributes: smallvec::SmallVec<[(&'static str, Num); 12]> = smallvec::smallvec![
                 ("e2e_total_ms", Num::Float(report.e2e_total_ms)),
                 ("e2e_total_tokens", Num::Count(report.e2e_total_tokens)),
                 (

@@ -365,7 +365,7 @@ where
     S: Subscriber + for<'l> LookupSpan<'l>,
 {
     fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
-        let Some(kind) = open::kind_of(attrs.metadata().name()) else {
+        let Some(kind) = crate::convention::SpanKind::from_name(attrs.metadata().name()) else {
             return;
         };
         if self.duplicate.load(Ordering::Relaxed) {

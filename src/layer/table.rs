@@ -195,6 +195,7 @@ impl Table {
 
     /// Takes a span's state out if `take` says so.
     #[inline]
+    #[cfg_attr(not(feature = "otlp"), allow(dead_code))]
     pub(super) fn remove_if(&self, key: Key, take: impl FnOnce(&Slot) -> bool) -> Option<Slot> {
         let mut map = self.lock(key)?;
         if take(map.get(&key)?) {
