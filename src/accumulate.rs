@@ -234,6 +234,7 @@ impl RequestAcc {
 
     /// Adds one stage span; a repeated `stage_id` (a chunk) is summed into the first.
     /// Returns the issues the merge found (a conflicting `batch_id`).
+    #[inline]
     pub(crate) fn add_stage(&mut self, s: StageSample) -> IssueSet {
         let mut issues = IssueSet::default();
         let found = self.stages.iter().position(|a| a.stage_id == s.stage_id);

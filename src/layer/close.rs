@@ -36,6 +36,7 @@ impl Inner {
     /// closes first (the layer's own `on_close`, or an
     /// [`AnnotationLayer`](crate::otlp::AnnotationLayer) just before the OpenTelemetry
     /// layer), so a span is closed once.
+    #[inline]
     pub(super) fn close<S>(
         &self,
         table: &Table,
@@ -432,6 +433,7 @@ impl Inner {
 
     /// A finished request (`online`: with no run): to the handle's totals and aggregates,
     /// then to the sinks. Returns the record when no sink kept it, for its buffers.
+    #[inline]
     fn emit_request(&self, report: RequestE2EStats, online: bool) -> Option<RequestE2EStats> {
         self.shared.record_request(&report);
         for sink in &self.sinks {

@@ -271,6 +271,7 @@ impl StageSpan {
     }
 
     /// The span's contribution, or `None` (with the issue noted) if it cannot be placed.
+    #[inline]
     pub(super) fn finish(&mut self, end_ns: u64) -> Option<StageSample> {
         let Some(stage_id) = self.stage_id else {
             self.issues.insert(Issue::MissingStageId);

@@ -185,7 +185,7 @@ impl Table {
 
     /// Stores a new span's state; `false` if the span has state already (or the table
     /// could not be locked), and then nothing is stored.
-    #[inline]
+    #[inline(always)]
     pub(super) fn insert(&self, key: Key, slot: Slot) -> bool {
         let Some(mut map) = self.lock(key) else {
             return false;
@@ -213,7 +213,7 @@ impl Table {
 }
 
 /// Stores a new span's state in a locked shard; `false` if it has state already.
-#[inline]
+#[inline(always)]
 pub(super) fn insert_in(map: &mut Map, key: Key, slot: Slot) -> bool {
     match map.entry(key) {
         std::collections::hash_map::Entry::Occupied(_) => false,
