@@ -43,6 +43,7 @@ use self::state::{RequestLink, RunLink, RunState};
 use self::table::{Slot, Table};
 use crate::accumulate::RequestAcc;
 use crate::clock::{Clock, MonotonicClock};
+use crate::convention::SpanKind;
 use crate::diagnostics::{self, IssueSet};
 use crate::handle::{MetricsHandle, Shared};
 use crate::report::writer::{ConsoleConfig, LineSource, Periodic, Writer};
@@ -360,30 +361,24 @@ impl OmniMetricsLayer {
     }
 }
 
-impl<S> tracing_subscriber::Layer<S> for OmniMetricsLayer
-where
-    S: Subscriber + for<'l> LookupSpan<'l>,
-{
-    fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
-        let Some(kind) = crate::convention::SpanKind::from_name(attrs.metadata().name()) else {
-            return;
-        };
-        if self.duplicate.load(Ordering::Relaxed) {
-            return;
-        }
-        self.inner.new_span(&self.table, kind, attrs, id, &ctx);
-    }
-
-    fn on_record(&self, id: &Id, values: &Record<'_>, _ctx: Context<'_, S>) {
-        if self.inner.live.may_be_ours(id) {
-            self.inner.record(&self.table, id, values);
+impl OmniMetricsLayer {
+    /// An `omni.*` span opened.
+    #[inline(never)]
+    fn opened<S>(&self, kind: SpanKind, attrs: &Attributes<'_>, id: &Id, ctx: &Context<'_, S>)
+    where
+        S: Subscriber + for<'l> LookupSpan<'l>,
+    {
+        if !self.duplicate.load(Ordering::Relaxed) {
+            self.inner.new_span(&self.table, kind, attrs, id, ctx);
         }
     }
 
-    fn on_close(&self, id: Id, ctx: Context<'_, S>) {
-        if !self.inner.live.may_be_ours(&id) {
-            return;
-        }
+    /// A span that may be one of this layer's closed.
+    #[inline(never)]
+    fn closed<S>(&self, id: Id, ctx: &Context<'_, S>)
+    where
+        S: Subscriber + for<'l> LookupSpan<'l>,
+    {
         let key = id.into_u64();
         let Some(mut map) = self.table.lock(key) else {
             return;
@@ -401,7 +396,7 @@ where
                 drop(map);
                 self.inner.live.closed(&id);
                 if !placed {
-                    self.inner.misplaced_leaf(&self.table, &id, &ctx);
+                    self.inner.misplaced_leaf(&self.table, &id, ctx);
                 }
                 return;
             }
@@ -419,7 +414,35 @@ where
             _ => None,
         };
         self.inner
-            .close(&self.table, slot, &id, &ctx, via.as_ref(), trace.as_ref());
+            .close(&self.table, slot, &id, ctx, via.as_ref(), trace.as_ref());
+    }
+}
+
+impl<S> tracing_subscriber::Layer<S> for OmniMetricsLayer
+where
+    S: Subscriber + for<'l> LookupSpan<'l>,
+{
+    // Each hook is a small check inlined into the subscriber (the engine's own spans stop
+    // there), then an out-of-line call for `omni.*` spans.
+    #[inline]
+    fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
+        if let Some(kind) = SpanKind::from_name(attrs.metadata().name()) {
+            self.opened(kind, attrs, id, &ctx);
+        }
+    }
+
+    #[inline]
+    fn on_record(&self, id: &Id, values: &Record<'_>, _ctx: Context<'_, S>) {
+        if self.inner.live.may_be_ours(id) {
+            self.inner.record(&self.table, id, values);
+        }
+    }
+
+    #[inline]
+    fn on_close(&self, id: Id, ctx: Context<'_, S>) {
+        if self.inner.live.may_be_ours(&id) {
+            self.closed(id, &ctx);
+        }
     }
 
     fn on_follows_from(&self, span: &Id, follows: &Id, _ctx: Context<'_, S>) {
