@@ -118,8 +118,12 @@ impl AnnotationLayer {
         Self::default()
     }
 
-    /// A metrics layer of the same subscriber, with annotations on.
+    /// A metrics layer of the same subscriber, with annotations on (once each).
     pub(super) fn register(&self, inner: Arc<Inner>, table: Arc<Table>) {
+        let mut known = self.owners.iter().map_while(std::sync::OnceLock::get);
+        if known.any(|o| Arc::ptr_eq(&o.table, &table)) {
+            return;
+        }
         let mut owner = Owner { inner, table };
         for slot in &self.owners {
             match slot.set(owner) {
@@ -137,6 +141,11 @@ where
 {
     fn on_register_dispatch(&self, subscriber: &tracing::Dispatch) {
         let _ = self.dispatch.set(subscriber.downgrade());
+        // The metrics layers register themselves; one that is not told of the subscriber
+        // (inside an `Option`) is found from here.
+        if let Some(metrics) = subscriber.downcast_ref::<super::OmniMetricsLayer>() {
+            metrics.register_annotations(self);
+        }
     }
 
     fn on_close(&self, id: Id, ctx: Context<'_, S>) {
@@ -158,5 +167,54 @@ where
                 .inner
                 .close(&owner.table, slot, &id, &ctx, dispatch.as_ref(), None);
         }
+    }
+}
+
+#[cfg(all(test, feature = "otlp"))]
+mod tests {
+    use super::*;
+    use tracing_subscriber::prelude::*;
+
+    fn owners(dispatch: &tracing::Dispatch) -> usize {
+        let annotation = dispatch.downcast_ref::<AnnotationLayer>();
+        annotation.map_or(0, |a| {
+            a.owners.iter().map_while(std::sync::OnceLock::get).count()
+        })
+    }
+
+    fn annotating() -> super::super::OmniMetricsLayer {
+        super::super::OmniMetricsLayer::builder()
+            .with_console(false)
+            .with_trace_annotations(true)
+            .build()
+            .expect("no file")
+    }
+
+    /// Each metrics layer that annotates is found once, also inside an `Option` (which
+    /// tracing-subscriber does not tell of its subscriber).
+    #[test]
+    fn the_annotation_layer_serves_each_annotating_metrics_layer_once() {
+        let plain = tracing::Dispatch::new(
+            tracing_subscriber::registry()
+                .with(annotating())
+                .with(AnnotationLayer::new()),
+        );
+        assert_eq!(owners(&plain), 1);
+        let optional = tracing::Dispatch::new(
+            tracing_subscriber::registry()
+                .with(Some(annotating()))
+                .with(AnnotationLayer::new()),
+        );
+        assert_eq!(owners(&optional), 1);
+        let quiet = super::super::OmniMetricsLayer::builder()
+            .with_console(false)
+            .build()
+            .expect("no file");
+        let none = tracing::Dispatch::new(
+            tracing_subscriber::registry()
+                .with(quiet)
+                .with(AnnotationLayer::new()),
+        );
+        assert_eq!(owners(&none), 0);
     }
 }

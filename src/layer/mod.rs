@@ -362,6 +362,15 @@ impl OmniMetricsLayer {
 }
 
 impl OmniMetricsLayer {
+    /// Lets `annotation` (of the same subscriber) close this layer's spans, when this layer
+    /// annotates.
+    #[cfg(feature = "otlp")]
+    fn register_annotations(&self, annotation: &AnnotationLayer) {
+        if self.inner.annotations && !self.duplicate.load(Ordering::Relaxed) {
+            annotation.register(self.inner.clone(), self.table.clone());
+        }
+    }
+
     /// An `omni.*` span opened.
     #[inline(never)]
     fn opened<S>(&self, kind: SpanKind, attrs: &Attributes<'_>, id: &Id, ctx: &Context<'_, S>)
@@ -476,10 +485,8 @@ where
         #[cfg(feature = "otlp")]
         {
             let _ = self.dispatch.set(subscriber.downgrade());
-            if self.inner.annotations && !self.duplicate.load(Ordering::Relaxed) {
-                if let Some(annotation) = subscriber.downcast_ref::<AnnotationLayer>() {
-                    annotation.register(self.inner.clone(), self.table.clone());
-                }
+            if let Some(annotation) = subscriber.downcast_ref::<AnnotationLayer>() {
+                self.register_annotations(annotation);
             }
         }
     }
