@@ -134,12 +134,61 @@ pub(crate) struct RequestAcc {
     /// ends `ok` (a cancelled request stops transfers half way).
     incomplete: IssueSet,
     incomplete_spans: u64,
+    /// Strings of finished requests (their id and scope), kept for the next request of a
+    /// pooled accumulator.
+    spare: SmallVec<[String; 2]>,
 }
 
 impl RequestAcc {
-    /// Sets the request's id.
-    pub(crate) fn set_request_id(&mut self, id: String) {
+    /// Sets the request's id, written by `write` into a reused buffer.
+    pub(crate) fn set_request_id_with(&mut self, write: impl FnOnce(&mut String)) {
+        let mut id = self
+            .request_id
+            .take()
+            .unwrap_or_else(|| self.spare_string());
+        id.clear();
+        write(&mut id);
         self.request_id = Some(id);
+    }
+
+    /// An empty string, reusing a finished request's buffer when there is one.
+    pub(crate) fn spare_string(&mut self) -> String {
+        self.spare.pop().unwrap_or_default()
+    }
+
+    /// Empties the accumulator for another request. `report`, a finished record nobody
+    /// kept, gives back the buffers [`RequestAcc::finish`] moved into it.
+    pub(crate) fn recycle(&mut self, report: Option<RequestE2EStats>) {
+        let mut spare = std::mem::take(&mut self.spare);
+        let mut stages = Vec::new();
+        let mut edges = Vec::new();
+        if let Some(r) = report {
+            for mut text in [r.request_id, r.scope] {
+                if spare.len() < 2 && text.capacity() > 0 {
+                    text.clear();
+                    spare.push(text);
+                }
+            }
+            stages = r.stages;
+            stages.clear();
+            edges = r.transfers;
+            edges.clear();
+        }
+        if let Some(mut id) = self.request_id.take() {
+            if spare.len() < 2 {
+                id.clear();
+                spare.push(id);
+            }
+        }
+        let mut sides = std::mem::take(&mut self.sides);
+        sides.clear();
+        *self = Self {
+            stages,
+            edges,
+            sides,
+            spare,
+            ..Self::default()
+        };
     }
 
     /// Sets why the request failed.
@@ -185,6 +234,7 @@ impl RequestAcc {
 
     /// Adds one stage span; a repeated `stage_id` (a chunk) is summed into the first.
     /// Returns the issues the merge found (a conflicting `batch_id`).
+    #[inline]
     pub(crate) fn add_stage(&mut self, s: StageSample) -> IssueSet {
         let mut issues = IssueSet::default();
         let found = self.stages.iter().position(|a| a.stage_id == s.stage_id);
@@ -302,24 +352,20 @@ impl RequestAcc {
         edge.transfers = edge.transfers.saturating_add(1);
     }
 
-    /// The finished request's record.
+    /// The finished request's record; the accumulator is left to [`RequestAcc::recycle`].
     pub(crate) fn finish(
-        self,
+        &mut self,
         request_id: String,
         status: RequestStatus,
         scope: String,
         start_ns: u64,
         end_ns: u64,
     ) -> RequestE2EStats {
-        let Self {
-            mut stages,
-            sides,
-            mut edges,
-            invalid_spans,
-            status_message,
-            ..
-        } = self;
-        for (s, side) in stages.iter_mut().zip(sides) {
+        let mut stages = std::mem::take(&mut self.stages);
+        let mut edges = std::mem::take(&mut self.edges);
+        let invalid_spans = self.invalid_spans;
+        let status_message = self.status_message.take();
+        for (s, side) in stages.iter_mut().zip(self.sides.drain(..)) {
             s.wall_time_ms = stats::ns_to_ms(s.end_ns.saturating_sub(s.start_ns));
             let Outputs {
                 chunks,

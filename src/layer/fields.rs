@@ -77,6 +77,21 @@ impl FieldValue<'_> {
         }
     }
 
+    /// Appends the value as text to `out` (see [`FieldValue::to_text`]).
+    pub(super) fn write_text(&self, out: &mut String) {
+        use std::fmt::Write as _;
+        let _ = match *self {
+            FieldValue::Str(s) => {
+                out.push_str(s);
+                Ok(())
+            }
+            FieldValue::U64(v) => write!(out, "{v}"),
+            FieldValue::I64(v) => write!(out, "{v}"),
+            FieldValue::F64(v) => write!(out, "{v}"),
+            FieldValue::Bool(v) => write!(out, "{v}"),
+        };
+    }
+
     /// Text (names, ids); numbers are written out.
     pub(super) fn to_text(&self) -> String {
         match *self {

@@ -1,46 +1,54 @@
 //! The `tracing-subscriber` layer: span hooks in, finished requests and scopes out to sinks.
 //!
-//! Data flow: `on_new_span`/`on_record` fill the per-span state ([`state`]); `on_close` of a
-//! stage or transfer merges it into its request's accumulator; `on_close` of a request
-//! builds its [`RequestE2EStats`] and adds it to its scope; the scope's
-//! [`OverallSummary`] goes out when the run (or the online request) closes.
+//! Data flow: `on_new_span`/`on_record` fill the per-span state ([`state`], kept in the
+//! layer's [`table`]; see `open.rs`); `on_close` of a stage or transfer merges it into its
+//! request's accumulator; `on_close` of a request builds its [`RequestE2EStats`] and adds
+//! it to its scope; the scope's [`OverallSummary`] goes out when the run (or the online
+//! request) closes (`close.rs`). `annotate.rs` puts the numbers on exported spans.
 //!
 //! Diagnostics are emitted from `on_close` only: `on_new_span` runs inside the dispatcher's
 //! `get_default`, where a nested event reaches no subscriber.
 //!
-//! Hot-path rules: hooks never block on I/O while a span lock is held, never panic, and
-//! allocate at most one extension per run, request, stage or transfer span (the timing
-//! children allocate nothing).
+//! Hot-path rules: hooks never block on I/O while a lock is held, never panic, and do one
+//! table operation per hook; no hook looks a span up in the Registry in the common case (a
+//! span's parent comes from its attributes, its kind from its state). Requests reuse pooled
+//! accumulators, so a request allocates nothing in the steady state unless a sink keeps
+//! its record.
 
+mod annotate;
 mod builder;
+mod close;
 mod fields;
 mod live;
 mod names;
+mod open;
 mod state;
+mod table;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use tracing_core::span::{Attributes, Id, Record};
 use tracing_core::{Event, Subscriber};
 use tracing_subscriber::layer::Context;
-use tracing_subscriber::registry::{LookupSpan, SpanRef};
+use tracing_subscriber::registry::LookupSpan;
 
+#[cfg(feature = "otlp")]
+pub use annotate::AnnotationLayer;
+pub(crate) use annotate::{Annotation, Num};
 pub use builder::{BuildError, Builder, JSONL_ENV, LOG_INTERVAL_ENV, ONLINE_TABLES_ENV};
 
-use self::fields::{SetField, Visitor};
-use self::state::{
-    BatchSpan, LayerId, RequestLink, RequestSpan, RunLink, RunSpan, RunState, StageSpan,
-    TransferSpan,
-};
-use crate::accumulate::{RequestAcc, ScopeAcc};
+use self::fields::SetField;
+use self::state::{RequestLink, RunLink, RunState};
+use self::table::{Slot, Table};
+use crate::accumulate::RequestAcc;
 use crate::clock::{Clock, MonotonicClock};
 use crate::convention::SpanKind;
-use crate::diagnostics::{self, Issue, IssueSet};
+use crate::diagnostics::{self, IssueSet};
 use crate::handle::{MetricsHandle, Shared};
 use crate::report::writer::{ConsoleConfig, LineSource, Periodic, Writer};
 use crate::report::{ConsoleSink, JsonLinesSink, Sink};
-use crate::stats::{OverallSummary, RequestE2EStats, RequestStatus};
+use crate::stats::OverallSummary;
 
 /// The metrics layer: add it to a [`tracing_subscriber::Registry`].
 ///
@@ -76,6 +84,12 @@ use crate::stats::{OverallSummary, RequestE2EStats, RequestStatus};
 #[must_use = "a layer does nothing until it is added to a subscriber"]
 pub struct OmniMetricsLayer {
     inner: Arc<Inner>,
+    /// The state of this copy's open `omni.*` spans: each clone has its own, since a clone
+    /// in another subscriber sees that subscriber's span ids.
+    table: Arc<Table>,
+    /// Another copy of this layer in the same subscriber does the work; this one does
+    /// nothing, so that each span counts once.
+    duplicate: AtomicBool,
     /// The subscriber this copy of the layer is part of, for trace annotations: each clone
     /// gets its own, so a clone in another subscriber annotates that subscriber's spans.
     #[cfg(feature = "otlp")]
@@ -87,6 +101,8 @@ impl Clone for OmniMetricsLayer {
     fn clone(&self) -> Self {
         Self {
             inner: self.inner.clone(),
+            table: Arc::default(),
+            duplicate: AtomicBool::new(false),
             #[cfg(feature = "otlp")]
             dispatch: std::sync::OnceLock::new(),
         }
@@ -94,8 +110,6 @@ impl Clone for OmniMetricsLayer {
 }
 
 struct Inner {
-    /// This layer's key in the spans' extensions (clones share it).
-    id: LayerId,
     clock: ClockSource,
     sinks: Vec<Box<dyn Sink>>,
     /// The built-in console and JSON lines, on their writer thread.
@@ -106,7 +120,8 @@ struct Inner {
     sink_panicked: std::sync::atomic::AtomicBool,
     /// Whether to put computed numbers on exported spans (`otlp` feature, opt-in).
     annotations: bool,
-    /// The ids of the open `omni.*` spans, to skip the engine's own spans cheaply.
+    /// The ids of the open `omni.*` spans (of every copy's table), to skip the engine's own
+    /// spans cheaply.
     live: live::LiveSpans,
     /// What the builder could not read in the environment: said once, when the layer
     /// joins a subscriber.
@@ -116,7 +131,7 @@ struct Inner {
 impl std::fmt::Debug for Inner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Inner")
-            .field("id", &self.id)
+            .field("sinks", &self.sinks.len())
             .finish_non_exhaustive()
     }
 }
@@ -189,7 +204,6 @@ impl OmniMetricsLayer {
                 (ClockSource::Monotonic(c.clone()), Arc::new(c))
             }
         };
-        static NEXT_LAYER: AtomicU64 = AtomicU64::new(1);
         let shared = Arc::new(Shared::new(
             shared_clock,
             parts.aggregates,
@@ -212,7 +226,6 @@ impl OmniMetricsLayer {
         }
         Self {
             inner: Arc::new(Inner {
-                id: NEXT_LAYER.fetch_add(1, Ordering::Relaxed),
                 clock,
                 sinks: parts.sinks,
                 writer,
@@ -224,6 +237,8 @@ impl OmniMetricsLayer {
                 live: live::LiveSpans::new(),
                 warnings: std::sync::Mutex::new(parts.warnings),
             }),
+            table: Arc::default(),
+            duplicate: AtomicBool::new(false),
             #[cfg(feature = "otlp")]
             dispatch: std::sync::OnceLock::new(),
         }
@@ -260,71 +275,6 @@ impl crate::handle::OpenRun for std::sync::Mutex<RunState> {
     }
 }
 
-/// Whether the span names its exported span itself (`otel.name`): then the layer keeps that
-/// name (e.g. the GenAI form "chat qwen3-omni") instead of "stage 0 thinker".
-fn named<S>(span: &SpanRef<'_, S>) -> bool
-where
-    S: Subscriber + for<'l> LookupSpan<'l>,
-{
-    span.metadata().fields().field("otel.name").is_some()
-}
-
-/// Request-span attribute keys for each stage's gen time (`stage_{i}_gen_time_ms`), as
-/// static strings; stages beyond the last are left out of the attributes (not the tables).
-const STAGE_KEYS: [&str; 8] = [
-    "stage_0_gen_time_ms",
-    "stage_1_gen_time_ms",
-    "stage_2_gen_time_ms",
-    "stage_3_gen_time_ms",
-    "stage_4_gen_time_ms",
-    "stage_5_gen_time_ms",
-    "stage_6_gen_time_ms",
-    "stage_7_gen_time_ms",
-];
-
-/// The subscriber to annotate exported spans through, when annotations are on.
-type AnnotateVia<'a> = Option<&'a tracing::Dispatch>;
-
-/// A number put on an exported span: a count (an OTLP int) or a time (a double).
-#[derive(Clone, Copy, Debug)]
-#[cfg_attr(not(feature = "otlp"), allow(dead_code))]
-pub(crate) enum Num {
-    Count(u64),
-    Float(f64),
-}
-
-/// What the layer puts on one exported span when it closes.
-#[derive(Debug)]
-#[cfg_attr(not(feature = "otlp"), allow(dead_code))]
-pub(crate) struct Annotation<'a> {
-    /// A readable name, unless the span named itself (`otel.name`).
-    pub(crate) name: Option<std::borrow::Cow<'static, str>>,
-    pub(crate) attributes: &'a [(&'static str, Num)],
-    /// A failed request: `error.type` (`error` or `aborted`) and the status message.
-    pub(crate) failure: Option<(&'static str, String)>,
-}
-
-/// The nearest `omni.request` ancestor of `span` (excluding itself), and whether an
-/// `omni.stage` lies between them (or above, when there is no request).
-///
-/// Only span names are read, no extension locks are taken.
-fn enclosing_request<'a, S>(span: &SpanRef<'a, S>) -> (Option<SpanRef<'a, S>>, bool)
-where
-    S: Subscriber + for<'l> LookupSpan<'l>,
-{
-    let mut in_stage = false;
-    let mut next = span.parent();
-    while let Some(ancestor) = next {
-        match SpanKind::from_name(ancestor.name()) {
-            Some(SpanKind::Request) => return (Some(ancestor), in_stage),
-            Some(SpanKind::Stage) => in_stage = true,
-            _ => {}
-        }
-        next = ancestor.parent();
-    }
-    (None, in_stage)
-}
-
 /// Locks a run's scope; a panic elsewhere cannot make its data unreadable.
 fn lock_run(link: &RunLink) -> std::sync::MutexGuard<'_, RunState> {
     link.lock()
@@ -338,649 +288,6 @@ fn lock(link: &RequestLink) -> std::sync::MutexGuard<'_, RequestAcc> {
 }
 
 impl Inner {
-    /// Puts computed numbers on the exported OpenTelemetry span `id`, so a trace viewer
-    /// shows the table's figures. Call with no extension lock held.
-    #[cfg(feature = "otlp")]
-    fn annotate(&self, via: AnnotateVia<'_>, id: &Id, annotation: Annotation<'_>) {
-        if let Some(dispatch) = via {
-            crate::otlp::annotate(dispatch, id, annotation);
-        }
-    }
-
-    #[cfg(not(feature = "otlp"))]
-    fn annotate(&self, _via: AnnotateVia<'_>, _id: &Id, _annotation: Annotation<'_>) {}
-
-    /// The request accumulator of the request `span` belongs to, if any.
-    fn request_link<S>(&self, request: Option<&SpanRef<'_, S>>) -> Option<RequestLink>
-    where
-        S: Subscriber + for<'l> LookupSpan<'l>,
-    {
-        let ext = request?.extensions();
-        state::get::<RequestSpan>(&ext, self.id).map(|r| r.acc.clone())
-    }
-
-    fn new_span<S>(
-        self: &Arc<Self>,
-        kind: SpanKind,
-        attrs: &Attributes<'_>,
-        id: &Id,
-        ctx: &Context<'_, S>,
-    ) where
-        S: Subscriber + for<'l> LookupSpan<'l>,
-    {
-        let now = self.clock.now();
-        if kind.is_timing() {
-            // A timing child keeps no state: one lookup, of its parent. A misplaced child is
-            // diagnosed when it closes: an event emitted here, inside the dispatcher's
-            // `get_default`, would reach no subscriber.
-            let parent = if let Some(parent) = attrs.parent() {
-                ctx.span(parent)
-            } else if attrs.is_contextual() {
-                ctx.lookup_current()
-            } else {
-                None
-            };
-            self.leaf_event(kind, parent, now, true);
-            return;
-        }
-        let Some(span) = ctx.span(id) else { return };
-        let owner = self.annotations.then(|| self.clone());
-        match kind {
-            SpanKind::Run => {
-                let mut state = RunState {
-                    run_id: None,
-                    scope: ScopeAcc::new(now),
-                    named: false,
-                    issues: IssueSet::default(),
-                    open_key: 0,
-                };
-                attrs.record(&mut Visitor(&mut state));
-                let name = state.run_id.clone();
-                let link = Arc::new(std::sync::Mutex::new(state));
-                let key = self.shared.run_opened(name, link.clone());
-                lock_run(&link).open_key = key;
-                let run = RunSpan { state: link, owner };
-                state::insert(&mut span.extensions_mut(), self.id, run);
-            }
-            SpanKind::Request => {
-                // One walk up: the enclosing run, and whether a request encloses this one.
-                let mut issues = IssueSet::default();
-                let mut run = None;
-                let mut next = span.parent();
-                while let Some(ancestor) = next {
-                    match SpanKind::from_name(ancestor.name()) {
-                        Some(SpanKind::Request) => issues.insert(Issue::RequestInRequest),
-                        Some(SpanKind::Run) => {
-                            let ext = ancestor.extensions();
-                            run = state::get::<RunSpan>(&ext, self.id).map(|r| r.state.clone());
-                            break;
-                        }
-                        _ => {}
-                    }
-                    next = ancestor.parent();
-                }
-                let mut request = RequestSpan {
-                    start_ns: now,
-                    run,
-                    status: None,
-                    issues,
-                    acc: RequestLink::default(),
-                    open_key: 0,
-                    owner,
-                };
-                attrs.record(&mut Visitor(&mut request));
-                request.open_key = self.shared.request_opened(&request.acc);
-                state::insert(&mut span.extensions_mut(), self.id, request);
-            }
-            SpanKind::Stage => {
-                let (request, in_stage) = enclosing_request(&span);
-                let mut stage = StageSpan::new(now, self.request_link(request.as_ref()));
-                stage.owner = owner;
-                attrs.record(&mut Visitor(&mut stage));
-                // A remote stage sits under the stage that called it (its local view).
-                if in_stage && !stage.remote {
-                    stage.issues.insert(Issue::StageInStage);
-                }
-                state::insert(&mut span.extensions_mut(), self.id, stage);
-            }
-            SpanKind::Transfer => {
-                let (request, _) = enclosing_request(&span);
-                let mut transfer = TransferSpan::new(now, self.request_link(request.as_ref()));
-                transfer.owner = owner;
-                attrs.record(&mut Visitor(&mut transfer));
-                state::insert(&mut span.extensions_mut(), self.id, transfer);
-            }
-            SpanKind::Batch => {
-                let mut batch = BatchSpan::default();
-                attrs.record(&mut Visitor(&mut batch));
-                state::insert(&mut span.extensions_mut(), self.id, batch);
-            }
-            SpanKind::Queue | SpanKind::Postprocess | SpanKind::Tx | SpanKind::RxDecode => {}
-        }
-    }
-
-    /// `follows_from` between a stage and a batch (either way): the stage takes the batch's
-    /// id and size where it gave none.
-    fn link<'a, S>(&self, a: SpanRef<'a, S>, b: SpanRef<'a, S>)
-    where
-        S: Subscriber + for<'l> LookupSpan<'l>,
-    {
-        let (stage, batch) = match (SpanKind::from_name(a.name()), SpanKind::from_name(b.name())) {
-            (Some(SpanKind::Stage), Some(SpanKind::Batch)) => (a, b),
-            (Some(SpanKind::Batch), Some(SpanKind::Stage)) => (b, a),
-            _ => return,
-        };
-        let lent = {
-            let ext = batch.extensions();
-            state::get::<BatchSpan>(&ext, self.id).map(|b| (b.batch_id, b.batch_size))
-        };
-        if let Some((id, size)) = lent {
-            if let Some(stage) = state::get_mut::<StageSpan>(&mut stage.extensions_mut(), self.id) {
-                stage.lend_batch(id, size);
-            }
-        }
-    }
-
-    /// Opens or closes a timing child in its parent's state. `false` if the parent is not of
-    /// the right kind (the child is then not counted, on open and close alike).
-    fn leaf_event<S>(
-        &self,
-        kind: SpanKind,
-        parent: Option<SpanRef<'_, S>>,
-        now: u64,
-        open: bool,
-    ) -> bool
-    where
-        S: Subscriber + for<'l> LookupSpan<'l>,
-    {
-        let Some(parent) = parent else {
-            return false;
-        };
-        let mut ext = parent.extensions_mut();
-        match kind {
-            SpanKind::Queue | SpanKind::Postprocess => {
-                let Some(stage) = state::get_mut::<StageSpan>(&mut ext, self.id) else {
-                    return false;
-                };
-                let timer = if kind == SpanKind::Queue {
-                    &mut stage.queue
-                } else {
-                    &mut stage.postprocess
-                };
-                if open {
-                    timer.open(now);
-                    stage.excluded.open(now);
-                } else {
-                    timer.close(now);
-                    stage.excluded.close(now);
-                }
-            }
-            SpanKind::Tx | SpanKind::RxDecode => {
-                let Some(transfer) = state::get_mut::<TransferSpan>(&mut ext, self.id) else {
-                    return false;
-                };
-                match (kind, open) {
-                    (SpanKind::Tx, true) => transfer.tx.open(now),
-                    (SpanKind::Tx, false) => transfer.tx_closed(now),
-                    (_, true) => transfer.rx_opened(now),
-                    (_, false) => transfer.rx.close(now),
-                }
-            }
-            _ => return false,
-        }
-        true
-    }
-
-    fn record<S>(&self, kind: SpanKind, values: &Record<'_>, span: SpanRef<'_, S>)
-    where
-        S: Subscriber + for<'l> LookupSpan<'l>,
-    {
-        let mut ext = span.extensions_mut();
-        fn apply<'e, T: SetField + Send + Sync + 'static>(
-            ext: &'e mut tracing_subscriber::registry::ExtensionsMut<'_>,
-            layer: LayerId,
-            values: &Record<'_>,
-        ) -> Option<&'e mut T> {
-            let state = state::get_mut::<T>(ext, layer)?;
-            values.record(&mut Visitor(&mut *state));
-            Some(state)
-        }
-        match kind {
-            SpanKind::Run => {
-                if let Some(run) = state::get_mut::<RunSpan>(&mut ext, self.id) {
-                    let mut state = lock_run(&run.state);
-                    values.record(&mut Visitor(&mut *state));
-                    if let (Some(name), false) = (&state.run_id, state.named) {
-                        self.shared.run_named(state.open_key, name);
-                    }
-                }
-            }
-            SpanKind::Request => {
-                apply::<RequestSpan>(&mut ext, self.id, values);
-            }
-            SpanKind::Stage => {
-                apply::<StageSpan>(&mut ext, self.id, values);
-            }
-            SpanKind::Transfer => {
-                apply::<TransferSpan>(&mut ext, self.id, values);
-            }
-            SpanKind::Batch => {
-                apply::<BatchSpan>(&mut ext, self.id, values);
-            }
-            _ => {}
-        }
-    }
-
-    /// Closes `span`: merges it into its request, reports a request or a run. Idempotent:
-    /// the state is taken out of the span, so a second call (the layer's own `on_close`
-    /// after an [`AnnotationLayer`](crate::otlp::AnnotationLayer) ran it) does nothing.
-    fn close<S>(
-        &self,
-        kind: SpanKind,
-        span: SpanRef<'_, S>,
-        via: AnnotateVia<'_>,
-        trace: Option<&tracing::Dispatch>,
-    ) where
-        S: Subscriber + for<'l> LookupSpan<'l>,
-    {
-        let now = self.clock.now();
-        match kind {
-            SpanKind::Stage => {
-                let Some(mut stage) =
-                    state::remove::<StageSpan>(&mut span.extensions_mut(), self.id)
-                else {
-                    return;
-                };
-                let sample = stage.finish(now);
-                if let (Some(_), Some(s)) = (via, &sample) {
-                    let name = (!named(&span)).then(|| {
-                        names::repeated(|out| {
-                            use std::fmt::Write as _;
-                            let _ = match &s.stage_name {
-                                Some(n) => write!(out, "stage {} {n}", s.stage_id),
-                                None => write!(out, "stage {}", s.stage_id),
-                            };
-                        })
-                    });
-                    self.annotate(
-                        via,
-                        &span.id(),
-                        Annotation {
-                            name,
-                            attributes: &[
-                                ("stage_gen_time_ms", Num::Float(s.stage_gen_time_ms)),
-                                ("postprocess_time_ms", Num::Float(s.postprocess_time_ms)),
-                                ("queue_time_ms", Num::Float(s.queue_time_ms)),
-                            ],
-                            failure: None,
-                        },
-                    );
-                }
-                if stage.remote {
-                    self.remote_work(stage.issues);
-                    return;
-                }
-                self.close_child(stage.request.take(), stage.issues, |acc| {
-                    sample.map(|s| acc.add_stage(s)).unwrap_or_default()
-                });
-            }
-            SpanKind::Transfer => {
-                let Some(mut transfer) =
-                    state::remove::<TransferSpan>(&mut span.extensions_mut(), self.id)
-                else {
-                    return;
-                };
-                let (sample, incomplete) = transfer.finish(now);
-                if let (Some(_), Some(t)) = (via, &sample) {
-                    let name = (!named(&span)).then(|| {
-                        names::repeated(|out| {
-                            use std::fmt::Write as _;
-                            let _ = write!(out, "transfer {}->{}", t.from_stage, t.to_stage);
-                        })
-                    });
-                    self.annotate(
-                        via,
-                        &span.id(),
-                        Annotation {
-                            name,
-                            attributes: &[
-                                (
-                                    "size_kbytes",
-                                    Num::Float(crate::stats::kbytes(t.size_bytes)),
-                                ),
-                                ("tx_time_ms", Num::Float(t.tx_time_ms)),
-                                ("rx_decode_time_ms", Num::Float(t.rx_decode_time_ms)),
-                                ("in_flight_time_ms", Num::Float(t.in_flight_time_ms)),
-                            ],
-                            failure: None,
-                        },
-                    );
-                }
-                if transfer.remote {
-                    // One half of a transfer between processes: incomplete by design.
-                    self.remote_work(transfer.issues);
-                    return;
-                }
-                // Without a request to settle them, incomplete transfers are said now.
-                let issues = match transfer.request {
-                    Some(_) => transfer.issues,
-                    None => transfer.issues.union(incomplete),
-                };
-                self.close_child(transfer.request.take(), issues, |acc| {
-                    if let Some(t) = sample {
-                        acc.add_transfer(t);
-                    }
-                    acc.defer_incomplete(incomplete);
-                    IssueSet::default()
-                });
-            }
-            SpanKind::Request => {
-                let Some(request) =
-                    state::remove::<RequestSpan>(&mut span.extensions_mut(), self.id)
-                else {
-                    return;
-                };
-                let (id, named) = (span.id(), named(&span));
-                drop(span);
-                #[cfg(feature = "otlp")]
-                let trace_id = trace.or(via).and_then(|d| crate::otlp::trace_id(d, &id));
-                #[cfg(not(feature = "otlp"))]
-                let trace_id = trace.and(None);
-                self.close_request(&id, named, request, now, via, trace_id);
-            }
-            SpanKind::Run => {
-                let Some(run) = state::remove::<RunSpan>(&mut span.extensions_mut(), self.id)
-                else {
-                    return;
-                };
-                let (summary, issues) = {
-                    let mut state = lock_run(&run.state);
-                    self.shared.run_closed(state.open_key);
-                    let scope = state.run_id.take().unwrap_or_else(|| {
-                        format!("run-{}", self.next_run.fetch_add(1, Ordering::Relaxed))
-                    });
-                    let issues = state.issues;
-                    if !issues.is_empty() {
-                        // A late `run_id` counts in the run's summary too.
-                        state.scope.count_invalid();
-                    }
-                    (state.scope.summary(scope), issues)
-                };
-                let name = (!named(&span)).then(|| format!("run {}", summary.scope).into());
-                let attributes = [
-                    ("e2e_requests", Num::Count(summary.e2e_requests)),
-                    ("e2e_wall_time_ms", Num::Float(summary.e2e_wall_time_ms)),
-                    ("e2e_total_tokens", Num::Count(summary.e2e_total_tokens)),
-                ];
-                #[cfg(feature = "otlp")]
-                let exported_apart = {
-                    // Exported by `otlp::RunLinks` (so that its requests own their traces).
-                    let ext = span.extensions();
-                    match ext.get::<crate::otlp::RunTrace>() {
-                        Some(trace) => {
-                            trace.finish(name.clone(), &attributes);
-                            true
-                        }
-                        None => false,
-                    }
-                };
-                #[cfg(not(feature = "otlp"))]
-                let exported_apart = false;
-                if via.is_some() && !exported_apart {
-                    self.annotate(
-                        via,
-                        &span.id(),
-                        Annotation {
-                            name,
-                            attributes: &attributes,
-                            failure: None,
-                        },
-                    );
-                }
-                self.shared.diagnostics.record(issues);
-                self.emit_run_summary(summary);
-            }
-            SpanKind::Batch => {
-                if let Some(batch) = state::remove::<BatchSpan>(&mut span.extensions_mut(), self.id)
-                {
-                    // A mistyped batch field is said like any other.
-                    self.shared.diagnostics.record(batch.issues());
-                }
-            }
-            SpanKind::Queue | SpanKind::Postprocess | SpanKind::Tx | SpanKind::RxDecode => {
-                if !self.leaf_event(kind, span.parent(), now, false) {
-                    // Counted in the request it sits in too, so that the records, the
-                    // summary and the handle agree.
-                    if let Some(link) = self.request_link(enclosing_request(&span).0.as_ref()) {
-                        lock(&link).count_invalid();
-                    }
-                    let mut issues = IssueSet::default();
-                    issues.insert(Issue::LeafOutsideParent);
-                    self.shared.diagnostics.record(issues);
-                }
-            }
-        }
-    }
-
-    /// An `omni.output` event: one output chunk of the stage it sits in.
-    fn output<S>(&self, event: &Event<'_>, ctx: &Context<'_, S>)
-    where
-        S: Subscriber + for<'l> LookupSpan<'l>,
-    {
-        let now = self.clock.now();
-        let mut fields = OutputFields::default();
-        event.record(&mut Visitor(&mut fields));
-        let mut issues = fields.issues;
-        // The nearest enclosing stage (the event may sit in its queue or postprocess child).
-        let stage = ctx.event_span(event).and_then(|span| {
-            span.scope()
-                .take_while(|s| SpanKind::from_name(s.name()) != Some(SpanKind::Request))
-                .find(|s| SpanKind::from_name(s.name()) == Some(SpanKind::Stage))
-        });
-        let counted = stage.is_some_and(|span| {
-            let mut ext = span.extensions_mut();
-            match state::get_mut::<StageSpan>(&mut ext, self.id) {
-                Some(stage) => {
-                    stage.output(now, fields.units);
-                    true
-                }
-                None => false,
-            }
-        });
-        if !counted {
-            issues.insert(Issue::OutputOutsideStage);
-        }
-        // An event is not inside the dispatcher's `get_default`: the warning goes out now.
-        self.shared.diagnostics.record(issues);
-    }
-
-    /// A stage or transfer done here for a request owned by another process
-    /// ([`crate::propagation`]): counted, and left to that process's tables.
-    fn remote_work(&self, issues: IssueSet) {
-        self.shared.diagnostics.count_remote();
-        self.shared.diagnostics.record(issues);
-    }
-
-    /// Merges a closed stage or transfer into its request, then reports its issues.
-    fn close_child(
-        &self,
-        request: Option<RequestLink>,
-        mut issues: IssueSet,
-        merge: impl FnOnce(&mut RequestAcc) -> IssueSet,
-    ) {
-        match request {
-            Some(link) => {
-                let mut acc = lock(&link);
-                issues = issues.union(merge(&mut acc));
-                if !issues.is_empty() {
-                    acc.count_invalid();
-                }
-            }
-            None => issues.insert(Issue::OutsideRequest),
-        }
-        // No lock is held here: the warning may be formatted by another layer.
-        self.shared.diagnostics.record(issues);
-    }
-
-    fn close_request(
-        &self,
-        id: &Id,
-        named: bool,
-        request: RequestSpan,
-        now: u64,
-        via: AnnotateVia<'_>,
-        trace_id: Option<String>,
-    ) {
-        let RequestSpan {
-            start_ns,
-            run,
-            status,
-            mut issues,
-            acc,
-            open_key,
-            ..
-        } = request;
-        self.shared.request_closed(open_key);
-        let status = status.unwrap_or(RequestStatus::Ok);
-        // Every child has closed (the Registry closes parents last), so the link is unique;
-        // if not, take the data anyway.
-        let mut acc = match Arc::try_unwrap(acc) {
-            Ok(mutex) => mutex
-                .into_inner()
-                .unwrap_or_else(std::sync::PoisonError::into_inner),
-            Err(shared) => std::mem::take(&mut *lock(&shared)),
-        };
-        let (incomplete, incomplete_spans) = acc.settle(status);
-        let request_id = acc.take_request_id().unwrap_or_else(|| {
-            issues.insert(Issue::MissingRequestId);
-            format!(
-                "request-{}",
-                self.next_request.fetch_add(1, Ordering::Relaxed)
-            )
-        });
-        let online = run.is_none();
-        let report = match run {
-            Some(run) => {
-                let mut run = lock_run(&run);
-                if !run.scope.note_request_id(&request_id) {
-                    issues.insert(Issue::DuplicateRequestId);
-                }
-                if !issues.is_empty() {
-                    acc.count_invalid();
-                }
-                let scope = run.run_id.clone().unwrap_or_else(|| {
-                    // Name the run now so its requests and summary agree.
-                    let id = format!("run-{}", self.next_run.fetch_add(1, Ordering::Relaxed));
-                    run.run_id = Some(id.clone());
-                    id
-                });
-                let report = acc.finish(request_id, status, scope, start_ns, now);
-                run.scope.add(&report);
-                if !run.named {
-                    run.named = true;
-                    self.shared.run_named(run.open_key, &report.scope);
-                }
-                report
-            }
-            None => self.online(acc, issues, request_id, status, start_ns, now),
-        };
-        self.shared.diagnostics.record(issues);
-        self.shared
-            .diagnostics
-            .record_n(incomplete, incomplete_spans);
-        if via.is_some() {
-            let mut attributes = vec![
-                ("e2e_total_ms", Num::Float(report.e2e_total_ms)),
-                ("e2e_total_tokens", Num::Count(report.e2e_total_tokens)),
-                (
-                    "transfers_total_time_ms",
-                    Num::Float(report.transfers_total_time_ms),
-                ),
-                (
-                    "transfers_total_kbytes",
-                    Num::Float(report.transfers_total_kbytes),
-                ),
-            ];
-            for s in report
-                .stages
-                .iter()
-                .filter(|s| s.stage_id < STAGE_KEYS.len() as u64)
-            {
-                attributes.push((
-                    STAGE_KEYS[s.stage_id as usize],
-                    Num::Float(s.stage_gen_time_ms),
-                ));
-            }
-            let failure = match report.status {
-                RequestStatus::Ok => None,
-                RequestStatus::Error => Some((
-                    "error",
-                    report
-                        .status_message
-                        .clone()
-                        .unwrap_or_else(|| "error".to_owned()),
-                )),
-                RequestStatus::Aborted => Some(("aborted", "aborted".to_owned())),
-            };
-            let name = (!named).then(|| format!("request {}", report.request_id).into());
-            self.annotate(
-                via,
-                id,
-                Annotation {
-                    name,
-                    attributes: &attributes,
-                    failure,
-                },
-            );
-        }
-        let mut report = report;
-        report.trace_id = trace_id;
-        self.emit_request(report, online);
-    }
-
-    /// An online request is its own scope: its summary goes out first, as in the seed.
-    fn online(
-        &self,
-        mut acc: RequestAcc,
-        issues: IssueSet,
-        request_id: String,
-        status: RequestStatus,
-        start: u64,
-        end: u64,
-    ) -> RequestE2EStats {
-        if !issues.is_empty() {
-            acc.count_invalid();
-        }
-        let scope = request_id.clone();
-        let report = acc.finish(request_id, status, scope, start, end);
-        let to_writer = self.writer.as_ref().filter(|w| w.wants_online_summary());
-        if !self.sinks.is_empty() || to_writer.is_some() {
-            let mut scope = ScopeAcc::new(start);
-            scope.add(&report);
-            let summary = scope.summary(report.scope.clone());
-            for sink in &self.sinks {
-                self.guarded(|| sink.on_summary(&summary));
-            }
-            if let Some(writer) = to_writer {
-                writer.summary(summary, true);
-            }
-        }
-        report
-    }
-
-    /// A finished request (`online`: with no run): to the handle's totals and aggregates,
-    /// then to the sinks.
-    fn emit_request(&self, report: RequestE2EStats, online: bool) {
-        self.shared.record_request(&report);
-        for sink in &self.sinks {
-            self.guarded(|| sink.on_request(&report));
-        }
-        // Moved, not cloned, into the writer's queue: no formatting or I/O here.
-        if let Some(writer) = &self.writer {
-            writer.request(report, online);
-        }
-    }
-
     /// Says, once, what the builder could not read in the environment, into `subscriber`.
     ///
     /// From a short-lived thread: the layer is being registered, inside tracing-core's
@@ -1026,17 +333,6 @@ impl Inner {
             );
         }
     }
-
-    /// A run's summary: to the sinks and the handle.
-    fn emit_run_summary(&self, summary: OverallSummary) {
-        for sink in &self.sinks {
-            self.guarded(|| sink.on_summary(&summary));
-        }
-        if let Some(writer) = &self.writer {
-            writer.summary(summary.clone(), false);
-        }
-        self.shared.record_run_summary(summary);
-    }
 }
 
 impl OmniMetricsLayer {
@@ -1066,156 +362,132 @@ impl OmniMetricsLayer {
     }
 }
 
+impl OmniMetricsLayer {
+    /// Lets `annotation` (of the same subscriber) close this layer's spans, when this layer
+    /// annotates.
+    #[cfg(feature = "otlp")]
+    fn register_annotations(&self, annotation: &AnnotationLayer) {
+        if self.inner.annotations && !self.duplicate.load(Ordering::Relaxed) {
+            annotation.register(self.inner.clone(), self.table.clone());
+        }
+    }
+
+    /// An `omni.*` span opened.
+    #[inline(never)]
+    fn opened<S>(&self, kind: SpanKind, attrs: &Attributes<'_>, id: &Id, ctx: &Context<'_, S>)
+    where
+        S: Subscriber + for<'l> LookupSpan<'l>,
+    {
+        if !self.duplicate.load(Ordering::Relaxed) {
+            self.inner.new_span(&self.table, kind, attrs, id, ctx);
+        }
+    }
+
+    /// A span that may be one of this layer's closed.
+    #[inline(never)]
+    fn closed<S>(&self, id: Id, ctx: &Context<'_, S>)
+    where
+        S: Subscriber + for<'l> LookupSpan<'l>,
+    {
+        let key = id.into_u64();
+        let Some(mut map) = self.table.lock(key) else {
+            return;
+        };
+        let Some(slot) = map.remove(&key) else {
+            return;
+        };
+        // A timing child's parent is usually in the same shard: one lock for both.
+        if let Slot::Leaf(leaf) = &slot {
+            if let Some(parent) = leaf.parent.filter(|p| Table::same_shard(key, *p)) {
+                let now = self.inner.clock.now();
+                let placed = map
+                    .get_mut(&parent)
+                    .is_some_and(|p| open::leaf_event(leaf.kind, p, now, false));
+                drop(map);
+                self.inner.live.closed(&id);
+                if !placed {
+                    self.inner.misplaced_leaf(&self.table, &id, ctx);
+                }
+                return;
+            }
+        }
+        drop(map);
+        self.inner.live.closed(&id);
+        let via = match slot {
+            Slot::Leaf(_) | Slot::Batch(_) => None,
+            _ => self.annotation_dispatch(),
+        };
+        // A request's trace id, for its record and the metrics' exemplars: readable
+        // here when this layer runs before the OpenTelemetry layer.
+        let trace = match (&slot, &via) {
+            (Slot::Request(_), None) => self.registered_dispatch(),
+            _ => None,
+        };
+        self.inner
+            .close(&self.table, slot, &id, ctx, via.as_ref(), trace.as_ref());
+    }
+}
+
 impl<S> tracing_subscriber::Layer<S> for OmniMetricsLayer
 where
     S: Subscriber + for<'l> LookupSpan<'l>,
 {
+    // Each hook is a small check inlined into the subscriber (the engine's own spans stop
+    // there), then an out-of-line call for `omni.*` spans.
+    #[inline]
     fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
-        let Some(kind) = SpanKind::from_name(attrs.metadata().name()) else {
-            return;
-        };
-        self.inner.live.opened(id);
-        self.inner.new_span(kind, attrs, id, &ctx);
-    }
-
-    fn on_record(&self, id: &Id, values: &Record<'_>, ctx: Context<'_, S>) {
-        if !self.inner.live.may_be_ours(id) {
-            return;
-        }
-        let Some(span) = ctx.span(id) else { return };
-        if let Some(kind) = SpanKind::from_name(span.name()) {
-            self.inner.record(kind, values, span);
+        if let Some(kind) = SpanKind::from_name(attrs.metadata().name()) {
+            self.opened(kind, attrs, id, &ctx);
         }
     }
 
+    #[inline]
+    fn on_record(&self, id: &Id, values: &Record<'_>, _ctx: Context<'_, S>) {
+        if self.inner.live.may_be_ours(id) {
+            self.inner.record(&self.table, id, values);
+        }
+    }
+
+    #[inline]
     fn on_close(&self, id: Id, ctx: Context<'_, S>) {
-        if !self.inner.live.may_be_ours(&id) {
-            return;
-        }
-        let Some(span) = ctx.span(&id) else { return };
-        if let Some(kind) = SpanKind::from_name(span.name()) {
-            self.inner.live.closed(&id);
-            let via = if kind.is_timing() {
-                None
-            } else {
-                self.annotation_dispatch()
-            };
-            // A request's trace id, for its record and the metrics' exemplars: readable
-            // here when this layer runs before the OpenTelemetry layer.
-            let trace = match (kind, &via) {
-                (SpanKind::Request, None) => self.registered_dispatch(),
-                _ => None,
-            };
-            self.inner.close(kind, span, via.as_ref(), trace.as_ref());
+        if self.inner.live.may_be_ours(&id) {
+            self.closed(id, &ctx);
         }
     }
 
-    fn on_follows_from(&self, span: &Id, follows: &Id, ctx: Context<'_, S>) {
-        if !self.inner.live.may_be_ours(span) || !self.inner.live.may_be_ours(follows) {
-            return;
-        }
-        if let (Some(a), Some(b)) = (ctx.span(span), ctx.span(follows)) {
-            self.inner.link(a, b);
+    fn on_follows_from(&self, span: &Id, follows: &Id, _ctx: Context<'_, S>) {
+        if self.inner.live.may_be_ours(span) && self.inner.live.may_be_ours(follows) {
+            self.inner.link(&self.table, span, follows);
         }
     }
 
     fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
         // One comparison for the engine's own events.
-        if event.metadata().name() == crate::convention::OUTPUT {
-            self.inner.output(event, &ctx);
+        if event.metadata().name() == crate::convention::OUTPUT
+            && !self.duplicate.load(Ordering::Relaxed)
+        {
+            self.inner.output(&self.table, event, &ctx);
         }
     }
 
     fn on_register_dispatch(&self, subscriber: &tracing::Dispatch) {
+        // The same layer added twice to one subscriber counts each span once: the copy
+        // found first does the work.
+        if let Some(first) = subscriber.downcast_ref::<OmniMetricsLayer>() {
+            if !std::ptr::eq(first, self) && Arc::ptr_eq(&first.inner, &self.inner) {
+                self.duplicate.store(true, Ordering::Relaxed);
+            }
+        }
         if let Some(writer) = &self.inner.writer {
             writer.state().register(subscriber);
         }
         diagnostics::check_levels_soon();
         self.inner.report_warnings(subscriber);
         #[cfg(feature = "otlp")]
-        let _ = self.dispatch.set(subscriber.downgrade());
-    }
-}
-
-/// Runs the metrics layers' close of `omni.*` spans just before the OpenTelemetry layer
-/// ends them, and annotates through the subscriber it is part of.
-///
-/// The layers of a subscriber close a span in the order they were added. The metrics
-/// layer puts names and numbers on the exported span when it closes; if the OpenTelemetry
-/// layer was added first, it would have ended (and exported) the span already. This layer,
-/// placed right before the OpenTelemetry layer, makes the order of the two irrelevant.
-/// [`OtlpPipeline::layer`](crate::otlp::OtlpPipeline::layer) includes it; add it yourself
-/// only in front of an OpenTelemetry layer you build:
-///
-/// ```
-/// use omni_metrics::otlp::AnnotationLayer;
-/// use tracing_subscriber::prelude::*;
-///
-/// let otel = tracing_opentelemetry::layer(); // with your own tracer
-/// let metrics = omni_metrics::OmniMetricsLayer::builder()
-///     .with_console(false)
-///     .with_trace_annotations(true)
-///     .build()?;
-/// let subscriber = tracing_subscriber::registry()
-///     .with(AnnotationLayer::new().and_then(otel))
-///     .with(metrics); // after the OpenTelemetry layer: fine
-/// # drop(subscriber);
-/// # Ok::<(), omni_metrics::BuildError>(())
-/// ```
-#[cfg(feature = "otlp")]
-#[derive(Debug, Default)]
-pub struct AnnotationLayer {
-    dispatch: std::sync::OnceLock<tracing::dispatcher::WeakDispatch>,
-}
-
-#[cfg(feature = "otlp")]
-impl AnnotationLayer {
-    /// The layer; put it right before (`.and_then`) the OpenTelemetry layer.
-    pub fn new() -> Self {
-        Self::default()
-    }
-}
-
-#[cfg(feature = "otlp")]
-impl<S> tracing_subscriber::Layer<S> for AnnotationLayer
-where
-    S: Subscriber + for<'l> LookupSpan<'l>,
-{
-    fn on_register_dispatch(&self, subscriber: &tracing::Dispatch) {
-        let _ = self.dispatch.set(subscriber.downgrade());
-    }
-
-    fn on_close(&self, id: Id, ctx: Context<'_, S>) {
-        let Some(span) = ctx.span(&id) else { return };
-        let kind = SpanKind::from_name(span.name());
-        // The layers (usually one) that keep state for this span and want annotations.
-        let owners: smallvec::SmallVec<[Arc<Inner>; 1]> = {
-            let ext = span.extensions();
-            fn owners_of<T: 'static>(
-                ext: &tracing_subscriber::registry::Extensions<'_>,
-                owner: fn(&T) -> Option<&Arc<Inner>>,
-            ) -> smallvec::SmallVec<[Arc<Inner>; 1]> {
-                ext.get::<state::PerLayer<T>>()
-                    .map(|slots| slots.owners(owner))
-                    .unwrap_or_default()
-            }
-            match kind {
-                Some(SpanKind::Stage) => owners_of::<StageSpan>(&ext, |s| s.owner.as_ref()),
-                Some(SpanKind::Transfer) => owners_of::<TransferSpan>(&ext, |s| s.owner.as_ref()),
-                Some(SpanKind::Request) => owners_of::<RequestSpan>(&ext, |s| s.owner.as_ref()),
-                Some(SpanKind::Run) => owners_of::<RunSpan>(&ext, |s| s.owner.as_ref()),
-                _ => return,
-            }
-        };
-        let (Some(kind), false) = (kind, owners.is_empty()) else {
-            return;
-        };
-        let Some(dispatch) = crate::otlp::dispatch_of(&self.dispatch) else {
-            return;
-        };
-        for inner in owners {
-            if let Some(span) = ctx.span(&id) {
-                inner.close(kind, span, Some(&dispatch), None);
+        {
+            let _ = self.dispatch.set(subscriber.downgrade());
+            if let Some(annotation) = subscriber.downcast_ref::<AnnotationLayer>() {
+                self.register_annotations(annotation);
             }
         }
     }

@@ -1,107 +1,19 @@
-//! Per-span state, kept in the span's extensions from open to close.
+//! Per-span state, kept in the layer's [table](super::table) from open to close.
 //!
-//! Only runs, requests, stages and transfers get an extension. The timing children (queue,
-//! postprocess, tx, rx_decode) keep no state of their own: they add to timers in their
-//! parent, which saves an allocation and a lookup per child span.
-//!
-//! Every extension is keyed by the layer instance ([`PerLayer`]), so two metrics layers in
-//! one subscriber keep apart what each one measures.
+//! Runs, requests, stages, transfers and batches have state of their own. The timing
+//! children (queue, postprocess, tx, rx_decode) only name their parent: they add to timers
+//! in it.
 
 use std::cell::RefCell;
 use std::sync::{Arc, Mutex};
 
-use smallvec::{SmallVec, smallvec};
-use tracing_subscriber::registry::ExtensionsMut;
+use smallvec::SmallVec;
 
 use super::fields::{FieldValue, SetField};
 use crate::accumulate::{Outputs, RequestAcc, ScopeAcc, StageSample, TransferSample};
 use crate::convention::field;
 use crate::diagnostics::{Issue, IssueSet};
 use crate::stats::{self, RequestStatus};
-
-/// Identifies one built layer (clones share it): the key of its per-span state.
-pub(super) type LayerId = u64;
-
-/// One layer's state of type `T` per layer instance in one span's extensions.
-///
-/// `tracing-subscriber` allows one value per type in a span's extensions; two metrics
-/// layers in one subscriber would collide on that, so each keeps its value under its
-/// [`LayerId`]. Almost always there is one entry, stored inline.
-pub(super) struct PerLayer<T>(SmallVec<[(LayerId, T); 1]>);
-
-#[cfg(feature = "otlp")]
-impl<T> PerLayer<T> {
-    /// The owners (see [`RequestSpan::owner`]) of the entries that have one.
-    pub(super) fn owners(
-        &self,
-        owner: fn(&T) -> Option<&Arc<super::Inner>>,
-    ) -> SmallVec<[Arc<super::Inner>; 1]> {
-        self.0
-            .iter()
-            .filter_map(|(_, v)| owner(v).cloned())
-            .collect()
-    }
-}
-
-/// Stores `value` as `layer`'s state; a second value for the same layer is ignored (the
-/// same layer added twice to one subscriber counts each span once).
-pub(super) fn insert<T: Send + Sync + 'static>(
-    ext: &mut ExtensionsMut<'_>,
-    layer: LayerId,
-    value: T,
-) {
-    // One map operation in the common case (this span has no state of this type yet).
-    if let Some(mut others) = ext.replace(PerLayer::<T>(smallvec![(layer, value)])) {
-        // Another metrics layer got there first: keep its state beside ours (rare).
-        if let Some(PerLayer(mine)) = ext.remove::<PerLayer<T>>() {
-            for (id, v) in mine {
-                if !others.0.iter().any(|(other, _)| *other == id) {
-                    others.0.push((id, v));
-                }
-            }
-        }
-        ext.insert(others);
-    }
-}
-
-/// `layer`'s state of type `T`, read only.
-pub(super) fn get<'a, T: Send + Sync + 'static>(
-    ext: &'a tracing_subscriber::registry::Extensions<'_>,
-    layer: LayerId,
-) -> Option<&'a T> {
-    ext.get::<PerLayer<T>>()?
-        .0
-        .iter()
-        .find(|(id, _)| *id == layer)
-        .map(|(_, v)| v)
-}
-
-/// `layer`'s state of type `T`, if it has one.
-pub(super) fn get_mut<'a, T: Send + Sync + 'static>(
-    ext: &'a mut ExtensionsMut<'_>,
-    layer: LayerId,
-) -> Option<&'a mut T> {
-    ext.get_mut::<PerLayer<T>>()?
-        .0
-        .iter_mut()
-        .find(|(id, _)| *id == layer)
-        .map(|(_, v)| v)
-}
-
-/// Takes `layer`'s state of type `T` out of the extensions.
-pub(super) fn remove<T: Send + Sync + 'static>(
-    ext: &mut ExtensionsMut<'_>,
-    layer: LayerId,
-) -> Option<T> {
-    // One map operation in the common case (one layer's state, ours).
-    let PerLayer(mut slots) = ext.remove::<PerLayer<T>>()?;
-    let index = slots.iter().position(|(id, _)| *id == layer);
-    let mine = index.map(|i| slots.remove(i).1);
-    if !slots.is_empty() {
-        ext.insert(PerLayer(slots));
-    }
-    mine
-}
 
 /// Total duration of a parent's children of one kind, open or closed in any order.
 ///
@@ -177,9 +89,8 @@ impl Coverage {
 pub(super) struct RunSpan {
     /// The run's scope, shared with its requests.
     pub(super) state: RunLink,
-    /// See [`RequestSpan::owner`].
-    #[cfg_attr(not(feature = "otlp"), allow(dead_code))]
-    pub(super) owner: Option<Arc<super::Inner>>,
+    /// It names its exported span itself (`otel.name`).
+    pub(super) named: bool,
 }
 
 /// A run's scope, shared with its requests: closing a request adds to it without looking the
@@ -216,6 +127,37 @@ impl SetField for RunState {
 /// needs no Registry lookup of the request.
 pub(super) type RequestLink = Arc<Mutex<RequestAcc>>;
 
+/// Accumulators kept per thread for the next requests: one is reused, buffers and all, when
+/// its request is done with it (no stage or transfer holds it any more).
+const POOLED: usize = 32;
+
+thread_local! {
+    static POOL: RefCell<Vec<RequestLink>> = const { RefCell::new(Vec::new()) };
+}
+
+/// An empty accumulator for a new request: a pooled one when this thread has one.
+pub(super) fn new_request_link() -> RequestLink {
+    POOL.try_with(|pool| pool.try_borrow_mut().ok()?.pop())
+        .ok()
+        .flatten()
+        .unwrap_or_default()
+}
+
+/// Gives a finished request's accumulator back for a later request, if nothing else holds
+/// it; `acc` must be empty (see [`RequestAcc::recycle`]).
+pub(super) fn pool_request_link(link: RequestLink) {
+    if Arc::strong_count(&link) != 1 {
+        return;
+    }
+    let _ = POOL.try_with(|pool| {
+        if let Ok(mut pool) = pool.try_borrow_mut() {
+            if pool.len() < POOLED {
+                pool.push(link);
+            }
+        }
+    });
+}
+
 /// Returns the same `Arc<str>` for a stage name this thread has seen before: stage names are
 /// few and repeat on every request, so this saves an allocation per stage span.
 fn intern(name: &str) -> Arc<str> {
@@ -251,19 +193,23 @@ pub(super) struct RequestSpan {
     pub(super) acc: RequestLink,
     /// The request's entry in the open-span registry.
     pub(super) open_key: u64,
-    /// The layer to run this span's close from an annotation layer (trace annotations on).
-    #[cfg_attr(not(feature = "otlp"), allow(dead_code))]
-    pub(super) owner: Option<Arc<super::Inner>>,
+    /// It names its exported span itself (`otel.name`): the layer keeps that name.
+    pub(super) named: bool,
 }
 
 impl SetField for RequestSpan {
     fn set(&mut self, name: &str, value: FieldValue<'_>) {
         match name {
-            field::REQUEST_ID => super::lock(&self.acc).set_request_id(value.to_text()),
+            field::REQUEST_ID => {
+                super::lock(&self.acc).set_request_id_with(|id| value.write_text(id))
+            }
             field::STATUS_MESSAGE => super::lock(&self.acc).set_status_message(value.to_text()),
             field::STATUS => {
-                let text = value.to_text();
-                self.status = Some(RequestStatus::parse(&text).unwrap_or_else(|| {
+                let parsed = match value {
+                    FieldValue::Str(text) => RequestStatus::parse(text),
+                    other => RequestStatus::parse(&other.to_text()),
+                };
+                self.status = Some(parsed.unwrap_or_else(|| {
                     self.issues.insert(Issue::BadStatus);
                     RequestStatus::Error
                 }));
@@ -308,8 +254,8 @@ pub(super) struct StageSpan {
     pub(super) postprocess: LeafTimer,
     /// Time covered by queue or postprocess children (what gen time excludes).
     pub(super) excluded: Coverage,
-    /// See [`RequestSpan::owner`].
-    pub(super) owner: Option<Arc<super::Inner>>,
+    /// See [`RequestSpan::named`].
+    pub(super) named: bool,
     /// It carries `remote_request`: work done here for a request owned by another process
     /// (opened from a propagated context), left to that process's tables.
     pub(super) remote: bool,
@@ -325,6 +271,7 @@ impl StageSpan {
     }
 
     /// The span's contribution, or `None` (with the issue noted) if it cannot be placed.
+    #[inline]
     pub(super) fn finish(&mut self, end_ns: u64) -> Option<StageSample> {
         let Some(stage_id) = self.stage_id else {
             self.issues.insert(Issue::MissingStageId);
@@ -513,10 +460,12 @@ pub(super) struct TransferSpan {
     waiting_rx: u32,
     /// Each chunk's gap from its tx end to the next rx start, summed.
     in_flight_ns: u64,
-    /// See [`RequestSpan::owner`].
-    pub(super) owner: Option<Arc<super::Inner>>,
+    /// See [`RequestSpan::named`].
+    pub(super) named: bool,
     /// See [`StageSpan::remote`].
     pub(super) remote: bool,
+    /// An `omni.stage` lies between it and its request: what a child of it inherits.
+    pub(super) in_stage: bool,
 }
 
 impl TransferSpan {

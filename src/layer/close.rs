@@ -1,0 +1,462 @@
+//! Closing spans: a stage or transfer merges into its request's accumulator, a request
+//! becomes its record (and joins its run's scope), a run its summary; then the sinks.
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, PoisonError};
+
+use tracing_core::Subscriber;
+use tracing_core::span::Id;
+use tracing_subscriber::layer::Context;
+use tracing_subscriber::registry::LookupSpan;
+
+use super::annotate::{AnnotateVia, STAGE_KEYS};
+use super::state::{self, RequestLink, RequestSpan, RunSpan, StageSpan, TransferSpan};
+use super::table::{Slot, Table};
+use super::{Annotation, Inner, Num, lock, lock_run, names};
+use crate::accumulate::{RequestAcc, ScopeAcc};
+use crate::diagnostics::{Issue, IssueSet};
+use crate::stats::{OverallSummary, RequestE2EStats, RequestStatus};
+
+/// A closed request span, for [`Inner::finish_request`].
+struct Done<'a> {
+    id: &'a Id,
+    named: bool,
+    start_ns: u64,
+    end_ns: u64,
+    run: Option<super::RunLink>,
+    status: RequestStatus,
+    issues: IssueSet,
+    via: AnnotateVia<'a>,
+    trace_id: Option<String>,
+}
+
+impl Inner {
+    /// Closes a span whose state was taken out of `table`: merges a stage or transfer
+    /// into its request, reports a request or a run. The state is taken out by whoever
+    /// closes first (the layer's own `on_close`, or an
+    /// [`AnnotationLayer`](crate::otlp::AnnotationLayer) just before the OpenTelemetry
+    /// layer), so a span is closed once.
+    #[inline]
+    pub(super) fn close<S>(
+        &self,
+        table: &Table,
+        slot: Slot,
+        id: &Id,
+        ctx: &Context<'_, S>,
+        via: AnnotateVia<'_>,
+        trace: Option<&tracing::Dispatch>,
+    ) where
+        S: Subscriber + for<'l> LookupSpan<'l>,
+    {
+        match slot {
+            Slot::Stage(stage) => self.close_stage(stage, id, via),
+            Slot::Transfer(transfer) => self.close_transfer(transfer, id, via),
+            Slot::Request(request) => {
+                let now = self.clock.now();
+                #[cfg(feature = "otlp")]
+                let trace_id = trace.or(via).and_then(|d| crate::otlp::trace_id(d, id));
+                #[cfg(not(feature = "otlp"))]
+                let trace_id = trace.and(None);
+                let named = request.named;
+                self.close_request(id, named, request, now, via, trace_id);
+            }
+            Slot::Run(run) => self.close_run(run, id, ctx, via),
+            Slot::Batch(batch) => {
+                // A mistyped batch field is said like any other.
+                self.shared.diagnostics.record(batch.issues());
+            }
+            Slot::Leaf(leaf) => {
+                let now = self.clock.now();
+                let placed = leaf.parent.is_some_and(|p| {
+                    table
+                        .with(p, |slot| {
+                            super::open::leaf_event(leaf.kind, slot, now, false)
+                        })
+                        .unwrap_or(false)
+                });
+                if !placed {
+                    self.misplaced_leaf(table, id, ctx);
+                }
+            }
+        }
+    }
+
+    #[inline]
+    fn close_stage(&self, mut stage: StageSpan, id: &Id, via: AnnotateVia<'_>) {
+        let now = self.clock.now();
+        let sample = stage.finish(now);
+        if let (Some(_), Some(s)) = (via, &sample) {
+            let name = (!stage.named).then(|| {
+                names::repeated(|out| {
+                    use std::fmt::Write as _;
+                    let _ = match &s.stage_name {
+                        Some(n) => write!(out, "stage {} {n}", s.stage_id),
+                        None => write!(out, "stage {}", s.stage_id),
+                    };
+                })
+            });
+            self.annotate(
+                via,
+                id,
+                Annotation {
+                    name,
+                    attributes: &[
+                        ("stage_gen_time_ms", Num::Float(s.stage_gen_time_ms)),
+                        ("postprocess_time_ms", Num::Float(s.postprocess_time_ms)),
+                        ("queue_time_ms", Num::Float(s.queue_time_ms)),
+                    ],
+                    failure: None,
+                },
+            );
+        }
+        if stage.remote {
+            self.remote_work(stage.issues);
+            return;
+        }
+        self.close_child(stage.request.take(), stage.issues, |acc| {
+            sample.map(|s| acc.add_stage(s)).unwrap_or_default()
+        });
+    }
+
+    #[inline]
+    fn close_transfer(&self, mut transfer: TransferSpan, id: &Id, via: AnnotateVia<'_>) {
+        let now = self.clock.now();
+        let (sample, incomplete) = transfer.finish(now);
+        if let (Some(_), Some(t)) = (via, &sample) {
+            let name = (!transfer.named).then(|| {
+                names::repeated(|out| {
+                    use std::fmt::Write as _;
+                    let _ = write!(out, "transfer {}->{}", t.from_stage, t.to_stage);
+                })
+            });
+            self.annotate(
+                via,
+                id,
+                Annotation {
+                    name,
+                    attributes: &[
+                        (
+                            "size_kbytes",
+                            Num::Float(crate::stats::kbytes(t.size_bytes)),
+                        ),
+                        ("tx_time_ms", Num::Float(t.tx_time_ms)),
+                        ("rx_decode_time_ms", Num::Float(t.rx_decode_time_ms)),
+                        ("in_flight_time_ms", Num::Float(t.in_flight_time_ms)),
+                    ],
+                    failure: None,
+                },
+            );
+        }
+        if transfer.remote {
+            // One half of a transfer between processes: incomplete by design.
+            self.remote_work(transfer.issues);
+            return;
+        }
+        // Without a request to settle them, incomplete transfers are said now.
+        let issues = match transfer.request {
+            Some(_) => transfer.issues,
+            None => transfer.issues.union(incomplete),
+        };
+        self.close_child(transfer.request.take(), issues, |acc| {
+            if let Some(t) = sample {
+                acc.add_transfer(t);
+            }
+            acc.defer_incomplete(incomplete);
+            IssueSet::default()
+        });
+    }
+
+    fn close_run<S>(&self, run: RunSpan, id: &Id, ctx: &Context<'_, S>, via: AnnotateVia<'_>)
+    where
+        S: Subscriber + for<'l> LookupSpan<'l>,
+    {
+        let (summary, issues) = {
+            let mut state = lock_run(&run.state);
+            self.shared.run_closed(state.open_key);
+            let scope = state.run_id.take().unwrap_or_else(|| {
+                format!("run-{}", self.next_run.fetch_add(1, Ordering::Relaxed))
+            });
+            let issues = state.issues;
+            if !issues.is_empty() {
+                // A late `run_id` counts in the run's summary too.
+                state.scope.count_invalid();
+            }
+            (state.scope.summary(scope), issues)
+        };
+        let name = (!run.named).then(|| format!("run {}", summary.scope).into());
+        let attributes = [
+            ("e2e_requests", Num::Count(summary.e2e_requests)),
+            ("e2e_wall_time_ms", Num::Float(summary.e2e_wall_time_ms)),
+            ("e2e_total_tokens", Num::Count(summary.e2e_total_tokens)),
+        ];
+        #[cfg(feature = "otlp")]
+        let exported_apart = ctx.span(id).is_some_and(|span| {
+            // Exported by `otlp::RunLinks` (so that its requests own their traces).
+            let ext = span.extensions();
+            match ext.get::<crate::otlp::RunTrace>() {
+                Some(trace) => {
+                    trace.finish(name.clone(), &attributes);
+                    true
+                }
+                None => false,
+            }
+        });
+        #[cfg(not(feature = "otlp"))]
+        let exported_apart = {
+            let _ = ctx;
+            false
+        };
+        if via.is_some() && !exported_apart {
+            self.annotate(
+                via,
+                id,
+                Annotation {
+                    name,
+                    attributes: &attributes,
+                    failure: None,
+                },
+            );
+        }
+        self.shared.diagnostics.record(issues);
+        self.emit_run_summary(summary);
+    }
+
+    /// A stage or transfer done here for a request owned by another process
+    /// ([`crate::propagation`]): counted, and left to that process's tables.
+    fn remote_work(&self, issues: IssueSet) {
+        self.shared.diagnostics.count_remote();
+        self.shared.diagnostics.record(issues);
+    }
+
+    /// Merges a closed stage or transfer into its request, then reports its issues.
+    fn close_child(
+        &self,
+        request: Option<RequestLink>,
+        mut issues: IssueSet,
+        merge: impl FnOnce(&mut RequestAcc) -> IssueSet,
+    ) {
+        match request {
+            Some(link) => {
+                let mut acc = lock(&link);
+                issues = issues.union(merge(&mut acc));
+                if !issues.is_empty() {
+                    acc.count_invalid();
+                }
+            }
+            None => issues.insert(Issue::OutsideRequest),
+        }
+        // No lock is held here: the warning may be formatted by another layer.
+        self.shared.diagnostics.record(issues);
+    }
+
+    fn close_request(
+        &self,
+        id: &Id,
+        named: bool,
+        request: RequestSpan,
+        now: u64,
+        via: AnnotateVia<'_>,
+        trace_id: Option<String>,
+    ) {
+        let RequestSpan {
+            start_ns,
+            run,
+            status,
+            issues,
+            acc: mut link,
+            open_key,
+            ..
+        } = request;
+        self.shared.request_closed(open_key);
+        let done = Done {
+            id,
+            named,
+            start_ns,
+            end_ns: now,
+            run,
+            status: status.unwrap_or(RequestStatus::Ok),
+            issues,
+            via,
+            trace_id,
+        };
+        // Every child has closed (the Registry closes parents last), so the accumulator
+        // is usually this span's alone: finished in place, with no lock, then pooled with
+        // its buffers. Else (a reader holds it for a moment) it is taken out.
+        match Arc::get_mut(&mut link) {
+            Some(acc) => {
+                let acc = acc.get_mut().unwrap_or_else(PoisonError::into_inner);
+                self.finish_request(acc, done);
+            }
+            None => {
+                let mut acc = std::mem::take(&mut *lock(&link));
+                self.finish_request(&mut acc, done);
+                *lock(&link) = acc;
+            }
+        }
+        state::pool_request_link(link);
+    }
+
+    /// A closed request's record out of its accumulator, to its scope and the sinks; the
+    /// accumulator is left empty for another request.
+    fn finish_request(&self, acc: &mut RequestAcc, done: Done<'_>) {
+        let Done {
+            id,
+            named,
+            start_ns,
+            end_ns: now,
+            run,
+            status,
+            mut issues,
+            via,
+            trace_id,
+        } = done;
+        let (incomplete, incomplete_spans) = acc.settle(status);
+        let request_id = acc.take_request_id().unwrap_or_else(|| {
+            issues.insert(Issue::MissingRequestId);
+            format!(
+                "request-{}",
+                self.next_request.fetch_add(1, Ordering::Relaxed)
+            )
+        });
+        let online = run.is_none();
+        let report = match run {
+            Some(run) => {
+                let mut run = lock_run(&run);
+                if !run.scope.note_request_id(&request_id) {
+                    issues.insert(Issue::DuplicateRequestId);
+                }
+                if !issues.is_empty() {
+                    acc.count_invalid();
+                }
+                let name = run.run_id.get_or_insert_with(|| {
+                    // Name the run now so its requests and summary agree.
+                    format!("run-{}", self.next_run.fetch_add(1, Ordering::Relaxed))
+                });
+                let mut scope = acc.spare_string();
+                scope.push_str(name);
+                let report = acc.finish(request_id, status, scope, start_ns, now);
+                run.scope.add(&report);
+                if !run.named {
+                    run.named = true;
+                    self.shared.run_named(run.open_key, &report.scope);
+                }
+                report
+            }
+            None => self.online(acc, issues, request_id, status, start_ns, now),
+        };
+        self.shared.diagnostics.record(issues);
+        self.shared
+            .diagnostics
+            .record_n(incomplete, incomplete_spans);
+        if via.is_some() {
+            // Inline: 4 totals and up to 8 stages need no allocation.
+            let mut attributes: smallvec::SmallVec<[(&'static str, Num); 12]> = smallvec::smallvec![
+                ("e2e_total_ms", Num::Float(report.e2e_total_ms)),
+                ("e2e_total_tokens", Num::Count(report.e2e_total_tokens)),
+                (
+                    "transfers_total_time_ms",
+                    Num::Float(report.transfers_total_time_ms),
+                ),
+                (
+                    "transfers_total_kbytes",
+                    Num::Float(report.transfers_total_kbytes),
+                ),
+            ];
+            for s in report
+                .stages
+                .iter()
+                .filter(|s| s.stage_id < STAGE_KEYS.len() as u64)
+            {
+                attributes.push((
+                    STAGE_KEYS[s.stage_id as usize],
+                    Num::Float(s.stage_gen_time_ms),
+                ));
+            }
+            let failure = match report.status {
+                RequestStatus::Ok => None,
+                RequestStatus::Error => Some((
+                    "error",
+                    report
+                        .status_message
+                        .clone()
+                        .unwrap_or_else(|| "error".to_owned()),
+                )),
+                RequestStatus::Aborted => Some(("aborted", "aborted".to_owned())),
+            };
+            let name = (!named).then(|| format!("request {}", report.request_id).into());
+            self.annotate(
+                via,
+                id,
+                Annotation {
+                    name,
+                    attributes: &attributes,
+                    failure,
+                },
+            );
+        }
+        let mut report = report;
+        report.trace_id = trace_id;
+        let unkept = self.emit_request(report, online);
+        acc.recycle(unkept);
+    }
+
+    /// An online request is its own scope: its summary goes out first, as in the seed.
+    fn online(
+        &self,
+        acc: &mut RequestAcc,
+        issues: IssueSet,
+        request_id: String,
+        status: RequestStatus,
+        start: u64,
+        end: u64,
+    ) -> RequestE2EStats {
+        if !issues.is_empty() {
+            acc.count_invalid();
+        }
+        let mut scope = acc.spare_string();
+        scope.push_str(&request_id);
+        let report = acc.finish(request_id, status, scope, start, end);
+        let to_writer = self.writer.as_ref().filter(|w| w.wants_online_summary());
+        if !self.sinks.is_empty() || to_writer.is_some() {
+            let mut scope = ScopeAcc::new(start);
+            scope.add(&report);
+            let summary = scope.summary(report.scope.clone());
+            for sink in &self.sinks {
+                self.guarded(|| sink.on_summary(&summary));
+            }
+            if let Some(writer) = to_writer {
+                writer.summary(summary, true);
+            }
+        }
+        report
+    }
+
+    /// A finished request (`online`: with no run): to the handle's totals and aggregates,
+    /// then to the sinks. Returns the record when no sink kept it, for its buffers.
+    #[inline]
+    fn emit_request(&self, report: RequestE2EStats, online: bool) -> Option<RequestE2EStats> {
+        self.shared.record_request(&report);
+        for sink in &self.sinks {
+            self.guarded(|| sink.on_request(&report));
+        }
+        // Moved, not cloned, into the writer's queue: no formatting or I/O here.
+        match &self.writer {
+            Some(writer) => {
+                writer.request(report, online);
+                None
+            }
+            None => Some(report),
+        }
+    }
+
+    /// A run's summary: to the sinks and the handle.
+    fn emit_run_summary(&self, summary: OverallSummary) {
+        for sink in &self.sinks {
+            self.guarded(|| sink.on_summary(&summary));
+        }
+        if let Some(writer) = &self.writer {
+            writer.summary(summary.clone(), false);
+        }
+        self.shared.record_run_summary(summary);
+    }
+}

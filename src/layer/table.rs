@@ -1,0 +1,260 @@
+//! The layer's per-span state, in a table of its own keyed by span id.
+//!
+//! Keeping the state in the Registry's extensions costs, per hook, a Registry lookup (about
+//! 19 ns), an extension lock (about 17 ns) and a `Box` per span. Here each hook does one
+//! table operation: lock a shard, one hash-map operation, unlock. A timing child stores a
+//! small slot naming its parent, so closing it needs no Registry lookup either.
+//!
+//! Shards follow the thread that made the span: the Registry's ids carry the shard of the
+//! `sharded_slab` thread that allocated them (see [`super::live`]), so two threads making
+//! spans lock different shards and never write the same cache line of the table. A guess
+//! wrong for another id layout only costs contention, never a wrong answer.
+//!
+//! Each copy of the layer has its own table (a layer cloned into two subscribers sees two
+//! sets of span ids, which may collide), so two metrics layers in one subscriber keep apart
+//! what each one measures.
+//!
+//! No lock of the table is held while a `tracing` event is emitted or a sink runs. The one
+//! foreign code that may run under a shard lock is a field value's `Debug` (a `record`ed
+//! `%value`); should it open or close an `omni.*` span, the nested hook only tries the lock
+//! (see [`HELD`]) and skips the span rather than deadlock.
+
+use std::cell::Cell;
+use std::collections::HashMap;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use super::state::{BatchSpan, RequestSpan, RunSpan, StageSpan, TransferSpan};
+use crate::convention::SpanKind;
+
+/// Shards of the table: one per residue of the thread shard in the span id.
+const SHARDS: usize = 32;
+
+/// A span id's table key.
+pub(super) type Key = u64;
+
+/// A timing child (`omni.queue`, `omni.postprocess`, `omni.transfer.tx`,
+/// `omni.transfer.rx_decode`): where its time goes.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct LeafSpan {
+    pub(super) kind: SpanKind,
+    /// The span it sits in, if any.
+    pub(super) parent: Option<Key>,
+}
+
+/// One open `omni.*` span's state.
+#[derive(Debug)]
+pub(super) enum Slot {
+    Run(RunSpan),
+    Request(RequestSpan),
+    Stage(StageSpan),
+    Transfer(TransferSpan),
+    Batch(BatchSpan),
+    Leaf(LeafSpan),
+}
+
+impl Slot {
+    /// Whether the span gets names and numbers on its exported span (closed by an
+    /// [`AnnotationLayer`](crate::otlp::AnnotationLayer) when there is one).
+    #[cfg_attr(not(feature = "otlp"), allow(dead_code))]
+    pub(super) fn annotated(&self) -> bool {
+        matches!(
+            self,
+            Slot::Run(_) | Slot::Request(_) | Slot::Stage(_) | Slot::Transfer(_)
+        )
+    }
+}
+
+/// Hashes span ids, which are unique integers already: a multiply, not SipHash.
+#[derive(Clone, Copy, Debug, Default)]
+pub(super) struct IdHash;
+
+impl std::hash::BuildHasher for IdHash {
+    type Hasher = IdHasher;
+    fn build_hasher(&self) -> IdHasher {
+        IdHasher(0)
+    }
+}
+
+#[derive(Debug)]
+pub(super) struct IdHasher(u64);
+
+impl std::hash::Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(*b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0 ^ n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
+pub(super) type Map = HashMap<Key, Slot, IdHash>;
+
+/// A shard on its own cache lines.
+#[derive(Debug, Default)]
+#[repr(align(128))]
+struct Shard(Mutex<Map>);
+
+thread_local! {
+    /// Set while this thread holds a shard lock: a hook nested in it (a field's `Debug`
+    /// that opens a span) only tries the lock.
+    static HELD: Cell<bool> = const { Cell::new(false) };
+}
+
+/// A locked shard; clears [`HELD`] when dropped.
+pub(super) struct Locked<'a> {
+    map: MutexGuard<'a, Map>,
+    /// Whether this guard set [`HELD`] (a nested guard leaves it to the outer one).
+    outer: bool,
+}
+
+impl std::ops::Deref for Locked<'_> {
+    type Target = Map;
+    fn deref(&self) -> &Map {
+        &self.map
+    }
+}
+
+impl std::ops::DerefMut for Locked<'_> {
+    fn deref_mut(&mut self) -> &mut Map {
+        &mut self.map
+    }
+}
+
+impl Drop for Locked<'_> {
+    fn drop(&mut self) {
+        if self.outer {
+            let _ = HELD.try_with(|h| h.set(false));
+        }
+    }
+}
+
+/// The table of one copy of the layer.
+#[derive(Debug)]
+pub(super) struct Table {
+    shards: Box<[Shard]>,
+}
+
+impl Default for Table {
+    fn default() -> Self {
+        Self {
+            shards: (0..SHARDS).map(|_| Shard::default()).collect(),
+        }
+    }
+}
+
+impl Table {
+    /// The shard of `key`: the thread shard bits of a Registry id (see [`super::live`]).
+    #[inline]
+    fn shard_of(key: Key) -> usize {
+        const ADDR_BITS: u32 = 37;
+        ((key.wrapping_sub(1) >> ADDR_BITS) as usize) & (SHARDS - 1)
+    }
+
+    /// Whether `a` and `b` are in the same shard (one lock serves both).
+    #[inline]
+    pub(super) fn same_shard(a: Key, b: Key) -> bool {
+        Self::shard_of(a) == Self::shard_of(b)
+    }
+
+    /// Locks the shard of `key`; `None` only inside a nested hook whose shard is taken.
+    #[inline]
+    pub(super) fn lock(&self, key: Key) -> Option<Locked<'_>> {
+        let shard = &self.shards[Self::shard_of(key)].0;
+        let nested = HELD.try_with(|h| h.replace(true)).unwrap_or(true);
+        let map = if nested {
+            match shard.try_lock() {
+                Ok(map) => map,
+                Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+                Err(std::sync::TryLockError::WouldBlock) => return None,
+            }
+        } else {
+            shard.lock().unwrap_or_else(PoisonError::into_inner)
+        };
+        Some(Locked {
+            map,
+            outer: !nested,
+        })
+    }
+
+    /// Stores a new span's state; `false` if the span has state already (or the table
+    /// could not be locked), and then nothing is stored.
+    #[inline(always)]
+    pub(super) fn insert(&self, key: Key, slot: Slot) -> bool {
+        let Some(mut map) = self.lock(key) else {
+            return false;
+        };
+        insert_in(&mut map, key, slot)
+    }
+
+    /// Takes a span's state out if `take` says so.
+    #[inline]
+    #[cfg_attr(not(feature = "otlp"), allow(dead_code))]
+    pub(super) fn remove_if(&self, key: Key, take: impl FnOnce(&Slot) -> bool) -> Option<Slot> {
+        let mut map = self.lock(key)?;
+        if take(map.get(&key)?) {
+            map.remove(&key)
+        } else {
+            None
+        }
+    }
+
+    /// Runs `f` on a span's state, if it has some.
+    #[inline]
+    pub(super) fn with<R>(&self, key: Key, f: impl FnOnce(&mut Slot) -> R) -> Option<R> {
+        self.lock(key)?.get_mut(&key).map(f)
+    }
+}
+
+/// Stores a new span's state in a locked shard; `false` if it has state already.
+#[inline(always)]
+pub(super) fn insert_in(map: &mut Map, key: Key, slot: Slot) -> bool {
+    match map.entry(key) {
+        std::collections::hash_map::Entry::Occupied(_) => false,
+        std::collections::hash_map::Entry::Vacant(v) => {
+            v.insert(slot);
+            true
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn leaf() -> Slot {
+        Slot::Leaf(LeafSpan {
+            kind: SpanKind::Queue,
+            parent: None,
+        })
+    }
+
+    #[test]
+    fn a_span_is_stored_once_and_taken_once() {
+        let table = Table::default();
+        assert!(table.insert(7, leaf()));
+        assert!(!table.insert(7, leaf()), "a second insert keeps the first");
+        assert!(table.with(7, |_| ()).is_some());
+        assert!(table.remove_if(7, Slot::annotated).is_none());
+        assert!(matches!(table.remove_if(7, |_| true), Some(Slot::Leaf(_))));
+        assert!(table.remove_if(7, |_| true).is_none());
+    }
+
+    #[test]
+    fn a_nested_lock_of_a_held_shard_is_refused_not_deadlocked() {
+        let table = Table::default();
+        let outer = table.lock(1).expect("free");
+        assert!(table.lock(1).is_none(), "same shard, nested: refused");
+        let other = 1 + (1 << 37);
+        assert!(!Table::same_shard(1, other));
+        assert!(table.lock(other).is_some(), "another shard: fine");
+        drop(outer);
+        assert!(table.lock(1).is_some());
+    }
+}
