@@ -218,7 +218,7 @@ fn serve_worker(conn: TcpStream, stage_id: u64) -> std::io::Result<()> {
         // The stage's compute, under the orchestrator's stage span in the trace.
         let remote = propagation::extract(&job.stage_context);
         let started = Instant::now();
-        let stage = remote.stage(stage_id);
+        let stage = remote.stage(remote.stage_id().unwrap_or(stage_id));
         stage
             .name(STAGES[stage_id as usize])
             .tokens_in(job.tokens_in);
@@ -345,7 +345,7 @@ fn one_request(
         let stage = request.stage(stage_id);
         stage.name(STAGES[stage_id as usize]).tokens_in(tokens_in);
         let mut stage_context = HashMap::new();
-        propagation::inject(stage.span(), request_id, &mut stage_context);
+        propagation::inject_stage(stage.span(), request_id, stage_id, &mut stage_context);
         let transfer_context = transfer.as_ref().map(|t| {
             let mut context = HashMap::new();
             propagation::inject_transfer(

@@ -57,6 +57,8 @@ use crate::stats::EdgeName;
 pub const REQUEST_ID_KEY: &str = "omni-request-id";
 /// The carrier key of the edge (`"0->1"`) a transfer's context crosses.
 pub const EDGE_KEY: &str = "omni-edge";
+/// The carrier key of the stage a stage's context is for.
+pub const STAGE_KEY: &str = "omni-stage";
 /// The W3C trace context keys, written and read by OpenTelemetry's propagator.
 pub const TRACE_CONTEXT_KEYS: [&str; 2] = ["traceparent", "tracestate"];
 
@@ -123,11 +125,20 @@ pub fn inject_transfer(
     carrier.set(EDGE_KEY, EdgeName { from, to }.to_string());
 }
 
+/// [`inject`] for a stage run elsewhere: the context of the span it nests under (the
+/// owner's own stage span), the request id and the stage id, so that the receiver opens it
+/// with [`Remote::stage`] (`remote.stage(remote.stage_id().unwrap_or(..))`).
+pub fn inject_stage(span: &Span, request_id: &str, stage_id: u64, carrier: &mut impl Carrier) {
+    inject(span, request_id, carrier);
+    carrier.set(STAGE_KEY, stage_id.to_string());
+}
+
 /// Reads what [`inject`] wrote. Never fails: a missing or malformed trace context gives a
 /// [`Remote`] that starts a fresh trace (warned once, counted in [`fresh_traces`]).
 pub fn extract(carrier: &impl Carrier) -> Remote {
     let request_id = carrier.get(REQUEST_ID_KEY).map(str::to_owned);
     let edge = carrier.get(EDGE_KEY).and_then(parse_edge);
+    let stage = carrier.get(STAGE_KEY).and_then(|s| s.trim().parse().ok());
     #[cfg(feature = "otlp")]
     let parent = otel::extract(carrier);
     #[cfg(feature = "otlp")]
@@ -140,6 +151,7 @@ pub fn extract(carrier: &impl Carrier) -> Remote {
     Remote {
         request_id,
         edge,
+        stage,
         #[cfg(feature = "otlp")]
         parent,
     }
@@ -183,6 +195,7 @@ pub fn fresh_traces() -> u64 {
 pub struct Remote {
     request_id: Option<String>,
     edge: Option<EdgeName>,
+    stage: Option<u64>,
     #[cfg(feature = "otlp")]
     parent: Option<opentelemetry::Context>,
 }
@@ -196,6 +209,11 @@ impl Remote {
     /// The edge the context crossed, for a transfer's.
     pub fn edge(&self) -> Option<EdgeName> {
         self.edge
+    }
+
+    /// The stage the context is for, when [`inject_stage`] wrote it.
+    pub fn stage_id(&self) -> Option<u64> {
+        self.stage
     }
 
     /// Whether the remote work continues the sender's trace (a valid `traceparent` was

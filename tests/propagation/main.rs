@@ -96,6 +96,19 @@ fn a_remote_stage_is_counted_apart_not_as_a_mistake() {
 }
 
 #[test]
+fn a_stage_context_carries_the_stage_id() {
+    let mut carrier = HashMap::new();
+    propagation::inject_stage(&tracing::Span::none(), "r-s", 2, &mut carrier);
+    assert_eq!(carrier[propagation::STAGE_KEY], "2");
+    let remote = propagation::extract(&carrier);
+    assert_eq!(
+        (remote.request_id(), remote.stage_id()),
+        (Some("r-s"), Some(2))
+    );
+    assert_eq!(remote.edge(), None);
+}
+
+#[test]
 fn header_maps_carry_the_request_id() {
     let mut headers = http::HeaderMap::new();
     propagation::inject(&tracing::Span::none(), "r-h", &mut headers);
