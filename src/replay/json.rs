@@ -307,12 +307,7 @@ pub(super) fn convert(span: &Span<'_>) -> Result<SpanRec, DecodeError> {
                 .attributes
                 .iter()
                 .find(|kv| kv.key == crate::convention::field::UNITS)
-                .and_then(|kv| match kv.value.as_ref()?.value()? {
-                    AttrValue::Int(i) => u64::try_from(i).ok(),
-                    AttrValue::Double(d) if d >= 0.0 && d.fract() == 0.0 => Some(d as u64),
-                    AttrValue::Str(s) => s.trim().parse().ok(),
-                    _ => None,
-                }),
+                .and_then(|kv| kv.value.as_ref()?.value()?.count()),
         })
         .collect();
     let error = span

@@ -12,6 +12,19 @@ pub(crate) enum AttrValue {
     Bool(bool),
 }
 
+impl AttrValue {
+    /// The value as a count (an `omni.output` event's `units`): a non-negative integer,
+    /// a whole non-negative double, or text holding one; `None` otherwise.
+    pub(crate) fn count(&self) -> Option<u64> {
+        match self {
+            AttrValue::Int(i) => u64::try_from(*i).ok(),
+            AttrValue::Double(d) if *d >= 0.0 && d.fract() == 0.0 => Some(*d as u64),
+            AttrValue::Str(s) => s.trim().parse().ok(),
+            _ => None,
+        }
+    }
+}
+
 /// Attributes the layer's trace annotations put on exported spans; read only to classify a
 /// span whose name the engine chose (`otel.name`).
 const E2E_TOTAL_MS: &str = "e2e_total_ms";

@@ -117,12 +117,7 @@ fn convert(span: &Span) -> Result<SpanRec, DecodeError> {
                 .attributes
                 .iter()
                 .find(|kv| kv.key == crate::convention::field::UNITS)
-                .and_then(|kv| match value(kv.value.as_ref())? {
-                    AttrValue::Int(i) => u64::try_from(i).ok(),
-                    AttrValue::Double(d) if d >= 0.0 && d.fract() == 0.0 => Some(d as u64),
-                    AttrValue::Str(s) => s.trim().parse().ok(),
-                    _ => None,
-                }),
+                .and_then(|kv| value(kv.value.as_ref())?.count()),
         })
         .collect();
     let error = span
