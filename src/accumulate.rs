@@ -11,6 +11,9 @@ use crate::stats::{
 };
 
 /// What one closed `omni.stage` span contributes to its request.
+///
+/// What most stages never set is in [`StageRare`], boxed, so that the common sample stays
+/// small as it moves from the span to its request.
 #[derive(Debug)]
 pub(crate) struct StageSample {
     pub(crate) stage_id: u64,
@@ -19,21 +22,30 @@ pub(crate) struct StageSample {
     pub(crate) batch_size: Option<u64>,
     pub(crate) num_tokens_in: u64,
     pub(crate) num_tokens_out: u64,
-    pub(crate) audio_generated_frames: u64,
-    pub(crate) audio_sample_rate: Option<u64>,
-    pub(crate) image_num: Option<u64>,
-    pub(crate) resolution: Option<String>,
     pub(crate) stage_gen_time_ms: f64,
     pub(crate) postprocess_time_ms: f64,
     pub(crate) queue_time_ms: f64,
     pub(crate) start_ns: u64,
     pub(crate) end_ns: u64,
+    pub(crate) rare: Option<Box<StageRare>>,
+}
+
+/// The fields of an `omni.stage` that only some stages set (audio, images, outputs, times
+/// measured elsewhere), apart from the rest.
+#[derive(Debug, Default)]
+pub(crate) struct StageRare {
+    pub(crate) audio_generated_frames: u64,
+    pub(crate) audio_sample_rate: Option<u64>,
+    pub(crate) image_num: Option<u64>,
+    pub(crate) resolution: Option<String>,
+    pub(crate) gen_override_ms: Option<f64>,
+    pub(crate) postprocess_override_ms: Option<f64>,
+    /// Explicit `time_to_first_output_ms` (wins over the events).
+    pub(crate) first_output_override_ms: Option<f64>,
+    /// Explicit `inter_output_ms` (wins over the events).
+    pub(crate) inter_output_override_ms: Option<f64>,
     /// The span's `omni.output` events.
     pub(crate) outputs: Outputs,
-    /// Explicit `time_to_first_output_ms` (wins over the events).
-    pub(crate) first_output_ms: Option<f64>,
-    /// Explicit `inter_output_ms` (wins over the events).
-    pub(crate) inter_output_ms: Option<f64>,
 }
 
 /// The `omni.output` events of a stage: of one span, then merged over the stage's spans.
@@ -99,9 +111,9 @@ impl Outputs {
 struct StageSide {
     /// The first span's raw `batch_id` (absent and 0 differ).
     batch_id: Option<u64>,
-    outputs: Outputs,
-    first_output_ms: Option<f64>,
-    inter_output_ms: Option<f64>,
+    /// Outputs and explicit output times, merged over the stage's spans (the other rare
+    /// fields are summed into the stage's row).
+    rare: Option<Box<StageRare>>,
 }
 
 /// What one closed `omni.transfer` span contributes to its request's edge.
@@ -235,14 +247,14 @@ impl RequestAcc {
     /// Adds one stage span; a repeated `stage_id` (a chunk) is summed into the first.
     /// Returns the issues the merge found (a conflicting `batch_id`).
     #[inline]
-    pub(crate) fn add_stage(&mut self, s: StageSample) -> IssueSet {
+    pub(crate) fn add_stage(&mut self, mut s: StageSample) -> IssueSet {
         let mut issues = IssueSet::default();
         let found = self.stages.iter().position(|a| a.stage_id == s.stage_id);
         let Some((acc, side)) =
             found.and_then(|i| Some((self.stages.get_mut(i)?, self.sides.get_mut(i)?)))
         else {
             let batch = s.batch_id;
-            let stats = StageRequestStats {
+            let mut stats = StageRequestStats {
                 stage_id: s.stage_id,
                 stage_name: s.stage_name,
                 batch_id: s.batch_id.unwrap_or(0),
@@ -251,11 +263,7 @@ impl RequestAcc {
                 num_tokens_out: s.num_tokens_out,
                 stage_gen_time_ms: s.stage_gen_time_ms,
                 postprocess_time_ms: s.postprocess_time_ms,
-                audio_generated_frames: s.audio_generated_frames,
-                image_num: s.image_num,
-                resolution: s.resolution,
                 queue_time_ms: s.queue_time_ms,
-                audio_sample_rate: s.audio_sample_rate,
                 spans: 1,
                 wall_time_ms: 0.0,
                 start_ns: s.start_ns,
@@ -263,18 +271,44 @@ impl RequestAcc {
                 batch_recorded: batch.is_some(),
                 ..StageRequestStats::default()
             };
+            if let Some(rare) = s.rare.as_deref_mut() {
+                stats.audio_generated_frames = rare.audio_generated_frames;
+                stats.audio_sample_rate = rare.audio_sample_rate;
+                stats.image_num = rare.image_num;
+                stats.resolution = rare.resolution.take();
+            }
             self.stages.push(stats);
             self.sides.push(StageSide {
                 batch_id: batch,
-                outputs: s.outputs,
-                first_output_ms: s.first_output_ms,
-                inter_output_ms: s.inter_output_ms,
+                rare: s.rare,
             });
             return issues;
         };
-        side.outputs.merge(s.outputs);
-        side.first_output_ms = side.first_output_ms.or(s.first_output_ms);
-        side.inter_output_ms = side.inter_output_ms.or(s.inter_output_ms);
+        if let Some(mut theirs) = s.rare {
+            acc.audio_generated_frames = acc
+                .audio_generated_frames
+                .saturating_add(theirs.audio_generated_frames);
+            acc.audio_sample_rate = acc.audio_sample_rate.or(theirs.audio_sample_rate);
+            acc.image_num = match (acc.image_num, theirs.image_num) {
+                (Some(a), Some(b)) => Some(a.saturating_add(b)),
+                (a, b) => a.or(b),
+            };
+            if acc.resolution.is_none() {
+                acc.resolution = theirs.resolution.take();
+            }
+            match side.rare.as_deref_mut() {
+                Some(mine) => {
+                    mine.outputs.merge(std::mem::take(&mut theirs.outputs));
+                    mine.first_output_override_ms = mine
+                        .first_output_override_ms
+                        .or(theirs.first_output_override_ms);
+                    mine.inter_output_override_ms = mine
+                        .inter_output_override_ms
+                        .or(theirs.inter_output_override_ms);
+                }
+                None => side.rare = Some(theirs),
+            }
+        }
         let seen_batch = &mut side.batch_id;
         // Chunks may close out of order: "first" is the earliest start.
         let earlier = s.start_ns < acc.start_ns;
@@ -296,17 +330,6 @@ impl RequestAcc {
         }
         acc.num_tokens_in = acc.num_tokens_in.saturating_add(s.num_tokens_in);
         acc.num_tokens_out = acc.num_tokens_out.saturating_add(s.num_tokens_out);
-        acc.audio_generated_frames = acc
-            .audio_generated_frames
-            .saturating_add(s.audio_generated_frames);
-        acc.audio_sample_rate = acc.audio_sample_rate.or(s.audio_sample_rate);
-        acc.image_num = match (acc.image_num, s.image_num) {
-            (Some(a), Some(b)) => Some(a.saturating_add(b)),
-            (a, b) => a.or(b),
-        };
-        if acc.resolution.is_none() {
-            acc.resolution = s.resolution;
-        }
         acc.stage_gen_time_ms = stats::add_ms(acc.stage_gen_time_ms, s.stage_gen_time_ms);
         acc.postprocess_time_ms = stats::add_ms(acc.postprocess_time_ms, s.postprocess_time_ms);
         acc.queue_time_ms = stats::add_ms(acc.queue_time_ms, s.queue_time_ms);
@@ -367,27 +390,29 @@ impl RequestAcc {
         let status_message = self.status_message.take();
         for (s, side) in stages.iter_mut().zip(self.sides.drain(..)) {
             s.wall_time_ms = stats::ns_to_ms(s.end_ns.saturating_sub(s.start_ns));
-            let Outputs {
-                chunks,
-                units,
-                first_ns,
-                last_ns,
-                gap_sum_ms,
-                gaps,
-                gaps_ms,
-            } = side.outputs;
-            s.output_chunks = chunks;
-            s.output_units = units;
-            s.first_output_ns = first_ns;
-            s.last_output_ns = first_ns.map(|_| last_ns);
-            s.explicit_first_output = side.first_output_ms.is_some();
-            s.time_to_first_output_ms = side.first_output_ms.or_else(|| {
-                first_ns.map(|first| stats::time_to_first_output_ms(s.start_ns, first))
-            });
-            s.inter_output_ms = side
-                .inter_output_ms
-                .or_else(|| stats::mean_gap_ms(gap_sum_ms, gaps));
-            s.inter_output_gaps_ms = gaps_ms;
+            if let Some(mut rare) = side.rare {
+                let Outputs {
+                    chunks,
+                    units,
+                    first_ns,
+                    last_ns,
+                    gap_sum_ms,
+                    gaps,
+                    ref mut gaps_ms,
+                } = rare.outputs;
+                s.output_chunks = chunks;
+                s.output_units = units;
+                s.first_output_ns = first_ns;
+                s.last_output_ns = first_ns.map(|_| last_ns);
+                s.explicit_first_output = rare.first_output_override_ms.is_some();
+                s.time_to_first_output_ms = rare.first_output_override_ms.or_else(|| {
+                    first_ns.map(|first| stats::time_to_first_output_ms(s.start_ns, first))
+                });
+                s.inter_output_ms = rare
+                    .inter_output_override_ms
+                    .or_else(|| stats::mean_gap_ms(gap_sum_ms, gaps));
+                s.inter_output_gaps_ms = std::mem::take(gaps_ms);
+            }
             s.audio_duration_ms = s
                 .audio_sample_rate
                 .and_then(|rate| stats::audio_duration_ms(s.audio_generated_frames, rate));

@@ -332,6 +332,9 @@ impl Serialize for Distributions {
 #[derive(Clone, Default)]
 pub struct DistributionRecorder {
     series: SmallVec<[(Quantity, Series); INLINE_QUANTITIES]>,
+    /// Where the next quantity is looked for first: requests record their quantities in the
+    /// same order each time, so the one after the last found is usually the next.
+    cursor: usize,
 }
 
 impl fmt::Debug for DistributionRecorder {
@@ -439,7 +442,16 @@ impl DistributionRecorder {
 
     /// The series of `quantity`, made if new and there is room.
     fn series_mut(&mut self, quantity: Quantity) -> Option<&mut Series> {
-        let at = match self.series.iter().position(|(q, _)| *q == quantity) {
+        let hinted = self
+            .series
+            .get(self.cursor)
+            .is_some_and(|(q, _)| *q == quantity);
+        let found = if hinted {
+            Some(self.cursor)
+        } else {
+            self.series.iter().position(|(q, _)| *q == quantity)
+        };
+        let at = match found {
             Some(at) => at,
             None if self.series.len() < MAX_QUANTITIES => {
                 self.series.push((quantity, Series::default()));
@@ -447,6 +459,7 @@ impl DistributionRecorder {
             }
             None => return None,
         };
+        self.cursor = at + 1;
         self.series.get_mut(at).map(|(_, s)| s)
     }
 }

@@ -49,8 +49,14 @@ impl Inner {
         S: Subscriber + for<'l> LookupSpan<'l>,
     {
         match slot {
-            Slot::Stage(stage) => self.close_stage(stage, id, via),
-            Slot::Transfer(transfer) => self.close_transfer(transfer, id, via),
+            Slot::Stage(mut stage) => {
+                self.close_stage(&mut stage, id, via);
+                state::unbox(stage);
+            }
+            Slot::Transfer(mut transfer) => {
+                self.close_transfer(&mut transfer, id, via);
+                state::unbox(transfer);
+            }
             Slot::Request(request) => {
                 let now = self.clock.now();
                 #[cfg(feature = "otlp")]
@@ -82,7 +88,7 @@ impl Inner {
     }
 
     #[inline]
-    fn close_stage(&self, mut stage: StageSpan, id: &Id, via: AnnotateVia<'_>) {
+    fn close_stage(&self, stage: &mut StageSpan, id: &Id, via: AnnotateVia<'_>) {
         let now = self.clock.now();
         let sample = stage.finish(now);
         if let (Some(_), Some(s)) = (via, &sample) {
@@ -119,7 +125,7 @@ impl Inner {
     }
 
     #[inline]
-    fn close_transfer(&self, mut transfer: TransferSpan, id: &Id, via: AnnotateVia<'_>) {
+    fn close_transfer(&self, transfer: &mut TransferSpan, id: &Id, via: AnnotateVia<'_>) {
         let now = self.clock.now();
         let (sample, incomplete) = transfer.finish(now);
         if let (Some(_), Some(t)) = (via, &sample) {

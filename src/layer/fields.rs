@@ -22,7 +22,17 @@ pub(super) enum FieldValue<'a> {
 
 impl FieldValue<'_> {
     /// An unsigned count or id. Integral floats and numeric strings are accepted.
+    #[inline]
     pub(super) fn to_u64(&self, issues: &mut IssueSet) -> Option<u64> {
+        match *self {
+            FieldValue::U64(v) => Some(v),
+            _ => self.to_u64_slow(issues),
+        }
+    }
+
+    /// [`FieldValue::to_u64`] of anything but a `u64`.
+    #[inline(never)]
+    fn to_u64_slow(&self, issues: &mut IssueSet) -> Option<u64> {
         match *self {
             FieldValue::U64(v) => Some(v),
             FieldValue::I64(v) if v >= 0 => Some(v as u64),
@@ -114,6 +124,7 @@ pub(super) trait SetField {
 pub(super) struct Visitor<'a, T>(pub(super) &'a mut T);
 
 impl<T: SetField> Visit for Visitor<'_, T> {
+    #[inline]
     fn record_u64(&mut self, field: &Field, value: u64) {
         self.0.set(field.name(), FieldValue::U64(value));
     }

@@ -292,15 +292,15 @@ impl Inner {
                 return;
             }
             SpanKind::Stage => {
-                let mut stage = StageSpan::new(self.clock.now(), None);
+                let mut stage = state::boxed(StageSpan::new(self.clock.now(), None));
                 stage.named = named;
-                attrs.record(&mut Visitor(&mut stage));
+                attrs.record(&mut Visitor(&mut *stage));
                 return self.insert_child(table, id, parent(), ctx, Slot::Stage(stage));
             }
             SpanKind::Transfer => {
-                let mut transfer = TransferSpan::new(self.clock.now(), None);
+                let mut transfer = state::boxed(TransferSpan::new(self.clock.now(), None));
                 transfer.named = named;
-                attrs.record(&mut Visitor(&mut transfer));
+                attrs.record(&mut Visitor(&mut *transfer));
                 return self.insert_child(table, id, parent(), ctx, Slot::Transfer(transfer));
             }
             SpanKind::Batch => {
@@ -361,8 +361,8 @@ impl Inner {
         let run = match map.get_mut(&key) {
             Some(Slot::Run(run)) => run.state.clone(),
             Some(Slot::Request(r)) => return values.record(&mut Visitor(r)),
-            Some(Slot::Stage(s)) => return values.record(&mut Visitor(s)),
-            Some(Slot::Transfer(t)) => return values.record(&mut Visitor(t)),
+            Some(Slot::Stage(s)) => return values.record(&mut Visitor(&mut **s)),
+            Some(Slot::Transfer(t)) => return values.record(&mut Visitor(&mut **t)),
             Some(Slot::Batch(b)) => return values.record(&mut Visitor(b)),
             Some(Slot::Leaf(_)) | None => return,
         };

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use smallvec::SmallVec;
 
 use super::fields::{FieldValue, SetField};
-use crate::accumulate::{Outputs, RequestAcc, ScopeAcc, StageSample, TransferSample};
+use crate::accumulate::{RequestAcc, ScopeAcc, StageRare, StageSample, TransferSample};
 use crate::convention::field;
 use crate::diagnostics::{Issue, IssueSet};
 use crate::stats::{self, RequestStatus};
@@ -158,6 +158,86 @@ pub(super) fn pool_request_link(link: RequestLink) {
     });
 }
 
+/// Per-thread free lists of the boxes that hold stage and transfer state.
+///
+/// A stage's or transfer's state is about 170 bytes: kept inline in the table it was moved
+/// two or three times per hook (into the table, out of it, into the close path). Boxed, a
+/// slot is a pointer; pooled, the box costs no allocation in the steady state (a span
+/// closed on another thread than the one that opened it moves its box to that thread's
+/// pool). Returned boxes are reset, so nothing (such as a request's accumulator) stays held.
+pub(super) trait Pooled: 'static {
+    /// This type's free list on the current thread.
+    fn free_list() -> &'static std::thread::LocalKey<RefCell<Vec<Box<Self>>>>;
+
+    /// Drops what the state holds (shared links, names, buffers) before its box is pooled.
+    fn release(&mut self);
+}
+
+/// Boxes kept per thread and type.
+const POOLED_BOXES: usize = 64;
+
+/// `value` in a box, reused from this thread's pool when it has one.
+#[inline]
+pub(super) fn boxed<T: Pooled>(value: T) -> Box<T> {
+    match T::free_list()
+        .try_with(|pool| pool.try_borrow_mut().ok()?.pop())
+        .ok()
+        .flatten()
+    {
+        Some(mut b) => {
+            *b = value;
+            b
+        }
+        None => Box::new(value),
+    }
+}
+
+/// Gives a box back to this thread's pool, emptied (what its state holds is dropped now).
+#[inline]
+pub(super) fn unbox<T: Pooled>(mut b: Box<T>) {
+    b.release();
+    let _ = T::free_list().try_with(|pool| {
+        if let Ok(mut pool) = pool.try_borrow_mut() {
+            if pool.len() < POOLED_BOXES {
+                pool.push(b);
+            }
+        }
+    });
+}
+
+impl Pooled for StageSpan {
+    fn free_list() -> &'static std::thread::LocalKey<RefCell<Vec<Box<Self>>>> {
+        thread_local! {
+            static FREE: RefCell<Vec<Box<StageSpan>>> = const { RefCell::new(Vec::new()) };
+        }
+        &FREE
+    }
+
+    #[inline]
+    fn release(&mut self) {
+        self.request = None;
+        self.stage_name = None;
+        self.rare = None;
+    }
+}
+
+impl Pooled for TransferSpan {
+    fn free_list() -> &'static std::thread::LocalKey<RefCell<Vec<Box<Self>>>> {
+        thread_local! {
+            static FREE: RefCell<Vec<Box<TransferSpan>>> = const { RefCell::new(Vec::new()) };
+        }
+        &FREE
+    }
+
+    #[inline]
+    fn release(&mut self) {
+        self.request = None;
+        if self.pending_tx_ends.spilled() {
+            self.pending_tx_ends = SmallVec::new();
+        }
+    }
+}
+
 /// Returns the same `Arc<str>` for a stage name this thread has seen before: stage names are
 /// few and repeat on every request, so this saves an allocation per stage span.
 fn intern(name: &str) -> Arc<str> {
@@ -198,6 +278,7 @@ pub(super) struct RequestSpan {
 }
 
 impl SetField for RequestSpan {
+    #[inline]
     fn set(&mut self, name: &str, value: FieldValue<'_>) {
         match name {
             field::REQUEST_ID => {
@@ -217,21 +298,6 @@ impl SetField for RequestSpan {
             _ => {}
         }
     }
-}
-
-/// The fields of an `omni.stage` that only some stages set (audio, images, times measured
-/// elsewhere).
-#[derive(Debug, Default)]
-struct StageRare {
-    audio_generated_frames: u64,
-    audio_sample_rate: Option<u64>,
-    image_num: Option<u64>,
-    resolution: Option<String>,
-    gen_override_ms: Option<f64>,
-    postprocess_override_ms: Option<f64>,
-    first_output_override_ms: Option<f64>,
-    inter_output_override_ms: Option<f64>,
-    outputs: Outputs,
 }
 
 /// `omni.stage`.
@@ -277,20 +343,19 @@ impl StageSpan {
             self.issues.insert(Issue::MissingStageId);
             return None;
         };
-        let mut rare = self.rare.take().map(|r| *r).unwrap_or_default();
+        let rare = self.rare.as_deref();
+        let postprocess_override_ms = rare.and_then(|r| r.postprocess_override_ms);
+        let gen_override_ms = rare.and_then(|r| r.gen_override_ms);
         let queue_ms = self.queue.total_ms().unwrap_or(0.0);
         let measured_pp_ms = self.postprocess.total_ms();
-        let postprocess_ms = rare
-            .postprocess_override_ms
-            .or(measured_pp_ms)
-            .unwrap_or(0.0);
+        let postprocess_ms = postprocess_override_ms.or(measured_pp_ms).unwrap_or(0.0);
         // Excluded from compute: the time the children covered, once; an explicit
         // post-processing time stands for children the stage did not open.
-        let explicit_pp_ms = match (measured_pp_ms, rare.postprocess_override_ms) {
+        let explicit_pp_ms = match (measured_pp_ms, postprocess_override_ms) {
             (None, Some(ms)) => ms,
             _ => 0.0,
         };
-        let gen_ms = rare.gen_override_ms.unwrap_or_else(|| {
+        let gen_ms = gen_override_ms.unwrap_or_else(|| {
             stats::stage_gen_time_ms(
                 stats::ns_to_ms(end_ns.saturating_sub(self.start_ns)),
                 self.excluded.covered_ms(),
@@ -304,18 +369,12 @@ impl StageSpan {
             batch_size: self.batch_size,
             num_tokens_in: self.num_tokens_in,
             num_tokens_out: self.num_tokens_out,
-            audio_generated_frames: rare.audio_generated_frames,
-            audio_sample_rate: rare.audio_sample_rate,
-            image_num: rare.image_num,
-            resolution: rare.resolution.take(),
             stage_gen_time_ms: gen_ms,
             postprocess_time_ms: postprocess_ms,
             queue_time_ms: queue_ms,
             start_ns: self.start_ns,
             end_ns,
-            outputs: std::mem::take(&mut rare.outputs),
-            first_output_ms: rare.first_output_override_ms,
-            inter_output_ms: rare.inter_output_override_ms,
+            rare: self.rare.take(),
         })
     }
 
@@ -326,18 +385,21 @@ impl StageSpan {
 }
 
 /// Sets `slot` to the field as a count, keeping the old value (and noting why) on bad input.
+#[inline]
 fn set_u64(slot: &mut Option<u64>, value: &FieldValue<'_>, issues: &mut IssueSet) {
     if let Some(v) = value.to_u64(issues) {
         *slot = Some(v);
     }
 }
 
+#[inline]
 fn set_count(slot: &mut u64, value: &FieldValue<'_>, issues: &mut IssueSet) {
     if let Some(v) = value.to_u64(issues) {
         *slot = v;
     }
 }
 
+#[inline]
 fn set_ms(slot: &mut Option<f64>, value: &FieldValue<'_>, issues: &mut IssueSet) {
     if let Some(v) = value.to_ms(issues) {
         *slot = Some(v);
@@ -345,6 +407,7 @@ fn set_ms(slot: &mut Option<f64>, value: &FieldValue<'_>, issues: &mut IssueSet)
 }
 
 impl SetField for StageSpan {
+    #[inline]
     fn set(&mut self, name: &str, value: FieldValue<'_>) {
         let issues = &mut self.issues;
         match name {
@@ -418,6 +481,7 @@ impl BatchSpan {
 }
 
 impl SetField for BatchSpan {
+    #[inline]
     fn set(&mut self, name: &str, value: FieldValue<'_>) {
         let issues = &mut self.issues;
         match name {
@@ -544,6 +608,7 @@ impl TransferSpan {
 }
 
 impl SetField for TransferSpan {
+    #[inline]
     fn set(&mut self, name: &str, value: FieldValue<'_>) {
         let issues = &mut self.issues;
         match name {

@@ -46,8 +46,8 @@ pub(super) struct LeafSpan {
 pub(super) enum Slot {
     Run(RunSpan),
     Request(RequestSpan),
-    Stage(StageSpan),
-    Transfer(TransferSpan),
+    Stage(Box<StageSpan>),
+    Transfer(Box<TransferSpan>),
     Batch(BatchSpan),
     Leaf(LeafSpan),
 }
