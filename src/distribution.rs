@@ -470,8 +470,11 @@ fn to_us(ms: f64) -> Option<u64> {
     if !ms.is_finite() || ms < 0.0 {
         return None;
     }
-    let us = (ms * 1000.0).round();
-    // `as` saturates; the comparison also catches `ms * 1000` overflowing to infinity.
+    // Half up, by truncation (`ms` is not negative): `f64::round` is a libm call on the
+    // baseline x86-64 target, a fifth of the cost of recording a value.
+    let us = ms * 1000.0 + 0.5;
+    // `as` truncates and saturates; the comparison also catches `ms * 1000` overflowing to
+    // infinity.
     Some(if us >= MAX_RECORDED_US as f64 {
         MAX_RECORDED_US
     } else {

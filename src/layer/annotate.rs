@@ -152,14 +152,13 @@ where
         let key = id.into_u64();
         let mut dispatch = None;
         for owner in self.owners.iter().map_while(std::sync::OnceLock::get) {
-            if !owner.inner.live.may_be_ours(&id) {
+            if !owner.table.may_hold(key) {
                 continue;
             }
             // Timing children and batches are left to the layer's own close.
             let Some(slot) = owner.table.remove_if(key, Slot::annotated) else {
                 continue;
             };
-            owner.inner.live.closed(&id);
             if dispatch.is_none() {
                 dispatch = crate::otlp::dispatch_of(&self.dispatch);
             }

@@ -120,9 +120,6 @@ struct Inner {
     sink_panicked: std::sync::atomic::AtomicBool,
     /// Whether to put computed numbers on exported spans (`otlp` feature, opt-in).
     annotations: bool,
-    /// The ids of the open `omni.*` spans (of every copy's table), to skip the engine's own
-    /// spans cheaply.
-    live: live::LiveSpans,
     /// What the builder could not read in the environment: said once, when the layer
     /// joins a subscriber.
     warnings: std::sync::Mutex<Vec<String>>,
@@ -234,7 +231,6 @@ impl OmniMetricsLayer {
                 next_request: AtomicU64::new(1),
                 sink_panicked: std::sync::atomic::AtomicBool::new(false),
                 annotations: cfg!(feature = "otlp") && parts.trace_annotations,
-                live: live::LiveSpans::new(),
                 warnings: std::sync::Mutex::new(parts.warnings),
             }),
             table: Arc::default(),
@@ -393,7 +389,7 @@ impl OmniMetricsLayer {
         let Some(mut map) = self.table.lock(key) else {
             return;
         };
-        let Some(slot) = map.remove(&key) else {
+        let Some(slot) = map.remove(key) else {
             return;
         };
         // A timing child's parent is usually in the same shard: one lock for both.
@@ -404,7 +400,6 @@ impl OmniMetricsLayer {
                     .get_mut(&parent)
                     .is_some_and(|p| open::leaf_event(leaf.kind, p, now, false));
                 drop(map);
-                self.inner.live.closed(&id);
                 if !placed {
                     self.inner.misplaced_leaf(&self.table, &id, ctx);
                 }
@@ -412,7 +407,6 @@ impl OmniMetricsLayer {
             }
         }
         drop(map);
-        self.inner.live.closed(&id);
         let via = match slot {
             Slot::Leaf(_) | Slot::Batch(_) => None,
             _ => self.annotation_dispatch(),
@@ -443,20 +437,20 @@ where
 
     #[inline]
     fn on_record(&self, id: &Id, values: &Record<'_>, _ctx: Context<'_, S>) {
-        if self.inner.live.may_be_ours(id) {
+        if self.table.may_hold(id.into_u64()) {
             self.inner.record(&self.table, id, values);
         }
     }
 
     #[inline]
     fn on_close(&self, id: Id, ctx: Context<'_, S>) {
-        if self.inner.live.may_be_ours(&id) {
+        if self.table.may_hold(id.into_u64()) {
             self.closed(id, &ctx);
         }
     }
 
     fn on_follows_from(&self, span: &Id, follows: &Id, _ctx: Context<'_, S>) {
-        if self.inner.live.may_be_ours(span) && self.inner.live.may_be_ours(follows) {
+        if self.table.may_hold(span.into_u64()) && self.table.may_hold(follows.into_u64()) {
             self.inner.link(&self.table, span, follows);
         }
     }

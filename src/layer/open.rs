@@ -16,7 +16,7 @@ use super::fields::Visitor;
 use super::state::{
     self, BatchSpan, RequestLink, RequestSpan, RunSpan, RunState, StageSpan, TransferSpan,
 };
-use super::table::{self, Key, LeafSpan, Slot, Table};
+use super::table::{Key, LeafSpan, Slot, Table};
 use super::{Inner, OutputFields, lock, lock_run};
 use crate::accumulate::ScopeAcc;
 use crate::convention::SpanKind;
@@ -227,10 +227,9 @@ impl Inner {
             let Some(mut map) = table.lock(key) else {
                 return;
             };
-            if !table::insert_in(&mut map, key, Slot::Leaf(LeafSpan { kind, parent })) {
+            if !map.insert(key, Slot::Leaf(LeafSpan { kind, parent })) {
                 return;
             }
-            self.live.opened(id);
             match parent {
                 Some(p) if Table::same_shard(key, p) => {
                     if let Some(slot) = map.get_mut(&p) {
@@ -264,9 +263,7 @@ impl Inner {
                 lock_run(&link).open_key = open_key;
                 if !table.insert(key, Slot::Run(RunSpan { state: link, named })) {
                     self.shared.run_closed(open_key);
-                    return;
                 }
-                self.live.opened(id);
                 return;
             }
             SpanKind::Request => {
@@ -286,9 +283,7 @@ impl Inner {
                 request.open_key = open_key;
                 if !table.insert(key, Slot::Request(request)) {
                     self.shared.request_closed(open_key);
-                    return;
                 }
-                self.live.opened(id);
                 return;
             }
             SpanKind::Stage => {
@@ -310,9 +305,7 @@ impl Inner {
             }
             SpanKind::Queue | SpanKind::Postprocess | SpanKind::Tx | SpanKind::RxDecode => return,
         };
-        if table.insert(key, slot) {
-            self.live.opened(id);
-        }
+        table.insert(key, slot);
     }
 
     /// Stores a new stage or transfer, placed in its request: under one lock when its
@@ -336,19 +329,16 @@ impl Inner {
             Some(p) if Table::same_shard(key, p) => map.get(&p).and_then(ancestry),
             Some(_) => None,
         };
-        let stored = match known {
+        match known {
             Some(known) => {
                 place(&mut slot, known);
-                table::insert_in(&mut map, key, slot)
+                map.insert(key, slot);
             }
             None => {
                 drop(map);
                 place(&mut slot, self.enclosing(table, parent, id, ctx));
-                table.insert(key, slot)
+                table.insert(key, slot);
             }
-        };
-        if stored {
-            self.live.opened(id);
         }
     }
 

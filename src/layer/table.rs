@@ -23,6 +23,7 @@ use std::cell::Cell;
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
+use super::live::Region;
 use super::state::{BatchSpan, RequestSpan, RunSpan, StageSpan, TransferSpan};
 use crate::convention::SpanKind;
 
@@ -96,10 +97,13 @@ impl std::hash::Hasher for IdHasher {
 
 pub(super) type Map = HashMap<Key, Slot, IdHash>;
 
-/// A shard on its own cache lines.
+/// A shard on its own cache lines, with its region of the open-span filter.
 #[derive(Debug, Default)]
 #[repr(align(128))]
-struct Shard(Mutex<Map>);
+struct Shard {
+    map: Mutex<Map>,
+    live: Region,
+}
 
 thread_local! {
     /// Set while this thread holds a shard lock: a hook nested in it (a field's `Debug`
@@ -108,8 +112,12 @@ thread_local! {
 }
 
 /// A locked shard; clears [`HELD`] when dropped.
+///
+/// Spans go in and out through [`Locked::insert`] and [`Locked::remove`], which keep the
+/// shard's open-span filter in step.
 pub(super) struct Locked<'a> {
     map: MutexGuard<'a, Map>,
+    live: &'a Region,
     /// Whether this guard set [`HELD`] (a nested guard leaves it to the outer one).
     outer: bool,
 }
@@ -124,6 +132,29 @@ impl std::ops::Deref for Locked<'_> {
 impl std::ops::DerefMut for Locked<'_> {
     fn deref_mut(&mut self) -> &mut Map {
         &mut self.map
+    }
+}
+
+impl Locked<'_> {
+    /// Stores a new span's state; `false` if it has state already (nothing is stored).
+    #[inline(always)]
+    pub(super) fn insert(&mut self, key: Key, slot: Slot) -> bool {
+        match self.map.entry(key) {
+            std::collections::hash_map::Entry::Occupied(_) => false,
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(slot);
+                self.live.opened(key);
+                true
+            }
+        }
+    }
+
+    /// Takes a span's state out.
+    #[inline(always)]
+    pub(super) fn remove(&mut self, key: Key) -> Option<Slot> {
+        let slot = self.map.remove(&key)?;
+        self.live.closed(key);
+        Some(slot)
     }
 }
 
@@ -163,10 +194,16 @@ impl Table {
         Self::shard_of(a) == Self::shard_of(b)
     }
 
+    /// `false` when `key` is certainly not one of the table's open spans: one load, no lock.
+    #[inline]
+    pub(super) fn may_hold(&self, key: Key) -> bool {
+        self.shards[Self::shard_of(key)].live.may_hold(key)
+    }
+
     /// Locks the shard of `key`; `None` only inside a nested hook whose shard is taken.
     #[inline]
     pub(super) fn lock(&self, key: Key) -> Option<Locked<'_>> {
-        let shard = &self.shards[Self::shard_of(key)].0;
+        let Shard { map: shard, live } = &self.shards[Self::shard_of(key)];
         let nested = HELD.try_with(|h| h.replace(true)).unwrap_or(true);
         let map = if nested {
             match shard.try_lock() {
@@ -179,6 +216,7 @@ impl Table {
         };
         Some(Locked {
             map,
+            live,
             outer: !nested,
         })
     }
@@ -187,10 +225,7 @@ impl Table {
     /// could not be locked), and then nothing is stored.
     #[inline(always)]
     pub(super) fn insert(&self, key: Key, slot: Slot) -> bool {
-        let Some(mut map) = self.lock(key) else {
-            return false;
-        };
-        insert_in(&mut map, key, slot)
+        self.lock(key).is_some_and(|mut map| map.insert(key, slot))
     }
 
     /// Takes a span's state out if `take` says so.
@@ -199,7 +234,7 @@ impl Table {
     pub(super) fn remove_if(&self, key: Key, take: impl FnOnce(&Slot) -> bool) -> Option<Slot> {
         let mut map = self.lock(key)?;
         if take(map.get(&key)?) {
-            map.remove(&key)
+            map.remove(key)
         } else {
             None
         }
@@ -209,18 +244,6 @@ impl Table {
     #[inline]
     pub(super) fn with<R>(&self, key: Key, f: impl FnOnce(&mut Slot) -> R) -> Option<R> {
         self.lock(key)?.get_mut(&key).map(f)
-    }
-}
-
-/// Stores a new span's state in a locked shard; `false` if it has state already.
-#[inline(always)]
-pub(super) fn insert_in(map: &mut Map, key: Key, slot: Slot) -> bool {
-    match map.entry(key) {
-        std::collections::hash_map::Entry::Occupied(_) => false,
-        std::collections::hash_map::Entry::Vacant(v) => {
-            v.insert(slot);
-            true
-        }
     }
 }
 
@@ -238,12 +261,15 @@ mod tests {
     #[test]
     fn a_span_is_stored_once_and_taken_once() {
         let table = Table::default();
+        assert!(!table.may_hold(7));
         assert!(table.insert(7, leaf()));
+        assert!(table.may_hold(7));
         assert!(!table.insert(7, leaf()), "a second insert keeps the first");
         assert!(table.with(7, |_| ()).is_some());
         assert!(table.remove_if(7, Slot::annotated).is_none());
         assert!(matches!(table.remove_if(7, |_| true), Some(Slot::Leaf(_))));
         assert!(table.remove_if(7, |_| true).is_none());
+        assert!(!table.may_hold(7), "the filter forgets a span taken out");
     }
 
     #[test]
