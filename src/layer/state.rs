@@ -205,6 +205,8 @@ pub(super) fn unbox<T: Pooled>(mut b: Box<T>) {
     });
 }
 
+// The boxes themselves are what the pool keeps, to be reused.
+#[allow(clippy::vec_box)]
 impl Pooled for StageSpan {
     fn free_list() -> &'static std::thread::LocalKey<RefCell<Vec<Box<Self>>>> {
         thread_local! {
@@ -221,6 +223,8 @@ impl Pooled for StageSpan {
     }
 }
 
+// The boxes themselves are what the pool keeps, to be reused.
+#[allow(clippy::vec_box)]
 impl Pooled for TransferSpan {
     fn free_list() -> &'static std::thread::LocalKey<RefCell<Vec<Box<Self>>>> {
         thread_local! {
