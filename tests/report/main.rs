@@ -156,7 +156,15 @@ fn summaries(records: &[Value]) -> std::collections::BTreeMap<String, Value> {
 /// Compares a record of the report with the live one: the same keys, counts and text equal,
 /// times (`*_ms`) within 1 ms, other fractional numbers (rates, RTFs) within 1%. Differences
 /// go to `diffs`; the largest time difference is kept in `max_ms`.
-fn compare(path: &str, live: &Value, report: &Value, max_ms: &mut f64, diffs: &mut Vec<String>) {
+/// Compares two records field by field; times may differ by `tol_ms`.
+fn compare(
+    path: &str,
+    live: &Value,
+    report: &Value,
+    tol_ms: f64,
+    max_ms: &mut f64,
+    diffs: &mut Vec<String>,
+) {
     // The field's name: the last segment of the path, without array indexes.
     let mut key = path.rsplit('.').next().unwrap_or(path);
     while let Some(i) = key.rfind('[').filter(|_| key.ends_with(']')) {
@@ -178,7 +186,7 @@ fn compare(path: &str, live: &Value, report: &Value, max_ms: &mut f64, diffs: &m
             if time {
                 let d = (a - b).abs();
                 *max_ms = max_ms.max(d);
-                if d.is_nan() || d > 1.0 {
+                if d.is_nan() || d > tol_ms {
                     diffs.push(format!("{path}: live {a} ms, report {b} ms"));
                 }
             } else if (a - b).abs() > 0.01 * a.abs().max(b.abs()) + 1e-9 {
@@ -195,7 +203,7 @@ fn compare(path: &str, live: &Value, report: &Value, max_ms: &mut f64, diffs: &m
                 return;
             }
             for (i, (a, b)) in a.iter().zip(b).enumerate() {
-                compare(&format!("{path}[{i}]"), a, b, max_ms, diffs);
+                compare(&format!("{path}[{i}]"), a, b, tol_ms, max_ms, diffs);
             }
         }
         (Value::Object(a), Value::Object(b)) => {
@@ -205,7 +213,7 @@ fn compare(path: &str, live: &Value, report: &Value, max_ms: &mut f64, diffs: &m
             }
             for (k, v) in a {
                 if let Some(w) = b.get(k) {
-                    compare(&format!("{path}.{k}"), v, w, max_ms, diffs);
+                    compare(&format!("{path}.{k}"), v, w, tol_ms, max_ms, diffs);
                 }
             }
         }
@@ -220,7 +228,14 @@ fn compare(path: &str, live: &Value, report: &Value, max_ms: &mut f64, diffs: &m
 /// Asserts that the report's records equal the live ones (as [`compare`] says); returns the
 /// largest time difference.
 #[track_caller]
+/// The live records and the report's agree, times within 1 ms; returns the largest time
+/// difference.
 fn assert_same_records(live: &[Value], report: &[Value]) -> f64 {
+    assert_same_records_within(live, report, 1.0)
+}
+
+/// [`assert_same_records`] with times within `tol_ms`.
+fn assert_same_records_within(live: &[Value], report: &[Value], tol_ms: f64) -> f64 {
     let mut diffs = Vec::new();
     let mut max_ms: f64 = 0.0;
     let (lr, rr) = (requests(live), requests(report));
@@ -240,6 +255,7 @@ fn assert_same_records(live: &[Value], report: &[Value]) -> f64 {
             &format!("request {id}"),
             l,
             &rr[id],
+            tol_ms,
             &mut max_ms,
             &mut diffs,
         );
@@ -249,6 +265,7 @@ fn assert_same_records(live: &[Value], report: &[Value]) -> f64 {
             &format!("summary {scope}"),
             l,
             &rs[scope],
+            tol_ms,
             &mut max_ms,
             &mut diffs,
         );

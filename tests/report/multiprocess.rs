@@ -130,6 +130,10 @@ fn every_request_is_one_trace_across_four_processes_and_the_report_equals_the_ta
 
     // The report command's records of the collector's file equal the orchestrator's.
     let (stdout, _) = report_ok(["--format", "jsonl", &json.display().to_string()]);
-    let max_ms = assert_same_records(&live, &records(&stdout));
+    // The exported spans' times are the OpenTelemetry layer's clock, read in its own hooks
+    // beside the metrics layer's reads. Usually within 0.1 ms; with four processes and the
+    // other tests on two cores, a thread preempted between the two reads (scheduler slices
+    // are milliseconds) has been seen to put 1.6 ms between them.
+    let max_ms = assert_same_records_within(&live, &records(&stdout), 5.0);
     eprintln!("report vs orchestrator: largest time difference {max_ms:.3} ms");
 }
