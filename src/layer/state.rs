@@ -205,15 +205,22 @@ pub(super) fn unbox<T: Pooled>(mut b: Box<T>) {
     });
 }
 
-// The boxes themselves are what the pool keeps, to be reused.
-#[allow(clippy::vec_box)]
-impl Pooled for StageSpan {
-    fn free_list() -> &'static std::thread::LocalKey<RefCell<Vec<Box<Self>>>> {
-        thread_local! {
-            static FREE: RefCell<Vec<Box<StageSpan>>> = const { RefCell::new(Vec::new()) };
+/// A [`Pooled::free_list`] of its own for the type it is expanded in.
+macro_rules! free_list {
+    ($t:ty) => {
+        // The boxes themselves are what the pool keeps, to be reused.
+        #[allow(clippy::vec_box)]
+        fn free_list() -> &'static std::thread::LocalKey<RefCell<Vec<Box<Self>>>> {
+            thread_local! {
+                static FREE: RefCell<Vec<Box<$t>>> = const { RefCell::new(Vec::new()) };
+            }
+            &FREE
         }
-        &FREE
-    }
+    };
+}
+
+impl Pooled for StageSpan {
+    free_list!(StageSpan);
 
     #[inline]
     fn release(&mut self) {
@@ -223,15 +230,8 @@ impl Pooled for StageSpan {
     }
 }
 
-// The boxes themselves are what the pool keeps, to be reused.
-#[allow(clippy::vec_box)]
 impl Pooled for TransferSpan {
-    fn free_list() -> &'static std::thread::LocalKey<RefCell<Vec<Box<Self>>>> {
-        thread_local! {
-            static FREE: RefCell<Vec<Box<TransferSpan>>> = const { RefCell::new(Vec::new()) };
-        }
-        &FREE
-    }
+    free_list!(TransferSpan);
 
     #[inline]
     fn release(&mut self) {
