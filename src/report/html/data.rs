@@ -340,6 +340,25 @@ fn rel_ms(ns: u64, origin_ns: u64) -> f64 {
     (ns.saturating_sub(origin_ns) / 1_000) as f64 / 1_000.0
 }
 
+/// A stage's or edge's bar on a timed layout: its own `(start, end)` times when it has
+/// them, else `ms` long from its request's start.
+fn timed_bar(
+    origin_ns: u64,
+    (start_ns, end_ns): (u64, u64),
+    request_ns: u64,
+    ms: f64,
+) -> (f64, f64) {
+    if end_ns > 0 {
+        (
+            rel_ms(start_ns, origin_ns),
+            rel_ms(end_ns.max(start_ns), origin_ns),
+        )
+    } else {
+        let start = rel_ms(request_ns, origin_ns);
+        (start, finite(start + ms))
+    }
+}
+
 /// Writes the blob: the summary, the distributions the console shows, the column names and
 /// one row per request, ordered by start time.
 pub(crate) fn write_blob(out: &mut String, summary: &OverallSummary, rows: &mut [Row]) {
@@ -532,13 +551,8 @@ fn write_row(j: &mut Json, r: &Row, layout: Layout) {
         }
         let busy = finite(s.queue_time_ms + s.stage_gen_time_ms + s.postprocess_time_ms);
         let (start, end) = match layout {
-            Layout::Timed { origin_ns } if s.end_ns > 0 => (
-                rel_ms(s.start_ns, origin_ns),
-                rel_ms(s.end_ns.max(s.start_ns), origin_ns),
-            ),
             Layout::Timed { origin_ns } => {
-                let start = rel_ms(r.start_ns, origin_ns);
-                (start, finite(start + busy))
+                timed_bar(origin_ns, (s.start_ns, s.end_ns), r.start_ns, busy)
             }
             Layout::Untimed => {
                 let start = cursor;
@@ -596,13 +610,8 @@ fn write_row(j: &mut Json, r: &Row, layout: Layout) {
         }
         let total = finite(e.tx_time_ms + e.rx_decode_time_ms + e.in_flight_time_ms);
         let (start, end) = match layout {
-            Layout::Timed { origin_ns } if e.end_ns > 0 => (
-                rel_ms(e.start_ns, origin_ns),
-                rel_ms(e.end_ns.max(e.start_ns), origin_ns),
-            ),
             Layout::Timed { origin_ns } => {
-                let start = rel_ms(r.start_ns, origin_ns);
-                (start, finite(start + total))
+                timed_bar(origin_ns, (e.start_ns, e.end_ns), r.start_ns, total)
             }
             Layout::Untimed => {
                 let start = stage_end
