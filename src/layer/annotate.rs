@@ -53,16 +53,29 @@ pub(crate) struct Annotation<'a> {
 
 impl Inner {
     /// Puts computed numbers on the exported OpenTelemetry span `id`, so a trace viewer
-    /// shows the table's figures. Call with no lock held.
+    /// shows the table's figures; with `want_trace_id`, returns the span's trace id from
+    /// the same lookup. Call with no lock held.
     #[cfg(feature = "otlp")]
-    pub(super) fn annotate(&self, via: AnnotateVia<'_>, id: &Id, annotation: Annotation<'_>) {
-        if let Some(dispatch) = via {
-            crate::otlp::annotate(dispatch, id, annotation);
-        }
+    pub(super) fn annotate(
+        &self,
+        via: AnnotateVia<'_>,
+        id: &Id,
+        annotation: Annotation<'_>,
+        want_trace_id: bool,
+    ) -> Option<String> {
+        via.and_then(|dispatch| crate::otlp::annotate(dispatch, id, annotation, want_trace_id))
     }
 
     #[cfg(not(feature = "otlp"))]
-    pub(super) fn annotate(&self, _via: AnnotateVia<'_>, _id: &Id, _annotation: Annotation<'_>) {}
+    pub(super) fn annotate(
+        &self,
+        _via: AnnotateVia<'_>,
+        _id: &Id,
+        _annotation: Annotation<'_>,
+        _want_trace_id: bool,
+    ) -> Option<String> {
+        None
+    }
 }
 
 /// Runs the metrics layers' close of `omni.*` spans just before the OpenTelemetry layer

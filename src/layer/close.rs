@@ -59,8 +59,9 @@ impl Inner {
             }
             Slot::Request(request) => {
                 let now = self.clock.now();
+                // With annotations, the trace id comes with the request's annotation.
                 #[cfg(feature = "otlp")]
-                let trace_id = trace.or(via).and_then(|d| crate::otlp::trace_id(d, id));
+                let trace_id = trace.and_then(|d| crate::otlp::trace_id(d, id));
                 #[cfg(not(feature = "otlp"))]
                 let trace_id = trace.and(None);
                 let named = request.named;
@@ -92,15 +93,7 @@ impl Inner {
         let now = self.clock.now();
         let sample = stage.finish(now);
         if let (Some(_), Some(s)) = (via, &sample) {
-            let name = (!stage.named).then(|| {
-                names::repeated(|out| {
-                    use std::fmt::Write as _;
-                    let _ = match &s.stage_name {
-                        Some(n) => write!(out, "stage {} {n}", s.stage_id),
-                        None => write!(out, "stage {}", s.stage_id),
-                    };
-                })
-            });
+            let name = (!stage.named).then(|| names::stage(s.stage_id, s.stage_name.as_ref()));
             self.annotate(
                 via,
                 id,
@@ -113,6 +106,7 @@ impl Inner {
                     ],
                     failure: None,
                 },
+                false,
             );
         }
         if stage.remote {
@@ -129,12 +123,7 @@ impl Inner {
         let now = self.clock.now();
         let (sample, incomplete) = transfer.finish(now);
         if let (Some(_), Some(t)) = (via, &sample) {
-            let name = (!transfer.named).then(|| {
-                names::repeated(|out| {
-                    use std::fmt::Write as _;
-                    let _ = write!(out, "transfer {}->{}", t.from_stage, t.to_stage);
-                })
-            });
+            let name = (!transfer.named).then(|| names::transfer(t.from_stage, t.to_stage));
             self.annotate(
                 via,
                 id,
@@ -151,6 +140,7 @@ impl Inner {
                     ],
                     failure: None,
                 },
+                false,
             );
         }
         if transfer.remote {
@@ -221,6 +211,7 @@ impl Inner {
                     attributes: &attributes,
                     failure: None,
                 },
+                false,
             );
         }
         self.shared.diagnostics.record(issues);
@@ -314,7 +305,7 @@ impl Inner {
             status,
             mut issues,
             via,
-            trace_id,
+            mut trace_id,
         } = done;
         let (incomplete, incomplete_spans) = acc.settle(status);
         let request_id = acc.take_request_id().unwrap_or_else(|| {
@@ -390,7 +381,7 @@ impl Inner {
                 RequestStatus::Aborted => Some(("aborted", "aborted".to_owned())),
             };
             let name = (!named).then(|| format!("request {}", report.request_id).into());
-            self.annotate(
+            let annotated = self.annotate(
                 via,
                 id,
                 Annotation {
@@ -398,7 +389,9 @@ impl Inner {
                     attributes: &attributes,
                     failure,
                 },
+                trace_id.is_none(),
             );
+            trace_id = trace_id.or(annotated);
         }
         let mut report = report;
         report.trace_id = trace_id;

@@ -4,10 +4,15 @@
 //! The names live in a process-wide set of at most [`MAX_NAMES`] leaked strings (a few KiB);
 //! each thread keeps the ones it used in a small cache, so the set's lock is taken only on a
 //! thread's first use of a name. Beyond the bound, a name is formatted each time.
+//!
+//! Stage and transfer names are found by their numbers ([`stage`], [`transfer`]) in a
+//! per-thread list, without formatting: formatting and comparing the text cost about 500
+//! instructions per exported span.
 
 use std::borrow::Cow;
 use std::cell::RefCell;
-use std::sync::Mutex;
+use std::fmt::Write as _;
+use std::sync::{Arc, Mutex};
 
 /// Names kept process-wide at most.
 const MAX_NAMES: usize = 1024;
@@ -20,6 +25,64 @@ thread_local! {
     static CACHE: RefCell<Vec<&'static str>> = const { RefCell::new(Vec::new()) };
     /// Where a name is written before it is looked up: no allocation for a known name.
     static SCRATCH: RefCell<String> = const { RefCell::new(String::new()) };
+}
+
+/// What a stage's or transfer's name is made of.
+#[derive(Debug, PartialEq)]
+enum Key {
+    /// `stage {id} {name}`; stage names are interned per thread, so equal names are
+    /// usually the same pointer (`Arc`'s equality checks that first).
+    Stage(u64, Option<Arc<str>>),
+    /// `transfer {from}->{to}`.
+    Transfer(u64, u64),
+}
+
+thread_local! {
+    static BY_KEY: RefCell<Vec<(Key, &'static str)>> = const { RefCell::new(Vec::new()) };
+}
+
+/// `stage {stage_id} {stage_name}` (or `stage {stage_id}`), the readable name of an
+/// exported stage span.
+#[inline]
+pub(super) fn stage(stage_id: u64, stage_name: Option<&Arc<str>>) -> Cow<'static, str> {
+    by_key(Key::Stage(stage_id, stage_name.cloned()), |out| {
+        let _ = match stage_name {
+            Some(n) => write!(out, "stage {stage_id} {n}"),
+            None => write!(out, "stage {stage_id}"),
+        };
+    })
+}
+
+/// `transfer {from}->{to}`, the readable name of an exported transfer span.
+#[inline]
+pub(super) fn transfer(from: u64, to: u64) -> Cow<'static, str> {
+    by_key(Key::Transfer(from, to), |out| {
+        let _ = write!(out, "transfer {from}->{to}");
+    })
+}
+
+fn by_key(key: Key, write: impl Fn(&mut String)) -> Cow<'static, str> {
+    let known = BY_KEY
+        .try_with(|names| {
+            let names = names.try_borrow().ok()?;
+            names.iter().find(|(k, _)| *k == key).map(|(_, n)| *n)
+        })
+        .ok()
+        .flatten();
+    if let Some(name) = known {
+        return Cow::Borrowed(name);
+    }
+    let name = repeated(write);
+    if let Cow::Borrowed(name) = name {
+        let _ = BY_KEY.try_with(|names| {
+            if let Ok(mut names) = names.try_borrow_mut() {
+                if names.len() < THREAD_CACHE {
+                    names.push((key, name));
+                }
+            }
+        });
+    }
+    name
 }
 
 /// The name written by `write`, as a `'static` string when it is (or can become) one of the
@@ -79,7 +142,6 @@ fn lookup(text: &str) -> Cow<'static, str> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::fmt::Write as _;
 
     #[test]
     fn a_repeated_name_is_made_once() {
@@ -93,5 +155,21 @@ mod tests {
             (Cow::Borrowed(a), Cow::Borrowed(b)) => assert!(std::ptr::eq(a, b)),
             other => panic!("not interned: {other:?}"),
         }
+    }
+
+    #[test]
+    fn stage_and_transfer_names_are_found_by_their_numbers() {
+        let thinker: Arc<str> = Arc::from("thinker");
+        let again: Arc<str> = Arc::from("thinker");
+        assert_eq!(stage(0, Some(&thinker)), "stage 0 thinker");
+        assert_eq!(stage(0, Some(&again)), "stage 0 thinker");
+        assert_eq!(stage(1, Some(&thinker)), "stage 1 thinker");
+        assert_eq!(stage(0, None), "stage 0");
+        assert_eq!(transfer(0, 1), "transfer 0->1");
+        assert_eq!(transfer(1, 0), "transfer 1->0");
+        assert!(matches!(
+            (stage(0, Some(&again)), transfer(0, 1)),
+            (Cow::Borrowed(_), Cow::Borrowed(_))
+        ));
     }
 }

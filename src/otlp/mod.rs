@@ -1001,31 +1001,42 @@ pub enum OtlpError {
 }
 
 /// Sets `attributes` (and a readable `name`) on the OpenTelemetry span of `id`, if the
-/// subscriber has a `tracing-opentelemetry` layer and the span is sampled.
+/// subscriber has a `tracing-opentelemetry` layer and the span is sampled. With
+/// `want_trace_id`, also returns [`trace_id`] from the same lookup.
 pub(crate) fn annotate(
     dispatch: &tracing::Dispatch,
     id: &tracing::span::Id,
     annotation: crate::layer::Annotation<'_>,
-) {
+    want_trace_id: bool,
+) -> Option<String> {
     use opentelemetry::trace::TraceContextExt as _;
-    let Some(cx) = tracing_opentelemetry::get_otel_context(id, dispatch) else {
-        return;
-    };
+    let cx = tracing_opentelemetry::get_otel_context(id, dispatch)?;
     let span = cx.span();
     // The bridge ignores `otel.name` once the span has started (a child was opened);
     // the readable name is set here, at close, where it is known.
     if let Some(name) = annotation.name {
         span.update_name(name);
     }
-    for (key, value) in annotation.attributes {
-        span.set_attribute(export::attribute(key, *value));
-    }
-    if let Some((error_type, message)) = annotation.failure {
-        // What Jaeger (`error=true`) and Tempo (`status = error`) search on, and
-        // OpenTelemetry's `error.type` to tell a failure from a cancellation.
-        span.set_attribute(opentelemetry::KeyValue::new("error.type", error_type));
+    // One call (one lock of the span) for all the numbers. `error.type` is what Jaeger
+    // (`error=true`) and Tempo (`status = error`) search on beside the status, and
+    // OpenTelemetry's way to tell a failure from a cancellation.
+    let error_type = annotation
+        .failure
+        .as_ref()
+        .map(|(error_type, _)| opentelemetry::KeyValue::new("error.type", *error_type));
+    span.set_attributes(
+        annotation
+            .attributes
+            .iter()
+            .map(|(key, value)| export::attribute(key, *value))
+            .chain(error_type),
+    );
+    if let Some((_, message)) = annotation.failure {
         span.set_status(opentelemetry::trace::Status::error(message));
     }
+    want_trace_id
+        .then(|| trace_id_of(span.span_context()))
+        .flatten()
 }
 
 /// The trace id (32 lowercase hex digits) of span `id`'s exported trace, if the subscriber
@@ -1034,9 +1045,22 @@ pub(crate) fn annotate(
 pub(crate) fn trace_id(dispatch: &tracing::Dispatch, id: &tracing::span::Id) -> Option<String> {
     use opentelemetry::trace::TraceContextExt as _;
     let cx = tracing_opentelemetry::get_otel_context(id, dispatch)?;
-    let span = cx.span();
-    let sc = span.span_context();
-    (sc.is_valid() && sc.is_sampled()).then(|| sc.trace_id().to_string())
+    trace_id_of(cx.span().span_context())
+}
+
+/// A sampled span's trace id as 32 lowercase hex digits (what `TraceId`'s `Display`
+/// writes, without the formatting machinery).
+fn trace_id_of(sc: &opentelemetry::trace::SpanContext) -> Option<String> {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    if !(sc.is_valid() && sc.is_sampled()) {
+        return None;
+    }
+    let mut text = String::with_capacity(32);
+    for byte in sc.trace_id().to_bytes() {
+        text.push(char::from(HEX[usize::from(byte >> 4)]));
+        text.push(char::from(HEX[usize::from(byte & 0xf)]));
+    }
+    Some(text)
 }
 
 /// The subscriber a layer was registered in, if it was (a layer inside an `Option` is not:
@@ -1060,6 +1084,34 @@ pub(crate) fn detach_request(run: &tracing::Span, request: &tracing::Span) {
         let link = run_cx.span().span_context().clone();
         if link.is_valid() {
             request.add_link(link);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use opentelemetry::trace::{SpanContext, SpanId, TraceFlags, TraceId, TraceState};
+
+    #[test]
+    fn a_trace_id_is_written_as_its_display_writes_it() {
+        for raw in [1u128, 0x0123_4567_89ab_cdef_fedc_ba98_7654_3210, u128::MAX] {
+            let id = TraceId::from(raw);
+            let sampled = SpanContext::new(
+                id,
+                SpanId::from(7u64),
+                TraceFlags::SAMPLED,
+                false,
+                TraceState::default(),
+            );
+            assert_eq!(super::trace_id_of(&sampled), Some(id.to_string()));
+            let unsampled = SpanContext::new(
+                id,
+                SpanId::from(7u64),
+                TraceFlags::default(),
+                false,
+                TraceState::default(),
+            );
+            assert_eq!(super::trace_id_of(&unsampled), None);
         }
     }
 }
