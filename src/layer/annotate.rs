@@ -173,7 +173,7 @@ where
                 continue;
             };
             if dispatch.is_none() {
-                dispatch = crate::otlp::dispatch_of(&self.dispatch);
+                dispatch = crate::otlp::dispatch_of_layer(self, &self.dispatch);
             }
             owner
                 .inner

@@ -338,7 +338,7 @@ impl OmniMetricsLayer {
         if !self.inner.annotations {
             return None;
         }
-        self.dispatch.get()?.upgrade()
+        crate::otlp::dispatch_of_layer(self, &self.dispatch)
     }
 
     #[cfg(not(feature = "otlp"))]
@@ -349,7 +349,7 @@ impl OmniMetricsLayer {
     /// This copy's subscriber, when known (for trace ids).
     #[cfg(feature = "otlp")]
     fn registered_dispatch(&self) -> Option<tracing::Dispatch> {
-        self.dispatch.get()?.upgrade()
+        crate::otlp::dispatch_of_layer(self, &self.dispatch)
     }
 
     #[cfg(not(feature = "otlp"))]

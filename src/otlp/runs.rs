@@ -124,7 +124,7 @@ where
                 let Some(run_context) = run_context.filter(|c| c.is_valid()) else {
                     return;
                 };
-                let Some(dispatch) = super::dispatch_of(&self.dispatch) else {
+                let Some(dispatch) = super::dispatch_of_layer(self, &self.dispatch) else {
                     return;
                 };
                 if let Some(cx) = tracing_opentelemetry::get_otel_context(id, &dispatch) {

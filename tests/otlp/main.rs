@@ -579,6 +579,49 @@ fn issue6_cloned_layer_annotates_its_own_subscriber() {
     );
 }
 
+/// A request closed while another subscriber is the thread's current one is annotated and
+/// named through its own subscriber: the layers use the current dispatcher (to avoid a
+/// shared reference count per request) only when it holds the very layer closing the span.
+#[test]
+fn a_request_closed_under_another_current_subscriber_keeps_its_own_trace() {
+    let (first, second) = (GrpcReceiver::start(), GrpcReceiver::start());
+    let (p1, p2) = (pipeline_to(&first), pipeline_to(&second));
+    let ((m1, c1), (m2, c2)) = (annotating_metrics(), annotating_metrics());
+    let d1 = tracing::Dispatch::new(tracing_subscriber::registry().with(m1).with(p1.layer()));
+    let d2 = tracing::Dispatch::new(tracing_subscriber::registry().with(m2).with(p2.layer()));
+    let held = tracing::dispatcher::with_default(&d1, || Request::start("held"));
+    tracing::dispatcher::with_default(&d2, || {
+        pipeline_requests();
+        // Closes the first subscriber's span while the second is current.
+        held.finish();
+    });
+    drop((d1, d2));
+    p1.into_guard().shutdown().expect("first exported");
+    p2.into_guard().shutdown().expect("second exported");
+
+    let first_spans = first.spans();
+    let names: Vec<&str> = first_spans.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["request held"], "the first subscriber's one span");
+    let exported = &first_spans[0];
+    assert!(attr_f64(exported, "e2e_total_ms").is_some(), "annotated");
+    let held_records = c1.requests();
+    assert_eq!(held_records.len(), 1);
+    assert_eq!(
+        held_records[0].trace_id.as_deref(),
+        Some(hex(&exported.trace_id).as_str()),
+        "the record names the trace its own subscriber exported"
+    );
+
+    let second_spans = second.spans();
+    let requests = one_trace_per_request(&second_spans, 3, "the second subscriber's requests");
+    let second_records = c2.requests();
+    assert_eq!(second_records.len(), 3);
+    for r in &second_records {
+        let id = r.trace_id.as_deref().expect("a trace id");
+        assert!(requests.iter().any(|s| hex(&s.trace_id) == id), "{id}");
+    }
+}
+
 /// Runs the example as a real process with the standard variables, exporting to `receiver`.
 fn run_example(
     receiver: &GrpcReceiver,
