@@ -294,6 +294,31 @@ pub(crate) fn check_levels_soon() {
         });
 }
 
+/// Emits `warnings` (WARN, target `omni_metrics::diagnostics`) into `subscriber`, from a
+/// short-lived thread: a layer being registered is inside tracing-core's registry of
+/// dispatchers, where an event of a new callsite would deadlock.
+pub(crate) fn warn_soon(subscriber: &tracing::Dispatch, warnings: Vec<String>) {
+    if warnings.is_empty() {
+        return;
+    }
+    let dispatch = subscriber.downgrade();
+    let _ = std::thread::Builder::new()
+        .name("omni-metrics-report".into())
+        .spawn(move || {
+            if let Some(dispatch) = dispatch.upgrade() {
+                tracing::dispatcher::with_default(&dispatch, || {
+                    // Waits for the registration to finish (it holds tracing-core's lock
+                    // of dispatchers), then sets the maximum level with this subscriber in
+                    // it: before that, a WARN event may be dropped.
+                    tracing_core::callsite::rebuild_interest_cache();
+                    for warning in warnings {
+                        tracing::warn!(target: "omni_metrics::diagnostics", "{warning}");
+                    }
+                });
+            }
+        });
+}
+
 /// How long after registration the level check runs.
 const LEVEL_CHECK_DELAY: std::time::Duration = std::time::Duration::from_millis(200);
 

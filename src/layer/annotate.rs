@@ -112,6 +112,14 @@ pub struct AnnotationLayer {
     owners: [std::sync::OnceLock<Owner>; MAX_OWNERS],
 }
 
+/// What is said when an [`AnnotationLayer`] cannot be reached through its subscriber.
+#[cfg(feature = "otlp")]
+const HIDDEN: &str = "the OpenTelemetry layer (`OtlpPipeline::layer()`, or an `AnnotationLayer` \
+     with its OpenTelemetry layer) is inside a layer that hides it from the subscriber, such \
+     as `tracing_subscriber::reload`: exported spans will lack the tables' names and numbers, \
+     and request records their trace ids (the tables, records and metrics are unaffected). \
+     Add it to the subscriber outside `reload`.";
+
 /// Metrics layers with annotations one [`AnnotationLayer`] serves at most.
 #[cfg(feature = "otlp")]
 const MAX_OWNERS: usize = 4;
@@ -154,6 +162,12 @@ where
 {
     fn on_register_dispatch(&self, subscriber: &tracing::Dispatch) {
         let _ = self.dispatch.set(subscriber.downgrade());
+        if subscriber.downcast_ref::<AnnotationLayer>().is_none() {
+            // Told of the subscriber but not reachable through it: inside a layer that
+            // refuses downcasts, as `reload` does. The OpenTelemetry layer beside it cannot
+            // be reached either, and its spans' context is what annotating needs.
+            crate::diagnostics::warn_soon(subscriber, vec![HIDDEN.to_owned()]);
+        }
         // The metrics layers register themselves; one that is not told of the subscriber
         // (inside an `Option`) is found from here.
         if let Some(metrics) = subscriber.downcast_ref::<super::OmniMetricsLayer>() {

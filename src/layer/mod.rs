@@ -285,9 +285,6 @@ fn lock(link: &RequestLink) -> std::sync::MutexGuard<'_, RequestAcc> {
 
 impl Inner {
     /// Says, once, what the builder could not read in the environment, into `subscriber`.
-    ///
-    /// From a short-lived thread: the layer is being registered, inside tracing-core's
-    /// registry of dispatchers, where an event of a new callsite would deadlock.
     fn report_warnings(&self, subscriber: &tracing::Dispatch) {
         let warnings = std::mem::take(
             &mut *self
@@ -295,25 +292,7 @@ impl Inner {
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner),
         );
-        if warnings.is_empty() {
-            return;
-        }
-        let dispatch = subscriber.downgrade();
-        let _ = std::thread::Builder::new()
-            .name("omni-metrics-report".into())
-            .spawn(move || {
-                if let Some(dispatch) = dispatch.upgrade() {
-                    tracing::dispatcher::with_default(&dispatch, || {
-                        // Waits for the registration to finish (it holds tracing-core's
-                        // lock of dispatchers), then sets the maximum level with this
-                        // subscriber in it: before that, a WARN event may be dropped.
-                        tracing_core::callsite::rebuild_interest_cache();
-                        for warning in warnings {
-                            tracing::warn!(target: "omni_metrics::diagnostics", "{warning}");
-                        }
-                    });
-                }
-            });
+        diagnostics::warn_soon(subscriber, warnings);
     }
 
     /// Runs a sink call so that a panicking sink cannot unwind into the engine's `drop` of a

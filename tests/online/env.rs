@@ -3,13 +3,13 @@
 //! itself with `OMNI_TEST_CHILD` naming the test.
 
 use std::process::{Command, Output};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use omni_metrics::OmniMetricsLayer;
 use tracing_subscriber::prelude::*;
 
 use crate::support::{Harness, SharedBuf, Status};
+use crate::warnings::Warnings;
 
 const CHILD: &str = "OMNI_TEST_CHILD";
 
@@ -44,45 +44,6 @@ fn run_child(name: &str, env: &[(&str, &str)]) -> String {
     );
     assert!(stderr.contains("child scenario done"), "{stderr}");
     stderr
-}
-
-/// Collects the messages of WARN events of target `omni_metrics::diagnostics`.
-#[derive(Clone, Default)]
-struct Warnings(Arc<Mutex<Vec<String>>>);
-
-impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Warnings {
-    fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
-        if event.metadata().target() != "omni_metrics::diagnostics" {
-            return;
-        }
-        struct Msg(String);
-        impl tracing::field::Visit for Msg {
-            fn record_debug(&mut self, f: &tracing::field::Field, v: &dyn std::fmt::Debug) {
-                if f.name() == "message" {
-                    self.0 = format!("{v:?}");
-                }
-            }
-        }
-        let mut msg = Msg(String::new());
-        event.record(&mut msg);
-        if let Ok(mut m) = self.0.lock() {
-            m.push(msg.0);
-        }
-    }
-}
-
-impl Warnings {
-    /// Waits (at most 10 s) for `n` warnings; returns those seen.
-    fn wait_for(&self, n: usize) -> Vec<String> {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let seen = self.0.lock().map(|m| m.clone()).unwrap_or_default();
-            if seen.len() >= n || Instant::now() > deadline {
-                return seen;
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
-    }
 }
 
 #[test]

@@ -7,3 +7,5 @@ mod concurrency;
 mod console;
 mod env;
 mod support;
+#[path = "../support/warnings.rs"]
+mod warnings;

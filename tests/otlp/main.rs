@@ -11,6 +11,8 @@ mod detail;
 mod metrics;
 #[path = "../support/otlp_points.rs"]
 mod otlp_points;
+#[path = "../support/warnings.rs"]
+mod warnings;
 
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
@@ -620,6 +622,39 @@ fn a_request_closed_under_another_current_subscriber_keeps_its_own_trace() {
         let id = r.trace_id.as_deref().expect("a trace id");
         assert!(requests.iter().any(|s| hex(&s.trace_id) == id), "{id}");
     }
+}
+
+/// An OpenTelemetry layer inside `reload` cannot be reached for its spans' context (the
+/// reload layer refuses downcasts), so its spans go out without the tables' names and
+/// numbers: that is said once, with what to do, and the tables and records are whole.
+#[test]
+fn an_otel_layer_inside_reload_is_said_once_and_the_records_are_whole() {
+    let receiver = GrpcReceiver::start();
+    let pipeline = pipeline_to(&receiver);
+    let (metrics, capture) = annotating_metrics();
+    let warnings = warnings::Warnings::default();
+    let (hidden, _reload) = tracing_subscriber::reload::Layer::new(pipeline.layer());
+    let subscriber = tracing_subscriber::registry()
+        .with(metrics)
+        .with(hidden)
+        .with(warnings.clone());
+    tracing::subscriber::with_default(subscriber, || {
+        pipeline_requests();
+        pipeline_requests();
+    });
+    pipeline
+        .into_guard()
+        .shutdown()
+        .expect("every span exported");
+    let said = warnings.wait_for(1);
+    assert_eq!(said.len(), 1, "said once: {said:?}");
+    assert!(
+        said[0].contains("tracing_subscriber::reload") && said[0].contains("outside `reload`"),
+        "{}",
+        said[0]
+    );
+    assert_eq!(capture.requests().len(), 6, "every request recorded");
+    assert!(!receiver.spans().is_empty(), "the spans are still exported");
 }
 
 /// Runs the example as a real process with the standard variables, exporting to `receiver`.
