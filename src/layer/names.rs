@@ -45,27 +45,41 @@ thread_local! {
 /// exported stage span.
 #[inline]
 pub(super) fn stage(stage_id: u64, stage_name: Option<&Arc<str>>) -> Cow<'static, str> {
-    by_key(Key::Stage(stage_id, stage_name.cloned()), |out| {
-        let _ = match stage_name {
-            Some(n) => write!(out, "stage {stage_id} {n}"),
-            None => write!(out, "stage {stage_id}"),
-        };
-    })
+    by_key(
+        |key| matches!(key, Key::Stage(id, name) if *id == stage_id && name.as_ref() == stage_name),
+        || Key::Stage(stage_id, stage_name.cloned()),
+        |out| {
+            let _ = match stage_name {
+                Some(n) => write!(out, "stage {stage_id} {n}"),
+                None => write!(out, "stage {stage_id}"),
+            };
+        },
+    )
 }
 
 /// `transfer {from}->{to}`, the readable name of an exported transfer span.
 #[inline]
 pub(super) fn transfer(from: u64, to: u64) -> Cow<'static, str> {
-    by_key(Key::Transfer(from, to), |out| {
-        let _ = write!(out, "transfer {from}->{to}");
-    })
+    by_key(
+        |key| *key == Key::Transfer(from, to),
+        || Key::Transfer(from, to),
+        |out| {
+            let _ = write!(out, "transfer {from}->{to}");
+        },
+    )
 }
 
-fn by_key(key: Key, write: impl Fn(&mut String)) -> Cow<'static, str> {
+/// The name whose key `is` matches; else written by `write` and kept under `key()` (the key
+/// is only made then: a stage name's `Arc` is not cloned per span).
+fn by_key(
+    is: impl Fn(&Key) -> bool,
+    key: impl FnOnce() -> Key,
+    write: impl Fn(&mut String),
+) -> Cow<'static, str> {
     let known = BY_KEY
         .try_with(|names| {
             let names = names.try_borrow().ok()?;
-            names.iter().find(|(k, _)| *k == key).map(|(_, n)| *n)
+            names.iter().find(|(k, _)| is(k)).map(|(_, n)| *n)
         })
         .ok()
         .flatten();
@@ -77,7 +91,7 @@ fn by_key(key: Key, write: impl Fn(&mut String)) -> Cow<'static, str> {
         let _ = BY_KEY.try_with(|names| {
             if let Ok(mut names) = names.try_borrow_mut() {
                 if names.len() < THREAD_CACHE {
-                    names.push((key, name));
+                    names.push((key(), name));
                 }
             }
         });
