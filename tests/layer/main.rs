@@ -7,3 +7,5 @@ mod identities;
 mod issue6;
 mod seed;
 mod support;
+#[path = "../support/warnings.rs"]
+mod warnings;

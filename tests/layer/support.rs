@@ -1,11 +1,10 @@
 //! Shared helpers: a scoped subscriber with the real layer, a manual clock and a capture.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
-
 use omni_metrics::clock::ManualClock;
 use omni_metrics::report::CaptureSink;
 use omni_metrics::{Builder, MetricsHandle, OmniMetricsLayer};
+
+use crate::warnings::Warnings;
 use tracing::Dispatch;
 use tracing_subscriber::prelude::*;
 
@@ -85,35 +84,6 @@ pub(crate) fn assert_close(a: f64, b: f64, what: &str) {
     assert!((a - b).abs() <= tol, "{what}: {a} != {b}");
 }
 
-/// Collects the layer's diagnostics (WARN events, target `omni_metrics::diagnostics`).
-#[derive(Clone, Default)]
-pub(crate) struct Warnings {
-    pub(crate) messages: Arc<Mutex<Vec<String>>>,
-    count: Arc<AtomicUsize>,
-}
-
-impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Warnings {
-    fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
-        if event.metadata().target() != "omni_metrics::diagnostics" {
-            return;
-        }
-        struct Msg(String);
-        impl tracing::field::Visit for Msg {
-            fn record_debug(&mut self, f: &tracing::field::Field, v: &dyn std::fmt::Debug) {
-                if f.name() == "message" {
-                    self.0 = format!("{v:?}");
-                }
-            }
-        }
-        let mut msg = Msg(String::new());
-        event.record(&mut msg);
-        self.count.fetch_add(1, Ordering::SeqCst);
-        if let Ok(mut m) = self.messages.lock() {
-            m.push(msg.0);
-        }
-    }
-}
-
 /// The real layer with a manual clock, a capture and the diagnostics collected.
 pub(crate) struct Diagnosed {
     pub(crate) clock: ManualClock,
@@ -162,11 +132,7 @@ impl Diagnosed {
     }
 
     pub(crate) fn messages(&self) -> Vec<String> {
-        self.warnings
-            .messages
-            .lock()
-            .map(|m| m.clone())
-            .unwrap_or_default()
+        self.warnings.messages()
     }
 
     #[track_caller]

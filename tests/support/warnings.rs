@@ -30,11 +30,18 @@ impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Warnings {
 }
 
 impl Warnings {
+    /// The messages so far.
+    #[allow(dead_code)] // not every test target reads them without waiting
+    pub(crate) fn messages(&self) -> Vec<String> {
+        self.0.lock().map(|m| m.clone()).unwrap_or_default()
+    }
+
     /// Waits (at most 10 s) for `n` warnings; returns those seen.
+    #[allow(dead_code)] // not every test target waits
     pub(crate) fn wait_for(&self, n: usize) -> Vec<String> {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            let seen = self.0.lock().map(|m| m.clone()).unwrap_or_default();
+            let seen = self.messages();
             if seen.len() >= n || Instant::now() > deadline {
                 return seen;
             }
