@@ -17,6 +17,10 @@
 //!   public API costs (one `get_otel_context`, one name and one `set_attributes` of as many
 //!   numbers as the metrics layer sets, per request, stage and transfer span; nothing
 //!   measured or computed): the part of `both / otel` no metrics layer can remove;
+//! - `deferred-floor`: not this crate's layer, but the least a layer that moved its work off
+//!   the engine's thread would still cost it: per `omni.*` span, a clock read and the
+//!   fields copied into a per-thread buffer at open, `record` and close (see
+//!   [`DeferredFloor`]);
 //! - `foreign`: 10 spans that are not `omni.*`, with and without the layer;
 //! - 1 and 2 threads for `base` and `layer`.
 //!
@@ -176,6 +180,121 @@ where
     }
 }
 
+/// The least a layer that defers its work costs the engine's thread, to know what that
+/// design could reach before building it: for each `omni.*` span, a clock read and its
+/// fields copied into a per-thread buffer of events when it opens, records and closes; a
+/// full buffer would be handed to another thread whole (here it is cleared). Nothing is
+/// merged, computed or reported. It has no filter for foreign spans at `record` and close
+/// (the workload has none).
+struct DeferredFloor {
+    clock: omni_metrics::clock::MonotonicClock,
+}
+
+/// One hook's copy: the span, its parent, the time and up to 6 numeric fields; text
+/// fields go to a per-thread byte arena.
+#[derive(Clone, Copy, Default)]
+#[allow(dead_code)] // read by the thread the buffer would be handed to
+struct SpanEvent {
+    id: u64,
+    parent: u64,
+    at: u64,
+    kind: u8,
+    len: u8,
+    fields: [(u8, u64); 6],
+}
+
+thread_local! {
+    static EVENTS: std::cell::RefCell<(Vec<SpanEvent>, Vec<u8>)> =
+        std::cell::RefCell::new((Vec::with_capacity(4096), Vec::with_capacity(1 << 16)));
+}
+
+impl tracing::field::Visit for SpanEvent {
+    fn record_u64(&mut self, field: &tracing::field::Field, value: u64) {
+        if let Some(slot) = self.fields.get_mut(usize::from(self.len)) {
+            *slot = (field.index() as u8, value);
+            self.len += 1;
+        }
+    }
+
+    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+        let _ = EVENTS.try_with(|events| {
+            let arena = &mut events.borrow_mut().1;
+            if arena.len() + value.len() > arena.capacity() {
+                arena.clear();
+            }
+            arena.push(field.index() as u8);
+            arena.extend_from_slice(value.as_bytes());
+        });
+    }
+
+    fn record_debug(&mut self, _: &tracing::field::Field, _: &dyn std::fmt::Debug) {}
+}
+
+impl DeferredFloor {
+    fn push(&self, mut event: SpanEvent, values: impl FnOnce(&mut SpanEvent)) {
+        event.at = omni_metrics::clock::Clock::now_ns(&self.clock);
+        values(&mut event);
+        let _ = EVENTS.try_with(|events| {
+            let events = &mut events.borrow_mut().0;
+            if events.len() == events.capacity() {
+                events.clear();
+            }
+            events.push(event);
+        });
+    }
+}
+
+impl<S> tracing_subscriber::Layer<S> for DeferredFloor
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+{
+    fn on_new_span(
+        &self,
+        attrs: &tracing::span::Attributes<'_>,
+        id: &tracing::span::Id,
+        ctx: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        if !attrs.metadata().name().starts_with("omni.") {
+            return;
+        }
+        let parent = match attrs.parent() {
+            Some(p) => p.into_u64(),
+            None if attrs.is_contextual() => ctx.current_span().id().map_or(0, |p| p.into_u64()),
+            None => 0,
+        };
+        let event = SpanEvent {
+            id: id.into_u64(),
+            parent,
+            kind: 1,
+            ..SpanEvent::default()
+        };
+        self.push(event, |e| attrs.record(e));
+    }
+
+    fn on_record(
+        &self,
+        id: &tracing::span::Id,
+        values: &tracing::span::Record<'_>,
+        _: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        let event = SpanEvent {
+            id: id.into_u64(),
+            kind: 2,
+            ..SpanEvent::default()
+        };
+        self.push(event, |e| values.record(e));
+    }
+
+    fn on_close(&self, id: tracing::span::Id, _: tracing_subscriber::layer::Context<'_, S>) {
+        let event = SpanEvent {
+            id: id.into_u64(),
+            kind: 3,
+            ..SpanEvent::default()
+        };
+        self.push(event, |_| {});
+    }
+}
+
 /// The subscriber of a configuration, or `None` for an unknown one.
 fn dispatch(config: &str) -> Option<Dispatch> {
     let registry = tracing_subscriber::registry;
@@ -183,6 +302,9 @@ fn dispatch(config: &str) -> Option<Dispatch> {
         "base" | "foreign-base" => Dispatch::new(registry().with(Identity::new())),
         "layer" | "foreign-layer" => Dispatch::new(registry().with(metrics_layer(false))),
         "layer-noagg" => Dispatch::new(registry().with(metrics_layer_with(false, false))),
+        "deferred-floor" => Dispatch::new(registry().with(DeferredFloor {
+            clock: omni_metrics::clock::MonotonicClock::new(),
+        })),
         #[cfg(feature = "otlp")]
         "otel" => Dispatch::new(registry().with(otel_layer())),
         #[cfg(feature = "otlp")]
@@ -327,6 +449,7 @@ fn main() {
         "layer@2",
         "foreign-base",
         "foreign-layer",
+        "deferred-floor",
     ];
     if cfg!(feature = "otlp") {
         cases.extend(["otel", "both", "both-noann", "otel-floor"]);
@@ -379,6 +502,12 @@ fn main() {
         "added / baseline",
         "<= 0.8x (aim 0.5x)",
         per_round(&|r| Some((get(r, "layer")? - get(r, "base")?) / get(r, "base")?)),
+        "x",
+    );
+    row(
+        "deferred floor (clock + copy per hook, nothing merged): added / baseline",
+        "",
+        per_round(&|r| Some((get(r, "deferred-floor")? - get(r, "base")?) / get(r, "base")?)),
         "x",
     );
     row(
