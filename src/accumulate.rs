@@ -186,12 +186,6 @@ impl RequestAcc {
             edges = r.transfers;
             edges.clear();
         }
-        if let Some(mut id) = self.request_id.take() {
-            if spare.len() < 2 {
-                id.clear();
-                spare.push(id);
-            }
-        }
         let mut sides = std::mem::take(&mut self.sides);
         sides.clear();
         *self = Self {
@@ -404,7 +398,6 @@ impl RequestAcc {
                 s.output_units = units;
                 s.first_output_ns = first_ns;
                 s.last_output_ns = first_ns.map(|_| last_ns);
-                s.explicit_first_output = rare.first_output_override_ms.is_some();
                 s.time_to_first_output_ms = rare.first_output_override_ms.or_else(|| {
                     first_ns.map(|first| stats::time_to_first_output_ms(s.start_ns, first))
                 });

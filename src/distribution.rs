@@ -383,8 +383,17 @@ impl DistributionRecorder {
             if let Some(ms) = s.time_to_first_output_ms {
                 self.record(Quantity::StageFirstOutput(s.stage_id), ms);
             }
-            for gap in &s.inter_output_gaps_ms {
-                self.record(Quantity::StageInterOutput(s.stage_id), *gap);
+            // One series lookup for all the stage's gaps (the lookup's hint is for the
+            // next quantity, not the same one again).
+            let mut gaps = s
+                .inter_output_gaps_ms
+                .iter()
+                .filter_map(|ms| to_us(*ms))
+                .peekable();
+            if gaps.peek().is_some() {
+                if let Some(series) = self.series_mut(Quantity::StageInterOutput(s.stage_id)) {
+                    gaps.for_each(|us| series.record(us));
+                }
             }
         }
         for e in &request.transfers {

@@ -107,10 +107,10 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// Hashes the registry's keys, which are unique integers already: a multiply, not SipHash
-/// (no key comes from outside the process).
+/// Hashes keys that are unique integers already (span ids, the open registry's keys): a
+/// multiply, not SipHash (no key comes from outside the process).
 #[derive(Clone, Copy, Debug, Default)]
-struct KeyHash;
+pub(crate) struct KeyHash;
 
 impl std::hash::BuildHasher for KeyHash {
     type Hasher = KeyHasher;
@@ -120,7 +120,7 @@ impl std::hash::BuildHasher for KeyHash {
 }
 
 #[derive(Debug)]
-struct KeyHasher(u64);
+pub(crate) struct KeyHasher(u64);
 
 impl std::hash::Hasher for KeyHasher {
     fn finish(&self) -> u64 {

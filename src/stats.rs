@@ -355,9 +355,6 @@ pub struct StageRequestStats {
     /// When the stage's last `omni.output` came, in ns of the layer's clock.
     #[serde(skip)]
     pub last_output_ns: Option<u64>,
-    /// Whether `time_to_first_output_ms` was given explicitly (it then wins over events).
-    #[serde(skip)]
-    pub explicit_first_output: bool,
     /// When the stage's first span started, in ns of the layer's clock.
     #[serde(skip)]
     pub start_ns: u64,

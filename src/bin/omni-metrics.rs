@@ -170,8 +170,8 @@ fn report(args: ReportArgs) -> ExitCode {
         Format::Table => replay.with_sink(ConsoleSink::new(std::io::stdout(), !args.summary_only)),
         Format::Jsonl => replay.with_sink(JsonLinesSink::new(std::io::stdout())),
     };
-    let capture = args.html.as_ref().map(|_| CaptureSink::new());
-    if let Some(capture) = &capture {
+    let html = args.html.as_ref().map(|path| (path, CaptureSink::new()));
+    if let Some((_, capture)) = &html {
         replay = replay.with_sink(capture.clone());
     }
     let stats = replay.run_inputs(inputs, format, &mut on_error);
@@ -185,10 +185,7 @@ fn report(args: ReportArgs) -> ExitCode {
         );
         return ExitCode::FAILURE;
     }
-    let html_ok = match (&args.html, &capture) {
-        (Some(path), Some(capture)) => write_html(path, capture),
-        _ => true,
-    };
+    let html_ok = html.is_none_or(|(path, capture)| write_html(path, &capture));
 
     eprintln!(
         "omni-metrics: {} spans in {} traces from {} file{}: {} requests, {} runs",
@@ -261,18 +258,17 @@ fn report(args: ReportArgs) -> ExitCode {
 /// requests, each its own scope, only when they are all there is); `false` on a failure,
 /// said on stderr.
 fn write_html(path: &std::path::Path, capture: &CaptureSink) -> bool {
-    let requests = capture.requests();
     let summaries = capture.summaries();
+    // Grouped once: online requests are a scope each, so a scan per scope is quadratic.
+    let mut by_scope: std::collections::HashMap<String, Vec<_>> = Default::default();
+    for r in capture.requests() {
+        by_scope.entry(r.scope.clone()).or_default().push(r);
+    }
+    let of_scope = |scope: &str| by_scope.get(scope).map_or(&[][..], Vec::as_slice);
     // Scopes of more than one request first; single online requests only if nothing else.
     let mut scopes: Vec<_> = summaries
         .iter()
-        .filter(|s| {
-            requests
-                .iter()
-                .filter(|r| r.scope == s.scope)
-                .nth(1)
-                .is_some()
-        })
+        .filter(|s| of_scope(&s.scope).len() > 1)
         .collect();
     if scopes.is_empty() {
         scopes = summaries.iter().collect();
@@ -288,12 +284,7 @@ fn write_html(path: &std::path::Path, capture: &CaptureSink) -> bool {
     }
     let mut ok = true;
     for summary in scopes {
-        let of_scope: Vec<_> = requests
-            .iter()
-            .filter(|r| r.scope == summary.scope)
-            .cloned()
-            .collect();
-        match omni_metrics::report::html::write(path, summary, &of_scope) {
+        match omni_metrics::report::html::write(path, summary, of_scope(&summary.scope)) {
             Ok(written) => eprintln!("omni-metrics: wrote {}", written.display()),
             Err(e) => {
                 eprintln!("omni-metrics: {e}");

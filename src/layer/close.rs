@@ -11,7 +11,7 @@ use tracing_subscriber::registry::LookupSpan;
 
 use super::annotate::{AnnotateVia, STAGE_KEYS};
 use super::state::{self, RequestLink, RequestSpan, RunSpan, StageSpan, TransferSpan};
-use super::table::{Slot, Table};
+use super::table::Slot;
 use super::{Annotation, Inner, Num, lock, lock_run, names};
 use crate::accumulate::{RequestAcc, ScopeAcc};
 use crate::diagnostics::{Issue, IssueSet};
@@ -39,7 +39,6 @@ impl Inner {
     #[inline]
     pub(super) fn close<S>(
         &self,
-        table: &Table,
         slot: Slot,
         id: &Id,
         ctx: &Context<'_, S>,
@@ -64,27 +63,16 @@ impl Inner {
                 let trace_id = trace.and_then(|d| crate::otlp::trace_id(d, id));
                 #[cfg(not(feature = "otlp"))]
                 let trace_id = trace.and(None);
-                let named = request.named;
-                self.close_request(id, named, request, now, via, trace_id);
+                self.close_request(id, request, now, via, trace_id);
             }
             Slot::Run(run) => self.close_run(run, id, ctx, via),
             Slot::Batch(batch) => {
                 // A mistyped batch field is said like any other.
                 self.shared.diagnostics.record(batch.issues());
             }
-            Slot::Leaf(leaf) => {
-                let now = self.clock.now();
-                let placed = leaf.parent.is_some_and(|p| {
-                    table
-                        .with(p, |slot| {
-                            super::open::leaf_event(leaf.kind, slot, now, false)
-                        })
-                        .unwrap_or(false)
-                });
-                if !placed {
-                    self.misplaced_leaf(table, id, ctx);
-                }
-            }
+            // Closed by the layer's own `on_close` (an `AnnotationLayer` takes only
+            // annotated spans).
+            Slot::Leaf(_) => {}
         }
     }
 
@@ -249,7 +237,6 @@ impl Inner {
     fn close_request(
         &self,
         id: &Id,
-        named: bool,
         request: RequestSpan,
         now: u64,
         via: AnnotateVia<'_>,
@@ -262,7 +249,7 @@ impl Inner {
             issues,
             acc: mut link,
             open_key,
-            ..
+            named,
         } = request;
         self.shared.request_closed(open_key);
         let done = Done {

@@ -104,13 +104,9 @@ impl FieldValue<'_> {
 
     /// Text (names, ids); numbers are written out.
     pub(super) fn to_text(&self) -> String {
-        match *self {
-            FieldValue::Str(s) => s.to_owned(),
-            FieldValue::U64(v) => v.to_string(),
-            FieldValue::I64(v) => v.to_string(),
-            FieldValue::F64(v) => v.to_string(),
-            FieldValue::Bool(v) => v.to_string(),
-        }
+        let mut text = String::new();
+        self.write_text(&mut text);
+        text
     }
 }
 

@@ -312,17 +312,11 @@ impl Inner {
 
 impl OmniMetricsLayer {
     /// This copy's subscriber, when annotations are on and it is known.
-    #[cfg(feature = "otlp")]
     fn annotation_dispatch(&self) -> Option<tracing::Dispatch> {
         if !self.inner.annotations {
             return None;
         }
-        crate::otlp::dispatch_of_layer(self, &self.dispatch)
-    }
-
-    #[cfg(not(feature = "otlp"))]
-    fn annotation_dispatch(&self) -> Option<tracing::Dispatch> {
-        None
+        self.registered_dispatch()
     }
 
     /// This copy's subscriber, when known (for trace ids).
@@ -371,25 +365,31 @@ impl OmniMetricsLayer {
         let Some(slot) = map.remove(key) else {
             return;
         };
-        // A timing child's parent is usually in the same shard: one lock for both.
-        if let Slot::Leaf(leaf) = &slot {
-            if let Some(parent) = leaf.parent.filter(|p| Table::same_shard(key, *p)) {
-                let now = self.inner.clock.now();
-                let placed = map
-                    .get_mut(&parent)
-                    .is_some_and(|p| open::leaf_event(leaf.kind, p, now, false));
-                drop(map);
-                if !placed {
-                    self.inner.misplaced_leaf(&self.table, &id, ctx);
+        // A timing child adds to its parent: under the same lock when both are in one
+        // shard (the usual case).
+        if let Slot::Leaf(leaf) = slot {
+            let now = self.inner.clock.now();
+            let placed = match leaf.parent {
+                Some(p) => map
+                    .with_parent(&self.table, key, p, |parent| {
+                        open::leaf_event(leaf.kind, parent, now, false)
+                    })
+                    .unwrap_or(false),
+                None => {
+                    drop(map);
+                    false
                 }
-                return;
+            };
+            if !placed {
+                self.inner.misplaced_leaf(&self.table, &id, ctx);
             }
+            return;
         }
         drop(map);
-        let via = match slot {
-            Slot::Leaf(_) | Slot::Batch(_) => None,
-            _ => self.annotation_dispatch(),
-        };
+        let via = slot
+            .annotated()
+            .then(|| self.annotation_dispatch())
+            .flatten();
         // A request's trace id, for its record and the metrics' exemplars: readable
         // here when this layer runs before the OpenTelemetry layer.
         let trace = match (&slot, &via) {
@@ -397,7 +397,7 @@ impl OmniMetricsLayer {
             _ => None,
         };
         self.inner
-            .close(&self.table, slot, &id, ctx, via.as_ref(), trace.as_ref());
+            .close(slot, &id, ctx, via.as_ref(), trace.as_ref());
     }
 }
 

@@ -1,13 +1,11 @@
 //! Readable names of exported spans that repeat on every request ("stage 0 thinker",
 //! "transfer 0->1"), made once per process: naming an exported span then allocates nothing.
 //!
-//! The names live in a process-wide set of at most [`MAX_NAMES`] leaked strings (a few KiB);
-//! each thread keeps the ones it used in a small cache, so the set's lock is taken only on a
-//! thread's first use of a name. Beyond the bound, a name is formatted each time.
-//!
-//! Stage and transfer names are found by their numbers ([`stage`], [`transfer`]) in a
-//! per-thread list, without formatting: formatting and comparing the text cost about 500
-//! instructions per exported span.
+//! The names live in a process-wide set of at most [`MAX_NAMES`] leaked strings (a few KiB).
+//! Each thread finds the stage and transfer names it used by their numbers ([`stage`],
+//! [`transfer`]) in a small list of its own, without formatting (formatting and comparing
+//! the text cost about 500 instructions per exported span), so the set's lock is taken only
+//! on a thread's first use of a name. Beyond the bound, a name is formatted each time.
 
 use std::borrow::Cow;
 use std::cell::RefCell;
@@ -22,7 +20,6 @@ const THREAD_CACHE: usize = 64;
 static NAMES: Mutex<Vec<&'static str>> = Mutex::new(Vec::new());
 
 thread_local! {
-    static CACHE: RefCell<Vec<&'static str>> = const { RefCell::new(Vec::new()) };
     /// Where a name is written before it is looked up: no allocation for a known name.
     static SCRATCH: RefCell<String> = const { RefCell::new(String::new()) };
 }
@@ -119,38 +116,18 @@ pub(super) fn repeated(write: impl Fn(&mut String)) -> Cow<'static, str> {
 }
 
 fn lookup(text: &str) -> Cow<'static, str> {
-    let cached = CACHE
-        .try_with(|cache| {
-            let cache = cache.try_borrow().ok()?;
-            cache.iter().find(|n| **n == text).copied()
-        })
-        .ok()
-        .flatten();
-    if let Some(name) = cached {
-        return Cow::Borrowed(name);
-    }
-    let name = {
-        let Ok(mut all) = NAMES.lock() else {
-            return Cow::Owned(text.to_owned());
-        };
-        match all.iter().find(|n| **n == text) {
-            Some(name) => *name,
-            None if all.len() < MAX_NAMES => {
-                let name: &'static str = Box::leak(text.to_owned().into_boxed_str());
-                all.push(name);
-                name
-            }
-            None => return Cow::Owned(text.to_owned()),
-        }
+    let Ok(mut all) = NAMES.lock() else {
+        return Cow::Owned(text.to_owned());
     };
-    let _ = CACHE.try_with(|cache| {
-        if let Ok(mut cache) = cache.try_borrow_mut() {
-            if cache.len() < THREAD_CACHE {
-                cache.push(name);
-            }
+    match all.iter().find(|n| **n == text) {
+        Some(name) => Cow::Borrowed(*name),
+        None if all.len() < MAX_NAMES => {
+            let name: &'static str = Box::leak(text.to_owned().into_boxed_str());
+            all.push(name);
+            Cow::Borrowed(name)
         }
-    });
-    Cow::Borrowed(name)
+        None => Cow::Owned(text.to_owned()),
+    }
 }
 
 #[cfg(test)]

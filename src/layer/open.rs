@@ -230,17 +230,8 @@ impl Inner {
             if !map.insert(key, Slot::Leaf(LeafSpan { kind, parent })) {
                 return;
             }
-            match parent {
-                Some(p) if Table::same_shard(key, p) => {
-                    if let Some(slot) = map.get_mut(&p) {
-                        leaf_event(kind, slot, now, true);
-                    }
-                }
-                Some(p) => {
-                    drop(map);
-                    table.with(p, |slot| leaf_event(kind, slot, now, true));
-                }
-                None => {}
+            if let Some(p) = parent {
+                map.with_parent(table, key, p, |slot| leaf_event(kind, slot, now, true));
             }
             return;
         }

@@ -56,7 +56,6 @@ pub(super) enum Slot {
 impl Slot {
     /// Whether the span gets names and numbers on its exported span (closed by an
     /// [`AnnotationLayer`](crate::otlp::AnnotationLayer) when there is one).
-    #[cfg_attr(not(feature = "otlp"), allow(dead_code))]
     pub(super) fn annotated(&self) -> bool {
         matches!(
             self,
@@ -65,37 +64,7 @@ impl Slot {
     }
 }
 
-/// Hashes span ids, which are unique integers already: a multiply, not SipHash.
-#[derive(Clone, Copy, Debug, Default)]
-pub(super) struct IdHash;
-
-impl std::hash::BuildHasher for IdHash {
-    type Hasher = IdHasher;
-    fn build_hasher(&self) -> IdHasher {
-        IdHasher(0)
-    }
-}
-
-#[derive(Debug)]
-pub(super) struct IdHasher(u64);
-
-impl std::hash::Hasher for IdHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.0 = (self.0.rotate_left(8) ^ u64::from(*b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        }
-    }
-
-    fn write_u64(&mut self, n: u64) {
-        self.0 = (self.0 ^ n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    }
-}
-
-pub(super) type Map = HashMap<Key, Slot, IdHash>;
+pub(super) type Map = HashMap<Key, Slot, crate::handle::KeyHash>;
 
 /// A shard on its own cache lines, with its region of the open-span filter.
 #[derive(Debug, Default)]
@@ -155,6 +124,25 @@ impl Locked<'_> {
         let slot = self.map.remove(&key)?;
         self.live.closed(key);
         Some(slot)
+    }
+
+    /// Runs `f` on the state of `parent`, the parent of `key` (this guard's span): under
+    /// this lock when both are in one shard, else after releasing it. The lock is released
+    /// either way when this returns.
+    #[inline]
+    pub(super) fn with_parent<R>(
+        mut self,
+        table: &Table,
+        key: Key,
+        parent: Key,
+        f: impl FnOnce(&mut Slot) -> R,
+    ) -> Option<R> {
+        if Table::same_shard(key, parent) {
+            self.get_mut(&parent).map(f)
+        } else {
+            drop(self);
+            table.with(parent, f)
+        }
     }
 }
 

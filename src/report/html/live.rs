@@ -54,15 +54,21 @@ impl HtmlLane {
         let Some(rows) = self.runs.remove(s.scope.as_str()) else {
             return Ok(());
         };
-        let html = super::render_rows(s, rows);
-        let path = path_for(&self.path, &s.scope);
-        write_replacing(&path, html.as_bytes()).map_err(|e| {
-            io::Error::new(
-                e.kind(),
-                format!("cannot write the HTML report `{}`: {e}", path.display()),
-            )
-        })
+        write_page(&self.path, &s.scope, &super::render_rows(s, rows)).map(drop)
     }
+}
+
+/// Writes `html` to `path` with `{scope}` replaced ([`path_for`]), whole or not at all
+/// ([`write_replacing`]); returns the path written, or an error naming it.
+pub(crate) fn write_page(path: &Path, scope: &str, html: &str) -> io::Result<PathBuf> {
+    let path = path_for(path, scope);
+    write_replacing(&path, html.as_bytes()).map_err(|e| {
+        io::Error::new(
+            e.kind(),
+            format!("cannot write the HTML report `{}`: {e}", path.display()),
+        )
+    })?;
+    Ok(path)
 }
 
 /// `path` with `{scope}` replaced by the scope, made safe as a file name: ASCII letters,

@@ -86,14 +86,7 @@ pub fn write(
     summary: &OverallSummary,
     requests: &[RequestE2EStats],
 ) -> std::io::Result<std::path::PathBuf> {
-    let path = live::path_for(path, &summary.scope);
-    live::write_replacing(&path, render(summary, requests).as_bytes()).map_err(|e| {
-        std::io::Error::new(
-            e.kind(),
-            format!("cannot write the HTML report `{}`: {e}", path.display()),
-        )
-    })?;
-    Ok(path)
+    live::write_page(path, &summary.scope, &render(summary, requests))
 }
 
 /// The HTML report of one scope: `summary` and its `requests`, as one self-contained page.
