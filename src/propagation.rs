@@ -278,10 +278,7 @@ impl Remote {
         self.adopt(&span);
         let transfer = Transfer::from_span(span);
         let rx = transfer.rx_decode();
-        RemoteRx {
-            rx: Some(rx),
-            transfer: Some(transfer),
-        }
+        RemoteRx { _rx: rx, transfer }
     }
 
     /// Sets the remote parent before the span starts (it cannot be set later).
@@ -301,21 +298,15 @@ impl Remote {
 #[derive(Debug)]
 #[must_use = "the decode's time ends when this is dropped"]
 pub struct RemoteRx {
-    rx: Option<Timing>,
-    transfer: Option<Transfer>,
+    // Held to be dropped: fields drop in order, so the decode ends before the transfer.
+    _rx: Timing,
+    transfer: Transfer,
 }
 
 impl RemoteRx {
     /// The transfer's span (its `size_bytes` can be recorded through [`RemoteRx::transfer`]).
     pub fn transfer(&self) -> Option<&Transfer> {
-        self.transfer.as_ref()
-    }
-}
-
-impl Drop for RemoteRx {
-    fn drop(&mut self) {
-        drop(self.rx.take());
-        drop(self.transfer.take());
+        Some(&self.transfer)
     }
 }
 

@@ -8,8 +8,8 @@
 //!   the user and are dropped; the engine's own spans keep theirs.
 
 use std::sync::Arc;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use opentelemetry::trace::SpanKind;
@@ -31,15 +31,26 @@ pub struct ExportStats {
     timed_out: AtomicU64,
     failed_batches: AtomicU64,
     max_queue: u64,
-    reports: Mutex<LossReports>,
+    reports: LossReports<(u64, u64, u64)>,
 }
 
+/// When losses were last logged, and what they were: the first is said at once, a change
+/// at most every [`LOSS_REPORT_INTERVAL`] after.
 #[derive(Debug, Default)]
-struct LossReports {
-    /// When a loss was last logged; `None` before the first.
-    last: Option<Instant>,
-    /// Losses already logged, by cause: (queue full, failed, timed out).
-    said: (u64, u64, u64),
+pub(crate) struct LossReports<T>(Mutex<(Option<Instant>, T)>);
+
+impl<T: PartialEq + Copy> LossReports<T> {
+    /// Whether the losses `now` are to be said now (they are then noted as said).
+    pub(crate) fn due(&self, now: T) -> bool {
+        let mut reports = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let (last, said) = &mut *reports;
+        if now == *said || last.is_some_and(|at| at.elapsed() < LOSS_REPORT_INTERVAL) {
+            return false;
+        }
+        *last = Some(Instant::now());
+        *said = now;
+        true
+    }
 }
 
 impl ExportStats {
@@ -51,7 +62,7 @@ impl ExportStats {
             timed_out: AtomicU64::new(0),
             failed_batches: AtomicU64::new(0),
             max_queue: max_queue as u64,
-            reports: Mutex::new(LossReports::default()),
+            reports: LossReports::default(),
         }
     }
 
@@ -109,22 +120,9 @@ impl ExportStats {
     /// Logs the first loss at once, then a summary at most every [`LOSS_REPORT_INTERVAL`].
     fn report_losses(&self) {
         let now = (self.surely_dropped(), self.failed(), self.timed_out());
-        let mut reports = match self.reports.lock() {
-            Ok(r) => r,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        if now == reports.said {
+        if !self.reports.due(now) {
             return;
         }
-        let due = reports
-            .last
-            .is_none_or(|last| last.elapsed() >= LOSS_REPORT_INTERVAL);
-        if !due {
-            return;
-        }
-        reports.last = Some(Instant::now());
-        reports.said = now;
-        drop(reports);
         tracing::warn!(
             target: "omni_metrics::otlp",
             queue_full = now.0,

@@ -341,10 +341,9 @@ impl<'a> Engine<'a> {
                         record(&span, key, value);
                     }
                     self.stats.spans_replayed += 1;
-                    match node.kind {
-                        SpanKind::Request => self.stats.requests += 1,
-                        SpanKind::Run => self.stats.runs += 1,
-                        _ => {}
+                    // Runs are counted where they are made (`ensure_run`), not as nodes.
+                    if node.kind == SpanKind::Request {
+                        self.stats.requests += 1;
                     }
                     open_spans[n] = Some(span);
                 }

@@ -2,9 +2,9 @@
 //! are ([`ExportStats`](crate::otlp::ExportStats)).
 
 use std::sync::Arc;
-use std::sync::Mutex;
+
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::metrics::Temporality;
@@ -12,7 +12,7 @@ use opentelemetry_sdk::metrics::data::{AggregatedMetrics, MetricData, ResourceMe
 use opentelemetry_sdk::metrics::exporter::PushMetricExporter;
 
 use crate::otlp::LOSS_REPORT_INTERVAL;
-use crate::otlp::export::is_timeout;
+use crate::otlp::export::{LossReports, is_timeout};
 
 /// Counts of metric exports and their data points by outcome, to report what did not reach
 /// the collector and why.
@@ -28,15 +28,7 @@ pub struct MetricsExportStats {
     timed_out: AtomicU64,
     points_exported: AtomicU64,
     points_failed: AtomicU64,
-    reports: Mutex<Reports>,
-}
-
-#[derive(Debug, Default)]
-struct Reports {
-    /// When a failure was last logged; `None` before the first.
-    last: Option<Instant>,
-    /// Failed exports already logged.
-    said: u64,
+    reports: LossReports<u64>,
 }
 
 impl MetricsExportStats {
@@ -47,7 +39,7 @@ impl MetricsExportStats {
             timed_out: AtomicU64::new(0),
             points_exported: AtomicU64::new(0),
             points_failed: AtomicU64::new(0),
-            reports: Mutex::new(Reports::default()),
+            reports: LossReports::default(),
         }
     }
 
@@ -98,22 +90,9 @@ impl MetricsExportStats {
     /// [`LOSS_REPORT_INTERVAL`].
     fn report_failures(&self) {
         let failed = self.failed_exports();
-        let mut reports = match self.reports.lock() {
-            Ok(r) => r,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        if failed == reports.said {
+        if !self.reports.due(failed) {
             return;
         }
-        let due = reports
-            .last
-            .is_none_or(|last| last.elapsed() >= LOSS_REPORT_INTERVAL);
-        if !due {
-            return;
-        }
-        reports.last = Some(Instant::now());
-        reports.said = failed;
-        drop(reports);
         tracing::warn!(
             target: "omni_metrics::otlp",
             failed_exports = failed,
