@@ -6,19 +6,7 @@ use std::time::Duration;
 
 pub(crate) use super::chromium;
 
-/// The browser, or `None` when `OMNI_METRICS_SKIP_BROWSER=1` asks to skip (said on stderr).
-/// Without a browser and without the skip, the test fails saying how to install one.
-#[track_caller]
-pub(crate) fn browser(test: &str) -> Option<PathBuf> {
-    if std::env::var("OMNI_METRICS_SKIP_BROWSER").is_ok_and(|v| v == "1") {
-        eprintln!("{test}: SKIPPED (OMNI_METRICS_SKIP_BROWSER=1): no headless browser check");
-        return None;
-    }
-    match chromium::find() {
-        Some(browser) => Some(browser),
-        None => panic!("{test}: no Chromium found. {}", chromium::INSTALL_HINT),
-    }
-}
+pub(crate) use super::chromium::browser;
 
 /// The DOM of `path` (with `#fragment`) after its scripts ran, checked to have rendered
 /// without a console message or error.

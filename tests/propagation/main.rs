@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use omni_metrics::OmniMetricsLayer;
-use omni_metrics::instrument::Request;
+use omni_metrics::instrument::{Request, Transfer};
 use omni_metrics::propagation::{self, EDGE_KEY, REQUEST_ID_KEY};
 use omni_metrics::report::CaptureSink;
 use tracing::Dispatch;
@@ -46,6 +46,18 @@ fn worker(carrier: &HashMap<String, String>) -> f64 {
     3.0
 }
 
+/// The orchestrator's side: request `r-1` runs stage 0 and sends its output over edge
+/// `0->1`, its context injected into the carrier that goes with it.
+fn send_to_worker() -> (Request, Transfer, HashMap<String, String>) {
+    let request = Request::start("r-1");
+    drop(request.stage(0));
+    let transfer = request.transfer(0, 1);
+    let mut carrier = HashMap::new();
+    propagation::inject_transfer(transfer.span(), "r-1", 0, 1, &mut carrier);
+    drop(transfer.tx());
+    (request, transfer, carrier)
+}
+
 #[test]
 fn a_remote_stage_is_counted_apart_not_as_a_mistake() {
     let (orchestrator, records, _) = metrics();
@@ -53,15 +65,7 @@ fn a_remote_stage_is_counted_apart_not_as_a_mistake() {
     let orchestrator = Dispatch::new(tracing_subscriber::registry().with(orchestrator));
     let worker_dispatch = Dispatch::new(tracing_subscriber::registry().with(worker_layer));
 
-    let carrier = tracing::dispatcher::with_default(&orchestrator, || {
-        let request = Request::start("r-1");
-        drop(request.stage(0));
-        let transfer = request.transfer(0, 1);
-        let mut carrier = HashMap::new();
-        propagation::inject_transfer(transfer.span(), "r-1", 0, 1, &mut carrier);
-        drop(transfer.tx());
-        (request, transfer, carrier)
-    });
+    let carrier = tracing::dispatcher::with_default(&orchestrator, send_to_worker);
     let (request, transfer, carrier) = carrier;
     assert_eq!(carrier[REQUEST_ID_KEY], "r-1");
     assert_eq!(carrier[EDGE_KEY], "0->1");
@@ -160,15 +164,8 @@ mod otlp {
                 .with(worker_layer)
                 .with(worker_pipeline.layer()),
         );
-        let (request, transfer, carrier) = tracing::dispatcher::with_default(&orchestrator, || {
-            let request = Request::start("r-1");
-            drop(request.stage(0));
-            let transfer = request.transfer(0, 1);
-            let mut carrier = HashMap::new();
-            propagation::inject_transfer(transfer.span(), "r-1", 0, 1, &mut carrier);
-            drop(transfer.tx());
-            (request, transfer, carrier)
-        });
+        let (request, transfer, carrier) =
+            tracing::dispatcher::with_default(&orchestrator, send_to_worker);
         assert!(carrier.contains_key("traceparent"), "{carrier:?}");
         let gen_ms = tracing::dispatcher::with_default(&worker_dispatch, || {
             assert!(propagation::extract(&carrier).continues_trace());

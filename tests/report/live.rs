@@ -199,18 +199,25 @@ fn protobuf_gzip_and_zstd_inputs_give_the_same_report() {
     assert_eq!(stdout, expected);
 }
 
+/// The report of `traces.json` with `--group-by all`, as JSON lines.
+fn all_in_one_scope() -> Vec<serde_json::Value> {
+    records(
+        &report_ok([
+            "--format",
+            "jsonl",
+            "--group-by",
+            "all",
+            &path("traces.json"),
+        ])
+        .0,
+    )
+}
+
 /// `--group-by all`: every request of the files in one scope.
 #[test]
 fn group_by_all_summarizes_every_request_together() {
     let live = requests(&records_in(&live_run().join("live.jsonl")));
-    let (stdout, _) = report_ok([
-        "--format",
-        "jsonl",
-        "--group-by",
-        "all",
-        &path("traces.json"),
-    ]);
-    let report = records(&stdout);
+    let report = all_in_one_scope();
     let s = summaries(&report);
     assert_eq!(s.keys().collect::<Vec<_>>(), ["all"]);
     let all = &s["all"];
@@ -300,14 +307,7 @@ fn html_report_of_the_trace_files() {
     let page = out.with_file_name("report-all.html");
     assert!(stderr.contains("wrote"), "{stderr}");
     let html = std::fs::read_to_string(&page).expect("the page was written");
-    let (stdout, _) = report_ok([
-        "--format",
-        "jsonl",
-        "--group-by",
-        "all",
-        &path("traces.json"),
-    ]);
-    let report = records(&stdout);
+    let report = all_in_one_scope();
     let reqs = requests(&report);
     for id in reqs.keys() {
         assert!(html.contains(id.as_str()), "{id} is on the page");
@@ -319,11 +319,9 @@ fn html_report_of_the_trace_files() {
                 + r["transfers"].as_array().map_or(0, Vec::len)
         })
         .sum();
-    if std::env::var("OMNI_METRICS_SKIP_BROWSER").is_ok_and(|v| v == "1") {
-        eprintln!("html_report_of_the_trace_files: browser check SKIPPED");
+    let Some(browser) = chromium::browser("html_report_of_the_trace_files") else {
         return;
-    }
-    let browser = chromium::find().unwrap_or_else(|| panic!("{}", chromium::INSTALL_HINT));
+    };
     let run = chromium::run(
         &browser,
         &chromium::file_url(&page, ""),

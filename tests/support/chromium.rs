@@ -191,3 +191,18 @@ pub(crate) fn unescape(text: &str) -> String {
         .replace("&nbsp;", "\u{a0}")
         .replace("&amp;", "&")
 }
+
+/// The browser, or `None` when `OMNI_METRICS_SKIP_BROWSER=1` asks to skip (said on stderr).
+/// Without a browser and without the skip, the test fails saying how to install one.
+#[track_caller]
+#[allow(dead_code)] // the render bench finds its browser itself
+pub(crate) fn browser(test: &str) -> Option<PathBuf> {
+    if std::env::var("OMNI_METRICS_SKIP_BROWSER").is_ok_and(|v| v == "1") {
+        eprintln!("{test}: SKIPPED (OMNI_METRICS_SKIP_BROWSER=1): no headless browser check");
+        return None;
+    }
+    match find() {
+        Some(browser) => Some(browser),
+        None => panic!("{test}: no Chromium found. {INSTALL_HINT}"),
+    }
+}
