@@ -21,6 +21,9 @@
 //!   the engine's thread would still cost it: per `omni.*` span, a clock read and the
 //!   fields copied into a per-thread buffer at open, `record` and close (see
 //!   [`DeferredFloor`]);
+//! - `frame-floor`: not this crate's layer either, but the least a synchronous layer that
+//!   keeps each request's spans in a frame on its own thread would cost (see
+//!   [`FrameFloor`]), on 1 and 2 threads;
 //! - `foreign`: 10 spans that are not `omni.*`, with and without the layer;
 //! - 1 and 2 threads for `base` and `layer`.
 //!
@@ -295,6 +298,249 @@ where
     }
 }
 
+/// The least a synchronous layer that keeps each request's state on its own thread would
+/// cost, to know what that design could reach before building it: every `omni.*` span of a
+/// request opened on this thread lives in a per-thread frame (a small inline list searched
+/// by id: no shared table, no lock, no hashing), its numbers are folded into the request as
+/// it closes, and the request's close computes its totals and records them in per-thread
+/// histograms (the online aggregates). Spans that cross threads, records to sinks, the
+/// handle's counts and every diagnostic are left out: it is a floor, not a layer.
+struct FrameFloor {
+    clock: omni_metrics::clock::MonotonicClock,
+}
+
+/// One open span of a request, or one closed stage or transfer's numbers.
+#[derive(Clone, Copy, Default)]
+struct FrameSpan {
+    id: u64,
+    parent: u64,
+    kind: u8,
+    start: u64,
+    /// stage: stage_id, batch_id, batch_size, tokens in, tokens out; transfer: from, to,
+    /// size; leaves: unused.
+    fields: [u64; 5],
+    /// transfer: tx and rx_decode time.
+    tx_ns: u64,
+    rx_ns: u64,
+}
+
+#[derive(Default)]
+struct Frame {
+    request: u64,
+    start: u64,
+    request_id: String,
+    open: smallvec::SmallVec<[FrameSpan; 8]>,
+    /// Closed stages and transfers: (kind, stage id or edge, duration ns, tokens or size).
+    done: smallvec::SmallVec<[(u8, u64, u64, u64); 8]>,
+}
+
+struct FrameThread {
+    frames: Vec<Frame>,
+    spare: Vec<Frame>,
+    latency: hdrhistogram::Histogram<u64>,
+    stage_gen: Vec<hdrhistogram::Histogram<u64>>,
+    stage_queue: Vec<hdrhistogram::Histogram<u64>>,
+    edge: Vec<hdrhistogram::Histogram<u64>>,
+}
+
+fn new_histogram() -> hdrhistogram::Histogram<u64> {
+    let mut h = hdrhistogram::Histogram::new(3).expect("3 significant figures are valid");
+    h.auto(true);
+    h
+}
+
+thread_local! {
+    static FRAMES: std::cell::RefCell<FrameThread> = std::cell::RefCell::new(FrameThread {
+        frames: Vec::with_capacity(4),
+        spare: Vec::with_capacity(4),
+        latency: new_histogram(),
+        stage_gen: (0..8).map(|_| new_histogram()).collect(),
+        stage_queue: (0..8).map(|_| new_histogram()).collect(),
+        edge: (0..8).map(|_| new_histogram()).collect(),
+    });
+}
+
+const KIND_REQUEST: u8 = 1;
+const KIND_STAGE: u8 = 2;
+const KIND_TRANSFER: u8 = 3;
+const KIND_TX: u8 = 4;
+const KIND_RX: u8 = 5;
+
+fn frame_kind(name: &str) -> Option<u8> {
+    Some(match name {
+        "omni.request" => KIND_REQUEST,
+        "omni.stage" => KIND_STAGE,
+        "omni.transfer" => KIND_TRANSFER,
+        "omni.transfer.tx" => KIND_TX,
+        "omni.transfer.rx_decode" => KIND_RX,
+        _ => return None,
+    })
+}
+
+impl tracing::field::Visit for FrameSpan {
+    fn record_u64(&mut self, field: &tracing::field::Field, value: u64) {
+        let slot = match (self.kind, field.name()) {
+            (KIND_STAGE, "stage_id") | (KIND_TRANSFER, "from_stage") => 0,
+            (KIND_STAGE, "batch_id") | (KIND_TRANSFER, "to_stage") => 1,
+            (KIND_STAGE, "batch_size") | (KIND_TRANSFER, "size_bytes") => 2,
+            (KIND_STAGE, "num_tokens_in") => 3,
+            (KIND_STAGE, "num_tokens_out") => 4,
+            _ => return,
+        };
+        self.fields[slot] = value;
+    }
+
+    fn record_debug(&mut self, _: &tracing::field::Field, _: &dyn std::fmt::Debug) {}
+}
+
+/// The request id, copied into the frame's reused string.
+struct RequestId<'a>(&'a mut String);
+
+impl tracing::field::Visit for RequestId<'_> {
+    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+        if field.name() == "request_id" {
+            self.0.clear();
+            self.0.push_str(value);
+        }
+    }
+
+    fn record_debug(&mut self, _: &tracing::field::Field, _: &dyn std::fmt::Debug) {}
+}
+
+impl FrameThread {
+    /// The open span `id` of the innermost frame holding it, with its frame.
+    fn find(&mut self, id: u64) -> Option<(&mut Frame, usize)> {
+        let frame = self.frames.last_mut()?;
+        let at = frame.open.iter().position(|s| s.id == id)?;
+        Some((frame, at))
+    }
+
+    fn close_request(&mut self, now: u64) {
+        let Some(mut frame) = self.frames.pop() else {
+            return;
+        };
+        let e2e_us = now.saturating_sub(frame.start) / 1_000;
+        let _ = self.latency.record(e2e_us);
+        let mut tokens = 0_u64;
+        for &(kind, key, ns, n) in &frame.done {
+            let i = usize::try_from(key).unwrap_or(usize::MAX) % 8;
+            if kind == KIND_STAGE {
+                tokens = tokens.saturating_add(n);
+                let _ = self.stage_gen[i].record(ns / 1_000);
+                let _ = self.stage_queue[i].record(0);
+            } else {
+                let _ = self.edge[i].record(ns / 1_000);
+            }
+        }
+        black_box((e2e_us, tokens, frame.request_id.len()));
+        frame.open.clear();
+        frame.done.clear();
+        self.spare.push(frame);
+    }
+}
+
+impl<S> tracing_subscriber::Layer<S> for FrameFloor
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+{
+    fn on_new_span(
+        &self,
+        attrs: &tracing::span::Attributes<'_>,
+        id: &tracing::span::Id,
+        ctx: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        let Some(kind) = frame_kind(attrs.metadata().name()) else {
+            return;
+        };
+        let now = omni_metrics::clock::Clock::now_ns(&self.clock);
+        let parent = match attrs.parent() {
+            Some(p) => p.into_u64(),
+            None if attrs.is_contextual() => ctx.current_span().id().map_or(0, |p| p.into_u64()),
+            None => 0,
+        };
+        let _ = FRAMES.try_with(|t| {
+            let t = &mut *t.borrow_mut();
+            if kind == KIND_REQUEST {
+                let mut frame = t.spare.pop().unwrap_or_default();
+                frame.request = id.into_u64();
+                frame.start = now;
+                attrs.record(&mut RequestId(&mut frame.request_id));
+                t.frames.push(frame);
+                return;
+            }
+            let Some(frame) = t.frames.last_mut() else {
+                return; // another thread's request: the shared table's work
+            };
+            if parent != frame.request && !frame.open.iter().any(|s| s.id == parent) {
+                return;
+            }
+            let mut span = FrameSpan {
+                id: id.into_u64(),
+                parent,
+                kind,
+                start: now,
+                ..FrameSpan::default()
+            };
+            attrs.record(&mut span);
+            frame.open.push(span);
+        });
+    }
+
+    fn on_record(
+        &self,
+        id: &tracing::span::Id,
+        values: &tracing::span::Record<'_>,
+        _: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        let _ = FRAMES.try_with(|t| {
+            if let Some((frame, at)) = t.borrow_mut().find(id.into_u64()) {
+                values.record(&mut frame.open[at]);
+            }
+        });
+    }
+
+    fn on_close(&self, id: tracing::span::Id, _: tracing_subscriber::layer::Context<'_, S>) {
+        let key = id.into_u64();
+        let _ = FRAMES.try_with(|t| {
+            let t = &mut *t.borrow_mut();
+            if t.frames.last().is_some_and(|f| f.request == key) {
+                let now = omni_metrics::clock::Clock::now_ns(&self.clock);
+                t.close_request(now);
+                return;
+            }
+            let Some((frame, at)) = t.find(key) else {
+                return;
+            };
+            let span = frame.open.swap_remove(at);
+            let now = omni_metrics::clock::Clock::now_ns(&self.clock);
+            let ns = now.saturating_sub(span.start);
+            match span.kind {
+                KIND_STAGE => frame.done.push((
+                    KIND_STAGE,
+                    span.fields[0],
+                    ns,
+                    span.fields[3].saturating_add(span.fields[4]),
+                )),
+                KIND_TRANSFER => frame.done.push((
+                    KIND_TRANSFER,
+                    span.fields[0],
+                    ns.saturating_sub(span.tx_ns).saturating_sub(span.rx_ns),
+                    span.fields[2],
+                )),
+                kind => {
+                    if let Some(parent) = frame.open.iter_mut().find(|s| s.id == span.parent) {
+                        if kind == KIND_TX {
+                            parent.tx_ns = ns;
+                        } else {
+                            parent.rx_ns = ns;
+                        }
+                    }
+                }
+            }
+        });
+    }
+}
+
 /// The subscriber of a configuration, or `None` for an unknown one.
 fn dispatch(config: &str) -> Option<Dispatch> {
     let registry = tracing_subscriber::registry;
@@ -303,6 +549,9 @@ fn dispatch(config: &str) -> Option<Dispatch> {
         "layer" | "foreign-layer" => Dispatch::new(registry().with(metrics_layer(false))),
         "layer-noagg" => Dispatch::new(registry().with(metrics_layer_with(false, false))),
         "deferred-floor" => Dispatch::new(registry().with(DeferredFloor {
+            clock: omni_metrics::clock::MonotonicClock::new(),
+        })),
+        "frame-floor" => Dispatch::new(registry().with(FrameFloor {
             clock: omni_metrics::clock::MonotonicClock::new(),
         })),
         #[cfg(feature = "otlp")]
@@ -374,7 +623,8 @@ fn run_case(case: &str, iters: u64, rounds: usize) {
     };
     let Some(dispatch) = dispatch(config) else {
         eprintln!(
-            "unknown case {case}: use base, layer, layer-noagg, otel, both, foreign-base or \
+            "unknown case {case}: use base, layer, layer-noagg, deferred-floor, frame-floor, otel, \
+             both, both-noann, otel-floor, foreign-base or \
              foreign-layer, optionally with @2 for two threads"
         );
         std::process::exit(2);
@@ -450,6 +700,8 @@ fn main() {
         "foreign-base",
         "foreign-layer",
         "deferred-floor",
+        "frame-floor",
+        "frame-floor@2",
     ];
     if cfg!(feature = "otlp") {
         cases.extend(["otel", "both", "both-noann", "otel-floor"]);
@@ -508,6 +760,18 @@ fn main() {
         "deferred floor (clock + copy per hook, nothing merged): added / baseline",
         "",
         per_round(&|r| Some((get(r, "deferred-floor")? - get(r, "base")?) / get(r, "base")?)),
+        "x",
+    );
+    row(
+        "frame floor (per-thread request frames, synchronous): added / baseline",
+        "",
+        per_round(&|r| Some((get(r, "frame-floor")? - get(r, "base")?) / get(r, "base")?)),
+        "x",
+    );
+    row(
+        "frame floor: 2-thread / 1-thread throughput",
+        "",
+        per_round(&|r| Some(2.0 * get(r, "frame-floor")? / get(r, "frame-floor@2")?)),
         "x",
     );
     row(
