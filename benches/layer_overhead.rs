@@ -247,6 +247,21 @@ impl DeferredFloor {
     }
 }
 
+/// A new span's parent as the floors keep it: explicit, the thread's current span, or 0.
+fn parent_key<S>(
+    attrs: &tracing::span::Attributes<'_>,
+    ctx: &tracing_subscriber::layer::Context<'_, S>,
+) -> u64
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+{
+    match attrs.parent() {
+        Some(p) => p.into_u64(),
+        None if attrs.is_contextual() => ctx.current_span().id().map_or(0, |p| p.into_u64()),
+        None => 0,
+    }
+}
+
 impl<S> tracing_subscriber::Layer<S> for DeferredFloor
 where
     S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
@@ -260,11 +275,7 @@ where
         if !attrs.metadata().name().starts_with("omni.") {
             return;
         }
-        let parent = match attrs.parent() {
-            Some(p) => p.into_u64(),
-            None if attrs.is_contextual() => ctx.current_span().id().map_or(0, |p| p.into_u64()),
-            None => 0,
-        };
+        let parent = parent_key(attrs, &ctx);
         let event = SpanEvent {
             id: id.into_u64(),
             parent,
@@ -453,11 +464,7 @@ where
             return;
         };
         let now = omni_metrics::clock::Clock::now_ns(&self.clock);
-        let parent = match attrs.parent() {
-            Some(p) => p.into_u64(),
-            None if attrs.is_contextual() => ctx.current_span().id().map_or(0, |p| p.into_u64()),
-            None => 0,
-        };
+        let parent = parent_key(attrs, &ctx);
         let _ = FRAMES.try_with(|t| {
             let t = &mut *t.borrow_mut();
             if kind == KIND_REQUEST {
