@@ -378,24 +378,29 @@ const KIND_TX: u8 = 4;
 const KIND_RX: u8 = 5;
 
 fn frame_kind(name: &str) -> Option<u8> {
+    use omni_metrics::convention::{REQUEST, STAGE, TRANSFER, TRANSFER_RX_DECODE, TRANSFER_TX};
     Some(match name {
-        "omni.request" => KIND_REQUEST,
-        "omni.stage" => KIND_STAGE,
-        "omni.transfer" => KIND_TRANSFER,
-        "omni.transfer.tx" => KIND_TX,
-        "omni.transfer.rx_decode" => KIND_RX,
+        REQUEST => KIND_REQUEST,
+        STAGE => KIND_STAGE,
+        TRANSFER => KIND_TRANSFER,
+        TRANSFER_TX => KIND_TX,
+        TRANSFER_RX_DECODE => KIND_RX,
         _ => return None,
     })
 }
 
 impl tracing::field::Visit for FrameSpan {
     fn record_u64(&mut self, field: &tracing::field::Field, value: u64) {
+        use omni_metrics::convention::field::{
+            BATCH_ID, BATCH_SIZE, FROM_STAGE, NUM_TOKENS_IN, NUM_TOKENS_OUT, SIZE_BYTES, STAGE_ID,
+            TO_STAGE,
+        };
         let slot = match (self.kind, field.name()) {
-            (KIND_STAGE, "stage_id") | (KIND_TRANSFER, "from_stage") => 0,
-            (KIND_STAGE, "batch_id") | (KIND_TRANSFER, "to_stage") => 1,
-            (KIND_STAGE, "batch_size") | (KIND_TRANSFER, "size_bytes") => 2,
-            (KIND_STAGE, "num_tokens_in") => 3,
-            (KIND_STAGE, "num_tokens_out") => 4,
+            (KIND_STAGE, STAGE_ID) | (KIND_TRANSFER, FROM_STAGE) => 0,
+            (KIND_STAGE, BATCH_ID) | (KIND_TRANSFER, TO_STAGE) => 1,
+            (KIND_STAGE, BATCH_SIZE) | (KIND_TRANSFER, SIZE_BYTES) => 2,
+            (KIND_STAGE, NUM_TOKENS_IN) => 3,
+            (KIND_STAGE, NUM_TOKENS_OUT) => 4,
             _ => return,
         };
         self.fields[slot] = value;
@@ -409,7 +414,7 @@ struct RequestId<'a>(&'a mut String);
 
 impl tracing::field::Visit for RequestId<'_> {
     fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
-        if field.name() == "request_id" {
+        if field.name() == omni_metrics::convention::field::REQUEST_ID {
             self.0.clear();
             self.0.push_str(value);
         }
