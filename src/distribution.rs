@@ -354,6 +354,7 @@ impl DistributionRecorder {
 
     /// Records one value of `quantity`, in ms. A value that is not finite or is negative
     /// is left out (counted nowhere); so is a new quantity beyond [`MAX_QUANTITIES`].
+    #[inline]
     pub fn record(&mut self, quantity: Quantity, ms: f64) {
         let Some(us) = to_us(ms) else {
             return;
@@ -370,6 +371,8 @@ impl DistributionRecorder {
         if request.status != RequestStatus::Ok {
             return;
         }
+        // A request starts where the last one started.
+        self.cursor = 0;
         self.record(Quantity::RequestLatency, request.e2e_total_ms);
         if let Some(ms) = request.time_to_first_output_ms {
             self.record(Quantity::RequestFirstOutput, ms);
@@ -450,17 +453,22 @@ impl DistributionRecorder {
     }
 
     /// The series of `quantity`, made if new and there is room.
+    #[inline]
     fn series_mut(&mut self, quantity: Quantity) -> Option<&mut Series> {
-        let hinted = self
-            .series
-            .get(self.cursor)
-            .is_some_and(|(q, _)| *q == quantity);
-        let found = if hinted {
-            Some(self.cursor)
-        } else {
-            self.series.iter().position(|(q, _)| *q == quantity)
-        };
-        let at = match found {
+        // The hinted slot first: a request records its quantities in the order the last
+        // one did, so this is one comparison per value.
+        let at = self.cursor;
+        if self.series.get(at).is_some_and(|(q, _)| *q == quantity) {
+            self.cursor = at + 1;
+            return self.series.get_mut(at).map(|(_, s)| s);
+        }
+        self.find_or_add(quantity)
+    }
+
+    /// [`DistributionRecorder::series_mut`] off the hinted slot: a search, or a new series.
+    #[inline(never)]
+    fn find_or_add(&mut self, quantity: Quantity) -> Option<&mut Series> {
+        let at = match self.series.iter().position(|(q, _)| *q == quantity) {
             Some(at) => at,
             None if self.series.len() < MAX_QUANTITIES => {
                 self.series.push((quantity, Series::default()));
@@ -475,8 +483,11 @@ impl DistributionRecorder {
 
 /// Milliseconds to whole microseconds, clamped to [`MAX_RECORDED_US`]; `None` for a value
 /// that is not finite or is negative.
+#[inline(always)]
 fn to_us(ms: f64) -> Option<u64> {
-    if !ms.is_finite() || ms < 0.0 {
+    // One pair of comparisons leaves out NaN (every comparison with it is false), negative
+    // values and infinity.
+    if !(ms >= 0.0 && ms < f64::INFINITY) {
         return None;
     }
     // Half up, by truncation (`ms` is not negative): `f64::round` is a libm call on the
@@ -484,10 +495,10 @@ fn to_us(ms: f64) -> Option<u64> {
     let us = ms * 1000.0 + 0.5;
     // `as` truncates and saturates; the comparison also catches `ms * 1000` overflowing to
     // infinity.
-    Some(if us >= MAX_RECORDED_US as f64 {
-        MAX_RECORDED_US
-    } else {
+    Some(if us < MAX_RECORDED_US as f64 {
         us as u64
+    } else {
+        MAX_RECORDED_US
     })
 }
 
@@ -504,11 +515,17 @@ struct Series {
 }
 
 impl Series {
+    #[inline]
     fn record(&mut self, us: u64) {
-        if self.count > 0 {
-            if let Some(h) = self.histogram() {
-                record_into(h, us, 1);
+        match self.hist.as_deref_mut() {
+            Some(h) => record_into(h, us, 1),
+            // The second value: the histogram is made now.
+            None if self.count > 0 => {
+                if let Some(h) = self.histogram() {
+                    record_into(h, us, 1);
+                }
             }
+            None => {}
         }
         self.count = self.count.saturating_add(1);
         self.sum_us = self.sum_us.saturating_add(us);
@@ -544,6 +561,7 @@ impl Series {
 
     /// The histogram, made from the single value kept so far if there is none yet. `None`
     /// only if a histogram cannot be made (not with [`SIGNIFICANT_DIGITS`] = 3).
+    #[cold]
     fn histogram(&mut self) -> Option<&mut Histogram<u64>> {
         if self.hist.is_none() {
             let mut h = Histogram::<u64>::new(SIGNIFICANT_DIGITS).ok()?;
@@ -578,6 +596,7 @@ impl Series {
 }
 
 /// Records `n` times `us` (at most [`MAX_RECORDED_US`]); the histogram grows to take it.
+#[inline]
 fn record_into(h: &mut Histogram<u64>, us: u64, n: u64) {
     let us = us.min(MAX_RECORDED_US);
     if h.record_n(us, n).is_err() {
