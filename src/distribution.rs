@@ -487,7 +487,7 @@ impl DistributionRecorder {
 fn to_us(ms: f64) -> Option<u64> {
     // One pair of comparisons leaves out NaN (every comparison with it is false), negative
     // values and infinity.
-    if !(ms >= 0.0 && ms < f64::INFINITY) {
+    if !(0.0..f64::INFINITY).contains(&ms) {
         return None;
     }
     // Half up, by truncation (`ms` is not negative): `f64::round` is a libm call on the

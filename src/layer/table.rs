@@ -374,14 +374,20 @@ mod tests {
         assert!(map.insert(a, leaf_of(SpanKind::Queue)));
         assert!(map.insert(b, leaf_of(SpanKind::Tx)));
         assert!(map.insert(far, leaf_of(SpanKind::RxDecode)));
-        assert!(!map.insert(b, leaf_of(SpanKind::Queue)), "b is in the hash map");
+        assert!(
+            !map.insert(b, leaf_of(SpanKind::Queue)),
+            "b is in the hash map"
+        );
         assert_eq!(kind(map.get(&a)), Some(SpanKind::Queue));
         assert_eq!(kind(map.get(&b)), Some(SpanKind::Tx));
         assert_eq!(kind(map.get(&far)), Some(SpanKind::RxDecode));
         // With `a` gone, its slot is free, yet `b` is still found once, where it is.
         assert!(matches!(map.remove(a), Some(Slot::Leaf(_))));
         assert!(map.get(&a).is_none());
-        assert!(!map.insert(b, leaf_of(SpanKind::Queue)), "b still has state");
+        assert!(
+            !map.insert(b, leaf_of(SpanKind::Queue)),
+            "b still has state"
+        );
         assert_eq!(kind(map.get_mut(&b).map(|s| &*s)), Some(SpanKind::Tx));
         assert!(matches!(map.remove(b), Some(Slot::Leaf(_))));
         assert!(map.remove(b).is_none());
