@@ -493,7 +493,7 @@ impl DistributionRecorder {
 fn to_us(ms: f64) -> Option<u64> {
     /// [`MAX_RECORDED_US`] in ms: exact, as it is a whole number of ms.
     const MAX_MS: f64 = (MAX_RECORDED_US / 1000) as f64;
-    if ms >= 0.0 && ms < MAX_MS {
+    if (0.0..MAX_MS).contains(&ms) {
         // Half up, by truncation (`ms` is not negative): `f64::round` is a libm call on the
         // baseline x86-64 target, a fifth of the cost of recording a value. The result is at
         // most `MAX_RECORDED_US`, far below 2^63, so the signed conversion (one
