@@ -31,7 +31,9 @@
 //! ratios are taken per round, and the median and the spread (min..max) over rounds printed.
 //!
 //! Run: `cargo bench --bench layer_overhead` (`-- --quick` for a short run; `-- --case NAME`
-//! runs one configuration alone, for `perf record` or callgrind).
+//! runs one configuration alone, for `perf record` or callgrind; with `--part PART` it runs
+//! only a part of the workload, `request-only`, `stages` or `transfers`, to price each kind
+//! of span).
 //!
 //! Results are in the README's "Performance" section, with the machine they came from.
 
@@ -84,24 +86,78 @@ const SPANS_PER_ITER: u64 = 10;
 
 /// One request of the workload: 10 `omni.*` spans.
 fn request(i: u64) {
-    let req = info_span!("omni.request", request_id = "bench-request");
+    let req = request_span();
     for stage in 0..3_u64 {
-        let s = info_span!(parent: &req, "omni.stage", stage_id = stage, batch_id = i,
-            batch_size = 1_u64, num_tokens_in = 100_u64, num_tokens_out = tracing::field::Empty);
-        {
-            let _entered = s.enter();
-            s.record("num_tokens_out", 10_u64);
-        }
-        drop(s);
+        stage_span(&req, stage, i);
         if stage < 2 {
-            let t = info_span!(parent: &req, "omni.transfer", from_stage = stage,
-                to_stage = stage + 1, size_bytes = 4096_u64);
-            drop(info_span!(parent: &t, "omni.transfer.tx"));
-            drop(info_span!(parent: &t, "omni.transfer.rx_decode"));
-            drop(t);
+            transfer_span(&req, stage);
         }
     }
     drop(black_box(req));
+}
+
+fn request_span() -> tracing::Span {
+    info_span!("omni.request", request_id = "bench-request")
+}
+
+/// A stage, entered, with 5 fields and one `record`.
+fn stage_span(req: &tracing::Span, stage: u64, i: u64) {
+    let s = info_span!(parent: req, "omni.stage", stage_id = stage, batch_id = i,
+        batch_size = 1_u64, num_tokens_in = 100_u64, num_tokens_out = tracing::field::Empty);
+    {
+        let _entered = s.enter();
+        s.record("num_tokens_out", 10_u64);
+    }
+    drop(s);
+}
+
+/// A transfer from `stage` to the next, with its tx and rx_decode children.
+fn transfer_span(req: &tracing::Span, stage: u64) {
+    let t = info_span!(parent: req, "omni.transfer", from_stage = stage,
+        to_stage = stage + 1, size_bytes = 4096_u64);
+    drop(info_span!(parent: &t, "omni.transfer.tx"));
+    drop(info_span!(parent: &t, "omni.transfer.rx_decode"));
+    drop(t);
+}
+
+/// The workload's parts alone, for pricing each kind of span under callgrind
+/// (`--case NAME --part PART`): what a part adds over `request-only` is what its spans cost.
+#[derive(Clone, Copy)]
+struct Part {
+    work: fn(u64),
+    spans: u64,
+}
+
+/// `--part`: `request-only` (the request span), `stages` (it and its 3 stages) or
+/// `transfers` (it and its 2 transfers with their tx and rx_decode), else the whole request.
+fn part(name: Option<&str>) -> Option<Part> {
+    Some(match name {
+        None => Part {
+            work: request,
+            spans: SPANS_PER_ITER,
+        },
+        Some("request-only") => Part {
+            work: |_| drop(black_box(request_span())),
+            spans: 1,
+        },
+        Some("stages") => Part {
+            work: |i| {
+                let req = request_span();
+                (0..3).for_each(|stage| stage_span(&req, stage, i));
+                drop(black_box(req));
+            },
+            spans: 4,
+        },
+        Some("transfers") => Part {
+            work: |_| {
+                let req = request_span();
+                (0..2).for_each(|stage| transfer_span(&req, stage));
+                drop(black_box(req));
+            },
+            spans: 7,
+        },
+        Some(_) => return None,
+    })
 }
 
 /// Ten spans of the engine's own, nested as engines nest them.
@@ -581,7 +637,7 @@ fn dispatch(config: &str) -> Option<Dispatch> {
 /// The median over `rounds` of the wall time for `iters` iterations on each of `threads`
 /// threads, in ns per span of one thread. The threads live across rounds (a new thread
 /// would pay for new Registry slab pages, not the layer's cost).
-fn ns_per_span(work: fn(u64), threads: usize, iters: u64, rounds: usize) -> f64 {
+fn ns_per_span(work: fn(u64), spans: u64, threads: usize, iters: u64, rounds: usize) -> f64 {
     let barrier = std::sync::Barrier::new(threads + 1);
     let mut samples = Vec::with_capacity(rounds);
     std::thread::scope(|scope| {
@@ -609,7 +665,7 @@ fn ns_per_span(work: fn(u64), threads: usize, iters: u64, rounds: usize) -> f64 
     });
     let mut ns: Vec<f64> = samples
         .iter()
-        .map(|t| t.as_nanos() as f64 / (iters * SPANS_PER_ITER) as f64)
+        .map(|t| t.as_nanos() as f64 / (iters * spans) as f64)
         .collect();
     ns.sort_by(f64::total_cmp);
     ns[ns.len() / 2]
@@ -628,7 +684,7 @@ fn allocs_per_iter(work: fn(u64), iters: u64) -> f64 {
 
 /// One case in this process: `CONFIG` or `CONFIG@2` (two threads). Prints
 /// `ns_per_span allocs_per_iteration`.
-fn run_case(case: &str, iters: u64, rounds: usize) {
+fn run_case(case: &str, part: Part, iters: u64, rounds: usize) {
     let (config, threads) = match case.split_once('@') {
         Some((c, "2")) => (c, 2),
         _ => (case, 1),
@@ -645,12 +701,12 @@ fn run_case(case: &str, iters: u64, rounds: usize) {
         eprintln!("a global subscriber is already set");
         std::process::exit(1);
     }
-    let work: fn(u64) = if config.starts_with("foreign") {
-        foreign
+    let (work, spans) = if config.starts_with("foreign") {
+        (foreign as fn(u64), SPANS_PER_ITER)
     } else {
-        request
+        (part.work, part.spans)
     };
-    let ns = ns_per_span(work, threads, iters, rounds);
+    let ns = ns_per_span(work, spans, threads, iters, rounds);
     let allocs = if threads == 1 {
         allocs_per_iter(work, (iters / 10).max(1))
     } else {
@@ -700,7 +756,15 @@ fn main() {
         .position(|a| a == "--case")
         .and_then(|i| args.get(i + 1))
     {
-        run_case(case, iters, rounds);
+        let name = args
+            .iter()
+            .position(|a| a == "--part")
+            .and_then(|i| args.get(i + 1));
+        let Some(part) = part(name.map(String::as_str)) else {
+            eprintln!("unknown part: use request-only, stages or transfers");
+            std::process::exit(2);
+        };
+        run_case(case, part, iters, rounds);
         return;
     }
     let mut cases = vec![
