@@ -132,8 +132,8 @@ pub(crate) struct TransferSample {
 /// One request's stages and edges, merged by id as their spans close.
 #[derive(Debug, Default)]
 pub(crate) struct RequestAcc {
-    /// The request's `request_id`, once recorded (kept here so that the open-span registry
-    /// can name a request that never closes).
+    /// The request's `request_id`, once recorded (kept here so that the handle's list of
+    /// open spans can name a request that never closes).
     request_id: Option<String>,
     /// Why the request failed, when recorded (`status_message`).
     status_message: Option<String>,

@@ -56,8 +56,6 @@ struct StripeData {
 #[repr(align(128))]
 struct Stripe {
     data: Mutex<StripeData>,
-    /// Requests open now, by their key in the open-span registry.
-    open_requests: Mutex<HashMap<u64, RequestLink, KeyHash>>,
 }
 
 const STRIPES: usize = 16;
@@ -95,11 +93,6 @@ fn open_key() -> u64 {
         (k.thread << 40) | (n & ((1 << 40) - 1))
     })
     .unwrap_or_else(|_| FALLBACK.fetch_add(1, Ordering::Relaxed))
-}
-
-/// The stripe a key was made on.
-fn key_stripe(key: u64) -> usize {
-    ((key >> 40) % STRIPES as u64) as usize
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -141,8 +134,13 @@ impl std::hash::Hasher for KeyHasher {
 /// How an open run without a `run_id` yet is named.
 pub(crate) const UNNAMED_RUN: &str = "(unnamed run)";
 
-/// A request's accumulator as the open-span registry holds it.
-pub(crate) type RequestLink = Arc<Mutex<crate::accumulate::RequestAcc>>;
+/// The open requests of one copy of the layer (its table of open spans), as the handle
+/// reads them: for [`MetricsHandle::open_spans`] and the periodic line's count, never per
+/// request (a registry written by every request cost 6 atomic operations each).
+pub(crate) trait OpenRequests: Send + Sync {
+    /// Calls `each` with the request id (if it has one yet) of every open request.
+    fn each_open_request(&self, each: &mut dyn FnMut(Option<&str>));
+}
 
 /// An open run, as the handle sees it: its summary so far.
 pub(crate) trait OpenRun: Send + Sync + std::fmt::Debug {
@@ -168,6 +166,8 @@ pub(crate) struct Shared {
     last_summary: Mutex<Option<OverallSummary>>,
     /// Runs open now, by key.
     open_runs: Mutex<HashMap<u64, OpenRunEntry>>,
+    /// The tables of the layer's copies, whose open requests the handle lists.
+    tables: Mutex<Vec<std::sync::Weak<dyn OpenRequests>>>,
     /// The built-in sinks' writer thread, when the layer has console or JSON lines.
     pub(crate) sink_writer: std::sync::OnceLock<Arc<crate::report::writer::WriterState>>,
     /// The online aggregates: the per-stripe buffers are in the stripes.
@@ -198,6 +198,7 @@ impl Shared {
             runs: AtomicU64::new(0),
             last_summary: Mutex::new(None),
             open_runs: Mutex::new(HashMap::new()),
+            tables: Mutex::new(Vec::new()),
             sink_writer: std::sync::OnceLock::new(),
             aggregates: Aggregates::new(aggregates, origin, window),
             clock: LayerClock(clock),
@@ -240,30 +241,36 @@ impl Shared {
         (merged, now)
     }
 
+    /// Calls `each` with the id of every request open now, in the tables of all the
+    /// layer's copies.
+    fn each_open_request(&self, each: &mut dyn FnMut(Option<&str>)) {
+        let tables: Vec<_> = lock(&self.tables)
+            .iter()
+            .filter_map(std::sync::Weak::upgrade)
+            .collect();
+        for table in tables {
+            table.each_open_request(each);
+        }
+    }
+
     /// The requests open now.
     fn open_requests(&self) -> usize {
-        self.stripes
-            .iter()
-            .map(|s| lock(&s.open_requests).len())
-            .sum()
+        let mut n = 0_usize;
+        self.each_open_request(&mut |_| n = n.saturating_add(1));
+        n
+    }
+
+    /// Adds a copy of the layer's table to those [`MetricsHandle::open_spans`] reads
+    /// (dropped copies' are forgotten on the way).
+    pub(crate) fn register_table(&self, table: std::sync::Weak<dyn OpenRequests>) {
+        let mut tables = lock(&self.tables);
+        tables.retain(|t| t.strong_count() > 0);
+        tables.push(table);
     }
 
     pub(crate) fn record_run_summary(&self, summary: OverallSummary) {
         self.runs.fetch_add(1, Ordering::Relaxed);
         *lock(&self.last_summary) = Some(summary);
-    }
-
-    /// Registers an open request; returns its key for [`Shared::request_closed`].
-    pub(crate) fn request_opened(&self, link: &RequestLink) -> u64 {
-        let key = open_key();
-        let stripe = &self.stripes[key_stripe(key)];
-        lock(&stripe.open_requests).insert(key, link.clone());
-        key
-    }
-
-    pub(crate) fn request_closed(&self, key: u64) {
-        let stripe = &self.stripes[key_stripe(key)];
-        lock(&stripe.open_requests).remove(&key);
     }
 
     /// Registers an open run; returns its key.
@@ -378,19 +385,10 @@ impl MetricsHandle {
             .map(|entry| entry.name.clone().unwrap_or_else(|| UNNAMED_RUN.to_owned()))
             .collect();
         runs.sort();
-        let mut links = Vec::new();
-        for stripe in &s.stripes {
-            links.extend(lock(&stripe.open_requests).values().cloned());
-        }
-        // Request locks are taken with no registry lock held.
-        let mut requests: Vec<String> = links
-            .iter()
-            .map(|link| {
-                lock(link)
-                    .request_id()
-                    .map_or_else(|| "(no request_id)".to_owned(), str::to_owned)
-            })
-            .collect();
+        let mut requests = Vec::new();
+        s.each_open_request(&mut |id| {
+            requests.push(id.map_or_else(|| "(no request_id)".to_owned(), str::to_owned));
+        });
         requests.sort();
         OpenSpans { runs, requests }
     }

@@ -189,7 +189,9 @@ where
             if dispatch.is_none() {
                 dispatch = crate::otlp::dispatch_of_layer(self, &self.dispatch);
             }
-            owner.inner.close(slot, &id, &ctx, dispatch.as_ref(), None);
+            owner
+                .inner
+                .close(&owner.table, None, slot, &id, &ctx, dispatch.as_ref(), None);
         }
     }
 }

@@ -2,7 +2,6 @@
 //! becomes its record (and joins its run's scope), a run its summary; then the sinks.
 
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, PoisonError};
 
 use tracing_core::Subscriber;
 use tracing_core::span::Id;
@@ -10,9 +9,9 @@ use tracing_subscriber::layer::Context;
 use tracing_subscriber::registry::LookupSpan;
 
 use super::annotate::{AnnotateVia, STAGE_KEYS};
-use super::state::{self, RequestLink, RequestSpan, RunSpan, StageSpan, TransferSpan};
-use super::table::Slot;
-use super::{Annotation, Inner, Num, lock, lock_run, names};
+use super::state::{self, RequestSpan, RunSpan, StageSpan, TransferSpan};
+use super::table::{Key, Locked, Slot, Table};
+use super::{Annotation, Inner, Num, lock_run, names};
 use crate::accumulate::{RequestAcc, ScopeAcc};
 use crate::diagnostics::{Issue, IssueSet};
 use crate::stats::{OverallSummary, RequestE2EStats, RequestStatus};
@@ -36,9 +35,17 @@ impl Inner {
     /// closes first (the layer's own `on_close`, or an
     /// [`AnnotationLayer`](crate::otlp::AnnotationLayer) just before the OpenTelemetry
     /// layer), so a span is closed once.
+    ///
+    /// `held` is the lock of the span's shard, when the caller still holds it: a stage or
+    /// transfer in the same shard as its request (the usual case: one thread made both)
+    /// merges under it, with no second lock. It is released before anything else runs
+    /// (annotations, diagnostics, sinks).
     #[inline]
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn close<S>(
         &self,
+        table: &Table,
+        held: Option<Locked<'_>>,
         slot: Slot,
         id: &Id,
         ctx: &Context<'_, S>,
@@ -47,15 +54,21 @@ impl Inner {
     ) where
         S: Subscriber + for<'l> LookupSpan<'l>,
     {
-        match slot {
+        let slot = match slot {
             Slot::Stage(mut stage) => {
-                self.close_stage(&mut stage, id, via);
-                state::unbox(stage);
+                self.close_stage(table, held, &mut stage, id, via);
+                return state::unbox(stage);
             }
             Slot::Transfer(mut transfer) => {
-                self.close_transfer(&mut transfer, id, via);
-                state::unbox(transfer);
+                self.close_transfer(table, held, &mut transfer, id, via);
+                return state::unbox(transfer);
             }
+            other => {
+                drop(held);
+                other
+            }
+        };
+        match slot {
             Slot::Request(request) => {
                 let now = self.clock.now();
                 // With annotations, the trace id comes with the request's annotation.
@@ -71,83 +84,127 @@ impl Inner {
                 self.shared.diagnostics.record(batch.issues());
             }
             // Closed by the layer's own `on_close` (an `AnnotationLayer` takes only
-            // annotated spans).
-            Slot::Leaf(_) => {}
+            // annotated spans); stages and transfers are closed above.
+            Slot::Leaf(_) | Slot::Stage(_) | Slot::Transfer(_) => {}
         }
     }
 
     #[inline]
-    fn close_stage(&self, stage: &mut StageSpan, id: &Id, via: AnnotateVia<'_>) {
+    fn close_stage(
+        &self,
+        table: &Table,
+        held: Option<Locked<'_>>,
+        stage: &mut StageSpan,
+        id: &Id,
+        via: AnnotateVia<'_>,
+    ) {
         let now = self.clock.now();
         let sample = stage.finish(now);
-        if let (Some(_), Some(s)) = (via, &sample) {
-            let name = (!stage.named).then(|| names::stage(s.stage_id, s.stage_name.as_ref()));
+        // What the exported span gets, read before the sample goes into the request.
+        let exported = match (via, &sample) {
+            (Some(_), Some(s)) => Some((
+                (!stage.named).then(|| names::stage(s.stage_id, s.stage_name.as_ref())),
+                [s.stage_gen_time_ms, s.postprocess_time_ms, s.queue_time_ms],
+            )),
+            _ => None,
+        };
+        let issues = if stage.remote {
+            drop(held);
+            None
+        } else {
+            Some(
+                self.merge_child(table, held, id, stage.request.take(), stage.issues, |acc| {
+                    sample.map(|s| acc.add_stage(s)).unwrap_or_default()
+                }),
+            )
+        };
+        if let Some((name, [gen_ms, postprocess_ms, queue_ms])) = exported {
             self.annotate(
                 via,
                 id,
                 Annotation {
                     name,
                     attributes: &[
-                        ("stage_gen_time_ms", Num::Float(s.stage_gen_time_ms)),
-                        ("postprocess_time_ms", Num::Float(s.postprocess_time_ms)),
-                        ("queue_time_ms", Num::Float(s.queue_time_ms)),
+                        ("stage_gen_time_ms", Num::Float(gen_ms)),
+                        ("postprocess_time_ms", Num::Float(postprocess_ms)),
+                        ("queue_time_ms", Num::Float(queue_ms)),
                     ],
                     failure: None,
                 },
                 false,
             );
         }
-        if stage.remote {
-            self.remote_work(stage.issues);
-            return;
+        match issues {
+            Some(issues) => self.shared.diagnostics.record(issues),
+            None => self.remote_work(stage.issues),
         }
-        self.close_child(stage.request.take(), stage.issues, |acc| {
-            sample.map(|s| acc.add_stage(s)).unwrap_or_default()
-        });
     }
 
     #[inline]
-    fn close_transfer(&self, transfer: &mut TransferSpan, id: &Id, via: AnnotateVia<'_>) {
+    fn close_transfer(
+        &self,
+        table: &Table,
+        held: Option<Locked<'_>>,
+        transfer: &mut TransferSpan,
+        id: &Id,
+        via: AnnotateVia<'_>,
+    ) {
         let now = self.clock.now();
         let (sample, incomplete) = transfer.finish(now);
-        if let (Some(_), Some(t)) = (via, &sample) {
-            let name = (!transfer.named).then(|| names::transfer(t.from_stage, t.to_stage));
+        // What the exported span gets, read before the sample goes into the request.
+        let exported = match (via, &sample) {
+            (Some(_), Some(t)) => Some((
+                (!transfer.named).then(|| names::transfer(t.from_stage, t.to_stage)),
+                [
+                    crate::stats::kbytes(t.size_bytes),
+                    t.tx_time_ms,
+                    t.rx_decode_time_ms,
+                    t.in_flight_time_ms,
+                ],
+            )),
+            _ => None,
+        };
+        let issues = if transfer.remote {
+            // One half of a transfer between processes: incomplete by design.
+            drop(held);
+            None
+        } else {
+            // Without a request to settle them, incomplete transfers are said now.
+            let issues = match transfer.request {
+                Some(_) => transfer.issues,
+                None => transfer.issues.union(incomplete),
+            };
+            Some(
+                self.merge_child(table, held, id, transfer.request.take(), issues, |acc| {
+                    if let Some(t) = sample {
+                        acc.add_transfer(t);
+                    }
+                    acc.defer_incomplete(incomplete);
+                    IssueSet::default()
+                }),
+            )
+        };
+        if let Some((name, [kbytes, tx_ms, rx_ms, in_flight_ms])) = exported {
             self.annotate(
                 via,
                 id,
                 Annotation {
                     name,
                     attributes: &[
-                        (
-                            "size_kbytes",
-                            Num::Float(crate::stats::kbytes(t.size_bytes)),
-                        ),
-                        ("tx_time_ms", Num::Float(t.tx_time_ms)),
-                        ("rx_decode_time_ms", Num::Float(t.rx_decode_time_ms)),
-                        ("in_flight_time_ms", Num::Float(t.in_flight_time_ms)),
+                        ("size_kbytes", Num::Float(kbytes)),
+                        ("tx_time_ms", Num::Float(tx_ms)),
+                        ("rx_decode_time_ms", Num::Float(rx_ms)),
+                        ("in_flight_time_ms", Num::Float(in_flight_ms)),
                     ],
                     failure: None,
                 },
                 false,
             );
         }
-        if transfer.remote {
-            // One half of a transfer between processes: incomplete by design.
-            self.remote_work(transfer.issues);
-            return;
+        match issues {
+            Some(issues) => self.shared.diagnostics.record(issues),
+            None => self.remote_work(transfer.issues),
         }
-        // Without a request to settle them, incomplete transfers are said now.
-        let issues = match transfer.request {
-            Some(_) => transfer.issues,
-            None => transfer.issues.union(incomplete),
-        };
-        self.close_child(transfer.request.take(), issues, |acc| {
-            if let Some(t) = sample {
-                acc.add_transfer(t);
-            }
-            acc.defer_incomplete(incomplete);
-            IssueSet::default()
-        });
     }
 
     fn close_run<S>(&self, run: RunSpan, id: &Id, ctx: &Context<'_, S>, via: AnnotateVia<'_>)
@@ -213,25 +270,41 @@ impl Inner {
         self.shared.diagnostics.record(issues);
     }
 
-    /// Merges a closed stage or transfer into its request, then reports its issues.
-    fn close_child(
+    /// Merges a closed stage or transfer (`id`) into its request (`request`, its span id):
+    /// under `held`, the lock of the child's shard, when the request is in that shard, else
+    /// under the request's shard's lock. Returns the child's issues, for the caller to
+    /// report once no lock is held.
+    fn merge_child(
         &self,
-        request: Option<RequestLink>,
-        mut issues: IssueSet,
+        table: &Table,
+        held: Option<Locked<'_>>,
+        id: &Id,
+        request: Option<Key>,
+        issues: IssueSet,
         merge: impl FnOnce(&mut RequestAcc) -> IssueSet,
-    ) {
-        match request {
-            Some(link) => {
-                let mut acc = lock(&link);
-                issues = issues.union(merge(&mut acc));
-                if !issues.is_empty() {
-                    acc.count_invalid();
+    ) -> IssueSet {
+        let into = |slot: &mut Slot| match slot {
+            Slot::Request(r) => {
+                let all = issues.union(merge(&mut r.acc));
+                if !all.is_empty() {
+                    r.acc.count_invalid();
                 }
+                Some(all)
             }
-            None => issues.insert(Issue::OutsideRequest),
-        }
-        // No lock is held here: the warning may be formatted by another layer.
-        self.shared.diagnostics.record(issues);
+            _ => None,
+        };
+        let merged = match (request, held) {
+            (Some(key), Some(held)) => held.with_parent(table, id.into_u64(), key, into),
+            (Some(key), None) => table.with(key, into),
+            (None, _) => None,
+        };
+        merged.flatten().unwrap_or_else(|| {
+            // No request, or (only inside a span's `Debug` that closes it, with the
+            // request's shard held) none reachable.
+            let mut issues = issues;
+            issues.insert(Issue::OutsideRequest);
+            issues
+        })
     }
 
     fn close_request(
@@ -247,11 +320,9 @@ impl Inner {
             run,
             status,
             issues,
-            acc: mut link,
-            open_key,
+            mut acc,
             named,
         } = request;
-        self.shared.request_closed(open_key);
         let done = Done {
             id,
             named,
@@ -263,21 +334,10 @@ impl Inner {
             via,
             trace_id,
         };
-        // Every child has closed (the Registry closes parents last), so the accumulator
-        // is usually this span's alone: finished in place, with no lock, then pooled with
-        // its buffers. Else (a reader holds it for a moment) it is taken out.
-        match Arc::get_mut(&mut link) {
-            Some(acc) => {
-                let acc = acc.get_mut().unwrap_or_else(PoisonError::into_inner);
-                self.finish_request(acc, done);
-            }
-            None => {
-                let mut acc = std::mem::take(&mut *lock(&link));
-                self.finish_request(&mut acc, done);
-                *lock(&link) = acc;
-            }
-        }
-        state::pool_request_link(link);
+        // Every child has closed (the Registry closes parents last): the accumulator is
+        // this span's alone, finished in place, then pooled with its buffers.
+        self.finish_request(&mut acc, done);
+        state::pool_request_acc(acc);
     }
 
     /// A closed request's record out of its accumulator, to its scope and the sinks; the

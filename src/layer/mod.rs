@@ -39,9 +39,8 @@ pub(crate) use annotate::{Annotation, Num};
 pub use builder::{BuildError, Builder, JSONL_ENV, LOG_INTERVAL_ENV, ONLINE_TABLES_ENV};
 
 use self::fields::SetField;
-use self::state::{RequestLink, RunLink, RunState};
+use self::state::{RunLink, RunState};
 use self::table::{Slot, Table};
-use crate::accumulate::RequestAcc;
 use crate::clock::{Clock, MonotonicClock};
 use crate::convention::SpanKind;
 use crate::diagnostics::{self, IssueSet};
@@ -101,7 +100,7 @@ impl Clone for OmniMetricsLayer {
     fn clone(&self) -> Self {
         Self {
             inner: self.inner.clone(),
-            table: Arc::default(),
+            table: new_table(&self.inner.shared),
             duplicate: AtomicBool::new(false),
             #[cfg(feature = "otlp")]
             dispatch: std::sync::OnceLock::new(),
@@ -221,6 +220,7 @@ impl OmniMetricsLayer {
         if let Some(writer) = &writer {
             let _ = shared.sink_writer.set(writer.state().clone());
         }
+        let table = new_table(&shared);
         Self {
             inner: Arc::new(Inner {
                 clock,
@@ -233,12 +233,20 @@ impl OmniMetricsLayer {
                 annotations: cfg!(feature = "otlp") && parts.trace_annotations,
                 warnings: std::sync::Mutex::new(parts.warnings),
             }),
-            table: Arc::default(),
+            table,
             duplicate: AtomicBool::new(false),
             #[cfg(feature = "otlp")]
             dispatch: std::sync::OnceLock::new(),
         }
     }
+}
+
+/// A copy's table of open spans, registered with the handle (which lists its open requests).
+fn new_table(shared: &Shared) -> Arc<Table> {
+    let table = Arc::new(Table::default());
+    let weak: std::sync::Weak<dyn crate::handle::OpenRequests> = Arc::downgrade(&table) as _;
+    shared.register_table(weak);
+    table
 }
 
 /// What [`Builder::build`] resolved, for [`OmniMetricsLayer::from_parts`].
@@ -273,12 +281,6 @@ impl crate::handle::OpenRun for std::sync::Mutex<RunState> {
 
 /// Locks a run's scope; a panic elsewhere cannot make its data unreadable.
 fn lock_run(link: &RunLink) -> std::sync::MutexGuard<'_, RunState> {
-    link.lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-/// Locks a request's accumulator; a panic elsewhere cannot make its data unreadable.
-fn lock(link: &RequestLink) -> std::sync::MutexGuard<'_, RequestAcc> {
     link.lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
@@ -385,7 +387,9 @@ impl OmniMetricsLayer {
             }
             return;
         }
-        drop(map);
+        // Still under the lock: finding the subscriber reads only `tracing`'s dispatcher
+        // and the layers' types, and a stage or transfer merges into its request under it
+        // (see `Inner::close`).
         let via = slot
             .annotated()
             .then(|| self.annotation_dispatch())
@@ -396,8 +400,15 @@ impl OmniMetricsLayer {
             (Slot::Request(_), None) => self.registered_dispatch(),
             _ => None,
         };
-        self.inner
-            .close(slot, &id, ctx, via.as_ref(), trace.as_ref());
+        self.inner.close(
+            &self.table,
+            Some(map),
+            slot,
+            &id,
+            ctx,
+            via.as_ref(),
+            trace.as_ref(),
+        );
     }
 }
 

@@ -13,11 +13,9 @@ use tracing_subscriber::layer::Context;
 use tracing_subscriber::registry::{LookupSpan, SpanRef};
 
 use super::fields::Visitor;
-use super::state::{
-    self, BatchSpan, RequestLink, RequestSpan, RunSpan, RunState, StageSpan, TransferSpan,
-};
+use super::state::{self, BatchSpan, RequestSpan, RunSpan, RunState, StageSpan, TransferSpan};
 use super::table::{Key, LeafSpan, Slot, Table};
-use super::{Inner, OutputFields, lock, lock_run};
+use super::{Inner, OutputFields, lock_run};
 use crate::accumulate::ScopeAcc;
 use crate::convention::SpanKind;
 use crate::diagnostics::{Issue, IssueSet};
@@ -56,19 +54,19 @@ where
     }
 }
 
-/// What a child of the span `parent` inherits, when that span is a request, a stage or a
-/// transfer: its request, and whether a stage lies between.
-fn ancestry(parent: &Slot) -> Option<(Option<RequestLink>, bool)> {
-    match parent {
-        Slot::Request(r) => Some((Some(r.acc.clone()), false)),
-        Slot::Stage(s) => Some((s.request.clone(), true)),
-        Slot::Transfer(t) => Some((t.request.clone(), t.in_stage)),
+/// What a child of the span `parent` (whose state is `slot`) inherits, when that span is a
+/// request, a stage or a transfer: its request's span id, and whether a stage lies between.
+fn ancestry(parent: Key, slot: &Slot) -> Option<(Option<Key>, bool)> {
+    match slot {
+        Slot::Request(_) => Some((Some(parent), false)),
+        Slot::Stage(s) => Some((s.request, true)),
+        Slot::Transfer(t) => Some((t.request, t.in_stage)),
         _ => None,
     }
 }
 
 /// Places a new stage or transfer in its request.
-fn place(slot: &mut Slot, (request, in_stage): (Option<RequestLink>, bool)) {
+fn place(slot: &mut Slot, (request, in_stage): (Option<Key>, bool)) {
     match slot {
         Slot::Stage(stage) => {
             stage.request = request;
@@ -118,14 +116,12 @@ pub(super) fn leaf_event(kind: SpanKind, parent: &mut Slot, now: u64, open: bool
 }
 
 impl Inner {
-    /// The accumulator of the open request `id`, if it is one of this layer's.
-    pub(super) fn request_link_of(&self, table: &Table, id: &Id) -> Option<RequestLink> {
+    /// `id`'s key, if it is an open request of this layer's.
+    pub(super) fn request_key(&self, table: &Table, id: &Id) -> Option<Key> {
+        let key = id.into_u64();
         table
-            .with(id.into_u64(), |slot| match slot {
-                Slot::Request(r) => Some(r.acc.clone()),
-                _ => None,
-            })
-            .flatten()
+            .with(key, |slot| matches!(slot, Slot::Request(_)))
+            .and_then(|is| is.then_some(key))
     }
 
     /// The request a new stage or transfer belongs to, and whether a stage lies between:
@@ -136,22 +132,22 @@ impl Inner {
         parent: Option<Key>,
         id: &Id,
         ctx: &Context<'_, S>,
-    ) -> (Option<RequestLink>, bool)
+    ) -> (Option<Key>, bool)
     where
         S: Subscriber + for<'l> LookupSpan<'l>,
     {
         let Some(parent) = parent else {
             return (None, false);
         };
-        if let Some(known) = table.with(parent, |slot| ancestry(slot)).flatten() {
+        if let Some(known) = table.with(parent, |slot| ancestry(parent, slot)).flatten() {
             return known;
         }
         let Some(span) = ctx.span(id) else {
             return (None, false);
         };
         let (request, in_stage) = enclosing_request(&span);
-        let link = request.and_then(|r| self.request_link_of(table, &r.id()));
-        (link, in_stage)
+        let request = request.and_then(|r| self.request_key(table, &r.id()));
+        (request, in_stage)
     }
 
     /// The run a new request belongs to, and its issues (a request inside a request): from
@@ -265,16 +261,11 @@ impl Inner {
                     run,
                     status: None,
                     issues,
-                    acc: state::new_request_link(),
-                    open_key: 0,
+                    acc: state::new_request_acc(),
                     named,
                 };
                 attrs.record(&mut Visitor(&mut request));
-                let open_key = self.shared.request_opened(&request.acc);
-                request.open_key = open_key;
-                if !table.insert(key, Slot::Request(request)) {
-                    self.shared.request_closed(open_key);
-                }
+                table.insert(key, Slot::Request(request));
                 return;
             }
             SpanKind::Stage => {
@@ -317,7 +308,7 @@ impl Inner {
         };
         let known = match parent {
             None => Some((None, false)),
-            Some(p) if Table::same_shard(key, p) => map.get(&p).and_then(ancestry),
+            Some(p) if Table::same_shard(key, p) => map.get(&p).and_then(|slot| ancestry(p, slot)),
             Some(_) => None,
         };
         match known {
@@ -434,8 +425,12 @@ impl Inner {
         let request = ctx
             .span(id)
             .and_then(|span| enclosing_request(&span).0.map(|r| r.id()));
-        if let Some(link) = request.and_then(|r| self.request_link_of(table, &r)) {
-            lock(&link).count_invalid();
+        if let Some(request) = request {
+            table.with(request.into_u64(), |slot| {
+                if let Slot::Request(r) = slot {
+                    r.acc.count_invalid();
+                }
+            });
         }
         let mut issues = IssueSet::default();
         issues.insert(Issue::LeafOutsideParent);

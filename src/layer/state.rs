@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use smallvec::SmallVec;
 
 use super::fields::{FieldValue, SetField};
+use super::table::Key;
 use crate::accumulate::{RequestAcc, ScopeAcc, StageRare, StageSample, TransferSample};
 use crate::convention::field;
 use crate::diagnostics::{Issue, IssueSet};
@@ -123,36 +124,31 @@ impl SetField for RunState {
     }
 }
 
-/// A request's accumulator, shared with its open stages and transfers so that closing one
-/// needs no Registry lookup of the request.
-pub(super) type RequestLink = Arc<Mutex<RequestAcc>>;
-
 /// Accumulators kept per thread for the next requests: one is reused, buffers and all, when
-/// its request is done with it (no stage or transfer holds it any more).
+/// its request is done with it.
 const POOLED: usize = 32;
 
 thread_local! {
-    static POOL: RefCell<Vec<RequestLink>> = const { RefCell::new(Vec::new()) };
+    // The boxes themselves are what the pool keeps, to be reused.
+    #[allow(clippy::vec_box)]
+    static POOL: RefCell<Vec<Box<RequestAcc>>> = const { RefCell::new(Vec::new()) };
 }
 
 /// An empty accumulator for a new request: a pooled one when this thread has one.
-pub(super) fn new_request_link() -> RequestLink {
+pub(super) fn new_request_acc() -> Box<RequestAcc> {
     POOL.try_with(|pool| pool.try_borrow_mut().ok()?.pop())
         .ok()
         .flatten()
         .unwrap_or_default()
 }
 
-/// Gives a finished request's accumulator back for a later request, if nothing else holds
-/// it; `acc` must be empty (see [`RequestAcc::recycle`]).
-pub(super) fn pool_request_link(link: RequestLink) {
-    if Arc::strong_count(&link) != 1 {
-        return;
-    }
+/// Gives a finished request's accumulator back for a later request; `acc` must be empty
+/// (see [`RequestAcc::recycle`]).
+pub(super) fn pool_request_acc(acc: Box<RequestAcc>) {
     let _ = POOL.try_with(|pool| {
         if let Ok(mut pool) = pool.try_borrow_mut() {
             if pool.len() < POOLED {
-                pool.push(link);
+                pool.push(acc);
             }
         }
     });
@@ -274,9 +270,9 @@ pub(super) struct RequestSpan {
     pub(super) run: Option<RunLink>,
     pub(super) status: Option<RequestStatus>,
     pub(super) issues: IssueSet,
-    pub(super) acc: RequestLink,
-    /// The request's entry in the open-span registry.
-    pub(super) open_key: u64,
+    /// What its stages and transfers add as they close: they reach it through the table,
+    /// by the request's span id, under the lock of its shard.
+    pub(super) acc: Box<RequestAcc>,
     /// It names its exported span itself (`otel.name`): the layer keeps that name.
     pub(super) named: bool,
 }
@@ -285,10 +281,8 @@ impl SetField for RequestSpan {
     #[inline]
     fn set(&mut self, name: &str, value: FieldValue<'_>) {
         match name {
-            field::REQUEST_ID => {
-                super::lock(&self.acc).set_request_id_with(|id| value.write_text(id))
-            }
-            field::STATUS_MESSAGE => super::lock(&self.acc).set_status_message(value.to_text()),
+            field::REQUEST_ID => self.acc.set_request_id_with(|id| value.write_text(id)),
+            field::STATUS_MESSAGE => self.acc.set_status_message(value.to_text()),
             field::STATUS => {
                 let parsed = match value {
                     FieldValue::Str(text) => RequestStatus::parse(text),
@@ -308,8 +302,9 @@ impl SetField for RequestSpan {
 #[derive(Debug, Default)]
 pub(super) struct StageSpan {
     pub(super) start_ns: u64,
-    /// The nearest enclosing `omni.request`; `None` is a convention violation.
-    pub(super) request: Option<RequestLink>,
+    /// The span id of the nearest enclosing `omni.request` (open as long as this span is:
+    /// the Registry closes a parent after its children); `None` is a convention violation.
+    pub(super) request: Option<Key>,
     pub(super) issues: IssueSet,
     stage_id: Option<u64>,
     stage_name: Option<Arc<str>>,
@@ -332,7 +327,7 @@ pub(super) struct StageSpan {
 }
 
 impl StageSpan {
-    pub(super) fn new(start_ns: u64, request: Option<RequestLink>) -> Self {
+    pub(super) fn new(start_ns: u64, request: Option<Key>) -> Self {
         Self {
             start_ns,
             request,
@@ -508,8 +503,9 @@ impl StageSpan {
 #[derive(Debug, Default)]
 pub(super) struct TransferSpan {
     start_ns: u64,
-    /// The nearest enclosing `omni.request`; `None` is a convention violation.
-    pub(super) request: Option<RequestLink>,
+    /// The span id of the nearest enclosing `omni.request` (open as long as this span is:
+    /// the Registry closes a parent after its children); `None` is a convention violation.
+    pub(super) request: Option<Key>,
     pub(super) issues: IssueSet,
     from_stage: Option<u64>,
     to_stage: Option<u64>,
@@ -537,7 +533,7 @@ pub(super) struct TransferSpan {
 }
 
 impl TransferSpan {
-    pub(super) fn new(start_ns: u64, request: Option<RequestLink>) -> Self {
+    pub(super) fn new(start_ns: u64, request: Option<Key>) -> Self {
         Self {
             start_ns,
             request,

@@ -145,6 +145,14 @@ impl Map {
         }
     }
 
+    /// Every span's state, in no order.
+    fn slots(&self) -> impl Iterator<Item = &Slot> {
+        self.direct
+            .iter()
+            .filter_map(|entry| entry.as_ref().map(|(_, slot)| slot))
+            .chain(self.spill.values())
+    }
+
     /// Takes the state of `key` out.
     #[inline]
     fn remove(&mut self, key: Key) -> Option<Slot> {
@@ -283,7 +291,12 @@ impl Table {
     /// Locks the shard of `key`; `None` only inside a nested hook whose shard is taken.
     #[inline]
     pub(super) fn lock(&self, key: Key) -> Option<Locked<'_>> {
-        let Shard { map: shard, live } = &self.shards[Self::shard_of(key)];
+        self.lock_shard(&self.shards[Self::shard_of(key)])
+    }
+
+    /// Locks `shard`; `None` only inside a nested hook whose shard is taken.
+    #[inline]
+    fn lock_shard<'a>(&'a self, Shard { map: shard, live }: &'a Shard) -> Option<Locked<'a>> {
         let nested = HELD.try_with(|h| h.replace(true)).unwrap_or(true);
         let map = if nested {
             match shard.try_lock() {
@@ -324,6 +337,23 @@ impl Table {
     #[inline]
     pub(super) fn with<R>(&self, key: Key, f: impl FnOnce(&mut Slot) -> R) -> Option<R> {
         self.lock(key)?.get_mut(&key).map(f)
+    }
+}
+
+impl crate::handle::OpenRequests for Table {
+    /// One shard at a time, each locked for a scan of its slots: only a reader of the
+    /// handle pays for it, never the engine's requests.
+    fn each_open_request(&self, each: &mut dyn FnMut(Option<&str>)) {
+        for shard in &self.shards {
+            let Some(map) = self.lock_shard(shard) else {
+                continue;
+            };
+            for slot in map.slots() {
+                if let Slot::Request(r) = slot {
+                    each(r.acc.request_id());
+                }
+            }
+        }
     }
 }
 

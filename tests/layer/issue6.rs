@@ -176,6 +176,38 @@ fn issue6_open_runs_and_requests_are_listed() {
     });
 }
 
+/// The open requests of a clone of the layer in another subscriber are listed too, with a
+/// request id recorded after the span opened.
+#[test]
+fn issue6_open_requests_of_every_copy_of_the_layer_are_listed() {
+    let layer = omni_metrics::OmniMetricsLayer::builder()
+        .with_console(false)
+        .build()
+        .expect("builds");
+    let handle = layer.handle();
+    let other = tracing_subscriber::registry().with(layer.clone());
+    let first = tracing_subscriber::registry().with(layer);
+    tracing::subscriber::with_default(first, || {
+        let a = info_span!("omni.request", request_id = "in-first");
+        let (b, unnamed) = tracing::subscriber::with_default(other, || {
+            let b = info_span!("omni.request", request_id = tracing::field::Empty);
+            b.record("request_id", "named-later");
+            (b, info_span!("omni.request"))
+        });
+        assert_eq!(
+            handle.open_spans().requests,
+            ["(no request_id)", "in-first", "named-later"]
+        );
+        drop(a);
+        assert_eq!(
+            handle.open_spans().requests,
+            ["(no request_id)", "named-later"]
+        );
+        drop((b, unnamed));
+    });
+    assert!(handle.open_spans().is_empty());
+}
+
 /// Item 11: a misplaced timing child counts in the request's record and summary too.
 #[test]
 fn issue6_misplaced_timing_child_counts_in_the_records() {
