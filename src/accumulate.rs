@@ -171,30 +171,47 @@ impl RequestAcc {
     /// Empties the accumulator for another request. `report`, a finished record nobody
     /// kept, gives back the buffers [`RequestAcc::finish`] moved into it.
     pub(crate) fn recycle(&mut self, report: Option<RequestE2EStats>) {
-        let mut spare = std::mem::take(&mut self.spare);
-        let mut stages = Vec::new();
-        let mut edges = Vec::new();
-        if let Some(r) = report {
-            for mut text in [r.request_id, r.scope] {
+        // Field by field, in place (building a new accumulator and dropping the old one
+        // moved it twice); every field is named, so a new one cannot be forgotten here.
+        let Self {
+            request_id,
+            status_message,
+            stages,
+            sides,
+            edges,
+            invalid_spans,
+            incomplete,
+            incomplete_spans,
+            spare,
+        } = self;
+        if let Some(RequestE2EStats {
+            request_id: id,
+            scope,
+            stages: mut their_stages,
+            transfers: mut their_edges,
+            ..
+        }) = report
+        {
+            for mut text in [id, scope] {
                 if spare.len() < 2 && text.capacity() > 0 {
                     text.clear();
                     spare.push(text);
                 }
             }
-            stages = r.stages;
+            their_stages.clear();
+            their_edges.clear();
+            *stages = their_stages;
+            *edges = their_edges;
+        } else {
             stages.clear();
-            edges = r.transfers;
             edges.clear();
         }
-        let mut sides = std::mem::take(&mut self.sides);
         sides.clear();
-        *self = Self {
-            stages,
-            edges,
-            sides,
-            spare,
-            ..Self::default()
-        };
+        *request_id = None;
+        *status_message = None;
+        *invalid_spans = 0;
+        *incomplete = IssueSet::default();
+        *incomplete_spans = 0;
     }
 
     /// Sets why the request failed.
@@ -695,5 +712,73 @@ mod tests {
             summary.distributions.request_latency().map(|s| s.count),
             Some(1_000_000)
         );
+    }
+
+    /// A recycled accumulator starts the next request empty, keeping only its buffers.
+    #[test]
+    fn a_recycled_accumulator_keeps_buffers_and_nothing_else() {
+        let mut acc = RequestAcc::default();
+        let fill = |acc: &mut RequestAcc| {
+            acc.set_request_id_with(|id| id.push_str("r-1"));
+            acc.set_status_message("boom".into());
+            let issues = acc.add_stage(StageSample {
+                stage_id: 2,
+                stage_name: None,
+                batch_id: Some(1),
+                batch_size: None,
+                num_tokens_in: 5,
+                num_tokens_out: 7,
+                stage_gen_time_ms: 1.0,
+                postprocess_time_ms: 0.0,
+                queue_time_ms: 0.0,
+                start_ns: 0,
+                end_ns: 1_000_000,
+                rare: None,
+            });
+            assert!(issues.is_empty());
+            acc.add_transfer(TransferSample {
+                from_stage: 0,
+                to_stage: 2,
+                size_bytes: 10,
+                tx_time_ms: 1.0,
+                rx_decode_time_ms: 1.0,
+                in_flight_time_ms: 0.0,
+                start_ns: 0,
+                end_ns: 1,
+            });
+            acc.count_invalid();
+            let mut issues = IssueSet::default();
+            issues.insert(crate::diagnostics::Issue::TransferWithoutTx);
+            acc.defer_incomplete(issues);
+        };
+        fill(&mut acc);
+        let id = acc.take_request_id().unwrap_or_default();
+        let scope = acc.spare_string();
+        let report = acc.finish(id, RequestStatus::Ok, scope, 0, 2_000_000);
+        assert_eq!((report.stages.len(), report.transfers.len()), (1, 1));
+        assert_eq!(report.invalid_spans, 1);
+        acc.recycle(Some(report));
+        assert_eq!(acc.request_id(), None);
+        assert!(acc.status_message.is_none() && acc.sides.is_empty());
+        assert_eq!(acc.invalid_spans, 0);
+        assert_eq!(acc.settle(RequestStatus::Ok), (IssueSet::default(), 0));
+        let reused = acc.spare_string();
+        assert!(
+            reused.is_empty() && reused.capacity() > 0,
+            "an id's buffer is reused"
+        );
+        let empty = acc.finish(String::new(), RequestStatus::Ok, reused, 0, 1);
+        assert!(empty.stages.is_empty() && empty.transfers.is_empty());
+        assert_eq!((empty.invalid_spans, empty.status_message), (0, None));
+        assert!(empty.stages.capacity() > 0, "the stage vector is reused");
+        // And without a record to take back.
+        fill(&mut acc);
+        acc.recycle(None);
+        assert_eq!(acc.request_id(), None);
+        assert!(acc.status_message.is_none() && acc.sides.is_empty());
+        assert_eq!((acc.invalid_spans, acc.incomplete_spans), (0, 0));
+        let empty = acc.finish(String::new(), RequestStatus::Ok, String::new(), 0, 1);
+        assert!(empty.stages.is_empty() && empty.transfers.is_empty());
+        assert_eq!((empty.invalid_spans, empty.status_message), (0, None));
     }
 }
