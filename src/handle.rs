@@ -83,8 +83,8 @@ fn stripe_index() -> usize {
         .unwrap_or(0)
 }
 
-/// A key unique in the process, whose stripe is this thread's: `thread << 40 | counter`
-/// (2^24 threads and 2^40 keys per thread before a repeat).
+/// A key unique in the process, for the registry of open runs: `thread << 40 | counter`
+/// (2^24 threads and 2^40 keys per thread before a repeat), made with no shared write.
 fn open_key() -> u64 {
     static FALLBACK: AtomicU64 = AtomicU64::new(1 << 63);
     KEYS.try_with(|k| {
@@ -100,7 +100,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// Hashes keys that are unique integers already (span ids, the open registry's keys): a
+/// Hashes keys that are unique integers already (span ids in the layer's table): a
 /// multiply, not SipHash (no key comes from outside the process).
 #[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct KeyHash;

@@ -189,9 +189,13 @@ where
             if dispatch.is_none() {
                 dispatch = crate::otlp::dispatch_of_layer(self, &self.dispatch);
             }
-            owner
-                .inner
-                .close(&owner.table, None, slot, &id, &ctx, dispatch.as_ref(), None);
+            let closing = super::Closing {
+                id: &id,
+                now: owner.inner.clock.now(),
+                via: dispatch.as_ref(),
+                trace: None,
+            };
+            owner.inner.close(&owner.table, None, slot, &closing, &ctx);
         }
     }
 }

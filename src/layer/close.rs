@@ -16,6 +16,18 @@ use crate::accumulate::{RequestAcc, ScopeAcc};
 use crate::diagnostics::{Issue, IssueSet};
 use crate::stats::{OverallSummary, RequestE2EStats, RequestStatus};
 
+/// A span being closed: its id, the time it closed, and where its numbers go.
+pub(super) struct Closing<'a> {
+    pub(super) id: &'a Id,
+    /// The clock's time of the close, read before any lock was taken.
+    pub(super) now: u64,
+    /// The subscriber to annotate its exported span through, when annotations are on.
+    pub(super) via: AnnotateVia<'a>,
+    /// For a request: the subscriber to read its trace id from (this layer runs before
+    /// the OpenTelemetry layer).
+    pub(super) trace: Option<&'a tracing::Dispatch>,
+}
+
 /// A closed request span, for [`Inner::finish_request`].
 struct Done<'a> {
     id: &'a Id,
@@ -41,26 +53,29 @@ impl Inner {
     /// merges under it, with no second lock. It is released before anything else runs
     /// (annotations, diagnostics, sinks).
     #[inline]
-    #[allow(clippy::too_many_arguments)]
     pub(super) fn close<S>(
         &self,
         table: &Table,
         held: Option<Locked<'_>>,
         slot: Slot,
-        id: &Id,
+        closing: &Closing<'_>,
         ctx: &Context<'_, S>,
-        via: AnnotateVia<'_>,
-        trace: Option<&tracing::Dispatch>,
     ) where
         S: Subscriber + for<'l> LookupSpan<'l>,
     {
+        let Closing {
+            id,
+            now,
+            via,
+            trace,
+        } = *closing;
         let slot = match slot {
             Slot::Stage(mut stage) => {
-                self.close_stage(table, held, &mut stage, id, via);
+                self.close_stage(table, held, &mut stage, closing);
                 return state::unbox(stage);
             }
             Slot::Transfer(mut transfer) => {
-                self.close_transfer(table, held, &mut transfer, id, via);
+                self.close_transfer(table, held, &mut transfer, closing);
                 return state::unbox(transfer);
             }
             other => {
@@ -70,7 +85,6 @@ impl Inner {
         };
         match slot {
             Slot::Request(request) => {
-                let now = self.clock.now();
                 // With annotations, the trace id comes with the request's annotation.
                 #[cfg(feature = "otlp")]
                 let trace_id = trace.and_then(|d| crate::otlp::trace_id(d, id));
@@ -95,10 +109,9 @@ impl Inner {
         table: &Table,
         held: Option<Locked<'_>>,
         stage: &mut StageSpan,
-        id: &Id,
-        via: AnnotateVia<'_>,
+        closing: &Closing<'_>,
     ) {
-        let now = self.clock.now();
+        let Closing { id, now, via, .. } = *closing;
         let sample = stage.finish(now);
         // What the exported span gets, read before the sample goes into the request.
         let exported = match (via, &sample) {
@@ -112,11 +125,11 @@ impl Inner {
             drop(held);
             None
         } else {
-            Some(
-                self.merge_child(table, held, id, stage.request.take(), stage.issues, |acc| {
-                    sample.map(|s| acc.add_stage(s)).unwrap_or_default()
-                }),
-            )
+            let request = stage.request.take();
+            let merged = self.merge_child(table, held, id, request, stage.issues, |acc| {
+                sample.map(|s| acc.add_stage(s)).unwrap_or_default()
+            });
+            Some(merged.unwrap_or_else(|| outside_request(stage.issues)))
         };
         if let Some((name, [gen_ms, postprocess_ms, queue_ms])) = exported {
             self.annotate(
@@ -146,10 +159,9 @@ impl Inner {
         table: &Table,
         held: Option<Locked<'_>>,
         transfer: &mut TransferSpan,
-        id: &Id,
-        via: AnnotateVia<'_>,
+        closing: &Closing<'_>,
     ) {
-        let now = self.clock.now();
+        let Closing { id, now, via, .. } = *closing;
         let (sample, incomplete) = transfer.finish(now);
         // What the exported span gets, read before the sample goes into the request.
         let exported = match (via, &sample) {
@@ -169,20 +181,16 @@ impl Inner {
             drop(held);
             None
         } else {
+            let request = transfer.request.take();
+            let merged = self.merge_child(table, held, id, request, transfer.issues, |acc| {
+                if let Some(t) = sample {
+                    acc.add_transfer(t);
+                }
+                acc.defer_incomplete(incomplete);
+                IssueSet::default()
+            });
             // Without a request to settle them, incomplete transfers are said now.
-            let issues = match transfer.request {
-                Some(_) => transfer.issues,
-                None => transfer.issues.union(incomplete),
-            };
-            Some(
-                self.merge_child(table, held, id, transfer.request.take(), issues, |acc| {
-                    if let Some(t) = sample {
-                        acc.add_transfer(t);
-                    }
-                    acc.defer_incomplete(incomplete);
-                    IssueSet::default()
-                }),
-            )
+            Some(merged.unwrap_or_else(|| outside_request(transfer.issues.union(incomplete))))
         };
         if let Some((name, [kbytes, tx_ms, rx_ms, in_flight_ms])) = exported {
             self.annotate(
@@ -273,7 +281,8 @@ impl Inner {
     /// Merges a closed stage or transfer (`id`) into its request (`request`, its span id):
     /// under `held`, the lock of the child's shard, when the request is in that shard, else
     /// under the request's shard's lock. Returns the child's issues, for the caller to
-    /// report once no lock is held.
+    /// report once no lock is held; `None` if it has no request, or (only inside a span's
+    /// `Debug` that closes it, with the request's shard held) none reachable.
     fn merge_child(
         &self,
         table: &Table,
@@ -282,7 +291,7 @@ impl Inner {
         request: Option<Key>,
         issues: IssueSet,
         merge: impl FnOnce(&mut RequestAcc) -> IssueSet,
-    ) -> IssueSet {
+    ) -> Option<IssueSet> {
         let into = |slot: &mut Slot| match slot {
             Slot::Request(r) => {
                 let all = issues.union(merge(&mut r.acc));
@@ -293,18 +302,11 @@ impl Inner {
             }
             _ => None,
         };
-        let merged = match (request, held) {
-            (Some(key), Some(held)) => held.with_parent(table, id.into_u64(), key, into),
-            (Some(key), None) => table.with(key, into),
-            (None, _) => None,
-        };
-        merged.flatten().unwrap_or_else(|| {
-            // No request, or (only inside a span's `Debug` that closes it, with the
-            // request's shard held) none reachable.
-            let mut issues = issues;
-            issues.insert(Issue::OutsideRequest);
-            issues
-        })
+        match (request?, held) {
+            (key, Some(held)) => held.with_parent(table, id.into_u64(), key, into),
+            (key, None) => table.with(key, into),
+        }
+        .flatten()
     }
 
     fn close_request(
@@ -505,4 +507,10 @@ impl Inner {
         }
         self.shared.record_run_summary(summary);
     }
+}
+
+/// A stage's or transfer's issues when it merged into no request.
+fn outside_request(mut issues: IssueSet) -> IssueSet {
+    issues.insert(Issue::OutsideRequest);
+    issues
 }

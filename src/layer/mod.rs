@@ -38,6 +38,7 @@ pub use annotate::AnnotationLayer;
 pub(crate) use annotate::{Annotation, Num};
 pub use builder::{BuildError, Builder, JSONL_ENV, LOG_INTERVAL_ENV, ONLINE_TABLES_ENV};
 
+use self::close::Closing;
 use self::fields::SetField;
 use self::state::{RunLink, RunState};
 use self::table::{Slot, Table};
@@ -361,6 +362,8 @@ impl OmniMetricsLayer {
         S: Subscriber + for<'l> LookupSpan<'l>,
     {
         let key = id.into_u64();
+        // Read before the lock: the clock may be the user's (`Builder::with_clock`).
+        let now = self.inner.clock.now();
         let Some(mut map) = self.table.lock(key) else {
             return;
         };
@@ -370,7 +373,6 @@ impl OmniMetricsLayer {
         // A timing child adds to its parent: under the same lock when both are in one
         // shard (the usual case).
         if let Slot::Leaf(leaf) = slot {
-            let now = self.inner.clock.now();
             let placed = match leaf.parent {
                 Some(p) => map
                     .with_parent(&self.table, key, p, |parent| {
@@ -387,9 +389,16 @@ impl OmniMetricsLayer {
             }
             return;
         }
-        // Still under the lock: finding the subscriber reads only `tracing`'s dispatcher
-        // and the layers' types, and a stage or transfer merges into its request under it
-        // (see `Inner::close`).
+        // A stage or transfer merges into its request under this lock (see
+        // `Inner::close`); finding the subscriber below reads only `tracing`'s dispatcher
+        // and the layers' types. Any other span lets go of it now.
+        let held = match slot {
+            Slot::Stage(_) | Slot::Transfer(_) => Some(map),
+            _ => {
+                drop(map);
+                None
+            }
+        };
         let via = slot
             .annotated()
             .then(|| self.annotation_dispatch())
@@ -400,15 +409,13 @@ impl OmniMetricsLayer {
             (Slot::Request(_), None) => self.registered_dispatch(),
             _ => None,
         };
-        self.inner.close(
-            &self.table,
-            Some(map),
-            slot,
-            &id,
-            ctx,
-            via.as_ref(),
-            trace.as_ref(),
-        );
+        let closing = Closing {
+            id: &id,
+            now,
+            via: via.as_ref(),
+            trace: trace.as_ref(),
+        };
+        self.inner.close(&self.table, held, slot, &closing, ctx);
     }
 }
 

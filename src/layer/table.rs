@@ -2,8 +2,9 @@
 //!
 //! Keeping the state in the Registry's extensions costs, per hook, a Registry lookup (about
 //! 19 ns), an extension lock (about 17 ns) and a `Box` per span. Here each hook does one
-//! table operation: lock a shard, one hash-map operation, unlock. A timing child stores a
-//! small slot naming its parent, so closing it needs no Registry lookup either.
+//! table operation: lock a shard, index its slots by the span's slab address (see [`Map`]),
+//! unlock. A timing child stores a small slot naming its parent, and a stage or transfer
+//! its request's id, so closing them needs no Registry lookup either.
 //!
 //! Shards follow the thread that made the span: the Registry's ids carry the shard of the
 //! `sharded_slab` thread that allocated them (see [`super::live`]), so two threads making
@@ -14,10 +15,13 @@
 //! sets of span ids, which may collide), so two metrics layers in one subscriber keep apart
 //! what each one measures.
 //!
-//! No lock of the table is held while a `tracing` event is emitted or a sink runs. The one
-//! foreign code that may run under a shard lock is a field value's `Debug` (a `record`ed
-//! `%value`); should it open or close an `omni.*` span, the nested hook only tries the lock
-//! (see [`HELD`]) and skips the span rather than deadlock.
+//! No lock of the table is held while a `tracing` event is emitted, a sink runs, a span is
+//! annotated or the clock is read (it may be the user's). Under a shard lock run only this
+//! crate's code, `tracing`'s dispatcher lookups (the current subscriber and its layers'
+//! types, when a span closes) and a field value's `Debug` (a `record`ed `%value`): should
+//! that open or close an `omni.*` span, the nested hook only tries the lock (see [`HELD`])
+//! and skips the span rather than deadlock. A hook never waits for a second shard while it
+//! holds one: it lets go of its own first.
 
 use std::cell::Cell;
 use std::collections::HashMap;
@@ -341,8 +345,10 @@ impl Table {
 }
 
 impl crate::handle::OpenRequests for Table {
-    /// One shard at a time, each locked for a scan of its slots: only a reader of the
-    /// handle pays for it, never the engine's requests.
+    /// One shard at a time, each locked for a scan of its slots: a reader of the handle (or
+    /// the periodic line, once per interval) pays for it, not each request; an engine thread
+    /// may wait for a scan of its shard to end. Inside a nested hook (a field's `Debug`), a
+    /// shard taken by this thread is skipped.
     fn each_open_request(&self, each: &mut dyn FnMut(Option<&str>)) {
         for shard in &self.shards {
             let Some(map) = self.lock_shard(shard) else {
