@@ -1,6 +1,6 @@
 //! The convention's rules: chunks, overrides, queue/postprocess, scopes, status, threads.
 
-use crate::support::{Harness, assert_close};
+use crate::support::{Harness, assert_close, ns};
 use omni_metrics::instrument::{Request, Run};
 use omni_metrics::stats::RequestStatus;
 use tracing::info_span;
@@ -224,6 +224,69 @@ fn spans_opened_and_closed_on_other_threads_are_counted() {
     let r = &h.capture.requests()[0];
     assert_eq!(r.e2e_total_tokens, 7);
     assert_eq!(h.handle.invalid_spans(), 0);
+}
+
+/// A transfer and its children made on another thread than their request, the transfer
+/// closed on a third, and a stage closed on a thread of its own: each merges into the
+/// request through the request's shard, with its times and issues.
+#[test]
+fn transfers_and_stages_closed_on_other_threads_merge_into_their_request() {
+    let h = Harness::new();
+    let on_thread = |f: Box<dyn FnOnce() -> tracing::Span + Send>| {
+        let d = h.dispatch.clone();
+        std::thread::spawn(move || tracing::dispatcher::with_default(&d, f))
+            .join()
+            .expect("thread")
+    };
+    h.run(|| {
+        h.at(0.0);
+        let req = info_span!("omni.request", request_id = "across");
+        let parent = req.clone();
+        let clock = h.clock.clone();
+        let transfer = on_thread(Box::new(move || {
+            let t = info_span!(parent: &parent, "omni.transfer", from_stage = 0_u64,
+                to_stage = 1_u64, size_bytes = 2048_u64);
+            clock.set_ns(ns(1.0));
+            let tx = info_span!(parent: &t, "omni.transfer.tx");
+            clock.set_ns(ns(3.0));
+            drop(tx);
+            clock.set_ns(ns(4.0));
+            let rx = info_span!(parent: &t, "omni.transfer.rx_decode");
+            clock.set_ns(ns(9.0));
+            drop(rx);
+            t
+        }));
+        let parent = req.clone();
+        let stage = on_thread(Box::new(move || {
+            info_span!(parent: &parent, "omni.stage", stage_id = 0_u64, num_tokens_in = 2_u64,
+                num_tokens_out = 5_u64)
+        }));
+        // A transfer without tx or rx, closed here: incomplete, counted once the request
+        // ends `ok`.
+        let bare = info_span!(parent: &req, "omni.transfer", from_stage = 1_u64, to_stage = 2_u64);
+        let closer = h.dispatch.clone();
+        std::thread::spawn(move || {
+            tracing::dispatcher::with_default(&closer, || drop((transfer, stage)));
+        })
+        .join()
+        .expect("thread");
+        drop(bare);
+        h.at(12.0);
+        drop(req);
+    });
+    let r = &h.capture.requests()[0];
+    assert_eq!(r.request_id, "across");
+    assert_eq!(r.e2e_total_tokens, 7);
+    let edge = r
+        .transfers
+        .iter()
+        .find(|e| (e.from_stage, e.to_stage) == (0, 1))
+        .expect("the edge from the other threads");
+    assert_eq!((edge.tx_time_ms, edge.rx_decode_time_ms), (2.0, 5.0));
+    assert_eq!(edge.in_flight_time_ms, 1.0);
+    assert_eq!(edge.size_bytes, 2048);
+    assert_eq!(r.invalid_spans, 1, "the bare transfer, and only it");
+    assert!(h.handle.open_spans().is_empty());
 }
 
 #[test]
