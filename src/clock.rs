@@ -8,6 +8,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 ///
 /// The layer reads it once when an `omni.*` span opens and once when it closes. Tests inject
 /// a [`ManualClock`] to build deterministic scenarios without sleeping.
+///
+/// A close reads it while the layer holds a lock of its own: `now_ns` must not open or
+/// close spans (a nested span is skipped rather than deadlock) and should return quickly.
 pub trait Clock: Send + Sync + 'static {
     /// Nanoseconds since an arbitrary, fixed origin; never decreasing.
     fn now_ns(&self) -> u64;

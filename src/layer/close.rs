@@ -19,7 +19,7 @@ use crate::stats::{OverallSummary, RequestE2EStats, RequestStatus};
 /// A span being closed: its id, the time it closed, and where its numbers go.
 pub(super) struct Closing<'a> {
     pub(super) id: &'a Id,
-    /// The clock's time of the close, read before any lock was taken.
+    /// The clock's time of the close.
     pub(super) now: u64,
     /// The subscriber to annotate its exported span through, when annotations are on.
     pub(super) via: AnnotateVia<'a>,

@@ -362,14 +362,15 @@ impl OmniMetricsLayer {
         S: Subscriber + for<'l> LookupSpan<'l>,
     {
         let key = id.into_u64();
-        // Read before the lock: the clock may be the user's (`Builder::with_clock`).
-        let now = self.inner.clock.now();
         let Some(mut map) = self.table.lock(key) else {
             return;
         };
         let Some(slot) = map.remove(key) else {
             return;
         };
+        // Under the lock: read before it, the close measured about 3% slower (30 alternated
+        // rounds); `Clock` says it must not make spans.
+        let now = self.inner.clock.now();
         // A timing child adds to its parent: under the same lock when both are in one
         // shard (the usual case).
         if let Slot::Leaf(leaf) = slot {

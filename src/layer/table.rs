@@ -15,12 +15,12 @@
 //! sets of span ids, which may collide), so two metrics layers in one subscriber keep apart
 //! what each one measures.
 //!
-//! No lock of the table is held while a `tracing` event is emitted, a sink runs, a span is
-//! annotated or the clock is read (it may be the user's). Under a shard lock run only this
-//! crate's code, `tracing`'s dispatcher lookups (the current subscriber and its layers'
-//! types, when a span closes) and a field value's `Debug` (a `record`ed `%value`): should
-//! that open or close an `omni.*` span, the nested hook only tries the lock (see [`HELD`])
-//! and skips the span rather than deadlock. A hook never waits for a second shard while it
+//! No lock of the table is held while a `tracing` event is emitted, a sink runs or a span
+//! is annotated. Under a shard lock run only this crate's code, the clock when a span
+//! closes (see [`crate::clock::Clock`]), `tracing`'s dispatcher lookups (the current
+//! subscriber and its layers' types, when a stage or transfer closes) and a field value's
+//! `Debug` (a `record`ed `%value`): should one of them open or close an `omni.*` span, the
+//! nested hook only tries the lock (see [`HELD`]) and skips the span rather than deadlock. A hook never waits for a second shard while it
 //! holds one: it lets go of its own first.
 
 use std::cell::Cell;
