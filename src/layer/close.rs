@@ -1,6 +1,7 @@
 //! Closing spans: a stage or transfer merges into its request's accumulator, a request
 //! becomes its record (and joins its run's scope), a run its summary; then the sinks.
 
+use std::borrow::Cow;
 use std::sync::atomic::Ordering;
 
 use tracing_core::Subscriber;
@@ -27,6 +28,10 @@ pub(super) struct Closing<'a> {
     /// the OpenTelemetry layer).
     pub(super) trace: Option<&'a tracing::Dispatch>,
 }
+
+/// What a closed stage's or transfer's exported span gets: its name (unless it named
+/// itself) and its numbers.
+type Exported<const N: usize> = (Option<Cow<'static, str>>, [(&'static str, Num); N]);
 
 /// A closed request span, for [`Inner::finish_request`].
 struct Done<'a> {
@@ -63,26 +68,33 @@ impl Inner {
     ) where
         S: Subscriber + for<'l> LookupSpan<'l>,
     {
+        match slot {
+            Slot::Stage(mut stage) => {
+                self.close_stage(table, held, &mut stage, closing);
+                state::unbox(stage);
+            }
+            Slot::Transfer(mut transfer) => {
+                self.close_transfer(table, held, &mut transfer, closing);
+                state::unbox(transfer);
+            }
+            other => {
+                drop(held);
+                self.close_unheld(other, closing, ctx);
+            }
+        }
+    }
+
+    /// [`Inner::close`] of a request, run, batch or timing child: no lock is held.
+    fn close_unheld<S>(&self, slot: Slot, closing: &Closing<'_>, ctx: &Context<'_, S>)
+    where
+        S: Subscriber + for<'l> LookupSpan<'l>,
+    {
         let Closing {
             id,
             now,
             via,
             trace,
         } = *closing;
-        let slot = match slot {
-            Slot::Stage(mut stage) => {
-                self.close_stage(table, held, &mut stage, closing);
-                return state::unbox(stage);
-            }
-            Slot::Transfer(mut transfer) => {
-                self.close_transfer(table, held, &mut transfer, closing);
-                return state::unbox(transfer);
-            }
-            other => {
-                drop(held);
-                other
-            }
-        };
         match slot {
             Slot::Request(request) => {
                 // With annotations, the trace id comes with the request's annotation.
@@ -98,7 +110,7 @@ impl Inner {
                 self.shared.diagnostics.record(batch.issues());
             }
             // Closed by the layer's own `on_close` (an `AnnotationLayer` takes only
-            // annotated spans); stages and transfers are closed above.
+            // annotated spans); stages and transfers by `Inner::close`.
             Slot::Leaf(_) | Slot::Stage(_) | Slot::Transfer(_) => {}
         }
     }
@@ -117,7 +129,11 @@ impl Inner {
         let exported = match (via, &sample) {
             (Some(_), Some(s)) => Some((
                 (!stage.named).then(|| names::stage(s.stage_id, s.stage_name.as_ref())),
-                [s.stage_gen_time_ms, s.postprocess_time_ms, s.queue_time_ms],
+                [
+                    ("stage_gen_time_ms", Num::Float(s.stage_gen_time_ms)),
+                    ("postprocess_time_ms", Num::Float(s.postprocess_time_ms)),
+                    ("queue_time_ms", Num::Float(s.queue_time_ms)),
+                ],
             )),
             _ => None,
         };
@@ -131,26 +147,7 @@ impl Inner {
             });
             Some(merged.unwrap_or_else(|| outside_request(stage.issues)))
         };
-        if let Some((name, [gen_ms, postprocess_ms, queue_ms])) = exported {
-            self.annotate(
-                via,
-                id,
-                Annotation {
-                    name,
-                    attributes: &[
-                        ("stage_gen_time_ms", Num::Float(gen_ms)),
-                        ("postprocess_time_ms", Num::Float(postprocess_ms)),
-                        ("queue_time_ms", Num::Float(queue_ms)),
-                    ],
-                    failure: None,
-                },
-                false,
-            );
-        }
-        match issues {
-            Some(issues) => self.shared.diagnostics.record(issues),
-            None => self.remote_work(stage.issues),
-        }
+        self.child_closed(id, via, exported, issues, stage.issues);
     }
 
     #[inline]
@@ -168,10 +165,13 @@ impl Inner {
             (Some(_), Some(t)) => Some((
                 (!transfer.named).then(|| names::transfer(t.from_stage, t.to_stage)),
                 [
-                    crate::stats::kbytes(t.size_bytes),
-                    t.tx_time_ms,
-                    t.rx_decode_time_ms,
-                    t.in_flight_time_ms,
+                    (
+                        "size_kbytes",
+                        Num::Float(crate::stats::kbytes(t.size_bytes)),
+                    ),
+                    ("tx_time_ms", Num::Float(t.tx_time_ms)),
+                    ("rx_decode_time_ms", Num::Float(t.rx_decode_time_ms)),
+                    ("in_flight_time_ms", Num::Float(t.in_flight_time_ms)),
                 ],
             )),
             _ => None,
@@ -192,26 +192,35 @@ impl Inner {
             // Without a request to settle them, incomplete transfers are said now.
             Some(merged.unwrap_or_else(|| outside_request(transfer.issues.union(incomplete))))
         };
-        if let Some((name, [kbytes, tx_ms, rx_ms, in_flight_ms])) = exported {
+        self.child_closed(id, via, exported, issues, transfer.issues);
+    }
+
+    /// The end of a stage's or transfer's close, once no lock is held: its exported span
+    /// annotated, then its issues said (`merged`, or `own` as remote work when it merged
+    /// into no request of this process).
+    fn child_closed<const N: usize>(
+        &self,
+        id: &Id,
+        via: AnnotateVia<'_>,
+        exported: Option<Exported<N>>,
+        merged: Option<IssueSet>,
+        own: IssueSet,
+    ) {
+        if let Some((name, attributes)) = exported {
             self.annotate(
                 via,
                 id,
                 Annotation {
                     name,
-                    attributes: &[
-                        ("size_kbytes", Num::Float(kbytes)),
-                        ("tx_time_ms", Num::Float(tx_ms)),
-                        ("rx_decode_time_ms", Num::Float(rx_ms)),
-                        ("in_flight_time_ms", Num::Float(in_flight_ms)),
-                    ],
+                    attributes: &attributes,
                     failure: None,
                 },
                 false,
             );
         }
-        match issues {
+        match merged {
             Some(issues) => self.shared.diagnostics.record(issues),
-            None => self.remote_work(transfer.issues),
+            None => self.remote_work(own),
         }
     }
 
