@@ -13,6 +13,15 @@
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
+/// The Registry's ids are `sharded_slab` indices + 1: a slot address (bits 0..37), the
+/// shard of the thread that made the span (37..50) and a generation above. The table and
+/// this filter rely on that layout for speed only: a guess wrong for another layout costs
+/// speed, never an answer.
+pub(super) const ADDR_BITS: u32 = 37;
+
+/// The bits of the thread shard in a Registry id, above [`ADDR_BITS`].
+const SHARD_BITS: u32 = 13;
+
 /// Slots of one shard's region, as a power of two: 256 KiB over the table's 32 shards.
 const REGION_BITS: u32 = 11;
 
@@ -37,12 +46,8 @@ impl Default for Region {
 impl Region {
     #[inline]
     fn slot(&self, key: u64) -> Option<&AtomicU32> {
-        // The Registry's ids are sharded_slab indices + 1: a slot address (bits 0..37), the
-        // shard of the thread that made the span (37..50, which picks the region) and a
-        // generation above. The address and generation are hashed (Fibonacci hashing). A
-        // guess wrong for another layout only costs speed, never a miss.
-        const ADDR_BITS: u32 = 37;
-        const SHARD_BITS: u32 = 13;
+        // The thread shard picks the region; the address and generation are hashed
+        // (Fibonacci hashing). See `ADDR_BITS` for the layout.
         let raw = key.wrapping_sub(1);
         let hashed = (raw & ((1 << ADDR_BITS) - 1)) ^ (raw >> (ADDR_BITS + SHARD_BITS));
         let h = hashed.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - REGION_BITS);

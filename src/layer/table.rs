@@ -27,7 +27,7 @@ use std::cell::Cell;
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
-use super::live::Region;
+use super::live::{ADDR_BITS, Region};
 use super::state::{BatchSpan, RequestSpan, RunSpan, StageSpan, TransferSpan};
 use crate::convention::SpanKind;
 
@@ -73,9 +73,8 @@ impl Slot {
 /// thread with that many spans open at once. Spans at higher addresses go to the hash map.
 const DIRECT: usize = 2048;
 
-/// The Registry's id of a span, less one, is its `sharded_slab` index: the slot's address
-/// in its thread's pages is the low 37 bits (see [`super::live`]).
-const ADDR_MASK: u64 = (1 << 37) - 1;
+/// The slot address in a Registry id less one (see [`super::live::ADDR_BITS`]).
+const ADDR_MASK: u64 = (1 << ADDR_BITS) - 1;
 
 /// One shard's open spans.
 ///
@@ -276,7 +275,6 @@ impl Table {
     /// The shard of `key`: the thread shard bits of a Registry id (see [`super::live`]).
     #[inline]
     fn shard_of(key: Key) -> usize {
-        const ADDR_BITS: u32 = 37;
         ((key.wrapping_sub(1) >> ADDR_BITS) as usize) & (SHARDS - 1)
     }
 
