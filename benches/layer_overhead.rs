@@ -24,6 +24,8 @@
 //! - `frame-floor`: not this crate's layer either, but the least a synchronous layer that
 //!   keeps each request's spans in a frame on its own thread would cost (see
 //!   [`FrameFloor`]), on 1 and 2 threads;
+//! - `frame-locked`: `frame-floor` with an uncontended lock taken and let go in each hook,
+//!   as a layer whose state is in a shared table sharded by thread pays;
 //! - `foreign`: 10 spans that are not `omni.*`, with and without the layer;
 //! - 1 and 2 threads for `base` and `layer`.
 //!
@@ -374,6 +376,31 @@ where
 /// handle's counts and every diagnostic are left out: it is a floor, not a layer.
 struct FrameFloor {
     clock: omni_metrics::clock::MonotonicClock,
+    /// `frame-locked`: each hook also takes and lets go of an uncontended lock of a shard
+    /// chosen by the span id, as a layer with a shared, sharded table does (the price of
+    /// "the table's shard is the frame" over this floor).
+    shards: Option<Box<[std::sync::Mutex<u64>; 32]>>,
+}
+
+impl FrameFloor {
+    fn new(locked: bool) -> Self {
+        Self {
+            clock: omni_metrics::clock::MonotonicClock::new(),
+            shards: locked.then(|| Box::new(std::array::from_fn(|_| std::sync::Mutex::new(0)))),
+        }
+    }
+
+    /// With `shards`: locks the shard of `id` (the thread bits of a Registry id) and
+    /// counts the hook in it, as a table's hook would touch its shard.
+    #[inline]
+    fn touch(&self, id: u64) {
+        if let Some(shards) = &self.shards {
+            let shard = &shards[((id.wrapping_sub(1) >> 37) & 31) as usize];
+            if let Ok(mut n) = shard.lock() {
+                *n = black_box(n.wrapping_add(1));
+            }
+        }
+    }
 }
 
 /// One open span of a request, or one closed stage or transfer's numbers.
@@ -524,6 +551,7 @@ where
         let Some(kind) = frame_kind(attrs.metadata().name()) else {
             return;
         };
+        self.touch(id.into_u64());
         let now = omni_metrics::clock::Clock::now_ns(&self.clock);
         let parent = parent_key(attrs, &ctx);
         let _ = FRAMES.try_with(|t| {
@@ -560,6 +588,7 @@ where
         values: &tracing::span::Record<'_>,
         _: tracing_subscriber::layer::Context<'_, S>,
     ) {
+        self.touch(id.into_u64());
         let _ = FRAMES.try_with(|t| {
             if let Some((frame, at)) = t.borrow_mut().find(id.into_u64()) {
                 values.record(&mut frame.open[at]);
@@ -569,6 +598,7 @@ where
 
     fn on_close(&self, id: tracing::span::Id, _: tracing_subscriber::layer::Context<'_, S>) {
         let key = id.into_u64();
+        self.touch(key);
         let _ = FRAMES.try_with(|t| {
             let t = &mut *t.borrow_mut();
             if t.frames.last().is_some_and(|f| f.request == key) {
@@ -619,9 +649,8 @@ fn dispatch(config: &str) -> Option<Dispatch> {
         "deferred-floor" => Dispatch::new(registry().with(DeferredFloor {
             clock: omni_metrics::clock::MonotonicClock::new(),
         })),
-        "frame-floor" => Dispatch::new(registry().with(FrameFloor {
-            clock: omni_metrics::clock::MonotonicClock::new(),
-        })),
+        "frame-floor" => Dispatch::new(registry().with(FrameFloor::new(false))),
+        "frame-locked" => Dispatch::new(registry().with(FrameFloor::new(true))),
         #[cfg(feature = "otlp")]
         "otel" => Dispatch::new(registry().with(otel_layer())),
         #[cfg(feature = "otlp")]
@@ -691,7 +720,7 @@ fn run_case(case: &str, part: Part, iters: u64, rounds: usize) {
     };
     let Some(dispatch) = dispatch(config) else {
         eprintln!(
-            "unknown case {case}: use base, layer, layer-noagg, deferred-floor, frame-floor, otel, \
+            "unknown case {case}: use base, layer, layer-noagg, deferred-floor, frame-floor, frame-locked, otel, \
              both, both-noann, otel-floor, foreign-base or \
              foreign-layer, optionally with @2 for two threads"
         );
@@ -778,6 +807,7 @@ fn main() {
         "deferred-floor",
         "frame-floor",
         "frame-floor@2",
+        "frame-locked",
     ];
     if cfg!(feature = "otlp") {
         cases.extend(["otel", "both", "both-noann", "otel-floor"]);
@@ -842,6 +872,12 @@ fn main() {
         "frame floor (per-thread request frames, synchronous): added / baseline",
         "",
         per_round(&|r| Some((get(r, "frame-floor")? - get(r, "base")?) / get(r, "base")?)),
+        "x",
+    );
+    row(
+        "frame floor + a shard lock per hook: added / baseline",
+        "",
+        per_round(&|r| Some((get(r, "frame-locked")? - get(r, "base")?) / get(r, "base")?)),
         "x",
     );
     row(
