@@ -26,7 +26,8 @@ const SHARD_BITS: u32 = 13;
 const REGION_BITS: u32 = 11;
 
 pub(super) struct Region {
-    slots: Box<[AtomicU32]>,
+    /// A fixed size, so that a hash of [`REGION_BITS`] bits indexes it with no bounds check.
+    slots: Box<[AtomicU32; 1 << REGION_BITS]>,
 }
 
 impl std::fmt::Debug for Region {
@@ -38,7 +39,7 @@ impl std::fmt::Debug for Region {
 impl Default for Region {
     fn default() -> Self {
         Self {
-            slots: (0..1 << REGION_BITS).map(|_| AtomicU32::new(0)).collect(),
+            slots: Box::new(std::array::from_fn(|_| AtomicU32::new(0))),
         }
     }
 }

@@ -260,13 +260,14 @@ impl Drop for Locked<'_> {
 /// The table of one copy of the layer.
 #[derive(Debug)]
 pub(super) struct Table {
-    shards: Box<[Shard]>,
+    /// A fixed number, so that indexing by [`Table::shard_of`] needs no bounds check.
+    shards: Box<[Shard; SHARDS]>,
 }
 
 impl Default for Table {
     fn default() -> Self {
         Self {
-            shards: (0..SHARDS).map(|_| Shard::default()).collect(),
+            shards: Box::new(std::array::from_fn(|_| Shard::default())),
         }
     }
 }
@@ -348,7 +349,7 @@ impl crate::handle::OpenRequests for Table {
     /// may wait for a scan of its shard to end. Inside a nested hook (a field's `Debug`), a
     /// shard taken by this thread is skipped.
     fn each_open_request(&self, each: &mut dyn FnMut(Option<&str>)) {
-        for shard in &self.shards {
+        for shard in self.shards.iter() {
             let Some(map) = self.lock_shard(shard) else {
                 continue;
             };
