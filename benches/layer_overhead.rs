@@ -374,29 +374,37 @@ where
 /// it closes, and the request's close computes its totals and records them in per-thread
 /// histograms (the online aggregates). Spans that cross threads, records to sinks, the
 /// handle's counts and every diagnostic are left out: it is a floor, not a layer.
-struct FrameFloor {
+///
+/// `LOCKED` (`frame-locked`): each hook also takes and lets go of an uncontended lock of a
+/// shard chosen by the span id, as a layer with a shared, sharded table does (the price of
+/// "the table's shard is the frame" over this floor). Without it the lock is compiled out.
+struct FrameFloor<const LOCKED: bool> {
     clock: omni_metrics::clock::MonotonicClock,
-    /// `frame-locked`: each hook also takes and lets go of an uncontended lock of a shard
-    /// chosen by the span id, as a layer with a shared, sharded table does (the price of
-    /// "the table's shard is the frame" over this floor).
-    shards: Option<Box<[std::sync::Mutex<u64>; 32]>>,
+    shards: Box<[std::sync::Mutex<u64>; SHARDS]>,
 }
 
-impl FrameFloor {
-    fn new(locked: bool) -> Self {
+/// The shards of `frame-locked`, as many as the layer's table has.
+const SHARDS: usize = 32;
+
+/// Where the Registry puts a span's thread shard in its id (the layer's
+/// `live::ADDR_BITS`, which the bench cannot reach).
+const SHARD_SHIFT: u32 = 37;
+
+impl<const LOCKED: bool> FrameFloor<LOCKED> {
+    fn new() -> Self {
         Self {
             clock: omni_metrics::clock::MonotonicClock::new(),
-            shards: locked.then(|| Box::new(std::array::from_fn(|_| std::sync::Mutex::new(0)))),
+            shards: Box::new(std::array::from_fn(|_| std::sync::Mutex::new(0))),
         }
     }
 
-    /// With `shards`: locks the shard of `id` (the thread bits of a Registry id) and
-    /// counts the hook in it, as a table's hook would touch its shard.
+    /// When `LOCKED`: locks the shard of `id` (the thread bits of a Registry id) and counts
+    /// the hook in it, as a table's hook would touch its shard.
     #[inline]
     fn touch(&self, id: u64) {
-        if let Some(shards) = &self.shards {
-            let shard = &shards[((id.wrapping_sub(1) >> 37) & 31) as usize];
-            if let Ok(mut n) = shard.lock() {
+        if LOCKED {
+            let shard = (id.wrapping_sub(1) >> SHARD_SHIFT) as usize % SHARDS;
+            if let Some(Ok(mut n)) = self.shards.get(shard).map(|m| m.lock()) {
                 *n = black_box(n.wrapping_add(1));
             }
         }
@@ -538,7 +546,7 @@ impl FrameThread {
     }
 }
 
-impl<S> tracing_subscriber::Layer<S> for FrameFloor
+impl<S, const LOCKED: bool> tracing_subscriber::Layer<S> for FrameFloor<LOCKED>
 where
     S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
 {
@@ -649,8 +657,8 @@ fn dispatch(config: &str) -> Option<Dispatch> {
         "deferred-floor" => Dispatch::new(registry().with(DeferredFloor {
             clock: omni_metrics::clock::MonotonicClock::new(),
         })),
-        "frame-floor" => Dispatch::new(registry().with(FrameFloor::new(false))),
-        "frame-locked" => Dispatch::new(registry().with(FrameFloor::new(true))),
+        "frame-floor" => Dispatch::new(registry().with(FrameFloor::<false>::new())),
+        "frame-locked" => Dispatch::new(registry().with(FrameFloor::<true>::new())),
         #[cfg(feature = "otlp")]
         "otel" => Dispatch::new(registry().with(otel_layer())),
         #[cfg(feature = "otlp")]
