@@ -3,7 +3,7 @@
 
 use smallvec::SmallVec;
 
-use crate::diagnostics::{Issue, IssueSet};
+use crate::diagnostics::IssueSet;
 use crate::distribution::DistributionRecorder;
 use crate::stats::{
     self, EdgeName, OverallSummary, RequestE2EStats, RequestStatus, StageRequestStats,
@@ -49,68 +49,92 @@ pub(crate) struct StageRare {
 }
 
 /// The `omni.output` events of a stage: of one span, then merged over the stage's spans.
+///
+/// Gaps are taken between consecutive outputs of the whole stage in time order, across all
+/// its chunks (chunk spans may overlap in time), so the times themselves are kept: the
+/// earliest [`stats::MAX_OUTPUT_GAPS`] + 1 of them, which merging two stages' earliest
+/// keeps exact (the earliest of a union lie among the earliest of each part).
 #[derive(Debug, Default, Clone, PartialEq)]
 pub(crate) struct Outputs {
     chunks: u64,
     units: u64,
     first_ns: Option<u64>,
     last_ns: u64,
-    gap_sum_ms: f64,
-    gaps: u64,
-    /// The first [`stats::MAX_OUTPUT_GAPS`] gaps.
-    gaps_ms: Vec<f64>,
+    /// The earliest output times, in order (at most [`stats::MAX_OUTPUT_GAPS`] + 1).
+    times_ns: Vec<u64>,
 }
+
+/// Output times kept per stage: one more than the gaps kept.
+const MAX_OUTPUT_TIMES: usize = stats::MAX_OUTPUT_GAPS + 1;
 
 impl Outputs {
     /// One `omni.output` event at `now` carrying `units`.
     pub(crate) fn output(&mut self, now: u64, units: u64) {
-        match self.first_ns {
-            None => self.first_ns = Some(now),
-            Some(_) => self.gap(stats::ns_to_ms(now.saturating_sub(self.last_ns))),
-        }
+        self.first_ns = Some(self.first_ns.map_or(now, |first| first.min(now)));
         self.last_ns = self.last_ns.max(now);
         self.chunks = self.chunks.saturating_add(1);
         self.units = self.units.saturating_add(units);
-    }
-
-    fn gap(&mut self, ms: f64) {
-        self.gap_sum_ms = stats::add_ms(self.gap_sum_ms, ms);
-        self.gaps = self.gaps.saturating_add(1);
-        if self.gaps_ms.len() < stats::MAX_OUTPUT_GAPS {
-            self.gaps_ms.push(ms);
+        // Events of one span arrive in time order: almost always a push at the end.
+        match self.times_ns.last() {
+            Some(&last) if now < last => {
+                let at = self.times_ns.partition_point(|&t| t <= now);
+                self.times_ns.insert(at, now);
+                self.times_ns.truncate(MAX_OUTPUT_TIMES);
+            }
+            _ if self.times_ns.len() < MAX_OUTPUT_TIMES => self.times_ns.push(now),
+            _ => {}
         }
     }
 
-    /// Adds another span's events of the same stage. Spans whose outputs do not overlap in
-    /// time (a stage streamed as consecutive chunks) also count the gap between them.
+    /// Adds another span's events of the same stage: the outputs of both, in time order.
     fn merge(&mut self, other: Outputs) {
-        let (Some(first), Some(theirs)) = (self.first_ns, other.first_ns) else {
-            if self.first_ns.is_none() {
-                *self = other;
-            }
+        if other.first_ns.is_none() {
             return;
-        };
-        if theirs >= self.last_ns {
-            self.gap(stats::ns_to_ms(theirs - self.last_ns));
-        } else if other.last_ns <= first {
-            self.gap(stats::ns_to_ms(first - other.last_ns));
+        }
+        if self.first_ns.is_none() {
+            *self = other;
+            return;
         }
         self.chunks = self.chunks.saturating_add(other.chunks);
         self.units = self.units.saturating_add(other.units);
-        self.first_ns = Some(first.min(theirs));
+        self.first_ns = self.first_ns.min(other.first_ns).or(other.first_ns);
         self.last_ns = self.last_ns.max(other.last_ns);
-        self.gap_sum_ms = stats::add_ms(self.gap_sum_ms, other.gap_sum_ms);
-        self.gaps = self.gaps.saturating_add(other.gaps);
-        let room = stats::MAX_OUTPUT_GAPS.saturating_sub(self.gaps_ms.len());
-        self.gaps_ms.extend(other.gaps_ms.into_iter().take(room));
+        let (mine, theirs) = (std::mem::take(&mut self.times_ns), other.times_ns);
+        let mut merged = Vec::with_capacity((mine.len() + theirs.len()).min(MAX_OUTPUT_TIMES));
+        let (mut a, mut b) = (mine.iter().peekable(), theirs.iter().peekable());
+        while merged.len() < MAX_OUTPUT_TIMES {
+            let next = match (a.peek(), b.peek()) {
+                (Some(&&x), Some(&&y)) if x <= y => a.next(),
+                (Some(_), Some(_)) => b.next(),
+                (Some(_), None) => a.next(),
+                (None, _) => b.next(),
+            };
+            match next {
+                Some(&t) => merged.push(t),
+                None => break,
+            }
+        }
+        self.times_ns = merged;
+    }
+
+    /// The gaps between consecutive outputs kept, in ms (the first
+    /// [`stats::MAX_OUTPUT_GAPS`] of the stage's).
+    fn gaps_ms(&self) -> Vec<f64> {
+        self.times_ns
+            .windows(2)
+            .map(|w| stats::ns_to_ms(w[1].saturating_sub(w[0])))
+            .collect()
     }
 }
 
 /// What a stage keeps beside its [`StageRequestStats`] until the request finishes.
 #[derive(Debug, Default)]
 struct StageSide {
-    /// The first span's raw `batch_id` (absent and 0 differ).
-    batch_id: Option<u64>,
+    /// The start of the earliest-starting span that gave a `batch_id` (the stage's
+    /// `batch_id` is that span's; absent and 0 differ).
+    batch_id_from_ns: Option<u64>,
+    /// The same for `batch_size`.
+    batch_size_from_ns: Option<u64>,
     /// Outputs and explicit output times, merged over the stage's spans (the other rare
     /// fields are summed into the stage's row).
     rare: Option<Box<StageRare>>,
@@ -256,15 +280,16 @@ impl RequestAcc {
     }
 
     /// Adds one stage span; a repeated `stage_id` (a chunk) is summed into the first.
-    /// Returns the issues the merge found (a conflicting `batch_id`).
+    ///
+    /// Chunks may close out of order and be computed in different batches (continuous
+    /// batching): `batch_id` and `batch_size` are each those of the earliest-starting span
+    /// that gives them (the first to close among spans starting together).
     #[inline]
-    pub(crate) fn add_stage(&mut self, mut s: StageSample) -> IssueSet {
-        let mut issues = IssueSet::default();
+    pub(crate) fn add_stage(&mut self, mut s: StageSample) {
         let found = self.stages.iter().position(|a| a.stage_id == s.stage_id);
         let Some((acc, side)) =
             found.and_then(|i| Some((self.stages.get_mut(i)?, self.sides.get_mut(i)?)))
         else {
-            let batch = s.batch_id;
             let mut stats = StageRequestStats {
                 stage_id: s.stage_id,
                 stage_name: s.stage_name,
@@ -279,7 +304,7 @@ impl RequestAcc {
                 wall_time_ms: 0.0,
                 start_ns: s.start_ns,
                 end_ns: s.end_ns,
-                batch_recorded: batch.is_some(),
+                batch_recorded: s.batch_id.is_some(),
                 ..StageRequestStats::default()
             };
             if let Some(rare) = s.rare.as_deref_mut() {
@@ -290,10 +315,11 @@ impl RequestAcc {
             }
             self.stages.push(stats);
             self.sides.push(StageSide {
-                batch_id: batch,
+                batch_id_from_ns: s.batch_id.map(|_| s.start_ns),
+                batch_size_from_ns: s.batch_size.map(|_| s.start_ns),
                 rare: s.rare,
             });
-            return issues;
+            return;
         };
         if let Some(mut theirs) = s.rare {
             acc.audio_generated_frames = acc
@@ -320,20 +346,15 @@ impl RequestAcc {
                 None => side.rare = Some(theirs),
             }
         }
-        let seen_batch = &mut side.batch_id;
-        // Chunks may close out of order: "first" is the earliest start.
-        let earlier = s.start_ns < acc.start_ns;
-        if let (Some(seen), Some(new)) = (*seen_batch, s.batch_id) {
-            if seen != new {
-                issues.insert(Issue::ConflictingBatchId);
-            }
-        }
-        if s.batch_id.is_some() && (earlier || seen_batch.is_none()) {
-            *seen_batch = s.batch_id;
-            acc.batch_id = s.batch_id.unwrap_or(0);
+        // Whether this span starts before the one `from` names (or none gave the value).
+        let earliest = |from: Option<u64>| from.is_none_or(|from| s.start_ns < from);
+        if let Some(batch_id) = s.batch_id.filter(|_| earliest(side.batch_id_from_ns)) {
+            side.batch_id_from_ns = Some(s.start_ns);
+            acc.batch_id = batch_id;
             acc.batch_recorded = true;
         }
-        if let Some(size) = s.batch_size.filter(|_| earlier || acc.batch_size == 0) {
+        if let Some(size) = s.batch_size.filter(|_| earliest(side.batch_size_from_ns)) {
+            side.batch_size_from_ns = Some(s.start_ns);
             acc.batch_size = size;
         }
         if acc.stage_name.is_none() {
@@ -347,7 +368,6 @@ impl RequestAcc {
         acc.spans = acc.spans.saturating_add(1);
         acc.start_ns = acc.start_ns.min(s.start_ns);
         acc.end_ns = acc.end_ns.max(s.end_ns);
-        issues
     }
 
     /// Adds one transfer span; a repeated edge (a chunk) is summed, bytes and times together.
@@ -402,26 +422,21 @@ impl RequestAcc {
         for (s, side) in stages.iter_mut().zip(self.sides.drain(..)) {
             s.wall_time_ms = stats::ns_to_ms(s.end_ns.saturating_sub(s.start_ns));
             if let Some(mut rare) = side.rare {
-                let Outputs {
-                    chunks,
-                    units,
-                    first_ns,
-                    last_ns,
-                    gap_sum_ms,
-                    gaps,
-                    ref mut gaps_ms,
-                } = rare.outputs;
-                s.output_chunks = chunks;
-                s.output_units = units;
+                let outputs = &rare.outputs;
+                let first_ns = outputs.first_ns;
+                s.output_chunks = outputs.chunks;
+                s.output_units = outputs.units;
                 s.first_output_ns = first_ns;
-                s.last_output_ns = first_ns.map(|_| last_ns);
+                s.last_output_ns = first_ns.map(|_| outputs.last_ns);
                 s.time_to_first_output_ms = rare.first_output_override_ms.or_else(|| {
                     first_ns.map(|first| stats::time_to_first_output_ms(s.start_ns, first))
                 });
-                s.inter_output_ms = rare
-                    .inter_output_override_ms
-                    .or_else(|| stats::mean_gap_ms(gap_sum_ms, gaps));
-                s.inter_output_gaps_ms = std::mem::take(gaps_ms);
+                s.inter_output_ms = rare.inter_output_override_ms.or_else(|| {
+                    first_ns.and_then(|first| {
+                        stats::inter_output_ms(first, outputs.last_ns, outputs.chunks)
+                    })
+                });
+                s.inter_output_gaps_ms = outputs.gaps_ms();
             }
             s.audio_duration_ms = s
                 .audio_sample_rate
@@ -721,7 +736,7 @@ mod tests {
         let fill = |acc: &mut RequestAcc| {
             acc.set_request_id_with(|id| id.push_str("r-1"));
             acc.set_status_message("boom".into());
-            let issues = acc.add_stage(StageSample {
+            acc.add_stage(StageSample {
                 stage_id: 2,
                 stage_name: None,
                 batch_id: Some(1),
@@ -735,7 +750,6 @@ mod tests {
                 end_ns: 1_000_000,
                 rare: None,
             });
-            assert!(issues.is_empty());
             acc.add_transfer(TransferSample {
                 from_stage: 0,
                 to_stage: 2,

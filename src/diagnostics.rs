@@ -20,7 +20,6 @@ pub(crate) enum Issue {
     LeafOutsideParent,
     TransferWithoutTx,
     TransferWithoutRx,
-    ConflictingBatchId,
     BadStatus,
     RequestInRequest,
     StageInStage,
@@ -32,7 +31,7 @@ pub(crate) enum Issue {
 }
 
 impl Issue {
-    const ALL: [Issue; 18] = [
+    const ALL: [Issue; 17] = [
         Issue::MissingStageId,
         Issue::MissingEdge,
         Issue::MissingRequestId,
@@ -42,7 +41,6 @@ impl Issue {
         Issue::LeafOutsideParent,
         Issue::TransferWithoutTx,
         Issue::TransferWithoutRx,
-        Issue::ConflictingBatchId,
         Issue::BadStatus,
         Issue::RequestInRequest,
         Issue::StageInStage,
@@ -95,10 +93,6 @@ impl Issue {
                 "an `omni.transfer` span closed without an `omni.transfer.rx_decode` child (or \
                  a `rx_decode_time_ms` field): its rx time is 0 and its in-flight time is \
                  unknown (0)."
-            }
-            Issue::ConflictingBatchId => {
-                "the same `stage_id` has spans with different `batch_id`s in one request: the \
-                 first span's batch is kept. Give one stage of one request one batch id."
             }
             Issue::BadStatus => {
                 "an `omni.request` has a `status` other than `ok`, `error` or `aborted`: it is \

@@ -21,11 +21,12 @@ pub fn kbytes(bytes: u64) -> f64 {
 }
 
 /// `stage_gen_time_ms` = stage span duration - the time its `omni.queue` and
-/// `omni.postprocess` children cover - an explicit `postprocess_time_ms` that stands for
-/// children the stage did not open, never negative.
+/// `omni.postprocess` children cover - an explicit `postprocess_time_ms`, never negative.
 ///
-/// The layer passes the children's time as the time they *cover*: overlapping children are
-/// subtracted once, not twice.
+/// The layer passes the children's time as the time they *cover* (their union: overlapping
+/// children are subtracted once, not twice). An explicit `postprocess_time_ms` is the
+/// stage's post-processing time: its postprocess children are then not measured, and
+/// `queue_ms` is the time its queue children alone cover.
 ///
 /// ```
 /// assert_eq!(omni_metrics::stats::stage_gen_time_ms(100.0, 10.0, 5.0), 85.0);
@@ -166,10 +167,19 @@ pub fn rtf(time_ms: f64, audio_duration_ms: Option<f64>) -> Option<f64> {
         .map(|d| finite(time_ms / d))
 }
 
-/// The mean of `gaps_ms` summing to `sum_ms` over `count` gaps: `inter_output_ms`; `None`
-/// for fewer than two outputs (no gap).
-pub(crate) fn mean_gap_ms(sum_ms: f64, count: u64) -> Option<f64> {
-    (count > 0).then(|| finite(sum_ms / count as f64))
+/// `inter_output_ms`: the mean gap between a stage's consecutive `omni.output` events, in
+/// time order across all its spans (chunks may overlap), which is `(last - first) /
+/// (outputs - 1)`; `None` for fewer than two outputs (no gap).
+///
+/// ```
+/// // Outputs at 1, 3, 5 and 7 ms (two overlapping chunks: 1 and 5, 3 and 7).
+/// assert_eq!(omni_metrics::stats::inter_output_ms(1_000_000, 7_000_000, 4), Some(2.0));
+/// assert_eq!(omni_metrics::stats::inter_output_ms(1_000_000, 1_000_000, 1), None);
+/// ```
+pub fn inter_output_ms(first_output_ns: u64, last_output_ns: u64, outputs: u64) -> Option<f64> {
+    (outputs > 1).then(|| {
+        finite(ns_to_ms(last_output_ns.saturating_sub(first_output_ns)) / (outputs - 1) as f64)
+    })
 }
 
 /// A stage's time per output token (GenAI's `time_per_output_token`): the time from its

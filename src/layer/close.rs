@@ -143,7 +143,10 @@ impl Inner {
         } else {
             let request = stage.request.take();
             let merged = self.merge_child(table, held, id, request, stage.issues, |acc| {
-                sample.map(|s| acc.add_stage(s)).unwrap_or_default()
+                if let Some(s) = sample {
+                    acc.add_stage(s);
+                }
+                IssueSet::default()
             });
             Some(merged.unwrap_or_else(|| outside_request(stage.issues)))
         };

@@ -88,7 +88,8 @@ fn place(slot: &mut Slot, (request, in_stage): (Option<Key>, bool)) {
 pub(super) fn leaf_event(kind: SpanKind, parent: &mut Slot, now: u64, open: bool) -> bool {
     match (kind, parent) {
         (SpanKind::Queue | SpanKind::Postprocess, Slot::Stage(stage)) => {
-            let timer = if kind == SpanKind::Queue {
+            let queue = kind == SpanKind::Queue;
+            let timer = if queue {
                 &mut stage.queue
             } else {
                 &mut stage.postprocess
@@ -96,9 +97,15 @@ pub(super) fn leaf_event(kind: SpanKind, parent: &mut Slot, now: u64, open: bool
             if open {
                 timer.open(now);
                 stage.excluded.open(now);
+                if queue {
+                    stage.queued.open(now);
+                }
             } else {
                 timer.close(now);
                 stage.excluded.close(now);
+                if queue {
+                    stage.queued.close(now);
+                }
             }
             true
         }

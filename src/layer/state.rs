@@ -319,6 +319,9 @@ pub(super) struct StageSpan {
     pub(super) postprocess: LeafTimer,
     /// Time covered by queue or postprocess children (what gen time excludes).
     pub(super) excluded: Coverage,
+    /// Time covered by queue children alone (what gen time excludes beside an explicit
+    /// `postprocess_time_ms`, which stands for the postprocess children).
+    pub(super) queued: Coverage,
     /// See [`RequestSpan::named`].
     pub(super) named: bool,
     /// It carries `remote_request`: work done here for a request owned by another process
@@ -346,21 +349,21 @@ impl StageSpan {
         let postprocess_override_ms = rare.and_then(|r| r.postprocess_override_ms);
         let gen_override_ms = rare.and_then(|r| r.gen_override_ms);
         let queue_ms = self.queue.total_ms().unwrap_or(0.0);
-        let measured_pp_ms = self.postprocess.total_ms();
-        let postprocess_ms = postprocess_override_ms.or(measured_pp_ms).unwrap_or(0.0);
-        // Excluded from compute: the time the children covered, once; an explicit
-        // post-processing time stands for children the stage did not open.
-        let explicit_pp_ms = match (measured_pp_ms, postprocess_override_ms) {
-            (None, Some(ms)) => ms,
-            _ => 0.0,
+        let stage_ms = stats::ns_to_ms(end_ns.saturating_sub(self.start_ns));
+        // Excluded from compute: the time the children covered, once. An explicit
+        // post-processing time is the stage's: its postprocess children are then not
+        // measured, and the explicit value is excluded beside the queue's coverage.
+        let (postprocess_ms, gen_ms) = match postprocess_override_ms {
+            Some(pp_ms) => (
+                pp_ms,
+                stats::stage_gen_time_ms(stage_ms, self.queued.covered_ms(), pp_ms),
+            ),
+            None => (
+                self.postprocess.total_ms().unwrap_or(0.0),
+                stats::stage_gen_time_ms(stage_ms, self.excluded.covered_ms(), 0.0),
+            ),
         };
-        let gen_ms = gen_override_ms.unwrap_or_else(|| {
-            stats::stage_gen_time_ms(
-                stats::ns_to_ms(end_ns.saturating_sub(self.start_ns)),
-                self.excluded.covered_ms(),
-                explicit_pp_ms,
-            )
-        });
+        let gen_ms = gen_override_ms.unwrap_or(gen_ms);
         Some(StageSample {
             stage_id,
             stage_name: self.stage_name.take(),

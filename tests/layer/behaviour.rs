@@ -88,6 +88,59 @@ fn queue_and_postprocess_are_excluded_from_gen_time() {
     assert_close(s.stage_gen_time_ms, 20.0 - 3.0 - 4.0, "gen");
 }
 
+/// An explicit `postprocess_time_ms` beside postprocess children is the stage's
+/// postprocess time: the children are not measured, and gen time is the duration minus the
+/// queue children's coverage minus the explicit value (SPEC, "Edge cases, decided").
+#[test]
+fn an_explicit_postprocess_time_stands_for_the_postprocess_children() {
+    let h = Harness::new();
+    h.run(|| {
+        let req = info_span!("omni.request", request_id = "pp");
+        let s = info_span!(parent: &req, "omni.stage", stage_id = 0,
+            postprocess_time_ms = tracing::field::Empty);
+        // Queue 0..4 and a postprocess child 2..10 that overlaps it.
+        let q = info_span!(parent: &s, "omni.queue");
+        h.at(2.0);
+        let p = info_span!(parent: &s, "omni.postprocess");
+        h.at(4.0);
+        drop(q);
+        h.at(10.0);
+        drop(p);
+        s.record("postprocess_time_ms", 3.0);
+        h.at(30.0);
+    });
+    let st = &h.capture.requests()[0].stages[0];
+    assert_close(st.postprocess_time_ms, 3.0, "postprocess");
+    assert_close(st.queue_time_ms, 4.0, "queue");
+    assert_close(st.stage_gen_time_ms, 30.0 - 4.0 - 3.0, "gen");
+}
+
+/// `batch_id` and `batch_size` are each the earliest-starting chunk's that gives them,
+/// whatever order the chunks close in.
+#[test]
+fn a_chunked_stage_takes_its_batch_from_the_earliest_chunk_that_gives_one() {
+    let h = Harness::new();
+    h.run(|| {
+        let req = info_span!("omni.request", request_id = "b");
+        let a = info_span!(parent: &req, "omni.stage", stage_id = 0);
+        h.at(1.0);
+        let b = info_span!(parent: &req, "omni.stage", stage_id = 0, batch_id = 7_u64);
+        h.at(2.0);
+        let c = info_span!(parent: &req, "omni.stage", stage_id = 0, batch_id = 8_u64,
+            batch_size = 4_u64);
+        h.at(3.0);
+        // a (no batch) closes first, then c: b, closing last, still started earlier.
+        drop(a);
+        drop(c);
+        drop(b);
+        h.at(4.0);
+    });
+    let r = &h.capture.requests()[0];
+    let st = &r.stages[0];
+    assert_eq!((st.batch_id, st.batch_size, st.spans), (7, 4, 3));
+    assert_eq!(r.invalid_spans, 0);
+}
+
 #[test]
 fn explicit_fields_win_over_measurements() {
     let h = Harness::new();

@@ -156,6 +156,39 @@ fn a_stage_streamed_as_several_spans_counts_the_gap_between_them() {
     assert_eq!(s.inter_output_gaps_ms, [2.0, 2.0]);
 }
 
+/// Chunks that overlap in time: the gaps are between the stage's outputs in time order
+/// across its chunks. A [0, 10] ms with outputs at 1 and 5, B [2, 12] with outputs at 3
+/// and 7: outputs 1, 3, 5, 7, so every gap is 2 ms.
+#[test]
+fn overlapping_chunks_interleave_their_outputs_in_time_order() {
+    let h = Harness::new();
+    h.run(|| {
+        let request = Request::start("r-overlap");
+        let a = request.stage(0);
+        ms(&h, 1);
+        a.output(1); // 1
+        ms(&h, 1);
+        let b = request.stage(0); // 2
+        ms(&h, 1);
+        b.output(1); // 3
+        ms(&h, 2);
+        a.output(1); // 5
+        ms(&h, 2);
+        b.output(1); // 7
+        ms(&h, 3);
+        drop(a); // 10
+        ms(&h, 2);
+        drop(b); // 12
+        request.finish();
+    });
+    let requests = h.capture.requests();
+    let s = requests[0].stage(0).expect("stage 0");
+    assert_eq!((s.spans, s.output_chunks), (2, 4));
+    assert!(approx(s.inter_output_ms, 2.0), "{:?}", s.inter_output_ms);
+    assert_eq!(s.inter_output_gaps_ms, [2.0, 2.0, 2.0]);
+    assert!(approx(s.time_to_first_output_ms, 1.0));
+}
+
 #[test]
 fn a_long_stream_keeps_a_bounded_gap_list_and_an_exact_mean() {
     let h = Harness::new();
