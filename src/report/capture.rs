@@ -9,6 +9,20 @@ use crate::stats::{OverallSummary, RequestE2EStats};
 /// (unlike the built-in console and JSON lines, which are written by the layer's writer
 /// thread), so a test reads a request's record as soon as its span has closed.
 ///
+/// # Scoped subscribers: close spans where the subscriber is the default
+///
+/// A scoped subscriber (`tracing::subscriber::with_default`, `set_default`) is the default
+/// of the calling thread only. Dropping a span's last handle on another thread, where that
+/// subscriber is not the default, does close the span, but the Registry then releases the
+/// span's *parent* through that thread's default dispatcher: the parent never closes, so
+/// its request is never recorded (it is listed by
+/// [`MetricsHandle::open_spans`](crate::MetricsHandle::open_spans) instead). A stage or
+/// transfer handed to a worker thread or task must be dropped there under the same
+/// dispatcher: give the thread the dispatcher (`tracing::dispatcher::with_default(&dispatch,
+/// ..)` around its work) or the task (`.with_subscriber(dispatch)` from
+/// `tracing::instrument::WithSubscriber`). Under a global subscriber
+/// (`omni_metrics::init()`), any thread may drop any span.
+///
 /// ```
 /// use omni_metrics::report::CaptureSink;
 /// use tracing_subscriber::prelude::*;

@@ -84,3 +84,35 @@ fn thousand_concurrent_requests_give_exact_totals() {
             .all(|r| r.stages.len() == 2 && r.transfers.len() == 1)
     );
 }
+
+/// The Registry trap of scoped subscribers, as the docs of `CaptureSink` say it: a stage
+/// dropped on a thread whose default dispatcher is not its own never closes its request
+/// (the request stays listed as open, never recorded); dropped under its dispatcher, it
+/// does.
+#[test]
+fn a_child_dropped_outside_its_scoped_dispatcher_leaves_its_request_open() {
+    use crate::support::Harness;
+    let h = Harness::new();
+    let stage = h.run(|| {
+        let request = tracing::info_span!("omni.request", request_id = "lost");
+        tracing::info_span!(parent: &request, "omni.stage", stage_id = 0_u64)
+    });
+    // The request's own handle was dropped above; the stage holds it open.
+    std::thread::spawn(move || drop(stage))
+        .join()
+        .expect("the thread drops the stage");
+    assert!(h.capture.requests().is_empty(), "the request never closes");
+    assert_eq!(h.handle.open_spans().requests, ["lost"]);
+
+    let h = Harness::new();
+    let stage = h.run(|| {
+        let request = tracing::info_span!("omni.request", request_id = "kept");
+        tracing::info_span!(parent: &request, "omni.stage", stage_id = 0_u64)
+    });
+    let dispatch = h.dispatch.clone();
+    std::thread::spawn(move || tracing::dispatcher::with_default(&dispatch, || drop(stage)))
+        .join()
+        .expect("the thread drops the stage");
+    assert_eq!(h.capture.requests()[0].request_id, "kept");
+    assert!(h.handle.open_spans().is_empty());
+}
