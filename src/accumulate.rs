@@ -421,7 +421,7 @@ impl RequestAcc {
         let status_message = self.status_message.take();
         for (s, side) in stages.iter_mut().zip(self.sides.drain(..)) {
             s.wall_time_ms = stats::ns_to_ms(s.end_ns.saturating_sub(s.start_ns));
-            if let Some(mut rare) = side.rare {
+            if let Some(rare) = side.rare {
                 let outputs = &rare.outputs;
                 let first_ns = outputs.first_ns;
                 s.output_chunks = outputs.chunks;

@@ -283,8 +283,9 @@ fn write_html(path: &std::path::Path, capture: &CaptureSink) -> bool {
         return false;
     }
     let mut ok = true;
+    let mut pages = omni_metrics::report::html::PageWriter::new(path);
     for summary in scopes {
-        match omni_metrics::report::html::write(path, summary, of_scope(&summary.scope)) {
+        match pages.write(summary, of_scope(&summary.scope)) {
             Ok(written) => eprintln!("omni-metrics: wrote {}", written.display()),
             Err(e) => {
                 eprintln!("omni-metrics: {e}");

@@ -170,8 +170,40 @@ fn file_id(meta: &std::fs::Metadata) -> FileId {
 fn file_id(_meta: &std::fs::Metadata) -> FileId {}
 
 /// Opens `path` for appending, creating it.
+///
+/// A `path` that is a symbolic link is followed only if the link belongs to this process's
+/// user or to root (`/dev/stdout`, a link of the user's own): a link another user planted
+/// at that name (in a shared directory such as `/tmp`) is refused, so records are never
+/// appended to a file of the user's that the path did not name.
 pub(crate) fn open_append(path: &Path) -> io::Result<File> {
-    OpenOptions::new().create(true).append(true).open(path)
+    let mut options = OpenOptions::new();
+    options.create(true).append(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{MetadataExt as _, OpenOptionsExt as _};
+        let mut no_follow = options.clone();
+        no_follow.custom_flags(libc::O_NOFOLLOW);
+        match no_follow.open(path) {
+            Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+                let owner = std::fs::symlink_metadata(path)?.uid();
+                // SAFETY: `geteuid` has no preconditions and cannot fail.
+                let me = unsafe { libc::geteuid() };
+                if owner != me && owner != 0 {
+                    return Err(io::Error::new(
+                        io::ErrorKind::PermissionDenied,
+                        format!(
+                            "`{}` is a symbolic link of another user (uid {owner}): not \
+                             followed. Remove it, or name a file in a directory only you \
+                             can write to",
+                            path.display()
+                        ),
+                    ));
+                }
+            }
+            opened => return opened,
+        }
+    }
+    options.open(path)
 }
 
 impl PathFile {
@@ -366,6 +398,45 @@ impl Sink for JsonLinesSink {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A link of the user's own is followed (as `/dev/stdout` is); a link another user
+    /// planted at the name is refused, and the file it points to is left untouched.
+    #[cfg(unix)]
+    #[test]
+    fn a_symlink_of_another_user_is_not_followed() {
+        use std::io::Write as _;
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "precious\n").expect("written");
+        let own = dir.path().join("own.jsonl");
+        std::os::unix::fs::symlink(&victim, &own).expect("a link");
+        let mut file = open_append(&own).expect("a link of one's own is followed");
+        file.write_all(b"{}\n").expect("appended");
+        assert_eq!(
+            std::fs::read_to_string(&victim).ok().as_deref(),
+            Some("precious\n{}\n")
+        );
+        let planted = dir.path().join("planted.jsonl");
+        std::os::unix::fs::symlink(&victim, &planted).expect("a link");
+        // Another user's link: only root can make one here.
+        if std::os::unix::fs::lchown(&planted, Some(4242), Some(4242)).is_err() {
+            eprintln!("skipped: changing a link's owner needs root");
+            return;
+        }
+        let refused = open_append(&planted).expect_err("another user's link is refused");
+        assert!(
+            refused
+                .to_string()
+                .contains("symbolic link of another user"),
+            "{refused}"
+        );
+        assert_eq!(
+            std::fs::read_to_string(&victim).ok().as_deref(),
+            Some("precious\n{}\n")
+        );
+        // A plain new file is created as before.
+        assert!(open_append(&dir.path().join("new.jsonl")).is_ok());
+    }
 
     #[test]
     fn terminal_controls_are_escaped_and_the_text_survives() {

@@ -86,7 +86,62 @@ pub fn write(
     summary: &OverallSummary,
     requests: &[RequestE2EStats],
 ) -> std::io::Result<std::path::PathBuf> {
-    live::write_page(path, &summary.scope, &render(summary, requests))
+    let path = live::path_for(path, &summary.scope);
+    live::write_page(&path, &render(summary, requests))?;
+    Ok(path)
+}
+
+/// Writes the pages of several scopes to one file-name pattern, never replacing a page it
+/// wrote: what `omni-metrics report --html` uses.
+///
+/// `{scope}` in the pattern is replaced as [`write`] does it (a scope changed or cut to be
+/// a safe file name gets 8 hex digits of its hash, so `team a/run-1` and `team_a_run-1`
+/// get two files). Should two scopes still map to one name, the later page gets `-2`,
+/// `-3`, ... before the extension. Without `{scope}`, each page replaces the last.
+///
+/// ```
+/// use omni_metrics::report::html::PageWriter;
+/// use omni_metrics::stats::OverallSummary;
+///
+/// let dir = std::env::temp_dir().join(format!("omni-doc-pages-{}", std::process::id()));
+/// std::fs::create_dir_all(&dir)?;
+/// let mut pages = PageWriter::new(dir.join("report-{scope}.html"));
+/// let a = pages.write(&OverallSummary { scope: "team a/run-1".into(), ..Default::default() }, &[])?;
+/// let b = pages.write(&OverallSummary { scope: "team_a_run-1".into(), ..Default::default() }, &[])?;
+/// assert_ne!(a, b);
+/// assert!(b.ends_with("report-team_a_run-1.html"));
+/// # std::fs::remove_dir_all(&dir)?;
+/// # Ok::<(), std::io::Error>(())
+/// ```
+#[derive(Debug)]
+pub struct PageWriter {
+    pattern: std::path::PathBuf,
+    pages: live::PageNames,
+}
+
+impl PageWriter {
+    /// Writes pages to `pattern` (a path, with `{scope}` in it for one page per scope).
+    pub fn new(pattern: impl Into<std::path::PathBuf>) -> Self {
+        Self {
+            pattern: pattern.into(),
+            pages: live::PageNames::default(),
+        }
+    }
+
+    /// Renders the page of `summary` and `requests` ([`render`]) and writes it; returns the
+    /// path written.
+    ///
+    /// # Errors
+    ///
+    /// The file could not be written; the error names it.
+    pub fn write(
+        &mut self,
+        summary: &OverallSummary,
+        requests: &[RequestE2EStats],
+    ) -> std::io::Result<std::path::PathBuf> {
+        let html = render(summary, requests);
+        self.pages.write(&self.pattern, &summary.scope, &html)
+    }
 }
 
 /// The HTML report of one scope: `summary` and its `requests`, as one self-contained page.
