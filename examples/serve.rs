@@ -95,6 +95,9 @@ enum Piece {
         prompt_tokens: u64,
         completion_tokens: u64,
         audio_ms: f64,
+        /// Finished by whoever hands the response's last bytes to the connection; dropped
+        /// unfinished (the client hung up first), it is recorded `aborted`.
+        request: Request,
     },
 }
 
@@ -103,8 +106,25 @@ fn sleep_for(ms: f64) -> Duration {
 }
 
 impl Engine {
-    /// Runs one request through thinker -> talker -> code2wav, streaming text deltas.
+    /// Runs one request until its response is complete or its client hangs up, whichever
+    /// comes first: a client gone at any point (a stage computing, a hand-over, the reply
+    /// queued) drops the pipeline, and its request ends `aborted`.
     async fn run(
+        self,
+        request_id: String,
+        prompt_tokens: u64,
+        max_tokens: u64,
+        out: mpsc::Sender<Piece>,
+    ) {
+        let gone = out.clone();
+        tokio::select! {
+            () = self.pipeline(request_id, prompt_tokens, max_tokens, out) => {}
+            () = gone.closed() => {}
+        }
+    }
+
+    /// Runs one request through thinker -> talker -> code2wav, streaming text deltas.
+    async fn pipeline(
         self,
         request_id: String,
         prompt_tokens: u64,
@@ -167,14 +187,15 @@ impl Engine {
         code2wav.audio(frames, 24_000);
         drop(code2wav);
 
-        // Finished before the reply goes out: a client that got its answer finds the
-        // request in the totals.
-        request.finish();
+        // The reply finishes the request as it goes out (before its bytes do: a client that
+        // got its answer finds the request in the totals). A reply nobody takes any more
+        // drops it unfinished: `aborted`.
         let _ = out
             .send(Piece::Done {
                 prompt_tokens,
                 completion_tokens: text_tokens,
                 audio_ms: frames as f64 * 1000.0 / 24_000.0,
+                request,
             })
             .await;
     }
@@ -235,7 +256,9 @@ async fn chat(State(state): State<AppState>, body: axum::body::Bytes) -> Respons
                 prompt_tokens,
                 completion_tokens,
                 audio_ms,
+                request,
             } => {
+                request.finish();
                 return Json(serde_json::json!({
                     "id": id, "object": "chat.completion", "model": model,
                     "choices": [{"index": 0, "finish_reason": "stop",
@@ -264,7 +287,8 @@ fn async_stream(
                 "id": id, "object": "chat.completion.chunk", "model": model,
                 "choices": [{"index": 0, "delta": {"content": delta}, "finish_reason": null}],
             }),
-            Piece::Done { .. } => {
+            Piece::Done { request, .. } => {
+                request.finish();
                 return Ok(format!(
                     "data: {}\n\ndata: [DONE]\n\n",
                     serde_json::json!({"id": id, "object": "chat.completion.chunk", "model": model,

@@ -1,0 +1,203 @@
+//! The serve example as its clients meet it: a client that hangs up before its response is
+//! complete, at any point of the pipeline, ends its request `aborted`; one that reads its
+//! response to the end, `ok`.
+//!
+//! The example runs as a real process on a free loopback port, with its records in a JSON
+//! lines file; clients are plain TCP connections.
+
+use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The `serve` example, built by `cargo test` beside the test binaries.
+fn serve_example() -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>/deps");
+    let example = dir
+        .join("examples")
+        .join(format!("serve{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        example.exists(),
+        "{} is built by `cargo test`",
+        example.display()
+    );
+    example
+}
+
+/// The example serving on a free port; killed when dropped.
+struct Server {
+    child: Child,
+    addr: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start(records: &Path) -> Server {
+    let mut child = Command::new(serve_example())
+        .args([
+            "--addr",
+            "127.0.0.1:0",
+            "--ms-per-token",
+            "20",
+            "--log-interval",
+            "0",
+        ])
+        .env("OMNI_METRICS_JSONL", records)
+        .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+        .env("OTEL_SDK_DISABLED", "true")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the example starts");
+    let stderr = child.stderr.take().expect("piped");
+    let mut lines = BufReader::new(stderr).lines();
+    let addr = loop {
+        match lines.next() {
+            Some(Ok(line)) => {
+                if let Some(addr) = line.strip_prefix("serving on http://") {
+                    break addr.trim().to_owned();
+                }
+            }
+            other => {
+                let _ = child.kill();
+                panic!("the example stopped before serving: {other:?}");
+            }
+        }
+    };
+    // Keep reading its stderr so that it never blocks on a full pipe.
+    std::thread::spawn(move || lines.for_each(drop));
+    Server { child, addr }
+}
+
+/// Sends a chat completion; returns the connection.
+fn post(addr: &str, stream: bool) -> TcpStream {
+    let body = format!(
+        r#"{{"stream":{stream},"max_tokens":8,"messages":[{{"role":"user","content":"hello"}}]}}"#
+    );
+    let mut conn = TcpStream::connect(addr).expect("connected");
+    conn.set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("a timeout");
+    write!(
+        conn,
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .expect("sent");
+    conn
+}
+
+/// Reads the streamed response until `frames` text deltas have arrived; returns the
+/// request's id (from the first frame).
+fn read_text_frames(conn: &mut TcpStream, frames: usize) -> String {
+    let mut seen = String::new();
+    let mut buf = [0_u8; 4096];
+    loop {
+        let deltas = seen.matches("\"content\":").count();
+        if deltas >= frames {
+            let at = seen.find("\"id\":\"").expect("an id") + 6;
+            let id = &seen[at..];
+            return id[..id.find('"').expect("a quoted id")].to_owned();
+        }
+        let n = conn.read(&mut buf).expect("the stream goes on");
+        assert!(n > 0, "the stream ended early: {seen}");
+        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+}
+
+/// Reads until the connection has the whole streamed response.
+fn read_to_done(conn: &mut TcpStream) -> String {
+    let mut seen = String::new();
+    let mut buf = [0_u8; 4096];
+    while !seen.contains("data: [DONE]") {
+        let n = conn.read(&mut buf).expect("the stream goes on");
+        assert!(n > 0, "the stream ended early: {seen}");
+        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    let at = seen.find("\"id\":\"").expect("an id") + 6;
+    let id = &seen[at..];
+    id[..id.find('"').expect("a quoted id")].to_owned()
+}
+
+/// The request records written so far: (request id, status).
+fn statuses(records: &Path) -> Vec<(String, String)> {
+    let text = std::fs::read_to_string(records).unwrap_or_default();
+    text.lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["type"] == "request")
+        .map(|v| {
+            (
+                v["request_id"].as_str().unwrap_or_default().to_owned(),
+                v["status"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn a_client_that_hangs_up_at_any_point_ends_its_request_aborted() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let records = dir.path().join("records.jsonl");
+    let server = start(&records);
+    let addr = server.addr.as_str();
+
+    // The thinker decodes 4 chunks of 2 tokens (40 ms each), the talker then computes for
+    // about 320 ms and code2wav for 64 ms before the reply's last frame.
+    let mut in_thinker = post(addr, true);
+    let mut after_text = post(addr, true);
+    let mut in_reply = post(addr, true);
+    let mut complete = post(addr, true);
+    let not_streamed = post(addr, false);
+
+    let thinker_id = read_text_frames(&mut in_thinker, 1);
+    drop(in_thinker);
+    // The last text delta is out: the talker computes, no more text will be sent.
+    let after_text_id = read_text_frames(&mut after_text, 4);
+    drop(after_text);
+    // Hung up late: talker or code2wav still running, or the reply already queued.
+    let in_reply_id = read_text_frames(&mut in_reply, 4);
+    std::thread::sleep(Duration::from_millis(300));
+    drop(in_reply);
+    // A non-streamed request whose client leaves before the answer.
+    std::thread::sleep(Duration::from_millis(50));
+    drop(not_streamed);
+    let complete_id = read_to_done(&mut complete);
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut seen = statuses(&records);
+    while seen.len() < 5 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+        seen = statuses(&records);
+    }
+    assert_eq!(seen.len(), 5, "five requests recorded: {seen:?}");
+    let status_of = |id: &str| {
+        seen.iter()
+            .find(|(r, _)| r == id)
+            .map(|(_, s)| s.clone())
+            .unwrap_or_else(|| panic!("no record of {id}: {seen:?}"))
+    };
+    assert_eq!(status_of(&complete_id), "ok", "read to the end: {seen:?}");
+    for (point, id) in [
+        ("thinker", &thinker_id),
+        ("after the last text delta", &after_text_id),
+        ("late in the pipeline", &in_reply_id),
+    ] {
+        assert_eq!(status_of(id), "aborted", "hung up {point}: {seen:?}");
+    }
+    let known = [&thinker_id, &after_text_id, &in_reply_id, &complete_id];
+    let (_, unstreamed) = seen
+        .iter()
+        .find(|(id, _)| !known.contains(&id))
+        .expect("the non-streamed request's record");
+    assert_eq!(unstreamed, "aborted", "non-streamed, hung up: {seen:?}");
+}
