@@ -417,3 +417,40 @@ fn issue11_empty_and_untimed_reports_render() {
     assert_eq!(attr(&dom, "data-bars"), "6");
     assert!(dom.contains("These records carry no times"));
 }
+
+/// Request ids that are JavaScript property names are requests like any other: indexed,
+/// found by `#request=<id>` and by the id box, with no script error.
+#[test]
+fn ids_that_name_javascript_properties_are_found() {
+    let Some(browser) = browser("ids_that_name_javascript_properties_are_found") else {
+        return;
+    };
+    let ids = ["constructor", "__proto__", "toString", "hasOwnProperty"];
+    let summary = OverallSummary {
+        scope: "run-props".into(),
+        e2e_requests: ids.len() as u64,
+        ..Default::default()
+    };
+    let requests: Vec<RequestE2EStats> = ids
+        .iter()
+        .map(|id| RequestE2EStats {
+            request_id: (*id).into(),
+            scope: "run-props".into(),
+            ..Default::default()
+        })
+        .collect();
+    let dir = temp_dir("props");
+    let path = dir.join("report.html");
+    std::fs::write(&path, render(&summary, &requests)).expect("write the page");
+    for id in ids {
+        // rendered_dom asserts no console message and no script error.
+        let dom = rendered_dom(&browser, &path, &format!("request={id}"));
+        assert_eq!(attr(&dom, "data-selected"), id, "#request={id}");
+    }
+    let dom = rendered_dom(&browser, &path, "view=0,1,0,4&__proto__=1&constructor");
+    assert_eq!(
+        attr(&dom, "data-selected"),
+        "constructor",
+        "the first request"
+    );
+}

@@ -291,9 +291,10 @@
   }
 
   // Stage ids in order, with names and colors.
-  var stageIndex = {};
+  // Keyed lookups have no prototype (or are Maps): no id can be `constructor` or `__proto__`.
+  var stageIndex = Object.create(null);
   var stageKeys = [];
-  var stageNames = {};
+  var stageNames = Object.create(null);
   reqs.forEach(function (r) {
     r[RQ.stages].forEach(function (s) {
       var key = String(s[ST.stage_id]);
@@ -331,12 +332,12 @@
   var bBatch = new Int32Array(nb); // batch index, -1 for none
   var bSub = new Int32Array(nb); // index in the request's stages or transfers
   var rowBars = new Int32Array(n + 1);
-  var batchIndex = {};
+  var batchIndex = Object.create(null);
   var batches = []; // {stage, id, size, start, end, members}
   var maxT = 0;
   var okLatency = [];
   var genByStage = stageKeys.map(function () { return []; });
-  var transferPoints = {}; // edge name -> [[kbytes, ms]]
+  var transferPoints = Object.create(null); // edge name -> [[kbytes, ms]]
   var b = 0;
   function positive(v) {
     return v > 0 ? v : 0;
@@ -1107,9 +1108,9 @@
 
   var requestsBox = document.getElementById('requests');
   var idInput = document.getElementById('request-id');
-  var byId = {};
+  var byId = new Map();
   reqs.forEach(function (r, i) {
-    if (!(r[RQ.request_id] in byId)) byId[r[RQ.request_id]] = i;
+    if (!byId.has(r[RQ.request_id])) byId.set(r[RQ.request_id], i);
   });
   var MAX_ALL = 1000;
 
@@ -1140,20 +1141,20 @@
 
   function fromHash() {
     var hash = window.location.hash.replace(/^#/, '');
-    var params = {};
+    var params = new Map();
     hash.split('&').forEach(function (part) {
       var eq = part.indexOf('=');
       if (part.length === 0) return;
       var key = eq < 0 ? part : part.slice(0, eq);
       var value = eq < 0 ? '' : part.slice(eq + 1);
       try {
-        params[key] = decodeURIComponent(value);
+        params.set(key, decodeURIComponent(value));
       } catch (e) {
-        params[key] = value;
+        params.set(key, value);
       }
     });
-    if (params.view) {
-      var v = params.view.split(',').map(Number);
+    if (params.get('view')) {
+      var v = params.get('view').split(',').map(Number);
       if (v.length === 4 && v.every(isFinite)) {
         view.t0 = v[0];
         view.t1 = v[1];
@@ -1162,13 +1163,13 @@
         clampView();
       }
     }
-    if ('all' in params) showAll();
-    else if ('request' in params && params.request in byId) selectRequest(byId[params.request], false);
+    if (params.has('all')) showAll();
+    else if (byId.has(params.get('request'))) selectRequest(byId.get(params.get('request')), false);
     else if (selected < 0 && n > 0) selectRequest(0, false);
   }
 
   idInput.addEventListener('change', function () {
-    if (idInput.value in byId) selectRequest(byId[idInput.value], true);
+    if (byId.has(idInput.value)) selectRequest(byId.get(idInput.value), true);
   });
   document.getElementById('prev').addEventListener('click', function () {
     selectRequest(Math.max(0, selected - 1), true);
