@@ -1,0 +1,423 @@
+//! Field-by-field comparison of the layer's records with the model's: every mismatch is
+//! listed, by path (`request r-3 stage 1 inter_output_ms: crate 4.0, model 2.0`).
+
+use std::collections::BTreeMap;
+use std::fmt::Debug;
+
+use omni_metrics::distribution::LatencyStats;
+use omni_metrics::stats::{OverallSummary, RequestE2EStats, StageRequestStats, TransferEdgeStats};
+
+use crate::drive::Outcome;
+use crate::reference::{Edge, Expected, Req, Stage, Summary};
+
+/// Relative tolerance of float comparisons (absolute below 1).
+const TOLERANCE: f64 = 1e-9;
+
+fn close(a: f64, b: f64) -> bool {
+    (a - b).abs() <= TOLERANCE * a.abs().max(b.abs()).max(1.0)
+}
+
+fn to_ms(us: u64) -> f64 {
+    us as f64 / 1000.0
+}
+
+/// Mismatches, each a line naming the field.
+#[derive(Default)]
+pub(crate) struct Diff {
+    pub(crate) lines: Vec<String>,
+}
+
+impl Diff {
+    fn push(&mut self, path: &str, field: &str, got: impl Debug, want: impl Debug) {
+        self.lines
+            .push(format!("{path} {field}: crate {got:?}, model {want:?}"));
+    }
+
+    fn eq<T: PartialEq + Debug>(&mut self, path: &str, field: &str, got: T, want: T) {
+        if got != want {
+            self.push(path, field, got, want);
+        }
+    }
+
+    fn float(&mut self, path: &str, field: &str, got: f64, want: f64) {
+        if !close(got, want) {
+            self.push(path, field, got, want);
+        }
+    }
+
+    fn opt_float(&mut self, path: &str, field: &str, got: Option<f64>, want: Option<f64>) {
+        let same = match (got, want) {
+            (Some(a), Some(b)) => close(a, b),
+            (None, None) => true,
+            _ => false,
+        };
+        if !same {
+            self.push(path, field, got, want);
+        }
+    }
+
+    fn one_of(&mut self, path: &str, field: &str, got: u64, allowed: &[u64]) {
+        if !allowed.contains(&got) {
+            match allowed {
+                [one] => self.push(path, field, got, one),
+                _ => self.push(path, field, got, format!("one of {allowed:?}")),
+            }
+        }
+    }
+}
+
+/// Every mismatch between what the layer reported and what the model expects.
+pub(crate) fn compare(outcome: &Outcome, expected: &Expected) -> Vec<String> {
+    let mut d = Diff::default();
+    let mut got: BTreeMap<&str, Vec<&RequestE2EStats>> = BTreeMap::new();
+    for r in &outcome.requests {
+        got.entry(r.request_id.as_str()).or_default().push(r);
+    }
+    for want in &expected.requests {
+        let path = format!("request {}", want.request_id);
+        match got.remove(want.request_id.as_str()).as_deref() {
+            Some([r]) => request(&mut d, &path, r, want),
+            Some(many) => d.push(&path, "records", many.len(), 1),
+            None => d.push(&path, "record", "none", "one"),
+        }
+    }
+    for (id, extra) in got {
+        d.push(
+            &format!("request {id}"),
+            "record",
+            extra.len(),
+            "none expected",
+        );
+    }
+    let mut got: BTreeMap<&str, Vec<&OverallSummary>> = BTreeMap::new();
+    for s in &outcome.summaries {
+        got.entry(s.scope.as_str()).or_default().push(s);
+    }
+    for want in &expected.summaries {
+        let path = format!("summary {}", want.scope);
+        match got.remove(want.scope.as_str()).as_deref() {
+            Some([s]) => summary(&mut d, &path, s, want),
+            Some(many) => d.push(&path, "summaries", many.len(), 1),
+            None => d.push(&path, "summary", "none", "one"),
+        }
+    }
+    for (scope, extra) in got {
+        d.push(
+            &format!("summary {scope}"),
+            "summary",
+            extra.len(),
+            "none expected",
+        );
+    }
+    d.lines
+}
+
+fn request(d: &mut Diff, path: &str, r: &RequestE2EStats, m: &Req) {
+    d.eq(path, "status", r.status.as_str(), m.status);
+    d.eq(
+        path,
+        "status_message",
+        r.status_message.clone(),
+        m.status_message.clone(),
+    );
+    d.eq(path, "scope", r.scope.as_str(), m.scope.as_str());
+    d.eq(path, "trace_id", r.trace_id.as_deref(), None);
+    d.float(path, "e2e_total_ms", r.e2e_total_ms, to_ms(m.e2e_us));
+    d.eq(
+        path,
+        "e2e_total_tokens",
+        r.e2e_total_tokens,
+        m.e2e_total_tokens,
+    );
+    d.float(
+        path,
+        "transfers_total_time_ms",
+        r.transfers_total_time_ms,
+        to_ms(m.transfers_total_us),
+    );
+    d.float(
+        path,
+        "transfers_total_kbytes",
+        r.transfers_total_kbytes,
+        m.transfers_total_kbytes,
+    );
+    d.opt_float(
+        path,
+        "time_to_first_output_ms",
+        r.time_to_first_output_ms,
+        m.time_to_first_output_us.map(to_ms),
+    );
+    d.opt_float(
+        path,
+        "time_to_first_audio_ms",
+        r.time_to_first_audio_ms,
+        m.time_to_first_audio_us.map(to_ms),
+    );
+    d.opt_float(
+        path,
+        "audio_duration_ms",
+        r.audio_duration_ms,
+        m.audio_duration_ms,
+    );
+    d.opt_float(path, "audio_e2e_rtf", r.audio_e2e_rtf, m.audio_e2e_rtf);
+    d.eq(path, "invalid_spans", r.invalid_spans, 0);
+    d.eq(path, "start_ns", r.start_ns, m.start * 1000);
+    d.eq(path, "end_ns", r.end_ns, m.end * 1000);
+
+    let got_ids: Vec<u64> = r.stages.iter().map(|s| s.stage_id).collect();
+    let want_ids: Vec<u64> = m.stages.iter().map(|s| s.stage_id).collect();
+    d.eq(path, "stages (ids, in order)", &got_ids, &want_ids);
+    for want in &m.stages {
+        if let Some(got) = r.stages.iter().find(|s| s.stage_id == want.stage_id) {
+            stage(d, &format!("{path} stage {}", want.stage_id), got, want);
+        }
+    }
+    let got_edges: Vec<(u64, u64)> = r
+        .transfers
+        .iter()
+        .map(|e| (e.from_stage, e.to_stage))
+        .collect();
+    let want_edges: Vec<(u64, u64)> = m.edges.iter().map(|e| (e.from, e.to)).collect();
+    d.eq(path, "transfers (edges, in order)", &got_edges, &want_edges);
+    for want in &m.edges {
+        let found = r
+            .transfers
+            .iter()
+            .find(|e| (e.from_stage, e.to_stage) == (want.from, want.to));
+        if let Some(got) = found {
+            edge(
+                d,
+                &format!("{path} edge {}->{}", want.from, want.to),
+                got,
+                want,
+            );
+        }
+    }
+}
+
+fn stage(d: &mut Diff, path: &str, s: &StageRequestStats, m: &Stage) {
+    d.eq(
+        path,
+        "stage_name",
+        s.stage_name.as_deref(),
+        m.stage_name.as_deref(),
+    );
+    d.one_of(path, "batch_id", s.batch_id, &m.batch_id);
+    d.one_of(path, "batch_size", s.batch_size, &m.batch_size);
+    d.eq(path, "batch_recorded", s.batch_recorded, m.batch_recorded);
+    d.eq(path, "num_tokens_in", s.num_tokens_in, m.num_tokens_in);
+    d.eq(path, "num_tokens_out", s.num_tokens_out, m.num_tokens_out);
+    d.float(
+        path,
+        "stage_gen_time_ms",
+        s.stage_gen_time_ms,
+        to_ms(m.gen_us),
+    );
+    d.float(
+        path,
+        "postprocess_time_ms",
+        s.postprocess_time_ms,
+        to_ms(m.postprocess_us),
+    );
+    d.float(path, "queue_time_ms", s.queue_time_ms, to_ms(m.queue_us));
+    d.eq(
+        path,
+        "audio_generated_frames",
+        s.audio_generated_frames,
+        m.audio_generated_frames,
+    );
+    d.eq(
+        path,
+        "audio_sample_rate",
+        s.audio_sample_rate,
+        m.audio_sample_rate,
+    );
+    d.eq(path, "image_num", s.image_num, m.image_num);
+    d.eq(
+        path,
+        "resolution",
+        s.resolution.as_deref(),
+        m.resolution.as_deref(),
+    );
+    d.eq(path, "spans", s.spans, m.spans);
+    d.float(path, "wall_time_ms", s.wall_time_ms, to_ms(m.end - m.start));
+    d.eq(path, "start_ns", s.start_ns, m.start * 1000);
+    d.eq(path, "end_ns", s.end_ns, m.end * 1000);
+    d.eq(path, "output_chunks", s.output_chunks, m.output_chunks);
+    d.eq(path, "output_units", s.output_units, m.output_units);
+    d.eq(
+        path,
+        "first_output_ns",
+        s.first_output_ns,
+        m.first_output.map(|t| t * 1000),
+    );
+    d.eq(
+        path,
+        "last_output_ns",
+        s.last_output_ns,
+        m.last_output.map(|t| t * 1000),
+    );
+    d.opt_float(
+        path,
+        "time_to_first_output_ms",
+        s.time_to_first_output_ms,
+        m.time_to_first_output_us.map(to_ms),
+    );
+    d.opt_float(
+        path,
+        "inter_output_ms",
+        s.inter_output_ms,
+        m.inter_output_ms,
+    );
+    // The gaps in time order; compared as sorted lists (SPEC.md fixes their values, not the
+    // order the record keeps them in).
+    let mut got: Vec<f64> = s.inter_output_gaps_ms.clone();
+    got.sort_by(f64::total_cmp);
+    let mut want: Vec<f64> = m.gaps_us.iter().map(|g| to_ms(*g)).collect();
+    want.sort_by(f64::total_cmp);
+    let same = got.len() == want.len() && got.iter().zip(&want).all(|(a, b)| close(*a, *b));
+    if !same {
+        d.push(path, "inter_output_gaps_ms (sorted)", got, want);
+    }
+    d.opt_float(
+        path,
+        "audio_duration_ms",
+        s.audio_duration_ms,
+        m.audio_duration_ms,
+    );
+    d.opt_float(path, "audio_rtf", s.audio_rtf, m.audio_rtf);
+}
+
+fn edge(d: &mut Diff, path: &str, e: &TransferEdgeStats, m: &Edge) {
+    d.eq(path, "edge", (e.edge.from, e.edge.to), (m.from, m.to));
+    d.eq(
+        path,
+        "edge (as text)",
+        e.edge.to_string(),
+        format!("{}->{}", m.from, m.to),
+    );
+    d.eq(path, "size_bytes", e.size_bytes, m.size_bytes);
+    d.float(
+        path,
+        "size_kbytes",
+        e.size_kbytes,
+        m.size_bytes as f64 / 1024.0,
+    );
+    d.float(path, "tx_time_ms", e.tx_time_ms, to_ms(m.tx_us));
+    d.float(
+        path,
+        "rx_decode_time_ms",
+        e.rx_decode_time_ms,
+        to_ms(m.rx_us),
+    );
+    d.float(
+        path,
+        "in_flight_time_ms",
+        e.in_flight_time_ms,
+        to_ms(m.in_flight_us),
+    );
+    d.eq(path, "transfers", e.transfers, m.transfers);
+    d.eq(path, "start_ns", e.start_ns, m.start * 1000);
+    d.eq(path, "end_ns", e.end_ns, m.end * 1000);
+}
+
+fn summary(d: &mut Diff, path: &str, s: &OverallSummary, m: &Summary) {
+    d.eq(path, "e2e_requests", s.e2e_requests, m.e2e_requests);
+    d.float(
+        path,
+        "e2e_wall_time_ms",
+        s.e2e_wall_time_ms,
+        to_ms(m.wall_us),
+    );
+    d.eq(
+        path,
+        "e2e_total_tokens",
+        s.e2e_total_tokens,
+        m.e2e_total_tokens,
+    );
+    d.float(
+        path,
+        "e2e_avg_time_per_request_ms",
+        s.e2e_avg_time_per_request_ms,
+        m.avg_time_per_request_ms,
+    );
+    d.float(
+        path,
+        "e2e_avg_tokens_per_s",
+        s.e2e_avg_tokens_per_s,
+        m.avg_tokens_per_s,
+    );
+    d.eq(path, "e2e_requests_error", s.e2e_requests_error, m.errors);
+    d.eq(
+        path,
+        "e2e_requests_aborted",
+        s.e2e_requests_aborted,
+        m.aborted,
+    );
+    d.eq(path, "invalid_spans", s.invalid_spans, 0);
+    let got_ids: Vec<u64> = s.stage_wall_time_ms.iter().map(|w| w.0).collect();
+    let want_ids: Vec<u64> = m.stage_walls.iter().map(|w| w.0).collect();
+    d.eq(
+        path,
+        "stage_wall_time_ms (ids, in order)",
+        got_ids,
+        want_ids,
+    );
+    for &(id, us) in &m.stage_walls {
+        if let Some(got) = s.stage_wall_time_ms(id) {
+            d.float(
+                path,
+                &format!("e2e_stage_{id}_wall_time_ms"),
+                got,
+                to_ms(us),
+            );
+        }
+    }
+    let got: BTreeMap<String, LatencyStats> = s
+        .distributions
+        .iter()
+        .map(|(q, stats)| (q.to_string(), stats))
+        .collect();
+    let got_names: Vec<&String> = got.keys().collect();
+    let want_names: Vec<&String> = m.distributions.keys().collect();
+    d.eq(path, "distributions (quantities)", got_names, want_names);
+    for (name, values) in &m.distributions {
+        if let Some(stats) = got.get(name) {
+            distribution(d, &format!("{path} distributions {name}"), stats, values);
+        }
+    }
+}
+
+/// Count and mean exact (up to float rounding), max exact (whole µs, as documented),
+/// percentiles by nearest rank within the histogram's precision: at least the true value,
+/// at most 0.1% above it and never above the max.
+fn distribution(d: &mut Diff, path: &str, s: &LatencyStats, values: &[u64]) {
+    let mut sorted = values.to_vec();
+    sorted.sort_unstable();
+    let n = sorted.len() as u64;
+    let max = sorted.last().copied().unwrap_or(0);
+    d.eq(path, "count", s.count, n);
+    let mean = sorted.iter().sum::<u64>() as f64 / n as f64 / 1000.0;
+    d.float(path, "mean_ms", s.mean_ms, mean);
+    d.float(path, "max_ms", s.max_ms, to_ms(max));
+    for (field, p, got) in [
+        ("p50_ms", 50, s.p50_ms),
+        ("p90_ms", 90, s.p90_ms),
+        ("p99_ms", 99, s.p99_ms),
+    ] {
+        // Nearest rank: the smallest value with at least p% of the values at or below it.
+        let rank = (n * p).div_ceil(100).max(1);
+        let exact = sorted[(rank - 1) as usize];
+        let highest = (exact + exact / 1000).min(max);
+        let got_us = (got * 1000.0).round() as u64;
+        if !(exact..=highest).contains(&got_us) {
+            let allowed = format!(
+                "{} ({:.3}..={:.3} ms)",
+                to_ms(exact),
+                to_ms(exact),
+                to_ms(highest)
+            );
+            d.push(path, field, got, allowed);
+        }
+    }
+}

@@ -1,0 +1,394 @@
+//! Runs a [`Schedule`] through the real layer: a Registry with the layer on a scoped
+//! dispatcher (never the global one), a manual clock and a capture sink, console off. One
+//! thread, in time order: at each step the clock is set, then a span opens or closes, a
+//! field is recorded or an event fires.
+
+use std::fmt::Write as _;
+
+use omni_metrics::OmniMetricsLayer;
+use omni_metrics::clock::ManualClock;
+use omni_metrics::report::CaptureSink;
+use omni_metrics::stats::{OverallSummary, RequestE2EStats};
+use tracing::{Dispatch, Id, Level, Span};
+use tracing_subscriber::prelude::*;
+
+use crate::schedule::{
+    Chunk, FOREIGN_NAMES, Field, Foreign, Host, Request, Run, Schedule, Transfer, Us, Window,
+};
+
+/// What the layer reported, and the steps that made it (for failure messages).
+#[derive(Debug)]
+pub(crate) struct Outcome {
+    pub(crate) requests: Vec<RequestE2EStats>,
+    pub(crate) summaries: Vec<OverallSummary>,
+    pub(crate) log: String,
+}
+
+enum Kind<'a> {
+    Run(&'a Run),
+    Request(&'a Request),
+    Stage(&'a Chunk),
+    Transfer(&'a Transfer),
+    Queue,
+    Postprocess,
+    Tx,
+    RxDecode,
+    Foreign(usize),
+}
+
+struct Node<'a> {
+    kind: Kind<'a>,
+    parent: Option<usize>,
+    label: String,
+}
+
+/// A field value recorded after creation.
+#[derive(Debug)]
+enum Value {
+    Text(String),
+    Count(u64),
+    /// Whole µs, recorded as f64 ms.
+    Micros(u64),
+}
+
+enum Act {
+    Open(usize),
+    Close(usize),
+    Record(usize, &'static str, Value),
+    Output(usize, Option<u64>),
+    Decoy(usize),
+}
+
+/// Steps sort by (time, phase, order): at one instant spans open first (parents before
+/// children), then fields are recorded and events fire, then spans close (children before
+/// parents). Ties keep the order they were planned in.
+#[derive(Default)]
+struct Plan<'a> {
+    nodes: Vec<Node<'a>>,
+    steps: Vec<(Us, u8, i32, Act)>,
+}
+
+fn ms(us: Us) -> f64 {
+    us as f64 / 1000.0
+}
+
+impl<'a> Plan<'a> {
+    fn node(
+        &mut self,
+        kind: Kind<'a>,
+        parent: Option<usize>,
+        depth: i32,
+        (start, end): Window,
+        label: String,
+    ) -> usize {
+        let i = self.nodes.len();
+        self.nodes.push(Node {
+            kind,
+            parent,
+            label: format!("#{i} {label}"),
+        });
+        self.steps.push((start, 0, depth, Act::Open(i)));
+        self.steps.push((end, 2, -depth, Act::Close(i)));
+        i
+    }
+
+    fn at(&mut self, t: Us, act: Act) {
+        self.steps.push((t, 1, 0, act));
+    }
+
+    fn late<T: Clone>(&mut self, node: usize, name: &'static str, f: &Field<T>, v: fn(T) -> Value) {
+        if let Some((t, value)) = f.late() {
+            self.at(t, Act::Record(node, name, v(value)));
+        }
+    }
+
+    fn foreign(&mut self, f: &Foreign, parent: Option<usize>, depth: i32) {
+        let label = FOREIGN_NAMES[f.name].to_owned();
+        self.node(Kind::Foreign(f.name), parent, depth, f.window, label);
+    }
+
+    /// `parent` itself, or an engine span between it and a child opened over `window`.
+    fn via(
+        &mut self,
+        via: bool,
+        parent: Option<usize>,
+        depth: i32,
+        window: Window,
+    ) -> Option<usize> {
+        if via {
+            let f = Foreign { name: 0, window };
+            self.foreign(&f, parent, depth);
+            Some(self.nodes.len() - 1)
+        } else {
+            parent
+        }
+    }
+
+    fn run(&mut self, run: &'a Run) {
+        let label = format!("omni.run run_id={}", run.run_id);
+        let r = self.node(Kind::Run(run), None, 0, run.window, label);
+        for f in &run.foreign {
+            self.foreign(f, Some(r), 1);
+        }
+        for request in &run.requests {
+            self.request(request, Some(r));
+        }
+    }
+
+    fn request(&mut self, req: &'a Request, parent: Option<usize>) {
+        let parent = self.via(req.via_foreign, parent, 1, req.window);
+        let label = format!(
+            "omni.request {}{} status={:?} status_message={:?}",
+            req.request_id,
+            if req.id_late.is_some() {
+                " (id late)"
+            } else {
+                ""
+            },
+            req.status.at_creation(),
+            req.status_message.at_creation(),
+        );
+        let q = self.node(Kind::Request(req), parent, 2, req.window, label);
+        if let Some(t) = req.id_late {
+            let id = Value::Text(req.request_id.clone());
+            self.at(t, Act::Record(q, "request_id", id));
+        }
+        self.late(q, "status", &req.status, |s| Value::Text(s.to_owned()));
+        self.late(q, "status_message", &req.status_message, Value::Text);
+        for f in &req.foreign {
+            self.foreign(f, Some(q), 3);
+        }
+        for c in &req.chunks {
+            self.chunk(c, q, &req.request_id);
+        }
+        for t in &req.transfers {
+            self.transfer(t, q, &req.request_id);
+        }
+    }
+
+    fn chunk(&mut self, c: &'a Chunk, request: usize, id: &str) {
+        let parent = self.via(c.via_foreign, Some(request), 3, c.window);
+        let label = format!(
+            "omni.stage ({id}) stage_id={} stage_name={:?} batch_id={:?} batch_size={:?} \
+             num_tokens_in={:?} num_tokens_out={:?} audio_generated_frames={:?} \
+             audio_sample_rate={:?} image_num={:?} resolution={:?} stage_gen_time_ms={:?} \
+             postprocess_time_ms={:?} time_to_first_output_ms={:?} inter_output_ms={:?}",
+            c.stage_id,
+            c.stage_name.at_creation(),
+            c.batch_id.at_creation(),
+            c.batch_size.at_creation(),
+            c.num_tokens_in.at_creation(),
+            c.num_tokens_out.at_creation(),
+            c.audio_generated_frames.at_creation(),
+            c.audio_sample_rate.at_creation(),
+            c.image_num.at_creation(),
+            c.resolution.at_creation(),
+            c.gen_us.at_creation().map(ms),
+            c.postprocess_us.at_creation().map(ms),
+            c.first_output_us.at_creation().map(ms),
+            c.inter_output_us.at_creation().map(ms),
+        );
+        let s = self.node(Kind::Stage(c), parent, 4, c.window, label);
+        let text = |v: &'static str| Value::Text(v.to_owned());
+        self.late(s, "stage_name", &c.stage_name, text);
+        self.late(s, "batch_id", &c.batch_id, Value::Count);
+        self.late(s, "batch_size", &c.batch_size, Value::Count);
+        self.late(s, "num_tokens_in", &c.num_tokens_in, Value::Count);
+        self.late(s, "num_tokens_out", &c.num_tokens_out, Value::Count);
+        let frames = &c.audio_generated_frames;
+        self.late(s, "audio_generated_frames", frames, Value::Count);
+        self.late(s, "audio_sample_rate", &c.audio_sample_rate, Value::Count);
+        self.late(s, "image_num", &c.image_num, Value::Count);
+        self.late(s, "resolution", &c.resolution, text);
+        self.late(s, "stage_gen_time_ms", &c.gen_us, Value::Micros);
+        self.late(s, "postprocess_time_ms", &c.postprocess_us, Value::Micros);
+        let first = &c.first_output_us;
+        self.late(s, "time_to_first_output_ms", first, Value::Micros);
+        self.late(s, "inter_output_ms", &c.inter_output_us, Value::Micros);
+        let queues: Vec<usize> = c
+            .queues
+            .iter()
+            .map(|w| self.node(Kind::Queue, Some(s), 5, *w, format!("omni.queue (of #{s})")))
+            .collect();
+        let posts: Vec<usize> = c
+            .postprocesses
+            .iter()
+            .map(|w| {
+                let label = format!("omni.postprocess (of #{s})");
+                self.node(Kind::Postprocess, Some(s), 5, *w, label)
+            })
+            .collect();
+        let foreign = c.foreign_child.map(|w| {
+            let label = format!("{} (in #{s})", FOREIGN_NAMES[2]);
+            self.node(Kind::Foreign(2), Some(s), 5, w, label)
+        });
+        for o in &c.outputs {
+            let host = match o.host {
+                Host::Stage => s,
+                Host::Queue(i) => queues[i],
+                Host::Post(i) => posts[i],
+                Host::Foreign => foreign.unwrap_or(s),
+            };
+            self.at(o.at, Act::Output(host, o.units));
+        }
+        for t in &c.decoys {
+            self.at(*t, Act::Decoy(s));
+        }
+    }
+
+    fn transfer(&mut self, t: &'a Transfer, request: usize, id: &str) {
+        let parent = self.via(t.via_foreign, Some(request), 3, t.window);
+        let label = format!(
+            "omni.transfer ({id}) {}->{} size_bytes={:?} tx_time_ms={:?} \
+             rx_decode_time_ms={:?} in_flight_time_ms={:?}",
+            t.from_stage,
+            t.to_stage,
+            t.size_bytes.at_creation(),
+            t.tx_us.at_creation().map(ms),
+            t.rx_us.at_creation().map(ms),
+            t.in_flight_us.at_creation().map(ms),
+        );
+        let x = self.node(Kind::Transfer(t), parent, 4, t.window, label);
+        self.late(x, "size_bytes", &t.size_bytes, Value::Count);
+        self.late(x, "tx_time_ms", &t.tx_us, Value::Micros);
+        self.late(x, "rx_decode_time_ms", &t.rx_us, Value::Micros);
+        self.late(x, "in_flight_time_ms", &t.in_flight_us, Value::Micros);
+        for w in &t.tx {
+            self.node(
+                Kind::Tx,
+                Some(x),
+                5,
+                *w,
+                format!("omni.transfer.tx (of #{x})"),
+            );
+        }
+        for w in &t.rx {
+            let label = format!("omni.transfer.rx_decode (of #{x})");
+            self.node(Kind::RxDecode, Some(x), 5, *w, label);
+        }
+    }
+}
+
+/// Opens `node` under `parent`.
+fn open(kind: &Kind<'_>, parent: Option<Id>) -> Span {
+    let ms = |us: Option<Us>| us.map(ms);
+    match kind {
+        Kind::Run(run) => {
+            tracing::span!(parent: parent, Level::INFO, "omni.run", run_id = run.run_id.as_str())
+        }
+        Kind::Request(r) => {
+            let id = r.id_late.is_none().then_some(r.request_id.as_str());
+            let message = r.status_message.at_creation();
+            tracing::span!(parent: parent, Level::INFO, "omni.request",
+                request_id = id,
+                status = r.status.at_creation(),
+                status_message = message.as_deref())
+        }
+        Kind::Stage(c) => tracing::span!(parent: parent, Level::INFO, "omni.stage",
+            stage_id = c.stage_id,
+            stage_name = c.stage_name.at_creation(),
+            batch_id = c.batch_id.at_creation(),
+            batch_size = c.batch_size.at_creation(),
+            num_tokens_in = c.num_tokens_in.at_creation(),
+            num_tokens_out = c.num_tokens_out.at_creation(),
+            audio_generated_frames = c.audio_generated_frames.at_creation(),
+            audio_sample_rate = c.audio_sample_rate.at_creation(),
+            image_num = c.image_num.at_creation(),
+            resolution = c.resolution.at_creation(),
+            stage_gen_time_ms = ms(c.gen_us.at_creation()),
+            postprocess_time_ms = ms(c.postprocess_us.at_creation()),
+            time_to_first_output_ms = ms(c.first_output_us.at_creation()),
+            inter_output_ms = ms(c.inter_output_us.at_creation()),
+            // Not a convention field: ignored.
+            gen_ai.system = "decoy"),
+        Kind::Transfer(t) => tracing::span!(parent: parent, Level::INFO, "omni.transfer",
+            from_stage = t.from_stage,
+            to_stage = t.to_stage,
+            size_bytes = t.size_bytes.at_creation(),
+            tx_time_ms = ms(t.tx_us.at_creation()),
+            rx_decode_time_ms = ms(t.rx_us.at_creation()),
+            in_flight_time_ms = ms(t.in_flight_us.at_creation())),
+        Kind::Queue => tracing::span!(parent: parent, Level::INFO, "omni.queue"),
+        Kind::Postprocess => tracing::span!(parent: parent, Level::INFO, "omni.postprocess"),
+        Kind::Tx => tracing::span!(parent: parent, Level::INFO, "omni.transfer.tx"),
+        Kind::RxDecode => tracing::span!(parent: parent, Level::INFO, "omni.transfer.rx_decode"),
+        // Engine spans carrying convention field names: still not the convention's.
+        Kind::Foreign(0) => tracing::span!(parent: parent, Level::INFO, "engine.step",
+            stage_id = 9_u64, num_tokens_out = 1_000_u64),
+        Kind::Foreign(1) => tracing::span!(parent: parent, Level::INFO, "omnivore",
+            request_id = "decoy", status = "error"),
+        Kind::Foreign(_) => tracing::span!(parent: parent, Level::DEBUG, "http.request",
+            request_id = "decoy", units = 7_u64),
+    }
+}
+
+/// Runs `schedule` through a fresh layer and returns what it reported.
+pub(crate) fn drive(schedule: &Schedule) -> Outcome {
+    let mut plan = Plan::default();
+    for f in &schedule.foreign {
+        plan.foreign(f, None, 0);
+    }
+    for run in &schedule.runs {
+        plan.run(run);
+    }
+    for request in &schedule.online {
+        plan.request(request, None);
+    }
+    let Plan { nodes, mut steps } = plan;
+    steps.sort_by_key(|&(t, phase, order, _)| (t, phase, order));
+
+    let clock = ManualClock::new();
+    let capture = CaptureSink::new();
+    let layer = OmniMetricsLayer::builder()
+        .with_console(false)
+        .with_clock(clock.clone())
+        .with_sink(capture.clone())
+        .build()
+        .expect("no file to open");
+    let dispatch = Dispatch::new(tracing_subscriber::registry().with(layer));
+    let mut log = String::new();
+    tracing::dispatcher::with_default(&dispatch, || {
+        let mut spans: Vec<Option<Span>> = (0..nodes.len()).map(|_| None).collect();
+        for (t, _, _, act) in steps {
+            clock.set_ns(t * 1_000);
+            let _ = write!(log, "{:>12.3} ms  ", ms(t));
+            match act {
+                Act::Open(i) => {
+                    let node = &nodes[i];
+                    let parent = node.parent.and_then(|p| spans[p].as_ref()?.id());
+                    spans[i] = Some(open(&node.kind, parent));
+                    let _ = writeln!(log, "open   {}", node.label);
+                }
+                Act::Close(i) => {
+                    spans[i] = None;
+                    let _ = writeln!(log, "close  #{i}");
+                }
+                Act::Record(i, name, value) => {
+                    let span = spans[i].as_ref().expect("recorded while open");
+                    match &value {
+                        Value::Text(v) => span.record(name, v.as_str()),
+                        Value::Count(v) => span.record(name, *v),
+                        Value::Micros(v) => span.record(name, ms(*v)),
+                    };
+                    let _ = writeln!(log, "record #{i} {name} = {value:?}");
+                }
+                Act::Output(i, units) => {
+                    let id = spans[i].as_ref().and_then(Span::id);
+                    tracing::event!(name: "omni.output", parent: id, Level::INFO, units = units);
+                    let _ = writeln!(log, "output in #{i} units={units:?}");
+                }
+                Act::Decoy(i) => {
+                    let id = spans[i].as_ref().and_then(Span::id);
+                    tracing::event!(parent: id, Level::INFO, units = 99_u64, "not an output");
+                    let _ = writeln!(log, "event  in #{i} (not omni.output)");
+                }
+            }
+        }
+        assert!(spans.iter().all(Option::is_none), "every span closed");
+    });
+    Outcome {
+        requests: capture.requests(),
+        summaries: capture.summaries(),
+        log,
+    }
+}
