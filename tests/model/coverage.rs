@@ -193,6 +193,27 @@ const FEATURES: &[Feature] = &[
     ("a zero-length stage span", |s| {
         chunks(s).any(|c| c.window.0 == c.window.1)
     }),
+    (
+        "spans and outputs opened inside their parent (contextual)",
+        |s| {
+            requests(s).any(|r| r.contextual)
+                && chunks(s).any(|c| c.contextual)
+                && transfers(s).any(|t| t.contextual)
+                && chunks(s).any(|c| c.outputs.iter().any(|o| o.contextual))
+        },
+    ),
+    ("a run id recorded late", |s| {
+        s.runs.iter().any(|r| r.run_id_late.is_some())
+    }),
+    ("a stage id recorded late", |s| {
+        chunks(s).any(|c| c.stage_id_late.is_some())
+    }),
+    ("an edge recorded late", |s| {
+        transfers(s).any(|t| t.edge_late.is_some())
+    }),
+    ("a run under an engine span", |s| {
+        s.runs.iter().any(|r| r.via_foreign)
+    }),
 ];
 
 /// Each feature shows up in at least a tenth of 300 schedules.

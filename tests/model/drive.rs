@@ -36,9 +36,29 @@ enum Kind<'a> {
     Foreign(usize),
 }
 
+/// How a span gets its parent: `parent:` given explicitly, or the current span inside
+/// `parent.in_scope(..)` (contextual).
+#[derive(Clone, Copy, PartialEq)]
+enum Parenting {
+    Explicit,
+    InScope,
+}
+
+impl Parenting {
+    fn of(contextual: bool) -> Self {
+        if contextual {
+            Parenting::InScope
+        } else {
+            Parenting::Explicit
+        }
+    }
+}
+
 struct Node<'a> {
     kind: Kind<'a>,
+    window: Window,
     parent: Option<usize>,
+    parenting: Parenting,
     label: String,
 }
 
@@ -47,7 +67,7 @@ struct Node<'a> {
 enum Value {
     Text(String),
     Count(u64),
-    /// Whole µs, recorded as f64 ms.
+    /// Whole µs, recorded as f64 ms (or as an integer of ms when it is one).
     Micros(u64),
 }
 
@@ -55,9 +75,16 @@ enum Act {
     Open(usize),
     Close(usize),
     Record(usize, &'static str, Value),
-    Output(usize, Option<u64>),
+    Output(usize, Option<u64>, Parenting),
     Decoy(usize),
 }
+
+/// Depths, for the order of spans opening or closing at one instant.
+const ROOT: i32 = 0;
+const RUN: i32 = 1;
+const REQUEST: i32 = 3;
+const CHILD: i32 = 5;
+const LEAF: i32 = 6;
 
 /// Steps sort by (time, phase, order): at one instant spans open first (parents before
 /// children), then fields are recorded and events fire, then spans close (children before
@@ -76,16 +103,23 @@ impl<'a> Plan<'a> {
     fn node(
         &mut self,
         kind: Kind<'a>,
-        parent: Option<usize>,
+        (parent, parenting): (Option<usize>, Parenting),
         depth: i32,
         (start, end): Window,
         label: String,
     ) -> usize {
         let i = self.nodes.len();
+        let how = match (parent, parenting) {
+            (Some(p), Parenting::InScope) => format!(" [opened in #{p}]"),
+            (Some(p), Parenting::Explicit) => format!(" [parent: #{p}]"),
+            (None, _) => " [root]".to_owned(),
+        };
         self.nodes.push(Node {
             kind,
+            window: (start, end),
             parent,
-            label: format!("#{i} {label}"),
+            parenting,
+            label: format!("#{i} {label}{how}"),
         });
         self.steps.push((start, 0, depth, Act::Open(i)));
         self.steps.push((end, 2, -depth, Act::Close(i)));
@@ -102,33 +136,47 @@ impl<'a> Plan<'a> {
         }
     }
 
-    fn foreign(&mut self, f: &Foreign, parent: Option<usize>, depth: i32) {
+    fn foreign(&mut self, f: &Foreign, parent: (Option<usize>, Parenting), depth: i32) -> usize {
         let label = FOREIGN_NAMES[f.name].to_owned();
-        self.node(Kind::Foreign(f.name), parent, depth, f.window, label);
+        self.node(Kind::Foreign(f.name), parent, depth, f.window, label)
     }
 
-    /// `parent` itself, or an engine span between it and a child opened over `window`.
+    /// `parent` itself, or an engine span between it and a child opened over `window` at
+    /// `depth` (the engine span one less).
     fn via(
         &mut self,
         via: bool,
-        parent: Option<usize>,
+        parent: (Option<usize>, Parenting),
         depth: i32,
         window: Window,
-    ) -> Option<usize> {
+    ) -> (Option<usize>, Parenting) {
         if via {
             let f = Foreign { name: 0, window };
-            self.foreign(&f, parent, depth);
-            Some(self.nodes.len() - 1)
+            (Some(self.foreign(&f, parent, depth - 1)), parent.1)
         } else {
             parent
         }
     }
 
     fn run(&mut self, run: &'a Run) {
-        let label = format!("omni.run run_id={}", run.run_id);
-        let r = self.node(Kind::Run(run), None, 0, run.window, label);
+        let parent = self.via(
+            run.via_foreign,
+            (None, Parenting::Explicit),
+            RUN,
+            run.window,
+        );
+        let late = if run.run_id_late.is_some() {
+            " (id late)"
+        } else {
+            ""
+        };
+        let label = format!("omni.run run_id={}{late}", run.run_id);
+        let r = self.node(Kind::Run(run), parent, RUN, run.window, label);
+        if let Some(t) = run.run_id_late {
+            self.at(t, Act::Record(r, "run_id", Value::Text(run.run_id.clone())));
+        }
         for f in &run.foreign {
-            self.foreign(f, Some(r), 1);
+            self.foreign(f, (Some(r), Parenting::Explicit), RUN + 1);
         }
         for request in &run.requests {
             self.request(request, Some(r));
@@ -136,7 +184,8 @@ impl<'a> Plan<'a> {
     }
 
     fn request(&mut self, req: &'a Request, parent: Option<usize>) {
-        let parent = self.via(req.via_foreign, parent, 1, req.window);
+        let how = Parenting::of(req.contextual);
+        let parent = self.via(req.via_foreign, (parent, how), REQUEST, req.window);
         let label = format!(
             "omni.request {}{} status={:?} status_message={:?}",
             req.request_id,
@@ -148,7 +197,7 @@ impl<'a> Plan<'a> {
             req.status.at_creation(),
             req.status_message.at_creation(),
         );
-        let q = self.node(Kind::Request(req), parent, 2, req.window, label);
+        let q = self.node(Kind::Request(req), parent, REQUEST, req.window, label);
         if let Some(t) = req.id_late {
             let id = Value::Text(req.request_id.clone());
             self.at(t, Act::Record(q, "request_id", id));
@@ -156,7 +205,7 @@ impl<'a> Plan<'a> {
         self.late(q, "status", &req.status, |s| Value::Text(s.to_owned()));
         self.late(q, "status_message", &req.status_message, Value::Text);
         for f in &req.foreign {
-            self.foreign(f, Some(q), 3);
+            self.foreign(f, (Some(q), how), REQUEST + 1);
         }
         for c in &req.chunks {
             self.chunk(c, q, &req.request_id);
@@ -167,13 +216,19 @@ impl<'a> Plan<'a> {
     }
 
     fn chunk(&mut self, c: &'a Chunk, request: usize, id: &str) {
-        let parent = self.via(c.via_foreign, Some(request), 3, c.window);
+        let how = Parenting::of(c.contextual);
+        let parent = self.via(c.via_foreign, (Some(request), how), CHILD, c.window);
         let label = format!(
-            "omni.stage ({id}) stage_id={} stage_name={:?} batch_id={:?} batch_size={:?} \
+            "omni.stage ({id}) stage_id={}{} stage_name={:?} batch_id={:?} batch_size={:?} \
              num_tokens_in={:?} num_tokens_out={:?} audio_generated_frames={:?} \
              audio_sample_rate={:?} image_num={:?} resolution={:?} stage_gen_time_ms={:?} \
              postprocess_time_ms={:?} time_to_first_output_ms={:?} inter_output_ms={:?}",
             c.stage_id,
+            if c.stage_id_late.is_some() {
+                " (late)"
+            } else {
+                ""
+            },
             c.stage_name.at_creation(),
             c.batch_id.at_creation(),
             c.batch_size.at_creation(),
@@ -188,7 +243,10 @@ impl<'a> Plan<'a> {
             c.first_output_us.at_creation().map(ms),
             c.inter_output_us.at_creation().map(ms),
         );
-        let s = self.node(Kind::Stage(c), parent, 4, c.window, label);
+        let s = self.node(Kind::Stage(c), parent, CHILD, c.window, label);
+        if let Some(t) = c.stage_id_late {
+            self.at(t, Act::Record(s, "stage_id", Value::Count(c.stage_id)));
+        }
         let text = |v: &'static str| Value::Text(v.to_owned());
         self.late(s, "stage_name", &c.stage_name, text);
         self.late(s, "batch_id", &c.batch_id, Value::Count);
@@ -205,22 +263,30 @@ impl<'a> Plan<'a> {
         let first = &c.first_output_us;
         self.late(s, "time_to_first_output_ms", first, Value::Micros);
         self.late(s, "inter_output_ms", &c.inter_output_us, Value::Micros);
-        let queues: Vec<usize> = c
-            .queues
-            .iter()
-            .map(|w| self.node(Kind::Queue, Some(s), 5, *w, format!("omni.queue (of #{s})")))
-            .collect();
-        let posts: Vec<usize> = c
-            .postprocesses
-            .iter()
-            .map(|w| {
-                let label = format!("omni.postprocess (of #{s})");
-                self.node(Kind::Postprocess, Some(s), 5, *w, label)
-            })
-            .collect();
+        // Children alternate between the two ways of naming their parent.
+        let mut k = 0;
+        let mut child = |plan: &mut Self, kind, w: Window, label: String| {
+            k += 1;
+            let how = Parenting::of(c.contextual ^ (k % 2 == 0));
+            plan.node(kind, (Some(s), how), LEAF, w, label)
+        };
+        let mut queues = Vec::new();
+        for w in &c.queues {
+            queues.push(child(
+                self,
+                Kind::Queue,
+                *w,
+                format!("omni.queue (of #{s})"),
+            ));
+        }
+        let mut posts = Vec::new();
+        for w in &c.postprocesses {
+            let label = format!("omni.postprocess (of #{s})");
+            posts.push(child(self, Kind::Postprocess, *w, label));
+        }
         let foreign = c.foreign_child.map(|w| {
             let label = format!("{} (in #{s})", FOREIGN_NAMES[2]);
-            self.node(Kind::Foreign(2), Some(s), 5, w, label)
+            child(self, Kind::Foreign(2), w, label)
         });
         for o in &c.outputs {
             let host = match o.host {
@@ -229,7 +295,8 @@ impl<'a> Plan<'a> {
                 Host::Post(i) => posts[i],
                 Host::Foreign => foreign.unwrap_or(s),
             };
-            self.at(o.at, Act::Output(host, o.units));
+            let how = Parenting::of(o.contextual);
+            self.at(o.at, Act::Output(host, o.units, how));
         }
         for t in &c.decoys {
             self.at(*t, Act::Decoy(s));
@@ -237,88 +304,141 @@ impl<'a> Plan<'a> {
     }
 
     fn transfer(&mut self, t: &'a Transfer, request: usize, id: &str) {
-        let parent = self.via(t.via_foreign, Some(request), 3, t.window);
+        let how = Parenting::of(t.contextual);
+        let parent = self.via(t.via_foreign, (Some(request), how), CHILD, t.window);
         let label = format!(
-            "omni.transfer ({id}) {}->{} size_bytes={:?} tx_time_ms={:?} \
+            "omni.transfer ({id}) {}->{}{} size_bytes={:?} tx_time_ms={:?} \
              rx_decode_time_ms={:?} in_flight_time_ms={:?}",
             t.from_stage,
             t.to_stage,
+            if t.edge_late.is_some() { " (late)" } else { "" },
             t.size_bytes.at_creation(),
             t.tx_us.at_creation().map(ms),
             t.rx_us.at_creation().map(ms),
             t.in_flight_us.at_creation().map(ms),
         );
-        let x = self.node(Kind::Transfer(t), parent, 4, t.window, label);
+        let x = self.node(Kind::Transfer(t), parent, CHILD, t.window, label);
+        if let Some(at) = t.edge_late {
+            self.at(at, Act::Record(x, "from_stage", Value::Count(t.from_stage)));
+            self.at(at, Act::Record(x, "to_stage", Value::Count(t.to_stage)));
+        }
         self.late(x, "size_bytes", &t.size_bytes, Value::Count);
         self.late(x, "tx_time_ms", &t.tx_us, Value::Micros);
         self.late(x, "rx_decode_time_ms", &t.rx_us, Value::Micros);
         self.late(x, "in_flight_time_ms", &t.in_flight_us, Value::Micros);
-        for w in &t.tx {
-            self.node(
-                Kind::Tx,
-                Some(x),
-                5,
-                *w,
-                format!("omni.transfer.tx (of #{x})"),
-            );
-        }
-        for w in &t.rx {
-            let label = format!("omni.transfer.rx_decode (of #{x})");
-            self.node(Kind::RxDecode, Some(x), 5, *w, label);
+        let children = t.tx.iter().map(|w| (Kind::Tx, "omni.transfer.tx", w));
+        let rx =
+            t.rx.iter()
+                .map(|w| (Kind::RxDecode, "omni.transfer.rx_decode", w));
+        for (k, (kind, name, w)) in children.chain(rx).enumerate() {
+            let how = Parenting::of(t.contextual ^ (k % 2 == 1));
+            self.node(kind, (Some(x), how), LEAF, *w, format!("{name} (of #{x})"));
         }
     }
 }
 
-/// Opens `node` under `parent`.
-fn open(kind: &Kind<'_>, parent: Option<Id>) -> Span {
-    let ms = |us: Option<Us>| us.map(ms);
-    match kind {
-        Kind::Run(run) => {
-            tracing::span!(parent: parent, Level::INFO, "omni.run", run_id = run.run_id.as_str())
+/// Opens a span of `kind`; the tokens given (`parent: p,` or none) go before the level.
+macro_rules! open_span {
+    ($kind:expr; $($parent:tt)*) => {{
+        let ms = |us: Option<Us>| us.map(ms);
+        match $kind {
+            Kind::Run(run) => {
+                let id = run.run_id_late.is_none().then_some(run.run_id.as_str());
+                tracing::span!($($parent)* Level::INFO, "omni.run", run_id = id)
+            }
+            Kind::Request(r) => {
+                let id = r.id_late.is_none().then_some(r.request_id.as_str());
+                let message = r.status_message.at_creation();
+                tracing::span!($($parent)* Level::INFO, "omni.request",
+                    request_id = id,
+                    status = r.status.at_creation(),
+                    status_message = message.as_deref())
+            }
+            Kind::Stage(c) => tracing::span!($($parent)* Level::INFO, "omni.stage",
+                stage_id = c.stage_id_late.is_none().then_some(c.stage_id),
+                stage_name = c.stage_name.at_creation(),
+                batch_id = c.batch_id.at_creation(),
+                batch_size = c.batch_size.at_creation(),
+                num_tokens_in = c.num_tokens_in.at_creation(),
+                num_tokens_out = c.num_tokens_out.at_creation(),
+                audio_generated_frames = c.audio_generated_frames.at_creation(),
+                audio_sample_rate = c.audio_sample_rate.at_creation(),
+                image_num = c.image_num.at_creation(),
+                resolution = c.resolution.at_creation(),
+                stage_gen_time_ms = ms(c.gen_us.at_creation()),
+                postprocess_time_ms = ms(c.postprocess_us.at_creation()),
+                time_to_first_output_ms = ms(c.first_output_us.at_creation()),
+                inter_output_ms = ms(c.inter_output_us.at_creation()),
+                // Not a convention field: ignored.
+                gen_ai.system = "decoy"),
+            Kind::Transfer(t) => {
+                let edge = t.edge_late.is_none();
+                tracing::span!($($parent)* Level::INFO, "omni.transfer",
+                    from_stage = edge.then_some(t.from_stage),
+                    to_stage = edge.then_some(t.to_stage),
+                    size_bytes = t.size_bytes.at_creation(),
+                    tx_time_ms = ms(t.tx_us.at_creation()),
+                    rx_decode_time_ms = ms(t.rx_us.at_creation()),
+                    in_flight_time_ms = ms(t.in_flight_us.at_creation()))
+            }
+            Kind::Queue => tracing::span!($($parent)* Level::INFO, "omni.queue"),
+            Kind::Postprocess => tracing::span!($($parent)* Level::INFO, "omni.postprocess"),
+            Kind::Tx => tracing::span!($($parent)* Level::INFO, "omni.transfer.tx"),
+            Kind::RxDecode => {
+                tracing::span!($($parent)* Level::INFO, "omni.transfer.rx_decode")
+            }
+            // Engine spans carrying convention field names: still not the convention's.
+            Kind::Foreign(0) => tracing::span!($($parent)* Level::INFO, "engine.step",
+                stage_id = 9_u64, num_tokens_out = 1_000_u64),
+            Kind::Foreign(1) => tracing::span!($($parent)* Level::INFO, "omnivore",
+                request_id = "decoy", status = "error"),
+            Kind::Foreign(_) => tracing::span!($($parent)* Level::DEBUG, "http.request",
+                request_id = "decoy", units = 7_u64),
         }
-        Kind::Request(r) => {
-            let id = r.id_late.is_none().then_some(r.request_id.as_str());
-            let message = r.status_message.at_creation();
-            tracing::span!(parent: parent, Level::INFO, "omni.request",
-                request_id = id,
-                status = r.status.at_creation(),
-                status_message = message.as_deref())
+    }};
+}
+
+/// Opens a span of `kind` with an explicit parent (`None`: a root).
+fn open_explicit(kind: &Kind<'_>, parent: Option<Id>) -> Span {
+    open_span!(kind; parent: parent,)
+}
+
+/// Opens a span of `kind` whose parent is the current span.
+fn open_contextual(kind: &Kind<'_>) -> Span {
+    open_span!(kind;)
+}
+
+/// Panics unless every span lies inside its parent and every record and event inside its
+/// span (a hand-written schedule may get this wrong).
+fn check_nesting(nodes: &[Node<'_>], steps: &[(Us, u8, i32, Act)]) {
+    let inside = |t: Us, i: usize| nodes[i].window.0 <= t && t <= nodes[i].window.1;
+    for node in nodes {
+        let (start, end) = node.window;
+        assert!(
+            start <= end,
+            "schedule error: {} ends before it starts",
+            node.label
+        );
+        if let Some(p) = node.parent {
+            assert!(
+                inside(start, p) && inside(end, p),
+                "schedule error: {} {:?} outside its parent {} {:?}",
+                node.label,
+                node.window,
+                nodes[p].label,
+                nodes[p].window,
+            );
         }
-        Kind::Stage(c) => tracing::span!(parent: parent, Level::INFO, "omni.stage",
-            stage_id = c.stage_id,
-            stage_name = c.stage_name.at_creation(),
-            batch_id = c.batch_id.at_creation(),
-            batch_size = c.batch_size.at_creation(),
-            num_tokens_in = c.num_tokens_in.at_creation(),
-            num_tokens_out = c.num_tokens_out.at_creation(),
-            audio_generated_frames = c.audio_generated_frames.at_creation(),
-            audio_sample_rate = c.audio_sample_rate.at_creation(),
-            image_num = c.image_num.at_creation(),
-            resolution = c.resolution.at_creation(),
-            stage_gen_time_ms = ms(c.gen_us.at_creation()),
-            postprocess_time_ms = ms(c.postprocess_us.at_creation()),
-            time_to_first_output_ms = ms(c.first_output_us.at_creation()),
-            inter_output_ms = ms(c.inter_output_us.at_creation()),
-            // Not a convention field: ignored.
-            gen_ai.system = "decoy"),
-        Kind::Transfer(t) => tracing::span!(parent: parent, Level::INFO, "omni.transfer",
-            from_stage = t.from_stage,
-            to_stage = t.to_stage,
-            size_bytes = t.size_bytes.at_creation(),
-            tx_time_ms = ms(t.tx_us.at_creation()),
-            rx_decode_time_ms = ms(t.rx_us.at_creation()),
-            in_flight_time_ms = ms(t.in_flight_us.at_creation())),
-        Kind::Queue => tracing::span!(parent: parent, Level::INFO, "omni.queue"),
-        Kind::Postprocess => tracing::span!(parent: parent, Level::INFO, "omni.postprocess"),
-        Kind::Tx => tracing::span!(parent: parent, Level::INFO, "omni.transfer.tx"),
-        Kind::RxDecode => tracing::span!(parent: parent, Level::INFO, "omni.transfer.rx_decode"),
-        // Engine spans carrying convention field names: still not the convention's.
-        Kind::Foreign(0) => tracing::span!(parent: parent, Level::INFO, "engine.step",
-            stage_id = 9_u64, num_tokens_out = 1_000_u64),
-        Kind::Foreign(1) => tracing::span!(parent: parent, Level::INFO, "omnivore",
-            request_id = "decoy", status = "error"),
-        Kind::Foreign(_) => tracing::span!(parent: parent, Level::DEBUG, "http.request",
-            request_id = "decoy", units = 7_u64),
+    }
+    for (t, _, _, act) in steps {
+        if let Act::Record(i, ..) | Act::Output(i, ..) | Act::Decoy(i) = act {
+            assert!(
+                inside(*t, *i),
+                "schedule error: a record or event at {t} µs outside {} {:?}",
+                nodes[*i].label,
+                nodes[*i].window,
+            );
+        }
     }
 }
 
@@ -326,7 +446,7 @@ fn open(kind: &Kind<'_>, parent: Option<Id>) -> Span {
 pub(crate) fn drive(schedule: &Schedule) -> Outcome {
     let mut plan = Plan::default();
     for f in &schedule.foreign {
-        plan.foreign(f, None, 0);
+        plan.foreign(f, (None, Parenting::Explicit), ROOT);
     }
     for run in &schedule.runs {
         plan.run(run);
@@ -335,6 +455,7 @@ pub(crate) fn drive(schedule: &Schedule) -> Outcome {
         plan.request(request, None);
     }
     let Plan { nodes, mut steps } = plan;
+    check_nesting(&nodes, &steps);
     steps.sort_by_key(|&(t, phase, order, _)| (t, phase, order));
 
     let clock = ManualClock::new();
@@ -355,8 +476,11 @@ pub(crate) fn drive(schedule: &Schedule) -> Outcome {
             match act {
                 Act::Open(i) => {
                     let node = &nodes[i];
-                    let parent = node.parent.and_then(|p| spans[p].as_ref()?.id());
-                    spans[i] = Some(open(&node.kind, parent));
+                    let parent = node.parent.and_then(|p| spans[p].as_ref());
+                    spans[i] = Some(match (parent, node.parenting) {
+                        (Some(p), Parenting::InScope) => p.in_scope(|| open_contextual(&node.kind)),
+                        (p, _) => open_explicit(&node.kind, p.and_then(Span::id)),
+                    });
                     let _ = writeln!(log, "open   {}", node.label);
                 }
                 Act::Close(i) => {
@@ -365,22 +489,43 @@ pub(crate) fn drive(schedule: &Schedule) -> Outcome {
                 }
                 Act::Record(i, name, value) => {
                     let span = spans[i].as_ref().expect("recorded while open");
+                    // Counts and whole ms alternate between integer types, as engines
+                    // write them.
                     match &value {
                         Value::Text(v) => span.record(name, v.as_str()),
+                        Value::Count(v) if (i as u64 + v) % 3 == 0 => {
+                            span.record(name, i64::try_from(*v).unwrap_or(i64::MAX))
+                        }
                         Value::Count(v) => span.record(name, *v),
+                        Value::Micros(v) if v % 1000 == 0 && i % 2 == 0 => {
+                            span.record(name, v / 1000)
+                        }
                         Value::Micros(v) => span.record(name, ms(*v)),
                     };
                     let _ = writeln!(log, "record #{i} {name} = {value:?}");
                 }
-                Act::Output(i, units) => {
-                    let id = spans[i].as_ref().and_then(Span::id);
-                    tracing::event!(name: "omni.output", parent: id, Level::INFO, units = units);
-                    let _ = writeln!(log, "output in #{i} units={units:?}");
+                Act::Output(i, units, how) => {
+                    let host = spans[i].as_ref().expect("output while open");
+                    let id = host.id();
+                    match how {
+                        Parenting::InScope => host.in_scope(
+                            || tracing::event!(name: "omni.output", Level::INFO, units = units),
+                        ),
+                        Parenting::Explicit => {
+                            tracing::event!(name: "omni.output", parent: id, Level::INFO, units = units)
+                        }
+                    }
+                    let kind = if how == Parenting::InScope {
+                        "inside"
+                    } else {
+                        "parent:"
+                    };
+                    let _ = writeln!(log, "output ({kind} #{i}) units={units:?}");
                 }
                 Act::Decoy(i) => {
                     let id = spans[i].as_ref().and_then(Span::id);
                     tracing::event!(parent: id, Level::INFO, units = 99_u64, "not an output");
-                    let _ = writeln!(log, "event  in #{i} (not omni.output)");
+                    let _ = writeln!(log, "event  (parent: #{i}) not omni.output");
                 }
             }
         }

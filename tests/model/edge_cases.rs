@@ -278,18 +278,8 @@ fn a_scope_without_completed_requests_has_zero_wall_and_averages() {
     aborted.chunks = vec![Chunk::new(0, 0.0, 2.0)];
     let schedule = Schedule {
         runs: vec![
-            Run {
-                run_id: "batch-0".into(),
-                window: win(0.0, 10.0),
-                requests: vec![failed],
-                foreign: Vec::new(),
-            },
-            Run {
-                run_id: "batch-1".into(),
-                window: win(0.0, 10.0),
-                requests: Vec::new(),
-                foreign: Vec::new(),
-            },
+            Run::new("batch-0", 0.0, 10.0, vec![failed]),
+            Run::new("batch-1", 0.0, 10.0, Vec::new()),
         ],
         online: vec![aborted],
         ..Schedule::default()
@@ -336,12 +326,7 @@ fn a_run_is_one_scope_from_its_start() {
     c.status = Field::Late(ms(20.0), "aborted");
     c.chunks = vec![Chunk::new(1, 1.0, 29.0)];
     let schedule = Schedule {
-        runs: vec![Run {
-            run_id: "batch-0".into(),
-            window: win(0.0, 31.0),
-            requests: vec![a, b, c],
-            foreign: Vec::new(),
-        }],
+        runs: vec![Run::new("batch-0", 0.0, 31.0, vec![a, b, c])],
         ..Schedule::default()
     };
     let o = assert_model(&schedule);

@@ -118,8 +118,10 @@ fn window() -> impl Strategy<Value = (u16, u16)> + Clone {
 #[derive(Clone, Debug)]
 pub(crate) struct ChunkGene {
     stage_id: u64,
+    id_late: Option<u16>,
     pos: (u16, u16),
     via_foreign: bool,
+    contextual: bool,
     counts: [FieldGene<u64>; 6],
     constants: [FieldGene<()>; 5],
     times: [FieldGene<u64>; 2],
@@ -134,7 +136,13 @@ fn chunk() -> impl Strategy<Value = ChunkGene> {
     let stage_id = prop_oneof![3 => Just(0u64), 3 => Just(1u64), 2 => Just(2u64), 1 => Just(3u64)];
     let constant = || field(Just(()));
     (
-        (stage_id, window(), prop::bool::weighted(0.2)),
+        (
+            stage_id,
+            prop::option::weighted(0.15, frac()),
+            window(),
+            prop::bool::weighted(0.2),
+            prop::bool::weighted(0.3),
+        ),
         [
             field(0..4u64), // batch_id
             field(0..9u64), // batch_size
@@ -160,7 +168,7 @@ fn chunk() -> impl Strategy<Value = ChunkGene> {
     )
         .prop_map(
             |(
-                (stage_id, pos, via_foreign),
+                (stage_id, id_late, pos, via_foreign, contextual),
                 counts,
                 constants,
                 times,
@@ -168,8 +176,10 @@ fn chunk() -> impl Strategy<Value = ChunkGene> {
                 (outputs, decoys),
             )| ChunkGene {
                 stage_id,
+                id_late,
                 pos,
                 via_foreign,
+                contextual,
                 counts,
                 constants,
                 times,
@@ -188,8 +198,10 @@ pub(crate) struct TransferGene {
     /// (pipelined: tx, tx, rx, rx); 3: tx and rx alternating in slots (tx, rx, tx, rx).
     layout: u8,
     edge: (u64, u64),
+    edge_late: Option<u16>,
     pos: (u16, u16),
     via_foreign: bool,
+    contextual: bool,
     size: FieldGene<u64>,
     times: [FieldGene<u64>; 3],
     tx: Vec<(u16, u16)>,
@@ -198,24 +210,32 @@ pub(crate) struct TransferGene {
 
 fn transfer() -> impl Strategy<Value = TransferGene> {
     (
-        (0..4u8, (0..4u64, 0..4u64)),
+        (
+            0..4u8,
+            (0..4u64, 0..4u64),
+            prop::option::weighted(0.15, frac()),
+        ),
         window(),
-        prop::bool::weighted(0.2),
+        (prop::bool::weighted(0.2), prop::bool::weighted(0.3)),
         field(prop_oneof![0..2_048u64, 0..50_000_000u64]),
         [rare(micros()), rare(micros()), rare(micros())],
         vec(window(), 1..4),
         vec(window(), 1..4),
     )
         .prop_map(
-            |((layout, edge), pos, via_foreign, size, times, tx, rx)| TransferGene {
-                layout,
-                edge,
-                pos,
-                via_foreign,
-                size,
-                times,
-                tx,
-                rx,
+            |((layout, edge, edge_late), pos, (via_foreign, contextual), size, times, tx, rx)| {
+                TransferGene {
+                    layout,
+                    edge,
+                    edge_late,
+                    pos,
+                    via_foreign,
+                    contextual,
+                    size,
+                    times,
+                    tx,
+                    rx,
+                }
             },
         )
 }
@@ -229,6 +249,7 @@ pub(crate) struct RequestGene {
     message: FieldGene<()>,
     id_late: Option<u16>,
     via_foreign: bool,
+    contextual: bool,
     chunks: Vec<ChunkGene>,
     transfers: Vec<TransferGene>,
     foreign: Vec<(usize, (u16, u16))>,
@@ -248,6 +269,7 @@ fn request() -> impl Strategy<Value = RequestGene> {
             field(Just(())),
             prop::option::weighted(0.2, frac()),
             prop::bool::weighted(0.2),
+            prop::bool::weighted(0.3),
         ),
         vec(chunk(), 0..6),
         vec(transfer(), 0..4),
@@ -262,7 +284,7 @@ fn request() -> impl Strategy<Value = RequestGene> {
         .prop_map(
             |(
                 (scope, start, len),
-                (status, message, id_late, via_foreign),
+                (status, message, id_late, via_foreign, contextual),
                 chunks,
                 transfers,
                 foreign,
@@ -275,6 +297,7 @@ fn request() -> impl Strategy<Value = RequestGene> {
                 message,
                 id_late,
                 via_foreign,
+                contextual,
                 chunks,
                 transfers,
                 foreign,
@@ -287,6 +310,8 @@ fn request() -> impl Strategy<Value = RequestGene> {
 pub(crate) struct RunGene {
     start: u64,
     tail: u64,
+    id_late: Option<u16>,
+    via_foreign: bool,
     foreign: Vec<(usize, (u16, u16))>,
 }
 
@@ -294,11 +319,15 @@ fn run() -> impl Strategy<Value = RunGene> {
     (
         0..100_000u64,
         prop_oneof![Just(0u64), 0..10_000u64],
+        prop::option::weighted(0.3, frac()),
+        prop::bool::weighted(0.2),
         vec((0..FOREIGN_NAMES.len(), window()), 0..2),
     )
-        .prop_map(|(start, tail, foreign)| RunGene {
+        .prop_map(|(start, tail, id_late, via_foreign, foreign)| RunGene {
             start,
             tail,
+            id_late,
+            via_foreign,
             foreign,
         })
 }
@@ -333,6 +362,8 @@ impl ScheduleGene {
             .enumerate()
             .map(|(k, g)| Run {
                 run_id: format!("batch-{k}"),
+                run_id_late: None,
+                via_foreign: g.via_foreign,
                 window: (g.start, g.start),
                 requests: Vec::new(),
                 foreign: Vec::new(),
@@ -356,6 +387,11 @@ impl ScheduleGene {
             let end = last.unwrap_or(run.window.0).max(run.window.0) + g.tail;
             run.window.1 = end;
             run.foreign = foreign(&g.foreign, run.window);
+            // A late run id comes before any of the run's requests closes (SPEC.md does not
+            // say what a run id recorded after its first request is reported does).
+            let first_close = run.requests.iter().map(|r| r.window.1).min();
+            let before = (run.window.0, first_close.unwrap_or(end));
+            run.run_id_late = g.id_late.map(|a| at(before, a));
         }
         Schedule {
             runs,
@@ -399,6 +435,7 @@ fn build_request(i: usize, g: &RequestGene, base: Us) -> Request {
         status,
         status_message,
         via_foreign: g.via_foreign,
+        contextual: g.contextual,
         chunks: g
             .chunks
             .iter()
@@ -438,6 +475,8 @@ fn build_chunk(g: &ChunkGene, request: Window, per_stage: &[(usize, u64, u64); 4
         .outputs
         .iter()
         .map(|&(host, index, pos, units)| {
+            let contextual = index >= 128;
+            let index = index % 128;
             let host = match host {
                 3 if !queues.is_empty() => Host::Queue(usize::from(index) % queues.len()),
                 4 if !postprocesses.is_empty() => {
@@ -456,13 +495,16 @@ fn build_chunk(g: &ChunkGene, request: Window, per_stage: &[(usize, u64, u64); 4
                 at: at(inside, pos),
                 units,
                 host,
+                contextual,
             }
         })
         .collect();
     Chunk {
         stage_id: g.stage_id,
+        stage_id_late: g.id_late.map(|a| at(w, a)),
         window: w,
         via_foreign: g.via_foreign,
+        contextual: g.contextual,
         stage_name: name.place_as(w, STAGE_NAMES[id], "unnamed"),
         batch_id: batch_id.place(w),
         batch_size: batch_size.place(w),
@@ -494,8 +536,10 @@ fn build_transfer(g: &TransferGene, request: Window) -> Transfer {
     Transfer {
         from_stage: from,
         to_stage: to,
+        edge_late: g.edge_late.map(|a| at(w, a)),
         window: w,
         via_foreign: g.via_foreign,
+        contextual: g.contextual,
         size_bytes: g.size.clone().place(w),
         tx_us: tx_us.place(w),
         rx_us: rx_us.place(w),

@@ -61,6 +61,11 @@ pub(crate) struct Foreign {
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) struct Run {
     pub(crate) run_id: String,
+    /// `Some(at)`: `run_id` is recorded at `at` (before any of its requests closes)
+    /// rather than given at creation.
+    pub(crate) run_id_late: Option<Us>,
+    /// Opened under an engine span (same window).
+    pub(crate) via_foreign: bool,
     pub(crate) window: Window,
     pub(crate) requests: Vec<Request>,
     pub(crate) foreign: Vec<Foreign>,
@@ -78,6 +83,9 @@ pub(crate) struct Request {
     pub(crate) status_message: Field<String>,
     /// Opened under an engine span (same window) rather than directly under its parent.
     pub(crate) via_foreign: bool,
+    /// Opened inside its parent (`Span::in_scope`, a contextual parent) rather than with
+    /// an explicit `parent:`; so are its engine span and its children.
+    pub(crate) contextual: bool,
     pub(crate) chunks: Vec<Chunk>,
     pub(crate) transfers: Vec<Transfer>,
     /// Engine spans directly under the request.
@@ -100,15 +108,22 @@ pub(crate) struct Output {
     pub(crate) at: Us,
     pub(crate) units: Option<u64>,
     pub(crate) host: Host,
+    /// Emitted inside its host (`Span::in_scope`) rather than with an explicit `parent:`.
+    pub(crate) contextual: bool,
 }
 
 /// One `omni.stage` span (a chunk of its stage when the stage id repeats in the request).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub(crate) struct Chunk {
     pub(crate) stage_id: u64,
+    /// `Some(at)`: `stage_id` is recorded at `at` rather than given at creation.
+    pub(crate) stage_id_late: Option<Us>,
     pub(crate) window: Window,
     /// Opened under an engine span (same window) rather than directly under the request.
     pub(crate) via_foreign: bool,
+    /// Opened inside its parent rather than with an explicit `parent:` (its children
+    /// alternate, the first one inside it too).
+    pub(crate) contextual: bool,
     pub(crate) stage_name: Field<&'static str>,
     pub(crate) batch_id: Field<u64>,
     pub(crate) batch_size: Field<u64>,
@@ -140,8 +155,12 @@ pub(crate) struct Chunk {
 pub(crate) struct Transfer {
     pub(crate) from_stage: u64,
     pub(crate) to_stage: u64,
+    /// `Some(at)`: `from_stage` and `to_stage` are recorded at `at`.
+    pub(crate) edge_late: Option<Us>,
     pub(crate) window: Window,
     pub(crate) via_foreign: bool,
+    /// As [`Chunk::contextual`].
+    pub(crate) contextual: bool,
     pub(crate) size_bytes: Field<u64>,
     /// Explicit `tx_time_ms`, in µs.
     pub(crate) tx_us: Field<u64>,
@@ -181,6 +200,7 @@ impl Request {
             status: Field::Absent,
             status_message: Field::Absent,
             via_foreign: false,
+            contextual: false,
             chunks: Vec::new(),
             transfers: Vec::new(),
             foreign: Vec::new(),
@@ -204,8 +224,23 @@ impl Chunk {
             at: ms(*t),
             units: None,
             host: Host::Stage,
+            contextual: false,
         }));
         self
+    }
+}
+
+impl Run {
+    /// A run `[start, end]` ms of these requests.
+    pub(crate) fn new(id: &str, start_ms: f64, end_ms: f64, requests: Vec<Request>) -> Self {
+        Self {
+            run_id: id.to_owned(),
+            run_id_late: None,
+            via_foreign: false,
+            window: (ms(start_ms), ms(end_ms)),
+            requests,
+            foreign: Vec::new(),
+        }
     }
 }
 
