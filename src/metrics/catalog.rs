@@ -440,6 +440,38 @@ pub static METRICS: &[MetricDef] = &[
     },
 ];
 
+/// The most buckets a histogram of the catalogue has, `+Inf` included: a door that keeps
+/// per-bucket state in a fixed array (the recorder queue's coalesced batches) sizes it so.
+pub(crate) const MAX_BUCKETS: usize = {
+    let lens = [
+        SECONDS_BUCKETS.len(),
+        SECONDS_FAST_BUCKETS.len(),
+        RTF_BUCKETS.len(),
+        BYTES_BUCKETS.len(),
+    ];
+    let mut max = 0;
+    let mut i = 0;
+    while i < lens.len() {
+        if lens[i] > max {
+            max = lens[i];
+        }
+        i += 1;
+    }
+    max + 1
+};
+
+impl MetricDef {
+    /// The bucket `value` falls in: the first whose upper bound is at or above it, or
+    /// `buckets.len()` (`+Inf`, NaN too), as `prometheus-client` and OpenTelemetry count.
+    #[inline]
+    pub(crate) fn bucket(&self, value: f64) -> usize {
+        self.buckets
+            .iter()
+            .position(|bound| value <= *bound)
+            .unwrap_or(self.buckets.len())
+    }
+}
+
 /// The label values of one observation; the fields its [`MetricDef::labels`] names are set,
 /// the others `None`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -696,6 +728,7 @@ mod tests {
                     assert!(def.buckets.windows(2).all(|w| w[0] < w[1]));
                 }
             }
+            assert!(def.buckets.len() < MAX_BUCKETS, "{}", def.prometheus);
             let seconds_name = def.prometheus.ends_with("_s");
             assert_eq!(seconds_name, def.unit == "s", "{}", def.prometheus);
         }
@@ -834,6 +867,17 @@ mod tests {
             values(&obs, MetricId::PromptTokens),
             [(LabelValues::NONE, 0.0)]
         );
+    }
+
+    #[test]
+    fn a_value_falls_in_the_first_bucket_at_or_above_it() {
+        let def = MetricId::E2eRequestLatency.def();
+        assert_eq!(def.bucket(0.0), 0);
+        assert_eq!(def.bucket(0.05), 0, "upper bounds are inclusive");
+        assert_eq!(def.bucket(0.050_000_1), 1);
+        assert_eq!(def.bucket(300.0), def.buckets.len() - 1);
+        assert_eq!(def.bucket(300.1), def.buckets.len(), "+Inf");
+        assert_eq!(def.bucket(f64::NAN), def.buckets.len());
     }
 
     #[test]

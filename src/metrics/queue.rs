@@ -3,16 +3,33 @@
 //!
 //! Recording into a metrics library takes its locks (per-series locks the Prometheus
 //! scrape holds while it formats; the OpenTelemetry SDK's per-instrument maps), so it never
-//! happens on the engine's thread. The queue is bounded and never waited on: a request
-//! that does not fit is dropped, counted and said once. In a steady state the engine's
-//! thread allocates nothing (the recorder gives its buffers back).
+//! happens on the engine's thread. The queue is bounded and never waited on. In a steady
+//! state the engine's thread allocates nothing (the recorder gives its buffers back).
+//!
+//! A request that does not fit in the full queue is, depending on the door:
+//! - **coalesced** ([`ObservationQueue::start_coalescing`], the Prometheus door): folded
+//!   into one of [`SLOTS`] pending batches ([`Pending`]: per series, a counter's total, a
+//!   histogram's per-bucket counts and sums with the latest exemplar per bucket). The
+//!   recorder takes each pending batch whole (swapping an empty one in) when it has caught
+//!   up with the queue, every [`SWEEP_EVERY`] requests meanwhile, and before it answers a
+//!   drain. Nothing is lost at any rate, and memory is bounded by the series, not by the
+//!   requests folded: at most [`MAX_SERIES`] per pending batch. An observation of a series
+//!   beyond that is the only loss (its request counted, said once).
+//! - **dropped** ([`ObservationQueue::start`], the OTLP door, whose SDK cannot record a
+//!   folded histogram): counted and said once.
+//!
+//! Locks: the engine's thread takes a pending batch with `try_lock` only (a busy one is
+//! skipped for the next), so it never waits on the recorder, which holds one only to swap
+//! it out. Only when every pending batch is being folded into by other engine threads at
+//! once does it spin until one is free.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{self, SyncSender, TrySendError};
-use std::sync::{Arc, Mutex};
+use std::cell::Cell;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError, TrySendError};
+use std::sync::{Arc, Mutex, PoisonError, TryLockError};
 use std::time::{Duration, Instant};
 
-use super::catalog::{LabelValues, MetricDef, observe};
+use super::catalog::{LabelValues, MAX_BUCKETS, MetricDef, MetricKind, observe};
 use crate::stats::RequestE2EStats;
 
 /// One observation, as the catalogue made it.
@@ -33,9 +50,313 @@ pub(crate) trait Record: Send + Sync + 'static {
     fn record(&self, batch: &Batch);
 }
 
+/// A door that can also record a [`Pending`] batch (many requests, folded per series):
+/// one whose queue coalesces instead of dropping.
+pub(crate) trait Merge: Record {
+    fn merge(&self, pending: &Pending);
+}
+
+/// Pending batches the engine's threads fold into while the queue is full: enough that
+/// threads folding at once rarely meet (a thread starts at a slot of its own).
+pub(crate) const SLOTS: usize = 8;
+
+/// Distinct series one pending batch holds at most: far more than a pipeline of tens of
+/// stages and edges makes (about 10 per stage and 5 per edge); bounds its memory (about
+/// 1 KiB a series).
+pub(crate) const MAX_SERIES: usize = 1024;
+
+/// A pending batch's index: open addressing at most half full.
+const INDEX_LEN: usize = 2 * MAX_SERIES;
+
+/// Requests the recorder records from the queue between two takes of the pending batches,
+/// while some wait: folded requests reach a scrape even while the queue never empties.
+pub(crate) const SWEEP_EVERY: u32 = 64;
+
+/// One series of a [`Pending`] batch: everything its folded observations add.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Folded {
+    pub(crate) def: &'static MetricDef,
+    pub(crate) labels: LabelValues,
+    /// Observations folded (a counter's zero increments too: they make the series).
+    pub(crate) observations: u64,
+    /// A counter's increments, summed (whole counts, as the doors record them).
+    pub(crate) total: u64,
+    /// A histogram's observations and their sum, per bucket (the catalogue's bounds, then
+    /// `+Inf`; see [`MetricDef::bucket`]).
+    pub(crate) buckets: [(u64, f64); MAX_BUCKETS],
+    /// Per bucket, the latest observation of a request with a trace id, and that id.
+    pub(crate) exemplars: [Option<(f64, [u8; 32])>; MAX_BUCKETS],
+}
+
+impl Folded {
+    fn new(def: &'static MetricDef, labels: LabelValues) -> Self {
+        Self {
+            def,
+            labels,
+            observations: 0,
+            total: 0,
+            buckets: [(0, 0.0); MAX_BUCKETS],
+            exemplars: [None; MAX_BUCKETS],
+        }
+    }
+
+    fn is(&self, def: &MetricDef, labels: &LabelValues) -> bool {
+        self.def.id == def.id && self.labels == *labels
+    }
+}
+
+/// Many requests' observations folded per series. Its size depends on the series it has
+/// seen (at most [`MAX_SERIES`]), never on the requests folded; emptied, it keeps its
+/// series and index for the next fold (no allocation in a steady state).
+#[derive(Debug, Default)]
+pub(crate) struct Pending {
+    series: Vec<Folded>,
+    /// Series index + 1 by hash (0: empty), [`INDEX_LEN`] long once used.
+    index: Vec<u32>,
+    requests: u64,
+}
+
+/// The index slot a series' key starts probing at.
+fn slot_of(def: &MetricDef, labels: &LabelValues) -> usize {
+    const MIX: u64 = 0x9e37_79b9_7f4a_7c15;
+    let id = |x: Option<u64>| x.map_or(u64::MAX, |x| x);
+    let reason = labels.finished_reason.map_or(0, |r| {
+        (r.len() as u64) << 8 | u64::from(r.as_bytes().first().copied().unwrap_or(0))
+    });
+    let mut h = (def.id as u64).wrapping_mul(MIX);
+    for word in [
+        id(labels.stage),
+        id(labels.from_stage),
+        id(labels.to_stage),
+        reason,
+    ] {
+        h = (h ^ word).wrapping_mul(MIX).rotate_left(27);
+    }
+    (h ^ (h >> 31)) as usize & (INDEX_LEN - 1)
+}
+
+impl Pending {
+    /// The series with at least one observation.
+    #[cfg_attr(not(feature = "prometheus"), allow(dead_code))]
+    pub(crate) fn series(&self) -> impl Iterator<Item = &Folded> + Clone {
+        self.series.iter().filter(|s| s.observations > 0)
+    }
+
+    /// Requests folded.
+    pub(crate) fn requests(&self) -> u64 {
+        self.requests
+    }
+
+    /// Folds one request's observations; `false` if some could not be kept (a new series
+    /// beyond [`MAX_SERIES`]).
+    fn fold(&mut self, observations: &[Observation], trace_id: Option<[u8; 32]>) -> bool {
+        let mut kept = true;
+        let mut previous: Option<usize> = None;
+        for &(def, labels, value) in observations {
+            // Runs of one series (a stage's output gaps), then the next series in the
+            // order of the last request of the same shape, before the index.
+            let repeat =
+                previous.filter(|&p| self.series.get(p).is_some_and(|s| s.is(def, &labels)));
+            let at = match repeat {
+                Some(at) => Some(at),
+                None => {
+                    let next = previous.map_or(0, |p| p + 1);
+                    if self.series.get(next).is_some_and(|s| s.is(def, &labels)) {
+                        Some(next)
+                    } else {
+                        self.find_or_insert(def, labels)
+                    }
+                }
+            };
+            let Some(series) = at.and_then(|at| self.series.get_mut(at)) else {
+                kept = false;
+                continue;
+            };
+            previous = at;
+            series.observations = series.observations.saturating_add(1);
+            match def.kind {
+                // Counter values are whole counts (tokens, frames, requests).
+                MetricKind::Counter => series.total = series.total.saturating_add(value as u64),
+                MetricKind::Histogram => {
+                    let b = def.bucket(value);
+                    let Some(bucket) = series.buckets.get_mut(b) else {
+                        kept = false;
+                        continue;
+                    };
+                    bucket.0 += 1;
+                    bucket.1 += value;
+                    // A series observed several times in a row gets the request's
+                    // exemplar once, as the per-request path does.
+                    if let (Some(trace), None) = (trace_id, repeat) {
+                        if let Some(exemplar) = series.exemplars.get_mut(b) {
+                            *exemplar = Some((value, trace));
+                        }
+                    }
+                }
+            }
+        }
+        self.requests += 1;
+        kept
+    }
+
+    /// The series `(def, labels)`, added if new and there is room.
+    fn find_or_insert(&mut self, def: &'static MetricDef, labels: LabelValues) -> Option<usize> {
+        if self.index.len() != INDEX_LEN {
+            self.index = vec![0; INDEX_LEN];
+            self.reindex();
+        }
+        let free = match self.probe(def, &labels) {
+            Ok(at) => return Some(at),
+            Err(free) => free,
+        };
+        let free = if self.series.len() < MAX_SERIES {
+            free
+        } else {
+            // Full: forget the series nothing was folded into since the last take.
+            self.series.retain(|s| s.observations > 0);
+            self.reindex();
+            if self.series.len() >= MAX_SERIES {
+                return None;
+            }
+            self.probe(def, &labels).err()?
+        };
+        self.series.push(Folded::new(def, labels));
+        self.index[free] = u32::try_from(self.series.len()).ok()?;
+        Some(self.series.len() - 1)
+    }
+
+    /// `Ok(series index)` if present, else `Err(free index slot)`. Terminates: the index
+    /// is never more than half full.
+    fn probe(&self, def: &MetricDef, labels: &LabelValues) -> Result<usize, usize> {
+        let mut i = slot_of(def, labels);
+        loop {
+            match self.index[i] {
+                0 => return Err(i),
+                n => {
+                    let at = n as usize - 1;
+                    if self.series.get(at).is_some_and(|s| s.is(def, labels)) {
+                        return Ok(at);
+                    }
+                }
+            }
+            i = (i + 1) & (INDEX_LEN - 1);
+        }
+    }
+
+    fn reindex(&mut self) {
+        self.index.iter_mut().for_each(|i| *i = 0);
+        for at in 0..self.series.len() {
+            let s = &self.series[at];
+            if let Err(free) = self.probe(s.def, &s.labels) {
+                self.index[free] = at as u32 + 1;
+            }
+        }
+    }
+
+    /// Empties it, keeping its series (at zero) and index for the next fold.
+    fn clear(&mut self) {
+        for s in &mut self.series {
+            s.observations = 0;
+            s.total = 0;
+            s.buckets = [(0, 0.0); MAX_BUCKETS];
+            s.exemplars = [None; MAX_BUCKETS];
+        }
+        self.requests = 0;
+    }
+}
+
+/// The pending batches: folded into by the engine's threads while the queue is full,
+/// taken by the recorder thread.
+struct Overflow {
+    slots: [Mutex<Pending>; SLOTS],
+    /// Requests folded and not yet taken (changed under a slot's lock: never below 0).
+    folded: AtomicU64,
+    /// Drains waiting for their barrier to get into the queue: while one waits, the
+    /// engine's threads fold instead of queueing, so that it does.
+    draining: AtomicUsize,
+}
+
+/// The slot an engine thread tries first: threads are spread over the slots in the order
+/// they first fold.
+fn home_slot() -> usize {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static HOME: Cell<Option<usize>> = const { Cell::new(None) };
+    }
+    HOME.try_with(|home| match home.get() {
+        Some(slot) => slot,
+        None => {
+            let slot = NEXT.fetch_add(1, Ordering::Relaxed) % SLOTS;
+            home.set(Some(slot));
+            slot
+        }
+    })
+    .unwrap_or(0)
+}
+
+impl Overflow {
+    fn new() -> Self {
+        Self {
+            slots: std::array::from_fn(|_| Mutex::new(Pending::default())),
+            folded: AtomicU64::new(0),
+            draining: AtomicUsize::new(0),
+        }
+    }
+
+    /// Folds `batch` into the first free slot from this thread's own; `false` if some of
+    /// its observations could not be kept.
+    fn fold(&self, batch: &Batch) -> bool {
+        let home = home_slot();
+        let mut rounds = 0u32;
+        loop {
+            for k in 0..SLOTS {
+                let slot = &self.slots[(home + k) % SLOTS];
+                let mut pending = match slot.try_lock() {
+                    Ok(pending) => pending,
+                    // A fold cannot panic half-way in a way that matters: keep folding.
+                    Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+                    Err(TryLockError::WouldBlock) => continue,
+                };
+                let kept = pending.fold(&batch.observations, batch.trace_id);
+                self.folded.fetch_add(1, Ordering::Relaxed);
+                return kept;
+            }
+            // Every slot is being folded into by another engine thread (the recorder
+            // holds at most one, for a swap): one frees within a fold's time.
+            rounds = rounds.wrapping_add(1);
+            if rounds % 8 == 0 {
+                std::thread::yield_now();
+            } else {
+                std::hint::spin_loop();
+            }
+        }
+    }
+
+    /// On the recorder thread: merges every pending batch, swapping the empty `spare` in
+    /// for it (the slot is held for the swap only).
+    fn sweep(&self, merge: &dyn Merge, spare: &mut Pending) {
+        for slot in &self.slots {
+            {
+                let mut pending = slot.lock().unwrap_or_else(PoisonError::into_inner);
+                if pending.requests == 0 {
+                    continue;
+                }
+                std::mem::swap(&mut *pending, spare);
+            }
+            merge.merge(spare);
+            self.folded.fetch_sub(spare.requests(), Ordering::Relaxed);
+            spare.clear();
+        }
+    }
+
+    fn waiting(&self) -> bool {
+        self.folded.load(Ordering::Relaxed) > 0
+    }
+}
+
 enum Message {
     Request(Batch),
-    /// Answered once everything queued before it is recorded.
+    /// Answered once everything queued or folded before it is recorded.
     Barrier(mpsc::Sender<()>),
 }
 
@@ -77,59 +398,150 @@ pub(crate) struct ObservationQueue {
     tx: SyncSender<Message>,
     pool: Arc<Pool>,
     capacity: usize,
+    /// The pending batches, when the queue coalesces.
+    overflow: Option<Arc<Overflow>>,
     dropped: AtomicU64,
-    said_full: AtomicBool,
-    /// Said once when the queue is first full (names the door and its counter).
-    full_message: &'static str,
+    said_lost: AtomicBool,
+    /// Said once when a request is first lost (names the door, its counter and what to
+    /// do).
+    lost_message: &'static str,
 }
 
 impl std::fmt::Debug for ObservationQueue {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ObservationQueue")
             .field("capacity", &self.capacity)
+            .field("coalesces", &self.overflow.is_some())
             .field("dropped", &self.dropped())
             .finish_non_exhaustive()
     }
 }
 
+/// The recorder thread: records the queue in order, and the pending batches (if any)
+/// when it has caught up, every [`SWEEP_EVERY`] requests while some wait, and before it
+/// answers a barrier. Ends when every sender is gone.
+fn run_recorder(
+    rx: &Receiver<Message>,
+    recorder: &dyn Record,
+    merger: Option<(&dyn Merge, &Overflow)>,
+    pool: &Pool,
+) {
+    let mut spare = Pending::default();
+    let mut since_sweep = 0u32;
+    let sweep = |spare: &mut Pending| {
+        if let Some((merge, overflow)) = merger {
+            overflow.sweep(merge, spare);
+        }
+    };
+    loop {
+        let waiting = merger.is_some_and(|(_, overflow)| overflow.waiting());
+        let message = if waiting {
+            match rx.try_recv() {
+                Ok(message) => message,
+                Err(TryRecvError::Empty) => {
+                    sweep(&mut spare);
+                    since_sweep = 0;
+                    continue;
+                }
+                Err(TryRecvError::Disconnected) => break,
+            }
+        } else {
+            match rx.recv() {
+                Ok(message) => message,
+                Err(_) => break,
+            }
+        };
+        match message {
+            Message::Request(batch) => {
+                recorder.record(&batch);
+                pool.give_back(batch.observations);
+            }
+            Message::Barrier(done) => {
+                sweep(&mut spare);
+                since_sweep = 0;
+                let _ = done.send(());
+            }
+        }
+        if waiting {
+            since_sweep += 1;
+            if since_sweep >= SWEEP_EVERY {
+                sweep(&mut spare);
+                since_sweep = 0;
+            }
+        }
+    }
+}
+
+/// Counts a drain waiting for its barrier while it lives.
+struct Draining<'a>(Option<&'a AtomicUsize>);
+
+impl Drop for Draining<'_> {
+    fn drop(&mut self) {
+        if let Some(count) = self.0 {
+            count.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
 impl ObservationQueue {
     /// Starts the recorder thread `name`, recording with `recorder`; at most `capacity`
-    /// requests wait.
+    /// requests wait, and a request that does not fit is dropped (counted, and
+    /// `full_message` said once).
+    #[cfg_attr(not(feature = "otlp"), allow(dead_code))]
     pub(crate) fn start(
         name: &str,
         capacity: usize,
         recorder: Arc<dyn Record>,
         full_message: &'static str,
     ) -> std::io::Result<Self> {
+        Self::spawn(name, capacity, recorder, None, full_message)
+    }
+
+    /// Starts the recorder thread `name`, recording with `recorder`; at most `capacity`
+    /// requests wait, and a request that does not fit is folded into a pending batch
+    /// instead ([`Pending`]). `lost_message` is said once if a pending batch ever has no
+    /// room for a series.
+    #[cfg_attr(not(feature = "prometheus"), allow(dead_code))]
+    pub(crate) fn start_coalescing<R: Merge>(
+        name: &str,
+        capacity: usize,
+        recorder: Arc<R>,
+        lost_message: &'static str,
+    ) -> std::io::Result<Self> {
+        let merge: Arc<dyn Merge> = recorder.clone();
+        Self::spawn(name, capacity, recorder, Some(merge), lost_message)
+    }
+
+    fn spawn(
+        name: &str,
+        capacity: usize,
+        recorder: Arc<dyn Record>,
+        merge: Option<Arc<dyn Merge>>,
+        lost_message: &'static str,
+    ) -> std::io::Result<Self> {
         let pool = Arc::new(Pool::default());
+        let overflow = merge.as_ref().map(|_| Arc::new(Overflow::new()));
         let (tx, rx) = mpsc::sync_channel(capacity.max(1));
-        let thread_pool = pool.clone();
+        let (thread_pool, thread_overflow) = (pool.clone(), overflow.clone());
         std::thread::Builder::new()
             .name(name.to_owned())
             .spawn(move || {
-                for message in rx {
-                    match message {
-                        Message::Request(batch) => {
-                            recorder.record(&batch);
-                            thread_pool.give_back(batch.observations);
-                        }
-                        Message::Barrier(done) => {
-                            let _ = done.send(());
-                        }
-                    }
-                }
+                let merger = merge.as_deref().zip(thread_overflow.as_deref());
+                run_recorder(&rx, &*recorder, merger, &thread_pool);
             })?;
         Ok(Self {
             tx,
             pool,
             capacity,
+            overflow,
             dropped: AtomicU64::new(0),
-            said_full: AtomicBool::new(false),
-            full_message,
+            said_lost: AtomicBool::new(false),
+            lost_message,
         })
     }
 
-    /// Queues `request`'s observations (with its trace id when `exemplars`); never waits.
+    /// Queues `request`'s observations (with its trace id when `exemplars`), or folds them
+    /// when the queue is full and it coalesces; never waits on the recorder.
     pub(crate) fn push(&self, request: &RequestE2EStats, exemplars: bool) {
         // 8 per request, 8 per stage and 5 per edge cover most requests without growing;
         // streamed stages add one per output gap.
@@ -148,31 +560,61 @@ impl ObservationQueue {
             observations,
             trace_id,
         };
-        if self.tx.try_send(Message::Request(batch)).is_err() {
-            let dropped = self
-                .dropped
-                .fetch_add(1, Ordering::Relaxed)
-                .saturating_add(1);
-            if !self.said_full.swap(true, Ordering::Relaxed) {
-                tracing::warn!(
-                    target: "omni_metrics::metrics",
-                    dropped,
-                    capacity = self.capacity,
-                    "{}",
-                    self.full_message
-                );
+        let Some(overflow) = &self.overflow else {
+            if self.tx.try_send(Message::Request(batch)).is_err() {
+                self.lose();
             }
+            return;
+        };
+        // While a drain waits for room for its barrier, fold: the queue empties.
+        let batch = if overflow.draining.load(Ordering::Relaxed) > 0 {
+            batch
+        } else {
+            match self.tx.try_send(Message::Request(batch)) {
+                Ok(()) => return,
+                Err(TrySendError::Full(Message::Request(batch))) => batch,
+                // The recorder thread is gone: nothing will record it.
+                Err(_) => return self.lose(),
+            }
+        };
+        let kept = overflow.fold(&batch);
+        self.pool.give_back(batch.observations);
+        if !kept {
+            self.lose();
         }
     }
 
-    /// Requests dropped because the queue was full.
+    /// Counts a request not (wholly) recorded, and says so the first time.
+    fn lose(&self) {
+        let dropped = self
+            .dropped
+            .fetch_add(1, Ordering::Relaxed)
+            .saturating_add(1);
+        if !self.said_lost.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                target: "omni_metrics::metrics",
+                dropped,
+                capacity = self.capacity,
+                "{}",
+                self.lost_message
+            );
+        }
+    }
+
+    /// Requests not recorded (dropped because the queue was full), or not wholly
+    /// (coalesced, with a series a pending batch had no room for).
     pub(crate) fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
     }
 
-    /// Waits until every request queued so far is recorded, until `deadline`; `false` if
-    /// it gave up.
+    /// Waits until every request queued (or folded) so far is recorded, until `deadline`;
+    /// `false` if it gave up.
     pub(crate) fn drain(&self, deadline: Instant) -> bool {
+        let draining = self.overflow.as_ref().map(|overflow| {
+            overflow.draining.fetch_add(1, Ordering::Relaxed);
+            &overflow.draining
+        });
+        let draining = Draining(draining);
         let (done_tx, done_rx) = mpsc::channel();
         let mut barrier = Message::Barrier(done_tx);
         loop {
@@ -185,6 +627,8 @@ impl ObservationQueue {
                 Err(_) => return false,
             }
         }
+        // In the queue: the engine's threads may queue again.
+        drop(draining);
         done_rx
             .recv_timeout(deadline.saturating_duration_since(Instant::now()))
             .is_ok()
@@ -201,6 +645,7 @@ pub(crate) fn parse_trace_id(id: &str) -> Option<[u8; 32]> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::metrics::catalog::{METRICS, MetricId};
     use crate::stats::StageRequestStats;
 
     struct Count(AtomicU64);
@@ -227,6 +672,121 @@ mod tests {
         assert!(queue.drain(Instant::now() + Duration::from_secs(10)));
         assert_eq!(count.0.load(Ordering::Relaxed), 10 * expected);
         assert_eq!(queue.dropped(), 0);
+    }
+
+    /// Counts observations, whether queued one request at a time or folded.
+    struct Tally {
+        observations: AtomicU64,
+        requests: AtomicU64,
+        merges: AtomicU64,
+    }
+    impl Record for Tally {
+        fn record(&self, batch: &Batch) {
+            self.observations
+                .fetch_add(batch.observations.len() as u64, Ordering::Relaxed);
+            self.requests.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    impl Merge for Tally {
+        fn merge(&self, pending: &Pending) {
+            let folded: u64 = pending.series().map(|s| s.observations).sum();
+            self.observations.fetch_add(folded, Ordering::Relaxed);
+            self.requests
+                .fetch_add(pending.requests(), Ordering::Relaxed);
+            self.merges.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    #[test]
+    fn a_full_coalescing_queue_folds_and_loses_nothing() {
+        let tally = Arc::new(Tally {
+            observations: AtomicU64::new(0),
+            requests: AtomicU64::new(0),
+            merges: AtomicU64::new(0),
+        });
+        // A queue of one: nearly everything is folded.
+        let queue = ObservationQueue::start_coalescing("test-coalescing", 1, tally.clone(), "lost")
+            .unwrap();
+        let request = RequestE2EStats {
+            stages: vec![StageRequestStats {
+                inter_output_gaps_ms: vec![1.0, 2.0, 3.0],
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let mut per_request = 0;
+        observe(&request, |_, _, _| per_request += 1);
+        std::thread::scope(|s| {
+            for _ in 0..4 {
+                s.spawn(|| {
+                    for _ in 0..5_000 {
+                        queue.push(&request, false);
+                    }
+                });
+            }
+        });
+        assert!(queue.drain(Instant::now() + Duration::from_secs(30)));
+        assert_eq!(queue.dropped(), 0);
+        assert_eq!(tally.requests.load(Ordering::Relaxed), 20_000);
+        assert_eq!(
+            tally.observations.load(Ordering::Relaxed),
+            20_000 * per_request
+        );
+        assert!(tally.merges.load(Ordering::Relaxed) > 0, "some were folded");
+    }
+
+    #[test]
+    fn a_pending_batch_folds_per_series_and_bucket() {
+        let mut pending = Pending::default();
+        let latency = MetricId::E2eRequestLatency.def();
+        let tokens = MetricId::PromptTokens.def();
+        let none = LabelValues::NONE;
+        let trace = [b'a'; 32];
+        assert!(pending.fold(
+            &[
+                (latency, none, 0.01),
+                (latency, none, 0.02),
+                (tokens, none, 7.0)
+            ],
+            Some(trace),
+        ));
+        assert!(pending.fold(&[(latency, none, 400.0), (tokens, none, 0.0)], None));
+        let series: Vec<_> = pending.series().collect();
+        assert_eq!(series.len(), 2);
+        let l = series[0];
+        assert_eq!((l.def.id, l.observations), (MetricId::E2eRequestLatency, 3));
+        assert_eq!(l.buckets[0].0, 2);
+        assert!((l.buckets[0].1 - 0.03).abs() < 1e-15);
+        assert_eq!(l.buckets[latency.buckets.len()], (1, 400.0));
+        // A series' second observation in a row does not replace the exemplar.
+        assert_eq!(l.exemplars[0], Some((0.01, trace)));
+        let t = series[1];
+        assert_eq!((t.observations, t.total), (2, 7));
+        assert_eq!(pending.requests(), 2);
+
+        pending.clear();
+        assert_eq!(pending.series().count(), 0);
+        assert_eq!(pending.requests(), 0);
+    }
+
+    #[test]
+    fn a_pending_batch_keeps_at_most_max_series() {
+        let mut pending = Pending::default();
+        let def = MetricId::StageGenTime.def();
+        let stage = |id| LabelValues {
+            stage: Some(id),
+            ..LabelValues::NONE
+        };
+        for id in 0..MAX_SERIES as u64 {
+            assert!(pending.fold(&[(def, stage(id), 1.0)], None));
+        }
+        assert!(!pending.fold(&[(def, stage(u64::MAX), 1.0)], None));
+        // Known series still fold; emptied, the room comes back.
+        assert!(pending.fold(&[(def, stage(3), 1.0)], None));
+        pending.clear();
+        assert!(pending.fold(&[(def, stage(u64::MAX), 1.0)], None));
+        assert_eq!(pending.series().count(), 1);
+        assert!(METRICS.len() < MAX_SERIES);
     }
 
     #[test]

@@ -4,6 +4,7 @@
 
 mod support;
 
+mod burst;
 mod env;
 mod exemplars;
 mod http;
