@@ -131,6 +131,36 @@ impl std::hash::Hasher for KeyHasher {
     }
 }
 
+/// Gives back the room of `map` once less than a quarter of it is used, when it has room
+/// for more than `kept` entries: what a burst grew is returned once it is over, and a
+/// `HashMap` never shrinks by itself.
+///
+/// Its room is halved, leaving it less than half full: the next rehash, growing or
+/// shrinking, waits for what it holds to double or halve, so a count that goes up and down
+/// by less never rehashes, and a rehash moves at most two entries for each one that came or
+/// went since the one before. Costs a comparison when it does not shrink.
+#[inline]
+pub(crate) fn shrink_sparse<K, V, S>(map: &mut HashMap<K, V, S>, kept: usize)
+where
+    K: Eq + std::hash::Hash,
+    S: std::hash::BuildHasher,
+{
+    #[cold]
+    #[inline(never)]
+    fn shrink<K, V, S>(map: &mut HashMap<K, V, S>)
+    where
+        K: Eq + std::hash::Hash,
+        S: std::hash::BuildHasher,
+    {
+        map.shrink_to(map.capacity() / 2);
+        #[cfg(test)]
+        tests::SHRINKS.with(|n| n.set(n.get() + 1));
+    }
+    if map.len() < map.capacity() / 4 && map.capacity() > kept {
+        shrink(map);
+    }
+}
+
 /// How an open run without a `run_id` yet is named.
 pub(crate) const UNNAMED_RUN: &str = "(unnamed run)";
 
@@ -154,6 +184,9 @@ struct OpenRunEntry {
     name: Option<String>,
     run: Arc<dyn OpenRun>,
 }
+
+/// Room for open runs kept however few are open.
+const RUNS_KEPT: usize = 64;
 
 /// State shared by a layer and its handles.
 #[derive(Debug)]
@@ -287,7 +320,10 @@ impl Shared {
     }
 
     pub(crate) fn run_closed(&self, key: u64) {
-        lock(&self.open_runs).remove(&key);
+        let mut runs = lock(&self.open_runs);
+        runs.remove(&key);
+        // Many runs open at once grew it (about 49 bytes a run).
+        shrink_sparse(&mut runs, RUNS_KEPT);
     }
 }
 
@@ -680,5 +716,67 @@ impl crate::report::writer::LineSource for Shared {
         };
         let covered = now.saturating_sub(self.aggregates.window_start(now));
         crate::aggregate::periodic_line(&summary, covered, self.open_requests())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    thread_local! {
+        /// Rehashes by [`shrink_sparse`] on this thread.
+        pub(super) static SHRINKS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+    }
+
+    fn shrinks() -> usize {
+        SHRINKS.with(std::cell::Cell::get)
+    }
+
+    #[test]
+    fn a_map_up_and_down_by_half_is_left_alone_and_an_emptied_one_gives_its_room_back() {
+        let mut map: HashMap<u64, ()> = (0..10_000).map(|i| (i, ())).collect();
+        let before = shrinks();
+        for _ in 0..20 {
+            for i in 5_000..10_000 {
+                map.remove(&i);
+                shrink_sparse(&mut map, 64);
+            }
+            map.extend((5_000..10_000).map(|i| (i, ())));
+        }
+        assert_eq!(shrinks(), before, "no rehash while it holds half or more");
+        for i in 0..10_000 {
+            map.remove(&i);
+            let n = shrinks();
+            shrink_sparse(&mut map, 64);
+            if shrinks() > n {
+                assert!(map.len() * 2 < map.capacity(), "less than half full after");
+            }
+        }
+        assert!(map.capacity() <= 64, "room kept: {}", map.capacity());
+        // 16,384 buckets down to 64 at most: halved 8 times, a rehash each.
+        assert!(shrinks() - before <= 8, "{} rehashes", shrinks() - before);
+    }
+
+    #[derive(Debug)]
+    struct NoRun;
+
+    impl OpenRun for NoRun {
+        fn snapshot(&self) -> OverallSummary {
+            OverallSummary::default()
+        }
+    }
+
+    #[test]
+    fn the_registry_of_open_runs_gives_its_room_back_when_they_close() {
+        let clock: Arc<dyn Clock> = Arc::new(crate::clock::ManualClock::new());
+        let shared = Shared::new(clock, false, std::time::Duration::from_secs(60));
+        let keys: Vec<u64> = (0..10_000)
+            .map(|_| shared.run_opened(None, Arc::new(NoRun)))
+            .collect();
+        assert!(lock(&shared.open_runs).capacity() >= 10_000);
+        for key in keys {
+            shared.run_closed(key);
+        }
+        assert!(lock(&shared.open_runs).capacity() <= RUNS_KEPT);
     }
 }

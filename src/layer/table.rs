@@ -69,8 +69,11 @@ impl Slot {
 }
 
 /// How many slab addresses of a shard have a slot of their own (the first six pages of a
-/// `sharded_slab` thread, 2,016 addresses, fit): at most 112 KiB per shard, reached only by a
-/// thread with that many spans open at once. Spans at higher addresses go to the hash map.
+/// `sharded_slab` thread, 2,016 addresses, fit): at most 96 KiB per shard, 3 MiB for the 32,
+/// reached only by a thread with that many spans open at once. Spans at higher addresses go
+/// to the hash map, which gives its room back after a burst; these slots stay (shrinking
+/// them would need a count of the used ones, kept by every span), as the Registry keeps the
+/// slab pages they mirror (about 96 bytes an address).
 const DIRECT: usize = 2048;
 
 /// The slot address in a Registry id less one (see [`super::live::ADDR_BITS`]).
@@ -167,10 +170,24 @@ impl Map {
         if self.spill.is_empty() {
             None
         } else {
-            self.spill.remove(&key)
+            self.remove_spilled(key)
         }
     }
+
+    /// Takes the state of `key` out of the hash map. Out of line: the common close (a
+    /// direct slot) stays as short as it was before the map gave its room back.
+    #[inline(never)]
+    fn remove_spilled(&mut self, key: Key) -> Option<Slot> {
+        let slot = self.spill.remove(&key);
+        // A burst of spans open at once grew it (about 49 bytes a span, to the next power
+        // of two: 100,000 spans left 6 MiB behind), and a hash map never shrinks by itself.
+        crate::handle::shrink_sparse(&mut self.spill, SPILL_KEPT);
+        slot
+    }
 }
+
+/// The hash map's room (in spans) kept however empty it gets: at most 49 KiB per shard.
+const SPILL_KEPT: usize = 1024;
 
 /// A shard on its own cache lines, with its region of the open-span filter.
 #[derive(Debug, Default)]
@@ -429,6 +446,27 @@ mod tests {
         assert!(matches!(map.remove(far), Some(Slot::Leaf(_))));
         assert!(map.direct.iter().all(Option::is_none) && map.spill.is_empty());
         assert!(map.direct.len() <= DIRECT);
+    }
+
+    #[test]
+    fn the_hash_map_gives_its_room_back_after_a_burst() {
+        let mut map = Map::default();
+        // Addresses beyond the direct slots: as a thread with that many spans open at once.
+        let far = |i: u64| DIRECT as u64 + 1 + i;
+        for _ in 0..2 {
+            for i in 0..100_000 {
+                assert!(map.insert(far(i), leaf()));
+            }
+            assert!(map.spill.capacity() >= 100_000);
+            for i in 0..100_000 {
+                assert!(map.remove(far(i)).is_some());
+            }
+            assert!(
+                map.spill.capacity() <= SPILL_KEPT,
+                "room kept: {}",
+                map.spill.capacity()
+            );
+        }
     }
 
     #[test]
