@@ -37,7 +37,9 @@
 //! search: `PROPTEST_CASES=20000 cargo test --release --test model`. A failing seed is
 //! printed by proptest and replays with `PROPTEST_RNG_SEED`; nothing is written to disk.
 //!
-//! `edge_cases` pins SPEC.md's "Edge cases, decided" one by one, with literal values.
+//! `edge_cases` pins SPEC.md's "Edge cases, decided" one by one, with literal values;
+//! `scale` goes past the layer's fixed-size paths (thousands of open spans, thousands of
+//! outputs); `coverage` checks that the generator reaches every situation above.
 
 mod compare;
 mod coverage;
@@ -45,6 +47,7 @@ mod drive;
 mod edge_cases;
 mod genes;
 mod reference;
+mod scale;
 mod schedule;
 
 use proptest::prelude::*;
@@ -95,40 +98,4 @@ proptest! {
             return Err(TestCaseError::fail(report));
         }
     }
-}
-
-/// Thousands of spans open at once on one thread (a run of 300 requests, each with four
-/// overlapping chunks that each wait in a queue and stream outputs), then closed in a
-/// different order: every figure still agrees with the model.
-#[test]
-fn thousands_of_spans_open_at_once() {
-    use crate::schedule::{Chunk, Field, Request, Run, Transfer, win};
-    let requests = (0..300)
-        .map(|i| {
-            let f = f64::from(i);
-            let mut r = Request::new(&format!("r-{i}"), f * 0.001, 200.0 + f * 0.1);
-            r.chunks = (0..4u32)
-                .map(|k| {
-                    let k = f64::from(k);
-                    let mut c = Chunk::new(k as u64 % 2, 1.0 + k, 150.0 - f * 0.1 + k)
-                        .outputs(&[60.0 + k, 70.0 + f * 0.1]);
-                    c.queues = vec![win(2.0 + k, 50.0 + f * 0.05)];
-                    c.batch_id = Field::Create(i as u64 % 7);
-                    c.num_tokens_out = Field::Late(100_000, 3);
-                    c
-                })
-                .collect();
-            let mut t = Transfer::new(0, 1, 5.0, 190.0);
-            t.tx = vec![win(6.0, 7.0 + f * 0.01)];
-            t.rx = vec![win(100.0 - f * 0.1, 120.0)];
-            r.transfers = vec![t];
-            r
-        })
-        .collect();
-    let schedule = Schedule {
-        runs: vec![Run::new("bulk", 0.0, 300.0, requests)],
-        ..Schedule::default()
-    };
-    let outcome = assert_model(&schedule);
-    assert_eq!(outcome.requests.len(), 300);
 }
