@@ -165,12 +165,7 @@ impl<'a> Plan<'a> {
             RUN,
             run.window,
         );
-        let late = if run.run_id_late.is_some() {
-            " (id late)"
-        } else {
-            ""
-        };
-        let label = format!("omni.run run_id={}{late}", run.run_id);
+        let label = format!("omni.run run_id={}{}", run.run_id, late(run.run_id_late));
         let r = self.node(Kind::Run(run), parent, RUN, run.window, label);
         if let Some(t) = run.run_id_late {
             self.at(t, Act::Record(r, "run_id", Value::Text(run.run_id.clone())));
@@ -187,15 +182,13 @@ impl<'a> Plan<'a> {
         let how = Parenting::of(req.contextual);
         let parent = self.via(req.via_foreign, (parent, how), REQUEST, req.window);
         let label = format!(
-            "omni.request {}{} status={:?} status_message={:?}",
+            "omni.request {}{}{}",
             req.request_id,
-            if req.id_late.is_some() {
-                " (id late)"
-            } else {
-                ""
-            },
-            req.status.at_creation(),
-            req.status_message.at_creation(),
+            late(req.id_late),
+            given(&[
+                ("status", show(req.status.at_creation())),
+                ("status_message", show(req.status_message.at_creation())),
+            ]),
         );
         let q = self.node(Kind::Request(req), parent, REQUEST, req.window, label);
         if let Some(t) = req.id_late {
@@ -218,30 +211,29 @@ impl<'a> Plan<'a> {
     fn chunk(&mut self, c: &'a Chunk, request: usize, id: &str) {
         let how = Parenting::of(c.contextual);
         let parent = self.via(c.via_foreign, (Some(request), how), CHILD, c.window);
+        let ms = |f: &Field<u64>| f.at_creation().map(ms);
         let label = format!(
-            "omni.stage ({id}) stage_id={}{} stage_name={:?} batch_id={:?} batch_size={:?} \
-             num_tokens_in={:?} num_tokens_out={:?} audio_generated_frames={:?} \
-             audio_sample_rate={:?} image_num={:?} resolution={:?} stage_gen_time_ms={:?} \
-             postprocess_time_ms={:?} time_to_first_output_ms={:?} inter_output_ms={:?}",
+            "omni.stage ({id}) stage_id={}{}{}",
             c.stage_id,
-            if c.stage_id_late.is_some() {
-                " (late)"
-            } else {
-                ""
-            },
-            c.stage_name.at_creation(),
-            c.batch_id.at_creation(),
-            c.batch_size.at_creation(),
-            c.num_tokens_in.at_creation(),
-            c.num_tokens_out.at_creation(),
-            c.audio_generated_frames.at_creation(),
-            c.audio_sample_rate.at_creation(),
-            c.image_num.at_creation(),
-            c.resolution.at_creation(),
-            c.gen_us.at_creation().map(ms),
-            c.postprocess_us.at_creation().map(ms),
-            c.first_output_us.at_creation().map(ms),
-            c.inter_output_us.at_creation().map(ms),
+            late(c.stage_id_late),
+            given(&[
+                ("stage_name", show(c.stage_name.at_creation())),
+                ("batch_id", show(c.batch_id.at_creation())),
+                ("batch_size", show(c.batch_size.at_creation())),
+                ("num_tokens_in", show(c.num_tokens_in.at_creation())),
+                ("num_tokens_out", show(c.num_tokens_out.at_creation())),
+                (
+                    "audio_generated_frames",
+                    show(c.audio_generated_frames.at_creation())
+                ),
+                ("audio_sample_rate", show(c.audio_sample_rate.at_creation())),
+                ("image_num", show(c.image_num.at_creation())),
+                ("resolution", show(c.resolution.at_creation())),
+                ("stage_gen_time_ms", show(ms(&c.gen_us))),
+                ("postprocess_time_ms", show(ms(&c.postprocess_us))),
+                ("time_to_first_output_ms", show(ms(&c.first_output_us))),
+                ("inter_output_ms", show(ms(&c.inter_output_us))),
+            ]),
         );
         let s = self.node(Kind::Stage(c), parent, CHILD, c.window, label);
         if let Some(t) = c.stage_id_late {
@@ -306,16 +298,18 @@ impl<'a> Plan<'a> {
     fn transfer(&mut self, t: &'a Transfer, request: usize, id: &str) {
         let how = Parenting::of(t.contextual);
         let parent = self.via(t.via_foreign, (Some(request), how), CHILD, t.window);
+        let ms = |f: &Field<u64>| f.at_creation().map(ms);
         let label = format!(
-            "omni.transfer ({id}) {}->{}{} size_bytes={:?} tx_time_ms={:?} \
-             rx_decode_time_ms={:?} in_flight_time_ms={:?}",
+            "omni.transfer ({id}) {}->{}{}{}",
             t.from_stage,
             t.to_stage,
-            if t.edge_late.is_some() { " (late)" } else { "" },
-            t.size_bytes.at_creation(),
-            t.tx_us.at_creation().map(ms),
-            t.rx_us.at_creation().map(ms),
-            t.in_flight_us.at_creation().map(ms),
+            late(t.edge_late),
+            given(&[
+                ("size_bytes", show(t.size_bytes.at_creation())),
+                ("tx_time_ms", show(ms(&t.tx_us))),
+                ("rx_decode_time_ms", show(ms(&t.rx_us))),
+                ("in_flight_time_ms", show(ms(&t.in_flight_us))),
+            ]),
         );
         let x = self.node(Kind::Transfer(t), parent, CHILD, t.window, label);
         if let Some(at) = t.edge_late {
@@ -337,17 +331,52 @@ impl<'a> Plan<'a> {
     }
 }
 
+/// A value given at creation, for the log.
+fn show<T: std::fmt::Debug>(v: Option<T>) -> Option<String> {
+    v.map(|v| format!("{v:?}"))
+}
+
+/// The fields given at creation, for the log: ` a=1 b="x"`.
+fn given(fields: &[(&str, Option<String>)]) -> String {
+    fields
+        .iter()
+        .filter_map(|(name, v)| v.as_ref().map(|v| format!(" {name}={v}")))
+        .collect()
+}
+
+/// How an id recorded late (at `at`) appears in the log.
+fn late(at: Option<Us>) -> &'static str {
+    match at {
+        None => "",
+        Some(at) if decoy(at) => " (recorded late, over a decoy given at creation)",
+        Some(_) => " (recorded late)",
+    }
+}
+
+/// Whether an id recorded late at `at` is first given another value at creation (it is
+/// then recorded twice: the late value wins).
+fn decoy(at: Us) -> bool {
+    at % 2 == 1
+}
+
 /// Opens a span of `kind`; the tokens given (`parent: p,` or none) go before the level.
 macro_rules! open_span {
     ($kind:expr; $($parent:tt)*) => {{
         let ms = |us: Option<Us>| us.map(ms);
         match $kind {
             Kind::Run(run) => {
-                let id = run.run_id_late.is_none().then_some(run.run_id.as_str());
+                let id = match run.run_id_late {
+                    None => Some(run.run_id.as_str()),
+                    Some(at) => decoy(at).then_some("decoy-run"),
+                };
                 tracing::span!($($parent)* Level::INFO, "omni.run", run_id = id)
             }
             Kind::Request(r) => {
-                let id = r.id_late.is_none().then_some(r.request_id.as_str());
+                let decoy_id = format!("decoy-{}", r.request_id);
+                let id = match r.id_late {
+                    None => Some(r.request_id.as_str()),
+                    Some(at) => decoy(at).then_some(decoy_id.as_str()),
+                };
                 let message = r.status_message.at_creation();
                 tracing::span!($($parent)* Level::INFO, "omni.request",
                     request_id = id,
@@ -355,7 +384,10 @@ macro_rules! open_span {
                     status_message = message.as_deref())
             }
             Kind::Stage(c) => tracing::span!($($parent)* Level::INFO, "omni.stage",
-                stage_id = c.stage_id_late.is_none().then_some(c.stage_id),
+                stage_id = match c.stage_id_late {
+                    None => Some(c.stage_id),
+                    Some(at) => decoy(at).then_some(c.stage_id + 10),
+                },
                 stage_name = c.stage_name.at_creation(),
                 batch_id = c.batch_id.at_creation(),
                 batch_size = c.batch_size.at_creation(),
@@ -372,10 +404,13 @@ macro_rules! open_span {
                 // Not a convention field: ignored.
                 gen_ai.system = "decoy"),
             Kind::Transfer(t) => {
-                let edge = t.edge_late.is_none();
+                let edge = match t.edge_late {
+                    None => Some((t.from_stage, t.to_stage)),
+                    Some(at) => decoy(at).then_some((9, 8)),
+                };
                 tracing::span!($($parent)* Level::INFO, "omni.transfer",
-                    from_stage = edge.then_some(t.from_stage),
-                    to_stage = edge.then_some(t.to_stage),
+                    from_stage = edge.map(|e| e.0),
+                    to_stage = edge.map(|e| e.1),
                     size_bytes = t.size_bytes.at_creation(),
                     tx_time_ms = ms(t.tx_us.at_creation()),
                     rx_decode_time_ms = ms(t.rx_us.at_creation()),
