@@ -112,166 +112,201 @@ pub(crate) fn compare(outcome: &Outcome, expected: &Expected) -> Vec<String> {
     d.lines
 }
 
+// Each record is destructured field by field (no `..`): a field added to a record type
+// fails to compile here until it is compared.
+
 fn request(d: &mut Diff, path: &str, r: &RequestE2EStats, m: &Req) {
-    d.eq(path, "status", r.status.as_str(), m.status);
-    d.eq(
-        path,
-        "status_message",
-        r.status_message.clone(),
-        m.status_message.clone(),
-    );
-    d.eq(path, "scope", r.scope.as_str(), m.scope.as_str());
-    d.eq(path, "trace_id", r.trace_id.as_deref(), None);
-    d.float(path, "e2e_total_ms", r.e2e_total_ms, to_ms(m.e2e_us));
+    let RequestE2EStats {
+        request_id: _, // matched by
+        status,
+        status_message,
+        scope,
+        trace_id,
+        e2e_total_ms,
+        e2e_total_tokens,
+        transfers_total_time_ms,
+        transfers_total_kbytes,
+        time_to_first_output_ms,
+        time_to_first_audio_ms,
+        audio_duration_ms,
+        audio_e2e_rtf,
+        invalid_spans,
+        stages,
+        transfers,
+        start_ns,
+        end_ns,
+    } = r;
+    d.eq(path, "status", status.as_str(), m.status);
+    d.eq(path, "status_message", status_message, &m.status_message);
+    d.eq(path, "scope", scope, &m.scope);
+    d.eq(path, "trace_id", trace_id, &None);
+    d.float(path, "e2e_total_ms", *e2e_total_ms, to_ms(m.e2e_us));
     d.eq(
         path,
         "e2e_total_tokens",
-        r.e2e_total_tokens,
+        *e2e_total_tokens,
         m.e2e_total_tokens,
     );
+    let total = to_ms(m.transfers_total_us);
     d.float(
         path,
         "transfers_total_time_ms",
-        r.transfers_total_time_ms,
-        to_ms(m.transfers_total_us),
+        *transfers_total_time_ms,
+        total,
     );
+    let kbytes = m.transfers_total_kbytes;
     d.float(
         path,
         "transfers_total_kbytes",
-        r.transfers_total_kbytes,
-        m.transfers_total_kbytes,
+        *transfers_total_kbytes,
+        kbytes,
     );
+    let first = m.time_to_first_output_us.map(to_ms);
     d.opt_float(
         path,
         "time_to_first_output_ms",
-        r.time_to_first_output_ms,
-        m.time_to_first_output_us.map(to_ms),
+        *time_to_first_output_ms,
+        first,
     );
+    let audio = m.time_to_first_audio_us.map(to_ms);
     d.opt_float(
         path,
         "time_to_first_audio_ms",
-        r.time_to_first_audio_ms,
-        m.time_to_first_audio_us.map(to_ms),
+        *time_to_first_audio_ms,
+        audio,
     );
     d.opt_float(
         path,
         "audio_duration_ms",
-        r.audio_duration_ms,
+        *audio_duration_ms,
         m.audio_duration_ms,
     );
-    d.opt_float(path, "audio_e2e_rtf", r.audio_e2e_rtf, m.audio_e2e_rtf);
-    d.eq(path, "invalid_spans", r.invalid_spans, 0);
-    d.eq(path, "start_ns", r.start_ns, m.start * 1000);
-    d.eq(path, "end_ns", r.end_ns, m.end * 1000);
+    d.opt_float(path, "audio_e2e_rtf", *audio_e2e_rtf, m.audio_e2e_rtf);
+    d.eq(path, "invalid_spans", *invalid_spans, 0);
+    d.eq(path, "start_ns", *start_ns, m.start * 1000);
+    d.eq(path, "end_ns", *end_ns, m.end * 1000);
 
-    let got_ids: Vec<u64> = r.stages.iter().map(|s| s.stage_id).collect();
+    let got_ids: Vec<u64> = stages.iter().map(|s| s.stage_id).collect();
     let want_ids: Vec<u64> = m.stages.iter().map(|s| s.stage_id).collect();
     d.eq(path, "stages (ids, in order)", &got_ids, &want_ids);
     for want in &m.stages {
-        if let Some(got) = r.stages.iter().find(|s| s.stage_id == want.stage_id) {
+        if let Some(got) = stages.iter().find(|s| s.stage_id == want.stage_id) {
             stage(d, &format!("{path} stage {}", want.stage_id), got, want);
         }
     }
-    let got_edges: Vec<(u64, u64)> = r
-        .transfers
+    let got_edges: Vec<(u64, u64)> = transfers
         .iter()
         .map(|e| (e.from_stage, e.to_stage))
         .collect();
     let want_edges: Vec<(u64, u64)> = m.edges.iter().map(|e| (e.from, e.to)).collect();
     d.eq(path, "transfers (edges, in order)", &got_edges, &want_edges);
     for want in &m.edges {
-        let found = r
-            .transfers
+        let found = transfers
             .iter()
             .find(|e| (e.from_stage, e.to_stage) == (want.from, want.to));
         if let Some(got) = found {
-            edge(
-                d,
-                &format!("{path} edge {}->{}", want.from, want.to),
-                got,
-                want,
-            );
+            let path = format!("{path} edge {}->{}", want.from, want.to);
+            edge(d, &path, got, want);
         }
     }
 }
 
 fn stage(d: &mut Diff, path: &str, s: &StageRequestStats, m: &Stage) {
+    let StageRequestStats {
+        stage_id: _, // matched by
+        stage_name,
+        batch_id,
+        batch_size,
+        num_tokens_in,
+        num_tokens_out,
+        stage_gen_time_ms,
+        postprocess_time_ms,
+        audio_generated_frames,
+        image_num,
+        resolution,
+        queue_time_ms,
+        audio_sample_rate,
+        spans,
+        wall_time_ms,
+        output_chunks,
+        output_units,
+        time_to_first_output_ms,
+        inter_output_ms,
+        inter_output_gaps_ms,
+        audio_duration_ms,
+        audio_rtf,
+        first_output_ns,
+        last_output_ns,
+        start_ns,
+        end_ns,
+        batch_recorded,
+    } = s;
     d.eq(
         path,
         "stage_name",
-        s.stage_name.as_deref(),
+        stage_name.as_deref(),
         m.stage_name.as_deref(),
     );
-    d.one_of(path, "batch_id", s.batch_id, &m.batch_id);
-    d.one_of(path, "batch_size", s.batch_size, &m.batch_size);
-    d.eq(path, "batch_recorded", s.batch_recorded, m.batch_recorded);
-    d.eq(path, "num_tokens_in", s.num_tokens_in, m.num_tokens_in);
-    d.eq(path, "num_tokens_out", s.num_tokens_out, m.num_tokens_out);
+    d.one_of(path, "batch_id", *batch_id, &m.batch_id);
+    d.one_of(path, "batch_size", *batch_size, &m.batch_size);
+    d.eq(path, "batch_recorded", *batch_recorded, m.batch_recorded);
+    d.eq(path, "num_tokens_in", *num_tokens_in, m.num_tokens_in);
+    d.eq(path, "num_tokens_out", *num_tokens_out, m.num_tokens_out);
     d.float(
         path,
         "stage_gen_time_ms",
-        s.stage_gen_time_ms,
+        *stage_gen_time_ms,
         to_ms(m.gen_us),
     );
+    let postprocess = to_ms(m.postprocess_us);
     d.float(
         path,
         "postprocess_time_ms",
-        s.postprocess_time_ms,
-        to_ms(m.postprocess_us),
+        *postprocess_time_ms,
+        postprocess,
     );
-    d.float(path, "queue_time_ms", s.queue_time_ms, to_ms(m.queue_us));
+    d.float(path, "queue_time_ms", *queue_time_ms, to_ms(m.queue_us));
+    let frames = m.audio_generated_frames;
     d.eq(
         path,
         "audio_generated_frames",
-        s.audio_generated_frames,
-        m.audio_generated_frames,
+        *audio_generated_frames,
+        frames,
     );
     d.eq(
         path,
         "audio_sample_rate",
-        s.audio_sample_rate,
+        *audio_sample_rate,
         m.audio_sample_rate,
     );
-    d.eq(path, "image_num", s.image_num, m.image_num);
+    d.eq(path, "image_num", *image_num, m.image_num);
     d.eq(
         path,
         "resolution",
-        s.resolution.as_deref(),
+        resolution.as_deref(),
         m.resolution.as_deref(),
     );
-    d.eq(path, "spans", s.spans, m.spans);
-    d.float(path, "wall_time_ms", s.wall_time_ms, to_ms(m.end - m.start));
-    d.eq(path, "start_ns", s.start_ns, m.start * 1000);
-    d.eq(path, "end_ns", s.end_ns, m.end * 1000);
-    d.eq(path, "output_chunks", s.output_chunks, m.output_chunks);
-    d.eq(path, "output_units", s.output_units, m.output_units);
-    d.eq(
-        path,
-        "first_output_ns",
-        s.first_output_ns,
-        m.first_output.map(|t| t * 1000),
-    );
-    d.eq(
-        path,
-        "last_output_ns",
-        s.last_output_ns,
-        m.last_output.map(|t| t * 1000),
-    );
+    d.eq(path, "spans", *spans, m.spans);
+    d.float(path, "wall_time_ms", *wall_time_ms, to_ms(m.end - m.start));
+    d.eq(path, "start_ns", *start_ns, m.start * 1000);
+    d.eq(path, "end_ns", *end_ns, m.end * 1000);
+    d.eq(path, "output_chunks", *output_chunks, m.output_chunks);
+    d.eq(path, "output_units", *output_units, m.output_units);
+    let first = m.first_output.map(|t| t * 1000);
+    d.eq(path, "first_output_ns", *first_output_ns, first);
+    let last = m.last_output.map(|t| t * 1000);
+    d.eq(path, "last_output_ns", *last_output_ns, last);
+    let ttfo = m.time_to_first_output_us.map(to_ms);
     d.opt_float(
         path,
         "time_to_first_output_ms",
-        s.time_to_first_output_ms,
-        m.time_to_first_output_us.map(to_ms),
+        *time_to_first_output_ms,
+        ttfo,
     );
-    d.opt_float(
-        path,
-        "inter_output_ms",
-        s.inter_output_ms,
-        m.inter_output_ms,
-    );
-    // The gaps in time order; compared as sorted lists (SPEC.md fixes their values, not the
-    // order the record keeps them in).
-    let mut got: Vec<f64> = s.inter_output_gaps_ms.clone();
+    d.opt_float(path, "inter_output_ms", *inter_output_ms, m.inter_output_ms);
+    // Compared as sorted lists: SPEC.md fixes the gaps' values, not the order the record
+    // keeps them in.
+    let mut got: Vec<f64> = inter_output_gaps_ms.clone();
     got.sort_by(f64::total_cmp);
     let mut want: Vec<f64> = m.gaps_us.iter().map(|g| to_ms(*g)).collect();
     want.sort_by(f64::total_cmp);
@@ -282,80 +317,113 @@ fn stage(d: &mut Diff, path: &str, s: &StageRequestStats, m: &Stage) {
     d.opt_float(
         path,
         "audio_duration_ms",
-        s.audio_duration_ms,
+        *audio_duration_ms,
         m.audio_duration_ms,
     );
-    d.opt_float(path, "audio_rtf", s.audio_rtf, m.audio_rtf);
+    d.opt_float(path, "audio_rtf", *audio_rtf, m.audio_rtf);
 }
 
 fn edge(d: &mut Diff, path: &str, e: &TransferEdgeStats, m: &Edge) {
-    d.eq(path, "edge", (e.edge.from, e.edge.to), (m.from, m.to));
+    let TransferEdgeStats {
+        edge,
+        from_stage,
+        to_stage,
+        size_kbytes,
+        tx_time_ms,
+        rx_decode_time_ms,
+        in_flight_time_ms,
+        size_bytes,
+        transfers,
+        start_ns,
+        end_ns,
+    } = e;
+    d.eq(
+        path,
+        "from_stage, to_stage",
+        (*from_stage, *to_stage),
+        (m.from, m.to),
+    );
+    d.eq(path, "edge", (edge.from, edge.to), (m.from, m.to));
     d.eq(
         path,
         "edge (as text)",
-        e.edge.to_string(),
+        edge.to_string(),
         format!("{}->{}", m.from, m.to),
     );
-    d.eq(path, "size_bytes", e.size_bytes, m.size_bytes);
+    d.eq(path, "size_bytes", *size_bytes, m.size_bytes);
     d.float(
         path,
         "size_kbytes",
-        e.size_kbytes,
+        *size_kbytes,
         m.size_bytes as f64 / 1024.0,
     );
-    d.float(path, "tx_time_ms", e.tx_time_ms, to_ms(m.tx_us));
+    d.float(path, "tx_time_ms", *tx_time_ms, to_ms(m.tx_us));
     d.float(
         path,
         "rx_decode_time_ms",
-        e.rx_decode_time_ms,
+        *rx_decode_time_ms,
         to_ms(m.rx_us),
     );
     d.float(
         path,
         "in_flight_time_ms",
-        e.in_flight_time_ms,
+        *in_flight_time_ms,
         to_ms(m.in_flight_us),
     );
-    d.eq(path, "transfers", e.transfers, m.transfers);
-    d.eq(path, "start_ns", e.start_ns, m.start * 1000);
-    d.eq(path, "end_ns", e.end_ns, m.end * 1000);
+    d.eq(path, "transfers", *transfers, m.transfers);
+    d.eq(path, "start_ns", *start_ns, m.start * 1000);
+    d.eq(path, "end_ns", *end_ns, m.end * 1000);
 }
 
 fn summary(d: &mut Diff, path: &str, s: &OverallSummary, m: &Summary) {
-    d.eq(path, "e2e_requests", s.e2e_requests, m.e2e_requests);
+    let OverallSummary {
+        scope: _, // matched by
+        e2e_requests,
+        e2e_wall_time_ms,
+        e2e_total_tokens,
+        e2e_avg_time_per_request_ms,
+        e2e_avg_tokens_per_s,
+        stage_wall_time_ms,
+        e2e_requests_error,
+        e2e_requests_aborted,
+        invalid_spans,
+        distributions,
+    } = s;
+    d.eq(path, "e2e_requests", *e2e_requests, m.e2e_requests);
     d.float(
         path,
         "e2e_wall_time_ms",
-        s.e2e_wall_time_ms,
+        *e2e_wall_time_ms,
         to_ms(m.wall_us),
     );
     d.eq(
         path,
         "e2e_total_tokens",
-        s.e2e_total_tokens,
+        *e2e_total_tokens,
         m.e2e_total_tokens,
     );
+    let avg = m.avg_time_per_request_ms;
     d.float(
         path,
         "e2e_avg_time_per_request_ms",
-        s.e2e_avg_time_per_request_ms,
-        m.avg_time_per_request_ms,
+        *e2e_avg_time_per_request_ms,
+        avg,
     );
     d.float(
         path,
         "e2e_avg_tokens_per_s",
-        s.e2e_avg_tokens_per_s,
+        *e2e_avg_tokens_per_s,
         m.avg_tokens_per_s,
     );
-    d.eq(path, "e2e_requests_error", s.e2e_requests_error, m.errors);
+    d.eq(path, "e2e_requests_error", *e2e_requests_error, m.errors);
     d.eq(
         path,
         "e2e_requests_aborted",
-        s.e2e_requests_aborted,
+        *e2e_requests_aborted,
         m.aborted,
     );
-    d.eq(path, "invalid_spans", s.invalid_spans, 0);
-    let got_ids: Vec<u64> = s.stage_wall_time_ms.iter().map(|w| w.0).collect();
+    d.eq(path, "invalid_spans", *invalid_spans, 0);
+    let got_ids: Vec<u64> = stage_wall_time_ms.iter().map(|w| w.0).collect();
     let want_ids: Vec<u64> = m.stage_walls.iter().map(|w| w.0).collect();
     d.eq(
         path,
@@ -373,8 +441,7 @@ fn summary(d: &mut Diff, path: &str, s: &OverallSummary, m: &Summary) {
             );
         }
     }
-    let got: BTreeMap<String, LatencyStats> = s
-        .distributions
+    let got: BTreeMap<String, LatencyStats> = distributions
         .iter()
         .map(|(q, stats)| (q.to_string(), stats))
         .collect();
@@ -392,18 +459,26 @@ fn summary(d: &mut Diff, path: &str, s: &OverallSummary, m: &Summary) {
 /// percentiles by nearest rank within the histogram's precision: at least the true value,
 /// at most 0.1% above it and never above the max.
 fn distribution(d: &mut Diff, path: &str, s: &LatencyStats, values: &[u64]) {
+    let LatencyStats {
+        count,
+        mean_ms,
+        p50_ms,
+        p90_ms,
+        p99_ms,
+        max_ms,
+    } = *s;
     let mut sorted = values.to_vec();
     sorted.sort_unstable();
     let n = sorted.len() as u64;
     let max = sorted.last().copied().unwrap_or(0);
-    d.eq(path, "count", s.count, n);
+    d.eq(path, "count", count, n);
     let mean = sorted.iter().sum::<u64>() as f64 / n as f64 / 1000.0;
-    d.float(path, "mean_ms", s.mean_ms, mean);
-    d.float(path, "max_ms", s.max_ms, to_ms(max));
+    d.float(path, "mean_ms", mean_ms, mean);
+    d.float(path, "max_ms", max_ms, to_ms(max));
     for (field, p, got) in [
-        ("p50_ms", 50, s.p50_ms),
-        ("p90_ms", 90, s.p90_ms),
-        ("p99_ms", 99, s.p99_ms),
+        ("p50_ms", 50, p50_ms),
+        ("p90_ms", 90, p90_ms),
+        ("p99_ms", 99, p99_ms),
     ] {
         // Nearest rank: the smallest value with at least p% of the values at or below it.
         let rank = (n * p).div_ceil(100).max(1);
