@@ -493,17 +493,8 @@ pub(crate) fn drive(schedule: &Schedule) -> Outcome {
     check_nesting(&nodes, &steps);
     steps.sort_by_key(|&(t, phase, order, _)| (t, phase, order));
 
-    let clock = ManualClock::new();
-    let capture = CaptureSink::new();
-    let layer = OmniMetricsLayer::builder()
-        .with_console(false)
-        .with_clock(clock.clone())
-        .with_sink(capture.clone())
-        .build()
-        .expect("no file to open");
-    let dispatch = Dispatch::new(tracing_subscriber::registry().with(layer));
     let mut log = String::new();
-    tracing::dispatcher::with_default(&dispatch, || {
+    let mut outcome = with_layer(|clock| {
         let mut spans: Vec<Option<Span>> = (0..nodes.len()).map(|_| None).collect();
         for (t, _, _, act) in steps {
             clock.set_ns(t * 1_000);
@@ -566,9 +557,26 @@ pub(crate) fn drive(schedule: &Schedule) -> Outcome {
         }
         assert!(spans.iter().all(Option::is_none), "every span closed");
     });
+    outcome.log = log;
+    outcome
+}
+
+/// Runs `f` with a fresh layer (manual clock, capture sink, console off) as the thread's
+/// scoped dispatcher, and returns what it reported (no log).
+pub(crate) fn with_layer(f: impl FnOnce(&ManualClock)) -> Outcome {
+    let clock = ManualClock::new();
+    let capture = CaptureSink::new();
+    let layer = OmniMetricsLayer::builder()
+        .with_console(false)
+        .with_clock(clock.clone())
+        .with_sink(capture.clone())
+        .build()
+        .expect("no file to open");
+    let dispatch = Dispatch::new(tracing_subscriber::registry().with(layer));
+    tracing::dispatcher::with_default(&dispatch, || f(&clock));
     Outcome {
         requests: capture.requests(),
         summaries: capture.summaries(),
-        log,
+        log: String::new(),
     }
 }

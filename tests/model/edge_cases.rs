@@ -356,3 +356,37 @@ fn tx_and_rx_pair_in_order_beyond_64_pending() {
     let rx: Vec<(f64, f64)> = (0..65).map(|k| beat(k, 10.0)).collect();
     approx(in_flight(&transfer_with(&tx, &rx)), 65.0 * 9.95);
 }
+
+/// The typed API records `aborted` by itself for a request dropped unfinished: counted
+/// apart, with the stages it finished; the same request written as raw spans with `status`
+/// recorded at its close gives the same record.
+#[test]
+fn a_typed_request_dropped_unfinished_is_aborted() {
+    use omni_metrics::instrument::Request as Typed;
+    let o = crate::drive::with_layer(|clock| {
+        let request = Typed::start("r-1");
+        clock.set_ns(1_000_000);
+        let stage = request.stage(0);
+        stage.tokens_in(4).tokens_out(2);
+        clock.set_ns(3_000_000);
+        drop(stage);
+        clock.set_ns(5_000_000);
+        drop(request);
+    });
+    let r = the_request(&o);
+    assert_eq!(r.status, RequestStatus::Aborted);
+    assert_eq!(stage(r, 0).num_tokens_out, 2);
+    let s = &o.summaries[0];
+    assert_eq!((s.e2e_requests, s.e2e_requests_aborted), (0, 1));
+    assert_eq!(s.e2e_wall_time_ms, 0.0);
+
+    let mut raw = Request::new("r-1", 0.0, 5.0);
+    raw.status = Field::Late(ms(5.0), "aborted");
+    let mut c = Chunk::new(0, 1.0, 3.0);
+    c.num_tokens_in = Field::Late(ms(1.0), 4);
+    c.num_tokens_out = Field::Late(ms(1.0), 2);
+    raw.chunks = vec![c];
+    let raw = assert_model(&online(vec![raw]));
+    assert_eq!(raw.requests, o.requests);
+    assert_eq!(raw.summaries, o.summaries);
+}
