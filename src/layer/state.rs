@@ -502,6 +502,10 @@ impl StageSpan {
     }
 }
 
+/// Tx ends a transfer keeps waiting for their rx, at most (32 KiB): a transfer's chunks
+/// pair exactly up to this many sent and not yet received.
+const MAX_PENDING_TX: usize = 4096;
+
 /// `omni.transfer`.
 #[derive(Debug, Default)]
 pub(super) struct TransferSpan {
@@ -519,9 +523,14 @@ pub(super) struct TransferSpan {
     pub(super) tx: LeafTimer,
     pub(super) rx: LeafTimer,
     /// Ends of the `omni.transfer.tx` children not yet paired with an `rx_decode`, oldest
-    /// first: chunk `k`'s rx pairs with chunk `k`'s tx, also when they are pipelined
-    /// (tx, tx, rx, rx).
+    /// first from `paired`: chunk `k`'s rx pairs with chunk `k`'s tx, also when they are
+    /// pipelined (tx, tx, rx, rx).
     pending_tx_ends: SmallVec<[u64; 2]>,
+    /// How many of `pending_tx_ends` are paired already (consumed from the front).
+    paired: usize,
+    /// Pending tx ends forgotten beyond [`MAX_PENDING_TX`] (the oldest): the next rx
+    /// pair with them, their gap unknown (0).
+    forgotten_tx: u32,
     /// `rx_decode` children that started before any tx was pending (a receiver already
     /// waiting): the next tx end pairs with them, with no gap.
     waiting_rx: u32,
@@ -546,17 +555,22 @@ impl TransferSpan {
 
     /// An `omni.transfer.tx` child ended.
     pub(super) fn tx_closed(&mut self, now: u64) {
-        /// Pending tx ends kept at most; older ones are dropped (their gap counts as 0).
-        const MAX_PENDING: usize = 64;
         self.tx.close(now);
         if self.waiting_rx > 0 {
             self.waiting_rx -= 1;
-        } else {
-            if self.pending_tx_ends.len() >= MAX_PENDING {
-                self.pending_tx_ends.remove(0);
-            }
-            self.pending_tx_ends.push(now);
+            return;
         }
+        if self.pending_tx_ends.len() - self.paired >= MAX_PENDING_TX {
+            // The oldest is forgotten, not its place: the rx that comes for it still
+            // takes it (with no gap), so later chunks keep their pairs.
+            self.paired += 1;
+            self.forgotten_tx = self.forgotten_tx.saturating_add(1);
+        }
+        if self.paired > 0 && self.paired * 2 >= self.pending_tx_ends.len() {
+            self.pending_tx_ends.drain(..self.paired);
+            self.paired = 0;
+        }
+        self.pending_tx_ends.push(now);
     }
 
     /// An `omni.transfer.rx_decode` child started: the gap since the tx it pairs with is
@@ -564,11 +578,20 @@ impl TransferSpan {
     /// tx[0,1] tx[1,2] rx[2,3] rx[3,4]).
     pub(super) fn rx_opened(&mut self, now: u64) {
         self.rx.open(now);
-        if self.pending_tx_ends.is_empty() {
-            self.waiting_rx = self.waiting_rx.saturating_add(1);
-        } else {
-            let tx_end = self.pending_tx_ends.remove(0);
-            self.in_flight_ns = self.in_flight_ns.saturating_add(now.saturating_sub(tx_end));
+        if self.forgotten_tx > 0 {
+            self.forgotten_tx -= 1;
+            return;
+        }
+        match self.pending_tx_ends.get(self.paired) {
+            Some(&tx_end) => {
+                self.paired += 1;
+                if self.paired == self.pending_tx_ends.len() {
+                    self.pending_tx_ends.clear();
+                    self.paired = 0;
+                }
+                self.in_flight_ns = self.in_flight_ns.saturating_add(now.saturating_sub(tx_end));
+            }
+            None => self.waiting_rx = self.waiting_rx.saturating_add(1),
         }
     }
 
@@ -624,5 +647,31 @@ impl SetField for TransferSpan {
             field::IN_FLIGHT_TIME_MS => set_ms(&mut self.in_flight_override_ms, &value, issues),
             _ => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Beyond [`MAX_PENDING_TX`] tx waiting for their rx, the oldest are forgotten but keep
+    /// their place: their rx count no gap, and every later chunk still pairs with its own.
+    #[test]
+    fn chunks_beyond_the_pending_bound_keep_their_pairs() {
+        let chunks = MAX_PENDING_TX as u64 + 3;
+        let mut t = TransferSpan::new(0, None);
+        for k in 0..chunks {
+            t.tx.open(k * 10);
+            t.tx_closed(k * 10 + 1);
+        }
+        for k in 0..chunks {
+            // Each rx starts one whole run after its own tx ended.
+            t.rx_opened(chunks * 10 + k * 10 + 1);
+            t.rx.close(chunks * 10 + k * 10 + 2);
+        }
+        let gap = chunks * 10;
+        assert_eq!(t.in_flight_ns, (chunks - 3) * gap);
+        assert_eq!((t.forgotten_tx, t.waiting_rx), (0, 0));
+        assert!(t.pending_tx_ends.is_empty());
     }
 }

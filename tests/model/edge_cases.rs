@@ -344,12 +344,9 @@ fn a_run_is_one_scope_from_its_start() {
 /// The pairing rule holds however many tx run ahead of their rx: 65 tx of 0.05 ms, one
 /// every 0.1 ms from 0, then 65 rx from 10 ms on the same beat: every gap is 9.95 ms,
 /// 646.75 ms in all.
-///
-/// Fails against the crate as of this commit: it keeps at most 64 pending tx ends and
-/// drops the oldest, so each rx pairs with the tx *after* its own (gaps of 9.85 ms) and the
-/// last rx with none: 630.4 ms. Ignored until that is fixed (run it with `-- --ignored`).
+/// (The crate once kept 64 pending tx ends and dropped the oldest, so each rx paired with
+/// the tx after its own: 630.4 ms.)
 #[test]
-#[ignore = "crate bug: beyond 64 pending tx ends, rx pair with the next tx (630.4 ms, not 646.75)"]
 fn tx_and_rx_pair_in_order_beyond_64_pending() {
     let beat = |k: u32, from: f64| (from + f64::from(k) * 0.1, from + f64::from(k) * 0.1 + 0.05);
     let tx: Vec<(f64, f64)> = (0..65).map(|k| beat(k, 0.0)).collect();
