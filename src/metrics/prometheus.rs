@@ -23,9 +23,16 @@
 //!   of 48 observations a second, sharing 2 vCPUs with 4 engine threads
 //!   (`benches/prometheus_sustained.rs`). Above that, nothing is lost but the scrape lags
 //!   (it waits a second for the recorder; [`PrometheusSink::wait_recorded`] longer).
-//! - Encoding and I/O happen on the server thread (`omni-metrics-prometheus`), which
-//!   serves one scrape at a time with 5 s I/O timeouts and never traces itself (a no-op
-//!   dispatcher is its default).
+//! - Scrapes are served by hyper's HTTP/1 server on a current-thread tokio runtime owned by
+//!   the server thread (`omni-metrics-prometheus`); the engine's threads never touch it, and
+//!   none of it is traced (a no-op dispatcher is its default). Clients are served
+//!   concurrently, at most 64 connections at once: beyond that a connection is answered 503
+//!   and closed at once, never queued. Each request head must arrive whole within 5 s of the
+//!   connection (or of the previous response), however slowly its bytes trickle in, and each
+//!   response be written within 10 s of its head, else the connection is closed: slow
+//!   clients hold a slot for seconds, never the endpoint. Kept alive only when the client
+//!   asks (`Connection: keep-alive`). A scrape is encoded on one of the runtime's two
+//!   blocking threads (`omni-metrics-prometheus-encode`), as it waits for the recorder.
 //! - Label cardinality is bounded: at most [`MAX_STAGE_LABELS`] distinct stage ids; the
 //!   observations of further stages (and of edges touching one) are counted
 //!   ([`PrometheusSink::overflowed_observations`]), said once as a warning, and not exported.
@@ -43,19 +50,28 @@
 //! ```
 
 use std::borrow::Cow;
+use std::convert::Infallible;
 use std::fmt;
-use std::io::{self, Read, Write};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
+use std::io;
+use std::net::{SocketAddr, TcpListener};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderValue};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use prometheus_client::encoding::{EncodeLabel, EncodeLabelSet, LabelSetEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::exemplar::HistogramWithExemplars;
 use prometheus_client::metrics::family::{Family, MetricConstructor};
 use prometheus_client::registry::Registry;
 use smallvec::SmallVec;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot, watch};
 
 use super::catalog::{
     FINISHED_REASON_LABEL, FROM_STAGE_LABEL, LabelValues, Labels, MAX_STAGE_LABELS, METRICS,
@@ -84,10 +100,7 @@ pub const METRICS_PATH: &str = "/metrics";
 pub const OPENMETRICS_CONTENT_TYPE: &str =
     "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
-/// Read and write timeout of one scrape's connection.
-const IO_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// The longest request head read; a longer one is answered from what was read.
+/// The longest request head read (hyper's least buffer); a longer one is answered 431.
 const MAX_REQUEST_HEAD: usize = 8 * 1024;
 
 /// A series' labels: the catalogue's [`LabelValues`], written as its family declares.
@@ -542,17 +555,28 @@ impl PrometheusSink {
         };
         let listener = TcpListener::bind(&*with_default_host(&addr)).map_err(error)?;
         let local = listener.local_addr().map_err(error)?;
+        listener.set_nonblocking(true).map_err(error)?;
         let shared = Arc::new(Shared::new());
-        let stop = Arc::new(AtomicBool::new(false));
+        let (stop, thread_stop) = oneshot::channel();
+        let (started_tx, started) = std::sync::mpsc::channel();
         let thread_shared = Arc::clone(&shared);
-        let thread_stop = Arc::clone(&stop);
         std::thread::Builder::new()
             .name("omni-metrics-prometheus".into())
-            .spawn(move || serve(&listener, &thread_shared, &thread_stop))
+            .spawn(move || run_server(listener, thread_shared, thread_stop, &started_tx))
             .map_err(error)?;
+        // The runtime is built on its own thread (never dropped on the caller's, which may
+        // be async); it says whether it started.
+        match started.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(error(e)),
+            Err(_) => return Err(error(io::Error::other("the server thread ended at start"))),
+        }
         Ok(Self {
             shared,
-            server: Some(Arc::new(Server { addr: local, stop })),
+            server: Some(Arc::new(Server {
+                addr: local,
+                _stop: stop,
+            })),
         })
     }
 
@@ -614,97 +638,224 @@ fn with_default_host(addr: &str) -> Cow<'_, str> {
     }
 }
 
-/// The running endpoint; dropping it (with the last sink clone) stops the server thread.
+/// The running endpoint: its address, and the sender whose drop (with the last sink
+/// clone) stops the server thread, which closes the listener and every connection.
 #[derive(Debug)]
 struct Server {
     addr: SocketAddr,
-    stop: Arc<AtomicBool>,
+    _stop: oneshot::Sender<()>,
 }
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        // Wake the blocking `accept` so the thread sees the flag and frees the port.
-        let ip = match self.addr.ip() {
-            IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
-            IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
-            ip => ip,
-        };
-        let wake = SocketAddr::new(ip, self.addr.port());
-        let _ = TcpStream::connect_timeout(&wake, Duration::from_millis(200));
-    }
-}
+/// Connections served at once. Beyond them a connection is answered 503 (if its socket
+/// takes the bytes at once) and closed, never queued: slots free within the deadlines.
+const MAX_CONNECTIONS: usize = 64;
 
-/// The server thread: one scrape at a time, until the sink is dropped.
-fn serve(listener: &TcpListener, recorder: &Shared, stop: &AtomicBool) {
+/// Deadline on a whole request head, from the connection's start (or the end of the
+/// previous response on a kept-alive connection) however the bytes trickle in.
+const HEAD_DEADLINE: Duration = Duration::from_secs(5);
+
+/// Deadline from a request's head to its whole response written; past it the connection is
+/// closed. An encode waits at most a second for the recorder: the rest is the client's.
+const RESPONSE_DEADLINE: Duration = Duration::from_secs(10);
+
+/// Scrapes encoded at once, on the runtime's blocking threads (an encode waits for the
+/// recorder); further ones wait their turn within their response deadline.
+const ENCODERS: usize = 2;
+
+/// The answer to a connection beyond [`MAX_CONNECTIONS`].
+const REFUSED: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\
+    Retry-After: 1\r\nConnection: close\r\n\r\n";
+
+/// The server thread: a current-thread tokio runtime of its own (the engine's threads never
+/// touch it) serving `listener` until `stop`'s sender drops. Says through `started` whether
+/// the runtime could start.
+fn run_server(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    stop: oneshot::Receiver<()>,
+    started: &std::sync::mpsc::Sender<io::Result<()>>,
+) {
     // Nothing this thread does is traced: its spans and events would be the engine's.
     let _quiet = tracing::dispatcher::set_default(&tracing::Dispatch::none());
-    for stream in listener.incoming() {
-        if stop.load(Ordering::SeqCst) {
-            break;
-        }
-        match stream {
-            Ok(stream) => {
-                // A client that goes away mid-scrape is its own problem.
-                let _ = respond(stream, recorder);
-            }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .enable_time()
+        .max_blocking_threads(ENCODERS)
+        .thread_name("omni-metrics-prometheus-encode")
+        .build();
+    let runtime = match runtime {
+        Ok(runtime) => runtime,
+        Err(e) => return drop(started.send(Err(e))),
+    };
+    let listener = {
+        let _context = runtime.enter();
+        tokio::net::TcpListener::from_std(listener)
+    };
+    let listener = match listener {
+        Ok(listener) => listener,
+        Err(e) => return drop(started.send(Err(e))),
+    };
+    let _ = started.send(Ok(()));
+    runtime.block_on(serve(listener, shared, stop));
+    // The listener is closed; connections still open are dropped, and an encode under way
+    // is left to finish on its own.
+    runtime.shutdown_background();
+}
+
+/// Accepts connections until `stop`, each served on a task of its own, at most
+/// [`MAX_CONNECTIONS`] at once.
+async fn serve(
+    listener: tokio::net::TcpListener,
+    shared: Arc<Shared>,
+    mut stop: oneshot::Receiver<()>,
+) {
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let http = http1_server();
+    loop {
+        let accepted = tokio::select! {
+            _ = &mut stop => break,
+            accepted = listener.accept() => accepted,
+        };
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
             // Out of file descriptors, say: wait instead of spinning.
-            Err(_) => std::thread::sleep(Duration::from_millis(50)),
+            Err(_) => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        match Arc::clone(&slots).try_acquire_owned() {
+            Ok(slot) => {
+                tokio::spawn(connection(http.clone(), stream, Arc::clone(&shared), slot));
+            }
+            // Written on the plain socket (tokio's `try_write` waits for a readiness event
+            // a fresh socket may not have had yet): its empty send buffer takes them at
+            // once; whether the client reads them before the close is its own affair.
+            Err(_) => {
+                if let Ok(stream) = stream.into_std() {
+                    let _ = io::Write::write(&mut &stream, REFUSED);
+                }
+            }
         }
     }
 }
 
-/// Answers one HTTP/1.x request and closes the connection.
-fn respond(mut stream: TcpStream, recorder: &Shared) -> io::Result<()> {
-    stream.set_read_timeout(Some(IO_TIMEOUT))?;
-    stream.set_write_timeout(Some(IO_TIMEOUT))?;
-    let mut head = Vec::with_capacity(512);
-    let mut buf = [0u8; 1024];
-    while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < MAX_REQUEST_HEAD {
-        let n = stream.read(&mut buf)?;
-        if n == 0 {
-            break;
+/// hyper's HTTP/1 server: [`HEAD_DEADLINE`] on each head, heads of at most
+/// [`MAX_REQUEST_HEAD`], keep-alive when the client asks.
+fn http1_server() -> http1::Builder {
+    let mut http = http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(HEAD_DEADLINE)
+        .max_buf_size(MAX_REQUEST_HEAD)
+        .keep_alive(true);
+    http
+}
+
+/// Serves one connection (holding `_slot` while it lives): hyper closes it when a head
+/// misses [`HEAD_DEADLINE`], this when a response misses [`RESPONSE_DEADLINE`] (counted
+/// from the latest head: a kept-alive connection idle past it is closed too).
+async fn connection(
+    http: http1::Builder,
+    stream: impl AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    shared: Arc<Shared>,
+    _slot: OwnedSemaphorePermit,
+) {
+    let (deadline_tx, mut deadline) = watch::channel(None::<tokio::time::Instant>);
+    let service = service_fn(move |request| {
+        deadline_tx.send_replace(Some(tokio::time::Instant::now() + RESPONSE_DEADLINE));
+        respond(request, Arc::clone(&shared))
+    });
+    let conn = http.serve_connection(TokioIo::new(stream), service);
+    tokio::pin!(conn);
+    loop {
+        let due = *deadline.borrow_and_update();
+        let overdue = async {
+            match due {
+                Some(due) => tokio::time::sleep_until(due).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            // Served, hung up, or a bad or late head: done either way.
+            _ = conn.as_mut() => return,
+            () = overdue => return,
+            // A request began (on a kept-alive connection, the next one): its own deadline.
+            Ok(()) = deadline.changed() => {}
         }
-        head.extend_from_slice(&buf[..n]);
     }
-    let line = head.split(|b| *b == b'\n').next().unwrap_or_default();
-    let line = String::from_utf8_lossy(line);
-    let mut parts = line.split_whitespace();
-    let method = parts.next().unwrap_or_default();
-    let target = parts.next().unwrap_or_default();
-    let path = target.split('?').next().unwrap_or_default();
-    let (status, content_type, body, allow) = match (method, path) {
-        ("GET" | "HEAD", METRICS_PATH) => {
-            ("200 OK", OPENMETRICS_CONTENT_TYPE, recorder.encode(), false)
+}
+
+/// Answers one request: `GET`/`HEAD` [`METRICS_PATH`] (any query) with the scrape, another
+/// path 404, another method 405. The connection closes after the response unless the client
+/// asked for keep-alive (an idle connection holds a slot; Prometheus, scraping every 15 s or
+/// more, would find it closed by the head deadline anyway).
+async fn respond(
+    request: Request<Incoming>,
+    shared: Arc<Shared>,
+) -> Result<Response<String>, Infallible> {
+    let text = "text/plain; charset=utf-8";
+    let mut response = match (request.method(), request.uri().path()) {
+        (&Method::GET | &Method::HEAD, METRICS_PATH) => {
+            let encode = tokio::task::spawn_blocking(move || {
+                tracing::dispatcher::with_default(&tracing::Dispatch::none(), || shared.encode())
+            });
+            match encode.await {
+                Ok(body) => reply(StatusCode::OK, OPENMETRICS_CONTENT_TYPE, body),
+                // The encoder panicked: a failed scrape, the endpoint still serves.
+                Err(_) => reply(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    text,
+                    "the metrics could not be encoded\n".into(),
+                ),
+            }
         }
-        ("GET" | "HEAD", _) => (
-            "404 Not Found",
-            "text/plain; charset=utf-8",
+        (&Method::GET | &Method::HEAD, _) => reply(
+            StatusCode::NOT_FOUND,
+            text,
             format!("not found: the metrics are at {METRICS_PATH}\n"),
-            false,
         ),
-        _ => (
-            "405 Method Not Allowed",
-            "text/plain; charset=utf-8",
-            format!("method not allowed: use GET {METRICS_PATH}\n"),
-            true,
-        ),
+        _ => {
+            let mut refused = reply(
+                StatusCode::METHOD_NOT_ALLOWED,
+                text,
+                format!("method not allowed: use GET {METRICS_PATH}\n"),
+            );
+            refused
+                .headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+            refused
+        }
     };
-    let mut response = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\
-         Cache-Control: no-store\r\nConnection: close\r\n",
-        body.len()
-    );
-    if allow {
-        response.push_str("Allow: GET, HEAD\r\n");
+    if !asks_keep_alive(&request) {
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
-    response.push_str("\r\n");
-    if method != "HEAD" {
-        response.push_str(&body);
-    }
-    stream.write_all(response.as_bytes())?;
-    stream.flush()?;
-    stream.shutdown(std::net::Shutdown::Both)
+    Ok(response)
+}
+
+/// A response with its content type, length and `Cache-Control: no-store` (hyper sends no
+/// body to `HEAD`).
+fn reply(status: StatusCode, content_type: &'static str, body: String) -> Response<String> {
+    let length = HeaderValue::from(body.len());
+    let mut response = Response::new(body);
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    headers.insert(header::CONTENT_LENGTH, length);
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+/// Whether the request says `Connection: keep-alive`.
+fn asks_keep_alive(request: &Request<Incoming>) -> bool {
+    request
+        .headers()
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|token| token.trim().eq_ignore_ascii_case("keep-alive"))
 }
 
 /// The Prometheus endpoint could not be started: the address is not one, or cannot be
@@ -858,6 +1009,95 @@ mod tests {
         assert_eq!(within(f64::INFINITY, 300.0, f64::INFINITY), f64::INFINITY);
         assert_eq!(within(f64::NAN, 300.0, f64::INFINITY), next_up(300.0));
         assert!(LOST_MESSAGE.contains(&format!("1,{:03}", super::super::queue::MAX_SERIES - 1000)));
+    }
+
+    /// Runs `f` on a current-thread runtime whose clock advances only when it idles.
+    fn paused<F: std::future::Future>(f: impl FnOnce() -> F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .start_paused(true)
+            .build()
+            .unwrap()
+            .block_on(f())
+    }
+
+    #[test]
+    fn a_response_not_taken_is_cut_at_its_deadline() {
+        use tokio::io::AsyncWriteExt;
+        paused(|| async {
+            // A 64-byte pipe: the response's head alone fills it, and the client never reads.
+            let (mut client, server) = tokio::io::duplex(64);
+            let slot = Arc::new(Semaphore::new(1)).try_acquire_owned().unwrap();
+            let started = tokio::time::Instant::now();
+            let served = tokio::spawn(connection(
+                http1_server(),
+                server,
+                Arc::new(Shared::new()),
+                slot,
+            ));
+            client
+                .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+                .await
+                .unwrap();
+            served.await.unwrap();
+            let took = started.elapsed();
+            assert!(
+                took >= RESPONSE_DEADLINE && took < RESPONSE_DEADLINE + Duration::from_secs(1),
+                "{took:?}"
+            );
+            drop(client);
+        });
+    }
+
+    #[test]
+    fn a_trickled_head_is_cut_at_its_deadline_and_a_kept_alive_one_too() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        paused(|| async {
+            let (mut client, server) = tokio::io::duplex(64 * 1024);
+            let slot = Arc::new(Semaphore::new(1)).try_acquire_owned().unwrap();
+            let started = tokio::time::Instant::now();
+            let served = tokio::spawn(connection(
+                http1_server(),
+                server,
+                Arc::new(Shared::new()),
+                slot,
+            ));
+            // A byte a second: each read is prompt, the head never whole.
+            for byte in b"GET /metrics HTTP/1.1\r\n" {
+                if client.write_all(&[*byte]).await.is_err() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            served.await.unwrap();
+            let took = started.elapsed();
+            assert!(took >= HEAD_DEADLINE && took < HEAD_DEADLINE + Duration::from_secs(2));
+
+            // Kept alive after a response, an idle connection is closed by the same deadline.
+            let (mut client, server) = tokio::io::duplex(64 * 1024);
+            let slot = Arc::new(Semaphore::new(1)).try_acquire_owned().unwrap();
+            let served = tokio::spawn(connection(
+                http1_server(),
+                server,
+                Arc::new(Shared::new()),
+                slot,
+            ));
+            client
+                .write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: keep-alive\r\n\r\n")
+                .await
+                .unwrap();
+            let mut response = [0u8; 12];
+            client.read_exact(&mut response).await.unwrap();
+            assert_eq!(&response, b"HTTP/1.1 404");
+            let answered = tokio::time::Instant::now();
+            served.await.unwrap();
+            let idle = answered.elapsed();
+            assert!(
+                idle >= HEAD_DEADLINE - Duration::from_millis(10),
+                "{idle:?}"
+            );
+            assert!(idle < HEAD_DEADLINE + Duration::from_secs(1), "{idle:?}");
+        });
     }
 
     #[test]
