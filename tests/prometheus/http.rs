@@ -1,7 +1,7 @@
 //! The endpoint as HTTP: content type, paths and methods, the address, its errors.
 
-use std::io;
-use std::net::{IpAddr, Ipv4Addr, TcpListener};
+use std::io::{self, Read, Write};
+use std::net::{IpAddr, Ipv4Addr, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
 use omni_metrics::{DEFAULT_PROMETHEUS_ADDR, OmniMetricsLayer, PrometheusSink};
@@ -111,4 +111,82 @@ fn the_port_is_freed_when_the_sink_drops() {
             Err(e) => panic!("{addr} still bound: {e}"),
         }
     }
+}
+
+/// Reads one response off a kept-alive connection: its head's lines, and a body of its
+/// `Content-Length` (none for `HEAD`).
+fn read_response(stream: &mut TcpStream, with_body: bool) -> (Vec<String>, String) {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        stream.read_exact(&mut byte).expect("a response head");
+        head.push(byte[0]);
+    }
+    let lines: Vec<String> = String::from_utf8(head)
+        .expect("UTF-8")
+        .split("\r\n")
+        .filter(|l| !l.is_empty())
+        .map(str::to_owned)
+        .collect();
+    let length: usize = lines
+        .iter()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-length:")
+                .map(|v| v.trim().to_owned())
+        })
+        .expect("a Content-Length")
+        .parse()
+        .expect("a length");
+    let mut body = vec![0u8; if with_body { length } else { 0 }];
+    stream.read_exact(&mut body).expect("the body");
+    (lines, String::from_utf8(body).expect("UTF-8"))
+}
+
+#[test]
+fn a_client_that_asks_for_keep_alive_gets_it() {
+    let h = Harness::new();
+    h.play_many(2);
+    let mut stream = TcpStream::connect(h.addr()).expect("connected");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("a timeout");
+    let ask = |method: &str| {
+        format!("{method} /metrics HTTP/1.1\r\nHost: x\r\nConnection: keep-alive\r\n\r\n")
+    };
+    // HEAD's length is the scrape's; the next response follows its head directly.
+    stream.write_all(ask("HEAD").as_bytes()).expect("sent");
+    let (head, _) = read_response(&mut stream, false);
+    stream.write_all(ask("GET").as_bytes()).expect("sent");
+    let (get, body) = read_response(&mut stream, true);
+    for lines in [&head, &get] {
+        assert_eq!(lines[0], "HTTP/1.1 200 OK");
+        assert!(
+            !lines
+                .iter()
+                .any(|l| l.eq_ignore_ascii_case("connection: close")),
+            "{lines:?}"
+        );
+    }
+    let length = |lines: &[String]| {
+        lines
+            .iter()
+            .find(|l| l.to_ascii_lowercase().starts_with("content-length:"))
+            .cloned()
+    };
+    assert_eq!(length(&head), length(&get));
+    assert!(body.ends_with("# EOF\n"), "{body}");
+    // Without asking, the connection closes after the response.
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .expect("sent");
+    let (last, _) = read_response(&mut stream, true);
+    assert!(
+        last.iter()
+            .any(|l| l.eq_ignore_ascii_case("connection: close")),
+        "{last:?}"
+    );
+    let mut rest = Vec::new();
+    stream.read_to_end(&mut rest).expect("closed");
+    assert!(rest.is_empty());
 }

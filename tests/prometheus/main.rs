@@ -8,4 +8,5 @@ mod burst;
 mod env;
 mod exemplars;
 mod http;
+mod slow_clients;
 mod values;
