@@ -8,12 +8,16 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
-use omni_metrics::replay::{self, GroupBy, InputFormat, ReadError, Replay};
+use omni_metrics::replay::{self, GroupBy, InputFormat, Lost, ReadError, Replay};
 use omni_metrics::report::{CaptureSink, ConsoleSink, JsonLinesSink};
 
 /// Inputs at least this large (in bytes, all files together) get a progress bar on a
 /// terminal.
 const PROGRESS_MIN_BYTES: u64 = 32 << 20;
+
+/// Errors of reading shown on stderr; the rest are counted (a file of a million bad lines
+/// must not print a million lines).
+const MAX_ERRORS_SAID: u64 = 100;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -53,6 +57,16 @@ struct ReportArgs {
     /// Never show a progress bar (shown only on a terminal, for inputs of 32 MiB or more).
     #[arg(long)]
     no_progress: bool,
+    /// How long a trace is held, in spans read, before it is replayed (its spans read later
+    /// are missing from it); memory grows with it: about 320 bytes a span.
+    #[arg(long, value_name = "SPANS", default_value_t = Replay::DEFAULT_WINDOW,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    window: u64,
+    /// The largest record read, in MiB: a JSON line, or a protobuf message once
+    /// decompressed; a larger one is skipped and said. Memory grows with it.
+    #[arg(long, value_name = "MIB", default_value_t = (replay::MAX_RECORD_BYTES >> 20) as u32,
+          value_parser = clap::value_parser!(u32).range(1..=4095))]
+    max_record_mib: u32,
     /// Also write the self-contained HTML report (tables, timeline, histograms) of each
     /// run to this file; `{scope}` in the name gives one file per scope (needed when the
     /// input holds several runs; `--group-by all` makes one).
@@ -151,21 +165,38 @@ fn report(args: ReportArgs) -> ExitCode {
         })
         .collect();
 
-    let (mut bad_lines, mut bad_other) = (0_u64, 0_u64);
+    let (mut bad_lines, mut bad_other, mut lost_spans) = (0_u64, 0_u64, 0_u64);
+    let mut said = 0_u64;
     let mut on_error = |e: ReadError| {
-        if e.line().is_some() {
-            bad_lines += 1;
-        } else {
-            bad_other += 1;
+        match e.lost() {
+            Lost::Spans => lost_spans += 1,
+            // Said, and counted by the replay (`spans_with_invalid_values`).
+            Lost::Values => {}
+            _ if e.line().is_some() => bad_lines += 1,
+            _ => bad_other += 1,
         }
-        let say = || eprintln!("{e}");
+        // A file of nothing but bad records says the first ones, then counts.
+        said += 1;
+        if said > MAX_ERRORS_SAID {
+            return;
+        }
+        let say = || {
+            eprintln!("{e}");
+            if said == MAX_ERRORS_SAID {
+                eprintln!("omni-metrics: more errors are counted, not shown");
+            }
+        };
         match &bar {
             Some(bar) => bar.suspend(say),
             None => say(),
         }
     };
 
-    let mut replay = Replay::new().group_by(group_by).with_diagnostics(true);
+    let mut replay = Replay::new()
+        .group_by(group_by)
+        .with_diagnostics(true)
+        .with_window(args.window)
+        .with_max_record_bytes((args.max_record_mib as usize) << 20);
     replay = match args.format {
         Format::Table => replay.with_sink(ConsoleSink::new(std::io::stdout(), !args.summary_only)),
         Format::Jsonl => replay.with_sink(JsonLinesSink::new(std::io::stdout())),
@@ -182,6 +213,22 @@ fn report(args: ReportArgs) -> ExitCode {
         eprintln!(
             "omni-metrics: nothing could be read: {}",
             could_not_read(bad_lines, bad_other)
+        );
+        return ExitCode::FAILURE;
+    }
+    if stats.spans_read == 0 {
+        // Not a report: a script that gave the wrong file notices.
+        let files = args.files.len();
+        eprintln!(
+            "omni-metrics: no span found in {files} file{} ({} bytes of data, {} records{}): \
+             is it an OTLP trace file (the collector's traces pipeline, not metrics or logs)?",
+            if files == 1 { "" } else { "s" },
+            stats.bytes_read,
+            stats.records,
+            match bad_lines + bad_other {
+                0 => String::new(),
+                _ => format!("; {}", could_not_read(bad_lines, bad_other)),
+            }
         );
         return ExitCode::FAILURE;
     }
@@ -209,11 +256,21 @@ fn report(args: ReportArgs) -> ExitCode {
         );
     }
     if stats.late_spans > 0 {
+        let early = match stats.traces_replayed_early {
+            0 => String::new(),
+            n => format!(
+                ", or their trace was replayed early to bound memory ({}: the spans held took \
+                 {} MB, or a trace held {} spans)",
+                plural(n, "trace", "traces"),
+                args.window.saturating_mul(Replay::BYTES_PER_SPAN) / 1_000_000,
+                args.window / 4,
+            ),
+        };
         eprintln!(
-            "omni-metrics: {} spans came after their trace was replayed (more than {} spans \
-             after the trace's last span) and are missing from their requests",
-            stats.late_spans,
-            Replay::DEFAULT_WINDOW
+            "omni-metrics: {} spans came after their trace was replayed and are missing from \
+             their requests: more than {} spans were read after the trace's last span{early}; \
+             a larger --window holds traces longer (memory grows with it)",
+            stats.late_spans, args.window,
         );
     }
     if stats.requests_after_their_run > 0 {
@@ -235,6 +292,29 @@ fn report(args: ReportArgs) -> ExitCode {
             "omni-metrics: {} runs are not in the input, only their requests; each such run's \
              wall time starts at its first request",
             stats.runs_without_span
+        );
+    }
+    if let Some((trace, span)) = stats.first_cycle {
+        eprintln!(
+            "omni-metrics: {} (spans that are their own ancestors, first in trace \
+             {trace:032x} at span {span:016x}: a corrupt or forged file?); the {} under \
+             them count as outside any request",
+            plural(stats.parent_cycles, "parent cycle", "parent cycles"),
+            plural(stats.spans_under_cycles, "span", "spans"),
+        );
+    }
+    if stats.spans_with_invalid_values > 0 {
+        eprintln!(
+            "omni-metrics: {} values that could not be taken (said above); the values \
+             were ignored, the spans kept and counted in `invalid_spans`",
+            plural(stats.spans_with_invalid_values, "span had", "spans had")
+        );
+    }
+    if lost_spans > 0 {
+        eprintln!(
+            "omni-metrics: {} spans that could not be read (said above); \
+             their other spans were read",
+            plural(lost_spans, "record had", "records had")
         );
     }
     if stats.moved_into_parent > 0 {
@@ -296,8 +376,12 @@ fn write_html(path: &std::path::Path, capture: &CaptureSink) -> bool {
     ok
 }
 
+/// `n` and the word for one or many.
+fn plural(n: u64, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
 fn could_not_read(lines: u64, other: u64) -> String {
-    let plural = |n: u64, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
     match (lines, other) {
         (l, 0) => format!("{} could not be read", plural(l, "line", "lines")),
         (0, o) => format!(

@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use tracing::field::Empty;
 use tracing::{Level, Span};
 
-use super::model::{AttrValue, Output, SpanRec};
+use super::model::{AttrValue, MAX_SPAN_NS, SpanRec};
 use super::{GroupBy, ReplayStats};
 use crate::clock::ManualClock;
 use crate::convention::{SpanKind, field};
@@ -34,6 +34,25 @@ enum Parent {
     Node(usize),
     /// A run open across traces.
     Run(RunKey),
+}
+
+/// What a span's chain of parents leads to, through spans outside the convention.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Up {
+    /// Not resolved yet.
+    Unset,
+    /// On the chain being resolved.
+    Visiting,
+    /// No parent: a root.
+    Root,
+    /// A parent that is not in the trace.
+    Missing,
+    /// A chain that loops; the span (index) where the loop was found.
+    Cycle(usize),
+    /// A node of the trace.
+    Node(usize),
+    /// A run in the same trace (its span id).
+    Run(u64),
 }
 
 /// A span of the trace to replay.
@@ -58,7 +77,8 @@ const CLOSE: u8 = 2;
 struct Step {
     time_ns: u64,
     rank: u8,
-    /// Opens go parent first, closes child first.
+    /// Opens go parent first, closes child first; for an output, the index of the span
+    /// that holds it (outputs at one instant go in any order).
     order: u32,
     node: u32,
     /// The output's index in its span, for outputs.
@@ -173,6 +193,61 @@ impl<'a> Engine<'a> {
         }
     }
 
+    /// What each span's chain of parents leads to (see [`Up`]): every chain is walked once,
+    /// its result kept for every span on it, so the whole trace costs linear time whatever
+    /// its shape (a walk per span was quadratic through a cycle or a long chain of the
+    /// engine's own spans).
+    fn resolve_parents(
+        &self,
+        spans: &[SpanRec],
+        index: &dyn Fn(u64) -> Option<usize>,
+        node_of: &[Option<usize>],
+    ) -> Vec<Up> {
+        let mut up = vec![Up::Unset; spans.len()];
+        let mut path = Vec::new();
+        for first in 0..spans.len() {
+            let mut i = first;
+            let result = loop {
+                match up[i] {
+                    Up::Unset => {}
+                    Up::Visiting => break Up::Cycle(i),
+                    done => break done,
+                }
+                up[i] = Up::Visiting;
+                path.push(i);
+                let Some(id) = spans[i].parent_id else {
+                    break Up::Root;
+                };
+                let Some(p) = index(id) else {
+                    break Up::Missing;
+                };
+                if let Some(n) = node_of[p] {
+                    break Up::Node(n);
+                }
+                // A run in the same trace as its requests.
+                if spans[p].kind == Some(SpanKind::Run) && self.group_by == GroupBy::Run {
+                    break Up::Run(id);
+                }
+                // The engine's own span (or a run left out by `GroupBy::All`).
+                i = p;
+            };
+            for j in path.drain(..) {
+                up[j] = result;
+            }
+        }
+        up
+    }
+
+    /// A parent cycle at span `span` of trace `trace`, with `under` spans of the convention
+    /// under it (outside any request now).
+    fn cycle(&mut self, trace: u128, span: u64, under: u64) {
+        self.stats.parent_cycles += 1;
+        self.stats.spans_under_cycles += under;
+        if self.stats.first_cycle.is_none() {
+            self.stats.first_cycle = Some((trace, span));
+        }
+    }
+
     /// Replays the spans of one trace (every span in `spans` has the same trace id).
     pub(super) fn replay_trace(&mut self, spans: &[SpanRec]) {
         // Spans by id: looked through in a small trace, hashed in a large one.
@@ -217,37 +292,29 @@ impl<'a> Engine<'a> {
                 depth: 0,
             });
         }
-        // The nearest ancestor of the convention, through the engine's own spans.
+        // The nearest ancestor of the convention, through the engine's own spans: resolved
+        // once for every span, in linear time, a cycle found once.
+        let up = self.resolve_parents(spans, &index, &node_of);
+        let mut under_cycle = 0;
         for node in &mut nodes {
-            let rec = &spans[node.rec];
-            let mut next = rec.parent_id;
-            let mut hops = 0;
-            while let Some(id) = next {
-                hops += 1;
-                match index(id) {
-                    Some(i) if hops <= spans.len() => match node_of[i] {
-                        Some(p) => {
-                            node.parent = Parent::Node(p);
-                            break;
-                        }
-                        // A run in the same trace as its requests.
-                        None if spans[i].kind == Some(SpanKind::Run)
-                            && self.group_by == GroupBy::Run =>
-                        {
-                            node.parent = Parent::Run(RunKey::Span(rec.trace_id, id));
-                            break;
-                        }
-                        // The engine's own span (or a run left out by `GroupBy::All`).
-                        None => next = spans[i].parent_id,
-                    },
-                    _ => {
-                        if node.kind != SpanKind::Request {
-                            self.stats.missing_parents += 1;
-                        }
-                        break;
+            node.parent = match up[node.rec] {
+                Up::Node(p) => Parent::Node(p),
+                Up::Run(id) => Parent::Run(RunKey::Span(spans[node.rec].trace_id, id)),
+                Up::Root => Parent::None,
+                Up::Missing => {
+                    if node.kind != SpanKind::Request {
+                        self.stats.missing_parents += 1;
                     }
+                    Parent::None
                 }
-            }
+                Up::Cycle(_) | Up::Unset | Up::Visiting => {
+                    under_cycle += 1;
+                    Parent::None
+                }
+            };
+        }
+        if let Some(&Up::Cycle(at)) = up.iter().find(|u| matches!(u, Up::Cycle(_))) {
+            self.cycle(spans[at].trace_id, spans[at].span_id, under_cycle);
         }
         // Requests without a parent here: under their run, open across traces.
         for n in 0..nodes.len() {
@@ -268,30 +335,47 @@ impl<'a> Engine<'a> {
                 self.stats.requests_after_their_run += 1;
             }
         }
-        let moved = fit_times(&mut nodes);
-        self.stats.moved_into_parent += moved;
-        // Outputs of the engine's own spans count in the nearest span of the convention.
-        let mut extra_outputs: HashMap<usize, Vec<Output>> = HashMap::new();
+        let bad_time: Vec<bool> = nodes
+            .iter()
+            .map(|n| spans[n.rec].problem.as_ref().is_some_and(|p| p.bad_time))
+            .collect();
+        let fitted = fit_times(&mut nodes, &bad_time);
+        self.stats.moved_into_parent += fitted.moved;
+        if let Some(n) = fitted.cut {
+            let rec = &spans[nodes[n].rec];
+            self.cycle(rec.trace_id, rec.span_id, 0);
+        }
+        // Spans with values left out count in their request's `invalid_spans` (the layer
+        // never saw those values): by request node.
+        let mut invalid: HashMap<usize, u64> = HashMap::new();
+        for (n, node) in nodes.iter().enumerate() {
+            if spans[node.rec].problem.is_none() {
+                continue;
+            }
+            self.stats.spans_with_invalid_values += 1;
+            if let Some(r) = fitted.request[n] {
+                *invalid.entry(r).or_default() += 1;
+            }
+        }
+        // Outputs of the engine's own spans count in the nearest span of the convention:
+        // the spans whose outputs each node has, its own first.
+        let mut extra_outputs: HashMap<usize, Vec<usize>> = HashMap::new();
         for (i, rec) in spans.iter().enumerate() {
             if rec.outputs.is_empty() || node_of[i].is_some() {
                 continue;
             }
-            let mut next = rec.parent_id;
-            let mut hops = 0;
-            while let Some(id) = next {
-                hops += 1;
-                let Some(j) = index(id).filter(|_| hops <= spans.len()) else {
-                    break;
-                };
-                if let Some(n) = node_of[j] {
-                    extra_outputs.entry(n).or_default().extend(&rec.outputs);
-                    break;
-                }
-                next = spans[j].parent_id;
+            if let Up::Node(n) = up[i] {
+                extra_outputs.entry(n).or_default().push(i);
             }
         }
-        let mut steps = Vec::with_capacity(nodes.len() * 2);
-        let mut outputs: Vec<Vec<Output>> = Vec::with_capacity(nodes.len());
+        let extra = |n: usize| extra_outputs.get(&n).map_or(&[][..], Vec::as_slice);
+        let outputs: usize = nodes
+            .iter()
+            .enumerate()
+            .flat_map(|(n, node)| std::iter::once(&node.rec).chain(extra(n)))
+            .map(|&i| spans[i].outputs.len())
+            .sum();
+        let mut steps = Vec::with_capacity(nodes.len() * 2 + outputs);
         for (n, node) in nodes.iter().enumerate() {
             steps.push(Step {
                 time_ns: node.start_ns,
@@ -307,21 +391,19 @@ impl<'a> Engine<'a> {
                 node: n as u32,
                 output: 0,
             });
-            let mut own = spans[node.rec].outputs.clone();
-            if let Some(extra) = extra_outputs.get(&n) {
-                own.extend(extra);
+            // Read where they are (not copied: a stage may have a million outputs).
+            for &i in std::iter::once(&node.rec).chain(extra(n)) {
+                for (k, o) in spans[i].outputs.iter().enumerate() {
+                    steps.push(Step {
+                        time_ns: o.time_ns.clamp(node.start_ns, node.end_ns),
+                        rank: OUTPUT,
+                        // For an output, the span that holds it.
+                        order: i as u32,
+                        node: n as u32,
+                        output: k as u32,
+                    });
+                }
             }
-            for (k, o) in own.iter_mut().enumerate() {
-                o.time_ns = o.time_ns.clamp(node.start_ns, node.end_ns);
-                steps.push(Step {
-                    time_ns: o.time_ns,
-                    rank: OUTPUT,
-                    order: 0,
-                    node: n as u32,
-                    output: k as u32,
-                });
-            }
-            outputs.push(own);
         }
         steps.sort_unstable();
         let mut open_spans: Vec<Option<Span>> = (0..nodes.len()).map(|_| None).collect();
@@ -351,7 +433,10 @@ impl<'a> Engine<'a> {
                     let Some(span) = open_spans[n].as_ref() else {
                         continue;
                     };
-                    match outputs[n][step.output as usize].units {
+                    let output = spans
+                        .get(step.order as usize)
+                        .and_then(|s| s.outputs.get(step.output as usize));
+                    match output.and_then(|o| o.units) {
                         Some(units) => tracing::event!(
                             name: "omni.output",
                             target: crate::convention::TARGET,
@@ -370,8 +455,11 @@ impl<'a> Engine<'a> {
                 }
                 _ => {
                     if node.kind == SpanKind::Request {
-                        self.current
-                            .set(Some(format!("{:032x}", spans[node.rec].trace_id)));
+                        self.current.set(Some(Closing {
+                            trace: format!("{:032x}", spans[node.rec].trace_id),
+                            invalid: invalid.get(&n).copied().unwrap_or(0),
+                            summarized: false,
+                        }));
                     }
                     drop(open_spans[n].take());
                     self.current.set(None);
@@ -409,27 +497,94 @@ impl<'a> Engine<'a> {
     }
 }
 
+/// What [`fit_times`] did.
+#[derive(Debug)]
+struct Fitted {
+    /// Spans moved into their parent's time.
+    moved: u64,
+    /// A node whose parent link closed a cycle among the nodes, cut there (it is a root
+    /// now).
+    cut: Option<usize>,
+    /// The request each node belongs to (itself, for a request).
+    request: Vec<Option<usize>>,
+}
+
 /// Puts every span inside its parent's time (clock skew between hosts may put a child
-/// outside it). Returns how many spans were moved.
-fn fit_times(nodes: &mut [Node]) -> u64 {
-    // Depths, so that parents are fitted before their children.
-    let mut order: Vec<usize> = (0..nodes.len()).collect();
-    for n in 0..nodes.len() {
-        let mut depth = 0;
-        let mut p = nodes[n].parent;
-        while let Parent::Node(i) = p {
-            depth += 1;
-            p = nodes[i].parent;
-            if depth > nodes.len() as u32 {
-                break; // a cycle cannot come from ids that are unique, but never loop
+/// outside it), after giving each span whose own times are invalid (`bad_time`) the window
+/// of its children. Cuts a cycle of parents among the nodes (ids are unique, but an input
+/// may still name them so), and computes each node's depth and request. Linear in the
+/// nodes, but for one sort by depth.
+fn fit_times(nodes: &mut [Node], bad_time: &[bool]) -> Fitted {
+    let len = nodes.len();
+    // Cycles: a walk up from every node not seen yet; a parent on the walk closes a cycle.
+    const NEW: u8 = 0;
+    const ON_WALK: u8 = 1;
+    const DONE: u8 = 2;
+    let mut state = vec![NEW; len];
+    let mut walk = Vec::new();
+    let mut cut = None;
+    for first in 0..len {
+        let mut n = first;
+        while state[n] == NEW {
+            state[n] = ON_WALK;
+            walk.push(n);
+            match nodes[n].parent {
+                Parent::Node(p) if state[p] == ON_WALK => {
+                    nodes[n].parent = Parent::None;
+                    cut.get_or_insert(n);
+                }
+                Parent::Node(p) => n = p,
+                _ => {}
             }
         }
-        if let Parent::Run(_) = p {
-            depth += 1;
+        for m in walk.drain(..) {
+            state[m] = DONE;
         }
-        nodes[n].depth = depth;
     }
+    // Depths (parents before their children) and requests, each node once.
+    let mut known = vec![false; len];
+    let mut request = vec![None; len];
+    for first in 0..len {
+        let mut n = first;
+        while !known[n] {
+            walk.push(n);
+            match nodes[n].parent {
+                Parent::Node(p) => n = p,
+                _ => break,
+            }
+        }
+        while let Some(m) = walk.pop() {
+            let (depth, req) = match nodes[m].parent {
+                Parent::Node(p) => (nodes[p].depth.saturating_add(1), request[p]),
+                Parent::Run(_) => (1, None),
+                Parent::None => (0, None),
+            };
+            nodes[m].depth = depth;
+            request[m] = if nodes[m].kind == SpanKind::Request {
+                Some(m)
+            } else {
+                req
+            };
+            known[m] = true;
+        }
+    }
+    let mut order: Vec<usize> = (0..len).collect();
     order.sort_by_key(|&n| nodes[n].depth);
+    // Invalid times: the window of the children (deepest first, so a child's own is known).
+    if bad_time.iter().any(|b| *b) {
+        let mut hull: Vec<Option<(u64, u64)>> = vec![None; len];
+        for &n in order.iter().rev() {
+            if bad_time.get(n) == Some(&true) {
+                if let Some((lo, hi)) = hull[n].filter(|(lo, hi)| hi - lo <= MAX_SPAN_NS) {
+                    (nodes[n].start_ns, nodes[n].end_ns) = (lo, hi);
+                }
+            }
+            if let Parent::Node(p) = nodes[n].parent {
+                let (lo, hi) = (nodes[n].start_ns, nodes[n].end_ns);
+                hull[p] = Some(hull[p].map_or((lo, hi), |(a, b)| (a.min(lo), b.max(hi))));
+            }
+        }
+    }
     let mut moved = 0;
     for n in order {
         let Parent::Node(p) = nodes[n].parent else {
@@ -445,38 +600,66 @@ fn fit_times(nodes: &mut [Node]) -> u64 {
             node.end_ns = end;
         }
     }
-    moved
+    Fitted {
+        moved,
+        cut,
+        request,
+    }
 }
 
-/// The trace id of the request being closed, for its record.
+/// The request being closed: the id of its trace, and its spans with values the replay
+/// left out (the layer never saw them), for its record and its scope's summary.
+#[derive(Clone, Debug, Default)]
+pub(super) struct Closing {
+    trace: String,
+    invalid: u64,
+    /// Its online summary went out (it is a scope of its own).
+    summarized: bool,
+}
+
+/// The request being closed, if any.
 #[derive(Clone, Default)]
-pub(super) struct CurrentTrace(Arc<Mutex<Option<String>>>);
+pub(super) struct CurrentTrace(Arc<Mutex<Option<Closing>>>);
 
 impl CurrentTrace {
-    fn set(&self, trace: Option<String>) {
-        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = trace;
+    fn set(&self, closing: Option<Closing>) {
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = closing;
     }
 
-    fn get(&self) -> Option<String> {
-        self.0
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+    fn with<T>(&self, f: impl FnOnce(&mut Option<Closing>) -> T) -> T {
+        f(&mut self.0.lock().unwrap_or_else(PoisonError::into_inner))
     }
 }
 
 /// Hands records to the replay's sinks, each request with the id of the trace it was read
-/// from.
+/// from, and `invalid_spans` counting the spans whose values the replay left out, in the
+/// request's record and its scope's summary alike.
 pub(super) struct TraceIds {
     pub(super) current: CurrentTrace,
     pub(super) sinks: Vec<Box<dyn Sink>>,
+    /// Spans with values left out, by run scope, until the run's summary.
+    pub(super) scope_invalid: Mutex<HashMap<String, u64>>,
 }
 
 impl Sink for TraceIds {
     fn on_request(&self, request: &RequestE2EStats) {
         let mut request = request.clone();
-        if let Some(trace) = self.current.get() {
+        let (trace, invalid, summarized) = self.current.with(|c| match c {
+            Some(c) => (Some(c.trace.clone()), c.invalid, c.summarized),
+            None => (None, 0, false),
+        });
+        if let Some(trace) = trace {
             request.trace_id = Some(trace);
+        }
+        if invalid > 0 {
+            request.invalid_spans = request.invalid_spans.saturating_add(invalid);
+            if !summarized {
+                let mut scopes = self
+                    .scope_invalid
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner);
+                *scopes.entry(request.scope.clone()).or_default() += invalid;
+            }
         }
         for sink in &self.sinks {
             sink.on_request(&request);
@@ -484,8 +667,32 @@ impl Sink for TraceIds {
     }
 
     fn on_summary(&self, summary: &OverallSummary) {
+        // An online request's summary goes out while it closes; a run's after its requests.
+        let invalid = self
+            .current
+            .with(|c| {
+                c.as_mut().map(|c| {
+                    c.summarized = true;
+                    c.invalid
+                })
+            })
+            .unwrap_or_else(|| {
+                self.scope_invalid
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .remove(&summary.scope)
+                    .unwrap_or(0)
+            });
+        if invalid == 0 {
+            for sink in &self.sinks {
+                sink.on_summary(summary);
+            }
+            return;
+        }
+        let mut summary = summary.clone();
+        summary.invalid_spans = summary.invalid_spans.saturating_add(invalid);
         for sink in &self.sinks {
-            sink.on_summary(summary);
+            sink.on_summary(&summary);
         }
     }
 }
@@ -552,6 +759,8 @@ fn record(span: &Span, key: &str, value: &AttrValue) {
         AttrValue::Double(v) => span.record(key, *v),
         AttrValue::Str(v) => span.record(key, &**v),
         AttrValue::Bool(v) => span.record(key, *v),
+        // Left out of the span's fields when read; never recorded.
+        AttrValue::Invalid(_) => span,
     };
 }
 
@@ -575,7 +784,9 @@ mod tests {
             node(1, SpanKind::Stage, Parent::Node(0), 90, 210),
             node(2, SpanKind::Queue, Parent::Node(1), 95, 120),
         ];
-        assert_eq!(fit_times(&mut nodes), 2);
+        let fitted = fit_times(&mut nodes, &[false; 3]);
+        assert_eq!((fitted.moved, fitted.cut), (2, None));
+        assert_eq!(fitted.request, [Some(0), Some(0), Some(0)]);
         assert_eq!((nodes[0].start_ns, nodes[0].end_ns), (100, 200));
         assert_eq!((nodes[1].start_ns, nodes[1].end_ns), (100, 200));
         assert_eq!((nodes[2].start_ns, nodes[2].end_ns), (100, 120));

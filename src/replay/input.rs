@@ -10,6 +10,13 @@
 //!   own and written with the 4-byte length before it.
 //!
 //! gzip (`.gz`, from `gzip` or a log shipper) is read as a stream too.
+//!
+//! Memory does not grow with the data: compressed input is decoded as a stream, and every
+//! record (a line, a message once decompressed) is bounded by the record limit
+//! ([`MAX_RECORD_BYTES`] by default): a longer one is skipped without being held (a line is
+//! read on to its end, a message skipped by its length) and said, the rest of the file
+//! still read. A zstd window beyond the limit (16 MiB by default) is refused: zstd would
+//! allocate it.
 
 use std::fmt;
 use std::io::{self, BufRead, BufReader, Read};
@@ -30,8 +37,7 @@ pub enum InputFormat {
     /// From the file's extension (`.json`, `.jsonl`, `.ndjson`; `.pb`, `.binpb`, `.proto`;
     /// before any `.gz` or `.zst`), else from the content: data (once decompressed) that
     /// starts with `{`, white space or any byte a length prefix of at most
-    /// [`MAX_RECORD_BYTES`] cannot start with is JSON lines, anything else length-prefixed
-    /// protobuf.
+    /// 256 MiB cannot start with is JSON lines, anything else length-prefixed protobuf.
     #[default]
     Auto,
     /// OTLP JSON, one `{"resourceSpans":[...]}` object per line.
@@ -56,8 +62,34 @@ impl std::str::FromStr for InputFormat {
     }
 }
 
-/// The largest record accepted (a length prefix above it is taken for corruption).
-pub const MAX_RECORD_BYTES: usize = 256 << 20;
+/// The largest record read by default: a JSON line, or a protobuf message once
+/// decompressed. A larger one is skipped and said, the rest of the file still read; this
+/// bound (with the replay's window) keeps the report under 100 MiB whatever the input.
+/// The Collector's exports are far smaller (its gRPC receiver takes 4 MiB by default);
+/// `Replay::with_max_record_bytes` (`--max-record-mib`) raises it.
+pub const MAX_RECORD_BYTES: usize = 16 << 20;
+
+/// The most spans kept of one record: one per 256 bytes of the record limit (65,536 for
+/// 16 MiB). A collector's spans of the convention are larger (a span with no attribute is
+/// 100 bytes of JSON, 40 of protobuf; one with the layer's figures, 1 kB); a record of
+/// more, smaller spans is forged, and would cost several times its size once read.
+fn max_spans(max_record: usize) -> usize {
+    (max_record / 256).max(1024)
+}
+
+/// A record buffer larger than this is freed after its record (the next large one takes it
+/// again).
+const KEPT_BUFFER: usize = 1 << 20;
+
+/// A length prefix above this (or the record limit, if larger) is taken for corruption:
+/// the file cannot be read further.
+const CORRUPT_PREFIX: usize = 256 << 20;
+
+/// The largest zstd window accepted: at least 16 MiB (what `zstd -19` and the Collector
+/// use need at most), more with a larger record limit.
+fn zstd_window_log(max_record: usize) -> u32 {
+    (usize::BITS - max_record.saturating_sub(1).leading_zeros()).clamp(24, 31)
+}
 
 const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
 const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
@@ -73,8 +105,9 @@ pub(crate) enum Place {
     File,
 }
 
-/// A record of a trace file that could not be read; the rest of the file still is (unless
-/// [`ReadError::stopped`] says the file could not be read further).
+/// Something in a trace file that could not be read; the rest of the file still is (unless
+/// [`ReadError::stopped`] says the file could not be read further). [`ReadError::lost`]
+/// says what it cost: a whole record, spans of a record, or values of spans that were kept.
 ///
 /// Its message names the file and the line (JSON) or record (protobuf), for logging:
 /// `records.json:17: not OTLP JSON: expected value at line 1 column 1`.
@@ -85,6 +118,21 @@ pub struct ReadError {
     place: PlaceDisplay,
     message: String,
     stopped: bool,
+    lost: Lost,
+}
+
+/// What a [`ReadError`] cost.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Lost {
+    /// A record (a line, a message), or the rest of the file.
+    Record,
+    /// Spans of a record whose other spans were read (a span without valid ids).
+    Spans,
+    /// Values of spans that were kept (a number beyond what its field holds, unreadable
+    /// timestamps): each is left out, as the layer leaves out an invalid field, and the
+    /// span counts in its request's `invalid_spans`.
+    Values,
 }
 
 #[derive(Debug)]
@@ -101,18 +149,36 @@ impl fmt::Display for PlaceDisplay {
 }
 
 impl ReadError {
-    fn new(file: &str, place: Place, message: impl fmt::Display, stopped: bool) -> Self {
+    fn new(
+        file: &str,
+        place: Place,
+        message: impl fmt::Display,
+        stopped: bool,
+        lost: Lost,
+    ) -> Self {
         Self {
             file: file.to_owned(),
             place: PlaceDisplay(place),
             message: message.to_string(),
             stopped,
+            lost,
         }
     }
 
     /// The file `file` cannot be opened.
     pub(crate) fn unopenable(file: &str, error: &io::Error) -> Self {
-        Self::new(file, Place::File, format!("cannot open: {error}"), true)
+        Self::new(
+            file,
+            Place::File,
+            format!("cannot open: {error}"),
+            true,
+            Lost::Record,
+        )
+    }
+
+    /// What it cost.
+    pub fn lost(&self) -> Lost {
+        self.lost
     }
 
     /// The file, as it was named.
@@ -137,13 +203,21 @@ impl ReadError {
 
 /// What reading one file gave.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct FileSummary {
     /// Records (lines, messages) decoded.
     pub records: u64,
     /// Spans in them.
     pub spans: u64,
-    /// Records that could not be read (each reported as a [`ReadError`]).
+    /// Records that could not be read (each reported as a [`ReadError`]), and the file if
+    /// it could not be opened or read further.
     pub errors: u64,
+    /// Spans left out of records that were read (no valid ids).
+    pub spans_dropped: u64,
+    /// Values left out of spans that were kept.
+    pub values_ignored: u64,
+    /// Bytes of data read (decompressed).
+    pub bytes: u64,
 }
 
 /// Reads every record of `reader`, handing the spans of each to `spans` and each bad record
@@ -152,10 +226,11 @@ pub(crate) fn read_records(
     file: &str,
     reader: impl Read,
     format: InputFormat,
+    max_record: usize,
     spans: &mut dyn FnMut(Vec<SpanRec>),
     on_error: &mut dyn FnMut(ReadError),
 ) -> FileSummary {
-    let mut records = Records::new(file, Box::new(reader), format);
+    let mut records = Records::new(file, Box::new(reader), format, max_record);
     while let Some(batch) = records.next(on_error) {
         spans(batch);
     }
@@ -180,7 +255,7 @@ enum Mode<'a> {
     /// Records after their 4-byte big-endian length; each a zstd frame if `compressed` (the
     /// file exporter's older compression).
     Framed {
-        r: Box<dyn Read + 'a>,
+        r: Box<dyn BufRead + 'a>,
         compressed: bool,
         index: u64,
         offset: u64,
@@ -196,6 +271,10 @@ pub(crate) struct Records<'a> {
     mode: Mode<'a>,
     /// The last raw record (a line, or a decompressed message).
     buf: Vec<u8>,
+    /// A compressed record, before it is decompressed into `buf`.
+    frame: Vec<u8>,
+    /// The largest record read.
+    max_record: usize,
     /// What was read so far.
     pub(crate) summary: FileSummary,
 }
@@ -210,16 +289,24 @@ impl fmt::Debug for Records<'_> {
 }
 
 impl<'a> Records<'a> {
-    pub(crate) fn new(file: &str, reader: Box<dyn Read + 'a>, format: InputFormat) -> Self {
+    pub(crate) fn new(
+        file: &str,
+        reader: Box<dyn Read + 'a>,
+        format: InputFormat,
+        max_record: usize,
+    ) -> Self {
         Self {
             file: file.to_owned(),
             format,
             mode: Mode::Start(reader),
             buf: Vec::new(),
+            frame: Vec::new(),
+            max_record,
             summary: FileSummary::default(),
         }
     }
 
+    /// A record (or the rest of the file, if `stopped`) that cannot be read.
     fn error(
         &mut self,
         on_error: &mut dyn FnMut(ReadError),
@@ -228,10 +315,25 @@ impl<'a> Records<'a> {
         stopped: bool,
     ) {
         self.summary.errors += 1;
-        on_error(ReadError::new(&self.file, place, message, stopped));
+        on_error(ReadError::new(
+            &self.file,
+            place,
+            message,
+            stopped,
+            Lost::Record,
+        ));
         if stopped {
             self.mode = Mode::Done;
         }
+    }
+
+    /// A record over the limit, said.
+    fn over_limit(&self, what: &str) -> String {
+        let mib = self.max_record as f64 / f64::from(1 << 20);
+        format!(
+            "{what} the limit of {mib} MiB: skipped (raise the limit with --max-record-mib, \
+             `Replay::with_max_record_bytes`, if the collector exports larger batches)"
+        )
     }
 
     /// Recognizes compression and encoding from the head of the data.
@@ -247,7 +349,11 @@ impl<'a> Records<'a> {
                 flate2::read::MultiGzDecoder::new(r),
             ))
         } else if head.starts_with(&ZSTD_MAGIC) {
-            match zstd::stream::read::Decoder::with_buffer(r) {
+            let decoder = zstd::stream::read::Decoder::with_buffer(r).and_then(|mut d| {
+                d.window_log_max(zstd_window_log(self.max_record))?;
+                Ok(d)
+            });
+            match decoder {
                 Ok(decoder) => Box::new(BufReader::with_capacity(1 << 18, decoder)),
                 Err(e) => {
                     return self.error(
@@ -283,7 +389,7 @@ impl<'a> Records<'a> {
                     self.mode = Mode::Done;
                     return;
                 }
-                // A length prefix of at most MAX_RECORD_BYTES starts with 0x00..=0x10.
+                // A plausible length prefix (at most 256 MiB) starts with 0x00..=0x10.
                 Ok([first, ..]) => *first > 0x10 || first.is_ascii_whitespace(),
                 Err(e) => {
                     return self.error(on_error, Place::File, format!("cannot read: {e}"), true);
@@ -314,26 +420,52 @@ impl<'a> Records<'a> {
                 Mode::Start(reader) => self.start(reader, on_error),
                 Mode::Lines { mut r, n } => {
                     let n = n + 1;
-                    self.buf.clear();
-                    match r.read_until(b'\n', &mut self.buf) {
-                        Ok(0) => return None,
-                        Ok(_) => {}
-                        Err(e) => {
-                            self.error(on_error, Place::Line(n), format!("cannot read: {e}"), true);
+                    let place = Place::Line(n);
+                    let line = read_line(&mut *r, &mut self.buf, self.max_record);
+                    self.mode = Mode::Lines { r, n };
+                    match line {
+                        Ok(Line::End) => {
+                            self.mode = Mode::Done;
                             return None;
                         }
-                    }
-                    self.mode = Mode::Lines { r, n };
-                    if !self.buf.trim_ascii().is_empty() {
-                        return Some((Place::Line(n), Encoding::Json));
+                        Ok(Line::Read(len)) => {
+                            self.summary.bytes += len;
+                            if !self.buf.trim_ascii().is_empty() {
+                                return Some((place, Encoding::Json));
+                            }
+                        }
+                        Ok(Line::TooLong(len)) => {
+                            self.summary.bytes += len;
+                            let message = self.over_limit(&format!("a line of {len} bytes, over"));
+                            self.error(on_error, place, message, false);
+                        }
+                        Err(e) => {
+                            self.error(on_error, place, format!("cannot read: {e}"), true);
+                            return None;
+                        }
                     }
                 }
                 Mode::Framed {
                     mut r,
                     compressed,
-                    index,
-                    offset,
+                    mut index,
+                    mut offset,
                 } => {
+                    // Empty records (a length of 0, as in a stream of zeros) in bulk.
+                    let empty = empty_records(&mut *r);
+                    if empty > 0 {
+                        index += empty;
+                        offset += 4 * empty;
+                        self.summary.records += empty;
+                        self.summary.bytes += 4 * empty;
+                        self.mode = Mode::Framed {
+                            r,
+                            compressed,
+                            index,
+                            offset,
+                        };
+                        continue;
+                    }
                     let index = index + 1;
                     let place = Place::Record { index, offset };
                     let mut len = [0_u8; 4];
@@ -350,7 +482,7 @@ impl<'a> Records<'a> {
                         }
                     }
                     let len = u32::from_be_bytes(len) as usize;
-                    if len > MAX_RECORD_BYTES {
+                    if len > self.max_record.max(CORRUPT_PREFIX) {
                         self.error(
                             on_error,
                             place,
@@ -361,8 +493,43 @@ impl<'a> Records<'a> {
                         );
                         return None;
                     }
-                    self.buf.resize(len, 0);
-                    match read_full(&mut r, &mut self.buf) {
+                    let next = offset + 4 + len as u64;
+                    self.summary.bytes += 4 + len as u64;
+                    if len > self.max_record {
+                        // Skipped by its length, without being held.
+                        let skipped = io::copy(&mut (&mut r).take(len as u64), &mut io::sink());
+                        match skipped {
+                            Ok(got) if got == len as u64 => {
+                                let message =
+                                    self.over_limit(&format!("a record of {len} bytes, over"));
+                                self.error(on_error, place, message, false);
+                                self.mode = Mode::Framed {
+                                    r,
+                                    compressed,
+                                    index,
+                                    offset: next,
+                                };
+                                continue;
+                            }
+                            Ok(got) => self.error(
+                                on_error,
+                                place,
+                                format!("truncated record: {got} of {len} bytes"),
+                                true,
+                            ),
+                            Err(e) => {
+                                self.error(on_error, place, format!("cannot read: {e}"), true)
+                            }
+                        }
+                        return None;
+                    }
+                    let target = if compressed {
+                        &mut self.frame
+                    } else {
+                        &mut self.buf
+                    };
+                    target.clear();
+                    match (&mut r).take(len as u64).read_to_end(target) {
                         Ok(got) if got == len => {}
                         Ok(got) => {
                             self.error(
@@ -382,14 +549,13 @@ impl<'a> Records<'a> {
                         r,
                         compressed,
                         index,
-                        offset: offset + 4 + len as u64,
+                        offset: next,
                     };
                     if !compressed {
                         return Some((place, Encoding::Proto));
                     }
-                    match zstd::stream::decode_all(&self.buf[..]) {
-                        Ok(data) => {
-                            self.buf = data;
+                    match unzstd(&self.frame, &mut self.buf, self.max_record) {
+                        Ok(true) => {
                             let json = match self.format {
                                 InputFormat::Json => true,
                                 InputFormat::Proto => false,
@@ -401,6 +567,10 @@ impl<'a> Records<'a> {
                                 Encoding::Proto
                             };
                             return Some((place, encoding));
+                        }
+                        Ok(false) => {
+                            let message = self.over_limit("decompresses to more than");
+                            self.error(on_error, place, message, false);
                         }
                         Err(e) => {
                             self.error(on_error, place, format!("not a zstd frame: {e}"), false)
@@ -423,21 +593,69 @@ impl<'a> Records<'a> {
         encoding: Encoding,
         on_error: &mut dyn FnMut(ReadError),
     ) -> Option<Vec<SpanRec>> {
+        let mut decoded = otlp::Decoded::new(max_spans(self.max_record));
         let result = match encoding {
-            Encoding::Json => otlp::decode_json(self.buf.trim_ascii()),
-            Encoding::Proto => otlp::decode_proto(&self.buf),
+            Encoding::Json => otlp::decode_json(self.buf.trim_ascii(), &mut decoded),
+            Encoding::Proto => otlp::decode_proto(&self.buf, &mut decoded),
         };
-        match result {
-            Ok(spans) => {
-                self.summary.records += 1;
-                self.summary.spans += spans.len() as u64;
-                Some(spans)
-            }
-            Err(e) => {
-                self.error(on_error, place, e, false);
-                None
+        // A large record's buffers go before its spans are replayed.
+        for buf in [&mut self.buf, &mut self.frame] {
+            if buf.capacity() > KEPT_BUFFER {
+                *buf = Vec::new();
             }
         }
+        if let Err(e) = result {
+            self.error(on_error, place, e, false);
+            return None;
+        }
+        self.summary.records += 1;
+        self.summary.spans += decoded.spans.len() as u64;
+        if let Some(why) = decoded.first_dropped {
+            self.summary.spans_dropped += decoded.dropped;
+            let more = match decoded.dropped {
+                1 => String::new(),
+                n => format!(" ({} more spans of this record left out)", n - 1),
+            };
+            on_error(ReadError::new(
+                &self.file,
+                place,
+                format!("a span left out: {why}{more}; the record's other spans are read"),
+                false,
+                Lost::Spans,
+            ));
+        }
+        let mut bad = decoded
+            .spans
+            .iter()
+            .filter_map(|s| Some((s.span_id, s.problem.as_deref()?)));
+        if let Some((span, first)) = bad.next() {
+            let others = bad.fold(0, |n, (_, p)| n + u64::from(p.values));
+            let values = u64::from(first.values) + others;
+            self.summary.values_ignored += values;
+            let unsaid = values - first.said.len() as u64;
+            let more = match (unsaid, others) {
+                (0, _) => String::new(),
+                (n, 0) => format!(" ({n} more values of this span)"),
+                (n, _) => format!(" ({n} more values of this record)"),
+            };
+            on_error(ReadError::new(
+                &self.file,
+                place,
+                format!(
+                    "span {span:016x}: {}: ignored, the span kept (counted in \
+                     `invalid_spans`{}){more}",
+                    first.said.join("; "),
+                    if first.bad_time {
+                        "; its time is its children's"
+                    } else {
+                        ""
+                    }
+                ),
+                false,
+                Lost::Values,
+            ));
+        }
+        Some(decoded.spans)
     }
 
     /// The spans of the next record that holds any (records that cannot be read go to
@@ -469,6 +687,76 @@ fn json_by_name(file: &str) -> Option<bool> {
     }
 }
 
+/// What [`read_line`] read.
+#[derive(Debug, PartialEq, Eq)]
+enum Line {
+    /// A line of this many bytes (its newline included), in the buffer.
+    Read(u64),
+    /// A line of this many bytes, longer than the limit: read to its end, not kept.
+    TooLong(u64),
+    /// The end of the data.
+    End,
+}
+
+/// Reads the next line into `buf` (cleared first), holding at most `max` bytes of it
+/// (its newline aside): a longer line is read to its end and dropped as it goes.
+fn read_line(r: &mut dyn BufRead, buf: &mut Vec<u8>, max: usize) -> io::Result<Line> {
+    buf.clear();
+    let (mut len, mut any, mut ended) = (0_u64, false, false);
+    while !ended {
+        let chunk = match r.fill_buf() {
+            Ok(chunk) => chunk,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if chunk.is_empty() {
+            break;
+        }
+        any = true;
+        let take = match memchr::memchr(b'\n', chunk) {
+            Some(i) => {
+                ended = true;
+                i + 1
+            }
+            None => chunk.len(),
+        };
+        len += take as u64;
+        if len - u64::from(ended) <= max as u64 {
+            buf.extend_from_slice(&chunk[..take]);
+        } else if !buf.is_empty() {
+            buf.clear();
+        }
+        r.consume(take);
+    }
+    Ok(if !any {
+        Line::End
+    } else if len - u64::from(ended) > max as u64 {
+        Line::TooLong(len)
+    } else {
+        Line::Read(len)
+    })
+}
+
+/// How many empty records (4 zero bytes each) start the buffered data; consumed.
+fn empty_records(r: &mut dyn BufRead) -> u64 {
+    let Ok(chunk) = r.fill_buf() else {
+        return 0; // said by the next read
+    };
+    let words = chunk.chunks_exact(4).take_while(|w| *w == [0; 4]).count();
+    r.consume(4 * words);
+    words as u64
+}
+
+/// Decompresses the zstd frame(s) of `frame` into `out`, streaming: `false` (and `out`
+/// holding the first `max + 1` bytes) if they decompress to more than `max` bytes.
+fn unzstd(frame: &[u8], out: &mut Vec<u8>, max: usize) -> io::Result<bool> {
+    out.clear();
+    let mut decoder = zstd::stream::read::Decoder::with_buffer(frame)?;
+    decoder.window_log_max(zstd_window_log(max))?;
+    let got = decoder.take(max as u64 + 1).read_to_end(out)?;
+    Ok(got <= max)
+}
+
 /// Reads until `buf` is full or the end; how many bytes were read.
 fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
     let mut got = 0;
@@ -492,9 +780,14 @@ mod tests {
 
     fn read(bytes: &[u8], format: InputFormat) -> (FileSummary, Vec<String>) {
         let mut errors = Vec::new();
-        let summary = read_records("t", bytes, format, &mut |_| {}, &mut |e| {
-            errors.push(e.to_string())
-        });
+        let summary = read_records(
+            "t",
+            bytes,
+            format,
+            MAX_RECORD_BYTES,
+            &mut |_| {},
+            &mut |e| errors.push(e.to_string()),
+        );
         (summary, errors)
     }
 
@@ -515,14 +808,7 @@ mod tests {
     fn json_lines_with_a_bad_line() {
         let text = format!("{SPAN}\n\nnot json\r\n{SPAN}\n");
         let (summary, errors) = read(text.as_bytes(), InputFormat::Auto);
-        assert_eq!(
-            summary,
-            FileSummary {
-                records: 2,
-                spans: 2,
-                errors: 1
-            }
-        );
+        assert_eq!((summary.records, summary.spans, summary.errors), (2, 2, 1));
         assert_eq!(errors.len(), 1);
         assert!(
             errors[0].starts_with("t:3: not OTLP JSON: "),

@@ -50,7 +50,7 @@ use std::path::Path;
 
 use tracing_subscriber::layer::SubscriberExt as _;
 
-pub use input::{FileSummary, InputFormat, MAX_RECORD_BYTES, ReadError};
+pub use input::{FileSummary, InputFormat, Lost, MAX_RECORD_BYTES, ReadError};
 
 use crate::clock::ManualClock;
 use crate::report::Sink;
@@ -100,9 +100,10 @@ impl Spans {
     /// Reads the trace data of `reader`, named `file` in errors. Compression (gzip, zstd) is
     /// recognized from the content, and so is the encoding with [`InputFormat::Auto`].
     ///
-    /// A record (line, message) that cannot be read is handed to `on_error` and the rest is
-    /// still read; a broken compressed stream or length prefix ends the file there (the
-    /// error says so). Never panics, never fails as a whole.
+    /// A record (line, message) that cannot be read, or is longer than
+    /// [`MAX_RECORD_BYTES`], is handed to `on_error` and the rest is still read; a broken
+    /// compressed stream or length prefix ends the file there (the error says so). Never
+    /// panics, never fails as a whole.
     pub fn read(
         &mut self,
         file: &str,
@@ -119,6 +120,7 @@ impl Spans {
             file,
             reader,
             format,
+            MAX_RECORD_BYTES,
             &mut |batch| {
                 for span in batch {
                     if seen.insert((span.trace_id, span.span_id)) {
@@ -227,6 +229,26 @@ pub struct ReplayStats {
     /// The most spans held at once in traces still open: the replay's memory is bounded by
     /// this, not by the size of the input.
     pub max_open_spans: u64,
+    /// Traces replayed before their window ended because the spans held open took more
+    /// than the window's share of memory, or the trace held a quarter of the window (see
+    /// [`Replay::with_window`]). Spans of theirs read later are counted in
+    /// [`ReplayStats::late_spans`].
+    pub traces_replayed_early: u64,
+    /// Parent cycles found (spans that are their own ancestors: ids are unique, so only a
+    /// corrupt or forged input has them). Each is resolved once.
+    pub parent_cycles: u64,
+    /// The first cycle's trace and one of its span ids, to name it.
+    pub first_cycle: Option<(u128, u64)>,
+    /// Spans of the convention whose parents lead into a cycle: each is replayed as
+    /// outside any request.
+    pub spans_under_cycles: u64,
+    /// Spans of the convention with values the replay left out (said by the reader,
+    /// counted in their request's `invalid_spans`).
+    pub spans_with_invalid_values: u64,
+    /// Inputs that could be opened.
+    pub inputs_read: u64,
+    /// Bytes of data read from them (decompressed; the second pass, when there are two).
+    pub bytes_read: u64,
 }
 
 /// Replays [`Spans`] through the metrics layer.
@@ -239,6 +261,7 @@ pub struct ReplayStats {
 pub struct Replay {
     group_by: GroupBy,
     window: u64,
+    max_record: usize,
     sinks: Vec<Box<dyn Sink>>,
     diagnostics: bool,
     progress: Option<Box<dyn FnMut(u64, u64)>>,
@@ -249,6 +272,7 @@ impl std::fmt::Debug for Replay {
         f.debug_struct("Replay")
             .field("group_by", &self.group_by)
             .field("window", &self.window)
+            .field("max_record", &self.max_record)
             .field("sinks", &self.sinks.len())
             .field("diagnostics", &self.diagnostics)
             .finish_non_exhaustive()
@@ -267,6 +291,7 @@ impl Replay {
         Self {
             group_by: GroupBy::default(),
             window: Self::DEFAULT_WINDOW,
+            max_record: MAX_RECORD_BYTES,
             sinks: Vec::new(),
             diagnostics: false,
             progress: None,
@@ -277,6 +302,11 @@ impl Replay {
     /// [`Replay::with_window`].
     pub const DEFAULT_WINDOW: u64 = 100_000;
 
+    /// The memory, in bytes, the spans held open may take per span of the window: a little
+    /// more than a collector's span of the convention takes once read (about 400 bytes for
+    /// a stage with its figures, 150 for a timing span).
+    pub const BYTES_PER_SPAN: u64 = 320;
+
     /// How long a trace stays open, in spans read: a trace is replayed (and its memory
     /// freed) once its root span has been read and no span of it has come in the last
     /// `spans` spans read from all the inputs together; a trace whose root never comes,
@@ -284,10 +314,27 @@ impl Replay {
     /// trace replayed already is counted in [`ReplayStats::late_spans`] (it is missing
     /// from its request; a larger window would have caught it). Memory is bounded by the
     /// spans of the traces open at once, about `spans` plus the spans of the requests in
-    /// flight, whatever the size of the input. Default: [`Replay::DEFAULT_WINDOW`];
-    /// `u64::MAX` keeps every trace open to the end (memory grows with the input).
+    /// flight, whatever the size of the input. Two bounds make that hold for any input
+    /// (spans far larger than a collector's, a trace of millions of spans): at most
+    /// [`Replay::BYTES_PER_SPAN`] times `spans` bytes of spans are held (32 MB by default;
+    /// beyond it, the traces read longest ago are replayed early), and a trace is replayed
+    /// once it holds `spans / 4` spans (25,000 by default: replaying costs up to 1 KiB a
+    /// span, for spans all open at once; an output counts as 1/16 of a span). Either is
+    /// counted in
+    /// [`ReplayStats::traces_replayed_early`], and the spans of such a trace read after
+    /// it in [`ReplayStats::late_spans`]. Default: [`Replay::DEFAULT_WINDOW`]; `u64::MAX`
+    /// keeps every trace open to the end (memory grows with the input).
     pub fn with_window(mut self, spans: u64) -> Self {
         self.window = spans.max(1);
+        self
+    }
+
+    /// The largest record [`Replay::run_inputs`] reads: a JSON line, or a protobuf message
+    /// once decompressed (a larger one is skipped and said, the rest of the file still read).
+    /// Memory grows with it (a record is held whole while it is decoded). Default:
+    /// [`MAX_RECORD_BYTES`]; at most 4 GiB.
+    pub fn with_max_record_bytes(mut self, bytes: usize) -> Self {
+        self.max_record = bytes.clamp(1, u32::MAX as usize);
         self
     }
 
@@ -373,8 +420,9 @@ impl Replay {
         format: InputFormat,
         on_error: &mut dyn FnMut(ReadError),
     ) -> ReplayStats {
+        let max_record = self.max_record;
         let known_runs = match self.group_by {
-            GroupBy::Run => first_pass(&mut inputs, format),
+            GroupBy::Run => first_pass(&mut inputs, format, max_record),
             GroupBy::All => HashMap::new(),
         };
         let window = self.window;
@@ -382,7 +430,9 @@ impl Replay {
             let mut files: Vec<input::Records<'_>> = Vec::with_capacity(inputs.len());
             for input in &mut inputs {
                 match (input.open)() {
-                    Ok(reader) => files.push(input::Records::new(&input.name, reader, format)),
+                    Ok(reader) => {
+                        files.push(input::Records::new(&input.name, reader, format, max_record))
+                    }
                     Err(e) => on_error(ReadError::unopenable(&input.name, &e)),
                 }
             }
@@ -410,6 +460,8 @@ impl Replay {
             }
             let mut stats = traces.finish(engine, progress);
             stats.records = files.iter().map(|f| f.summary.records).sum();
+            stats.bytes_read = files.iter().map(|f| f.summary.bytes).sum();
+            stats.inputs_read = files.len() as u64;
             stats
         })
     }
@@ -424,6 +476,7 @@ impl Replay {
         let Replay {
             group_by,
             window: _,
+            max_record: _,
             sinks,
             diagnostics,
             progress,
@@ -440,6 +493,7 @@ impl Replay {
             .with_sink(engine::TraceIds {
                 current: current.clone(),
                 sinks,
+                scope_invalid: Default::default(),
             })
             .build()
         {
@@ -478,6 +532,10 @@ impl Replay {
             read.runs_without_span = stats.runs_without_span;
             read.moved_into_parent = stats.moved_into_parent;
             read.requests_after_their_run = stats.requests_after_their_run;
+            read.parent_cycles = stats.parent_cycles;
+            read.first_cycle = stats.first_cycle;
+            read.spans_under_cycles = stats.spans_under_cycles;
+            read.spans_with_invalid_values = stats.spans_with_invalid_values;
             read
         })
     }
@@ -497,6 +555,7 @@ fn runs_of(spans: &[model::SpanRec]) -> HashMap<(u128, u64), model::SpanRec> {
 fn first_pass(
     inputs: &mut [Input<'_>],
     format: InputFormat,
+    max_record: usize,
 ) -> HashMap<(u128, u64), model::SpanRec> {
     let finders = [
         memchr::memmem::Finder::new(crate::convention::RUN),
@@ -506,7 +565,7 @@ fn first_pass(
     let mut ignore = |_: ReadError| {};
     for input in inputs {
         let Ok(reader) = (input.open)() else { continue };
-        let mut records = input::Records::new(&input.name, reader, format);
+        let mut records = input::Records::new(&input.name, reader, format, max_record);
         while let Some((place, encoding)) = records.next_raw(&mut ignore) {
             if finders.iter().any(|f| f.find(records.raw()).is_some()) {
                 if let Some(spans) = records.decode(place, encoding, &mut ignore) {
@@ -565,10 +624,22 @@ impl<'a> Input<'a> {
     }
 }
 
+/// What replaying a span with `outputs` outputs may cost in memory, at most: 1 KiB for the
+/// span (the engine's steps and nodes, the subscriber's and the layer's state, with every
+/// span of the trace open at once), 64 bytes an output (its step, the layer's record of
+/// its time).
+fn replay_cost(outputs: usize) -> u64 {
+    1024 + 64 * outputs as u64
+}
+
 /// A trace being read.
 #[derive(Default)]
 struct OpenTrace {
     spans: Vec<model::SpanRec>,
+    /// What they hold ([`model::SpanRec::weight`]).
+    bytes: u64,
+    /// What replaying them may cost ([`replay_cost`]).
+    cost: u64,
     /// Span ids, once the trace is too large to look through.
     ids: Option<HashSet<u64>>,
     /// When (in spans read) its last span was read.
@@ -612,6 +683,11 @@ struct Traces {
     closed: HashSet<u128>,
     closed_order: VecDeque<u128>,
     open_spans: u64,
+    /// What the open spans hold, and the most they may.
+    open_bytes: u64,
+    max_open_bytes: u64,
+    /// The most a trace held may cost to replay ([`replay_cost`]): it is replayed then.
+    max_trace_cost: u64,
     stats: ReplayStats,
 }
 
@@ -626,6 +702,9 @@ impl Traces {
             closed: HashSet::new(),
             closed_order: VecDeque::new(),
             open_spans: 0,
+            open_bytes: 0,
+            max_open_bytes: window.saturating_mul(Replay::BYTES_PER_SPAN),
+            max_trace_cost: (window / 4).max(1024).saturating_mul(replay_cost(0)),
             stats: ReplayStats::default(),
         }
     }
@@ -661,10 +740,19 @@ impl Traces {
         self.stats.spans_read += 1;
         trace.last_seen = self.now;
         trace.root |= span.parent_id.is_none();
+        let weight = span.weight();
+        trace.bytes += weight;
+        self.open_bytes += weight;
+        trace.cost += replay_cost(span.outputs.len());
         trace.spans.push(span);
+        let full = trace.cost >= self.max_trace_cost;
         self.open_spans += 1;
         self.stats.max_open_spans = self.stats.max_open_spans.max(self.open_spans);
         self.queue.push_back((trace_id, self.now));
+        if full {
+            self.stats.traces_replayed_early += 1;
+            self.close(trace_id, engine);
+        }
         if self.now % 65_536 == 0 {
             progress(engine.stats.spans_replayed, self.stats.spans_read);
         }
@@ -690,6 +778,21 @@ impl Traces {
                 self.close(id, engine);
             }
         }
+        // Over the memory the window allows: the traces read longest ago go first (those
+        // waiting for their root, then the others), the trace just read last.
+        while self.open_bytes > self.max_open_bytes {
+            let (id, seen) = match self.rootless.pop_front() {
+                Some(entry) => entry,
+                None => match self.queue.pop_front() {
+                    Some(entry) => entry,
+                    None => break,
+                },
+            };
+            if self.open.get(&id).is_some_and(|t| t.last_seen == seen) {
+                self.stats.traces_replayed_early += 1;
+                self.close(id, engine);
+            }
+        }
     }
 
     /// Replays the trace `id` and forgets its spans.
@@ -698,6 +801,7 @@ impl Traces {
             return;
         };
         self.open_spans -= trace.spans.len() as u64;
+        self.open_bytes -= trace.bytes;
         engine.replay_trace(&trace.spans);
         if self.closed.insert(id) {
             self.closed_order.push_back(id);

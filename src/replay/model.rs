@@ -10,18 +10,73 @@ pub(crate) enum AttrValue {
     Double(f64),
     Str(Box<str>),
     Bool(bool),
+    /// A value that no OTLP attribute can hold (an `intValue` beyond int64, a number that
+    /// is not one), said as written: it is never recorded, only reported.
+    Invalid(Box<str>),
 }
+
+/// 2^64: the first double a count (`u64`) cannot hold (`as u64` would saturate silently).
+const COUNT_LIMIT: f64 = 18_446_744_073_709_551_616.0;
 
 impl AttrValue {
     /// The value as a count (an `omni.output` event's `units`): a non-negative integer,
-    /// a whole non-negative double, or text holding one; `None` otherwise.
+    /// a whole non-negative double below 2^64, or text holding one; `None` otherwise.
     pub(crate) fn count(&self) -> Option<u64> {
         match self {
             AttrValue::Int(i) => u64::try_from(*i).ok(),
-            AttrValue::Double(d) if *d >= 0.0 && d.fract() == 0.0 => Some(*d as u64),
+            AttrValue::Double(d) if (0.0..COUNT_LIMIT).contains(d) && d.fract() == 0.0 => {
+                Some(*d as u64)
+            }
             AttrValue::Str(s) => s.trim().parse().ok(),
             _ => None,
         }
+    }
+}
+
+/// The longest time a span's timestamps may give, in ns: 10^12 ms, the bound the layer
+/// puts on explicit `*_ms` fields (31 years; a clock in the wrong unit goes beyond it).
+pub(crate) const MAX_SPAN_NS: u64 = 1_000_000_000_000_000_000;
+
+/// Fields whose value is a count or an id (`u64`): a double at or beyond 2^64 would
+/// become `u64::MAX` in the layer.
+const COUNT_FIELDS: [&str; 11] = [
+    field::STAGE_ID,
+    field::BATCH_ID,
+    field::BATCH_SIZE,
+    field::NUM_TOKENS_IN,
+    field::NUM_TOKENS_OUT,
+    field::AUDIO_GENERATED_FRAMES,
+    field::AUDIO_SAMPLE_RATE,
+    field::IMAGE_NUM,
+    field::FROM_STAGE,
+    field::TO_STAGE,
+    field::SIZE_BYTES,
+];
+
+/// Values of a span of the convention that the replay did not take: each is left out (as
+/// the layer leaves out an invalid field) and the span counts in its request's
+/// `invalid_spans`; the reader says the first with the span's file and line.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub(crate) struct Problem {
+    /// What the first few were, e.g. ``` `num_tokens_out` = 1e308 is beyond what a count
+    /// holds (2^64) ```.
+    pub(crate) said: Vec<String>,
+    /// How many values were left out.
+    pub(crate) values: u32,
+    /// Its timestamps were unreadable or too far apart: its window is its children's.
+    pub(crate) bad_time: bool,
+}
+
+impl Problem {
+    /// How many values of one span are described (the rest are counted).
+    const SAID: usize = 4;
+
+    fn add(problem: &mut Option<Box<Problem>>, what: impl FnOnce() -> String) {
+        let p = problem.get_or_insert_with(Box::default);
+        if p.said.len() < Self::SAID {
+            p.said.push(what());
+        }
+        p.values = p.values.saturating_add(1);
     }
 }
 
@@ -108,6 +163,37 @@ pub(crate) struct SpanRec {
     /// Span links: (trace id, span id). Kept for requests only (their run).
     pub(crate) links: Vec<(u128, u64)>,
     pub(crate) outputs: Vec<Output>,
+    /// Values left out (spans of the convention only).
+    pub(crate) problem: Option<Box<Problem>>,
+}
+
+impl SpanRec {
+    /// About the memory it holds, in bytes: what bounds the traces held open.
+    pub(crate) fn weight(&self) -> u64 {
+        let fields: usize = self
+            .fields
+            .iter()
+            .map(|(k, v)| {
+                std::mem::size_of::<(Key, AttrValue)>()
+                    + match k {
+                        Key::Owned(k) => k.len(),
+                        Key::Borrowed(_) => 0,
+                    }
+                    + match v {
+                        AttrValue::Str(s) | AttrValue::Invalid(s) => s.len(),
+                        _ => 0,
+                    }
+            })
+            .sum();
+        let problem = self.problem.as_ref().map_or(0, |p| {
+            std::mem::size_of::<Problem>() + p.said.iter().map(|s| s.len() + 24).sum::<usize>()
+        });
+        (std::mem::size_of::<Self>()
+            + fields
+            + self.links.len() * std::mem::size_of::<(u128, u64)>()
+            + self.outputs.len() * std::mem::size_of::<Output>()
+            + problem) as u64
+    }
 }
 
 /// An exported span before it is classified and trimmed.
@@ -124,6 +210,19 @@ pub(crate) struct RawSpan<'a> {
     pub(crate) error: Option<&'a str>,
     pub(crate) links: Vec<(u128, u64)>,
     pub(crate) outputs: Vec<Output>,
+    /// Values of the span that cannot be read (timestamps, an event's `units`), said.
+    pub(crate) problems: Vec<String>,
+    /// A timestamp could not be read (it is 0 here).
+    pub(crate) bad_time: bool,
+}
+
+/// Keeps `value` as the value of `key` among `attrs`: a later one wins, as a later
+/// `record` does, and a span repeating an attribute holds it once.
+pub(crate) fn keep<'a>(attrs: &mut Vec<(&'a str, AttrValue)>, key: &'a str, value: AttrValue) {
+    match attrs.iter_mut().find(|(k, _)| *k == key) {
+        Some(slot) => slot.1 = value,
+        None => attrs.push((key, value)),
+    }
 }
 
 /// What an exported span is: by its name (`omni.stage`), by the name the layer's trace
@@ -167,15 +266,26 @@ impl SpanRec {
         let kind = classify(raw.name, |key| {
             raw.attributes.iter().any(|(k, _)| *k == key)
         });
-        let mut fields: Vec<(Key, AttrValue)> = match kind {
-            Some(_) => raw
-                .attributes
-                .iter()
-                .filter(|(k, _)| field::is_known(k))
-                .map(|(k, v)| (key(k), v.clone()))
-                .collect(),
-            None => Vec::new(),
-        };
+        let mut problem = None;
+        let mut fields: Vec<(Key, AttrValue)> = Vec::new();
+        if kind.is_some() {
+            for (k, v) in raw.attributes.iter().filter(|(k, _)| field::is_known(k)) {
+                match v {
+                    AttrValue::Invalid(what) => {
+                        Problem::add(&mut problem, || format!("`{k}`: {what}"));
+                    }
+                    AttrValue::Double(d) if COUNT_FIELDS.contains(k) && d.abs() >= COUNT_LIMIT => {
+                        Problem::add(&mut problem, || {
+                            format!("`{k}` = {d:e} is beyond what a count holds (2^64)")
+                        });
+                    }
+                    _ => fields.push((key(k), v.clone())),
+                }
+            }
+            for what in &raw.problems {
+                Problem::add(&mut problem, || what.clone());
+            }
+        }
         let has = |fields: &[(Key, AttrValue)], key: &str| fields.iter().any(|(k, _)| k == key);
         match kind {
             Some(SpanKind::Run) if !has(&fields, field::RUN_ID) => {
@@ -198,7 +308,7 @@ impl SpanRec {
             }
             _ => {}
         }
-        let mut end_ns = raw.end_ns.max(raw.start_ns);
+        let (mut start_ns, mut end_ns) = (raw.start_ns, raw.end_ns.max(raw.start_ns));
         if kind == Some(SpanKind::Request) {
             // The layer's own measure of the request (its trace annotation): the exported
             // end is read later, by the OpenTelemetry layer, after the metrics layer's close
@@ -212,6 +322,22 @@ impl SpanRec {
                 end_ns = raw.start_ns.saturating_add((ms * 1e6).round() as u64);
             }
         }
+        if kind.is_some() && (raw.bad_time || end_ns - start_ns > MAX_SPAN_NS) {
+            // Zero-length at the time that can be trusted (a start of 0 is unset), until the
+            // replay gives it its children's window.
+            let at = if start_ns == 0 { end_ns } else { start_ns };
+            if !raw.bad_time {
+                Problem::add(&mut problem, || {
+                    format!(
+                        "its timestamps ({start_ns} and {end_ns} ns) are {:e} ms apart, beyond \
+                         10^12 ms (a clock in the wrong unit?)",
+                        (end_ns - start_ns) as f64 / 1e6
+                    )
+                });
+            }
+            problem.get_or_insert_with(Box::default).bad_time = true;
+            (start_ns, end_ns) = (at, at);
+        }
         let links = match kind {
             Some(SpanKind::Request) => raw.links,
             _ => Vec::new(),
@@ -221,11 +347,12 @@ impl SpanRec {
             span_id: raw.span_id,
             parent_id: raw.parent_id,
             kind,
-            start_ns: raw.start_ns,
+            start_ns,
             end_ns,
             fields,
             links,
             outputs: raw.outputs,
+            problem,
         }
     }
 }
@@ -234,6 +361,11 @@ impl SpanRec {
 /// without a message after the event's name).
 pub(crate) fn is_output(name: &str) -> bool {
     name == convention::OUTPUT
+}
+
+/// [`is_output`] of a name not yet known to be UTF-8.
+pub(crate) fn is_output_bytes(name: &[u8]) -> bool {
+    name == convention::OUTPUT.as_bytes()
 }
 
 #[cfg(test)]

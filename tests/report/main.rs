@@ -7,6 +7,8 @@
 #[path = "../support/chromium.rs"]
 mod chromium;
 mod collector;
+#[cfg(target_os = "linux")]
+mod hostile;
 mod input;
 mod live;
 mod multiprocess;
@@ -29,6 +31,8 @@ fn child_process() {
         Ok("live") => scenario::live(),
         Ok("frontend") => scenario::frontend(),
         Ok("worker") => scenario::worker(),
+        #[cfg(target_os = "linux")]
+        Ok("measure") => hostile::measure(),
         _ => {}
     }
 }
