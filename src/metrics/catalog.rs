@@ -442,7 +442,8 @@ pub static METRICS: &[MetricDef] = &[
 
 /// The most buckets a histogram of the catalogue has, `+Inf` included: a door that keeps
 /// per-bucket state in a fixed array (the recorder queue's coalesced batches) sizes it so.
-#[cfg(any(feature = "otlp", feature = "prometheus"))]
+// Used by the metrics doors (and the tests): unused in a build without one.
+#[cfg_attr(not(any(feature = "otlp", feature = "prometheus")), allow(dead_code))]
 pub(crate) const MAX_BUCKETS: usize = {
     let lens = [
         SECONDS_BUCKETS.len(),
@@ -461,7 +462,7 @@ pub(crate) const MAX_BUCKETS: usize = {
     max + 1
 };
 
-#[cfg(any(feature = "otlp", feature = "prometheus"))]
+#[cfg_attr(not(any(feature = "otlp", feature = "prometheus")), allow(dead_code))]
 impl MetricDef {
     /// The bucket `value` falls in: the first whose upper bound is at or above it, or
     /// `buckets.len()` (`+Inf`, NaN too), as `prometheus-client` and OpenTelemetry count.
