@@ -139,16 +139,20 @@ impl Install {
         let base = tracing_subscriber::registry().with(metrics);
         // Two subscriber types rather than an `Option` layer: `Option<L>` does not pass
         // `on_register_dispatch` on (tracing-subscriber 0.3), which the OTLP layers need.
+        // `set_global_default`, not `try_init`: with tracing-subscriber's `tracing-log`
+        // feature (on by default in an application's own dependency), `try_init` installs
+        // the `log` bridge too, and `bridge_log` would then warn of a logger nobody else
+        // installed. The bridge is installed once, below.
         #[cfg(feature = "otlp")]
         let installed = match &pipeline {
-            Some(p) if p.exports_traces() => {
-                base.with(p.layer()).with(log_layer(filter)).try_init()
-            }
+            Some(p) if p.exports_traces() => tracing::subscriber::set_global_default(
+                base.with(p.layer()).with(log_layer(filter)),
+            ),
             // Metrics only: their sink is in the metrics layer, no OpenTelemetry layer.
-            _ => base.with(log_layer(filter)).try_init(),
+            _ => tracing::subscriber::set_global_default(base.with(log_layer(filter))),
         };
         #[cfg(not(feature = "otlp"))]
-        let installed = base.with(log_layer(filter)).try_init();
+        let installed = tracing::subscriber::set_global_default(base.with(log_layer(filter)));
         installed.map_err(|e| InitError::AlreadyInstalled(e.to_string()))?;
         INSTALLED.store(true, std::sync::atomic::Ordering::Relaxed);
         bridge_log();

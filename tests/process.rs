@@ -226,6 +226,23 @@ fn issue6_init_bridges_log_and_the_guard_reports_open_spans() {
     drop(guard);
 }
 
+/// With tracing-subscriber's `tracing-log` feature on (an application's default), `init()`
+/// bridges `log` once and warns of no logger it installed itself.
+#[test]
+fn init_says_nothing_false_about_a_log_logger() {
+    const NAME: &str = "init_says_nothing_false_about_a_log_logger";
+    if !is_child(NAME) {
+        let stderr = stderr_of(&run_child(NAME, &[]));
+        assert!(stderr.contains("bridged from log"), "{stderr}");
+        assert!(!stderr.contains("already installed"), "{stderr}");
+        assert!(!stderr.contains("WARN omni_metrics"), "{stderr}");
+        return;
+    }
+    let guard = omni_metrics::init().expect("first init");
+    log::warn!("bridged from log");
+    drop(guard);
+}
+
 /// Item 16: the example says what went wrong with the crate's Display message, not Debug.
 #[test]
 fn issue6_the_example_prints_errors_readably() {
