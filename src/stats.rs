@@ -3,10 +3,12 @@
 //! Field names are vLLM-Omni's (`--log-stats`), exactly; they are also the JSON-lines keys.
 //! Values are unrounded; rounding is for the console only ([`crate::report`]).
 
+pub(crate) mod latency;
+
 use serde::Serialize;
 use serde::ser::{SerializeMap, Serializer};
 
-use crate::distribution::Distributions;
+use self::latency::Distributions;
 
 /// Nanoseconds to milliseconds, the unit of every `*_ms` field.
 #[inline]

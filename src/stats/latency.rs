@@ -1,0 +1,262 @@
+//! The figures of a scope's distributions, as its summary carries them: what a distribution
+//! is of ([`Quantity`]), its count, mean, percentiles and max ([`LatencyStats`]), and a
+//! scope's set of them ([`Distributions`]).
+//!
+//! Public as [`crate::distribution`]'s, which records them; they are defined here because
+//! [`OverallSummary`](super::OverallSummary) holds them.
+
+use std::fmt;
+
+use serde::ser::{Serialize, SerializeMap, SerializeStruct, Serializer};
+
+use super::{EdgeName, finite};
+
+/// What a distribution is of: one row of the `Distributions` table, one key of the
+/// `distributions` record object.
+///
+/// Quantities sort as the table lists them: request latency, then each stage (ascending id)
+/// with its quantities, then each edge ordered by (from, to). New quantities (time to first
+/// output) will be new variants.
+///
+/// ```
+/// use omni_metrics::distribution::Quantity;
+/// use omni_metrics::stats::EdgeName;
+/// assert_eq!(Quantity::RequestLatency.to_string(), "e2e_total_ms");
+/// assert_eq!(Quantity::StageGenTime(0).to_string(), "stage_0_gen_time_ms");
+/// assert_eq!(Quantity::StageQueueTime(2).to_string(), "stage_2_queue_time_ms");
+/// assert_eq!(Quantity::TransferTime(EdgeName { from: 0, to: 1 }).to_string(), "transfer_0->1_time_ms");
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Quantity {
+    /// Each request's `e2e_total_ms`.
+    RequestLatency,
+    /// `stage_gen_time_ms` of a stage (by id), per request.
+    StageGenTime(u64),
+    /// `queue_time_ms` of a stage (by id), per request.
+    StageQueueTime(u64),
+    /// An edge's transfer time per request: `tx_time_ms + rx_decode_time_ms +
+    /// in_flight_time_ms`
+    /// ([`total_time_ms`](crate::stats::TransferEdgeStats::total_time_ms)).
+    TransferTime(EdgeName),
+    /// A request's `time_to_first_output_ms` (request start to its last stage's first
+    /// `omni.output`), for requests that have one.
+    RequestFirstOutput,
+    /// A request's `time_to_first_audio_ms`, for requests that have one.
+    RequestFirstAudio,
+    /// `time_to_first_output_ms` of a stage (by id), per request that has one.
+    StageFirstOutput(u64),
+    /// Every gap between consecutive `omni.output` events of a stage (by id): not one
+    /// value per request, one per gap (see
+    /// [`inter_output_gaps_ms`](crate::stats::StageRequestStats::inter_output_gaps_ms)).
+    StageInterOutput(u64),
+}
+
+impl Quantity {
+    /// The table's order: (group, stage id or edge, rank within the stage).
+    fn order_key(&self) -> (u8, u64, u64, u8) {
+        match *self {
+            Quantity::RequestLatency => (0, 0, 0, 0),
+            Quantity::RequestFirstOutput => (0, 0, 0, 1),
+            Quantity::RequestFirstAudio => (0, 0, 0, 2),
+            Quantity::StageGenTime(id) => (1, id, 0, 0),
+            Quantity::StageQueueTime(id) => (1, id, 0, 1),
+            Quantity::StageFirstOutput(id) => (1, id, 0, 2),
+            Quantity::StageInterOutput(id) => (1, id, 0, 3),
+            Quantity::TransferTime(edge) => (2, edge.from, edge.to, 0),
+        }
+    }
+}
+
+impl PartialOrd for Quantity {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Quantity {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.order_key().cmp(&other.order_key())
+    }
+}
+
+impl fmt::Display for Quantity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Quantity::RequestLatency => f.write_str("e2e_total_ms"),
+            Quantity::StageGenTime(id) => write!(f, "stage_{id}_gen_time_ms"),
+            Quantity::StageQueueTime(id) => write!(f, "stage_{id}_queue_time_ms"),
+            Quantity::TransferTime(edge) => write!(f, "transfer_{edge}_time_ms"),
+            Quantity::RequestFirstOutput => f.write_str("time_to_first_output_ms"),
+            Quantity::RequestFirstAudio => f.write_str("time_to_first_audio_ms"),
+            Quantity::StageFirstOutput(id) => write!(f, "stage_{id}_time_to_first_output_ms"),
+            Quantity::StageInterOutput(id) => write!(f, "stage_{id}_inter_output_ms"),
+        }
+    }
+}
+
+impl Serialize for Quantity {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+/// Count, mean, percentiles and max of one quantity, in milliseconds (always finite).
+///
+/// Serialized as `{"count":..,"mean_ms":..,"p50_ms":..,"p90_ms":..,"p99_ms":..,"max_ms":..}`.
+///
+/// ```
+/// use omni_metrics::distribution::LatencyStats;
+/// let none = LatencyStats::default();
+/// assert_eq!((none.count, none.max_ms), (0, 0.0));
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct LatencyStats {
+    /// How many values (requests) were recorded.
+    pub count: u64,
+    /// Their mean.
+    pub mean_ms: f64,
+    /// The median (nearest rank).
+    pub p50_ms: f64,
+    /// The 90th percentile (nearest rank).
+    pub p90_ms: f64,
+    /// The 99th percentile (nearest rank).
+    pub p99_ms: f64,
+    /// The largest value.
+    pub max_ms: f64,
+}
+
+impl Serialize for LatencyStats {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut s = serializer.serialize_struct("LatencyStats", 6)?;
+        s.serialize_field("count", &self.count)?;
+        s.serialize_field("mean_ms", &finite(self.mean_ms))?;
+        s.serialize_field("p50_ms", &finite(self.p50_ms))?;
+        s.serialize_field("p90_ms", &finite(self.p90_ms))?;
+        s.serialize_field("p99_ms", &finite(self.p99_ms))?;
+        s.serialize_field("max_ms", &finite(self.max_ms))?;
+        s.end()
+    }
+}
+
+/// A scope's distributions: [`LatencyStats`] per [`Quantity`], in the table's order.
+///
+/// Serialized as an object keyed by the quantities' names (`"e2e_total_ms"`,
+/// `"stage_0_gen_time_ms"`, `"transfer_0->1_time_ms"`, ...).
+///
+/// ```
+/// use omni_metrics::distribution::{Distributions, LatencyStats, Quantity};
+/// let d: Distributions = [
+///     (Quantity::StageGenTime(1), LatencyStats { count: 2, max_ms: 9.0, ..Default::default() }),
+///     (Quantity::RequestLatency, LatencyStats { count: 2, max_ms: 20.0, ..Default::default() }),
+/// ]
+/// .into_iter()
+/// .collect();
+/// assert_eq!(d.stage_gen(1).map(|s| s.max_ms), Some(9.0));
+/// assert_eq!(d.iter().next().map(|(q, _)| q), Some(Quantity::RequestLatency));
+/// assert!(d.stage_queue(1).is_none());
+/// ```
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Distributions {
+    /// Ascending by quantity, one entry per quantity.
+    entries: Vec<(Quantity, LatencyStats)>,
+}
+
+impl Distributions {
+    /// The distributions of `entries`, already in the table's order, one per quantity.
+    pub(crate) fn from_sorted(entries: Vec<(Quantity, LatencyStats)>) -> Self {
+        Self { entries }
+    }
+
+    /// The stats of `quantity`, if any value of it was recorded.
+    pub fn get(&self, quantity: Quantity) -> Option<LatencyStats> {
+        self.entries
+            .binary_search_by(|(q, _)| q.cmp(&quantity))
+            .ok()
+            .and_then(|i| self.entries.get(i))
+            .map(|(_, s)| *s)
+    }
+
+    /// Request latency (`e2e_total_ms`).
+    pub fn request_latency(&self) -> Option<LatencyStats> {
+        self.get(Quantity::RequestLatency)
+    }
+
+    /// `stage_gen_time_ms` of stage `stage_id`.
+    pub fn stage_gen(&self, stage_id: u64) -> Option<LatencyStats> {
+        self.get(Quantity::StageGenTime(stage_id))
+    }
+
+    /// `queue_time_ms` of stage `stage_id`.
+    pub fn stage_queue(&self, stage_id: u64) -> Option<LatencyStats> {
+        self.get(Quantity::StageQueueTime(stage_id))
+    }
+
+    /// Transfer time of the edge `from->to`.
+    pub fn transfer(&self, from: u64, to: u64) -> Option<LatencyStats> {
+        self.get(Quantity::TransferTime(EdgeName { from, to }))
+    }
+
+    /// Time to first output of the requests (their last stage's first `omni.output`).
+    pub fn request_first_output(&self) -> Option<LatencyStats> {
+        self.get(Quantity::RequestFirstOutput)
+    }
+
+    /// Time to first audio of the requests.
+    pub fn request_first_audio(&self) -> Option<LatencyStats> {
+        self.get(Quantity::RequestFirstAudio)
+    }
+
+    /// `time_to_first_output_ms` of stage `stage_id`.
+    pub fn stage_first_output(&self, stage_id: u64) -> Option<LatencyStats> {
+        self.get(Quantity::StageFirstOutput(stage_id))
+    }
+
+    /// The gaps between consecutive outputs of stage `stage_id` (one value per gap).
+    pub fn stage_inter_output(&self, stage_id: u64) -> Option<LatencyStats> {
+        self.get(Quantity::StageInterOutput(stage_id))
+    }
+
+    /// Every quantity with its stats, in the table's order.
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = (Quantity, LatencyStats)> + '_ {
+        self.entries.iter().copied()
+    }
+
+    /// How many quantities there are.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether there are none (no completed request).
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+/// Sorts into the table's order; of a quantity given twice, the last wins.
+impl FromIterator<(Quantity, LatencyStats)> for Distributions {
+    fn from_iter<I: IntoIterator<Item = (Quantity, LatencyStats)>>(iter: I) -> Self {
+        let mut entries: Vec<(Quantity, LatencyStats)> = Vec::new();
+        for (q, s) in iter {
+            match entries.binary_search_by(|(e, _)| e.cmp(&q)) {
+                Ok(i) => {
+                    if let Some(entry) = entries.get_mut(i) {
+                        entry.1 = s;
+                    }
+                }
+                Err(i) => entries.insert(i, (q, s)),
+            }
+        }
+        Self { entries }
+    }
+}
+
+impl Serialize for Distributions {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(Some(self.entries.len()))?;
+        for (q, s) in &self.entries {
+            map.serialize_entry(q, s)?;
+        }
+        map.end()
+    }
+}
