@@ -12,6 +12,7 @@
 //! assert_eq!(field::REQUEST_ID, "request_id");
 //! # drop(request);
 //! ```
+#![doc = include_str!("../docs/reference/convention.md")]
 
 /// The `tracing` target of the spans opened by [`crate::instrument`]; use it in filters
 /// (`RUST_LOG=omni=info`).

@@ -1,12 +1,12 @@
 //! The metric catalogue: every metric the crate exports, defined once.
 //!
-//! Each [`MetricDef`] names its family twice, once per door: a Prometheus name in
+//! Each [`MetricDef`] names its family twice, once per metrics export: a Prometheus name in
 //! vLLM-Omni's `vllm_omni:*` namespace (its own families where it has one, so its Grafana
 //! dashboards work unchanged; ours, in the same style, where it has none), and an
 //! OpenTelemetry name (the GenAI semantic conventions where one exists, `omni.*`
 //! elsewhere). [`observe`] turns one finished request into its observations, in the
-//! doors' units: times in **seconds** (converted from the model's milliseconds here and
-//! nowhere else), sizes in bytes, counts as counts. Both doors read this file, so they
+//! exports' units: times in **seconds** (converted from the model's milliseconds here and
+//! nowhere else), sizes in bytes, counts as counts. Both exports read this file, so they
 //! cannot disagree on a name, a unit, a bucket or a value.
 //!
 //! Which requests feed what: every request counts once in
@@ -15,7 +15,7 @@
 //! audio, transfers), as only they feed the summary and the distributions.
 //!
 //! Labels are bounded: stage ids, edge stage ids and `finished_reason`, never a request id.
-//! A door keeps at most [`MAX_STAGE_LABELS`] distinct stage ids.
+//! Each export keeps at most [`MAX_STAGE_LABELS`] distinct stage ids.
 //!
 //! ```
 //! use omni_metrics::metrics::{MetricId, observe};
@@ -43,7 +43,7 @@ pub enum MetricKind {
     Histogram,
 }
 
-/// The label set of a family. Label keys are the same at both doors.
+/// The label set of a family. Label keys are the same in both exports.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Labels {
     /// No label: one series.
@@ -82,9 +82,9 @@ pub const TO_STAGE_LABEL: &str = "to_stage";
 /// Label key of how a request ended (vLLM's `finished_reason`).
 pub const FINISHED_REASON_LABEL: &str = "finished_reason";
 
-/// The most distinct stage ids a door labels series with (as the distributions'
+/// The most distinct stage ids a metrics export labels series with (as the distributions'
 /// [`MAX_QUANTITIES`](crate::distribution::MAX_QUANTITIES)); observations of further stage
-/// ids, and of edges touching one, are counted by the door and not exported, so an engine
+/// ids, and of edges touching one, are counted by the export and not exported, so an engine
 /// that numbers stages wildly cannot grow a scrape without bound.
 pub const MAX_STAGE_LABELS: usize = 64;
 
@@ -148,7 +148,7 @@ impl MetricId {
     }
 }
 
-/// One metric, as both doors export it.
+/// One metric, as both the Prometheus sink and OTLP metrics export it.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct MetricDef {
     /// Which metric; `METRICS[id as usize]` is this definition.
@@ -440,9 +440,9 @@ pub static METRICS: &[MetricDef] = &[
     },
 ];
 
-/// The most buckets a histogram of the catalogue has, `+Inf` included: a door that keeps
+/// The most buckets a histogram of the catalogue has, `+Inf` included: an export that keeps
 /// per-bucket state in a fixed array (the recorder queue's coalesced batches) sizes it so.
-// Used by the metrics doors (and the tests): unused in a build without one.
+// Used by the metrics exports (and the tests): unused in a build without one.
 #[cfg_attr(not(any(feature = "otlp", feature = "prometheus")), allow(dead_code))]
 pub(crate) const MAX_BUCKETS: usize = {
     let lens = [
@@ -532,13 +532,13 @@ pub fn finished_reason(status: RequestStatus) -> &'static str {
     }
 }
 
-/// Milliseconds (the model's unit) to seconds (the doors'): the one conversion.
+/// Milliseconds (the model's unit) to seconds (the exports'): the one conversion.
 #[inline]
 fn seconds(ms: f64) -> f64 {
     finite(ms / 1000.0)
 }
 
-/// Every observation one finished request makes, in the doors' units (seconds, bytes,
+/// Every observation one finished request makes, in the exports' units (seconds, bytes,
 /// counts), in [`METRICS`] order within the request, then per stage (ascending id), then
 /// per edge.
 ///
@@ -751,7 +751,7 @@ mod tests {
         let none = LabelValues::NONE;
         let stage = LabelValues::stage;
         let edge = LabelValues::edge(0, 2);
-        // Milliseconds to seconds, as a door must see them (one division, no rounding).
+        // Milliseconds to seconds, as an export must see them (one division, no rounding).
         let s = |ms: f64| ms / 1000.0;
         assert_eq!(
             values(&obs, MetricId::RequestsSuccess),

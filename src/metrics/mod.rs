@@ -1,10 +1,11 @@
-//! Metrics: one definition of every metric ([`catalog`]), read by every door that exports
-//! them (the Prometheus endpoint, OTLP metrics).
+//! Metrics: one definition of every metric ([`catalog`]), read by every metrics export (the
+//! Prometheus endpoint, OTLP metrics).
 //!
-//! A door never computes a value itself: it walks a finished request with
-//! [`catalog::observe`], which hands it each observation already in the door's unit
+//! An export never computes a value itself: it walks a finished request with
+//! [`catalog::observe`], which hands it each observation already in the export's unit
 //! (seconds, bytes, counts) with its labels (stage and edge ids, `finished_reason`; never a
 //! request id).
+#![doc = include_str!("../../docs/reference/metrics.md")]
 
 pub mod catalog;
 #[cfg(feature = "prometheus")]

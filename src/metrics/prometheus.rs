@@ -1,4 +1,4 @@
-//! The Prometheus door: an OpenMetrics endpoint (`GET /metrics`) with vLLM-Omni's
+//! The Prometheus sink: an OpenMetrics endpoint (`GET /metrics`) with vLLM-Omni's
 //! `vllm_omni:*` families ([`catalog`](super::catalog)), fed by a [`Sink`].
 //!
 //! [`PrometheusSink`] records each finished request into `prometheus-client` families

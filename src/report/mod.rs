@@ -12,6 +12,7 @@
 //! [`MetricsHandle::flush`](crate::MetricsHandle::flush) waits for what is queued, and
 //! dropping the [`OmniGuard`](crate::OmniGuard) flushes within [`DEFAULT_FLUSH_TIMEOUT`].
 //! [`CaptureSink`] stays synchronous: a test reads it right after the span closes.
+#![doc = include_str!("../../docs/reference/report.md")]
 
 mod capture;
 mod console;

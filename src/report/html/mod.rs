@@ -94,7 +94,7 @@ pub fn write(
 /// Writes the pages of several scopes to one file-name pattern, never replacing a page it
 /// wrote: what `omni-metrics report --html` uses.
 ///
-/// `{scope}` in the pattern is replaced as [`write`] does it (a scope changed or cut to be
+/// `{scope}` in the pattern is replaced as [`write()`] does it (a scope changed or cut to be
 /// a safe file name gets 8 hex digits of its hash, so `team a/run-1` and `team_a_run-1`
 /// get two files). Should two scopes still map to one name, the later page gets `-2`,
 /// `-3`, ... before the extension. Without `{scope}`, each page replaces the last.
