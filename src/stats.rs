@@ -1,7 +1,9 @@
-//! The stats model: the seed's four record types and every formula, each defined once.
+//! The stats model: vLLM-Omni's four tables as record types, and every formula, each defined
+//! once.
 //!
 //! Field names are vLLM-Omni's (`--log-stats`), exactly; they are also the JSON-lines keys.
 //! Values are unrounded; rounding is for the console only ([`crate::report`]).
+#![doc = include_str!("../docs/reference/stats.md")]
 
 pub(crate) mod latency;
 
@@ -297,8 +299,11 @@ fn is_zero(n: &u64) -> bool {
 
 /// One stage of one request (a column of the `StageRequestStats` table).
 ///
-/// A stage seen in several spans (chunks) has its counts and times summed; `batch_id` and
-/// `batch_size` are the first span's.
+/// A stage seen in several spans of one request (streamed chunks, in sequence or
+/// overlapping) is one column: its counts and times are summed, `batch_id` and `batch_size`
+/// are those of the earliest-starting span that gives them (chunks computed in different
+/// batches are normal: continuous batching), and its wall window runs from the first start
+/// to the last end.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct StageRequestStats {
     /// The stage's index (`stage_id`).
@@ -306,47 +311,53 @@ pub struct StageRequestStats {
     /// The stage's name, when given (shared: names repeat on every request).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stage_name: Option<std::sync::Arc<str>>,
-    /// Batch index (first span's); 0 when none was recorded (see `batch_recorded`).
+    /// The engine's batch: that of the stage's earliest-starting span that gives one, else
+    /// that of an `omni.batch` span linked to the stage; 0 when none was recorded (see
+    /// `batch_recorded`).
     pub batch_id: u64,
-    /// Batch size (first span's).
+    /// The batch's size, from the same span as `batch_id`.
     pub batch_size: u64,
-    /// Input tokens.
+    /// Input tokens, summed over the stage's spans.
     pub num_tokens_in: u64,
-    /// Output tokens.
+    /// Output tokens, summed over the stage's spans.
     pub num_tokens_out: u64,
-    /// Compute time: [`stage_gen_time_ms`] of each span, summed.
+    /// Compute time: [`stage_gen_time_ms`] of each span, summed: the span's duration minus
+    /// the time its `omni.queue` and `omni.postprocess` children cover (once, however they
+    /// overlap), or minus the queue children's coverage and an explicit
+    /// `postprocess_time_ms`.
     pub stage_gen_time_ms: f64,
-    /// Post-processing time (`omni.postprocess` children), summed.
+    /// Post-processing time: the `omni.postprocess` children, summed, or the explicit
+    /// `postprocess_time_ms` field (which then stands for them).
     pub postprocess_time_ms: f64,
-    /// Audio frames produced.
+    /// Audio frames (samples) produced.
     pub audio_generated_frames: u64,
-    /// Images generated, when the stage reports them.
+    /// Images generated (diffusion stages), when the stage reports them.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub image_num: Option<u64>,
-    /// Image resolution, when the stage reports it.
+    /// Image size (`WxH`), when the stage reports it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub resolution: Option<String>,
-    /// Beyond the seed: time waiting before compute (`omni.queue` children), summed.
+    /// Beyond vLLM-Omni's tables: time waiting before compute (`omni.queue` children), summed.
     pub queue_time_ms: f64,
-    /// Beyond the seed: the sample rate of the audio, when given.
+    /// Beyond vLLM-Omni's tables: the sample rate of the audio, when given.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub audio_sample_rate: Option<u64>,
-    /// Beyond the seed: how many spans (chunks) made this stage.
+    /// Beyond vLLM-Omni's tables: how many spans (chunks) made this stage.
     pub spans: u64,
-    /// Beyond the seed: first start to last end of this stage's spans, in ms.
+    /// Beyond vLLM-Omni's tables: first start to last end of this stage's spans, in ms.
     pub wall_time_ms: f64,
-    /// Beyond the seed: `omni.output` events of this stage (output chunks).
+    /// Beyond vLLM-Omni's tables: `omni.output` events of this stage (output chunks).
     #[serde(skip_serializing_if = "is_zero")]
     pub output_chunks: u64,
-    /// Beyond the seed: the `units` of this stage's `omni.output` events, summed (tokens,
+    /// Beyond vLLM-Omni's tables: the `units` of this stage's `omni.output` events, summed (tokens,
     /// audio frames or images, as the engine counts them).
     #[serde(skip_serializing_if = "is_zero")]
     pub output_units: u64,
-    /// Beyond the seed: [`time_to_first_output_ms`] from the stage's first start to its
+    /// Beyond vLLM-Omni's tables: [`time_to_first_output_ms`] from the stage's first start to its
     /// first `omni.output` (TTFT for an LLM stage), or the stage span's explicit field.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub time_to_first_output_ms: Option<f64>,
-    /// Beyond the seed: the mean gap between consecutive `omni.output` events, or the
+    /// Beyond vLLM-Omni's tables: the mean gap between consecutive `omni.output` events, or the
     /// stage span's explicit field; `None` for fewer than two outputs.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub inter_output_ms: Option<f64>,
@@ -354,10 +365,10 @@ pub struct StageRequestStats {
     /// [`MAX_OUTPUT_GAPS`] per stage and request (the mean covers all of them).
     #[serde(skip)]
     pub inter_output_gaps_ms: Vec<f64>,
-    /// Beyond the seed: [`audio_duration_ms`] of the frames this stage produced.
+    /// Beyond vLLM-Omni's tables: [`audio_duration_ms`] of the frames this stage produced.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub audio_duration_ms: Option<f64>,
-    /// Beyond the seed: `stage_gen_time_ms / audio_duration_ms` ([`rtf`]; vLLM-Omni's
+    /// Beyond vLLM-Omni's tables: `stage_gen_time_ms / audio_duration_ms` ([`rtf`]; vLLM-Omni's
     /// server definition of the real-time factor).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub audio_rtf: Option<f64>,
@@ -412,7 +423,7 @@ pub struct TransferEdgeStats {
     pub from_stage: u64,
     /// The receiving stage.
     pub to_stage: u64,
-    /// [`kbytes`] of the bytes moved.
+    /// [`kbytes`] of the bytes moved (`size_bytes / 1024`).
     pub size_kbytes: f64,
     /// Sender time (`omni.transfer.tx`), summed.
     pub tx_time_ms: f64,
@@ -420,9 +431,9 @@ pub struct TransferEdgeStats {
     pub rx_decode_time_ms: f64,
     /// [`in_flight_time_ms`] of each transfer, summed.
     pub in_flight_time_ms: f64,
-    /// Beyond the seed: bytes moved, exactly.
+    /// Beyond vLLM-Omni's tables: bytes moved, exactly.
     pub size_bytes: u64,
-    /// Beyond the seed: how many transfers (chunks) made this edge.
+    /// Beyond vLLM-Omni's tables: how many transfers (chunks) made this edge.
     pub transfers: u64,
     /// When the edge's first transfer span started, in ns of the layer's clock.
     #[serde(skip)]
@@ -448,16 +459,16 @@ pub struct RequestE2EStats {
     pub request_id: String,
     /// How the request ended.
     pub status: RequestStatus,
-    /// Beyond the seed: why a failed request failed (`status_message`), when given.
+    /// Beyond vLLM-Omni's tables: why a failed request failed (`status_message`), when given.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub status_message: Option<String>,
     /// The scope it is summarized in: its run's id, or its own id when online.
     pub scope: String,
-    /// Beyond the seed: the id (32 hex digits) of the request's exported trace, when an
+    /// Beyond vLLM-Omni's tables: the id (32 hex digits) of the request's exported trace, when an
     /// OpenTelemetry layer samples it; the metrics' exemplars carry it too.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub trace_id: Option<String>,
-    /// Request span duration.
+    /// The request span's duration, creation to close.
     pub e2e_total_ms: f64,
     /// [`e2e_total_tokens`].
     pub e2e_total_tokens: u64,
@@ -465,23 +476,23 @@ pub struct RequestE2EStats {
     pub transfers_total_time_ms: f64,
     /// [`transfers_total_kbytes`].
     pub transfers_total_kbytes: f64,
-    /// Beyond the seed: request start to the first `omni.output` of its last stage (the
+    /// Beyond vLLM-Omni's tables: request start to the first `omni.output` of its last stage (the
     /// first output the caller could see); `None` if that stage marked none.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub time_to_first_output_ms: Option<f64>,
-    /// Beyond the seed: request start to the first `omni.output` of the first stage with an
+    /// Beyond vLLM-Omni's tables: request start to the first `omni.output` of the first stage with an
     /// `audio_sample_rate` (vLLM-Omni's audio TTFP).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub time_to_first_audio_ms: Option<f64>,
-    /// Beyond the seed: the [`audio_duration_ms`] of the request's audio: that of its last
+    /// Beyond vLLM-Omni's tables: the [`audio_duration_ms`] of the request's audio: that of its last
     /// stage with audio (the audio the caller receives).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub audio_duration_ms: Option<f64>,
-    /// Beyond the seed: `e2e_total_ms / audio_duration_ms` ([`rtf`]; vLLM-Omni's benchmark
+    /// Beyond vLLM-Omni's tables: `e2e_total_ms / audio_duration_ms` ([`rtf`]; vLLM-Omni's benchmark
     /// definition, named apart from the stages' `audio_rtf`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub audio_e2e_rtf: Option<f64>,
-    /// Beyond the seed: spans of this request that broke the convention and were left out.
+    /// Beyond vLLM-Omni's tables: spans of this request that broke the convention and were left out.
     pub invalid_spans: u64,
     /// One entry per stage id, ascending.
     pub stages: Vec<StageRequestStats>,
@@ -520,7 +531,8 @@ pub struct OverallSummary {
     pub scope: String,
     /// Completed (`ok`) requests.
     pub e2e_requests: u64,
-    /// Scope start to the last completion, in ms.
+    /// Scope start (the run span's start, or the online request's) to the last completion,
+    /// in ms.
     pub e2e_wall_time_ms: f64,
     /// Sum of the completed requests' `e2e_total_tokens`.
     pub e2e_total_tokens: u64,
@@ -528,16 +540,16 @@ pub struct OverallSummary {
     pub e2e_avg_time_per_request_ms: f64,
     /// [`e2e_avg_tokens_per_s`].
     pub e2e_avg_tokens_per_s: f64,
-    /// `(stage id, e2e_stage_{i}_wall_time_ms)`: earliest start to latest end of the stage's
+    /// `(stage id, e2e_stage_{i}_wall_time_ms)`: earliest start to latest end of stage `i`'s
     /// spans in the scope, ascending by stage id.
     pub stage_wall_time_ms: Vec<(u64, f64)>,
-    /// Beyond the seed: requests that ended with `status = error`.
+    /// Beyond vLLM-Omni's tables: requests that ended with `status = error`.
     pub e2e_requests_error: u64,
-    /// Beyond the seed: requests dropped unfinished (`status = aborted`).
+    /// Beyond vLLM-Omni's tables: requests dropped unfinished (`status = aborted`).
     pub e2e_requests_aborted: u64,
-    /// Beyond the seed: spans in the scope that broke the convention and were left out.
+    /// Beyond vLLM-Omni's tables: spans in the scope that broke the convention and were left out.
     pub invalid_spans: u64,
-    /// Beyond the seed: count, mean, p50/p90/p99 and max of the completed requests'
+    /// Beyond vLLM-Omni's tables: count, mean, p50/p90/p99 and max of the completed requests'
     /// latency, per stage compute and queue time, and per edge transfer time
     /// ([`crate::distribution`]).
     ///
