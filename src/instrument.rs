@@ -150,14 +150,23 @@ impl Request {
     }
 
     /// Exported over OTLP, a request under a run is the root of its own trace (one trace
-    /// per request), linked to the run's span.
+    /// per request), linked to the run's span, through whichever OpenTelemetry layer the
+    /// subscriber has.
     fn own_trace(&self, parent: &Span) {
         #[cfg(feature = "otlp")]
         if parent
             .metadata()
             .is_some_and(|m| m.name() == convention::RUN)
         {
-            crate::otlp::detach_request(parent, &self.span);
+            use opentelemetry::trace::TraceContextExt as _;
+            use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+            if self.span.set_parent(opentelemetry::Context::new()).is_ok() {
+                let run = parent.context();
+                let link = run.span().span_context().clone();
+                if link.is_valid() {
+                    self.span.add_link(link);
+                }
+            }
         }
         #[cfg(not(feature = "otlp"))]
         let _ = parent;

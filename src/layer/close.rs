@@ -9,10 +9,10 @@ use tracing_core::span::Id;
 use tracing_subscriber::layer::Context;
 use tracing_subscriber::registry::LookupSpan;
 
-use super::annotate::{AnnotateVia, STAGE_KEYS};
+use super::annotate::{AnnotateVia, Annotation, STAGE_KEYS};
 use super::state::{self, RequestSpan, RunSpan, StageSpan, TransferSpan};
 use super::table::{Key, Locked, Slot, Table};
-use super::{Annotation, Inner, Num, lock_run, names};
+use super::{Inner, Num, lock_run, names};
 use crate::accumulate::{RequestAcc, ScopeAcc};
 use crate::diagnostics::{Issue, IssueSet};
 use crate::stats::{OverallSummary, RequestE2EStats, RequestStatus};
@@ -99,7 +99,7 @@ impl Inner {
             Slot::Request(request) => {
                 // With annotations, the trace id comes with the request's annotation.
                 #[cfg(feature = "otlp")]
-                let trace_id = trace.and_then(|d| crate::otlp::trace_id(d, id));
+                let trace_id = trace.and_then(|d| super::otel::trace_id(d, id));
                 #[cfg(not(feature = "otlp"))]
                 let trace_id = trace.and(None);
                 self.close_request(id, request, now, via, trace_id);
@@ -254,9 +254,9 @@ impl Inner {
         let exported_apart = ctx.span(id).is_some_and(|span| {
             // Exported by `otlp::RunLinks` (so that its requests own their traces).
             let ext = span.extensions();
-            match ext.get::<crate::otlp::RunTrace>() {
+            match ext.get::<super::otel::RunTrace>() {
                 Some(trace) => {
-                    trace.finish(name.clone(), &attributes);
+                    trace.0.finish(name.clone(), &attributes);
                     true
                 }
                 None => false,

@@ -4,7 +4,10 @@
 //! layer's [`table`]; see `open.rs`); `on_close` of a stage or transfer merges it into its
 //! request's accumulator; `on_close` of a request builds its [`RequestE2EStats`] and adds
 //! it to its scope; the scope's [`OverallSummary`] goes out when the run (or the online
-//! request) closes (`close.rs`). `annotate.rs` puts the numbers on exported spans.
+//! request) closes (`close.rs`). `annotate.rs` says what an exported span gets (a name,
+//! the table's numbers); `otel.rs` (feature `otlp`) puts it there through
+//! tracing-opentelemetry and reads each request's trace id, whichever OpenTelemetry layer
+//! the subscriber has.
 //!
 //! Diagnostics are emitted from `on_close` only: `on_new_span` runs inside the dispatcher's
 //! `get_default`, where a nested event reaches no subscriber.
@@ -22,6 +25,8 @@ mod fields;
 mod live;
 mod names;
 mod open;
+#[cfg(feature = "otlp")]
+mod otel;
 mod state;
 mod table;
 
@@ -33,10 +38,12 @@ use tracing_core::{Event, Subscriber};
 use tracing_subscriber::layer::Context;
 use tracing_subscriber::registry::LookupSpan;
 
-#[cfg(feature = "otlp")]
-pub use annotate::AnnotationLayer;
-pub(crate) use annotate::{Annotation, Num};
+pub(crate) use annotate::Num;
 pub use builder::{BuildError, Builder, JSONL_ENV, LOG_INTERVAL_ENV, ONLINE_TABLES_ENV};
+#[cfg(feature = "otlp")]
+pub use otel::AnnotationLayer;
+#[cfg(feature = "otlp")]
+pub(crate) use otel::{ExportedRun, RunTrace, attribute, dispatch_of_layer};
 
 use self::close::Closing;
 use self::fields::SetField;
@@ -325,7 +332,7 @@ impl OmniMetricsLayer {
     /// This copy's subscriber, when known (for trace ids).
     #[cfg(feature = "otlp")]
     fn registered_dispatch(&self) -> Option<tracing::Dispatch> {
-        crate::otlp::dispatch_of_layer(self, &self.dispatch)
+        otel::dispatch_of_layer(self, &self.dispatch)
     }
 
     #[cfg(not(feature = "otlp"))]

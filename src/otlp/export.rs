@@ -12,8 +12,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use opentelemetry::Value;
 use opentelemetry::trace::SpanKind;
-use opentelemetry::{KeyValue, Value};
 use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
 use opentelemetry_sdk::trace::{SpanData, SpanExporter, SpanProcessor};
 
@@ -289,18 +289,10 @@ fn shape(span: &mut SpanData) {
     }
 }
 
-/// An annotation's number as an attribute: a count as an OTLP int (clamped to `i64`), a time
-/// as a finite double.
-pub(crate) fn attribute(key: &'static str, value: crate::layer::Num) -> KeyValue {
-    match value {
-        crate::layer::Num::Count(v) => KeyValue::new(key, i64::try_from(v).unwrap_or(i64::MAX)),
-        crate::layer::Num::Float(v) => KeyValue::new(key, crate::stats::finite(v)),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use opentelemetry::KeyValue;
     use opentelemetry::trace::{SpanContext, Status};
     use opentelemetry_sdk::trace::{SpanEvents, SpanLinks};
     use std::borrow::Cow;

@@ -21,23 +21,20 @@ use tracing_subscriber::layer::Context as LayerContext;
 use tracing_subscriber::registry::LookupSpan;
 
 use crate::convention::{self, SpanKind as OmniKind};
-use crate::layer::Num;
+use crate::layer::{ExportedRun, Num, RunTrace, attribute, dispatch_of_layer};
 
-/// The exported span of an `omni.run`, kept in the run's extensions.
-pub(crate) struct RunTrace {
+/// The exported span of an `omni.run`, which the metrics layer ends (see [`RunTrace`]).
+struct RunSpan {
     span: Mutex<Option<SdkSpan>>,
 }
 
-impl RunTrace {
-    fn span_context(&self) -> Option<opentelemetry::trace::SpanContext> {
-        use opentelemetry::trace::Span as _;
+impl ExportedRun for RunSpan {
+    fn context(&self) -> Option<opentelemetry::trace::SpanContext> {
         let span = self.span.lock().ok()?;
         span.as_ref().map(|s| s.span_context().clone())
     }
 
-    /// Names the run's span (unless it named itself), puts `attributes` on it and ends it
-    /// (once).
-    pub(crate) fn finish(
+    fn finish(
         &self,
         name: Option<std::borrow::Cow<'static, str>>,
         attributes: &[(&'static str, Num)],
@@ -50,7 +47,7 @@ impl RunTrace {
                 span.update_name(name);
             }
             for (key, value) in attributes {
-                span.set_attribute(super::export::attribute(key, *value));
+                span.set_attribute(attribute(key, *value));
             }
             span.end_with_timestamp(SystemTime::now());
         }
@@ -108,9 +105,9 @@ where
                     .with_kind(SpanKind::Internal)
                     .with_start_time(SystemTime::now())
                     .start_with_context(&self.tracer, &Context::new());
-                ext.insert(RunTrace {
+                ext.insert(RunTrace(Box::new(RunSpan {
                     span: Mutex::new(Some(run)),
-                });
+                })));
             }
             Some(OmniKind::Request) => {
                 let Some(span) = ctx.span(id) else { return };
@@ -118,13 +115,13 @@ where
                     if OmniKind::from_name(ancestor.name()) != Some(OmniKind::Run) {
                         return None;
                     }
-                    ancestor.extensions().get::<RunTrace>()?.span_context()
+                    ancestor.extensions().get::<RunTrace>()?.0.context()
                 });
                 drop(span);
                 let Some(run_context) = run_context.filter(|c| c.is_valid()) else {
                     return;
                 };
-                let Some(dispatch) = super::dispatch_of_layer(self, &self.dispatch) else {
+                let Some(dispatch) = dispatch_of_layer(self, &self.dispatch) else {
                     return;
                 };
                 if let Some(cx) = tracing_opentelemetry::get_otel_context(id, &dispatch) {
