@@ -1,10 +1,12 @@
 #![doc = include_str!("../README.md")]
+#![doc = include_str!("../docs/reference/environment.md")]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod aggregate;
 pub mod clock;
 pub mod convention;
 pub mod distribution;
+pub mod guide;
 pub mod instrument;
 pub mod metrics;
 pub mod propagation;

@@ -42,6 +42,7 @@
 //! around the remote call, inject *that* span's context (the remote stage then nests under
 //! it in the trace), and record the times measured remotely on it with the explicit fields
 //! ([`Stage::gen_time_ms`], [`Transfer::times_ms`]).
+#![doc = include_str!("../docs/reference/propagation.md")]
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

@@ -61,6 +61,7 @@ pub const ONLINE_TABLES_ENV: &str = "OMNI_METRICS_ONLINE_TABLES";
 /// # drop(layer);
 /// # Ok::<(), omni_metrics::BuildError>(())
 /// ```
+#[doc = include_str!("../../docs/reference/configuration.md")]
 #[must_use = "a builder does nothing until `build` is called"]
 pub struct Builder {
     console: bool,

@@ -20,6 +20,7 @@
 //!
 //! Sampling only affects which traces are exported: the metrics layer, and the metrics it
 //! exports, see every span.
+#![doc = include_str!("../../docs/reference/otlp.md")]
 
 use std::fmt;
 use std::sync::Arc;
