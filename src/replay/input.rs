@@ -327,6 +327,23 @@ impl<'a> Records<'a> {
         }
     }
 
+    /// An error of reading, said with what to do when zstd refused a window.
+    fn cannot_read(&self, e: &io::Error) -> String {
+        format!("cannot read: {}", self.said(e))
+    }
+
+    fn said(&self, e: &io::Error) -> String {
+        if e.to_string().contains("too much memory") {
+            let mib = 1_u64 << (zstd_window_log(self.max_record) - 20);
+            format!(
+                "{e} (a zstd window over {mib} MiB, from `zstd --long` or `--ultra`: \
+                 recompress without, or raise --max-record-mib)"
+            )
+        } else {
+            e.to_string()
+        }
+    }
+
     /// A record over the limit, said.
     fn over_limit(&self, what: &str) -> String {
         let mib = self.max_record as f64 / f64::from(1 << 20);
@@ -341,7 +358,7 @@ impl<'a> Records<'a> {
         let mut r = BufReader::with_capacity(1 << 18, reader);
         let head = match r.fill_buf() {
             Ok(head) => head,
-            Err(e) => return self.error(on_error, Place::File, format!("cannot read: {e}"), true),
+            Err(e) => return self.error(on_error, Place::File, self.cannot_read(&e), true),
         };
         let stream: Box<dyn BufRead + 'a> = if head.starts_with(&GZIP_MAGIC) {
             Box::new(BufReader::with_capacity(
@@ -392,7 +409,7 @@ impl<'a> Records<'a> {
                 // A plausible length prefix (at most 256 MiB) starts with 0x00..=0x10.
                 Ok([first, ..]) => *first > 0x10 || first.is_ascii_whitespace(),
                 Err(e) => {
-                    return self.error(on_error, Place::File, format!("cannot read: {e}"), true);
+                    return self.error(on_error, Place::File, self.cannot_read(&e), true);
                 }
             },
         };
@@ -440,7 +457,7 @@ impl<'a> Records<'a> {
                             self.error(on_error, place, message, false);
                         }
                         Err(e) => {
-                            self.error(on_error, place, format!("cannot read: {e}"), true);
+                            self.error(on_error, place, self.cannot_read(&e), true);
                             return None;
                         }
                     }
@@ -477,7 +494,7 @@ impl<'a> Records<'a> {
                             return None;
                         }
                         Err(e) => {
-                            self.error(on_error, place, format!("cannot read: {e}"), true);
+                            self.error(on_error, place, self.cannot_read(&e), true);
                             return None;
                         }
                     }
@@ -517,9 +534,7 @@ impl<'a> Records<'a> {
                                 format!("truncated record: {got} of {len} bytes"),
                                 true,
                             ),
-                            Err(e) => {
-                                self.error(on_error, place, format!("cannot read: {e}"), true)
-                            }
+                            Err(e) => self.error(on_error, place, self.cannot_read(&e), true),
                         }
                         return None;
                     }
@@ -541,7 +556,7 @@ impl<'a> Records<'a> {
                             return None;
                         }
                         Err(e) => {
-                            self.error(on_error, place, format!("cannot read: {e}"), true);
+                            self.error(on_error, place, self.cannot_read(&e), true);
                             return None;
                         }
                     }
@@ -572,9 +587,12 @@ impl<'a> Records<'a> {
                             let message = self.over_limit("decompresses to more than");
                             self.error(on_error, place, message, false);
                         }
-                        Err(e) => {
-                            self.error(on_error, place, format!("not a zstd frame: {e}"), false)
-                        }
+                        Err(e) => self.error(
+                            on_error,
+                            place,
+                            format!("not a zstd frame: {}", self.said(&e)),
+                            false,
+                        ),
                     }
                 }
             }
@@ -867,6 +885,89 @@ mod tests {
         let (summary, errors) = read(&gz, InputFormat::Auto);
         assert!(summary.spans > 0);
         assert_eq!(summary.errors, 1, "{errors:?}");
+        assert!(errors[0].contains("cannot read"), "{errors:?}");
+    }
+
+    /// Reads with a record limit of `max` bytes.
+    fn read_max(bytes: &[u8], max: usize) -> (FileSummary, Vec<String>) {
+        let mut errors = Vec::new();
+        let summary = read_records("t", bytes, InputFormat::Auto, max, &mut |_| {}, &mut |e| {
+            errors.push(e.to_string())
+        });
+        (summary, errors)
+    }
+
+    #[test]
+    fn a_line_over_the_limit_is_skipped_and_the_rest_read() {
+        let max = SPAN.len() + 10;
+        let long = "x".repeat(max + 1);
+        let text = format!("{SPAN}\n{long}\n{SPAN}\n{long}");
+        let (summary, errors) = read_max(text.as_bytes(), max);
+        assert_eq!((summary.records, summary.spans, summary.errors), (2, 2, 2));
+        assert!(
+            errors[0].starts_with(&format!("t:2: a line of {} bytes, over the limit", max + 2)),
+            "{errors:?}"
+        );
+        assert!(errors[1].starts_with("t:4: a line of "), "{errors:?}");
+        // A line of exactly the limit is read.
+        let (summary, _) = read_max(format!("{SPAN}\n").as_bytes(), SPAN.len());
+        assert_eq!(summary.spans, 1);
+    }
+
+    #[test]
+    fn records_over_the_limit_are_skipped_by_their_length() {
+        let one = proto_records(1);
+        let max = one.len() - 4;
+        let mut data = one.clone();
+        data.extend_from_slice(&((max + 1) as u32).to_be_bytes());
+        data.extend(std::iter::repeat_n(7_u8, max + 1));
+        data.extend_from_slice(&one);
+        let (summary, errors) = read_max(&data, max);
+        assert_eq!((summary.spans, summary.errors), (2, 1), "{errors:?}");
+        assert!(
+            errors[0].starts_with(&format!(
+                "t: record 2 (byte {}): a record of {} bytes, over the limit",
+                one.len(),
+                max + 1
+            )),
+            "{errors:?}"
+        );
+        // A zstd record of the older form that decompresses beyond the limit.
+        let mut framed = Vec::new();
+        for record in [SPAN.as_bytes(), &[b' '; 4096][..], SPAN.as_bytes()] {
+            let frame = zstd::stream::encode_all(record, 1).expect("zstd");
+            framed.extend_from_slice(&(frame.len() as u32).to_be_bytes());
+            framed.extend_from_slice(&frame);
+        }
+        let (summary, errors) = read_max(&framed, SPAN.len());
+        assert_eq!((summary.spans, summary.errors), (2, 1), "{errors:?}");
+        assert!(
+            errors[0].contains(": record 2 (byte ") && errors[0].contains("decompresses to more"),
+            "{errors:?}"
+        );
+    }
+
+    #[test]
+    fn empty_records_are_counted_in_bulk() {
+        let mut data = vec![0_u8; 4 * 100_000];
+        data.extend(proto_records(1));
+        data.extend([0_u8; 8]);
+        let (summary, errors) = read(&data, InputFormat::Proto);
+        assert_eq!(
+            (summary.records, summary.spans, summary.errors),
+            (100_003, 1, 0),
+            "{errors:?}"
+        );
+        assert_eq!(summary.bytes, data.len() as u64);
+    }
+
+    #[test]
+    fn a_zstd_window_beyond_the_limit_is_refused() {
+        // A frame header asking for a 2 GiB window (window descriptor 21 << 3).
+        let mut data = vec![0x28, 0xb5, 0x2f, 0xfd, 0x00, 21 << 3];
+        data.extend([0x01, 0x00, 0x00]); // an empty last raw block
+        let (summary, errors) = read(&data, InputFormat::Auto);
+        assert_eq!((summary.records, summary.errors), (0, 1), "{errors:?}");
         assert!(errors[0].contains("cannot read"), "{errors:?}");
     }
 }
