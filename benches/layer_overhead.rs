@@ -37,7 +37,8 @@
 //! only a part of the workload, `request-only`, `stages` or `transfers`, to price each kind
 //! of span).
 //!
-//! Results are in the README's "Performance" section, with the machine they came from.
+//! Results: the table of `docs/performance.md` (the crate's `guide::performance`), and every
+//! round in `docs/design/performance-history.md`, with the machine they came from.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;

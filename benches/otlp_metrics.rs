@@ -15,7 +15,8 @@
 //! request on the engine's thread and on the recorder's (median of rounds, 1 and 2
 //! threads), and heap allocations per request on the engine's thread.
 //!
-//! Results are in the README's "OTLP metrics" section, with the machine they came from.
+//! Results: the table of `docs/performance.md`, and `docs/design/performance-history.md`, with
+//! the machine they came from.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;

@@ -15,8 +15,8 @@
 //! Run: `cargo bench --features cli --bench report_throughput` (10,000 and 100,000 requests,
 //! streaming and not); `-- --quick` for CI (10,000 requests, streaming only).
 //!
-//! Measured on the 2-vCPU AMD EPYC VM this crate is developed on: see the README's "Report
-//! command" section.
+//! Measured on the 2-vCPU AMD EPYC VM this crate is developed on: see `docs/performance.md`
+//! and, every figure, `docs/design/performance-history.md`.
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};

@@ -19,9 +19,10 @@
 //! Run: `cargo bench --bench run_memory` (`-- --quick` for a run of 100,000 requests; the
 //! bursts are the same; `-- --burst N` for bursts of `N` spans).
 //!
-//! Run figures: see the README's "Latency distributions" section. Burst figures, measured
-//! on 2026-12-07 on a 2-vCPU Intel Xeon VM (`cargo bench --bench run_memory -- --quick`),
-//! the layer's own heap retained after a burst:
+//! Run figures: see `docs/performance.md` and `docs/design/performance-history.md`. Burst
+//! figures, measured on 2026-12-07 on a 2-vCPU Intel Xeon VM
+//! (`cargo bench --bench run_memory -- --quick`), the layer's own heap retained after a
+//! burst:
 //!
 //! | burst of 100,000 spans | before the fix | after |
 //! |---|---|---|

@@ -216,7 +216,7 @@ fn push_row(table: &mut Table, label: &str, cells: Vec<Cell>, elide: bool) {
 
 /// The `Overall Summary` table.
 ///
-/// The seed's rows always; `e2e_requests_error`, `e2e_requests_aborted` and `invalid_spans`
+/// vLLM-Omni's rows always; `e2e_requests_error`, `e2e_requests_aborted` and `invalid_spans`
 /// only when not zero.
 pub fn summary_table(s: &OverallSummary) -> String {
     let mut t = new_table(vec!["Field".into(), "Value".into()]);
@@ -306,8 +306,8 @@ pub fn request_table(r: &RequestE2EStats) -> String {
     t.to_string()
 }
 
-/// The `StageRequestStats` table as the seed prints it: one column per stage, headed by its
-/// id; the seed's rows in its (alphabetical) order, then `queue_time_ms` and the
+/// The `StageRequestStats` table as vLLM-Omni prints it: one column per stage, headed by its
+/// id; vLLM-Omni's rows in its (alphabetical) order, then `queue_time_ms` and the
 /// output-event and audio rows (`output_chunks`, `output_units`,
 /// `time_to_first_output_ms`, `inter_output_ms`, `audio_duration_ms`, `audio_rtf`).
 ///

@@ -345,7 +345,7 @@ fn issue11_the_examples_report_matches_its_console_and_records() {
 
 /// Issue 11, item 2: 10,000 requests (3 stages and 2 edges each, batched) render in under
 /// 2 s in headless Chromium, from navigation start to the page's last draw. The figure for
-/// the README comes from `cargo bench --bench html_render` (release build, 5 rounds).
+/// `docs/performance.md` comes from `cargo bench --bench html_render` (release build, 5 rounds).
 #[test]
 fn issue11_ten_thousand_requests_render_under_two_seconds() {
     let Some(browser) = browser("issue11_ten_thousand_requests_render_under_two_seconds") else {

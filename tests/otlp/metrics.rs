@@ -583,12 +583,12 @@ fn failed_metric_exports_are_said_once_and_counted_at_shutdown() {
     assert!(running < at_shutdown, "{stderr}");
 }
 
-/// The README's table of names is the catalogue's: every metric, with its kind, unit,
-/// attributes and Prometheus family.
+/// The `otlp` module's table of names (`docs/reference/otlp.md`) is the catalogue's: every
+/// metric, with its kind, unit, attributes and Prometheus family.
 #[test]
 fn the_readme_table_is_the_catalogue() {
     use omni_metrics::metrics::catalog::Labels;
-    let readme = include_str!("../../README.md");
+    let readme = include_str!("../../docs/reference/otlp.md");
     for def in METRICS {
         let kind = match def.kind {
             MetricKind::Counter => "counter",
@@ -607,7 +607,7 @@ fn the_readme_table_is_the_catalogue() {
         let line = readme
             .lines()
             .find(|l| l.starts_with(&row))
-            .unwrap_or_else(|| panic!("README lacks the row {row:?}"));
+            .unwrap_or_else(|| panic!("docs/reference/otlp.md lacks the row {row:?}"));
         assert!(
             line.ends_with(&format!("| `{}` |", def.prometheus)),
             "{line}"

@@ -16,7 +16,7 @@
 //!   bar colored by stage, its queue time shaded pale at the stage's start and its
 //!   post-processing dark at its end (the convention: an engine queues before computing and
 //!   post-processes after), each transfer a thin bar below (sender time dark at its start,
-//!   receiver time dark at its end, in flight pale between), and a lane per stage with its
+//!   receiver time dark at its end, in flight pale between), and above the rows a row per stage with its
 //!   batches (a batch is the stages sharing a `batch_id`; hovering a stage outlines its
 //!   batch). The mouse wheel zooms the time axis, shift+wheel the rows, dragging pans, a
 //!   button resets; hovering shows the numbers. When rows are thinner than 2 pixels the
