@@ -280,6 +280,27 @@ fn report(args: ReportArgs) -> ExitCode {
             stats.requests_after_their_run
         );
     }
+    if stats.requests_far_from_their_run > 0 {
+        eprintln!(
+            "omni-metrics: {} more than 15 years from the start of {} run (timestamps in the \
+             wrong unit?) and summarized on {} own",
+            plural(
+                stats.requests_far_from_their_run,
+                "request is",
+                "requests are"
+            ),
+            if stats.requests_far_from_their_run == 1 {
+                "its"
+            } else {
+                "their"
+            },
+            if stats.requests_far_from_their_run == 1 {
+                "its"
+            } else {
+                "their"
+            },
+        );
+    }
     if stats.missing_parents > 0 {
         eprintln!(
             "omni-metrics: {} spans have a parent that is not in the input (give the files of \

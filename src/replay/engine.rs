@@ -96,6 +96,8 @@ pub(super) enum RunKey {
 /// A run open across traces.
 struct OpenRun {
     span: Span,
+    /// Where its scope starts.
+    start_ns: u64,
     /// The latest end of its requests (and of its own span, once read).
     end_ns: u64,
 }
@@ -169,6 +171,7 @@ impl<'a> Engine<'a> {
             key,
             OpenRun {
                 span,
+                start_ns: start,
                 end_ns: known.map_or(start, |r| r.end_ns),
             },
         );
@@ -329,10 +332,19 @@ impl<'a> Engine<'a> {
                 _ => continue,
             };
             nodes[n].parent = Parent::None;
-            if self.ensure_run(key, nodes[n].start_ns) {
-                nodes[n].parent = Parent::Run(key);
-            } else {
+            if !self.ensure_run(key, nodes[n].start_ns) {
                 self.stats.requests_after_their_run += 1;
+                continue;
+            }
+            // A run's requests lie within 10^12 ms: its wall times are times as any other.
+            let far = self.open_runs.get(&key).is_some_and(|run| {
+                nodes[n].end_ns > run.start_ns.saturating_add(MAX_SPAN_NS / 2)
+                    || nodes[n].start_ns.saturating_add(MAX_SPAN_NS / 2) < run.start_ns
+            });
+            if far {
+                self.stats.requests_far_from_their_run += 1;
+            } else {
+                nodes[n].parent = Parent::Run(key);
             }
         }
         let bad_time: Vec<bool> = nodes

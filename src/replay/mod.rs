@@ -245,6 +245,10 @@ pub struct ReplayStats {
     /// Spans of the convention with values the replay left out (said by the reader,
     /// counted in their request's `invalid_spans`).
     pub spans_with_invalid_values: u64,
+    /// Requests more than 5 * 10^11 ms (15 years) from their run's start (timestamps in
+    /// the wrong unit, or a run's span with a start of 0): each is summarized on its own,
+    /// so that no wall time goes beyond 10^12 ms.
+    pub requests_far_from_their_run: u64,
     /// Inputs that could be opened.
     pub inputs_read: u64,
     /// Bytes of data read from them (decompressed; the second pass, when there are two).
@@ -536,6 +540,7 @@ impl Replay {
             read.first_cycle = stats.first_cycle;
             read.spans_under_cycles = stats.spans_under_cycles;
             read.spans_with_invalid_values = stats.spans_with_invalid_values;
+            read.requests_far_from_their_run = stats.requests_far_from_their_run;
             read
         })
     }

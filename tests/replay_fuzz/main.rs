@@ -4,7 +4,7 @@
 //! attributes are arbitrary (issue "Hostile input and exposed surfaces", item 7).
 //!
 //! Properties: no panic on any input; the records of any input are sane (every number
-//! finite, no `null`, `e2e_total_ms` within 10^12 ms); the JSON and protobuf encodings of
+//! finite, no `null`, `e2e_total_ms` and wall times within 10^12 ms); the JSON and protobuf encodings of
 //! the same spans give the same records; time linear in the input (the shapes that were
 //! quadratic, parent cycles and long chains, are replayed at scale against a bound).
 //! Memory is bounded by construction (record limit, window), checked in a child process by
@@ -78,6 +78,13 @@ fn checked_records(capture: &CaptureSink) -> Vec<Value> {
     for s in capture.summaries() {
         let v = serde_json::to_value(&s).expect("a summary record serializes");
         sane(&v, "summary");
+        // Wall times come from timestamps only: within the bound of any time.
+        for (k, wall) in v.as_object().into_iter().flatten() {
+            if k.ends_with("wall_time_ms") {
+                let wall = wall.as_f64().unwrap_or(f64::NAN);
+                assert!((0.0..=1e12).contains(&wall), "{k} {wall}: {v}");
+            }
+        }
         out.push(v);
     }
     out
