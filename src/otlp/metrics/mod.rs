@@ -27,7 +27,8 @@ use super::env::{
     self, OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE, OTEL_METRIC_EXPORT_INTERVAL, Signal,
     check_endpoint,
 };
-use super::{ExporterRuntime, OtlpBuilder, OtlpError, OtlpProtocol};
+use super::pipeline::ExporterRuntime;
+use super::{OtlpBuilder, OtlpError, OtlpProtocol};
 
 mod export;
 mod sink;

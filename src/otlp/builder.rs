@@ -1,0 +1,411 @@
+//! Building a pipeline: the settings in code ([`OtlpBuilder`]), what they and the `OTEL_*`
+//! variables decide (whether traces and metrics are exported), and the exporters, providers
+//! and runtime they make.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use opentelemetry_otlp::{Protocol, WithExportConfig};
+use opentelemetry_sdk::trace::{BatchConfigBuilder, BatchSpanProcessor, SdkTracerProvider};
+
+use super::env::{self, MetricsExporterVar, Settings};
+use super::export::{CountingExporter, CountingProcessor};
+use super::metrics::{self, MetricsSettings};
+use super::pipeline::ExporterRuntime;
+#[cfg(feature = "tls")]
+use super::tls;
+use super::{
+    ExportStats, MetricTemporality, OTEL_METRICS_EXPORTER, OTEL_SERVICE_NAME, OtlpError,
+    OtlpPipeline, TraceDetail, disabled_in_env, endpoint_in_env,
+};
+
+/// The span queue used unless `OTEL_BSP_MAX_QUEUE_SIZE` or
+/// [`OtlpBuilder::with_max_queue_size`] says otherwise.
+///
+/// The SDK's default (2,048) dropped more than half the spans of an engine with two busy
+/// threads; 65,536 spans (a few MiB) absorb bursts of thousands of requests. Spans that are
+/// dropped anyway are counted and reported at shutdown ([`ExportStats`]).
+pub const DEFAULT_MAX_QUEUE_SIZE: usize = 65_536;
+
+/// How long dropping the guard waits for the last export (of traces and of metrics, which
+/// shut down side by side), unless [`OtlpBuilder::with_shutdown_timeout`] says otherwise.
+pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The OTLP transport.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum OtlpProtocol {
+    /// gRPC via tonic (collector port 4317).
+    Grpc,
+    /// HTTP with protobuf bodies (collector port 4318, paths `/v1/traces` and
+    /// `/v1/metrics`).
+    HttpProtobuf,
+}
+
+impl OtlpProtocol {
+    /// Parses `grpc` or `http/protobuf`.
+    ///
+    /// ```
+    /// use omni_metrics::otlp::OtlpProtocol;
+    /// assert_eq!(OtlpProtocol::parse("http/protobuf"), Some(OtlpProtocol::HttpProtobuf));
+    /// assert_eq!(OtlpProtocol::parse("http/json"), None);
+    /// ```
+    pub fn parse(s: &str) -> Option<Self> {
+        match s.trim() {
+            "grpc" => Some(Self::Grpc),
+            "http/protobuf" => Some(Self::HttpProtobuf),
+            _ => None,
+        }
+    }
+}
+
+/// Builds an [`OtlpPipeline`]. Every setting left unset falls to its `OTEL_*` variable, then
+/// to the SDK's default.
+#[derive(Debug, Default, Clone)]
+#[must_use = "a builder does nothing until `build` is called"]
+pub struct OtlpBuilder {
+    pub(super) endpoint: Option<String>,
+    pub(super) protocol: Option<OtlpProtocol>,
+    pub(super) service_name: Option<String>,
+    pub(super) default_service_name: Option<String>,
+    pub(super) max_queue_size: Option<usize>,
+    pub(super) shutdown_timeout: Option<Duration>,
+    pub(super) filter: Option<String>,
+    pub(super) detail: Option<TraceDetail>,
+    #[cfg_attr(not(feature = "tls"), allow(dead_code))]
+    pub(super) ca_certificate: Option<String>,
+    pub(super) metrics: Option<bool>,
+    pub(super) metrics_endpoint: Option<String>,
+    pub(super) temporality: Option<MetricTemporality>,
+    pub(super) metric_export_interval: Option<Duration>,
+}
+
+impl OtlpBuilder {
+    /// The collector's URL (`http://localhost:4317` for gRPC, `http://localhost:4318/v1/traces`
+    /// for HTTP). Overrides `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` and
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT`.
+    ///
+    /// Metrics go to the same collector (overriding `OTEL_EXPORTER_OTLP_METRICS_ENDPOINT`
+    /// too) unless [`with_metrics_endpoint`](Self::with_metrics_endpoint) says otherwise;
+    /// over HTTP, to this URL with `/v1/traces` replaced by `/v1/metrics` (or `/v1/metrics`
+    /// added to a URL without it).
+    pub fn with_endpoint(mut self, endpoint: impl Into<String>) -> Self {
+        self.endpoint = Some(endpoint.into());
+        self
+    }
+
+    /// The transport, of traces and metrics. Overrides `OTEL_EXPORTER_OTLP_TRACES_PROTOCOL`,
+    /// `OTEL_EXPORTER_OTLP_METRICS_PROTOCOL` and `OTEL_EXPORTER_OTLP_PROTOCOL`; default
+    /// gRPC.
+    pub fn with_protocol(mut self, protocol: OtlpProtocol) -> Self {
+        self.protocol = Some(protocol);
+        self
+    }
+
+    /// The `service.name` resource attribute. Overrides `OTEL_SERVICE_NAME`.
+    pub fn with_service_name(mut self, name: impl Into<String>) -> Self {
+        self.service_name = Some(name.into());
+        self
+    }
+
+    /// The `service.name` to use when `OTEL_SERVICE_NAME` is not set: a program's own name,
+    /// which the operator can still override.
+    pub fn with_default_service_name(mut self, name: impl Into<String>) -> Self {
+        self.default_service_name = Some(name.into());
+        self
+    }
+
+    /// What is exported, in `EnvFilter` syntax (`"info,my_engine=debug"`). Overrides
+    /// [`OTEL_FILTER_ENV`](super::OTEL_FILTER_ENV); default [`DEFAULT_EXPORT_FILTER`](super::DEFAULT_EXPORT_FILTER). The `omni.*` spans are always
+    /// exported, the exporter's own crates never; see [`ExportFilter`](super::ExportFilter).
+    pub fn with_filter(mut self, directives: impl Into<String>) -> Self {
+        self.filter = Some(directives.into());
+        self
+    }
+
+    /// How much of each request is exported ([`TraceDetail`]): `Stages` keeps a production
+    /// trace to its requests, stages and transfers. Overrides [`TRACE_DETAIL_ENV`](super::TRACE_DETAIL_ENV); default
+    /// [`TraceDetail::Full`]. The tables and metrics see every span whatever the detail.
+    pub fn with_trace_detail(mut self, detail: TraceDetail) -> Self {
+        self.detail = Some(detail);
+        self
+    }
+
+    /// A PEM file of the CA(s) that signed the collector's certificate (`https://`
+    /// endpoints, gRPC), for traces and metrics. Overrides
+    /// `OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE`, `OTEL_EXPORTER_OTLP_METRICS_CERTIFICATE` and
+    /// `OTEL_EXPORTER_OTLP_CERTIFICATE`.
+    #[cfg(feature = "tls")]
+    pub fn with_ca_certificate(mut self, path: impl Into<String>) -> Self {
+        self.ca_certificate = Some(path.into());
+        self
+    }
+
+    /// The batch processor's queue. Overrides `OTEL_BSP_MAX_QUEUE_SIZE`; default
+    /// [`DEFAULT_MAX_QUEUE_SIZE`].
+    pub fn with_max_queue_size(mut self, spans: usize) -> Self {
+        self.max_queue_size = Some(spans);
+        self
+    }
+
+    /// How long dropping the guard waits for the last export; default
+    /// [`DEFAULT_SHUTDOWN_TIMEOUT`].
+    pub fn with_shutdown_timeout(mut self, timeout: Duration) -> Self {
+        self.shutdown_timeout = Some(timeout);
+        self
+    }
+
+    /// Whether OTLP metrics are exported: `false` never exports them; `true` exports them
+    /// even without an endpoint (to the default one, `http://localhost:4317` for gRPC).
+    /// Unset, metrics are exported when an endpoint is configured for them. The
+    /// environment's off switches win over `true`: `OTEL_SDK_DISABLED=true`,
+    /// `OTEL_METRICS_EXPORTER=none`; see [`exports_metrics`](Self::exports_metrics).
+    ///
+    /// ```
+    /// use omni_metrics::otlp::OtlpPipeline;
+    /// // Traces only, whatever OTEL_METRICS_EXPORTER says.
+    /// let builder = OtlpPipeline::builder().with_metrics(false);
+    /// assert!(!builder.exports_metrics());
+    /// ```
+    pub fn with_metrics(mut self, enabled: bool) -> Self {
+        self.metrics = Some(enabled);
+        self
+    }
+
+    /// The collector's URL for metrics (`http://localhost:4317` for gRPC,
+    /// `http://localhost:4318/v1/metrics` for HTTP), used as given. Overrides
+    /// [`with_endpoint`](Self::with_endpoint), `OTEL_EXPORTER_OTLP_METRICS_ENDPOINT` and
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT` for metrics.
+    pub fn with_metrics_endpoint(mut self, endpoint: impl Into<String>) -> Self {
+        self.metrics_endpoint = Some(endpoint.into());
+        self
+    }
+
+    /// How exported metrics accumulate. Overrides
+    /// `OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE`; default
+    /// [`MetricTemporality::Cumulative`].
+    pub fn with_temporality(mut self, temporality: MetricTemporality) -> Self {
+        self.temporality = Some(temporality);
+        self
+    }
+
+    /// Time between two metric exports. Overrides `OTEL_METRIC_EXPORT_INTERVAL`; default
+    /// [`DEFAULT_METRIC_EXPORT_INTERVAL`] (60 s); zero means the default.
+    pub fn with_metric_export_interval(mut self, interval: Duration) -> Self {
+        self.metric_export_interval = Some(interval);
+        self
+    }
+
+    /// Whether an endpoint for traces is set here or in the environment.
+    pub fn endpoint_configured(&self) -> bool {
+        self.endpoint.is_some() || endpoint_in_env()
+    }
+
+    /// Whether [`build`](OtlpBuilder::build) makes a pipeline that exports traces: an
+    /// endpoint is configured (in code or `OTEL_EXPORTER_OTLP_ENDPOINT` /
+    /// `..._TRACES_ENDPOINT`) or `OTEL_TRACES_EXPORTER=otlp` asks for the default one, and
+    /// neither `OTEL_SDK_DISABLED=true` nor `OTEL_TRACES_EXPORTER=none` turns export off.
+    /// `init()` and a pipeline you build yourself decide alike.
+    pub fn exports_traces(&self) -> bool {
+        (self.endpoint_configured() || env::otlp_requested_in_env()) && !disabled_in_env()
+    }
+
+    /// Whether [`build`](OtlpBuilder::build) makes a pipeline that exports metrics:
+    /// an endpoint is configured for them ([`with_metrics_endpoint`](Self::with_metrics_endpoint),
+    /// [`with_endpoint`](Self::with_endpoint), `OTEL_EXPORTER_OTLP_METRICS_ENDPOINT` or
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT`), or `OTEL_METRICS_EXPORTER=otlp` or
+    /// [`with_metrics(true)`](Self::with_metrics) asks for the default one; and none of
+    /// `with_metrics(false)`, `OTEL_SDK_DISABLED=true`, `OTEL_METRICS_EXPORTER=none` (or
+    /// `prometheus`, served by the Prometheus endpoint, or an unsupported value, which is
+    /// said) turns them off. `OTEL_TRACES_EXPORTER` and a traces-only endpoint
+    /// (`OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`) do not affect metrics.
+    pub fn exports_metrics(&self) -> bool {
+        if self.metrics == Some(false) || env::sdk_disabled_in_env() {
+            return false;
+        }
+        match env::metrics_exporter_var() {
+            MetricsExporterVar::Otlp => true,
+            MetricsExporterVar::None | MetricsExporterVar::Unsupported(_) => false,
+            MetricsExporterVar::Unset => {
+                self.metrics == Some(true)
+                    || self.endpoint.is_some()
+                    || self.metrics_endpoint.is_some()
+                    || env::metrics_endpoint_in_env()
+            }
+        }
+    }
+
+    /// Whether [`build`](OtlpBuilder::build) makes a pipeline that exports anything: traces
+    /// ([`exports_traces`](Self::exports_traces)) or metrics
+    /// ([`exports_metrics`](Self::exports_metrics)).
+    pub fn exports(&self) -> bool {
+        self.exports_traces() || self.exports_metrics()
+    }
+
+    /// The `OTEL_METRICS_EXPORTER` value that is neither `otlp` nor `none`, said once.
+    fn metrics_exporter_warning(&self) -> Option<String> {
+        match env::metrics_exporter_var() {
+            MetricsExporterVar::Unsupported(value) if self.metrics != Some(false) => Some(format!(
+                "{OTEL_METRICS_EXPORTER}={value:?} is not supported: no OTLP metrics are \
+                 exported (use `otlp`, or `none`; the tables, records and traces are \
+                 unaffected)"
+            )),
+            _ => None,
+        }
+    }
+
+    /// The resource of both providers: `service.name` from code, `OTEL_SERVICE_NAME`, the
+    /// default name given in code, and `OTEL_RESOURCE_ATTRIBUTES`.
+    fn resource(&self) -> opentelemetry_sdk::Resource {
+        let mut resource = opentelemetry_sdk::Resource::builder();
+        let service_name = self.service_name.clone().or_else(|| {
+            env::nonempty(OTEL_SERVICE_NAME)
+                .is_none()
+                .then(|| self.default_service_name.clone())
+                .flatten()
+        });
+        if let Some(name) = service_name {
+            resource = resource.with_service_name(name);
+        }
+        resource.build()
+    }
+
+    /// Builds the exporters (traces and metrics, each when it exports), the trace batch
+    /// processor and tracer provider, the metrics' periodic reader and meter provider; or,
+    /// when [`exports`](OtlpBuilder::exports) is `false`, a pipeline that exports nothing.
+    ///
+    /// # Errors
+    ///
+    /// [`OtlpError`] for what cannot work: an unsupported protocol or exporter, an endpoint
+    /// that is not an `http://` URL with a valid port, a failure to start the exporter's
+    /// runtime. A value that can fall back (a sampler ratio outside `[0, 1]`, a queue size
+    /// or export interval that is not a number, an unknown temporality) is a warning naming
+    /// the variable and the value used, logged when the pipeline becomes a guard. A
+    /// collector that is down is not an error: spans that cannot be delivered are counted
+    /// in [`ExportStats`], failed metric exports in [`MetricsExportStats`], and reported.
+    pub fn build(self) -> Result<OtlpPipeline, OtlpError> {
+        let filter = self.filter.clone();
+        let detail = self.detail;
+        let shutdown_timeout = self.shutdown_timeout.unwrap_or(DEFAULT_SHUTDOWN_TIMEOUT);
+        let mut warnings: Vec<String> = self.metrics_exporter_warning().into_iter().collect();
+        let (traces_on, metrics_on) = (self.exports_traces(), self.exports_metrics());
+        // Nothing else is read or checked for a signal that is not exported.
+        let trace_settings = traces_on.then(|| Settings::read(&self)).transpose()?;
+        let metric_settings = metrics_on
+            .then(|| MetricsSettings::read(&self, &mut warnings))
+            .transpose()?;
+        let grpc = trace_settings
+            .as_ref()
+            .is_some_and(|s| s.protocol == OtlpProtocol::Grpc)
+            || metric_settings
+                .as_ref()
+                .is_some_and(|s| s.protocol == OtlpProtocol::Grpc);
+        // tonic needs a tokio runtime with more than one worker to build the channel and to
+        // drive its I/O while the batch thread (or the metrics reader) blocks on an export;
+        // the exporters share one of their own.
+        let runtime = if grpc {
+            Some(ExporterRuntime(Some(
+                tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .thread_name("omni-otlp")
+                    .enable_all()
+                    .build()
+                    .map_err(OtlpError::Runtime)?,
+            )))
+        } else {
+            None
+        };
+        let resource = self.resource();
+        let metrics = match &metric_settings {
+            Some(settings) => Some(metrics::build(
+                &self,
+                settings,
+                runtime.as_ref(),
+                resource.clone(),
+            )?),
+            None => None,
+        };
+        let Some(settings) = trace_settings else {
+            let provider = SdkTracerProvider::builder()
+                .with_sampler(opentelemetry_sdk::trace::Sampler::AlwaysOff)
+                .build();
+            return Ok(OtlpPipeline {
+                provider: Some(provider),
+                runtime,
+                stats: Arc::new(ExportStats::new(DEFAULT_MAX_QUEUE_SIZE)),
+                metrics,
+                protocol: self.protocol.unwrap_or(OtlpProtocol::Grpc),
+                shutdown_timeout,
+                filter,
+                detail,
+                warnings,
+                exporting: false,
+            });
+        };
+        warnings.extend(settings.warnings.iter().cloned());
+        let stats = Arc::new(ExportStats::new(settings.max_queue_size));
+        let protocol = settings.protocol;
+        let exporter = {
+            let _entered = runtime.as_ref().and_then(ExporterRuntime::enter);
+            let builder = opentelemetry_otlp::SpanExporter::builder();
+            match protocol {
+                OtlpProtocol::Grpc => {
+                    let mut b = builder.with_tonic();
+                    if let Some(endpoint) = &settings.code_endpoint {
+                        b = b.with_endpoint(endpoint.clone());
+                    }
+                    #[cfg(feature = "tls")]
+                    if settings.https
+                        || tls::configured_in_env(env::Signal::Traces)
+                        || self.ca_certificate.is_some()
+                    {
+                        use opentelemetry_otlp::WithTonicConfig as _;
+                        b = b.with_tls_config(tls::client_config(
+                            env::Signal::Traces,
+                            self.ca_certificate.as_deref(),
+                        )?);
+                    }
+                    b.build()
+                }
+                OtlpProtocol::HttpProtobuf => {
+                    let mut b = builder.with_http().with_protocol(Protocol::HttpBinary);
+                    if let Some(endpoint) = &settings.code_endpoint {
+                        b = b.with_endpoint(endpoint.clone());
+                    }
+                    b.build()
+                }
+            }
+            .map_err(|e| OtlpError::Exporter(e.to_string()))?
+        };
+        let batch = BatchConfigBuilder::default()
+            .with_max_queue_size(settings.max_queue_size)
+            .build();
+        let processor = BatchSpanProcessor::builder(CountingExporter {
+            inner: exporter,
+            stats: stats.clone(),
+        })
+        .with_batch_config(batch)
+        .build();
+        let mut provider = SdkTracerProvider::builder()
+            .with_span_processor(CountingProcessor {
+                inner: processor,
+                stats: stats.clone(),
+            })
+            .with_resource(resource);
+        if let Some(sampler) = settings.sampler {
+            provider = provider.with_sampler(sampler);
+        }
+        Ok(OtlpPipeline {
+            provider: Some(provider.build()),
+            runtime,
+            stats,
+            metrics,
+            protocol,
+            shutdown_timeout,
+            filter,
+            detail,
+            warnings,
+            exporting: true,
+        })
+    }
+}
