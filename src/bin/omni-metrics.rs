@@ -1,6 +1,7 @@
 //! `omni-metrics report FILE...`: the vLLM-Omni tables (or JSON-lines records) rebuilt from
 //! OTLP trace files, as a collector's file exporter writes them. A thin shell over
-//! [`omni_metrics::replay`]; see the crate's README ("Report command").
+//! [`omni_metrics::replay`]; its guide is `omni_metrics::guide::report_command`
+//! (`docs/report-command.md`).
 
 use std::io::{IsTerminal as _, Read};
 use std::path::PathBuf;

@@ -36,7 +36,7 @@
 //! assert_eq!(request.trace_id.as_deref(), Some("0af7651916cd43dd8448eb211c80319c"));
 //! ```
 //!
-//! What is rebuilt and what is not is said in the crate docs ("Report command").
+#![doc = include_str!("../../docs/reference/replay.md")]
 
 mod engine;
 mod input;
