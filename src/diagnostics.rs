@@ -123,8 +123,9 @@ impl Issue {
                  records and summary agree. Give `run_id` when the run is created."
             }
             Issue::OutOfRange => {
-                "an `omni.*` time field is beyond 10^12 ms (31 years): the field is ignored. \
-                 Times are milliseconds; check the unit."
+                "an `omni.*` value is beyond what its field holds (a time beyond 10^12 ms, 31 \
+                 years, or a count of 2^64 or more): the field is ignored. Times are \
+                 milliseconds and counts unsigned 64-bit integers; check the unit."
             }
             Issue::OutputOutsideStage => {
                 "an `omni.output` event is not inside an `omni.stage` span: it is not counted. \

@@ -40,6 +40,11 @@ impl FieldValue<'_> {
                 issues.insert(Issue::NegativeValue);
                 None
             }
+            // 2^64 and above do not fit: said, not saturated to `u64::MAX`.
+            FieldValue::F64(v) if v >= 18_446_744_073_709_551_616.0 => {
+                issues.insert(Issue::OutOfRange);
+                None
+            }
             FieldValue::F64(v) if v.is_finite() && v >= 0.0 && v.fract() == 0.0 => Some(v as u64),
             FieldValue::F64(v) if v < 0.0 => {
                 issues.insert(Issue::NegativeValue);

@@ -178,3 +178,22 @@ fn a_panicking_sink_does_not_reach_the_engine() {
     );
     assert_eq!(handle.totals().requests_ok, 2);
 }
+
+/// A count given as a float too large for 64 bits is refused and said, not saturated to
+/// `u64::MAX`.
+#[test]
+fn a_count_beyond_64_bits_is_refused_not_saturated() {
+    let s = setup();
+    tracing::dispatcher::with_default(&s.dispatch, || {
+        let req = info_span!("omni.request", request_id = "big");
+        drop(
+            info_span!(parent: &req, "omni.stage", stage_id = 0_u64, num_tokens_in = 3_u64,
+            num_tokens_out = 1e308_f64),
+        );
+    });
+    let r = &s.capture.requests()[0];
+    assert_eq!(r.stages[0].num_tokens_out, 0);
+    assert_eq!(r.stages[0].num_tokens_in, 3);
+    assert_eq!(r.invalid_spans, 1);
+    s.warned("a count of 2^64 or more");
+}
