@@ -480,19 +480,20 @@ pub struct RequestE2EStats {
     /// first output the caller could see); `None` if that stage marked none.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub time_to_first_output_ms: Option<f64>,
-    /// Beyond vLLM-Omni's tables: request start to the first `omni.output` of the first stage with an
-    /// `audio_sample_rate` (vLLM-Omni's audio TTFP).
+    /// Beyond vLLM-Omni's tables: request start to the first `omni.output` of the first stage with
+    /// an `audio_sample_rate` (vLLM-Omni's audio TTFP).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub time_to_first_audio_ms: Option<f64>,
-    /// Beyond vLLM-Omni's tables: the [`audio_duration_ms`] of the request's audio: that of its last
-    /// stage with audio (the audio the caller receives).
+    /// Beyond vLLM-Omni's tables: the [`audio_duration_ms`] of the request's audio: that of its
+    /// last stage with audio (the audio the caller receives).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub audio_duration_ms: Option<f64>,
-    /// Beyond vLLM-Omni's tables: `e2e_total_ms / audio_duration_ms` ([`rtf`]; vLLM-Omni's benchmark
-    /// definition, named apart from the stages' `audio_rtf`).
+    /// Beyond vLLM-Omni's tables: `e2e_total_ms / audio_duration_ms` ([`rtf`]; vLLM-Omni's
+    /// benchmark definition, named apart from the stages' `audio_rtf`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub audio_e2e_rtf: Option<f64>,
-    /// Beyond vLLM-Omni's tables: spans of this request that broke the convention and were left out.
+    /// Beyond vLLM-Omni's tables: spans of this request that broke the convention and were left
+    /// out.
     pub invalid_spans: u64,
     /// One entry per stage id, ascending.
     pub stages: Vec<StageRequestStats>,

@@ -460,7 +460,7 @@ impl Inner {
         acc.recycle(unkept);
     }
 
-    /// An online request is its own scope: its summary goes out first, as in the seed.
+    /// An online request is its own scope: its summary goes out first, as vLLM-Omni does.
     fn online(
         &self,
         acc: &mut RequestAcc,

@@ -1,13 +1,13 @@
-//! The metrics doors' hand-off: the engine's thread walks a finished request's observations
-//! into a pooled buffer and queues it; a recorder thread of the door records them.
+//! The metrics exports' hand-off: the engine's thread walks a finished request's observations
+//! into a pooled buffer and queues it; a recorder thread of the export records them.
 //!
 //! Recording into a metrics library takes its locks (per-series locks the Prometheus
 //! scrape holds while it formats; the OpenTelemetry SDK's per-instrument maps), so it never
 //! happens on the engine's thread. The queue is bounded and never waited on. In a steady
 //! state the engine's thread allocates nothing (the recorder gives its buffers back).
 //!
-//! A request that does not fit in the full queue is, depending on the door:
-//! - **coalesced** ([`ObservationQueue::start_coalescing`], the Prometheus door): folded
+//! A request that does not fit in the full queue is, depending on the export:
+//! - **coalesced** ([`ObservationQueue::start_coalescing`], the Prometheus sink): folded
 //!   into one of [`SLOTS`] pending batches ([`Pending`]: per series, a counter's total, a
 //!   histogram's per-bucket counts and sums with the latest exemplar per bucket). The
 //!   recorder takes each pending batch whole (swapping an empty one in) when it has caught
@@ -15,7 +15,7 @@
 //!   drain. Nothing is lost at any rate, and memory is bounded by the series, not by the
 //!   requests folded: at most [`MAX_SERIES`] per pending batch. An observation of a series
 //!   beyond that is the only loss (its request counted, said once).
-//! - **dropped** ([`ObservationQueue::start`], the OTLP door, whose SDK cannot record a
+//! - **dropped** ([`ObservationQueue::start`], the OTLP metrics sink, whose SDK cannot record a
 //!   folded histogram): counted and said once.
 //!
 //! Locks: the engine's thread takes a pending batch with `try_lock` only (a busy one is
@@ -40,17 +40,17 @@ pub(crate) type Observation = (&'static MetricDef, LabelValues, f64);
 #[derive(Debug, Default)]
 pub(crate) struct Batch {
     pub(crate) observations: Vec<Observation>,
-    /// Read by the Prometheus door (the OpenTelemetry SDK records no exemplars).
+    /// Read by the Prometheus sink (the OpenTelemetry SDK records no exemplars).
     #[cfg_attr(not(feature = "prometheus"), allow(dead_code))]
     pub(crate) trace_id: Option<[u8; 32]>,
 }
 
-/// What a door does with each batch, on its recorder thread.
+/// What an export does with each batch, on its recorder thread.
 pub(crate) trait Record: Send + Sync + 'static {
     fn record(&self, batch: &Batch);
 }
 
-/// A door that can also record a [`Pending`] batch (many requests, folded per series):
+/// An export that can also record a [`Pending`] batch (many requests, folded per series):
 /// one whose queue coalesces instead of dropping.
 pub(crate) trait Merge: Record {
     fn merge(&self, pending: &Pending);
@@ -79,7 +79,7 @@ pub(crate) struct Folded {
     pub(crate) labels: LabelValues,
     /// Observations folded (a counter's zero increments too: they make the series).
     pub(crate) observations: u64,
-    /// A counter's increments, summed (whole counts, as the doors record them).
+    /// A counter's increments, summed (whole counts, as the exports record them).
     pub(crate) total: u64,
     /// A histogram's observations and their sum, per bucket (the catalogue's bounds, then
     /// `+Inf`; see [`MetricDef::bucket`]).
@@ -393,7 +393,7 @@ impl Pool {
     }
 }
 
-/// The engine's side of a door's recorder thread.
+/// The engine's side of an export's recorder thread.
 pub(crate) struct ObservationQueue {
     tx: SyncSender<Message>,
     pool: Arc<Pool>,
@@ -402,7 +402,7 @@ pub(crate) struct ObservationQueue {
     overflow: Option<Arc<Overflow>>,
     dropped: AtomicU64,
     said_lost: AtomicBool,
-    /// Said once when a request is first lost (names the door, its counter and what to
+    /// Said once when a request is first lost (names the export, its counter and what to
     /// do).
     lost_message: &'static str,
 }

@@ -112,7 +112,7 @@ impl FlushError {
 /// One queued record. Boxed so that a queue slot is two words.
 #[derive(Clone)]
 enum Job {
-    /// Shared by the lanes: one allocation per record, whatever the number of sinks.
+    /// Shared by the writers: one allocation per record, whatever the number of sinks.
     Request(Arc<RequestE2EStats>),
     Summary(Arc<OverallSummary>),
 }
@@ -150,7 +150,7 @@ pub(crate) struct ConsoleConfig {
     pub(crate) periodic: Option<Periodic>,
 }
 
-/// A built-in sink, as its lane's thread owns it.
+/// A built-in sink, as its writer thread owns it.
 enum LaneSink {
     Console(ConsoleSink),
     Jsonl(JsonLinesSink),
@@ -198,7 +198,7 @@ pub(crate) struct WriterState {
     queued: AtomicU64,
     /// Records the thread has finished with (written or failed).
     done: AtomicU64,
-    /// Lane threads still running: at 0, nothing more will be done.
+    /// Writer threads still running: at 0, nothing more will be done.
     running: AtomicUsize,
     /// Wakes flushers when `done` or `stopped` changes.
     progress: Mutex<()>,
@@ -383,7 +383,7 @@ impl Drop for Writer {
     }
 }
 
-/// A lane's thread: renders or serializes and writes each record, until the layer is gone;
+/// A writer thread: renders or serializes and writes each record, until the layer is gone;
 /// the console's also prints the periodic line.
 fn run(rx: &Receiver<Job>, mut sink: LaneSink, state: &WriterState, periodic: Option<Periodic>) {
     // Never trace into the engine's subscriber (no feedback from a writer that logs).

@@ -1,4 +1,4 @@
-//! The OTLP metrics door: each finished request's observations ([`observe`]) handed to a
+//! The OTLP metrics sink: each finished request's observations ([`observe`]) handed to a
 //! recorder thread, which records them into OpenTelemetry instruments, one per
 //! [`MetricDef`], made once.
 //!

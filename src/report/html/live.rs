@@ -1,4 +1,4 @@
-//! The live report: the layer's HTML writer lane collects each run's requests and writes the
+//! The live report: the layer's HTML writer collects each run's requests and writes the
 //! page when the run closes.
 
 use std::collections::{HashMap, HashSet};
@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use super::data::Row;
 use crate::stats::{OverallSummary, RequestE2EStats};
 
-/// The HTML lane of the layer's writer (see [`crate::report::writer`]): runs on a thread of
+/// The HTML part of the layer's writer (see [`crate::report::writer`]): runs on a thread of
 /// its own, never on the engine's.
 #[derive(Debug)]
 pub(crate) struct HtmlLane {
