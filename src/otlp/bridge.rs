@@ -11,8 +11,9 @@ use tracing_subscriber::layer::Layered;
 
 use super::{AnnotationLayer, ExportFilter, RunLinks};
 
-/// The layer [`OtlpPipeline::layer`] returns: the OpenTelemetry layer behind an
-/// [`AnnotationLayer`], filtered by an [`ExportFilter`], followed by [`RunLinks`].
+/// The layer [`OtlpPipeline::layer`](super::OtlpPipeline::layer) returns: the OpenTelemetry
+/// layer behind an [`AnnotationLayer`], filtered by an [`ExportFilter`], followed by
+/// [`RunLinks`].
 pub type OtlpLayer<S> = Layered<
     RunLinks,
     tracing_subscriber::filter::Filtered<

@@ -190,7 +190,8 @@ impl OtlpBuilder {
     }
 
     /// Time between two metric exports. Overrides `OTEL_METRIC_EXPORT_INTERVAL`; default
-    /// [`DEFAULT_METRIC_EXPORT_INTERVAL`] (60 s); zero means the default.
+    /// [`DEFAULT_METRIC_EXPORT_INTERVAL`](super::DEFAULT_METRIC_EXPORT_INTERVAL) (60 s); zero
+    /// means the default.
     pub fn with_metric_export_interval(mut self, interval: Duration) -> Self {
         self.metric_export_interval = Some(interval);
         self
@@ -282,7 +283,8 @@ impl OtlpBuilder {
     /// or export interval that is not a number, an unknown temporality) is a warning naming
     /// the variable and the value used, logged when the pipeline becomes a guard. A
     /// collector that is down is not an error: spans that cannot be delivered are counted
-    /// in [`ExportStats`], failed metric exports in [`MetricsExportStats`], and reported.
+    /// in [`ExportStats`], failed metric exports in
+    /// [`MetricsExportStats`](super::MetricsExportStats), and reported.
     pub fn build(self) -> Result<OtlpPipeline, OtlpError> {
         let filter = self.filter.clone();
         let detail = self.detail;

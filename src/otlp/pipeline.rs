@@ -57,8 +57,9 @@ impl OtlpPipeline {
 
     /// The `tracing-opentelemetry` layer exporting through this pipeline: filtered by the
     /// [`ExportFilter`] (the `omni.*` spans and the engine's INFO spans and events, never the
-    /// exporter's own), behind an [`AnnotationLayer`] so that the metrics layer's names and
-    /// numbers reach the exported spans whichever of the two layers is added first.
+    /// exporter's own), behind an [`AnnotationLayer`](super::AnnotationLayer) so that the
+    /// metrics layer's names and numbers reach the exported spans whichever of the two layers
+    /// is added first.
     pub fn layer<S>(&self) -> OtlpLayer<S>
     where
         S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
