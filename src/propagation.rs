@@ -135,7 +135,12 @@ pub fn inject_stage(span: &Span, request_id: &str, stage_id: u64, carrier: &mut 
 }
 
 /// Reads what [`inject`] wrote. Never fails: a missing or malformed trace context gives a
-/// [`Remote`] that starts a fresh trace (warned once, counted in [`fresh_traces`]).
+/// [`Remote`] that starts a fresh trace (counted in [`fresh_traces`]).
+///
+/// It warns once when something the sender wrote did not arrive whole: no request id (the
+/// keys were not passed along), or a `traceparent` that is not a valid one. A carrier with
+/// a request id and no `traceparent` is what a sender that exports no traces writes: its
+/// remote work starts a fresh trace, without a warning.
 pub fn extract(carrier: &impl Carrier) -> Remote {
     let request_id = carrier.get(REQUEST_ID_KEY).map(str::to_owned);
     let edge = carrier.get(EDGE_KEY).and_then(parse_edge);
@@ -147,7 +152,11 @@ pub fn extract(carrier: &impl Carrier) -> Remote {
     #[cfg(not(feature = "otlp"))]
     let fresh = false;
     if fresh || request_id.is_none() {
-        note_fresh(request_id.is_none());
+        let malformed = carrier.get(TRACE_CONTEXT_KEYS[0]).is_some();
+        note_fresh(
+            request_id.is_none(),
+            request_id.is_none() || (fresh && malformed),
+        );
     }
     Remote {
         request_id,
@@ -169,9 +178,9 @@ fn parse_edge(text: &str) -> Option<EdgeName> {
 static FRESH: AtomicU64 = AtomicU64::new(0);
 static WARNED: AtomicBool = AtomicBool::new(false);
 
-fn note_fresh(no_request_id: bool) {
+fn note_fresh(no_request_id: bool, warn: bool) {
     FRESH.fetch_add(1, Ordering::Relaxed);
-    if !WARNED.swap(true, Ordering::Relaxed) {
+    if warn && !WARNED.swap(true, Ordering::Relaxed) {
         let what = if no_request_id {
             "no `omni-request-id`"
         } else {

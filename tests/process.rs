@@ -243,6 +243,24 @@ fn init_says_nothing_false_about_a_log_logger() {
     drop(guard);
 }
 
+/// The multiprocess example without OTLP carries no trace context (there is none): its
+/// workers start fresh traces without a warning, as nothing was lost.
+#[test]
+fn stages_in_other_processes_without_traces_warn_of_nothing() {
+    let out = Command::new(example::multiprocess())
+        .args(["-n", "2"])
+        .env_remove("RUST_LOG")
+        .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+        .env_remove("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+        .output()
+        .expect("the example runs");
+    let stderr = stderr_of(&out);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let all = format!("{stdout}{stderr}");
+    assert!(all.contains("e2e_requests"), "{all}");
+    assert!(!all.contains("propagated context"), "{all}");
+}
+
 /// Item 16: the example says what went wrong with the crate's Display message, not Debug.
 #[test]
 fn issue6_the_example_prints_errors_readably() {
