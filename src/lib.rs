@@ -18,6 +18,7 @@ mod diagnostics;
 mod handle;
 mod install;
 mod layer;
+mod shared;
 
 pub use handle::{MetricsHandle, OpenSpans, Totals};
 pub use install::{InitError, Install, OmniGuard, init, log_filter};

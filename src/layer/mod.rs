@@ -52,9 +52,10 @@ use self::table::{Slot, Table};
 use crate::clock::{Clock, MonotonicClock};
 use crate::convention::SpanKind;
 use crate::diagnostics::{self, IssueSet};
-use crate::handle::{MetricsHandle, Shared};
+use crate::handle::MetricsHandle;
 use crate::report::writer::{ConsoleConfig, LineSource, Periodic, Writer};
 use crate::report::{ConsoleSink, JsonLinesSink, Sink};
+use crate::shared::Shared;
 use crate::stats::OverallSummary;
 
 /// The metrics layer: add it to a [`tracing_subscriber::Registry`].
@@ -252,7 +253,7 @@ impl OmniMetricsLayer {
 /// A copy's table of open spans, registered with the handle (which lists its open requests).
 fn new_table(shared: &Shared) -> Arc<Table> {
     let table = Arc::new(Table::default());
-    let weak: std::sync::Weak<dyn crate::handle::OpenRequests> = Arc::downgrade(&table) as _;
+    let weak: std::sync::Weak<dyn crate::shared::OpenRequests> = Arc::downgrade(&table) as _;
     shared.register_table(weak);
     table
 }
@@ -274,7 +275,7 @@ pub(super) struct Parts {
 }
 
 /// A run's summary so far, for [`MetricsHandle::open_run_summaries`].
-impl crate::handle::OpenRun for std::sync::Mutex<RunState> {
+impl crate::shared::OpenRun for std::sync::Mutex<RunState> {
     fn snapshot(&self) -> OverallSummary {
         let state = self
             .lock()
@@ -282,7 +283,7 @@ impl crate::handle::OpenRun for std::sync::Mutex<RunState> {
         let scope = state
             .run_id
             .clone()
-            .unwrap_or_else(|| crate::handle::UNNAMED_RUN.to_owned());
+            .unwrap_or_else(|| crate::shared::UNNAMED_RUN.to_owned());
         state.scope.summary(scope)
     }
 }

@@ -89,7 +89,7 @@ const ADDR_MASK: u64 = (1 << ADDR_BITS) - 1;
 #[derive(Debug, Default)]
 pub(super) struct Map {
     direct: Vec<Option<(Key, Slot)>>,
-    spill: HashMap<Key, Slot, crate::handle::KeyHash>,
+    spill: HashMap<Key, Slot, crate::shared::KeyHash>,
 }
 
 impl Map {
@@ -181,7 +181,7 @@ impl Map {
         let slot = self.spill.remove(&key);
         // A burst of spans open at once grew it (about 49 bytes a span, to the next power
         // of two: 100,000 spans left 6 MiB behind), and a hash map never shrinks by itself.
-        crate::handle::shrink_sparse(&mut self.spill, SPILL_KEPT);
+        crate::shared::shrink_sparse(&mut self.spill, SPILL_KEPT);
         slot
     }
 }
@@ -360,7 +360,7 @@ impl Table {
     }
 }
 
-impl crate::handle::OpenRequests for Table {
+impl crate::shared::OpenRequests for Table {
     /// One shard at a time, each locked for a scan of its slots: a reader of the handle (or
     /// the periodic line, once per interval) pays for it, not each request; an engine thread
     /// may wait for a scan of its shard to end. Inside a nested hook (a field's `Debug`), a
