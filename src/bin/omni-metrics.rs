@@ -236,13 +236,12 @@ fn report(args: ReportArgs) -> ExitCode {
     let html_ok = html.is_none_or(|(path, capture)| write_html(path, &capture));
 
     eprintln!(
-        "omni-metrics: {} spans in {} traces from {} file{}: {} requests, {} runs",
-        stats.spans_read,
-        stats.traces,
-        args.files.len(),
-        if args.files.len() == 1 { "" } else { "s" },
-        stats.requests,
-        stats.runs,
+        "omni-metrics: {} in {} from {}: {}, {}",
+        plural(stats.spans_read, "span", "spans"),
+        plural(stats.traces, "trace", "traces"),
+        plural(args.files.len() as u64, "file", "files"),
+        plural(stats.requests, "request", "requests"),
+        plural(stats.runs, "run", "runs"),
     );
     if stats.requests == 0 {
         eprintln!(
@@ -252,8 +251,8 @@ fn report(args: ReportArgs) -> ExitCode {
     }
     if stats.duplicates > 0 {
         eprintln!(
-            "omni-metrics: {} spans were read twice and counted once",
-            stats.duplicates
+            "omni-metrics: {} read twice and counted once",
+            plural(stats.duplicates, "span was", "spans were")
         );
     }
     if stats.late_spans > 0 {
@@ -268,17 +267,21 @@ fn report(args: ReportArgs) -> ExitCode {
             ),
         };
         eprintln!(
-            "omni-metrics: {} spans came after their trace was replayed and are missing from \
-             their requests: more than {} spans were read after the trace's last span{early}; \
-             a larger --window holds traces longer (memory grows with it)",
-            stats.late_spans, args.window,
+            "omni-metrics: {} after their trace was replayed and missing from their \
+             requests: more than {} spans were read after the trace's last span{early}; a \
+             larger --window holds traces longer (memory grows with it)",
+            plural(stats.late_spans, "span came", "spans came"),
+            args.window,
         );
     }
     if stats.requests_after_their_run > 0 {
         eprintln!(
-            "omni-metrics: {} requests came after their run was summarized and are \
-             summarized on their own",
-            stats.requests_after_their_run
+            "omni-metrics: {} after their run was summarized, summarized on their own",
+            plural(
+                stats.requests_after_their_run,
+                "request came",
+                "requests came"
+            )
         );
     }
     if stats.requests_far_from_their_run > 0 {
@@ -304,16 +307,16 @@ fn report(args: ReportArgs) -> ExitCode {
     }
     if stats.missing_parents > 0 {
         eprintln!(
-            "omni-metrics: {} spans have a parent that is not in the input (give the files of \
-             every process); they count as outside any request",
-            stats.missing_parents
+            "omni-metrics: {} a parent that is not in the input (give the files of every \
+             process); they count as outside any request",
+            plural(stats.missing_parents, "span has", "spans have")
         );
     }
     if stats.runs_without_span > 0 {
         eprintln!(
-            "omni-metrics: {} runs are not in the input, only their requests; each such run's \
-             wall time starts at its first request",
-            stats.runs_without_span
+            "omni-metrics: {} not in the input, only their requests; each such run's wall \
+             time starts at its first request",
+            plural(stats.runs_without_span, "run is", "runs are")
         );
     }
     if let Some((trace, span)) = stats.first_cycle {
@@ -341,9 +344,9 @@ fn report(args: ReportArgs) -> ExitCode {
     }
     if stats.moved_into_parent > 0 {
         eprintln!(
-            "omni-metrics: {} spans started before or ended after their parent (clocks of \
-             different hosts, or a busy process) and were moved inside it",
-            stats.moved_into_parent
+            "omni-metrics: {} before or ended after their parent (clocks of different \
+             hosts, or a busy process) and were moved inside it",
+            plural(stats.moved_into_parent, "span started", "spans started")
         );
     }
     if bad_lines + bad_other > 0 {

@@ -62,7 +62,7 @@ fn jsonl_records_equal_the_live_records() {
     assert_eq!(s["batch-1"]["e2e_requests"], 2);
     assert_eq!(s["batch-1"]["e2e_requests_error"], 1);
     assert!(s["batch-1"]["distributions"].is_object());
-    assert!(stderr.contains("5 requests, 1 runs"), "{stderr}");
+    assert!(stderr.contains("5 requests, 1 run"), "{stderr}");
 }
 
 /// Times of the children (queue, post-processing, tx, rx) are not subtracted or added
@@ -287,7 +287,7 @@ fn requests_of_a_run_missing_from_the_files_stay_together() {
         .collect();
     assert_eq!(runs.len(), 1, "{stdout}");
     assert_eq!(runs[0]["e2e_requests"], 2);
-    assert!(stderr.contains("1 runs are not in the input"), "{stderr}");
+    assert!(stderr.contains("1 run is not in the input"), "{stderr}");
 }
 
 /// `--html`: the report's page of the trace files, rendered in headless Chromium: no
