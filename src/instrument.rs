@@ -49,13 +49,14 @@ fn check_enabled(span: &Span) {
     }
 }
 
-/// How a request dropped unfinished ends: `error` when a panic unwinds through it,
-/// `aborted` otherwise (a cancelled future, an early return).
-fn unfinished_status() -> RequestStatus {
+/// Ends a request span dropped unfinished: `error` with `status_message = "panicked"` when a
+/// panic unwinds through it, `aborted` otherwise (a cancelled future, an early return).
+fn close_unfinished(span: &Span) {
     if std::thread::panicking() {
-        RequestStatus::Error
+        span.record(convention::field::STATUS, RequestStatus::Error.as_str());
+        span.record(convention::field::STATUS_MESSAGE, "panicked");
     } else {
-        RequestStatus::Aborted
+        span.record(convention::field::STATUS, RequestStatus::Aborted.as_str());
     }
 }
 
@@ -223,8 +224,7 @@ impl Drop for Request {
     /// Unfinished: `aborted`, or `error` when a panic unwinds through the request.
     fn drop(&mut self) {
         if !self.finished {
-            self.span
-                .record(convention::field::STATUS, unfinished_status().as_str());
+            close_unfinished(&self.span);
         }
     }
 }
@@ -310,8 +310,7 @@ impl RequestGuard {
 impl Drop for RequestGuard {
     fn drop(&mut self) {
         if !self.finished {
-            self.span
-                .record(convention::field::STATUS, unfinished_status().as_str());
+            close_unfinished(&self.span);
         }
     }
 }

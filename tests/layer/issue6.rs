@@ -150,6 +150,41 @@ fn issue6_request_dropped_by_a_panic_is_an_error() {
     assert_eq!(s.capture.requests()[0].status, RequestStatus::Error);
 }
 
+/// A typed request or guard unwound by a panic says so in `status_message`.
+#[test]
+fn a_request_unwound_by_a_panic_says_it_panicked() {
+    let s = setup();
+    s.run(|| {
+        let typed = std::panic::catch_unwind(|| {
+            let _request = Request::start("typed");
+            panic!("engine bug");
+        });
+        assert!(typed.is_err());
+        let guarded = std::panic::catch_unwind(|| {
+            let span = info_span!(
+                "omni.request",
+                request_id = "guarded",
+                status = tracing::field::Empty,
+                status_message = tracing::field::Empty
+            );
+            let _guard = omni_metrics::instrument::RequestGuard::new(&span);
+            panic!("engine bug");
+        });
+        assert!(guarded.is_err());
+    });
+    let requests = s.capture.requests();
+    assert_eq!(requests.len(), 2);
+    for r in &requests {
+        assert_eq!(r.status, RequestStatus::Error, "{}", r.request_id);
+        assert_eq!(
+            r.status_message.as_deref(),
+            Some("panicked"),
+            "{}",
+            r.request_id
+        );
+    }
+}
+
 /// Item 9: what is still open can be listed by id.
 #[test]
 fn issue6_open_runs_and_requests_are_listed() {
