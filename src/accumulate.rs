@@ -7,7 +7,7 @@ use crate::diagnostics::IssueSet;
 use crate::distribution::DistributionRecorder;
 use crate::stats::{
     self, EdgeName, OverallSummary, RequestE2EStats, RequestStatus, StageRequestStats,
-    TransferEdgeStats,
+    StatusCounts, TransferEdgeStats,
 };
 
 /// What one closed `omni.stage` span contributes to its request.
@@ -122,7 +122,7 @@ impl Outputs {
     fn gaps_ms(&self) -> Vec<f64> {
         self.times_ns
             .windows(2)
-            .map(|w| stats::ns_to_ms(w[1].saturating_sub(w[0])))
+            .map(|w| stats::elapsed_ms(w[0], w[1]))
             .collect()
     }
 }
@@ -420,7 +420,7 @@ impl RequestAcc {
         let invalid_spans = self.invalid_spans;
         let status_message = self.status_message.take();
         for (s, side) in stages.iter_mut().zip(self.sides.drain(..)) {
-            s.wall_time_ms = stats::ns_to_ms(s.end_ns.saturating_sub(s.start_ns));
+            s.wall_time_ms = stats::elapsed_ms(s.start_ns, s.end_ns);
             if let Some(rare) = side.rare {
                 let outputs = &rare.outputs;
                 let first_ns = outputs.first_ns;
@@ -448,7 +448,7 @@ impl RequestAcc {
         for e in &mut edges {
             e.size_kbytes = stats::kbytes(e.size_bytes);
         }
-        let e2e_total_ms = stats::ns_to_ms(end_ns.saturating_sub(start_ns));
+        let e2e_total_ms = stats::elapsed_ms(start_ns, end_ns);
         let audio_duration_ms = stats::request_audio_duration_ms(&stages);
         RequestE2EStats {
             request_id,
@@ -481,9 +481,7 @@ pub(crate) const MAX_TRACKED_REQUEST_IDS: usize = 100_000;
 pub(crate) struct ScopeAcc {
     start_ns: u64,
     last_completion_ns: Option<u64>,
-    ok: u64,
-    error: u64,
-    aborted: u64,
+    requests: StatusCounts,
     total_tokens: u64,
     invalid_spans: u64,
     /// `(stage id, earliest start, latest end)` over completed requests.
@@ -500,9 +498,7 @@ impl ScopeAcc {
         Self {
             start_ns,
             last_completion_ns: None,
-            ok: 0,
-            error: 0,
-            aborted: 0,
+            requests: StatusCounts::default(),
             total_tokens: 0,
             invalid_spans: 0,
             stage_windows: Vec::new(),
@@ -535,34 +531,28 @@ impl ScopeAcc {
     /// others are counted apart.
     pub(crate) fn add(&mut self, r: &RequestE2EStats) {
         self.invalid_spans = self.invalid_spans.saturating_add(r.invalid_spans);
-        match r.status {
-            RequestStatus::Error => self.error = self.error.saturating_add(1),
-            RequestStatus::Aborted => self.aborted = self.aborted.saturating_add(1),
-            RequestStatus::Ok => {
-                self.ok = self.ok.saturating_add(1);
-                self.total_tokens = self.total_tokens.saturating_add(r.e2e_total_tokens);
-                self.last_completion_ns = Some(self.last_completion_ns.unwrap_or(0).max(r.end_ns));
-                for s in &r.stages {
-                    match self.stage_windows.iter_mut().find(|w| w.0 == s.stage_id) {
-                        Some(w) => {
-                            w.1 = w.1.min(s.start_ns);
-                            w.2 = w.2.max(s.end_ns);
-                        }
-                        None => self.stage_windows.push((s.stage_id, s.start_ns, s.end_ns)),
-                    }
+        if !self.requests.add(r.status) {
+            return;
+        }
+        self.total_tokens = self.total_tokens.saturating_add(r.e2e_total_tokens);
+        self.last_completion_ns = Some(self.last_completion_ns.unwrap_or(0).max(r.end_ns));
+        for s in &r.stages {
+            match self.stage_windows.iter_mut().find(|w| w.0 == s.stage_id) {
+                Some(w) => {
+                    w.1 = w.1.min(s.start_ns);
+                    w.2 = w.2.max(s.end_ns);
                 }
-                self.distributions.add_request(r);
+                None => self.stage_windows.push((s.stage_id, s.start_ns, s.end_ns)),
             }
         }
+        self.distributions.add_request(r);
     }
 
     /// Adds everything `other` accumulated, as if its requests had been added here; the
     /// scope's start stays this one's. Request ids are not merged (the scopes merged are
     /// the online aggregates, which keep none).
     pub(crate) fn merge(&mut self, other: &ScopeAcc) {
-        self.ok = self.ok.saturating_add(other.ok);
-        self.error = self.error.saturating_add(other.error);
-        self.aborted = self.aborted.saturating_add(other.aborted);
+        self.requests.merge(other.requests);
         self.total_tokens = self.total_tokens.saturating_add(other.total_tokens);
         self.invalid_spans = self.invalid_spans.saturating_add(other.invalid_spans);
         self.last_completion_ns = match (self.last_completion_ns, other.last_completion_ns) {
@@ -584,9 +574,7 @@ impl ScopeAcc {
     /// Requests added so far, of any status.
     #[cfg(test)]
     pub(crate) fn requests(&self) -> u64 {
-        self.ok
-            .saturating_add(self.error)
-            .saturating_add(self.aborted)
+        self.requests.total()
     }
 
     /// The heap memory its distributions hold, in bytes.
@@ -597,25 +585,28 @@ impl ScopeAcc {
 
     /// The `Overall Summary` of the scope so far.
     pub(crate) fn summary(&self, scope: String) -> OverallSummary {
-        let wall_ms = self.last_completion_ns.map_or(0.0, |end| {
-            stats::ns_to_ms(end.saturating_sub(self.start_ns))
-        });
+        let wall_ms = self
+            .last_completion_ns
+            .map_or(0.0, |end| stats::elapsed_ms(self.start_ns, end));
         let mut walls: Vec<(u64, f64)> = self
             .stage_windows
             .iter()
-            .map(|&(id, start, end)| (id, stats::ns_to_ms(end.saturating_sub(start))))
+            .map(|&(id, start, end)| (id, stats::elapsed_ms(start, end)))
             .collect();
         walls.sort_by_key(|w| w.0);
         OverallSummary {
             scope,
-            e2e_requests: self.ok,
+            e2e_requests: self.requests.ok,
             e2e_wall_time_ms: wall_ms,
             e2e_total_tokens: self.total_tokens,
-            e2e_avg_time_per_request_ms: stats::e2e_avg_time_per_request_ms(wall_ms, self.ok),
+            e2e_avg_time_per_request_ms: stats::e2e_avg_time_per_request_ms(
+                wall_ms,
+                self.requests.ok,
+            ),
             e2e_avg_tokens_per_s: stats::e2e_avg_tokens_per_s(self.total_tokens, wall_ms),
             stage_wall_time_ms: walls,
-            e2e_requests_error: self.error,
-            e2e_requests_aborted: self.aborted,
+            e2e_requests_error: self.requests.error,
+            e2e_requests_aborted: self.requests.aborted,
             invalid_spans: self.invalid_spans,
             distributions: self.distributions.distributions(),
         }

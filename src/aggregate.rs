@@ -105,7 +105,7 @@ use std::time::Duration;
 
 use crate::accumulate::ScopeAcc;
 use crate::report::table::{format_float, format_int};
-use crate::stats::{OverallSummary, RequestE2EStats};
+use crate::stats::{self, OverallSummary, RequestE2EStats};
 
 /// The default length of the window summary: one minute. Set it with
 /// [`Builder::with_summary_window`](crate::Builder::with_summary_window).
@@ -353,13 +353,7 @@ pub(crate) fn periodic_line(
         return None;
     }
     let seconds = covered_ns as f64 / 1e9;
-    let per_s = |n: u64| {
-        if seconds > 0.0 {
-            n as f64 / seconds
-        } else {
-            0.0
-        }
-    };
+    let per_s = |n: u64| stats::per_second(n, stats::ns_to_ms(covered_ns));
     let mut line = format!(
         "omni-metrics: last {seconds:.1} s: {} ok, {} error, {} aborted requests ({:.2} req/s), {} tokens/s",
         format_int(summary.e2e_requests),

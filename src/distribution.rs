@@ -35,7 +35,7 @@ use hdrhistogram::Histogram;
 use smallvec::SmallVec;
 
 pub use crate::stats::latency::{Distributions, LatencyStats, Quantity};
-use crate::stats::{EdgeName, RequestE2EStats, RequestStatus, finite};
+use crate::stats::{EdgeName, RequestE2EStats, counts_in_summary, finite};
 
 /// Significant decimal digits kept by each histogram: 3, so a recorded value is known to
 /// within 0.1% (relative), or to the microsecond below 2.048 ms.
@@ -130,7 +130,7 @@ impl DistributionRecorder {
     /// queue time, each edge's transfer time) if it ended `ok`; other requests are not
     /// counted, as in the summary.
     pub fn add_request(&mut self, request: &RequestE2EStats) {
-        if request.status != RequestStatus::Ok {
+        if !counts_in_summary(request.status) {
             return;
         }
         // A request starts where the last one started.

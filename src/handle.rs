@@ -58,9 +58,9 @@ impl MetricsHandle {
         let s = &self.shared;
         let sum = s.counts();
         Totals {
-            requests_ok: sum.requests_ok,
-            requests_error: sum.requests_error,
-            requests_aborted: sum.requests_aborted,
+            requests_ok: sum.requests.ok,
+            requests_error: sum.requests.error,
+            requests_aborted: sum.requests.aborted,
             total_tokens: sum.total_tokens,
             transfer_bytes: sum.transfer_bytes,
             runs: s.runs_summarized(),

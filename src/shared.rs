@@ -11,35 +11,26 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use crate::aggregate::{Aggregates, Merged, StripeBuffer};
 use crate::clock::Clock;
 use crate::diagnostics::Diagnostics;
-use crate::stats::{OverallSummary, RequestE2EStats, RequestStatus};
+use crate::stats::{self, OverallSummary, RequestE2EStats, StatusCounts};
 
 /// Per-request counters of one stripe. They are updated together under the stripe's lock,
 /// so a reader sees each request whole: its status, tokens and bytes, or none of them.
 #[derive(Debug, Default, Clone, Copy)]
 pub(crate) struct Counts {
-    pub(crate) requests_ok: u64,
-    pub(crate) requests_error: u64,
-    pub(crate) requests_aborted: u64,
+    pub(crate) requests: StatusCounts,
+    /// `e2e_total_tokens` of the requests that count in the summary (`ok`).
     pub(crate) total_tokens: u64,
+    /// Bytes moved by the requests that count in the summary (`ok`).
     pub(crate) transfer_bytes: u64,
 }
 
 impl Counts {
     fn add(&mut self, r: &RequestE2EStats) {
-        match r.status {
-            RequestStatus::Ok => {
-                self.requests_ok = self.requests_ok.saturating_add(1);
-                self.total_tokens = self.total_tokens.saturating_add(r.e2e_total_tokens);
-                let bytes = r
-                    .transfers
-                    .iter()
-                    .fold(0u64, |sum, e| sum.saturating_add(e.size_bytes));
-                self.transfer_bytes = self.transfer_bytes.saturating_add(bytes);
-            }
-            RequestStatus::Error => self.requests_error = self.requests_error.saturating_add(1),
-            RequestStatus::Aborted => {
-                self.requests_aborted = self.requests_aborted.saturating_add(1)
-            }
+        if self.requests.add(r.status) {
+            self.total_tokens = self.total_tokens.saturating_add(r.e2e_total_tokens);
+            self.transfer_bytes = self
+                .transfer_bytes
+                .saturating_add(stats::transfers_total_bytes(&r.transfers));
         }
     }
 }
@@ -309,9 +300,7 @@ impl Shared {
         let mut sum = Counts::default();
         for stripe in &self.stripes {
             let c = lock(&stripe.data).counts;
-            sum.requests_ok = sum.requests_ok.saturating_add(c.requests_ok);
-            sum.requests_error = sum.requests_error.saturating_add(c.requests_error);
-            sum.requests_aborted = sum.requests_aborted.saturating_add(c.requests_aborted);
+            sum.requests.merge(c.requests);
             sum.total_tokens = sum.total_tokens.saturating_add(c.total_tokens);
             sum.transfer_bytes = sum.transfer_bytes.saturating_add(c.transfer_bytes);
         }
@@ -385,7 +374,7 @@ impl crate::report::writer::LineSource for Shared {
             let summary = merged.window_summary(&self.aggregates, now);
             (summary, now)
         };
-        let covered = now.saturating_sub(self.aggregates.window_start(now));
+        let covered = stats::elapsed_ns(self.aggregates.window_start(now), now);
         crate::aggregate::periodic_line(&summary, covered, self.open_requests())
     }
 }

@@ -67,6 +67,38 @@ pub(crate) fn add_ms(a: f64, b: f64) -> f64 {
     finite(a + b)
 }
 
+/// The time from `from_ns` to `to_ns` on the layer's clock, in ns, never negative (a clock
+/// read backwards, or a later instant given first, is no time): every duration, window and
+/// gap is one.
+#[inline]
+pub(crate) fn elapsed_ns(from_ns: u64, to_ns: u64) -> u64 {
+    to_ns.saturating_sub(from_ns)
+}
+
+/// The time from `from_ns` to `to_ns` on the layer's clock, in ms, never negative: every
+/// wall time and duration. A request's `e2e_total_ms` (its span's creation to its close), a
+/// stage span's duration, a stage's `wall_time_ms` (its first start to its last end), a
+/// scope's `e2e_wall_time_ms` (its start to its last completion),
+/// `e2e_stage_{i}_wall_time_ms`, a time to first output and the gap between two outputs
+/// are each one.
+///
+/// ```
+/// assert_eq!(omni_metrics::stats::elapsed_ms(1_000_000, 43_500_000), 42.5);
+/// assert_eq!(omni_metrics::stats::elapsed_ms(5_000_000, 4_000_000), 0.0);
+/// ```
+#[inline]
+pub fn elapsed_ms(from_ns: u64, to_ns: u64) -> f64 {
+    ns_to_ms(elapsed_ns(from_ns, to_ns))
+}
+
+/// One chunk's in-flight gap in ns: end of its `omni.transfer.tx` to the start of its
+/// `omni.transfer.rx_decode`, never negative. The layer sums a transfer's gaps in ns, then
+/// gives the sum in ms ([`in_flight_time_ms`] of one chunk).
+#[inline]
+pub(crate) fn in_flight_ns(tx_end_ns: u64, rx_start_ns: u64) -> u64 {
+    elapsed_ns(tx_end_ns, rx_start_ns)
+}
+
 /// `in_flight_time_ms` = start of `omni.transfer.rx_decode` - end of `omni.transfer.tx`,
 /// never negative (a receiver that starts waiting before the sender is done has no gap).
 ///
@@ -75,11 +107,41 @@ pub(crate) fn add_ms(a: f64, b: f64) -> f64 {
 /// assert_eq!(omni_metrics::stats::in_flight_time_ms(5_000_000, 4_000_000), 0.0);
 /// ```
 pub fn in_flight_time_ms(tx_end_ns: u64, rx_start_ns: u64) -> f64 {
-    ns_to_ms(rx_start_ns.saturating_sub(tx_end_ns))
+    ns_to_ms(in_flight_ns(tx_end_ns, rx_start_ns))
 }
 
-/// `e2e_total_tokens` = stage 0's `num_tokens_in` + the sum of every stage's
-/// `num_tokens_out` (a request without a stage 0 counts no input tokens).
+/// A request's prompt tokens: stage 0's `num_tokens_in` (0 without a stage 0). Later
+/// stages' inputs are earlier stages' outputs, not the caller's prompt.
+///
+/// ```
+/// use omni_metrics::stats::{prompt_tokens, StageRequestStats};
+/// let stage = |id, i| StageRequestStats { stage_id: id, num_tokens_in: i, ..Default::default() };
+/// assert_eq!(prompt_tokens(&[stage(1, 4826), stage(0, 4860)]), 4860);
+/// assert_eq!(prompt_tokens(&[stage(1, 4826)]), 0);
+/// ```
+pub fn prompt_tokens(stages: &[StageRequestStats]) -> u64 {
+    stages
+        .iter()
+        .find(|s| s.stage_id == 0)
+        .map_or(0, |s| s.num_tokens_in)
+}
+
+/// A request's generated tokens: every stage's `num_tokens_out`, summed (saturating).
+///
+/// ```
+/// use omni_metrics::stats::{generated_tokens, StageRequestStats};
+/// let stage = |id, o| StageRequestStats { stage_id: id, num_tokens_out: o, ..Default::default() };
+/// assert_eq!(generated_tokens(&[stage(0, 67), stage(1, 275), stage(2, 0)]), 342);
+/// ```
+pub fn generated_tokens(stages: &[StageRequestStats]) -> u64 {
+    stages
+        .iter()
+        .fold(0, |sum, s| sum.saturating_add(s.num_tokens_out))
+}
+
+/// `e2e_total_tokens` = [`prompt_tokens`] (stage 0's `num_tokens_in`) +
+/// [`generated_tokens`] (the sum of every stage's `num_tokens_out`); a request without a
+/// stage 0 counts no input tokens.
 ///
 /// ```
 /// use omni_metrics::stats::{e2e_total_tokens, StageRequestStats};
@@ -88,13 +150,7 @@ pub fn in_flight_time_ms(tx_end_ns: u64, rx_start_ns: u64) -> f64 {
 /// assert_eq!(e2e_total_tokens(&stages), 5202);
 /// ```
 pub fn e2e_total_tokens(stages: &[StageRequestStats]) -> u64 {
-    let input = stages
-        .iter()
-        .find(|s| s.stage_id == 0)
-        .map_or(0, |s| s.num_tokens_in);
-    stages
-        .iter()
-        .fold(input, |sum, s| sum.saturating_add(s.num_tokens_out))
+    prompt_tokens(stages).saturating_add(generated_tokens(stages))
 }
 
 /// `transfers_total_time_ms` = sum over edges of `tx_time_ms + rx_decode_time_ms +
@@ -115,6 +171,21 @@ pub fn transfers_total_kbytes(edges: &[TransferEdgeStats]) -> f64 {
     edges.iter().fold(0.0, |sum, e| add_ms(sum, e.size_kbytes))
 }
 
+/// The bytes a request moved between stages: every edge's `size_bytes`, summed
+/// (saturating); [`Totals::transfer_bytes`](crate::Totals::transfer_bytes) sums them over
+/// `ok` requests.
+///
+/// ```
+/// use omni_metrics::stats::{transfers_total_bytes, TransferEdgeStats};
+/// let edge = |b| TransferEdgeStats { size_bytes: b, ..Default::default() };
+/// assert_eq!(transfers_total_bytes(&[edge(4096), edge(1 << 20)]), 1_052_672);
+/// ```
+pub fn transfers_total_bytes(edges: &[TransferEdgeStats]) -> u64 {
+    edges
+        .iter()
+        .fold(0, |sum, e| sum.saturating_add(e.size_bytes))
+}
+
 /// `e2e_avg_time_per_request_ms` = `e2e_wall_time_ms / e2e_requests` (0 without requests).
 pub fn e2e_avg_time_per_request_ms(wall_ms: f64, requests: u64) -> f64 {
     if requests == 0 {
@@ -124,14 +195,24 @@ pub fn e2e_avg_time_per_request_ms(wall_ms: f64, requests: u64) -> f64 {
     }
 }
 
-/// `e2e_avg_tokens_per_s` = `e2e_total_tokens * 1000 / e2e_wall_time_ms` (0 for an empty
-/// wall).
-pub fn e2e_avg_tokens_per_s(total_tokens: u64, wall_ms: f64) -> f64 {
+/// A rate: `count * 1000 / wall_ms`, per second (0 for an empty wall).
+///
+/// ```
+/// assert_eq!(omni_metrics::stats::per_second(12, 10_000.0), 1.2);
+/// assert_eq!(omni_metrics::stats::per_second(12, 0.0), 0.0);
+/// ```
+pub fn per_second(count: u64, wall_ms: f64) -> f64 {
     if wall_ms > 0.0 {
-        finite(total_tokens as f64 * 1000.0 / wall_ms)
+        finite(count as f64 * 1000.0 / wall_ms)
     } else {
         0.0
     }
+}
+
+/// `e2e_avg_tokens_per_s` = `e2e_total_tokens * 1000 / e2e_wall_time_ms` (0 for an empty
+/// wall): [`per_second`].
+pub fn e2e_avg_tokens_per_s(total_tokens: u64, wall_ms: f64) -> f64 {
+    per_second(total_tokens, wall_ms)
 }
 
 /// `time_to_first_output_ms` = the first `omni.output` event's time - `start_ns`, in ms
@@ -141,7 +222,7 @@ pub fn e2e_avg_tokens_per_s(total_tokens: u64, wall_ms: f64) -> f64 {
 /// assert_eq!(omni_metrics::stats::time_to_first_output_ms(1_000_000, 43_500_000), 42.5);
 /// ```
 pub fn time_to_first_output_ms(start_ns: u64, first_output_ns: u64) -> f64 {
-    ns_to_ms(first_output_ns.saturating_sub(start_ns))
+    elapsed_ms(start_ns, first_output_ns)
 }
 
 /// `audio_duration_ms` = `audio_generated_frames * 1000 / audio_sample_rate`; `None` without
@@ -219,14 +300,27 @@ pub fn request_time_to_first_output_ms(
     since_request(last, request_start_ns)
 }
 
-/// A request's `time_to_first_audio_ms` (vLLM-Omni's audio TTFP): its start to the first
-/// output of the first stage (lowest `stage_id`) that has an `audio_sample_rate`.
-pub fn time_to_first_audio_ms(stages: &[StageRequestStats], request_start_ns: u64) -> Option<f64> {
-    let first = stages
+/// A request's audio stage: the first stage (lowest `stage_id`) that has an
+/// `audio_sample_rate`, on which its `time_to_first_audio_ms` is measured.
+///
+/// ```
+/// use omni_metrics::stats::{audio_stage, StageRequestStats};
+/// let stage = |id, rate| StageRequestStats { stage_id: id, audio_sample_rate: rate, ..Default::default() };
+/// let stages = [stage(2, Some(24_000)), stage(0, None), stage(1, Some(16_000))];
+/// assert_eq!(audio_stage(&stages).map(|s| s.stage_id), Some(1));
+/// assert!(audio_stage(&stages[1..2]).is_none());
+/// ```
+pub fn audio_stage(stages: &[StageRequestStats]) -> Option<&StageRequestStats> {
+    stages
         .iter()
         .filter(|s| s.audio_sample_rate.is_some())
-        .min_by_key(|s| s.stage_id)?;
-    since_request(first, request_start_ns)
+        .min_by_key(|s| s.stage_id)
+}
+
+/// A request's `time_to_first_audio_ms` (vLLM-Omni's audio TTFP): its start to the first
+/// output of its [`audio_stage`].
+pub fn time_to_first_audio_ms(stages: &[StageRequestStats], request_start_ns: u64) -> Option<f64> {
+    since_request(audio_stage(stages)?, request_start_ns)
 }
 
 /// A request's `audio_duration_ms`: that of its last stage (highest `stage_id`) that
@@ -242,10 +336,7 @@ pub fn request_audio_duration_ms(stages: &[StageRequestStats]) -> Option<f64> {
 /// The stage's first output, counted from the request's start.
 fn since_request(stage: &StageRequestStats, request_start_ns: u64) -> Option<f64> {
     let own = stage.time_to_first_output_ms?;
-    Some(add_ms(
-        ns_to_ms(stage.start_ns.saturating_sub(request_start_ns)),
-        own,
-    ))
+    Some(add_ms(elapsed_ms(request_start_ns, stage.start_ns), own))
 }
 
 /// How a request ended (the `status` field of `omni.request`).
@@ -285,6 +376,59 @@ impl RequestStatus {
             Self::Error => "error",
             Self::Aborted => "aborted",
         }
+    }
+}
+
+/// Whether a request that ended with `status` counts in a summary's figures (`e2e_requests`,
+/// tokens, wall times, distributions) and in the metrics and totals: only `ok`; `error` and
+/// `aborted` requests are counted apart (`e2e_requests_error`, `e2e_requests_aborted`).
+///
+/// ```
+/// use omni_metrics::stats::{counts_in_summary, RequestStatus};
+/// assert!(counts_in_summary(RequestStatus::Ok));
+/// assert!(!counts_in_summary(RequestStatus::Error));
+/// assert!(!counts_in_summary(RequestStatus::Aborted));
+/// ```
+#[inline]
+pub fn counts_in_summary(status: RequestStatus) -> bool {
+    status == RequestStatus::Ok
+}
+
+/// Finished requests by how they ended: the summary's `e2e_requests`,
+/// `e2e_requests_error` and `e2e_requests_aborted`, and the handle's totals.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct StatusCounts {
+    pub(crate) ok: u64,
+    pub(crate) error: u64,
+    pub(crate) aborted: u64,
+}
+
+impl StatusCounts {
+    /// Counts a request that ended with `status`; whether it [`counts_in_summary`].
+    #[inline]
+    pub(crate) fn add(&mut self, status: RequestStatus) -> bool {
+        let count = match status {
+            RequestStatus::Ok => &mut self.ok,
+            RequestStatus::Error => &mut self.error,
+            RequestStatus::Aborted => &mut self.aborted,
+        };
+        *count = count.saturating_add(1);
+        counts_in_summary(status)
+    }
+
+    /// Adds `other`'s counts.
+    pub(crate) fn merge(&mut self, other: StatusCounts) {
+        self.ok = self.ok.saturating_add(other.ok);
+        self.error = self.error.saturating_add(other.error);
+        self.aborted = self.aborted.saturating_add(other.aborted);
+    }
+
+    /// Requests of any status.
+    #[cfg(test)]
+    pub(crate) fn total(&self) -> u64 {
+        self.ok
+            .saturating_add(self.error)
+            .saturating_add(self.aborted)
     }
 }
 

@@ -74,7 +74,9 @@ impl Coverage {
             0 => {}
             1 => {
                 self.open = 0;
-                self.covered = self.covered.saturating_add(now.saturating_sub(self.since));
+                self.covered = self
+                    .covered
+                    .saturating_add(stats::elapsed_ns(self.since, now));
             }
             _ => self.open -= 1,
         }
@@ -349,7 +351,7 @@ impl StageSpan {
         let postprocess_override_ms = rare.and_then(|r| r.postprocess_override_ms);
         let gen_override_ms = rare.and_then(|r| r.gen_override_ms);
         let queue_ms = self.queue.total_ms().unwrap_or(0.0);
-        let stage_ms = stats::ns_to_ms(end_ns.saturating_sub(self.start_ns));
+        let stage_ms = stats::elapsed_ms(self.start_ns, end_ns);
         // Excluded from compute: the time the children covered, once. An explicit
         // post-processing time is the stage's: its postprocess children are then not
         // measured, and the explicit value is excluded beside the queue's coverage.
@@ -589,7 +591,9 @@ impl TransferSpan {
                     self.pending_tx_ends.clear();
                     self.paired = 0;
                 }
-                self.in_flight_ns = self.in_flight_ns.saturating_add(now.saturating_sub(tx_end));
+                self.in_flight_ns = self
+                    .in_flight_ns
+                    .saturating_add(stats::in_flight_ns(tx_end, now));
             }
             None => self.waiting_rx = self.waiting_rx.saturating_add(1),
         }

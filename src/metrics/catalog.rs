@@ -32,7 +32,7 @@
 //! assert!(seen.contains(&(MetricId::StageGenTime, Some(0), 1.2)));
 //! ```
 
-use crate::stats::{RequestE2EStats, RequestStatus, finite};
+use crate::stats::{self, RequestE2EStats, RequestStatus, finite};
 
 /// Counter or histogram.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -555,7 +555,7 @@ pub fn observe(r: &RequestE2EStats, mut f: impl FnMut(&'static MetricDef, LabelV
         },
         1.0,
     );
-    if r.status != RequestStatus::Ok {
+    if !stats::counts_in_summary(r.status) {
         return;
     }
 
@@ -572,26 +572,17 @@ pub fn observe(r: &RequestE2EStats, mut f: impl FnMut(&'static MetricDef, LabelV
         );
     }
     if let Some(ms) = r.time_to_first_audio_ms {
-        // The stage `time_to_first_audio_ms` is measured on: the first with a sample rate.
-        let stage = r
-            .stages
-            .iter()
-            .filter(|s| s.audio_sample_rate.is_some())
-            .map(|s| s.stage_id)
-            .min();
-        if let Some(stage) = stage {
+        // Labelled with the stage it is measured on.
+        if let Some(stage) = stats::audio_stage(&r.stages) {
             emit(
                 MetricId::TimeToFirstAudio,
-                LabelValues::stage(stage),
+                LabelValues::stage(stage.stage_id),
                 seconds(ms),
             );
         }
     }
-    let prompt = r.stage(0).map_or(0, |s| s.num_tokens_in);
-    let generated = r
-        .stages
-        .iter()
-        .fold(0u64, |sum, s| sum.saturating_add(s.num_tokens_out));
+    let prompt = stats::prompt_tokens(&r.stages);
+    let generated = stats::generated_tokens(&r.stages);
     emit(MetricId::PromptTokens, LabelValues::NONE, prompt as f64);
     emit(
         MetricId::GenerationTokens,
@@ -617,7 +608,7 @@ pub fn observe(r: &RequestE2EStats, mut f: impl FnMut(&'static MetricDef, LabelV
         for &gap in &s.inter_output_gaps_ms {
             emit(MetricId::StageInterOutputLatency, labels, seconds(gap));
         }
-        if let Some(ms) = crate::stats::time_per_output_token_ms(s) {
+        if let Some(ms) = stats::time_per_output_token_ms(s) {
             emit(MetricId::StageTimePerOutputToken, labels, seconds(ms));
         }
         if let Some(ms) = s.audio_duration_ms {
