@@ -313,17 +313,25 @@ async fn stats(State(state): State<AppState>) -> Response {
     }
 }
 
-/// The Prometheus families, as OpenMetrics text.
-async fn metrics(State(state): State<AppState>) -> Response {
+/// The Prometheus families in the format the scraper's `Accept` asks for: OpenMetrics (with
+/// exemplars) for Prometheus, the classic text format for `curl`, `promtool` and classic
+/// parsers.
+async fn metrics(State(state): State<AppState>, headers: axum::http::HeaderMap) -> Response {
     match &state.prometheus {
-        Some(sink) => (
-            [(
-                header::CONTENT_TYPE,
-                omni_metrics::metrics::prometheus::OPENMETRICS_CONTENT_TYPE,
-            )],
-            sink.encode(),
-        )
-            .into_response(),
+        Some(sink) => {
+            let accept = headers
+                .get(header::ACCEPT)
+                .and_then(|value| value.to_str().ok());
+            let (content_type, body) = sink.encode_for(accept);
+            (
+                [
+                    (header::CONTENT_TYPE, content_type),
+                    (header::VARY, "accept"),
+                ],
+                body,
+            )
+                .into_response()
+        }
         None => (StatusCode::NOT_FOUND, "metrics are off").into_response(),
     }
 }

@@ -1,11 +1,38 @@
-//! The Prometheus sink: an OpenMetrics endpoint (`GET /metrics`) with vLLM-Omni's
-//! `vllm_omni:*` families ([`catalog`](super::catalog)), fed by a [`Sink`].
+//! The Prometheus sink: a metrics endpoint (`GET /metrics`) with vLLM-Omni's `vllm_omni:*`
+//! families ([`catalog`](super::catalog)), fed by a [`Sink`].
 //!
 //! [`PrometheusSink`] records each finished request into `prometheus-client` families
 //! (one counter or histogram per catalogue entry, labelled by stage or edge ids and
 //! `finished_reason` only), and serves them from a thread of its own. Histograms carry an
 //! OpenMetrics exemplar with the request's `trace_id` when it has one (a request exported
 //! as a trace).
+//!
+//! # Which format a scrape gets
+//!
+//! The endpoint answers in the format the scrape's `Accept` header asks for, as Prometheus'
+//! own client libraries negotiate ([`PrometheusSink::encode_for`]; responses say
+//! `Vary: Accept`):
+//!
+//! - **OpenMetrics text** ([`OPENMETRICS_CONTENT_TYPE`], or `version=0.0.1` when only that
+//!   is asked for) when `Accept` prefers `application/openmetrics-text`, as a Prometheus
+//!   server's scrapes do: exemplars on the histograms' buckets, a counter's `# HELP` and
+//!   `# TYPE` on its family name (`vllm_omni:prompt_tokens`) and its sample `_total`, and
+//!   `# EOF` at the end. With `--enable-feature=exemplar-storage`, Prometheus keeps the
+//!   exemplars (`/api/v1/query_exemplars`, Grafana's exemplar dots).
+//! - **The classic text format 0.0.4** ([`TEXT_CONTENT_TYPE`]) otherwise: without an
+//!   `Accept` header (`curl`), with `text/plain` or `*/*`, or one preferring a format not
+//!   served (protobuf). This is what `promtool check metrics`, Python's
+//!   `text_string_to_metric_families` and other classic parsers read: a counter's `# HELP`
+//!   and `# TYPE ... counter` are on its `_total` name, there is no `# EOF` and **no
+//!   exemplars** (the format has none): a classic scraper cannot link a bucket to a trace.
+//!   `promtool check metrics` finds nothing in it but what vLLM-Omni's names require (`:` in
+//!   the names, the `_s` unit suffix).
+//!
+//! Both are written by `prometheus-client` from the same families (its `text` and
+//! `prometheus_text` encoders), so they hold the same series and values; only `le` is
+//! written differently (`le="1.0"` in OpenMetrics, `le="1"` as Go's clients write the
+//! classic format). [`PrometheusSink::encode`] is the OpenMetrics text; a server of your own
+//! answers a scrape with [`PrometheusSink::encode_for`] and the request's `Accept`.
 //!
 //! - The engine's thread only walks a finished request's observations into a pooled buffer
 //!   and queues it (bounded, never waited on). A recorder thread
@@ -96,9 +123,19 @@ pub const PROMETHEUS_ADDR_ENV: &str = "OMNI_METRICS_PROMETHEUS_ADDR";
 /// The path the endpoint serves.
 pub const METRICS_PATH: &str = "/metrics";
 
-/// The `Content-Type` of a scrape: OpenMetrics text 1.0.0.
+/// The `Content-Type` of OpenMetrics text 1.0.0: [`PrometheusSink::encode`], and a scrape
+/// whose `Accept` asks for OpenMetrics (as Prometheus' does).
 pub const OPENMETRICS_CONTENT_TYPE: &str =
     "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// The same text, answered to an `Accept` that asks for OpenMetrics 0.0.1 only (as Go's
+/// client does; the two versions' texts do not differ in what this sink writes).
+const OPENMETRICS_0_0_1_CONTENT_TYPE: &str =
+    "application/openmetrics-text; version=0.0.1; charset=utf-8";
+
+/// The `Content-Type` of the classic Prometheus text format 0.0.4: a scrape whose `Accept`
+/// does not ask for OpenMetrics (`curl`, `promtool`, classic parsers), without exemplars.
+pub const TEXT_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// The longest request head read (hyper's least buffer); a longer one is answered 431.
 const MAX_REQUEST_HEAD: usize = 8 * 1024;
@@ -352,11 +389,125 @@ impl Recorder {
         rejected
     }
 
-    fn encode(&self) -> String {
+    /// The families in `format`, both written by `prometheus-client` from the one registry.
+    fn encode(&self, format: Format) -> String {
         let mut out = String::with_capacity(16 * 1024);
-        // Writing to a String cannot fail; the encoder reports no error of its own.
-        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        // Writing to a String cannot fail; the encoders report no error of their own.
+        let _ = match format {
+            Format::OpenMetrics(_) => {
+                prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            }
+            Format::Text => {
+                prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry)
+            }
+        };
         out
+    }
+}
+
+/// A scrape's exposition format, chosen by [`Format::negotiate`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Format {
+    /// The classic text format 0.0.4 ([`TEXT_CONTENT_TYPE`]): no exemplars.
+    Text,
+    /// OpenMetrics text, answered with this content type (the version asked for).
+    OpenMetrics(&'static str),
+}
+
+impl Format {
+    fn content_type(self) -> &'static str {
+        match self {
+            Format::Text => TEXT_CONTENT_TYPE,
+            Format::OpenMetrics(content_type) => content_type,
+        }
+    }
+
+    /// The format an `Accept` header asks for, as Prometheus' Go client negotiates
+    /// (`expfmt.NegotiateIncludingOpenMetrics`): the media ranges by preference (`q`, then
+    /// the more specific first, then as written); the first that is `text/plain` (version
+    /// 0.0.4 or none) or `application/openmetrics-text` (version 1.0.0, 0.0.1 or none)
+    /// decides; else, and without a header, the classic text format. Unlike Go's, an
+    /// unversioned OpenMetrics range is answered 1.0.0 (the version written), and a range of
+    /// `q=0` (not acceptable) or an unreadable `q` is skipped.
+    fn negotiate(accept: Option<&str>) -> Format {
+        let Some(accept) = accept else {
+            return Format::Text;
+        };
+        let mut ranges: SmallVec<[MediaRange<'_>; 8]> =
+            accept.split(',').filter_map(MediaRange::parse).collect();
+        // Stable: equals keep the order written.
+        ranges.sort_by(|a, b| {
+            b.q.total_cmp(&a.q)
+                .then((a.kind == "*").cmp(&(b.kind == "*")))
+                .then((a.subtype == "*").cmp(&(b.subtype == "*")))
+        });
+        for range in &ranges {
+            let version = range.version;
+            if range.kind.eq_ignore_ascii_case("text")
+                && range.subtype.eq_ignore_ascii_case("plain")
+                && matches!(version, None | Some("0.0.4"))
+            {
+                return Format::Text;
+            }
+            if range.kind.eq_ignore_ascii_case("application")
+                && range.subtype.eq_ignore_ascii_case("openmetrics-text")
+            {
+                match version {
+                    None | Some("1.0.0") => return Format::OpenMetrics(OPENMETRICS_CONTENT_TYPE),
+                    Some("0.0.1") => return Format::OpenMetrics(OPENMETRICS_0_0_1_CONTENT_TYPE),
+                    Some(_) => {}
+                }
+            }
+        }
+        Format::Text
+    }
+}
+
+/// One media range of an `Accept` header: `type/subtype`, its `version` parameter and its
+/// preference `q` (above 0).
+#[derive(Clone, Copy, Debug)]
+struct MediaRange<'a> {
+    kind: &'a str,
+    subtype: &'a str,
+    version: Option<&'a str>,
+    q: f32,
+}
+
+impl<'a> MediaRange<'a> {
+    /// `type/subtype *(; name=value)`; `None` for what is not one, or is not acceptable
+    /// (`q=0`, or a `q` that is not a number from 0 to 1).
+    fn parse(range: &'a str) -> Option<Self> {
+        let mut parts = range.split(';');
+        let (kind, subtype) = parts.next()?.trim().split_once('/')?;
+        let (kind, subtype) = (kind.trim(), subtype.trim());
+        if kind.is_empty() || subtype.is_empty() {
+            return None;
+        }
+        let mut version = None;
+        let mut q = 1.0f32;
+        for parameter in parts {
+            let Some((name, value)) = parameter.split_once('=') else {
+                continue;
+            };
+            let value = value.trim();
+            let value = value
+                .strip_prefix('"')
+                .and_then(|v| v.strip_suffix('"'))
+                .unwrap_or(value);
+            match name.trim() {
+                n if n.eq_ignore_ascii_case("q") => {
+                    q = value.parse().ok().filter(|q| (0.0..=1.0).contains(q))?;
+                }
+                n if n.eq_ignore_ascii_case("version") => version = Some(value),
+                _ => {}
+            }
+        }
+        (q > 0.0).then_some(Self {
+            kind,
+            subtype,
+            version,
+            q,
+        })
     }
 }
 
@@ -455,10 +606,10 @@ impl Shared {
         }
     }
 
-    /// The text of a scrape, with every request finished before it recorded.
-    fn encode(&self) -> String {
+    /// The text of a scrape in `format`, with every request finished before it recorded.
+    fn encode(&self, format: Format) -> String {
         self.drain(Instant::now() + SCRAPE_DRAIN);
-        self.recorder.encode()
+        self.recorder.encode(format)
     }
 
     /// Waits until every request finished so far is recorded, until `deadline`.
@@ -483,7 +634,9 @@ fn mentions(labels: &LabelValues, rejected: &[u64]) -> bool {
 }
 
 /// Records finished requests as vLLM-Omni-compatible Prometheus families and serves them
-/// as OpenMetrics text on `GET /metrics`.
+/// on `GET /metrics`, as OpenMetrics text (with exemplars) to a scraper that asks for it and
+/// as the classic text format to others (see the [module's
+/// documentation](crate::metrics::prometheus)).
 ///
 /// Clones share the families and the endpoint; the endpoint closes when the last clone
 /// drops (the layer holding it, typically). Add it to a layer with
@@ -586,11 +739,45 @@ impl PrometheusSink {
         self.server.as_ref().map(|s| s.addr)
     }
 
-    /// The OpenMetrics text a scrape returns now (ending `# EOF`), once the requests
-    /// finished before the call are recorded (it waits up to a second for the recorder
-    /// thread).
+    /// The OpenMetrics text (with exemplars, ending `# EOF`) of the families now, once the
+    /// requests finished before the call are recorded (it waits up to a second for the
+    /// recorder thread). Its content type is [`OPENMETRICS_CONTENT_TYPE`]. To answer a
+    /// scrape, use [`PrometheusSink::encode_for`], which also serves classic scrapers.
     pub fn encode(&self) -> String {
-        self.shared.encode()
+        self.shared
+            .encode(Format::OpenMetrics(OPENMETRICS_CONTENT_TYPE))
+    }
+
+    /// The answer to a scrape whose `Accept` header is `accept` (`None` without one): its
+    /// `Content-Type` and body, negotiated as Prometheus' client libraries do. OpenMetrics
+    /// text ([`OPENMETRICS_CONTENT_TYPE`], or its `version=0.0.1` when only that is asked
+    /// for) when `accept` prefers `application/openmetrics-text`, as Prometheus' scrapes
+    /// do; otherwise the classic text format 0.0.4 ([`TEXT_CONTENT_TYPE`]): no exemplars,
+    /// no `# EOF`, a counter's `# HELP` and `# TYPE` on its `_total` name. The endpoint
+    /// answers with this; a server of your own serves `/metrics` with it too (add
+    /// `Vary: Accept`). Waits for the recorder as [`PrometheusSink::encode`] does.
+    ///
+    /// ```
+    /// use omni_metrics::metrics::prometheus::{
+    ///     OPENMETRICS_CONTENT_TYPE, PrometheusSink, TEXT_CONTENT_TYPE,
+    /// };
+    ///
+    /// let prometheus = PrometheusSink::unserved();
+    /// // In a handler: the request's `Accept` header, if any.
+    /// let accept = Some("application/openmetrics-text;version=1.0.0,text/plain;q=0.5");
+    /// let (content_type, body) = prometheus.encode_for(accept);
+    /// assert_eq!(content_type, OPENMETRICS_CONTENT_TYPE);
+    /// assert!(body.ends_with("# EOF\n"));
+    ///
+    /// // curl, promtool, a classic parser: the classic text format.
+    /// let (content_type, body) = prometheus.encode_for(None);
+    /// assert_eq!(content_type, TEXT_CONTENT_TYPE);
+    /// assert!(body.contains("# TYPE vllm_omni:prompt_tokens_total counter\n"));
+    /// assert!(body.contains("\nvllm_omni:prompt_tokens_total 0\n"));
+    /// ```
+    pub fn encode_for(&self, accept: Option<&str>) -> (&'static str, String) {
+        let format = Format::negotiate(accept);
+        (format.content_type(), self.shared.encode(format))
     }
 
     /// Waits until every request finished before the call is recorded, at most `timeout`;
@@ -785,8 +972,9 @@ async fn connection(
     }
 }
 
-/// Answers one request: `GET`/`HEAD` [`METRICS_PATH`] (any query) with the scrape, another
-/// path 404, another method 405. The connection closes after the response unless the client
+/// Answers one request: `GET`/`HEAD` [`METRICS_PATH`] (any query) with the scrape in the
+/// format its `Accept` asks for ([`Format::negotiate`]; `Vary: Accept`), another path 404,
+/// another method 405. The connection closes after the response unless the client
 /// asked for keep-alive (an idle connection holds a slot; Prometheus, scraping every 15 s or
 /// more, would find it closed by the head deadline anyway).
 async fn respond(
@@ -796,11 +984,20 @@ async fn respond(
     let text = "text/plain; charset=utf-8";
     let mut response = match (request.method(), request.uri().path()) {
         (&Method::GET | &Method::HEAD, METRICS_PATH) => {
+            let format = Format::negotiate(accept(&request).as_deref());
             let encode = tokio::task::spawn_blocking(move || {
-                tracing::dispatcher::with_default(&tracing::Dispatch::none(), || shared.encode())
+                tracing::dispatcher::with_default(&tracing::Dispatch::none(), || {
+                    shared.encode(format)
+                })
             });
             match encode.await {
-                Ok(body) => reply(StatusCode::OK, OPENMETRICS_CONTENT_TYPE, body),
+                Ok(body) => {
+                    let mut scrape = reply(StatusCode::OK, format.content_type(), body);
+                    scrape
+                        .headers_mut()
+                        .insert(header::VARY, HeaderValue::from_static("accept"));
+                    scrape
+                }
                 // The encoder panicked: a failed scrape, the endpoint still serves.
                 Err(_) => reply(
                     StatusCode::INTERNAL_SERVER_ERROR,
@@ -845,6 +1042,21 @@ fn reply(status: StatusCode, content_type: &'static str, body: String) -> Respon
     headers.insert(header::CONTENT_LENGTH, length);
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     response
+}
+
+/// The request's `Accept` header (its fields joined, if it has several); `None` without
+/// one, or with one that is not text.
+fn accept(request: &Request<Incoming>) -> Option<Cow<'_, str>> {
+    let mut fields = request.headers().get_all(header::ACCEPT).iter();
+    let first = fields.next()?.to_str().ok()?;
+    let mut joined = Cow::Borrowed(first);
+    for field in fields {
+        let field = field.to_str().ok()?;
+        let all = joined.to_mut();
+        all.push(',');
+        all.push_str(field);
+    }
+    Some(joined)
 }
 
 /// Whether the request says `Connection: keep-alive`.
@@ -989,7 +1201,7 @@ mod tests {
             }
         });
         assert!(sink.wait_recorded(Duration::from_secs(60)));
-        let text = sink.shared.recorder.encode();
+        let text = sink.encode();
         let n = 8 * RECORD_QUEUE_CAPACITY;
         assert!(
             text.contains(&format!("vllm_omni:e2e_request_latency_s_count {n}\n")),
@@ -1098,6 +1310,381 @@ mod tests {
             );
             assert!(idle < HEAD_DEADLINE + Duration::from_secs(1), "{idle:?}");
         });
+    }
+
+    /// A request that makes an observation of every family, with a trace id.
+    fn every_family() -> RequestE2EStats {
+        use crate::stats::{EdgeName, TransferEdgeStats};
+        RequestE2EStats {
+            request_id: "r-1".into(),
+            trace_id: Some("4bf92f3577b34da6a3ce929d0e0e4736".into()),
+            e2e_total_ms: 41_250.0,
+            time_to_first_output_ms: Some(950.0),
+            time_to_first_audio_ms: Some(1_200.5),
+            audio_duration_ms: Some(21_896.875),
+            audio_e2e_rtf: Some(1.886),
+            stages: vec![
+                StageRequestStats {
+                    stage_id: 0,
+                    num_tokens_in: 4860,
+                    num_tokens_out: 67,
+                    stage_gen_time_ms: 9_910.007,
+                    postprocess_time_ms: 256.158,
+                    queue_time_ms: 12.5,
+                    time_to_first_output_ms: Some(42.5),
+                    inter_output_gaps_ms: vec![20.0, 30.0],
+                    output_chunks: 3,
+                    first_output_ns: Some(1_000_000),
+                    last_output_ns: Some(67_000_000),
+                    ..Default::default()
+                },
+                StageRequestStats {
+                    stage_id: 2,
+                    num_tokens_in: 4384,
+                    num_tokens_out: 275,
+                    stage_gen_time_ms: 5_000.0,
+                    audio_generated_frames: 525_525,
+                    audio_sample_rate: Some(24_000),
+                    audio_duration_ms: Some(21_896.875),
+                    audio_rtf: Some(0.228),
+                    ..Default::default()
+                },
+            ],
+            transfers: vec![TransferEdgeStats {
+                edge: EdgeName { from: 0, to: 2 },
+                from_stage: 0,
+                to_stage: 2,
+                size_bytes: 111_900_005,
+                tx_time_ms: 78.701,
+                rx_decode_time_ms: 111.865,
+                in_flight_time_ms: 2.015,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }
+    }
+
+    /// A family as Python's `prometheus_client.parser.text_string_to_metric_families` (the
+    /// classic text format's parser) reads it: its name, type, help and samples' names.
+    #[derive(Debug)]
+    struct ClassicFamily {
+        name: String,
+        kind: String,
+        help: String,
+        samples: Vec<String>,
+    }
+
+    /// Python's classic parser, line for line: a family is named by its `# HELP` or
+    /// `# TYPE` line, takes only the samples its type allows (`name` for a counter or gauge,
+    /// `name_bucket`, `_sum`, `_count` for a histogram), and a sample it does not take is a
+    /// family of its own, `unknown`. A counter family named `x_total` is `x`; one named `x`
+    /// has its samples renamed `x_total`.
+    fn read_as_python_classic(text: &str) -> Vec<ClassicFamily> {
+        fn build(name: &str, kind: &str, help: &str, samples: Vec<String>) -> ClassicFamily {
+            let kind = if kind == "untyped" { "unknown" } else { kind };
+            let (name, samples) = match (kind, name.strip_suffix("_total")) {
+                ("counter", Some(stripped)) => (stripped.to_owned(), samples),
+                ("counter", None) => (
+                    name.to_owned(),
+                    samples.into_iter().map(|s| s + "_total").collect(),
+                ),
+                _ => (name.to_owned(), samples),
+            };
+            ClassicFamily {
+                name,
+                kind: kind.to_owned(),
+                help: help.to_owned(),
+                samples,
+            }
+        }
+        let mut families = Vec::new();
+        let (mut name, mut kind, mut help) = (String::new(), "untyped".to_owned(), String::new());
+        let mut samples: Vec<String> = Vec::new();
+        let mut allowed: Vec<String> = Vec::new();
+        for line in text.lines().map(str::trim) {
+            if let Some(comment) = line.strip_prefix('#') {
+                let mut parts = comment.trim_start().splitn(3, ' ');
+                let (token, family, rest) = (
+                    parts.next().unwrap_or(""),
+                    parts.next().unwrap_or(""),
+                    parts.next().unwrap_or(""),
+                );
+                if token != "HELP" && token != "TYPE" {
+                    continue; // `# EOF`, `# UNIT`: comments
+                }
+                if family != name {
+                    if !name.is_empty() {
+                        families.push(build(&name, &kind, &help, std::mem::take(&mut samples)));
+                    }
+                    name = family.to_owned();
+                    kind = "untyped".into();
+                    help.clear();
+                    samples.clear();
+                    allowed = vec![name.clone()];
+                }
+                if token == "HELP" {
+                    help = rest.to_owned();
+                } else {
+                    kind = rest.to_owned();
+                    let suffixes: &[&str] = match rest {
+                        "summary" => &["_count", "_sum", ""],
+                        "histogram" => &["_count", "_sum", "_bucket"],
+                        _ => &[""],
+                    };
+                    allowed = suffixes.iter().map(|s| format!("{name}{s}")).collect();
+                }
+            } else if !line.is_empty() {
+                let sample = line.split(['{', ' ']).next().unwrap_or_default().to_owned();
+                if allowed.contains(&sample) {
+                    samples.push(sample);
+                } else {
+                    if !name.is_empty() {
+                        families.push(build(&name, &kind, &help, std::mem::take(&mut samples)));
+                    }
+                    name.clear();
+                    kind = "untyped".into();
+                    help.clear();
+                    allowed.clear();
+                    families.push(build(&sample, "untyped", "", vec![sample.clone()]));
+                }
+            }
+        }
+        if !name.is_empty() {
+            families.push(build(&name, &kind, &help, samples));
+        }
+        families
+    }
+
+    const PROMETHEUS_2_42_ACCEPT: &str = "application/openmetrics-text;version=1.0.0,\
+        application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,\
+        */*;q=0.1";
+
+    #[test]
+    fn the_accept_header_chooses_the_format_as_prometheus_client_libraries_do() {
+        let sink = PrometheusSink::unserved();
+        let om = OPENMETRICS_CONTENT_TYPE;
+        let om_0_0_1 = "application/openmetrics-text; version=0.0.1; charset=utf-8";
+        let text = TEXT_CONTENT_TYPE;
+        assert_eq!(text, "text/plain; version=0.0.4; charset=utf-8");
+        for (accept, want) in [
+            // No header, anything, or the classic format: the classic format.
+            (None, text),
+            (Some(""), text),
+            (Some("*/*"), text),
+            (Some("text/plain"), text),
+            (Some("text/plain; version=0.0.4; charset=utf-8"), text),
+            (Some("text/*;q=0.9, application/json"), text),
+            // Prometheus' own scrape header (2.x): OpenMetrics 1.0.0.
+            (Some(PROMETHEUS_2_42_ACCEPT), om),
+            (Some("application/openmetrics-text"), om),
+            (Some("application/openmetrics-text; version=1.0.0"), om),
+            (Some("Application/OpenMetrics-Text; Version=\"1.0.0\""), om),
+            (Some("application/openmetrics-text;version=0.0.1"), om_0_0_1),
+            (
+                Some("application/openmetrics-text;version=0.0.1,text/plain;q=0.5"),
+                om_0_0_1,
+            ),
+            // Preference by q, whatever the order written.
+            (Some("text/plain;q=0.5, application/openmetrics-text"), om),
+            (
+                Some("application/openmetrics-text;q=0.3, text/plain;q=0.5"),
+                text,
+            ),
+            (
+                Some("text/plain;version=0.0.4;q=0.2,application/openmetrics-text;q=0.8"),
+                om,
+            ),
+            // q=0 is "not acceptable"; a version this crate does not write is skipped.
+            (
+                Some("application/openmetrics-text;q=0, text/plain;q=0.1"),
+                text,
+            ),
+            (
+                Some("application/openmetrics-text;version=2.0.0, */*"),
+                text,
+            ),
+            (
+                Some("text/plain;version=1.0.0, application/openmetrics-text;q=0.1"),
+                om,
+            ),
+            // Protobuf is not served: the next choice, else the classic format.
+            (
+                Some(
+                    "application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;\
+                     encoding=delimited,application/openmetrics-text;q=0.9",
+                ),
+                om,
+            ),
+            (
+                Some("application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily"),
+                text,
+            ),
+            // Garbage is no preference.
+            (Some(",,;;==, /;q=x"), text),
+        ] {
+            assert_eq!(sink.encode_for(accept).0, want, "Accept: {accept:?}");
+        }
+    }
+
+    #[test]
+    fn classic_text_reads_right_in_python_classic_parser() {
+        let sink = PrometheusSink::unserved();
+        sink.on_request(&every_family());
+        let (content_type, text) = sink.encode_for(None);
+        assert_eq!(content_type, TEXT_CONTENT_TYPE);
+        let families = read_as_python_classic(&text);
+        // Every catalogue family, once, typed as it is, with its help; nothing unknown.
+        assert_eq!(families.len(), METRICS.len(), "{families:#?}\n{text}");
+        for def in METRICS {
+            let family = families
+                .iter()
+                .find(|f| f.name == def.prometheus)
+                .unwrap_or_else(|| panic!("no family {}: {families:#?}\n{text}", def.prometheus));
+            let help = def.help.strip_suffix('.').unwrap_or(def.help);
+            assert_eq!(family.help, format!("{help}."), "{}", def.prometheus);
+            match def.kind {
+                MetricKind::Counter => {
+                    assert_eq!(family.kind, "counter", "{family:?}");
+                    assert!(!family.samples.is_empty(), "{family:?}");
+                    let total = format!("{}_total", def.prometheus);
+                    assert!(family.samples.iter().all(|s| *s == total), "{family:?}");
+                }
+                MetricKind::Histogram => {
+                    assert_eq!(family.kind, "histogram", "{family:?}");
+                    for suffix in ["_bucket", "_sum", "_count"] {
+                        let sample = format!("{}{suffix}", def.prometheus);
+                        assert!(family.samples.contains(&sample), "{family:?}");
+                    }
+                }
+            }
+        }
+        // The classic format has no exemplars, units or end marker.
+        assert!(!text.contains(" # {"), "{text}");
+        assert!(!text.contains("# EOF"), "{text}");
+        assert!(!text.contains("# UNIT"), "{text}");
+
+        // The same parser misreads OpenMetrics (the issue): an empty counter family and an
+        // unknown `_total` one.
+        let misread = read_as_python_classic(&sink.encode());
+        let counter = misread
+            .iter()
+            .find(|f| f.name == "vllm_omni:prompt_tokens")
+            .expect("a family of that name");
+        assert_eq!(counter.kind, "counter");
+        assert!(counter.samples.is_empty(), "{counter:?}");
+        assert!(
+            misread
+                .iter()
+                .any(|f| f.name == "vllm_omni:prompt_tokens_total" && f.kind == "unknown"),
+            "{misread:#?}"
+        );
+    }
+
+    #[test]
+    fn each_kind_in_both_formats() {
+        let sink = PrometheusSink::unserved();
+        sink.on_request(&every_family());
+        let exemplar = "# {trace_id=\"4bf92f3577b34da6a3ce929d0e0e4736\"}";
+
+        let (content_type, classic) = sink.encode_for(Some("text/plain;version=0.0.4"));
+        assert_eq!(content_type, TEXT_CONTENT_TYPE);
+        for line in [
+            // A counter with labels: HELP and TYPE on the `_total` name.
+            "# HELP vllm_omni:requests_success_total Finished requests by finished_reason \
+             (stop = ok, error, abort).",
+            "# TYPE vllm_omni:requests_success_total counter",
+            "vllm_omni:requests_success_total{finished_reason=\"stop\"} 1",
+            // Without labels.
+            "# HELP vllm_omni:prompt_tokens_total Prompt (input) tokens: stage 0's num_tokens_in.",
+            "# TYPE vllm_omni:prompt_tokens_total counter",
+            "vllm_omni:prompt_tokens_total 4860",
+            "# TYPE vllm_omni:generation_tokens_total counter",
+            "vllm_omni:generation_tokens_total 342",
+            "# TYPE vllm_omni:audio_frames_total counter",
+            "vllm_omni:audio_frames_total{stage=\"2\"} 525525",
+            // A histogram: buckets without exemplars, `le` as Go's clients write it.
+            "# HELP vllm_omni:e2e_request_latency_s End-to-end request latency in seconds \
+             (request span duration; ok requests).",
+            "# TYPE vllm_omni:e2e_request_latency_s histogram",
+            "vllm_omni:e2e_request_latency_s_bucket{le=\"30\"} 0",
+            "vllm_omni:e2e_request_latency_s_bucket{le=\"60\"} 1",
+            "vllm_omni:e2e_request_latency_s_bucket{le=\"+Inf\"} 1",
+            "vllm_omni:e2e_request_latency_s_sum 41.25",
+            "vllm_omni:e2e_request_latency_s_count 1",
+            "# TYPE vllm_omni:stage_gen_time_s histogram",
+            "vllm_omni:stage_gen_time_s_bucket{stage=\"2\",le=\"5\"} 1",
+            "vllm_omni:transfer_size_bytes_bucket{from_stage=\"0\",to_stage=\"2\",le=\"1.6777216e+07\"} 0",
+            "vllm_omni:transfer_size_bytes_bucket{from_stage=\"0\",to_stage=\"2\",le=\"6.7108864e+07\"} 0",
+            "vllm_omni:transfer_size_bytes_bucket{from_stage=\"0\",to_stage=\"2\",le=\"2.68435456e+08\"} 1",
+        ] {
+            assert!(
+                classic.lines().any(|l| l == line),
+                "classic text lacks {line:?}:\n{classic}"
+            );
+        }
+        assert!(!classic.contains("trace_id"), "{classic}");
+        assert!(!classic.contains("# EOF"), "{classic}");
+
+        let (content_type, openmetrics) = sink.encode_for(Some(PROMETHEUS_2_42_ACCEPT));
+        assert_eq!(content_type, OPENMETRICS_CONTENT_TYPE);
+        // The sink's `encode` is OpenMetrics, as before.
+        assert_eq!(openmetrics, sink.encode());
+        for line in [
+            // A counter: HELP and TYPE on the family's name, the sample `_total`.
+            "# HELP vllm_omni:requests_success Finished requests by finished_reason \
+             (stop = ok, error, abort).",
+            "# TYPE vllm_omni:requests_success counter",
+            "vllm_omni:requests_success_total{finished_reason=\"stop\"} 1",
+            "# TYPE vllm_omni:prompt_tokens counter",
+            "vllm_omni:prompt_tokens_total 4860",
+            "vllm_omni:audio_frames_total{stage=\"2\"} 525525",
+            // A histogram, its buckets with the request's trace as exemplar.
+            "# TYPE vllm_omni:e2e_request_latency_s histogram",
+            &format!("vllm_omni:e2e_request_latency_s_bucket{{le=\"60.0\"}} 1 {exemplar} 41.25"),
+            "vllm_omni:e2e_request_latency_s_count 1",
+            "# EOF",
+        ] {
+            assert!(
+                openmetrics.lines().any(|l| l == line),
+                "OpenMetrics text lacks {line:?}:\n{openmetrics}"
+            );
+        }
+        assert!(openmetrics.ends_with("# EOF\n"));
+
+        // Both are the same series and values (labels in any order, `le` and values as
+        // numbers).
+        type Sample = (String, Vec<(String, String)>, String);
+        let samples = |text: &str| -> Vec<Sample> {
+            let mut samples: Vec<_> = text
+                .lines()
+                .filter(|l| !l.starts_with('#'))
+                .map(|l| {
+                    let l = l.split(" # ").next().unwrap_or(l);
+                    let (series, value) = l.rsplit_once(' ').expect("a value");
+                    let (name, labels) = series.split_once('{').unwrap_or((series, "}"));
+                    let mut labels: Vec<(String, String)> = labels
+                        .trim_end_matches('}')
+                        .split(',')
+                        .filter(|l| !l.is_empty())
+                        .map(|l| {
+                            let (k, v) = l.split_once('=').expect("name=value");
+                            let v = v.trim_matches('"');
+                            let v = match k {
+                                "le" => v.replace("+Inf", "inf").parse::<f64>().expect("a bound"),
+                                _ => return (k.to_owned(), v.to_owned()),
+                            };
+                            (k.to_owned(), v.to_string())
+                        })
+                        .collect();
+                    labels.sort();
+                    let value: f64 = value.parse().expect("a number");
+                    (name.to_owned(), labels, value.to_string())
+                })
+                .collect();
+            samples.sort();
+            samples
+        };
+        assert_eq!(samples(&classic), samples(&openmetrics));
     }
 
     #[test]

@@ -77,3 +77,35 @@ fn exemplars_carry_the_trace_ids_of_exported_requests() {
         }
     }
 }
+
+/// A classic scraper (no `Accept`, as `curl` or `promtool`) gets the classic text format,
+/// which has no exemplars: the traces are linked only for an OpenMetrics scrape.
+#[cfg(feature = "otlp")]
+#[test]
+fn a_classic_scrape_carries_no_exemplars() {
+    use crate::support::get_accepting;
+
+    let h = Harness::traced();
+    h.play_many(4);
+    assert!(h.requests().iter().all(|r| r.trace_id.is_some()));
+    let (_, parsed) = h.scrape();
+    let with_exemplars = parsed
+        .families
+        .values()
+        .flat_map(|f| f.iter_samples())
+        .filter_map(|s| match &s.value {
+            OpenMetricsValue::Histogram(h) => Some(h),
+            _ => None,
+        })
+        .flat_map(|h| &h.buckets)
+        .filter(|b| b.exemplar.is_some())
+        .count();
+    assert!(with_exemplars > 0, "an OpenMetrics scrape has exemplars");
+    let classic = get_accepting(h.addr(), "GET /metrics HTTP/1.1", None);
+    assert_eq!(
+        classic.headers["content-type"],
+        "text/plain; version=0.0.4; charset=utf-8"
+    );
+    assert!(!classic.body.contains("trace_id"), "{}", classic.body);
+    assert!(!classic.body.contains(" # {"), "{}", classic.body);
+}

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use omni_metrics::{DEFAULT_PROMETHEUS_ADDR, OmniMetricsLayer, PrometheusSink};
 
-use crate::support::{Harness, get};
+use crate::support::{Harness, get, get_accepting};
 
 #[test]
 fn metrics_are_openmetrics_text() {
@@ -27,6 +27,74 @@ fn metrics_are_openmetrics_text() {
     assert_eq!(with_query.status, "HTTP/1.1 200 OK");
     let head = get(h.addr(), "HEAD /metrics HTTP/1.1");
     assert_eq!(head.status, "HTTP/1.1 200 OK");
+    assert!(head.body.is_empty());
+}
+
+/// Prometheus 2.x's scrape `Accept` header.
+const PROMETHEUS_ACCEPT: &str = "application/openmetrics-text;version=1.0.0,\
+    application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
+
+#[test]
+fn the_format_follows_the_accept_header() {
+    let h = Harness::new();
+    h.play_many(5);
+    // No `Accept` (curl), `*/*`, `text/plain`: the classic text format.
+    for accept in [None, Some("*/*"), Some("text/plain;version=0.0.4")] {
+        let classic = get_accepting(h.addr(), "GET /metrics HTTP/1.1", accept);
+        assert_eq!(classic.status, "HTTP/1.1 200 OK", "{accept:?}");
+        assert_eq!(
+            classic.headers["content-type"], "text/plain; version=0.0.4; charset=utf-8",
+            "{accept:?}"
+        );
+        assert_eq!(classic.headers["vary"], "accept");
+        assert_eq!(
+            classic.headers["content-length"],
+            classic.body.len().to_string()
+        );
+        let body = &classic.body;
+        assert!(!body.contains("# EOF"), "{body}");
+        for line in [
+            "# TYPE vllm_omni:requests_success_total counter",
+            "# TYPE vllm_omni:prompt_tokens_total counter",
+            "vllm_omni:prompt_tokens_total 303",
+            "# TYPE vllm_omni:e2e_request_latency_s histogram",
+            // Requests 0, 1 and 2 finish (3 fails, 4 is dropped): 100 + 101 + 102 tokens.
+            "vllm_omni:e2e_request_latency_s_count 3",
+        ] {
+            assert!(body.lines().any(|l| l == line), "no {line:?} in\n{body}");
+        }
+        assert!(
+            body.lines().any(|l| l
+                .starts_with("# HELP vllm_omni:requests_success_total Finished requests")),
+            "{body}"
+        );
+    }
+    // Prometheus' own header: OpenMetrics, as `encode` writes it.
+    let openmetrics = get_accepting(h.addr(), "GET /metrics HTTP/1.1", Some(PROMETHEUS_ACCEPT));
+    assert_eq!(
+        openmetrics.headers["content-type"],
+        "application/openmetrics-text; version=1.0.0; charset=utf-8"
+    );
+    assert_eq!(openmetrics.headers["vary"], "accept");
+    assert_eq!(openmetrics.body, h.prometheus.encode());
+    assert!(openmetrics.body.ends_with("# EOF\n"));
+    // Only 0.0.1 asked for: the same text, said as 0.0.1.
+    let old = get_accepting(
+        h.addr(),
+        "GET /metrics HTTP/1.1",
+        Some("application/openmetrics-text; version=0.0.1"),
+    );
+    assert_eq!(
+        old.headers["content-type"],
+        "application/openmetrics-text; version=0.0.1; charset=utf-8"
+    );
+    assert_eq!(old.body, openmetrics.body);
+    // HEAD negotiates alike.
+    let head = get_accepting(h.addr(), "HEAD /metrics HTTP/1.1", None);
+    assert_eq!(
+        head.headers["content-type"],
+        "text/plain; version=0.0.4; charset=utf-8"
+    );
     assert!(head.body.is_empty());
 }
 
@@ -152,7 +220,10 @@ fn a_client_that_asks_for_keep_alive_gets_it() {
         .set_read_timeout(Some(Duration::from_secs(10)))
         .expect("a timeout");
     let ask = |method: &str| {
-        format!("{method} /metrics HTTP/1.1\r\nHost: x\r\nConnection: keep-alive\r\n\r\n")
+        format!(
+            "{method} /metrics HTTP/1.1\r\nHost: x\r\nConnection: keep-alive\r\n\
+             Accept: application/openmetrics-text\r\n\r\n"
+        )
     };
     // HEAD's length is the scrape's; the next response follows its head directly.
     stream.write_all(ask("HEAD").as_bytes()).expect("sent");

@@ -98,7 +98,10 @@ fn scrape_within(addr: SocketAddr, deadline: Duration) -> Result<(String, String
         .set_read_timeout(Some(deadline))
         .map_err(|e| e.to_string())?;
     stream
-        .write_all(b"GET /metrics HTTP/1.1\r\nHost: prometheus\r\nConnection: close\r\n\r\n")
+        .write_all(
+            b"GET /metrics HTTP/1.1\r\nHost: prometheus\r\nConnection: close\r\n\
+              Accept: application/openmetrics-text\r\n\r\n",
+        )
         .map_err(|e| format!("sending the request: {e}"))?;
     let mut raw = Vec::new();
     stream

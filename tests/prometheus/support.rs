@@ -174,19 +174,25 @@ pub(crate) struct Response {
     pub(crate) body: String,
 }
 
-/// Sends `request_line` (e.g. `GET /metrics HTTP/1.1`) to `addr` and reads the whole
-/// response (the server closes the connection).
+/// Sends `request_line` (e.g. `GET /metrics HTTP/1.1`) to `addr`, accepting OpenMetrics
+/// (as Prometheus does), and reads the whole response (the server closes the connection).
 pub(crate) fn get(addr: SocketAddr, request_line: &str) -> Response {
+    get_accepting(addr, request_line, Some("application/openmetrics-text"))
+}
+
+/// [`get`] with this `Accept` header, or none.
+pub(crate) fn get_accepting(
+    addr: SocketAddr,
+    request_line: &str,
+    accept: Option<&str>,
+) -> Response {
     let mut stream =
         TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("the endpoint accepts");
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
         .expect("a timeout");
-    write!(
-        stream,
-        "{request_line}\r\nHost: {addr}\r\nAccept: application/openmetrics-text\r\n\r\n"
-    )
-    .expect("the request is sent");
+    let accept = accept.map_or(String::new(), |a| format!("Accept: {a}\r\n"));
+    write!(stream, "{request_line}\r\nHost: {addr}\r\n{accept}\r\n").expect("the request is sent");
     let mut raw = String::new();
     stream.read_to_string(&mut raw).expect("a UTF-8 response");
     let (head, body) = raw.split_once("\r\n\r\n").expect("a response head");
