@@ -116,37 +116,189 @@ pub mod field {
     /// assert!(!omni_metrics::convention::field::is_known("otel.name"));
     /// ```
     pub fn is_known(name: &str) -> bool {
-        matches!(
-            name,
-            RUN_ID
-                | REQUEST_ID
-                | STATUS
-                | STATUS_MESSAGE
-                | STAGE_ID
-                | STAGE_NAME
-                | BATCH_ID
-                | BATCH_SIZE
-                | NUM_TOKENS_IN
-                | NUM_TOKENS_OUT
-                | AUDIO_GENERATED_FRAMES
-                | AUDIO_SAMPLE_RATE
-                | IMAGE_NUM
-                | RESOLUTION
-                | FROM_STAGE
-                | TO_STAGE
-                | SIZE_BYTES
-                | STAGE_GEN_TIME_MS
-                | POSTPROCESS_TIME_MS
-                | TX_TIME_MS
-                | RX_DECODE_TIME_MS
-                | IN_FLIGHT_TIME_MS
-                | UNITS
-                | REMOTE_REQUEST
-                | TIME_TO_FIRST_OUTPUT_MS
-                | INTER_OUTPUT_MS
-        )
+        super::field_def(name).is_some()
     }
 }
+
+/// What a convention field holds: how the layer reads it and how it is exported.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum FieldKind {
+    /// A count or an id (`u64`): an OTLP int.
+    Count,
+    /// A time in ms (`f64`), given to replace what the layer measures: an OTLP double.
+    Ms,
+    /// Text: an id, a status, a name.
+    Text,
+}
+
+/// One field of the convention: its name, what it holds, and the spans (or the
+/// `omni.output` event) that carry it.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct FieldDef {
+    pub(crate) name: &'static str,
+    pub(crate) kind: FieldKind,
+    /// The span kinds that declare it; empty for the `omni.output` event's `units`.
+    pub(crate) spans: &'static [SpanKind],
+}
+
+/// Every field of the convention, once, in the order spans declare them: what the layer
+/// reads ([`field::is_known`]), the exporter types ([`FieldKind`]), the replay keeps and
+/// [`omni_span!`] declares.
+pub(crate) const FIELDS: [FieldDef; 26] = {
+    use FieldKind::{Count, Ms, Text};
+    use SpanKind::{Batch, Request, Run, Stage, Transfer};
+    const fn def(name: &'static str, kind: FieldKind, spans: &'static [SpanKind]) -> FieldDef {
+        FieldDef { name, kind, spans }
+    }
+    [
+        def(field::RUN_ID, Text, &[Run]),
+        def(field::REQUEST_ID, Text, &[Request]),
+        def(field::STATUS, Text, &[Request]),
+        def(field::STATUS_MESSAGE, Text, &[Request]),
+        def(field::STAGE_ID, Count, &[Stage, Batch]),
+        def(field::STAGE_NAME, Text, &[Stage]),
+        def(field::BATCH_ID, Count, &[Stage, Batch]),
+        def(field::BATCH_SIZE, Count, &[Stage, Batch]),
+        def(field::NUM_TOKENS_IN, Count, &[Stage]),
+        def(field::NUM_TOKENS_OUT, Count, &[Stage]),
+        def(field::AUDIO_GENERATED_FRAMES, Count, &[Stage]),
+        def(field::AUDIO_SAMPLE_RATE, Count, &[Stage]),
+        def(field::IMAGE_NUM, Count, &[Stage]),
+        def(field::RESOLUTION, Text, &[Stage]),
+        def(field::FROM_STAGE, Count, &[Transfer]),
+        def(field::TO_STAGE, Count, &[Transfer]),
+        def(field::SIZE_BYTES, Count, &[Transfer]),
+        def(field::STAGE_GEN_TIME_MS, Ms, &[Stage]),
+        def(field::POSTPROCESS_TIME_MS, Ms, &[Stage]),
+        def(field::TX_TIME_MS, Ms, &[Transfer]),
+        def(field::RX_DECODE_TIME_MS, Ms, &[Transfer]),
+        def(field::IN_FLIGHT_TIME_MS, Ms, &[Transfer]),
+        def(field::TIME_TO_FIRST_OUTPUT_MS, Ms, &[Stage]),
+        def(field::INTER_OUTPUT_MS, Ms, &[Stage]),
+        def(field::REMOTE_REQUEST, Text, &[Stage, Transfer]),
+        def(field::UNITS, Count, &[]),
+    ]
+};
+
+/// The convention's field named `name`.
+pub(crate) fn field_def(name: &str) -> Option<&'static FieldDef> {
+    FIELDS.iter().find(|f| f.name == name)
+}
+
+/// The convention's field named `name` when spans carry it (every one but the
+/// `omni.output` event's `units`).
+pub(crate) fn span_field(name: &str) -> Option<&'static FieldDef> {
+    field_def(name).filter(|f| !f.spans.is_empty())
+}
+
+/// Opens an `omni.*` span of [`TARGET`] at INFO, declaring every field of its kind, as
+/// [`FIELDS`] lists them: the ones the typed API gives when it opens one take their values,
+/// in order (`request(id)`, `stage(id)`, `transfer(from, to)`, `batch(stage, batch,
+/// size)`), the rest are `Empty`, to be recorded later; `run` has only `run_id`, `Empty`, and
+/// `timing(name)` (queue, postprocess, tx, rx_decode) none. `any(name)` declares every span
+/// field of the convention `Empty` (the replay records whichever an exported span had).
+/// `[...]` is the span's parent, as `tracing::span!` takes it (`parent: p`, or nothing for
+/// the current span); what follows is passed on (`otel.*` fields, `remote_request`).
+///
+/// ```ignore
+/// let span = omni_span!(stage(stage_id), [parent: request], otel.kind = "internal");
+/// ```
+macro_rules! omni_span {
+    (@open [$(parent: $parent:expr)?] $name:expr, $($fields:tt)*) => {
+        ::tracing::span!(
+            target: $crate::convention::TARGET,
+            $(parent: $parent,)?
+            ::tracing::Level::INFO,
+            $name,
+            $($fields)*
+        )
+    };
+    (run, [$($parent:tt)*] $(, $($extra:tt)+)?) => {
+        $crate::convention::omni_span!(@open [$($parent)*] $crate::convention::RUN,
+            { $crate::convention::field::RUN_ID } = ::tracing::field::Empty,
+            $($($extra)+)?
+        )
+    };
+    (request($id:expr), [$($parent:tt)*] $(, $($extra:tt)+)?) => {
+        $crate::convention::omni_span!(@open [$($parent)*] $crate::convention::REQUEST,
+            { $crate::convention::field::REQUEST_ID } = $id,
+            { $crate::convention::field::STATUS } = ::tracing::field::Empty,
+            { $crate::convention::field::STATUS_MESSAGE } = ::tracing::field::Empty,
+            $($($extra)+)?
+        )
+    };
+    (stage($id:expr), [$($parent:tt)*] $(, $($extra:tt)+)?) => {
+        $crate::convention::omni_span!(@open [$($parent)*] $crate::convention::STAGE,
+            { $crate::convention::field::STAGE_ID } = $id,
+            { $crate::convention::field::STAGE_NAME } = ::tracing::field::Empty,
+            { $crate::convention::field::BATCH_ID } = ::tracing::field::Empty,
+            { $crate::convention::field::BATCH_SIZE } = ::tracing::field::Empty,
+            { $crate::convention::field::NUM_TOKENS_IN } = ::tracing::field::Empty,
+            { $crate::convention::field::NUM_TOKENS_OUT } = ::tracing::field::Empty,
+            { $crate::convention::field::AUDIO_GENERATED_FRAMES } = ::tracing::field::Empty,
+            { $crate::convention::field::AUDIO_SAMPLE_RATE } = ::tracing::field::Empty,
+            { $crate::convention::field::IMAGE_NUM } = ::tracing::field::Empty,
+            { $crate::convention::field::RESOLUTION } = ::tracing::field::Empty,
+            { $crate::convention::field::STAGE_GEN_TIME_MS } = ::tracing::field::Empty,
+            { $crate::convention::field::POSTPROCESS_TIME_MS } = ::tracing::field::Empty,
+            { $crate::convention::field::TIME_TO_FIRST_OUTPUT_MS } = ::tracing::field::Empty,
+            { $crate::convention::field::INTER_OUTPUT_MS } = ::tracing::field::Empty,
+            $($($extra)+)?
+        )
+    };
+    (transfer($from:expr, $to:expr), [$($parent:tt)*] $(, $($extra:tt)+)?) => {
+        $crate::convention::omni_span!(@open [$($parent)*] $crate::convention::TRANSFER,
+            { $crate::convention::field::FROM_STAGE } = $from,
+            { $crate::convention::field::TO_STAGE } = $to,
+            { $crate::convention::field::SIZE_BYTES } = ::tracing::field::Empty,
+            { $crate::convention::field::TX_TIME_MS } = ::tracing::field::Empty,
+            { $crate::convention::field::RX_DECODE_TIME_MS } = ::tracing::field::Empty,
+            { $crate::convention::field::IN_FLIGHT_TIME_MS } = ::tracing::field::Empty,
+            $($($extra)+)?
+        )
+    };
+    (batch($stage:expr, $batch:expr, $size:expr), [$($parent:tt)*] $(, $($extra:tt)+)?) => {
+        $crate::convention::omni_span!(@open [$($parent)*] $crate::convention::BATCH,
+            { $crate::convention::field::STAGE_ID } = $stage,
+            { $crate::convention::field::BATCH_ID } = $batch,
+            { $crate::convention::field::BATCH_SIZE } = $size,
+            $($($extra)+)?
+        )
+    };
+    (timing($name:expr), [$($parent:tt)*]) => {
+        $crate::convention::omni_span!(@open [$($parent)*] $name,)
+    };
+    (any($name:expr), [$($parent:tt)*]) => {
+        $crate::convention::omni_span!(@open [$($parent)*] $name,
+            { $crate::convention::field::RUN_ID } = ::tracing::field::Empty,
+            { $crate::convention::field::REQUEST_ID } = ::tracing::field::Empty,
+            { $crate::convention::field::STATUS } = ::tracing::field::Empty,
+            { $crate::convention::field::STATUS_MESSAGE } = ::tracing::field::Empty,
+            { $crate::convention::field::STAGE_ID } = ::tracing::field::Empty,
+            { $crate::convention::field::STAGE_NAME } = ::tracing::field::Empty,
+            { $crate::convention::field::BATCH_ID } = ::tracing::field::Empty,
+            { $crate::convention::field::BATCH_SIZE } = ::tracing::field::Empty,
+            { $crate::convention::field::NUM_TOKENS_IN } = ::tracing::field::Empty,
+            { $crate::convention::field::NUM_TOKENS_OUT } = ::tracing::field::Empty,
+            { $crate::convention::field::AUDIO_GENERATED_FRAMES } = ::tracing::field::Empty,
+            { $crate::convention::field::AUDIO_SAMPLE_RATE } = ::tracing::field::Empty,
+            { $crate::convention::field::IMAGE_NUM } = ::tracing::field::Empty,
+            { $crate::convention::field::RESOLUTION } = ::tracing::field::Empty,
+            { $crate::convention::field::FROM_STAGE } = ::tracing::field::Empty,
+            { $crate::convention::field::TO_STAGE } = ::tracing::field::Empty,
+            { $crate::convention::field::SIZE_BYTES } = ::tracing::field::Empty,
+            { $crate::convention::field::STAGE_GEN_TIME_MS } = ::tracing::field::Empty,
+            { $crate::convention::field::POSTPROCESS_TIME_MS } = ::tracing::field::Empty,
+            { $crate::convention::field::TX_TIME_MS } = ::tracing::field::Empty,
+            { $crate::convention::field::RX_DECODE_TIME_MS } = ::tracing::field::Empty,
+            { $crate::convention::field::IN_FLIGHT_TIME_MS } = ::tracing::field::Empty,
+            { $crate::convention::field::TIME_TO_FIRST_OUTPUT_MS } = ::tracing::field::Empty,
+            { $crate::convention::field::INTER_OUTPUT_MS } = ::tracing::field::Empty,
+            { $crate::convention::field::REMOTE_REQUEST } = ::tracing::field::Empty
+        )
+    };
+}
+pub(crate) use omni_span;
 
 /// What an `omni.*` span is, from its name.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -215,5 +367,78 @@ mod tests {
         }
         assert_eq!(SpanKind::from_name("omni.stagex"), None);
         assert_eq!(SpanKind::from_name("http.request"), None);
+    }
+
+    /// The convention's fields of `kind`, as [`FIELDS`] lists them, sorted.
+    fn fields_of(kind: SpanKind) -> Vec<&'static str> {
+        let mut names: Vec<_> = FIELDS
+            .iter()
+            .filter(|f| f.spans.contains(&kind))
+            .map(|f| f.name)
+            .collect();
+        names.sort_unstable();
+        names
+    }
+
+    /// The convention fields `span` declares, sorted.
+    fn declared(span: &tracing::Span) -> Vec<&'static str> {
+        let mut names: Vec<_> = span
+            .metadata()
+            .map(|m| m.fields().iter().map(|f| f.name()).collect())
+            .unwrap_or_default();
+        names.retain(|n| field::is_known(n));
+        names.sort_unstable();
+        names
+    }
+
+    /// `omni_span!` declares what [`FIELDS`] gives each span, no more, no less; the typed
+    /// API adds `remote_request` to a stage or transfer only for remote work.
+    #[test]
+    fn omni_span_declares_the_fields_the_list_gives_each_span() {
+        // A disabled span has no metadata: any subscriber enables them.
+        tracing::subscriber::with_default(tracing_subscriber::registry(), every_span_kind);
+    }
+
+    fn every_span_kind() {
+        let without_remote = |kind| {
+            let mut names = fields_of(kind);
+            names.retain(|n| *n != field::REMOTE_REQUEST);
+            names
+        };
+        assert_eq!(declared(&omni_span!(run, [])), fields_of(SpanKind::Run));
+        assert_eq!(
+            declared(&omni_span!(request("r-1"), [parent: None])),
+            fields_of(SpanKind::Request)
+        );
+        assert_eq!(
+            declared(&omni_span!(stage(0), [parent: None])),
+            without_remote(SpanKind::Stage)
+        );
+        assert_eq!(
+            declared(&omni_span!(stage(0), [], { field::REMOTE_REQUEST } = "r-1")),
+            fields_of(SpanKind::Stage)
+        );
+        assert_eq!(
+            declared(&omni_span!(transfer(0, 1), [parent: None])),
+            without_remote(SpanKind::Transfer)
+        );
+        assert_eq!(
+            declared(&omni_span!(batch(0, 1, 2), [parent: None])),
+            fields_of(SpanKind::Batch)
+        );
+        assert!(declared(&omni_span!(timing(QUEUE), [])).is_empty());
+        let mut every: Vec<_> = FIELDS
+            .iter()
+            .filter(|f| !f.spans.is_empty())
+            .map(|f| f.name)
+            .collect();
+        every.sort_unstable();
+        assert_eq!(declared(&omni_span!(any(STAGE), [])), every);
+        // Each name once, `units` the only field of no span.
+        let mut names: Vec<_> = FIELDS.iter().map(|f| f.name).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), FIELDS.len());
+        assert!(span_field(field::UNITS).is_none() && field::is_known(field::UNITS));
     }
 }

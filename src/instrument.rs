@@ -26,10 +26,9 @@
 //! request.finish();
 //! ```
 
-use tracing::field::Empty;
 use tracing::{Level, Span};
 
-use crate::convention::{self, TARGET};
+use crate::convention::{self, TARGET, field, omni_span};
 use crate::diagnostics::{self, Notice};
 use crate::stats::RequestStatus;
 
@@ -70,7 +69,7 @@ pub struct Run {
 impl Run {
     /// Opens a run named `run-<n>`, as a child of the current span.
     pub fn start() -> Self {
-        let span = tracing::span!(target: TARGET, Level::INFO, "omni.run", run_id = Empty);
+        let span = omni_span!(run, []);
         check_enabled(&span);
         Self { span }
     }
@@ -121,30 +120,21 @@ impl Request {
             // even when the run sits inside one of the engine's own spans.
             return Self::child_of(&current, request_id);
         }
-        Self::checked(tracing::span!(
-                target: TARGET,
-                Level::INFO,
-                "omni.request",
-                request_id = request_id,
-                status = Empty,
-                status_message = Empty,
-                otel.name = %format_args!("request {request_id}"),
-                otel.kind = "server",
+        Self::checked(omni_span!(
+            request(request_id),
+            [],
+            otel.name = %format_args!("request {request_id}"),
+            otel.kind = "server",
         ))
     }
 
     /// Opens a request as a child of `parent` (an `omni.run` span, for instance).
     pub fn child_of(parent: &Span, request_id: &str) -> Self {
-        let request = Self::checked(tracing::span!(
-                target: TARGET,
-                parent: parent,
-                Level::INFO,
-                "omni.request",
-                request_id = request_id,
-                status = Empty,
-                status_message = Empty,
-                otel.name = %format_args!("request {request_id}"),
-                otel.kind = "server",
+        let request = Self::checked(omni_span!(
+            request(request_id),
+            [parent: parent],
+            otel.name = %format_args!("request {request_id}"),
+            otel.kind = "server",
         ));
         request.own_trace(parent);
         request
@@ -333,27 +323,7 @@ impl Stage {
     /// created on another task or thread).
     pub fn child_of(request: &Span, stage_id: u64) -> Self {
         Self {
-            span: tracing::span!(
-                target: TARGET,
-                parent: request,
-                Level::INFO,
-                "omni.stage",
-                stage_id = stage_id,
-                stage_name = Empty,
-                batch_id = Empty,
-                batch_size = Empty,
-                num_tokens_in = Empty,
-                num_tokens_out = Empty,
-                audio_generated_frames = Empty,
-                audio_sample_rate = Empty,
-                image_num = Empty,
-                resolution = Empty,
-                stage_gen_time_ms = Empty,
-                postprocess_time_ms = Empty,
-                time_to_first_output_ms = Empty,
-                inter_output_ms = Empty,
-                otel.kind = "internal",
-            ),
+            span: omni_span!(stage(stage_id), [parent: request], otel.kind = "internal"),
         }
     }
 
@@ -428,11 +398,11 @@ impl Stage {
     /// ```
     pub fn output(&self, units: u64) -> &Self {
         tracing::event!(
-            name: "omni.output",
+            name: convention::OUTPUT,
             target: TARGET,
             parent: &self.span,
             Level::INFO,
-            units = units
+            { field::UNITS } = units
         );
         self
     }
@@ -456,14 +426,14 @@ impl Stage {
     /// `stage_gen_time_ms`.
     pub fn queue(&self) -> Timing {
         Timing {
-            span: tracing::span!(target: TARGET, parent: &self.span, Level::INFO, "omni.queue"),
+            span: omni_span!(timing(convention::QUEUE), [parent: &self.span]),
         }
     }
 
     /// Opens an `omni.postprocess` child, excluded from `stage_gen_time_ms`.
     pub fn postprocess(&self) -> Timing {
         Timing {
-            span: tracing::span!(target: TARGET, parent: &self.span, Level::INFO, "omni.postprocess"),
+            span: omni_span!(timing(convention::POSTPROCESS), [parent: &self.span]),
         }
     }
 
@@ -500,14 +470,9 @@ pub struct Batch {
 impl Batch {
     /// Opens batch `batch_id` of `batch_size` requests on stage `stage_id`, as a root span.
     pub fn start(stage_id: u64, batch_id: u64, batch_size: u64) -> Self {
-        let span = tracing::span!(
-            target: TARGET,
-            parent: None,
-            Level::INFO,
-            "omni.batch",
-            stage_id = stage_id,
-            batch_id = batch_id,
-            batch_size = batch_size,
+        let span = omni_span!(
+            batch(stage_id, batch_id, batch_size),
+            [parent: None],
             otel.name = %format_args!("batch {batch_id} of stage {stage_id}"),
             otel.kind = "internal",
         );
@@ -547,17 +512,9 @@ impl Transfer {
     /// Opens a transfer `from->to` as a child of `request`.
     pub fn child_of(request: &Span, from: u64, to: u64) -> Self {
         Self {
-            span: tracing::span!(
-                target: TARGET,
-                parent: request,
-                Level::INFO,
-                "omni.transfer",
-                from_stage = from,
-                to_stage = to,
-                size_bytes = Empty,
-                tx_time_ms = Empty,
-                rx_decode_time_ms = Empty,
-                in_flight_time_ms = Empty,
+            span: omni_span!(
+                transfer(from, to),
+                [parent: request],
                 otel.name = %format_args!("transfer {from}->{to}"),
                 otel.kind = "internal",
             ),
@@ -573,19 +530,14 @@ impl Transfer {
     /// Opens the sender side (`omni.transfer.tx`): serialize and hand over.
     pub fn tx(&self) -> Timing {
         Timing {
-            span: tracing::span!(target: TARGET, parent: &self.span, Level::INFO, "omni.transfer.tx"),
+            span: omni_span!(timing(convention::TRANSFER_TX), [parent: &self.span]),
         }
     }
 
     /// Opens the receiver side (`omni.transfer.rx_decode`): take and decode.
     pub fn rx_decode(&self) -> Timing {
         Timing {
-            span: tracing::span!(
-                target: TARGET,
-                parent: &self.span,
-                Level::INFO,
-                "omni.transfer.rx_decode"
-            ),
+            span: omni_span!(timing(convention::TRANSFER_RX_DECODE), [parent: &self.span]),
         }
     }
 

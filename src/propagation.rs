@@ -47,10 +47,9 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use tracing::field::Empty;
-use tracing::{Level, Span};
+use tracing::Span;
 
-use crate::convention::TARGET;
+use crate::convention::{field, omni_span};
 use crate::instrument::{Stage, Timing, Transfer};
 use crate::stats::EdgeName;
 
@@ -237,26 +236,10 @@ impl Remote {
 
     /// Opens stage `stage_id` of the request here, a child of the remote span in the trace.
     pub fn stage(&self, stage_id: u64) -> Stage {
-        let span = tracing::span!(
-            target: TARGET,
-            parent: None,
-            Level::INFO,
-            "omni.stage",
-            stage_id = stage_id,
-            remote_request = self.request_id.as_deref().unwrap_or_default(),
-            stage_name = Empty,
-            batch_id = Empty,
-            batch_size = Empty,
-            num_tokens_in = Empty,
-            num_tokens_out = Empty,
-            audio_generated_frames = Empty,
-            audio_sample_rate = Empty,
-            image_num = Empty,
-            resolution = Empty,
-            stage_gen_time_ms = Empty,
-            postprocess_time_ms = Empty,
-            time_to_first_output_ms = Empty,
-            inter_output_ms = Empty,
+        let span = omni_span!(
+            stage(stage_id),
+            [parent: None],
+            { field::REMOTE_REQUEST } = self.request_id.as_deref().unwrap_or_default(),
             otel.name = %format_args!("stage {stage_id}"),
             otel.kind = "internal",
         );
@@ -270,18 +253,10 @@ impl Remote {
     /// guard; the transfer closes with it.
     pub fn rx_decode(&self) -> RemoteRx {
         let edge = self.edge.unwrap_or_default();
-        let span = tracing::span!(
-            target: TARGET,
-            parent: None,
-            Level::INFO,
-            "omni.transfer",
-            from_stage = edge.from,
-            to_stage = edge.to,
-            remote_request = self.request_id.as_deref().unwrap_or_default(),
-            size_bytes = Empty,
-            tx_time_ms = Empty,
-            rx_decode_time_ms = Empty,
-            in_flight_time_ms = Empty,
+        let span = omni_span!(
+            transfer(edge.from, edge.to),
+            [parent: None],
+            { field::REMOTE_REQUEST } = self.request_id.as_deref().unwrap_or_default(),
             otel.name = %format_args!("transfer {edge} rx"),
             otel.kind = "consumer",
         );

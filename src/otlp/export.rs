@@ -17,7 +17,7 @@ use opentelemetry::trace::SpanKind;
 use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
 use opentelemetry_sdk::trace::{SpanData, SpanExporter, SpanProcessor};
 
-use crate::convention::field;
+use crate::convention::{FieldKind, field, span_field};
 
 /// How often a loss summary is logged at most, after the first loss was said.
 pub const LOSS_REPORT_INTERVAL: Duration = Duration::from_secs(60);
@@ -229,30 +229,6 @@ impl<P: SpanProcessor> SpanProcessor for CountingProcessor<P> {
     }
 }
 
-/// The convention's counts: exported as ints.
-const COUNT_FIELDS: &[&str] = &[
-    field::STAGE_ID,
-    field::BATCH_ID,
-    field::BATCH_SIZE,
-    field::NUM_TOKENS_IN,
-    field::NUM_TOKENS_OUT,
-    field::AUDIO_GENERATED_FRAMES,
-    field::AUDIO_SAMPLE_RATE,
-    field::IMAGE_NUM,
-    field::FROM_STAGE,
-    field::TO_STAGE,
-    field::SIZE_BYTES,
-];
-
-/// The convention's times: exported as doubles.
-const TIME_FIELDS: &[&str] = &[
-    field::STAGE_GEN_TIME_MS,
-    field::POSTPROCESS_TIME_MS,
-    field::TX_TIME_MS,
-    field::RX_DECODE_TIME_MS,
-    field::IN_FLIGHT_TIME_MS,
-];
-
 /// Puts one ended span in its exported form (see the module docs).
 fn shape(span: &mut SpanData) {
     let mut is_request = span.name == crate::convention::REQUEST;
@@ -269,15 +245,20 @@ fn shape(span: &mut SpanData) {
             continue;
         };
         let text = text.as_str().trim();
-        if COUNT_FIELDS.contains(&key) {
-            // Counts beyond i64 (OTLP's int) are clamped, never wrapped.
-            if let Ok(v) = text.parse::<u64>() {
-                kv.value = Value::I64(i64::try_from(v).unwrap_or(i64::MAX));
+        // The convention's counts are exported as ints, its times as doubles.
+        match span_field(key).map(|f| f.kind) {
+            Some(FieldKind::Count) => {
+                // Counts beyond i64 (OTLP's int) are clamped, never wrapped.
+                if let Ok(v) = text.parse::<u64>() {
+                    kv.value = Value::I64(i64::try_from(v).unwrap_or(i64::MAX));
+                }
             }
-        } else if TIME_FIELDS.contains(&key) {
-            if let Ok(v) = text.parse::<f64>() {
-                kv.value = Value::F64(crate::stats::finite(v));
+            Some(FieldKind::Ms) => {
+                if let Ok(v) = text.parse::<f64>() {
+                    kv.value = Value::F64(crate::stats::finite(v));
+                }
             }
+            Some(FieldKind::Text) | None => {}
         }
     }
     if ours {
