@@ -634,9 +634,11 @@ fn mentions(labels: &LabelValues, rejected: &[u64]) -> bool {
 }
 
 /// Records finished requests as vLLM-Omni-compatible Prometheus families and serves them
-/// on `GET /metrics`, as OpenMetrics text (with exemplars) to a scraper that asks for it and
-/// as the classic text format to others (see the [module's
-/// documentation](crate::metrics::prometheus)).
+/// on `GET /metrics`, in the format the scrape's `Accept` header asks for
+/// ([`PrometheusSink::encode_for`]): OpenMetrics text, with exemplars (the requests'
+/// `trace_id`s), to a scraper that asks for it, as a Prometheus server does; the classic
+/// text format 0.0.4 to others (`curl`, `promtool`, classic parsers), which has **no
+/// exemplars**.
 ///
 /// Clones share the families and the endpoint; the endpoint closes when the last clone
 /// drops (the layer holding it, typically). Add it to a layer with
