@@ -5,6 +5,7 @@
 //! Values are unrounded; rounding is for the console only ([`crate::report`]).
 #![doc = include_str!("../docs/reference/stats.md")]
 
+pub(crate) mod keys;
 pub(crate) mod latency;
 
 use serde::Serialize;
@@ -723,23 +724,23 @@ impl OverallSummary {
 impl Serialize for OverallSummary {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let mut map = serializer.serialize_map(None)?;
-        map.serialize_entry("scope", &self.scope)?;
-        map.serialize_entry("e2e_requests", &self.e2e_requests)?;
-        map.serialize_entry("e2e_wall_time_ms", &self.e2e_wall_time_ms)?;
-        map.serialize_entry("e2e_total_tokens", &self.e2e_total_tokens)?;
+        map.serialize_entry(keys::SCOPE, &self.scope)?;
+        map.serialize_entry(keys::E2E_REQUESTS, &self.e2e_requests)?;
+        map.serialize_entry(keys::E2E_WALL_TIME_MS, &self.e2e_wall_time_ms)?;
+        map.serialize_entry(keys::E2E_TOTAL_TOKENS, &self.e2e_total_tokens)?;
         map.serialize_entry(
-            "e2e_avg_time_per_request_ms",
+            keys::E2E_AVG_TIME_PER_REQUEST_MS,
             &self.e2e_avg_time_per_request_ms,
         )?;
-        map.serialize_entry("e2e_avg_tokens_per_s", &self.e2e_avg_tokens_per_s)?;
+        map.serialize_entry(keys::E2E_AVG_TOKENS_PER_S, &self.e2e_avg_tokens_per_s)?;
         for (id, ms) in &self.stage_wall_time_ms {
-            map.serialize_entry(&format!("e2e_stage_{id}_wall_time_ms"), ms)?;
+            map.serialize_entry(&keys::e2e_stage_wall_time_ms(*id), ms)?;
         }
-        map.serialize_entry("e2e_requests_error", &self.e2e_requests_error)?;
-        map.serialize_entry("e2e_requests_aborted", &self.e2e_requests_aborted)?;
-        map.serialize_entry("invalid_spans", &self.invalid_spans)?;
+        map.serialize_entry(keys::E2E_REQUESTS_ERROR, &self.e2e_requests_error)?;
+        map.serialize_entry(keys::E2E_REQUESTS_ABORTED, &self.e2e_requests_aborted)?;
+        map.serialize_entry(keys::INVALID_SPANS, &self.invalid_spans)?;
         if self.shows_distributions() {
-            map.serialize_entry("distributions", &self.distributions)?;
+            map.serialize_entry(keys::DISTRIBUTIONS, &self.distributions)?;
         }
         map.end()
     }

@@ -6,19 +6,6 @@ use tracing_core::span::Id;
 
 use super::Inner;
 
-/// Request-span attribute keys for each stage's gen time (`stage_{i}_gen_time_ms`), as
-/// static strings; stages beyond the last are left out of the attributes (not the tables).
-pub(super) const STAGE_KEYS: [&str; 8] = [
-    "stage_0_gen_time_ms",
-    "stage_1_gen_time_ms",
-    "stage_2_gen_time_ms",
-    "stage_3_gen_time_ms",
-    "stage_4_gen_time_ms",
-    "stage_5_gen_time_ms",
-    "stage_6_gen_time_ms",
-    "stage_7_gen_time_ms",
-];
-
 /// The subscriber to annotate exported spans through, when annotations are on.
 pub(super) type AnnotateVia<'a> = Option<&'a tracing::Dispatch>;
 

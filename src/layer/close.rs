@@ -9,13 +9,13 @@ use tracing_core::span::Id;
 use tracing_subscriber::layer::Context;
 use tracing_subscriber::registry::LookupSpan;
 
-use super::annotate::{AnnotateVia, Annotation, STAGE_KEYS};
+use super::annotate::{AnnotateVia, Annotation};
 use super::state::{self, RequestSpan, RunSpan, StageSpan, TransferSpan};
 use super::table::{Key, Locked, Slot, Table};
 use super::{Inner, Num, lock_run, names};
 use crate::accumulate::{RequestAcc, ScopeAcc};
 use crate::diagnostics::{Issue, IssueSet};
-use crate::stats::{OverallSummary, RequestE2EStats, RequestStatus};
+use crate::stats::{OverallSummary, RequestE2EStats, RequestStatus, keys};
 
 /// A span being closed: its id, the time it closed, and where its numbers go.
 pub(super) struct Closing<'a> {
@@ -130,9 +130,9 @@ impl Inner {
             (Some(_), Some(s)) => Some((
                 (!stage.named).then(|| names::stage(s.stage_id, s.stage_name.as_ref())),
                 [
-                    ("stage_gen_time_ms", Num::Float(s.stage_gen_time_ms)),
-                    ("postprocess_time_ms", Num::Float(s.postprocess_time_ms)),
-                    ("queue_time_ms", Num::Float(s.queue_time_ms)),
+                    (keys::STAGE_GEN_TIME_MS, Num::Float(s.stage_gen_time_ms)),
+                    (keys::POSTPROCESS_TIME_MS, Num::Float(s.postprocess_time_ms)),
+                    (keys::QUEUE_TIME_MS, Num::Float(s.queue_time_ms)),
                 ],
             )),
             _ => None,
@@ -169,12 +169,12 @@ impl Inner {
                 (!transfer.named).then(|| names::transfer(t.from_stage, t.to_stage)),
                 [
                     (
-                        "size_kbytes",
+                        keys::SIZE_KBYTES,
                         Num::Float(crate::stats::kbytes(t.size_bytes)),
                     ),
-                    ("tx_time_ms", Num::Float(t.tx_time_ms)),
-                    ("rx_decode_time_ms", Num::Float(t.rx_decode_time_ms)),
-                    ("in_flight_time_ms", Num::Float(t.in_flight_time_ms)),
+                    (keys::TX_TIME_MS, Num::Float(t.tx_time_ms)),
+                    (keys::RX_DECODE_TIME_MS, Num::Float(t.rx_decode_time_ms)),
+                    (keys::IN_FLIGHT_TIME_MS, Num::Float(t.in_flight_time_ms)),
                 ],
             )),
             _ => None,
@@ -246,9 +246,9 @@ impl Inner {
         };
         let name = (!run.named).then(|| format!("run {}", summary.scope).into());
         let attributes = [
-            ("e2e_requests", Num::Count(summary.e2e_requests)),
-            ("e2e_wall_time_ms", Num::Float(summary.e2e_wall_time_ms)),
-            ("e2e_total_tokens", Num::Count(summary.e2e_total_tokens)),
+            (keys::E2E_REQUESTS, Num::Count(summary.e2e_requests)),
+            (keys::E2E_WALL_TIME_MS, Num::Float(summary.e2e_wall_time_ms)),
+            (keys::E2E_TOTAL_TOKENS, Num::Count(summary.e2e_total_tokens)),
         ];
         #[cfg(feature = "otlp")]
         let exported_apart = ctx.span(id).is_some_and(|span| {
@@ -409,24 +409,24 @@ impl Inner {
         if via.is_some() {
             // Inline: 4 totals and up to 8 stages need no allocation.
             let mut attributes: smallvec::SmallVec<[(&'static str, Num); 12]> = smallvec::smallvec![
-                ("e2e_total_ms", Num::Float(report.e2e_total_ms)),
-                ("e2e_total_tokens", Num::Count(report.e2e_total_tokens)),
+                (keys::E2E_TOTAL_MS, Num::Float(report.e2e_total_ms)),
+                (keys::E2E_TOTAL_TOKENS, Num::Count(report.e2e_total_tokens)),
                 (
-                    "transfers_total_time_ms",
+                    keys::TRANSFERS_TOTAL_TIME_MS,
                     Num::Float(report.transfers_total_time_ms),
                 ),
                 (
-                    "transfers_total_kbytes",
+                    keys::TRANSFERS_TOTAL_KBYTES,
                     Num::Float(report.transfers_total_kbytes),
                 ),
             ];
             for s in report
                 .stages
                 .iter()
-                .filter(|s| s.stage_id < STAGE_KEYS.len() as u64)
+                .filter(|s| s.stage_id < keys::STAGE_GEN_TIME_KEYS.len() as u64)
             {
                 attributes.push((
-                    STAGE_KEYS[s.stage_id as usize],
+                    keys::STAGE_GEN_TIME_KEYS[s.stage_id as usize],
                     Num::Float(s.stage_gen_time_ms),
                 ));
             }

@@ -20,7 +20,7 @@ use comfy_table::presets::ASCII_MARKDOWN;
 use comfy_table::{CellAlignment, ContentArrangement, Table};
 
 use crate::distribution::{Distributions, LatencyStats, Quantity};
-use crate::stats::{OverallSummary, RequestE2EStats, StageRequestStats, TransferEdgeStats};
+use crate::stats::{OverallSummary, RequestE2EStats, StageRequestStats, TransferEdgeStats, keys};
 
 /// The longest text a table cell or a title shows, in characters (escapes included).
 ///
@@ -220,52 +220,57 @@ fn push_row(table: &mut Table, label: &str, cells: Vec<Cell>, elide: bool) {
 /// only when not zero.
 pub fn summary_table(s: &OverallSummary) -> String {
     let mut t = new_table(vec!["Field".into(), "Value".into()]);
-    push_row(&mut t, "e2e_requests", vec![int(s.e2e_requests)], false);
+    push_row(&mut t, keys::E2E_REQUESTS, vec![int(s.e2e_requests)], false);
     push_row(
         &mut t,
-        "e2e_wall_time_ms",
+        keys::E2E_WALL_TIME_MS,
         vec![float(s.e2e_wall_time_ms)],
         false,
     );
     push_row(
         &mut t,
-        "e2e_total_tokens",
+        keys::E2E_TOTAL_TOKENS,
         vec![int(s.e2e_total_tokens)],
         false,
     );
     push_row(
         &mut t,
-        "e2e_avg_time_per_request_ms",
+        keys::E2E_AVG_TIME_PER_REQUEST_MS,
         vec![float(s.e2e_avg_time_per_request_ms)],
         false,
     );
     push_row(
         &mut t,
-        "e2e_avg_tokens_per_s",
+        keys::E2E_AVG_TOKENS_PER_S,
         vec![float(s.e2e_avg_tokens_per_s)],
         false,
     );
     for (id, ms) in &s.stage_wall_time_ms {
         push_row(
             &mut t,
-            &format!("e2e_stage_{id}_wall_time_ms"),
+            &keys::e2e_stage_wall_time_ms(*id),
             vec![float(*ms)],
             false,
         );
     }
     push_row(
         &mut t,
-        "e2e_requests_error",
+        keys::E2E_REQUESTS_ERROR,
         vec![int(s.e2e_requests_error)],
         true,
     );
     push_row(
         &mut t,
-        "e2e_requests_aborted",
+        keys::E2E_REQUESTS_ABORTED,
         vec![int(s.e2e_requests_aborted)],
         true,
     );
-    push_row(&mut t, "invalid_spans", vec![int(s.invalid_spans)], true);
+    push_row(
+        &mut t,
+        keys::INVALID_SPANS,
+        vec![int(s.invalid_spans)],
+        true,
+    );
     t.to_string()
 }
 
@@ -274,35 +279,45 @@ pub fn summary_table(s: &OverallSummary) -> String {
 /// `audio_e2e_rtf`) only when measured.
 pub fn request_table(r: &RequestE2EStats) -> String {
     let mut t = new_table(vec!["Field".into(), "Value".into()]);
-    push_row(&mut t, "e2e_total_ms", vec![float(r.e2e_total_ms)], false);
     push_row(
         &mut t,
-        "e2e_total_tokens",
+        keys::E2E_TOTAL_MS,
+        vec![float(r.e2e_total_ms)],
+        false,
+    );
+    push_row(
+        &mut t,
+        keys::E2E_TOTAL_TOKENS,
         vec![int(r.e2e_total_tokens)],
         false,
     );
     push_row(
         &mut t,
-        "transfers_total_time_ms",
+        keys::TRANSFERS_TOTAL_TIME_MS,
         vec![float(r.transfers_total_time_ms)],
         false,
     );
     push_row(
         &mut t,
-        "transfers_total_kbytes",
+        keys::TRANSFERS_TOTAL_KBYTES,
         vec![float(r.transfers_total_kbytes)],
         false,
     );
     let measured: [(&str, Option<f64>); 4] = [
-        ("time_to_first_output_ms", r.time_to_first_output_ms),
-        ("time_to_first_audio_ms", r.time_to_first_audio_ms),
-        ("audio_duration_ms", r.audio_duration_ms),
-        ("audio_e2e_rtf", r.audio_e2e_rtf),
+        (keys::TIME_TO_FIRST_OUTPUT_MS, r.time_to_first_output_ms),
+        (keys::TIME_TO_FIRST_AUDIO_MS, r.time_to_first_audio_ms),
+        (keys::AUDIO_DURATION_MS, r.audio_duration_ms),
+        (keys::AUDIO_E2E_RTF, r.audio_e2e_rtf),
     ];
     for (label, value) in measured {
         push_row(&mut t, label, vec![opt_float(value)], true);
     }
-    push_row(&mut t, "invalid_spans", vec![int(r.invalid_spans)], true);
+    push_row(
+        &mut t,
+        keys::INVALID_SPANS,
+        vec![int(r.invalid_spans)],
+        true,
+    );
     t.to_string()
 }
 
@@ -340,24 +355,26 @@ fn stage_table_with(
     header.extend(stages.iter().map(heading));
     let mut t = new_table(header);
     let rows: [Row<StageRequestStats>; 16] = [
-        ("audio_generated_frames", |s| int(s.audio_generated_frames)),
-        ("batch_id", batch),
-        ("batch_size", |s| int(s.batch_size)),
-        ("image_num", |s| opt_int(s.image_num)),
-        ("num_tokens_in", |s| int(s.num_tokens_in)),
-        ("num_tokens_out", |s| int(s.num_tokens_out)),
-        ("postprocess_time_ms", |s| float(s.postprocess_time_ms)),
-        ("resolution", |s| text(s.resolution.as_deref())),
-        ("stage_gen_time_ms", |s| float(s.stage_gen_time_ms)),
-        ("queue_time_ms", |s| float(s.queue_time_ms)),
-        ("output_chunks", |s| int(s.output_chunks)),
-        ("output_units", |s| int(s.output_units)),
-        ("time_to_first_output_ms", |s| {
+        (keys::AUDIO_GENERATED_FRAMES, |s| {
+            int(s.audio_generated_frames)
+        }),
+        (keys::BATCH_ID, batch),
+        (keys::BATCH_SIZE, |s| int(s.batch_size)),
+        (keys::IMAGE_NUM, |s| opt_int(s.image_num)),
+        (keys::NUM_TOKENS_IN, |s| int(s.num_tokens_in)),
+        (keys::NUM_TOKENS_OUT, |s| int(s.num_tokens_out)),
+        (keys::POSTPROCESS_TIME_MS, |s| float(s.postprocess_time_ms)),
+        (keys::RESOLUTION, |s| text(s.resolution.as_deref())),
+        (keys::STAGE_GEN_TIME_MS, |s| float(s.stage_gen_time_ms)),
+        (keys::QUEUE_TIME_MS, |s| float(s.queue_time_ms)),
+        (keys::OUTPUT_CHUNKS, |s| int(s.output_chunks)),
+        (keys::OUTPUT_UNITS, |s| int(s.output_units)),
+        (keys::TIME_TO_FIRST_OUTPUT_MS, |s| {
             opt_float(s.time_to_first_output_ms)
         }),
-        ("inter_output_ms", |s| opt_float(s.inter_output_ms)),
-        ("audio_duration_ms", |s| opt_float(s.audio_duration_ms)),
-        ("audio_rtf", |s| opt_float(s.audio_rtf)),
+        (keys::INTER_OUTPUT_MS, |s| opt_float(s.inter_output_ms)),
+        (keys::AUDIO_DURATION_MS, |s| opt_float(s.audio_duration_ms)),
+        (keys::AUDIO_RTF, |s| opt_float(s.audio_rtf)),
     ];
     for (label, cell) in rows {
         push_row(&mut t, label, stages.iter().map(cell).collect(), true);
@@ -371,10 +388,10 @@ pub fn transfer_table(edges: &[TransferEdgeStats]) -> String {
     header.extend(edges.iter().map(|e| e.edge.to_string()));
     let mut t = new_table(header);
     let rows: [Row<TransferEdgeStats>; 4] = [
-        ("size_kbytes", |e| float(e.size_kbytes)),
-        ("tx_time_ms", |e| float(e.tx_time_ms)),
-        ("rx_decode_time_ms", |e| float(e.rx_decode_time_ms)),
-        ("in_flight_time_ms", |e| float(e.in_flight_time_ms)),
+        (keys::SIZE_KBYTES, |e| float(e.size_kbytes)),
+        (keys::TX_TIME_MS, |e| float(e.tx_time_ms)),
+        (keys::RX_DECODE_TIME_MS, |e| float(e.rx_decode_time_ms)),
+        (keys::IN_FLIGHT_TIME_MS, |e| float(e.in_flight_time_ms)),
     ];
     for (label, cell) in rows {
         push_row(&mut t, label, edges.iter().map(cell).collect(), true);

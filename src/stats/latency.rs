@@ -9,7 +9,7 @@ use std::fmt;
 
 use serde::ser::{Serialize, SerializeMap, SerializeStruct, Serializer};
 
-use super::{EdgeName, finite};
+use super::{EdgeName, finite, keys};
 
 /// What a distribution is of: one row of the `Distributions` table, one key of the
 /// `distributions` record object.
@@ -83,12 +83,12 @@ impl Ord for Quantity {
 impl fmt::Display for Quantity {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Quantity::RequestLatency => f.write_str("e2e_total_ms"),
+            Quantity::RequestLatency => f.write_str(keys::E2E_TOTAL_MS),
             Quantity::StageGenTime(id) => write!(f, "stage_{id}_gen_time_ms"),
             Quantity::StageQueueTime(id) => write!(f, "stage_{id}_queue_time_ms"),
             Quantity::TransferTime(edge) => write!(f, "transfer_{edge}_time_ms"),
-            Quantity::RequestFirstOutput => f.write_str("time_to_first_output_ms"),
-            Quantity::RequestFirstAudio => f.write_str("time_to_first_audio_ms"),
+            Quantity::RequestFirstOutput => f.write_str(keys::TIME_TO_FIRST_OUTPUT_MS),
+            Quantity::RequestFirstAudio => f.write_str(keys::TIME_TO_FIRST_AUDIO_MS),
             Quantity::StageFirstOutput(id) => write!(f, "stage_{id}_time_to_first_output_ms"),
             Quantity::StageInterOutput(id) => write!(f, "stage_{id}_inter_output_ms"),
         }
@@ -129,12 +129,12 @@ pub struct LatencyStats {
 impl Serialize for LatencyStats {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let mut s = serializer.serialize_struct("LatencyStats", 6)?;
-        s.serialize_field("count", &self.count)?;
-        s.serialize_field("mean_ms", &finite(self.mean_ms))?;
-        s.serialize_field("p50_ms", &finite(self.p50_ms))?;
-        s.serialize_field("p90_ms", &finite(self.p90_ms))?;
-        s.serialize_field("p99_ms", &finite(self.p99_ms))?;
-        s.serialize_field("max_ms", &finite(self.max_ms))?;
+        s.serialize_field(keys::COUNT, &self.count)?;
+        s.serialize_field(keys::MEAN_MS, &finite(self.mean_ms))?;
+        s.serialize_field(keys::P50_MS, &finite(self.p50_ms))?;
+        s.serialize_field(keys::P90_MS, &finite(self.p90_ms))?;
+        s.serialize_field(keys::P99_MS, &finite(self.p99_ms))?;
+        s.serialize_field(keys::MAX_MS, &finite(self.max_ms))?;
         s.end()
     }
 }

@@ -6,66 +6,66 @@ use std::sync::Arc;
 
 use crate::distribution::LatencyStats;
 use crate::report::table::printable;
-use crate::stats::{OverallSummary, RequestE2EStats, RequestStatus, finite};
+use crate::stats::{OverallSummary, RequestE2EStats, RequestStatus, finite, keys};
 
 /// The blob's format name, bumped when a column changes meaning.
 pub(crate) const FORMAT: &str = "omni-metrics-html/1";
 
 /// A request's columns, in the order of each row of `requests` in the blob.
 const REQUEST_COLUMNS: [&str; 16] = [
-    "request_id",
-    "status",
-    "scope",
+    keys::REQUEST_ID,
+    keys::STATUS,
+    keys::SCOPE,
     "start_ms",
     "end_ms",
-    "e2e_total_ms",
-    "e2e_total_tokens",
-    "transfers_total_time_ms",
-    "transfers_total_kbytes",
-    "time_to_first_output_ms",
-    "time_to_first_audio_ms",
-    "audio_duration_ms",
-    "audio_e2e_rtf",
-    "invalid_spans",
-    "stages",
-    "transfers",
+    keys::E2E_TOTAL_MS,
+    keys::E2E_TOTAL_TOKENS,
+    keys::TRANSFERS_TOTAL_TIME_MS,
+    keys::TRANSFERS_TOTAL_KBYTES,
+    keys::TIME_TO_FIRST_OUTPUT_MS,
+    keys::TIME_TO_FIRST_AUDIO_MS,
+    keys::AUDIO_DURATION_MS,
+    keys::AUDIO_E2E_RTF,
+    keys::INVALID_SPANS,
+    keys::STAGES,
+    keys::TRANSFERS,
 ];
 
 /// A stage's columns.
 const STAGE_COLUMNS: [&str; 20] = [
-    "stage_id",
-    "stage_name",
+    keys::STAGE_ID,
+    keys::STAGE_NAME,
     "start_ms",
     "end_ms",
-    "batch_id",
-    "batch_size",
-    "num_tokens_in",
-    "num_tokens_out",
-    "stage_gen_time_ms",
-    "postprocess_time_ms",
-    "queue_time_ms",
-    "audio_generated_frames",
-    "image_num",
-    "resolution",
-    "output_chunks",
-    "output_units",
-    "time_to_first_output_ms",
-    "inter_output_ms",
-    "audio_duration_ms",
-    "audio_rtf",
+    keys::BATCH_ID,
+    keys::BATCH_SIZE,
+    keys::NUM_TOKENS_IN,
+    keys::NUM_TOKENS_OUT,
+    keys::STAGE_GEN_TIME_MS,
+    keys::POSTPROCESS_TIME_MS,
+    keys::QUEUE_TIME_MS,
+    keys::AUDIO_GENERATED_FRAMES,
+    keys::IMAGE_NUM,
+    keys::RESOLUTION,
+    keys::OUTPUT_CHUNKS,
+    keys::OUTPUT_UNITS,
+    keys::TIME_TO_FIRST_OUTPUT_MS,
+    keys::INTER_OUTPUT_MS,
+    keys::AUDIO_DURATION_MS,
+    keys::AUDIO_RTF,
 ];
 
 /// An edge's columns.
 const EDGE_COLUMNS: [&str; 9] = [
-    "from_stage",
-    "to_stage",
+    keys::FROM_STAGE,
+    keys::TO_STAGE,
     "start_ms",
     "end_ms",
-    "size_bytes",
-    "size_kbytes",
-    "tx_time_ms",
-    "rx_decode_time_ms",
-    "in_flight_time_ms",
+    keys::SIZE_BYTES,
+    keys::SIZE_KBYTES,
+    keys::TX_TIME_MS,
+    keys::RX_DECODE_TIME_MS,
+    keys::IN_FLIGHT_TIME_MS,
 ];
 
 /// What the report keeps of one request: the tables' fields and the times of its bars, text
@@ -391,7 +391,7 @@ pub(crate) fn write_blob(out: &mut String, summary: &OverallSummary, rows: &mut 
     j.key("generator");
     j.string(concat!("omni-metrics ", env!("CARGO_PKG_VERSION")));
     j.raw(",");
-    j.key("scope");
+    j.key(keys::SCOPE);
     j.string(&printable(&summary.scope, false));
     j.raw(",");
     j.key("timed");
@@ -403,7 +403,7 @@ pub(crate) fn write_blob(out: &mut String, summary: &OverallSummary, rows: &mut 
     j.key("summary");
     write_summary(&mut j, summary);
     j.raw(",");
-    j.key("distributions");
+    j.key(keys::DISTRIBUTIONS);
     write_distributions(&mut j, summary);
     j.raw(",");
     j.key("columns");
@@ -431,19 +431,19 @@ pub(crate) fn write_blob(out: &mut String, summary: &OverallSummary, rows: &mut 
 
 fn write_summary(j: &mut Json, s: &OverallSummary) {
     j.raw("{");
-    j.key("e2e_requests");
+    j.key(keys::E2E_REQUESTS);
     j.uint(s.e2e_requests);
     j.raw(",");
-    j.key("e2e_wall_time_ms");
+    j.key(keys::E2E_WALL_TIME_MS);
     j.float(s.e2e_wall_time_ms);
     j.raw(",");
-    j.key("e2e_total_tokens");
+    j.key(keys::E2E_TOTAL_TOKENS);
     j.uint(s.e2e_total_tokens);
     j.raw(",");
-    j.key("e2e_avg_time_per_request_ms");
+    j.key(keys::E2E_AVG_TIME_PER_REQUEST_MS);
     j.float(s.e2e_avg_time_per_request_ms);
     j.raw(",");
-    j.key("e2e_avg_tokens_per_s");
+    j.key(keys::E2E_AVG_TOKENS_PER_S);
     j.float(s.e2e_avg_tokens_per_s);
     j.raw(",");
     j.key("stage_wall_time_ms");
@@ -459,13 +459,13 @@ fn write_summary(j: &mut Json, s: &OverallSummary) {
         j.raw("]");
     }
     j.raw("],");
-    j.key("e2e_requests_error");
+    j.key(keys::E2E_REQUESTS_ERROR);
     j.uint(s.e2e_requests_error);
     j.raw(",");
-    j.key("e2e_requests_aborted");
+    j.key(keys::E2E_REQUESTS_ABORTED);
     j.uint(s.e2e_requests_aborted);
     j.raw(",");
-    j.key("invalid_spans");
+    j.key(keys::INVALID_SPANS);
     j.uint(s.invalid_spans);
     j.raw("}");
 }
