@@ -26,6 +26,8 @@
 //! the page back; a person's browser does neither. 100,000 requests, a 59 MiB page:
 //! 3,031 ms to rendered.)
 
+mod support;
+
 #[path = "../tests/support/chromium.rs"]
 mod chromium;
 #[path = "../tests/support/synthetic.rs"]
@@ -34,15 +36,10 @@ mod synthetic;
 use std::time::{Duration, Instant};
 
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    let quick = args.iter().any(|a| a == "--quick");
-    let requests = args
-        .iter()
-        .position(|a| a == "--requests")
-        .and_then(|i| args.get(i + 1))
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(10_000usize);
-    let rounds = if quick { 1 } else { 5 };
+    let args = support::Args::parse();
+    let requests = args.number("--requests", 10_000usize);
+    let rounds = if args.quick() { 1 } else { 5 };
+    support::print_machine();
 
     let (summary, records) = synthetic::run(requests, 42);
     let bars: usize = records
@@ -100,10 +97,9 @@ fn main() {
         );
         render_ms.push(ms);
     }
-    render_ms.sort_by(f64::total_cmp);
-    let median = render_ms[render_ms.len() / 2];
+    let rounds = render_ms.len();
+    let median = support::Spread::of(render_ms).median;
     println!(
-        "median time to rendered: {median:.1} ms over {} rounds (target: under 2,000 ms)",
-        render_ms.len()
+        "median time to rendered: {median:.1} ms over {rounds} rounds (target: under 2,000 ms)"
     );
 }

@@ -40,88 +40,21 @@
 //! Results: the table of `docs/performance.md` (the crate's `guide::performance`), and every
 //! round in `docs/design/performance-history.md`, with the machine they came from.
 
-use std::alloc::{GlobalAlloc, Layout, System};
+mod support;
+
 use std::hint::black_box;
 use std::time::Instant;
 
 use omni_metrics::OmniMetricsLayer;
+use support::{Args, SPANS_PER_REQUEST, Spread, request, request_span, stage_span, transfer_span};
 use tracing::{Dispatch, info_span};
 use tracing_subscriber::layer::Identity;
 use tracing_subscriber::prelude::*;
 
-/// Counts heap allocations, so the layer's allocations per request can be measured.
-///
-/// The count is per thread: a shared atomic bumped on every allocation would make the
-/// two-thread runs contend on the bench's own counter, not on anything of the layer's.
-struct Counting;
-
-thread_local! {
-    static ALLOCS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
-}
-
-fn count_alloc() {
-    // `try_with`: the allocator may run while this thread's locals are being destroyed.
-    let _ = ALLOCS.try_with(|c| c.set(c.get() + 1));
-}
-
-fn allocs_so_far() -> u64 {
-    ALLOCS.try_with(std::cell::Cell::get).unwrap_or(0)
-}
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        count_alloc();
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        count_alloc();
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
+/// Counts heap allocations per thread, so the layer's allocations per request can be
+/// measured.
 #[global_allocator]
-static GLOBAL: Counting = Counting;
-
-const SPANS_PER_ITER: u64 = 10;
-
-/// One request of the workload: 10 `omni.*` spans.
-fn request(i: u64) {
-    let req = request_span();
-    for stage in 0..3_u64 {
-        stage_span(&req, stage, i);
-        if stage < 2 {
-            transfer_span(&req, stage);
-        }
-    }
-    drop(black_box(req));
-}
-
-fn request_span() -> tracing::Span {
-    info_span!("omni.request", request_id = "bench-request")
-}
-
-/// A stage, entered, with 5 fields and one `record`.
-fn stage_span(req: &tracing::Span, stage: u64, i: u64) {
-    let s = info_span!(parent: req, "omni.stage", stage_id = stage, batch_id = i,
-        batch_size = 1_u64, num_tokens_in = 100_u64, num_tokens_out = tracing::field::Empty);
-    {
-        let _entered = s.enter();
-        s.record("num_tokens_out", 10_u64);
-    }
-    drop(s);
-}
-
-/// A transfer from `stage` to the next, with its tx and rx_decode children.
-fn transfer_span(req: &tracing::Span, stage: u64) {
-    let t = info_span!(parent: req, "omni.transfer", from_stage = stage,
-        to_stage = stage + 1, size_bytes = 4096_u64);
-    drop(info_span!(parent: &t, "omni.transfer.tx"));
-    drop(info_span!(parent: &t, "omni.transfer.rx_decode"));
-    drop(t);
-}
+static GLOBAL: support::CountAllocs = support::CountAllocs;
 
 /// The workload's parts alone, for pricing each kind of span under callgrind
 /// (`--case NAME --part PART`): what a part adds over `request-only` is what its spans cost.
@@ -137,7 +70,7 @@ fn part(name: Option<&str>) -> Option<Part> {
     Some(match name {
         None => Part {
             work: request,
-            spans: SPANS_PER_ITER,
+            spans: SPANS_PER_REQUEST,
         },
         Some("request-only") => Part {
             work: |_| drop(black_box(request_span())),
@@ -701,23 +634,21 @@ fn ns_per_span(work: fn(u64), spans: u64, threads: usize, iters: u64, rounds: us
             samples.push(start.elapsed());
         }
     });
-    let mut ns: Vec<f64> = samples
+    let ns = samples
         .iter()
-        .map(|t| t.as_nanos() as f64 / (iters * spans) as f64)
-        .collect();
-    ns.sort_by(f64::total_cmp);
-    ns[ns.len() / 2]
+        .map(|t| t.as_nanos() as f64 / (iters * spans) as f64);
+    Spread::of(ns.collect()).median
 }
 
 fn allocs_per_iter(work: fn(u64), iters: u64) -> f64 {
     for i in 0..iters {
         work(i);
     }
-    let before = allocs_so_far();
+    let before = support::allocs_so_far();
     for i in 0..iters {
         work(i);
     }
-    (allocs_so_far() - before) as f64 / iters as f64
+    (support::allocs_so_far() - before) as f64 / iters as f64
 }
 
 /// One case in this process: `CONFIG` or `CONFIG@2` (two threads). Prints
@@ -740,7 +671,7 @@ fn run_case(case: &str, part: Part, iters: u64, rounds: usize) {
         std::process::exit(1);
     }
     let (work, spans) = if config.starts_with("foreign") {
-        (foreign as fn(u64), SPANS_PER_ITER)
+        (foreign as fn(u64), SPANS_PER_REQUEST)
     } else {
         (part.work, part.spans)
     };
@@ -772,33 +703,16 @@ fn child(case: &str, quick: bool) -> (f64, f64) {
 /// One process's result: ns per span, allocations per iteration.
 type Sample = (f64, f64);
 
-/// Median and spread of per-round values.
-fn stats(mut v: Vec<f64>) -> (f64, f64, f64) {
-    v.sort_by(f64::total_cmp);
-    let median = v.get(v.len() / 2).copied().unwrap_or(f64::NAN);
-    let min = v.first().copied().unwrap_or(f64::NAN);
-    let max = v.last().copied().unwrap_or(f64::NAN);
-    (median, min, max)
-}
-
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    let quick = args.iter().any(|a| a == "--quick");
+    let args = Args::parse();
+    let quick = args.quick();
     let (iters, rounds, processes) = if quick {
         (10_000, 3, 3)
     } else {
         (100_000, 5, 7)
     };
-    if let Some(case) = args
-        .iter()
-        .position(|a| a == "--case")
-        .and_then(|i| args.get(i + 1))
-    {
-        let name = args
-            .iter()
-            .position(|a| a == "--part")
-            .and_then(|i| args.get(i + 1));
-        let Some(part) = part(name.map(String::as_str)) else {
+    if let Some(case) = args.value("--case") {
+        let Some(part) = part(args.value("--part")) else {
             eprintln!("unknown part: use request-only, stages or transfers");
             std::process::exit(2);
         };
@@ -827,13 +741,14 @@ fn main() {
         rounds_data.push(cases.iter().map(|c| child(c, quick)).collect());
     }
     let col = |name: &str| cases.iter().position(|c| *c == name);
-    let per_round = |f: &dyn Fn(&[Sample]) -> Option<f64>| -> Option<(f64, f64, f64)> {
+    let per_round = |f: &dyn Fn(&[Sample]) -> Option<f64>| -> Option<Spread> {
         let v: Vec<f64> = rounds_data.iter().filter_map(|r| f(r)).collect();
-        (!v.is_empty()).then(|| stats(v))
+        (!v.is_empty()).then(|| Spread::of(v))
     };
     let get = |r: &[Sample], name: &str| col(name).and_then(|i| r.get(i)).map(|x| x.0);
     let alloc = |r: &[Sample], name: &str| col(name).and_then(|i| r.get(i)).map(|x| x.1);
 
+    support::print_machine();
     println!(
         "workload: 1 request, 3 entered stages (5 fields, 1 record), 2 transfers + tx/rx = 10 spans"
     );
@@ -848,9 +763,9 @@ fn main() {
     println!();
     println!("| measure | median | spread (min..max) | target |");
     println!("|---|---|---|---|");
-    let row = |label: &str, target: &str, v: Option<(f64, f64, f64)>, unit: &str| {
-        if let Some((m, lo, hi)) = v {
-            println!("| {label} | {m:.2}{unit} | {lo:.2}..{hi:.2} | {target} |");
+    let row = |label: &str, target: &str, v: Option<Spread>, unit: &str| {
+        if let Some(Spread { median, min, max }) = v {
+            println!("| {label} | {median:.2}{unit} | {min:.2}..{max:.2} | {target} |");
         }
     };
     row(

@@ -18,7 +18,8 @@
 //! Results: the table of `docs/performance.md`, and `docs/design/performance-history.md`, with
 //! the machine they came from.
 
-use std::alloc::{GlobalAlloc, Layout, System};
+mod support;
+
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
@@ -26,30 +27,11 @@ use omni_metrics::metrics::catalog::observe;
 use omni_metrics::otlp::{OtlpMetricsSink, OtlpPipeline, OtlpProtocol};
 use omni_metrics::report::Sink;
 use omni_metrics::stats::{RequestE2EStats, StageRequestStats, TransferEdgeStats};
+use support::{Spread, allocs_so_far, thread_cpu_time};
 
 /// Counts heap allocations of the measuring thread.
-struct Counting;
-
-thread_local! {
-    static ALLOCS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
-}
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let _ = ALLOCS.try_with(|c| c.set(c.get() + 1));
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        let _ = ALLOCS.try_with(|c| c.set(c.get() + 1));
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
 #[global_allocator]
-static GLOBAL: Counting = Counting;
+static GLOBAL: support::CountAllocs = support::CountAllocs;
 
 fn request() -> RequestE2EStats {
     let stage = |id: u64| StageRequestStats {
@@ -88,27 +70,6 @@ fn request() -> RequestE2EStats {
         transfers: vec![edge(0), edge(1)],
         ..Default::default()
     }
-}
-
-/// CPU time this thread has used: what the engine's thread spends, whatever else runs on
-/// the machine (the recorder thread, other processes).
-#[cfg(unix)]
-fn thread_cpu_time() -> Duration {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid timespec to write to; CLOCK_THREAD_CPUTIME_ID always exists
-    // on Linux.
-    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
-}
-
-/// Elsewhere, wall time since the first call (the recorder's time may be in it).
-#[cfg(not(unix))]
-fn thread_cpu_time() -> Duration {
-    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
-    START.get_or_init(Instant::now).elapsed()
 }
 
 /// Requests an engine's thread queues before it waits for the recorder: an engine finishes
@@ -152,14 +113,10 @@ fn recorder_ns(sink: &OtlpMetricsSink, r: &RequestE2EStats) -> f64 {
     started.elapsed().as_nanos() as f64 / f64::from(BURST)
 }
 
-fn median(mut v: Vec<f64>) -> (f64, f64, f64) {
-    v.sort_by(f64::total_cmp);
-    (v[v.len() / 2], v[0], v[v.len() - 1])
-}
-
 fn main() {
-    let quick = std::env::args().any(|a| a == "--quick");
+    let quick = support::Args::parse().quick();
     let (iters, rounds) = if quick { (20_000, 3) } else { (200_000, 9) };
+    support::print_machine();
     let pipeline = OtlpPipeline::builder()
         .with_metrics_endpoint("http://127.0.0.1:9/v1/metrics")
         .with_protocol(OtlpProtocol::HttpProtobuf)
@@ -179,32 +136,33 @@ fn main() {
         sink.on_request(&r);
         assert!(sink.wait_recorded(Duration::from_secs(10)));
     }
-    let before = ALLOCS.with(std::cell::Cell::get);
+    let before = allocs_so_far();
     for _ in 0..100 {
         for _ in 0..BATCH {
             sink.on_request(black_box(&r));
         }
         assert!(sink.wait_recorded(Duration::from_secs(10)));
     }
-    let allocs = (ALLOCS.with(std::cell::Cell::get) - before) as f64 / (100 * BATCH) as f64;
+    let allocs = (allocs_so_far() - before) as f64 / (100 * BATCH) as f64;
 
     for threads in [1, 2] {
         engine_ns(&sink, &r, threads, iters / 10); // warm up
-        let (med, min, max) = median(
+        let Spread { median, min, max } = Spread::of(
             (0..rounds)
                 .map(|_| engine_ns(&sink, &r, threads, iters))
                 .collect(),
         );
         println!(
-            "engine's thread, {threads} thread(s): {med:.0} ns of CPU per request \
+            "engine's thread, {threads} thread(s): {median:.0} ns of CPU per request \
              ({min:.0}..{max:.0})"
         );
     }
-    let (med, min, max) = median((0..rounds).map(|_| recorder_ns(&sink, &r)).collect());
+    let Spread { median, min, max } =
+        Spread::of((0..rounds).map(|_| recorder_ns(&sink, &r)).collect());
     println!(
-        "recorder thread: {med:.0} ns per request ({min:.0}..{max:.0}), {:.1} ns per \
+        "recorder thread: {median:.0} ns per request ({min:.0}..{max:.0}), {:.1} ns per \
          observation, {observations} observations",
-        med / observations as f64
+        median / observations as f64
     );
     assert_eq!(sink.dropped_requests(), 0, "every request recorded");
     println!("{allocs:.2} heap allocations per request on the engine's thread");

@@ -23,6 +23,8 @@
 //! Before the recorder thread (recording on the engine's thread), the same requests cost
 //! 4,015 / 2,335 / 8,048 ns: the families' updates, and waits on a scrape's locks.
 
+mod support;
+
 use std::hint::black_box;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -31,51 +33,8 @@ use std::time::Instant;
 use omni_metrics::PrometheusSink;
 use omni_metrics::metrics::observe;
 use omni_metrics::report::Sink;
-use omni_metrics::stats::{
-    EdgeName, RequestE2EStats, RequestStatus, StageRequestStats, TransferEdgeStats,
-};
-
-fn request(trace: bool) -> RequestE2EStats {
-    let stage = |id: u64, gaps: usize| StageRequestStats {
-        stage_id: id,
-        num_tokens_in: 4_860,
-        num_tokens_out: 67,
-        stage_gen_time_ms: 9_910.007,
-        postprocess_time_ms: 256.158,
-        queue_time_ms: 12.5,
-        time_to_first_output_ms: Some(42.5),
-        inter_output_gaps_ms: (0..gaps).map(|g| 20.0 + g as f64).collect(),
-        ..Default::default()
-    };
-    let mut audio = stage(2, 0);
-    audio.audio_generated_frames = 525_525;
-    audio.audio_sample_rate = Some(24_000);
-    audio.audio_duration_ms = Some(21_896.875);
-    audio.audio_rtf = Some(0.45);
-    let edge = |from: u64, to: u64| TransferEdgeStats {
-        edge: EdgeName { from, to },
-        from_stage: from,
-        to_stage: to,
-        size_bytes: 111_900_005,
-        tx_time_ms: 78.701,
-        rx_decode_time_ms: 111.865,
-        in_flight_time_ms: 2.015,
-        ..Default::default()
-    };
-    RequestE2EStats {
-        request_id: "r-17".into(),
-        status: RequestStatus::Ok,
-        trace_id: trace.then(|| "4bf92f3577b34da6a3ce929d0e0e4736".into()),
-        e2e_total_ms: 41_299.133,
-        time_to_first_output_ms: Some(950.0),
-        time_to_first_audio_ms: Some(1_200.5),
-        audio_duration_ms: Some(21_896.875),
-        audio_e2e_rtf: Some(1.886),
-        stages: vec![stage(0, 16), stage(1, 0), audio],
-        transfers: vec![edge(0, 1), edge(1, 2)],
-        ..Default::default()
-    }
-}
+use omni_metrics::stats::RequestE2EStats;
+use support::sink_request as request;
 
 /// (Fastest, median) ns of the engine's thread per request over `rounds` rounds of
 /// `per_round` requests. The requests are queued in bursts the queue holds (the recorder
@@ -91,7 +50,7 @@ fn measure(
         sink.on_request(black_box(r));
     }
     black_box(sink.encode());
-    let mut ns: Vec<f64> = (0..rounds)
+    let ns: Vec<f64> = (0..rounds)
         .map(|_| {
             let mut timed = std::time::Duration::ZERO;
             for _ in 0..per_round.div_ceil(BURST) {
@@ -106,14 +65,15 @@ fn measure(
             timed.as_nanos() as f64 / f64::from(per_round.div_ceil(BURST) * BURST)
         })
         .collect();
-    ns.sort_by(f64::total_cmp);
     assert_eq!(sink.dropped_requests(), 0, "the bursts fit in the queue");
-    (ns[0], ns[ns.len() / 2])
+    let spread = support::Spread::of(ns);
+    (spread.min, spread.median)
 }
 
 fn main() {
-    let quick = std::env::args().any(|a| a == "--quick");
+    let quick = support::Args::parse().quick();
     let (rounds, per_round) = if quick { (3, 20_000) } else { (9, 200_000) };
+    support::print_machine();
     let traced = request(true);
     let mut observations = 0;
     observe(&traced, |_, _, _| observations += 1);

@@ -47,60 +47,17 @@
 //! paced 400000/s  offered  399886/s recorded  244727/s dropped   775919 of  1999747
 //! ```
 
+mod support;
+
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use omni_metrics::PrometheusSink;
 use omni_metrics::report::Sink;
-use omni_metrics::stats::{
-    EdgeName, RequestE2EStats, RequestStatus, StageRequestStats, TransferEdgeStats,
-};
+use support::thread_cpu_time;
 
 /// Engine threads pushing at once.
 const THREADS: usize = 4;
-
-/// The request of `benches/prometheus_record.rs`, with a trace id.
-fn request() -> RequestE2EStats {
-    let stage = |id: u64, gaps: usize| StageRequestStats {
-        stage_id: id,
-        num_tokens_in: 4_860,
-        num_tokens_out: 67,
-        stage_gen_time_ms: 9_910.007,
-        postprocess_time_ms: 256.158,
-        queue_time_ms: 12.5,
-        time_to_first_output_ms: Some(42.5),
-        inter_output_gaps_ms: (0..gaps).map(|g| 20.0 + g as f64).collect(),
-        ..Default::default()
-    };
-    let mut audio = stage(2, 0);
-    audio.audio_generated_frames = 525_525;
-    audio.audio_sample_rate = Some(24_000);
-    audio.audio_duration_ms = Some(21_896.875);
-    audio.audio_rtf = Some(0.45);
-    let edge = |from: u64, to: u64| TransferEdgeStats {
-        edge: EdgeName { from, to },
-        from_stage: from,
-        to_stage: to,
-        size_bytes: 111_900_005,
-        tx_time_ms: 78.701,
-        rx_decode_time_ms: 111.865,
-        in_flight_time_ms: 2.015,
-        ..Default::default()
-    };
-    RequestE2EStats {
-        request_id: "r-17".into(),
-        status: RequestStatus::Ok,
-        trace_id: Some("4bf92f3577b34da6a3ce929d0e0e4736".into()),
-        e2e_total_ms: 41_299.133,
-        time_to_first_output_ms: Some(950.0),
-        time_to_first_audio_ms: Some(1_200.5),
-        audio_duration_ms: Some(21_896.875),
-        audio_e2e_rtf: Some(1.886),
-        stages: vec![stage(0, 16), stage(1, 0), audio],
-        transfers: vec![edge(0, 1), edge(1, 2)],
-        ..Default::default()
-    }
-}
 
 /// The requests a scrape counts (`requests_success_total{finished_reason="stop"}`).
 fn recorded(text: &str) -> u64 {
@@ -109,27 +66,6 @@ fn recorded(text: &str) -> u64 {
         .find_map(|l| l.strip_prefix(SERIES))
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or(0)
-}
-
-/// CPU time this thread has used: what an engine's thread spends on the sink, whatever
-/// else runs on the machine (the recorder thread, other processes).
-#[cfg(unix)]
-fn thread_cpu_time() -> Duration {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid timespec to write to; CLOCK_THREAD_CPUTIME_ID always exists
-    // on Linux.
-    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
-}
-
-/// Elsewhere, wall time since the first call (the recorder's time may be in it).
-#[cfg(not(unix))]
-fn thread_cpu_time() -> Duration {
-    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
-    START.get_or_init(Instant::now).elapsed()
 }
 
 /// One run's figures.
@@ -166,7 +102,7 @@ impl Run {
 /// counted (a scrape waits up to a second for the recorder; 60 s in all at most).
 fn run(length: Duration, rate: Option<f64>) -> Run {
     let sink = PrometheusSink::unserved();
-    let r = request();
+    let r = support::sink_request(true);
     let stop = AtomicBool::new(false);
     let start = Instant::now();
     let (offered, engine_cpu) = std::thread::scope(|s| {
@@ -223,13 +159,10 @@ fn run(length: Duration, rate: Option<f64>) -> Run {
 }
 
 fn main() {
-    let quick = std::env::args().any(|a| a == "--quick");
+    let quick = support::Args::parse().quick();
     let length = Duration::from_secs(if quick { 1 } else { 5 });
-    println!(
-        "{THREADS} threads, {} s per run, {} CPUs",
-        length.as_secs(),
-        std::thread::available_parallelism().map_or(0, usize::from)
-    );
+    support::print_machine();
+    println!("{THREADS} threads, {} s per run", length.as_secs());
     run(length, None).print("flat out");
     for rate in [50_000.0, 100_000.0, 200_000.0, 400_000.0, 800_000.0] {
         run(length, Some(rate)).print(&format!("paced {rate:.0}/s"));

@@ -18,26 +18,17 @@
 //! Measured on the 2-vCPU AMD EPYC VM this crate is developed on: see `docs/performance.md`
 //! and, every figure, `docs/design/performance-history.md`.
 
+mod support;
+
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use omni_metrics::replay::{Input, InputFormat, Replay};
 use omni_metrics::report::Sink;
+use support::{Args, peak_rss_kib};
 
 const SPANS_PER_REQUEST: u64 = 16;
-
-/// Peak resident set size in KiB (`VmHWM`), or 0 where unavailable.
-fn peak_rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmHWM:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        })
-        .unwrap_or(0)
-}
 
 /// Writes `requests` requests as collector JSON lines to `path`.
 fn generate(path: &Path, requests: u64) -> std::io::Result<()> {
@@ -245,19 +236,19 @@ fn replay(path: &Path, streaming: bool) {
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    if let Some(i) = args.iter().position(|a| a == "--child") {
-        let path = PathBuf::from(&args[i + 1]);
-        replay(&path, args[i + 2] == "streaming");
+    let args = Args::parse();
+    if let Some([path, mode]) = args.values("--child", 2) {
+        replay(&PathBuf::from(path), mode == "streaming");
         return;
     }
     // For profiling: `--generate N FILE`, then `--child FILE streaming` under `perf`.
-    if let Some(i) = args.iter().position(|a| a == "--generate") {
-        let n = args[i + 1].parse().expect("a number of requests");
-        generate(Path::new(&args[i + 2]), n).expect("the trace file is written");
+    if let Some([n, path]) = args.values("--generate", 2) {
+        let n = n.parse().expect("a number of requests");
+        generate(Path::new(path), n).expect("the trace file is written");
         return;
     }
-    let quick = args.iter().any(|a| a == "--quick");
+    let quick = args.quick();
+    support::print_machine();
     let dir = std::env::temp_dir().join(format!("omni-report-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let sizes: &[u64] = if quick { &[10_000] } else { &[10_000, 100_000] };
@@ -276,7 +267,7 @@ fn main() {
             n * SPANS_PER_REQUEST + 1
         );
         for mode in modes {
-            let status = std::process::Command::new(&args[0])
+            let status = std::process::Command::new(args.program())
                 .args(["--child", &path.display().to_string(), mode])
                 .status()
                 .expect("the child runs");

@@ -38,69 +38,21 @@
 //! 430 bytes), 24 MiB for the mix. `VmRSS` after a burst of requests: 58.7 MiB (layer), 20.2
 //! MiB (baseline); 20.7 MiB once trimmed (26.8 MiB before the fix).
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicUsize, Ordering};
+mod support;
 
 use omni_metrics::OmniMetricsLayer;
+use support::{Args, live_heap, rss_kib};
 use tracing::{Dispatch, Span, info_span};
 use tracing_subscriber::layer::Identity;
 use tracing_subscriber::prelude::*;
 
 /// Counts the live heap bytes: what the layer keeps, free of the allocator's own
 /// fragmentation and of what it keeps from the system (which `VmRSS` shows).
-struct Counting;
-
-static LIVE: AtomicUsize = AtomicUsize::new(0);
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let p = unsafe { System.alloc(layout) };
-        if !p.is_null() {
-            LIVE.fetch_add(layout.size(), Ordering::Relaxed);
-        }
-        p
-    }
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        let p = unsafe { System.alloc_zeroed(layout) };
-        if !p.is_null() {
-            LIVE.fetch_add(layout.size(), Ordering::Relaxed);
-        }
-        p
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) };
-        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        let p = unsafe { System.realloc(ptr, layout, new_size) };
-        if !p.is_null() {
-            LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
-            LIVE.fetch_add(new_size, Ordering::Relaxed);
-        }
-        p
-    }
-}
-
 #[global_allocator]
-static GLOBAL: Counting = Counting;
+static GLOBAL: support::CountLiveBytes = support::CountLiveBytes;
 
-/// Live heap bytes now.
-fn heap() -> usize {
-    LIVE.load(Ordering::Relaxed)
-}
-
-/// The resident set size in KiB (`VmRSS` of `/proc/self/status`), or 0 where unavailable.
-fn rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        })
-        .unwrap_or(0)
-}
-
+/// One request of the run: a unique `request_id`, 3 stages with a queue child each, 2
+/// transfers with their tx and rx_decode children.
 fn request(i: u64) {
     let req = info_span!("omni.request", request_id = format!("r-{i}"));
     for stage in 0..3_u64 {
@@ -109,11 +61,7 @@ fn request(i: u64) {
         drop(info_span!(parent: &s, "omni.queue"));
         drop(s);
         if stage < 2 {
-            let t = info_span!(parent: &req, "omni.transfer", from_stage = stage,
-                to_stage = stage + 1, size_bytes = 4096_u64);
-            drop(info_span!(parent: &t, "omni.transfer.tx"));
-            drop(info_span!(parent: &t, "omni.transfer.rx_decode"));
-            drop(t);
+            support::transfer_span(&req, stage);
         }
     }
 }
@@ -199,17 +147,17 @@ fn burst(dispatch: Dispatch, shape: Shape, n: usize) -> Burst {
         shape.open(4096, &mut spans);
         spans.clear();
         trim();
-        let before = (heap(), rss_kib());
+        let before = (live_heap(), rss_kib());
         shape.open(n, &mut spans);
-        let peak = (heap(), rss_kib());
+        let peak = (live_heap(), rss_kib());
         spans.clear();
-        let after = (heap(), rss_kib());
+        let after = (live_heap(), rss_kib());
         trim();
         let trimmed = rss_kib();
         shape.open(n, &mut spans);
         spans.clear();
         Burst {
-            heap: [before.0, peak.0, after.0, heap()],
+            heap: [before.0, peak.0, after.0, live_heap()],
             rss: [before.1, peak.1, after.1, trimmed],
         }
     });
@@ -273,14 +221,10 @@ fn bursts(shape: Shape, n: usize) {
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    let quick = args.iter().any(|a| a == "--quick");
-    let burst_spans = args
-        .iter()
-        .position(|a| a == "--burst")
-        .and_then(|i| args.get(i + 1)?.parse().ok())
-        .unwrap_or(BURST_SPANS);
-    run(quick);
+    let args = Args::parse();
+    let burst_spans = args.number("--burst", BURST_SPANS);
+    support::print_machine();
+    run(args.quick());
     // Under scoped dispatchers: the run's global one stays as it is.
     bursts(Shape::Requests, burst_spans);
     bursts(Shape::Mix, burst_spans);
