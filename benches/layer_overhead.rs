@@ -13,19 +13,6 @@
 //! - `otel`: the Registry with tracing-opentelemetry alone (an SDK tracer that exports
 //!   nothing), and `both`: the metrics layer with annotations on in front of it;
 //!   `both-noann`: the same with annotations off;
-//! - `otel-floor`: `otel` with the least any annotation through tracing-opentelemetry's
-//!   public API costs (one `get_otel_context`, one name and one `set_attributes` of as many
-//!   numbers as the metrics layer sets, per request, stage and transfer span; nothing
-//!   measured or computed): the part of `both / otel` no metrics layer can remove;
-//! - `deferred-floor`: not this crate's layer, but the least a layer that moved its work off
-//!   the engine's thread would still cost it: per `omni.*` span, a clock read and the
-//!   fields copied into a per-thread buffer at open, `record` and close (see
-//!   [`DeferredFloor`]);
-//! - `frame-floor`: not this crate's layer either, but the least a synchronous layer that
-//!   keeps each request's spans in a frame on its own thread would cost (see
-//!   [`FrameFloor`]), on 1 and 2 threads;
-//! - `frame-locked`: `frame-floor` with an uncontended lock taken and let go in each hook,
-//!   as a layer whose state is in a shared table sharded by thread pays;
 //! - `foreign`: 10 spans that are not `omni.*`, with and without the layer;
 //! - 1 and 2 threads for `base` and `layer`.
 //!
@@ -36,6 +23,11 @@
 //! runs one configuration alone, for `perf record` or callgrind; with `--part PART` it runs
 //! only a part of the workload, `request-only`, `stages` or `transfers`, to price each kind
 //! of span).
+//!
+//! The research floors measured for issue 8 (`deferred-floor`, `frame-floor`, `frame-locked`,
+//! `otel-floor`: the least a layer of another design would cost) are no longer here: their
+//! figures, and the commit whose bench still runs them, are in
+//! `docs/design/per-span-cost.md`.
 //!
 //! Results: the table of `docs/performance.md` (the crate's `guide::performance`), and every
 //! round in `docs/design/performance-history.md`, with the machine they came from.
@@ -137,450 +129,6 @@ where
         .and_then(tracing_opentelemetry::layer().with_tracer(tracer))
 }
 
-/// The least an annotation costs through tracing-opentelemetry's public API: per request,
-/// stage and transfer span, at close and before the OpenTelemetry layer ends it, one
-/// context lookup, a name and one `set_attributes` of as many numbers as the metrics layer
-/// sets (request 7, stage 3, transfer 4).
-#[cfg(feature = "otlp")]
-struct FloorAnnotator;
-
-#[cfg(feature = "otlp")]
-impl<S> tracing_subscriber::Layer<S> for FloorAnnotator
-where
-    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
-{
-    fn on_close(&self, id: tracing::span::Id, ctx: tracing_subscriber::layer::Context<'_, S>) {
-        use opentelemetry::trace::TraceContextExt as _;
-        let Some(name) = ctx.metadata(&id).map(|m| m.name()) else {
-            return;
-        };
-        let (label, n) = match name {
-            "omni.request" => ("request", 7),
-            "omni.stage" => ("stage", 3),
-            "omni.transfer" => ("transfer", 4),
-            _ => return,
-        };
-        tracing::dispatcher::get_default(|dispatch| {
-            if let Some(cx) = tracing_opentelemetry::get_otel_context(&id, dispatch) {
-                let span = cx.span();
-                span.update_name(label);
-                span.set_attributes(
-                    ["a0", "a1", "a2", "a3", "a4", "a5", "a6"]
-                        .into_iter()
-                        .take(n)
-                        .map(|k| opentelemetry::KeyValue::new(k, 1.5)),
-                );
-            }
-        });
-    }
-}
-
-/// The least a layer that defers its work costs the engine's thread, to know what that
-/// design could reach before building it: for each `omni.*` span, a clock read and its
-/// fields copied into a per-thread buffer of events when it opens, records and closes; a
-/// full buffer would be handed to another thread whole (here it is cleared). Nothing is
-/// merged, computed or reported. It has no filter for foreign spans at `record` and close
-/// (the workload has none).
-struct DeferredFloor {
-    clock: omni_metrics::clock::MonotonicClock,
-}
-
-/// One hook's copy: the span, its parent, the time and up to 6 numeric fields; text
-/// fields go to a per-thread byte arena.
-#[derive(Clone, Copy, Default)]
-#[allow(dead_code)] // read by the thread the buffer would be handed to
-struct SpanEvent {
-    id: u64,
-    parent: u64,
-    at: u64,
-    kind: u8,
-    len: u8,
-    fields: [(u8, u64); 6],
-}
-
-thread_local! {
-    static EVENTS: std::cell::RefCell<(Vec<SpanEvent>, Vec<u8>)> =
-        std::cell::RefCell::new((Vec::with_capacity(4096), Vec::with_capacity(1 << 16)));
-}
-
-impl tracing::field::Visit for SpanEvent {
-    fn record_u64(&mut self, field: &tracing::field::Field, value: u64) {
-        if let Some(slot) = self.fields.get_mut(usize::from(self.len)) {
-            *slot = (field.index() as u8, value);
-            self.len += 1;
-        }
-    }
-
-    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
-        let _ = EVENTS.try_with(|events| {
-            let arena = &mut events.borrow_mut().1;
-            if arena.len() + value.len() > arena.capacity() {
-                arena.clear();
-            }
-            arena.push(field.index() as u8);
-            arena.extend_from_slice(value.as_bytes());
-        });
-    }
-
-    fn record_debug(&mut self, _: &tracing::field::Field, _: &dyn std::fmt::Debug) {}
-}
-
-impl DeferredFloor {
-    fn push(&self, mut event: SpanEvent, values: impl FnOnce(&mut SpanEvent)) {
-        event.at = omni_metrics::clock::Clock::now_ns(&self.clock);
-        values(&mut event);
-        let _ = EVENTS.try_with(|events| {
-            let events = &mut events.borrow_mut().0;
-            if events.len() == events.capacity() {
-                events.clear();
-            }
-            events.push(event);
-        });
-    }
-}
-
-/// A new span's parent as the floors keep it: explicit, the thread's current span, or 0.
-fn parent_key<S>(
-    attrs: &tracing::span::Attributes<'_>,
-    ctx: &tracing_subscriber::layer::Context<'_, S>,
-) -> u64
-where
-    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
-{
-    match attrs.parent() {
-        Some(p) => p.into_u64(),
-        None if attrs.is_contextual() => ctx.current_span().id().map_or(0, |p| p.into_u64()),
-        None => 0,
-    }
-}
-
-impl<S> tracing_subscriber::Layer<S> for DeferredFloor
-where
-    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
-{
-    fn on_new_span(
-        &self,
-        attrs: &tracing::span::Attributes<'_>,
-        id: &tracing::span::Id,
-        ctx: tracing_subscriber::layer::Context<'_, S>,
-    ) {
-        if !attrs.metadata().name().starts_with("omni.") {
-            return;
-        }
-        let parent = parent_key(attrs, &ctx);
-        let event = SpanEvent {
-            id: id.into_u64(),
-            parent,
-            kind: 1,
-            ..SpanEvent::default()
-        };
-        self.push(event, |e| attrs.record(e));
-    }
-
-    fn on_record(
-        &self,
-        id: &tracing::span::Id,
-        values: &tracing::span::Record<'_>,
-        _: tracing_subscriber::layer::Context<'_, S>,
-    ) {
-        let event = SpanEvent {
-            id: id.into_u64(),
-            kind: 2,
-            ..SpanEvent::default()
-        };
-        self.push(event, |e| values.record(e));
-    }
-
-    fn on_close(&self, id: tracing::span::Id, _: tracing_subscriber::layer::Context<'_, S>) {
-        let event = SpanEvent {
-            id: id.into_u64(),
-            kind: 3,
-            ..SpanEvent::default()
-        };
-        self.push(event, |_| {});
-    }
-}
-
-/// The least a synchronous layer that keeps each request's state on its own thread would
-/// cost, to know what that design could reach before building it: every `omni.*` span of a
-/// request opened on this thread lives in a per-thread frame (a small inline list searched
-/// by id: no shared table, no lock, no hashing), its numbers are folded into the request as
-/// it closes, and the request's close computes its totals and records them in per-thread
-/// histograms (the online aggregates). Spans that cross threads, records to sinks, the
-/// handle's counts and every diagnostic are left out: it is a floor, not a layer.
-///
-/// `LOCKED` (`frame-locked`): each hook also takes and lets go of an uncontended lock of a
-/// shard chosen by the span id, as a layer with a shared, sharded table does (the price of
-/// "the table's shard is the frame" over this floor). Without it the lock is compiled out.
-struct FrameFloor<const LOCKED: bool> {
-    clock: omni_metrics::clock::MonotonicClock,
-    shards: Box<[std::sync::Mutex<u64>; SHARDS]>,
-}
-
-/// The shards of `frame-locked`, as many as the layer's table has.
-const SHARDS: usize = 32;
-
-/// Where the Registry puts a span's thread shard in its id (the layer's
-/// `live::ADDR_BITS`, which the bench cannot reach).
-const SHARD_SHIFT: u32 = 37;
-
-impl<const LOCKED: bool> FrameFloor<LOCKED> {
-    fn new() -> Self {
-        Self {
-            clock: omni_metrics::clock::MonotonicClock::new(),
-            shards: Box::new(std::array::from_fn(|_| std::sync::Mutex::new(0))),
-        }
-    }
-
-    /// When `LOCKED`: locks the shard of `id` (the thread bits of a Registry id) and counts
-    /// the hook in it, as a table's hook would touch its shard.
-    #[inline]
-    fn touch(&self, id: u64) {
-        if LOCKED {
-            let shard = (id.wrapping_sub(1) >> SHARD_SHIFT) as usize % SHARDS;
-            if let Some(Ok(mut n)) = self.shards.get(shard).map(|m| m.lock()) {
-                *n = black_box(n.wrapping_add(1));
-            }
-        }
-    }
-}
-
-/// One open span of a request, or one closed stage or transfer's numbers.
-#[derive(Clone, Copy, Default)]
-struct FrameSpan {
-    id: u64,
-    parent: u64,
-    kind: u8,
-    start: u64,
-    /// stage: stage_id, batch_id, batch_size, tokens in, tokens out; transfer: from, to,
-    /// size; leaves: unused.
-    fields: [u64; 5],
-    /// transfer: tx and rx_decode time.
-    tx_ns: u64,
-    rx_ns: u64,
-}
-
-#[derive(Default)]
-struct Frame {
-    request: u64,
-    start: u64,
-    request_id: String,
-    open: smallvec::SmallVec<[FrameSpan; 8]>,
-    /// Closed stages and transfers: (kind, stage id or edge, duration ns, tokens or size).
-    done: smallvec::SmallVec<[(u8, u64, u64, u64); 8]>,
-}
-
-struct FrameThread {
-    frames: Vec<Frame>,
-    spare: Vec<Frame>,
-    latency: hdrhistogram::Histogram<u64>,
-    stage_gen: Vec<hdrhistogram::Histogram<u64>>,
-    stage_queue: Vec<hdrhistogram::Histogram<u64>>,
-    edge: Vec<hdrhistogram::Histogram<u64>>,
-}
-
-fn new_histogram() -> hdrhistogram::Histogram<u64> {
-    let mut h = hdrhistogram::Histogram::new(3).expect("3 significant figures are valid");
-    h.auto(true);
-    h
-}
-
-thread_local! {
-    static FRAMES: std::cell::RefCell<FrameThread> = std::cell::RefCell::new(FrameThread {
-        frames: Vec::with_capacity(4),
-        spare: Vec::with_capacity(4),
-        latency: new_histogram(),
-        stage_gen: (0..8).map(|_| new_histogram()).collect(),
-        stage_queue: (0..8).map(|_| new_histogram()).collect(),
-        edge: (0..8).map(|_| new_histogram()).collect(),
-    });
-}
-
-const KIND_REQUEST: u8 = 1;
-const KIND_STAGE: u8 = 2;
-const KIND_TRANSFER: u8 = 3;
-const KIND_TX: u8 = 4;
-const KIND_RX: u8 = 5;
-
-fn frame_kind(name: &str) -> Option<u8> {
-    use omni_metrics::convention::{REQUEST, STAGE, TRANSFER, TRANSFER_RX_DECODE, TRANSFER_TX};
-    Some(match name {
-        REQUEST => KIND_REQUEST,
-        STAGE => KIND_STAGE,
-        TRANSFER => KIND_TRANSFER,
-        TRANSFER_TX => KIND_TX,
-        TRANSFER_RX_DECODE => KIND_RX,
-        _ => return None,
-    })
-}
-
-impl tracing::field::Visit for FrameSpan {
-    fn record_u64(&mut self, field: &tracing::field::Field, value: u64) {
-        use omni_metrics::convention::field::{
-            BATCH_ID, BATCH_SIZE, FROM_STAGE, NUM_TOKENS_IN, NUM_TOKENS_OUT, SIZE_BYTES, STAGE_ID,
-            TO_STAGE,
-        };
-        let slot = match (self.kind, field.name()) {
-            (KIND_STAGE, STAGE_ID) | (KIND_TRANSFER, FROM_STAGE) => 0,
-            (KIND_STAGE, BATCH_ID) | (KIND_TRANSFER, TO_STAGE) => 1,
-            (KIND_STAGE, BATCH_SIZE) | (KIND_TRANSFER, SIZE_BYTES) => 2,
-            (KIND_STAGE, NUM_TOKENS_IN) => 3,
-            (KIND_STAGE, NUM_TOKENS_OUT) => 4,
-            _ => return,
-        };
-        self.fields[slot] = value;
-    }
-
-    fn record_debug(&mut self, _: &tracing::field::Field, _: &dyn std::fmt::Debug) {}
-}
-
-/// The request id, copied into the frame's reused string.
-struct RequestId<'a>(&'a mut String);
-
-impl tracing::field::Visit for RequestId<'_> {
-    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
-        if field.name() == omni_metrics::convention::field::REQUEST_ID {
-            self.0.clear();
-            self.0.push_str(value);
-        }
-    }
-
-    fn record_debug(&mut self, _: &tracing::field::Field, _: &dyn std::fmt::Debug) {}
-}
-
-impl FrameThread {
-    /// The open span `id` of the innermost frame holding it, with its frame.
-    fn find(&mut self, id: u64) -> Option<(&mut Frame, usize)> {
-        let frame = self.frames.last_mut()?;
-        let at = frame.open.iter().position(|s| s.id == id)?;
-        Some((frame, at))
-    }
-
-    fn close_request(&mut self, now: u64) {
-        let Some(mut frame) = self.frames.pop() else {
-            return;
-        };
-        let e2e_us = now.saturating_sub(frame.start) / 1_000;
-        let _ = self.latency.record(e2e_us);
-        let mut tokens = 0_u64;
-        for &(kind, key, ns, n) in &frame.done {
-            let i = usize::try_from(key).unwrap_or(usize::MAX) % 8;
-            if kind == KIND_STAGE {
-                tokens = tokens.saturating_add(n);
-                let _ = self.stage_gen[i].record(ns / 1_000);
-                let _ = self.stage_queue[i].record(0);
-            } else {
-                let _ = self.edge[i].record(ns / 1_000);
-            }
-        }
-        black_box((e2e_us, tokens, frame.request_id.len()));
-        frame.open.clear();
-        frame.done.clear();
-        self.spare.push(frame);
-    }
-}
-
-impl<S, const LOCKED: bool> tracing_subscriber::Layer<S> for FrameFloor<LOCKED>
-where
-    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
-{
-    fn on_new_span(
-        &self,
-        attrs: &tracing::span::Attributes<'_>,
-        id: &tracing::span::Id,
-        ctx: tracing_subscriber::layer::Context<'_, S>,
-    ) {
-        let Some(kind) = frame_kind(attrs.metadata().name()) else {
-            return;
-        };
-        self.touch(id.into_u64());
-        let now = omni_metrics::clock::Clock::now_ns(&self.clock);
-        let parent = parent_key(attrs, &ctx);
-        let _ = FRAMES.try_with(|t| {
-            let t = &mut *t.borrow_mut();
-            if kind == KIND_REQUEST {
-                let mut frame = t.spare.pop().unwrap_or_default();
-                frame.request = id.into_u64();
-                frame.start = now;
-                attrs.record(&mut RequestId(&mut frame.request_id));
-                t.frames.push(frame);
-                return;
-            }
-            let Some(frame) = t.frames.last_mut() else {
-                return; // another thread's request: the shared table's work
-            };
-            if parent != frame.request && !frame.open.iter().any(|s| s.id == parent) {
-                return;
-            }
-            let mut span = FrameSpan {
-                id: id.into_u64(),
-                parent,
-                kind,
-                start: now,
-                ..FrameSpan::default()
-            };
-            attrs.record(&mut span);
-            frame.open.push(span);
-        });
-    }
-
-    fn on_record(
-        &self,
-        id: &tracing::span::Id,
-        values: &tracing::span::Record<'_>,
-        _: tracing_subscriber::layer::Context<'_, S>,
-    ) {
-        self.touch(id.into_u64());
-        let _ = FRAMES.try_with(|t| {
-            if let Some((frame, at)) = t.borrow_mut().find(id.into_u64()) {
-                values.record(&mut frame.open[at]);
-            }
-        });
-    }
-
-    fn on_close(&self, id: tracing::span::Id, _: tracing_subscriber::layer::Context<'_, S>) {
-        let key = id.into_u64();
-        self.touch(key);
-        let _ = FRAMES.try_with(|t| {
-            let t = &mut *t.borrow_mut();
-            if t.frames.last().is_some_and(|f| f.request == key) {
-                let now = omni_metrics::clock::Clock::now_ns(&self.clock);
-                t.close_request(now);
-                return;
-            }
-            let Some((frame, at)) = t.find(key) else {
-                return;
-            };
-            let span = frame.open.swap_remove(at);
-            let now = omni_metrics::clock::Clock::now_ns(&self.clock);
-            let ns = now.saturating_sub(span.start);
-            match span.kind {
-                KIND_STAGE => frame.done.push((
-                    KIND_STAGE,
-                    span.fields[0],
-                    ns,
-                    span.fields[3].saturating_add(span.fields[4]),
-                )),
-                KIND_TRANSFER => frame.done.push((
-                    KIND_TRANSFER,
-                    span.fields[0],
-                    ns.saturating_sub(span.tx_ns).saturating_sub(span.rx_ns),
-                    span.fields[2],
-                )),
-                kind => {
-                    if let Some(parent) = frame.open.iter_mut().find(|s| s.id == span.parent) {
-                        if kind == KIND_TX {
-                            parent.tx_ns = ns;
-                        } else {
-                            parent.rx_ns = ns;
-                        }
-                    }
-                }
-            }
-        });
-    }
-}
-
 /// The subscriber of a configuration, or `None` for an unknown one.
 fn dispatch(config: &str) -> Option<Dispatch> {
     let registry = tracing_subscriber::registry;
@@ -588,19 +136,12 @@ fn dispatch(config: &str) -> Option<Dispatch> {
         "base" | "foreign-base" => Dispatch::new(registry().with(Identity::new())),
         "layer" | "foreign-layer" => Dispatch::new(registry().with(metrics_layer(false))),
         "layer-noagg" => Dispatch::new(registry().with(metrics_layer_with(false, false))),
-        "deferred-floor" => Dispatch::new(registry().with(DeferredFloor {
-            clock: omni_metrics::clock::MonotonicClock::new(),
-        })),
-        "frame-floor" => Dispatch::new(registry().with(FrameFloor::<false>::new())),
-        "frame-locked" => Dispatch::new(registry().with(FrameFloor::<true>::new())),
         #[cfg(feature = "otlp")]
         "otel" => Dispatch::new(registry().with(otel_layer())),
         #[cfg(feature = "otlp")]
         "both" => Dispatch::new(registry().with(metrics_layer(true)).with(otel_layer())),
         #[cfg(feature = "otlp")]
         "both-noann" => Dispatch::new(registry().with(metrics_layer(false)).with(otel_layer())),
-        #[cfg(feature = "otlp")]
-        "otel-floor" => Dispatch::new(registry().with(FloorAnnotator.and_then(otel_layer()))),
         _ => return None,
     })
 }
@@ -660,9 +201,8 @@ fn run_case(case: &str, part: Part, iters: u64, rounds: usize) {
     };
     let Some(dispatch) = dispatch(config) else {
         eprintln!(
-            "unknown case {case}: use base, layer, layer-noagg, deferred-floor, frame-floor, frame-locked, otel, \
-             both, both-noann, otel-floor, foreign-base or \
-             foreign-layer, optionally with @2 for two threads"
+            "unknown case {case}: use base, layer, layer-noagg, otel, both, both-noann, \
+             foreign-base or foreign-layer, optionally with @2 for two threads"
         );
         std::process::exit(2);
     };
@@ -727,13 +267,9 @@ fn main() {
         "layer@2",
         "foreign-base",
         "foreign-layer",
-        "deferred-floor",
-        "frame-floor",
-        "frame-floor@2",
-        "frame-locked",
     ];
     if cfg!(feature = "otlp") {
-        cases.extend(["otel", "both", "both-noann", "otel-floor"]);
+        cases.extend(["otel", "both", "both-noann"]);
     }
     // Interleaved: every case once per round, each in its own process.
     let mut rounds_data: Vec<Vec<Sample>> = Vec::new();
@@ -784,30 +320,6 @@ fn main() {
         "added / baseline",
         "<= 0.8x (aim 0.5x)",
         per_round(&|r| Some((get(r, "layer")? - get(r, "base")?) / get(r, "base")?)),
-        "x",
-    );
-    row(
-        "deferred floor (clock + copy per hook, nothing merged): added / baseline",
-        "",
-        per_round(&|r| Some((get(r, "deferred-floor")? - get(r, "base")?) / get(r, "base")?)),
-        "x",
-    );
-    row(
-        "frame floor (per-thread request frames, synchronous): added / baseline",
-        "",
-        per_round(&|r| Some((get(r, "frame-floor")? - get(r, "base")?) / get(r, "base")?)),
-        "x",
-    );
-    row(
-        "frame floor + a shard lock per hook: added / baseline",
-        "",
-        per_round(&|r| Some((get(r, "frame-locked")? - get(r, "base")?) / get(r, "base")?)),
-        "x",
-    );
-    row(
-        "frame floor: 2-thread / 1-thread throughput",
-        "",
-        per_round(&|r| Some(2.0 * get(r, "frame-floor")? / get(r, "frame-floor@2")?)),
         "x",
     );
     row(
@@ -873,12 +385,6 @@ fn main() {
         "metrics + OTel, annotations off / OTel alone",
         "",
         per_round(&|r| Some(get(r, "both-noann")? / get(r, "otel")?)),
-        "x",
-    );
-    row(
-        "annotation floor (bridge's API only, nothing computed) / OTel alone",
-        "",
-        per_round(&|r| Some(get(r, "otel-floor")? / get(r, "otel")?)),
         "x",
     );
     row(
