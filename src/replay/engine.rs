@@ -16,13 +16,12 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use tracing::field::Empty;
 use tracing::{Level, Span};
 
 use super::model::{AttrValue, MAX_SPAN_NS, SpanRec};
 use super::{GroupBy, ReplayStats};
 use crate::clock::ManualClock;
-use crate::convention::{SpanKind, field};
+use crate::convention::{self, SpanKind, field, omni_span};
 use crate::report::Sink;
 use crate::stats::{OverallSummary, RequestE2EStats};
 
@@ -712,56 +711,18 @@ impl Sink for TraceIds {
 /// Opens the `tracing` span of a node. Every field of the convention is declared, so that
 /// any of them can be recorded from the exported attributes.
 fn open(kind: SpanKind, parent: Option<tracing::Id>) -> Span {
-    macro_rules! omni_span {
-        ($name:literal) => {
-            tracing::span!(
-                target: crate::convention::TARGET,
-                parent: parent,
-                Level::INFO,
-                $name,
-                run_id = Empty,
-                request_id = Empty,
-                status = Empty,
-                status_message = Empty,
-                stage_id = Empty,
-                stage_name = Empty,
-                batch_id = Empty,
-                batch_size = Empty,
-                num_tokens_in = Empty,
-                num_tokens_out = Empty,
-                audio_generated_frames = Empty,
-                audio_sample_rate = Empty,
-                image_num = Empty,
-                resolution = Empty,
-                from_stage = Empty,
-                to_stage = Empty,
-                size_bytes = Empty,
-                stage_gen_time_ms = Empty,
-                postprocess_time_ms = Empty,
-                tx_time_ms = Empty,
-                rx_decode_time_ms = Empty,
-                in_flight_time_ms = Empty,
-                time_to_first_output_ms = Empty,
-                inter_output_ms = Empty,
-                remote_request = Empty
-            )
-        };
-    }
-    macro_rules! timing_span {
-        ($name:literal) => {
-            tracing::span!(target: crate::convention::TARGET, parent: parent, Level::INFO, $name)
-        };
-    }
     match kind {
-        SpanKind::Run => omni_span!("omni.run"),
-        SpanKind::Request => omni_span!("omni.request"),
-        SpanKind::Stage => omni_span!("omni.stage"),
-        SpanKind::Transfer => omni_span!("omni.transfer"),
-        SpanKind::Batch => omni_span!("omni.batch"),
-        SpanKind::Queue => timing_span!("omni.queue"),
-        SpanKind::Postprocess => timing_span!("omni.postprocess"),
-        SpanKind::Tx => timing_span!("omni.transfer.tx"),
-        SpanKind::RxDecode => timing_span!("omni.transfer.rx_decode"),
+        SpanKind::Run => omni_span!(any(convention::RUN), [parent: parent]),
+        SpanKind::Request => omni_span!(any(convention::REQUEST), [parent: parent]),
+        SpanKind::Stage => omni_span!(any(convention::STAGE), [parent: parent]),
+        SpanKind::Transfer => omni_span!(any(convention::TRANSFER), [parent: parent]),
+        SpanKind::Batch => omni_span!(any(convention::BATCH), [parent: parent]),
+        SpanKind::Queue => omni_span!(timing(convention::QUEUE), [parent: parent]),
+        SpanKind::Postprocess => omni_span!(timing(convention::POSTPROCESS), [parent: parent]),
+        SpanKind::Tx => omni_span!(timing(convention::TRANSFER_TX), [parent: parent]),
+        SpanKind::RxDecode => {
+            omni_span!(timing(convention::TRANSFER_RX_DECODE), [parent: parent])
+        }
     }
 }
 

@@ -1,7 +1,8 @@
 //! What is kept of an exported span: its place in the trace, its times, and the attributes
 //! and events the convention reads. Everything else is dropped when the span is read.
 
-use crate::convention::{self, SpanKind, field};
+use crate::convention::{self, FieldKind, SpanKind, field};
+use crate::stats::keys;
 
 /// An attribute value, as OTLP carries it.
 #[derive(Clone, Debug, PartialEq)]
@@ -37,21 +38,11 @@ impl AttrValue {
 /// puts on explicit `*_ms` fields (31 years; a clock in the wrong unit goes beyond it).
 pub(crate) const MAX_SPAN_NS: u64 = 1_000_000_000_000_000_000;
 
-/// Fields whose value is a count or an id (`u64`): a double at or beyond 2^64 would
+/// Whether a field's value is a count or an id (`u64`): a double at or beyond 2^64 would
 /// become `u64::MAX` in the layer.
-const COUNT_FIELDS: [&str; 11] = [
-    field::STAGE_ID,
-    field::BATCH_ID,
-    field::BATCH_SIZE,
-    field::NUM_TOKENS_IN,
-    field::NUM_TOKENS_OUT,
-    field::AUDIO_GENERATED_FRAMES,
-    field::AUDIO_SAMPLE_RATE,
-    field::IMAGE_NUM,
-    field::FROM_STAGE,
-    field::TO_STAGE,
-    field::SIZE_BYTES,
-];
+fn is_count(key: &str) -> bool {
+    convention::span_field(key).is_some_and(|f| f.kind == FieldKind::Count)
+}
 
 /// Values of a span of the convention that the replay did not take: each is left out (as
 /// the layer leaves out an invalid field) and the span counts in its request's
@@ -82,9 +73,9 @@ impl Problem {
 
 /// Attributes the layer's trace annotations put on exported spans; read only to classify a
 /// span whose name the engine chose (`otel.name`).
-const E2E_TOTAL_MS: &str = "e2e_total_ms";
-const QUEUE_TIME_MS: &str = "queue_time_ms";
-const E2E_REQUESTS: &str = "e2e_requests";
+const E2E_TOTAL_MS: &str = keys::E2E_TOTAL_MS;
+const QUEUE_TIME_MS: &str = keys::QUEUE_TIME_MS;
+const E2E_REQUESTS: &str = keys::E2E_REQUESTS;
 /// OpenTelemetry's `error.type`: `aborted` or `error` on a failed request's span.
 const ERROR_TYPE: &str = "error.type";
 
@@ -97,41 +88,11 @@ pub(crate) fn kept(key: &str) -> bool {
         )
 }
 
-/// The convention's field names, so that a span's kept keys are not copied (a field not
-/// listed here is copied: see [`key`]).
-const FIELDS: [&str; 26] = [
-    field::RUN_ID,
-    field::REQUEST_ID,
-    field::STATUS,
-    field::STATUS_MESSAGE,
-    field::STAGE_ID,
-    field::STAGE_NAME,
-    field::BATCH_ID,
-    field::BATCH_SIZE,
-    field::NUM_TOKENS_IN,
-    field::NUM_TOKENS_OUT,
-    field::AUDIO_GENERATED_FRAMES,
-    field::AUDIO_SAMPLE_RATE,
-    field::IMAGE_NUM,
-    field::RESOLUTION,
-    field::FROM_STAGE,
-    field::TO_STAGE,
-    field::SIZE_BYTES,
-    field::STAGE_GEN_TIME_MS,
-    field::POSTPROCESS_TIME_MS,
-    field::TX_TIME_MS,
-    field::RX_DECODE_TIME_MS,
-    field::IN_FLIGHT_TIME_MS,
-    field::REMOTE_REQUEST,
-    field::UNITS,
-    field::TIME_TO_FIRST_OUTPUT_MS,
-    field::INTER_OUTPUT_MS,
-];
-
-/// A kept attribute's key: the convention's own `&'static str` when it is one.
+/// A kept attribute's key: the convention's own `&'static str` when it is one (not
+/// copied).
 fn key(k: &str) -> Key {
-    match FIELDS.iter().find(|f| **f == k) {
-        Some(f) => Key::Borrowed(f),
+    match convention::field_def(k) {
+        Some(f) => Key::Borrowed(f.name),
         None => Key::Owned(k.to_owned()),
     }
 }
@@ -274,7 +235,7 @@ impl SpanRec {
                     AttrValue::Invalid(what) => {
                         Problem::add(&mut problem, || format!("`{k}`: {what}"));
                     }
-                    AttrValue::Double(d) if COUNT_FIELDS.contains(k) && d.abs() >= COUNT_LIMIT => {
+                    AttrValue::Double(d) if is_count(k) && d.abs() >= COUNT_LIMIT => {
                         Problem::add(&mut problem, || {
                             format!("`{k}` = {d:e} is beyond what a count holds (2^64)")
                         });
@@ -378,7 +339,7 @@ mod tests {
 
     #[test]
     fn listed_fields_are_the_conventions() {
-        for f in FIELDS {
+        for f in convention::FIELDS.map(|f| f.name) {
             assert!(field::is_known(f), "{f}");
         }
         assert!(matches!(key("stage_id"), Key::Borrowed(_)));
