@@ -76,9 +76,9 @@ impl Labels {
 /// Label key of a stage id (vLLM-Omni's `stage`).
 pub const STAGE_LABEL: &str = "stage";
 /// Label key of an edge's sending stage id (vLLM-Omni's `from_stage`).
-pub const FROM_STAGE_LABEL: &str = "from_stage";
+pub const FROM_STAGE_LABEL: &str = crate::convention::field::FROM_STAGE;
 /// Label key of an edge's receiving stage id (vLLM-Omni's `to_stage`).
-pub const TO_STAGE_LABEL: &str = "to_stage";
+pub const TO_STAGE_LABEL: &str = crate::convention::field::TO_STAGE;
 /// Label key of how a request ended (vLLM's `finished_reason`).
 pub const FINISHED_REASON_LABEL: &str = "finished_reason";
 

@@ -449,14 +449,14 @@ impl<'a> Engine<'a> {
                         .and_then(|s| s.outputs.get(step.output as usize));
                     match output.and_then(|o| o.units) {
                         Some(units) => tracing::event!(
-                            name: "omni.output",
+                            name: convention::OUTPUT,
                             target: crate::convention::TARGET,
                             parent: span,
                             Level::INFO,
-                            units = units
+                            { field::UNITS } = units
                         ),
                         None => tracing::event!(
-                            name: "omni.output",
+                            name: convention::OUTPUT,
                             target: crate::convention::TARGET,
                             parent: span,
                             Level::INFO,

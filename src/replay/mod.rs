@@ -564,7 +564,7 @@ fn first_pass(
 ) -> HashMap<(u128, u64), model::SpanRec> {
     let finders = [
         memchr::memmem::Finder::new(crate::convention::RUN),
-        memchr::memmem::Finder::new("e2e_requests"),
+        memchr::memmem::Finder::new(crate::stats::keys::E2E_REQUESTS),
     ];
     let mut runs = HashMap::new();
     let mut ignore = |_: ReadError| {};
