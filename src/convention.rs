@@ -134,6 +134,9 @@ pub(crate) enum FieldKind {
 /// One field of the convention: its name, what it holds, and the spans (or the
 /// `omni.output` event) that carry it.
 #[derive(Clone, Copy, Debug)]
+// `kind` and `spans` are read by the OTLP export and the replay, and the test of
+// `omni_span!`.
+#[cfg_attr(not(any(feature = "otlp", feature = "replay")), allow(dead_code))]
 pub(crate) struct FieldDef {
     pub(crate) name: &'static str,
     pub(crate) kind: FieldKind,
@@ -187,6 +190,7 @@ pub(crate) fn field_def(name: &str) -> Option<&'static FieldDef> {
 
 /// The convention's field named `name` when spans carry it (every one but the
 /// `omni.output` event's `units`).
+#[cfg_attr(not(any(feature = "otlp", feature = "replay")), allow(dead_code))]
 pub(crate) fn span_field(name: &str) -> Option<&'static FieldDef> {
     field_def(name).filter(|f| !f.spans.is_empty())
 }
