@@ -31,8 +31,8 @@ use serde::{Deserialize, Serialize};
 #[derive(Parser, Debug)]
 #[command(about = "An omni pipeline whose stages run in separate processes, one trace per request")]
 struct Args {
-    /// Run as the worker of this stage (the orchestrator starts them).
-    #[arg(long, value_name = "STAGE")]
+    /// Run as the worker of this stage (the orchestrator starts them with it).
+    #[arg(long, value_name = "STAGE", hide = true)]
     worker: Option<u64>,
     /// Number of requests.
     #[arg(short = 'n', long, default_value_t = 4)]
@@ -41,19 +41,18 @@ struct Args {
     /// OTEL_* variables say).
     #[arg(long, value_name = "ENDPOINT")]
     otlp: Option<String>,
-    /// Simulated milliseconds of compute per generated token.
-    #[arg(long, default_value_t = 0.2)]
-    ms_per_token: f64,
 }
 
 const STAGES: [&str; 3] = ["thinker", "talker", "code2wav"];
+
+/// Simulated milliseconds of compute per generated token, in every worker.
+const MS_PER_TOKEN: f64 = 0.2;
 
 /// What the orchestrator sends a worker with each input.
 #[derive(Serialize, Deserialize)]
 struct Job {
     request_id: String,
     tokens_in: u64,
-    ms_per_token: f64,
     /// The orchestrator's stage span's context: the worker's stage nests under it.
     stage_context: HashMap<String, String>,
     /// The transfer's context (none for stage 0, whose input is the prompt).
@@ -232,9 +231,8 @@ fn serve_worker(conn: TcpStream, stage_id: u64) -> std::io::Result<()> {
             _ => (0, job.tokens_in * 1920, 0),
         };
         let chunks = 4u64;
-        let step = Duration::from_secs_f64(
-            units.min(400) as f64 * job.ms_per_token / 1000.0 / chunks as f64,
-        );
+        let step =
+            Duration::from_secs_f64(units.min(400) as f64 * MS_PER_TOKEN / 1000.0 / chunks as f64);
         let mut last = None::<Instant>;
         let mut gaps = Vec::new();
         for _ in 0..chunks {
@@ -312,7 +310,7 @@ fn orchestrator(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
         .span()
         .in_scope(|| -> Result<(), Box<dyn std::error::Error>> {
             for i in 0..args.requests {
-                one_request(args, &format!("r-{i}"), 200 + u64::from(i) * 37, &mut conns)?;
+                one_request(&format!("r-{i}"), 200 + u64::from(i) * 37, &mut conns)?;
             }
             Ok(())
         });
@@ -331,7 +329,6 @@ fn orchestrator(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
 }
 
 fn one_request(
-    args: &Args,
     request_id: &str,
     prompt_tokens: u64,
     conns: &mut [(BufReader<TcpStream>, TcpStream)],
@@ -360,7 +357,6 @@ fn one_request(
         let job = Job {
             request_id: request_id.to_owned(),
             tokens_in,
-            ms_per_token: args.ms_per_token,
             stage_context,
             transfer_context,
         };

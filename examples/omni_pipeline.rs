@@ -39,15 +39,6 @@ struct Args {
     /// Number of requests.
     #[arg(short = 'n', long, default_value_t = 8)]
     requests: u32,
-    /// Requests in flight at once (they are batched by the stages).
-    #[arg(short, long, default_value_t = 4)]
-    concurrency: usize,
-    /// Largest batch a stage forms.
-    #[arg(long, default_value_t = 4)]
-    max_batch: usize,
-    /// Simulated milliseconds of compute per generated token (thinker; the talker is faster).
-    #[arg(long, default_value_t = 0.5)]
-    ms_per_token: f64,
     /// Print only the summaries, not each request's tables.
     #[arg(long)]
     summary_only: bool,
@@ -65,6 +56,15 @@ struct Args {
     #[arg(long, default_value_t = 0, value_name = "MS")]
     linger_ms: u64,
 }
+
+/// Requests in flight at once (they are batched by the stages).
+const CONCURRENCY: usize = 4;
+
+/// Largest batch a stage forms.
+const MAX_BATCH: usize = 4;
+
+/// Simulated milliseconds of compute per generated token (thinker; the talker is faster).
+const MS_PER_TOKEN: f64 = 0.5;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum Mode {
@@ -402,15 +402,15 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
 
 async fn serve(args: Args) {
     let stages = match args.pipeline {
-        Pipeline::Omni => omni_stages(args.ms_per_token),
-        Pipeline::Image => image_stages(args.ms_per_token),
+        Pipeline::Omni => omni_stages(MS_PER_TOKEN),
+        Pipeline::Image => image_stages(MS_PER_TOKEN),
     };
     // Wire the stages: worker i -> (wire) -> intake i+1 -> (queue) -> worker i+1.
     let mut first_queue = None;
     let mut next_wire: Option<mpsc::Sender<Handoff>> = None;
     for spec in stages.into_iter().rev() {
         let (queue_tx, queue_rx) = mpsc::channel::<Job>(1024);
-        tokio::spawn(worker(spec, args.max_batch, queue_rx, next_wire.take()));
+        tokio::spawn(worker(spec, MAX_BATCH, queue_rx, next_wire.take()));
         if spec.id == 0 {
             first_queue = Some(queue_tx);
         } else {
@@ -424,7 +424,7 @@ async fn serve(args: Args) {
     };
 
     let run = (args.mode == Mode::Offline).then(|| Arc::new(Run::with_id("omni-pipeline")));
-    let slots = Arc::new(Semaphore::new(args.concurrency.max(1)));
+    let slots = Arc::new(Semaphore::new(CONCURRENCY));
     let mut clients = Vec::new();
     let fail_every = args.fail_every;
     for i in 0..args.requests {
