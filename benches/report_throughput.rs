@@ -72,33 +72,17 @@ fn generate(path: &Path, requests: u64) -> std::io::Result<()> {
         // Requests overlap: one starts every 2 ms and takes about 60 ms.
         let start = t0 + r * 2_000_000;
         let ms = |m: u64| start + m * 1_000_000;
+        // A child with no attributes of its own: queue, post-processing, tx, rx_decode.
+        let leaf = |id: u64, parent: u64, name: &str, start: u64, end: u64| {
+            span(&trace, id, Some(parent), name, start, end, "", "", "")
+        };
         let mut spans = Vec::with_capacity(16);
         let mut t = 1;
         for stage in 0..3_u64 {
             let id = base + 10 + stage * 10;
             let (s, e) = (ms(t), ms(t + 12));
-            spans.push(span(
-                &trace,
-                id + 1,
-                Some(id),
-                "omni.queue",
-                s,
-                ms(t + 2),
-                "",
-                "",
-                "",
-            ));
-            spans.push(span(
-                &trace,
-                id + 2,
-                Some(id),
-                "omni.postprocess",
-                ms(t + 10),
-                e,
-                "",
-                "",
-                "",
-            ));
+            spans.push(leaf(id + 1, id, "omni.queue", s, ms(t + 2)));
+            spans.push(leaf(id + 2, id, "omni.postprocess", ms(t + 10), e));
             let events = format!(
                 r#"{{"timeUnixNano":"{}","name":"omni.output","attributes":[{{"key":"units","value":{{"intValue":"8"}}}}]}},{{"timeUnixNano":"{}","name":"omni.output","attributes":[{{"key":"units","value":{{"intValue":"8"}}}}]}}"#,
                 ms(t + 5),
@@ -124,28 +108,8 @@ fn generate(path: &Path, requests: u64) -> std::io::Result<()> {
             if stage < 2 {
                 let id = base + 60 + stage * 10;
                 let (s, e) = (ms(t), ms(t + 5));
-                spans.push(span(
-                    &trace,
-                    id + 1,
-                    Some(id),
-                    "omni.transfer.tx",
-                    s,
-                    ms(t + 1),
-                    "",
-                    "",
-                    "",
-                ));
-                spans.push(span(
-                    &trace,
-                    id + 2,
-                    Some(id),
-                    "omni.transfer.rx_decode",
-                    ms(t + 3),
-                    e,
-                    "",
-                    "",
-                    "",
-                ));
+                spans.push(leaf(id + 1, id, "omni.transfer.tx", s, ms(t + 1)));
+                spans.push(leaf(id + 2, id, "omni.transfer.rx_decode", ms(t + 3), e));
                 let attrs = format!(
                     r#",{{"key":"from_stage","value":{{"intValue":"{stage}"}}}},{{"key":"to_stage","value":{{"intValue":"{}"}}}},{{"key":"size_bytes","value":{{"intValue":"65536"}}}},{{"key":"tx_time_ms","value":{{"doubleValue":1.0}}}},{{"key":"rx_decode_time_ms","value":{{"doubleValue":2.0}}}},{{"key":"in_flight_time_ms","value":{{"doubleValue":2.0}}}}"#,
                     stage + 1
