@@ -154,6 +154,16 @@ pub fn e2e_total_tokens(stages: &[StageRequestStats]) -> u64 {
     prompt_tokens(stages).saturating_add(generated_tokens(stages))
 }
 
+/// An edge's transfer time: `tx_time_ms + rx_decode_time_ms + in_flight_time_ms` (its
+/// [`TransferEdgeStats::total_time_ms`], its distribution, its bar in the HTML report).
+///
+/// ```
+/// assert_eq!(omni_metrics::stats::transfer_time_ms(1.5, 2.0, 0.25), 3.75);
+/// ```
+pub fn transfer_time_ms(tx_ms: f64, rx_decode_ms: f64, in_flight_ms: f64) -> f64 {
+    finite(tx_ms + rx_decode_ms + in_flight_ms)
+}
+
 /// `transfers_total_time_ms` = sum over edges of `tx_time_ms + rx_decode_time_ms +
 /// in_flight_time_ms`.
 ///
@@ -589,9 +599,13 @@ pub struct TransferEdgeStats {
 }
 
 impl TransferEdgeStats {
-    /// The edge's `total_time_ms`: `tx_time_ms + rx_decode_time_ms + in_flight_time_ms`.
+    /// The edge's `total_time_ms`: [`transfer_time_ms`] of its times.
     pub fn total_time_ms(&self) -> f64 {
-        finite(self.tx_time_ms + self.rx_decode_time_ms + self.in_flight_time_ms)
+        transfer_time_ms(
+            self.tx_time_ms,
+            self.rx_decode_time_ms,
+            self.in_flight_time_ms,
+        )
     }
 }
 

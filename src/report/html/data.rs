@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use crate::distribution::LatencyStats;
 use crate::report::table::printable;
-use crate::stats::{OverallSummary, RequestE2EStats, RequestStatus, finite, keys};
+use crate::stats::{self, OverallSummary, RequestE2EStats, RequestStatus, finite, keys};
 
 /// The blob's format name, bumped when a column changes meaning.
 pub(crate) const FORMAT: &str = "omni-metrics-html/1";
@@ -505,6 +505,8 @@ fn write_distributions(j: &mut Json, s: &OverallSummary) {
     j.raw("]");
 }
 
+/// One request of `requests` in the blob: its columns ([`REQUEST_COLUMNS`]), then its stages
+/// and edges, each with the bar the page draws ([`Layout`]).
 fn write_row(j: &mut Json, r: &Row, layout: Layout) {
     let (start_ms, end_ms) = match layout {
         Layout::Timed { origin_ns } => (
@@ -550,7 +552,7 @@ fn write_row(j: &mut Json, r: &Row, layout: Layout) {
             j.raw(",");
         }
         let busy = finite(s.queue_time_ms + s.stage_gen_time_ms + s.postprocess_time_ms);
-        let (start, end) = match layout {
+        let bar = match layout {
             Layout::Timed { origin_ns } => {
                 timed_bar(origin_ns, (s.start_ns, s.end_ns), r.start_ns, busy)
             }
@@ -561,55 +563,15 @@ fn write_row(j: &mut Json, r: &Row, layout: Layout) {
                 (start, cursor)
             }
         };
-        j.raw("[");
-        j.uint(s.stage_id);
-        j.raw(",");
-        j.opt_string(s.name.as_deref());
-        j.raw(",");
-        j.float(start);
-        j.raw(",");
-        j.float(end);
-        j.raw(",");
-        j.opt_uint(s.batch_id);
-        j.raw(",");
-        j.uint(s.batch_size);
-        j.raw(",");
-        j.uint(s.num_tokens_in);
-        j.raw(",");
-        j.uint(s.num_tokens_out);
-        j.raw(",");
-        j.float(s.stage_gen_time_ms);
-        j.raw(",");
-        j.float(s.postprocess_time_ms);
-        j.raw(",");
-        j.float(s.queue_time_ms);
-        j.raw(",");
-        j.uint(s.audio_generated_frames);
-        j.raw(",");
-        j.opt_uint(s.image_num);
-        j.raw(",");
-        j.opt_string(s.resolution.as_deref());
-        j.raw(",");
-        j.uint(s.output_chunks);
-        j.raw(",");
-        j.uint(s.output_units);
-        j.raw(",");
-        j.opt_float(s.time_to_first_output_ms);
-        j.raw(",");
-        j.opt_float(s.inter_output_ms);
-        j.raw(",");
-        j.opt_float(s.audio_duration_ms);
-        j.raw(",");
-        j.opt_float(s.audio_rtf);
-        j.raw("]");
+        write_stage(j, s, bar);
     }
     j.raw("],[");
     for (i, e) in r.edges.iter().enumerate() {
         if i > 0 {
             j.raw(",");
         }
-        let total = finite(e.tx_time_ms + e.rx_decode_time_ms + e.in_flight_time_ms);
-        let (start, end) = match layout {
+        let total = stats::transfer_time_ms(e.tx_time_ms, e.rx_decode_time_ms, e.in_flight_time_ms);
+        let bar = match layout {
             Layout::Timed { origin_ns } => {
                 timed_bar(origin_ns, (e.start_ns, e.end_ns), r.start_ns, total)
             }
@@ -621,27 +583,77 @@ fn write_row(j: &mut Json, r: &Row, layout: Layout) {
                 (start, finite(start + total))
             }
         };
-        j.raw("[");
-        j.uint(e.from);
-        j.raw(",");
-        j.uint(e.to);
-        j.raw(",");
-        j.float(start);
-        j.raw(",");
-        j.float(end);
-        j.raw(",");
-        j.uint(e.size_bytes);
-        j.raw(",");
-        j.float(e.size_kbytes);
-        j.raw(",");
-        j.float(e.tx_time_ms);
-        j.raw(",");
-        j.float(e.rx_decode_time_ms);
-        j.raw(",");
-        j.float(e.in_flight_time_ms);
-        j.raw("]");
+        write_edge(j, e, bar);
     }
     j.raw("]]");
+}
+
+/// A stage's columns ([`STAGE_COLUMNS`]), its bar from `start` to `end`.
+fn write_stage(j: &mut Json, s: &StageRow, (start, end): (f64, f64)) {
+    j.raw("[");
+    j.uint(s.stage_id);
+    j.raw(",");
+    j.opt_string(s.name.as_deref());
+    j.raw(",");
+    j.float(start);
+    j.raw(",");
+    j.float(end);
+    j.raw(",");
+    j.opt_uint(s.batch_id);
+    j.raw(",");
+    j.uint(s.batch_size);
+    j.raw(",");
+    j.uint(s.num_tokens_in);
+    j.raw(",");
+    j.uint(s.num_tokens_out);
+    j.raw(",");
+    j.float(s.stage_gen_time_ms);
+    j.raw(",");
+    j.float(s.postprocess_time_ms);
+    j.raw(",");
+    j.float(s.queue_time_ms);
+    j.raw(",");
+    j.uint(s.audio_generated_frames);
+    j.raw(",");
+    j.opt_uint(s.image_num);
+    j.raw(",");
+    j.opt_string(s.resolution.as_deref());
+    j.raw(",");
+    j.uint(s.output_chunks);
+    j.raw(",");
+    j.uint(s.output_units);
+    j.raw(",");
+    j.opt_float(s.time_to_first_output_ms);
+    j.raw(",");
+    j.opt_float(s.inter_output_ms);
+    j.raw(",");
+    j.opt_float(s.audio_duration_ms);
+    j.raw(",");
+    j.opt_float(s.audio_rtf);
+    j.raw("]");
+}
+
+/// An edge's columns ([`EDGE_COLUMNS`]), its bar from `start` to `end`.
+fn write_edge(j: &mut Json, e: &EdgeRow, (start, end): (f64, f64)) {
+    j.raw("[");
+    j.uint(e.from);
+    j.raw(",");
+    j.uint(e.to);
+    j.raw(",");
+    j.float(start);
+    j.raw(",");
+    j.float(end);
+    j.raw(",");
+    j.uint(e.size_bytes);
+    j.raw(",");
+    j.float(e.size_kbytes);
+    j.raw(",");
+    j.float(e.tx_time_ms);
+    j.raw(",");
+    j.float(e.rx_decode_time_ms);
+    j.raw(",");
+    j.float(e.in_flight_time_ms);
+    j.raw("]");
 }
 
 #[cfg(test)]
