@@ -377,29 +377,8 @@ impl Inner {
             )
         });
         let online = run.is_none();
-        let report = match run {
-            Some(run) => {
-                let mut run = lock_run(&run);
-                if !run.scope.note_request_id(&request_id) {
-                    issues.insert(Issue::DuplicateRequestId);
-                }
-                if !issues.is_empty() {
-                    acc.count_invalid();
-                }
-                let name = run.run_id.get_or_insert_with(|| {
-                    // Name the run now so its requests and summary agree.
-                    format!("run-{}", self.next_run.fetch_add(1, Ordering::Relaxed))
-                });
-                let mut scope = acc.spare_string();
-                scope.push_str(name);
-                let report = acc.finish(request_id, status, scope, start_ns, now);
-                run.scope.add(&report);
-                if !run.named {
-                    run.named = true;
-                    self.shared.run_named(run.open_key, &report.scope);
-                }
-                report
-            }
+        let mut report = match run {
+            Some(run) => self.in_run(acc, &run, &mut issues, request_id, status, (start_ns, now)),
             None => self.online(acc, issues, request_id, status, start_ns, now),
         };
         self.shared.diagnostics.record(issues);
@@ -407,57 +386,104 @@ impl Inner {
             .diagnostics
             .record_n(incomplete, incomplete_spans);
         if via.is_some() {
-            // Inline: 4 totals and up to 8 stages need no allocation.
-            let mut attributes: smallvec::SmallVec<[(&'static str, Num); 12]> = smallvec::smallvec![
-                (keys::E2E_TOTAL_MS, Num::Float(report.e2e_total_ms)),
-                (keys::E2E_TOTAL_TOKENS, Num::Count(report.e2e_total_tokens)),
-                (
-                    keys::TRANSFERS_TOTAL_TIME_MS,
-                    Num::Float(report.transfers_total_time_ms),
-                ),
-                (
-                    keys::TRANSFERS_TOTAL_KBYTES,
-                    Num::Float(report.transfers_total_kbytes),
-                ),
-            ];
-            for s in report
-                .stages
-                .iter()
-                .filter(|s| s.stage_id < keys::STAGE_GEN_TIME_KEYS.len() as u64)
-            {
-                attributes.push((
-                    keys::STAGE_GEN_TIME_KEYS[s.stage_id as usize],
-                    Num::Float(s.stage_gen_time_ms),
-                ));
-            }
-            let failure = match report.status {
-                RequestStatus::Ok => None,
-                RequestStatus::Error => Some((
-                    "error",
-                    report
-                        .status_message
-                        .clone()
-                        .unwrap_or_else(|| "error".to_owned()),
-                )),
-                RequestStatus::Aborted => Some(("aborted", "aborted".to_owned())),
-            };
-            let name = (!named).then(|| format!("request {}", report.request_id).into());
-            let annotated = self.annotate(
-                via,
-                id,
-                Annotation {
-                    name,
-                    attributes: &attributes,
-                    failure,
-                },
-                trace_id.is_none(),
-            );
+            let annotated = self.annotate_request(via, id, named, &report, trace_id.is_none());
             trace_id = trace_id.or(annotated);
         }
-        let mut report = report;
         report.trace_id = trace_id;
         let unkept = self.emit_request(report, online);
         acc.recycle(unkept);
+    }
+
+    /// A request of `run` (its scope, for its record and summary): a repeated id is an
+    /// issue, the run is named now if it has no name yet (so that its requests and summary
+    /// agree), and the record joins the run's scope.
+    fn in_run(
+        &self,
+        acc: &mut RequestAcc,
+        run: &super::RunLink,
+        issues: &mut IssueSet,
+        request_id: String,
+        status: RequestStatus,
+        (start_ns, end_ns): (u64, u64),
+    ) -> RequestE2EStats {
+        let mut run = lock_run(run);
+        if !run.scope.note_request_id(&request_id) {
+            issues.insert(Issue::DuplicateRequestId);
+        }
+        if !issues.is_empty() {
+            acc.count_invalid();
+        }
+        let name = run.run_id.get_or_insert_with(|| {
+            // Name the run now so its requests and summary agree.
+            format!("run-{}", self.next_run.fetch_add(1, Ordering::Relaxed))
+        });
+        let mut scope = acc.spare_string();
+        scope.push_str(name);
+        let report = acc.finish(request_id, status, scope, start_ns, end_ns);
+        run.scope.add(&report);
+        if !run.named {
+            run.named = true;
+            self.shared.run_named(run.open_key, &report.scope);
+        }
+        report
+    }
+
+    /// Puts a finished request's numbers on its exported span: the record's totals, each
+    /// stage's gen time, a failure's type and message, and a readable name unless it named
+    /// itself. With `want_trace_id`, returns its trace id.
+    fn annotate_request(
+        &self,
+        via: AnnotateVia<'_>,
+        id: &Id,
+        named: bool,
+        report: &RequestE2EStats,
+        want_trace_id: bool,
+    ) -> Option<String> {
+        // Inline: 4 totals and up to 8 stages need no allocation.
+        let mut attributes: smallvec::SmallVec<[(&'static str, Num); 12]> = smallvec::smallvec![
+            (keys::E2E_TOTAL_MS, Num::Float(report.e2e_total_ms)),
+            (keys::E2E_TOTAL_TOKENS, Num::Count(report.e2e_total_tokens)),
+            (
+                keys::TRANSFERS_TOTAL_TIME_MS,
+                Num::Float(report.transfers_total_time_ms),
+            ),
+            (
+                keys::TRANSFERS_TOTAL_KBYTES,
+                Num::Float(report.transfers_total_kbytes),
+            ),
+        ];
+        for s in report
+            .stages
+            .iter()
+            .filter(|s| s.stage_id < keys::STAGE_GEN_TIME_KEYS.len() as u64)
+        {
+            attributes.push((
+                keys::STAGE_GEN_TIME_KEYS[s.stage_id as usize],
+                Num::Float(s.stage_gen_time_ms),
+            ));
+        }
+        let failure = match report.status {
+            RequestStatus::Ok => None,
+            RequestStatus::Error => Some((
+                "error",
+                report
+                    .status_message
+                    .clone()
+                    .unwrap_or_else(|| "error".to_owned()),
+            )),
+            RequestStatus::Aborted => Some(("aborted", "aborted".to_owned())),
+        };
+        let name = (!named).then(|| format!("request {}", report.request_id).into());
+        self.annotate(
+            via,
+            id,
+            Annotation {
+                name,
+                attributes: &attributes,
+                failure,
+            },
+            want_trace_id,
+        )
     }
 
     /// An online request is its own scope: its summary goes out first, as vLLM-Omni does.

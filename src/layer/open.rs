@@ -209,6 +209,8 @@ impl Inner {
         (None, issues)
     }
 
+    /// `on_new_span` of an `omni.*` span: its state into the table, placed in its request or
+    /// run; a timing child only names its parent, whose timer it starts.
     pub(super) fn new_span<S>(
         &self,
         table: &Table,
@@ -222,44 +224,12 @@ impl Inner {
         let key = id.into_u64();
         let parent = || parent_of(attrs.parent(), attrs.is_contextual(), ctx);
         if kind.is_timing() {
-            // A timing child only names its parent. A misplaced child is diagnosed when it
-            // closes: an event emitted here, inside the dispatcher's `get_default`, would
-            // reach no subscriber.
-            let parent = parent();
-            let now = self.clock.now();
-            let Some(mut map) = table.lock(key) else {
-                return;
-            };
-            if !map.insert(key, Slot::Leaf(LeafSpan { kind, parent })) {
-                return;
-            }
-            if let Some(p) = parent {
-                map.with_parent(table, key, p, |slot| leaf_event(kind, slot, now, true));
-            }
-            return;
+            return self.new_timing_span(table, kind, key, parent());
         }
         // Only an exported span's name reads it.
         let named = self.annotations && attrs.metadata().fields().field("otel.name").is_some();
         let slot = match kind {
-            SpanKind::Run => {
-                let now = self.clock.now();
-                let mut state = RunState {
-                    run_id: None,
-                    scope: ScopeAcc::new(now),
-                    named: false,
-                    issues: IssueSet::default(),
-                    open_key: 0,
-                };
-                attrs.record(&mut Visitor(&mut state));
-                let name = state.run_id.clone();
-                let link = std::sync::Arc::new(std::sync::Mutex::new(state));
-                let open_key = self.shared.run_opened(name, link.clone());
-                lock_run(&link).open_key = open_key;
-                if !table.insert(key, Slot::Run(RunSpan { state: link, named })) {
-                    self.shared.run_closed(open_key);
-                }
-                return;
-            }
+            SpanKind::Run => return self.new_run(table, key, attrs, named),
             SpanKind::Request => {
                 let (run, issues) = self.enclosing_run(table, parent(), id, ctx);
                 let now = self.clock.now();
@@ -295,6 +265,45 @@ impl Inner {
             SpanKind::Queue | SpanKind::Postprocess | SpanKind::Tx | SpanKind::RxDecode => return,
         };
         table.insert(key, slot);
+    }
+
+    /// A timing child (queue, postprocess, tx, rx_decode) opened: it only names its parent,
+    /// whose timer it starts, under one lock when both are in one shard. A misplaced child
+    /// is diagnosed when it closes: an event emitted here, inside the dispatcher's
+    /// `get_default`, would reach no subscriber.
+    #[inline]
+    fn new_timing_span(&self, table: &Table, kind: SpanKind, key: Key, parent: Option<Key>) {
+        let now = self.clock.now();
+        let Some(mut map) = table.lock(key) else {
+            return;
+        };
+        if !map.insert(key, Slot::Leaf(LeafSpan { kind, parent })) {
+            return;
+        }
+        if let Some(p) = parent {
+            map.with_parent(table, key, p, |slot| leaf_event(kind, slot, now, true));
+        }
+    }
+
+    /// An `omni.run` opened: its scope, shared with its requests, and its entry in the
+    /// handle's registry of open runs.
+    fn new_run(&self, table: &Table, key: Key, attrs: &Attributes<'_>, named: bool) {
+        let now = self.clock.now();
+        let mut state = RunState {
+            run_id: None,
+            scope: ScopeAcc::new(now),
+            named: false,
+            issues: IssueSet::default(),
+            open_key: 0,
+        };
+        attrs.record(&mut Visitor(&mut state));
+        let name = state.run_id.clone();
+        let link = std::sync::Arc::new(std::sync::Mutex::new(state));
+        let open_key = self.shared.run_opened(name, link.clone());
+        lock_run(&link).open_key = open_key;
+        if !table.insert(key, Slot::Run(RunSpan { state: link, named })) {
+            self.shared.run_closed(open_key);
+        }
     }
 
     /// Stores a new stage or transfer, placed in its request: under one lock when its
