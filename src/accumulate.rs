@@ -285,91 +285,47 @@ impl RequestAcc {
     /// batching): `batch_id` and `batch_size` are each those of the earliest-starting span
     /// that gives them (the first to close among spans starting together).
     #[inline]
-    pub(crate) fn add_stage(&mut self, mut s: StageSample) {
+    pub(crate) fn add_stage(&mut self, s: StageSample) {
         let found = self.stages.iter().position(|a| a.stage_id == s.stage_id);
-        let Some((acc, side)) =
-            found.and_then(|i| Some((self.stages.get_mut(i)?, self.sides.get_mut(i)?)))
-        else {
-            let mut stats = StageRequestStats {
-                stage_id: s.stage_id,
-                stage_name: s.stage_name,
-                batch_id: s.batch_id.unwrap_or(0),
-                batch_size: s.batch_size.unwrap_or(0),
-                num_tokens_in: s.num_tokens_in,
-                num_tokens_out: s.num_tokens_out,
-                stage_gen_time_ms: s.stage_gen_time_ms,
-                postprocess_time_ms: s.postprocess_time_ms,
-                queue_time_ms: s.queue_time_ms,
-                spans: 1,
-                wall_time_ms: 0.0,
-                start_ns: s.start_ns,
-                end_ns: s.end_ns,
-                batch_recorded: s.batch_id.is_some(),
-                ..StageRequestStats::default()
-            };
-            if let Some(rare) = s.rare.as_deref_mut() {
-                stats.audio_generated_frames = rare.audio_generated_frames;
-                stats.audio_sample_rate = rare.audio_sample_rate;
-                stats.image_num = rare.image_num;
-                stats.resolution = rare.resolution.take();
-            }
-            self.stages.push(stats);
-            self.sides.push(StageSide {
-                batch_id_from_ns: s.batch_id.map(|_| s.start_ns),
-                batch_size_from_ns: s.batch_size.map(|_| s.start_ns),
-                rare: s.rare,
-            });
-            return;
-        };
-        if let Some(mut theirs) = s.rare {
-            acc.audio_generated_frames = acc
-                .audio_generated_frames
-                .saturating_add(theirs.audio_generated_frames);
-            acc.audio_sample_rate = acc.audio_sample_rate.or(theirs.audio_sample_rate);
-            acc.image_num = match (acc.image_num, theirs.image_num) {
-                (Some(a), Some(b)) => Some(a.saturating_add(b)),
-                (a, b) => a.or(b),
-            };
-            if acc.resolution.is_none() {
-                acc.resolution = theirs.resolution.take();
-            }
-            match side.rare.as_deref_mut() {
-                Some(mine) => {
-                    mine.outputs.merge(std::mem::take(&mut theirs.outputs));
-                    mine.first_output_override_ms = mine
-                        .first_output_override_ms
-                        .or(theirs.first_output_override_ms);
-                    mine.inter_output_override_ms = mine
-                        .inter_output_override_ms
-                        .or(theirs.inter_output_override_ms);
-                }
-                None => side.rare = Some(theirs),
-            }
+        match found.and_then(|i| Some((self.stages.get_mut(i)?, self.sides.get_mut(i)?))) {
+            Some((acc, side)) => merge_chunk(acc, side, s),
+            None => self.new_stage(s),
         }
-        // Whether this span starts before the one `from` names (or none gave the value).
-        let earliest = |from: Option<u64>| from.is_none_or(|from| s.start_ns < from);
-        if let Some(batch_id) = s.batch_id.filter(|_| earliest(side.batch_id_from_ns)) {
-            side.batch_id_from_ns = Some(s.start_ns);
-            acc.batch_id = batch_id;
-            acc.batch_recorded = true;
-        }
-        if let Some(size) = s.batch_size.filter(|_| earliest(side.batch_size_from_ns)) {
-            side.batch_size_from_ns = Some(s.start_ns);
-            acc.batch_size = size;
-        }
-        if acc.stage_name.is_none() {
-            acc.stage_name = s.stage_name;
-        }
-        acc.num_tokens_in = acc.num_tokens_in.saturating_add(s.num_tokens_in);
-        acc.num_tokens_out = acc.num_tokens_out.saturating_add(s.num_tokens_out);
-        acc.stage_gen_time_ms = stats::add_ms(acc.stage_gen_time_ms, s.stage_gen_time_ms);
-        acc.postprocess_time_ms = stats::add_ms(acc.postprocess_time_ms, s.postprocess_time_ms);
-        acc.queue_time_ms = stats::add_ms(acc.queue_time_ms, s.queue_time_ms);
-        acc.spans = acc.spans.saturating_add(1);
-        acc.start_ns = acc.start_ns.min(s.start_ns);
-        acc.end_ns = acc.end_ns.max(s.end_ns);
     }
 
+    /// The first span of a stage in this request: its row, and what is kept beside it.
+    #[inline]
+    fn new_stage(&mut self, mut s: StageSample) {
+        let mut stats = StageRequestStats {
+            stage_id: s.stage_id,
+            stage_name: s.stage_name,
+            batch_id: s.batch_id.unwrap_or(0),
+            batch_size: s.batch_size.unwrap_or(0),
+            num_tokens_in: s.num_tokens_in,
+            num_tokens_out: s.num_tokens_out,
+            stage_gen_time_ms: s.stage_gen_time_ms,
+            postprocess_time_ms: s.postprocess_time_ms,
+            queue_time_ms: s.queue_time_ms,
+            spans: 1,
+            wall_time_ms: 0.0,
+            start_ns: s.start_ns,
+            end_ns: s.end_ns,
+            batch_recorded: s.batch_id.is_some(),
+            ..StageRequestStats::default()
+        };
+        if let Some(rare) = s.rare.as_deref_mut() {
+            stats.audio_generated_frames = rare.audio_generated_frames;
+            stats.audio_sample_rate = rare.audio_sample_rate;
+            stats.image_num = rare.image_num;
+            stats.resolution = rare.resolution.take();
+        }
+        self.stages.push(stats);
+        self.sides.push(StageSide {
+            batch_id_from_ns: s.batch_id.map(|_| s.start_ns),
+            batch_size_from_ns: s.batch_size.map(|_| s.start_ns),
+            rare: s.rare,
+        });
+    }
     /// Adds one transfer span; a repeated edge (a chunk) is summed, bytes and times together.
     pub(crate) fn add_transfer(&mut self, t: TransferSample) {
         let edge = match self
@@ -470,6 +426,66 @@ impl RequestAcc {
             start_ns,
             end_ns,
         }
+    }
+}
+
+/// Sums another span (a chunk) of a stage into its row (`acc`) and what is kept beside it:
+/// counts and times added, `batch_id` and `batch_size` those of the earliest-starting span
+/// that gives them, the first name, resolution and sample rate given.
+fn merge_chunk(acc: &mut StageRequestStats, side: &mut StageSide, s: StageSample) {
+    if let Some(theirs) = s.rare {
+        merge_rare(acc, side, theirs);
+    }
+    // Whether this span starts before the one `from` names (or none gave the value).
+    let earliest = |from: Option<u64>| from.is_none_or(|from| s.start_ns < from);
+    if let Some(batch_id) = s.batch_id.filter(|_| earliest(side.batch_id_from_ns)) {
+        side.batch_id_from_ns = Some(s.start_ns);
+        acc.batch_id = batch_id;
+        acc.batch_recorded = true;
+    }
+    if let Some(size) = s.batch_size.filter(|_| earliest(side.batch_size_from_ns)) {
+        side.batch_size_from_ns = Some(s.start_ns);
+        acc.batch_size = size;
+    }
+    if acc.stage_name.is_none() {
+        acc.stage_name = s.stage_name;
+    }
+    acc.num_tokens_in = acc.num_tokens_in.saturating_add(s.num_tokens_in);
+    acc.num_tokens_out = acc.num_tokens_out.saturating_add(s.num_tokens_out);
+    acc.stage_gen_time_ms = stats::add_ms(acc.stage_gen_time_ms, s.stage_gen_time_ms);
+    acc.postprocess_time_ms = stats::add_ms(acc.postprocess_time_ms, s.postprocess_time_ms);
+    acc.queue_time_ms = stats::add_ms(acc.queue_time_ms, s.queue_time_ms);
+    acc.spans = acc.spans.saturating_add(1);
+    acc.start_ns = acc.start_ns.min(s.start_ns);
+    acc.end_ns = acc.end_ns.max(s.end_ns);
+}
+
+/// A chunk's rare fields into its stage: audio frames and images summed, the first sample
+/// rate and resolution kept, outputs merged in time order, the first explicit output
+/// times kept.
+fn merge_rare(acc: &mut StageRequestStats, side: &mut StageSide, mut theirs: Box<StageRare>) {
+    acc.audio_generated_frames = acc
+        .audio_generated_frames
+        .saturating_add(theirs.audio_generated_frames);
+    acc.audio_sample_rate = acc.audio_sample_rate.or(theirs.audio_sample_rate);
+    acc.image_num = match (acc.image_num, theirs.image_num) {
+        (Some(a), Some(b)) => Some(a.saturating_add(b)),
+        (a, b) => a.or(b),
+    };
+    if acc.resolution.is_none() {
+        acc.resolution = theirs.resolution.take();
+    }
+    match side.rare.as_deref_mut() {
+        Some(mine) => {
+            mine.outputs.merge(std::mem::take(&mut theirs.outputs));
+            mine.first_output_override_ms = mine
+                .first_output_override_ms
+                .or(theirs.first_output_override_ms);
+            mine.inter_output_override_ms = mine
+                .inter_output_override_ms
+                .or(theirs.inter_output_override_ms);
+        }
+        None => side.rare = Some(theirs),
     }
 }
 
