@@ -32,7 +32,9 @@
 //! assert!(seen.contains(&(MetricId::StageGenTime, Some(0), 1.2)));
 //! ```
 
-use crate::stats::{self, RequestE2EStats, RequestStatus, finite};
+use crate::stats::{
+    self, RequestE2EStats, RequestStatus, StageRequestStats, TransferEdgeStats, finite,
+};
 
 /// Counter or histogram.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -558,7 +560,18 @@ pub fn observe(r: &RequestE2EStats, mut f: impl FnMut(&'static MetricDef, LabelV
     if !stats::counts_in_summary(r.status) {
         return;
     }
+    observe_totals(r, &mut emit);
+    for s in &r.stages {
+        observe_stage(s, &mut emit);
+    }
+    for e in &r.transfers {
+        observe_edge(e, &mut emit);
+    }
+}
 
+/// An `ok` request's own observations: latency, times to first output and audio, tokens,
+/// its audio's real-time factor.
+fn observe_totals(r: &RequestE2EStats, emit: &mut impl FnMut(MetricId, LabelValues, f64)) {
     emit(
         MetricId::E2eRequestLatency,
         LabelValues::NONE,
@@ -592,52 +605,54 @@ pub fn observe(r: &RequestE2EStats, mut f: impl FnMut(&'static MetricDef, LabelV
     if let Some(rtf) = r.audio_e2e_rtf {
         emit(MetricId::AudioE2eRtf, LabelValues::NONE, finite(rtf));
     }
+}
 
-    for s in &r.stages {
-        let labels = LabelValues::stage(s.stage_id);
-        emit(MetricId::StageGenTime, labels, seconds(s.stage_gen_time_ms));
-        emit(MetricId::StageQueueTime, labels, seconds(s.queue_time_ms));
-        emit(
-            MetricId::StagePostprocessTime,
-            labels,
-            seconds(s.postprocess_time_ms),
-        );
-        if let Some(ms) = s.time_to_first_output_ms {
-            emit(MetricId::StageTimeToFirstOutput, labels, seconds(ms));
-        }
-        for &gap in &s.inter_output_gaps_ms {
-            emit(MetricId::StageInterOutputLatency, labels, seconds(gap));
-        }
-        if let Some(ms) = stats::time_per_output_token_ms(s) {
-            emit(MetricId::StageTimePerOutputToken, labels, seconds(ms));
-        }
-        if let Some(ms) = s.audio_duration_ms {
-            emit(MetricId::AudioDuration, labels, seconds(ms));
-        }
-        if let Some(rtf) = s.audio_rtf {
-            emit(MetricId::AudioRtf, labels, finite(rtf));
-        }
-        if s.audio_generated_frames > 0 {
-            emit(
-                MetricId::AudioFrames,
-                labels,
-                s.audio_generated_frames as f64,
-            );
-        }
+/// One stage's observations, labelled with its id.
+fn observe_stage(s: &StageRequestStats, emit: &mut impl FnMut(MetricId, LabelValues, f64)) {
+    let labels = LabelValues::stage(s.stage_id);
+    emit(MetricId::StageGenTime, labels, seconds(s.stage_gen_time_ms));
+    emit(MetricId::StageQueueTime, labels, seconds(s.queue_time_ms));
+    emit(
+        MetricId::StagePostprocessTime,
+        labels,
+        seconds(s.postprocess_time_ms),
+    );
+    if let Some(ms) = s.time_to_first_output_ms {
+        emit(MetricId::StageTimeToFirstOutput, labels, seconds(ms));
     }
+    for &gap in &s.inter_output_gaps_ms {
+        emit(MetricId::StageInterOutputLatency, labels, seconds(gap));
+    }
+    if let Some(ms) = stats::time_per_output_token_ms(s) {
+        emit(MetricId::StageTimePerOutputToken, labels, seconds(ms));
+    }
+    if let Some(ms) = s.audio_duration_ms {
+        emit(MetricId::AudioDuration, labels, seconds(ms));
+    }
+    if let Some(rtf) = s.audio_rtf {
+        emit(MetricId::AudioRtf, labels, finite(rtf));
+    }
+    if s.audio_generated_frames > 0 {
+        emit(
+            MetricId::AudioFrames,
+            labels,
+            s.audio_generated_frames as f64,
+        );
+    }
+}
 
-    for e in &r.transfers {
-        let labels = LabelValues::edge(e.from_stage, e.to_stage);
-        emit(MetricId::TransferTime, labels, seconds(e.total_time_ms()));
-        emit(MetricId::TransferTx, labels, seconds(e.tx_time_ms));
-        emit(MetricId::TransferRx, labels, seconds(e.rx_decode_time_ms));
-        emit(
-            MetricId::TransferInFlight,
-            labels,
-            seconds(e.in_flight_time_ms),
-        );
-        emit(MetricId::TransferSize, labels, e.size_bytes as f64);
-    }
+/// One edge's observations, labelled with its stages.
+fn observe_edge(e: &TransferEdgeStats, emit: &mut impl FnMut(MetricId, LabelValues, f64)) {
+    let labels = LabelValues::edge(e.from_stage, e.to_stage);
+    emit(MetricId::TransferTime, labels, seconds(e.total_time_ms()));
+    emit(MetricId::TransferTx, labels, seconds(e.tx_time_ms));
+    emit(MetricId::TransferRx, labels, seconds(e.rx_decode_time_ms));
+    emit(
+        MetricId::TransferInFlight,
+        labels,
+        seconds(e.in_flight_time_ms),
+    );
+    emit(MetricId::TransferSize, labels, e.size_bytes as f64);
 }
 
 #[cfg(test)]
