@@ -52,6 +52,7 @@ impl Issue {
     ];
 
     /// What happened and what to fix.
+    // Long: one arm per issue, so that the messages read side by side.
     pub(crate) fn message(self) -> &'static str {
         match self {
             Issue::MissingStageId => {
