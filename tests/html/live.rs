@@ -71,12 +71,14 @@ fn issue11_a_run_writes_its_report_when_it_closes() {
         .expect("the directory")
         .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
         .collect();
+    // The scope was changed to be a file name (` ` and `/`): its hash keeps it apart from a
+    // run really named `live_run_1`.
     assert_eq!(
         files,
-        ["report-live_run_1.html"],
+        ["report-live_run_1-7e6a6fd2.html"],
         "one page, the run's; none online"
     );
-    let path = dir.join("report-live_run_1.html");
+    let path = dir.join("report-live_run_1-7e6a6fd2.html");
     let html = std::fs::read_to_string(&path).expect("the page");
     let blob = blob(&html);
     let runs: Vec<_> = capture
