@@ -381,11 +381,15 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     // Tables, RUST_LOG-filtered logs and (when configured) OTLP traces and metrics; the
     // guard flushes them when it is dropped at the end of main.
     let guard = install.init()?;
-    if guard.exports_traces() {
-        tracing::info!("exporting traces over OTLP");
-    }
-    if guard.exports_metrics() {
-        tracing::info!("exporting metrics over OTLP");
+    #[cfg(feature = "otlp")]
+    {
+        let otlp = guard.otlp();
+        if otlp.and_then(|o| o.stats()).is_some() {
+            tracing::info!("exporting traces over OTLP");
+        }
+        if otlp.and_then(|o| o.metrics_stats()).is_some() {
+            tracing::info!("exporting metrics over OTLP");
+        }
     }
 
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -84,7 +84,7 @@
 //! # The periodic line
 //!
 //! With [`Builder::with_periodic_log`](crate::Builder::with_periodic_log) or
-//! [`LOG_INTERVAL_ENV`](crate::LOG_INTERVAL_ENV), the console writer thread prints, every
+//! [`LOG_INTERVAL_ENV`](crate::env::LOG_INTERVAL_ENV), the console writer thread prints, every
 //! interval, one line made of the window summary (the layer's clock) and the requests open
 //! now:
 //!
@@ -95,8 +95,8 @@
 //! Rates are over the time the line covers (from the window's start to now); the
 //! percentiles are of the `ok` requests' `e2e_total_ms`, and left out without one. Nothing
 //! is printed while the window saw no request finish and none is open: an idle server stays
-//! quiet. The line goes where the console tables go (stderr, or
-//! [`Builder::with_console_writer`](crate::Builder::with_console_writer)); without the
+//! quiet. The line goes where the console tables go
+//! ([`Builder::with_console`](crate::Builder::with_console)); without the
 //! console, there is none. It stops when the [`OmniGuard`](crate::OmniGuard) shuts down
 //! (or drops) and with the layer.
 

@@ -222,7 +222,9 @@ impl MetricsHandle {
     /// ```
     /// # use std::time::Duration;
     /// let console = std::io::sink(); // stderr by default
-    /// let layer = omni_metrics::OmniMetricsLayer::builder().with_console_writer(console).build()?;
+    /// let layer = omni_metrics::OmniMetricsLayer::builder()
+    ///     .with_console(omni_metrics::Destination::writer(console))
+    ///     .build()?;
     /// let handle = layer.handle();
     /// assert!(handle.print_summary());
     /// handle.flush(Duration::from_secs(2))?;
@@ -273,7 +275,7 @@ impl MetricsHandle {
     ///
     /// Call it before reading a records file the layer writes. Dropping the
     /// [`OmniGuard`](crate::OmniGuard) does it with
-    /// [`DEFAULT_FLUSH_TIMEOUT`](crate::report::DEFAULT_FLUSH_TIMEOUT).
+    /// [`OmniMetricsLayer::FLUSH_TIMEOUT`](crate::OmniMetricsLayer::FLUSH_TIMEOUT).
     ///
     /// [`Sink`]: crate::report::Sink
     ///
@@ -284,7 +286,9 @@ impl MetricsHandle {
     ///
     /// ```
     /// # use std::time::Duration;
-    /// let layer = omni_metrics::OmniMetricsLayer::builder().with_jsonl_writer(std::io::sink()).build()?;
+    /// let layer = omni_metrics::OmniMetricsLayer::builder()
+    ///     .with_jsonl(omni_metrics::Destination::writer(std::io::sink()))
+    ///     .build()?;
     /// layer.handle().flush(Duration::from_secs(2))?;
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```

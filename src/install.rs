@@ -63,16 +63,16 @@ impl Install {
         self
     }
 
-    /// Configures OTLP export. Traces are exported when
-    /// [`OtlpBuilder::exports_traces`](crate::otlp::OtlpBuilder::exports_traces) says so:
-    /// an endpoint is given (here or in `OTEL_EXPORTER_OTLP_ENDPOINT` /
-    /// `..._TRACES_ENDPOINT`) or `OTEL_TRACES_EXPORTER=otlp` is set, and neither
-    /// `OTEL_SDK_DISABLED=true` nor `OTEL_TRACES_EXPORTER=none` is. Metrics are exported
-    /// when [`OtlpBuilder::exports_metrics`](crate::otlp::OtlpBuilder::exports_metrics)
-    /// says so (an endpoint for them, `OTEL_METRICS_EXPORTER`,
-    /// [`OtlpBuilder::with_metrics`](crate::otlp::OtlpBuilder::with_metrics)): then the
+    /// Configures OTLP export. Traces and metrics are exported as
+    /// [`OtlpBuilder::build`](crate::otlp::OtlpBuilder::build) decides: traces when an
+    /// endpoint is given (here or in `OTEL_EXPORTER_OTLP_ENDPOINT` / `..._TRACES_ENDPOINT`)
+    /// or `OTEL_TRACES_EXPORTER=otlp` is set, and neither `OTEL_SDK_DISABLED=true` nor
+    /// `OTEL_TRACES_EXPORTER=none` is; metrics when an endpoint is given for them,
+    /// `OTEL_METRICS_EXPORTER=otlp` or
+    /// [`OtlpBuilder::with_metrics`](crate::otlp::OtlpBuilder::with_metrics) asks: then the
     /// metrics layer gets the pipeline's
-    /// [`metrics_sink`](crate::otlp::OtlpPipeline::metrics_sink).
+    /// [`metrics_sink`](crate::otlp::OtlpPipeline::metrics_sink). The guard says what is
+    /// exported ([`OmniGuard::otlp`]).
     #[cfg(feature = "otlp")]
     pub fn with_otlp(mut self, builder: crate::otlp::OtlpBuilder) -> Self {
         self.otlp = Some(builder);
@@ -160,14 +160,10 @@ impl Install {
         for warning in unused_warnings {
             tracing::warn!(target: "omni_metrics::otlp", "{warning}");
         }
-        #[cfg(feature = "otlp")]
-        let exports_traces = pipeline.as_ref().is_some_and(|p| p.exports_traces());
         Ok(OmniGuard {
             handle,
             #[cfg(feature = "otlp")]
             otlp: pipeline.map(crate::otlp::OtlpPipeline::into_guard),
-            #[cfg(feature = "otlp")]
-            exports_traces,
             reported: false,
         })
     }
@@ -227,8 +223,6 @@ pub struct OmniGuard {
     handle: MetricsHandle,
     #[cfg(feature = "otlp")]
     otlp: Option<crate::otlp::OtlpGuard>,
-    #[cfg(feature = "otlp")]
-    exports_traces: bool,
     /// Whether what was still open has been reported.
     reported: bool,
 }
@@ -255,41 +249,29 @@ impl OmniGuard {
         &self.handle
     }
 
-    /// Whether traces are exported.
-    pub fn exports_traces(&self) -> bool {
-        #[cfg(feature = "otlp")]
-        {
-            self.exports_traces
-        }
-        #[cfg(not(feature = "otlp"))]
-        {
-            false
-        }
-    }
-
-    /// Whether metrics are exported over OTLP.
-    pub fn exports_metrics(&self) -> bool {
-        #[cfg(feature = "otlp")]
-        {
-            self.otlp
-                .as_ref()
-                .is_some_and(|g| g.metrics_stats().is_some())
-        }
-        #[cfg(not(feature = "otlp"))]
-        {
-            false
-        }
-    }
-
     /// The OTLP guard, when something is exported: its
-    /// [`force_flush`](crate::otlp::OtlpGuard::force_flush) and export counts.
+    /// [`force_flush`](crate::otlp::OtlpGuard::force_flush) and export counts. Its
+    /// [`stats`](crate::otlp::OtlpGuard::stats) are there when traces are exported, its
+    /// [`metrics_stats`](crate::otlp::OtlpGuard::metrics_stats) when metrics are.
+    ///
+    /// ```no_run
+    /// let guard = omni_metrics::init()?;
+    /// let otlp = guard.otlp();
+    /// if otlp.and_then(|o| o.stats()).is_some() {
+    ///     tracing::info!("exporting traces over OTLP");
+    /// }
+    /// if otlp.and_then(|o| o.metrics_stats()).is_some() {
+    ///     tracing::info!("exporting metrics over OTLP");
+    /// }
+    /// # Ok::<(), omni_metrics::InitError>(())
+    /// ```
     #[cfg(feature = "otlp")]
     pub fn otlp(&self) -> Option<&crate::otlp::OtlpGuard> {
         self.otlp.as_ref()
     }
 
     /// Flushes the console and JSON-lines records (within
-    /// [`DEFAULT_FLUSH_TIMEOUT`](crate::report::DEFAULT_FLUSH_TIMEOUT)) and shuts the
+    /// [`OmniMetricsLayer::FLUSH_TIMEOUT`]) and shuts the
     /// exporter down now; safe to call twice.
     ///
     /// # Errors
@@ -300,9 +282,7 @@ impl OmniGuard {
     /// [`MetricsHandle::sink_losses`].
     pub fn shutdown(&mut self) -> Result<(), InitError> {
         self.report_open();
-        let _ = self
-            .handle
-            .shutdown_sinks(crate::report::DEFAULT_FLUSH_TIMEOUT);
+        let _ = self.handle.shutdown_sinks(OmniMetricsLayer::FLUSH_TIMEOUT);
         #[cfg(feature = "otlp")]
         if let Some(otlp) = &mut self.otlp {
             otlp.shutdown().map_err(InitError::Otlp)?;
@@ -313,13 +293,11 @@ impl OmniGuard {
 
 impl Drop for OmniGuard {
     /// Writes the queued console tables and JSON-lines records, waiting at most
-    /// [`DEFAULT_FLUSH_TIMEOUT`](crate::report::DEFAULT_FLUSH_TIMEOUT), and reports lost
+    /// [`OmniMetricsLayer::FLUSH_TIMEOUT`], and reports lost
     /// records once; then the OTLP guard shuts the exporter down.
     fn drop(&mut self) {
         self.report_open();
-        let _ = self
-            .handle
-            .shutdown_sinks(crate::report::DEFAULT_FLUSH_TIMEOUT);
+        let _ = self.handle.shutdown_sinks(OmniMetricsLayer::FLUSH_TIMEOUT);
     }
 }
 

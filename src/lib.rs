@@ -6,6 +6,7 @@ pub mod aggregate;
 pub mod clock;
 pub mod convention;
 pub mod distribution;
+pub mod env;
 pub mod guide;
 pub mod instrument;
 pub mod metrics;
@@ -22,9 +23,7 @@ mod shared;
 
 pub use handle::{MetricsHandle, OpenSpans, Totals};
 pub use install::{InitError, Install, OmniGuard, init, log_filter};
-pub use layer::{
-    BuildError, Builder, JSONL_ENV, LOG_INTERVAL_ENV, ONLINE_TABLES_ENV, OmniMetricsLayer,
-};
+pub use layer::{BuildError, Builder, Destination, OmniMetricsLayer};
 
 #[cfg(feature = "otlp")]
 #[cfg_attr(docsrs, doc(cfg(feature = "otlp")))]
@@ -32,9 +31,7 @@ pub mod otlp;
 
 #[cfg(feature = "prometheus")]
 #[cfg_attr(docsrs, doc(cfg(feature = "prometheus")))]
-pub use metrics::prometheus::{
-    DEFAULT_PROMETHEUS_ADDR, PROMETHEUS_ADDR_ENV, PrometheusError, PrometheusSink,
-};
+pub use metrics::prometheus::{PrometheusError, PrometheusSink};
 
 #[cfg(feature = "replay")]
 #[cfg_attr(docsrs, doc(cfg(feature = "replay")))]

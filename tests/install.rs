@@ -24,8 +24,15 @@ fn init_exports_and_the_guard_shuts_down_from_a_current_thread_runtime() {
         )
         .init()
         .expect("first install in this process");
-    assert!(guard.exports_traces());
-    assert!(guard.exports_metrics(), "metrics go to the same collector");
+    let otlp = guard.otlp();
+    assert!(
+        otlp.and_then(|o| o.stats()).is_some(),
+        "traces are exported"
+    );
+    assert!(
+        otlp.and_then(|o| o.metrics_stats()).is_some(),
+        "metrics go to the same collector"
+    );
 
     let second = omni_metrics::init().expect_err("a second install is refused");
     assert!(matches!(

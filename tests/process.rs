@@ -101,7 +101,7 @@ fn issue6_otlp_error_paths_inside_async_do_not_panic() {
                 .with_endpoint("http://127.0.0.1:9")
                 .build()?;
             let _metrics = omni_metrics::OmniMetricsLayer::builder()
-                .with_jsonl_path("/nonexistent-dir/records.jsonl")
+                .with_jsonl("/nonexistent-dir/records.jsonl")
                 .build()?;
             Ok(())
         };
@@ -293,10 +293,11 @@ fn issue7_an_own_pipeline_without_endpoint_agrees_with_init() {
     let pipeline = omni_metrics::otlp::OtlpPipeline::builder()
         .build()
         .expect("builds");
-    assert!(!pipeline.exports(), "no endpoint: nothing is exported");
+    let exports = pipeline.exports_traces() || pipeline.exports_metrics();
+    assert!(!exports, "no endpoint: nothing is exported");
     let metrics = omni_metrics::OmniMetricsLayer::builder()
         .with_console(false)
-        .with_trace_annotations(pipeline.exports())
+        .with_trace_annotations(pipeline.exports_traces())
         .build()
         .expect("no file");
     tracing_subscriber::registry()

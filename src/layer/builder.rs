@@ -2,51 +2,124 @@
 //! Prometheus endpoint, the HTML report, and the `OMNI_METRICS_*` variables.
 
 use std::io::{self, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use super::{OmniMetricsLayer, Parts};
-use crate::aggregate::{self, DEFAULT_SUMMARY_WINDOW, MIN_LOG_INTERVAL};
+use crate::aggregate::{self, MIN_LOG_INTERVAL};
 use crate::clock::Clock;
+use crate::env::{HTML_ENV, JSONL_ENV, LOG_INTERVAL_ENV, ONLINE_TABLES_ENV};
 use crate::report::html::live::HtmlLane;
-use crate::report::html::{DEFAULT_HTML_MAX_REQUESTS, HTML_ENV};
-use crate::report::{ConsoleSink, DEFAULT_QUEUE_CAPACITY, JsonLinesSink, Sink};
+use crate::report::{ConsoleSink, JsonLinesSink, Sink};
 
-/// Environment variable: write JSON-lines records to this file (appending), unless
-/// [`Builder::with_jsonl_path`] or [`Builder::with_jsonl_writer`] was called.
-pub const JSONL_ENV: &str = "OMNI_METRICS_JSONL";
-
-/// Environment variable: print the periodic line ([`Builder::with_periodic_log`]) every
-/// interval: `10s`, `500ms`, `1.5s`, `2m`, a bare number of seconds; `0` or `off` for none.
-/// [`Builder::with_periodic_log`] wins over it; unset, there is no periodic line. A value
-/// that cannot be read is a warning (target `omni_metrics::diagnostics`, when the layer
-/// joins a subscriber) naming the variable, and there is no periodic line.
+/// Where the console tables ([`Builder::with_console`]) or the JSON-lines records
+/// ([`Builder::with_jsonl`]) go.
+///
+/// Made from a `bool`: `true` is the default place (stderr for the console; for the
+/// records, the file [`JSONL_ENV`] names, if set), `false` is nowhere; from a path
+/// (`&str`, `String`, `&Path`, `PathBuf`): that file, appended to; or from any writer with
+/// [`Destination::writer`].
 ///
 /// ```
-/// assert_eq!(omni_metrics::LOG_INTERVAL_ENV, "OMNI_METRICS_LOG_INTERVAL");
+/// use omni_metrics::{Destination, OmniMetricsLayer};
+/// let layer = OmniMetricsLayer::builder()
+///     .with_console(Destination::writer(std::io::stdout())) // the tables on stdout
+///     .with_jsonl(std::env::temp_dir().join("records.jsonl")) // records to a file
+///     .build()?;
+/// # drop(layer);
+/// # Ok::<(), omni_metrics::BuildError>(())
 /// ```
-pub const LOG_INTERVAL_ENV: &str = "OMNI_METRICS_LOG_INTERVAL";
+pub struct Destination(Place);
 
-/// Environment variable: whether online requests print their tables on the console
-/// ([`Builder::with_online_tables`]): `1`, `true`, `on`, `yes` or `0`, `false`, `off`, `no`.
-/// [`Builder::with_online_tables`] wins over it; unset, online tables are printed unless
-/// the periodic line is on. Another value is a warning naming the variable, and the
-/// default applies.
-///
-/// ```
-/// assert_eq!(omni_metrics::ONLINE_TABLES_ENV, "OMNI_METRICS_ONLINE_TABLES");
-/// ```
-pub const ONLINE_TABLES_ENV: &str = "OMNI_METRICS_ONLINE_TABLES";
+/// Where a [`Destination`] points.
+enum Place {
+    /// Stderr for the console, [`JSONL_ENV`] for the records.
+    Default,
+    Off,
+    Path(PathBuf),
+    Writer(Box<dyn Write + Send>),
+}
+
+impl Destination {
+    /// Writes to `writer`: an in-memory buffer in a test, a pipe, a socket. It is written
+    /// from the layer's writer thread, never the engine's.
+    pub fn writer(writer: impl Write + Send + 'static) -> Self {
+        Self(Place::Writer(Box::new(writer)))
+    }
+}
+
+impl std::fmt::Debug for Destination {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.0 {
+            Place::Default => f.write_str("Destination(default)"),
+            Place::Off => f.write_str("Destination(off)"),
+            Place::Path(path) => f.debug_tuple("Destination").field(path).finish(),
+            Place::Writer(_) => f.write_str("Destination(writer)"),
+        }
+    }
+}
+
+impl From<bool> for Destination {
+    /// `true`: the default place; `false`: nowhere.
+    fn from(enabled: bool) -> Self {
+        Self(if enabled { Place::Default } else { Place::Off })
+    }
+}
+
+impl From<PathBuf> for Destination {
+    /// The file at this path, appended to.
+    fn from(path: PathBuf) -> Self {
+        Self(Place::Path(path))
+    }
+}
+
+impl From<&Path> for Destination {
+    /// The file at this path, appended to.
+    fn from(path: &Path) -> Self {
+        Self(Place::Path(path.to_owned()))
+    }
+}
+
+impl From<&PathBuf> for Destination {
+    /// The file at this path, appended to.
+    fn from(path: &PathBuf) -> Self {
+        Self(Place::Path(path.clone()))
+    }
+}
+
+impl From<&String> for Destination {
+    /// The file at this path, appended to.
+    fn from(path: &String) -> Self {
+        Self(Place::Path(path.into()))
+    }
+}
+
+impl From<String> for Destination {
+    /// The file at this path, appended to.
+    fn from(path: String) -> Self {
+        Self(Place::Path(path.into()))
+    }
+}
+
+impl From<&str> for Destination {
+    /// The file at this path, appended to.
+    fn from(path: &str) -> Self {
+        Self(Place::Path(path.into()))
+    }
+}
 
 /// Builds an [`OmniMetricsLayer`].
 ///
 /// Defaults: console tables on stderr ([`Builder::with_console`]), per-request tables
 /// included ([`Builder::with_request_tables`]), online requests' tables printed unless the
 /// periodic line is on ([`Builder::with_online_tables`]), no periodic line
-/// ([`Builder::with_periodic_log`]), JSON lines only if [`JSONL_ENV`] is set, the online
-/// aggregates on with a one-minute window ([`Builder::with_summary_window`]), an HTML
-/// report of each run only if [`HTML_ENV`] is set, the monotonic clock.
+/// ([`Builder::with_periodic_log`]), JSON lines only if [`JSONL_ENV`] is set
+/// ([`Builder::with_jsonl`]), the online aggregates on with a one-minute window
+/// ([`Builder::with_summary_window`]), an HTML report of each run only if [`HTML_ENV`] is
+/// set ([`Builder::with_html_path`]), a Prometheus endpoint only if
+/// [`PROMETHEUS_ADDR_ENV`](crate::env::PROMETHEUS_ADDR_ENV) is set (feature `prometheus`).
+/// The `DEFAULT_*` constants below are the defaults of the setters that take a number.
 ///
 /// The console, JSON lines and HTML report are written by background threads of the layer, fed by a
 /// bounded queue ([`Builder::with_queue_capacity`]): the engine's threads never format or
@@ -56,7 +129,7 @@ pub const ONLINE_TABLES_ENV: &str = "OMNI_METRICS_ONLINE_TABLES";
 /// ```
 /// let layer = omni_metrics::OmniMetricsLayer::builder()
 ///     .with_console(false)
-///     .with_jsonl_writer(std::io::sink())
+///     .with_jsonl(omni_metrics::Destination::writer(std::io::sink()))
 ///     .build()?;
 /// # drop(layer);
 /// # Ok::<(), omni_metrics::BuildError>(())
@@ -64,21 +137,20 @@ pub const ONLINE_TABLES_ENV: &str = "OMNI_METRICS_ONLINE_TABLES";
 #[doc = include_str!("../../docs/reference/configuration.md")]
 #[must_use = "a builder does nothing until `build` is called"]
 pub struct Builder {
-    console: bool,
-    console_writer: Option<Box<dyn Write + Send>>,
+    console: Place,
     request_tables: bool,
-    jsonl_path: Option<PathBuf>,
-    jsonl_writer: Option<Box<dyn Write + Send>>,
-    /// `false`: no JSON lines, whatever [`JSONL_ENV`] says.
-    jsonl: bool,
+    /// [`Place::Default`]: [`JSONL_ENV`]'s file, if set.
+    jsonl: Place,
     html_path: Option<PathBuf>,
     html_max_requests: usize,
     sinks: Vec<Box<dyn Sink>>,
     clock: Option<Arc<dyn Clock>>,
     trace_annotations: bool,
     queue_capacity: usize,
+    /// A [`PrometheusSink`](crate::PrometheusSink) was added in code: the variable is not
+    /// read.
     #[cfg(feature = "prometheus")]
-    prometheus: Option<String>,
+    prometheus_in_code: bool,
     /// Set in code; else [`ONLINE_TABLES_ENV`], else on unless the periodic line is.
     online_tables: Option<bool>,
     /// Set in code (`ZERO`: off); else [`LOG_INTERVAL_ENV`], else off.
@@ -90,23 +162,20 @@ pub struct Builder {
 impl Default for Builder {
     fn default() -> Self {
         Self {
-            console: true,
-            console_writer: None,
+            console: Place::Default,
             request_tables: true,
-            jsonl_path: None,
-            jsonl_writer: None,
-            jsonl: true,
+            jsonl: Place::Default,
             html_path: None,
-            html_max_requests: DEFAULT_HTML_MAX_REQUESTS,
+            html_max_requests: Self::DEFAULT_HTML_MAX_REQUESTS,
             sinks: Vec::new(),
             clock: None,
             trace_annotations: false,
-            queue_capacity: DEFAULT_QUEUE_CAPACITY,
+            queue_capacity: Self::DEFAULT_QUEUE_CAPACITY,
             #[cfg(feature = "prometheus")]
-            prometheus: None,
+            prometheus_in_code: false,
             online_tables: None,
             periodic_log: None,
-            summary_window: DEFAULT_SUMMARY_WINDOW,
+            summary_window: Self::DEFAULT_SUMMARY_WINDOW,
             aggregates: true,
         }
     }
@@ -115,10 +184,9 @@ impl Default for Builder {
 impl std::fmt::Debug for Builder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Builder")
-            .field("console", &self.console)
+            .field("console", &Destination(clone_place(&self.console)))
             .field("request_tables", &self.request_tables)
-            .field("jsonl_path", &self.jsonl_path)
-            .field("jsonl_writer", &self.jsonl_writer.is_some())
+            .field("jsonl", &Destination(clone_place(&self.jsonl)))
             .field("html_path", &self.html_path)
             .field("html_max_requests", &self.html_max_requests)
             .field("sinks", &self.sinks.len())
@@ -133,17 +201,41 @@ impl std::fmt::Debug for Builder {
 }
 
 impl Builder {
-    /// Prints the tables on the console (stderr unless [`Builder::with_console_writer`]).
-    /// Default: `true`.
-    pub fn with_console(mut self, enabled: bool) -> Self {
-        self.console = enabled;
-        self
-    }
+    /// The default of [`Builder::with_summary_window`]: one minute.
+    pub const DEFAULT_SUMMARY_WINDOW: Duration = aggregate::DEFAULT_SUMMARY_WINDOW;
 
-    /// Prints the tables to `writer` instead of stderr (and enables the console sink).
-    pub fn with_console_writer(mut self, writer: impl Write + Send + 'static) -> Self {
-        self.console = true;
-        self.console_writer = Some(Box::new(writer));
+    /// The default of [`Builder::with_queue_capacity`], in records: 4,096.
+    ///
+    /// An online request makes two records (its summary and itself), a run one per request
+    /// plus its summary. Rendering a request's tables takes the writer some 40 µs (release
+    /// build), so 4,096 records absorb a stall of the console of about 2,000 requests (a
+    /// paused terminal, a slow pipe, a disk hiccup) before records are dropped, while the
+    /// queue stays small: 24 bytes a slot allocated up front, and at most a few MiB of
+    /// queued records.
+    pub const DEFAULT_QUEUE_CAPACITY: usize = 4096;
+
+    /// The default of [`Builder::with_html_max_requests`]: 100,000 requests of one run.
+    ///
+    /// The report holds each request of an open run in memory until the run closes, about
+    /// 1.2 KiB per request of three stages and two edges (120 MiB at this cap); the page of
+    /// 100,000 requests is some 60 MB.
+    pub const DEFAULT_HTML_MAX_REQUESTS: usize = 100_000;
+
+    /// Where the tables are printed ([`Destination`]): `true` (the default) on stderr,
+    /// `false` nowhere, a path to append them to a file, or
+    /// [`Destination::writer`]. They are written by the layer's writer thread.
+    ///
+    /// ```
+    /// use omni_metrics::{Destination, OmniMetricsLayer};
+    /// let quiet = OmniMetricsLayer::builder().with_console(false).build()?;
+    /// let to_stdout = OmniMetricsLayer::builder()
+    ///     .with_console(Destination::writer(std::io::stdout()))
+    ///     .build()?;
+    /// # drop((quiet, to_stdout));
+    /// # Ok::<(), omni_metrics::BuildError>(())
+    /// ```
+    pub fn with_console(mut self, destination: impl Into<Destination>) -> Self {
+        self.console = destination.into().0;
         self
     }
 
@@ -212,8 +304,8 @@ impl Builder {
 
     /// The length of the window summary
     /// ([`MetricsHandle::window_summary`](crate::MetricsHandle::window_summary)) and of the
-    /// periodic line. Default: [`DEFAULT_SUMMARY_WINDOW`] (one minute); at least
-    /// [`MIN_SUMMARY_WINDOW`](crate::aggregate::MIN_SUMMARY_WINDOW).
+    /// periodic line. Default: [`DEFAULT_SUMMARY_WINDOW`](Self::DEFAULT_SUMMARY_WINDOW)
+    /// (one minute); at least 1 ms.
     ///
     /// ```
     /// let layer = omni_metrics::OmniMetricsLayer::builder()
@@ -246,34 +338,24 @@ impl Builder {
         self
     }
 
-    /// Appends JSON-lines records to the file at `path`. Overrides [`JSONL_ENV`].
+    /// Where the JSON-lines records go ([`Destination`]): a path to append them to that
+    /// file, [`Destination::writer`], `false` for none whatever [`JSONL_ENV`] says (a tool
+    /// that replays or tests records of its own), or `true` (the default): the file
+    /// [`JSONL_ENV`] names, none when it is unset. A path or writer set here wins over
+    /// [`JSONL_ENV`]. They are written by the layer's writer thread.
     ///
-    /// The file is created again when it is renamed or deleted (log rotation), and a write
+    /// A file is created again when it is renamed or deleted (log rotation), and a write
     /// that fails (a full disk) leaves no partial line.
-    pub fn with_jsonl_path(mut self, path: impl Into<PathBuf>) -> Self {
-        self.jsonl_path = Some(path.into());
-        self.jsonl_writer = None;
-        self
-    }
-
-    /// `false`: no JSON-lines records at all, whatever [`JSONL_ENV`] says (a tool that
-    /// replays or tests records of its own); `true` (the default): records go where
-    /// [`Builder::with_jsonl_path`], [`Builder::with_jsonl_writer`] or [`JSONL_ENV`] say.
     ///
     /// ```
-    /// let layer = omni_metrics::OmniMetricsLayer::builder().with_jsonl(false).build()?;
+    /// let layer = omni_metrics::OmniMetricsLayer::builder()
+    ///     .with_jsonl(std::env::temp_dir().join("records.jsonl"))
+    ///     .build()?;
     /// # drop(layer);
     /// # Ok::<(), omni_metrics::BuildError>(())
     /// ```
-    pub fn with_jsonl(mut self, enabled: bool) -> Self {
-        self.jsonl = enabled;
-        self
-    }
-
-    /// Writes JSON-lines records to `writer`. Overrides [`JSONL_ENV`].
-    pub fn with_jsonl_writer(mut self, writer: impl Write + Send + 'static) -> Self {
-        self.jsonl_writer = Some(Box::new(writer));
-        self.jsonl_path = None;
+    pub fn with_jsonl(mut self, destination: impl Into<Destination>) -> Self {
+        self.jsonl = destination.into().0;
         self
     }
 
@@ -305,8 +387,8 @@ impl Builder {
     }
 
     /// The most requests of one run the HTML report keeps; the page counts those left out.
-    /// Default: [`DEFAULT_HTML_MAX_REQUESTS`] (100,000; about 120 MiB held until the run
-    /// closes).
+    /// Default: [`DEFAULT_HTML_MAX_REQUESTS`](Self::DEFAULT_HTML_MAX_REQUESTS) (100,000;
+    /// about 120 MiB held until the run closes).
     ///
     /// ```
     /// let layer = omni_metrics::OmniMetricsLayer::builder()
@@ -324,7 +406,8 @@ impl Builder {
     /// How many finished records (a request's, a summary) may wait for the console and
     /// JSON-lines writer thread; more are dropped and counted
     /// ([`MetricsHandle::sink_losses`](crate::MetricsHandle::sink_losses)), never waited
-    /// for. At least 1. Default: [`DEFAULT_QUEUE_CAPACITY`] (4,096).
+    /// for. At least 1. Default: [`DEFAULT_QUEUE_CAPACITY`](Self::DEFAULT_QUEUE_CAPACITY)
+    /// (4,096).
     ///
     /// ```
     /// let layer = omni_metrics::OmniMetricsLayer::builder()
@@ -338,8 +421,26 @@ impl Builder {
         self
     }
 
-    /// Adds a sink of your own; it sees every finished request and scope.
-    pub fn with_sink(mut self, sink: impl Sink) -> Self {
+    /// Adds a sink; it sees every finished request and scope, on the engine's thread that
+    /// finished it. Yours ([`Sink`]), or one of the crate's: the Prometheus endpoint
+    /// ([`PrometheusSink`](crate::PrometheusSink), feature `prometheus`; adding one here
+    /// means [`PROMETHEUS_ADDR_ENV`](crate::env::PROMETHEUS_ADDR_ENV) is not read), the
+    /// OTLP metrics ([`OtlpPipeline::metrics_sink`](crate::otlp::OtlpPipeline::metrics_sink),
+    /// feature `otlp`).
+    ///
+    /// ```no_run
+    /// use omni_metrics::{OmniMetricsLayer, PrometheusSink};
+    /// // `GET http://127.0.0.1:9464/metrics`; port 0 picks a free port (`local_addr`).
+    /// let prometheus = PrometheusSink::bind(PrometheusSink::DEFAULT_ADDR)?;
+    /// let layer = OmniMetricsLayer::builder().with_sink(prometheus).build()?;
+    /// # drop(layer);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn with_sink<S: Sink>(mut self, sink: S) -> Self {
+        #[cfg(feature = "prometheus")]
+        if std::any::TypeId::of::<S>() == std::any::TypeId::of::<crate::PrometheusSink>() {
+            self.prometheus_in_code = true;
+        }
         self.sinks.push(Box::new(sink));
         self
     }
@@ -355,30 +456,6 @@ impl Builder {
         self
     }
 
-    /// Serves the `vllm_omni:*` metrics as OpenMetrics on `GET http://{addr}/metrics`, from a
-    /// thread of the layer's ([`PrometheusSink`](crate::PrometheusSink)). `addr` is
-    /// `host:port`, such as [`DEFAULT_PROMETHEUS_ADDR`](crate::DEFAULT_PROMETHEUS_ADDR)
-    /// (`127.0.0.1:9464`); a bare `port` means `127.0.0.1:port`. Overrides
-    /// [`PROMETHEUS_ADDR_ENV`](crate::PROMETHEUS_ADDR_ENV) (`OMNI_METRICS_PROMETHEUS_ADDR`).
-    /// Default: no endpoint unless that variable is set.
-    ///
-    /// To know the port chosen for port 0, bind a
-    /// [`PrometheusSink`](crate::PrometheusSink) yourself and add it with
-    /// [`Builder::with_sink`].
-    ///
-    /// ```no_run
-    /// let layer = omni_metrics::OmniMetricsLayer::builder()
-    ///     .with_prometheus(omni_metrics::DEFAULT_PROMETHEUS_ADDR)
-    ///     .build()?;
-    /// # drop(layer);
-    /// # Ok::<(), omni_metrics::BuildError>(())
-    /// ```
-    #[cfg(feature = "prometheus")]
-    pub fn with_prometheus(mut self, addr: impl Into<String>) -> Self {
-        self.prometheus = Some(addr.into());
-        self
-    }
-
     /// Uses `clock` for span timestamps (a [`crate::clock::ManualClock`] in tests).
     pub fn with_clock(mut self, clock: impl Clock) -> Self {
         self.clock = Some(Arc::new(clock));
@@ -389,17 +466,20 @@ impl Builder {
     ///
     /// # Errors
     ///
-    /// [`BuildError`] if the JSON-lines file (from [`Builder::with_jsonl_path`] or
-    /// [`JSONL_ENV`]) cannot be opened for appending, or (feature `prometheus`) the
-    /// Prometheus address (from `with_prometheus` or `OMNI_METRICS_PROMETHEUS_ADDR`) is not
-    /// one or cannot be bound.
+    /// [`BuildError`] if the console's or the JSON-lines file (from
+    /// [`Builder::with_console`], [`Builder::with_jsonl`] or [`JSONL_ENV`]) cannot be
+    /// opened for appending, or (feature `prometheus`) the Prometheus address of
+    /// [`PROMETHEUS_ADDR_ENV`](crate::env::PROMETHEUS_ADDR_ENV) is not one or cannot be
+    /// bound.
     #[allow(unused_mut)] // `sinks` grows only with the `prometheus` feature
     pub fn build(mut self) -> Result<OmniMetricsLayer, BuildError> {
         #[cfg(feature = "prometheus")]
-        if let Some(sink) = crate::PrometheusSink::configured(self.prometheus.take())
-            .map_err(|e| BuildError(BuildErrorKind::Prometheus(e)))?
-        {
-            self.sinks.push(Box::new(sink));
+        if !self.prometheus_in_code {
+            if let Some(sink) = crate::PrometheusSink::configured(None)
+                .map_err(|e| BuildError(BuildErrorKind::Prometheus(e)))?
+            {
+                self.sinks.push(Box::new(sink));
+            }
         }
         let mut warnings = Vec::new();
         let periodic = match self.periodic_log {
@@ -412,17 +492,21 @@ impl Builder {
             Some(enabled) => enabled,
             None => env_switch(ONLINE_TABLES_ENV, &mut warnings).unwrap_or(periodic.is_none()),
         };
-        let console = self.console.then(|| {
-            let writer = self
-                .console_writer
-                .unwrap_or_else(|| Box::new(io::stderr()));
-            ConsoleSink::new(writer, self.request_tables)
-        });
-        let jsonl = match (self.jsonl_writer, self.jsonl_path) {
-            _ if !self.jsonl => None,
-            (Some(writer), _) => Some(JsonLinesSink::new(writer)),
-            (None, Some(path)) => Some(open_append(path, JsonlOrigin::Code)?),
-            (None, None) => match std::env::var_os(JSONL_ENV) {
+        let console_writer: Option<Box<dyn Write + Send>> = match self.console {
+            Place::Off => None,
+            Place::Default => Some(Box::new(io::stderr())),
+            Place::Writer(writer) => Some(writer),
+            Place::Path(path) => match crate::report::open_append(&path) {
+                Ok(file) => Some(Box::new(file)),
+                Err(source) => return Err(BuildError(BuildErrorKind::Console { path, source })),
+            },
+        };
+        let console = console_writer.map(|writer| ConsoleSink::new(writer, self.request_tables));
+        let jsonl = match self.jsonl {
+            Place::Off => None,
+            Place::Writer(writer) => Some(JsonLinesSink::new(writer)),
+            Place::Path(path) => Some(open_append(path, JsonlOrigin::Code)?),
+            Place::Default => match std::env::var_os(JSONL_ENV) {
                 Some(path) if !path.is_empty() => {
                     Some(open_append(PathBuf::from(path), JsonlOrigin::Env)?)
                 }
@@ -505,8 +589,9 @@ fn open_append(path: PathBuf, origin: JsonlOrigin) -> Result<JsonLinesSink, Buil
     }
 }
 
-/// The layer could not be built: its JSON-lines file cannot be opened, or (feature
-/// `prometheus`) its Prometheus endpoint cannot be served. The message says what to do.
+/// The layer could not be built: its JSON-lines or console file cannot be opened, or
+/// (feature `prometheus`) its Prometheus endpoint cannot be served. The message says what
+/// to do.
 #[derive(Debug, thiserror::Error)]
 #[error(transparent)]
 pub struct BuildError(BuildErrorKind);
@@ -525,27 +610,38 @@ enum BuildErrorKind {
         #[source]
         source: io::Error,
     },
+    #[error(
+        "cannot open the console's file `{}` for appending: {source}; check that its directory exists and is writable",
+        path.display()
+    )]
+    Console {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
     #[cfg(feature = "prometheus")]
     #[error(transparent)]
     Prometheus(crate::PrometheusError),
 }
 
 impl BuildError {
-    /// The JSON-lines file that could not be opened, if that was the error.
+    /// The JSON-lines or console file that could not be opened, if that was the error.
     pub fn path(&self) -> Option<&std::path::Path> {
         match &self.0 {
-            BuildErrorKind::Jsonl { path, .. } => Some(path),
+            BuildErrorKind::Jsonl { path, .. } | BuildErrorKind::Console { path, .. } => Some(path),
             #[cfg(feature = "prometheus")]
             BuildErrorKind::Prometheus(_) => None,
         }
     }
 
-    /// The Prometheus endpoint's error, if that was the error.
+    /// The Prometheus endpoint's error, if that was the error (the address of
+    /// [`PROMETHEUS_ADDR_ENV`](crate::env::PROMETHEUS_ADDR_ENV) is not one or cannot be
+    /// bound).
     #[cfg(feature = "prometheus")]
     pub fn prometheus(&self) -> Option<&crate::PrometheusError> {
         match &self.0 {
             BuildErrorKind::Prometheus(e) => Some(e),
-            BuildErrorKind::Jsonl { .. } => None,
+            BuildErrorKind::Jsonl { .. } | BuildErrorKind::Console { .. } => None,
         }
     }
 }
@@ -554,4 +650,14 @@ impl BuildError {
 /// a bad value, not ignored).
 fn env_text(name: &str) -> Option<String> {
     std::env::var_os(name).map(|v| v.to_string_lossy().into_owned())
+}
+
+/// A copy of `place` for `Debug` (a writer is shown, not copied).
+fn clone_place(place: &Place) -> Place {
+    match place {
+        Place::Default => Place::Default,
+        Place::Off => Place::Off,
+        Place::Path(path) => Place::Path(path.clone()),
+        Place::Writer(_) => Place::Writer(Box::new(io::sink())),
+    }
 }

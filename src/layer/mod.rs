@@ -39,7 +39,7 @@ use tracing_subscriber::layer::Context;
 use tracing_subscriber::registry::LookupSpan;
 
 pub(crate) use annotate::Num;
-pub use builder::{BuildError, Builder, JSONL_ENV, LOG_INTERVAL_ENV, ONLINE_TABLES_ENV};
+pub use builder::{BuildError, Builder, Destination};
 #[cfg(feature = "otlp")]
 pub use otel::AnnotationLayer;
 #[cfg(feature = "otlp")]
@@ -69,7 +69,7 @@ use crate::stats::OverallSummary;
 ///
 /// The console tables and JSON lines are written by the layer's own writer thread (see
 /// [`Builder`]); dropping the last clone of the layer (with its subscriber) waits up to
-/// [`DEFAULT_FLUSH_TIMEOUT`](crate::report::DEFAULT_FLUSH_TIMEOUT) for what is queued.
+/// [`FLUSH_TIMEOUT`](Self::FLUSH_TIMEOUT) for what is queued.
 ///
 /// ```
 /// use tracing_subscriber::prelude::*;
@@ -191,6 +191,12 @@ impl std::fmt::Debug for OmniMetricsLayer {
 }
 
 impl OmniMetricsLayer {
+    /// How long dropping the last clone of the layer (with its subscriber), or the
+    /// [`OmniGuard`](crate::OmniGuard), waits for the queued console tables and JSON-lines
+    /// records to be written: 2 s. A stuck writer (a full stderr pipe) cannot hold the
+    /// engine's shutdown longer. [`MetricsHandle::flush`] waits as long as it is told.
+    pub const FLUSH_TIMEOUT: std::time::Duration = crate::report::writer::FLUSH_TIMEOUT;
+
     /// A builder; see [`Builder`] for the defaults.
     pub fn builder() -> Builder {
         Builder::default()

@@ -233,7 +233,7 @@ pub(crate) fn dispatch_of_layer<L: std::any::Any>(
 }
 
 /// The exported span of an `omni.run` that an exporter made apart from the bridge
-/// ([`RunLinks`](crate::otlp::RunLinks), so that each of its requests is the root of its
+/// (`otlp::RunLinks`, so that each of its requests is the root of its
 /// own trace), kept in the run's extensions: the metrics layer names it, puts the run's
 /// summary on it and ends it when the run closes.
 pub(crate) struct RunTrace(pub(crate) Box<dyn ExportedRun>);

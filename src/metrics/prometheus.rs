@@ -13,15 +13,15 @@
 //! own client libraries negotiate ([`PrometheusSink::encode_for`]; responses say
 //! `Vary: Accept`):
 //!
-//! - **OpenMetrics text** ([`OPENMETRICS_CONTENT_TYPE`], or `version=0.0.1` when only that
-//!   is asked for) when `Accept` prefers `application/openmetrics-text`, as a Prometheus
-//!   server's scrapes do: exemplars on the histograms' buckets, a counter's `# HELP` and
-//!   `# TYPE` on its family name (`vllm_omni:prompt_tokens`) and its sample `_total`, and
-//!   `# EOF` at the end. With `--enable-feature=exemplar-storage`, Prometheus keeps the
-//!   exemplars (`/api/v1/query_exemplars`, Grafana's exemplar dots).
-//! - **The classic text format 0.0.4** ([`TEXT_CONTENT_TYPE`]) otherwise: without an
-//!   `Accept` header (`curl`), with `text/plain` or `*/*`, or one preferring a format not
-//!   served (protobuf). This is what `promtool check metrics`, Python's
+//! - **OpenMetrics text** ([`PrometheusSink::OPENMETRICS_CONTENT_TYPE`], or `version=0.0.1`
+//!   when only that is asked for) when `Accept` prefers `application/openmetrics-text`, as
+//!   a Prometheus server's scrapes do: exemplars on the histograms' buckets, a counter's
+//!   `# HELP` and `# TYPE` on its family name (`vllm_omni:prompt_tokens`) and its sample
+//!   `_total`, and `# EOF` at the end. With `--enable-feature=exemplar-storage`, Prometheus
+//!   keeps the exemplars (`/api/v1/query_exemplars`, Grafana's exemplar dots).
+//! - **The classic text format 0.0.4** ([`PrometheusSink::TEXT_CONTENT_TYPE`]) otherwise:
+//!   without an `Accept` header (`curl`), with `text/plain` or `*/*`, or one preferring a
+//!   format not served (protobuf). This is what `promtool check metrics`, Python's
 //!   `text_string_to_metric_families` and other classic parsers read: a counter's `# HELP`
 //!   and `# TYPE ... counter` are on its `_total` name, there is no `# EOF` and **no
 //!   exemplars** (the format has none): a classic scraper cannot link a bucket to a trace.
@@ -105,37 +105,26 @@ use super::catalog::{
     MetricKind, STAGE_LABEL, TO_STAGE_LABEL, observe,
 };
 use super::queue::{Batch, Merge, ObservationQueue, Pending, Record, parse_trace_id};
+use crate::env::PROMETHEUS_ADDR_ENV;
 use crate::report::Sink;
 use crate::stats::RequestE2EStats;
 
-/// The address [`Builder::with_prometheus`](crate::Builder::with_prometheus) examples use:
-/// loopback only, port 9464 (the OpenTelemetry Prometheus exporter's port; vLLM serves its
-/// own `/metrics` on its API port, so the two never clash). Expose it beyond the host by
-/// asking for it: `0.0.0.0:9464`.
-pub const DEFAULT_PROMETHEUS_ADDR: &str = "127.0.0.1:9464";
-
-/// Environment variable: serve the Prometheus endpoint on this address
-/// (`host:port`; a bare `port` or `:port` means `127.0.0.1:port`), unless
-/// [`Builder::with_prometheus`](crate::Builder::with_prometheus) was called. Read by
-/// [`Builder::build`](crate::Builder::build), and so by [`crate::init`].
-pub const PROMETHEUS_ADDR_ENV: &str = "OMNI_METRICS_PROMETHEUS_ADDR";
+/// [`PrometheusSink::DEFAULT_ADDR`].
+const DEFAULT_PROMETHEUS_ADDR: &str = "127.0.0.1:9464";
 
 /// The path the endpoint serves.
-pub const METRICS_PATH: &str = "/metrics";
+const METRICS_PATH: &str = "/metrics";
 
-/// The `Content-Type` of OpenMetrics text 1.0.0: [`PrometheusSink::encode`], and a scrape
-/// whose `Accept` asks for OpenMetrics (as Prometheus' does).
-pub const OPENMETRICS_CONTENT_TYPE: &str =
-    "application/openmetrics-text; version=1.0.0; charset=utf-8";
+/// [`PrometheusSink::OPENMETRICS_CONTENT_TYPE`].
+const OPENMETRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// The same text, answered to an `Accept` that asks for OpenMetrics 0.0.1 only (as Go's
 /// client does; the two versions' texts do not differ in what this sink writes).
 const OPENMETRICS_0_0_1_CONTENT_TYPE: &str =
     "application/openmetrics-text; version=0.0.1; charset=utf-8";
 
-/// The `Content-Type` of the classic Prometheus text format 0.0.4: a scrape whose `Accept`
-/// does not ask for OpenMetrics (`curl`, `promtool`, classic parsers), without exemplars.
-pub const TEXT_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+/// [`PrometheusSink::TEXT_CONTENT_TYPE`].
+const TEXT_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// The longest request head read (hyper's least buffer); a longer one is answered 431.
 const MAX_REQUEST_HEAD: usize = 8 * 1024;
@@ -623,7 +612,7 @@ impl Shared {
 /// Finished requests that may wait for the Prometheus recorder thread one by one; while it
 /// is full, further ones are folded into pending batches (see the module's documentation),
 /// not dropped.
-pub const RECORD_QUEUE_CAPACITY: usize = 1024;
+const RECORD_QUEUE_CAPACITY: usize = 1024;
 
 /// Whether an observation's labels name a stage left out.
 fn mentions(labels: &LabelValues, rejected: &[u64]) -> bool {
@@ -642,12 +631,21 @@ fn mentions(labels: &LabelValues, rejected: &[u64]) -> bool {
 ///
 /// Clones share the families and the endpoint; the endpoint closes when the last clone
 /// drops (the layer holding it, typically). Add it to a layer with
-/// [`Builder::with_sink`](crate::Builder::with_sink), or let
-/// [`Builder::with_prometheus`](crate::Builder::with_prometheus) (or
-/// [`PROMETHEUS_ADDR_ENV`]) create one.
+/// [`Builder::with_sink`](crate::Builder::with_sink), or let [`PROMETHEUS_ADDR_ENV`]
+/// create one when the code adds none.
+///
+/// ```no_run
+/// use omni_metrics::{OmniMetricsLayer, PrometheusSink};
+///
+/// let layer = OmniMetricsLayer::builder()
+///     .with_sink(PrometheusSink::bind(PrometheusSink::DEFAULT_ADDR)?) // 127.0.0.1:9464
+///     .build()?;
+/// # drop(layer);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 ///
 /// ```
-/// use omni_metrics::metrics::prometheus::PrometheusSink;
+/// use omni_metrics::PrometheusSink;
 /// use omni_metrics::report::Sink;
 /// use omni_metrics::stats::RequestE2EStats;
 ///
@@ -664,8 +662,23 @@ pub struct PrometheusSink {
 }
 
 impl PrometheusSink {
+    /// The address to [`bind`](Self::bind) when you have no other: loopback only, port 9464
+    /// (the OpenTelemetry Prometheus exporter's port; vLLM serves its own `/metrics` on its
+    /// API port, so the two never clash). Expose it beyond the host by asking for it:
+    /// `0.0.0.0:9464`.
+    pub const DEFAULT_ADDR: &'static str = DEFAULT_PROMETHEUS_ADDR;
+
+    /// The `Content-Type` of OpenMetrics text 1.0.0: [`PrometheusSink::encode`], and a
+    /// scrape whose `Accept` asks for OpenMetrics (as Prometheus' does).
+    pub const OPENMETRICS_CONTENT_TYPE: &'static str = OPENMETRICS_CONTENT_TYPE;
+
+    /// The `Content-Type` of the classic Prometheus text format 0.0.4: a scrape whose
+    /// `Accept` does not ask for OpenMetrics (`curl`, `promtool`, classic parsers), without
+    /// exemplars.
+    pub const TEXT_CONTENT_TYPE: &'static str = TEXT_CONTENT_TYPE;
+
     /// Records and serves `GET /metrics` on `addr` (`host:port`, e.g.
-    /// [`DEFAULT_PROMETHEUS_ADDR`]; a bare `port` or `:port` means `127.0.0.1:port`; port
+    /// [`DEFAULT_ADDR`](Self::DEFAULT_ADDR); a bare `port` or `:port` means `127.0.0.1:port`; port
     /// 0 picks a free one, see [`PrometheusSink::local_addr`]), from a thread of its own.
     ///
     /// # Errors
@@ -743,7 +756,8 @@ impl PrometheusSink {
 
     /// The OpenMetrics text (with exemplars, ending `# EOF`) of the families now, once the
     /// requests finished before the call are recorded (it waits up to a second for the
-    /// recorder thread). Its content type is [`OPENMETRICS_CONTENT_TYPE`]. To answer a
+    /// recorder thread). Its content type is
+    /// [`OPENMETRICS_CONTENT_TYPE`](Self::OPENMETRICS_CONTENT_TYPE). To answer a
     /// scrape, use [`PrometheusSink::encode_for`], which also serves classic scrapers.
     pub fn encode(&self) -> String {
         self.shared
@@ -752,28 +766,27 @@ impl PrometheusSink {
 
     /// The answer to a scrape whose `Accept` header is `accept` (`None` without one): its
     /// `Content-Type` and body, negotiated as Prometheus' client libraries do. OpenMetrics
-    /// text ([`OPENMETRICS_CONTENT_TYPE`], or its `version=0.0.1` when only that is asked
-    /// for) when `accept` prefers `application/openmetrics-text`, as Prometheus' scrapes
-    /// do; otherwise the classic text format 0.0.4 ([`TEXT_CONTENT_TYPE`]): no exemplars,
+    /// text ([`OPENMETRICS_CONTENT_TYPE`](Self::OPENMETRICS_CONTENT_TYPE), or its
+    /// `version=0.0.1` when only that is asked for) when `accept` prefers
+    /// `application/openmetrics-text`, as Prometheus' scrapes do; otherwise the classic text
+    /// format 0.0.4 ([`TEXT_CONTENT_TYPE`](Self::TEXT_CONTENT_TYPE)): no exemplars,
     /// no `# EOF`, a counter's `# HELP` and `# TYPE` on its `_total` name. The endpoint
     /// answers with this; a server of your own serves `/metrics` with it too (add
     /// `Vary: Accept`). Waits for the recorder as [`PrometheusSink::encode`] does.
     ///
     /// ```
-    /// use omni_metrics::metrics::prometheus::{
-    ///     OPENMETRICS_CONTENT_TYPE, PrometheusSink, TEXT_CONTENT_TYPE,
-    /// };
+    /// use omni_metrics::PrometheusSink;
     ///
     /// let prometheus = PrometheusSink::unserved();
     /// // In a handler: the request's `Accept` header, if any.
     /// let accept = Some("application/openmetrics-text;version=1.0.0,text/plain;q=0.5");
     /// let (content_type, body) = prometheus.encode_for(accept);
-    /// assert_eq!(content_type, OPENMETRICS_CONTENT_TYPE);
+    /// assert_eq!(content_type, PrometheusSink::OPENMETRICS_CONTENT_TYPE);
     /// assert!(body.ends_with("# EOF\n"));
     ///
     /// // curl, promtool, a classic parser: the classic text format.
     /// let (content_type, body) = prometheus.encode_for(None);
-    /// assert_eq!(content_type, TEXT_CONTENT_TYPE);
+    /// assert_eq!(content_type, PrometheusSink::TEXT_CONTENT_TYPE);
     /// assert!(body.contains("# TYPE vllm_omni:prompt_tokens_total counter\n"));
     /// assert!(body.contains("\nvllm_omni:prompt_tokens_total 0\n"));
     /// ```

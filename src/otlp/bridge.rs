@@ -14,7 +14,7 @@ use super::{AnnotationLayer, ExportFilter, RunLinks};
 /// The layer [`OtlpPipeline::layer`](super::OtlpPipeline::layer) returns: the OpenTelemetry
 /// layer behind an [`AnnotationLayer`], filtered by an [`ExportFilter`], followed by
 /// [`RunLinks`].
-pub type OtlpLayer<S> = Layered<
+pub(super) type OtlpLayer<S> = Layered<
     RunLinks,
     tracing_subscriber::filter::Filtered<
         Layered<

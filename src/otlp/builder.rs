@@ -8,28 +8,14 @@ use std::time::Duration;
 use opentelemetry_otlp::{Protocol, WithExportConfig};
 use opentelemetry_sdk::trace::{BatchConfigBuilder, BatchSpanProcessor, SdkTracerProvider};
 
-use super::env::{self, MetricsExporterVar, Settings};
+use super::env::{self, MetricsExporterVar, Settings, disabled_in_env, endpoint_in_env};
 use super::export::{CountingExporter, CountingProcessor};
 use super::metrics::{self, MetricsSettings};
 use super::pipeline::ExporterRuntime;
 #[cfg(feature = "tls")]
 use super::tls;
-use super::{
-    ExportStats, MetricTemporality, OTEL_METRICS_EXPORTER, OTEL_SERVICE_NAME, OtlpError,
-    OtlpPipeline, TraceDetail, disabled_in_env, endpoint_in_env,
-};
-
-/// The span queue used unless `OTEL_BSP_MAX_QUEUE_SIZE` or
-/// [`OtlpBuilder::with_max_queue_size`] says otherwise.
-///
-/// The SDK's default (2,048) dropped more than half the spans of an engine with two busy
-/// threads; 65,536 spans (a few MiB) absorb bursts of thousands of requests. Spans that are
-/// dropped anyway are counted and reported at shutdown ([`ExportStats`]).
-pub const DEFAULT_MAX_QUEUE_SIZE: usize = 65_536;
-
-/// How long dropping the guard waits for the last export (of traces and of metrics, which
-/// shut down side by side), unless [`OtlpBuilder::with_shutdown_timeout`] says otherwise.
-pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
+use super::{ExportStats, MetricTemporality, OtlpError, OtlpPipeline, TraceDetail};
+use crate::env::{OTEL_METRICS_EXPORTER, OTEL_SERVICE_NAME};
 
 /// The OTLP transport.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -43,14 +29,8 @@ pub enum OtlpProtocol {
 }
 
 impl OtlpProtocol {
-    /// Parses `grpc` or `http/protobuf`.
-    ///
-    /// ```
-    /// use omni_metrics::otlp::OtlpProtocol;
-    /// assert_eq!(OtlpProtocol::parse("http/protobuf"), Some(OtlpProtocol::HttpProtobuf));
-    /// assert_eq!(OtlpProtocol::parse("http/json"), None);
-    /// ```
-    pub fn parse(s: &str) -> Option<Self> {
+    /// Parses `grpc` or `http/protobuf` (the variables' values).
+    pub(super) fn parse(s: &str) -> Option<Self> {
         match s.trim() {
             "grpc" => Some(Self::Grpc),
             "http/protobuf" => Some(Self::HttpProtobuf),
@@ -60,7 +40,11 @@ impl OtlpProtocol {
 }
 
 /// Builds an [`OtlpPipeline`]. Every setting left unset falls to its `OTEL_*` variable, then
-/// to the SDK's default.
+/// to the default (the `DEFAULT_*` constants here, else the SDK's).
+///
+/// Whether the pipeline exports traces and metrics is decided by [`build`](Self::build),
+/// from the settings and the variables; the pipeline says what was decided
+/// ([`OtlpPipeline::exports_traces`], [`OtlpPipeline::exports_metrics`]).
 #[derive(Debug, Default, Clone)]
 #[must_use = "a builder does nothing until `build` is called"]
 pub struct OtlpBuilder {
@@ -81,6 +65,30 @@ pub struct OtlpBuilder {
 }
 
 impl OtlpBuilder {
+    /// The span queue used unless [`OtlpBuilder::with_max_queue_size`] or
+    /// [`OTEL_BSP_MAX_QUEUE_SIZE`](crate::env::OTEL_BSP_MAX_QUEUE_SIZE) says otherwise:
+    /// 65,536 spans.
+    ///
+    /// The SDK's default (2,048) dropped more than half the spans of an engine with two busy
+    /// threads; 65,536 spans (a few MiB) absorb bursts of thousands of requests. Spans that
+    /// are dropped anyway are counted and reported at shutdown ([`ExportStats`]).
+    pub const DEFAULT_MAX_QUEUE_SIZE: usize = 65_536;
+
+    /// How long dropping the guard waits for the last export (of traces and of metrics,
+    /// which shut down side by side), unless [`OtlpBuilder::with_shutdown_timeout`] says
+    /// otherwise: 5 s.
+    pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
+
+    /// Time between two metric exports unless [`OtlpBuilder::with_metric_export_interval`]
+    /// or [`OTEL_METRIC_EXPORT_INTERVAL`](crate::env::OTEL_METRIC_EXPORT_INTERVAL) says
+    /// otherwise: 60 s, the OpenTelemetry default.
+    pub const DEFAULT_METRIC_EXPORT_INTERVAL: Duration = Duration::from_secs(60);
+
+    /// The export filter used unless [`OtlpBuilder::with_filter`] or
+    /// [`OTEL_FILTER_ENV`](crate::env::OTEL_FILTER_ENV) says otherwise: `info`. The
+    /// `omni.*` spans are exported whatever the filter says.
+    pub const DEFAULT_FILTER: &'static str = "info";
+
     /// The collector's URL (`http://localhost:4317` for gRPC, `http://localhost:4318/v1/traces`
     /// for HTTP). Overrides `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` and
     /// `OTEL_EXPORTER_OTLP_ENDPOINT`.
@@ -116,15 +124,18 @@ impl OtlpBuilder {
     }
 
     /// What is exported, in `EnvFilter` syntax (`"info,my_engine=debug"`). Overrides
-    /// [`OTEL_FILTER_ENV`](super::OTEL_FILTER_ENV); default [`DEFAULT_EXPORT_FILTER`](super::DEFAULT_EXPORT_FILTER). The `omni.*` spans are always
-    /// exported, the exporter's own crates never; see [`ExportFilter`](super::ExportFilter).
+    /// [`OTEL_FILTER_ENV`](crate::env::OTEL_FILTER_ENV); default
+    /// [`DEFAULT_FILTER`](Self::DEFAULT_FILTER). The `omni.*` spans are always exported;
+    /// the exporter's own crates (gRPC, HTTP, the OpenTelemetry SDK) never are, nor
+    /// `DEBUG`/`TRACE` events unless the filter asks for them.
     pub fn with_filter(mut self, directives: impl Into<String>) -> Self {
         self.filter = Some(directives.into());
         self
     }
 
     /// How much of each request is exported ([`TraceDetail`]): `Stages` keeps a production
-    /// trace to its requests, stages and transfers. Overrides [`TRACE_DETAIL_ENV`](super::TRACE_DETAIL_ENV); default
+    /// trace to its requests, stages and transfers. Overrides
+    /// [`TRACE_DETAIL_ENV`](crate::env::TRACE_DETAIL_ENV); default
     /// [`TraceDetail::Full`]. The tables and metrics see every span whatever the detail.
     pub fn with_trace_detail(mut self, detail: TraceDetail) -> Self {
         self.detail = Some(detail);
@@ -142,14 +153,14 @@ impl OtlpBuilder {
     }
 
     /// The batch processor's queue. Overrides `OTEL_BSP_MAX_QUEUE_SIZE`; default
-    /// [`DEFAULT_MAX_QUEUE_SIZE`].
+    /// [`DEFAULT_MAX_QUEUE_SIZE`](Self::DEFAULT_MAX_QUEUE_SIZE).
     pub fn with_max_queue_size(mut self, spans: usize) -> Self {
         self.max_queue_size = Some(spans);
         self
     }
 
     /// How long dropping the guard waits for the last export; default
-    /// [`DEFAULT_SHUTDOWN_TIMEOUT`].
+    /// [`DEFAULT_SHUTDOWN_TIMEOUT`](Self::DEFAULT_SHUTDOWN_TIMEOUT).
     pub fn with_shutdown_timeout(mut self, timeout: Duration) -> Self {
         self.shutdown_timeout = Some(timeout);
         self
@@ -159,13 +170,14 @@ impl OtlpBuilder {
     /// even without an endpoint (to the default one, `http://localhost:4317` for gRPC).
     /// Unset, metrics are exported when an endpoint is configured for them. The
     /// environment's off switches win over `true`: `OTEL_SDK_DISABLED=true`,
-    /// `OTEL_METRICS_EXPORTER=none`; see [`exports_metrics`](Self::exports_metrics).
+    /// `OTEL_METRICS_EXPORTER=none`; see [`OtlpPipeline::exports_metrics`].
     ///
     /// ```
     /// use omni_metrics::otlp::OtlpPipeline;
     /// // Traces only, whatever OTEL_METRICS_EXPORTER says.
-    /// let builder = OtlpPipeline::builder().with_metrics(false);
-    /// assert!(!builder.exports_metrics());
+    /// let pipeline = OtlpPipeline::builder().with_metrics(false).build()?;
+    /// assert!(!pipeline.exports_metrics());
+    /// # Ok::<(), omni_metrics::otlp::OtlpError>(())
     /// ```
     pub fn with_metrics(mut self, enabled: bool) -> Self {
         self.metrics = Some(enabled);
@@ -190,7 +202,7 @@ impl OtlpBuilder {
     }
 
     /// Time between two metric exports. Overrides `OTEL_METRIC_EXPORT_INTERVAL`; default
-    /// [`DEFAULT_METRIC_EXPORT_INTERVAL`](super::DEFAULT_METRIC_EXPORT_INTERVAL) (60 s); zero
+    /// [`DEFAULT_METRIC_EXPORT_INTERVAL`](Self::DEFAULT_METRIC_EXPORT_INTERVAL) (60 s); zero
     /// means the default.
     pub fn with_metric_export_interval(mut self, interval: Duration) -> Self {
         self.metric_export_interval = Some(interval);
@@ -198,7 +210,7 @@ impl OtlpBuilder {
     }
 
     /// Whether an endpoint for traces is set here or in the environment.
-    pub fn endpoint_configured(&self) -> bool {
+    fn endpoint_configured(&self) -> bool {
         self.endpoint.is_some() || endpoint_in_env()
     }
 
@@ -207,7 +219,7 @@ impl OtlpBuilder {
     /// `..._TRACES_ENDPOINT`) or `OTEL_TRACES_EXPORTER=otlp` asks for the default one, and
     /// neither `OTEL_SDK_DISABLED=true` nor `OTEL_TRACES_EXPORTER=none` turns export off.
     /// `init()` and a pipeline you build yourself decide alike.
-    pub fn exports_traces(&self) -> bool {
+    pub(super) fn exports_traces(&self) -> bool {
         (self.endpoint_configured() || env::otlp_requested_in_env()) && !disabled_in_env()
     }
 
@@ -220,7 +232,7 @@ impl OtlpBuilder {
     /// `prometheus`, served by the Prometheus endpoint, or an unsupported value, which is
     /// said) turns them off. `OTEL_TRACES_EXPORTER` and a traces-only endpoint
     /// (`OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`) do not affect metrics.
-    pub fn exports_metrics(&self) -> bool {
+    pub(super) fn exports_metrics(&self) -> bool {
         if self.metrics == Some(false) || env::sdk_disabled_in_env() {
             return false;
         }
@@ -234,13 +246,6 @@ impl OtlpBuilder {
                     || env::metrics_endpoint_in_env()
             }
         }
-    }
-
-    /// Whether [`build`](OtlpBuilder::build) makes a pipeline that exports anything: traces
-    /// ([`exports_traces`](Self::exports_traces)) or metrics
-    /// ([`exports_metrics`](Self::exports_metrics)).
-    pub fn exports(&self) -> bool {
-        self.exports_traces() || self.exports_metrics()
     }
 
     /// The `OTEL_METRICS_EXPORTER` value that is neither `otlp` nor `none`, said once.
@@ -273,7 +278,21 @@ impl OtlpBuilder {
 
     /// Builds the exporters (traces and metrics, each when it exports), the trace batch
     /// processor and tracer provider, the metrics' periodic reader and meter provider; or,
-    /// when [`exports`](OtlpBuilder::exports) is `false`, a pipeline that exports nothing.
+    /// when neither traces nor metrics are exported, a pipeline that exports nothing.
+    ///
+    /// Traces are exported when an endpoint is configured (in code, or
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT` / `..._TRACES_ENDPOINT`) or `OTEL_TRACES_EXPORTER=otlp`
+    /// asks for the default one, and neither `OTEL_SDK_DISABLED=true` nor
+    /// `OTEL_TRACES_EXPORTER=none` turns export off. Metrics are exported when an endpoint
+    /// is configured for them ([`with_metrics_endpoint`](Self::with_metrics_endpoint),
+    /// [`with_endpoint`](Self::with_endpoint), `OTEL_EXPORTER_OTLP_METRICS_ENDPOINT` or
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT`), or `OTEL_METRICS_EXPORTER=otlp` or
+    /// [`with_metrics(true)`](Self::with_metrics) asks for the default one; and none of
+    /// `with_metrics(false)`, `OTEL_SDK_DISABLED=true`, `OTEL_METRICS_EXPORTER=none` (or
+    /// `prometheus`, served by the Prometheus endpoint, or an unsupported value, which is
+    /// said) turns them off. `init()` and a pipeline you build yourself decide alike; the
+    /// pipeline says what was decided ([`OtlpPipeline::exports_traces`],
+    /// [`OtlpPipeline::exports_metrics`]).
     ///
     /// # Errors
     ///
@@ -288,7 +307,9 @@ impl OtlpBuilder {
     pub fn build(self) -> Result<OtlpPipeline, OtlpError> {
         let filter = self.filter.clone();
         let detail = self.detail;
-        let shutdown_timeout = self.shutdown_timeout.unwrap_or(DEFAULT_SHUTDOWN_TIMEOUT);
+        let shutdown_timeout = self
+            .shutdown_timeout
+            .unwrap_or(Self::DEFAULT_SHUTDOWN_TIMEOUT);
         let mut warnings: Vec<String> = self.metrics_exporter_warning().into_iter().collect();
         let (traces_on, metrics_on) = (self.exports_traces(), self.exports_metrics());
         // Nothing else is read or checked for a signal that is not exported.
@@ -334,7 +355,7 @@ impl OtlpBuilder {
             return Ok(OtlpPipeline {
                 provider: Some(provider),
                 runtime,
-                stats: Arc::new(ExportStats::new(DEFAULT_MAX_QUEUE_SIZE)),
+                stats: Arc::new(ExportStats::new(Self::DEFAULT_MAX_QUEUE_SIZE)),
                 metrics,
                 protocol: self.protocol.unwrap_or(OtlpProtocol::Grpc),
                 shutdown_timeout,

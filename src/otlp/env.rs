@@ -8,46 +8,13 @@ use opentelemetry_sdk::trace::Sampler;
 
 use super::{OtlpBuilder, OtlpError, OtlpProtocol};
 
-/// `OTEL_EXPORTER_OTLP_ENDPOINT`: the collector for every signal.
-pub const OTEL_EXPORTER_OTLP_ENDPOINT: &str = "OTEL_EXPORTER_OTLP_ENDPOINT";
-/// `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`: the collector for traces (wins over the above).
-pub const OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: &str = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT";
-/// `OTEL_EXPORTER_OTLP_PROTOCOL`: `grpc` or `http/protobuf`.
-pub const OTEL_EXPORTER_OTLP_PROTOCOL: &str = "OTEL_EXPORTER_OTLP_PROTOCOL";
-/// `OTEL_EXPORTER_OTLP_TRACES_PROTOCOL`: as above, for traces (wins over the above).
-pub const OTEL_EXPORTER_OTLP_TRACES_PROTOCOL: &str = "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL";
-/// `OTEL_BSP_MAX_QUEUE_SIZE`: the batch processor's queue; see
-/// [`DEFAULT_MAX_QUEUE_SIZE`](super::DEFAULT_MAX_QUEUE_SIZE).
-pub const OTEL_BSP_MAX_QUEUE_SIZE: &str = "OTEL_BSP_MAX_QUEUE_SIZE";
-/// `OTEL_SDK_DISABLED`: `true` turns trace export off (the tables are unaffected).
-pub const OTEL_SDK_DISABLED: &str = "OTEL_SDK_DISABLED";
-/// `OTEL_TRACES_EXPORTER`: `otlp` exports (to the default endpoint if none is set), `none`
-/// exports nothing; other exporters are not supported.
-pub const OTEL_TRACES_EXPORTER: &str = "OTEL_TRACES_EXPORTER";
-/// `OTEL_TRACES_SAMPLER`: which traces are exported (`always_on`, `always_off`,
-/// `traceidratio`, `parentbased_always_on`, `parentbased_always_off`,
-/// `parentbased_traceidratio`).
-pub const OTEL_TRACES_SAMPLER: &str = "OTEL_TRACES_SAMPLER";
-/// `OTEL_TRACES_SAMPLER_ARG`: the ratio of the `*traceidratio` samplers, in `[0, 1]`.
-pub const OTEL_TRACES_SAMPLER_ARG: &str = "OTEL_TRACES_SAMPLER_ARG";
-/// `OTEL_SERVICE_NAME`: the exported `service.name`.
-pub const OTEL_SERVICE_NAME: &str = "OTEL_SERVICE_NAME";
-/// `OTEL_EXPORTER_OTLP_METRICS_ENDPOINT`: the collector for metrics (wins over
-/// [`OTEL_EXPORTER_OTLP_ENDPOINT`]); over HTTP the full URL, `.../v1/metrics`.
-pub const OTEL_EXPORTER_OTLP_METRICS_ENDPOINT: &str = "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT";
-/// `OTEL_EXPORTER_OTLP_METRICS_PROTOCOL`: `grpc` or `http/protobuf`, for metrics (wins over
-/// [`OTEL_EXPORTER_OTLP_PROTOCOL`]).
-pub const OTEL_EXPORTER_OTLP_METRICS_PROTOCOL: &str = "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL";
-/// `OTEL_METRICS_EXPORTER`: `otlp` exports metrics (to the default endpoint if none is
-/// set), `none` exports none; any other value is a warning, and no metrics are exported.
-pub const OTEL_METRICS_EXPORTER: &str = "OTEL_METRICS_EXPORTER";
-/// `OTEL_METRIC_EXPORT_INTERVAL`: milliseconds between two metric exports; see
-/// [`DEFAULT_METRIC_EXPORT_INTERVAL`](super::DEFAULT_METRIC_EXPORT_INTERVAL).
-pub const OTEL_METRIC_EXPORT_INTERVAL: &str = "OTEL_METRIC_EXPORT_INTERVAL";
-/// `OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE`: `cumulative` (default), `delta` or
-/// `lowmemory`, in any case; see [`MetricTemporality`](super::MetricTemporality).
-pub const OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE: &str =
-    "OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE";
+pub(super) use crate::env::{
+    OTEL_BSP_MAX_QUEUE_SIZE, OTEL_EXPORTER_OTLP_ENDPOINT, OTEL_EXPORTER_OTLP_METRICS_ENDPOINT,
+    OTEL_EXPORTER_OTLP_METRICS_PROTOCOL, OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE,
+    OTEL_EXPORTER_OTLP_PROTOCOL, OTEL_EXPORTER_OTLP_TRACES_ENDPOINT,
+    OTEL_EXPORTER_OTLP_TRACES_PROTOCOL, OTEL_METRIC_EXPORT_INTERVAL, OTEL_METRICS_EXPORTER,
+    OTEL_SDK_DISABLED, OTEL_TRACES_EXPORTER, OTEL_TRACES_SAMPLER, OTEL_TRACES_SAMPLER_ARG,
+};
 
 /// The signal a setting is for: its signal-specific variables win over the generic ones.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -116,7 +83,7 @@ pub(super) fn nonempty(name: &str) -> Option<String> {
 
 /// Whether an OTLP endpoint for traces is configured in the environment
 /// (`OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` or `OTEL_EXPORTER_OTLP_ENDPOINT`).
-pub fn endpoint_in_env() -> bool {
+pub(super) fn endpoint_in_env() -> bool {
     Signal::Traces
         .endpoint_vars()
         .into_iter()
@@ -171,7 +138,7 @@ pub(super) fn sdk_disabled_in_env() -> bool {
 
 /// Whether the environment turns trace export off (`OTEL_SDK_DISABLED=true` or
 /// `OTEL_TRACES_EXPORTER=none`).
-pub fn disabled_in_env() -> bool {
+pub(super) fn disabled_in_env() -> bool {
     sdk_disabled() || exporter_var().as_deref() == Some("none")
 }
 
@@ -235,16 +202,16 @@ impl Settings {
         let max_queue_size = match builder.max_queue_size {
             Some(n) => n,
             None => match nonempty(OTEL_BSP_MAX_QUEUE_SIZE) {
-                None => super::DEFAULT_MAX_QUEUE_SIZE,
+                None => super::OtlpBuilder::DEFAULT_MAX_QUEUE_SIZE,
                 Some(v) => match v.trim().parse::<usize>() {
                     Ok(n) if n > 0 => n,
                     _ => {
                         warnings.push(format!(
                             "{OTEL_BSP_MAX_QUEUE_SIZE}={v:?} is not a positive number of \
                              spans: using {}",
-                            super::DEFAULT_MAX_QUEUE_SIZE
+                            super::OtlpBuilder::DEFAULT_MAX_QUEUE_SIZE
                         ));
-                        super::DEFAULT_MAX_QUEUE_SIZE
+                        super::OtlpBuilder::DEFAULT_MAX_QUEUE_SIZE
                     }
                 },
             },

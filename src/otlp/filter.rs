@@ -12,28 +12,18 @@ use tracing_subscriber::EnvFilter;
 use tracing_subscriber::layer::{Context, Filter};
 use tracing_subscriber::registry::LookupSpan;
 
-/// Environment variable: the export filter, in `EnvFilter` syntax (`RUST_LOG`'s), unless
-/// [`OtlpBuilder::with_filter`](super::OtlpBuilder::with_filter) sets one.
-pub const OTEL_FILTER_ENV: &str = "OMNI_METRICS_OTEL_FILTER";
-
-/// The export filter used unless [`OTEL_FILTER_ENV`] or
-/// [`OtlpBuilder::with_filter`](super::OtlpBuilder::with_filter) says otherwise: `info`.
-/// The `omni.*` spans are exported whatever the filter says.
-pub const DEFAULT_EXPORT_FILTER: &str = "info";
-
-/// Environment variable: how much of each request is exported ([`TraceDetail`]: `full`,
-/// `stages` or `requests`), unless
-/// [`OtlpBuilder::with_trace_detail`](super::OtlpBuilder::with_trace_detail) sets it.
-pub const TRACE_DETAIL_ENV: &str = "OMNI_METRICS_TRACE_DETAIL";
+use crate::env::{OTEL_FILTER_ENV, TRACE_DETAIL_ENV};
 
 /// How much of each request goes into its trace. Whatever the detail, every span still
 /// feeds the tables and metrics: this only thins the export (a streamed stage's chunk
 /// events and the timing spans dominate trace volume).
 ///
 /// ```
-/// use omni_metrics::otlp::TraceDetail;
-/// assert_eq!(TraceDetail::parse("Stages"), Some(TraceDetail::Stages));
+/// use omni_metrics::otlp::{OtlpPipeline, TraceDetail};
 /// assert_eq!(TraceDetail::default(), TraceDetail::Full);
+/// // A production trace: requests, stages and transfers, no timing children.
+/// let builder = OtlpPipeline::builder().with_trace_detail(TraceDetail::Stages);
+/// # drop(builder);
 /// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
 pub enum TraceDetail {
@@ -50,7 +40,7 @@ pub enum TraceDetail {
 
 impl TraceDetail {
     /// Parses `full`, `stages` or `requests` (any case); `None` otherwise.
-    pub fn parse(s: &str) -> Option<Self> {
+    pub(super) fn parse(s: &str) -> Option<Self> {
         match s.trim().to_ascii_lowercase().as_str() {
             "full" => Some(Self::Full),
             "stages" => Some(Self::Stages),
@@ -138,22 +128,12 @@ fn is_run(meta: &Metadata<'_>) -> bool {
 ///
 /// Exported: every `omni.*` span (but `omni.run`, exported by
 /// [`RunLinks`](super::RunLinks)), whatever the directives say; the engine's other spans and
-/// events as the directives say (default [`DEFAULT_EXPORT_FILTER`], `info`). Never exported:
+/// events as the directives say (default [`OtlpBuilder::DEFAULT_FILTER`](super::OtlpBuilder::DEFAULT_FILTER), `info`). Never exported:
 /// the exporter's own crates (gRPC, HTTP, the OpenTelemetry SDK), whatever the directives
 /// say. `DEBUG`/`TRACE` events (an engine's `debug!(prompt = ...)`) stay in the process
 /// unless the directives ask for them.
-///
-/// ```
-/// use omni_metrics::otlp::ExportFilter;
-/// use tracing_subscriber::prelude::*;
-///
-/// // Your own OpenTelemetry layer, filtered as `OtlpPipeline::layer` is.
-/// let otel = tracing_opentelemetry::layer().with_filter(ExportFilter::new("info,my_engine=debug"));
-/// let subscriber = tracing_subscriber::registry().with(otel);
-/// # drop(subscriber);
-/// ```
 #[derive(Debug)]
-pub struct ExportFilter {
+pub(super) struct ExportFilter {
     env: EnvFilter,
     detail: TraceDetail,
     /// Nothing passes: the layer of a pipeline that exports nothing costs no bridge work.
@@ -163,7 +143,7 @@ pub struct ExportFilter {
 impl ExportFilter {
     /// A filter from `EnvFilter` directives (`"info,my_engine=debug"`); invalid directives
     /// are skipped, as `RUST_LOG`'s are.
-    pub fn new(directives: &str) -> Self {
+    fn new(directives: &str) -> Self {
         Self {
             env: EnvFilter::builder().parse_lossy(directives),
             detail: TraceDetail::Full,
@@ -172,14 +152,8 @@ impl ExportFilter {
     }
 
     /// Exports only `detail` of each request ([`TraceDetail`]; default `Full`).
-    ///
-    /// ```
-    /// use omni_metrics::otlp::{ExportFilter, TraceDetail};
-    /// let production = ExportFilter::new("info").with_detail(TraceDetail::Stages);
-    /// # drop(production);
-    /// ```
     #[must_use]
-    pub fn with_detail(mut self, detail: TraceDetail) -> Self {
+    pub(super) fn with_detail(mut self, detail: TraceDetail) -> Self {
         self.detail = detail;
         self
     }
@@ -193,13 +167,14 @@ impl ExportFilter {
         }
     }
 
-    /// From code if given, else [`OTEL_FILTER_ENV`], else [`DEFAULT_EXPORT_FILTER`].
+    /// From code if given, else [`OTEL_FILTER_ENV`], else
+    /// [`OtlpBuilder::DEFAULT_FILTER`](super::OtlpBuilder::DEFAULT_FILTER).
     pub(super) fn resolve(code: Option<&str>) -> Self {
         match code {
             Some(directives) => Self::new(directives),
             None => match super::env::nonempty(OTEL_FILTER_ENV) {
                 Some(directives) => Self::new(&directives),
-                None => Self::new(DEFAULT_EXPORT_FILTER),
+                None => Self::new(super::OtlpBuilder::DEFAULT_FILTER),
             },
         }
     }

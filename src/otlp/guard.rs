@@ -20,6 +20,8 @@ pub(super) struct Parts {
     pub(super) metrics_sink: Option<OtlpMetricsSink>,
     pub(super) runtime: Option<ExporterRuntime>,
     pub(super) stats: Arc<ExportStats>,
+    /// Whether traces are exported (`stats` counts nothing otherwise).
+    pub(super) traces: bool,
     pub(super) metrics_stats: Option<Arc<MetricsExportStats>>,
     pub(super) shutdown_timeout: Duration,
 }
@@ -127,9 +129,13 @@ impl fmt::Debug for OtlpGuard {
 }
 
 impl OtlpGuard {
-    /// What was exported of the traces so far.
+    /// What was exported of the traces so far; `None` when no traces are exported (or
+    /// after shutdown).
     pub fn stats(&self) -> Option<Arc<ExportStats>> {
-        self.inner.as_ref().map(|p| p.stats.clone())
+        self.inner
+            .as_ref()
+            .filter(|p| p.traces)
+            .map(|p| p.stats.clone())
     }
 
     /// What was exported of the metrics so far; `None` when no metrics are exported (or

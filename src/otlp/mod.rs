@@ -9,12 +9,13 @@
 //! cannot work, a warning naming the variable and the value used for one that can fall
 //! back. A setting made in code wins only where the caller made it.
 //!
-//! What is exported is filtered ([`ExportFilter`]); runs are exported apart ([`RunLinks`])
-//! so that every request is the root of its own trace; losses are counted by cause and
-//! said as they happen ([`ExportStats`], [`MetricsExportStats`]).
+//! What is exported is filtered ([`OtlpBuilder::with_filter`],
+//! [`OtlpBuilder::with_trace_detail`]); runs are exported apart so that every request is
+//! the root of its own trace; losses are counted by cause and said as they happen
+//! ([`ExportStats`], [`MetricsExportStats`]).
 //!
 //! Metrics ([`OtlpMetricsSink`]) go over the same exporter settings as traces, with the
-//! catalogue's names ([`crate::metrics::catalog`]): GenAI semantic-convention names where
+//! catalogue's names ([`crate::metrics`]): GenAI semantic-convention names where
 //! one exists (`gen_ai.server.request.duration`, `gen_ai.server.time_to_first_token`),
 //! `omni.*` for stages, transfers and audio.
 //!
@@ -41,37 +42,17 @@ mod runs;
 #[cfg(feature = "tls")]
 mod tls;
 
-pub use self::bridge::OtlpLayer;
-pub use self::builder::{
-    DEFAULT_MAX_QUEUE_SIZE, DEFAULT_SHUTDOWN_TIMEOUT, OtlpBuilder, OtlpProtocol,
-};
+pub use self::builder::{OtlpBuilder, OtlpProtocol};
 pub use self::error::OtlpError;
+// Reachable until export.rs (in another change) makes it `pub(crate)`.
+pub use self::export::ExportStats;
+#[doc(hidden)]
+pub use self::export::LOSS_REPORT_INTERVAL;
+pub use self::filter::TraceDetail;
 pub use self::guard::OtlpGuard;
+pub use self::metrics::{MetricTemporality, MetricsExportStats, OtlpMetricsSink};
 pub use self::pipeline::OtlpPipeline;
-
-pub use self::env::{
-    OTEL_BSP_MAX_QUEUE_SIZE, OTEL_EXPORTER_OTLP_ENDPOINT, OTEL_EXPORTER_OTLP_METRICS_ENDPOINT,
-    OTEL_EXPORTER_OTLP_METRICS_PROTOCOL, OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE,
-    OTEL_EXPORTER_OTLP_PROTOCOL, OTEL_EXPORTER_OTLP_TRACES_ENDPOINT,
-    OTEL_EXPORTER_OTLP_TRACES_PROTOCOL, OTEL_METRIC_EXPORT_INTERVAL, OTEL_METRICS_EXPORTER,
-    OTEL_SDK_DISABLED, OTEL_SERVICE_NAME, OTEL_TRACES_EXPORTER, OTEL_TRACES_SAMPLER,
-    OTEL_TRACES_SAMPLER_ARG, disabled_in_env, endpoint_in_env,
-};
-pub use self::export::{ExportStats, LOSS_REPORT_INTERVAL};
-pub use self::filter::{
-    DEFAULT_EXPORT_FILTER, ExportFilter, OTEL_FILTER_ENV, TRACE_DETAIL_ENV, TraceDetail,
-};
-pub use self::metrics::{
-    DEFAULT_METRIC_EXPORT_INTERVAL, METRICS_QUEUE_CAPACITY, MetricTemporality, MetricsExportStats,
-    OtlpMetricsSink,
-};
-pub use self::runs::RunLinks;
-#[cfg(feature = "tls")]
-pub use self::tls::{
-    OTEL_EXPORTER_OTLP_CERTIFICATE, OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE,
-    OTEL_EXPORTER_OTLP_CLIENT_KEY, OTEL_EXPORTER_OTLP_METRICS_CERTIFICATE,
-    OTEL_EXPORTER_OTLP_METRICS_CLIENT_CERTIFICATE, OTEL_EXPORTER_OTLP_METRICS_CLIENT_KEY,
-    OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE, OTEL_EXPORTER_OTLP_TRACES_CLIENT_CERTIFICATE,
-    OTEL_EXPORTER_OTLP_TRACES_CLIENT_KEY,
-};
 pub use crate::layer::AnnotationLayer;
+
+use self::filter::ExportFilter;
+use self::runs::RunLinks;

@@ -1,6 +1,6 @@
 //! A built pipeline: the tracer and meter providers with their exporters' runtime, until
-//! they move into the [guard](super::OtlpGuard); the [`OtlpLayer`] and the metrics sink
-//! are made from it.
+//! they move into the [guard](super::OtlpGuard); the layer and the metrics sink are made
+//! from it.
 
 use std::fmt;
 use std::sync::Arc;
@@ -12,8 +12,7 @@ use opentelemetry_sdk::trace::SdkTracerProvider;
 use super::guard::Parts;
 use super::metrics::MetricsParts;
 use super::{
-    ExportFilter, ExportStats, MetricsExportStats, OtlpBuilder, OtlpGuard, OtlpLayer,
-    OtlpMetricsSink, OtlpProtocol, TraceDetail,
+    ExportFilter, ExportStats, OtlpBuilder, OtlpGuard, OtlpMetricsSink, OtlpProtocol, TraceDetail,
 };
 
 /// An exporter pipeline: make its [`layer`](OtlpPipeline::layer) (traces) and its
@@ -55,12 +54,12 @@ impl OtlpPipeline {
         OtlpBuilder::default()
     }
 
-    /// The `tracing-opentelemetry` layer exporting through this pipeline: filtered by the
-    /// [`ExportFilter`] (the `omni.*` spans and the engine's INFO spans and events, never the
-    /// exporter's own), behind an [`AnnotationLayer`](super::AnnotationLayer) so that the
+    /// The `tracing-opentelemetry` layer exporting through this pipeline: filtered (the
+    /// `omni.*` spans and the engine's spans and events as
+    /// [`OtlpBuilder::with_filter`] says, never the exporter's own), behind an [`AnnotationLayer`](super::AnnotationLayer) so that the
     /// metrics layer's names and numbers reach the exported spans whichever of the two layers
     /// is added first.
-    pub fn layer<S>(&self) -> OtlpLayer<S>
+    pub fn layer<S>(&self) -> impl tracing_subscriber::Layer<S> + use<S>
     where
         S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
     {
@@ -88,29 +87,33 @@ impl OtlpPipeline {
             .map_or_else(OtlpMetricsSink::disabled, |m| m.sink.clone())
     }
 
-    /// Whether this pipeline exports traces (see [`OtlpBuilder::exports_traces`]).
+    /// Whether this pipeline exports traces, as [`OtlpBuilder::build`] decided from the
+    /// settings and the `OTEL_*` variables. When it does not, [`layer`](Self::layer) lets
+    /// nothing through; when it does, put the metrics layer's numbers on the exported spans
+    /// ([`Builder::with_trace_annotations`](crate::Builder::with_trace_annotations)).
+    ///
+    /// ```
+    /// use omni_metrics::otlp::OtlpPipeline;
+    /// let otlp = OtlpPipeline::builder().build()?; // exports when OTEL_* say so
+    /// let layer = omni_metrics::OmniMetricsLayer::builder()
+    ///     .with_trace_annotations(otlp.exports_traces())
+    ///     .build()?;
+    /// # drop((layer, otlp));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn exports_traces(&self) -> bool {
         self.exporting
     }
 
-    /// Whether this pipeline exports metrics (see [`OtlpBuilder::exports_metrics`]).
+    /// Whether this pipeline exports metrics, as [`OtlpBuilder::build`] decided; when it
+    /// does not, [`metrics_sink`](Self::metrics_sink) records nothing.
     pub fn exports_metrics(&self) -> bool {
         self.metrics.is_some()
     }
 
     /// Whether this pipeline exports anything, traces or metrics.
-    pub fn exports(&self) -> bool {
+    pub(crate) fn exports(&self) -> bool {
         self.exports_traces() || self.exports_metrics()
-    }
-
-    /// What was exported of the traces so far.
-    pub fn stats(&self) -> Arc<ExportStats> {
-        self.stats.clone()
-    }
-
-    /// What was exported of the metrics so far; `None` when no metrics are exported.
-    pub fn metrics_stats(&self) -> Option<Arc<MetricsExportStats>> {
-        self.metrics.as_ref().map(|m| m.stats.clone())
     }
 
     /// The configuration's fallbacks (each naming its variable), taken: for `init()` when
@@ -138,6 +141,7 @@ impl OtlpPipeline {
             metrics_sink: self.metrics.as_ref().map(|m| m.sink.clone()),
             runtime: self.runtime.take(),
             stats: self.stats.clone(),
+            traces: self.exporting,
             metrics_stats: self.metrics.as_ref().map(|m| m.stats.clone()),
             shutdown_timeout: self.shutdown_timeout,
         }

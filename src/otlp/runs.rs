@@ -63,7 +63,7 @@ impl ExportedRun for RunSpan {
 /// it `run <run_id>`, puts the run's summary on it and ends it when the run closes.
 /// [`OtlpPipeline::layer`](super::OtlpPipeline::layer) includes it, after the
 /// OpenTelemetry layer.
-pub struct RunLinks {
+pub(super) struct RunLinks {
     tracer: Tracer,
     dispatch: std::sync::OnceLock<tracing::dispatcher::WeakDispatch>,
 }

@@ -13,7 +13,7 @@ use crate::stats::{OverallSummary, RequestE2EStats};
 ///
 /// Used as a [`Sink`] of your own (`Builder::with_sink`), it renders and writes on the
 /// engine's thread and reports its first failed write as a warning. The layer's built-in
-/// console (`Builder::with_console`, `with_console_writer`) runs it on the layer's writer
+/// console (`Builder::with_console`) runs it on the layer's writer
 /// thread instead, and counts its failures in
 /// [`MetricsHandle::sink_losses`](crate::MetricsHandle::sink_losses).
 ///

@@ -100,7 +100,7 @@ fn unsafe_in_terminal(c: char) -> bool {
 ///
 /// Used as a [`Sink`] of your own (`Builder::with_sink`), it serializes and writes on the
 /// engine's thread and reports its first failed write as a warning. The layer's built-in
-/// JSON lines (`Builder::with_jsonl_path`, `with_jsonl_writer`, `OMNI_METRICS_JSONL`) run it
+/// JSON lines (`Builder::with_jsonl`, `OMNI_METRICS_JSONL`) run it
 /// on the layer's writer thread instead, and count its failures in
 /// [`MetricsHandle::sink_losses`](crate::MetricsHandle::sink_losses).
 ///

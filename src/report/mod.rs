@@ -10,7 +10,8 @@
 //! own, fed by bounded queues: the engine's thread only queues the finished record, and a
 //! record that does not fit is dropped and counted ([`SinkLosses`]), never waited for.
 //! [`MetricsHandle::flush`](crate::MetricsHandle::flush) waits for what is queued, and
-//! dropping the [`OmniGuard`](crate::OmniGuard) flushes within [`DEFAULT_FLUSH_TIMEOUT`].
+//! dropping the [`OmniGuard`](crate::OmniGuard) flushes within
+//! [`OmniMetricsLayer::FLUSH_TIMEOUT`](crate::OmniMetricsLayer::FLUSH_TIMEOUT).
 //! [`CaptureSink`] stays synchronous: a test reads it right after the span closes.
 #![doc = include_str!("../../docs/reference/report.md")]
 
@@ -23,8 +24,9 @@ pub(crate) mod writer;
 
 pub use capture::CaptureSink;
 pub use console::ConsoleSink;
+pub(crate) use jsonl::open_append;
 pub use jsonl::{JsonLinesSink, Record};
-pub use writer::{DEFAULT_FLUSH_TIMEOUT, DEFAULT_QUEUE_CAPACITY, FlushError, SinkLosses};
+pub use writer::{FlushError, SinkLosses};
 
 use crate::stats::{OverallSummary, RequestE2EStats};
 

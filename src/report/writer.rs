@@ -29,21 +29,8 @@ use super::html::live::HtmlLane;
 use super::{ConsoleSink, JsonLinesSink};
 use crate::stats::{OverallSummary, RequestE2EStats};
 
-/// Default capacity of each built-in sink's queue, between the engine's threads and the
-/// sink's writer thread, in records; set it with
-/// [`Builder::with_queue_capacity`](crate::Builder::with_queue_capacity).
-///
-/// An online request makes two records (its summary and itself), a run one per request
-/// plus its summary. Rendering a request's tables takes the writer some 40 µs (release
-/// build), so 4,096 records absorb a stall of the console of about 2,000 requests (a paused
-/// terminal, a slow pipe, a disk hiccup) before records are dropped, while the queue stays
-/// small: 24 bytes a slot allocated up front, and at most a few MiB of queued records.
-pub const DEFAULT_QUEUE_CAPACITY: usize = 4096;
-
-/// How long dropping an [`OmniGuard`](crate::OmniGuard), or the last handle to a layer,
-/// waits for queued records to be written: 2 s. A stuck writer (a full stderr pipe) cannot
-/// hold the engine's shutdown longer.
-pub const DEFAULT_FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
+/// [`OmniMetricsLayer::FLUSH_TIMEOUT`](crate::OmniMetricsLayer::FLUSH_TIMEOUT).
+pub(crate) const FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// How long the final loss warning of a shutdown may take to print, after the flush.
 const REPORT_WAIT: Duration = Duration::from_millis(250);
@@ -367,7 +354,7 @@ impl Writer {
 
 impl Drop for Writer {
     /// The layer is gone: the threads write what is queued and end; wait for them at most
-    /// [`DEFAULT_FLUSH_TIMEOUT`].
+    /// [`FLUSH_TIMEOUT`].
     fn drop(&mut self) {
         for lane in &mut self.lanes {
             drop(lane.tx.take());
@@ -379,7 +366,7 @@ impl Drop for Writer {
                 .unwrap_or_else(PoisonError::into_inner)
                 .take(),
         );
-        let _ = self.state.flush(DEFAULT_FLUSH_TIMEOUT);
+        let _ = self.state.flush(FLUSH_TIMEOUT);
     }
 }
 

@@ -45,8 +45,8 @@ impl Harness {
             .with_sink(capture.clone());
         builder = if sinks {
             builder
-                .with_console_writer(console.clone())
-                .with_jsonl_writer(jsonl.clone())
+                .with_console(omni_metrics::Destination::writer(console.clone()))
+                .with_jsonl(omni_metrics::Destination::writer(jsonl.clone()))
         } else {
             builder.with_console(false)
         };

@@ -85,9 +85,9 @@ fn every_door_gives_the_same_counts_and_sums() {
     let prometheus = PrometheusSink::bind("127.0.0.1:0").expect("a free port");
     let (console, jsonl) = (SharedBuf::default(), SharedBuf::default());
     let layer = OmniMetricsLayer::builder()
-        .with_console_writer(console.clone())
+        .with_console(omni_metrics::Destination::writer(console.clone()))
         .with_request_tables(false)
-        .with_jsonl_writer(jsonl.clone())
+        .with_jsonl(omni_metrics::Destination::writer(jsonl.clone()))
         .with_sink(prometheus.clone())
         .with_sink(pipeline.metrics_sink())
         .build()

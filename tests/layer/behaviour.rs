@@ -364,11 +364,11 @@ fn jsonl_from_the_environment_variable() {
     let _ = std::fs::remove_file(&path);
     // The variable is read by `build()`; this is the only test that sets it.
     // SAFETY: no other test in this binary reads or writes OMNI_METRICS_JSONL.
-    unsafe { std::env::set_var(omni_metrics::JSONL_ENV, &path) };
+    unsafe { std::env::set_var(omni_metrics::env::JSONL_ENV, &path) };
     let layer = omni_metrics::OmniMetricsLayer::builder()
         .with_console(false)
         .build();
-    unsafe { std::env::remove_var(omni_metrics::JSONL_ENV) };
+    unsafe { std::env::remove_var(omni_metrics::env::JSONL_ENV) };
     let layer = layer.expect("the temp file opens");
     use tracing_subscriber::prelude::*;
     tracing::subscriber::with_default(tracing_subscriber::registry().with(layer), || {
@@ -386,7 +386,7 @@ fn jsonl_from_the_environment_variable() {
 
     // A path that cannot be opened is a clear error naming the variable's fix.
     let err = omni_metrics::OmniMetricsLayer::builder()
-        .with_jsonl_path(dir.join("missing-dir").join("x.jsonl"))
+        .with_jsonl(dir.join("missing-dir").join("x.jsonl"))
         .build()
         .expect_err("directory does not exist");
     assert!(
@@ -399,7 +399,7 @@ fn jsonl_from_the_environment_variable() {
 fn console_sink_prints_the_four_tables() {
     let buf = crate::support::SharedBuf::default();
     let layer = omni_metrics::OmniMetricsLayer::builder()
-        .with_console_writer(buf.clone())
+        .with_console(omni_metrics::Destination::writer(buf.clone()))
         .build()
         .expect("no file");
     use tracing_subscriber::prelude::*;

@@ -239,7 +239,7 @@ fn seed_records_are_the_spec_json_lines() {
 #[test]
 fn readme_shows_the_real_seed_output() {
     let console = SharedBuf::default();
-    let h = Harness::with(|b| b.with_console_writer(console.clone()));
+    let h = Harness::with(|b| b.with_console(omni_metrics::Destination::writer(console.clone())));
     seed_scenario(&h);
     h.handle
         .flush(std::time::Duration::from_secs(10))

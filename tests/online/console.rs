@@ -26,7 +26,8 @@ fn section(console: &str, title: &str) -> Option<String> {
 #[test]
 fn print_summary_prints_the_cumulative_tables_on_the_console() {
     let h = Harness::with_console(|b, console| {
-        b.with_console_writer(console).with_online_tables(false)
+        b.with_console(omni_metrics::Destination::writer(console))
+            .with_online_tables(false)
     });
     h.run(|| {
         for (i, ms) in [100.0, 300.0, 200.0].into_iter().enumerate() {
@@ -66,7 +67,7 @@ fn print_summary_without_a_console_prints_nothing() {
     let h = Harness::new();
     assert!(!h.handle.print_summary());
     let jsonl = SharedBuf::default();
-    let h = Harness::with(|b| b.with_jsonl_writer(jsonl.clone()));
+    let h = Harness::with(|b| b.with_jsonl(omni_metrics::Destination::writer(jsonl.clone())));
     assert!(!h.handle.print_summary());
     h.handle.flush(Duration::from_secs(10)).expect("flushed");
     assert_eq!(jsonl.text(), "", "the summary is for the console only");
@@ -76,8 +77,8 @@ fn print_summary_without_a_console_prints_nothing() {
 fn online_tables_off_leaves_runs_and_records_alone() {
     let jsonl = SharedBuf::default();
     let h = Harness::with_console(|b, console| {
-        b.with_console_writer(console)
-            .with_jsonl_writer(jsonl.clone())
+        b.with_console(omni_metrics::Destination::writer(console))
+            .with_jsonl(omni_metrics::Destination::writer(jsonl.clone()))
             .with_online_tables(false)
     });
     h.run(|| {
@@ -109,7 +110,9 @@ fn online_tables_print_by_default_and_not_with_the_periodic_line() {
         h.run(|| h.play(None, "r-1", 10.0, 1, Status::Ok));
         h.console()
     };
-    let h = Harness::with_console(|b, console| b.with_console_writer(console));
+    let h = Harness::with_console(|b, console| {
+        b.with_console(omni_metrics::Destination::writer(console))
+    });
     let console = play(&h);
     assert!(console.contains("Overall Summary (scope r-1)"), "{console}");
     assert!(
@@ -118,19 +121,22 @@ fn online_tables_print_by_default_and_not_with_the_periodic_line() {
     );
     // The periodic line on (an hour: it never ticks here): online tables off by default.
     let hour = Duration::from_secs(3_600);
-    let h =
-        Harness::with_console(|b, console| b.with_console_writer(console).with_periodic_log(hour));
+    let h = Harness::with_console(|b, console| {
+        b.with_console(omni_metrics::Destination::writer(console))
+            .with_periodic_log(hour)
+    });
     assert_eq!(play(&h), "");
     // ... unless asked for, in code.
     let h = Harness::with_console(|b, console| {
-        b.with_console_writer(console)
+        b.with_console(omni_metrics::Destination::writer(console))
             .with_periodic_log(hour)
             .with_online_tables(true)
     });
     assert!(play(&h).contains("Overall Summary (scope r-1)"));
     // Request tables off: online requests still print their summary.
     let h = Harness::with_console(|b, console| {
-        b.with_console_writer(console).with_request_tables(false)
+        b.with_console(omni_metrics::Destination::writer(console))
+            .with_request_tables(false)
     });
     let console = play(&h);
     assert!(console.contains("Overall Summary (scope r-1)"), "{console}");
@@ -140,7 +146,7 @@ fn online_tables_print_by_default_and_not_with_the_periodic_line() {
 #[test]
 fn the_periodic_line_says_what_the_window_saw() {
     let h = Harness::with_console(|b, console| {
-        b.with_console_writer(console)
+        b.with_console(omni_metrics::Destination::writer(console))
             .with_periodic_log(Duration::from_millis(20))
     });
     let open = h.run(|| {
@@ -177,7 +183,7 @@ fn the_periodic_line_says_what_the_window_saw() {
 #[test]
 fn an_idle_server_prints_no_periodic_line() {
     let h = Harness::with_console(|b, console| {
-        b.with_console_writer(console)
+        b.with_console(omni_metrics::Destination::writer(console))
             .with_periodic_log(Duration::from_millis(10))
     });
     std::thread::sleep(Duration::from_millis(200)); // some 20 ticks

@@ -26,9 +26,9 @@ fn run_child(name: &str, env: &[(&str, &str)]) -> String {
     cmd.args(["--exact", name, "--nocapture", "--test-threads=1"])
         .env(CHILD, name)
         .env_remove("RUST_LOG")
-        .env_remove(omni_metrics::JSONL_ENV)
-        .env_remove(omni_metrics::LOG_INTERVAL_ENV)
-        .env_remove(omni_metrics::ONLINE_TABLES_ENV)
+        .env_remove(omni_metrics::env::JSONL_ENV)
+        .env_remove(omni_metrics::env::LOG_INTERVAL_ENV)
+        .env_remove(omni_metrics::env::ONLINE_TABLES_ENV)
         .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
         .env_remove("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
         .env_remove("OTEL_TRACES_EXPORTER");
@@ -53,8 +53,8 @@ fn bad_values_of_the_variables_are_warnings_not_panics() {
         let stderr = run_child(
             NAME,
             &[
-                (omni_metrics::LOG_INTERVAL_ENV, "ten seconds"),
-                (omni_metrics::ONLINE_TABLES_ENV, "maybe"),
+                (omni_metrics::env::LOG_INTERVAL_ENV, "ten seconds"),
+                (omni_metrics::env::ONLINE_TABLES_ENV, "maybe"),
             ],
         );
         assert!(
@@ -69,7 +69,7 @@ fn bad_values_of_the_variables_are_warnings_not_panics() {
     }
     let console = SharedBuf::default();
     let layer = OmniMetricsLayer::builder()
-        .with_console_writer(console.clone())
+        .with_console(omni_metrics::Destination::writer(console.clone()))
         .build()
         .expect("a bad variable is no error");
     let handle = layer.handle();
@@ -100,12 +100,14 @@ fn bad_values_of_the_variables_are_warnings_not_panics() {
 fn the_interval_variable_turns_the_line_on_and_code_wins() {
     const NAME: &str = "env::the_interval_variable_turns_the_line_on_and_code_wins";
     if !is_child(NAME) {
-        run_child(NAME, &[(omni_metrics::LOG_INTERVAL_ENV, "20ms")]);
+        run_child(NAME, &[(omni_metrics::env::LOG_INTERVAL_ENV, "20ms")]);
         return;
     }
     let play = |h: &Harness| h.run(|| h.play(None, "r-1", 10.0, 1, Status::Ok));
     // From the variable: the line, and no online tables.
-    let h = Harness::with_console(|b, console| b.with_console_writer(console));
+    let h = Harness::with_console(|b, console| {
+        b.with_console(omni_metrics::Destination::writer(console))
+    });
     play(&h);
     let text = h.wait_for("omni-metrics: last");
     assert!(
@@ -115,7 +117,7 @@ fn the_interval_variable_turns_the_line_on_and_code_wins() {
     assert!(!text.contains("Overall Summary"), "{text}");
     // Code wins: no line, and online tables by default again.
     let h = Harness::with_console(|b, console| {
-        b.with_console_writer(console)
+        b.with_console(omni_metrics::Destination::writer(console))
             .with_periodic_log(Duration::ZERO)
     });
     play(&h);
@@ -130,17 +132,21 @@ fn the_interval_variable_turns_the_line_on_and_code_wins() {
 fn the_online_tables_variable_turns_them_off_and_code_wins() {
     const NAME: &str = "env::the_online_tables_variable_turns_them_off_and_code_wins";
     if !is_child(NAME) {
-        run_child(NAME, &[(omni_metrics::ONLINE_TABLES_ENV, "0")]);
+        run_child(NAME, &[(omni_metrics::env::ONLINE_TABLES_ENV, "0")]);
         return;
     }
     let play = |h: &Harness| {
         h.run(|| h.play(None, "r-1", 10.0, 1, Status::Ok));
         h.console()
     };
-    let h = Harness::with_console(|b, console| b.with_console_writer(console));
+    let h = Harness::with_console(|b, console| {
+        b.with_console(omni_metrics::Destination::writer(console))
+    });
     assert_eq!(play(&h), "");
-    let h =
-        Harness::with_console(|b, console| b.with_console_writer(console).with_online_tables(true));
+    let h = Harness::with_console(|b, console| {
+        b.with_console(omni_metrics::Destination::writer(console))
+            .with_online_tables(true)
+    });
     assert!(play(&h).contains("Overall Summary (scope r-1)"));
     eprintln!("child scenario done");
 }
@@ -156,7 +162,7 @@ fn the_guards_shutdown_stops_the_periodic_line() {
     let console = SharedBuf::default();
     let install = omni_metrics::Install::new().with_metrics(
         OmniMetricsLayer::builder()
-            .with_console_writer(console.clone())
+            .with_console(omni_metrics::Destination::writer(console.clone()))
             .with_periodic_log(Duration::from_millis(10)),
     );
     #[cfg(feature = "otlp")]

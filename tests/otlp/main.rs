@@ -469,7 +469,9 @@ fn two_busy_threads_lose_no_spans_with_the_default_queue() {
         .with_shutdown_timeout(Duration::from_secs(30))
         .build()
         .expect("pipeline");
-    let stats = pipeline.stats();
+    let layer = pipeline.layer();
+    let mut guard = pipeline.into_guard();
+    let stats = guard.stats().expect("traces are exported");
     let dispatch = tracing::Dispatch::new(
         tracing_subscriber::registry()
             .with(
@@ -478,7 +480,7 @@ fn two_busy_threads_lose_no_spans_with_the_default_queue() {
                     .build()
                     .expect("layer"),
             )
-            .with(pipeline.layer()),
+            .with(layer),
     );
     std::thread::scope(|scope| {
         for _ in 0..2 {
@@ -493,7 +495,6 @@ fn two_busy_threads_lose_no_spans_with_the_default_queue() {
         }
     });
     drop(dispatch);
-    let mut guard = pipeline.into_guard();
     guard.shutdown().expect("no span lost");
     assert_eq!(stats.ended(), (2 * (PER_THREAD / 3) * 48) as u64);
     assert_eq!(stats.not_exported(), 0);

@@ -5,7 +5,7 @@
 use std::net::{SocketAddr, TcpListener};
 use std::process::{Command, Output};
 
-use omni_metrics::PROMETHEUS_ADDR_ENV;
+use omni_metrics::env::PROMETHEUS_ADDR_ENV;
 
 use crate::support::get;
 
@@ -90,7 +90,8 @@ fn a_bad_value_fails_init_with_what_to_do() {
 fn code_beats_the_variable() {
     const NAME: &str = "env::code_beats_the_variable";
     if is_child(NAME) {
-        let builder = omni_metrics::OmniMetricsLayer::builder().with_prometheus("127.0.0.1:0");
+        let sink = omni_metrics::PrometheusSink::bind("127.0.0.1:0").expect("a free port");
+        let builder = omni_metrics::OmniMetricsLayer::builder().with_sink(sink);
         match omni_metrics::Install::new().with_metrics(builder).init() {
             Ok(_guard) => println!("init succeeded"),
             Err(e) => println!("init failed: {e}"),

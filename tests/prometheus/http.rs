@@ -4,7 +4,7 @@ use std::io::{self, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
-use omni_metrics::{DEFAULT_PROMETHEUS_ADDR, OmniMetricsLayer, PrometheusSink};
+use omni_metrics::{OmniMetricsLayer, PrometheusSink};
 
 use crate::support::{Harness, get, get_accepting};
 
@@ -113,7 +113,7 @@ fn other_paths_and_methods_are_refused() {
 
 #[test]
 fn bound_to_loopback_by_default() {
-    assert!(DEFAULT_PROMETHEUS_ADDR.starts_with("127.0.0.1:"));
+    assert!(PrometheusSink::DEFAULT_ADDR.starts_with("127.0.0.1:"));
     for addr in ["0", ":0"] {
         let sink = PrometheusSink::bind(addr).expect("an ephemeral loopback port");
         let bound = sink.local_addr().unwrap();
@@ -124,29 +124,20 @@ fn bound_to_loopback_by_default() {
 }
 
 #[test]
-fn a_bad_address_fails_build_with_what_to_do() {
-    let err = OmniMetricsLayer::builder()
-        .with_console(false)
-        .with_prometheus("localhost:http-ish")
-        .build()
-        .unwrap_err();
+fn a_bad_address_fails_bind_with_what_to_do() {
+    let err = PrometheusSink::bind("localhost:http-ish").unwrap_err();
     let message = err.to_string();
     assert!(message.contains("`localhost:http-ish`"), "{message}");
     assert!(message.contains("host:port"), "{message}");
-    assert!(err.path().is_none());
-    assert!(err.prometheus().is_some());
+    assert!(!err.from_env());
 }
 
 #[test]
-fn a_port_in_use_fails_build_with_what_to_do() {
+fn a_port_in_use_fails_bind_with_what_to_do() {
     let taken = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap().to_string();
-    let err = OmniMetricsLayer::builder()
-        .with_console(false)
-        .with_prometheus(addr.clone())
-        .build()
-        .unwrap_err();
-    let prometheus = err.prometheus().expect("a Prometheus error");
+    let err = PrometheusSink::bind(addr.clone()).unwrap_err();
+    let prometheus = &err;
     assert_eq!(prometheus.kind(), io::ErrorKind::AddrInUse);
     assert_eq!(prometheus.addr(), addr);
     assert!(!prometheus.from_env());

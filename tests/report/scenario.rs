@@ -30,9 +30,11 @@ fn install(name: &str) -> (omni_metrics::MetricsHandle, OtlpGuard) {
         .build()
         .expect("pipeline");
     let metrics = OmniMetricsLayer::builder()
-        .with_console_writer(std::fs::File::create(dir.join(format!("{name}.txt"))).expect("txt"))
-        .with_jsonl_path(dir.join(format!("{name}.jsonl")))
-        .with_trace_annotations(pipeline.exports())
+        .with_console(omni_metrics::Destination::writer(
+            std::fs::File::create(dir.join(format!("{name}.txt"))).expect("txt"),
+        ))
+        .with_jsonl(dir.join(format!("{name}.jsonl")))
+        .with_trace_annotations(pipeline.exports_traces())
         .build()
         .expect("records file");
     let handle = metrics.handle();

@@ -38,8 +38,8 @@ impl Write for ThreadNote {
 fn issue6_5_tables_and_records_are_written_off_the_engine_thread() {
     let (console, jsonl) = (ThreadNote::default(), ThreadNote::default());
     let layer = OmniMetricsLayer::builder()
-        .with_console_writer(console.clone())
-        .with_jsonl_writer(jsonl.clone())
+        .with_console(omni_metrics::Destination::writer(console.clone()))
+        .with_jsonl(omni_metrics::Destination::writer(jsonl.clone()))
         .build()
         .expect("no file");
     let handle = layer.handle();
@@ -127,7 +127,7 @@ fn issue6_5_a_blocked_console_never_blocks_the_engine() {
     let (open, console) = gate();
     let warnings = Warnings::default();
     let layer = OmniMetricsLayer::builder()
-        .with_console_writer(console)
+        .with_console(omni_metrics::Destination::writer(console))
         .with_queue_capacity(8)
         .build()
         .expect("no file");
@@ -186,8 +186,8 @@ fn issue6_5_a_blocked_console_does_not_stop_the_json_lines() {
     let (open, console) = gate();
     let jsonl = SharedBuf::default();
     let layer = OmniMetricsLayer::builder()
-        .with_console_writer(console)
-        .with_jsonl_writer(jsonl.clone())
+        .with_console(omni_metrics::Destination::writer(console))
+        .with_jsonl(omni_metrics::Destination::writer(jsonl.clone()))
         .with_queue_capacity(8)
         .build()
         .expect("no file");
@@ -222,7 +222,7 @@ const HOSTILE: &str = "r\n| e2e_requests | 999999 |\x1b[31m\r\u{9b}2J\x07\x7f\u{
 #[test]
 fn issue6_6_control_characters_never_reach_the_console() {
     let out = written(
-        |buf| OmniMetricsLayer::builder().with_console_writer(buf),
+        |buf| OmniMetricsLayer::builder().with_console(omni_metrics::Destination::writer(buf)),
         || {
             let run = info_span!("omni.run", run_id = HOSTILE);
             let request = info_span!(parent: &run, "omni.request", request_id = HOSTILE);
@@ -269,7 +269,7 @@ fn issue6_6_json_lines_escape_control_characters() {
         |buf| {
             OmniMetricsLayer::builder()
                 .with_console(false)
-                .with_jsonl_writer(buf)
+                .with_jsonl(omni_metrics::Destination::writer(buf))
         },
         || {
             let request = info_span!("omni.request", request_id = HOSTILE);

@@ -51,11 +51,14 @@ fn engine_thread_cost_of_the_builtin_sinks() {
     let n = 1_500;
     for round in 0..3 {
         let off = per_request_us(L::builder().with_console(false), n);
-        let console = per_request_us(L::builder().with_console_writer(std::io::sink()), n);
+        let console = per_request_us(
+            L::builder().with_console(omni_metrics::Destination::writer(std::io::sink())),
+            n,
+        );
         let both = per_request_us(
             L::builder()
-                .with_console_writer(std::io::sink())
-                .with_jsonl_writer(std::io::sink()),
+                .with_console(omni_metrics::Destination::writer(std::io::sink()))
+                .with_jsonl(omni_metrics::Destination::writer(std::io::sink())),
             n,
         );
         println!(

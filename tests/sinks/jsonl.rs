@@ -82,7 +82,7 @@ fn jsonl_layer(writer: impl Write + Send + 'static) -> OmniMetricsLayer {
     OmniMetricsLayer::builder()
         .with_console(false)
         .with_clock(omni_metrics::clock::ManualClock::new())
-        .with_jsonl_writer(writer)
+        .with_jsonl(omni_metrics::Destination::writer(writer))
         .build()
         .expect("no file")
 }
@@ -120,7 +120,7 @@ fn issue6_10_a_rotated_or_deleted_file_is_reopened() {
     let path = temp_path("rotated.jsonl");
     let layer = OmniMetricsLayer::builder()
         .with_console(false)
-        .with_jsonl_path(&path)
+        .with_jsonl(&path)
         .build()
         .expect("the temp file opens");
     let handle = layer.handle();
@@ -153,7 +153,7 @@ fn issue6_10_a_rotated_or_deleted_file_is_reopened() {
 fn issue6_10_records_lost_on_a_full_device_are_counted() {
     let layer = OmniMetricsLayer::builder()
         .with_console(false)
-        .with_jsonl_path("/dev/full")
+        .with_jsonl("/dev/full")
         .build()
         .expect("/dev/full opens");
     let handle = online_requests(layer, &["a", "b", "c"]);
@@ -175,7 +175,7 @@ fn issue6_10_a_file_that_fills_up_keeps_only_whole_lines() {
         let path = std::env::var("OMNI_METRICS_TEST_FILE").expect("set by the parent");
         let layer = OmniMetricsLayer::builder()
             .with_console(false)
-            .with_jsonl_path(&path)
+            .with_jsonl(&path)
             .build()
             .expect("the file opens");
         // SAFETY: plain libc calls; ignoring SIGXFSZ makes an oversized write fail with EFBIG

@@ -40,7 +40,7 @@ fn issue6_5_full_stderr_pipe_does_not_hang_the_engine() {
     // Stderr filled up, so records were dropped, counted, not waited for.
     assert!(run.value("queue_full") > 0, "{}", run.stdout);
     // The guard waits for the blocked writer at most its time limit (+ the loss report's).
-    let limit = omni_metrics::report::DEFAULT_FLUSH_TIMEOUT.as_millis() as u64 + 1_000;
+    let limit = omni_metrics::OmniMetricsLayer::FLUSH_TIMEOUT.as_millis() as u64 + 1_000;
     assert!(run.value("guard_drop_ms") <= limit, "{}", run.stdout);
 }
 

@@ -9,7 +9,7 @@ use crate::support::{seed_like_request, written};
 
 fn console_output(requests: impl FnOnce()) -> String {
     written(
-        |buf| OmniMetricsLayer::builder().with_console_writer(buf),
+        |buf| OmniMetricsLayer::builder().with_console(omni_metrics::Destination::writer(buf)),
         requests,
     )
 }

@@ -13,7 +13,7 @@
 //! - Never sampled: the sink sees every request, whatever the trace sampler keeps. The
 //!   engine's thread only queues a request's observations; a recorder thread records them.
 //! - Exported by a periodic reader on a thread of its own every
-//!   [`DEFAULT_METRIC_EXPORT_INTERVAL`] (`OTEL_METRIC_EXPORT_INTERVAL`), at
+//!   [`OtlpBuilder::DEFAULT_METRIC_EXPORT_INTERVAL`] (`OTEL_METRIC_EXPORT_INTERVAL`), at
 //!   [`OtlpGuard::force_flush`](super::OtlpGuard::force_flush) and once more at shutdown;
 //!   failed exports are counted and said ([`MetricsExportStats`]).
 
@@ -34,14 +34,12 @@ mod export;
 mod sink;
 
 pub use self::export::MetricsExportStats;
-pub use self::sink::{METRICS_QUEUE_CAPACITY, OtlpMetricsSink};
+pub use self::sink::OtlpMetricsSink;
 
 use self::export::CountingMetricExporter;
 
-/// Time between two metric exports unless `OTEL_METRIC_EXPORT_INTERVAL` or
-/// [`OtlpBuilder::with_metric_export_interval`] says otherwise: 60 s, the OpenTelemetry
-/// default.
-pub const DEFAULT_METRIC_EXPORT_INTERVAL: Duration = Duration::from_secs(60);
+/// [`OtlpBuilder::DEFAULT_METRIC_EXPORT_INTERVAL`], here.
+const DEFAULT_METRIC_EXPORT_INTERVAL: Duration = OtlpBuilder::DEFAULT_METRIC_EXPORT_INTERVAL;
 
 /// How the exported sums and histograms accumulate: since the start of the process, or
 /// since the previous export.
@@ -62,14 +60,8 @@ pub enum MetricTemporality {
 }
 
 impl MetricTemporality {
-    /// Parses `cumulative`, `delta` or `lowmemory`, in any case.
-    ///
-    /// ```
-    /// use omni_metrics::otlp::MetricTemporality;
-    /// assert_eq!(MetricTemporality::parse("Delta"), Some(MetricTemporality::Delta));
-    /// assert_eq!(MetricTemporality::parse("monthly"), None);
-    /// ```
-    pub fn parse(s: &str) -> Option<Self> {
+    /// Parses `cumulative`, `delta` or `lowmemory`, in any case (the variable's values).
+    pub(super) fn parse(s: &str) -> Option<Self> {
         let s = s.trim();
         [
             ("cumulative", Self::Cumulative),

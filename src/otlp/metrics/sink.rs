@@ -33,7 +33,7 @@ use crate::stats::RequestE2EStats;
 /// than an engine finishes; 1,024 absorb a 10 ms stall of the recorder (a collection of
 /// every series) even at that rate, while the queue stays small (a slot is 24 bytes up
 /// front, a queued request about 5 KiB).
-pub const METRICS_QUEUE_CAPACITY: usize = 1024;
+pub(crate) const METRICS_QUEUE_CAPACITY: usize = 1024;
 
 /// Records every finished request's metrics into the OTLP pipeline's instruments: a
 /// [`Sink`] for [`Builder::with_sink`](crate::Builder::with_sink).
@@ -121,12 +121,12 @@ impl OtlpMetricsSink {
     }
 
     /// Whether this sink records anything (its pipeline exports metrics).
-    pub fn records(&self) -> bool {
+    pub(crate) fn records(&self) -> bool {
         self.inner.is_some()
     }
 
     /// Requests not recorded because the recorder's queue was full
-    /// ([`METRICS_QUEUE_CAPACITY`]).
+    /// (1,024 requests).
     pub fn dropped_requests(&self) -> u64 {
         self.inner.as_ref().map_or(0, |q| q.queue.dropped())
     }

@@ -3,9 +3,9 @@
 //!
 //! [`render`] makes one HTML file from a scope's summary and its requests (the `omni-metrics
 //! report --html` command calls it); the layer writes one when a run closes, with
-//! [`Builder::with_html_path`](crate::Builder::with_html_path) or [`HTML_ENV`]. The page
-//! fetches nothing: its style, script and data are inlined, and it works opened from a
-//! `file://` URL offline. It shows:
+//! [`Builder::with_html_path`](crate::Builder::with_html_path) or
+//! [`HTML_ENV`](crate::env::HTML_ENV). The page fetches nothing: its style, script and data
+//! are inlined, and it works opened from a `file://` URL offline. It shows:
 //!
 //! - the `Overall Summary` and `Distributions` tables, and the `RequestE2EStats`,
 //!   `StageRequestStats` and `TransferEdgeStats` tables of the request picked (click its
@@ -53,21 +53,6 @@ use data::Row;
 
 use crate::report::table::printable;
 use crate::stats::{OverallSummary, RequestE2EStats};
-
-/// Environment variable: write each run's HTML report to this file when the run closes,
-/// unless [`Builder::with_html_path`](crate::Builder::with_html_path) was called (code
-/// wins). `{scope}` in the path is replaced by the run's scope; without it each run
-/// replaces the file.
-pub const HTML_ENV: &str = "OMNI_METRICS_HTML";
-
-/// The most requests of one run the live HTML report keeps (100,000); those beyond are
-/// left out and counted on the page. Set it with
-/// [`Builder::with_html_max_requests`](crate::Builder::with_html_max_requests).
-///
-/// The report holds each request of an open run in memory until the run closes, about
-/// 1.2 KiB per request of three stages and two edges (120 MiB at this cap); the page of
-/// 100,000 requests is some 60 MB.
-pub const DEFAULT_HTML_MAX_REQUESTS: usize = 100_000;
 
 const PAGE: &str = include_str!("page.html");
 const STYLE: &str = include_str!("page.css");
