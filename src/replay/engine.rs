@@ -250,7 +250,10 @@ impl<'a> Engine<'a> {
         }
     }
 
-    /// Replays the spans of one trace (every span in `spans` has the same trace id).
+    /// Replays the spans of one trace (every span in `spans` has the same trace id): its
+    /// spans of the convention become nodes, placed under their nearest ancestor of the
+    /// convention (or their run), fitted into its time, then opened, given their outputs and
+    /// closed, in time order, through the metrics layer.
     pub(super) fn replay_trace(&mut self, spans: &[SpanRec]) {
         // Spans by id: looked through in a small trace, hashed in a large one.
         const LOOK_THROUGH: usize = 32;
@@ -270,13 +273,50 @@ impl<'a> Engine<'a> {
                 spans.iter().position(|s| s.span_id == id)
             }
         };
-        // The node of each span of the convention.
+        let (node_of, mut nodes) = self.nodes_of(spans);
+        // The nearest ancestor of the convention, through the engine's own spans: resolved
+        // once for every span, in linear time, a cycle found once.
+        let up = self.resolve_parents(spans, &index, &node_of);
+        self.place(spans, &mut nodes, &up);
+        self.place_in_runs(spans, &mut nodes);
+        let bad_time: Vec<bool> = nodes
+            .iter()
+            .map(|n| spans[n.rec].problem.as_ref().is_some_and(|p| p.bad_time))
+            .collect();
+        let fitted = fit_times(&mut nodes, &bad_time);
+        self.stats.moved_into_parent += fitted.moved;
+        if let Some(n) = fitted.cut {
+            let rec = &spans[nodes[n].rec];
+            self.cycle(rec.trace_id, rec.span_id, 0);
+        }
+        let invalid = self.invalid_by_request(spans, &nodes, &fitted.request);
+        let steps = steps(spans, &nodes, &node_of, &up);
+        self.play(spans, &nodes, &steps, &invalid);
+        // A run's own span (exported apart): its requests came before it.
+        if self.group_by == GroupBy::Run {
+            for rec in spans {
+                if rec.kind == Some(SpanKind::Run) {
+                    let key = RunKey::Span(rec.trace_id, rec.span_id);
+                    // A run with no request: replayed at its own times.
+                    if self.ensure_run(key, rec.start_ns) {
+                        if let Some(run) = self.open_runs.get_mut(&key) {
+                            run.end_ns = run.end_ns.max(rec.end_ns);
+                        }
+                    }
+                    self.close_run(key);
+                }
+            }
+        }
+    }
+
+    /// The spans of the convention as nodes (runs apart: replayed across traces, see
+    /// [`Engine::ensure_run`]), and each span's node.
+    fn nodes_of(&mut self, spans: &[SpanRec]) -> (Vec<Option<usize>>, Vec<Node>) {
         let mut node_of: Vec<Option<usize>> = vec![None; spans.len()];
         let mut nodes: Vec<Node> = Vec::with_capacity(spans.len());
         for (i, rec) in spans.iter().enumerate() {
             let Some(kind) = rec.kind else { continue };
             if kind == SpanKind::Run {
-                // Replayed across traces (see `ensure_run`).
                 if self.group_by == GroupBy::Run {
                     self.known_runs
                         .entry((rec.trace_id, rec.span_id))
@@ -294,11 +334,14 @@ impl<'a> Engine<'a> {
                 depth: 0,
             });
         }
-        // The nearest ancestor of the convention, through the engine's own spans: resolved
-        // once for every span, in linear time, a cycle found once.
-        let up = self.resolve_parents(spans, &index, &node_of);
+        (node_of, nodes)
+    }
+
+    /// Each node's parent, from its nearest ancestor of the convention (`up`); a missing
+    /// parent and the spans under a cycle are counted.
+    fn place(&mut self, spans: &[SpanRec], nodes: &mut [Node], up: &[Up]) {
         let mut under_cycle = 0;
-        for node in &mut nodes {
+        for node in nodes.iter_mut() {
             node.parent = match up[node.rec] {
                 Up::Node(p) => Parent::Node(p),
                 Up::Run(id) => Parent::Run(RunKey::Span(spans[node.rec].trace_id, id)),
@@ -318,107 +361,73 @@ impl<'a> Engine<'a> {
         if let Some(&Up::Cycle(at)) = up.iter().find(|u| matches!(u, Up::Cycle(_))) {
             self.cycle(spans[at].trace_id, spans[at].span_id, under_cycle);
         }
-        // Requests without a parent here: under their run, open across traces.
-        for n in 0..nodes.len() {
-            let key = match nodes[n].parent {
+    }
+
+    /// Requests without a parent here go under their run, open across traces; one that
+    /// comes after its run closed, or lies beyond 10^12 ms of its run's start, is its own
+    /// scope (counted).
+    fn place_in_runs(&mut self, spans: &[SpanRec], nodes: &mut [Node]) {
+        for node in nodes.iter_mut() {
+            let key = match node.parent {
                 Parent::Run(key) => key,
-                Parent::None if nodes[n].kind == SpanKind::Request => {
-                    match self.run_of(&spans[nodes[n].rec]) {
+                Parent::None if node.kind == SpanKind::Request => {
+                    match self.run_of(&spans[node.rec]) {
                         Some(key) => key,
                         None => continue,
                     }
                 }
                 _ => continue,
             };
-            nodes[n].parent = Parent::None;
-            if !self.ensure_run(key, nodes[n].start_ns) {
+            node.parent = Parent::None;
+            if !self.ensure_run(key, node.start_ns) {
                 self.stats.requests_after_their_run += 1;
                 continue;
             }
             // A run's requests lie within 10^12 ms: its wall times are times as any other.
             let far = self.open_runs.get(&key).is_some_and(|run| {
-                nodes[n].end_ns > run.start_ns.saturating_add(MAX_SPAN_NS / 2)
-                    || nodes[n].start_ns.saturating_add(MAX_SPAN_NS / 2) < run.start_ns
+                node.end_ns > run.start_ns.saturating_add(MAX_SPAN_NS / 2)
+                    || node.start_ns.saturating_add(MAX_SPAN_NS / 2) < run.start_ns
             });
             if far {
                 self.stats.requests_far_from_their_run += 1;
             } else {
-                nodes[n].parent = Parent::Run(key);
+                node.parent = Parent::Run(key);
             }
         }
-        let bad_time: Vec<bool> = nodes
-            .iter()
-            .map(|n| spans[n.rec].problem.as_ref().is_some_and(|p| p.bad_time))
-            .collect();
-        let fitted = fit_times(&mut nodes, &bad_time);
-        self.stats.moved_into_parent += fitted.moved;
-        if let Some(n) = fitted.cut {
-            let rec = &spans[nodes[n].rec];
-            self.cycle(rec.trace_id, rec.span_id, 0);
-        }
-        // Spans with values left out count in their request's `invalid_spans` (the layer
-        // never saw those values): by request node.
+    }
+
+    /// Spans with values left out count in their request's `invalid_spans` (the layer never
+    /// saw those values): by request node (`request`, each node's).
+    fn invalid_by_request(
+        &mut self,
+        spans: &[SpanRec],
+        nodes: &[Node],
+        request: &[Option<usize>],
+    ) -> HashMap<usize, u64> {
         let mut invalid: HashMap<usize, u64> = HashMap::new();
         for (n, node) in nodes.iter().enumerate() {
             if spans[node.rec].problem.is_none() {
                 continue;
             }
             self.stats.spans_with_invalid_values += 1;
-            if let Some(r) = fitted.request[n] {
+            if let Some(r) = request[n] {
                 *invalid.entry(r).or_default() += 1;
             }
         }
-        // Outputs of the engine's own spans count in the nearest span of the convention:
-        // the spans whose outputs each node has, its own first.
-        let mut extra_outputs: HashMap<usize, Vec<usize>> = HashMap::new();
-        for (i, rec) in spans.iter().enumerate() {
-            if rec.outputs.is_empty() || node_of[i].is_some() {
-                continue;
-            }
-            if let Up::Node(n) = up[i] {
-                extra_outputs.entry(n).or_default().push(i);
-            }
-        }
-        let extra = |n: usize| extra_outputs.get(&n).map_or(&[][..], Vec::as_slice);
-        let outputs: usize = nodes
-            .iter()
-            .enumerate()
-            .flat_map(|(n, node)| std::iter::once(&node.rec).chain(extra(n)))
-            .map(|&i| spans[i].outputs.len())
-            .sum();
-        let mut steps = Vec::with_capacity(nodes.len() * 2 + outputs);
-        for (n, node) in nodes.iter().enumerate() {
-            steps.push(Step {
-                time_ns: node.start_ns,
-                rank: OPEN,
-                order: node.depth,
-                node: n as u32,
-                output: 0,
-            });
-            steps.push(Step {
-                time_ns: node.end_ns,
-                rank: CLOSE,
-                order: u32::MAX - node.depth,
-                node: n as u32,
-                output: 0,
-            });
-            // Read where they are (not copied: a stage may have a million outputs).
-            for &i in std::iter::once(&node.rec).chain(extra(n)) {
-                for (k, o) in spans[i].outputs.iter().enumerate() {
-                    steps.push(Step {
-                        time_ns: o.time_ns.clamp(node.start_ns, node.end_ns),
-                        rank: OUTPUT,
-                        // For an output, the span that holds it.
-                        order: i as u32,
-                        node: n as u32,
-                        output: k as u32,
-                    });
-                }
-            }
-        }
-        steps.sort_unstable();
+        invalid
+    }
+
+    /// Runs the steps through the metrics layer at their times: a node's span opened (with
+    /// its fields), its outputs, its close (a request's with what its record needs).
+    fn play(
+        &mut self,
+        spans: &[SpanRec],
+        nodes: &[Node],
+        steps: &[Step],
+        invalid: &HashMap<usize, u64>,
+    ) {
         let mut open_spans: Vec<Option<Span>> = (0..nodes.len()).map(|_| None).collect();
-        for step in &steps {
+        for step in steps {
             self.clock.set_ns(step.time_ns);
             let n = step.node as usize;
             let node = &nodes[n];
@@ -441,27 +450,11 @@ impl<'a> Engine<'a> {
                     open_spans[n] = Some(span);
                 }
                 OUTPUT => {
-                    let Some(span) = open_spans[n].as_ref() else {
-                        continue;
-                    };
-                    let output = spans
-                        .get(step.order as usize)
-                        .and_then(|s| s.outputs.get(step.output as usize));
-                    match output.and_then(|o| o.units) {
-                        Some(units) => tracing::event!(
-                            name: convention::OUTPUT,
-                            target: crate::convention::TARGET,
-                            parent: span,
-                            Level::INFO,
-                            { field::UNITS } = units
-                        ),
-                        None => tracing::event!(
-                            name: convention::OUTPUT,
-                            target: crate::convention::TARGET,
-                            parent: span,
-                            Level::INFO,
-                            {}
-                        ),
+                    if let Some(span) = open_spans[n].as_ref() {
+                        let output = spans
+                            .get(step.order as usize)
+                            .and_then(|s| s.outputs.get(step.output as usize));
+                        output_event(span, output.and_then(|o| o.units));
                     }
                 }
                 _ => {
@@ -479,21 +472,6 @@ impl<'a> Engine<'a> {
                             run.end_ns = run.end_ns.max(node.end_ns);
                         }
                     }
-                }
-            }
-        }
-        // A run's own span (exported apart): its requests came before it.
-        if self.group_by == GroupBy::Run {
-            for rec in spans {
-                if rec.kind == Some(SpanKind::Run) {
-                    let key = RunKey::Span(rec.trace_id, rec.span_id);
-                    // A run with no request: replayed at its own times.
-                    if self.ensure_run(key, rec.start_ns) {
-                        if let Some(run) = self.open_runs.get_mut(&key) {
-                            run.end_ns = run.end_ns.max(rec.end_ns);
-                        }
-                    }
-                    self.close_run(key);
                 }
             }
         }
@@ -526,15 +504,46 @@ struct Fitted {
 /// may still name them so), and computes each node's depth and request. Linear in the
 /// nodes, but for one sort by depth.
 fn fit_times(nodes: &mut [Node], bad_time: &[bool]) -> Fitted {
-    let len = nodes.len();
-    // Cycles: a walk up from every node not seen yet; a parent on the walk closes a cycle.
+    let cut = cut_cycles(nodes);
+    let request = depths_and_requests(nodes);
+    let mut order: Vec<usize> = (0..nodes.len()).collect();
+    order.sort_by_key(|&n| nodes[n].depth);
+    if bad_time.iter().any(|b| *b) {
+        windows_of_children(nodes, &order, bad_time);
+    }
+    let mut moved = 0;
+    for n in order {
+        let Parent::Node(p) = nodes[n].parent else {
+            continue;
+        };
+        let (lo, hi) = (nodes[p].start_ns, nodes[p].end_ns);
+        let node = &mut nodes[n];
+        let start = node.start_ns.clamp(lo, hi);
+        let end = node.end_ns.clamp(start, hi);
+        if (start, end) != (node.start_ns, node.end_ns) {
+            moved += 1;
+            node.start_ns = start;
+            node.end_ns = end;
+        }
+    }
+    Fitted {
+        moved,
+        cut,
+        request,
+    }
+}
+
+/// Cuts every cycle of parents among the nodes: a walk up from every node not seen yet,
+/// where a parent on the walk closes a cycle (that link is cut: the node becomes a root).
+/// Returns the first node cut.
+fn cut_cycles(nodes: &mut [Node]) -> Option<usize> {
     const NEW: u8 = 0;
     const ON_WALK: u8 = 1;
     const DONE: u8 = 2;
-    let mut state = vec![NEW; len];
+    let mut state = vec![NEW; nodes.len()];
     let mut walk = Vec::new();
     let mut cut = None;
-    for first in 0..len {
+    for first in 0..nodes.len() {
         let mut n = first;
         while state[n] == NEW {
             state[n] = ON_WALK;
@@ -552,7 +561,14 @@ fn fit_times(nodes: &mut [Node], bad_time: &[bool]) -> Fitted {
             state[m] = DONE;
         }
     }
-    // Depths (parents before their children) and requests, each node once.
+    cut
+}
+
+/// Each node's depth (parents before their children), and the request it belongs to
+/// (itself, for a request): each node visited once (no cycle is left).
+fn depths_and_requests(nodes: &mut [Node]) -> Vec<Option<usize>> {
+    let len = nodes.len();
+    let mut walk = Vec::new();
     let mut known = vec![false; len];
     let mut request = vec![None; len];
     for first in 0..len {
@@ -579,42 +595,23 @@ fn fit_times(nodes: &mut [Node], bad_time: &[bool]) -> Fitted {
             known[m] = true;
         }
     }
-    let mut order: Vec<usize> = (0..len).collect();
-    order.sort_by_key(|&n| nodes[n].depth);
-    // Invalid times: the window of the children (deepest first, so a child's own is known).
-    if bad_time.iter().any(|b| *b) {
-        let mut hull: Vec<Option<(u64, u64)>> = vec![None; len];
-        for &n in order.iter().rev() {
-            if bad_time.get(n) == Some(&true) {
-                if let Some((lo, hi)) = hull[n].filter(|(lo, hi)| hi - lo <= MAX_SPAN_NS) {
-                    (nodes[n].start_ns, nodes[n].end_ns) = (lo, hi);
-                }
-            }
-            if let Parent::Node(p) = nodes[n].parent {
-                let (lo, hi) = (nodes[n].start_ns, nodes[n].end_ns);
-                hull[p] = Some(hull[p].map_or((lo, hi), |(a, b)| (a.min(lo), b.max(hi))));
+    request
+}
+
+/// A span whose own times are invalid (`bad_time`) gets the window of its children (at
+/// most 10^12 ms wide), deepest first (`order` is by depth), so a child's own is known.
+fn windows_of_children(nodes: &mut [Node], order: &[usize], bad_time: &[bool]) {
+    let mut hull: Vec<Option<(u64, u64)>> = vec![None; nodes.len()];
+    for &n in order.iter().rev() {
+        if bad_time.get(n) == Some(&true) {
+            if let Some((lo, hi)) = hull[n].filter(|(lo, hi)| hi - lo <= MAX_SPAN_NS) {
+                (nodes[n].start_ns, nodes[n].end_ns) = (lo, hi);
             }
         }
-    }
-    let mut moved = 0;
-    for n in order {
-        let Parent::Node(p) = nodes[n].parent else {
-            continue;
-        };
-        let (lo, hi) = (nodes[p].start_ns, nodes[p].end_ns);
-        let node = &mut nodes[n];
-        let start = node.start_ns.clamp(lo, hi);
-        let end = node.end_ns.clamp(start, hi);
-        if (start, end) != (node.start_ns, node.end_ns) {
-            moved += 1;
-            node.start_ns = start;
-            node.end_ns = end;
+        if let Parent::Node(p) = nodes[n].parent {
+            let (lo, hi) = (nodes[n].start_ns, nodes[n].end_ns);
+            hull[p] = Some(hull[p].map_or((lo, hi), |(a, b)| (a.min(lo), b.max(hi))));
         }
-    }
-    Fitted {
-        moved,
-        cut,
-        request,
     }
 }
 
@@ -705,6 +702,82 @@ impl Sink for TraceIds {
         for sink in &self.sinks {
             sink.on_summary(&summary);
         }
+    }
+}
+
+/// Every node's open and close, and every output of its span (and of the engine's own spans
+/// under it, whose nearest ancestor of the convention it is: `up`), in the order they are
+/// replayed.
+fn steps(spans: &[SpanRec], nodes: &[Node], node_of: &[Option<usize>], up: &[Up]) -> Vec<Step> {
+    // Outputs of the engine's own spans count in the nearest span of the convention: the
+    // spans whose outputs each node has, its own first.
+    let mut extra_outputs: HashMap<usize, Vec<usize>> = HashMap::new();
+    for (i, rec) in spans.iter().enumerate() {
+        if rec.outputs.is_empty() || node_of[i].is_some() {
+            continue;
+        }
+        if let Up::Node(n) = up[i] {
+            extra_outputs.entry(n).or_default().push(i);
+        }
+    }
+    let extra = |n: usize| extra_outputs.get(&n).map_or(&[][..], Vec::as_slice);
+    let outputs: usize = nodes
+        .iter()
+        .enumerate()
+        .flat_map(|(n, node)| std::iter::once(&node.rec).chain(extra(n)))
+        .map(|&i| spans[i].outputs.len())
+        .sum();
+    let mut steps = Vec::with_capacity(nodes.len() * 2 + outputs);
+    for (n, node) in nodes.iter().enumerate() {
+        steps.push(Step {
+            time_ns: node.start_ns,
+            rank: OPEN,
+            order: node.depth,
+            node: n as u32,
+            output: 0,
+        });
+        steps.push(Step {
+            time_ns: node.end_ns,
+            rank: CLOSE,
+            order: u32::MAX - node.depth,
+            node: n as u32,
+            output: 0,
+        });
+        // Read where they are (not copied: a stage may have a million outputs).
+        for &i in std::iter::once(&node.rec).chain(extra(n)) {
+            for (k, o) in spans[i].outputs.iter().enumerate() {
+                steps.push(Step {
+                    time_ns: o.time_ns.clamp(node.start_ns, node.end_ns),
+                    rank: OUTPUT,
+                    // For an output, the span that holds it.
+                    order: i as u32,
+                    node: n as u32,
+                    output: k as u32,
+                });
+            }
+        }
+    }
+    steps.sort_unstable();
+    steps
+}
+
+/// An `omni.output` event in `span`, with its `units` when it had some.
+fn output_event(span: &Span, units: Option<u64>) {
+    match units {
+        Some(units) => tracing::event!(
+            name: convention::OUTPUT,
+            target: crate::convention::TARGET,
+            parent: span,
+            Level::INFO,
+            { field::UNITS } = units
+        ),
+        None => tracing::event!(
+            name: convention::OUTPUT,
+            target: crate::convention::TARGET,
+            parent: span,
+            Level::INFO,
+            {}
+        ),
     }
 }
 
