@@ -228,77 +228,15 @@ impl SpanRec {
             raw.attributes.iter().any(|(k, _)| *k == key)
         });
         let mut problem = None;
-        let mut fields: Vec<(Key, AttrValue)> = Vec::new();
+        let mut fields = Vec::new();
         if kind.is_some() {
-            for (k, v) in raw.attributes.iter().filter(|(k, _)| field::is_known(k)) {
-                match v {
-                    AttrValue::Invalid(what) => {
-                        Problem::add(&mut problem, || format!("`{k}`: {what}"));
-                    }
-                    AttrValue::Double(d) if is_count(k) && d.abs() >= COUNT_LIMIT => {
-                        Problem::add(&mut problem, || {
-                            format!("`{k}` = {d:e} is beyond what a count holds (2^64)")
-                        });
-                    }
-                    _ => fields.push((key(k), v.clone())),
-                }
-            }
+            fields = kept_fields(&raw, &mut problem);
             for what in &raw.problems {
                 Problem::add(&mut problem, || what.clone());
             }
         }
-        let has = |fields: &[(Key, AttrValue)], key: &str| fields.iter().any(|(k, _)| k == key);
-        match kind {
-            Some(SpanKind::Run) if !has(&fields, field::RUN_ID) => {
-                if let Some(id) = raw.name.strip_prefix("run ").filter(|id| !id.is_empty()) {
-                    fields.push((field::RUN_ID.into(), AttrValue::Str(id.into())));
-                }
-            }
-            Some(SpanKind::Request) if !has(&fields, field::STATUS) => {
-                if let Some(message) = raw.error {
-                    let aborted = raw
-                        .attributes
-                        .iter()
-                        .any(|(k, v)| *k == ERROR_TYPE && *v == AttrValue::Str("aborted".into()));
-                    let status = if aborted { "aborted" } else { "error" };
-                    fields.push((field::STATUS.into(), AttrValue::Str(status.into())));
-                    if !message.is_empty() && !has(&fields, field::STATUS_MESSAGE) {
-                        fields.push((field::STATUS_MESSAGE.into(), AttrValue::Str(message.into())));
-                    }
-                }
-            }
-            _ => {}
-        }
-        let (mut start_ns, mut end_ns) = (raw.start_ns, raw.end_ns.max(raw.start_ns));
-        if kind == Some(SpanKind::Request) {
-            // The layer's own measure of the request (its trace annotation): the exported
-            // end is read later, by the OpenTelemetry layer, after the metrics layer's close
-            // has run (by milliseconds on a busy machine).
-            let e2e_ms = raw.attributes.iter().rev().find_map(|(k, v)| match v {
-                AttrValue::Double(ms) if *k == E2E_TOTAL_MS => Some(*ms),
-                AttrValue::Int(ms) if *k == E2E_TOTAL_MS => Some(*ms as f64),
-                _ => None,
-            });
-            if let Some(ms) = e2e_ms.filter(|ms| ms.is_finite() && *ms >= 0.0 && *ms <= 1e12) {
-                end_ns = raw.start_ns.saturating_add((ms * 1e6).round() as u64);
-            }
-        }
-        if kind.is_some() && (raw.bad_time || end_ns - start_ns > MAX_SPAN_NS) {
-            // Zero-length at the time that can be trusted (a start of 0 is unset), until the
-            // replay gives it its children's window.
-            let at = if start_ns == 0 { end_ns } else { start_ns };
-            if !raw.bad_time {
-                Problem::add(&mut problem, || {
-                    format!(
-                        "its timestamps ({start_ns} and {end_ns} ns) are {:e} ms apart, beyond \
-                         10^12 ms (a clock in the wrong unit?)",
-                        (end_ns - start_ns) as f64 / 1e6
-                    )
-                });
-            }
-            problem.get_or_insert_with(Box::default).bad_time = true;
-            (start_ns, end_ns) = (at, at);
-        }
+        fill_from_export(kind, &raw, &mut fields);
+        let (start_ns, end_ns) = times(kind, &raw, &mut problem);
         let links = match kind {
             Some(SpanKind::Request) => raw.links,
             _ => Vec::new(),
@@ -316,6 +254,95 @@ impl SpanRec {
             problem,
         }
     }
+}
+
+/// The span's fields of the convention, each value the replay can take; the others are
+/// left out, each said in `problem`.
+fn kept_fields(raw: &RawSpan<'_>, problem: &mut Option<Box<Problem>>) -> Vec<(Key, AttrValue)> {
+    let mut fields = Vec::new();
+    for (k, v) in raw.attributes.iter().filter(|(k, _)| field::is_known(k)) {
+        match v {
+            AttrValue::Invalid(what) => {
+                Problem::add(problem, || format!("`{k}`: {what}"));
+            }
+            AttrValue::Double(d) if is_count(k) && d.abs() >= COUNT_LIMIT => {
+                Problem::add(problem, || {
+                    format!("`{k}` = {d:e} is beyond what a count holds (2^64)")
+                });
+            }
+            _ => fields.push((key(k), v.clone())),
+        }
+    }
+    fields
+}
+
+/// What the export says in its own way: a run exported apart has its `run_id` in its name,
+/// a failed request of another SDK its status in `error.type` and its span status.
+fn fill_from_export(kind: Option<SpanKind>, raw: &RawSpan<'_>, fields: &mut Vec<(Key, AttrValue)>) {
+    let has = |fields: &[(Key, AttrValue)], key: &str| fields.iter().any(|(k, _)| k == key);
+    match kind {
+        Some(SpanKind::Run) if !has(fields, field::RUN_ID) => {
+            if let Some(id) = raw.name.strip_prefix("run ").filter(|id| !id.is_empty()) {
+                fields.push((field::RUN_ID.into(), AttrValue::Str(id.into())));
+            }
+        }
+        Some(SpanKind::Request) if !has(fields, field::STATUS) => {
+            if let Some(message) = raw.error {
+                let aborted = raw
+                    .attributes
+                    .iter()
+                    .any(|(k, v)| *k == ERROR_TYPE && *v == AttrValue::Str("aborted".into()));
+                let status = if aborted { "aborted" } else { "error" };
+                fields.push((field::STATUS.into(), AttrValue::Str(status.into())));
+                if !message.is_empty() && !has(fields, field::STATUS_MESSAGE) {
+                    fields.push((field::STATUS_MESSAGE.into(), AttrValue::Str(message.into())));
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+/// The span's start and end: a request ends where the layer measured it (its
+/// `e2e_total_ms` annotation); timestamps that cannot be read, or lie more than 10^12 ms
+/// apart, give a zero-length span (said in `problem`) until the replay gives it its
+/// children's window.
+fn times(
+    kind: Option<SpanKind>,
+    raw: &RawSpan<'_>,
+    problem: &mut Option<Box<Problem>>,
+) -> (u64, u64) {
+    let (mut start_ns, mut end_ns) = (raw.start_ns, raw.end_ns.max(raw.start_ns));
+    if kind == Some(SpanKind::Request) {
+        // The layer's own measure of the request (its trace annotation): the exported
+        // end is read later, by the OpenTelemetry layer, after the metrics layer's close
+        // has run (by milliseconds on a busy machine).
+        let e2e_ms = raw.attributes.iter().rev().find_map(|(k, v)| match v {
+            AttrValue::Double(ms) if *k == E2E_TOTAL_MS => Some(*ms),
+            AttrValue::Int(ms) if *k == E2E_TOTAL_MS => Some(*ms as f64),
+            _ => None,
+        });
+        if let Some(ms) = e2e_ms.filter(|ms| ms.is_finite() && *ms >= 0.0 && *ms <= 1e12) {
+            end_ns = raw.start_ns.saturating_add((ms * 1e6).round() as u64);
+        }
+    }
+    if kind.is_some() && (raw.bad_time || end_ns - start_ns > MAX_SPAN_NS) {
+        // Zero-length at the time that can be trusted (a start of 0 is unset), until the
+        // replay gives it its children's window.
+        let at = if start_ns == 0 { end_ns } else { start_ns };
+        if !raw.bad_time {
+            Problem::add(problem, || {
+                format!(
+                    "its timestamps ({start_ns} and {end_ns} ns) are {:e} ms apart, beyond \
+                     10^12 ms (a clock in the wrong unit?)",
+                    (end_ns - start_ns) as f64 / 1e6
+                )
+            });
+        }
+        problem.get_or_insert_with(Box::default).bad_time = true;
+        (start_ns, end_ns) = (at, at);
+    }
+    (start_ns, end_ns)
 }
 
 /// Whether an exported event is an `omni.output` (tracing-opentelemetry names an event
