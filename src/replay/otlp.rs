@@ -277,60 +277,17 @@ fn proto_span(message: &[u8]) -> Result<SpanRec, String> {
                 }
             }
             11 => {
-                let mut event = Wire(span.len_delimited(wire)?);
-                let (mut time_ns, mut output, mut units) = (0, false, None);
-                while let Some((field, wire)) = event.key()? {
-                    match field {
-                        1 => time_ns = event.fixed64(wire)?,
-                        2 => output = model::is_output_bytes(event.len_delimited(wire)?),
-                        3 => {
-                            if let Some((k, v)) = key_value(event.len_delimited(wire)?)? {
-                                if k == crate::convention::field::UNITS {
-                                    units = Some(v);
-                                }
-                            }
-                        }
-                        _ => event.skip(wire)?,
-                    }
-                }
-                if output {
-                    let counted = units.as_ref().and_then(AttrValue::count);
-                    if let (Some(v), None) = (&units, counted) {
-                        problems.push(format!("an `omni.output` event's `units` of {v:?}"));
-                    }
-                    outputs.push(Output {
-                        time_ns,
-                        units: counted,
-                    });
+                if let Some(output) = proto_output(span.len_delimited(wire)?, &mut problems)? {
+                    outputs.push(output);
                 }
             }
             13 => {
-                let mut l = Wire(span.len_delimited(wire)?);
-                let (mut t, mut s): (&[u8], &[u8]) = (&[], &[]);
-                while let Some((field, wire)) = l.key()? {
-                    match field {
-                        1 => t = l.len_delimited(wire)?,
-                        2 => s = l.len_delimited(wire)?,
-                        _ => l.skip(wire)?,
-                    }
-                }
+                let first = proto_link(span.len_delimited(wire)?)?;
                 if link.is_none() {
-                    link = trace_id(t).ok().zip(span_id(s).ok());
+                    link = first;
                 }
             }
-            15 => {
-                let mut status = Wire(span.len_delimited(wire)?);
-                let (mut code, mut message): (u64, &[u8]) = (0, &[]);
-                while let Some((field, wire)) = status.key()? {
-                    match field {
-                        2 => message = status.len_delimited(wire)?,
-                        3 => code = status.int(wire)?,
-                        _ => status.skip(wire)?,
-                    }
-                }
-                // STATUS_CODE_ERROR.
-                error = (code == 2).then_some(message);
-            }
+            15 => error = proto_error(span.len_delimited(wire)?)?,
             _ => span.skip(wire)?,
         }
     }
@@ -353,6 +310,67 @@ fn proto_span(message: &[u8]) -> Result<SpanRec, String> {
         problems,
         bad_time: false,
     }))
+}
+
+/// An `Event` message: an `omni.output` (its time and `units`, a `units` that is not a
+/// count said in `problems`), or `None` for any other event.
+fn proto_output(message: &[u8], problems: &mut Vec<String>) -> Result<Option<Output>, String> {
+    let mut event = Wire(message);
+    let (mut time_ns, mut output, mut units) = (0, false, None);
+    while let Some((field, wire)) = event.key()? {
+        match field {
+            1 => time_ns = event.fixed64(wire)?,
+            2 => output = model::is_output_bytes(event.len_delimited(wire)?),
+            3 => {
+                if let Some((k, v)) = key_value(event.len_delimited(wire)?)? {
+                    if k == crate::convention::field::UNITS {
+                        units = Some(v);
+                    }
+                }
+            }
+            _ => event.skip(wire)?,
+        }
+    }
+    if !output {
+        return Ok(None);
+    }
+    let counted = units.as_ref().and_then(AttrValue::count);
+    if let (Some(v), None) = (&units, counted) {
+        problems.push(format!("an `omni.output` event's `units` of {v:?}"));
+    }
+    Ok(Some(Output {
+        time_ns,
+        units: counted,
+    }))
+}
+
+/// A `Link` message: the trace and span it points to, if both are valid.
+fn proto_link(message: &[u8]) -> Result<Option<(u128, u64)>, String> {
+    let mut l = Wire(message);
+    let (mut t, mut s): (&[u8], &[u8]) = (&[], &[]);
+    while let Some((field, wire)) = l.key()? {
+        match field {
+            1 => t = l.len_delimited(wire)?,
+            2 => s = l.len_delimited(wire)?,
+            _ => l.skip(wire)?,
+        }
+    }
+    Ok(trace_id(t).ok().zip(span_id(s).ok()))
+}
+
+/// A `Status` message: its message when its code is ERROR.
+fn proto_error(message: &[u8]) -> Result<Option<&[u8]>, String> {
+    let mut status = Wire(message);
+    let (mut code, mut message): (u64, &[u8]) = (0, &[]);
+    while let Some((field, wire)) = status.key()? {
+        match field {
+            2 => message = status.len_delimited(wire)?,
+            3 => code = status.int(wire)?,
+            _ => status.skip(wire)?,
+        }
+    }
+    // STATUS_CODE_ERROR.
+    Ok((code == 2).then_some(message))
 }
 
 #[cfg(test)]
