@@ -263,6 +263,16 @@ enum Mode<'a> {
     Done,
 }
 
+/// What one step of [`Records::next_raw`] came to.
+enum Next {
+    /// A record is in [`Records::raw`].
+    Record(Place, Encoding),
+    /// None yet (the file's format read, a record skipped): read on.
+    Again,
+    /// The end of the file, or reading stopped.
+    End,
+}
+
 /// The records of one file, read one at a time (a pull reader: the replay reads several
 /// files in step).
 pub(crate) struct Records<'a> {
@@ -432,169 +442,223 @@ impl<'a> Records<'a> {
         on_error: &mut dyn FnMut(ReadError),
     ) -> Option<(Place, Encoding)> {
         loop {
-            match std::mem::replace(&mut self.mode, Mode::Done) {
-                Mode::Done => return None,
-                Mode::Start(reader) => self.start(reader, on_error),
-                Mode::Lines { mut r, n } => {
-                    let n = n + 1;
-                    let place = Place::Line(n);
-                    let line = read_line(&mut *r, &mut self.buf, self.max_record);
-                    self.mode = Mode::Lines { r, n };
-                    match line {
-                        Ok(Line::End) => {
-                            self.mode = Mode::Done;
-                            return None;
-                        }
-                        Ok(Line::Read(len)) => {
-                            self.summary.bytes += len;
-                            if !self.buf.trim_ascii().is_empty() {
-                                return Some((place, Encoding::Json));
-                            }
-                        }
-                        Ok(Line::TooLong(len)) => {
-                            self.summary.bytes += len;
-                            let message = self.over_limit(&format!("a line of {len} bytes, over"));
-                            self.error(on_error, place, message, false);
-                        }
-                        Err(e) => {
-                            self.error(on_error, place, self.cannot_read(&e), true);
-                            return None;
-                        }
-                    }
+            let next = match std::mem::replace(&mut self.mode, Mode::Done) {
+                Mode::Done => Next::End,
+                Mode::Start(reader) => {
+                    self.start(reader, on_error);
+                    Next::Again
                 }
+                Mode::Lines { r, n } => self.next_line(r, n + 1, on_error),
                 Mode::Framed {
-                    mut r,
+                    r,
                     compressed,
-                    mut index,
-                    mut offset,
-                } => {
-                    // Empty records (a length of 0, as in a stream of zeros) in bulk.
-                    let empty = empty_records(&mut *r);
-                    if empty > 0 {
-                        index += empty;
-                        offset += 4 * empty;
-                        self.summary.records += empty;
-                        self.summary.bytes += 4 * empty;
-                        self.mode = Mode::Framed {
-                            r,
-                            compressed,
-                            index,
-                            offset,
-                        };
-                        continue;
-                    }
-                    let index = index + 1;
-                    let place = Place::Record { index, offset };
-                    let mut len = [0_u8; 4];
-                    match read_full(&mut r, &mut len) {
-                        Ok(0) => return None,
-                        Ok(4) => {}
-                        Ok(_) => {
-                            self.error(on_error, place, "truncated length prefix", true);
-                            return None;
-                        }
-                        Err(e) => {
-                            self.error(on_error, place, self.cannot_read(&e), true);
-                            return None;
-                        }
-                    }
-                    let len = u32::from_be_bytes(len) as usize;
-                    if len > self.max_record.max(CORRUPT_PREFIX) {
-                        self.error(
-                            on_error,
-                            place,
-                            format!(
-                                "a record of {len} bytes is not plausible (corrupt length prefix?)"
-                            ),
-                            true,
-                        );
-                        return None;
-                    }
-                    let next = offset + 4 + len as u64;
-                    self.summary.bytes += 4 + len as u64;
-                    if len > self.max_record {
-                        // Skipped by its length, without being held.
-                        let skipped = io::copy(&mut (&mut r).take(len as u64), &mut io::sink());
-                        match skipped {
-                            Ok(got) if got == len as u64 => {
-                                let message =
-                                    self.over_limit(&format!("a record of {len} bytes, over"));
-                                self.error(on_error, place, message, false);
-                                self.mode = Mode::Framed {
-                                    r,
-                                    compressed,
-                                    index,
-                                    offset: next,
-                                };
-                                continue;
-                            }
-                            Ok(got) => self.error(
-                                on_error,
-                                place,
-                                format!("truncated record: {got} of {len} bytes"),
-                                true,
-                            ),
-                            Err(e) => self.error(on_error, place, self.cannot_read(&e), true),
-                        }
-                        return None;
-                    }
-                    let target = if compressed {
-                        &mut self.frame
-                    } else {
-                        &mut self.buf
-                    };
-                    target.clear();
-                    match (&mut r).take(len as u64).read_to_end(target) {
-                        Ok(got) if got == len => {}
-                        Ok(got) => {
-                            self.error(
-                                on_error,
-                                place,
-                                format!("truncated record: {got} of {len} bytes"),
-                                true,
-                            );
-                            return None;
-                        }
-                        Err(e) => {
-                            self.error(on_error, place, self.cannot_read(&e), true);
-                            return None;
-                        }
-                    }
-                    self.mode = Mode::Framed {
-                        r,
-                        compressed,
-                        index,
-                        offset: next,
-                    };
-                    if !compressed {
-                        return Some((place, Encoding::Proto));
-                    }
-                    match unzstd(&self.frame, &mut self.buf, self.max_record) {
-                        Ok(true) => {
-                            let json = match self.format {
-                                InputFormat::Json => true,
-                                InputFormat::Proto => false,
-                                InputFormat::Auto => self.buf.first() == Some(&b'{'),
-                            };
-                            let encoding = if json {
-                                Encoding::Json
-                            } else {
-                                Encoding::Proto
-                            };
-                            return Some((place, encoding));
-                        }
-                        Ok(false) => {
-                            let message = self.over_limit("decompresses to more than");
-                            self.error(on_error, place, message, false);
-                        }
-                        Err(e) => self.error(
-                            on_error,
-                            place,
-                            format!("not a zstd frame: {}", self.said(&e)),
-                            false,
-                        ),
-                    }
+                    index,
+                    offset,
+                } => self.next_frame(r, compressed, (index, offset), on_error),
+            };
+            match next {
+                Next::Record(place, encoding) => return Some((place, encoding)),
+                Next::Again => {}
+                Next::End => return None,
+            }
+        }
+    }
+
+    /// Line `n` (from 1) of JSON lines: a record unless it is blank or over the limit.
+    fn next_line(
+        &mut self,
+        mut r: Box<dyn BufRead + 'a>,
+        n: u64,
+        on_error: &mut dyn FnMut(ReadError),
+    ) -> Next {
+        let place = Place::Line(n);
+        let line = read_line(&mut *r, &mut self.buf, self.max_record);
+        self.mode = Mode::Lines { r, n };
+        match line {
+            Ok(Line::End) => {
+                self.mode = Mode::Done;
+                Next::End
+            }
+            Ok(Line::Read(len)) => {
+                self.summary.bytes += len;
+                if self.buf.trim_ascii().is_empty() {
+                    Next::Again
+                } else {
+                    Next::Record(place, Encoding::Json)
                 }
+            }
+            Ok(Line::TooLong(len)) => {
+                self.summary.bytes += len;
+                let message = self.over_limit(&format!("a line of {len} bytes, over"));
+                self.error(on_error, place, message, false);
+                Next::Again
+            }
+            Err(e) => {
+                self.error(on_error, place, self.cannot_read(&e), true);
+                Next::End
+            }
+        }
+    }
+
+    /// The record after the `index`-th, at byte `offset`, of length-prefixed records:
+    /// empty ones counted in bulk, one over the limit skipped by its length, a zstd frame
+    /// decompressed.
+    fn next_frame(
+        &mut self,
+        mut r: Box<dyn BufRead + 'a>,
+        compressed: bool,
+        (mut index, mut offset): (u64, u64),
+        on_error: &mut dyn FnMut(ReadError),
+    ) -> Next {
+        // Empty records (a length of 0, as in a stream of zeros) in bulk.
+        let empty = empty_records(&mut *r);
+        if empty > 0 {
+            index += empty;
+            offset += 4 * empty;
+            self.summary.records += empty;
+            self.summary.bytes += 4 * empty;
+            self.mode = Mode::Framed {
+                r,
+                compressed,
+                index,
+                offset,
+            };
+            return Next::Again;
+        }
+        let index = index + 1;
+        let place = Place::Record { index, offset };
+        let Some(len) = self.frame_len(&mut r, place, on_error) else {
+            return Next::End;
+        };
+        let next = offset + 4 + len as u64;
+        self.summary.bytes += 4 + len as u64;
+        if len > self.max_record {
+            if !self.skip_frame(&mut r, place, len, on_error) {
+                return Next::End;
+            }
+            self.mode = Mode::Framed {
+                r,
+                compressed,
+                index,
+                offset: next,
+            };
+            return Next::Again;
+        }
+        let target = if compressed {
+            &mut self.frame
+        } else {
+            &mut self.buf
+        };
+        target.clear();
+        match (&mut r).take(len as u64).read_to_end(target) {
+            Ok(got) if got == len => {}
+            Ok(got) => {
+                let message = format!("truncated record: {got} of {len} bytes");
+                self.error(on_error, place, message, true);
+                return Next::End;
+            }
+            Err(e) => {
+                self.error(on_error, place, self.cannot_read(&e), true);
+                return Next::End;
+            }
+        }
+        self.mode = Mode::Framed {
+            r,
+            compressed,
+            index,
+            offset: next,
+        };
+        if compressed {
+            self.decompressed(place, on_error)
+        } else {
+            Next::Record(place, Encoding::Proto)
+        }
+    }
+
+    /// A record's length prefix; `None` at the end of the file, or (said, reading stopped)
+    /// for a truncated or implausible one.
+    fn frame_len(
+        &mut self,
+        r: &mut Box<dyn BufRead + 'a>,
+        place: Place,
+        on_error: &mut dyn FnMut(ReadError),
+    ) -> Option<usize> {
+        let mut len = [0_u8; 4];
+        match read_full(r, &mut len) {
+            Ok(0) => return None,
+            Ok(4) => {}
+            Ok(_) => {
+                self.error(on_error, place, "truncated length prefix", true);
+                return None;
+            }
+            Err(e) => {
+                self.error(on_error, place, self.cannot_read(&e), true);
+                return None;
+            }
+        }
+        let len = u32::from_be_bytes(len) as usize;
+        if len > self.max_record.max(CORRUPT_PREFIX) {
+            let message =
+                format!("a record of {len} bytes is not plausible (corrupt length prefix?)");
+            self.error(on_error, place, message, true);
+            return None;
+        }
+        Some(len)
+    }
+
+    /// Skips a record over the limit by its length, without holding it (said); `false` if
+    /// the file ends first (said, reading stopped).
+    fn skip_frame(
+        &mut self,
+        r: &mut Box<dyn BufRead + 'a>,
+        place: Place,
+        len: usize,
+        on_error: &mut dyn FnMut(ReadError),
+    ) -> bool {
+        match io::copy(&mut r.take(len as u64), &mut io::sink()) {
+            Ok(got) if got == len as u64 => {
+                let message = self.over_limit(&format!("a record of {len} bytes, over"));
+                self.error(on_error, place, message, false);
+                true
+            }
+            Ok(got) => {
+                let message = format!("truncated record: {got} of {len} bytes");
+                self.error(on_error, place, message, true);
+                false
+            }
+            Err(e) => {
+                self.error(on_error, place, self.cannot_read(&e), true);
+                false
+            }
+        }
+    }
+
+    /// The zstd frame just read, decompressed into `buf`: a record (JSON or protobuf), or
+    /// (said) one over the limit or not a frame.
+    fn decompressed(&mut self, place: Place, on_error: &mut dyn FnMut(ReadError)) -> Next {
+        match unzstd(&self.frame, &mut self.buf, self.max_record) {
+            Ok(true) => {
+                let json = match self.format {
+                    InputFormat::Json => true,
+                    InputFormat::Proto => false,
+                    InputFormat::Auto => self.buf.first() == Some(&b'{'),
+                };
+                let encoding = if json {
+                    Encoding::Json
+                } else {
+                    Encoding::Proto
+                };
+                Next::Record(place, encoding)
+            }
+            Ok(false) => {
+                let message = self.over_limit("decompresses to more than");
+                self.error(on_error, place, message, false);
+                Next::Again
+            }
+            Err(e) => {
+                let message = format!("not a zstd frame: {}", self.said(&e));
+                self.error(on_error, place, message, false);
+                Next::Again
             }
         }
     }
