@@ -323,21 +323,7 @@ impl OtlpBuilder {
             || metric_settings
                 .as_ref()
                 .is_some_and(|s| s.protocol == OtlpProtocol::Grpc);
-        // tonic needs a tokio runtime with more than one worker to build the channel and to
-        // drive its I/O while the batch thread (or the metrics reader) blocks on an export;
-        // the exporters share one of their own.
-        let runtime = if grpc {
-            Some(ExporterRuntime(Some(
-                tokio::runtime::Builder::new_multi_thread()
-                    .worker_threads(2)
-                    .thread_name("omni-otlp")
-                    .enable_all()
-                    .build()
-                    .map_err(OtlpError::Runtime)?,
-            )))
-        } else {
-            None
-        };
+        let runtime = grpc.then(exporter_runtime).transpose()?;
         let resource = self.resource();
         let metrics = match &metric_settings {
             Some(settings) => Some(metrics::build(
@@ -368,58 +354,10 @@ impl OtlpBuilder {
         warnings.extend(settings.warnings.iter().cloned());
         let stats = Arc::new(ExportStats::new(settings.max_queue_size));
         let protocol = settings.protocol;
-        let exporter = {
-            let _entered = runtime.as_ref().and_then(ExporterRuntime::enter);
-            let builder = opentelemetry_otlp::SpanExporter::builder();
-            match protocol {
-                OtlpProtocol::Grpc => {
-                    let mut b = builder.with_tonic();
-                    if let Some(endpoint) = &settings.code_endpoint {
-                        b = b.with_endpoint(endpoint.clone());
-                    }
-                    #[cfg(feature = "tls")]
-                    if settings.https
-                        || tls::configured_in_env(env::Signal::Traces)
-                        || self.ca_certificate.is_some()
-                    {
-                        use opentelemetry_otlp::WithTonicConfig as _;
-                        b = b.with_tls_config(tls::client_config(
-                            env::Signal::Traces,
-                            self.ca_certificate.as_deref(),
-                        )?);
-                    }
-                    b.build()
-                }
-                OtlpProtocol::HttpProtobuf => {
-                    let mut b = builder.with_http().with_protocol(Protocol::HttpBinary);
-                    if let Some(endpoint) = &settings.code_endpoint {
-                        b = b.with_endpoint(endpoint.clone());
-                    }
-                    b.build()
-                }
-            }
-            .map_err(|e| OtlpError::Exporter(e.to_string()))?
-        };
-        let batch = BatchConfigBuilder::default()
-            .with_max_queue_size(settings.max_queue_size)
-            .build();
-        let processor = BatchSpanProcessor::builder(CountingExporter {
-            inner: exporter,
-            stats: stats.clone(),
-        })
-        .with_batch_config(batch)
-        .build();
-        let mut provider = SdkTracerProvider::builder()
-            .with_span_processor(CountingProcessor {
-                inner: processor,
-                stats: stats.clone(),
-            })
-            .with_resource(resource);
-        if let Some(sampler) = settings.sampler {
-            provider = provider.with_sampler(sampler);
-        }
+        let exporter = self.span_exporter(&settings, runtime.as_ref())?;
+        let provider = tracer_provider(settings, exporter, &stats, resource);
         Ok(OtlpPipeline {
-            provider: Some(provider.build()),
+            provider: Some(provider),
             runtime,
             stats,
             metrics,
@@ -431,4 +369,85 @@ impl OtlpBuilder {
             exporting: true,
         })
     }
+
+    /// The span exporter `settings` ask for (built inside `runtime` for gRPC, with TLS for
+    /// an `https://` endpoint or a certificate given).
+    fn span_exporter(
+        &self,
+        settings: &Settings,
+        runtime: Option<&ExporterRuntime>,
+    ) -> Result<opentelemetry_otlp::SpanExporter, OtlpError> {
+        let _entered = runtime.and_then(ExporterRuntime::enter);
+        let builder = opentelemetry_otlp::SpanExporter::builder();
+        match settings.protocol {
+            OtlpProtocol::Grpc => {
+                let mut b = builder.with_tonic();
+                if let Some(endpoint) = &settings.code_endpoint {
+                    b = b.with_endpoint(endpoint.clone());
+                }
+                #[cfg(feature = "tls")]
+                if settings.https
+                    || tls::configured_in_env(env::Signal::Traces)
+                    || self.ca_certificate.is_some()
+                {
+                    use opentelemetry_otlp::WithTonicConfig as _;
+                    b = b.with_tls_config(tls::client_config(
+                        env::Signal::Traces,
+                        self.ca_certificate.as_deref(),
+                    )?);
+                }
+                b.build()
+            }
+            OtlpProtocol::HttpProtobuf => {
+                let mut b = builder.with_http().with_protocol(Protocol::HttpBinary);
+                if let Some(endpoint) = &settings.code_endpoint {
+                    b = b.with_endpoint(endpoint.clone());
+                }
+                b.build()
+            }
+        }
+        .map_err(|e| OtlpError::Exporter(e.to_string()))
+    }
+}
+
+/// The exporters' own tokio runtime, for gRPC: tonic needs one with more than one worker to
+/// build the channel and to drive its I/O while the batch thread (or the metrics reader)
+/// blocks on an export; the exporters share it.
+fn exporter_runtime() -> Result<ExporterRuntime, OtlpError> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("omni-otlp")
+        .enable_all()
+        .build()
+        .map_err(OtlpError::Runtime)?;
+    Ok(ExporterRuntime(Some(runtime)))
+}
+
+/// The tracer provider exporting through `exporter`: a batch processor of the queue size
+/// `settings` give, counted in `stats`, and their sampler.
+fn tracer_provider(
+    settings: Settings,
+    exporter: opentelemetry_otlp::SpanExporter,
+    stats: &Arc<ExportStats>,
+    resource: opentelemetry_sdk::Resource,
+) -> SdkTracerProvider {
+    let batch = BatchConfigBuilder::default()
+        .with_max_queue_size(settings.max_queue_size)
+        .build();
+    let processor = BatchSpanProcessor::builder(CountingExporter {
+        inner: exporter,
+        stats: stats.clone(),
+    })
+    .with_batch_config(batch)
+    .build();
+    let mut provider = SdkTracerProvider::builder()
+        .with_span_processor(CountingProcessor {
+            inner: processor,
+            stats: stats.clone(),
+        })
+        .with_resource(resource);
+    if let Some(sampler) = settings.sampler {
+        provider = provider.with_sampler(sampler);
+    }
+    provider.build()
 }
