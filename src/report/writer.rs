@@ -210,6 +210,58 @@ pub(crate) struct WriterState {
 
 const FINAL_REPORTED: u8 = 8;
 
+impl WriterState {
+    fn new(capacity: usize) -> Self {
+        Self {
+            capacity,
+            queued: AtomicU64::new(0),
+            done: AtomicU64::new(0),
+            running: AtomicUsize::new(0),
+            progress: Mutex::new(()),
+            progressed: Condvar::new(),
+            queue_full: AtomicU64::new(0),
+            console_failed: AtomicU64::new(0),
+            jsonl_failed: AtomicU64::new(0),
+            html_failed: AtomicU64::new(0),
+            reported: AtomicU8::new(0),
+            dispatch: OnceLock::new(),
+            start_error: OnceLock::new(),
+            console: Mutex::new(None),
+            ticking: AtomicBool::new(true),
+        }
+    }
+}
+
+/// Starts the thread `name` writing to `sink` from a queue of `capacity` jobs; the queue's
+/// sender, or `None` if the thread cannot start (its records are then lost, and said so).
+fn spawn_lane(
+    state: &Arc<WriterState>,
+    capacity: usize,
+    sink: LaneSink,
+    periodic: Option<Periodic>,
+    name: &str,
+) -> Option<SyncSender<Job>> {
+    let (tx, rx) = std::sync::mpsc::sync_channel(capacity);
+    let thread_state = state.clone();
+    let is_console = matches!(sink, LaneSink::Console(_));
+    state.running.fetch_add(1, Ordering::AcqRel);
+    let spawned = std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || run(&rx, sink, &thread_state, periodic));
+    let tx = match spawned {
+        Ok(_) => Some(tx),
+        Err(error) => {
+            state.running.fetch_sub(1, Ordering::AcqRel);
+            let _ = state.start_error.set(error.to_string());
+            None
+        }
+    };
+    if is_console {
+        *state.console.lock().unwrap_or_else(PoisonError::into_inner) = tx.clone();
+    }
+    tx
+}
+
 impl Writer {
     /// Starts the writer threads for the built-in `console`, `jsonl` and `html` sinks;
     /// `None` when there is none.
@@ -228,23 +280,7 @@ impl Writer {
         let requests = jsonl.is_some() || html.is_some() || console_requests;
         let online_requests = jsonl.is_some() || (console_requests && console_online);
         let online_summaries = jsonl.is_some() || console_online;
-        let state = Arc::new(WriterState {
-            capacity,
-            queued: AtomicU64::new(0),
-            done: AtomicU64::new(0),
-            running: AtomicUsize::new(0),
-            progress: Mutex::new(()),
-            progressed: Condvar::new(),
-            queue_full: AtomicU64::new(0),
-            console_failed: AtomicU64::new(0),
-            jsonl_failed: AtomicU64::new(0),
-            html_failed: AtomicU64::new(0),
-            reported: AtomicU8::new(0),
-            dispatch: OnceLock::new(),
-            start_error: OnceLock::new(),
-            console: Mutex::new(None),
-            ticking: AtomicBool::new(true),
-        });
+        let state = Arc::new(WriterState::new(capacity));
         let sinks = [
             console.map(|c| {
                 (
@@ -270,24 +306,7 @@ impl Writer {
             .into_iter()
             .flatten()
             .map(|(requests, online, sink, periodic, name)| {
-                let (tx, rx) = std::sync::mpsc::sync_channel(capacity);
-                let thread_state = state.clone();
-                let is_console = matches!(sink, LaneSink::Console(_));
-                state.running.fetch_add(1, Ordering::AcqRel);
-                let spawned = std::thread::Builder::new()
-                    .name(name.into())
-                    .spawn(move || run(&rx, sink, &thread_state, periodic));
-                let tx = match spawned {
-                    Ok(_) => Some(tx),
-                    Err(error) => {
-                        state.running.fetch_sub(1, Ordering::AcqRel);
-                        let _ = state.start_error.set(error.to_string());
-                        None
-                    }
-                };
-                if is_console {
-                    *state.console.lock().unwrap_or_else(PoisonError::into_inner) = tx.clone();
-                }
+                let tx = spawn_lane(&state, capacity, sink, periodic, name);
                 Lane {
                     tx,
                     requests,
