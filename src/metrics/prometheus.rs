@@ -1595,6 +1595,7 @@ mod tests {
         );
     }
 
+    // Long: every kind of family in both formats, their expected lines side by side.
     #[test]
     fn each_kind_in_both_formats() {
         let sink = PrometheusSink::unserved();
