@@ -180,7 +180,7 @@ impl TraceExemplar {
 
 impl EncodeLabelSet for TraceExemplar {
     fn encode(&self, encoder: &mut LabelSetEncoder<'_>) -> Result<(), fmt::Error> {
-        ("trace_id", self.as_str()).encode(encoder.encode_label())
+        (crate::stats::keys::TRACE_ID, self.as_str()).encode(encoder.encode_label())
     }
 }
 
