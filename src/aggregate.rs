@@ -37,7 +37,7 @@
 //!
 //! ```
 //! use std::time::Duration;
-//! use omni_metrics::clock::ManualClock;
+//! use omni_metrics::testing::ManualClock; // feature `testing`
 //! use omni_metrics::instrument::Request;
 //! use tracing_subscriber::prelude::*;
 //!

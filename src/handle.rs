@@ -179,7 +179,7 @@ impl MetricsHandle {
     /// The [`crate::aggregate`] docs have the exact definition.
     ///
     /// ```
-    /// use omni_metrics::clock::ManualClock;
+    /// use omni_metrics::testing::ManualClock; // feature `testing`
     /// use omni_metrics::instrument::Request;
     /// use tracing_subscriber::prelude::*;
     ///

@@ -3,7 +3,6 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod aggregate;
-pub mod clock;
 pub mod convention;
 pub mod distribution;
 pub mod env;
@@ -15,6 +14,7 @@ pub mod report;
 pub mod stats;
 
 mod accumulate;
+mod clock;
 mod diagnostics;
 mod handle;
 mod install;
@@ -36,3 +36,10 @@ pub use metrics::prometheus::{PrometheusError, PrometheusSink};
 #[cfg(feature = "replay")]
 #[cfg_attr(docsrs, doc(cfg(feature = "replay")))]
 pub mod replay;
+
+#[cfg(feature = "testing")]
+#[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
+pub mod testing;
+// The replay plays spans on the testing module's clock: compiled without the feature too.
+#[cfg(not(feature = "testing"))]
+mod testing;

@@ -2,7 +2,7 @@
 //! and dropped on any thread. This binary holds one test, so the global default is its own.
 
 use omni_metrics::instrument::{Request, Stage};
-use omni_metrics::report::CaptureSink;
+use omni_metrics::testing::CaptureSink;
 use tracing_subscriber::prelude::*;
 
 #[test]

@@ -6,11 +6,13 @@
 use std::io::{IsTerminal as _, Read};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use omni_metrics::replay::{self, GroupBy, InputFormat, Lost, ReadError, Replay};
-use omni_metrics::report::{CaptureSink, ConsoleSink, JsonLinesSink};
+use omni_metrics::report::{ConsoleSink, JsonLinesSink, Sink};
+use omni_metrics::stats::{OverallSummary, RequestE2EStats};
 
 /// Inputs at least this large (in bytes, all files together) get a progress bar on a
 /// terminal.
@@ -202,9 +204,9 @@ fn report(args: ReportArgs) -> ExitCode {
         Format::Table => replay.with_sink(ConsoleSink::new(std::io::stdout(), !args.summary_only)),
         Format::Jsonl => replay.with_sink(JsonLinesSink::new(std::io::stdout())),
     };
-    let html = args.html.as_ref().map(|path| (path, CaptureSink::new()));
-    if let Some((_, capture)) = &html {
-        replay = replay.with_sink(capture.clone());
+    let html = args.html.as_ref().map(|path| (path, Kept::default()));
+    if let Some((_, kept)) = &html {
+        replay = replay.with_sink(kept.clone());
     }
     let stats = replay.run_inputs(inputs, format, &mut on_error);
     if let Some(bar) = bar {
@@ -233,7 +235,7 @@ fn report(args: ReportArgs) -> ExitCode {
         );
         return ExitCode::FAILURE;
     }
-    let html_ok = html.is_none_or(|(path, capture)| write_html(path, &capture));
+    let html_ok = html.is_none_or(|(path, kept)| write_html(path, &kept));
 
     eprintln!(
         "omni-metrics: {} in {} from {}: {}, {}",
@@ -362,11 +364,11 @@ fn report(args: ReportArgs) -> ExitCode {
 /// Writes the HTML page of each summarized scope with requests (runs, or `all`; online
 /// requests, each its own scope, only when they are all there is); `false` on a failure,
 /// said on stderr.
-fn write_html(path: &std::path::Path, capture: &CaptureSink) -> bool {
-    let summaries = capture.summaries();
+fn write_html(path: &std::path::Path, kept: &Kept) -> bool {
+    let (summaries, requests) = kept.take();
     // Grouped once: online requests are a scope each, so a scan per scope is quadratic.
     let mut by_scope: std::collections::HashMap<String, Vec<_>> = Default::default();
-    for r in capture.requests() {
+    for r in requests {
         by_scope.entry(r.scope.clone()).or_default().push(r);
     }
     let of_scope = |scope: &str| by_scope.get(scope).map_or(&[][..], Vec::as_slice);
@@ -399,6 +401,29 @@ fn write_html(path: &std::path::Path, capture: &CaptureSink) -> bool {
         }
     }
     ok
+}
+
+/// The summaries and requests of the replay, kept for the HTML pages.
+#[derive(Clone, Default)]
+struct Kept(Arc<Mutex<(Vec<OverallSummary>, Vec<RequestE2EStats>)>>);
+
+impl Kept {
+    /// What was kept: the summaries, and the requests.
+    fn take(&self) -> (Vec<OverallSummary>, Vec<RequestE2EStats>) {
+        std::mem::take(&mut *self.0.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+}
+
+impl Sink for Kept {
+    fn on_request(&self, request: &RequestE2EStats) {
+        let mut kept = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        kept.1.push(request.clone());
+    }
+
+    fn on_summary(&self, summary: &OverallSummary) {
+        let mut kept = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        kept.0.push(summary.clone());
+    }
 }
 
 /// `n` and the word for one or many.

@@ -456,8 +456,17 @@ impl Builder {
         self
     }
 
-    /// Uses `clock` for span timestamps (a [`crate::clock::ManualClock`] in tests).
-    pub fn with_clock(mut self, clock: impl Clock) -> Self {
+    /// Times every span by `clock`, which only moves when the test moves it (feature
+    /// `testing`; the [`Harness`](crate::testing::Harness) does this). Default: the
+    /// monotonic clock (the CPU's invariant time-stamp counter, else the OS's).
+    #[cfg(feature = "testing")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
+    pub fn with_clock(self, clock: crate::testing::ManualClock) -> Self {
+        self.clock(clock)
+    }
+
+    /// Times every span by `clock`.
+    pub(crate) fn clock(mut self, clock: impl Clock) -> Self {
         self.clock = Some(Arc::new(clock));
         self
     }

@@ -3,13 +3,13 @@
 //! [`Spans`] reads OTLP trace data as the Collector's file exporter writes it (JSON lines,
 //! length-prefixed protobuf, either zstd- or gzip-compressed) from any number of files, of
 //! any number of processes and hosts; [`Replay`] groups the spans by trace and replays them
-//! through an [`OmniMetricsLayer`](crate::OmniMetricsLayer) on a
-//! [`ManualClock`], so that every table, record and distribution is computed by the layer
+//! through an [`OmniMetricsLayer`](crate::OmniMetricsLayer) on a clock set to each span's
+//! exported times, so that every table, record and distribution is computed by the layer
 //! itself, exactly as it is live. Feature `replay`.
 //!
 //! ```
 //! use omni_metrics::replay::{InputFormat, Replay, Spans};
-//! use omni_metrics::report::CaptureSink;
+//! use omni_metrics::testing::CaptureSink; // feature `testing`
 //!
 //! // One exported request with one stage, as another SDK may write it.
 //! let line = r#"{"resourceSpans":[{"scopeSpans":[{"spans":[
@@ -52,8 +52,8 @@ use tracing_subscriber::layer::SubscriberExt as _;
 
 pub use input::{FileSummary, InputFormat, Lost, MAX_RECORD_BYTES, ReadError};
 
-use crate::clock::ManualClock;
 use crate::report::Sink;
+use crate::testing::ManualClock;
 
 /// Every span read so far, from every file: a request whose stages were exported by
 /// another process (another file) is whole once both files are read.
@@ -350,7 +350,7 @@ impl Replay {
 
     /// Adds a sink: [`ConsoleSink`](crate::report::ConsoleSink) for the tables,
     /// [`JsonLinesSink`](crate::report::JsonLinesSink) for records,
-    /// [`CaptureSink`](crate::report::CaptureSink) to read them in code.
+    /// `testing::CaptureSink` (feature `testing`) to read them in code.
     pub fn with_sink(mut self, sink: impl Sink) -> Self {
         self.sinks.push(Box::new(sink));
         self
@@ -406,7 +406,7 @@ impl Replay {
     ///
     /// ```
     /// use omni_metrics::replay::{Input, InputFormat, Replay};
-    /// use omni_metrics::report::CaptureSink;
+    /// use omni_metrics::testing::CaptureSink; // feature `testing`
     ///
     /// let line = br#"{"resourceSpans":[{"scopeSpans":[{"spans":[{"traceId":"0af7651916cd43dd8448eb211c80319c","spanId":"b7ad6b7169203331","name":"omni.request","startTimeUnixNano":"1000000000","endTimeUnixNano":"1050000000","attributes":[{"key":"request_id","value":{"stringValue":"r-1"}}]}]}]}]}"#;
     /// let capture = CaptureSink::new();
@@ -493,7 +493,7 @@ impl Replay {
             .with_jsonl(false)
             .with_request_tables(false)
             .with_queue_capacity(1 << 16)
-            .with_clock(clock.clone())
+            .clock(clock.clone())
             .with_sink(engine::TraceIds {
                 current: current.clone(),
                 sinks,
@@ -838,7 +838,7 @@ impl Traces {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report::CaptureSink;
+    use crate::testing::CaptureSink;
 
     /// A request of one stage in trace `t`: the stage's line and the request's line.
     fn request(t: u64) -> [String; 2] {

@@ -3,8 +3,8 @@
 //! The layer calls every [`Sink`] of yours once per finished request and once per finished
 //! scope, from the thread that closed the span, with no span lock held. The built-in sinks
 //! are the console tables ([`ConsoleSink`], rendered by [`table`]), JSON lines
-//! ([`JsonLinesSink`], one [`Record`] per line), an HTML report of each run ([`html`]) and an
-//! in-memory [`CaptureSink`] for tests.
+//! ([`JsonLinesSink`], one [`Record`] per line) and an HTML report of each run ([`html`]);
+//! the `testing` feature adds an in-memory `CaptureSink` for tests.
 //!
 //! The layer's built-in console, JSON lines and HTML report run on writer threads of their
 //! own, fed by bounded queues: the engine's thread only queues the finished record, and a
@@ -12,17 +12,14 @@
 //! [`MetricsHandle::flush`](crate::MetricsHandle::flush) waits for what is queued, and
 //! dropping the [`OmniGuard`](crate::OmniGuard) flushes within
 //! [`OmniMetricsLayer::FLUSH_TIMEOUT`](crate::OmniMetricsLayer::FLUSH_TIMEOUT).
-//! [`CaptureSink`] stays synchronous: a test reads it right after the span closes.
 #![doc = include_str!("../../docs/reference/report.md")]
 
-mod capture;
 mod console;
 pub mod html;
 mod jsonl;
 pub mod table;
 pub(crate) mod writer;
 
-pub use capture::CaptureSink;
 pub use console::ConsoleSink;
 pub(crate) use jsonl::open_append;
 pub use jsonl::{JsonLinesSink, Record};

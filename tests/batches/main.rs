@@ -3,7 +3,7 @@
 
 use omni_metrics::OmniMetricsLayer;
 use omni_metrics::instrument::{Batch, Request};
-use omni_metrics::report::CaptureSink;
+use omni_metrics::testing::CaptureSink;
 use tracing_subscriber::prelude::*;
 
 fn with_layer(f: impl FnOnce()) -> (CaptureSink, omni_metrics::MetricsHandle) {

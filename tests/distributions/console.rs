@@ -113,7 +113,7 @@ fn issue9_2_the_distributions_table_follows_a_runs_summary() {
 fn issue9_2_rendering_shows_the_table_only_for_two_requests_or_more() {
     let h = Harness::new();
     small_run(&h);
-    let mut summary = h.capture.summaries().pop().unwrap_or_default();
+    let mut summary = h.capture().summaries().pop().unwrap_or_default();
     let rendered = table::render_summary(&summary);
     assert!(rendered.contains("\nDistributions\n"), "{rendered}");
     assert!(rendered.ends_with(&format!(
@@ -148,7 +148,7 @@ fn issue9_2_online_requests_print_no_distributions() {
     assert_eq!(console.matches("Overall Summary").count(), 3, "{console}");
     assert!(!console.contains("Distributions"), "{console}");
     // Each online summary still carries its one request in the struct.
-    for summary in h.capture.summaries() {
+    for summary in h.capture().summaries() {
         assert_eq!(
             summary.distributions.request_latency().map(|s| s.count),
             Some(1)

@@ -68,7 +68,7 @@ fn issue9_2_the_summary_record_has_a_distributions_object() {
     assert!(line.ends_with("}}}"), "{line}");
     // The captured record serializes the same way.
     let captured = h
-        .capture
+        .capture()
         .summaries()
         .pop()
         .map(|s| Record::Summary(s).to_json_line());

@@ -63,7 +63,7 @@ proptest! {
                 h.play(Some(&run), &format!("r-{i}"), shape);
             }
         });
-        let summary = h.capture.summaries().pop().unwrap_or_default();
+        let summary = h.capture().summaries().pop().unwrap_or_default();
         let ok: Vec<&Shape> = shapes.iter().filter(|s| s.status == Status::Ok).collect();
         let with_edge = ok.iter().filter(|s| s.second_stage).count() as u64;
         let d = &summary.distributions;

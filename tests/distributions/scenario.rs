@@ -71,7 +71,7 @@ fn issue9_2_percentiles_match_the_true_values_within_one_percent() {
         }
         run.finish();
     });
-    let summaries = h.capture.summaries();
+    let summaries = h.capture().summaries();
     assert_eq!(summaries.len(), 1);
     let summary = &summaries[0];
 
@@ -102,7 +102,7 @@ fn issue9_2_percentiles_match_the_true_values_within_one_percent() {
     assert_eq!(d.len(), 6, "{d:?}");
 
     // The records agree: each ok request's own figures are what was recorded.
-    let requests = h.capture.requests();
+    let requests = h.capture().requests();
     let from_records: Vec<u64> = requests
         .iter()
         .filter(|r| r.status == omni_metrics::stats::RequestStatus::Ok)
@@ -125,8 +125,8 @@ fn issue9_2_the_handle_keeps_the_runs_distributions() {
             h.play(Some(&run), &format!("r-{i}"), &Shape::ok(0, us, [0; 3], 0));
         }
     });
-    let summary = h.capture.summaries().pop().unwrap_or_default();
-    assert_eq!(h.handle.last_summary().as_ref(), Some(&summary));
+    let summary = h.capture().summaries().pop().unwrap_or_default();
+    assert_eq!(h.handle().last_summary().as_ref(), Some(&summary));
     let latency = summary.distributions.request_latency();
     assert_eq!(
         latency.map(|s| (s.count, s.mean_ms, s.max_ms)),

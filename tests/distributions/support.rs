@@ -1,28 +1,31 @@
-//! Shared helpers: the real layer on a scoped subscriber with a manual clock, and requests
-//! of a fixed shape whose every time is set in microseconds.
+//! Shared helpers: the crate's testing harness (the real layer on a scoped subscriber with
+//! a manual clock), with the console and JSON lines in memory, and requests of a fixed
+//! shape whose every time is set in microseconds.
 
 use std::time::Duration;
 
-use omni_metrics::clock::ManualClock;
+use omni_metrics::Destination;
 use omni_metrics::instrument::Run;
-use omni_metrics::report::CaptureSink;
-use omni_metrics::{MetricsHandle, OmniMetricsLayer};
-use tracing::Dispatch;
-use tracing_subscriber::prelude::*;
+use omni_metrics::testing;
 
 #[path = "../support/shared_buf.rs"]
 mod shared_buf;
 use shared_buf::SharedBuf;
 
-/// The real layer on a Registry, driven by a manual clock, captured in memory; with
-/// `sinks`, the console and JSON lines written to memory too.
+/// The crate's testing harness; with `sinks`, the console and JSON lines written to memory
+/// too.
 pub(crate) struct Harness {
-    pub(crate) clock: ManualClock,
-    pub(crate) capture: CaptureSink,
-    pub(crate) handle: MetricsHandle,
-    dispatch: Dispatch,
+    inner: testing::Harness,
     console: SharedBuf,
     jsonl: SharedBuf,
+}
+
+impl std::ops::Deref for Harness {
+    type Target = testing::Harness;
+
+    fn deref(&self) -> &testing::Harness {
+        &self.inner
+    }
 }
 
 impl Harness {
@@ -37,35 +40,22 @@ impl Harness {
     }
 
     fn build(sinks: bool) -> Self {
-        let clock = ManualClock::new();
-        let capture = CaptureSink::new();
         let (console, jsonl) = (SharedBuf::default(), SharedBuf::default());
-        let mut builder = OmniMetricsLayer::builder()
-            .with_clock(clock.clone())
-            .with_sink(capture.clone());
-        builder = if sinks {
-            builder
-                .with_console(omni_metrics::Destination::writer(console.clone()))
-                .with_jsonl(omni_metrics::Destination::writer(jsonl.clone()))
+        let inner = if sinks {
+            let (c, j) = (console.clone(), jsonl.clone());
+            testing::Harness::with(move |builder| {
+                builder
+                    .with_console(Destination::writer(c))
+                    .with_jsonl(Destination::writer(j))
+            })
         } else {
-            builder.with_console(false)
+            testing::Harness::new()
         };
-        let layer = builder.build().expect("no file");
-        let handle = layer.handle();
-        let dispatch = Dispatch::new(tracing_subscriber::registry().with(layer));
         Self {
-            clock,
-            capture,
-            handle,
-            dispatch,
+            inner,
             console,
             jsonl,
         }
-    }
-
-    /// Runs `f` with this harness's subscriber as the thread's default.
-    pub(crate) fn run<R>(&self, f: impl FnOnce() -> R) -> R {
-        tracing::dispatcher::with_default(&self.dispatch, f)
     }
 
     /// What the console printed.
@@ -81,7 +71,7 @@ impl Harness {
     }
 
     fn flush(&self) {
-        self.handle
+        self.handle()
             .flush(Duration::from_secs(10))
             .expect("the writers finished");
     }
@@ -90,7 +80,7 @@ impl Harness {
     /// clock, which must be inside [`Harness::run`].
     pub(crate) fn play(&self, run: Option<&Run>, id: &str, shape: &Shape) {
         use omni_metrics::instrument::Request;
-        let step = |us: u64| self.clock.advance_ns(us * 1_000);
+        let step = |us: u64| self.clock().advance_ns(us * 1_000);
         let request = match run {
             Some(run) => run.request(id),
             None => Request::start(id),

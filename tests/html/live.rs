@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use omni_metrics::OmniMetricsLayer;
 use omni_metrics::instrument::{Request, Run};
-use omni_metrics::report::CaptureSink;
+use omni_metrics::testing::CaptureSink;
 use tracing_subscriber::prelude::*;
 
 use super::shared_buf::SharedBuf;

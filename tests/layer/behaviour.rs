@@ -1,6 +1,6 @@
 //! The convention's rules: chunks, overrides, queue/postprocess, scopes, status, threads.
 
-use crate::support::{Harness, assert_close, ns};
+use crate::support::{Harness, HarnessExt as _, assert_close, ns};
 use omni_metrics::instrument::{Request, Run};
 use omni_metrics::stats::RequestStatus;
 use tracing::info_span;
@@ -19,14 +19,14 @@ fn chunked_stage_is_summed_not_double_counted() {
         }
         h.at(50.0);
     });
-    let r = &h.capture.requests()[0];
+    let r = &h.capture().requests()[0];
     assert_eq!(r.stages.len(), 1, "one column per stage id");
     let s = &r.stages[0];
     assert_eq!((s.num_tokens_in, s.num_tokens_out, s.spans), (40, 20, 4));
     assert_close(s.stage_gen_time_ms, 16.0, "gen time = sum of chunks");
     assert_close(s.wall_time_ms, 34.0, "wall = first start to last end");
     assert_eq!(r.e2e_total_tokens, 20, "no stage 0: only outputs count");
-    assert_eq!(h.handle.invalid_spans(), 0);
+    assert_eq!(h.handle().invalid_spans(), 0);
 }
 
 #[test]
@@ -49,7 +49,7 @@ fn chunked_edge_sums_bytes_and_times_over_the_same_chunks() {
             drop(t);
         }
     });
-    let e = &h.capture.requests()[0].transfers[0];
+    let e = &h.capture().requests()[0].transfers[0];
     assert_eq!(
         (e.edge.to_string().as_str(), e.transfers, e.size_bytes),
         ("1->2", 3, 6144)
@@ -80,7 +80,7 @@ fn queue_and_postprocess_are_excluded_from_gen_time() {
         drop(p2);
         h.at(20.0);
     });
-    let s = &h.capture.requests()[0].stages[0];
+    let s = &h.capture().requests()[0].stages[0];
     assert_close(s.queue_time_ms, 3.0, "queue");
     assert_close(s.postprocess_time_ms, 5.0, "postprocess");
     // The two postprocess children overlap (10..12 and 11..14): 4 ms covered, subtracted
@@ -109,7 +109,7 @@ fn an_explicit_postprocess_time_stands_for_the_postprocess_children() {
         s.record("postprocess_time_ms", 3.0);
         h.at(30.0);
     });
-    let st = &h.capture.requests()[0].stages[0];
+    let st = &h.capture().requests()[0].stages[0];
     assert_close(st.postprocess_time_ms, 3.0, "postprocess");
     assert_close(st.queue_time_ms, 4.0, "queue");
     assert_close(st.stage_gen_time_ms, 30.0 - 4.0 - 3.0, "gen");
@@ -135,7 +135,7 @@ fn a_chunked_stage_takes_its_batch_from_the_earliest_chunk_that_gives_one() {
         drop(b);
         h.at(4.0);
     });
-    let r = &h.capture.requests()[0];
+    let r = &h.capture().requests()[0];
     let st = &r.stages[0];
     assert_eq!((st.batch_id, st.batch_size, st.spans), (7, 4, 3));
     assert_eq!(r.invalid_spans, 0);
@@ -161,7 +161,7 @@ fn explicit_fields_win_over_measurements() {
         drop(tx);
         drop(t);
     });
-    let r = &h.capture.requests()[0];
+    let r = &h.capture().requests()[0];
     assert_eq!(r.stages[0].stage_gen_time_ms, 123.5);
     assert_eq!(r.stages[0].postprocess_time_ms, 7.25);
     let e = &r.transfers[0];
@@ -169,7 +169,11 @@ fn explicit_fields_win_over_measurements() {
         (e.tx_time_ms, e.rx_decode_time_ms, e.in_flight_time_ms),
         (1.5, 2.5, 0.5)
     );
-    assert_eq!(h.handle.invalid_spans(), 0, "overrides stand in for tx/rx");
+    assert_eq!(
+        h.handle().invalid_spans(),
+        0,
+        "overrides stand in for tx/rx"
+    );
 }
 
 #[test]
@@ -184,12 +188,12 @@ fn online_request_is_its_own_scope_and_summary_comes_first() {
         h.at(8.0);
         req.finish();
     });
-    let records = h.capture.records();
+    let records = h.capture().records();
     assert!(matches!(
         records[0],
         omni_metrics::report::Record::Summary(_)
     ));
-    let s = &h.capture.summaries()[0];
+    let s = &h.capture().summaries()[0];
     assert_eq!(
         (s.scope.as_str(), s.e2e_requests, s.e2e_total_tokens),
         ("solo", 1, 12)
@@ -219,7 +223,7 @@ fn run_summarizes_its_requests_and_counts_failures_apart() {
         h.at(50.0);
         run.finish();
     });
-    let s = &h.capture.summaries()[0];
+    let s = &h.capture().summaries()[0];
     assert_eq!(s.scope, "batch");
     assert_eq!(
         (s.e2e_requests, s.e2e_requests_error, s.e2e_requests_aborted),
@@ -233,12 +237,12 @@ fn run_summarizes_its_requests_and_counts_failures_apart() {
         6.0,
         "stage 0 wall over ok requests",
     );
-    let statuses: Vec<RequestStatus> = h.capture.requests().iter().map(|r| r.status).collect();
+    let statuses: Vec<RequestStatus> = h.capture().requests().iter().map(|r| r.status).collect();
     use RequestStatus::*;
     assert_eq!(statuses, [Ok, Ok, Error, Aborted]);
     // Failed requests still report the stages they finished.
-    assert_eq!(h.capture.requests()[3].stages[0].num_tokens_out, 10);
-    let t = h.handle.totals();
+    assert_eq!(h.capture().requests()[3].stages[0].num_tokens_out, 10);
+    let t = h.handle().totals();
     assert_eq!(
         (t.requests_ok, t.requests_error, t.requests_aborted, t.runs),
         (2, 1, 1, 1)
@@ -248,7 +252,7 @@ fn run_summarizes_its_requests_and_counts_failures_apart() {
 #[test]
 fn spans_opened_and_closed_on_other_threads_are_counted() {
     let h = Harness::new();
-    let dispatch = h.dispatch.clone();
+    let dispatch = h.dispatch().clone();
     h.run(|| {
         let req = Request::start("threads");
         let parent = req.span().clone();
@@ -274,9 +278,9 @@ fn spans_opened_and_closed_on_other_threads_are_counted() {
             .expect("thread");
         req.finish();
     });
-    let r = &h.capture.requests()[0];
+    let r = &h.capture().requests()[0];
     assert_eq!(r.e2e_total_tokens, 7);
-    assert_eq!(h.handle.invalid_spans(), 0);
+    assert_eq!(h.handle().invalid_spans(), 0);
 }
 
 /// A transfer and its children made on another thread than their request, the transfer
@@ -286,7 +290,7 @@ fn spans_opened_and_closed_on_other_threads_are_counted() {
 fn transfers_and_stages_closed_on_other_threads_merge_into_their_request() {
     let h = Harness::new();
     let on_thread = |f: Box<dyn FnOnce() -> tracing::Span + Send>| {
-        let d = h.dispatch.clone();
+        let d = h.dispatch().clone();
         std::thread::spawn(move || tracing::dispatcher::with_default(&d, f))
             .join()
             .expect("thread")
@@ -295,7 +299,7 @@ fn transfers_and_stages_closed_on_other_threads_merge_into_their_request() {
         h.at(0.0);
         let req = info_span!("omni.request", request_id = "across");
         let parent = req.clone();
-        let clock = h.clock.clone();
+        let clock = h.clock().clone();
         let transfer = on_thread(Box::new(move || {
             let t = info_span!(parent: &parent, "omni.transfer", from_stage = 0_u64,
                 to_stage = 1_u64, size_bytes = 2048_u64);
@@ -317,7 +321,7 @@ fn transfers_and_stages_closed_on_other_threads_merge_into_their_request() {
         // A transfer without tx or rx, closed here: incomplete, counted once the request
         // ends `ok`.
         let bare = info_span!(parent: &req, "omni.transfer", from_stage = 1_u64, to_stage = 2_u64);
-        let closer = h.dispatch.clone();
+        let closer = h.dispatch().clone();
         std::thread::spawn(move || {
             tracing::dispatcher::with_default(&closer, || drop((transfer, stage)));
         })
@@ -327,7 +331,7 @@ fn transfers_and_stages_closed_on_other_threads_merge_into_their_request() {
         h.at(12.0);
         drop(req);
     });
-    let r = &h.capture.requests()[0];
+    let r = &h.capture().requests()[0];
     assert_eq!(r.request_id, "across");
     assert_eq!(r.e2e_total_tokens, 7);
     let edge = r
@@ -339,7 +343,7 @@ fn transfers_and_stages_closed_on_other_threads_merge_into_their_request() {
     assert_eq!(edge.in_flight_time_ms, 1.0);
     assert_eq!(edge.size_bytes, 2048);
     assert_eq!(r.invalid_spans, 1, "the bare transfer, and only it");
-    assert!(h.handle.open_spans().is_empty());
+    assert!(h.handle().open_spans().is_empty());
 }
 
 #[test]
@@ -353,7 +357,7 @@ fn stage_under_a_user_span_finds_its_request() {
         let s = info_span!("omni.stage", stage_id = 0, num_tokens_in = 9);
         drop(s);
     });
-    assert_eq!(h.capture.requests()[0].e2e_total_tokens, 9);
+    assert_eq!(h.capture().requests()[0].e2e_total_tokens, 9);
 }
 
 #[test]

@@ -17,7 +17,7 @@ fn thousand_concurrent_requests_give_exact_totals() {
         .enable_all()
         .build()
         .expect("tokio runtime");
-    let dispatch = h.dispatch.clone();
+    let dispatch = h.dispatch().clone();
     runtime.block_on(
         async move {
             let run = Arc::new(tracing::dispatcher::with_default(&dispatch, || {
@@ -63,20 +63,20 @@ fn thousand_concurrent_requests_give_exact_totals() {
             }
             drop(run);
         }
-        .with_subscriber(h.dispatch.clone()),
+        .with_subscriber(h.dispatch().clone()),
     );
     let expected_tokens: u64 = (0..REQUESTS).map(|i| 100 + i % 7 + 10 + 20).sum();
     let expected_bytes: u64 = (0..REQUESTS).map(|i| 1000 + i).sum();
-    let totals = h.handle.totals();
+    let totals = h.handle().totals();
     assert_eq!(totals.requests_ok, REQUESTS);
     assert_eq!(totals.total_tokens, expected_tokens);
     assert_eq!(totals.transfer_bytes, expected_bytes);
     assert_eq!(totals.invalid_spans, 0);
-    let summaries = h.capture.summaries();
+    let summaries = h.capture().summaries();
     assert_eq!(summaries.len(), 1, "one run, one summary");
     assert_eq!(summaries[0].e2e_requests, REQUESTS);
     assert_eq!(summaries[0].e2e_total_tokens, expected_tokens);
-    let requests = h.capture.requests();
+    let requests = h.capture().requests();
     assert_eq!(requests.len() as u64, REQUESTS);
     assert!(
         requests
@@ -101,18 +101,21 @@ fn a_child_dropped_outside_its_scoped_dispatcher_leaves_its_request_open() {
     std::thread::spawn(move || drop(stage))
         .join()
         .expect("the thread drops the stage");
-    assert!(h.capture.requests().is_empty(), "the request never closes");
-    assert_eq!(h.handle.open_spans().requests, ["lost"]);
+    assert!(
+        h.capture().requests().is_empty(),
+        "the request never closes"
+    );
+    assert_eq!(h.handle().open_spans().requests, ["lost"]);
 
     let h = Harness::new();
     let stage = h.run(|| {
         let request = tracing::info_span!("omni.request", request_id = "kept");
         tracing::info_span!(parent: &request, "omni.stage", stage_id = 0_u64)
     });
-    let dispatch = h.dispatch.clone();
+    let dispatch = h.dispatch().clone();
     std::thread::spawn(move || tracing::dispatcher::with_default(&dispatch, || drop(stage)))
         .join()
         .expect("the thread drops the stage");
-    assert_eq!(h.capture.requests()[0].request_id, "kept");
-    assert!(h.handle.open_spans().is_empty());
+    assert_eq!(h.capture().requests()[0].request_id, "kept");
+    assert!(h.handle().open_spans().is_empty());
 }

@@ -44,7 +44,7 @@ proptest! {
                     let s = info_span!(parent: &req, "omni.stage", stage_id = i as u64,
                         num_tokens_in = tin, num_tokens_out = tout);
                     now_us += u64::from(dur);
-                    h.clock.set_ns(now_us * 1000);
+                    h.clock().set_ns(now_us * 1000);
                     drop(s);
                 }
                 if let Some(edge) = edges.get(i) {
@@ -53,19 +53,19 @@ proptest! {
                             to_stage = i as u64 + 1, size_bytes = bytes);
                         let txs = info_span!(parent: &t, "omni.transfer.tx");
                         now_us += u64::from(tx);
-                        h.clock.set_ns(now_us * 1000);
+                        h.clock().set_ns(now_us * 1000);
                         drop(txs);
                         now_us += u64::from(gap);
-                        h.clock.set_ns(now_us * 1000);
+                        h.clock().set_ns(now_us * 1000);
                         let rxs = info_span!(parent: &t, "omni.transfer.rx_decode");
                         now_us += u64::from(rx);
-                        h.clock.set_ns(now_us * 1000);
+                        h.clock().set_ns(now_us * 1000);
                         drop(rxs);
                     }
                 }
             }
         });
-        let r = &h.capture.requests()[0];
+        let r = &h.capture().requests()[0];
         let stage0_in: u64 = stages[0].chunks.iter().map(|c| c.0).sum();
         let outs: u64 = stages.iter().flat_map(|s| &s.chunks).map(|c| c.1).sum();
         prop_assert_eq!(r.e2e_total_tokens, stage0_in + outs);
@@ -78,6 +78,6 @@ proptest! {
         let bytes: u64 = edges.iter().flat_map(|e| &e.chunks).map(|c| c.0).sum();
         assert_close(r.transfers_total_kbytes, bytes as f64 / 1024.0, "kbytes");
         prop_assert_eq!(r.stages.len(), stages.len());
-        prop_assert_eq!(h.handle.invalid_spans(), 0);
+        prop_assert_eq!(h.handle().invalid_spans(), 0);
     }
 }

@@ -3,11 +3,12 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Barrier};
 
-use crate::support::{assert_close, diagnosed as setup, layer, ns};
-use omni_metrics::clock::ManualClock;
+use crate::support::{HarnessExt as _, assert_close, diagnosed as setup, layer, ns};
 use omni_metrics::instrument::{Request, RequestGuard};
-use omni_metrics::report::{CaptureSink, Record, table};
+use omni_metrics::report::{Record, table};
 use omni_metrics::stats::RequestStatus;
+use omni_metrics::testing::CaptureSink;
+use omni_metrics::testing::ManualClock;
 use tracing::info_span;
 use tracing_subscriber::prelude::*;
 
@@ -55,9 +56,9 @@ fn issue6_u64_max_counts_saturate() {
             drop(t);
         }
     });
-    let r = &s.capture.requests()[0];
+    let r = &s.capture().requests()[0];
     assert_eq!(r.e2e_total_tokens, u64::MAX);
-    let totals = s.handle.totals();
+    let totals = s.handle().totals();
     assert_eq!(totals.requests_ok, 1);
     assert_eq!(totals.total_tokens, u64::MAX);
     assert_eq!(totals.transfer_bytes, u64::MAX);
@@ -76,14 +77,14 @@ fn issue6_times_stay_finite_and_saturate() {
         }
         s.at(0.001);
         let stage = info_span!(parent: &req, "omni.stage", stage_id = 1);
-        s.clock.set_ns(1_000);
+        s.clock().set_ns(1_000);
         let queue = info_span!(parent: &stage, "omni.queue");
-        s.clock.set_ns(900); // 100 ns backwards
+        s.clock().set_ns(900); // 100 ns backwards
         drop(queue);
-        s.clock.set_ns(2_000);
+        s.clock().set_ns(2_000);
         drop(stage);
     });
-    let r = &s.capture.requests()[0];
+    let r = &s.capture().requests()[0];
     let line = Record::Request(r.clone()).to_json_line();
     assert!(!line.contains("null") && !line.contains("inf"), "{line}");
     let s1 = r.stage(1).expect("stage 1");
@@ -124,7 +125,7 @@ fn issue6_cancelled_instrumented_request_is_aborted() {
             quick("fast".into()).await;
         })
     });
-    let requests = s.capture.requests();
+    let requests = s.capture().requests();
     let status = |id: &str| {
         requests
             .iter()
@@ -133,7 +134,7 @@ fn issue6_cancelled_instrumented_request_is_aborted() {
     };
     assert_eq!(status("slow"), Some(RequestStatus::Aborted));
     assert_eq!(status("fast"), Some(RequestStatus::Ok));
-    assert_eq!(s.handle.totals().requests_ok, 1);
+    assert_eq!(s.handle().totals().requests_ok, 1);
 }
 
 /// Item 8: a typed request dropped by a panic is an `error`, not `aborted`.
@@ -147,7 +148,7 @@ fn issue6_request_dropped_by_a_panic_is_an_error() {
         });
         assert!(result.is_err());
     });
-    assert_eq!(s.capture.requests()[0].status, RequestStatus::Error);
+    assert_eq!(s.capture().requests()[0].status, RequestStatus::Error);
 }
 
 /// A typed request or guard unwound by a panic says so in `status_message`.
@@ -172,7 +173,7 @@ fn a_request_unwound_by_a_panic_says_it_panicked() {
         });
         assert!(guarded.is_err());
     });
-    let requests = s.capture.requests();
+    let requests = s.capture().requests();
     assert_eq!(requests.len(), 2);
     for r in &requests {
         assert_eq!(r.status, RequestStatus::Error, "{}", r.request_id);
@@ -193,7 +194,7 @@ fn issue6_open_runs_and_requests_are_listed() {
         let run = info_span!("omni.run", run_id = "batch-7");
         let a = info_span!(parent: &run, "omni.request", request_id = "r-a");
         let b = info_span!(parent: &run, "omni.request", request_id = "r-b");
-        let open = s.handle.open_spans();
+        let open = s.handle().open_spans();
         assert_eq!(open.runs, ["batch-7"]);
         assert_eq!(open.requests, ["r-a", "r-b"]);
         assert_eq!(
@@ -201,11 +202,11 @@ fn issue6_open_runs_and_requests_are_listed() {
             "1 run (batch-7) and 2 requests (r-a, r-b)"
         );
         drop(a);
-        assert_eq!(s.handle.open_spans().requests, ["r-b"]);
+        assert_eq!(s.handle().open_spans().requests, ["r-b"]);
         std::mem::forget(b); // never closes, and so keeps its run open
         drop(run);
         assert_eq!(
-            s.handle.open_spans().to_string(),
+            s.handle().open_spans().to_string(),
             "1 run (batch-7) and 1 request (r-b)"
         );
     });
@@ -251,9 +252,9 @@ fn issue6_misplaced_timing_child_counts_in_the_records() {
         let req = info_span!("omni.request", request_id = "m");
         let _q = info_span!(parent: &req, "omni.queue"); // should be under a stage
     });
-    assert_eq!(s.capture.requests()[0].invalid_spans, 1);
-    assert_eq!(s.capture.summaries()[0].invalid_spans, 1);
-    assert_eq!(s.handle.invalid_spans(), 1);
+    assert_eq!(s.capture().requests()[0].invalid_spans, 1);
+    assert_eq!(s.capture().summaries()[0].invalid_spans, 1);
+    assert_eq!(s.handle().invalid_spans(), 1);
 }
 
 /// Item 11: a transfer cut short by a cancelled request is part of the abort, not a
@@ -269,10 +270,10 @@ fn issue6_transfer_cancelled_during_tx_is_not_a_violation() {
         drop(t);
         drop(request); // aborted
     });
-    let r = &s.capture.requests()[0];
+    let r = &s.capture().requests()[0];
     assert_eq!(r.status, RequestStatus::Aborted);
     assert_eq!(r.invalid_spans, 0);
-    assert_eq!(s.handle.invalid_spans(), 0, "{:?}", s.messages());
+    assert_eq!(s.handle().invalid_spans(), 0, "{:?}", s.messages());
     // The same transfer in a request that ends ok is still reported.
     s.run(|| {
         let request = Request::start("ok-but-no-rx");
@@ -280,7 +281,7 @@ fn issue6_transfer_cancelled_during_tx_is_not_a_violation() {
         request.finish();
     });
     s.warned("without an `omni.transfer.rx_decode`");
-    assert_eq!(s.handle.invalid_spans(), 1);
+    assert_eq!(s.handle().invalid_spans(), 1);
 }
 
 /// Item 11: stage in stage, self transfer, duplicate request ids and a late run id are
@@ -303,8 +304,8 @@ fn issue6_nested_stage_self_transfer_duplicate_id_and_late_run_id_warn() {
     s.warned("`from_stage` equal to `to_stage`");
     s.warned("same `request_id`");
     s.warned("after one of its requests");
-    let requests = s.capture.requests();
-    let summary = &s.capture.summaries()[0];
+    let requests = s.capture().requests();
+    let summary = &s.capture().summaries()[0];
     assert!(
         requests.iter().all(|r| r.scope == summary.scope),
         "records and summary agree"
@@ -333,7 +334,7 @@ fn issue6_chunked_transfer_measures_each_gap() {
             drop(child);
         }
     });
-    let e = &s.capture.requests()[0].transfers[0];
+    let e = &s.capture().requests()[0].transfers[0];
     assert_close(e.in_flight_time_ms, 2.0, "1 ms + 1 ms");
     assert_close(e.tx_time_ms, 2.0, "tx");
     assert_close(e.rx_decode_time_ms, 2.0, "rx");
@@ -362,7 +363,7 @@ fn issue6_pipelined_chunks_pair_in_order() {
             drop(child);
         }
     });
-    let e = &s.capture.requests()[0].transfers[0];
+    let e = &s.capture().requests()[0].transfers[0];
     // rx1 (3) - tx1 end (1) = 2; rx2 (5) - tx2 end (2) = 3.
     assert_close(e.in_flight_time_ms, 5.0, "each chunk with its own tx");
 }
@@ -390,7 +391,7 @@ fn issue6_a_waiting_receiver_has_no_in_flight_gap() {
         s.at(6.0);
         drop(rx);
     });
-    let e = &s.capture.requests()[0].transfers[0];
+    let e = &s.capture().requests()[0].transfers[0];
     assert_close(
         e.in_flight_time_ms,
         1.0,
@@ -405,7 +406,7 @@ fn issue6_no_negative_zero_without_transfers() {
     s.run(|| {
         let _req = info_span!("omni.request", request_id = "z");
     });
-    let r = &s.capture.requests()[0];
+    let r = &s.capture().requests()[0];
     assert!(r.transfers_total_time_ms.is_sign_positive());
     assert!(r.transfers_total_kbytes.is_sign_positive());
     let line = Record::Request(r.clone()).to_json_line();
@@ -437,7 +438,7 @@ fn issue6_gen_time_subtracts_the_covered_time_once() {
         s.at(120.0);
         drop(stage);
     });
-    let r = &s.capture.requests()[0];
+    let r = &s.capture().requests()[0];
     let s0 = r.stage(0).expect("stage 0");
     assert_close(
         s0.stage_gen_time_ms,
@@ -464,7 +465,7 @@ fn issue6_totals_are_a_consistent_snapshot() {
     let done = Arc::new(AtomicBool::new(false));
     let start = Arc::new(Barrier::new(WRITERS + 1));
     let reader = {
-        let (handle, done, start) = (s.handle.clone(), done.clone(), start.clone());
+        let (handle, done, start) = (s.handle().clone(), done.clone(), start.clone());
         std::thread::spawn(move || {
             start.wait();
             let mut reads = 0_u64;
@@ -483,7 +484,7 @@ fn issue6_totals_are_a_consistent_snapshot() {
     };
     let writers: Vec<_> = (0..WRITERS)
         .map(|w| {
-            let (dispatch, start) = (s.dispatch.clone(), start.clone());
+            let (dispatch, start) = (s.dispatch().clone(), start.clone());
             std::thread::spawn(move || {
                 tracing::dispatcher::with_default(&dispatch, || {
                     start.wait();
@@ -506,5 +507,5 @@ fn issue6_totals_are_a_consistent_snapshot() {
     done.store(true, Ordering::Relaxed);
     let reads = reader.join().expect("every snapshot consistent");
     assert!(reads > 0);
-    assert_eq!(s.handle.totals().requests_ok, (WRITERS * REQUESTS) as u64);
+    assert_eq!(s.handle().totals().requests_ok, (WRITERS * REQUESTS) as u64);
 }

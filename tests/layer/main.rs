@@ -7,5 +7,3 @@ mod identities;
 mod issue6;
 mod seed;
 mod support;
-#[path = "../support/warnings.rs"]
-mod warnings;

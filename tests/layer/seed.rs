@@ -1,6 +1,6 @@
 //! The seed's example tables (vLLM-Omni metrics page), reproduced through the real layer.
 
-use crate::support::{Harness, SharedBuf, assert_close, assert_rows};
+use crate::support::{Harness, HarnessExt as _, SharedBuf, assert_close, assert_rows};
 use omni_metrics::report::{Record, table};
 use tracing::info_span;
 
@@ -106,10 +106,10 @@ fn transfer(
 fn seed_tables_are_reproduced_exactly() {
     let h = Harness::new();
     seed_scenario(&h);
-    let summaries = h.capture.summaries();
-    let requests = h.capture.requests();
+    let summaries = h.capture().summaries();
+    let requests = h.capture().requests();
     assert_eq!((summaries.len(), requests.len()), (1, 1));
-    assert_eq!(h.handle.invalid_spans(), 0);
+    assert_eq!(h.handle().invalid_spans(), 0);
 
     assert_rows(
         &table::summary_table(&summaries[0]),
@@ -166,7 +166,7 @@ fn seed_tables_are_reproduced_exactly() {
 fn seed_identities_hold_on_unrounded_values() {
     let h = Harness::new();
     seed_scenario(&h);
-    let r = &h.capture.requests()[0];
+    let r = &h.capture().requests()[0];
     let stage0_in = r.stage(0).map_or(0, |s| s.num_tokens_in);
     let outs: u64 = r.stages.iter().map(|s| s.num_tokens_out).sum();
     assert_eq!(r.e2e_total_tokens, stage0_in + outs);
@@ -184,7 +184,7 @@ fn seed_identities_hold_on_unrounded_values() {
 fn seed_records_are_the_spec_json_lines() {
     let h = Harness::new();
     seed_scenario(&h);
-    let records = h.capture.records();
+    let records = h.capture().records();
     // Requests go out as they finish, the run's summary when it closes.
     let lines: Vec<serde_json::Value> = records
         .iter()
@@ -241,7 +241,7 @@ fn readme_shows_the_real_seed_output() {
     let console = SharedBuf::default();
     let h = Harness::with(|b| b.with_console(omni_metrics::Destination::writer(console.clone())));
     seed_scenario(&h);
-    h.handle
+    h.handle()
         .flush(std::time::Duration::from_secs(10))
         .expect("the console is written");
     let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
@@ -251,7 +251,7 @@ fn readme_shows_the_real_seed_output() {
         "/docs/reference/report.md"
     ))
     .expect("docs/reference/report.md shows the records");
-    for record in h.capture.records() {
+    for record in h.capture().records() {
         let line = record.to_json_line();
         assert!(
             records_doc.lines().any(|l| l == line),

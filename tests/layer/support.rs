@@ -1,56 +1,40 @@
-//! Shared helpers: a scoped subscriber with the real layer, a manual clock and a capture.
+//! Shared helpers: the crate's testing harness (the real layer on a scoped subscriber, a
+//! manual clock, a capture, the diagnostics) with the clock set in milliseconds, table rows,
+//! tolerances.
 
-use omni_metrics::clock::ManualClock;
-use omni_metrics::report::CaptureSink;
-use omni_metrics::{Builder, MetricsHandle, OmniMetricsLayer};
+use omni_metrics::OmniMetricsLayer;
+pub(crate) use omni_metrics::testing::Harness;
+use omni_metrics::testing::{CaptureSink, ManualClock};
 
-use crate::warnings::Warnings;
-use tracing::Dispatch;
-use tracing_subscriber::prelude::*;
+/// The harness's clock in milliseconds, and its diagnostics asserted.
+pub(crate) trait HarnessExt {
+    /// Sets the clock to `ms` milliseconds (rounded to the nanosecond).
+    fn at(&self, ms: f64);
 
-/// The real layer on a Registry, driven by a manual clock, captured in memory.
-pub(crate) struct Harness {
-    pub(crate) clock: ManualClock,
-    pub(crate) capture: CaptureSink,
-    pub(crate) handle: MetricsHandle,
-    pub(crate) dispatch: Dispatch,
+    /// The layer's diagnostics so far.
+    fn messages(&self) -> Vec<String>;
+
+    /// Asserts that a diagnostic contains `needle`.
+    #[track_caller]
+    fn warned(&self, needle: &str);
 }
 
-impl Harness {
-    pub(crate) fn new() -> Self {
-        Self::with(|builder| builder)
+impl HarnessExt for Harness {
+    fn at(&self, ms: f64) {
+        self.clock().set_ns(ns(ms));
     }
 
-    /// [`Harness::new`], with more configuration (the console is off unless `configure`
-    /// turns it on).
-    pub(crate) fn with(configure: impl FnOnce(Builder) -> Builder) -> Self {
-        let clock = ManualClock::new();
-        let capture = CaptureSink::new();
-        let builder = OmniMetricsLayer::builder()
-            .with_console(false)
-            .with_clock(clock.clone())
-            .with_sink(capture.clone());
-        let layer = configure(builder)
-            .build()
-            .expect("no JSON-lines file is configured");
-        let handle = layer.handle();
-        let dispatch = Dispatch::new(tracing_subscriber::registry().with(layer));
-        Self {
-            clock,
-            capture,
-            handle,
-            dispatch,
-        }
+    fn messages(&self) -> Vec<String> {
+        self.diagnostics()
     }
 
-    /// Runs `f` with this harness's subscriber as the thread's default.
-    pub(crate) fn run<R>(&self, f: impl FnOnce() -> R) -> R {
-        tracing::dispatcher::with_default(&self.dispatch, f)
-    }
-
-    /// Sets the clock to `ms` milliseconds (rounded to the nanosecond).
-    pub(crate) fn at(&self, ms: f64) {
-        self.clock.set_ns(ns(ms));
+    #[track_caller]
+    fn warned(&self, needle: &str) {
+        let msgs = self.messages();
+        assert!(
+            msgs.iter().any(|m| m.contains(needle)),
+            "no warning containing {needle:?}: {msgs:?}"
+        );
     }
 }
 
@@ -84,15 +68,6 @@ pub(crate) fn assert_close(a: f64, b: f64, what: &str) {
     assert!((a - b).abs() <= tol, "{what}: {a} != {b}");
 }
 
-/// The real layer with a manual clock, a capture and the diagnostics collected.
-pub(crate) struct Diagnosed {
-    pub(crate) clock: ManualClock,
-    pub(crate) capture: CaptureSink,
-    pub(crate) handle: MetricsHandle,
-    pub(crate) warnings: Warnings,
-    pub(crate) dispatch: tracing::Dispatch,
-}
-
 pub(crate) fn layer(clock: &ManualClock, capture: &CaptureSink) -> OmniMetricsLayer {
     OmniMetricsLayer::builder()
         .with_console(false)
@@ -102,45 +77,7 @@ pub(crate) fn layer(clock: &ManualClock, capture: &CaptureSink) -> OmniMetricsLa
         .expect("no file")
 }
 
-pub(crate) fn diagnosed() -> Diagnosed {
-    let clock = ManualClock::new();
-    let capture = CaptureSink::new();
-    let layer = layer(&clock, &capture);
-    let handle = layer.handle();
-    let warnings = Warnings::default();
-    let dispatch = tracing::Dispatch::new(
-        tracing_subscriber::registry()
-            .with(layer)
-            .with(warnings.clone()),
-    );
-    Diagnosed {
-        clock,
-        capture,
-        handle,
-        warnings,
-        dispatch,
-    }
-}
-
-impl Diagnosed {
-    pub(crate) fn run<R>(&self, f: impl FnOnce() -> R) -> R {
-        tracing::dispatcher::with_default(&self.dispatch, f)
-    }
-
-    pub(crate) fn at(&self, ms: f64) {
-        self.clock.set_ns(ns(ms));
-    }
-
-    pub(crate) fn messages(&self) -> Vec<String> {
-        self.warnings.messages()
-    }
-
-    #[track_caller]
-    pub(crate) fn warned(&self, needle: &str) {
-        let msgs = self.messages();
-        assert!(
-            msgs.iter().any(|m| m.contains(needle)),
-            "no warning containing {needle:?}: {msgs:?}"
-        );
-    }
+/// The harness, whose diagnostics the test reads.
+pub(crate) fn diagnosed() -> Harness {
+    Harness::new()
 }

@@ -5,12 +5,9 @@
 
 use std::fmt::Write as _;
 
-use omni_metrics::OmniMetricsLayer;
-use omni_metrics::clock::ManualClock;
-use omni_metrics::report::CaptureSink;
 use omni_metrics::stats::{OverallSummary, RequestE2EStats};
-use tracing::{Dispatch, Id, Level, Span};
-use tracing_subscriber::prelude::*;
+use omni_metrics::testing::{Harness, ManualClock};
+use tracing::{Id, Level, Span};
 
 use crate::schedule::{
     Chunk, FOREIGN_NAMES, Field, Foreign, Host, Request, Run, Schedule, Transfer, Us, Window,
@@ -564,19 +561,11 @@ pub(crate) fn drive(schedule: &Schedule) -> Outcome {
 /// Runs `f` with a fresh layer (manual clock, capture sink, console off) as the thread's
 /// scoped dispatcher, and returns what it reported (no log).
 pub(crate) fn with_layer(f: impl FnOnce(&ManualClock)) -> Outcome {
-    let clock = ManualClock::new();
-    let capture = CaptureSink::new();
-    let layer = OmniMetricsLayer::builder()
-        .with_console(false)
-        .with_clock(clock.clone())
-        .with_sink(capture.clone())
-        .build()
-        .expect("no file to open");
-    let dispatch = Dispatch::new(tracing_subscriber::registry().with(layer));
-    tracing::dispatcher::with_default(&dispatch, || f(&clock));
+    let h = Harness::new();
+    h.run(|| f(h.clock()));
     Outcome {
-        requests: capture.requests(),
-        summaries: capture.summaries(),
+        requests: h.capture().requests(),
+        summaries: h.capture().summaries(),
         log: String::new(),
     }
 }

@@ -24,8 +24,8 @@ fn issue9_twenty_online_requests_make_one_cumulative_summary() {
             );
         }
     });
-    assert!(h.handle.last_summary().is_none(), "no run finished");
-    let s = h.handle.cumulative_summary();
+    assert!(h.handle().last_summary().is_none(), "no run finished");
+    let s = h.handle().cumulative_summary();
     assert_eq!(s.scope, CUMULATIVE_SCOPE);
     assert_eq!(s.e2e_requests, 20);
     assert_eq!((s.e2e_requests_error, s.e2e_requests_aborted), (0, 0));
@@ -52,10 +52,10 @@ fn issue9_twenty_online_requests_make_one_cumulative_summary() {
     assert_eq!(latency.p99_ms, 290.0);
     assert_eq!(s.distributions.stage_gen(0).map(|g| g.count), Some(20));
     // The handle's totals agree.
-    let totals = h.handle.totals();
+    let totals = h.handle().totals();
     assert_eq!((totals.requests_ok, totals.total_tokens), (20, tokens));
     // All of them finished within the last minute.
-    let w = h.handle.window_summary();
+    let w = h.handle().window_summary();
     assert_eq!(w.scope, WINDOW_SCOPE);
     assert_eq!((w.e2e_requests, w.e2e_total_tokens), (20, tokens));
     assert_close(w.e2e_wall_time_ms, 19_290.0, "window wall time");
@@ -81,9 +81,9 @@ fn runs_requests_and_failed_requests_are_in_the_aggregates() {
             h.play(None, &format!("o-{i}"), 50.0, 100, status);
         }
     });
-    let run = h.handle.last_summary().expect("the run's summary");
+    let run = h.handle().last_summary().expect("the run's summary");
     assert_eq!((run.e2e_requests, run.e2e_requests_error), (3, 1));
-    let s = h.handle.cumulative_summary();
+    let s = h.handle().cumulative_summary();
     assert_eq!(
         (s.e2e_requests, s.e2e_requests_error, s.e2e_requests_aborted),
         (5, 1, 1)
@@ -102,24 +102,24 @@ fn reset_starts_the_cumulative_summary_again() {
             h.play(None, &format!("before-{i}"), 1_000.0, 100, Status::Ok);
         }
         h.at(10_000.0);
-        h.handle.reset_cumulative();
+        h.handle().reset_cumulative();
         h.at(12_000.0);
         for i in 0..3 {
             h.play(None, &format!("after-{i}"), 500.0, 100, Status::Ok);
         }
     });
-    let s = h.handle.cumulative_summary();
+    let s = h.handle().cumulative_summary();
     assert_eq!(s.e2e_requests, 3);
     assert_eq!(s.e2e_total_tokens, 3 * 110);
     // From the reset (10 s) to the last completion (13.5 s).
     assert_close(s.e2e_wall_time_ms, 3_500.0, "wall time since the reset");
     assert_eq!(s.distributions.request_latency().map(|l| l.count), Some(3));
     // Neither the totals nor the window are reset.
-    assert_eq!(h.handle.totals().requests_ok, 8);
-    assert_eq!(h.handle.window_summary().e2e_requests, 8);
+    assert_eq!(h.handle().totals().requests_ok, 8);
+    assert_eq!(h.handle().window_summary().e2e_requests, 8);
     // A second reset with nothing since: an empty summary.
-    h.handle.reset_cumulative();
-    let empty = h.handle.cumulative_summary();
+    h.handle().reset_cumulative();
+    let empty = h.handle().cumulative_summary();
     assert_eq!((empty.e2e_requests, empty.e2e_wall_time_ms), (0, 0.0));
     assert!(empty.distributions.is_empty());
 }
@@ -140,7 +140,7 @@ fn the_window_drops_requests_once_the_clock_moves_past_it() {
     });
     let window_at = |ms: f64| {
         h.at(ms);
-        h.handle.window_summary()
+        h.handle().window_summary()
     };
     assert_eq!(window_at(59_000.0).e2e_requests, 7);
     assert_eq!(window_at(69_999.0).e2e_requests, 7);
@@ -154,13 +154,13 @@ fn the_window_drops_requests_once_the_clock_moves_past_it() {
     assert_eq!((w.e2e_requests, w.e2e_wall_time_ms), (0, 0.0));
     assert!(w.distributions.is_empty());
     // The cumulative summary keeps everything.
-    assert_eq!(h.handle.cumulative_summary().e2e_requests, 7);
+    assert_eq!(h.handle().cumulative_summary().e2e_requests, 7);
 }
 
 #[test]
 fn a_shorter_window_is_cut_into_shorter_buckets() {
     let h = Harness::with(|b| b.with_summary_window(Duration::from_secs(6)));
-    assert_eq!(h.handle.summary_window(), Duration::from_secs(6));
+    assert_eq!(h.handle().summary_window(), Duration::from_secs(6));
     h.run(|| {
         h.play(None, "a", 100.0, 100, Status::Ok);
         h.at(5_000.0);
@@ -168,7 +168,7 @@ fn a_shorter_window_is_cut_into_shorter_buckets() {
     });
     // Buckets of 1 s: at 7.5 s the window starts at 1 s.
     h.at(7_500.0);
-    let w = h.handle.window_summary();
+    let w = h.handle().window_summary();
     assert_eq!(w.e2e_requests, 1);
     assert_close(w.e2e_wall_time_ms, 5_100.0 - 1_000.0, "window wall time");
 }
@@ -182,7 +182,7 @@ fn an_open_run_can_be_read_while_it_runs() {
         h.play(Some(&run), "r-2", 200.0, 100, Status::Ok);
         let open = run.request("r-3");
         let unnamed = Run::start();
-        let snapshots = h.handle.open_run_summaries();
+        let snapshots = h.handle().open_run_summaries();
         assert_eq!(snapshots.len(), 2, "{snapshots:?}");
         // Sorted by scope: "(unnamed run)" before "batch-1".
         assert_eq!(snapshots[0].scope, "(unnamed run)");
@@ -193,19 +193,19 @@ fn an_open_run_can_be_read_while_it_runs() {
         // From the run's start to its last completion so far; the open request is not in.
         assert_close(s.e2e_wall_time_ms, 300.0, "run wall time so far");
         assert_eq!(s.distributions.request_latency().map(|l| l.count), Some(2));
-        assert_eq!(h.handle.open_spans().requests, ["r-3"]);
+        assert_eq!(h.handle().open_spans().requests, ["r-3"]);
         // Its requests go on; the snapshot did not hold them.
-        h.clock.advance_ms(50.0);
+        h.clock().advance_ms(50.0);
         open.finish();
         drop(unnamed);
-        let s = h.handle.open_run_summaries();
+        let s = h.handle().open_run_summaries();
         assert_eq!(s.len(), 1);
         assert_eq!(s[0].e2e_requests, 3);
         drop(run);
     });
-    assert!(h.handle.open_run_summaries().is_empty());
-    assert_eq!(h.handle.last_summary().map(|s| s.e2e_requests), Some(3));
-    assert_eq!(h.handle.cumulative_summary().e2e_requests, 3);
+    assert!(h.handle().open_run_summaries().is_empty());
+    assert_eq!(h.handle().last_summary().map(|s| s.e2e_requests), Some(3));
+    assert_eq!(h.handle().cumulative_summary().e2e_requests, 3);
 }
 
 #[test]
@@ -214,10 +214,10 @@ fn an_unnamed_run_is_named_in_its_snapshot_once_a_request_finished() {
     h.run(|| {
         let run = Run::start();
         h.play(Some(&run), "r-1", 10.0, 1, Status::Ok);
-        let snapshots = h.handle.open_run_summaries();
+        let snapshots = h.handle().open_run_summaries();
         assert_eq!(snapshots.len(), 1);
         assert!(snapshots[0].scope.starts_with("run-"), "{snapshots:?}");
-        assert_eq!(h.handle.open_spans().runs, [snapshots[0].scope.clone()]);
+        assert_eq!(h.handle().open_spans().runs, [snapshots[0].scope.clone()]);
         drop(run);
     });
 }
@@ -228,7 +228,7 @@ fn with_the_aggregates_off_the_summaries_are_empty() {
     h.run(|| {
         Request::start("r-1").finish();
     });
-    assert_eq!(h.handle.totals().requests_ok, 1);
-    assert_eq!(h.handle.cumulative_summary().e2e_requests, 0);
-    assert_eq!(h.handle.window_summary().e2e_requests, 0);
+    assert_eq!(h.handle().totals().requests_ok, 1);
+    assert_eq!(h.handle().cumulative_summary().e2e_requests, 0);
+    assert_eq!(h.handle().window_summary().e2e_requests, 0);
 }

@@ -22,10 +22,10 @@ fn four_threads_of_a_thousand_online_requests_count_exactly() {
             let mut reads = 0u64;
             let mut last = 0;
             while !done.load(Ordering::Acquire) {
-                let s = h.handle.cumulative_summary();
+                let s = h.handle().cumulative_summary();
                 assert!(s.e2e_requests >= last, "the count went back");
                 last = s.e2e_requests;
-                let _ = h.handle.window_summary();
+                let _ = h.handle().window_summary();
                 reads += 1;
             }
             reads
@@ -39,7 +39,7 @@ fn four_threads_of_a_thousand_online_requests_count_exactly() {
                             let request = Request::start(&format!("t{t}-r{i}"));
                             let stage = request.stage(0);
                             stage.tokens_in(i % 10).tokens_out(1);
-                            h.clock.advance_ms(1.0);
+                            h.clock().advance_ms(1.0);
                             drop(stage);
                             request.finish();
                         }
@@ -55,7 +55,7 @@ fn four_threads_of_a_thousand_online_requests_count_exactly() {
     });
     assert!(reads > 0);
     let total = THREADS * PER_THREAD;
-    let s = h.handle.cumulative_summary();
+    let s = h.handle().cumulative_summary();
     assert_eq!(s.e2e_requests, total);
     let tokens = THREADS * (0..PER_THREAD).map(|i| i % 10 + 1).sum::<u64>();
     assert_eq!(s.e2e_total_tokens, tokens);
@@ -64,9 +64,9 @@ fn four_threads_of_a_thousand_online_requests_count_exactly() {
         Some(total)
     );
     assert_eq!(s.distributions.stage_gen(0).map(|l| l.count), Some(total));
-    assert_eq!(h.handle.totals().requests_ok, total);
+    assert_eq!(h.handle().totals().requests_ok, total);
     // The clock moved 4 s: the window (1 s and a bucket at most) holds the last ones only.
-    let w = h.handle.window_summary();
+    let w = h.handle().window_summary();
     assert!(
         w.e2e_requests > 0 && w.e2e_requests < total,
         "{}",

@@ -35,7 +35,7 @@ fn print_summary_prints_the_cumulative_tables_on_the_console() {
         }
     });
     assert_eq!(h.console(), "", "online tables are off");
-    assert!(h.handle.print_summary());
+    assert!(h.handle().print_summary());
     let console = h.console();
     let summary = section(&console, "Overall Summary (scope cumulative)").expect(&console);
     assert_eq!(
@@ -58,18 +58,18 @@ fn print_summary_prints_the_cumulative_tables_on_the_console() {
     // The same text as the public renderer gives.
     assert_eq!(
         console,
-        omni_metrics::report::table::render_summary(&h.handle.cumulative_summary())
+        omni_metrics::report::table::render_summary(&h.handle().cumulative_summary())
     );
 }
 
 #[test]
 fn print_summary_without_a_console_prints_nothing() {
     let h = Harness::new();
-    assert!(!h.handle.print_summary());
+    assert!(!h.handle().print_summary());
     let jsonl = SharedBuf::default();
     let h = Harness::with(|b| b.with_jsonl(omni_metrics::Destination::writer(jsonl.clone())));
-    assert!(!h.handle.print_summary());
-    h.handle.flush(Duration::from_secs(10)).expect("flushed");
+    assert!(!h.handle().print_summary());
+    h.handle().flush(Duration::from_secs(10)).expect("flushed");
     assert_eq!(jsonl.text(), "", "the summary is for the console only");
 }
 

@@ -1,25 +1,28 @@
-//! Shared helpers: the real layer on a scoped subscriber, a manual clock, the console in
-//! memory, and online requests of a known shape.
+//! Shared helpers: the crate's testing harness (the real layer on a scoped subscriber, a
+//! manual clock), the console in memory, and online requests of a known shape.
 
 use std::time::{Duration, Instant};
 
-use omni_metrics::clock::ManualClock;
 use omni_metrics::instrument::{Request, Run};
-use omni_metrics::{Builder, MetricsHandle, OmniMetricsLayer};
-use tracing::Dispatch;
-use tracing_subscriber::prelude::*;
+use omni_metrics::{Builder, testing};
 
 #[path = "../support/shared_buf.rs"]
 mod shared_buf;
 pub(crate) use shared_buf::SharedBuf;
 
-/// The real layer on a Registry, driven by a manual clock; the console (off unless
-/// `configure` turns it on with [`Harness::console_writer`]) written to memory.
+/// The crate's testing harness; the console (off unless `configure` turns it on with
+/// [`Harness::with_console`]) written to memory.
 pub(crate) struct Harness {
-    pub(crate) clock: ManualClock,
-    pub(crate) handle: MetricsHandle,
-    pub(crate) dispatch: Dispatch,
+    inner: testing::Harness,
     pub(crate) console: SharedBuf,
+}
+
+impl std::ops::Deref for Harness {
+    type Target = testing::Harness;
+
+    fn deref(&self) -> &testing::Harness {
+        &self.inner
+    }
 }
 
 impl Harness {
@@ -33,37 +36,20 @@ impl Harness {
     }
 
     pub(crate) fn with_console(configure: impl FnOnce(Builder, SharedBuf) -> Builder) -> Self {
-        let clock = ManualClock::new();
         let console = SharedBuf::default();
-        let builder = OmniMetricsLayer::builder()
-            .with_console(false)
-            .with_clock(clock.clone());
-        let layer = configure(builder, console.clone())
-            .build()
-            .expect("no JSON-lines file");
-        let handle = layer.handle();
-        let dispatch = Dispatch::new(tracing_subscriber::registry().with(layer));
-        Self {
-            clock,
-            handle,
-            dispatch,
-            console,
-        }
-    }
-
-    /// Runs `f` with this harness's subscriber as the thread's default.
-    pub(crate) fn run<R>(&self, f: impl FnOnce() -> R) -> R {
-        tracing::dispatcher::with_default(&self.dispatch, f)
+        let buffer = console.clone();
+        let inner = testing::Harness::with(move |builder| configure(builder, buffer));
+        Self { inner, console }
     }
 
     /// Sets the clock to `ms` milliseconds.
     pub(crate) fn at(&self, ms: f64) {
-        self.clock.set_ns(ns(ms));
+        self.clock().set_ns(ns(ms));
     }
 
     /// What the console printed, once the writer has written what is queued.
     pub(crate) fn console(&self) -> String {
-        self.handle
+        self.handle()
             .flush(Duration::from_secs(10))
             .expect("the console writer finished");
         self.console.text()
@@ -97,7 +83,7 @@ impl Harness {
         };
         let stage = request.stage(0);
         stage.tokens_in(tokens_in).tokens_out(10);
-        self.clock.advance_ms(ms);
+        self.clock().advance_ms(ms);
         drop(stage);
         match status {
             Status::Ok => request.finish(),

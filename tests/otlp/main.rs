@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use omni_metrics::OmniMetricsLayer;
 use omni_metrics::instrument::Request;
 use omni_metrics::otlp::{OtlpPipeline, OtlpProtocol};
-use omni_metrics::report::CaptureSink;
+use omni_metrics::testing::CaptureSink;
 use opentelemetry_proto::tonic::trace::v1::Span;
 use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
 use tracing_subscriber::prelude::*;

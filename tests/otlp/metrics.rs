@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 use omni_metrics::OmniMetricsLayer;
 use omni_metrics::metrics::catalog::{METRICS, MetricKind, SECONDS_BUCKETS, observe};
 use omni_metrics::otlp::{MetricTemporality, OtlpBuilder, OtlpError, OtlpPipeline, OtlpProtocol};
-use omni_metrics::report::CaptureSink;
 use omni_metrics::stats::RequestE2EStats;
+use omni_metrics::testing::CaptureSink;
 use opentelemetry_proto::tonic::metrics::v1::{AggregationTemporality, ResourceMetrics};
 use tracing_subscriber::prelude::*;
 

@@ -14,7 +14,7 @@ use support::{Harness, section};
 use tracing::Level;
 
 fn ms(h: &Harness, ms: u64) {
-    h.clock.advance_ns(ms * 1_000_000);
+    h.clock().advance_ns(ms * 1_000_000);
 }
 
 fn approx(a: Option<f64>, b: f64) -> bool {
@@ -56,7 +56,7 @@ fn speech(h: &Harness, run: Option<&Run>, id: &str) {
 fn typed_outputs_give_first_output_gaps_and_audio_figures() {
     let h = Harness::new();
     h.run(|| speech(&h, None, "r-1"));
-    let requests = h.capture.requests();
+    let requests = h.capture().requests();
     let [r] = requests.as_slice() else {
         panic!("one request: {requests:?}")
     };
@@ -104,12 +104,12 @@ fn raw_events_count_from_the_stage_its_children_and_an_explicit_parent() {
         drop(stage);
         drop(request);
     });
-    let requests = h.capture.requests();
+    let requests = h.capture().requests();
     let s = requests[0].stage(0).expect("stage 0");
     assert_eq!((s.output_chunks, s.output_units), (3, 8));
     assert!(approx(s.time_to_first_output_ms, 2.0));
     assert_eq!(s.inter_output_gaps_ms, [3.0, 4.0]);
-    assert_eq!(h.handle.invalid_spans(), 0);
+    assert_eq!(h.handle().invalid_spans(), 0);
 }
 
 #[test]
@@ -127,7 +127,7 @@ fn explicit_fields_win_over_events() {
         drop(stage);
         request.finish();
     });
-    let requests = h.capture.requests();
+    let requests = h.capture().requests();
     let s = requests[0].stage(0).expect("stage 0");
     assert!(approx(s.time_to_first_output_ms, 12.5));
     assert!(approx(s.inter_output_ms, 0.75));
@@ -148,7 +148,7 @@ fn a_stage_streamed_as_several_spans_counts_the_gap_between_them() {
         }
         request.finish();
     });
-    let requests = h.capture.requests();
+    let requests = h.capture().requests();
     let s = requests[0].stage(0).expect("stage 0");
     assert_eq!(s.spans, 3);
     assert_eq!((s.output_chunks, s.output_units), (3, 6));
@@ -181,7 +181,7 @@ fn overlapping_chunks_interleave_their_outputs_in_time_order() {
         drop(b); // 12
         request.finish();
     });
-    let requests = h.capture.requests();
+    let requests = h.capture().requests();
     let s = requests[0].stage(0).expect("stage 0");
     assert_eq!((s.spans, s.output_chunks), (2, 4));
     assert!(approx(s.inter_output_ms, 2.0), "{:?}", s.inter_output_ms);
@@ -197,13 +197,13 @@ fn a_long_stream_keeps_a_bounded_gap_list_and_an_exact_mean() {
         let request = Request::start("r-long");
         let stage = request.stage(0);
         for i in 0..chunks {
-            h.clock.advance_ns(1_000_000 + (i % 2) * 1_000_000); // 1 ms, 2 ms, 1 ms, ...
+            h.clock().advance_ns(1_000_000 + (i % 2) * 1_000_000); // 1 ms, 2 ms, 1 ms, ...
             stage.output(1);
         }
         drop(stage);
         request.finish();
     });
-    let requests = h.capture.requests();
+    let requests = h.capture().requests();
     let s = requests[0].stage(0).expect("stage 0");
     assert_eq!(s.output_chunks, chunks);
     assert_eq!(s.inter_output_gaps_ms.len(), MAX_OUTPUT_GAPS);
@@ -232,8 +232,8 @@ fn an_output_outside_a_stage_is_counted_and_said_not_a_panic() {
         drop(stage);
         request.finish();
     });
-    assert_eq!(h.handle.invalid_spans(), 3);
-    let requests = h.capture.requests();
+    assert_eq!(h.handle().invalid_spans(), 3);
+    let requests = h.capture().requests();
     let s = requests[0].stage(0).expect("stage 0");
     // A negative unit count is ignored, the chunk is still one.
     assert_eq!((s.output_chunks, s.output_units), (1, 0));
@@ -314,7 +314,7 @@ fn a_run_summarizes_first_output_and_gaps_in_its_distributions() {
         }
         run.finish();
     });
-    let summaries = h.capture.summaries();
+    let summaries = h.capture().summaries();
     let d = &summaries[0].distributions;
     assert_eq!(d.request_first_audio().map(|s| s.count), Some(4));
     assert_eq!(d.request_first_output().map(|s| s.p50_ms), Some(45.0));

@@ -6,10 +6,10 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
-use omni_metrics::clock::ManualClock;
 use omni_metrics::instrument::Request;
-use omni_metrics::report::CaptureSink;
 use omni_metrics::stats::RequestE2EStats;
+use omni_metrics::testing::CaptureSink;
+use omni_metrics::testing::ManualClock;
 use omni_metrics::{OmniMetricsLayer, PrometheusSink};
 use openmetrics_parser::{
     HistogramValue, MetricFamily, MetricsExposition, OpenMetricsType, OpenMetricsValue,

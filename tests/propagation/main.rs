@@ -9,7 +9,7 @@ use std::time::Duration;
 use omni_metrics::OmniMetricsLayer;
 use omni_metrics::instrument::{Request, Transfer};
 use omni_metrics::propagation::{self, EDGE_KEY, REQUEST_ID_KEY};
-use omni_metrics::report::CaptureSink;
+use omni_metrics::testing::CaptureSink;
 use tracing::Dispatch;
 use tracing_subscriber::prelude::*;
 

@@ -21,7 +21,7 @@ use std::io::Write as _;
 use std::time::{Duration, Instant};
 
 use omni_metrics::replay::{GroupBy, Input, InputFormat, Lost, Replay, ReplayStats, Spans};
-use omni_metrics::report::CaptureSink;
+use omni_metrics::testing::CaptureSink;
 use proptest::prelude::*;
 use proptest::test_runner::Config;
 use serde_json::{Value, json};

@@ -81,7 +81,7 @@ impl Write for FillsUp {
 fn jsonl_layer(writer: impl Write + Send + 'static) -> OmniMetricsLayer {
     OmniMetricsLayer::builder()
         .with_console(false)
-        .with_clock(omni_metrics::clock::ManualClock::new())
+        .with_clock(omni_metrics::testing::ManualClock::new())
         .with_jsonl(omni_metrics::Destination::writer(writer))
         .build()
         .expect("no file")

@@ -2,7 +2,8 @@
 
 use omni_metrics::OmniMetricsLayer;
 use omni_metrics::instrument::Request;
-use omni_metrics::report::{CaptureSink, table};
+use omni_metrics::report::table;
+use omni_metrics::testing::CaptureSink;
 use tracing_subscriber::prelude::*;
 
 use crate::support::{seed_like_request, written};
