@@ -304,9 +304,8 @@ fn async_stream(
 async fn stats(State(state): State<AppState>) -> Response {
     match &state.metrics {
         Some(handle) => {
-            let table = omni_metrics::report::table::render_summary;
-            let cumulative = table(&handle.cumulative_summary());
-            let window = table(&handle.window_summary());
+            let cumulative = handle.cumulative_summary();
+            let window = handle.window_summary();
             format!("{cumulative}{window}").into_response()
         }
         None => (StatusCode::NOT_FOUND, "metrics are off").into_response(),

@@ -216,8 +216,8 @@ impl MetricsHandle {
     /// Prints the cumulative summary on the layer's console (its `Overall Summary` and,
     /// for two or more requests, `Distributions` tables, as a run's), through the console
     /// writer thread. Returns whether it was queued: `false` when the layer has no console
-    /// or its queue is full. [`report::table::render_summary`](crate::report::table::render_summary)
-    /// renders any summary to a `String`.
+    /// or its queue is full. A summary's `Display` renders it the same way, to a `String`
+    /// (`summary.to_string()`).
     ///
     /// ```
     /// # use std::time::Duration;

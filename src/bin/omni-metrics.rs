@@ -3,7 +3,7 @@
 //! [`omni_metrics::replay`]; its guide is `omni_metrics::guide::report_command`
 //! (`docs/report-command.md`).
 
-use std::io::{IsTerminal as _, Read};
+use std::io::{IsTerminal as _, Read, Write as _};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use omni_metrics::replay::{self, GroupBy, InputFormat, Lost, ReadError, Replay};
-use omni_metrics::report::{ConsoleSink, JsonLinesSink, Sink};
+use omni_metrics::report::{Record, Sink};
 use omni_metrics::stats::{OverallSummary, RequestE2EStats};
 
 /// Inputs at least this large (in bytes, all files together) get a progress bar on a
@@ -200,10 +200,11 @@ fn report(args: ReportArgs) -> ExitCode {
         .with_diagnostics(true)
         .with_window(args.window)
         .with_max_record_bytes((args.max_record_mib as usize) << 20);
-    replay = match args.format {
-        Format::Table => replay.with_sink(ConsoleSink::new(std::io::stdout(), !args.summary_only)),
-        Format::Jsonl => replay.with_sink(JsonLinesSink::new(std::io::stdout())),
-    };
+    replay = replay.with_sink(Stdout {
+        format: args.format,
+        request_tables: !args.summary_only,
+        said: std::sync::atomic::AtomicBool::new(false),
+    });
     let html = args.html.as_ref().map(|path| (path, Kept::default()));
     if let Some((_, kept)) = &html {
         replay = replay.with_sink(kept.clone());
@@ -401,6 +402,51 @@ fn write_html(path: &std::path::Path, kept: &Kept) -> bool {
         }
     }
     ok
+}
+
+/// Writes each record on standard output as it finishes: its tables as the layer prints them
+/// (`Display`), or its JSON line.
+struct Stdout {
+    format: Format,
+    /// Tables: each request's too, not only the summaries.
+    request_tables: bool,
+    /// Whether a failed write was said (once).
+    said: std::sync::atomic::AtomicBool,
+}
+
+impl Stdout {
+    /// Writes `text` in one call; a failure (a closed pipe) is said once.
+    fn write(&self, text: &str) {
+        let mut out = std::io::stdout().lock();
+        if let Err(e) = out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+            if !self.said.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                eprintln!("omni-metrics: cannot write the report on standard output: {e}");
+            }
+        }
+    }
+}
+
+impl Sink for Stdout {
+    fn on_request(&self, request: &RequestE2EStats) {
+        match self.format {
+            Format::Table if self.request_tables => self.write(&request.to_string()),
+            Format::Table => {}
+            Format::Jsonl => {
+                let line = Record::Request(request.clone()).to_json_line();
+                self.write(&(line + "\n"));
+            }
+        }
+    }
+
+    fn on_summary(&self, summary: &OverallSummary) {
+        match self.format {
+            Format::Table => self.write(&summary.to_string()),
+            Format::Jsonl => {
+                let line = Record::Summary(summary.clone()).to_json_line();
+                self.write(&(line + "\n"));
+            }
+        }
+    }
 }
 
 /// The summaries and requests of the replay, kept for the HTML pages.

@@ -348,9 +348,9 @@ impl Replay {
         self
     }
 
-    /// Adds a sink: [`ConsoleSink`](crate::report::ConsoleSink) for the tables,
-    /// [`JsonLinesSink`](crate::report::JsonLinesSink) for records,
-    /// `testing::CaptureSink` (feature `testing`) to read them in code.
+    /// Adds a sink: yours (print a record's tables with its `Display`, its JSON line with
+    /// [`Record::to_json_line`](crate::report::Record::to_json_line), as the report command
+    /// does), or `testing::CaptureSink` (feature `testing`) to read them in code.
     pub fn with_sink(mut self, sink: impl Sink) -> Self {
         self.sinks.push(Box::new(sink));
         self

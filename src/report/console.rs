@@ -11,18 +11,11 @@ use crate::stats::{OverallSummary, RequestE2EStats};
 /// requests never interleave. Text from the engine is escaped and capped (see
 /// [`table`]).
 ///
-/// Used as a [`Sink`] of your own (`Builder::with_sink`), it renders and writes on the
-/// engine's thread and reports its first failed write as a warning. The layer's built-in
-/// console (`Builder::with_console`) runs it on the layer's writer
-/// thread instead, and counts its failures in
-/// [`MetricsHandle::sink_losses`](crate::MetricsHandle::sink_losses).
-///
-/// ```
-/// use omni_metrics::report::ConsoleSink;
-/// let sink = ConsoleSink::new(std::io::stderr(), false); // summaries only
-/// # drop(sink);
-/// ```
-pub struct ConsoleSink {
+/// The layer's console (`Builder::with_console`) runs it on the layer's writer thread, and
+/// counts its failures in [`MetricsHandle::sink_losses`](crate::MetricsHandle::sink_losses);
+/// used as a [`Sink`], it renders and writes on the calling thread and reports its first
+/// failed write as a warning.
+pub(crate) struct ConsoleSink {
     writer: Mutex<Box<dyn Write + Send>>,
     request_tables: bool,
     warned: AtomicBool,
@@ -39,7 +32,7 @@ impl std::fmt::Debug for ConsoleSink {
 impl ConsoleSink {
     /// Prints to `writer`; with `request_tables`, each request's tables too (not only the
     /// summaries).
-    pub fn new(writer: impl Write + Send + 'static, request_tables: bool) -> Self {
+    pub(crate) fn new(writer: impl Write + Send + 'static, request_tables: bool) -> Self {
         Self {
             writer: Mutex::new(Box::new(writer)),
             request_tables,

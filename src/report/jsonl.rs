@@ -98,19 +98,13 @@ fn unsafe_in_terminal(c: char) -> bool {
 /// a newline, so it never continues a fragment. A file opened with `append_to` is
 /// reopened (created again) when it was renamed or deleted, as log rotation does.
 ///
-/// Used as a [`Sink`] of your own (`Builder::with_sink`), it serializes and writes on the
-/// engine's thread and reports its first failed write as a warning. The layer's built-in
-/// JSON lines (`Builder::with_jsonl`, `OMNI_METRICS_JSONL`) run it
-/// on the layer's writer thread instead, and count its failures in
-/// [`MetricsHandle::sink_losses`](crate::MetricsHandle::sink_losses).
-///
-/// ```
-/// use omni_metrics::report::JsonLinesSink;
-/// let sink = JsonLinesSink::new(std::io::sink());
-/// # drop(sink);
-/// ```
+/// The layer's JSON lines (`Builder::with_jsonl`, `OMNI_METRICS_JSONL`) run it on the
+/// layer's writer thread, and count its failures in
+/// [`MetricsHandle::sink_losses`](crate::MetricsHandle::sink_losses); used as a [`Sink`],
+/// it serializes and writes on the calling thread and reports its first failed write as a
+/// warning.
 #[derive(Debug)]
-pub struct JsonLinesSink {
+pub(crate) struct JsonLinesSink {
     out: Mutex<Output>,
     warned: AtomicBool,
 }
@@ -304,7 +298,7 @@ fn write_line(writer: &mut dyn Write, prefix: &[u8], line: &[u8]) -> (usize, io:
 
 impl JsonLinesSink {
     /// Writes records to `writer`.
-    pub fn new(writer: impl Write + Send + 'static) -> Self {
+    pub(crate) fn new(writer: impl Write + Send + 'static) -> Self {
         Self::with_target(Target::Writer {
             writer: Box::new(writer),
             torn: false,
@@ -318,13 +312,7 @@ impl JsonLinesSink {
     /// # Errors
     ///
     /// The file cannot be opened for appending.
-    ///
-    /// ```no_run
-    /// let sink = omni_metrics::report::JsonLinesSink::append_to("records.jsonl")?;
-    /// # drop(sink);
-    /// # Ok::<(), std::io::Error>(())
-    /// ```
-    pub fn append_to(path: impl Into<PathBuf>) -> io::Result<Self> {
+    pub(crate) fn append_to(path: impl Into<PathBuf>) -> io::Result<Self> {
         Ok(Self::with_target(Target::File(PathFile::open(
             path.into(),
         )?)))

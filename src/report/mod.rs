@@ -1,10 +1,12 @@
 //! Reports and sinks: where finished requests and scopes go.
 //!
 //! The layer calls every [`Sink`] of yours once per finished request and once per finished
-//! scope, from the thread that closed the span, with no span lock held. The built-in sinks
-//! are the console tables ([`ConsoleSink`], rendered by [`table`]), JSON lines
-//! ([`JsonLinesSink`], one [`Record`] per line) and an HTML report of each run ([`html`]);
-//! the `testing` feature adds an in-memory `CaptureSink` for tests.
+//! scope, from the thread that closed the span, with no span lock held. Its own outputs are
+//! the console tables ([`Builder::with_console`](crate::Builder::with_console); a record's
+//! `Display` renders them), JSON lines
+//! ([`Builder::with_jsonl`](crate::Builder::with_jsonl), one [`Record`] per line) and an
+//! HTML report of each run ([`html`]); the `testing` feature adds an in-memory
+//! `CaptureSink` for tests.
 //!
 //! The layer's built-in console, JSON lines and HTML report run on writer threads of their
 //! own, fed by bounded queues: the engine's thread only queues the finished record, and a
@@ -17,12 +19,12 @@
 mod console;
 pub mod html;
 mod jsonl;
-pub mod table;
+pub(crate) mod table;
 pub(crate) mod writer;
 
-pub use console::ConsoleSink;
-pub(crate) use jsonl::open_append;
-pub use jsonl::{JsonLinesSink, Record};
+pub(crate) use console::ConsoleSink;
+pub use jsonl::Record;
+pub(crate) use jsonl::{JsonLinesSink, open_append};
 pub use writer::{FlushError, SinkLosses};
 
 use crate::stats::{OverallSummary, RequestE2EStats};

@@ -1,4 +1,5 @@
-//! The console tables, laid out as vLLM-Omni prints them.
+//! The console tables, laid out as vLLM-Omni prints them; `Display` of
+//! [`OverallSummary`] and [`RequestE2EStats`] renders them.
 //!
 //! `Overall Summary` and `RequestE2EStats` are Field | Value tables; `StageRequestStats`
 //! has one column per stage id and `TransferEdgeStats` one per edge; `Distributions`
@@ -26,7 +27,7 @@ use crate::stats::{OverallSummary, RequestE2EStats, StageRequestStats, TransferE
 ///
 /// Longer text is cut there and ends with `…` and its full length in bytes, e.g.
 /// `xxxx… (4,194,304 bytes)`: a 10 MiB `resolution` renders as fast as a short one.
-pub const MAX_CELL_CHARS: usize = 256;
+pub(crate) const MAX_CELL_CHARS: usize = 256;
 
 /// Whether `c` may not reach a terminal as is: C0 controls (newline included), DEL, C1
 /// controls (`U+0080..=U+009F`, e.g. the 8-bit CSI `U+009B`), and the Unicode marks that
@@ -79,22 +80,12 @@ pub(crate) fn printable(text: &str, in_cell: bool) -> Cow<'_, str> {
 
 /// An integer with thousands
 /// An integer with thousands separators: `5202` -> `5,202`.
-///
-/// ```
-/// assert_eq!(omni_metrics::report::table::format_int(5202), "5,202");
-/// assert_eq!(omni_metrics::report::table::format_int(0), "0");
-/// ```
-pub fn format_int(v: u64) -> String {
+pub(crate) fn format_int(v: u64) -> String {
     group(&v.to_string())
 }
 
 /// A float with three decimals and thousands separators: `41299.19` -> `41,299.190`.
-///
-/// ```
-/// assert_eq!(omni_metrics::report::table::format_float(41299.19), "41,299.190");
-/// assert_eq!(omni_metrics::report::table::format_float(0.4906), "0.491");
-/// ```
-pub fn format_float(v: f64) -> String {
+pub(crate) fn format_float(v: f64) -> String {
     if !v.is_finite() {
         return v.to_string();
     }
@@ -218,7 +209,7 @@ fn push_row(table: &mut Table, label: &str, cells: Vec<Cell>, elide: bool) {
 ///
 /// vLLM-Omni's rows always; `e2e_requests_error`, `e2e_requests_aborted` and `invalid_spans`
 /// only when not zero.
-pub fn summary_table(s: &OverallSummary) -> String {
+fn summary_table(s: &OverallSummary) -> String {
     let mut t = new_table(vec!["Field".into(), "Value".into()]);
     push_row(&mut t, keys::E2E_REQUESTS, vec![int(s.e2e_requests)], false);
     push_row(
@@ -277,7 +268,7 @@ pub fn summary_table(s: &OverallSummary) -> String {
 /// The `RequestE2EStats` table; `invalid_spans` only when not zero, the output-event and
 /// audio rows (`time_to_first_output_ms`, `time_to_first_audio_ms`, `audio_duration_ms`,
 /// `audio_e2e_rtf`) only when measured.
-pub fn request_table(r: &RequestE2EStats) -> String {
+fn request_table(r: &RequestE2EStats) -> String {
     let mut t = new_table(vec!["Field".into(), "Value".into()]);
     push_row(
         &mut t,
@@ -321,26 +312,13 @@ pub fn request_table(r: &RequestE2EStats) -> String {
     t.to_string()
 }
 
-/// The `StageRequestStats` table as vLLM-Omni prints it: one column per stage, headed by its
-/// id; vLLM-Omni's rows in its (alphabetical) order, then `queue_time_ms` and the
-/// output-event and audio rows (`output_chunks`, `output_units`,
+/// The `StageRequestStats` table: one column per stage, headed by its id, with its name when
+/// it has one (`0 thinker`); vLLM-Omni's rows in its (alphabetical) order, then
+/// `queue_time_ms` and the output-event and audio rows (`output_chunks`, `output_units`,
 /// `time_to_first_output_ms`, `inter_output_ms`, `audio_duration_ms`, `audio_rtf`).
 ///
 /// `batch_id` is shown when any stage recorded one, 0 included (batch 0 is a batch).
-pub fn stage_table(stages: &[StageRequestStats]) -> String {
-    stage_table_with(stages, |s| s.stage_id.to_string())
-}
-
-/// [`stage_table`] with each column headed `"{id} {name}"` when the stage has a name
-/// (`0 thinker`), as the console prints it.
-///
-/// ```
-/// use omni_metrics::stats::StageRequestStats;
-/// let thinker = StageRequestStats { stage_id: 0, stage_name: Some("thinker".into()), num_tokens_in: 9, ..Default::default() };
-/// let table = omni_metrics::report::table::stage_table_named(&[thinker]);
-/// assert!(table.lines().next().is_some_and(|header| header.contains("0 thinker")));
-/// ```
-pub fn stage_table_named(stages: &[StageRequestStats]) -> String {
+fn stage_table(stages: &[StageRequestStats]) -> String {
     stage_table_with(stages, |s| match &s.stage_name {
         Some(name) => format!("{} {}", s.stage_id, printable(name, true)),
         None => s.stage_id.to_string(),
@@ -383,7 +361,7 @@ fn stage_table_with(
 }
 
 /// The `TransferEdgeStats` table: one column per edge `from->to`.
-pub fn transfer_table(edges: &[TransferEdgeStats]) -> String {
+fn transfer_table(edges: &[TransferEdgeStats]) -> String {
     let mut header = vec!["Field".to_owned()];
     header.extend(edges.iter().map(|e| e.edge.to_string()));
     let mut t = new_table(header);
@@ -407,19 +385,7 @@ pub fn transfer_table(edges: &[TransferEdgeStats]) -> String {
 ///
 /// A row without values, or zero in every request (a stage with no `omni.queue` spans), is
 /// left out, as in the stage table.
-///
-/// ```
-/// use omni_metrics::distribution::{Distributions, LatencyStats, Quantity};
-/// let d: Distributions = [(
-///     Quantity::RequestLatency,
-///     LatencyStats { count: 2, mean_ms: 1500.0, p50_ms: 1000.0, p90_ms: 2000.0, p99_ms: 2000.0, max_ms: 2000.0 },
-/// )]
-/// .into_iter()
-/// .collect();
-/// let table = omni_metrics::report::table::distribution_table(&d);
-/// assert!(table.contains("| e2e_total_ms |     2 | 1,500.000 | 1,000.000 | 2,000.000 | 2,000.000 | 2,000.000 |"));
-/// ```
-pub fn distribution_table(d: &Distributions) -> String {
+fn distribution_table(d: &Distributions) -> String {
     let header = ["Field", "count", "mean", "p50", "p90", "p99", "max"];
     let mut t = new_table(header.iter().map(|h| (*h).to_owned()).collect());
     for (quantity, stats) in distribution_rows(d) {
@@ -446,7 +412,7 @@ fn distribution_rows(d: &Distributions) -> impl Iterator<Item = (Quantity, Laten
 ///
 /// For two or more completed requests, the `Distributions` table follows, titled and
 /// followed by a blank line the same way (when it has a row).
-pub fn render_summary(s: &OverallSummary) -> String {
+pub(crate) fn render_summary(s: &OverallSummary) -> String {
     let mut out = format!(
         "Overall Summary (scope {})\n{}\n\n",
         printable(&s.scope, false),
@@ -463,10 +429,9 @@ pub fn render_summary(s: &OverallSummary) -> String {
 }
 
 /// A request's three tables with their titles, as the console prints them: each title and
-/// table followed by a blank line; stage columns headed `"{id} {name}"`
-/// ([`stage_table_named`]). Stage and transfer tables are left out when the request has no
+/// table followed by a blank line; stage columns headed `"{id} {name}"`. Stage and transfer tables are left out when the request has no
 /// stage or no transfer. The request id and scope are escaped and capped.
-pub fn render_request(r: &RequestE2EStats) -> String {
+pub(crate) fn render_request(r: &RequestE2EStats) -> String {
     let mut out = format!(
         "RequestE2EStats (request {}, status {}, scope {})\n{}\n\n",
         printable(&r.request_id, false),
@@ -475,11 +440,7 @@ pub fn render_request(r: &RequestE2EStats) -> String {
         request_table(r)
     );
     if !r.stages.is_empty() {
-        let _ = write!(
-            out,
-            "StageRequestStats\n{}\n\n",
-            stage_table_named(&r.stages)
-        );
+        let _ = write!(out, "StageRequestStats\n{}\n\n", stage_table(&r.stages));
     }
     if !r.transfers.is_empty() {
         let _ = write!(
@@ -489,6 +450,44 @@ pub fn render_request(r: &RequestE2EStats) -> String {
         );
     }
     out
+}
+
+impl std::fmt::Display for OverallSummary {
+    /// The summary as the console prints it: `Overall Summary (scope ...)`, its table and a
+    /// blank line; for two or more completed requests, the `Distributions` table after it
+    /// the same way. The scope is escaped and capped.
+    ///
+    /// ```
+    /// use omni_metrics::stats::OverallSummary;
+    /// let summary = OverallSummary { scope: "run-3".into(), e2e_requests: 1, ..Default::default() };
+    /// let text = summary.to_string();
+    /// assert!(text.starts_with("Overall Summary (scope run-3)\n"));
+    /// assert!(text.contains("| e2e_requests "));
+    /// ```
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&render_summary(self))
+    }
+}
+
+impl std::fmt::Display for RequestE2EStats {
+    /// The request's tables as the console prints them: `RequestE2EStats (request ...,
+    /// status ..., scope ...)`, then `StageRequestStats` (one column per stage, headed
+    /// `"{id} {name}"`) and `TransferEdgeStats` (one per edge) when it has stages and
+    /// transfers, each title and table followed by a blank line. The request id and scope
+    /// are escaped and capped.
+    ///
+    /// ```
+    /// use omni_metrics::stats::{RequestE2EStats, StageRequestStats};
+    /// let thinker = StageRequestStats { stage_id: 0, stage_name: Some("thinker".into()), num_tokens_in: 9, ..Default::default() };
+    /// let request = RequestE2EStats { request_id: "r-1".into(), stages: vec![thinker], ..Default::default() };
+    /// let text = request.to_string();
+    /// assert!(text.starts_with("RequestE2EStats (request r-1, status ok, scope )\n"));
+    /// assert!(text.contains("\nStageRequestStats\n"));
+    /// assert!(text.lines().any(|l| l.ends_with("| 0 thinker |")));
+    /// ```
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&render_request(self))
+    }
 }
 
 #[cfg(test)]

@@ -2,7 +2,6 @@
 //! requests, never for an online request.
 
 use omni_metrics::instrument::Run;
-use omni_metrics::report::table;
 
 use crate::support::{Harness, Shape, Status, rows, section};
 
@@ -114,20 +113,20 @@ fn issue9_2_rendering_shows_the_table_only_for_two_requests_or_more() {
     let h = Harness::new();
     small_run(&h);
     let mut summary = h.capture().summaries().pop().unwrap_or_default();
-    let rendered = table::render_summary(&summary);
+    let rendered = summary.to_string();
     assert!(rendered.contains("\nDistributions\n"), "{rendered}");
     assert!(rendered.ends_with(&format!(
         "{}\n\n",
-        table::distribution_table(&summary.distributions)
+        section(&rendered, "Distributions").unwrap_or_default()
     )));
     summary.e2e_requests = 1;
-    let rendered = table::render_summary(&summary);
+    let rendered = summary.to_string();
     assert!(!rendered.contains("Distributions"), "{rendered}");
     assert_eq!(
         rendered,
         format!(
             "Overall Summary (scope run-d)\n{}\n\n",
-            table::summary_table(&summary)
+            section(&rendered, "Overall Summary").unwrap_or_default()
         )
     );
 }

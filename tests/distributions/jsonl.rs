@@ -125,7 +125,7 @@ fn issue9_2_numbers_stay_finite_whatever_the_input() {
             "{key}: {line}"
         );
     }
-    let table = omni_metrics::report::table::render_summary(&summary);
+    let table = summary.to_string();
     assert!(table.contains("stage_7_queue_time_ms"), "{table}");
     assert!(!table.contains("NaN") && !table.contains("inf"), "{table}");
 }

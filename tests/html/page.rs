@@ -5,7 +5,6 @@ use std::process::Command;
 use std::sync::Arc;
 
 use omni_metrics::report::html::render;
-use omni_metrics::report::table::{format_float, format_int, render_request, render_summary};
 use omni_metrics::stats::{
     EdgeName, OverallSummary, RequestE2EStats, RequestStatus, StageRequestStats, TransferEdgeStats,
 };
@@ -199,9 +198,9 @@ fn issue11_tables_in_the_browser_are_the_consoles() {
     assert_eq!(attr(&dom, "data-requests"), "2");
     assert_eq!(attr(&dom, "data-bars"), "6", "3 + 1 stages, 2 transfers");
     assert_eq!(attr(&dom, "data-bars-drawn"), "6");
-    let mut console = render_summary(&summary);
+    let mut console = summary.to_string();
     for r in &requests {
-        console.push_str(&render_request(r));
+        console.push_str(&r.to_string());
     }
     assert_same_tables(
         &grouped(dom_blocks(&dom)),
@@ -453,4 +452,37 @@ fn ids_that_name_javascript_properties_are_found() {
         "constructor",
         "the first request"
     );
+}
+
+/// An integer as the console writes it: thousands separators (`5,202`).
+fn format_int(v: u64) -> String {
+    group(&v.to_string())
+}
+
+/// A float as the console writes it: three decimals and thousands separators
+/// (`41,299.190`), never `-0.000`.
+fn format_float(v: f64) -> String {
+    if !v.is_finite() {
+        return v.to_string();
+    }
+    let text = format!("{v:.3}");
+    let (sign, digits) = match text.strip_prefix('-') {
+        Some(rest) if rest.bytes().any(|b| matches!(b, b'1'..=b'9')) => ("-", rest),
+        Some(rest) => ("", rest),
+        None => ("", text.as_str()),
+    };
+    let (int, frac) = digits.split_once('.').unwrap_or((digits, "000"));
+    format!("{sign}{}.{frac}", group(int))
+}
+
+/// `digits` with a comma every three from the right.
+fn group(digits: &str) -> String {
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
 }

@@ -3,9 +3,9 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Barrier};
 
-use crate::support::{HarnessExt as _, assert_close, diagnosed as setup, layer, ns};
+use crate::support::{HarnessExt as _, assert_close, diagnosed as setup, layer, ns, table_under};
 use omni_metrics::instrument::{Request, RequestGuard};
-use omni_metrics::report::{Record, table};
+use omni_metrics::report::Record;
 use omni_metrics::stats::RequestStatus;
 use omni_metrics::testing::CaptureSink;
 use omni_metrics::testing::ManualClock;
@@ -411,7 +411,7 @@ fn issue6_no_negative_zero_without_transfers() {
     assert!(r.transfers_total_kbytes.is_sign_positive());
     let line = Record::Request(r.clone()).to_json_line();
     assert!(!line.contains("-0.0"), "{line}");
-    assert!(!table::request_table(r).contains("-0.000"));
+    assert!(!table_under(&r.to_string(), "RequestE2EStats").contains("-0.000"));
 }
 
 /// Item 14: an explicit `postprocess_time_ms` is subtracted from the measured stage time, and

@@ -48,7 +48,7 @@ pub(crate) fn ns(ms: f64) -> u64 {
 
 #[path = "../support/table_rows.rs"]
 mod table_rows;
-pub(crate) use table_rows::rows;
+pub(crate) use table_rows::{rows, table_under};
 
 /// Asserts that `table` has exactly `expected` rows (header included), cell by cell.
 #[track_caller]

@@ -84,7 +84,7 @@ fn render_time_of_a_huge_resolution() {
             ..Default::default()
         };
         let start = Instant::now();
-        let out = omni_metrics::report::table::render_request(&request);
+        let out = request.to_string();
         println!(
             "{mib} MiB resolution: rendered {} bytes in {:?}",
             out.len(),

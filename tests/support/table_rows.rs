@@ -13,3 +13,15 @@ pub(crate) fn rows(table: &str) -> Vec<Vec<String>> {
         })
         .collect()
 }
+
+/// The table under the title line that starts with `title` in `text` (a record's `Display`,
+/// or what the console printed): its lines up to the next blank line; empty without one.
+#[allow(dead_code)] // not every test target reads a titled table
+pub(crate) fn table_under(text: &str, title: &str) -> String {
+    let mut lines = text.lines().skip_while(|l| !l.starts_with(title));
+    lines.next();
+    lines
+        .take_while(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join("\n")
+}

@@ -58,29 +58,11 @@ const PAGE: &str = include_str!("page.html");
 const STYLE: &str = include_str!("page.css");
 const SCRIPT: &str = include_str!("page.js");
 
-/// Renders the page of `summary` and `requests` ([`render`]) and writes it to `path`, with
-/// `{scope}` in the path replaced by the summary's scope (made safe as a file name); the
-/// file is written beside under a temporary name and renamed, so a reader never sees half
-/// a page. Returns the path written. This is what `omni-metrics report --html` does.
-///
-/// # Errors
-///
-/// The file could not be written; the error names it.
-pub fn write(
-    path: &std::path::Path,
-    summary: &OverallSummary,
-    requests: &[RequestE2EStats],
-) -> std::io::Result<std::path::PathBuf> {
-    let path = live::path_for(path, &summary.scope);
-    live::write_page(&path, &render(summary, requests))?;
-    Ok(path)
-}
-
 /// Writes the pages of several scopes to one file-name pattern, never replacing a page it
 /// wrote: what `omni-metrics report --html` uses.
 ///
-/// `{scope}` in the pattern is replaced as [`write()`] does it (a scope changed or cut to be
-/// a safe file name gets 8 hex digits of its hash, so `team a/run-1` and `team_a_run-1`
+/// `{scope}` in the pattern is replaced by the summary's scope, made safe as a file name (a
+/// scope changed or cut to be a safe file name gets 8 hex digits of its hash, so `team a/run-1` and `team_a_run-1`
 /// get two files). Should two scopes still map to one name, the later page gets `-2`,
 /// `-3`, ... before the extension. Without `{scope}`, each page replaces the last.
 ///
