@@ -52,7 +52,3 @@ impl Clock for MonotonicClock {
             .as_nanos() as u64
     }
 }
-
-/// The clock a test moves, for the crate's own uses (the replay, unit tests).
-#[cfg(any(feature = "replay", test))]
-pub(crate) use crate::testing::ManualClock;

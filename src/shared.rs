@@ -428,7 +428,7 @@ mod tests {
 
     #[test]
     fn the_registry_of_open_runs_gives_its_room_back_when_they_close() {
-        let clock: Arc<dyn Clock> = Arc::new(crate::clock::ManualClock::new());
+        let clock: Arc<dyn Clock> = Arc::new(crate::testing::ManualClock::new());
         let shared = Shared::new(clock, false, std::time::Duration::from_secs(60));
         let keys: Vec<u64> = (0..10_000)
             .map(|_| shared.run_opened(None, Arc::new(NoRun)))

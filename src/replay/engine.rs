@@ -20,10 +20,10 @@ use tracing::{Level, Span};
 
 use super::model::{AttrValue, MAX_SPAN_NS, SpanRec};
 use super::{GroupBy, ReplayStats};
-use crate::clock::ManualClock;
 use crate::convention::{self, SpanKind, field, omni_span};
 use crate::report::Sink;
 use crate::stats::{OverallSummary, RequestE2EStats};
+use crate::testing::ManualClock;
 
 /// Where a node's parent is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
