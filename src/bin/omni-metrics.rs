@@ -121,25 +121,7 @@ fn report(args: ReportArgs) -> ExitCode {
         Group::Run => GroupBy::Run,
         Group::All => GroupBy::All,
     };
-    let total_bytes: u64 = args
-        .files
-        .iter()
-        .filter_map(|f| std::fs::metadata(f).ok())
-        .map(|m| m.len())
-        .sum();
-    // Grouped by run, the files are read twice (the first pass reads only the runs).
-    let passes = if group_by == GroupBy::Run { 2 } else { 1 };
-    let progress = !args.no_progress && std::io::stderr().is_terminal();
-    let bar = (progress && total_bytes >= PROGRESS_MIN_BYTES).then(|| {
-        let bar = ProgressBar::new(total_bytes * passes);
-        if let Ok(style) = ProgressStyle::with_template(
-            "reading {bar:40} {bytes}/{total_bytes} ({bytes_per_sec}, {eta}) {msg}",
-        ) {
-            bar.set_style(style);
-        }
-        bar
-    });
-
+    let bar = progress_bar(&args, group_by);
     // Standard input cannot be read twice: it is read whole.
     let mut stdin = Vec::new();
     if args.files.iter().any(|f| f.as_os_str() == "-") {
@@ -147,54 +129,9 @@ fn report(args: ReportArgs) -> ExitCode {
             eprintln!("omni-metrics: <stdin>: cannot read: {e}");
         }
     }
-    let inputs: Vec<replay::Input<'_>> = args
-        .files
-        .iter()
-        .map(|path| {
-            if path.as_os_str() == "-" {
-                return replay::Input::bytes("<stdin>", &stdin);
-            }
-            let bar = bar.clone();
-            replay::Input::new(path.display().to_string(), move || {
-                let file = std::fs::File::open(path)?;
-                Ok(match &bar {
-                    Some(bar) => {
-                        bar.set_message(path.display().to_string());
-                        Box::new(bar.wrap_read(file)) as Box<dyn Read>
-                    }
-                    None => Box::new(file),
-                })
-            })
-        })
-        .collect();
-
-    let (mut bad_lines, mut bad_other, mut lost_spans) = (0_u64, 0_u64, 0_u64);
-    let mut said = 0_u64;
-    let mut on_error = |e: ReadError| {
-        match e.lost() {
-            Lost::Spans => lost_spans += 1,
-            // Said, and counted by the replay (`spans_with_invalid_values`).
-            Lost::Values => {}
-            _ if e.line().is_some() => bad_lines += 1,
-            _ => bad_other += 1,
-        }
-        // A file of nothing but bad records says the first ones, then counts.
-        said += 1;
-        if said > MAX_ERRORS_SAID {
-            return;
-        }
-        let say = || {
-            eprintln!("{e}");
-            if said == MAX_ERRORS_SAID {
-                eprintln!("omni-metrics: more errors are counted, not shown");
-            }
-        };
-        match &bar {
-            Some(bar) => bar.suspend(say),
-            None => say(),
-        }
-    };
-
+    let inputs = inputs(&args.files, &stdin, bar.as_ref());
+    let mut errors = ReadErrors::default();
+    let mut on_error = |e: ReadError| errors.add(&e, bar.as_ref());
     let mut replay = Replay::new()
         .group_by(group_by)
         .with_diagnostics(true)
@@ -213,16 +150,128 @@ fn report(args: ReportArgs) -> ExitCode {
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
+    if !read_something(&stats, &errors, args.files.len()) {
+        return ExitCode::FAILURE;
+    }
+    let html_ok = html.is_none_or(|(path, kept)| write_html(path, &kept));
+    eprintln!(
+        "omni-metrics: {} in {} from {}: {}, {}",
+        plural(stats.spans_read, "span", "spans"),
+        plural(stats.traces, "trace", "traces"),
+        plural(args.files.len() as u64, "file", "files"),
+        plural(stats.requests, "request", "requests"),
+        plural(stats.runs, "run", "runs"),
+    );
+    say_left_out(&stats, args.window);
+    say_repaired(&stats, &errors);
+    if html_ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+/// A progress bar on stderr, for a terminal and inputs of [`PROGRESS_MIN_BYTES`] or more
+/// (read twice when grouped by run: the first pass reads only the runs).
+fn progress_bar(args: &ReportArgs, group_by: GroupBy) -> Option<ProgressBar> {
+    let total_bytes: u64 = args
+        .files
+        .iter()
+        .filter_map(|f| std::fs::metadata(f).ok())
+        .map(|m| m.len())
+        .sum();
+    let passes = if group_by == GroupBy::Run { 2 } else { 1 };
+    let progress = !args.no_progress && std::io::stderr().is_terminal();
+    (progress && total_bytes >= PROGRESS_MIN_BYTES).then(|| {
+        let bar = ProgressBar::new(total_bytes * passes);
+        if let Ok(style) = ProgressStyle::with_template(
+            "reading {bar:40} {bytes}/{total_bytes} ({bytes_per_sec}, {eta}) {msg}",
+        ) {
+            bar.set_style(style);
+        }
+        bar
+    })
+}
+
+/// The replay's inputs: each file opened when it is read (through the progress bar), `-`
+/// standard input, read whole beforehand (`stdin`).
+fn inputs<'a>(
+    files: &'a [PathBuf],
+    stdin: &'a [u8],
+    bar: Option<&ProgressBar>,
+) -> Vec<replay::Input<'a>> {
+    files
+        .iter()
+        .map(|path| {
+            if path.as_os_str() == "-" {
+                return replay::Input::bytes("<stdin>", stdin);
+            }
+            let bar = bar.cloned();
+            replay::Input::new(path.display().to_string(), move || {
+                let file = std::fs::File::open(path)?;
+                Ok(match &bar {
+                    Some(bar) => {
+                        bar.set_message(path.display().to_string());
+                        Box::new(bar.wrap_read(file)) as Box<dyn Read>
+                    }
+                    None => Box::new(file),
+                })
+            })
+        })
+        .collect()
+}
+
+/// What could not be read, counted; the first [`MAX_ERRORS_SAID`] errors are said.
+#[derive(Default)]
+struct ReadErrors {
+    bad_lines: u64,
+    bad_other: u64,
+    lost_spans: u64,
+    said: u64,
+}
+
+impl ReadErrors {
+    /// Counts `e`, and says it while fewer than [`MAX_ERRORS_SAID`] were (above `bar`).
+    fn add(&mut self, e: &ReadError, bar: Option<&ProgressBar>) {
+        match e.lost() {
+            Lost::Spans => self.lost_spans += 1,
+            // Said, and counted by the replay (`spans_with_invalid_values`).
+            Lost::Values => {}
+            _ if e.line().is_some() => self.bad_lines += 1,
+            _ => self.bad_other += 1,
+        }
+        // A file of nothing but bad records says the first ones, then counts.
+        self.said += 1;
+        if self.said > MAX_ERRORS_SAID {
+            return;
+        }
+        let last = self.said == MAX_ERRORS_SAID;
+        let say = || {
+            eprintln!("{e}");
+            if last {
+                eprintln!("omni-metrics: more errors are counted, not shown");
+            }
+        };
+        match bar {
+            Some(bar) => bar.suspend(say),
+            None => say(),
+        }
+    }
+}
+
+/// Whether the input held spans; if not, says so (nothing readable, or no span in what
+/// was read: the wrong file?).
+fn read_something(stats: &replay::ReplayStats, errors: &ReadErrors, files: usize) -> bool {
+    let (bad_lines, bad_other) = (errors.bad_lines, errors.bad_other);
     if stats.records == 0 && bad_lines + bad_other > 0 {
         eprintln!(
             "omni-metrics: nothing could be read: {}",
             could_not_read(bad_lines, bad_other)
         );
-        return ExitCode::FAILURE;
+        return false;
     }
     if stats.spans_read == 0 {
         // Not a report: a script that gave the wrong file notices.
-        let files = args.files.len();
         eprintln!(
             "omni-metrics: no span found in {files} file{} ({} bytes of data, {} records{}): \
              is it an OTLP trace file (the collector's traces pipeline, not metrics or logs)?",
@@ -234,18 +283,14 @@ fn report(args: ReportArgs) -> ExitCode {
                 _ => format!("; {}", could_not_read(bad_lines, bad_other)),
             }
         );
-        return ExitCode::FAILURE;
+        return false;
     }
-    let html_ok = html.is_none_or(|(path, kept)| write_html(path, &kept));
+    true
+}
 
-    eprintln!(
-        "omni-metrics: {} in {} from {}: {}, {}",
-        plural(stats.spans_read, "span", "spans"),
-        plural(stats.traces, "trace", "traces"),
-        plural(args.files.len() as u64, "file", "files"),
-        plural(stats.requests, "request", "requests"),
-        plural(stats.runs, "run", "runs"),
-    );
+/// Says what of the input is not in the tables, or not where it was: no request, spans
+/// read twice or too late for their trace (`window`), requests after or far from their run.
+fn say_left_out(stats: &replay::ReplayStats, window: u64) {
     if stats.requests == 0 {
         eprintln!(
             "omni-metrics: no omni.request span in the input: were the omni.* spans exported \
@@ -265,8 +310,8 @@ fn report(args: ReportArgs) -> ExitCode {
                 ", or their trace was replayed early to bound memory ({}: the spans held took \
                  {} MB, or a trace held {} spans)",
                 plural(n, "trace", "traces"),
-                args.window.saturating_mul(Replay::BYTES_PER_SPAN) / 1_000_000,
-                args.window / 4,
+                window.saturating_mul(Replay::BYTES_PER_SPAN) / 1_000_000,
+                window / 4,
             ),
         };
         eprintln!(
@@ -274,7 +319,7 @@ fn report(args: ReportArgs) -> ExitCode {
              requests: more than {} spans were read after the trace's last span{early}; a \
              larger --window holds traces longer (memory grows with it)",
             plural(stats.late_spans, "span came", "spans came"),
-            args.window,
+            window,
         );
     }
     if stats.requests_after_their_run > 0 {
@@ -308,6 +353,12 @@ fn report(args: ReportArgs) -> ExitCode {
             },
         );
     }
+}
+
+/// Says what the replay repaired or left out of the input, and what could not be read:
+/// parents and runs missing, parent cycles, values and spans that could not be taken,
+/// spans moved inside their parent.
+fn say_repaired(stats: &replay::ReplayStats, errors: &ReadErrors) {
     if stats.missing_parents > 0 {
         eprintln!(
             "omni-metrics: {} a parent that is not in the input (give the files of every \
@@ -338,11 +389,11 @@ fn report(args: ReportArgs) -> ExitCode {
             plural(stats.spans_with_invalid_values, "span had", "spans had")
         );
     }
-    if lost_spans > 0 {
+    if errors.lost_spans > 0 {
         eprintln!(
             "omni-metrics: {} spans that could not be read (said above); \
              their other spans were read",
-            plural(lost_spans, "record had", "records had")
+            plural(errors.lost_spans, "record had", "records had")
         );
     }
     if stats.moved_into_parent > 0 {
@@ -352,13 +403,11 @@ fn report(args: ReportArgs) -> ExitCode {
             plural(stats.moved_into_parent, "span started", "spans started")
         );
     }
-    if bad_lines + bad_other > 0 {
-        eprintln!("omni-metrics: {}", could_not_read(bad_lines, bad_other));
-    }
-    if html_ok {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
+    if errors.bad_lines + errors.bad_other > 0 {
+        eprintln!(
+            "omni-metrics: {}",
+            could_not_read(errors.bad_lines, errors.bad_other)
+        );
     }
 }
 
