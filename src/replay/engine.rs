@@ -278,12 +278,14 @@ impl<'a> Engine<'a> {
         // once for every span, in linear time, a cycle found once.
         let up = self.resolve_parents(spans, &index, &node_of);
         self.place(spans, &mut nodes, &up);
-        self.place_in_runs(spans, &mut nodes);
         let bad_time: Vec<bool> = nodes
             .iter()
             .map(|n| spans[n.rec].problem.as_ref().is_some_and(|p| p.bad_time))
             .collect();
+        // Times fitted before requests are placed in their runs: a run starts at its
+        // requests' fitted times, not at a timestamp that was left out.
         let fitted = fit_times(&mut nodes, &bad_time);
+        self.place_in_runs(spans, &mut nodes);
         self.stats.moved_into_parent += fitted.moved;
         if let Some(n) = fitted.cut {
             let rec = &spans[nodes[n].rec];

@@ -636,3 +636,22 @@ fn cycles_and_long_chains_replay_in_linear_time() {
         });
     }
 }
+
+/// Found by `replay_of_arbitrary_span_forests`: a request whose timestamps are too far apart
+/// (1 ns to 1.7e18 ns) takes its children's window, and its run (`--group-by all`) starts
+/// there too, not at the timestamp that was left out (the run's wall was 1.7e12 ms).
+#[test]
+fn a_run_starts_at_its_requests_fitted_times() {
+    let far = 1_700_000_000_000_000_000;
+    let spans = [
+        raw_span(3, Some(2), "omni.request", far, far, json!([])),
+        raw_span(2, Some(13), "omni.request", far, far, json!([])),
+        raw_span(13, None, "omni.request", 1, far, json!([])),
+    ];
+    let (read, _) = read(lines_of(&spans).as_bytes(), InputFormat::Json);
+    for group_by in [GroupBy::All, GroupBy::Run] {
+        // Checks every wall time within 10^12 ms.
+        let records = replay_spans(&read, group_by);
+        assert!(!records.is_empty());
+    }
+}
