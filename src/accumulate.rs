@@ -731,7 +731,10 @@ mod tests {
         assert_eq!(scope.distributions.quantities(), 4);
         let summary = scope.summary("run-1".into());
         assert_eq!(
-            summary.distributions.request_latency().map(|s| s.count),
+            summary
+                .distributions
+                .get(crate::stats::Quantity::RequestLatency)
+                .map(|s| s.count),
             Some(1_000_000)
         );
     }

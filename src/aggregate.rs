@@ -1,160 +1,32 @@
-//! Online aggregates: one summary over every request since the start, one over the last
-//! minute, and a periodic one-line report.
-//!
-//! Online serving (requests with no `omni.run`) makes each request a scope of its own, so
-//! its summaries say nothing about the server as a whole. The layer therefore also adds
-//! every finished request, online or in a run, of any status, to two aggregates that the
-//! [`MetricsHandle`](crate::MetricsHandle) reads:
-//!
-//! - the **cumulative** summary,
-//!   [`MetricsHandle::cumulative_summary`](crate::MetricsHandle::cumulative_summary), scope
-//!   [`CUMULATIVE_SCOPE`]: every request since the layer was built, or since the last
-//!   [`MetricsHandle::reset_cumulative`](crate::MetricsHandle::reset_cumulative). Its
-//!   `e2e_wall_time_ms` runs from that start to the last completion.
-//! - the **window** summary,
-//!   [`MetricsHandle::window_summary`](crate::MetricsHandle::window_summary), scope
-//!   [`WINDOW_SCOPE`]: the requests completed in the last window
-//!   ([`Builder::with_summary_window`](crate::Builder::with_summary_window), default
-//!   [`DEFAULT_SUMMARY_WINDOW`]).
-//!
-//! Both are [`OverallSummary`]s, built by the same code as a run's: only `ok` requests
-//! count in `e2e_requests`, tokens and distributions; `error` and `aborted` ones in
-//! `e2e_requests_error` and `e2e_requests_aborted`; `invalid_spans` sums the requests' own. `e2e_stage_{i}_wall_time_ms` is the earliest start to the latest end
-//! of stage `i` over the scope's requests. The run's own spans (a late `run_id`) are not in
-//! them, and neither are requests still open: their runs are, as they stand, in
-//! [`MetricsHandle::open_run_summaries`](crate::MetricsHandle::open_run_summaries).
-//!
-//! # The window
-//!
-//! Time on the layer's clock is cut into buckets of `window / WINDOW_BUCKETS` (10 s for the
-//! default minute), counted from the layer's build. A request goes into the bucket of its
-//! completion. The window summary merges the bucket being filled now and the
-//! [`WINDOW_BUCKETS`] before it: it covers at least the last `window` and at most
-//! `window + window / WINDOW_BUCKETS` (less in the layer's first window), so a request
-//! leaves it between `window` and `window + window / WINDOW_BUCKETS` after it completed. Its
-//! `e2e_wall_time_ms` runs from the start of the oldest of those buckets (never before the
-//! layer was built) to the last completion in the window; with no completion it is 0.
-//!
-//! ```
-//! use std::time::Duration;
-//! use omni_metrics::testing::ManualClock; // feature `testing`
-//! use omni_metrics::instrument::Request;
-//! use tracing_subscriber::prelude::*;
-//!
-//! let clock = ManualClock::new();
-//! let layer = omni_metrics::OmniMetricsLayer::builder()
-//!     .with_console(false)
-//!     .with_clock(clock.clone())
-//!     .with_summary_window(Duration::from_secs(60))
-//!     .build()?;
-//! let handle = layer.handle();
-//! tracing::subscriber::with_default(tracing_subscriber::registry().with(layer), || {
-//!     for id in ["r-1", "r-2"] {
-//!         let request = Request::start(id);
-//!         clock.advance_ms(100.0);
-//!         request.finish();
-//!     }
-//! });
-//! assert_eq!(handle.cumulative_summary().e2e_requests, 2);
-//! assert_eq!(handle.window_summary().e2e_requests, 2);
-//! clock.advance_ms(71_000.0); // past the window and its last bucket
-//! assert_eq!(handle.window_summary().e2e_requests, 0);
-//! assert_eq!(handle.cumulative_summary().e2e_requests, 2);
-//! # Ok::<(), omni_metrics::BuildError>(())
-//! ```
-//!
-//! # Cost
-//!
-//! The engine's threads never wait for the aggregates. Each thread records its request
-//! into a bucket of its own stripe (one of 16, by thread), under the stripe lock that
-//! already counts [`totals`](crate::MetricsHandle::totals): a handful of histogram
-//! records. When its next bucket starts, the thread hands the finished one over to the
-//! merged aggregates if no reader holds them (a try-lock; else it keeps it for the next
-//! reader). A read takes each stripe's buckets (a pointer swap under the stripe's lock) and
-//! merges them, on the reader's thread.
-//!
-//! Memory: one bucket per stripe in use, and the merged cumulative summary with
-//! `WINDOW_BUCKETS + 1` buckets. Each holds one latency histogram per row of the
-//! `Distributions` table (see [`crate::distribution`]): 16 to 150 KiB each when values
-//! reach a minute, nothing for a quantity seen once in the bucket. A three-stage pipeline
-//! with two edges (9 rows) whose times reach seconds, on four engine threads, needs about
-//! 12 × 9 × 100 KiB, some 10 MiB;
-//! [`Builder::with_aggregates(false)`](crate::Builder::with_aggregates) saves it.
-//!
-//! # The periodic line
-//!
-//! With [`Builder::with_periodic_log`](crate::Builder::with_periodic_log) or
-//! [`LOG_INTERVAL_ENV`](crate::env::LOG_INTERVAL_ENV), the console writer thread prints, every
-//! interval, one line made of the window summary (the layer's clock) and the requests open
-//! now:
-//!
-//! ```text
-//! omni-metrics: last 60.0 s: 12 ok, 0 error, 0 aborted requests (0.20 req/s), 5,400.0 tokens/s, e2e p50 812.000 ms p99 1,502.000 ms, 3 open
-//! ```
-//!
-//! Rates are over the time the line covers (from the window's start to now); the
-//! percentiles are of the `ok` requests' `e2e_total_ms`, and left out without one. Nothing
-//! is printed while the window saw no request finish and none is open: an idle server stays
-//! quiet. The line goes where the console tables go
-//! ([`Builder::with_console`](crate::Builder::with_console)); without the
-//! console, there is none. It stops when the [`OmniGuard`](crate::OmniGuard) shuts down
-//! (or drops) and with the layer.
+//! Online aggregates: the cumulative and window summaries and the periodic line; what they
+//! are is documented on [`MetricsHandle`](crate::MetricsHandle)
+//! (`docs/reference/aggregates.md`).
 
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use crate::accumulate::ScopeAcc;
 use crate::report::table::{format_float, format_int};
-use crate::stats::{self, OverallSummary, RequestE2EStats};
+use crate::stats::{self, OverallSummary, Quantity, RequestE2EStats};
 
-/// The default length of the window summary: one minute. Set it with
-/// [`Builder::with_summary_window`](crate::Builder::with_summary_window).
-///
-/// ```
-/// assert_eq!(omni_metrics::aggregate::DEFAULT_SUMMARY_WINDOW.as_secs(), 60);
-/// ```
-pub const DEFAULT_SUMMARY_WINDOW: Duration = Duration::from_secs(60);
+/// [`Builder::DEFAULT_SUMMARY_WINDOW`](crate::Builder::DEFAULT_SUMMARY_WINDOW).
+pub(crate) const DEFAULT_SUMMARY_WINDOW: Duration = Duration::from_secs(60);
 
 /// The shortest window summary: 1 ms; a shorter one is raised to it.
-///
-/// ```
-/// assert_eq!(omni_metrics::aggregate::MIN_SUMMARY_WINDOW.as_millis(), 1);
-/// ```
-pub const MIN_SUMMARY_WINDOW: Duration = Duration::from_millis(1);
+pub(crate) const MIN_SUMMARY_WINDOW: Duration = Duration::from_millis(1);
 
 /// The buckets a window is cut into: 6 (10 s each for the default minute). The window
-/// summary merges the current bucket and the 6 before it (see the [module](self) docs).
-///
-/// ```
-/// use omni_metrics::aggregate::{DEFAULT_SUMMARY_WINDOW, WINDOW_BUCKETS};
-/// assert_eq!((DEFAULT_SUMMARY_WINDOW / WINDOW_BUCKETS).as_secs(), 10);
-/// ```
-pub const WINDOW_BUCKETS: u32 = 6;
+/// summary merges the current bucket and the 6 before it (see `MetricsHandle`'s docs).
+pub(crate) const WINDOW_BUCKETS: u32 = 6;
 
 /// The shortest interval of the periodic line: 10 ms; a shorter one is raised to it.
-///
-/// ```
-/// assert_eq!(omni_metrics::aggregate::MIN_LOG_INTERVAL.as_millis(), 10);
-/// ```
-pub const MIN_LOG_INTERVAL: Duration = Duration::from_millis(10);
+pub(crate) const MIN_LOG_INTERVAL: Duration = Duration::from_millis(10);
 
 /// The `scope` of the cumulative summary.
-///
-/// ```
-/// let layer = omni_metrics::OmniMetricsLayer::builder().with_console(false).build()?;
-/// assert_eq!(layer.handle().cumulative_summary().scope, omni_metrics::aggregate::CUMULATIVE_SCOPE);
-/// # Ok::<(), omni_metrics::BuildError>(())
-/// ```
-pub const CUMULATIVE_SCOPE: &str = "cumulative";
+pub(crate) const CUMULATIVE_SCOPE: &str = "cumulative";
 
 /// The `scope` of the window summary.
-///
-/// ```
-/// let layer = omni_metrics::OmniMetricsLayer::builder().with_console(false).build()?;
-/// assert_eq!(layer.handle().window_summary().scope, omni_metrics::aggregate::WINDOW_SCOPE);
-/// # Ok::<(), omni_metrics::BuildError>(())
-/// ```
-pub const WINDOW_SCOPE: &str = "window";
+pub(crate) const WINDOW_SCOPE: &str = "window";
 
 /// Buckets of the merged ring: the current one and the [`WINDOW_BUCKETS`] before it.
 const RING: u64 = WINDOW_BUCKETS as u64 + 1;
@@ -362,7 +234,7 @@ pub(crate) fn periodic_line(
         per_s(summary.e2e_requests),
         one_decimal(per_s(summary.e2e_total_tokens)),
     );
-    if let Some(latency) = summary.distributions.request_latency() {
+    if let Some(latency) = summary.distributions.get(Quantity::RequestLatency) {
         line.push_str(&format!(
             ", e2e p50 {} ms p99 {} ms",
             format_float(latency.p50_ms),
@@ -483,7 +355,10 @@ mod tests {
         assert_eq!(window.e2e_wall_time_ms, 60_000.0);
         assert_eq!(window.e2e_total_tokens, 610);
         assert_eq!(
-            window.distributions.request_latency().map(|l| l.count),
+            window
+                .distributions
+                .get(Quantity::RequestLatency)
+                .map(|l| l.count),
             Some(61)
         );
         // 9.999 s later, still bucket 12; then bucket 13 drops 60-69 s.

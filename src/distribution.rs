@@ -1,54 +1,30 @@
-//! Latency distributions: count, mean, p50, p90, p99 and max of a scope's request latency
-//! (`e2e_total_ms`), of each stage's `stage_gen_time_ms` and `queue_time_ms`, and of each
-//! edge's transfer time (`tx + rx_decode + in_flight`), over its completed (`ok`) requests.
-//!
-//! [`DistributionRecorder`] collects them: one HDR histogram per [`Quantity`] (stage ids and
-//! edges are the only labels), values in whole microseconds with
-//! [`SIGNIFICANT_DIGITS`] = 3, so a percentile is within 0.1% of the true one (at most one
-//! microsecond off below 2.048 ms). Its memory depends on the range of the values, never
-//! on how many were recorded: no per-request data is kept. [`Distributions`] is what it
-//! reports, [`LatencyStats`] per quantity; the summary carries one
-//! ([`OverallSummary::distributions`](crate::stats::OverallSummary::distributions)), so
-//! those result types belong to the stats model and are re-exported here.
-//!
-//! Percentiles are by nearest rank: `pN` is the smallest recorded value with at least N% of
-//! the values at or below it (rounded up to the top of its histogram bucket, never above
-//! the max). Mean and max are exact (of the microsecond values).
-//!
-//! ```
-//! use omni_metrics::distribution::{DistributionRecorder, Quantity};
-//!
-//! let mut recorder = DistributionRecorder::new();
-//! for ms in [12.0, 15.5, 11.0, 250.0] {
-//!     recorder.record(Quantity::RequestLatency, ms);
-//! }
-//! let latency = recorder.distributions().request_latency().unwrap_or_default();
-//! assert_eq!(latency.count, 4);
-//! assert!(latency.p50_ms >= 12.0 && latency.p50_ms <= 12.0 * 1.001); // the 2nd of 4
-//! assert_eq!(latency.max_ms, 250.0);
-//! assert_eq!(latency.mean_ms, 72.125);
-//! ```
+//! Latency distributions: [`DistributionRecorder`] collects a scope's
+//! [`Distributions`](crate::stats::Distributions) (what they are, and how exact, is
+//! documented there): one HDR histogram per [`Quantity`] (stage ids and edges are the only
+//! labels), values in whole microseconds with [`SIGNIFICANT_DIGITS`] = 3. Its memory
+//! depends on the range of the values, never on how many were recorded: no per-request data
+//! is kept.
 
 use std::fmt;
 
 use hdrhistogram::Histogram;
 use smallvec::SmallVec;
 
-pub use crate::stats::latency::{Distributions, LatencyStats, Quantity};
+use crate::stats::{Distributions, LatencyStats, Quantity};
 use crate::stats::{EdgeName, RequestE2EStats, counts_in_summary, finite};
 
 /// Significant decimal digits kept by each histogram: 3, so a recorded value is known to
 /// within 0.1% (relative), or to the microsecond below 2.048 ms.
-pub const SIGNIFICANT_DIGITS: u8 = 3;
+pub(crate) const SIGNIFICANT_DIGITS: u8 = 3;
 
 /// The largest value a histogram records, in microseconds (one week): larger values are
 /// recorded as this.
-pub const MAX_RECORDED_US: u64 = 7 * 24 * 3_600 * 1_000_000;
+pub(crate) const MAX_RECORDED_US: u64 = 7 * 24 * 3_600 * 1_000_000;
 
 /// The most quantities one [`DistributionRecorder`] tracks (request latency, two per stage,
 /// one per edge). Values of quantities beyond it are left out, so an engine that numbers
 /// stages wildly cannot grow the memory without bound.
-pub const MAX_QUANTITIES: usize = 64;
+pub(crate) const MAX_QUANTITIES: usize = 64;
 
 /// How many quantities a [`DistributionRecorder`] holds without allocating its list (the
 /// histograms are allocated apart, from a quantity's second value on).
@@ -64,29 +40,8 @@ const INLINE_QUANTITIES: usize = 12;
 /// value that is not finite or is negative is left out, one above [`MAX_RECORDED_US`] is
 /// recorded as that. Two recorders merge ([`DistributionRecorder::merge`]), e.g. one per
 /// thread or per run.
-///
-/// ```
-/// use omni_metrics::distribution::{DistributionRecorder, Quantity};
-/// use omni_metrics::stats::{RequestE2EStats, RequestStatus, StageRequestStats};
-///
-/// let request = |ms: f64, status| RequestE2EStats {
-///     e2e_total_ms: ms,
-///     status,
-///     stages: vec![StageRequestStats { stage_id: 0, stage_gen_time_ms: ms / 2.0, ..Default::default() }],
-///     ..Default::default()
-/// };
-/// let mut a = DistributionRecorder::new();
-/// a.add_request(&request(10.0, RequestStatus::Ok));
-/// a.add_request(&request(99.0, RequestStatus::Error)); // not counted
-/// let mut b = DistributionRecorder::new();
-/// b.add_request(&request(30.0, RequestStatus::Ok));
-/// a.merge(&b);
-/// let d = a.distributions();
-/// assert_eq!(d.request_latency().map(|s| (s.count, s.max_ms)), Some((2, 30.0)));
-/// assert_eq!(d.stage_gen(0).map(|s| s.mean_ms), Some(10.0));
-/// ```
 #[derive(Clone, Default)]
-pub struct DistributionRecorder {
+pub(crate) struct DistributionRecorder {
     series: SmallVec<[(Quantity, Series); INLINE_QUANTITIES]>,
     /// Where the next quantity is looked for first: requests record their quantities in the
     /// same order each time, so the one after the last found is usually the next.
@@ -104,14 +59,15 @@ impl fmt::Debug for DistributionRecorder {
 
 impl DistributionRecorder {
     /// An empty recorder.
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self::default()
     }
 
     /// Records one value of `quantity`, in ms. A value that is not finite or is negative
     /// is left out (counted nowhere); so is a new quantity beyond [`MAX_QUANTITIES`].
     #[inline]
-    pub fn record(&mut self, quantity: Quantity, ms: f64) {
+    #[cfg_attr(not(test), allow(dead_code))] // the tests record values directly
+    pub(crate) fn record(&mut self, quantity: Quantity, ms: f64) {
         self.record_inline(quantity, ms);
     }
 
@@ -129,7 +85,7 @@ impl DistributionRecorder {
     /// Records a finished request's quantities (request latency, each stage's compute and
     /// queue time, each edge's transfer time) if it ended `ok`; other requests are not
     /// counted, as in the summary.
-    pub fn add_request(&mut self, request: &RequestE2EStats) {
+    pub(crate) fn add_request(&mut self, request: &RequestE2EStats) {
         if !counts_in_summary(request.status) {
             return;
         }
@@ -171,7 +127,7 @@ impl DistributionRecorder {
     }
 
     /// Adds everything `other` recorded, as if it had been recorded here.
-    pub fn merge(&mut self, other: &DistributionRecorder) {
+    pub(crate) fn merge(&mut self, other: &DistributionRecorder) {
         for (quantity, theirs) in &other.series {
             if let Some(ours) = self.series_mut(*quantity) {
                 ours.merge(theirs);
@@ -180,7 +136,7 @@ impl DistributionRecorder {
     }
 
     /// The stats of every quantity recorded so far, in the table's order.
-    pub fn distributions(&self) -> Distributions {
+    pub(crate) fn distributions(&self) -> Distributions {
         let mut entries: Vec<(Quantity, LatencyStats)> = self
             .series
             .iter()
@@ -192,14 +148,16 @@ impl DistributionRecorder {
     }
 
     /// How many quantities it tracks (at most [`MAX_QUANTITIES`]).
-    pub fn quantities(&self) -> usize {
+    #[cfg_attr(not(test), allow(dead_code))] // the tests measure it
+    pub(crate) fn quantities(&self) -> usize {
         self.series.len()
     }
 
     /// The heap memory it holds, in bytes: the histograms' buckets, and its list of
     /// quantities once that outgrows its inline room. It grows with the range of the
     /// values, never with their number.
-    pub fn heap_bytes(&self) -> usize {
+    #[cfg_attr(not(test), allow(dead_code))] // the tests measure it
+    pub(crate) fn heap_bytes(&self) -> usize {
         let list = if self.series.spilled() {
             self.series.capacity() * std::mem::size_of::<(Quantity, Series)>()
         } else {
@@ -369,13 +327,145 @@ fn record_into(h: &mut Histogram<u64>, us: u64, n: u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::stats::{RequestE2EStats, RequestStatus, StageRequestStats};
+
+    /// Moved from tests/distributions/jsonl.rs (the recorder is internal).
+    #[test]
+    fn issue9_2_numbers_stay_finite_whatever_the_input() {
+        use crate::report::Record;
+        use crate::stats::OverallSummary;
+        use serde_json::Value;
+        let mut recorder = DistributionRecorder::new();
+        for ms in [f64::NAN, f64::INFINITY, -3.0, f64::MAX, 1e-9, 0.0] {
+            recorder.record(Quantity::RequestLatency, ms);
+            recorder.record(Quantity::StageQueueTime(7), ms);
+        }
+        let summary = OverallSummary {
+            scope: "odd".into(),
+            e2e_requests: 3,
+            distributions: recorder.distributions(),
+            ..Default::default()
+        };
+        let line = Record::Summary(summary.clone()).to_json_line();
+        let record: Value = serde_json::from_str(&line).expect("valid JSON");
+        let latency = &record["distributions"]["e2e_total_ms"];
+        assert_eq!(latency["count"], 3, "{line}");
+        for key in ["mean_ms", "p50_ms", "p90_ms", "p99_ms", "max_ms"] {
+            assert!(
+                latency[key].as_f64().is_some_and(f64::is_finite),
+                "{key}: {line}"
+            );
+        }
+        let table = summary.to_string();
+        assert!(table.contains("stage_7_queue_time_ms"), "{table}");
+        assert!(!table.contains("NaN") && !table.contains("inf"), "{table}");
+    }
+
+    #[track_caller]
+    fn assert_ordered(s: &LatencyStats, what: &str) {
+        let all = [s.mean_ms, s.p50_ms, s.p90_ms, s.p99_ms, s.max_ms];
+        assert!(
+            all.iter().all(|v| v.is_finite() && *v >= 0.0),
+            "{what}: {s:?}"
+        );
+        assert!(
+            s.p50_ms <= s.p90_ms && s.p90_ms <= s.p99_ms && s.p99_ms <= s.max_ms,
+            "{what}: {s:?}"
+        );
+        assert!(s.mean_ms <= s.max_ms, "{what}: {s:?}");
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
+        /// Moved from tests/distributions/properties.rs (the recorder is internal).
+        #[test]
+        fn issue9_2_any_input_is_safe_and_only_valid_values_count(
+            values in proptest::collection::vec(
+                proptest::prop_oneof![
+                    proptest::prelude::any::<f64>(),
+                    0.0..1e7f64,
+                    proptest::prelude::Just(f64::NAN),
+                    proptest::prelude::Just(f64::INFINITY),
+                ],
+                0..200,
+            ),
+            split in 0usize..200,
+        ) {
+            // Recorded in two recorders merged, and in one: the same.
+            let (mut a, mut b, mut one) =
+                (DistributionRecorder::new(), DistributionRecorder::new(), DistributionRecorder::new());
+            for (i, v) in values.iter().enumerate() {
+                let part = if i < split { &mut a } else { &mut b };
+                part.record(Quantity::RequestLatency, *v);
+                one.record(Quantity::RequestLatency, *v);
+            }
+            a.merge(&b);
+            let merged = a.distributions();
+            proptest::prop_assert_eq!(&merged, &one.distributions());
+            let valid = values.iter().filter(|v| v.is_finite() && **v >= 0.0).count() as u64;
+            let stats = merged.get(Quantity::RequestLatency);
+            proptest::prop_assert_eq!(stats.map_or(0, |s| s.count), valid);
+            if let Some(s) = stats {
+                assert_ordered(&s, "e2e_total_ms");
+            }
+        }
+    }
+
+    #[test]
+    fn percentiles_are_by_nearest_rank_mean_and_max_exact() {
+        let mut recorder = DistributionRecorder::new();
+        for ms in [12.0, 15.5, 11.0, 250.0] {
+            recorder.record(Quantity::RequestLatency, ms);
+        }
+        let latency = recorder
+            .distributions()
+            .get(Quantity::RequestLatency)
+            .unwrap_or_default();
+        assert_eq!(latency.count, 4);
+        assert!(latency.p50_ms >= 12.0 && latency.p50_ms <= 12.0 * 1.001); // the 2nd of 4
+        assert_eq!(latency.max_ms, 250.0);
+        assert_eq!(latency.mean_ms, 72.125);
+    }
+
+    #[test]
+    fn ok_requests_only_and_recorders_merge() {
+        let request = |ms: f64, status| RequestE2EStats {
+            e2e_total_ms: ms,
+            status,
+            stages: vec![StageRequestStats {
+                stage_id: 0,
+                stage_gen_time_ms: ms / 2.0,
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let mut a = DistributionRecorder::new();
+        a.add_request(&request(10.0, RequestStatus::Ok));
+        a.add_request(&request(99.0, RequestStatus::Error)); // not counted
+        let mut b = DistributionRecorder::new();
+        b.add_request(&request(30.0, RequestStatus::Ok));
+        a.merge(&b);
+        let d = a.distributions();
+        assert_eq!(
+            d.get(Quantity::RequestLatency).map(|s| (s.count, s.max_ms)),
+            Some((2, 30.0))
+        );
+        assert_eq!(
+            d.get(Quantity::StageGenTime(0)).map(|s| s.mean_ms),
+            Some(10.0)
+        );
+    }
 
     #[test]
     fn a_single_value_is_exact_and_allocates_nothing() {
         let mut r = DistributionRecorder::new();
         r.record(Quantity::RequestLatency, 41_299.133);
         assert_eq!(r.heap_bytes(), 0);
-        let s = r.distributions().request_latency().unwrap_or_default();
+        let s = r
+            .distributions()
+            .get(Quantity::RequestLatency)
+            .unwrap_or_default();
         assert_eq!(s.count, 1);
         for v in [s.mean_ms, s.p50_ms, s.p90_ms, s.p99_ms, s.max_ms] {
             assert_eq!(v, 41_299.133);
@@ -406,7 +496,10 @@ mod tests {
         r.record(Quantity::RequestLatency, -0.0);
         r.record(Quantity::RequestLatency, f64::MAX);
         r.record(Quantity::RequestLatency, 1e300);
-        let s = r.distributions().request_latency().unwrap_or_default();
+        let s = r
+            .distributions()
+            .get(Quantity::RequestLatency)
+            .unwrap_or_default();
         assert_eq!(s.count, 3);
         let week_ms = MAX_RECORDED_US as f64 / 1000.0;
         assert_eq!((s.p50_ms, s.p99_ms, s.max_ms), (week_ms, week_ms, week_ms));
@@ -421,7 +514,10 @@ mod tests {
         for v in &values {
             r.record(Quantity::StageGenTime(3), *v as f64);
         }
-        let s = r.distributions().stage_gen(3).unwrap_or_default();
+        let s = r
+            .distributions()
+            .get(Quantity::StageGenTime(3))
+            .unwrap_or_default();
         assert_eq!(s.count, 1000);
         assert_eq!(s.mean_ms, 500.5);
         assert_eq!(s.max_ms, 1000.0);
@@ -463,7 +559,11 @@ mod tests {
             r.record(Quantity::StageGenTime(id), 1.0);
         }
         assert_eq!(r.quantities(), MAX_QUANTITIES);
-        assert!(r.distributions().stage_gen(MAX_QUANTITIES as u64).is_none());
+        assert!(
+            r.distributions()
+                .get(Quantity::StageGenTime(MAX_QUANTITIES as u64))
+                .is_none()
+        );
     }
 
     #[test]
@@ -520,6 +620,9 @@ mod tests {
         let per_histogram = r.heap_bytes() / quantities.len();
         assert!(per_histogram < 300 << 10, "{per_histogram} bytes");
         let d = r.distributions();
-        assert_eq!(d.request_latency().map(|s| s.count), Some(1_000_001));
+        assert_eq!(
+            d.get(Quantity::RequestLatency).map(|s| s.count),
+            Some(1_000_001)
+        );
     }
 }

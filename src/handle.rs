@@ -16,6 +16,7 @@ use crate::stats::OverallSummary;
 /// assert!(handle.last_summary().is_none());
 /// # Ok::<(), omni_metrics::BuildError>(())
 /// ```
+#[doc = include_str!("../docs/reference/aggregates.md")]
 #[derive(Clone, Debug)]
 pub struct MetricsHandle {
     shared: Arc<Shared>,
@@ -97,11 +98,6 @@ impl MetricsHandle {
         OpenSpans { runs, requests }
     }
 
-    /// Spans that broke the convention so far.
-    pub fn invalid_spans(&self) -> u64 {
-        self.shared.diagnostics.invalid_spans()
-    }
-
     /// The latest finished run's (`omni.run`) summary; online requests are in
     /// [`MetricsHandle::totals`], [`MetricsHandle::cumulative_summary`] and
     /// [`MetricsHandle::window_summary`], and reach the sinks with a summary each.
@@ -110,10 +106,10 @@ impl MetricsHandle {
     }
 
     /// The cumulative summary: every request the layer has seen finish, online and in runs,
-    /// since it was built or since [`MetricsHandle::reset_cumulative`]; scope
-    /// [`CUMULATIVE_SCOPE`](crate::aggregate::CUMULATIVE_SCOPE).
+    /// since it was built or since [`MetricsHandle::reset_cumulative`]; scope `cumulative`.
     ///
-    /// The same [`OverallSummary`] as a run's (see [`crate::aggregate`]): `e2e_requests`
+    /// The same [`OverallSummary`] as a run's (see
+    /// [Online aggregates](Self#online-aggregates)): `e2e_requests`
     /// counts the `ok` requests, `e2e_wall_time_ms` runs from the start (or reset) to the
     /// last completion, and `distributions` has their latency percentiles. Requests that
     /// finish while it is taken may be left to the next read. All zero with
@@ -137,7 +133,8 @@ impl MetricsHandle {
     /// });
     /// let summary = handle.cumulative_summary();
     /// assert_eq!((summary.e2e_requests, summary.e2e_total_tokens), (20, 300));
-    /// assert_eq!(summary.distributions.request_latency().map(|l| l.count), Some(20));
+    /// let latency = summary.distributions.get(omni_metrics::stats::Quantity::RequestLatency);
+    /// assert_eq!(latency.map(|l| l.count), Some(20));
     /// # Ok::<(), omni_metrics::BuildError>(())
     /// ```
     pub fn cumulative_summary(&self) -> OverallSummary {
@@ -171,12 +168,12 @@ impl MetricsHandle {
 
     /// The window summary: the requests completed in the last window
     /// ([`Builder::with_summary_window`](crate::Builder::with_summary_window), default
-    /// [`DEFAULT_SUMMARY_WINDOW`](crate::aggregate::DEFAULT_SUMMARY_WINDOW)), on the
-    /// layer's clock; scope [`WINDOW_SCOPE`](crate::aggregate::WINDOW_SCOPE).
+    /// [`DEFAULT_SUMMARY_WINDOW`](crate::Builder::DEFAULT_SUMMARY_WINDOW)), on the
+    /// layer's clock; scope `window`.
     ///
     /// It covers at least the window and at most one bucket (a sixth of it) more; its
     /// `e2e_wall_time_ms` runs from the start of the oldest bucket to the last completion.
-    /// The [`crate::aggregate`] docs have the exact definition.
+    /// [The window](Self#the-window) has the exact definition.
     ///
     /// ```
     /// use omni_metrics::testing::ManualClock; // feature `testing`
@@ -206,7 +203,7 @@ impl MetricsHandle {
     ///
     /// ```
     /// let layer = omni_metrics::OmniMetricsLayer::builder().with_console(false).build()?;
-    /// assert_eq!(layer.handle().summary_window(), omni_metrics::aggregate::DEFAULT_SUMMARY_WINDOW);
+    /// assert_eq!(layer.handle().summary_window(), omni_metrics::Builder::DEFAULT_SUMMARY_WINDOW);
     /// # Ok::<(), omni_metrics::BuildError>(())
     /// ```
     pub fn summary_window(&self) -> std::time::Duration {

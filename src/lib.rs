@@ -2,9 +2,7 @@
 #![doc = include_str!("../docs/reference/environment.md")]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
-pub mod aggregate;
 pub mod convention;
-pub mod distribution;
 pub mod env;
 pub mod guide;
 pub mod instrument;
@@ -14,8 +12,10 @@ pub mod report;
 pub mod stats;
 
 mod accumulate;
+mod aggregate;
 mod clock;
 mod diagnostics;
+mod distribution;
 mod handle;
 mod install;
 mod layer;

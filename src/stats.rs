@@ -11,7 +11,7 @@ pub(crate) mod latency;
 use serde::Serialize;
 use serde::ser::{SerializeMap, Serializer};
 
-use self::latency::Distributions;
+pub use self::latency::{Distributions, LatencyStats, Quantity};
 
 /// Nanoseconds to milliseconds, the unit of every `*_ms` field.
 #[inline]
@@ -21,7 +21,7 @@ pub(crate) fn ns_to_ms(ns: u64) -> f64 {
 
 /// `kbytes = bytes / 1024` (KiB), as vLLM-Omni computes its `*_kbytes` fields.
 #[inline]
-pub fn kbytes(bytes: u64) -> f64 {
+pub(crate) fn kbytes(bytes: u64) -> f64 {
     bytes as f64 / 1024.0
 }
 
@@ -32,12 +32,7 @@ pub fn kbytes(bytes: u64) -> f64 {
 /// children are subtracted once, not twice). An explicit `postprocess_time_ms` is the
 /// stage's post-processing time: its postprocess children are then not measured, and
 /// `queue_ms` is the time its queue children alone cover.
-///
-/// ```
-/// assert_eq!(omni_metrics::stats::stage_gen_time_ms(100.0, 10.0, 5.0), 85.0);
-/// assert_eq!(omni_metrics::stats::stage_gen_time_ms(1.0, 3.0, 0.0), 0.0);
-/// ```
-pub fn stage_gen_time_ms(stage_ms: f64, queue_ms: f64, postprocess_ms: f64) -> f64 {
+pub(crate) fn stage_gen_time_ms(stage_ms: f64, queue_ms: f64, postprocess_ms: f64) -> f64 {
     finite((stage_ms - queue_ms - postprocess_ms).max(0.0))
 }
 
@@ -45,14 +40,8 @@ pub fn stage_gen_time_ms(stage_ms: f64, queue_ms: f64, postprocess_ms: f64) -> f
 /// -inf), and `-0.0` as `0.0`: no record, table or attribute ever shows `inf`, `NaN`,
 /// `null` or `-0.000`.
 ///
-/// ```
-/// use omni_metrics::stats::finite;
-/// assert_eq!(finite(f64::INFINITY), f64::MAX);
-/// assert_eq!(finite(f64::NAN), 0.0);
-/// assert!(finite(-0.0).is_sign_positive());
-/// ```
 #[inline]
-pub fn finite(v: f64) -> f64 {
+pub(crate) fn finite(v: f64) -> f64 {
     if v.is_finite() {
         v + 0.0
     } else if v == f64::INFINITY {
@@ -83,12 +72,8 @@ pub(crate) fn elapsed_ns(from_ns: u64, to_ns: u64) -> u64 {
 /// `e2e_stage_{i}_wall_time_ms`, a time to first output and the gap between two outputs
 /// are each one.
 ///
-/// ```
-/// assert_eq!(omni_metrics::stats::elapsed_ms(1_000_000, 43_500_000), 42.5);
-/// assert_eq!(omni_metrics::stats::elapsed_ms(5_000_000, 4_000_000), 0.0);
-/// ```
 #[inline]
-pub fn elapsed_ms(from_ns: u64, to_ns: u64) -> f64 {
+pub(crate) fn elapsed_ms(from_ns: u64, to_ns: u64) -> f64 {
     ns_to_ms(elapsed_ns(from_ns, to_ns))
 }
 
@@ -102,25 +87,15 @@ pub(crate) fn in_flight_ns(tx_end_ns: u64, rx_start_ns: u64) -> u64 {
 
 /// `in_flight_time_ms` = start of `omni.transfer.rx_decode` - end of `omni.transfer.tx`,
 /// never negative (a receiver that starts waiting before the sender is done has no gap).
-///
-/// ```
-/// assert_eq!(omni_metrics::stats::in_flight_time_ms(2_000_000, 4_015_000), 2.015);
-/// assert_eq!(omni_metrics::stats::in_flight_time_ms(5_000_000, 4_000_000), 0.0);
-/// ```
-pub fn in_flight_time_ms(tx_end_ns: u64, rx_start_ns: u64) -> f64 {
+/// The definition (the layer sums [`in_flight_ns`] per chunk); tested below.
+#[cfg(test)]
+pub(crate) fn in_flight_time_ms(tx_end_ns: u64, rx_start_ns: u64) -> f64 {
     ns_to_ms(in_flight_ns(tx_end_ns, rx_start_ns))
 }
 
 /// A request's prompt tokens: stage 0's `num_tokens_in` (0 without a stage 0). Later
 /// stages' inputs are earlier stages' outputs, not the caller's prompt.
-///
-/// ```
-/// use omni_metrics::stats::{prompt_tokens, StageRequestStats};
-/// let stage = |id, i| StageRequestStats { stage_id: id, num_tokens_in: i, ..Default::default() };
-/// assert_eq!(prompt_tokens(&[stage(1, 4826), stage(0, 4860)]), 4860);
-/// assert_eq!(prompt_tokens(&[stage(1, 4826)]), 0);
-/// ```
-pub fn prompt_tokens(stages: &[StageRequestStats]) -> u64 {
+pub(crate) fn prompt_tokens(stages: &[StageRequestStats]) -> u64 {
     stages
         .iter()
         .find(|s| s.stage_id == 0)
@@ -128,13 +103,7 @@ pub fn prompt_tokens(stages: &[StageRequestStats]) -> u64 {
 }
 
 /// A request's generated tokens: every stage's `num_tokens_out`, summed (saturating).
-///
-/// ```
-/// use omni_metrics::stats::{generated_tokens, StageRequestStats};
-/// let stage = |id, o| StageRequestStats { stage_id: id, num_tokens_out: o, ..Default::default() };
-/// assert_eq!(generated_tokens(&[stage(0, 67), stage(1, 275), stage(2, 0)]), 342);
-/// ```
-pub fn generated_tokens(stages: &[StageRequestStats]) -> u64 {
+pub(crate) fn generated_tokens(stages: &[StageRequestStats]) -> u64 {
     stages
         .iter()
         .fold(0, |sum, s| sum.saturating_add(s.num_tokens_out))
@@ -143,34 +112,19 @@ pub fn generated_tokens(stages: &[StageRequestStats]) -> u64 {
 /// `e2e_total_tokens` = [`prompt_tokens`] (stage 0's `num_tokens_in`) +
 /// [`generated_tokens`] (the sum of every stage's `num_tokens_out`); a request without a
 /// stage 0 counts no input tokens.
-///
-/// ```
-/// use omni_metrics::stats::{e2e_total_tokens, StageRequestStats};
-/// let stage = |id, i, o| StageRequestStats { stage_id: id, num_tokens_in: i, num_tokens_out: o, ..Default::default() };
-/// let stages = [stage(0, 4860, 67), stage(1, 4826, 275), stage(2, 4384, 0)];
-/// assert_eq!(e2e_total_tokens(&stages), 5202);
-/// ```
-pub fn e2e_total_tokens(stages: &[StageRequestStats]) -> u64 {
+pub(crate) fn e2e_total_tokens(stages: &[StageRequestStats]) -> u64 {
     prompt_tokens(stages).saturating_add(generated_tokens(stages))
 }
 
 /// An edge's transfer time: `tx_time_ms + rx_decode_time_ms + in_flight_time_ms` (its
 /// [`TransferEdgeStats::total_time_ms`], its distribution, its bar in the HTML report).
-///
-/// ```
-/// assert_eq!(omni_metrics::stats::transfer_time_ms(1.5, 2.0, 0.25), 3.75);
-/// ```
-pub fn transfer_time_ms(tx_ms: f64, rx_decode_ms: f64, in_flight_ms: f64) -> f64 {
+pub(crate) fn transfer_time_ms(tx_ms: f64, rx_decode_ms: f64, in_flight_ms: f64) -> f64 {
     finite(tx_ms + rx_decode_ms + in_flight_ms)
 }
 
 /// `transfers_total_time_ms` = sum over edges of `tx_time_ms + rx_decode_time_ms +
 /// in_flight_time_ms`.
-///
-/// ```
-/// assert_eq!(omni_metrics::stats::transfers_total_time_ms(&[]).to_bits(), 0.0_f64.to_bits());
-/// ```
-pub fn transfers_total_time_ms(edges: &[TransferEdgeStats]) -> f64 {
+pub(crate) fn transfers_total_time_ms(edges: &[TransferEdgeStats]) -> f64 {
     // A fold from +0.0: an empty `f64` sum is -0.0, printed "-0.000".
     edges
         .iter()
@@ -178,27 +132,21 @@ pub fn transfers_total_time_ms(edges: &[TransferEdgeStats]) -> f64 {
 }
 
 /// `transfers_total_kbytes` = sum over edges of `size_kbytes`.
-pub fn transfers_total_kbytes(edges: &[TransferEdgeStats]) -> f64 {
+pub(crate) fn transfers_total_kbytes(edges: &[TransferEdgeStats]) -> f64 {
     edges.iter().fold(0.0, |sum, e| add_ms(sum, e.size_kbytes))
 }
 
 /// The bytes a request moved between stages: every edge's `size_bytes`, summed
 /// (saturating); [`Totals::transfer_bytes`](crate::Totals::transfer_bytes) sums them over
 /// `ok` requests.
-///
-/// ```
-/// use omni_metrics::stats::{transfers_total_bytes, TransferEdgeStats};
-/// let edge = |b| TransferEdgeStats { size_bytes: b, ..Default::default() };
-/// assert_eq!(transfers_total_bytes(&[edge(4096), edge(1 << 20)]), 1_052_672);
-/// ```
-pub fn transfers_total_bytes(edges: &[TransferEdgeStats]) -> u64 {
+pub(crate) fn transfers_total_bytes(edges: &[TransferEdgeStats]) -> u64 {
     edges
         .iter()
         .fold(0, |sum, e| sum.saturating_add(e.size_bytes))
 }
 
 /// `e2e_avg_time_per_request_ms` = `e2e_wall_time_ms / e2e_requests` (0 without requests).
-pub fn e2e_avg_time_per_request_ms(wall_ms: f64, requests: u64) -> f64 {
+pub(crate) fn e2e_avg_time_per_request_ms(wall_ms: f64, requests: u64) -> f64 {
     if requests == 0 {
         0.0
     } else {
@@ -207,12 +155,7 @@ pub fn e2e_avg_time_per_request_ms(wall_ms: f64, requests: u64) -> f64 {
 }
 
 /// A rate: `count * 1000 / wall_ms`, per second (0 for an empty wall).
-///
-/// ```
-/// assert_eq!(omni_metrics::stats::per_second(12, 10_000.0), 1.2);
-/// assert_eq!(omni_metrics::stats::per_second(12, 0.0), 0.0);
-/// ```
-pub fn per_second(count: u64, wall_ms: f64) -> f64 {
+pub(crate) fn per_second(count: u64, wall_ms: f64) -> f64 {
     if wall_ms > 0.0 {
         finite(count as f64 * 1000.0 / wall_ms)
     } else {
@@ -222,29 +165,19 @@ pub fn per_second(count: u64, wall_ms: f64) -> f64 {
 
 /// `e2e_avg_tokens_per_s` = `e2e_total_tokens * 1000 / e2e_wall_time_ms` (0 for an empty
 /// wall): [`per_second`].
-pub fn e2e_avg_tokens_per_s(total_tokens: u64, wall_ms: f64) -> f64 {
+pub(crate) fn e2e_avg_tokens_per_s(total_tokens: u64, wall_ms: f64) -> f64 {
     per_second(total_tokens, wall_ms)
 }
 
 /// `time_to_first_output_ms` = the first `omni.output` event's time - `start_ns`, in ms
 /// (TTFT for an LLM stage when `start_ns` is the stage's start; never negative).
-///
-/// ```
-/// assert_eq!(omni_metrics::stats::time_to_first_output_ms(1_000_000, 43_500_000), 42.5);
-/// ```
-pub fn time_to_first_output_ms(start_ns: u64, first_output_ns: u64) -> f64 {
+pub(crate) fn time_to_first_output_ms(start_ns: u64, first_output_ns: u64) -> f64 {
     elapsed_ms(start_ns, first_output_ns)
 }
 
 /// `audio_duration_ms` = `audio_generated_frames * 1000 / audio_sample_rate`; `None` without
 /// frames or without a sample rate.
-///
-/// ```
-/// use omni_metrics::stats::audio_duration_ms;
-/// assert_eq!(audio_duration_ms(525_525, 24_000), Some(21_896.875));
-/// assert_eq!(audio_duration_ms(525_525, 0), None);
-/// ```
-pub fn audio_duration_ms(frames: u64, sample_rate: u64) -> Option<f64> {
+pub(crate) fn audio_duration_ms(frames: u64, sample_rate: u64) -> Option<f64> {
     (frames > 0 && sample_rate > 0).then(|| finite(frames as f64 * 1000.0 / sample_rate as f64))
 }
 
@@ -252,12 +185,7 @@ pub fn audio_duration_ms(frames: u64, sample_rate: u64) -> Option<f64> {
 /// `None` for no audio. [`StageRequestStats::audio_rtf`] passes the stage's
 /// `stage_gen_time_ms` (vLLM-Omni's server definition),
 /// [`RequestE2EStats::audio_e2e_rtf`] the request's `e2e_total_ms` (its benchmark's).
-///
-/// ```
-/// assert_eq!(omni_metrics::stats::rtf(500.0, Some(2_000.0)), Some(0.25));
-/// assert_eq!(omni_metrics::stats::rtf(500.0, None), None);
-/// ```
-pub fn rtf(time_ms: f64, audio_duration_ms: Option<f64>) -> Option<f64> {
+pub(crate) fn rtf(time_ms: f64, audio_duration_ms: Option<f64>) -> Option<f64> {
     audio_duration_ms
         .filter(|d| *d > 0.0)
         .map(|d| finite(time_ms / d))
@@ -266,13 +194,11 @@ pub fn rtf(time_ms: f64, audio_duration_ms: Option<f64>) -> Option<f64> {
 /// `inter_output_ms`: the mean gap between a stage's consecutive `omni.output` events, in
 /// time order across all its spans (chunks may overlap), which is `(last - first) /
 /// (outputs - 1)`; `None` for fewer than two outputs (no gap).
-///
-/// ```
-/// // Outputs at 1, 3, 5 and 7 ms (two overlapping chunks: 1 and 5, 3 and 7).
-/// assert_eq!(omni_metrics::stats::inter_output_ms(1_000_000, 7_000_000, 4), Some(2.0));
-/// assert_eq!(omni_metrics::stats::inter_output_ms(1_000_000, 1_000_000, 1), None);
-/// ```
-pub fn inter_output_ms(first_output_ns: u64, last_output_ns: u64, outputs: u64) -> Option<f64> {
+pub(crate) fn inter_output_ms(
+    first_output_ns: u64,
+    last_output_ns: u64,
+    outputs: u64,
+) -> Option<f64> {
     (outputs > 1).then(|| {
         finite(ns_to_ms(last_output_ns.saturating_sub(first_output_ns)) / (outputs - 1) as f64)
     })
@@ -282,19 +208,7 @@ pub fn inter_output_ms(first_output_ns: u64, last_output_ns: u64, outputs: u64) 
 /// first to its last `omni.output`, over the tokens after the first, `(last - first) /
 /// (num_tokens_out - 1)`; `None` without two outputs or two tokens. It assumes each output
 /// marks tokens as they are decoded (the first output carries the first token).
-///
-/// ```
-/// use omni_metrics::stats::{StageRequestStats, time_per_output_token_ms};
-/// let s = StageRequestStats {
-///     num_tokens_out: 11,
-///     first_output_ns: Some(5_000_000),
-///     last_output_ns: Some(55_000_000),
-///     output_chunks: 11,
-///     ..Default::default()
-/// };
-/// assert_eq!(time_per_output_token_ms(&s), Some(5.0));
-/// ```
-pub fn time_per_output_token_ms(s: &StageRequestStats) -> Option<f64> {
+pub(crate) fn time_per_output_token_ms(s: &StageRequestStats) -> Option<f64> {
     let (first, last) = (s.first_output_ns?, s.last_output_ns?);
     (s.output_chunks > 1 && s.num_tokens_out > 1 && last > first)
         .then(|| finite(ns_to_ms(last - first) / (s.num_tokens_out - 1) as f64))
@@ -303,7 +217,7 @@ pub fn time_per_output_token_ms(s: &StageRequestStats) -> Option<f64> {
 /// A request's `time_to_first_output_ms`: its start to the first output of its last stage
 /// (highest `stage_id`), i.e. that stage's start offset plus its own
 /// [`StageRequestStats::time_to_first_output_ms`]; `None` if that stage has none.
-pub fn request_time_to_first_output_ms(
+pub(crate) fn request_time_to_first_output_ms(
     stages: &[StageRequestStats],
     request_start_ns: u64,
 ) -> Option<f64> {
@@ -313,15 +227,7 @@ pub fn request_time_to_first_output_ms(
 
 /// A request's audio stage: the first stage (lowest `stage_id`) that has an
 /// `audio_sample_rate`, on which its `time_to_first_audio_ms` is measured.
-///
-/// ```
-/// use omni_metrics::stats::{audio_stage, StageRequestStats};
-/// let stage = |id, rate| StageRequestStats { stage_id: id, audio_sample_rate: rate, ..Default::default() };
-/// let stages = [stage(2, Some(24_000)), stage(0, None), stage(1, Some(16_000))];
-/// assert_eq!(audio_stage(&stages).map(|s| s.stage_id), Some(1));
-/// assert!(audio_stage(&stages[1..2]).is_none());
-/// ```
-pub fn audio_stage(stages: &[StageRequestStats]) -> Option<&StageRequestStats> {
+pub(crate) fn audio_stage(stages: &[StageRequestStats]) -> Option<&StageRequestStats> {
     stages
         .iter()
         .filter(|s| s.audio_sample_rate.is_some())
@@ -330,13 +236,16 @@ pub fn audio_stage(stages: &[StageRequestStats]) -> Option<&StageRequestStats> {
 
 /// A request's `time_to_first_audio_ms` (vLLM-Omni's audio TTFP): its start to the first
 /// output of its [`audio_stage`].
-pub fn time_to_first_audio_ms(stages: &[StageRequestStats], request_start_ns: u64) -> Option<f64> {
+pub(crate) fn time_to_first_audio_ms(
+    stages: &[StageRequestStats],
+    request_start_ns: u64,
+) -> Option<f64> {
     since_request(audio_stage(stages)?, request_start_ns)
 }
 
 /// A request's `audio_duration_ms`: that of its last stage (highest `stage_id`) that
 /// produced audio.
-pub fn request_audio_duration_ms(stages: &[StageRequestStats]) -> Option<f64> {
+pub(crate) fn request_audio_duration_ms(stages: &[StageRequestStats]) -> Option<f64> {
     stages
         .iter()
         .filter(|s| s.audio_duration_ms.is_some())
@@ -394,14 +303,8 @@ impl RequestStatus {
 /// tokens, wall times, distributions) and in the metrics and totals: only `ok`; `error` and
 /// `aborted` requests are counted apart (`e2e_requests_error`, `e2e_requests_aborted`).
 ///
-/// ```
-/// use omni_metrics::stats::{counts_in_summary, RequestStatus};
-/// assert!(counts_in_summary(RequestStatus::Ok));
-/// assert!(!counts_in_summary(RequestStatus::Error));
-/// assert!(!counts_in_summary(RequestStatus::Aborted));
-/// ```
 #[inline]
-pub fn counts_in_summary(status: RequestStatus) -> bool {
+pub(crate) fn counts_in_summary(status: RequestStatus) -> bool {
     status == RequestStatus::Ok
 }
 
@@ -476,7 +379,7 @@ pub struct StageRequestStats {
     pub num_tokens_in: u64,
     /// Output tokens, summed over the stage's spans.
     pub num_tokens_out: u64,
-    /// Compute time: [`stage_gen_time_ms`] of each span, summed: the span's duration minus
+    /// Compute time: `stage_gen_time_ms` of each span, summed: the span's duration minus
     /// the time its `omni.queue` and `omni.postprocess` children cover (once, however they
     /// overlap), or minus the queue children's coverage and an explicit
     /// `postprocess_time_ms`.
@@ -508,8 +411,8 @@ pub struct StageRequestStats {
     /// audio frames or images, as the engine counts them).
     #[serde(skip_serializing_if = "is_zero")]
     pub output_units: u64,
-    /// Beyond vLLM-Omni's tables: [`time_to_first_output_ms`] from the stage's first start to its
-    /// first `omni.output` (TTFT for an LLM stage), or the stage span's explicit field.
+    /// Beyond vLLM-Omni's tables: the stage's first start to its first `omni.output`, in ms
+    /// (TTFT for an LLM stage; never negative), or the stage span's explicit field.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub time_to_first_output_ms: Option<f64>,
     /// Beyond vLLM-Omni's tables: the mean gap between consecutive `omni.output` events, or the
@@ -520,11 +423,12 @@ pub struct StageRequestStats {
     /// [`MAX_OUTPUT_GAPS`] per stage and request (the mean covers all of them).
     #[serde(skip)]
     pub inter_output_gaps_ms: Vec<f64>,
-    /// Beyond vLLM-Omni's tables: [`audio_duration_ms`] of the frames this stage produced.
+    /// Beyond vLLM-Omni's tables: the audio this stage produced, in ms:
+    /// `audio_generated_frames * 1000 / audio_sample_rate` (`None` without a sample rate).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub audio_duration_ms: Option<f64>,
-    /// Beyond vLLM-Omni's tables: `stage_gen_time_ms / audio_duration_ms` ([`rtf`]; vLLM-Omni's
-    /// server definition of the real-time factor).
+    /// Beyond vLLM-Omni's tables: `stage_gen_time_ms / audio_duration_ms` (vLLM-Omni's server
+    /// definition of the real-time factor; below 1 is faster than real time).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub audio_rtf: Option<f64>,
     /// When the stage's first `omni.output` came, in ns of the layer's clock.
@@ -578,13 +482,14 @@ pub struct TransferEdgeStats {
     pub from_stage: u64,
     /// The receiving stage.
     pub to_stage: u64,
-    /// [`kbytes`] of the bytes moved (`size_bytes / 1024`).
+    /// KiB moved: `size_bytes / 1024`.
     pub size_kbytes: f64,
     /// Sender time (`omni.transfer.tx`), summed.
     pub tx_time_ms: f64,
     /// Receiver time (`omni.transfer.rx_decode`), summed.
     pub rx_decode_time_ms: f64,
-    /// [`in_flight_time_ms`] of each transfer, summed.
+    /// Each transfer's gap in flight, summed: start of its `omni.transfer.rx_decode` minus end
+    /// of its `omni.transfer.tx`, never negative.
     pub in_flight_time_ms: f64,
     /// Beyond vLLM-Omni's tables: bytes moved, exactly.
     pub size_bytes: u64,
@@ -599,7 +504,7 @@ pub struct TransferEdgeStats {
 }
 
 impl TransferEdgeStats {
-    /// The edge's `total_time_ms`: [`transfer_time_ms`] of its times.
+    /// The edge's transfer time: `tx_time_ms + rx_decode_time_ms + in_flight_time_ms`.
     pub fn total_time_ms(&self) -> f64 {
         transfer_time_ms(
             self.tx_time_ms,
@@ -629,11 +534,11 @@ pub struct RequestE2EStats {
     pub trace_id: Option<String>,
     /// The request span's duration, creation to close.
     pub e2e_total_ms: f64,
-    /// [`e2e_total_tokens`].
+    /// Stage 0's `num_tokens_in` plus every stage's `num_tokens_out`.
     pub e2e_total_tokens: u64,
-    /// [`transfers_total_time_ms`].
+    /// Every edge's `tx_time_ms + rx_decode_time_ms + in_flight_time_ms`, summed.
     pub transfers_total_time_ms: f64,
-    /// [`transfers_total_kbytes`].
+    /// Every edge's `size_kbytes`, summed.
     pub transfers_total_kbytes: f64,
     /// Beyond vLLM-Omni's tables: request start to the first `omni.output` of its last stage (the
     /// first output the caller could see); `None` if that stage marked none.
@@ -643,12 +548,12 @@ pub struct RequestE2EStats {
     /// an `audio_sample_rate` (vLLM-Omni's audio TTFP).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub time_to_first_audio_ms: Option<f64>,
-    /// Beyond vLLM-Omni's tables: the [`audio_duration_ms`] of the request's audio: that of its
-    /// last stage with audio (the audio the caller receives).
+    /// Beyond vLLM-Omni's tables: the duration of the request's audio: that of its last stage
+    /// with audio (the audio the caller receives).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub audio_duration_ms: Option<f64>,
-    /// Beyond vLLM-Omni's tables: `e2e_total_ms / audio_duration_ms` ([`rtf`]; vLLM-Omni's
-    /// benchmark definition, named apart from the stages' `audio_rtf`).
+    /// Beyond vLLM-Omni's tables: `e2e_total_ms / audio_duration_ms` (vLLM-Omni's benchmark
+    /// definition, named apart from the stages' `audio_rtf`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub audio_e2e_rtf: Option<f64>,
     /// Beyond vLLM-Omni's tables: spans of this request that broke the convention and were left
@@ -696,9 +601,9 @@ pub struct OverallSummary {
     pub e2e_wall_time_ms: f64,
     /// Sum of the completed requests' `e2e_total_tokens`.
     pub e2e_total_tokens: u64,
-    /// [`e2e_avg_time_per_request_ms`]: wall / requests, not a mean latency.
+    /// `e2e_wall_time_ms / e2e_requests` (0 without a request): not a mean latency.
     pub e2e_avg_time_per_request_ms: f64,
-    /// [`e2e_avg_tokens_per_s`].
+    /// `e2e_total_tokens * 1000 / e2e_wall_time_ms` (0 for an empty wall).
     pub e2e_avg_tokens_per_s: f64,
     /// `(stage id, e2e_stage_{i}_wall_time_ms)`: earliest start to latest end of stage `i`'s
     /// spans in the scope, ascending by stage id.
@@ -711,7 +616,7 @@ pub struct OverallSummary {
     pub invalid_spans: u64,
     /// Beyond vLLM-Omni's tables: count, mean, p50/p90/p99 and max of the completed requests'
     /// latency, per stage compute and queue time, and per edge transfer time
-    /// ([`crate::distribution`]).
+    /// ([`Distributions`]).
     ///
     /// Always filled; printed (the `Distributions` table, the record's `distributions`
     /// key) only for a scope of two or more completed requests, so an online request's
@@ -757,5 +662,192 @@ impl Serialize for OverallSummary {
             map.serialize_entry(keys::DISTRIBUTIONS, &self.distributions)?;
         }
         map.end()
+    }
+}
+
+#[cfg(test)]
+mod formula_tests {
+    /// Formerly the doc example of `stage_gen_time_ms`.
+    #[test]
+    fn formula_stage_gen_time_ms() {
+        assert_eq!(crate::stats::stage_gen_time_ms(100.0, 10.0, 5.0), 85.0);
+        assert_eq!(crate::stats::stage_gen_time_ms(1.0, 3.0, 0.0), 0.0);
+    }
+
+    /// Formerly the doc example of `finite`.
+    #[test]
+    fn formula_finite() {
+        use crate::stats::finite;
+        assert_eq!(finite(f64::INFINITY), f64::MAX);
+        assert_eq!(finite(f64::NAN), 0.0);
+        assert!(finite(-0.0).is_sign_positive());
+    }
+
+    /// Formerly the doc example of `elapsed_ms`.
+    #[test]
+    fn formula_elapsed_ms() {
+        assert_eq!(crate::stats::elapsed_ms(1_000_000, 43_500_000), 42.5);
+        assert_eq!(crate::stats::elapsed_ms(5_000_000, 4_000_000), 0.0);
+    }
+
+    /// Formerly the doc example of `in_flight_time_ms`.
+    #[test]
+    fn formula_in_flight_time_ms() {
+        assert_eq!(crate::stats::in_flight_time_ms(2_000_000, 4_015_000), 2.015);
+        assert_eq!(crate::stats::in_flight_time_ms(5_000_000, 4_000_000), 0.0);
+    }
+
+    /// Formerly the doc example of `prompt_tokens`.
+    #[test]
+    fn formula_prompt_tokens() {
+        use crate::stats::{StageRequestStats, prompt_tokens};
+        let stage = |id, i| StageRequestStats {
+            stage_id: id,
+            num_tokens_in: i,
+            ..Default::default()
+        };
+        assert_eq!(prompt_tokens(&[stage(1, 4826), stage(0, 4860)]), 4860);
+        assert_eq!(prompt_tokens(&[stage(1, 4826)]), 0);
+    }
+
+    /// Formerly the doc example of `generated_tokens`.
+    #[test]
+    fn formula_generated_tokens() {
+        use crate::stats::{StageRequestStats, generated_tokens};
+        let stage = |id, o| StageRequestStats {
+            stage_id: id,
+            num_tokens_out: o,
+            ..Default::default()
+        };
+        assert_eq!(
+            generated_tokens(&[stage(0, 67), stage(1, 275), stage(2, 0)]),
+            342
+        );
+    }
+
+    /// Formerly the doc example of `e2e_total_tokens`.
+    #[test]
+    fn formula_e2e_total_tokens() {
+        use crate::stats::{StageRequestStats, e2e_total_tokens};
+        let stage = |id, i, o| StageRequestStats {
+            stage_id: id,
+            num_tokens_in: i,
+            num_tokens_out: o,
+            ..Default::default()
+        };
+        let stages = [stage(0, 4860, 67), stage(1, 4826, 275), stage(2, 4384, 0)];
+        assert_eq!(e2e_total_tokens(&stages), 5202);
+    }
+
+    /// Formerly the doc example of `transfer_time_ms`.
+    #[test]
+    fn formula_transfer_time_ms() {
+        assert_eq!(crate::stats::transfer_time_ms(1.5, 2.0, 0.25), 3.75);
+    }
+
+    /// Formerly the doc example of `transfers_total_time_ms`.
+    #[test]
+    fn formula_transfers_total_time_ms() {
+        assert_eq!(
+            crate::stats::transfers_total_time_ms(&[]).to_bits(),
+            0.0_f64.to_bits()
+        );
+    }
+
+    /// Formerly the doc example of `transfers_total_bytes`.
+    #[test]
+    fn formula_transfers_total_bytes() {
+        use crate::stats::{TransferEdgeStats, transfers_total_bytes};
+        let edge = |b| TransferEdgeStats {
+            size_bytes: b,
+            ..Default::default()
+        };
+        assert_eq!(
+            transfers_total_bytes(&[edge(4096), edge(1 << 20)]),
+            1_052_672
+        );
+    }
+
+    /// Formerly the doc example of `per_second`.
+    #[test]
+    fn formula_per_second() {
+        assert_eq!(crate::stats::per_second(12, 10_000.0), 1.2);
+        assert_eq!(crate::stats::per_second(12, 0.0), 0.0);
+    }
+
+    /// Formerly the doc example of `time_to_first_output_ms`.
+    #[test]
+    fn formula_time_to_first_output_ms() {
+        assert_eq!(
+            crate::stats::time_to_first_output_ms(1_000_000, 43_500_000),
+            42.5
+        );
+    }
+
+    /// Formerly the doc example of `audio_duration_ms`.
+    #[test]
+    fn formula_audio_duration_ms() {
+        use crate::stats::audio_duration_ms;
+        assert_eq!(audio_duration_ms(525_525, 24_000), Some(21_896.875));
+        assert_eq!(audio_duration_ms(525_525, 0), None);
+    }
+
+    /// Formerly the doc example of `rtf`.
+    #[test]
+    fn formula_rtf() {
+        assert_eq!(crate::stats::rtf(500.0, Some(2_000.0)), Some(0.25));
+        assert_eq!(crate::stats::rtf(500.0, None), None);
+    }
+
+    /// Formerly the doc example of `inter_output_ms`.
+    #[test]
+    fn formula_inter_output_ms() {
+        // Outputs at 1, 3, 5 and 7 ms (two overlapping chunks: 1 and 5, 3 and 7).
+        assert_eq!(
+            crate::stats::inter_output_ms(1_000_000, 7_000_000, 4),
+            Some(2.0)
+        );
+        assert_eq!(crate::stats::inter_output_ms(1_000_000, 1_000_000, 1), None);
+    }
+
+    /// Formerly the doc example of `time_per_output_token_ms`.
+    #[test]
+    fn formula_time_per_output_token_ms() {
+        use crate::stats::{StageRequestStats, time_per_output_token_ms};
+        let s = StageRequestStats {
+            num_tokens_out: 11,
+            first_output_ns: Some(5_000_000),
+            last_output_ns: Some(55_000_000),
+            output_chunks: 11,
+            ..Default::default()
+        };
+        assert_eq!(time_per_output_token_ms(&s), Some(5.0));
+    }
+
+    /// Formerly the doc example of `audio_stage`.
+    #[test]
+    fn formula_audio_stage() {
+        use crate::stats::{StageRequestStats, audio_stage};
+        let stage = |id, rate| StageRequestStats {
+            stage_id: id,
+            audio_sample_rate: rate,
+            ..Default::default()
+        };
+        let stages = [
+            stage(2, Some(24_000)),
+            stage(0, None),
+            stage(1, Some(16_000)),
+        ];
+        assert_eq!(audio_stage(&stages).map(|s| s.stage_id), Some(1));
+        assert!(audio_stage(&stages[1..2]).is_none());
+    }
+
+    /// Formerly the doc example of `counts_in_summary`.
+    #[test]
+    fn formula_counts_in_summary() {
+        use crate::stats::{RequestStatus, counts_in_summary};
+        assert!(counts_in_summary(RequestStatus::Ok));
+        assert!(!counts_in_summary(RequestStatus::Error));
+        assert!(!counts_in_summary(RequestStatus::Aborted));
     }
 }

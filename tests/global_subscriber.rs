@@ -48,5 +48,5 @@ fn stage_dropped_on_a_thread_that_did_not_open_it() {
     );
     assert_eq!(requests[0].e2e_total_tokens, 15);
     assert_eq!(requests[0].transfers[0].transfers, 1);
-    assert_eq!(handle.invalid_spans(), 0);
+    assert_eq!(handle.totals().invalid_spans, 0);
 }

@@ -278,10 +278,9 @@ impl Builder {
     /// summary's requests by status, request and token rates, the p50 and p99 of `e2e_total_ms`
     /// and the requests open now, as vLLM prints its throughput every 10 s. Nothing is
     /// printed while no request finished in the window and none is open. See
-    /// [`crate::aggregate`] for the line's format.
+    /// [the periodic line](crate::MetricsHandle#the-periodic-line) for its format.
     ///
-    /// `Duration::ZERO` turns it off; a shorter interval than
-    /// [`MIN_LOG_INTERVAL`](crate::aggregate::MIN_LOG_INTERVAL) is raised to it. It needs
+    /// `Duration::ZERO` turns it off; a shorter interval than 10 ms is raised to it. It needs
     /// the console ([`Builder::with_console`]) and the aggregates
     /// ([`Builder::with_aggregates`]). Wins over [`LOG_INTERVAL_ENV`]; default: off. With
     /// the line on, online requests' tables default to off
@@ -323,7 +322,8 @@ impl Builder {
     /// Whether finished requests are added to the online aggregates (the cumulative and
     /// window summaries, and the periodic line). Default: `true`. Off, the summaries are
     /// all zero, there is no periodic line, and each engine thread saves a few histogram
-    /// records per request and the aggregates' memory (see [`crate::aggregate`]).
+    /// records per request and the aggregates' memory (see
+    /// [Cost](crate::MetricsHandle#cost)).
     ///
     /// ```
     /// let layer = omni_metrics::OmniMetricsLayer::builder()

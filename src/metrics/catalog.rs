@@ -85,7 +85,7 @@ pub const TO_STAGE_LABEL: &str = crate::convention::field::TO_STAGE;
 pub const FINISHED_REASON_LABEL: &str = "finished_reason";
 
 /// The most distinct stage ids a metrics export labels series with (as the distributions'
-/// [`MAX_QUANTITIES`](crate::distribution::MAX_QUANTITIES)); observations of further stage
+/// 64 quantities); observations of further stage
 /// ids, and of edges touching one, are counted by the export and not exported, so an engine
 /// that numbers stages wildly cannot grow a scrape without bound.
 pub const MAX_STAGE_LABELS: usize = 64;

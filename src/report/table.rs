@@ -20,7 +20,7 @@ use std::fmt::Write as _;
 use comfy_table::presets::ASCII_MARKDOWN;
 use comfy_table::{CellAlignment, ContentArrangement, Table};
 
-use crate::distribution::{Distributions, LatencyStats, Quantity};
+use crate::stats::{Distributions, LatencyStats, Quantity};
 use crate::stats::{OverallSummary, RequestE2EStats, StageRequestStats, TransferEdgeStats, keys};
 
 /// The longest text a table cell or a title shows, in characters (escapes included).

@@ -2,8 +2,8 @@
 //! is of ([`Quantity`]), its count, mean, percentiles and max ([`LatencyStats`]), and a
 //! scope's set of them ([`Distributions`]).
 //!
-//! Public as [`crate::distribution`]'s, which records them; they are defined here because
-//! [`OverallSummary`](super::OverallSummary) holds them.
+//! Public in [`crate::stats`], as [`OverallSummary`](super::OverallSummary) holds them; the
+//! crate's `distribution` module records them.
 
 use std::fmt;
 
@@ -19,7 +19,7 @@ use super::{EdgeName, finite, keys};
 /// output) will be new variants.
 ///
 /// ```
-/// use omni_metrics::distribution::Quantity;
+/// use omni_metrics::stats::Quantity;
 /// use omni_metrics::stats::EdgeName;
 /// assert_eq!(Quantity::RequestLatency.to_string(), "e2e_total_ms");
 /// assert_eq!(Quantity::StageGenTime(0).to_string(), "stage_0_gen_time_ms");
@@ -106,7 +106,7 @@ impl Serialize for Quantity {
 /// Serialized as `{"count":..,"mean_ms":..,"p50_ms":..,"p90_ms":..,"p99_ms":..,"max_ms":..}`.
 ///
 /// ```
-/// use omni_metrics::distribution::LatencyStats;
+/// use omni_metrics::stats::LatencyStats;
 /// let none = LatencyStats::default();
 /// assert_eq!((none.count, none.max_ms), (0, 0.0));
 /// ```
@@ -139,22 +139,34 @@ impl Serialize for LatencyStats {
     }
 }
 
-/// A scope's distributions: [`LatencyStats`] per [`Quantity`], in the table's order.
+/// A scope's distributions: [`LatencyStats`] per [`Quantity`], in the table's order: count,
+/// mean, p50, p90, p99 and max of the scope's completed (`ok`) requests' latency
+/// (`e2e_total_ms`), of each stage's `stage_gen_time_ms` and `queue_time_ms`, of each
+/// edge's transfer time (`tx + rx_decode + in_flight`), and of the output events' times.
+///
+/// Each quantity is recorded in an HDR histogram, values in whole microseconds with 3
+/// significant digits, so a percentile is within 0.1% of the true one (at most one
+/// microsecond off below 2.048 ms); values beyond a week are recorded as a week, and at
+/// most 64 quantities are kept per scope. The memory depends on the range of the values,
+/// never on how many were recorded. Percentiles are by nearest rank: `pN` is the smallest
+/// recorded value with at least N% of the values at or below it (rounded up to the top of
+/// its histogram bucket, never above the max). Mean and max are exact (of the microsecond
+/// values).
 ///
 /// Serialized as an object keyed by the quantities' names (`"e2e_total_ms"`,
 /// `"stage_0_gen_time_ms"`, `"transfer_0->1_time_ms"`, ...).
 ///
 /// ```
-/// use omni_metrics::distribution::{Distributions, LatencyStats, Quantity};
+/// use omni_metrics::stats::{Distributions, LatencyStats, Quantity};
 /// let d: Distributions = [
 ///     (Quantity::StageGenTime(1), LatencyStats { count: 2, max_ms: 9.0, ..Default::default() }),
 ///     (Quantity::RequestLatency, LatencyStats { count: 2, max_ms: 20.0, ..Default::default() }),
 /// ]
 /// .into_iter()
 /// .collect();
-/// assert_eq!(d.stage_gen(1).map(|s| s.max_ms), Some(9.0));
+/// assert_eq!(d.get(Quantity::StageGenTime(1)).map(|s| s.max_ms), Some(9.0));
 /// assert_eq!(d.iter().next().map(|(q, _)| q), Some(Quantity::RequestLatency));
-/// assert!(d.stage_queue(1).is_none());
+/// assert!(d.get(Quantity::StageQueueTime(1)).is_none());
 /// ```
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Distributions {
@@ -175,46 +187,6 @@ impl Distributions {
             .ok()
             .and_then(|i| self.entries.get(i))
             .map(|(_, s)| *s)
-    }
-
-    /// Request latency (`e2e_total_ms`).
-    pub fn request_latency(&self) -> Option<LatencyStats> {
-        self.get(Quantity::RequestLatency)
-    }
-
-    /// `stage_gen_time_ms` of stage `stage_id`.
-    pub fn stage_gen(&self, stage_id: u64) -> Option<LatencyStats> {
-        self.get(Quantity::StageGenTime(stage_id))
-    }
-
-    /// `queue_time_ms` of stage `stage_id`.
-    pub fn stage_queue(&self, stage_id: u64) -> Option<LatencyStats> {
-        self.get(Quantity::StageQueueTime(stage_id))
-    }
-
-    /// Transfer time of the edge `from->to`.
-    pub fn transfer(&self, from: u64, to: u64) -> Option<LatencyStats> {
-        self.get(Quantity::TransferTime(EdgeName { from, to }))
-    }
-
-    /// Time to first output of the requests (their last stage's first `omni.output`).
-    pub fn request_first_output(&self) -> Option<LatencyStats> {
-        self.get(Quantity::RequestFirstOutput)
-    }
-
-    /// Time to first audio of the requests.
-    pub fn request_first_audio(&self) -> Option<LatencyStats> {
-        self.get(Quantity::RequestFirstAudio)
-    }
-
-    /// `time_to_first_output_ms` of stage `stage_id`.
-    pub fn stage_first_output(&self, stage_id: u64) -> Option<LatencyStats> {
-        self.get(Quantity::StageFirstOutput(stage_id))
-    }
-
-    /// The gaps between consecutive outputs of stage `stage_id` (one value per gap).
-    pub fn stage_inter_output(&self, stage_id: u64) -> Option<LatencyStats> {
-        self.get(Quantity::StageInterOutput(stage_id))
     }
 
     /// Every quantity with its stats, in the table's order.

@@ -1,8 +1,9 @@
 //! A deterministic run on a manual clock: every statistic against the true value computed
 //! here from the same inputs.
 
-use omni_metrics::distribution::LatencyStats;
 use omni_metrics::instrument::Run;
+use omni_metrics::stats::LatencyStats;
+use omni_metrics::stats::{EdgeName, Quantity};
 
 use crate::support::{Harness, Shape, Status, nearest_rank};
 
@@ -82,20 +83,32 @@ fn issue9_2_percentiles_match_the_true_values_within_one_percent() {
 
     let d = &summary.distributions;
     assert_describes(
-        d.request_latency(),
+        d.get(Quantity::RequestLatency),
         &values(&ok, Shape::e2e_us),
         "e2e_total_ms",
     );
-    assert_describes(d.stage_gen(0), &values(&ok, |s| s.gen0_us), "stage 0 gen");
     assert_describes(
-        d.stage_queue(0),
+        d.get(Quantity::StageGenTime(0)),
+        &values(&ok, |s| s.gen0_us),
+        "stage 0 gen",
+    );
+    assert_describes(
+        d.get(Quantity::StageQueueTime(0)),
         &values(&ok, |s| s.queue0_us),
         "stage 0 queue",
     );
-    assert_describes(d.stage_gen(1), &values(&both, |s| s.gen1_us), "stage 1 gen");
-    assert_describes(d.stage_queue(1), &values(&both, |_| 0), "stage 1 queue");
     assert_describes(
-        d.transfer(0, 1),
+        d.get(Quantity::StageGenTime(1)),
+        &values(&both, |s| s.gen1_us),
+        "stage 1 gen",
+    );
+    assert_describes(
+        d.get(Quantity::StageQueueTime(1)),
+        &values(&both, |_| 0),
+        "stage 1 queue",
+    );
+    assert_describes(
+        d.get(Quantity::TransferTime(EdgeName { from: 0, to: 1 })),
         &values(&both, Shape::transfer_us),
         "edge 0->1",
     );
@@ -108,7 +121,11 @@ fn issue9_2_percentiles_match_the_true_values_within_one_percent() {
         .filter(|r| r.status == omni_metrics::stats::RequestStatus::Ok)
         .map(|r| (r.e2e_total_ms * 1000.0).round() as u64)
         .collect();
-    assert_describes(d.request_latency(), &from_records, "e2e from the records");
+    assert_describes(
+        d.get(Quantity::RequestLatency),
+        &from_records,
+        "e2e from the records",
+    );
     // `e2e_avg_time_per_request_ms` stays wall / requests, not the mean latency.
     assert_eq!(
         summary.e2e_avg_time_per_request_ms,
@@ -127,7 +144,7 @@ fn issue9_2_the_handle_keeps_the_runs_distributions() {
     });
     let summary = h.capture().summaries().pop().unwrap_or_default();
     assert_eq!(h.handle().last_summary().as_ref(), Some(&summary));
-    let latency = summary.distributions.request_latency();
+    let latency = summary.distributions.get(Quantity::RequestLatency);
     assert_eq!(
         latency.map(|s| (s.count, s.mean_ms, s.max_ms)),
         Some((2, 2.0, 3.0))

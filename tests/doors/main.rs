@@ -22,6 +22,7 @@ use std::time::Duration;
 
 use omni_metrics::instrument::Run;
 use omni_metrics::otlp::{MetricTemporality, OtlpPipeline};
+use omni_metrics::stats::Quantity;
 use omni_metrics::{OmniMetricsLayer, PrometheusSink};
 use tracing_subscriber::prelude::*;
 
@@ -205,7 +206,9 @@ fn every_door_gives_the_same_counts_and_sums() {
     assert_eq!(cumulative.e2e_total_tokens as f64, tokens);
     let last = handle.last_summary().expect("the run's summary");
     assert_eq!(
-        last.distributions.request_latency().map(|s| s.count),
+        last.distributions
+            .get(Quantity::RequestLatency)
+            .map(|s| s.count),
         Some(n_ok)
     );
 

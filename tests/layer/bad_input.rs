@@ -22,7 +22,7 @@ fn stage_without_stage_id_is_reported_once_and_the_rest_kept() {
     assert_eq!(r.e2e_total_tokens, 10);
     assert_eq!(r.invalid_spans, 5);
     assert_eq!(s.capture().summaries()[0].invalid_spans, 5);
-    assert_eq!(s.handle().invalid_spans(), 5);
+    assert_eq!(s.handle().totals().invalid_spans, 5);
     let msgs = s.messages();
     assert_eq!(msgs.len(), 1, "reported once, not once per span: {msgs:?}");
     assert!(msgs[0].contains("without a `stage_id`") && msgs[0].contains("Give every stage"));
@@ -70,7 +70,7 @@ fn spans_outside_any_request_are_counted_without_panic() {
     });
     assert!(s.capture().requests().is_empty());
     assert_eq!(
-        s.handle().invalid_spans(),
+        s.handle().totals().invalid_spans,
         3,
         "stage, transfer and the orphan postprocess"
     );
@@ -146,7 +146,7 @@ fn missing_request_id_and_bad_status_are_named_and_reported() {
     let reqs = s.capture().requests();
     assert_eq!(reqs[0].request_id, "request-1");
     assert_eq!(reqs[1].status, omni_metrics::stats::RequestStatus::Error);
-    assert_eq!(s.handle().invalid_spans(), 2);
+    assert_eq!(s.handle().totals().invalid_spans, 2);
 }
 
 #[test]

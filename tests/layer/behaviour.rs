@@ -26,7 +26,7 @@ fn chunked_stage_is_summed_not_double_counted() {
     assert_close(s.stage_gen_time_ms, 16.0, "gen time = sum of chunks");
     assert_close(s.wall_time_ms, 34.0, "wall = first start to last end");
     assert_eq!(r.e2e_total_tokens, 20, "no stage 0: only outputs count");
-    assert_eq!(h.handle().invalid_spans(), 0);
+    assert_eq!(h.handle().totals().invalid_spans, 0);
 }
 
 #[test]
@@ -170,7 +170,7 @@ fn explicit_fields_win_over_measurements() {
         (1.5, 2.5, 0.5)
     );
     assert_eq!(
-        h.handle().invalid_spans(),
+        h.handle().totals().invalid_spans,
         0,
         "overrides stand in for tx/rx"
     );
@@ -280,7 +280,7 @@ fn spans_opened_and_closed_on_other_threads_are_counted() {
     });
     let r = &h.capture().requests()[0];
     assert_eq!(r.e2e_total_tokens, 7);
-    assert_eq!(h.handle().invalid_spans(), 0);
+    assert_eq!(h.handle().totals().invalid_spans, 0);
 }
 
 /// A transfer and its children made on another thread than their request, the transfer

@@ -78,6 +78,6 @@ proptest! {
         let bytes: u64 = edges.iter().flat_map(|e| &e.chunks).map(|c| c.0).sum();
         assert_close(r.transfers_total_kbytes, bytes as f64 / 1024.0, "kbytes");
         prop_assert_eq!(r.stages.len(), stages.len());
-        prop_assert_eq!(h.handle().invalid_spans(), 0);
+        prop_assert_eq!(h.handle().totals().invalid_spans, 0);
     }
 }

@@ -254,7 +254,7 @@ fn issue6_misplaced_timing_child_counts_in_the_records() {
     });
     assert_eq!(s.capture().requests()[0].invalid_spans, 1);
     assert_eq!(s.capture().summaries()[0].invalid_spans, 1);
-    assert_eq!(s.handle().invalid_spans(), 1);
+    assert_eq!(s.handle().totals().invalid_spans, 1);
 }
 
 /// Item 11: a transfer cut short by a cancelled request is part of the abort, not a
@@ -273,7 +273,7 @@ fn issue6_transfer_cancelled_during_tx_is_not_a_violation() {
     let r = &s.capture().requests()[0];
     assert_eq!(r.status, RequestStatus::Aborted);
     assert_eq!(r.invalid_spans, 0);
-    assert_eq!(s.handle().invalid_spans(), 0, "{:?}", s.messages());
+    assert_eq!(s.handle().totals().invalid_spans, 0, "{:?}", s.messages());
     // The same transfer in a request that ends ok is still reported.
     s.run(|| {
         let request = Request::start("ok-but-no-rx");
@@ -281,7 +281,7 @@ fn issue6_transfer_cancelled_during_tx_is_not_a_violation() {
         request.finish();
     });
     s.warned("without an `omni.transfer.rx_decode`");
-    assert_eq!(s.handle().invalid_spans(), 1);
+    assert_eq!(s.handle().totals().invalid_spans, 1);
 }
 
 /// Item 11: stage in stage, self transfer, duplicate request ids and a late run id are

@@ -125,7 +125,7 @@ fn seed_tables_are_reproduced_exactly() {
     let summaries = h.capture().summaries();
     let requests = h.capture().requests();
     assert_eq!((summaries.len(), requests.len()), (1, 1));
-    assert_eq!(h.handle().invalid_spans(), 0);
+    assert_eq!(h.handle().totals().invalid_spans, 0);
 
     assert_rows(
         &table_under(&summaries[0].to_string(), "Overall Summary"),

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Debug;
 
-use omni_metrics::distribution::LatencyStats;
+use omni_metrics::stats::LatencyStats;
 use omni_metrics::stats::{OverallSummary, RequestE2EStats, StageRequestStats, TransferEdgeStats};
 
 use crate::drive::Outcome;

@@ -2,6 +2,7 @@
 //! through the layer and the model (every field must agree), and the figures the rule is
 //! about are pinned as literals.
 
+use omni_metrics::stats::Quantity;
 use omni_metrics::stats::{RequestE2EStats, RequestStatus, StageRequestStats};
 
 use crate::assert_model;
@@ -336,7 +337,10 @@ fn a_run_is_one_scope_from_its_start() {
     approx(s.e2e_avg_time_per_request_ms, 7.0);
     approx_some(s.stage_wall_time_ms(0), 6.0);
     approx_some(s.stage_wall_time_ms(1), 4.0);
-    let latency = s.distributions.request_latency().unwrap_or_default();
+    let latency = s
+        .distributions
+        .get(Quantity::RequestLatency)
+        .unwrap_or_default();
     assert_eq!(latency.count, 2);
     approx(latency.mean_ms, 9.0);
 }

@@ -2,6 +2,7 @@
 //! stage with more outputs than a record keeps gaps of.
 
 use omni_metrics::stats::MAX_OUTPUT_GAPS;
+use omni_metrics::stats::Quantity;
 
 use crate::assert_model;
 use crate::drive::drive;
@@ -73,6 +74,8 @@ fn more_outputs_than_gaps_kept() {
             .all(|g| (g - 0.25).abs() < 1e-9 || (g - 0.75).abs() < 1e-9),
         "every gap kept is a gap of the stage"
     );
-    let d = o.summaries[0].distributions.stage_inter_output(0);
+    let d = o.summaries[0]
+        .distributions
+        .get(Quantity::StageInterOutput(0));
     assert_eq!(d.map(|d| d.count), Some(MAX_OUTPUT_GAPS as u64));
 }

@@ -2,10 +2,14 @@
 
 use std::time::Duration;
 
-use omni_metrics::aggregate::{CUMULATIVE_SCOPE, WINDOW_SCOPE};
 use omni_metrics::instrument::{Request, Run};
+use omni_metrics::stats::Quantity;
 
 use crate::support::{Harness, Status, assert_close};
+
+/// The scopes of the cumulative and window summaries.
+const CUMULATIVE_SCOPE: &str = "cumulative";
+const WINDOW_SCOPE: &str = "window";
 
 /// Issue 9, item 3: 20 online requests used to make 20 one-request summaries and no
 /// `last_summary()`; the cumulative summary holds them all.
@@ -41,7 +45,10 @@ fn issue9_twenty_online_requests_make_one_cumulative_summary() {
         "tokens/s",
     );
     assert_eq!(s.stage_wall_time_ms, vec![(0, 19_290.0)]);
-    let latency = s.distributions.request_latency().expect("a latency row");
+    let latency = s
+        .distributions
+        .get(Quantity::RequestLatency)
+        .expect("a latency row");
     assert_eq!(latency.count, 20);
     assert_eq!((latency.mean_ms, latency.max_ms), (195.0, 290.0));
     // Nearest rank: the 10th of 100, 110, ..., 290 ms; p99 the 20th.
@@ -50,7 +57,12 @@ fn issue9_twenty_online_requests_make_one_cumulative_summary() {
         "{latency:?}"
     );
     assert_eq!(latency.p99_ms, 290.0);
-    assert_eq!(s.distributions.stage_gen(0).map(|g| g.count), Some(20));
+    assert_eq!(
+        s.distributions
+            .get(Quantity::StageGenTime(0))
+            .map(|g| g.count),
+        Some(20)
+    );
     // The handle's totals agree.
     let totals = h.handle().totals();
     assert_eq!((totals.requests_ok, totals.total_tokens), (20, tokens));
@@ -91,7 +103,12 @@ fn runs_requests_and_failed_requests_are_in_the_aggregates() {
     assert_eq!(s.e2e_total_tokens, 5 * 110);
     assert_close(s.e2e_wall_time_ms, 7.0 * 50.0, "wall time");
     // Failed requests are counted apart, as in a run: not in the distributions.
-    assert_eq!(s.distributions.request_latency().map(|l| l.count), Some(5));
+    assert_eq!(
+        s.distributions
+            .get(Quantity::RequestLatency)
+            .map(|l| l.count),
+        Some(5)
+    );
 }
 
 #[test]
@@ -113,7 +130,12 @@ fn reset_starts_the_cumulative_summary_again() {
     assert_eq!(s.e2e_total_tokens, 3 * 110);
     // From the reset (10 s) to the last completion (13.5 s).
     assert_close(s.e2e_wall_time_ms, 3_500.0, "wall time since the reset");
-    assert_eq!(s.distributions.request_latency().map(|l| l.count), Some(3));
+    assert_eq!(
+        s.distributions
+            .get(Quantity::RequestLatency)
+            .map(|l| l.count),
+        Some(3)
+    );
     // Neither the totals nor the window are reset.
     assert_eq!(h.handle().totals().requests_ok, 8);
     assert_eq!(h.handle().window_summary().e2e_requests, 8);
@@ -148,7 +170,12 @@ fn the_window_drops_requests_once_the_clock_moves_past_it() {
     let w = window_at(70_000.0);
     assert_eq!((w.e2e_requests, w.e2e_total_tokens), (3, 3 * 110));
     assert_close(w.e2e_wall_time_ms, 30_300.0 - 10_000.0, "window wall time");
-    assert_eq!(w.distributions.request_latency().map(|l| l.count), Some(3));
+    assert_eq!(
+        w.distributions
+            .get(Quantity::RequestLatency)
+            .map(|l| l.count),
+        Some(3)
+    );
     assert_eq!(w.stage_wall_time_ms, vec![(0, 300.0)]);
     let w = window_at(100_000.0);
     assert_eq!((w.e2e_requests, w.e2e_wall_time_ms), (0, 0.0));
@@ -192,7 +219,12 @@ fn an_open_run_can_be_read_while_it_runs() {
         assert_eq!((s.e2e_requests, s.e2e_total_tokens), (2, 220));
         // From the run's start to its last completion so far; the open request is not in.
         assert_close(s.e2e_wall_time_ms, 300.0, "run wall time so far");
-        assert_eq!(s.distributions.request_latency().map(|l| l.count), Some(2));
+        assert_eq!(
+            s.distributions
+                .get(Quantity::RequestLatency)
+                .map(|l| l.count),
+            Some(2)
+        );
         assert_eq!(h.handle().open_spans().requests, ["r-3"]);
         // Its requests go on; the snapshot did not hold them.
         h.clock().advance_ms(50.0);

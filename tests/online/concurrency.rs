@@ -4,6 +4,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use omni_metrics::instrument::Request;
+use omni_metrics::stats::Quantity;
 
 use crate::support::Harness;
 
@@ -60,10 +61,17 @@ fn four_threads_of_a_thousand_online_requests_count_exactly() {
     let tokens = THREADS * (0..PER_THREAD).map(|i| i % 10 + 1).sum::<u64>();
     assert_eq!(s.e2e_total_tokens, tokens);
     assert_eq!(
-        s.distributions.request_latency().map(|l| l.count),
+        s.distributions
+            .get(Quantity::RequestLatency)
+            .map(|l| l.count),
         Some(total)
     );
-    assert_eq!(s.distributions.stage_gen(0).map(|l| l.count), Some(total));
+    assert_eq!(
+        s.distributions
+            .get(Quantity::StageGenTime(0))
+            .map(|l| l.count),
+        Some(total)
+    );
     assert_eq!(h.handle().totals().requests_ok, total);
     // The clock moved 4 s: the window (1 s and a bucket at most) holds the last ones only.
     let w = h.handle().window_summary();

@@ -10,6 +10,7 @@ mod support;
 
 use omni_metrics::instrument::{Request, Run};
 use omni_metrics::stats::MAX_OUTPUT_GAPS;
+use omni_metrics::stats::Quantity;
 use support::{Harness, section};
 use tracing::Level;
 
@@ -109,7 +110,7 @@ fn raw_events_count_from_the_stage_its_children_and_an_explicit_parent() {
     assert_eq!((s.output_chunks, s.output_units), (3, 8));
     assert!(approx(s.time_to_first_output_ms, 2.0));
     assert_eq!(s.inter_output_gaps_ms, [3.0, 4.0]);
-    assert_eq!(h.handle().invalid_spans(), 0);
+    assert_eq!(h.handle().totals().invalid_spans, 0);
 }
 
 #[test]
@@ -232,7 +233,7 @@ fn an_output_outside_a_stage_is_counted_and_said_not_a_panic() {
         drop(stage);
         request.finish();
     });
-    assert_eq!(h.handle().invalid_spans(), 3);
+    assert_eq!(h.handle().totals().invalid_spans, 3);
     let requests = h.capture().requests();
     let s = requests[0].stage(0).expect("stage 0");
     // A negative unit count is ignored, the chunk is still one.
@@ -316,12 +317,24 @@ fn a_run_summarizes_first_output_and_gaps_in_its_distributions() {
     });
     let summaries = h.capture().summaries();
     let d = &summaries[0].distributions;
-    assert_eq!(d.request_first_audio().map(|s| s.count), Some(4));
-    assert_eq!(d.request_first_output().map(|s| s.p50_ms), Some(45.0));
-    assert_eq!(d.stage_first_output(1).map(|s| s.max_ms), Some(10.0));
+    assert_eq!(d.get(Quantity::RequestFirstAudio).map(|s| s.count), Some(4));
+    assert_eq!(
+        d.get(Quantity::RequestFirstOutput).map(|s| s.p50_ms),
+        Some(45.0)
+    );
+    assert_eq!(
+        d.get(Quantity::StageFirstOutput(1)).map(|s| s.max_ms),
+        Some(10.0)
+    );
     // One value per gap: 2 per talker, 1 per code2wav, in each of 4 requests.
-    assert_eq!(d.stage_inter_output(1).map(|s| s.count), Some(8));
-    assert_eq!(d.stage_inter_output(2).map(|s| s.count), Some(4));
+    assert_eq!(
+        d.get(Quantity::StageInterOutput(1)).map(|s| s.count),
+        Some(8)
+    );
+    assert_eq!(
+        d.get(Quantity::StageInterOutput(2)).map(|s| s.count),
+        Some(4)
+    );
     let console = h.console();
     let table = section(&console, "Distributions").expect("distributions table");
     assert!(table.contains("| time_to_first_audio_ms "), "{table}");

@@ -4,8 +4,8 @@
 use std::fmt::Write as _;
 use std::sync::Arc;
 
-use crate::distribution::LatencyStats;
 use crate::report::table::printable;
+use crate::stats::LatencyStats;
 use crate::stats::{self, OverallSummary, RequestE2EStats, RequestStatus, finite, keys};
 
 /// The blob's format name, bumped when a column changes meaning.
