@@ -314,7 +314,7 @@ fn orchestrator(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
             }
             Ok(())
         });
-    run.finish();
+    drop(run);
 
     drop(conns);
     for mut w in workers {

@@ -110,12 +110,7 @@ pub mod field {
     pub const INTER_OUTPUT_MS: &str = "inter_output_ms";
 
     /// Whether `name` is one of the convention's fields (all others are ignored).
-    ///
-    /// ```
-    /// assert!(omni_metrics::convention::field::is_known("stage_id"));
-    /// assert!(!omni_metrics::convention::field::is_known("otel.name"));
-    /// ```
-    pub fn is_known(name: &str) -> bool {
+    pub(crate) fn is_known(name: &str) -> bool {
         super::field_def(name).is_some()
     }
 }
@@ -444,5 +439,6 @@ mod tests {
         names.dedup();
         assert_eq!(names.len(), FIELDS.len());
         assert!(span_field(field::UNITS).is_none() && field::is_known(field::UNITS));
+        assert!(field::is_known("stage_id") && !field::is_known("otel.name"));
     }
 }

@@ -91,9 +91,6 @@ impl Run {
     pub fn span(&self) -> &Span {
         &self.span
     }
-
-    /// Closes the run: its summary goes out once its requests are closed.
-    pub fn finish(self) {}
 }
 
 /// An `omni.request`: one request through the pipeline.
@@ -441,9 +438,6 @@ impl Stage {
     pub fn span(&self) -> &Span {
         &self.span
     }
-
-    /// Closes the stage (the same as dropping it).
-    pub fn finish(self) {}
 }
 
 /// An `omni.batch`: one forward pass of a stage over several requests, linked to each
@@ -459,7 +453,7 @@ impl Stage {
 /// let batch = Batch::start(0, 38, 2);
 /// batch.add(&stage_a).add(&stage_b);
 /// // ... one forward pass for both ...
-/// batch.finish();
+/// drop(batch); // the pass is over
 /// ```
 #[derive(Debug)]
 #[must_use = "the batch's time ends when this is dropped"]
@@ -491,9 +485,6 @@ impl Batch {
     pub fn span(&self) -> &Span {
         &self.span
     }
-
-    /// Closes the batch (the same as dropping it).
-    pub fn finish(self) {}
 }
 
 /// An `omni.transfer`: one hand-over between two stages.
@@ -564,9 +555,6 @@ impl Transfer {
     pub fn span(&self) -> &Span {
         &self.span
     }
-
-    /// Closes the transfer (the same as dropping it).
-    pub fn finish(self) {}
 }
 
 /// A timing child (queue, postprocess, tx, rx_decode): its time runs until it is dropped.
@@ -581,7 +569,4 @@ impl Timing {
     pub fn span(&self) -> &Span {
         &self.span
     }
-
-    /// Ends the timing (the same as dropping it).
-    pub fn finish(self) {}
 }

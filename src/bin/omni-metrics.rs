@@ -67,7 +67,7 @@ struct ReportArgs {
     window: u64,
     /// The largest record read, in MiB: a JSON line, or a protobuf message once
     /// decompressed; a larger one is skipped and said. Memory grows with it.
-    #[arg(long, value_name = "MIB", default_value_t = (replay::MAX_RECORD_BYTES >> 20) as u32,
+    #[arg(long, value_name = "MIB", default_value_t = (Replay::DEFAULT_MAX_RECORD_BYTES >> 20) as u32,
           value_parser = clap::value_parser!(u32).range(1..=4095))]
     max_record_mib: u32,
     /// Also write the self-contained HTML report (tables, timeline, histograms) of each

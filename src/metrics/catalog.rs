@@ -10,12 +10,12 @@
 //! cannot disagree on a name, a unit, a bucket or a value.
 //!
 //! Which requests feed what: every request counts once in
-//! [`MetricId::RequestsSuccess`], labelled with its `finished_reason`
-//! ([`finished_reason`]); only `ok` requests feed every other metric (latencies, tokens,
+//! [`MetricId::RequestsSuccess`], labelled with its `finished_reason` (`stop`, `error` or
+//! `abort`); only `ok` requests feed every other metric (latencies, tokens,
 //! audio, transfers), as only they feed the summary and the distributions.
 //!
 //! Labels are bounded: stage ids, edge stage ids and `finished_reason`, never a request id.
-//! Each export keeps at most [`MAX_STAGE_LABELS`] distinct stage ids.
+//! Each export keeps at most 64 distinct stage ids.
 //!
 //! ```
 //! use omni_metrics::metrics::{MetricId, observe};
@@ -54,7 +54,7 @@ pub enum Labels {
     Stage,
     /// `from_stage` and `to_stage` (stage ids).
     Edge,
-    /// `finished_reason` ([`finished_reason`]).
+    /// `finished_reason`: `stop`, `error` or `abort`.
     FinishedReason,
 }
 
@@ -76,19 +76,20 @@ impl Labels {
 }
 
 /// Label key of a stage id (vLLM-Omni's `stage`).
-pub const STAGE_LABEL: &str = "stage";
+pub(crate) const STAGE_LABEL: &str = "stage";
 /// Label key of an edge's sending stage id (vLLM-Omni's `from_stage`).
-pub const FROM_STAGE_LABEL: &str = crate::convention::field::FROM_STAGE;
+pub(crate) const FROM_STAGE_LABEL: &str = crate::convention::field::FROM_STAGE;
 /// Label key of an edge's receiving stage id (vLLM-Omni's `to_stage`).
-pub const TO_STAGE_LABEL: &str = crate::convention::field::TO_STAGE;
+pub(crate) const TO_STAGE_LABEL: &str = crate::convention::field::TO_STAGE;
 /// Label key of how a request ended (vLLM's `finished_reason`).
-pub const FINISHED_REASON_LABEL: &str = "finished_reason";
+pub(crate) const FINISHED_REASON_LABEL: &str = "finished_reason";
 
 /// The most distinct stage ids a metrics export labels series with (as the distributions'
 /// 64 quantities); observations of further stage
 /// ids, and of edges touching one, are counted by the export and not exported, so an engine
 /// that numbers stages wildly cannot grow a scrape without bound.
-pub const MAX_STAGE_LABELS: usize = 64;
+#[cfg_attr(not(any(feature = "otlp", feature = "prometheus")), allow(dead_code))]
+pub(crate) const MAX_STAGE_LABELS: usize = 64;
 
 /// Which metric a [`MetricDef`] is: its index in [`METRICS`] (`METRICS[id as usize]`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -178,22 +179,22 @@ pub struct MetricDef {
 
 /// Seconds, 50 ms to 300 s: request latency, stage compute, time to first audio (vLLM-Omni's
 /// `SECONDS_BUCKETS`).
-pub const SECONDS_BUCKETS: &[f64] = &[
+pub(crate) const SECONDS_BUCKETS: &[f64] = &[
     0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0,
 ];
 
 /// Seconds, 1 ms to 60 s: transfers, queueing, post-processing, time to first token,
 /// inter-output gaps (vLLM-Omni's `SECONDS_FAST_BUCKETS`).
-pub const SECONDS_FAST_BUCKETS: &[f64] = &[
+pub(crate) const SECONDS_FAST_BUCKETS: &[f64] = &[
     0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 60.0,
 ];
 
 /// Real-time factors, 0.1 to 10, dense around the SLO line at 1 (vLLM-Omni's
 /// `RTF_BUCKETS`).
-pub const RTF_BUCKETS: &[f64] = &[0.1, 0.25, 0.5, 0.75, 0.9, 1.0, 1.25, 1.5, 2.0, 5.0, 10.0];
+pub(crate) const RTF_BUCKETS: &[f64] = &[0.1, 0.25, 0.5, 0.75, 0.9, 1.0, 1.25, 1.5, 2.0, 5.0, 10.0];
 
 /// Bytes, 1 KiB to 256 MiB in steps of 4 (vLLM-Omni's `BYTES_BUCKETS`).
-pub const BYTES_BUCKETS: &[f64] = &[
+pub(crate) const BYTES_BUCKETS: &[f64] = &[
     1024.0,
     4096.0,
     16384.0,
@@ -519,14 +520,7 @@ impl LabelValues {
 /// vLLM's `finished_reason` for a request's status: `ok` is `stop`, `aborted` is `abort`
 /// (vLLM's value for a cancelled request), `error` is `error` (vLLM-Omni counts failures
 /// under `abort`; we keep them apart, as the model does).
-///
-/// ```
-/// use omni_metrics::metrics::catalog::finished_reason;
-/// use omni_metrics::stats::RequestStatus;
-/// assert_eq!(finished_reason(RequestStatus::Ok), "stop");
-/// assert_eq!(finished_reason(RequestStatus::Aborted), "abort");
-/// ```
-pub fn finished_reason(status: RequestStatus) -> &'static str {
+pub(crate) fn finished_reason(status: RequestStatus) -> &'static str {
     match status {
         RequestStatus::Ok => "stop",
         RequestStatus::Error => "error",
@@ -658,6 +652,13 @@ fn observe_edge(e: &TransferEdgeStats, emit: &mut impl FnMut(MetricId, LabelValu
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn finished_reasons_are_vllms() {
+        assert_eq!(finished_reason(RequestStatus::Ok), "stop");
+        assert_eq!(finished_reason(RequestStatus::Error), "error");
+        assert_eq!(finished_reason(RequestStatus::Aborted), "abort");
+    }
     use crate::stats::{EdgeName, StageRequestStats, TransferEdgeStats};
 
     fn request(status: RequestStatus) -> RequestE2EStats {

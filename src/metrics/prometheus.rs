@@ -60,7 +60,7 @@
 //!   clients hold a slot for seconds, never the endpoint. Kept alive only when the client
 //!   asks (`Connection: keep-alive`). A scrape is encoded on one of the runtime's two
 //!   blocking threads (`omni-metrics-prometheus-encode`), as it waits for the recorder.
-//! - Label cardinality is bounded: at most [`MAX_STAGE_LABELS`] distinct stage ids; the
+//! - Label cardinality is bounded: at most 64 distinct stage ids; the
 //!   observations of further stages (and of edges touching one) are counted
 //!   ([`PrometheusSink::overflowed_observations`]), said once as a warning, and not exported.
 //!
@@ -815,7 +815,7 @@ impl PrometheusSink {
     }
 
     /// Observations not exported because their stage id came after the first
-    /// [`MAX_STAGE_LABELS`] distinct ones.
+    /// 64 distinct ones.
     pub fn overflowed_observations(&self) -> u64 {
         self.shared.recorder.overflowed.load(Ordering::Relaxed)
     }

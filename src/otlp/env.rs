@@ -59,7 +59,7 @@ impl Signal {
         }
         for var in self.protocol_vars() {
             if let Some(value) = nonempty(var) {
-                return OtlpProtocol::parse(&value).ok_or(OtlpError::Protocol { var, value });
+                return OtlpProtocol::parse(&value).ok_or_else(|| OtlpError::protocol(var, &value));
             }
         }
         Ok(OtlpProtocol::Grpc)
@@ -186,11 +186,11 @@ impl Settings {
         match exporter_var().as_deref() {
             None | Some("otlp") | Some("none") => {}
             Some(other) => {
-                return Err(OtlpError::Config {
-                    var: OTEL_TRACES_EXPORTER,
-                    value: other.to_owned(),
-                    fix: "use `otlp` (or `none` to export no traces): this crate exports OTLP only",
-                });
+                return Err(OtlpError::config(
+                    OTEL_TRACES_EXPORTER,
+                    other,
+                    "use `otlp` (or `none` to export no traces): this crate exports OTLP only",
+                ));
             }
         }
         let protocol = Signal::Traces.protocol(builder.protocol)?;
@@ -235,11 +235,7 @@ pub(super) fn check_endpoint(
     source: &'static str,
     protocol: OtlpProtocol,
 ) -> Result<bool, OtlpError> {
-    let bad = |why: &'static str| OtlpError::Endpoint {
-        source_name: source,
-        endpoint: endpoint.to_owned(),
-        why,
-    };
+    let bad = |why: &'static str| OtlpError::endpoint(source, endpoint, why);
     let uri: http::Uri = endpoint
         .trim()
         .parse()

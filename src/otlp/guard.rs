@@ -254,15 +254,13 @@ impl OtlpGuard {
         );
         match (outcome, lost, metrics_problem) {
             (Ok(()), 0, None) => Ok(()),
-            (Ok(()), 0, Some(m)) => Err(OtlpError::MetricsShutdown {
-                failed: m.failed,
-                exports: m.exports,
-                detail: m.detail,
-            }),
-            (outcome, lost, metrics) => Err(OtlpError::Shutdown {
+            (Ok(()), 0, Some(m)) => {
+                Err(OtlpError::metrics_shutdown(m.failed, m.exports, &m.detail))
+            }
+            (outcome, lost, metrics) => Err(OtlpError::shutdown(
                 lost,
-                ended: stats.ended(),
-                detail: [
+                stats.ended(),
+                &[
                     Some(causes),
                     outcome.err().map(|e| format!("shutdown: {e}")),
                     metrics.map(|m| format!("metrics: {}", m.detail)),
@@ -271,7 +269,7 @@ impl OtlpGuard {
                 .flatten()
                 .collect::<Vec<_>>()
                 .join("; "),
-            }),
+            )),
         }
     }
 }

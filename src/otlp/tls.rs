@@ -63,11 +63,7 @@ pub(super) fn configured_in_env(signal: Signal) -> bool {
 }
 
 fn read(var: &'static str, path: &str) -> Result<Vec<u8>, OtlpError> {
-    std::fs::read(path).map_err(|source| OtlpError::TlsFile {
-        var,
-        path: path.to_owned(),
-        source,
-    })
+    std::fs::read(path).map_err(|source| OtlpError::tls_file(var, path, source))
 }
 
 /// The TLS configuration of `signal`: the system's and the webpki roots, plus the CA file
@@ -96,12 +92,12 @@ pub(super) fn client_config(
         }
         (None, None) => {}
         (Some((var, _)), None) | (None, Some((var, _))) => {
-            return Err(OtlpError::Config {
+            return Err(OtlpError::config(
                 var,
-                value: "(set)".to_owned(),
-                fix: "a client certificate needs its key and the other way round: set both \
-                      OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE and OTEL_EXPORTER_OTLP_CLIENT_KEY",
-            });
+                "(set)",
+                "a client certificate needs its key and the other way round: set both \
+                 OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE and OTEL_EXPORTER_OTLP_CLIENT_KEY",
+            ));
         }
     }
     Ok(config)

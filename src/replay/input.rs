@@ -67,7 +67,7 @@ impl std::str::FromStr for InputFormat {
 /// bound (with the replay's window) keeps the report under 100 MiB whatever the input.
 /// The Collector's exports are far smaller (its gRPC receiver takes 4 MiB by default);
 /// `Replay::with_max_record_bytes` (`--max-record-mib`) raises it.
-pub const MAX_RECORD_BYTES: usize = 16 << 20;
+pub(crate) const MAX_RECORD_BYTES: usize = 16 << 20;
 
 /// The most spans kept of one record: one per 256 bytes of the record limit (65,536 for
 /// 16 MiB). A collector's spans of the convention are larger (a span with no attribute is

@@ -50,7 +50,8 @@ use std::path::Path;
 
 use tracing_subscriber::layer::SubscriberExt as _;
 
-pub use input::{FileSummary, InputFormat, Lost, MAX_RECORD_BYTES, ReadError};
+use input::MAX_RECORD_BYTES;
+pub use input::{FileSummary, InputFormat, Lost, ReadError};
 
 use crate::report::Sink;
 use crate::testing::ManualClock;
@@ -101,7 +102,7 @@ impl Spans {
     /// recognized from the content, and so is the encoding with [`InputFormat::Auto`].
     ///
     /// A record (line, message) that cannot be read, or is longer than
-    /// [`MAX_RECORD_BYTES`], is handed to `on_error` and the rest is still read; a broken
+    /// [`Replay::DEFAULT_MAX_RECORD_BYTES`], is handed to `on_error` and the rest is still read; a broken
     /// compressed stream or length prefix ends the file there (the error says so). Never
     /// panics, never fails as a whole.
     pub fn read(
@@ -132,27 +133,6 @@ impl Spans {
             },
             on_error,
         )
-    }
-
-    /// Reads the file at `path` (see [`Spans::read`]); a file that cannot be opened is one
-    /// error.
-    pub fn read_path(
-        &mut self,
-        path: &Path,
-        format: InputFormat,
-        on_error: &mut dyn FnMut(ReadError),
-    ) -> FileSummary {
-        let name = path.display().to_string();
-        match std::fs::File::open(path) {
-            Ok(file) => self.read(&name, file, format, on_error),
-            Err(e) => {
-                on_error(ReadError::unopenable(&name, &e));
-                FileSummary {
-                    errors: 1,
-                    ..FileSummary::default()
-                }
-            }
-        }
     }
 }
 
@@ -302,6 +282,13 @@ impl Replay {
         }
     }
 
+    /// The largest record read by default, in bytes (16 MiB): a JSON line, or a protobuf
+    /// message once decompressed. A larger one is skipped and said, the rest of the file
+    /// still read; this bound (with the window) keeps the report under 100 MiB whatever the
+    /// input. The Collector's exports are far smaller (its gRPC receiver takes 4 MiB by
+    /// default). [`Replay::with_max_record_bytes`] (`--max-record-mib`) raises it.
+    pub const DEFAULT_MAX_RECORD_BYTES: usize = MAX_RECORD_BYTES;
+
     /// How many spans a trace waits for, by default, before it is replayed: see
     /// [`Replay::with_window`].
     pub const DEFAULT_WINDOW: u64 = 100_000;
@@ -336,7 +323,7 @@ impl Replay {
     /// The largest record [`Replay::run_inputs`] reads: a JSON line, or a protobuf message
     /// once decompressed (a larger one is skipped and said, the rest of the file still read).
     /// Memory grows with it (a record is held whole while it is decoded). Default:
-    /// [`MAX_RECORD_BYTES`]; at most 4 GiB.
+    /// [`Replay::DEFAULT_MAX_RECORD_BYTES`]; at most 4 GiB.
     pub fn with_max_record_bytes(mut self, bytes: usize) -> Self {
         self.max_record = bytes.clamp(1, u32::MAX as usize);
         self

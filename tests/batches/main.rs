@@ -25,7 +25,7 @@ fn stages_linked_to_a_batch_take_its_id_and_size() {
         let (stage_a, stage_b) = (a.stage(0), b.stage(0));
         let batch = Batch::start(0, 38, 2);
         batch.add(&stage_a).add(&stage_b);
-        batch.finish();
+        drop(batch);
         drop((stage_a, stage_b));
         a.finish();
         b.finish();

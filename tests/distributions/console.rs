@@ -24,7 +24,7 @@ pub(crate) fn small_run(h: &Harness) {
         for (i, shape) in shapes.iter().enumerate() {
             h.play(Some(&run), &format!("r-{i}"), shape);
         }
-        run.finish();
+        drop(run);
     });
 }
 

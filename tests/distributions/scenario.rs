@@ -70,7 +70,7 @@ fn issue9_2_percentiles_match_the_true_values_within_one_percent() {
         for (i, shape) in shapes.iter().enumerate() {
             h.play(Some(&run), &format!("r-{i}"), shape);
         }
-        run.finish();
+        drop(run);
     });
     let summaries = h.capture().summaries();
     assert_eq!(summaries.len(), 1);

@@ -114,7 +114,7 @@ fn every_door_gives_the_same_counts_and_sums() {
                 });
             }
         });
-        run.finish();
+        drop(run);
     });
     handle
         .flush(Duration::from_secs(10))

@@ -221,7 +221,7 @@ fn run_summarizes_its_requests_and_counts_failures_apart() {
             }
         }
         h.at(50.0);
-        run.finish();
+        drop(run);
     });
     let s = &h.capture().summaries()[0];
     assert_eq!(s.scope, "batch");

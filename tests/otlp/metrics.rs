@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use omni_metrics::OmniMetricsLayer;
-use omni_metrics::metrics::catalog::{METRICS, MetricKind, SECONDS_BUCKETS, observe};
+use omni_metrics::metrics::catalog::{METRICS, MetricId, MetricKind, observe};
 use omni_metrics::otlp::{MetricTemporality, OtlpBuilder, OtlpError, OtlpPipeline, OtlpProtocol};
 use omni_metrics::stats::RequestE2EStats;
 use omni_metrics::testing::CaptureSink;
@@ -172,7 +172,7 @@ fn grpc_metrics_equal_the_records_cumulatively() {
     let e2e: f64 = records.iter().map(|r| r.e2e_total_ms / 1000.0).sum();
     assert!(close(duration.sum, e2e), "{} vs {e2e}", duration.sum);
     assert_eq!((duration.count, duration.unit.as_str()), (3, "s"));
-    assert_eq!(duration.bounds, SECONDS_BUCKETS);
+    assert_eq!(duration.bounds, MetricId::E2eRequestLatency.def().buckets);
     assert_eq!(
         duration.temporality,
         AggregationTemporality::Cumulative as i32

@@ -313,7 +313,7 @@ fn a_run_summarizes_first_output_and_gaps_in_its_distributions() {
         for i in 0..4 {
             speech(&h, Some(&run), &format!("r-{i}"));
         }
-        run.finish();
+        drop(run);
     });
     let summaries = h.capture().summaries();
     let d = &summaries[0].distributions;

@@ -136,7 +136,7 @@ pub(crate) fn live() {
             request.finish();
         }
     }
-    run.finish();
+    drop(run);
     let online = Request::start("o-1");
     one_request(&online, 3);
     online.finish();

@@ -42,7 +42,7 @@ pub(crate) const METRICS_QUEUE_CAPACITY: usize = 1024;
 /// `init()` adds it by itself. Each metric of the catalogue ([`crate::metrics::catalog`]) is
 /// one instrument, made once: a histogram with the catalogue's bucket boundaries, or a
 /// counter. Attributes are the catalogue's labels: `stage`, `from_stage`, `to_stage` (ints)
-/// and `finished_reason` (a string), never a request id; at most [`MAX_STAGE_LABELS`]
+/// and `finished_reason` (a string), never a request id; at most 64
 /// distinct stage ids are exported, observations of further ones are counted
 /// ([`dropped_observations`](Self::dropped_observations)) and said once.
 ///
@@ -132,7 +132,7 @@ impl OtlpMetricsSink {
     }
 
     /// Observations not exported because their stage id was beyond the first
-    /// [`MAX_STAGE_LABELS`] distinct ones.
+    /// 64 distinct ones.
     pub fn dropped_observations(&self) -> u64 {
         self.inner
             .as_ref()
