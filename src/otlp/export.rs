@@ -20,7 +20,7 @@ use opentelemetry_sdk::trace::{SpanData, SpanExporter, SpanProcessor};
 use crate::convention::{FieldKind, field, span_field};
 
 /// How often a loss summary is logged at most, after the first loss was said.
-pub const LOSS_REPORT_INTERVAL: Duration = Duration::from_secs(60);
+pub(crate) const LOSS_REPORT_INTERVAL: Duration = Duration::from_secs(60);
 
 /// Counts of spans by what became of them, to report what was lost and why.
 #[derive(Debug)]

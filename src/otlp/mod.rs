@@ -44,10 +44,7 @@ mod tls;
 
 pub use self::builder::{OtlpBuilder, OtlpProtocol};
 pub use self::error::OtlpError;
-// Reachable until export.rs (in another change) makes it `pub(crate)`.
 pub use self::export::ExportStats;
-#[doc(hidden)]
-pub use self::export::LOSS_REPORT_INTERVAL;
 pub use self::filter::TraceDetail;
 pub use self::guard::OtlpGuard;
 pub use self::metrics::{MetricTemporality, MetricsExportStats, OtlpMetricsSink};

@@ -11,7 +11,7 @@ use opentelemetry_sdk::metrics::Temporality;
 use opentelemetry_sdk::metrics::data::{AggregatedMetrics, MetricData, ResourceMetrics};
 use opentelemetry_sdk::metrics::exporter::PushMetricExporter;
 
-use crate::otlp::LOSS_REPORT_INTERVAL;
+use crate::otlp::export::LOSS_REPORT_INTERVAL;
 use crate::otlp::export::{LossReports, is_timeout};
 
 /// Counts of metric exports and their data points by outcome, to report what did not reach
