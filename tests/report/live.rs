@@ -101,9 +101,10 @@ fn child_times_are_counted_once() {
             "{id}: queue {queue}, post {post}"
         );
         // The gen time is the layer's own figure, the wall time the exported span's: they
-        // differ by the microseconds between the two layers' clock reads.
+        // differ by the time between the two layers' clock reads (microseconds, but 0.76 ms
+        // once on a loaded 2-core machine); a child counted twice would be 2 ms or more.
         assert!(
-            (wall - queue - post - gen_ms).abs() < 0.5,
+            (wall - queue - post - gen_ms).abs() < 1.5,
             "{id}: {wall} = {queue} + {post} + {gen_ms}"
         );
     }
