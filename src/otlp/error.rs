@@ -55,6 +55,7 @@ impl OtlpError {
     }
 
     /// The TLS file `path` of `var` (or the builder method) cannot be read.
+    #[cfg(feature = "tls")]
     pub(super) fn tls_file(var: &'static str, path: &str, source: std::io::Error) -> Self {
         Self::TlsFile(
             format!("cannot read {var}={path:?}: {source}; check the path and its permissions"),
