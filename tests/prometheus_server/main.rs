@@ -9,6 +9,8 @@
 //! Without `prometheus` or `promtool` on the `PATH` the test says so and passes, unless `CI`
 //! is set: then it fails (CI installs them, .ci/run). Loopback only; every process it starts
 //! is killed when it ends.
+#[path = "../support/example.rs"]
+mod example;
 
 #[allow(dead_code)]
 #[path = "../support/grpc_receiver.rs"]
@@ -53,24 +55,6 @@ fn in_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0")
 }
 
-/// The `serve` example, built by `cargo test` beside the test binaries.
-fn serve_example() -> PathBuf {
-    let exe = std::env::current_exe().expect("test binary path");
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target/<profile>/deps");
-    let example = dir
-        .join("examples")
-        .join(format!("serve{}", std::env::consts::EXE_SUFFIX));
-    assert!(
-        example.exists(),
-        "{} is built by `cargo test`",
-        example.display()
-    );
-    example
-}
-
 /// A child process, killed when dropped.
 struct Killed(Child);
 
@@ -92,7 +76,7 @@ fn free_port() -> u16 {
 /// The serve example on a free port, its records in `records`, its traces exported to
 /// `otlp`; its address.
 fn start_serve(records: &Path, otlp: SocketAddr) -> (Killed, SocketAddr) {
-    let mut child = Command::new(serve_example())
+    let mut child = Command::new(example::serve())
         .args([
             "--addr",
             "127.0.0.1:0",

@@ -5,29 +5,14 @@
 //! The example runs as a real process on a free loopback port, with its records in a JSON
 //! lines file; clients are plain TCP connections.
 
+#[path = "../support/example.rs"]
+mod example;
+
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-/// The `serve` example, built by `cargo test` beside the test binaries.
-fn serve_example() -> PathBuf {
-    let exe = std::env::current_exe().expect("test binary path");
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target/<profile>/deps");
-    let example = dir
-        .join("examples")
-        .join(format!("serve{}", std::env::consts::EXE_SUFFIX));
-    assert!(
-        example.exists(),
-        "{} is built by `cargo test`",
-        example.display()
-    );
-    example
-}
 
 /// The example serving on a free port; killed when dropped.
 struct Server {
@@ -43,7 +28,7 @@ impl Drop for Server {
 }
 
 fn start(records: &Path) -> Server {
-    let mut child = Command::new(serve_example())
+    let mut child = Command::new(example::serve())
         .args([
             "--addr",
             "127.0.0.1:0",

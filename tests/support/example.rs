@@ -5,6 +5,7 @@ use std::path::PathBuf;
 /// The `omni_pipeline` example, built by `cargo test` beside the test binaries
 /// (target/<profile>/examples).
 #[track_caller]
+#[allow(dead_code)] // Not every test target that includes this file runs it.
 pub(crate) fn omni_pipeline() -> PathBuf {
     built("omni_pipeline")
 }
@@ -14,6 +15,13 @@ pub(crate) fn omni_pipeline() -> PathBuf {
 #[allow(dead_code)] // Not every test target that includes this file runs it.
 pub(crate) fn multiprocess() -> PathBuf {
     built("multiprocess")
+}
+
+/// The `serve` example, as [`omni_pipeline`].
+#[track_caller]
+#[allow(dead_code)] // Not every test target that includes this file runs it.
+pub(crate) fn serve() -> PathBuf {
+    built("serve")
 }
 
 /// The example `name`, built by `cargo test` beside the test binaries.
