@@ -47,6 +47,16 @@ pub const BATCH: &str = "omni.batch";
 /// `tracing::info!(name: "omni.output", units = 4)`.
 pub const OUTPUT: &str = "omni.output";
 
+/// The names exported spans get (OTLP), where they are not the span's own. Each is the same
+/// for every request: a backend keys its operation list and span metrics on the name, so an
+/// id in it would make one entry per request; ids are attributes (`request_id`, `run_id`).
+pub(crate) mod exported {
+    /// An `omni.request` span (the root of its trace).
+    pub(crate) const REQUEST: &str = "request";
+    /// An `omni.run` span (exported apart; its requests link to it).
+    pub(crate) const RUN: &str = "run";
+}
+
 /// Field names, as `tracing` fields on the spans above.
 pub mod field {
     /// `omni.run`: a name for the run's scope (default `run-<n>`).

@@ -120,7 +120,7 @@ impl Request {
         Self::checked(omni_span!(
             request(request_id),
             [],
-            otel.name = %format_args!("request {request_id}"),
+            otel.name = convention::exported::REQUEST,
             otel.kind = "server",
         ))
     }
@@ -130,7 +130,7 @@ impl Request {
         let request = Self::checked(omni_span!(
             request(request_id),
             [parent: parent],
-            otel.name = %format_args!("request {request_id}"),
+            otel.name = convention::exported::REQUEST,
             otel.kind = "server",
         ));
         request.own_trace(parent);
@@ -467,7 +467,7 @@ impl Batch {
         let span = omni_span!(
             batch(stage_id, batch_id, batch_size),
             [parent: None],
-            otel.name = %format_args!("batch {batch_id} of stage {stage_id}"),
+            otel.name = %format_args!("batch of stage {stage_id}"),
             otel.kind = "internal",
         );
         check_enabled(&span);

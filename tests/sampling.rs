@@ -57,7 +57,7 @@ fn traceidratio_sampling_exports_some_requests_and_counts_all() {
     let exported = receiver
         .spans()
         .iter()
-        .filter(|s| s.name.starts_with("request "))
+        .filter(|s| s.name == "request")
         .count();
     // Binomial(300, 0.1): mean 30; outside 5..=80 has probability below 1e-9.
     assert!(

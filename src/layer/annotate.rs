@@ -24,6 +24,9 @@ pub(crate) struct Annotation<'a> {
     /// A readable name, unless the span named itself (`otel.name`).
     pub(crate) name: Option<std::borrow::Cow<'static, str>>,
     pub(crate) attributes: &'a [(&'static str, Num)],
+    /// An id the span may not hold as a field (a run's generated `run_id`): the exported
+    /// name is the same for every span of its kind, so the id is an attribute.
+    pub(crate) id: Option<(&'static str, &'a str)>,
     /// A failed request: `error.type` (`error` or `aborted`) and the status message.
     pub(crate) failure: Option<(&'static str, String)>,
 }

@@ -14,6 +14,7 @@ use super::state::{self, RequestSpan, RunSpan, StageSpan, TransferSpan};
 use super::table::{Key, Locked, Slot, Table};
 use super::{Inner, Num, lock_run, names};
 use crate::accumulate::{RequestAcc, ScopeAcc};
+use crate::convention::exported;
 use crate::diagnostics::{Issue, IssueSet};
 use crate::stats::{OverallSummary, RequestE2EStats, RequestStatus, keys};
 
@@ -216,6 +217,7 @@ impl Inner {
                 Annotation {
                     name,
                     attributes: &attributes,
+                    id: None,
                     failure: None,
                 },
                 false,
@@ -244,7 +246,8 @@ impl Inner {
             }
             (state.scope.summary(scope), issues)
         };
-        let name = (!run.named).then(|| format!("run {}", summary.scope).into());
+        let name = (!run.named).then_some(exported::RUN.into());
+        let run_id = Some((crate::convention::field::RUN_ID, summary.scope.as_str()));
         let attributes = [
             (keys::E2E_REQUESTS, Num::Count(summary.e2e_requests)),
             (keys::E2E_WALL_TIME_MS, Num::Float(summary.e2e_wall_time_ms)),
@@ -256,7 +259,7 @@ impl Inner {
             let ext = span.extensions();
             match ext.get::<super::otel::RunTrace>() {
                 Some(trace) => {
-                    trace.0.finish(name.clone(), &attributes);
+                    trace.0.finish(name.clone(), &attributes, run_id);
                     true
                 }
                 None => false,
@@ -274,6 +277,7 @@ impl Inner {
                 Annotation {
                     name,
                     attributes: &attributes,
+                    id: run_id,
                     failure: None,
                 },
                 false,
@@ -473,13 +477,14 @@ impl Inner {
             )),
             RequestStatus::Aborted => Some(("aborted", "aborted".to_owned())),
         };
-        let name = (!named).then(|| format!("request {}", report.request_id).into());
+        let name = (!named).then_some(exported::REQUEST.into());
         self.annotate(
             via,
             id,
             Annotation {
                 name,
                 attributes: &attributes,
+                id: None,
                 failure,
             },
             want_trace_id,

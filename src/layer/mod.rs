@@ -43,7 +43,7 @@ pub use builder::{BuildError, Builder, Destination};
 #[cfg(feature = "otlp")]
 pub use otel::AnnotationLayer;
 #[cfg(feature = "otlp")]
-pub(crate) use otel::{ExportedRun, RunTrace, attribute, dispatch_of_layer};
+pub(crate) use otel::{ExportedRun, RunTrace, attribute, dispatch_of_layer, id_attribute};
 
 use self::close::Closing;
 use self::fields::SetField;

@@ -165,7 +165,8 @@ pub(super) fn annotate(
             .attributes
             .iter()
             .map(|(key, value)| attribute(key, *value))
-            .chain(error_type),
+            .chain(error_type)
+            .chain(id_attribute(annotation.id)),
     );
     if let Some((_, message)) = annotation.failure {
         span.set_status(opentelemetry::trace::Status::error(message));
@@ -245,7 +246,17 @@ pub(crate) trait ExportedRun: Send + Sync {
     fn context(&self) -> Option<SpanContext>;
 
     /// Names the span (unless it named itself), puts `attributes` on it and ends it (once).
-    fn finish(&self, name: Option<Cow<'static, str>>, attributes: &[(&'static str, Num)]);
+    fn finish(
+        &self,
+        name: Option<Cow<'static, str>>,
+        attributes: &[(&'static str, Num)],
+        id: Option<(&'static str, &str)>,
+    );
+}
+
+/// An annotation's id as a string attribute.
+pub(crate) fn id_attribute(id: Option<(&'static str, &str)>) -> Option<KeyValue> {
+    id.map(|(key, value)| KeyValue::new(key, value.to_owned()))
 }
 
 /// An annotation's number as an attribute: a count as an OTLP int (clamped to `i64`), a time

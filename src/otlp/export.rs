@@ -236,7 +236,7 @@ fn shape(span: &mut SpanData) {
     for kv in &mut span.attributes {
         let key = kv.key.as_str();
         if key == field::REQUEST_ID {
-            is_request |= span.name.starts_with("request ");
+            is_request |= span.name == crate::convention::exported::REQUEST;
         }
         if key == "code.module.name" {
             ours = matches!(&kv.value, Value::String(m) if m.as_str().starts_with("omni_metrics"));

@@ -4,7 +4,7 @@
 //! An `omni.run` is not exported through the bridge (the [`ExportFilter`] leaves it out), so
 //! every request under it, typed or raw, has no exported parent and becomes the root of its
 //! own trace. This layer exports the run itself: it starts an OpenTelemetry span when the run
-//! opens, links each request of the run to it, and the metrics layer names it `run <run_id>`,
+//! opens, links each request of the run to it, and the metrics layer names it `run` (its `run_id` an attribute),
 //! puts the run's summary on it and ends it when the run closes.
 //!
 //! [`ExportFilter`]: super::ExportFilter
@@ -21,7 +21,7 @@ use tracing_subscriber::layer::Context as LayerContext;
 use tracing_subscriber::registry::LookupSpan;
 
 use crate::convention::{self, SpanKind as OmniKind};
-use crate::layer::{ExportedRun, Num, RunTrace, attribute, dispatch_of_layer};
+use crate::layer::{ExportedRun, Num, RunTrace, attribute, dispatch_of_layer, id_attribute};
 
 /// The exported span of an `omni.run`, which the metrics layer ends (see [`RunTrace`]).
 struct RunSpan {
@@ -38,6 +38,7 @@ impl ExportedRun for RunSpan {
         &self,
         name: Option<std::borrow::Cow<'static, str>>,
         attributes: &[(&'static str, Num)],
+        id: Option<(&'static str, &str)>,
     ) {
         let Ok(mut slot) = self.span.lock() else {
             return;
@@ -48,6 +49,9 @@ impl ExportedRun for RunSpan {
             }
             for (key, value) in attributes {
                 span.set_attribute(attribute(key, *value));
+            }
+            if let Some(id) = id_attribute(id) {
+                span.set_attribute(id);
             }
             span.end_with_timestamp(SystemTime::now());
         }
@@ -60,7 +64,7 @@ impl ExportedRun for RunSpan {
 /// The [`ExportFilter`](super::ExportFilter) leaves runs out of the bridge, so every request
 /// under a run, typed or raw, has no exported parent. This layer starts the run's own
 /// exported span when it opens and links each of its requests to it; the metrics layer names
-/// it `run <run_id>`, puts the run's summary on it and ends it when the run closes.
+/// it `run` (its `run_id` an attribute), puts the run's summary on it and ends it when the run closes.
 /// [`OtlpPipeline::layer`](super::OtlpPipeline::layer) includes it, after the
 /// OpenTelemetry layer.
 pub(super) struct RunLinks {

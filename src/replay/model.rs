@@ -1,7 +1,7 @@
 //! What is kept of an exported span: its place in the trace, its times, and the attributes
 //! and events the convention reads. Everything else is dropped when the span is read.
 
-use crate::convention::{self, FieldKind, SpanKind, field};
+use crate::convention::{self, FieldKind, SpanKind, exported, field};
 use crate::stats::keys;
 
 /// An attribute value, as OTLP carries it.
@@ -187,15 +187,20 @@ pub(crate) fn keep<'a>(attrs: &mut Vec<(&'a str, AttrValue)>, key: &'a str, valu
 }
 
 /// What an exported span is: by its name (`omni.stage`), by the name the layer's trace
-/// annotations gave it (`stage 0 thinker`, `request r-1`, `transfer 0->1`, `run run-3`) when
-/// its attributes agree, or, for a span the engine named itself (`otel.name`, e.g. `chat
+/// annotations gave it (`stage 0 thinker`, `request`, `transfer 0->1`, `run`, and the
+/// `request r-1` and `run run-3` of files written before names left ids out) when its
+/// attributes agree, or, for a span the engine named itself (`otel.name`, e.g. `chat
 /// qwen3-omni`), by the attributes the annotations put on it.
 pub(crate) fn classify(name: &str, has: impl Fn(&str) -> bool) -> Option<SpanKind> {
     if let Some(kind) = SpanKind::from_name(name) {
         return Some(kind);
     }
     let edge = || has(field::FROM_STAGE) && has(field::TO_STAGE);
-    if name.starts_with("request ") && has(field::REQUEST_ID) {
+    let named = |exported: &str| {
+        name.strip_prefix(exported)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with(' '))
+    };
+    if named(exported::REQUEST) && has(field::REQUEST_ID) {
         Some(SpanKind::Request)
     } else if name.starts_with("stage ") && has(field::STAGE_ID) {
         Some(SpanKind::Stage)
@@ -203,7 +208,7 @@ pub(crate) fn classify(name: &str, has: impl Fn(&str) -> bool) -> Option<SpanKin
         Some(SpanKind::Transfer)
     } else if name.starts_with("batch ") && has(field::BATCH_ID) && has(field::STAGE_ID) {
         Some(SpanKind::Batch)
-    } else if name.starts_with("run ") && has(E2E_REQUESTS) {
+    } else if named(exported::RUN) && has(E2E_REQUESTS) {
         Some(SpanKind::Run)
     } else if has(field::REQUEST_ID) && has(E2E_TOTAL_MS) {
         Some(SpanKind::Request)
@@ -219,8 +224,8 @@ pub(crate) fn classify(name: &str, has: impl Fn(&str) -> bool) -> Option<SpanKin
 impl SpanRec {
     /// Classifies and trims `raw`.
     ///
-    /// A run exported apart (`run run-3`, no `run_id` attribute) gets its `run_id` from its
-    /// name. A request whose status is ERROR but which has no `status` attribute (another
+    /// A run exported apart by an earlier version (`run run-3`, no `run_id` attribute) gets
+    /// its `run_id` from its name. A request whose status is ERROR but which has no `status` attribute (another
     /// SDK) gets `status` from `error.type` (`aborted`) or `error`, and the status message as
     /// its `status_message`.
     pub(crate) fn from_raw(raw: RawSpan<'_>) -> Self {
@@ -389,6 +394,15 @@ mod tests {
             Some(SpanKind::Transfer)
         );
         assert_eq!(kind_of("run run-3", &["e2e_requests"]), Some(SpanKind::Run));
+        // Today's names: the same for every request and run.
+        assert_eq!(kind_of("request", &["request_id"]), Some(SpanKind::Request));
+        assert_eq!(kind_of("run", &["e2e_requests"]), Some(SpanKind::Run));
+        assert_eq!(
+            kind_of("batch of stage 0", &["batch_id", "stage_id"]),
+            Some(SpanKind::Batch)
+        );
+        assert_eq!(kind_of("requested", &["request_id"]), None);
+        assert_eq!(kind_of("running", &["e2e_requests"]), None);
         // The engine's own spans that only look alike.
         assert_eq!(kind_of("stage 0 thinker", &[]), None);
         assert_eq!(kind_of("run migrations", &[]), None);

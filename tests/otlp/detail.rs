@@ -77,10 +77,7 @@ fn full_detail_exports_timing_spans_and_output_events() {
 #[test]
 fn stage_detail_keeps_requests_stages_and_transfers_only() {
     let (spans, capture) = export_at(TraceDetail::Stages);
-    assert_eq!(
-        names(&spans),
-        ["omni.stage", "request r-detail", "transfer 0->1"]
-    );
+    assert_eq!(names(&spans), ["omni.stage", "request", "transfer 0->1"]);
     let stage = spans
         .iter()
         .find(|s| s.name == "omni.stage")
@@ -98,6 +95,6 @@ fn stage_detail_keeps_requests_stages_and_transfers_only() {
 #[test]
 fn request_detail_exports_one_span_per_request() {
     let (spans, capture) = export_at(TraceDetail::Requests);
-    assert_eq!(names(&spans), ["request r-detail"]);
+    assert_eq!(names(&spans), ["request"]);
     assert_eq!(capture.requests()[0].stages.len(), 1);
 }

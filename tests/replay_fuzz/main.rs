@@ -153,7 +153,9 @@ const NAMES: [&str; 14] = [
     "engine.step",
     "stage 0 thinker",
     "request r-1",
+    "request",
     "run run-1",
+    "run",
 ];
 
 const KEYS: [&str; 20] = [

@@ -268,7 +268,13 @@ fn requests_of_a_run_missing_from_the_files_stay_together() {
         for rs in v["resourceSpans"].as_array_mut().into_iter().flatten() {
             for ss in rs["scopeSpans"].as_array_mut().into_iter().flatten() {
                 if let Some(spans) = ss["spans"].as_array_mut() {
-                    spans.retain(|s| s["name"] != "run batch-1");
+                    spans.retain(|s| {
+                        let run_id = s["attributes"]
+                            .as_array()
+                            .and_then(|a| a.iter().find(|a| a["key"] == "run_id"));
+                        !(s["name"] == "run"
+                            && run_id.is_some_and(|a| a["value"]["stringValue"] == "batch-1"))
+                    });
                 }
             }
         }

@@ -21,7 +21,8 @@ fn example() -> PathBuf {
 }
 
 /// (service, trace id, span id, parent id, name) of an exported span.
-type Exported = (String, String, String, String, String);
+/// Service, trace id, span id, parent span id, name, `request_id` attribute.
+type Exported = (String, String, String, String, String, String);
 
 /// Every exported span.
 fn exported(json: &Path) -> Vec<Exported> {
@@ -41,12 +42,21 @@ fn exported(json: &Path) -> Vec<Exported> {
             for ss in rs["scopeSpans"].as_array().into_iter().flatten() {
                 for s in ss["spans"].as_array().into_iter().flatten() {
                     let text = |k: &str| s[k].as_str().unwrap_or_default().to_owned();
+                    let request_id = s["attributes"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .find(|a| a["key"] == "request_id")
+                        .and_then(|a| a["value"]["stringValue"].as_str())
+                        .unwrap_or_default()
+                        .to_owned();
                     out.push((
                         service.clone(),
                         text("traceId"),
                         text("spanId"),
                         text("parentSpanId"),
                         text("name"),
+                        request_id,
                     ));
                 }
             }
@@ -88,7 +98,7 @@ fn every_request_is_one_trace_across_four_processes_and_the_report_equals_the_ta
     }
     let request_traces: Vec<(&str, BTreeSet<&str>)> = by_trace
         .iter()
-        .filter(|(_, spans)| spans.iter().any(|s| s.4.starts_with("request ")))
+        .filter(|(_, spans)| spans.iter().any(|s| s.4 == "request"))
         .map(|(trace, spans)| (*trace, spans.iter().map(|s| s.0.as_str()).collect()))
         .collect();
     assert_eq!(request_traces.len(), 3, "one trace per request");
@@ -105,7 +115,7 @@ fn every_request_is_one_trace_across_four_processes_and_the_report_equals_the_ta
         );
         let spans = &by_trace[trace];
         assert_eq!(
-            spans.iter().filter(|s| s.4.starts_with("request ")).count(),
+            spans.iter().filter(|s| s.4 == "request").count(),
             1,
             "one request span in trace {trace}"
         );
@@ -123,7 +133,7 @@ fn every_request_is_one_trace_across_four_processes_and_the_report_equals_the_ta
     // The workers' request ids are the orchestrator's: each trace has its request's id.
     for id in live_requests.keys() {
         assert!(
-            spans.iter().any(|s| s.4 == format!("request {id}")),
+            spans.iter().any(|s| s.4 == "request" && s.5 == *id),
             "request {id} exported"
         );
     }
