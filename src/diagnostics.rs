@@ -172,6 +172,7 @@ pub(crate) struct Diagnostics {
     reported: AtomicU32,
     invalid_spans: AtomicU64,
     remote_spans: AtomicU64,
+    after_abort_spans: AtomicU64,
 }
 
 impl Diagnostics {
@@ -202,6 +203,25 @@ impl Diagnostics {
     }
 
     /// Counts one stage or transfer done for a request of another process.
+    /// A stage or transfer that closed after its request was aborted: counted, and said
+    /// the first time.
+    pub(crate) fn count_after_abort(&self) {
+        if self.after_abort_spans.fetch_add(1, Ordering::Relaxed) == 0 {
+            tracing::warn!(
+                target: "omni_metrics::diagnostics",
+                "a stage or transfer span closed after its request was aborted: the request \
+                 ended at its abort, so this work is not in its e2e time or stage rows \
+                 (counted in `Totals::after_abort_spans`). Cancel the request's spawned work \
+                 with it (a `tokio_util::sync::CancellationToken`, or `JoinHandle::abort`) if \
+                 it should not run on (reported once)."
+            );
+        }
+    }
+
+    pub(crate) fn after_abort_spans(&self) -> u64 {
+        self.after_abort_spans.load(Ordering::Relaxed)
+    }
+
     pub(crate) fn count_remote(&self) {
         self.remote_spans.fetch_add(1, Ordering::Relaxed);
     }

@@ -43,6 +43,10 @@ pub struct Totals {
     /// Stages and transfers done in this process for requests owned by another
     /// ([`crate::propagation`]); they are in that process's tables.
     pub remote_spans: u64,
+    /// Stages and transfers that closed after their request was aborted (spawned work a
+    /// cancellation did not stop): the request ended at its abort, so they are in none of
+    /// its numbers.
+    pub after_abort_spans: u64,
 }
 
 impl MetricsHandle {
@@ -67,6 +71,7 @@ impl MetricsHandle {
             runs: s.runs_summarized(),
             invalid_spans: s.diagnostics.invalid_spans(),
             remote_spans: s.diagnostics.remote_spans(),
+            after_abort_spans: s.diagnostics.after_abort_spans(),
         }
     }
 

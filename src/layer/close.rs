@@ -34,6 +34,14 @@ pub(super) struct Closing<'a> {
 /// itself) and its numbers.
 type Exported<const N: usize> = (Option<Cow<'static, str>>, [(&'static str, Num); N]);
 
+/// What became of a closed stage or transfer, for its request ([`Inner::merge_child`]).
+enum Merged {
+    /// Merged; the issues to report.
+    Into(IssueSet),
+    /// Its request was aborted before it closed: not merged.
+    AfterAbort,
+}
+
 /// A closed request span, for [`Inner::finish_request`].
 struct Done<'a> {
     id: &'a Id,
@@ -143,13 +151,16 @@ impl Inner {
             None
         } else {
             let request = stage.request.take();
-            let merged = self.merge_child(table, held, id, request, stage.issues, |acc| {
+            let merged = self.merge_child(table, held, id, request, now, stage.issues, |acc| {
                 if let Some(s) = sample {
                     acc.add_stage(s);
                 }
                 IssueSet::default()
             });
-            Some(merged.unwrap_or_else(|| outside_request(stage.issues)))
+            Some(
+                self.merged(merged)
+                    .unwrap_or_else(|| outside_request(stage.issues)),
+            )
         };
         self.child_closed(id, via, exported, issues, stage.issues);
     }
@@ -186,7 +197,7 @@ impl Inner {
             None
         } else {
             let request = transfer.request.take();
-            let merged = self.merge_child(table, held, id, request, transfer.issues, |acc| {
+            let merged = self.merge_child(table, held, id, request, now, transfer.issues, |acc| {
                 if let Some(t) = sample {
                     acc.add_transfer(t);
                 }
@@ -194,7 +205,10 @@ impl Inner {
                 IssueSet::default()
             });
             // Without a request to settle them, incomplete transfers are said now.
-            Some(merged.unwrap_or_else(|| outside_request(transfer.issues.union(incomplete))))
+            Some(
+                self.merged(merged)
+                    .unwrap_or_else(|| outside_request(transfer.issues.union(incomplete))),
+            )
         };
         self.child_closed(id, via, exported, issues, transfer.issues);
     }
@@ -294,27 +308,35 @@ impl Inner {
         self.shared.diagnostics.record(issues);
     }
 
-    /// Merges a closed stage or transfer (`id`) into its request (`request`, its span id):
-    /// under `held`, the lock of the child's shard, when the request is in that shard, else
-    /// under the request's shard's lock. Returns the child's issues, for the caller to
-    /// report once no lock is held; `None` if it has no request, or (only inside a span's
-    /// `Debug` that closes it, with the request's shard held) none reachable.
+    /// Merges a closed stage or transfer (`id`, closed at `closed_ns`) into its request
+    /// (`request`, its span id): under `held`, the lock of the child's shard, when the
+    /// request is in that shard, else under the request's shard's lock. Returns the child's
+    /// issues, for the caller to report once no lock is held, or that the request was
+    /// aborted before the child closed (nothing merged); `None` if it has no request, or
+    /// (only inside a span's `Debug` that closes it, with the request's shard held) none
+    /// reachable.
+    #[allow(clippy::too_many_arguments)]
     fn merge_child(
         &self,
         table: &Table,
         held: Option<Locked<'_>>,
         id: &Id,
         request: Option<Key>,
+        closed_ns: u64,
         issues: IssueSet,
         merge: impl FnOnce(&mut RequestAcc) -> IssueSet,
-    ) -> Option<IssueSet> {
+    ) -> Option<Merged> {
         let into = |slot: &mut Slot| match slot {
+            // The request ended when it was aborted: later work is not its.
+            Slot::Request(r) if r.aborted_at.is_some_and(|at| closed_ns > at) => {
+                Some(Merged::AfterAbort)
+            }
             Slot::Request(r) => {
                 let all = issues.union(merge(&mut r.acc));
                 if !all.is_empty() {
                     r.acc.count_invalid();
                 }
-                Some(all)
+                Some(Merged::Into(all))
             }
             _ => None,
         };
@@ -323,6 +345,18 @@ impl Inner {
             (key, None) => table.with(key, into),
         }
         .flatten()
+    }
+
+    /// The issues of a child [`Inner::merge_child`] merged; a child that closed after its
+    /// request was aborted is counted apart (and said once), with its own issues.
+    fn merged(&self, merged: Option<Merged>) -> Option<IssueSet> {
+        match merged? {
+            Merged::Into(issues) => Some(issues),
+            Merged::AfterAbort => {
+                self.shared.diagnostics.count_after_abort();
+                Some(IssueSet::default())
+            }
+        }
     }
 
     fn close_request(
@@ -337,17 +371,24 @@ impl Inner {
             start_ns,
             run,
             status,
+            aborted_at,
             issues,
             mut acc,
             named,
         } = request;
+        let status = status.unwrap_or(RequestStatus::Ok);
+        // An aborted request ends at its abort, not when spawned work lets its span close.
+        let end_ns = match (status, aborted_at) {
+            (RequestStatus::Aborted, Some(at)) => at.clamp(start_ns, now),
+            _ => now,
+        };
         let done = Done {
             id,
             named,
             start_ns,
-            end_ns: now,
+            end_ns,
             run,
-            status: status.unwrap_or(RequestStatus::Ok),
+            status,
             issues,
             via,
             trace_id,

@@ -19,6 +19,7 @@ use super::{Inner, OutputFields, lock_run};
 use crate::accumulate::ScopeAcc;
 use crate::convention::SpanKind;
 use crate::diagnostics::{Issue, IssueSet};
+use crate::stats::RequestStatus;
 
 /// The nearest `omni.request` ancestor of `span` (excluding itself), and whether an
 /// `omni.stage` lies between them (or above, when there is no request).
@@ -237,6 +238,7 @@ impl Inner {
                     start_ns: now,
                     run,
                     status: None,
+                    aborted_at: None,
                     issues,
                     acc: state::new_request_acc(),
                     named,
@@ -348,7 +350,20 @@ impl Inner {
         };
         let run = match map.get_mut(&key) {
             Some(Slot::Run(run)) => run.state.clone(),
-            Some(Slot::Request(r)) => return values.record(&mut Visitor(r)),
+            Some(Slot::Request(r)) => {
+                // Whether this record gives `status`: an abort recorded (a typed request or
+                // guard dropped unfinished) ends the request now.
+                let before = r.status.take();
+                values.record(&mut Visitor(&mut *r));
+                match r.status {
+                    None => r.status = before,
+                    Some(RequestStatus::Aborted) if r.aborted_at.is_none() => {
+                        r.aborted_at = Some(self.clock.now());
+                    }
+                    Some(_) => {}
+                }
+                return;
+            }
             Some(Slot::Stage(s)) => return values.record(&mut Visitor(&mut **s)),
             Some(Slot::Transfer(t)) => return values.record(&mut Visitor(&mut **t)),
             Some(Slot::Batch(b)) => return values.record(&mut Visitor(b)),

@@ -271,6 +271,9 @@ pub(super) struct RequestSpan {
     /// The nearest enclosing `omni.run`'s scope, if any.
     pub(super) run: Option<RunLink>,
     pub(super) status: Option<RequestStatus>,
+    /// When `status = aborted` was first recorded: the request ends there, though spawned
+    /// work may keep its span open; stages and transfers closing later are left out.
+    pub(super) aborted_at: Option<u64>,
     pub(super) issues: IssueSet,
     /// What its stages and transfers add as they close: they reach it through the table,
     /// by the request's span id, under the lock of its shard.

@@ -431,3 +431,68 @@ fn console_sink_prints_the_four_tables() {
         "{out}"
     );
 }
+
+/// A cancelled request ends at its cancellation: spawned stage work that goes on (and keeps
+/// the request's span open) is counted apart and said, not added to e2e or the stage rows.
+#[test]
+fn an_aborted_request_ends_at_its_abort_and_later_work_is_counted_apart() {
+    use omni_metrics::instrument::RequestGuard;
+    let h = Harness::new();
+    h.run(|| {
+        // Typed: the request dropped unfinished at 700 ms; stage 1 was spawned and runs on.
+        let request = Request::start("typed");
+        let done = request.stage(0);
+        done.tokens_in(4).tokens_out(2);
+        h.at(100.0);
+        drop(done);
+        let spawned = request.stage(1);
+        spawned.tokens_out(9);
+        let transfer = request.transfer(0, 1);
+        h.at(700.0);
+        drop(request);
+        h.at(900.0);
+        drop((spawned, transfer));
+        // Raw, with a guard, under a run: the same.
+        let run = Run::with_id("cut");
+        let raw = info_span!(parent: run.span(), "omni.request", request_id = "raw",
+            status = tracing::field::Empty);
+        let guard = RequestGuard::new(&raw);
+        h.at(1000.0);
+        let stage = info_span!(parent: &raw, "omni.stage", stage_id = 0, num_tokens_out = 3);
+        drop(raw);
+        h.at(1500.0);
+        drop(guard);
+        h.at(1948.0);
+        drop(stage);
+        drop(run);
+    });
+    let requests = h.capture().requests();
+    let typed = requests
+        .iter()
+        .find(|r| r.request_id == "typed")
+        .expect("typed");
+    assert_eq!(typed.status, RequestStatus::Aborted);
+    assert_close(typed.e2e_total_ms, 700.0, "e2e ends at the abort");
+    assert_eq!(
+        typed.stages.iter().map(|s| s.stage_id).collect::<Vec<_>>(),
+        [0],
+        "only the stage done before the abort"
+    );
+    assert!(
+        typed.transfers.is_empty(),
+        "the transfer closed after the abort"
+    );
+    let raw = requests
+        .iter()
+        .find(|r| r.request_id == "raw")
+        .expect("raw");
+    assert_eq!(raw.status, RequestStatus::Aborted);
+    assert_close(raw.e2e_total_ms, 600.0, "e2e ends at the guard's drop");
+    assert!(raw.stages.is_empty());
+    let totals = h.handle().totals();
+    assert_eq!(totals.after_abort_spans, 3);
+    assert_eq!(totals.invalid_spans, 0, "late work breaks no rule");
+    h.warned("closed after its request was aborted");
+    let summary = &h.capture().summaries()[0];
+    assert_eq!(summary.e2e_requests_aborted, 1);
+}

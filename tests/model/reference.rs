@@ -293,6 +293,20 @@ fn since_request(s: &Stage, request_start: Us) -> Option<u64> {
 }
 
 fn request(r: &Request, scope: &str) -> Req {
+    // A request aborted by a record (a typed request or guard dropped unfinished) ends
+    // there; its stages and transfers that close later are not its.
+    let end = match r.status.late() {
+        Some((at, "aborted")) => at.clamp(r.window.0, r.window.1),
+        _ => r.window.1,
+    };
+    let kept = |window: Window| window.1 <= end;
+    let owned = Request {
+        chunks: r.chunks.iter().filter(|c| kept(c.window)).cloned().collect(),
+        transfers: r.transfers.iter().filter(|t| kept(t.window)).cloned().collect(),
+        window: (r.window.0, end),
+        ..r.clone()
+    };
+    let r = &owned;
     let mut ids: Vec<u64> = r.chunks.iter().map(|c| c.stage_id).collect();
     ids.sort_unstable();
     ids.dedup();
