@@ -226,22 +226,25 @@ pub(crate) fn periodic_line(
     }
     let seconds = covered_ns as f64 / 1e9;
     let per_s = |n: u64| stats::per_second(n, stats::ns_to_ms(covered_ns));
-    let mut line = format!(
-        "omni-metrics: last {seconds:.1} s: {} ok, {} error, {} aborted requests ({:.2} req/s), {} tokens/s",
+    // The latency leads; the rates are over the wall time the line covers.
+    let mut line = format!("omni-metrics: last {seconds:.1} s: ");
+    if let Some(latency) = summary.distributions.get(Quantity::RequestLatency) {
+        line.push_str(&format!(
+            "e2e latency mean {} ms p50 {} ms p99 {} ms; ",
+            format_float(latency.mean_ms),
+            format_float(latency.p50_ms),
+            format_float(latency.p99_ms)
+        ));
+    }
+    line.push_str(&format!(
+        "{} ok, {} error, {} aborted requests ({:.2} req/s), {} tokens/s, {} open\n",
         format_int(summary.e2e_requests),
         format_int(summary.e2e_requests_error),
         format_int(summary.e2e_requests_aborted),
         per_s(summary.e2e_requests),
         one_decimal(per_s(summary.e2e_total_tokens)),
-    );
-    if let Some(latency) = summary.distributions.get(Quantity::RequestLatency) {
-        line.push_str(&format!(
-            ", e2e p50 {} ms p99 {} ms",
-            format_float(latency.p50_ms),
-            format_float(latency.p99_ms)
-        ));
-    }
-    line.push_str(&format!(", {} open\n", format_int(open as u64)));
+        format_int(open as u64),
+    ));
     Some(line)
 }
 
@@ -442,8 +445,9 @@ mod tests {
         assert_eq!(
             line.as_deref(),
             Some(
-                "omni-metrics: last 10.0 s: 12 ok, 0 error, 0 aborted requests (1.20 req/s), \
-                 12.0 tokens/s, e2e p50 806.399 ms p99 812.000 ms, 3 open\n"
+                "omni-metrics: last 10.0 s: e2e latency mean 806.500 ms p50 806.399 ms \
+                 p99 812.000 ms; 12 ok, 0 error, 0 aborted requests (1.20 req/s), \
+                 12.0 tokens/s, 3 open\n"
             )
         );
         let idle = Aggregates::new(true, 0, Duration::from_secs(10));

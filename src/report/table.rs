@@ -210,11 +210,21 @@ fn push_row(table: &mut Table, label: &str, cells: Vec<Cell>, elide: bool) {
 /// vLLM-Omni's rows always; `e2e_requests_error`, `e2e_requests_aborted` and `invalid_spans`
 /// only when not zero.
 fn summary_table(s: &OverallSummary) -> String {
+    let online = is_online(s);
+    // An online aggregate's wall time runs from its start, idle time included: its
+    // averages over it are no latency, and say so.
+    let label = |key: &'static str, what: &str| -> std::borrow::Cow<'static, str> {
+        if online {
+            format!("{key} ({what})").into()
+        } else {
+            key.into()
+        }
+    };
     let mut t = new_table(vec!["Field".into(), "Value".into()]);
     push_row(&mut t, keys::E2E_REQUESTS, vec![int(s.e2e_requests)], false);
     push_row(
         &mut t,
-        keys::E2E_WALL_TIME_MS,
+        &label(keys::E2E_WALL_TIME_MS, "wall clock, idle time included"),
         vec![float(s.e2e_wall_time_ms)],
         false,
     );
@@ -226,13 +236,16 @@ fn summary_table(s: &OverallSummary) -> String {
     );
     push_row(
         &mut t,
-        keys::E2E_AVG_TIME_PER_REQUEST_MS,
+        &label(
+            keys::E2E_AVG_TIME_PER_REQUEST_MS,
+            "wall time / requests, not latency",
+        ),
         vec![float(s.e2e_avg_time_per_request_ms)],
         false,
     );
     push_row(
         &mut t,
-        keys::E2E_AVG_TOKENS_PER_S,
+        &label(keys::E2E_AVG_TOKENS_PER_S, "tokens / wall time"),
         vec![float(s.e2e_avg_tokens_per_s)],
         false,
     );
@@ -412,20 +425,42 @@ fn distribution_rows(d: &Distributions) -> impl Iterator<Item = (Quantity, Laten
 ///
 /// For two or more completed requests, the `Distributions` table follows, titled and
 /// followed by a blank line the same way (when it has a row).
+///
+/// An online aggregate (scope `cumulative` or `window`) leads with its latency: the
+/// `Distributions` table first (request latency: mean, p50, p99), whatever the number of
+/// requests, then the summary, its wall-based rows labelled as such.
 pub(crate) fn render_summary(s: &OverallSummary) -> String {
-    let mut out = format!(
+    let has_rows = distribution_rows(&s.distributions).next().is_some();
+    let distributions = || {
+        format!(
+            "Distributions\n{}\n\n",
+            distribution_table(&s.distributions)
+        )
+    };
+    let mut out = String::new();
+    let online = is_online(s);
+    if online && has_rows {
+        out.push_str(&distributions());
+    }
+    let _ = write!(
+        out,
         "Overall Summary (scope {})\n{}\n\n",
         printable(&s.scope, false),
         summary_table(s)
     );
-    if s.shows_distributions() && distribution_rows(&s.distributions).next().is_some() {
-        let _ = write!(
-            out,
-            "Distributions\n{}\n\n",
-            distribution_table(&s.distributions)
-        );
+    if !online && s.shows_distributions() && has_rows {
+        out.push_str(&distributions());
     }
     out
+}
+
+/// Whether `s` is one of the layer's online aggregates ([`MetricsHandle::cumulative_summary`],
+/// [`MetricsHandle::window_summary`]), whose wall time runs from the aggregate's start.
+///
+/// [`MetricsHandle::cumulative_summary`]: crate::MetricsHandle::cumulative_summary
+/// [`MetricsHandle::window_summary`]: crate::MetricsHandle::window_summary
+fn is_online(s: &OverallSummary) -> bool {
+    s.scope == crate::aggregate::CUMULATIVE_SCOPE || s.scope == crate::aggregate::WINDOW_SCOPE
 }
 
 /// A request's three tables with their titles, as the console prints them: each title and

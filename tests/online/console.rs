@@ -43,10 +43,16 @@ fn print_summary_prints_the_cumulative_tables_on_the_console() {
         [
             ["Field", "Value"],
             ["e2e_requests", "3"],
-            ["e2e_wall_time_ms", "600.000"],
+            [
+                "e2e_wall_time_ms (wall clock, idle time included)",
+                "600.000"
+            ],
             ["e2e_total_tokens", "330"],
-            ["e2e_avg_time_per_request_ms", "200.000"],
-            ["e2e_avg_tokens_per_s", "550.000"],
+            [
+                "e2e_avg_time_per_request_ms (wall time / requests, not latency)",
+                "200.000"
+            ],
+            ["e2e_avg_tokens_per_s (tokens / wall time)", "550.000"],
             ["e2e_stage_0_wall_time_ms", "600.000"],
         ]
     );
@@ -57,6 +63,59 @@ fn print_summary_prints_the_cumulative_tables_on_the_console() {
     );
     // The same text as the summary's `Display` gives.
     assert_eq!(console, h.handle().cumulative_summary().to_string());
+}
+
+/// An online aggregate's wall time includes the server's idle time: its console form leads
+/// with the latency and says which figures are wall time, so 100 ms requests 20 s apart
+/// do not read as 13-second requests.
+#[test]
+fn an_online_summary_leads_with_latency_and_labels_its_wall_figures() {
+    let h = Harness::with_console(|b, console| {
+        b.with_console(omni_metrics::Destination::writer(console))
+            .with_online_tables(false)
+    });
+    h.run(|| {
+        for i in 0..3 {
+            h.at(20_000.0 * i as f64);
+            h.play(None, &format!("r-{i}"), 100.0, 10, Status::Ok);
+        }
+    });
+    for summary in [h.handle().cumulative_summary(), h.handle().window_summary()] {
+        let text = summary.to_string();
+        assert!(text.starts_with("Distributions\n"), "{text}");
+        let latency = &rows(&section(&text, "Distributions").expect(&text))[1];
+        assert_eq!(
+            latency[..5],
+            ["e2e_total_ms", "3", "100.000", "100.000", "100.000"],
+            "count, mean, p50, p90: the latency, first"
+        );
+        let table = rows(&section(&text, "Overall Summary").expect(&text));
+        let avg = table
+            .iter()
+            .find(|r| r[0].starts_with("e2e_avg_time_per_request_ms"))
+            .expect(&text);
+        assert_eq!(
+            avg[0],
+            "e2e_avg_time_per_request_ms (wall time / requests, not latency)"
+        );
+        let wall_avg: f64 = avg[1].replace(',', "").parse().expect("a number");
+        assert!(
+            wall_avg > 10_000.0,
+            "wall-based, idle time included: {wall_avg}"
+        );
+    }
+    // A run's summary is the seed's, unlabelled.
+    let h = Harness::new();
+    h.run(|| {
+        let run = Run::with_id("offline");
+        h.play(Some(&run), "a", 100.0, 10, Status::Ok);
+    });
+    let text = h.capture().summaries()[0].to_string();
+    assert!(
+        text.starts_with("Overall Summary (scope offline)\n"),
+        "{text}"
+    );
+    assert!(text.contains("| e2e_avg_time_per_request_ms |"), "{text}");
 }
 
 #[test]
@@ -156,8 +215,9 @@ fn the_periodic_line_says_what_the_window_saw() {
         omni_metrics::instrument::Request::start("still-open")
     });
     // The manual clock stands at 10 s: 12 ok requests of 500 ms, 110 tokens each.
-    let line = "omni-metrics: last 10.0 s: 12 ok, 1 error, 0 aborted requests (1.20 req/s), \
-                132.0 tokens/s, e2e p50 500.000 ms p99 500.000 ms, 1 open\n";
+    let line = "omni-metrics: last 10.0 s: e2e latency mean 500.000 ms p50 500.000 ms \
+                p99 500.000 ms; 12 ok, 1 error, 0 aborted requests (1.20 req/s), \
+                132.0 tokens/s, 1 open\n";
     let console = h.wait_for(line);
     assert!(console.contains(line), "{console}");
     // Nothing else on the console: no online tables while the line is on.

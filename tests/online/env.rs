@@ -111,7 +111,7 @@ fn the_interval_variable_turns_the_line_on_and_code_wins() {
     play(&h);
     let text = h.wait_for("omni-metrics: last");
     assert!(
-        text.starts_with("omni-metrics: last 0.0 s: 1 ok,"),
+        text.starts_with("omni-metrics: last 0.0 s: e2e latency mean 10.000 ms"),
         "{text}"
     );
     assert!(!text.contains("Overall Summary"), "{text}");

@@ -186,3 +186,50 @@ fn a_client_that_hangs_up_at_any_point_ends_its_request_aborted() {
         .expect("the non-streamed request's record");
     assert_eq!(unstreamed, "aborted", "non-streamed, hung up: {seen:?}");
 }
+
+/// `GET path`: the response's body.
+fn get(addr: &str, path: &str) -> String {
+    let mut conn = TcpStream::connect(addr).expect("connected");
+    conn.set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("a timeout");
+    write!(
+        conn,
+        "GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+    )
+    .expect("sent");
+    let mut response = String::new();
+    conn.read_to_string(&mut response).expect("a response");
+    let body = response.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    body.to_owned()
+}
+
+/// `/stats` leads with the latency distribution and labels its wall-based figures: the
+/// server's wall time includes its idle time, so wall time per request is no latency.
+#[test]
+fn stats_lead_with_the_latency_and_label_wall_figures() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let records = dir.path().join("records.jsonl");
+    let server = start(&records);
+    let addr = server.addr.as_str();
+    let mut conn = post(addr, true);
+    read_to_done(&mut conn);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut stats = get(addr, "/stats");
+    while !stats.contains("e2e_total_ms") && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+        stats = get(addr, "/stats");
+    }
+    // Chunked or not, the first table is the latency's.
+    let first_title = stats
+        .lines()
+        .find(|l| l.starts_with("Distributions") || l.starts_with("Overall Summary"));
+    assert_eq!(first_title, Some("Distributions"), "{stats}");
+    assert!(
+        stats.contains("| e2e_avg_time_per_request_ms (wall time / requests, not latency) |"),
+        "{stats}"
+    );
+    assert!(
+        stats.contains("Overall Summary (scope cumulative)"),
+        "{stats}"
+    );
+}
