@@ -6,16 +6,19 @@
 //! ```
 //! use omni_metrics::convention::{self, field};
 //!
-//! // Raw spans work as well as the typed API in `omni_metrics::instrument`.
-//! let request = tracing::info_span!("omni.request", request_id = "r-1", status = tracing::field::Empty);
+//! // Raw spans work as well as the typed API in `omni_metrics::instrument`; give them the
+//! // convention's target, so that a filter such as `RUST_LOG=warn,omni=info` lets them through.
+//! let request = tracing::info_span!(target: convention::TARGET, "omni.request",
+//!     request_id = "r-1", status = tracing::field::Empty);
 //! assert_eq!(convention::REQUEST, "omni.request");
 //! assert_eq!(field::REQUEST_ID, "request_id");
 //! # drop(request);
 //! ```
 #![doc = include_str!("../docs/reference/convention.md")]
 
-/// The `tracing` target of the spans opened by [`crate::instrument`]; use it in filters
-/// (`RUST_LOG=omni=info`).
+/// The `tracing` target of the spans opened by [`crate::instrument`], and the one raw
+/// `omni.*` spans should have (`info_span!(target: "omni", ...)`,
+/// `#[instrument(target = "omni", ...)]`): filters name it (`RUST_LOG=warn,omni=info`).
 pub const TARGET: &str = "omni";
 
 /// An offline batch: every `omni.request` below it is summarized together.

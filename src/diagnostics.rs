@@ -253,6 +253,8 @@ pub(crate) enum Notice {
     StaticMaxLevel,
     /// The typed API opened a span that no subscriber enabled.
     DisabledSpan,
+    /// The subscriber's filter disables a raw `omni.*` span's callsite (its target).
+    HiddenCallsite,
 }
 
 /// Says `message` on stderr once per process per `notice`, even when every `tracing` event
@@ -308,6 +310,86 @@ pub(crate) fn check_levels_soon() {
                 stderr_notice(Notice::FilteredSubscriber, message);
             }
         });
+}
+
+/// The `omni.*` span callsites waiting for [`check_callsite_soon`]'s check, and whether a
+/// check is scheduled. Bounded: callsites beyond it wait for the next check.
+static CALLSITES_TO_CHECK: std::sync::Mutex<(Vec<CallsiteCheck>, bool)> =
+    std::sync::Mutex::new((Vec::new(), false));
+
+/// An `omni.*` span callsite and the subscriber it was registered with.
+type CallsiteCheck = (
+    &'static tracing::Metadata<'static>,
+    tracing::dispatcher::WeakDispatch,
+);
+
+/// Asks `dispatch`, shortly and from a thread of its own, whether it enables the `omni.*`
+/// span callsite `metadata`, and says once on stderr when it does not: a raw span whose
+/// target a global filter leaves out (`RUST_LOG=warn,omni=info` lets through target
+/// `omni`, not `my_engine::server`) never reaches the layer, and its request is silently
+/// missing from the tables otherwise.
+///
+/// Called from `register_callsite`, inside tracing-core's registration, where asking the
+/// subscriber is not safe; the thread waits for the registration to end.
+pub(crate) fn check_callsite_soon(
+    metadata: &'static tracing::Metadata<'static>,
+    dispatch: tracing::dispatcher::WeakDispatch,
+) {
+    const MAX_PENDING: usize = 256;
+    let Ok(mut pending) = CALLSITES_TO_CHECK.lock() else {
+        return;
+    };
+    if pending.0.len() < MAX_PENDING {
+        pending.0.push((metadata, dispatch));
+    }
+    if std::mem::replace(&mut pending.1, true) {
+        return;
+    }
+    drop(pending);
+    let spawned = std::thread::Builder::new()
+        .name("omni-metrics-check".into())
+        .spawn(|| {
+            std::thread::sleep(CALLSITE_CHECK_DELAY);
+            let checks = match CALLSITES_TO_CHECK.lock() {
+                Ok(mut pending) => {
+                    pending.1 = false;
+                    std::mem::take(&mut pending.0)
+                }
+                Err(_) => return,
+            };
+            let hidden = checks.into_iter().find(|(metadata, dispatch)| {
+                dispatch.upgrade().is_some_and(|d| !d.enabled(metadata))
+            });
+            if let Some((metadata, _)) = hidden {
+                stderr_notice(Notice::HiddenCallsite, hidden_callsite_warning(metadata));
+            }
+        });
+    if spawned.is_err() {
+        if let Ok(mut pending) = CALLSITES_TO_CHECK.lock() {
+            pending.1 = false;
+        }
+    }
+}
+
+/// How long [`check_callsite_soon`] waits before asking the subscriber.
+const CALLSITE_CHECK_DELAY: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// Why the spans of the callsite `metadata` are missing from the tables, and what to do.
+pub(crate) fn hidden_callsite_warning(metadata: &tracing::Metadata<'_>) -> String {
+    format!(
+        "the subscriber's filter disables `{name}` spans of target `{target}` at level \
+         {level} ({file}:{line}): they never reach omni-metrics and their requests are \
+         missing from the tables. Give raw spans the convention's target, `omni` \
+         (`info_span!(target: \"omni\", \"{name}\", ...)`, `#[instrument(target = \"omni\", \
+         name = \"{name}\", ...)]`), which `RUST_LOG=warn,omni=info` lets through, or add a \
+         directive for `{target}`; better, filter only your log layer \
+         (`fmt::layer().with_filter(...)`). Said once.",
+        name = metadata.name(),
+        target = metadata.target(),
+        level = metadata.level(),
+        file = metadata.file().unwrap_or("?"),
+        line = metadata.line().unwrap_or(0),
+    )
 }
 
 /// Emits `warnings` (WARN, target `omni_metrics::diagnostics`) into `subscriber`, from a

@@ -228,7 +228,8 @@ impl Drop for Request {
 /// use omni_metrics::instrument::RequestGuard;
 /// use tracing::field::Empty;
 ///
-/// #[tracing::instrument(name = "omni.request", skip_all, fields(request_id = %id, status = Empty))]
+/// #[tracing::instrument(target = "omni", name = "omni.request", skip_all,
+///     fields(request_id = %id, status = Empty))]
 /// async fn handle(id: String) {
 ///     let guard = RequestGuard::current(); // dropped with the future if it is cancelled
 ///     // ... stages and transfers ...

@@ -318,3 +318,46 @@ fn issue7_an_own_pipeline_without_endpoint_agrees_with_init() {
     );
     eprintln!("child scenario done");
 }
+
+/// `RUST_LOG=warn,omni=info` under a global `EnvFilter`: raw spans with the convention's
+/// target (`omni`) come through, as the typed ones do; raw spans of another target are
+/// hidden by the filter, and the layer says so once, naming the target and what to change.
+#[test]
+fn raw_spans_hidden_by_a_global_filter_are_said_and_the_omni_target_passes() {
+    const NAME: &str = "raw_spans_hidden_by_a_global_filter_are_said_and_the_omni_target_passes";
+    if !is_child(NAME) {
+        let stderr = stderr_of(&run_child(NAME, &[("RUST_LOG", "warn,omni=info")]));
+        let said = "disables `omni.request` spans of target `process`";
+        assert_eq!(stderr.matches(said).count(), 1, "{stderr}");
+        assert!(stderr.contains("#[instrument(target = \"omni\""), "{stderr}");
+        assert!(stderr.contains("requests_ok=3"), "{stderr}");
+        return;
+    }
+    #[tracing::instrument(target = "omni", name = "omni.request", skip_all,
+        fields(request_id = %id, status = tracing::field::Empty))]
+    fn handle(id: &str) {
+        let guard = omni_metrics::instrument::RequestGuard::current();
+        drop(tracing::info_span!(target: "omni", "omni.stage", stage_id = 0, num_tokens_out = 2));
+        guard.finish();
+    }
+    let metrics = omni_metrics::OmniMetricsLayer::builder()
+        .with_console(false)
+        .build()
+        .expect("no file");
+    let handle_ = metrics.handle();
+    tracing_subscriber::registry()
+        .with(tracing_subscriber::EnvFilter::from_default_env())
+        .with(tracing_subscriber::fmt::layer())
+        .with(metrics)
+        .init();
+    // The convention's target: through.
+    handle("instrumented");
+    drop(tracing::info_span!(target: "omni", "omni.request", request_id = "raw-omni"));
+    omni_metrics::instrument::Request::start("typed").finish();
+    // The module's own target: hidden by `warn`, and said.
+    for i in 0..3 {
+        drop(tracing::info_span!("omni.request", request_id = i));
+    }
+    std::thread::sleep(Duration::from_millis(600));
+    eprintln!("requests_ok={}", handle_.totals().requests_ok);
+}

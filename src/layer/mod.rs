@@ -98,9 +98,9 @@ pub struct OmniMetricsLayer {
     /// Another copy of this layer in the same subscriber does the work; this one does
     /// nothing, so that each span counts once.
     duplicate: AtomicBool,
-    /// The subscriber this copy of the layer is part of, for trace annotations: each clone
-    /// gets its own, so a clone in another subscriber annotates that subscriber's spans.
-    #[cfg(feature = "otlp")]
+    /// The subscriber this copy of the layer is part of, for trace annotations and the check
+    /// of its filter: each clone gets its own, so a clone in another subscriber annotates
+    /// that subscriber's spans.
     dispatch: std::sync::OnceLock<tracing::dispatcher::WeakDispatch>,
 }
 
@@ -111,7 +111,6 @@ impl Clone for OmniMetricsLayer {
             inner: self.inner.clone(),
             table: new_table(&self.inner.shared),
             duplicate: AtomicBool::new(false),
-            #[cfg(feature = "otlp")]
             dispatch: std::sync::OnceLock::new(),
         }
     }
@@ -250,7 +249,6 @@ impl OmniMetricsLayer {
             }),
             table,
             duplicate: AtomicBool::new(false),
-            #[cfg(feature = "otlp")]
             dispatch: std::sync::OnceLock::new(),
         }
     }
@@ -440,6 +438,24 @@ where
 {
     // Each hook is a small check inlined into the subscriber (the engine's own spans stop
     // there), then an out-of-line call for `omni.*` spans.
+    fn register_callsite(
+        &self,
+        metadata: &'static tracing::Metadata<'static>,
+    ) -> tracing_core::subscriber::Interest {
+        // A raw `omni.*` span a global filter hides never reaches the layer: ask the
+        // subscriber, once it is built, whether it enables this callsite.
+        // The typed API's target, `omni`, is checked by the level checks already.
+        if metadata.is_span()
+            && metadata.target() != crate::convention::TARGET
+            && SpanKind::from_name(metadata.name()).is_some()
+        {
+            if let Some(dispatch) = self.dispatch.get() {
+                diagnostics::check_callsite_soon(metadata, dispatch.clone());
+            }
+        }
+        tracing_core::subscriber::Interest::always()
+    }
+
     #[inline]
     fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
         if let Some(kind) = SpanKind::from_name(attrs.metadata().name()) {
@@ -489,9 +505,9 @@ where
         }
         diagnostics::check_levels_soon();
         self.inner.report_warnings(subscriber);
+        let _ = self.dispatch.set(subscriber.downgrade());
         #[cfg(feature = "otlp")]
         {
-            let _ = self.dispatch.set(subscriber.downgrade());
             if let Some(annotation) = subscriber.downcast_ref::<AnnotationLayer>() {
                 self.register_annotations(annotation);
             }
