@@ -398,9 +398,23 @@ fn say_repaired(stats: &replay::ReplayStats, errors: &ReadErrors) {
     }
     if stats.moved_into_parent > 0 {
         eprintln!(
-            "omni-metrics: {} before or ended after their parent (clocks of different \
-             hosts, or a busy process) and were moved inside it",
-            plural(stats.moved_into_parent, "span started", "spans started")
+            "omni-metrics: {} moved inside {} parent, with the spans under {}, by up to \
+             {:.3} ms: clock skew (another host or process by `host.name` or \
+             `service.instance.id`, or, where the resources do not say, a span starting \
+             more than {} ms before its parent or ending more than that after its request)",
+            plural(stats.moved_into_parent, "span was", "spans were"),
+            if stats.moved_into_parent == 1 {
+                "its"
+            } else {
+                "their"
+            },
+            if stats.moved_into_parent == 1 {
+                "it"
+            } else {
+                "them"
+            },
+            stats.max_moved_ns as f64 / 1e6,
+            Replay::CLOCK_TOLERANCE_NS as f64 / 1e6,
         );
     }
     if errors.bad_lines + errors.bad_other > 0 {

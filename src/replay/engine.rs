@@ -19,6 +19,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use tracing::{Level, Span};
 
 use super::model::{AttrValue, MAX_SPAN_NS, SpanRec};
+use super::origin::{Clocks, Origin};
 use super::{GroupBy, ReplayStats};
 use crate::convention::{self, SpanKind, field, omni_span};
 use crate::report::Sink;
@@ -64,7 +65,17 @@ struct Node {
     start_ns: u64,
     end_ns: u64,
     depth: u32,
+    /// Where it was measured (its resource's host and process).
+    origin: Origin,
+    /// How far it was moved for its clock's skew (itself, or a span above it), in ns: its
+    /// outputs move with it.
+    shift: i128,
 }
+
+/// How far a span may start before its parent, or end after its request, on clocks not
+/// known to differ, before it is taken as clock skew:
+/// [`Replay::CLOCK_TOLERANCE_NS`](super::Replay::CLOCK_TOLERANCE_NS).
+pub(super) const TOLERANCE_NS: u64 = 1_000_000;
 
 /// Open, output, close: the order of events at the same instant.
 const OPEN: u8 = 0;
@@ -254,7 +265,7 @@ impl<'a> Engine<'a> {
     /// spans of the convention become nodes, placed under their nearest ancestor of the
     /// convention (or their run), fitted into its time, then opened, given their outputs and
     /// closed, in time order, through the metrics layer.
-    pub(super) fn replay_trace(&mut self, spans: &[SpanRec]) {
+    pub(super) fn replay_trace(&mut self, spans: &[SpanRec], origins: &[Origin]) {
         // Spans by id: looked through in a small trace, hashed in a large one.
         const LOOK_THROUGH: usize = 32;
         let hashed: HashMap<u64, usize> = if spans.len() > LOOK_THROUGH {
@@ -273,7 +284,7 @@ impl<'a> Engine<'a> {
                 spans.iter().position(|s| s.span_id == id)
             }
         };
-        let (node_of, mut nodes) = self.nodes_of(spans);
+        let (node_of, mut nodes) = self.nodes_of(spans, origins);
         // The nearest ancestor of the convention, through the engine's own spans: resolved
         // once for every span, in linear time, a cycle found once.
         let up = self.resolve_parents(spans, &index, &node_of);
@@ -282,11 +293,16 @@ impl<'a> Engine<'a> {
             .iter()
             .map(|n| spans[n.rec].problem.as_ref().is_some_and(|p| p.bad_time))
             .collect();
+        let last_output: Vec<Option<u64>> = nodes
+            .iter()
+            .map(|n| spans[n.rec].outputs.iter().map(|o| o.time_ns).max())
+            .collect();
         // Times fitted before requests are placed in their runs: a run starts at its
         // requests' fitted times, not at a timestamp that was left out.
-        let fitted = fit_times(&mut nodes, &bad_time);
+        let fitted = fit_times(&mut nodes, &bad_time, &last_output);
         self.place_in_runs(spans, &mut nodes);
         self.stats.moved_into_parent += fitted.moved;
+        self.stats.max_moved_ns = self.stats.max_moved_ns.max(fitted.max_moved_ns);
         if let Some(n) = fitted.cut {
             let rec = &spans[nodes[n].rec];
             self.cycle(rec.trace_id, rec.span_id, 0);
@@ -313,7 +329,11 @@ impl<'a> Engine<'a> {
 
     /// The spans of the convention as nodes (runs apart: replayed across traces, see
     /// [`Engine::ensure_run`]), and each span's node.
-    fn nodes_of(&mut self, spans: &[SpanRec]) -> (Vec<Option<usize>>, Vec<Node>) {
+    fn nodes_of(
+        &mut self,
+        spans: &[SpanRec],
+        origins: &[Origin],
+    ) -> (Vec<Option<usize>>, Vec<Node>) {
         let mut node_of: Vec<Option<usize>> = vec![None; spans.len()];
         let mut nodes: Vec<Node> = Vec::with_capacity(spans.len());
         for (i, rec) in spans.iter().enumerate() {
@@ -334,6 +354,8 @@ impl<'a> Engine<'a> {
                 start_ns: rec.start_ns,
                 end_ns: rec.end_ns,
                 depth: 0,
+                origin: origins.get(i).copied().unwrap_or_default(),
+                shift: 0,
             });
         }
         (node_of, nodes)
@@ -491,8 +513,10 @@ impl<'a> Engine<'a> {
 /// What [`fit_times`] did.
 #[derive(Debug)]
 struct Fitted {
-    /// Spans moved into their parent's time.
+    /// Spans moved inside their parent's time (each with the spans under it).
     moved: u64,
+    /// The most a span was moved by, in ns.
+    max_moved_ns: u64,
     /// A node whose parent link closed a cycle among the nodes, cut there (it is a root
     /// now).
     cut: Option<usize>,
@@ -500,12 +524,17 @@ struct Fitted {
     request: Vec<Option<usize>>,
 }
 
-/// Puts every span inside its parent's time (clock skew between hosts may put a child
-/// outside it), after giving each span whose own times are invalid (`bad_time`) the window
-/// of its children. Cuts a cycle of parents among the nodes (ids are unique, but an input
-/// may still name them so), and computes each node's depth and request. Linear in the
-/// nodes, but for one sort by depth.
-fn fit_times(nodes: &mut [Node], bad_time: &[bool]) -> Fitted {
+/// Puts every span inside its parent's time, as the layer saw it live, after giving each
+/// span whose own times are invalid (`bad_time`) the window of its children. Cuts a cycle
+/// of parents among the nodes (ids are unique, but an input may still name them so), and
+/// computes each node's depth and request. Linear in the nodes, but for one sort by depth.
+///
+/// On one clock, a child outside its parent is real data: `tracing` closes a parent after
+/// its children, but the exported end of a span that was entered is its last exit
+/// (tracing-opentelemetry), and a span's outputs may come after it. The parent is widened
+/// to take them in, as its live close did ([`widen_parents`]). Only where the clocks
+/// disagree (see [`skewed`]) is a child moved, with the spans under it ([`move_skewed`]).
+fn fit_times(nodes: &mut [Node], bad_time: &[bool], last_output: &[Option<u64>]) -> Fitted {
     let cut = cut_cycles(nodes);
     let request = depths_and_requests(nodes);
     let mut order: Vec<usize> = (0..nodes.len()).collect();
@@ -513,26 +542,114 @@ fn fit_times(nodes: &mut [Node], bad_time: &[bool]) -> Fitted {
     if bad_time.iter().any(|b| *b) {
         windows_of_children(nodes, &order, bad_time);
     }
-    let mut moved = 0;
-    for n in order {
-        let Parent::Node(p) = nodes[n].parent else {
-            continue;
-        };
-        let (lo, hi) = (nodes[p].start_ns, nodes[p].end_ns);
-        let node = &mut nodes[n];
-        let start = node.start_ns.clamp(lo, hi);
-        let end = node.end_ns.clamp(start, hi);
-        if (start, end) != (node.start_ns, node.end_ns) {
-            moved += 1;
-            node.start_ns = start;
-            node.end_ns = end;
-        }
-    }
+    let skewed = widen_parents(nodes, &order, last_output);
+    let (moved, max_moved_ns) = move_skewed(nodes, &order, &skewed);
     Fitted {
         moved,
+        max_moved_ns,
         cut,
         request,
     }
+}
+
+/// Whether a child that starts `before` ns before its parent's exported start, or ends
+/// `after` ns after its exported end, is clock skew rather than real data: always on clocks
+/// that differ (another host or process); on clocks not known to differ, a start more than
+/// [`TOLERANCE_NS`] before the parent's (a span opens after its parent on one clock), or an
+/// end more than that after its request's (the request's end is its close, measured by the
+/// layer, after its children's). Never on one clock.
+fn skewed(clocks: Clocks, parent: SpanKind, before: u64, after: u64) -> bool {
+    match clocks {
+        Clocks::One => false,
+        Clocks::Different => before > 0 || after > 0,
+        Clocks::Unknown => {
+            before > TOLERANCE_NS || (parent == SpanKind::Request && after > TOLERANCE_NS)
+        }
+    }
+}
+
+/// Deepest first (`order` is by depth): each span's window takes in its last output, and
+/// each parent's the windows of its children outside it that are not [`skewed`] (as wide
+/// as their own children made them), up to 10^12 ms. Returns the nodes left outside their
+/// parent (skewed, or too far for their parent to take in), compared with the parent's
+/// exported times.
+fn widen_parents(nodes: &mut [Node], order: &[usize], last_output: &[Option<u64>]) -> Vec<bool> {
+    let exported: Vec<(u64, u64)> = nodes.iter().map(|n| (n.start_ns, n.end_ns)).collect();
+    let mut outside = vec![false; nodes.len()];
+    for &n in order.iter().rev() {
+        if let Some(&Some(at)) = last_output.get(n) {
+            let start = nodes[n].start_ns;
+            widen(&mut nodes[n], start, at);
+        }
+        let Parent::Node(p) = nodes[n].parent else {
+            continue;
+        };
+        let (lo, hi) = (nodes[n].start_ns, nodes[n].end_ns);
+        let (parent_lo, parent_hi) = exported[p];
+        let (before, after) = (parent_lo.saturating_sub(lo), hi.saturating_sub(parent_hi));
+        if before == 0 && after == 0 {
+            continue;
+        }
+        let clocks = nodes[p].origin.clocks(nodes[n].origin);
+        if skewed(clocks, nodes[p].kind, before, after) || !widen(&mut nodes[p], lo, hi) {
+            outside[n] = true;
+        }
+    }
+    outside
+}
+
+/// Widens `node` to take in `[lo, hi]`, unless it would then last more than 10^12 ms;
+/// whether it did.
+fn widen(node: &mut Node, lo: u64, hi: u64) -> bool {
+    let (start, end) = (node.start_ns.min(lo), node.end_ns.max(hi));
+    if end - start > MAX_SPAN_NS {
+        return false;
+    }
+    (node.start_ns, node.end_ns) = (start, end);
+    true
+}
+
+/// `time_ns` moved by `by` ns, within what a timestamp holds.
+fn shifted(time_ns: u64, by: i128) -> u64 {
+    (i128::from(time_ns) + by).clamp(0, i128::from(u64::MAX)) as u64
+}
+
+/// Parents first (`order` is by depth): every span moves with its parent, and one still
+/// outside it is moved by the least that puts it inside (with the spans under it), or, if
+/// it is longer than its parent, to its parent's start and cut at its end. Returns how
+/// many spans were moved and the most one was moved by (ns).
+fn move_skewed(nodes: &mut [Node], order: &[usize], outside: &[bool]) -> (u64, u64) {
+    let (mut moved, mut most) = (0, 0);
+    for &n in order {
+        let Parent::Node(p) = nodes[n].parent else {
+            continue;
+        };
+        let (lo, hi, by) = (nodes[p].start_ns, nodes[p].end_ns, nodes[p].shift);
+        let node = &mut nodes[n];
+        node.shift = by;
+        if by != 0 {
+            (node.start_ns, node.end_ns) = (shifted(node.start_ns, by), shifted(node.end_ns, by));
+        }
+        let (start, end) = (node.start_ns, node.end_ns);
+        if start >= lo && end <= hi {
+            continue;
+        }
+        // Skewed (or under a span cut short): moved by the least that fits, with its
+        // children; not skewed (its parent was cut short): cut.
+        let d: i128 = match outside.get(n) {
+            Some(true) if start < lo => i128::from(lo - start),
+            Some(true) => -i128::from(end - hi),
+            _ => 0,
+        };
+        let (start, end) = (shifted(start, d), shifted(end, d));
+        let (fit_start, fit_end) = (start.clamp(lo, hi), end.clamp(lo, hi));
+        let cut = start.abs_diff(fit_start).max(end.abs_diff(fit_end));
+        node.shift = by + d;
+        (node.start_ns, node.end_ns) = (fit_start, fit_end.max(fit_start));
+        moved += 1;
+        most = most.max(u64::try_from(d.unsigned_abs()).unwrap_or(u64::MAX).max(cut));
+    }
+    (moved, most)
 }
 
 /// Cuts every cycle of parents among the nodes: a walk up from every node not seen yet,
@@ -749,7 +866,7 @@ fn steps(spans: &[SpanRec], nodes: &[Node], node_of: &[Option<usize>], up: &[Up]
         for &i in std::iter::once(&node.rec).chain(extra(n)) {
             for (k, o) in spans[i].outputs.iter().enumerate() {
                 steps.push(Step {
-                    time_ns: o.time_ns.clamp(node.start_ns, node.end_ns),
+                    time_ns: shifted(o.time_ns, node.shift).clamp(node.start_ns, node.end_ns),
                     rank: OUTPUT,
                     // For an output, the span that holds it.
                     order: i as u32,
@@ -816,32 +933,129 @@ fn record(span: &Span, key: &str, value: &AttrValue) {
 mod tests {
     use super::*;
 
-    #[test]
-    fn children_are_fitted_into_their_parent() {
-        let node = |rec, kind, parent, start_ns, end_ns| Node {
+    const MS: u64 = 1_000_000;
+
+    fn node(rec: usize, kind: SpanKind, parent: Parent, ms: (u64, u64), origin: Origin) -> Node {
+        Node {
             rec,
             kind,
             parent,
-            start_ns,
-            end_ns,
+            start_ns: ms.0 * MS,
+            end_ns: ms.1 * MS,
             depth: 0,
-        };
+            origin,
+            shift: 0,
+        }
+    }
+
+    fn origin(instance: &str) -> Origin {
+        let mut o = Origin::default();
+        o.note(super::super::origin::SERVICE_INSTANCE_ID, instance);
+        o
+    }
+
+    fn window(n: &Node) -> (u64, u64) {
+        (n.start_ns / MS, n.end_ns / MS)
+    }
+
+    /// One process: the stage's exported end is its last exit (10 ms), before its
+    /// post-processing child (10 to 14 ms) and its last output (12 ms). Live, the stage
+    /// closed after its child: it is widened, nothing is moved. The same without a resource
+    /// saying so (within the request's end).
+    #[test]
+    fn on_one_clock_a_parent_takes_in_its_children() {
+        for o in [origin("a"), Origin::default()] {
+            let mut nodes = vec![
+                node(0, SpanKind::Request, Parent::Run(RunKey::All), (0, 20), o),
+                node(1, SpanKind::Stage, Parent::Node(0), (1, 10), o),
+                node(2, SpanKind::Postprocess, Parent::Node(1), (10, 14), o),
+                node(3, SpanKind::Queue, Parent::Node(1), (1, 3), o),
+            ];
+            let last_output = [None, Some(12 * MS), None, None];
+            let fitted = fit_times(&mut nodes, &[false; 4], &last_output);
+            assert_eq!(
+                (fitted.moved, fitted.max_moved_ns, fitted.cut),
+                (0, 0, None)
+            );
+            assert_eq!(fitted.request, [Some(0), Some(0), Some(0), Some(0)]);
+            let windows: Vec<_> = nodes.iter().map(window).collect();
+            assert_eq!(windows, [(0, 20), (1, 14), (10, 14), (1, 3)]);
+            assert_eq!(
+                nodes[3].depth, 3,
+                "under the stage, the request and its run"
+            );
+        }
+    }
+
+    /// Another process whose clock is 50 ms ahead: its stage (60 to 100 ms on the request's
+    /// clock) was exported at 110 to 150 ms, with its queue child and an output. It is moved
+    /// back by 50 ms, whole, with its child and its output; the request is unchanged.
+    #[test]
+    fn on_another_clock_a_child_is_moved_whole_by_the_skew() {
+        let (a, b) = (origin("a"), origin("b"));
         let mut nodes = vec![
-            node(0, SpanKind::Request, Parent::Run(RunKey::All), 100, 200),
-            // Skewed: starts before its request and ends after it.
-            node(1, SpanKind::Stage, Parent::Node(0), 90, 210),
-            node(2, SpanKind::Queue, Parent::Node(1), 95, 120),
+            node(0, SpanKind::Request, Parent::Run(RunKey::All), (0, 100), a),
+            node(1, SpanKind::Stage, Parent::Node(0), (5, 50), a),
+            node(2, SpanKind::Stage, Parent::Node(0), (110, 150), b),
+            node(3, SpanKind::Queue, Parent::Node(2), (110, 120), b),
         ];
-        let fitted = fit_times(&mut nodes, &[false; 3]);
-        assert_eq!((fitted.moved, fitted.cut), (2, None));
-        assert_eq!(fitted.request, [Some(0), Some(0), Some(0)]);
-        assert_eq!((nodes[0].start_ns, nodes[0].end_ns), (100, 200));
-        assert_eq!((nodes[1].start_ns, nodes[1].end_ns), (100, 200));
-        assert_eq!((nodes[2].start_ns, nodes[2].end_ns), (100, 120));
-        assert_eq!(
-            nodes[2].depth, 3,
-            "under the stage, the request and its run"
-        );
+        let last_output = [None, None, Some(140 * MS), None];
+        let fitted = fit_times(&mut nodes, &[false; 4], &last_output);
+        assert_eq!((fitted.moved, fitted.max_moved_ns), (1, 50 * MS));
+        let windows: Vec<_> = nodes.iter().map(window).collect();
+        assert_eq!(windows, [(0, 100), (5, 50), (60, 100), (60, 70)]);
+        assert_eq!(shifted(140 * MS, nodes[2].shift), 90 * MS, "its output");
+        assert_eq!(nodes[3].shift, nodes[2].shift, "its child moved with it");
+        // Behind by 50 ms: moved forward.
+        let mut nodes = vec![
+            node(
+                0,
+                SpanKind::Request,
+                Parent::Run(RunKey::All),
+                (100, 200),
+                a,
+            ),
+            node(1, SpanKind::Transfer, Parent::Node(0), (50, 60), b),
+        ];
+        let fitted = fit_times(&mut nodes, &[false; 2], &[None, None]);
+        assert_eq!((fitted.moved, fitted.max_moved_ns), (1, 50 * MS));
+        assert_eq!(window(&nodes[1]), (100, 110));
+    }
+
+    /// Where the resources do not say: within 1 ms, real data (the parent is widened);
+    /// beyond it, a start before the parent's or an end after the request's is skew; an
+    /// end after a stage's is not (its exported end may be its last exit).
+    #[test]
+    fn without_resources_the_tolerance_tells_skew() {
+        let o = Origin::default();
+        let fit = |child: (u64, u64), parent: SpanKind| {
+            let mut nodes = vec![
+                node(0, parent, Parent::None, (100, 200), o),
+                node(1, SpanKind::Queue, Parent::Node(0), child, o),
+            ];
+            nodes[1].start_ns -= 1;
+            let fitted = fit_times(&mut nodes, &[false; 2], &[None, None]);
+            (fitted.moved, window(&nodes[0]), nodes[1].start_ns % MS == 0)
+        };
+        // 1 ns before: widened.
+        assert_eq!(fit((100, 150), SpanKind::Stage), (0, (99, 200), false));
+        // 5 ms before: moved (to the parent's start).
+        assert_eq!(fit((95, 150), SpanKind::Stage), (1, (100, 200), true));
+        // 30 ms after a stage: widened; after a request: moved.
+        assert_eq!(fit((150, 230), SpanKind::Stage), (0, (100, 230), false));
+        assert_eq!(fit((150, 230), SpanKind::Request).0, 1);
+    }
+
+    /// A skewed child longer than its parent is moved to its start and cut at its end.
+    #[test]
+    fn a_skewed_child_longer_than_its_parent_is_cut() {
+        let mut nodes = vec![
+            node(0, SpanKind::Request, Parent::None, (100, 200), origin("a")),
+            node(1, SpanKind::Stage, Parent::Node(0), (90, 250), origin("b")),
+        ];
+        let fitted = fit_times(&mut nodes, &[false; 2], &[None, None]);
+        assert_eq!((fitted.moved, fitted.max_moved_ns), (1, 60 * MS));
+        assert_eq!(window(&nodes[1]), (100, 200));
     }
 
     #[test]

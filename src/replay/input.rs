@@ -22,6 +22,7 @@ use std::fmt;
 use std::io::{self, BufRead, BufReader, Read};
 
 use super::model::SpanRec;
+use super::origin::Origin;
 use super::otlp;
 
 /// How the records of a file are encoded.
@@ -227,7 +228,7 @@ pub(crate) fn read_records(
     reader: impl Read,
     format: InputFormat,
     max_record: usize,
-    spans: &mut dyn FnMut(Vec<SpanRec>),
+    spans: &mut dyn FnMut(Vec<(SpanRec, Origin)>),
     on_error: &mut dyn FnMut(ReadError),
 ) -> FileSummary {
     let mut records = Records::new(file, Box::new(reader), format, max_record);
@@ -674,7 +675,7 @@ impl<'a> Records<'a> {
         place: Place,
         encoding: Encoding,
         on_error: &mut dyn FnMut(ReadError),
-    ) -> Option<Vec<SpanRec>> {
+    ) -> Option<Vec<(SpanRec, Origin)>> {
         let mut decoded = otlp::Decoded::new(max_spans(self.max_record));
         let result = match encoding {
             Encoding::Json => otlp::decode_json(self.buf.trim_ascii(), &mut decoded),
@@ -692,7 +693,7 @@ impl<'a> Records<'a> {
         }
         self.summary.records += 1;
         self.summary.spans += decoded.spans.len() as u64;
-        if let Some(why) = decoded.first_dropped {
+        if let Some(why) = decoded.first_dropped.take() {
             self.summary.spans_dropped += decoded.dropped;
             let more = match decoded.dropped {
                 1 => String::new(),
@@ -737,12 +738,15 @@ impl<'a> Records<'a> {
                 Lost::Values,
             ));
         }
-        Some(decoded.spans)
+        Some(decoded.into_spans())
     }
 
     /// The spans of the next record that holds any (records that cannot be read go to
     /// `on_error`); `None` at the end of the file.
-    pub(crate) fn next(&mut self, on_error: &mut dyn FnMut(ReadError)) -> Option<Vec<SpanRec>> {
+    pub(crate) fn next(
+        &mut self,
+        on_error: &mut dyn FnMut(ReadError),
+    ) -> Option<Vec<(SpanRec, Origin)>> {
         loop {
             let (place, encoding) = self.next_raw(on_error)?;
             if let Some(spans) = self.decode(place, encoding, on_error) {

@@ -18,6 +18,7 @@ use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqA
 
 use super::{DecodeError, Decoded};
 use crate::replay::model::{self, AttrValue, Output, RawSpan, SpanRec};
+use crate::replay::origin::Origin;
 
 /// The spans of one JSON line, appended to `out`.
 pub(super) fn decode(line: &[u8], out: &mut Decoded) -> Result<(), DecodeError> {
@@ -71,15 +72,31 @@ impl<'de> Visitor<'de> for Nested<'_> {
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
         let (list, next) = self.level.child();
-        while let Some(key) = map.next_key_seed(KeyIs(list))? {
-            if key {
-                map.next_value_seed(List {
-                    out: &mut *self.out,
-                    level: next,
-                })?;
-            } else {
-                map.next_value::<IgnoredAny>()?;
+        // A `ResourceSpans`' resource names where its spans were measured (before or
+        // after them).
+        let resource = (self.level == Level::Resource).then_some("resource");
+        let (first, mut origin) = (self.out.spans.len(), Origin::default());
+        while let Some(key) = map.next_key_seed(KeyOf(list, resource))? {
+            match key {
+                Some(Key::List) => {
+                    map.next_value_seed(List {
+                        out: &mut *self.out,
+                        level: next,
+                    })?;
+                }
+                Some(Key::Other) => {
+                    map.next_value_seed(ResourcePart {
+                        origin: &mut origin,
+                        part: Part::Resource,
+                    })?;
+                }
+                None => {
+                    map.next_value::<IgnoredAny>()?;
+                }
             }
+        }
+        if resource.is_some() {
+            self.out.resource(first, origin);
         }
         Ok(())
     }
@@ -127,23 +144,134 @@ impl<'de> Visitor<'de> for List<'_> {
     }
 }
 
-/// Whether a map key is `name` (read without building it).
-struct KeyIs(&'static str);
+/// Which of two names a map key is, if either (read without building it).
+struct KeyOf(&'static str, Option<&'static str>);
 
-impl<'de> DeserializeSeed<'de> for KeyIs {
-    type Value = bool;
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<bool, D::Error> {
+/// A key [`KeyOf`] looks for: the first name, or the second.
+enum Key {
+    List,
+    Other,
+}
+
+impl<'de> DeserializeSeed<'de> for KeyOf {
+    type Value = Option<Key>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Option<Key>, D::Error> {
         d.deserialize_str(self)
     }
 }
 
-impl Visitor<'_> for KeyIs {
-    type Value = bool;
+impl Visitor<'_> for KeyOf {
+    type Value = Option<Key>;
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a key")
     }
-    fn visit_str<E: de::Error>(self, s: &str) -> Result<bool, E> {
-        Ok(s == self.0)
+    fn visit_str<E: de::Error>(self, s: &str) -> Result<Option<Key>, E> {
+        Ok(if s == self.0 {
+            Some(Key::List)
+        } else if Some(s) == self.1 {
+            Some(Key::Other)
+        } else {
+            None
+        })
+    }
+}
+
+/// A part of a `Resource`: the host and process its attributes name are noted in
+/// `origin`. Read leniently: what is not where it belongs is skipped, so that a resource
+/// never spoils its spans.
+struct ResourcePart<'o> {
+    origin: &'o mut Origin,
+    part: Part,
+}
+
+/// Where in `{"attributes":[{"key":..,"value":{"stringValue":..}}]}` a [`ResourcePart`] is.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Part {
+    Resource,
+    Attributes,
+    Attribute,
+    Value,
+}
+
+impl ResourcePart<'_> {
+    fn at(&mut self, part: Part) -> ResourcePart<'_> {
+        ResourcePart {
+            origin: &mut *self.origin,
+            part,
+        }
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for ResourcePart<'_> {
+    /// An attribute's string value (at [`Part::Value`]).
+    type Value = Option<Cow<'de, str>>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for ResourcePart<'_> {
+    type Value = Option<Cow<'de, str>>;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a resource")
+    }
+    fn visit_map<A: MapAccess<'de>>(mut self, mut map: A) -> Result<Self::Value, A::Error> {
+        let (mut key, mut value) = (None, None);
+        while let Some(k) = map.next_key::<Scalar<'de>>()? {
+            let Scalar::Str(k) = k else {
+                map.next_value::<IgnoredAny>()?;
+                continue;
+            };
+            match (self.part, &*k) {
+                (Part::Resource, "attributes") => {
+                    map.next_value_seed(self.at(Part::Attributes))?;
+                }
+                (Part::Attribute, "key") => key = Some(map.next_value::<Scalar<'de>>()?),
+                (Part::Attribute, "value") => value = map.next_value_seed(self.at(Part::Value))?,
+                (Part::Value, "stringValue") => {
+                    if let Scalar::Str(s) = map.next_value::<Scalar<'de>>()? {
+                        value = Some(s);
+                    }
+                }
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        match (self.part, key, value) {
+            (Part::Attribute, Some(Scalar::Str(k)), Some(v)) => {
+                self.origin.note(&k, &v);
+                Ok(None)
+            }
+            (Part::Value, _, value) => Ok(value),
+            _ => Ok(None),
+        }
+    }
+    fn visit_seq<A: SeqAccess<'de>>(mut self, mut seq: A) -> Result<Self::Value, A::Error> {
+        if self.part == Part::Attributes {
+            while seq.next_element_seed(self.at(Part::Attribute))?.is_some() {}
+        } else {
+            IgnoredAny.visit_seq(seq)?;
+        }
+        Ok(None)
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
+        Ok(None)
     }
 }
 

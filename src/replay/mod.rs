@@ -41,6 +41,7 @@
 mod engine;
 mod input;
 mod model;
+mod origin;
 mod otlp;
 
 use std::cmp::Reverse;
@@ -64,6 +65,8 @@ use crate::testing::ManualClock;
 #[derive(Debug, Default)]
 pub struct Spans {
     spans: Vec<model::SpanRec>,
+    /// Where each span was measured.
+    origins: Vec<origin::Origin>,
     seen: HashSet<(u128, u64)>,
     duplicates: u64,
 }
@@ -114,6 +117,7 @@ impl Spans {
     ) -> FileSummary {
         let Spans {
             spans,
+            origins,
             seen,
             duplicates,
         } = self;
@@ -123,9 +127,10 @@ impl Spans {
             format,
             MAX_RECORD_BYTES,
             &mut |batch| {
-                for span in batch {
+                for (span, origin) in batch {
                     if seen.insert((span.trace_id, span.span_id)) {
                         spans.push(span);
+                        origins.push(origin);
                     } else {
                         *duplicates += 1;
                     }
@@ -188,8 +193,16 @@ pub struct ReplayStats {
     /// Runs that requests link to but whose span is not in the input: their requests are
     /// still summarized together, from the first one's start.
     pub runs_without_span: u64,
-    /// Spans moved inside their parent's time (clocks of different hosts disagree).
+    /// Spans moved inside their parent's time, each with the spans under it, because their
+    /// clocks disagree: spans of another host or process (their resources' `host.name` or
+    /// `service.instance.id` differ), or, where the resources do not say, a span starting
+    /// more than [`Replay::CLOCK_TOLERANCE_NS`] before its parent or ending more than that
+    /// after its request. On one clock a child outside its parent is real data (the exported
+    /// end of a span that was entered is its last exit, before the children that close after
+    /// it): its parent is widened, as it was live, and nothing is moved.
     pub moved_into_parent: u64,
+    /// The most one of those spans was moved by, in ns: about the skew between the clocks.
+    pub max_moved_ns: u64,
     /// Records (lines, messages) decoded, from every input.
     pub records: u64,
     /// Distinct spans read (of the convention or not).
@@ -293,6 +306,13 @@ impl Replay {
     /// [`Replay::with_window`].
     pub const DEFAULT_WINDOW: u64 = 100_000;
 
+    /// How far, in ns (1 ms), a span may start before its parent, or end after its
+    /// request, before it is taken as clock skew, when the resources do not say whether
+    /// the two spans share a clock (no `host.name` or `service.instance.id` on both): see
+    /// [`ReplayStats::moved_into_parent`]. Spans of one process are never moved; spans of
+    /// different hosts or processes are moved whenever they lie outside their parent.
+    pub const CLOCK_TOLERANCE_NS: u64 = engine::TOLERANCE_NS;
+
     /// The memory, in bytes, the spans held open may take per span of the window: a little
     /// more than a collector's span of the convention takes once read (about 400 bytes for
     /// a stage with its figures, 150 for a timing span).
@@ -370,8 +390,9 @@ impl Replay {
         let duplicates = spans.duplicates;
         let mut stats = self.with_engine(known_runs, |engine, progress| {
             let mut traces = Traces::new(u64::MAX);
-            for span in &spans.spans {
-                traces.push(span.clone(), engine, progress);
+            for (i, span) in spans.spans.iter().enumerate() {
+                let origin = spans.origins.get(i).copied().unwrap_or_default();
+                traces.push(span.clone(), origin, engine, progress);
             }
             traces.finish(engine, progress)
         });
@@ -429,9 +450,12 @@ impl Replay {
             }
             let mut traces = Traces::new(window);
             // The next record of each input, by the earliest end of its spans.
-            let mut pending: Vec<Option<Vec<model::SpanRec>>> = Vec::with_capacity(files.len());
+            let mut pending: Vec<Option<Vec<(model::SpanRec, origin::Origin)>>> =
+                Vec::with_capacity(files.len());
             let mut heap = BinaryHeap::new();
-            let earliest = |spans: &[model::SpanRec]| spans.iter().map(|s| s.end_ns).min();
+            let earliest = |spans: &[(model::SpanRec, origin::Origin)]| {
+                spans.iter().map(|(s, _)| s.end_ns).min()
+            };
             for (i, file) in files.iter_mut().enumerate() {
                 let next = file.next(on_error);
                 if let Some(key) = next.as_deref().and_then(earliest) {
@@ -440,8 +464,8 @@ impl Replay {
                 pending.push(next);
             }
             while let Some(Reverse((_, i))) = heap.pop() {
-                for span in pending[i].take().into_iter().flatten() {
-                    traces.push(span, engine, progress);
+                for (span, origin) in pending[i].take().into_iter().flatten() {
+                    traces.push(span, origin, engine, progress);
                 }
                 let next = files[i].next(on_error);
                 if let Some(key) = next.as_deref().and_then(earliest) {
@@ -522,6 +546,7 @@ impl Replay {
             read.missing_parents = stats.missing_parents;
             read.runs_without_span = stats.runs_without_span;
             read.moved_into_parent = stats.moved_into_parent;
+            read.max_moved_ns = stats.max_moved_ns;
             read.requests_after_their_run = stats.requests_after_their_run;
             read.parent_cycles = stats.parent_cycles;
             read.first_cycle = stats.first_cycle;
@@ -534,9 +559,11 @@ impl Replay {
 }
 
 /// The spans of runs among `spans`, by (trace id, span id).
-fn runs_of(spans: &[model::SpanRec]) -> HashMap<(u128, u64), model::SpanRec> {
+fn runs_of<'s>(
+    spans: impl IntoIterator<Item = &'s model::SpanRec>,
+) -> HashMap<(u128, u64), model::SpanRec> {
     spans
-        .iter()
+        .into_iter()
         .filter(|s| s.kind == Some(crate::convention::SpanKind::Run))
         .map(|s| ((s.trace_id, s.span_id), s.clone()))
         .collect()
@@ -561,7 +588,7 @@ fn first_pass(
         while let Some((place, encoding)) = records.next_raw(&mut ignore) {
             if finders.iter().any(|f| f.find(records.raw()).is_some()) {
                 if let Some(spans) = records.decode(place, encoding, &mut ignore) {
-                    runs.extend(runs_of(&spans));
+                    runs.extend(runs_of(spans.iter().map(|(s, _)| s)));
                 }
             }
         }
@@ -628,6 +655,8 @@ fn replay_cost(outputs: usize) -> u64 {
 #[derive(Default)]
 struct OpenTrace {
     spans: Vec<model::SpanRec>,
+    /// Where each was measured.
+    origins: Vec<origin::Origin>,
     /// What they hold ([`model::SpanRec::weight`]).
     bytes: u64,
     /// What replaying them may cost ([`replay_cost`]).
@@ -712,6 +741,7 @@ impl Traces {
     fn push(
         &mut self,
         span: model::SpanRec,
+        origin: origin::Origin,
         engine: &mut engine::Engine<'_>,
         progress: &mut dyn FnMut(u64, u64),
     ) {
@@ -732,11 +762,12 @@ impl Traces {
         self.stats.spans_read += 1;
         trace.last_seen = self.now;
         trace.root |= span.parent_id.is_none();
-        let weight = span.weight();
+        let weight = span.weight() + std::mem::size_of::<origin::Origin>() as u64;
         trace.bytes += weight;
         self.open_bytes += weight;
         trace.cost += replay_cost(span.outputs.len());
         trace.spans.push(span);
+        trace.origins.push(origin);
         let full = trace.cost >= self.max_trace_cost;
         self.open_spans += 1;
         self.stats.max_open_spans = self.stats.max_open_spans.max(self.open_spans);
@@ -794,7 +825,7 @@ impl Traces {
         };
         self.open_spans -= trace.spans.len() as u64;
         self.open_bytes -= trace.bytes;
-        engine.replay_trace(&trace.spans);
+        engine.replay_trace(&trace.spans, &trace.origins);
         if self.closed.insert(id) {
             self.closed_order.push_back(id);
             if self.closed_order.len() > self.closed_capacity() {

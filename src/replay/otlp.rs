@@ -12,6 +12,7 @@
 mod json;
 
 use super::model::{self, AttrValue, Output, RawSpan, SpanRec};
+use super::origin::Origin;
 
 /// Why a record is not trace data.
 #[derive(Debug)]
@@ -36,6 +37,8 @@ impl std::fmt::Display for DecodeError {
 #[derive(Debug)]
 pub(crate) struct Decoded {
     pub(crate) spans: Vec<SpanRec>,
+    /// Where each span was measured: its resource's host and process (one per span).
+    pub(crate) origins: Vec<Origin>,
     /// The most spans kept of one record.
     max_spans: usize,
     /// Spans that could not be read, or were beyond `max_spans`.
@@ -49,6 +52,7 @@ impl Decoded {
     pub(crate) fn new(max_spans: usize) -> Self {
         Self {
             spans: Vec::new(),
+            origins: Vec::new(),
             max_spans,
             dropped: 0,
             first_dropped: None,
@@ -57,7 +61,10 @@ impl Decoded {
 
     fn push(&mut self, span: Result<SpanRec, DecodeError>) {
         match span {
-            Ok(rec) if self.spans.len() < self.max_spans => self.spans.push(rec),
+            Ok(rec) if self.spans.len() < self.max_spans => {
+                self.spans.push(rec);
+                self.origins.push(Origin::default());
+            }
             Ok(_) => {
                 let max = self.max_spans;
                 self.drop_span(move || {
@@ -69,6 +76,21 @@ impl Decoded {
             }
             Err(e) => self.drop_span(|| e.to_string()),
         }
+    }
+
+    /// The spans pushed since `first` (a `ResourceSpans`') were measured at `origin`; the
+    /// resource may come before or after its spans.
+    fn resource(&mut self, first: usize, origin: Origin) {
+        if origin != Origin::default() {
+            for o in self.origins.iter_mut().skip(first) {
+                *o = origin;
+            }
+        }
+    }
+
+    /// The spans, each with where it was measured.
+    pub(crate) fn into_spans(self) -> Vec<(SpanRec, Origin)> {
+        self.spans.into_iter().zip(self.origins).collect()
     }
 
     fn drop_span(&mut self, why: impl FnOnce() -> String) {
@@ -94,8 +116,13 @@ pub(crate) fn decode_proto(message: &[u8], out: &mut Decoded) -> Result<(), Deco
         match field {
             1 => {
                 let mut resource = Wire(data.len_delimited(wire).map_err(record)?);
+                let (first, mut origin) = (out.spans.len(), Origin::default());
                 while let Some((field, wire)) = resource.key().map_err(record)? {
                     match field {
+                        1 => {
+                            let message = resource.len_delimited(wire).map_err(record)?;
+                            proto_resource(message, &mut origin).map_err(record)?;
+                        }
                         2 => {
                             let mut scope = Wire(resource.len_delimited(wire).map_err(record)?);
                             while let Some((field, wire)) = scope.key().map_err(record)? {
@@ -111,8 +138,25 @@ pub(crate) fn decode_proto(message: &[u8], out: &mut Decoded) -> Result<(), Deco
                         _ => resource.skip(wire).map_err(record)?,
                     }
                 }
+                out.resource(first, origin);
             }
             _ => data.skip(wire).map_err(record)?,
+        }
+    }
+    Ok(())
+}
+
+/// A `Resource` message: the host and process its attributes name.
+fn proto_resource(message: &[u8], origin: &mut Origin) -> Result<(), String> {
+    let mut resource = Wire(message);
+    while let Some((field, wire)) = resource.key()? {
+        match field {
+            1 => {
+                if let Some((k, AttrValue::Str(v))) = key_value(resource.len_delimited(wire)?)? {
+                    origin.note(k, &v);
+                }
+            }
+            _ => resource.skip(wire)?,
         }
     }
     Ok(())
@@ -550,5 +594,50 @@ mod tests {
             out.first_dropped
                 .is_some_and(|w| w.contains("more than 2 spans"))
         );
+    }
+
+    /// Each span gets its resource's host and process, in either encoding, whether the
+    /// resource comes before its spans or after them; a resource that is not what it
+    /// should be names none and spoils nothing.
+    #[test]
+    fn spans_know_their_resources_host_and_process() {
+        use crate::replay::origin::{HOST_NAME, SERVICE_INSTANCE_ID};
+        use prost::Message as _;
+        let span = r#"{"traceId":"5b8efff798038103d269b633813fc60c","spanId":"eee19b7ec3c1b174"}"#;
+        let named = r#"{"attributes":[{"key":"service.name","value":{"stringValue":"x"}},
+            {"key":"host.name","value":{"stringValue":"gpu-7"}},
+            {"key":"service.instance.id","value":{"stringValue":"4f1c"}},
+            {"key":"process.command_args","value":{"arrayValue":{"values":[]}}}]}"#;
+        let line = format!(
+            r#"{{"resourceSpans":[{{"scopeSpans":[{{"spans":[{span},{span}]}}],"resource":{named}}},
+                {{"resource":{{"attributes":[{{"key":"host.name","value":{{"stringValue":"gpu-8"}}}}]}},"scopeSpans":[{{"spans":[{span}]}}]}},
+                {{"scopeSpans":[{{"spans":[{span}]}}]}}]}}"#
+        )
+        .replace('\n', "");
+        let mut gpu7 = Origin::default();
+        gpu7.note(HOST_NAME, "gpu-7");
+        gpu7.note(SERVICE_INSTANCE_ID, "4f1c");
+        let mut gpu8 = Origin::default();
+        gpu8.note(HOST_NAME, "gpu-8");
+        let expected = [gpu7, gpu7, gpu8, Origin::default()];
+        let decoded = json(line.as_bytes()).expect("valid");
+        assert_eq!(decoded.origins, expected);
+        let data: TracesData = serde_json::from_str(&line).expect("json");
+        let decoded = proto(&data.encode_to_vec()).expect("valid");
+        assert_eq!(decoded.origins, expected);
+        assert_eq!(decoded.into_spans().len(), 4);
+        for resource in [
+            "3",
+            "null",
+            "[1,{}]",
+            r#"{"attributes":7}"#,
+            r#"{"attributes":[1,{"key":2}]}"#,
+        ] {
+            let line = format!(
+                r#"{{"resourceSpans":[{{"resource":{resource},"scopeSpans":[{{"spans":[{span}]}}]}}]}}"#
+            );
+            let decoded = json(line.as_bytes()).expect(resource);
+            assert_eq!(decoded.origins, [Origin::default()], "{resource}");
+        }
     }
 }
