@@ -67,6 +67,12 @@ fn one_request(request: &Request, i: u64) {
     thinker.output(4);
     nap(1);
     thinker.output(4).tokens_out(8);
+    // The engine's own event inside the stage, as the example writes it: the exported
+    // stage's end is this last exit (tracing-opentelemetry), 2 ms before it closes, after
+    // its post-processing child (issue 24, item 5).
+    thinker
+        .span()
+        .in_scope(|| tracing::info!(tokens_out = 8, "stage computed"));
     drop({
         let post = thinker.postprocess();
         nap(2);
