@@ -45,7 +45,7 @@ pub const ONLINE_TABLES_ENV: &str = "OMNI_METRICS_ONLINE_TABLES";
 #[cfg_attr(docsrs, doc(cfg(feature = "prometheus")))]
 pub const PROMETHEUS_ADDR_ENV: &str = "OMNI_METRICS_PROMETHEUS_ADDR";
 
-// OTLP export (`OtlpBuilder::build`, and so `init()`): the crate's own two.
+// OTLP export (`OtlpBuilder::build`, and so `init()`): the crate's own three.
 
 /// `OMNI_METRICS_OTEL_FILTER`: what is exported, in `EnvFilter` syntax (`RUST_LOG`'s),
 /// unless [`OtlpBuilder::with_filter`](crate::otlp::OtlpBuilder::with_filter) sets it.
@@ -59,6 +59,16 @@ pub const OTEL_FILTER_ENV: &str = "OMNI_METRICS_OTEL_FILTER";
 #[cfg(feature = "otlp")]
 #[cfg_attr(docsrs, doc(cfg(feature = "otlp")))]
 pub const TRACE_DETAIL_ENV: &str = "OMNI_METRICS_TRACE_DETAIL";
+
+/// `OMNI_METRICS_TRACE_FILE`: also write the exported spans to this file, one line of OTLP
+/// JSON per batch as the Collector's file exporter writes them, for `omni-metrics report`
+/// without a collector; unless
+/// [`OtlpBuilder::with_trace_file`](crate::otlp::OtlpBuilder::with_trace_file) sets it. The
+/// file is appended to. `OTEL_SDK_DISABLED=true` and `OTEL_TRACES_EXPORTER=none` turn it off
+/// too (said as a warning).
+#[cfg(feature = "otlp")]
+#[cfg_attr(docsrs, doc(cfg(feature = "otlp")))]
+pub const TRACE_FILE_ENV: &str = "OMNI_METRICS_TRACE_FILE";
 
 // OTLP export: the standard `OTEL_*` variables.
 

@@ -2,6 +2,7 @@
 //! variables decide (whether traces and metrics are exported), and the exporters, providers
 //! and runtime they make.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,12 +11,13 @@ use opentelemetry_sdk::trace::{BatchConfigBuilder, BatchSpanProcessor, SdkTracer
 
 use super::env::{self, MetricsExporterVar, Settings, disabled_in_env, endpoint_in_env};
 use super::export::{CountingExporter, CountingProcessor};
+use super::file::TraceFile;
 use super::metrics::{self, MetricsSettings};
 use super::pipeline::ExporterRuntime;
 #[cfg(feature = "tls")]
 use super::tls;
 use super::{ExportStats, MetricTemporality, OtlpError, OtlpPipeline, TraceDetail};
-use crate::env::{OTEL_METRICS_EXPORTER, OTEL_SERVICE_NAME};
+use crate::env::{OTEL_METRICS_EXPORTER, OTEL_SERVICE_NAME, TRACE_FILE_ENV};
 
 /// The OTLP transport.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -62,6 +64,7 @@ pub struct OtlpBuilder {
     pub(super) metrics_endpoint: Option<String>,
     pub(super) temporality: Option<MetricTemporality>,
     pub(super) metric_export_interval: Option<Duration>,
+    pub(super) trace_file: Option<PathBuf>,
 }
 
 impl OtlpBuilder {
@@ -209,6 +212,62 @@ impl OtlpBuilder {
         self
     }
 
+    /// Also writes the exported spans to the file at `path` (created, or appended to), one
+    /// line of OTLP JSON per batch, as the Collector's file exporter writes them
+    /// (`format: json`): `omni-metrics report` reads it back into the same tables, records
+    /// and HTML page, with no collector running. Overrides
+    /// [`TRACE_FILE_ENV`](crate::env::TRACE_FILE_ENV) (`OMNI_METRICS_TRACE_FILE`).
+    ///
+    /// With or without an OTLP endpoint: with one, the same spans go to both, each through a
+    /// batch queue of its own. The file holds what a collector would receive: the spans the
+    /// filter, the [detail](Self::with_trace_detail) and the sampler
+    /// (`OTEL_TRACES_SAMPLER`) keep; keep the defaults for a report equal to the live
+    /// tables. It is written on a thread of its own through a bounded queue, never waited
+    /// for; spans lost (a full queue, a failed write) are counted
+    /// ([`OtlpGuard::trace_file_stats`](super::OtlpGuard::trace_file_stats)) and said. The
+    /// off switches win: `OTEL_SDK_DISABLED=true` and `OTEL_TRACES_EXPORTER=none` write no
+    /// file (said as a warning).
+    ///
+    /// ```no_run
+    /// use omni_metrics::otlp::OtlpBuilder;
+    /// // Then: omni-metrics report trace.jsonl --html report.html
+    /// let _guard = omni_metrics::Install::new()
+    ///     .with_otlp(OtlpBuilder::default().with_trace_file("trace.jsonl"))
+    ///     .init()?;
+    /// # Ok::<(), omni_metrics::InitError>(())
+    /// ```
+    pub fn with_trace_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.trace_file = Some(path.into());
+        self
+    }
+
+    /// The trace file set in code, else by [`TRACE_FILE_ENV`], with whether it came from the
+    /// variable; `None` when neither names one or an off switch turns trace export off (a
+    /// warning in `warnings` then).
+    fn trace_file_path(&self, warnings: &mut Vec<String>) -> Option<(PathBuf, bool)> {
+        let path = match &self.trace_file {
+            Some(path) => (path.clone(), false),
+            None => (
+                PathBuf::from(std::env::var_os(TRACE_FILE_ENV).filter(|p| !p.is_empty())?),
+                true,
+            ),
+        };
+        if disabled_in_env() {
+            warnings.push(format!(
+                "no trace file is written to `{}` ({}): OTEL_SDK_DISABLED=true or \
+                 OTEL_TRACES_EXPORTER=none turns trace export off",
+                path.0.display(),
+                if path.1 {
+                    TRACE_FILE_ENV
+                } else {
+                    "OtlpBuilder::with_trace_file"
+                }
+            ));
+            return None;
+        }
+        Some(path)
+    }
+
     /// Whether an endpoint for traces is set here or in the environment.
     fn endpoint_configured(&self) -> bool {
         self.endpoint.is_some() || endpoint_in_env()
@@ -282,8 +341,9 @@ impl OtlpBuilder {
     ///
     /// Traces are exported when an endpoint is configured (in code, or
     /// `OTEL_EXPORTER_OTLP_ENDPOINT` / `..._TRACES_ENDPOINT`) or `OTEL_TRACES_EXPORTER=otlp`
-    /// asks for the default one, and neither `OTEL_SDK_DISABLED=true` nor
-    /// `OTEL_TRACES_EXPORTER=none` turns export off. Metrics are exported when an endpoint
+    /// asks for the default one, and written to a trace file when one is named
+    /// ([`with_trace_file`](Self::with_trace_file), `OMNI_METRICS_TRACE_FILE`); neither
+    /// when `OTEL_SDK_DISABLED=true` or `OTEL_TRACES_EXPORTER=none` turns export off. Metrics are exported when an endpoint
     /// is configured for them ([`with_metrics_endpoint`](Self::with_metrics_endpoint),
     /// [`with_endpoint`](Self::with_endpoint), `OTEL_EXPORTER_OTLP_METRICS_ENDPOINT` or
     /// `OTEL_EXPORTER_OTLP_ENDPOINT`), or `OTEL_METRICS_EXPORTER=otlp` or
@@ -298,7 +358,8 @@ impl OtlpBuilder {
     ///
     /// [`OtlpError`] for what cannot work: an unsupported protocol or exporter, an endpoint
     /// that is not an `http://` URL with a valid port, a failure to start the exporter's
-    /// runtime. A value that can fall back (a sampler ratio outside `[0, 1]`, a queue size
+    /// runtime, a trace file that cannot be opened for appending ([`OtlpError::TraceFile`]).
+    /// A value that can fall back (a sampler ratio outside `[0, 1]`, a queue size
     /// or export interval that is not a number, an unknown temporality) is a warning naming
     /// the variable and the value used, logged when the pipeline becomes a guard. A
     /// collector that is down is not an error: spans that cannot be delivered are counted
@@ -311,15 +372,18 @@ impl OtlpBuilder {
             .shutdown_timeout
             .unwrap_or(Self::DEFAULT_SHUTDOWN_TIMEOUT);
         let mut warnings: Vec<String> = self.metrics_exporter_warning().into_iter().collect();
-        let (traces_on, metrics_on) = (self.exports_traces(), self.exports_metrics());
+        let (otlp_traces, metrics_on) = (self.exports_traces(), self.exports_metrics());
+        let trace_file = self.trace_file_path(&mut warnings);
         // Nothing else is read or checked for a signal that is not exported.
-        let trace_settings = traces_on.then(|| Settings::read(&self)).transpose()?;
+        let trace_settings = (otlp_traces || trace_file.is_some())
+            .then(|| Settings::read(&self, otlp_traces))
+            .transpose()?;
         let metric_settings = metrics_on
             .then(|| MetricsSettings::read(&self, &mut warnings))
             .transpose()?;
         let grpc = trace_settings
             .as_ref()
-            .is_some_and(|s| s.protocol == OtlpProtocol::Grpc)
+            .is_some_and(|s| otlp_traces && s.protocol == OtlpProtocol::Grpc)
             || metric_settings
                 .as_ref()
                 .is_some_and(|s| s.protocol == OtlpProtocol::Grpc);
@@ -349,13 +413,26 @@ impl OtlpBuilder {
                 detail,
                 warnings,
                 exporting: false,
+                otlp_traces: false,
+                file: None,
             });
         };
         warnings.extend(settings.warnings.iter().cloned());
         let stats = Arc::new(ExportStats::new(settings.max_queue_size));
         let protocol = settings.protocol;
-        let exporter = self.span_exporter(&settings, runtime.as_ref())?;
-        let provider = tracer_provider(settings, exporter, &stats, resource);
+        let exporter = otlp_traces
+            .then(|| self.span_exporter(&settings, runtime.as_ref()))
+            .transpose()?;
+        let file = match trace_file {
+            Some((path, from_env)) => Some(TraceFile::open(
+                path,
+                from_env,
+                settings.max_queue_size,
+                shutdown_timeout,
+            )?),
+            None => None,
+        };
+        let provider = tracer_provider(settings, exporter, file.as_ref(), &stats, resource);
         Ok(OtlpPipeline {
             provider: Some(provider),
             runtime,
@@ -367,6 +444,8 @@ impl OtlpBuilder {
             detail,
             warnings,
             exporting: true,
+            otlp_traces,
+            file,
         })
     }
 
@@ -423,29 +502,43 @@ fn exporter_runtime() -> Result<ExporterRuntime, OtlpError> {
     Ok(ExporterRuntime(Some(runtime)))
 }
 
-/// The tracer provider exporting through `exporter`: a batch processor of the queue size
-/// `settings` give, counted in `stats`, and their sampler.
+/// The tracer provider exporting through `exporter` (counted in `stats`) and to `file`,
+/// each with a batch processor of its own, of the queue size `settings` give, and their
+/// sampler.
 fn tracer_provider(
     settings: Settings,
-    exporter: opentelemetry_otlp::SpanExporter,
+    exporter: Option<opentelemetry_otlp::SpanExporter>,
+    file: Option<&Arc<TraceFile>>,
     stats: &Arc<ExportStats>,
     resource: opentelemetry_sdk::Resource,
 ) -> SdkTracerProvider {
-    let batch = BatchConfigBuilder::default()
-        .with_max_queue_size(settings.max_queue_size)
-        .build();
-    let processor = BatchSpanProcessor::builder(CountingExporter {
-        inner: exporter,
-        stats: stats.clone(),
-    })
-    .with_batch_config(batch)
-    .build();
-    let mut provider = SdkTracerProvider::builder()
-        .with_span_processor(CountingProcessor {
-            inner: processor,
+    let batch = || {
+        BatchConfigBuilder::default()
+            .with_max_queue_size(settings.max_queue_size)
+            .build()
+    };
+    let mut provider = SdkTracerProvider::builder().with_resource(resource);
+    if let Some(exporter) = exporter {
+        let processor = BatchSpanProcessor::builder(CountingExporter {
+            inner: exporter,
             stats: stats.clone(),
         })
-        .with_resource(resource);
+        .with_batch_config(batch())
+        .build();
+        provider = provider.with_span_processor(CountingProcessor {
+            inner: processor,
+            stats: stats.clone(),
+        });
+    }
+    if let Some(file) = file {
+        let processor = BatchSpanProcessor::builder(file.exporter())
+            .with_batch_config(batch())
+            .build();
+        provider = provider.with_span_processor(CountingProcessor {
+            inner: processor,
+            stats: file.stats().clone(),
+        });
+    }
     if let Some(sampler) = settings.sampler {
         provider = provider.with_sampler(sampler);
     }

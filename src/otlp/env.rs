@@ -172,7 +172,9 @@ pub(super) struct Settings {
 }
 
 impl Settings {
-    pub(super) fn read(builder: &OtlpBuilder) -> Result<Self, OtlpError> {
+    /// The trace settings of `builder` and the variables; `otlp`: whether traces go to a
+    /// collector (else only to the trace file, and the protocol and endpoint are not read).
+    pub(super) fn read(builder: &OtlpBuilder, otlp: bool) -> Result<Self, OtlpError> {
         let mut warnings = Vec::new();
         if let Some(value) = nonempty(OTEL_SDK_DISABLED) {
             let v = value.trim();
@@ -193,11 +195,16 @@ impl Settings {
                 ));
             }
         }
-        let protocol = Signal::Traces.protocol(builder.protocol)?;
-        let code_endpoint = builder.endpoint.clone();
-        let https = match &code_endpoint {
-            Some(endpoint) => check_endpoint(endpoint, "the endpoint given in code", protocol)?,
-            None => Signal::Traces.check_env_endpoint(protocol)?,
+        let (protocol, code_endpoint, https) = if otlp {
+            let protocol = Signal::Traces.protocol(builder.protocol)?;
+            let code_endpoint = builder.endpoint.clone();
+            let https = match &code_endpoint {
+                Some(endpoint) => check_endpoint(endpoint, "the endpoint given in code", protocol)?,
+                None => Signal::Traces.check_env_endpoint(protocol)?,
+            };
+            (protocol, code_endpoint, https)
+        } else {
+            (OtlpProtocol::Grpc, None, false)
         };
         let max_queue_size = match builder.max_queue_size {
             Some(n) => n,

@@ -16,6 +16,11 @@ pub enum OtlpError {
     /// A TLS file named by a variable (or the builder) cannot be read.
     #[error("{0}")]
     TlsFile(String, #[source] std::io::Error),
+    /// The trace file (from [`OtlpBuilder::with_trace_file`](super::OtlpBuilder::with_trace_file)
+    /// or `OMNI_METRICS_TRACE_FILE`) cannot be opened for appending, or its writer thread
+    /// cannot start.
+    #[error("{0}")]
+    TraceFile(String, #[source] std::io::Error),
     /// The exporter rejected its configuration.
     #[error("cannot build the OTLP exporter: {0}; check the OTEL_EXPORTER_OTLP_* variables")]
     Exporter(String),
@@ -69,6 +74,30 @@ impl OtlpError {
             "OTLP export: {lost} of {ended} spans could not be exported ({detail}); the tables \
              and records are complete, only the traces miss them"
         ))
+    }
+
+    /// The trace file at `path` (from the variable when `from_env`) cannot be opened.
+    pub(super) fn trace_file(
+        path: &std::path::Path,
+        from_env: bool,
+        source: std::io::Error,
+    ) -> Self {
+        let (origin, or_unset) = if from_env {
+            (
+                format!(" (from {})", crate::env::TRACE_FILE_ENV),
+                format!(", or unset {}", crate::env::TRACE_FILE_ENV),
+            )
+        } else {
+            (String::new(), String::new())
+        };
+        Self::TraceFile(
+            format!(
+                "cannot open the trace file `{}`{origin} for appending: {source}; check that \
+                 its directory exists and is writable{or_unset}",
+                path.display()
+            ),
+            source,
+        )
     }
 
     /// `failed` of the `exports` metric exports failed; `detail` says what happened.

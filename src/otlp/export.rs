@@ -22,7 +22,16 @@ use crate::convention::{FieldKind, field, span_field};
 /// How often a loss summary is logged at most, after the first loss was said.
 pub(crate) const LOSS_REPORT_INTERVAL: Duration = Duration::from_secs(60);
 
-/// Counts of spans by what became of them, to report what was lost and why.
+/// Counts of spans by what became of them, to report what was lost and why: of the
+/// spans exported to the collector ([`OtlpGuard::stats`](super::OtlpGuard::stats)), or of
+/// those written to the trace file
+/// ([`OtlpGuard::trace_file_stats`](super::OtlpGuard::trace_file_stats)), each counted
+/// apart.
+///
+/// For the trace file, [`exported`](Self::exported) counts the spans written to it,
+/// [`failed`](Self::failed) those whose write failed, and [`timed_out`](Self::timed_out)
+/// is always 0; spans dropped because a queue was full are among the
+/// [`unaccounted`](Self::unaccounted).
 #[derive(Debug)]
 pub struct ExportStats {
     ended: AtomicU64,
@@ -71,12 +80,13 @@ impl ExportStats {
         self.ended.load(Ordering::Relaxed)
     }
 
-    /// Spans the collector accepted.
+    /// Spans the collector accepted (or written to the trace file).
     pub fn exported(&self) -> u64 {
         self.exported.load(Ordering::Relaxed)
     }
 
-    /// Spans in exports that failed (collector down, refused).
+    /// Spans in exports that failed (collector down, refused; a trace file's write that
+    /// failed).
     pub fn failed(&self) -> u64 {
         self.failed.load(Ordering::Relaxed)
     }
@@ -138,6 +148,18 @@ impl ExportStats {
             now.2,
             LOSS_REPORT_INTERVAL.as_secs()
         );
+    }
+}
+
+/// The trace file's writer tells what became of each line's spans.
+impl crate::report::writer::Delivery for ExportStats {
+    fn delivered(&self, items: u64, written: bool) {
+        if written {
+            self.exported.fetch_add(items, Ordering::Relaxed);
+        } else {
+            self.failed.fetch_add(items, Ordering::Relaxed);
+            self.failed_batches.fetch_add(1, Ordering::Relaxed);
+        }
     }
 }
 
@@ -229,8 +251,9 @@ impl<P: SpanProcessor> SpanProcessor for CountingProcessor<P> {
     }
 }
 
-/// Puts one ended span in its exported form (see the module docs).
-fn shape(span: &mut SpanData) {
+/// Puts one ended span in its exported form (see the module docs): for a collector, and
+/// for the trace file.
+pub(super) fn shape(span: &mut SpanData) {
     let mut is_request = span.name == crate::convention::REQUEST;
     let mut ours = false;
     for kv in &mut span.attributes {

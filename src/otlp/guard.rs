@@ -9,6 +9,7 @@ use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::metrics::SdkMeterProvider;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 
+use super::file::TraceFile;
 use super::pipeline::ExporterRuntime;
 use super::{ExportStats, MetricsExportStats, OtlpError, OtlpMetricsSink};
 
@@ -20,8 +21,10 @@ pub(super) struct Parts {
     pub(super) metrics_sink: Option<OtlpMetricsSink>,
     pub(super) runtime: Option<ExporterRuntime>,
     pub(super) stats: Arc<ExportStats>,
-    /// Whether traces are exported (`stats` counts nothing otherwise).
+    /// Whether traces are exported to a collector (`stats` counts nothing otherwise).
     pub(super) traces: bool,
+    /// The trace file, when one is written (its stats are its own).
+    pub(super) file: Option<Arc<TraceFile>>,
     pub(super) metrics_stats: Option<Arc<MetricsExportStats>>,
     pub(super) shutdown_timeout: Duration,
 }
@@ -79,6 +82,7 @@ impl Parts {
             metrics_sink,
             runtime,
             shutdown_timeout,
+            file,
             ..
         } = self;
         let (metrics_done_tx, metrics_done_rx) = std::sync::mpsc::channel();
@@ -101,6 +105,14 @@ impl Parts {
             let result = match provider {
                 Some(provider) => provider.shutdown_with_timeout(shutdown_timeout),
                 None => Ok(()),
+            };
+            // The provider's shutdown closed the file (its exporter's shutdown) after the
+            // last batch; closing again only waits, should that have been cut short.
+            let result = match file.map(|f| f.close()) {
+                Some(Err(e)) if result.is_ok() => {
+                    Err(opentelemetry_sdk::error::OTelSdkError::InternalFailure(e))
+                }
+                _ => result,
             };
             // The metrics' last export runs on the runtime too: keep it until that is done
             // (the SDK's reader gives up after 5 s).
@@ -138,14 +150,37 @@ impl OtlpGuard {
             .map(|p| p.stats.clone())
     }
 
+    /// What became of the spans of the trace file so far
+    /// ([`OtlpBuilder::with_trace_file`](super::OtlpBuilder::with_trace_file),
+    /// `OMNI_METRICS_TRACE_FILE`): [`ExportStats::exported`] counts the spans written to it;
+    /// `None` when no trace file is written (or after shutdown).
+    ///
+    /// ```no_run
+    /// use omni_metrics::otlp::OtlpPipeline;
+    /// let guard = OtlpPipeline::builder().with_trace_file("trace.jsonl").build()?.into_guard();
+    /// // ... run the engine
+    /// guard.force_flush()?; // every span ended so far is in the file
+    /// if let Some(file) = guard.trace_file_stats() {
+    ///     println!("{} spans written, {} lost", file.exported(), file.not_exported());
+    /// }
+    /// # Ok::<(), omni_metrics::otlp::OtlpError>(())
+    /// ```
+    pub fn trace_file_stats(&self) -> Option<Arc<ExportStats>> {
+        self.inner
+            .as_ref()
+            .and_then(|p| p.file.as_ref())
+            .map(|f| f.stats().clone())
+    }
+
     /// What was exported of the metrics so far; `None` when no metrics are exported (or
     /// after shutdown).
     pub fn metrics_stats(&self) -> Option<Arc<MetricsExportStats>> {
         self.inner.as_ref().and_then(|p| p.metrics_stats.clone())
     }
 
-    /// Exports what is queued now: the spans in the batch queue and the metrics recorded so
-    /// far (a metrics export outside the interval), waiting at most the shutdown timeout.
+    /// Exports what is queued now: the spans in the batch queues (written to the trace file
+    /// too, when there is one) and the metrics recorded so far (a metrics export outside
+    /// the interval), waiting at most the shutdown timeout.
     /// Safe from any context, a current-thread tokio runtime's thread included. Does nothing
     /// after shutdown.
     ///
@@ -159,10 +194,23 @@ impl OtlpGuard {
         };
         let started = std::time::Instant::now();
         let provider = parts.provider.clone();
+        let file = parts.file.clone();
+        let file_deadline = started + parts.shutdown_timeout;
         let pending = Pending {
-            traces: in_background("omni-otlp-flush", move || match provider {
-                Some(p) => p.force_flush(),
-                None => Ok(()),
+            traces: in_background("omni-otlp-flush", move || {
+                let result = match provider {
+                    Some(p) => p.force_flush(),
+                    None => Ok(()),
+                };
+                // The batches the flush handed to the trace file's writer, written.
+                match file.map(|f| {
+                    f.flush(file_deadline.saturating_duration_since(std::time::Instant::now()))
+                }) {
+                    Some(Err(e)) if result.is_ok() => {
+                        Err(opentelemetry_sdk::error::OTelSdkError::InternalFailure(e))
+                    }
+                    _ => result,
+                }
             })
             .map_err(|e| OtlpError::Flush(format!("cannot start the flush thread: {e}")))?,
             metrics: match parts.meter_provider.clone() {
@@ -215,6 +263,7 @@ impl OtlpGuard {
         };
         let stats = parts.stats.clone();
         let metrics_stats = parts.metrics_stats.clone();
+        let (otlp_traces, file) = (parts.traces, parts.file.clone());
         let shutdown_timeout = parts.shutdown_timeout;
         let deadline =
             std::time::Instant::now() + shutdown_timeout.saturating_add(Duration::from_secs(1));
@@ -244,31 +293,72 @@ impl OtlpGuard {
             })
         });
         let lost = stats.not_exported();
-        let causes = format!(
-            "{} dropped because the queue was full or still queued at shutdown, {} in exports \
-             that failed (collector down or refusing), {} in exports that timed out (the \
-             collector may have received these)",
-            stats.unaccounted(),
-            stats.failed(),
-            stats.timed_out()
-        );
-        match (outcome, lost, metrics_problem) {
-            (Ok(()), 0, None) => Ok(()),
-            (Ok(()), 0, Some(m)) => {
-                Err(OtlpError::metrics_shutdown(m.failed, m.exports, &m.detail))
-            }
-            (outcome, lost, metrics) => Err(OtlpError::shutdown(
-                lost,
-                stats.ended(),
-                &[
-                    Some(causes),
-                    outcome.err().map(|e| format!("shutdown: {e}")),
-                    metrics.map(|m| format!("metrics: {}", m.detail)),
-                ]
+        let mut shutdown_error = outcome.err().map(|e| format!("shutdown: {e}"));
+        let mut metrics_detail = metrics_problem
+            .as_ref()
+            .map(|m| format!("metrics: {}", m.detail));
+        // The collector's losses, with the shutdown's error and the metrics' problem.
+        let otlp_loss = (otlp_traces && (lost > 0 || shutdown_error.is_some())).then(|| {
+            let causes = format!(
+                "{} dropped because the queue was full or still queued at shutdown, {} in \
+                 exports that failed (collector down or refusing), {} in exports that timed \
+                 out (the collector may have received these)",
+                stats.unaccounted(),
+                stats.failed(),
+                stats.timed_out()
+            );
+            let detail = [Some(causes), shutdown_error.take(), metrics_detail.take()]
                 .into_iter()
                 .flatten()
                 .collect::<Vec<_>>()
-                .join("; "),
+                .join("; ");
+            OtlpError::shutdown(lost, stats.ended(), &detail).to_string()
+        });
+        // The trace file's, with what is left of them.
+        let file_loss = file.and_then(|file| {
+            let stats = file.stats();
+            let lost = stats.not_exported();
+            (lost > 0 || shutdown_error.is_some()).then(|| {
+                let causes = format!(
+                    "{} dropped because a queue was full or still queued at shutdown, {} in \
+                     writes that failed",
+                    stats.unaccounted(),
+                    stats.failed()
+                );
+                let detail = [Some(causes), shutdown_error.take(), metrics_detail.take()]
+                    .into_iter()
+                    .flatten()
+                    .collect::<Vec<_>>()
+                    .join("; ");
+                format!(
+                    "trace file `{}`: {lost} of {} spans could not be written ({detail}); the \
+                     tables and records are complete, only the file misses them",
+                    file.path().display(),
+                    stats.ended()
+                )
+            })
+        });
+        match (otlp_loss, file_loss, metrics_problem, shutdown_error) {
+            (None, None, None, None) => Ok(()),
+            (None, None, Some(m), None) => {
+                Err(OtlpError::metrics_shutdown(m.failed, m.exports, &m.detail))
+            }
+            // No trace was exported, yet the shutdown failed.
+            (None, None, _, Some(e)) => Err(OtlpError::shutdown(
+                0,
+                0,
+                &[Some(e), metrics_detail]
+                    .into_iter()
+                    .flatten()
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            )),
+            (otlp, file, ..) => Err(OtlpError::Shutdown(
+                [otlp, file]
+                    .into_iter()
+                    .flatten()
+                    .collect::<Vec<_>>()
+                    .join("; "),
             )),
         }
     }

@@ -14,6 +14,11 @@
 //! the root of its own trace; losses are counted by cause and said as they happen
 //! ([`ExportStats`], [`MetricsExportStats`]).
 //!
+//! The same spans may also be written to a file of the crate's own, as the Collector's file
+//! exporter writes them, for `omni-metrics report` with no collector running
+//! ([`OtlpBuilder::with_trace_file`], `OMNI_METRICS_TRACE_FILE`), with or without an
+//! endpoint; what it lost is counted apart ([`OtlpGuard::trace_file_stats`]).
+//!
 //! Metrics ([`OtlpMetricsSink`]) go over the same exporter settings as traces, with the
 //! catalogue's names ([`crate::metrics`]): GenAI semantic-convention names where
 //! one exists (`gen_ai.server.request.duration`, `gen_ai.server.time_to_first_token`),
@@ -28,12 +33,13 @@
 // shutdown, what was lost); `error` says why one failed. Traces reach it through `bridge`
 // (the tracing-opentelemetry layer for its tracer), `filter` (what is exported) and `runs`
 // (a run's own span); `export` counts what the exporters delivered; `metrics` is the
-// metrics half; `env` and `tls` read the variables.
+// metrics half; `file` writes the trace file; `env` and `tls` read the variables.
 mod bridge;
 mod builder;
 mod env;
 mod error;
 mod export;
+mod file;
 mod filter;
 mod guard;
 mod metrics;

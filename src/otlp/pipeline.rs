@@ -9,6 +9,7 @@ use std::time::Duration;
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 
+use super::file::{FileRegistrar, TraceFile};
 use super::guard::Parts;
 use super::metrics::MetricsParts;
 use super::{
@@ -33,8 +34,13 @@ pub struct OtlpPipeline {
     pub(super) detail: Option<TraceDetail>,
     /// Fallbacks taken while reading the configuration, logged once by `into_guard`.
     pub(super) warnings: Vec<String>,
-    /// Whether traces are exported (see [`OtlpBuilder::exports_traces`]).
+    /// Whether traces are exported: to a collector (see [`OtlpBuilder::exports_traces`]),
+    /// to the trace file, or both.
     pub(super) exporting: bool,
+    /// Whether traces go to a collector.
+    pub(super) otlp_traces: bool,
+    /// The trace file, when one is written.
+    pub(super) file: Option<Arc<TraceFile>>,
 }
 
 impl fmt::Debug for OtlpPipeline {
@@ -42,6 +48,7 @@ impl fmt::Debug for OtlpPipeline {
         f.debug_struct("OtlpPipeline")
             .field("exporting", &self.exporting)
             .field("exporting_metrics", &self.metrics.is_some())
+            .field("trace_file", &self.file.as_ref().map(|f| f.path()))
             .field("protocol", &self.protocol)
             .field("shutdown_timeout", &self.shutdown_timeout)
             .finish_non_exhaustive()
@@ -74,7 +81,11 @@ impl OtlpPipeline {
         } else {
             ExportFilter::nothing()
         };
-        super::bridge::layer(tracer, filter)
+        // The trace file says its losses in the subscriber this layer joins.
+        tracing_subscriber::Layer::and_then(
+            super::bridge::layer(tracer, filter),
+            FileRegistrar(self.file.clone()),
+        )
     }
 
     /// The sink that records every finished request's metrics into this pipeline's
@@ -87,8 +98,8 @@ impl OtlpPipeline {
             .map_or_else(OtlpMetricsSink::disabled, |m| m.sink.clone())
     }
 
-    /// Whether this pipeline exports traces, as [`OtlpBuilder::build`] decided from the
-    /// settings and the `OTEL_*` variables. When it does not, [`layer`](Self::layer) lets
+    /// Whether this pipeline exports traces (to a collector, to a trace file, or both), as
+    /// [`OtlpBuilder::build`] decided from the settings and the variables. When it does not, [`layer`](Self::layer) lets
     /// nothing through; when it does, put the metrics layer's numbers on the exported spans
     /// ([`Builder::with_trace_annotations`](crate::Builder::with_trace_annotations)).
     ///
@@ -141,7 +152,8 @@ impl OtlpPipeline {
             metrics_sink: self.metrics.as_ref().map(|m| m.sink.clone()),
             runtime: self.runtime.take(),
             stats: self.stats.clone(),
-            traces: self.exporting,
+            traces: self.otlp_traces,
+            file: self.file.clone(),
             metrics_stats: self.metrics.as_ref().map(|m| m.stats.clone()),
             shutdown_timeout: self.shutdown_timeout,
         }

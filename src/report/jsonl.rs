@@ -63,6 +63,20 @@ fn serialize_line(out: &mut Vec<u8>, kind: &'static str, value: &impl Serialize)
     }
 }
 
+/// Appends `value` to `out` as compact JSON, strings escaped as in the records (see
+/// [`Record::to_json_line`]): any JSON value, for lines that are not records (the trace
+/// file's). On an error, `out` is left as it was.
+#[cfg(feature = "otlp")]
+pub(crate) fn append_json(out: &mut Vec<u8>, value: &impl Serialize) -> serde_json::Result<()> {
+    let start = out.len();
+    let mut serializer = serde_json::Serializer::with_formatter(&mut *out, SafeText);
+    let result = value.serialize(&mut serializer);
+    if result.is_err() {
+        out.truncate(start);
+    }
+    result
+}
+
 /// serde_json's compact output, with DEL, C1 controls and text-reordering marks escaped
 /// too (serde_json escapes only C0 controls, `"` and `\`).
 struct SafeText;
@@ -125,6 +139,27 @@ enum Target {
     },
     /// A file by path: cut back after a failed write, reopened after rotation.
     File(PathFile),
+}
+
+impl Target {
+    /// Writes `line` (with its newline) as one line: cut back after a failed write to a
+    /// file, started on a line of its own after a failed write to any other writer.
+    fn write(&mut self, line: &[u8]) -> io::Result<()> {
+        match self {
+            Target::File(file) => file.append(line),
+            Target::Writer { writer, torn } => {
+                let prefix: &[u8] = if *torn { b"\n" } else { b"" };
+                let (written, result) = write_line(writer.as_mut(), prefix, line);
+                // A newline is owed only if a fragment may be there.
+                *torn = if result.is_ok() {
+                    false
+                } else {
+                    *torn || written > 0
+                };
+                result
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for Target {
@@ -344,20 +379,15 @@ impl JsonLinesSink {
         line.clear();
         serialize_line(line, kind, value);
         line.push(b'\n');
-        match target {
-            Target::File(file) => file.append(line),
-            Target::Writer { writer, torn } => {
-                let prefix: &[u8] = if *torn { b"\n" } else { b"" };
-                let (written, result) = write_line(writer.as_mut(), prefix, line);
-                // A newline is owed only if a fragment may be there.
-                *torn = if result.is_ok() {
-                    false
-                } else {
-                    *torn || written > 0
-                };
-                result
-            }
-        }
+        target.write(line)
+    }
+
+    /// Writes one line serialized elsewhere (`line` ends with its newline), with the same
+    /// guarantees as a record's: one write, no partial line left in a file.
+    #[cfg(feature = "otlp")]
+    pub(crate) fn write_line(&self, line: &[u8]) -> io::Result<()> {
+        let mut out = self.out.lock().unwrap_or_else(PoisonError::into_inner);
+        out.target.write(line)
     }
 
     fn warn_once(&self, result: io::Result<()>) {

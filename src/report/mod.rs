@@ -24,6 +24,8 @@ pub(crate) mod writer;
 
 pub(crate) use console::ConsoleSink;
 pub use jsonl::Record;
+#[cfg(feature = "otlp")]
+pub(crate) use jsonl::append_json;
 pub(crate) use jsonl::{JsonLinesSink, open_append};
 pub use writer::{FlushError, SinkLosses};
 

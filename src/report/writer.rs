@@ -29,6 +29,13 @@ use super::html::live::HtmlLane;
 use super::{ConsoleSink, JsonLinesSink};
 use crate::stats::{OverallSummary, RequestE2EStats};
 
+// The trace file's writer (feature `otlp`): lines serialized by the SDK's batch thread,
+// written with this module's queue, flush and loss reports.
+#[cfg(feature = "otlp")]
+mod lines;
+#[cfg(feature = "otlp")]
+pub(crate) use lines::{Delivery, LineWriter};
+
 /// [`OmniMetricsLayer::FLUSH_TIMEOUT`](crate::OmniMetricsLayer::FLUSH_TIMEOUT).
 pub(crate) const FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
 
