@@ -7,6 +7,8 @@
 #[path = "../support/chromium.rs"]
 mod chromium;
 mod collector;
+#[path = "../support/example.rs"]
+mod example;
 #[cfg(target_os = "linux")]
 mod hostile;
 mod input;
@@ -14,6 +16,10 @@ mod live;
 mod multiprocess;
 mod processes;
 mod scenario;
+mod trace_file;
+#[cfg(target_os = "linux")]
+#[path = "../support/warnings.rs"]
+mod warnings;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -54,6 +60,7 @@ fn spawn_child(scenario: &str, env: &[(&str, &str)]) -> std::process::Child {
     .env_remove("OTEL_SDK_DISABLED")
     .env_remove("OTEL_TRACES_EXPORTER")
     .env_remove("OMNI_METRICS_JSONL")
+    .env_remove("OMNI_METRICS_TRACE_FILE")
     .stdout(std::process::Stdio::piped())
     .stderr(std::process::Stdio::piped());
     for (k, v) in env {

@@ -20,15 +20,20 @@ fn env(name: &str) -> String {
 
 /// Installs, as the process's global subscriber, the metrics layer (tables to
 /// `<dir>/<name>.txt`, records to `<dir>/<name>.jsonl`) and the OTLP pipeline to the
-/// parent's collector.
+/// parent's collector (`OMNI_REPORT_ENDPOINT`), to a trace file (`OMNI_REPORT_TRACE_FILE`),
+/// or both.
 fn install(name: &str) -> (omni_metrics::MetricsHandle, OtlpGuard) {
     let dir = PathBuf::from(env("OMNI_REPORT_DIR"));
-    let pipeline = OtlpPipeline::builder()
-        .with_endpoint(env("OMNI_REPORT_ENDPOINT"))
+    let mut pipeline = OtlpPipeline::builder()
         .with_shutdown_timeout(Duration::from_secs(20))
-        .with_service_name(name)
-        .build()
-        .expect("pipeline");
+        .with_service_name(name);
+    if let Ok(endpoint) = std::env::var("OMNI_REPORT_ENDPOINT") {
+        pipeline = pipeline.with_endpoint(endpoint);
+    }
+    if let Ok(path) = std::env::var("OMNI_REPORT_TRACE_FILE") {
+        pipeline = pipeline.with_trace_file(path);
+    }
+    let pipeline = pipeline.build().expect("pipeline");
     let metrics = OmniMetricsLayer::builder()
         .with_console(omni_metrics::Destination::writer(
             std::fs::File::create(dir.join(format!("{name}.txt"))).expect("txt"),
@@ -45,12 +50,22 @@ fn install(name: &str) -> (omni_metrics::MetricsHandle, OtlpGuard) {
     (handle, pipeline.into_guard())
 }
 
-/// Flushes the records and the traces; every span has reached the collector after this.
+/// Flushes the records and the traces; every span has reached the collector (and the
+/// trace file) after this.
 fn shut_down(handle: &omni_metrics::MetricsHandle, mut guard: OtlpGuard) {
     handle
         .flush(Duration::from_secs(10))
         .expect("records written");
+    let file = guard.trace_file_stats();
     guard.shutdown().expect("every span exported");
+    if let Some(file) = file {
+        assert!(file.ended() > 0, "spans reached the trace file's processor");
+        assert_eq!(
+            (file.exported(), file.not_exported()),
+            (file.ended(), 0),
+            "every span written to the trace file"
+        );
+    }
 }
 
 /// One request through thinker -> talker (streamed as two spans) -> code2wav, with queue
