@@ -12,6 +12,7 @@
 //! cargo run --example omni_pipeline -- --mode online -n 2    # each request its own summary
 //! cargo run --example omni_pipeline -- --pipeline image
 //! OMNI_METRICS_JSONL=records.jsonl cargo run --example omni_pipeline
+//! OMNI_METRICS_TRACE_FILE=trace.jsonl cargo run --example omni_pipeline   # its traces, for `omni-metrics report`
 //! cargo run --example omni_pipeline -- --otlp http://localhost:4317   # traces and metrics to a collector
 //! OTEL_EXPORTER_OTLP_ENDPOINT=http://localhost:4317 cargo run --example omni_pipeline
 //! ```
