@@ -38,6 +38,10 @@ pub(crate) struct StageRare {
     pub(crate) audio_sample_rate: Option<u64>,
     pub(crate) image_num: Option<u64>,
     pub(crate) resolution: Option<String>,
+    pub(crate) replica_id: Option<u64>,
+    pub(crate) num_inference_steps: Option<u64>,
+    pub(crate) video_frames: u64,
+    pub(crate) video_fps: Option<u64>,
     pub(crate) gen_override_ms: Option<f64>,
     pub(crate) postprocess_override_ms: Option<f64>,
     /// Explicit `time_to_first_output_ms` (wins over the events).
@@ -145,6 +149,8 @@ struct StageSide {
 pub(crate) struct TransferSample {
     pub(crate) from_stage: u64,
     pub(crate) to_stage: u64,
+    pub(crate) from_replica: Option<u64>,
+    pub(crate) to_replica: Option<u64>,
     pub(crate) size_bytes: u64,
     pub(crate) tx_time_ms: f64,
     pub(crate) rx_decode_time_ms: f64,
@@ -318,6 +324,10 @@ impl RequestAcc {
             stats.audio_sample_rate = rare.audio_sample_rate;
             stats.image_num = rare.image_num;
             stats.resolution = rare.resolution.take();
+            stats.replica_id = rare.replica_id;
+            stats.num_inference_steps = rare.num_inference_steps;
+            stats.video_frames = rare.video_frames;
+            stats.video_fps = rare.video_fps;
         }
         self.stages.push(stats);
         self.sides.push(StageSide {
@@ -342,12 +352,22 @@ impl RequestAcc {
                     },
                     from_stage: t.from_stage,
                     to_stage: t.to_stage,
+                    from_replica: t.from_replica,
+                    to_replica: t.to_replica,
                     ..TransferEdgeStats::default()
                 });
                 let last = self.edges.len() - 1;
                 &mut self.edges[last]
             }
         };
+        // A chunk from another replica: the earliest-starting chunk's replica stands.
+        if t.start_ns < edge.start_ns || edge.transfers == 0 {
+            edge.from_replica = t.from_replica.or(edge.from_replica);
+            edge.to_replica = t.to_replica.or(edge.to_replica);
+        } else {
+            edge.from_replica = edge.from_replica.or(t.from_replica);
+            edge.to_replica = edge.to_replica.or(t.to_replica);
+        }
         edge.size_bytes = edge.size_bytes.saturating_add(t.size_bytes);
         edge.tx_time_ms = stats::add_ms(edge.tx_time_ms, t.tx_time_ms);
         edge.rx_decode_time_ms = stats::add_ms(edge.rx_decode_time_ms, t.rx_decode_time_ms);
@@ -398,6 +418,13 @@ impl RequestAcc {
                 .audio_sample_rate
                 .and_then(|rate| stats::audio_duration_ms(s.audio_generated_frames, rate));
             s.audio_rtf = stats::rtf(s.stage_gen_time_ms, s.audio_duration_ms);
+            s.denoise_step_latency_ms = s
+                .num_inference_steps
+                .and_then(|steps| stats::denoise_step_latency_ms(s.stage_gen_time_ms, steps));
+            s.video_duration_ms = s
+                .video_fps
+                .and_then(|fps| stats::audio_duration_ms(s.video_frames, fps));
+            s.video_rtf = stats::rtf(s.stage_gen_time_ms, s.video_duration_ms);
         }
         stages.sort_by_key(|s| s.stage_id);
         edges.sort_by_key(|e| (e.from_stage, e.to_stage));
@@ -434,7 +461,8 @@ impl RequestAcc {
 /// that gives them, the first name, resolution and sample rate given.
 fn merge_chunk(acc: &mut StageRequestStats, side: &mut StageSide, s: StageSample) {
     if let Some(theirs) = s.rare {
-        merge_rare(acc, side, theirs);
+        let earlier = s.start_ns < acc.start_ns;
+        merge_rare(acc, side, theirs, earlier);
     }
     // Whether this span starts before the one `from` names (or none gave the value).
     let earliest = |from: Option<u64>| from.is_none_or(|from| s.start_ns < from);
@@ -460,10 +488,16 @@ fn merge_chunk(acc: &mut StageRequestStats, side: &mut StageSide, s: StageSample
     acc.end_ns = acc.end_ns.max(s.end_ns);
 }
 
-/// A chunk's rare fields into its stage: audio frames and images summed, the first sample
-/// rate and resolution kept, outputs merged in time order, the first explicit output
+/// A chunk's rare fields into its stage (`earlier`: the chunk starts before every one
+/// merged so far): audio frames, images, video frames and inference steps summed, the
+/// first sample rate, frame rate and resolution kept, the earliest chunk's replica, outputs merged in time order, the first explicit output
 /// times kept.
-fn merge_rare(acc: &mut StageRequestStats, side: &mut StageSide, mut theirs: Box<StageRare>) {
+fn merge_rare(
+    acc: &mut StageRequestStats,
+    side: &mut StageSide,
+    mut theirs: Box<StageRare>,
+    earlier: bool,
+) {
     acc.audio_generated_frames = acc
         .audio_generated_frames
         .saturating_add(theirs.audio_generated_frames);
@@ -475,6 +509,18 @@ fn merge_rare(acc: &mut StageRequestStats, side: &mut StageSide, mut theirs: Box
     if acc.resolution.is_none() {
         acc.resolution = theirs.resolution.take();
     }
+    // The earliest-starting chunk's replica stands (as its batch does).
+    match (acc.replica_id, theirs.replica_id) {
+        (None, theirs) => acc.replica_id = theirs,
+        (Some(_), Some(r)) if earlier => acc.replica_id = Some(r),
+        _ => {}
+    }
+    acc.num_inference_steps = match (acc.num_inference_steps, theirs.num_inference_steps) {
+        (Some(a), Some(b)) => Some(a.saturating_add(b)),
+        (a, b) => a.or(b),
+    };
+    acc.video_frames = acc.video_frames.saturating_add(theirs.video_frames);
+    acc.video_fps = acc.video_fps.or(theirs.video_fps);
     match side.rare.as_deref_mut() {
         Some(mine) => {
             mine.outputs.merge(std::mem::take(&mut theirs.outputs));
@@ -761,6 +807,8 @@ mod tests {
                 rare: None,
             });
             acc.add_transfer(TransferSample {
+                from_replica: None,
+                to_replica: None,
                 from_stage: 0,
                 to_stage: 2,
                 size_bytes: 10,

@@ -93,10 +93,25 @@ pub mod field {
     /// `omni.stage`: image resolution, e.g. `1024x1024`.
     pub const RESOLUTION: &str = "resolution";
 
+    /// `omni.stage`: which replica of the stage did the work (a data-parallel worker),
+    /// when the stage runs as several. Absent means one replica.
+    pub const REPLICA_ID: &str = "replica_id";
+    /// `omni.stage`: denoising steps of a diffusion stage: gives
+    /// `denoise_step_latency_ms` (`stage_gen_time_ms / num_inference_steps`).
+    pub const NUM_INFERENCE_STEPS: &str = "num_inference_steps";
+    /// `omni.stage`: video frames generated.
+    pub const VIDEO_FRAMES: &str = "video_frames";
+    /// `omni.stage`: the frame rate of `video_frames`, in frames per second.
+    pub const VIDEO_FPS: &str = "video_fps";
+
     /// `omni.transfer`: the sending stage's id (required).
     pub const FROM_STAGE: &str = "from_stage";
     /// `omni.transfer`: the receiving stage's id (required).
     pub const TO_STAGE: &str = "to_stage";
+    /// `omni.transfer`: the sending stage's replica, when it runs as several.
+    pub const FROM_REPLICA: &str = "from_replica";
+    /// `omni.transfer`: the receiving stage's replica, when it runs as several.
+    pub const TO_REPLICA: &str = "to_replica";
     /// `omni.transfer`: bytes moved.
     pub const SIZE_BYTES: &str = "size_bytes";
 
@@ -155,7 +170,7 @@ pub(crate) struct FieldDef {
 /// Every field of the convention, once, in the order spans declare them: what the layer
 /// reads ([`field::is_known`]), the exporter types ([`FieldKind`]), the replay keeps and
 /// [`omni_span!`] declares.
-pub(crate) const FIELDS: [FieldDef; 26] = {
+pub(crate) const FIELDS: [FieldDef; 32] = {
     use FieldKind::{Count, Ms, Text};
     use SpanKind::{Batch, Request, Run, Stage, Transfer};
     const fn def(name: &'static str, kind: FieldKind, spans: &'static [SpanKind]) -> FieldDef {
@@ -176,8 +191,14 @@ pub(crate) const FIELDS: [FieldDef; 26] = {
         def(field::AUDIO_SAMPLE_RATE, Count, &[Stage]),
         def(field::IMAGE_NUM, Count, &[Stage]),
         def(field::RESOLUTION, Text, &[Stage]),
+        def(field::REPLICA_ID, Count, &[Stage]),
+        def(field::NUM_INFERENCE_STEPS, Count, &[Stage]),
+        def(field::VIDEO_FRAMES, Count, &[Stage]),
+        def(field::VIDEO_FPS, Count, &[Stage]),
         def(field::FROM_STAGE, Count, &[Transfer]),
         def(field::TO_STAGE, Count, &[Transfer]),
+        def(field::FROM_REPLICA, Count, &[Transfer]),
+        def(field::TO_REPLICA, Count, &[Transfer]),
         def(field::SIZE_BYTES, Count, &[Transfer]),
         def(field::STAGE_GEN_TIME_MS, Ms, &[Stage]),
         def(field::POSTPROCESS_TIME_MS, Ms, &[Stage]),
@@ -251,6 +272,10 @@ macro_rules! omni_span {
             { $crate::convention::field::AUDIO_SAMPLE_RATE } = ::tracing::field::Empty,
             { $crate::convention::field::IMAGE_NUM } = ::tracing::field::Empty,
             { $crate::convention::field::RESOLUTION } = ::tracing::field::Empty,
+            { $crate::convention::field::REPLICA_ID } = ::tracing::field::Empty,
+            { $crate::convention::field::NUM_INFERENCE_STEPS } = ::tracing::field::Empty,
+            { $crate::convention::field::VIDEO_FRAMES } = ::tracing::field::Empty,
+            { $crate::convention::field::VIDEO_FPS } = ::tracing::field::Empty,
             { $crate::convention::field::STAGE_GEN_TIME_MS } = ::tracing::field::Empty,
             { $crate::convention::field::POSTPROCESS_TIME_MS } = ::tracing::field::Empty,
             { $crate::convention::field::TIME_TO_FIRST_OUTPUT_MS } = ::tracing::field::Empty,
@@ -262,6 +287,8 @@ macro_rules! omni_span {
         $crate::convention::omni_span!(@open [$($parent)*] $crate::convention::TRANSFER,
             { $crate::convention::field::FROM_STAGE } = $from,
             { $crate::convention::field::TO_STAGE } = $to,
+            { $crate::convention::field::FROM_REPLICA } = ::tracing::field::Empty,
+            { $crate::convention::field::TO_REPLICA } = ::tracing::field::Empty,
             { $crate::convention::field::SIZE_BYTES } = ::tracing::field::Empty,
             { $crate::convention::field::TX_TIME_MS } = ::tracing::field::Empty,
             { $crate::convention::field::RX_DECODE_TIME_MS } = ::tracing::field::Empty,
@@ -296,8 +323,14 @@ macro_rules! omni_span {
             { $crate::convention::field::AUDIO_SAMPLE_RATE } = ::tracing::field::Empty,
             { $crate::convention::field::IMAGE_NUM } = ::tracing::field::Empty,
             { $crate::convention::field::RESOLUTION } = ::tracing::field::Empty,
+            { $crate::convention::field::REPLICA_ID } = ::tracing::field::Empty,
+            { $crate::convention::field::NUM_INFERENCE_STEPS } = ::tracing::field::Empty,
+            { $crate::convention::field::VIDEO_FRAMES } = ::tracing::field::Empty,
+            { $crate::convention::field::VIDEO_FPS } = ::tracing::field::Empty,
             { $crate::convention::field::FROM_STAGE } = ::tracing::field::Empty,
             { $crate::convention::field::TO_STAGE } = ::tracing::field::Empty,
+            { $crate::convention::field::FROM_REPLICA } = ::tracing::field::Empty,
+            { $crate::convention::field::TO_REPLICA } = ::tracing::field::Empty,
             { $crate::convention::field::SIZE_BYTES } = ::tracing::field::Empty,
             { $crate::convention::field::STAGE_GEN_TIME_MS } = ::tracing::field::Empty,
             { $crate::convention::field::POSTPROCESS_TIME_MS } = ::tracing::field::Empty,

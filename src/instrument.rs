@@ -367,6 +367,28 @@ impl Stage {
         self
     }
 
+    /// The replica of the stage that did the work, when the stage runs as several
+    /// (data-parallel workers): records and metrics break the stage down by it.
+    pub fn replica(&self, replica_id: u64) -> &Self {
+        self.span.record(convention::field::REPLICA_ID, replica_id);
+        self
+    }
+
+    /// Denoising steps of a diffusion stage: gives `denoise_step_latency_ms`.
+    pub fn inference_steps(&self, steps: u64) -> &Self {
+        self.span
+            .record(convention::field::NUM_INFERENCE_STEPS, steps);
+        self
+    }
+
+    /// Video frames produced, at `fps` frames per second: gives the video's duration and
+    /// real-time factor.
+    pub fn video(&self, frames: u64, fps: u64) -> &Self {
+        self.span.record(convention::field::VIDEO_FRAMES, frames);
+        self.span.record(convention::field::VIDEO_FPS, fps);
+        self
+    }
+
     /// Reports compute time measured elsewhere (another process); wins over the span's
     /// own measure.
     pub fn gen_time_ms(&self, ms: f64) -> &Self {
@@ -531,6 +553,14 @@ impl Transfer {
         Timing {
             span: omni_span!(timing(convention::TRANSFER_RX_DECODE), [parent: &self.span]),
         }
+    }
+
+    /// The replicas of the sending and receiving stages, when they run as several.
+    pub fn replicas(&self, from_replica: u64, to_replica: u64) -> &Self {
+        self.span
+            .record(convention::field::FROM_REPLICA, from_replica);
+        self.span.record(convention::field::TO_REPLICA, to_replica);
+        self
     }
 
     /// Reports times measured elsewhere (another process); each wins over the measure.

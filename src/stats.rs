@@ -181,6 +181,12 @@ pub(crate) fn audio_duration_ms(frames: u64, sample_rate: u64) -> Option<f64> {
     (frames > 0 && sample_rate > 0).then(|| finite(frames as f64 * 1000.0 / sample_rate as f64))
 }
 
+/// `denoise_step_latency_ms`: a diffusion stage's `stage_gen_time_ms / num_inference_steps`
+/// (vLLM-Omni's formula); `None` without a step.
+pub(crate) fn denoise_step_latency_ms(stage_gen_time_ms: f64, steps: u64) -> Option<f64> {
+    (steps > 0).then(|| finite(stage_gen_time_ms / steps as f64))
+}
+
 /// A real-time factor: `time_ms / audio_duration_ms` (below 1 is faster than real time);
 /// `None` for no audio. [`StageRequestStats::audio_rtf`] passes the stage's
 /// `stage_gen_time_ms` (vLLM-Omni's server definition),
@@ -397,6 +403,27 @@ pub struct StageRequestStats {
     pub resolution: Option<String>,
     /// Beyond vLLM-Omni's tables: time waiting before compute (`omni.queue` children), summed.
     pub queue_time_ms: f64,
+    /// Which replica of the stage did the work (`replica_id`), when the engine said.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replica_id: Option<u64>,
+    /// Denoising steps (`num_inference_steps`) of a diffusion stage.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub num_inference_steps: Option<u64>,
+    /// `stage_gen_time_ms / num_inference_steps` (vLLM-Omni's formula).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub denoise_step_latency_ms: Option<f64>,
+    /// Video frames generated (`video_frames`).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub video_frames: u64,
+    /// The frame rate of `video_frames` (`video_fps`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub video_fps: Option<u64>,
+    /// `video_frames * 1000 / video_fps`, the audio rule.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub video_duration_ms: Option<f64>,
+    /// `stage_gen_time_ms / video_duration_ms`: below 1 is faster than real time.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub video_rtf: Option<f64>,
     /// Beyond vLLM-Omni's tables: the sample rate of the audio, when given.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub audio_sample_rate: Option<u64>,
@@ -482,6 +509,12 @@ pub struct TransferEdgeStats {
     pub from_stage: u64,
     /// The receiving stage.
     pub to_stage: u64,
+    /// The sending stage's replica (`from_replica`), when the engine said.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub from_replica: Option<u64>,
+    /// The receiving stage's replica (`to_replica`), when the engine said.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub to_replica: Option<u64>,
     /// KiB moved: `size_bytes / 1024`.
     pub size_kbytes: f64,
     /// Sender time (`omni.transfer.tx`), summed.

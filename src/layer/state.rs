@@ -448,6 +448,26 @@ impl SetField for StageSpan {
             field::RESOLUTION => {
                 self.rare.get_or_insert_default().resolution = Some(value.to_text())
             }
+            field::REPLICA_ID => set_u64(
+                &mut self.rare.get_or_insert_default().replica_id,
+                &value,
+                issues,
+            ),
+            field::NUM_INFERENCE_STEPS => set_u64(
+                &mut self.rare.get_or_insert_default().num_inference_steps,
+                &value,
+                issues,
+            ),
+            field::VIDEO_FRAMES => set_count(
+                &mut self.rare.get_or_insert_default().video_frames,
+                &value,
+                issues,
+            ),
+            field::VIDEO_FPS => set_u64(
+                &mut self.rare.get_or_insert_default().video_fps,
+                &value,
+                issues,
+            ),
             field::STAGE_GEN_TIME_MS => set_ms(
                 &mut self.rare.get_or_insert_default().gen_override_ms,
                 &value,
@@ -521,6 +541,8 @@ pub(super) struct TransferSpan {
     pub(super) issues: IssueSet,
     from_stage: Option<u64>,
     to_stage: Option<u64>,
+    from_replica: Option<u64>,
+    to_replica: Option<u64>,
     size_bytes: u64,
     tx_override_ms: Option<f64>,
     rx_override_ms: Option<f64>,
@@ -629,6 +651,8 @@ impl TransferSpan {
         let sample = TransferSample {
             from_stage,
             to_stage,
+            from_replica: self.from_replica,
+            to_replica: self.to_replica,
             size_bytes: self.size_bytes,
             tx_time_ms: self.tx_override_ms.or(tx).unwrap_or(0.0),
             rx_decode_time_ms: self.rx_override_ms.or(rx).unwrap_or(0.0),
@@ -646,6 +670,8 @@ impl SetField for TransferSpan {
         let issues = &mut self.issues;
         match name {
             field::FROM_STAGE => set_u64(&mut self.from_stage, &value, issues),
+            field::FROM_REPLICA => set_u64(&mut self.from_replica, &value, issues),
+            field::TO_REPLICA => set_u64(&mut self.to_replica, &value, issues),
             field::REMOTE_REQUEST => self.remote = true,
             field::TO_STAGE => set_u64(&mut self.to_stage, &value, issues),
             field::SIZE_BYTES => set_count(&mut self.size_bytes, &value, issues),

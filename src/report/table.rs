@@ -134,6 +134,14 @@ fn float(v: f64) -> Cell {
     }
 }
 
+/// An id given (0 included: replica 0 is a replica), or blank.
+fn opt_id(v: Option<u64>) -> Cell {
+    Cell {
+        text: v.map(format_int).unwrap_or_default(),
+        blank: v.is_none(),
+    }
+}
+
 fn opt_int(v: Option<u64>) -> Cell {
     v.map_or(
         Cell {
@@ -345,7 +353,8 @@ fn stage_table_with(
     let mut header = vec!["Field".to_owned()];
     header.extend(stages.iter().map(heading));
     let mut t = new_table(header);
-    let rows: [Row<StageRequestStats>; 16] = [
+    let rows: [Row<StageRequestStats>; 22] = [
+        (keys::REPLICA_ID, |s| opt_id(s.replica_id)),
         (keys::AUDIO_GENERATED_FRAMES, |s| {
             int(s.audio_generated_frames)
         }),
@@ -366,6 +375,15 @@ fn stage_table_with(
         (keys::INTER_OUTPUT_MS, |s| opt_float(s.inter_output_ms)),
         (keys::AUDIO_DURATION_MS, |s| opt_float(s.audio_duration_ms)),
         (keys::AUDIO_RTF, |s| opt_float(s.audio_rtf)),
+        (keys::NUM_INFERENCE_STEPS, |s| {
+            opt_int(s.num_inference_steps)
+        }),
+        (keys::DENOISE_STEP_LATENCY_MS, |s| {
+            opt_float(s.denoise_step_latency_ms)
+        }),
+        (keys::VIDEO_FRAMES, |s| int(s.video_frames)),
+        (keys::VIDEO_DURATION_MS, |s| opt_float(s.video_duration_ms)),
+        (keys::VIDEO_RTF, |s| opt_float(s.video_rtf)),
     ];
     for (label, cell) in rows {
         push_row(&mut t, label, stages.iter().map(cell).collect(), true);
@@ -378,7 +396,9 @@ fn transfer_table(edges: &[TransferEdgeStats]) -> String {
     let mut header = vec!["Field".to_owned()];
     header.extend(edges.iter().map(|e| e.edge.to_string()));
     let mut t = new_table(header);
-    let rows: [Row<TransferEdgeStats>; 4] = [
+    let rows: [Row<TransferEdgeStats>; 6] = [
+        (keys::FROM_REPLICA, |e| opt_id(e.from_replica)),
+        (keys::TO_REPLICA, |e| opt_id(e.to_replica)),
         (keys::SIZE_KBYTES, |e| float(e.size_kbytes)),
         (keys::TX_TIME_MS, |e| float(e.tx_time_ms)),
         (keys::RX_DECODE_TIME_MS, |e| float(e.rx_decode_time_ms)),

@@ -50,11 +50,20 @@ pub(crate) const OUTPUT_CHUNKS: &str = "output_chunks";
 pub(crate) const OUTPUT_UNITS: &str = "output_units";
 pub(crate) const INTER_OUTPUT_MS: &str = field::INTER_OUTPUT_MS;
 pub(crate) const AUDIO_RTF: &str = "audio_rtf";
+pub(crate) const REPLICA_ID: &str = field::REPLICA_ID;
+pub(crate) const NUM_INFERENCE_STEPS: &str = field::NUM_INFERENCE_STEPS;
+pub(crate) const DENOISE_STEP_LATENCY_MS: &str = "denoise_step_latency_ms";
+pub(crate) const VIDEO_FRAMES: &str = field::VIDEO_FRAMES;
+pub(crate) const VIDEO_FPS: &str = field::VIDEO_FPS;
+pub(crate) const VIDEO_DURATION_MS: &str = "video_duration_ms";
+pub(crate) const VIDEO_RTF: &str = "video_rtf";
 
 // `TransferEdgeStats` (a request's `transfers`).
 pub(crate) const EDGE: &str = "edge";
 pub(crate) const FROM_STAGE: &str = field::FROM_STAGE;
 pub(crate) const TO_STAGE: &str = field::TO_STAGE;
+pub(crate) const FROM_REPLICA: &str = field::FROM_REPLICA;
+pub(crate) const TO_REPLICA: &str = field::TO_REPLICA;
 pub(crate) const SIZE_KBYTES: &str = "size_kbytes";
 pub(crate) const TX_TIME_MS: &str = field::TX_TIME_MS;
 pub(crate) const RX_DECODE_TIME_MS: &str = field::RX_DECODE_TIME_MS;
@@ -138,9 +147,20 @@ mod tests {
                 inter_output_ms: Some(1.0),
                 audio_duration_ms: Some(1.0),
                 audio_rtf: Some(1.0),
+                replica_id: Some(1),
+                num_inference_steps: Some(1),
+                denoise_step_latency_ms: Some(1.0),
+                video_frames: 1,
+                video_fps: Some(1),
+                video_duration_ms: Some(1.0),
+                video_rtf: Some(1.0),
                 ..Default::default()
             }],
-            transfers: vec![TransferEdgeStats::default()],
+            transfers: vec![TransferEdgeStats {
+                from_replica: Some(1),
+                to_replica: Some(1),
+                ..Default::default()
+            }],
             ..Default::default()
         }
     }
@@ -194,6 +214,13 @@ mod tests {
                 INTER_OUTPUT_MS,
                 AUDIO_DURATION_MS,
                 AUDIO_RTF,
+                REPLICA_ID,
+                NUM_INFERENCE_STEPS,
+                DENOISE_STEP_LATENCY_MS,
+                VIDEO_FRAMES,
+                VIDEO_FPS,
+                VIDEO_DURATION_MS,
+                VIDEO_RTF,
             ])
         );
         assert_eq!(
@@ -202,6 +229,8 @@ mod tests {
                 EDGE,
                 FROM_STAGE,
                 TO_STAGE,
+                FROM_REPLICA,
+                TO_REPLICA,
                 SIZE_KBYTES,
                 TX_TIME_MS,
                 RX_DECODE_TIME_MS,

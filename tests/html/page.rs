@@ -47,6 +47,7 @@ fn tricky() -> (OverallSummary, Vec<RequestE2EStats>) {
         transfers: 1,
         start_ns: start_ms * 1_000_000,
         end_ns: (start_ms + 3) * 1_000_000,
+        ..Default::default()
     };
     let mut first = RequestE2EStats {
         request_id: "</script><script>alert(1)</script>".into(),

@@ -496,3 +496,84 @@ fn an_aborted_request_ends_at_its_abort_and_later_work_is_counted_apart() {
     let summary = &h.capture().summaries()[0];
     assert_eq!(summary.e2e_requests_aborted, 1);
 }
+
+/// Replicas, diffusion steps and video: each record carries what the engine said, and the
+/// derived figures follow their definitions; a chunked stage keeps its earliest chunk's
+/// replica. Without them, nothing of it shows.
+#[test]
+fn replicas_diffusion_and_video_reach_the_records_and_tables() {
+    let h = Harness::new();
+    h.run(|| {
+        let run = Run::with_id("diffusion-run");
+        let request = run.request("r-1");
+        let thinker = request.stage(0);
+        thinker.replica(3).tokens_in(4);
+        h.at(10.0);
+        drop(thinker);
+        let transfer = request.transfer(0, 1);
+        transfer.replicas(3, 0).size_bytes(1024);
+        drop(transfer);
+        // A diffusion stage of 50 steps, 400 ms of compute, then 48 frames at 24 fps.
+        let dit = request.stage(1);
+        dit.replica(0).inference_steps(50).video(48, 24);
+        h.at(410.0);
+        drop(dit);
+        // A chunked stage: the later chunk from replica 5, the earlier from replica 1.
+        let late = info_span!(parent: request.span(), "omni.stage", stage_id = 2_u64,
+            replica_id = 5_u64);
+        h.at(420.0);
+        let early = info_span!(parent: request.span(), "omni.stage", stage_id = 2_u64,
+            replica_id = 1_u64);
+        h.at(430.0);
+        drop(early);
+        drop(late);
+        request.finish();
+        // No replica anywhere: no replica in the record or the table.
+        let plain = run.request("plain");
+        drop(plain.stage(0));
+        plain.finish();
+    });
+    let requests = h.capture().requests();
+    let r = requests
+        .iter()
+        .find(|r| r.request_id == "r-1")
+        .expect("r-1");
+    let replicas: Vec<_> = r.stages.iter().map(|s| s.replica_id).collect();
+    assert_eq!(
+        replicas,
+        [Some(3), Some(0), Some(5)],
+        "chunk started at 410 ms"
+    );
+    let t = &r.transfers[0];
+    assert_eq!((t.from_replica, t.to_replica), (Some(3), Some(0)));
+    let dit = &r.stages[1];
+    assert_eq!(dit.num_inference_steps, Some(50));
+    assert_close(dit.stage_gen_time_ms, 400.0, "gen");
+    assert_close(
+        dit.denoise_step_latency_ms.expect("steps"),
+        8.0,
+        "400 ms / 50 steps",
+    );
+    assert_eq!((dit.video_frames, dit.video_fps), (48, Some(24)));
+    assert_close(dit.video_duration_ms.expect("video"), 2000.0, "48 / 24 fps");
+    assert_close(dit.video_rtf.expect("video"), 0.2, "400 / 2000");
+    let json = serde_json::to_value(r).expect("json");
+    assert_eq!(json["stages"][0]["replica_id"], 3);
+    assert_eq!(json["transfers"][0]["from_replica"], 3);
+    assert_eq!(json["stages"][1]["denoise_step_latency_ms"], 8.0);
+    let table = r.to_string();
+    assert!(table.contains("| replica_id "), "{table}");
+    assert!(table.contains("| denoise_step_latency_ms "), "{table}");
+    assert!(table.contains("| from_replica "), "{table}");
+    let plain = requests
+        .iter()
+        .find(|r| r.request_id == "plain")
+        .expect("plain");
+    assert_eq!(plain.stages[0].replica_id, None);
+    let json = serde_json::to_string(plain).expect("json");
+    assert!(
+        !json.contains("replica") && !json.contains("video"),
+        "{json}"
+    );
+    assert!(!plain.to_string().contains("replica"), "{plain}");
+}

@@ -240,7 +240,28 @@ fn stage(d: &mut Diff, path: &str, s: &StageRequestStats, m: &Stage) {
         start_ns,
         end_ns,
         batch_recorded,
+        replica_id,
+        num_inference_steps,
+        denoise_step_latency_ms,
+        video_frames,
+        video_fps,
+        video_duration_ms,
+        video_rtf,
     } = s;
+    // The generator gives no replica, diffusion or video field (tests/layer covers them):
+    // each stays absent.
+    d.eq(path, "replica_id", *replica_id, None);
+    d.eq(path, "num_inference_steps", *num_inference_steps, None);
+    d.eq(
+        path,
+        "denoise_step_latency_ms",
+        *denoise_step_latency_ms,
+        None,
+    );
+    d.eq(path, "video_frames", *video_frames, 0);
+    d.eq(path, "video_fps", *video_fps, None);
+    d.eq(path, "video_duration_ms", *video_duration_ms, None);
+    d.eq(path, "video_rtf", *video_rtf, None);
     d.eq(
         path,
         "stage_name",
@@ -336,7 +357,15 @@ fn edge(d: &mut Diff, path: &str, e: &TransferEdgeStats, m: &Edge) {
         transfers,
         start_ns,
         end_ns,
+        from_replica,
+        to_replica,
     } = e;
+    d.eq(
+        path,
+        "from_replica, to_replica",
+        (*from_replica, *to_replica),
+        (None, None),
+    );
     d.eq(
         path,
         "from_stage, to_stage",

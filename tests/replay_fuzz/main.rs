@@ -139,7 +139,7 @@ struct Gen {
     error: Option<String>,
 }
 
-const NAMES: [&str; 14] = [
+const NAMES: [&str; 16] = [
     "omni.request",
     "omni.stage",
     "omni.stage",

@@ -116,6 +116,7 @@ pub(crate) fn run(n: usize, seed: u64) -> (OverallSummary, Vec<RequestE2EStats>)
                         transfers: 1,
                         start_ns: end,
                         end_ns: end + tx + flight + rx,
+                        ..Default::default()
                     });
                     arrival[i] = end + tx + flight + rx;
                 } else {
