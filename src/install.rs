@@ -3,8 +3,9 @@
 //!
 //! [`init`] installs the global subscriber: a `Registry` with the metrics layer, a fmt layer
 //! filtered by `RUST_LOG` (on that layer only, so no log filter can hide an `omni.*` span
-//! from the metrics) and, when an OTLP endpoint is configured, the OpenTelemetry layer and
-//! the OTLP metrics sink. It returns an [`OmniGuard`]: keep it alive for the life of the
+//! from the metrics) and, when an OTLP endpoint or a trace file
+//! ([`crate::env::TRACE_FILE_ENV`]) is configured, the OpenTelemetry layer and the OTLP
+//! metrics sink. It returns an [`OmniGuard`]: keep it alive for the life of the
 //! engine; dropping it flushes and shuts the exporters down within a bounded time.
 //!
 //! Engines that build their own subscriber use the layers directly:
@@ -21,7 +22,7 @@ use crate::layer::{BuildError, Builder, OmniMetricsLayer};
 /// ```no_run
 /// let _guard = omni_metrics::init()?;
 /// // ... run the engine; tables print as requests finish, traces and metrics go to
-/// // OTEL_EXPORTER_OTLP_ENDPOINT when it is set.
+/// // OTEL_EXPORTER_OTLP_ENDPOINT when it is set, traces to OMNI_METRICS_TRACE_FILE too.
 /// # Ok::<(), omni_metrics::InitError>(())
 /// ```
 ///
@@ -67,7 +68,9 @@ impl Install {
     /// [`OtlpBuilder::build`](crate::otlp::OtlpBuilder::build) decides: traces when an
     /// endpoint is given (here or in `OTEL_EXPORTER_OTLP_ENDPOINT` / `..._TRACES_ENDPOINT`)
     /// or `OTEL_TRACES_EXPORTER=otlp` is set, and neither `OTEL_SDK_DISABLED=true` nor
-    /// `OTEL_TRACES_EXPORTER=none` is; metrics when an endpoint is given for them,
+    /// `OTEL_TRACES_EXPORTER=none` is (the same switches decide whether a trace file named
+    /// by [`OtlpBuilder::with_trace_file`](crate::otlp::OtlpBuilder::with_trace_file) or
+    /// `OMNI_METRICS_TRACE_FILE` is written); metrics when an endpoint is given for them,
     /// `OTEL_METRICS_EXPORTER=otlp` or
     /// [`OtlpBuilder::with_metrics`](crate::otlp::OtlpBuilder::with_metrics) asks: then the
     /// metrics layer gets the pipeline's
@@ -79,7 +82,8 @@ impl Install {
         self
     }
 
-    /// Never exports traces or metrics over OTLP, whatever the environment says.
+    /// Never exports traces or metrics over OTLP, nor writes a trace file, whatever the
+    /// environment says.
     #[cfg(feature = "otlp")]
     pub fn without_otlp(mut self) -> Self {
         self.otlp_disabled = true;
