@@ -97,8 +97,8 @@ fn issue_24_the_laptop_path_of_the_readme() {
     assert_eq!(report.len(), live.len(), "{stdout}\n{stderr}");
     // Stage wall times apart: tracing-opentelemetry ends an exported span at its last exit,
     // not at its close, and the example enters each stage span once (its "stage computed"
-    // event) before summing its input and closing it: about a millisecond later, in a debug
-    // build, for the talker's large input. Those windows may be that much shorter in any
+    // event) before summing its input and closing it: a millisecond or more later, in a
+    // debug build, for the talker's large input. Those windows are that much shorter in any
     // trace of this engine, a collector's as well; they are compared below on their own.
     let (live_rest, live_walls) = without_stage_walls(&live);
     let (report_rest, report_walls) = without_stage_walls(&report);
@@ -108,14 +108,15 @@ fn issue_24_the_laptop_path_of_the_readme() {
         live_walls.keys().collect::<Vec<_>>(),
         report_walls.keys().collect::<Vec<_>>()
     );
+    // How much shorter depends on the machine's load (a debug build's loop over the input):
+    // never longer than live, never empty.
     let mut max_wall_ms: f64 = 0.0;
     for (key, live_ms) in &live_walls {
-        let short_by = live_ms - report_walls[key];
-        max_wall_ms = max_wall_ms.max(short_by.abs());
+        let report_ms = report_walls[key];
+        max_wall_ms = max_wall_ms.max(live_ms - report_ms);
         assert!(
-            (-1.0..5.0).contains(&short_by),
-            "{key}: live {live_ms} ms, report {} ms",
-            report_walls[key]
+            report_ms > 0.0 && report_ms <= live_ms + 1.0,
+            "{key}: live {live_ms} ms, report {report_ms} ms"
         );
     }
     eprintln!("stage wall times: the report's shorter by {max_wall_ms:.4} ms at most");
