@@ -464,7 +464,9 @@ impl<'a> Engine<'a> {
                     };
                     let span = open(node.kind, parent);
                     for (key, value) in &spans[node.rec].fields {
-                        record(&span, key, value);
+                        if !at_close(node.kind, key) {
+                            record(&span, key, value);
+                        }
                     }
                     self.stats.spans_replayed += 1;
                     // Runs are counted where they are made (`ensure_run`), not as nodes.
@@ -482,6 +484,13 @@ impl<'a> Engine<'a> {
                     }
                 }
                 _ => {
+                    if let Some(span) = open_spans[n].as_ref() {
+                        for (key, value) in &spans[node.rec].fields {
+                            if at_close(node.kind, key) {
+                                record(span, key, value);
+                            }
+                        }
+                    }
                     if node.kind == SpanKind::Request {
                         self.current.set(Some(Closing {
                             trace: format!("{:032x}", spans[node.rec].trace_id),
@@ -916,6 +925,14 @@ fn open(kind: SpanKind, parent: Option<tracing::Id>) -> Span {
             omni_span!(timing(convention::TRANSFER_RX_DECODE), [parent: parent])
         }
     }
+}
+
+/// Whether a field of a span of `kind` is recorded when it closes rather than when it opens:
+/// a request's outcome, as an engine records it when the request ends (the layer takes an
+/// abort's time as the request's end: recorded at the open, the request ended at its start
+/// and every stage after it counted apart).
+fn at_close(kind: SpanKind, key: &str) -> bool {
+    kind == SpanKind::Request && (key == field::STATUS || key == field::STATUS_MESSAGE)
 }
 
 fn record(span: &Span, key: &str, value: &AttrValue) {
