@@ -64,8 +64,9 @@ pub(crate) struct Outputs {
     units: u64,
     first_ns: Option<u64>,
     last_ns: u64,
-    /// The earliest output times, in order (at most [`stats::MAX_OUTPUT_GAPS`] + 1).
-    times_ns: Vec<u64>,
+    /// The earliest outputs, in time order (at most [`stats::MAX_OUTPUT_GAPS`] + 1): each
+    /// event's time and units (audio continuity plays them back).
+    times_ns: Vec<(u64, u64)>,
 }
 
 /// Output times kept per stage: one more than the gaps kept.
@@ -80,12 +81,12 @@ impl Outputs {
         self.units = self.units.saturating_add(units);
         // Events of one span arrive in time order: almost always a push at the end.
         match self.times_ns.last() {
-            Some(&last) if now < last => {
-                let at = self.times_ns.partition_point(|&t| t <= now);
-                self.times_ns.insert(at, now);
+            Some(&(last, _)) if now < last => {
+                let at = self.times_ns.partition_point(|&(t, _)| t <= now);
+                self.times_ns.insert(at, (now, units));
                 self.times_ns.truncate(MAX_OUTPUT_TIMES);
             }
-            _ if self.times_ns.len() < MAX_OUTPUT_TIMES => self.times_ns.push(now),
+            _ if self.times_ns.len() < MAX_OUTPUT_TIMES => self.times_ns.push((now, units)),
             _ => {}
         }
     }
@@ -108,7 +109,7 @@ impl Outputs {
         let (mut a, mut b) = (mine.iter().peekable(), theirs.iter().peekable());
         while merged.len() < MAX_OUTPUT_TIMES {
             let next = match (a.peek(), b.peek()) {
-                (Some(&&x), Some(&&y)) if x <= y => a.next(),
+                (Some(&&(x, _)), Some(&&(y, _))) if x <= y => a.next(),
                 (Some(_), Some(_)) => b.next(),
                 (Some(_), None) => a.next(),
                 (None, _) => b.next(),
@@ -126,7 +127,7 @@ impl Outputs {
     fn gaps_ms(&self) -> Vec<f64> {
         self.times_ns
             .windows(2)
-            .map(|w| stats::elapsed_ms(w[0], w[1]))
+            .map(|w| stats::elapsed_ms(w[0].0, w[1].0))
             .collect()
     }
 }
@@ -383,13 +384,14 @@ impl RequestAcc {
     }
 
     /// The finished request's record; the accumulator is left to [`RequestAcc::recycle`].
+    /// `thresholds_ms`: the audio continuity thresholds each audio stage is judged at.
     pub(crate) fn finish(
         &mut self,
         request_id: String,
         status: RequestStatus,
         scope: String,
-        start_ns: u64,
-        end_ns: u64,
+        (start_ns, end_ns): (u64, u64),
+        thresholds_ms: &[u64],
     ) -> RequestE2EStats {
         let mut stages = std::mem::take(&mut self.stages);
         let mut edges = std::mem::take(&mut self.edges);
@@ -397,6 +399,7 @@ impl RequestAcc {
         let status_message = self.status_message.take();
         for (s, side) in stages.iter_mut().zip(self.sides.drain(..)) {
             s.wall_time_ms = stats::elapsed_ms(s.start_ns, s.end_ns);
+            let mut continuity_packets = None;
             if let Some(rare) = side.rare {
                 let outputs = &rare.outputs;
                 let first_ns = outputs.first_ns;
@@ -413,6 +416,7 @@ impl RequestAcc {
                     })
                 });
                 s.inter_output_gaps_ms = outputs.gaps_ms();
+                continuity_packets = Some(rare.outputs.times_ns);
             }
             s.audio_duration_ms = s
                 .audio_sample_rate
@@ -425,6 +429,9 @@ impl RequestAcc {
                 .video_fps
                 .and_then(|fps| stats::audio_duration_ms(s.video_frames, fps));
             s.video_rtf = stats::rtf(s.stage_gen_time_ms, s.video_duration_ms);
+            if let Some(rate) = s.audio_sample_rate {
+                audio_continuity(s, continuity_packets.take(), rate, status, thresholds_ms);
+            }
         }
         stages.sort_by_key(|s| s.stage_id);
         edges.sort_by_key(|e| (e.from_stage, e.to_stage));
@@ -438,6 +445,8 @@ impl RequestAcc {
             status,
             status_message,
             scope,
+            // The layer's, set when the record is emitted.
+            model_name: None,
             trace_id: None,
             e2e_total_ms,
             time_to_first_output_ms: stats::request_time_to_first_output_ms(&stages, start_ns),
@@ -453,6 +462,36 @@ impl RequestAcc {
             start_ns,
             end_ns,
         }
+    }
+}
+
+/// An audio stage's continuity (`rate`: its sample rate) from its output events
+/// (`packets`: time and frames, in time order), judged at each of `thresholds_ms`; or why
+/// it has no audio.
+fn audio_continuity(
+    s: &mut StageRequestStats,
+    packets: Option<Vec<(u64, u64)>>,
+    rate: u64,
+    status: RequestStatus,
+    thresholds_ms: &[u64],
+) {
+    let measured = packets.and_then(|p| stats::audio_continuity(p, rate));
+    if let Some((underrun_ms, max_gap_ms)) = measured {
+        s.audio_underrun_ms = Some(underrun_ms);
+        s.audio_max_gap_ms = Some(max_gap_ms);
+        s.audio_continuity = thresholds_ms
+            .iter()
+            .map(|&threshold_ms| stats::AudioContinuity {
+                threshold_ms,
+                ok: max_gap_ms <= threshold_ms as f64,
+            })
+            .collect();
+    } else if s.audio_generated_frames == 0 && s.output_units == 0 {
+        s.audio_skipped = Some(match status {
+            RequestStatus::Ok => "no_frames",
+            RequestStatus::Error => "error",
+            RequestStatus::Aborted => "aborted",
+        });
     }
 }
 
@@ -553,6 +592,12 @@ pub(crate) struct ScopeAcc {
     ids_hasher: std::collections::hash_map::RandomState,
     /// Latency distributions of the completed requests (bounded: no per-request data).
     distributions: DistributionRecorder,
+    /// Audio streams of completed requests with their continuity measured.
+    audio_streams: u64,
+    /// `(threshold_ms, streams with no gap above it)`.
+    audio_continuity_ok: Vec<(u64, u64)>,
+    /// Requests whose audio stage produced no frames (any status).
+    audio_skipped_requests: u64,
 }
 
 impl ScopeAcc {
@@ -567,6 +612,9 @@ impl ScopeAcc {
             request_ids: std::collections::HashSet::new(),
             ids_hasher: std::collections::hash_map::RandomState::new(),
             distributions: DistributionRecorder::new(),
+            audio_streams: 0,
+            audio_continuity_ok: Vec::new(),
+            audio_skipped_requests: 0,
         }
     }
 
@@ -593,8 +641,21 @@ impl ScopeAcc {
     /// others are counted apart.
     pub(crate) fn add(&mut self, r: &RequestE2EStats) {
         self.invalid_spans = self.invalid_spans.saturating_add(r.invalid_spans);
+        if r.stages.iter().any(|s| s.audio_skipped.is_some()) {
+            self.audio_skipped_requests = self.audio_skipped_requests.saturating_add(1);
+        }
         if !self.requests.add(r.status) {
             return;
+        }
+        for s in r.stages.iter().filter(|s| s.audio_underrun_ms.is_some()) {
+            self.audio_streams = self.audio_streams.saturating_add(1);
+            for c in &s.audio_continuity {
+                add_continuity(
+                    &mut self.audio_continuity_ok,
+                    c.threshold_ms,
+                    u64::from(c.ok),
+                );
+            }
         }
         self.total_tokens = self.total_tokens.saturating_add(r.e2e_total_tokens);
         self.last_completion_ns = Some(self.last_completion_ns.unwrap_or(0).max(r.end_ns));
@@ -615,6 +676,13 @@ impl ScopeAcc {
     /// the online aggregates, which keep none).
     pub(crate) fn merge(&mut self, other: &ScopeAcc) {
         self.requests.merge(other.requests);
+        self.audio_streams = self.audio_streams.saturating_add(other.audio_streams);
+        self.audio_skipped_requests = self
+            .audio_skipped_requests
+            .saturating_add(other.audio_skipped_requests);
+        for &(threshold_ms, ok) in &other.audio_continuity_ok {
+            add_continuity(&mut self.audio_continuity_ok, threshold_ms, ok);
+        }
         self.total_tokens = self.total_tokens.saturating_add(other.total_tokens);
         self.invalid_spans = self.invalid_spans.saturating_add(other.invalid_spans);
         self.last_completion_ns = match (self.last_completion_ns, other.last_completion_ns) {
@@ -658,6 +726,8 @@ impl ScopeAcc {
         walls.sort_by_key(|w| w.0);
         OverallSummary {
             scope,
+            // The layer's, set when the summary is emitted.
+            model_name: None,
             e2e_requests: self.requests.ok,
             e2e_wall_time_ms: wall_ms,
             e2e_total_tokens: self.total_tokens,
@@ -671,7 +741,19 @@ impl ScopeAcc {
             e2e_requests_aborted: self.requests.aborted,
             invalid_spans: self.invalid_spans,
             distributions: self.distributions.distributions(),
+            audio_streams: self.audio_streams,
+            audio_continuity_ok: self.audio_continuity_ok.clone(),
+            audio_skipped_requests: self.audio_skipped_requests,
         }
+    }
+}
+
+/// Adds `ok` streams at `threshold_ms` to `counts` (kept in threshold order; a threshold
+/// is listed from its first stream on, ok or not).
+fn add_continuity(counts: &mut Vec<(u64, u64)>, threshold_ms: u64, ok: u64) {
+    match counts.binary_search_by_key(&threshold_ms, |c| c.0) {
+        Ok(i) => counts[i].1 = counts[i].1.saturating_add(ok),
+        Err(i) => counts.insert(i, (threshold_ms, ok)),
     }
 }
 
@@ -826,7 +908,7 @@ mod tests {
         fill(&mut acc);
         let id = acc.take_request_id().unwrap_or_default();
         let scope = acc.spare_string();
-        let report = acc.finish(id, RequestStatus::Ok, scope, 0, 2_000_000);
+        let report = acc.finish(id, RequestStatus::Ok, scope, (0, 2_000_000), &[]);
         assert_eq!((report.stages.len(), report.transfers.len()), (1, 1));
         assert_eq!(report.invalid_spans, 1);
         acc.recycle(Some(report));
@@ -839,7 +921,7 @@ mod tests {
             reused.is_empty() && reused.capacity() > 0,
             "an id's buffer is reused"
         );
-        let empty = acc.finish(String::new(), RequestStatus::Ok, reused, 0, 1);
+        let empty = acc.finish(String::new(), RequestStatus::Ok, reused, (0, 1), &[]);
         assert!(empty.stages.is_empty() && empty.transfers.is_empty());
         assert_eq!((empty.invalid_spans, empty.status_message), (0, None));
         assert!(empty.stages.capacity() > 0, "the stage vector is reused");
@@ -849,7 +931,7 @@ mod tests {
         assert_eq!(acc.request_id(), None);
         assert!(acc.status_message.is_none() && acc.sides.is_empty());
         assert_eq!((acc.invalid_spans, acc.incomplete_spans), (0, 0));
-        let empty = acc.finish(String::new(), RequestStatus::Ok, String::new(), 0, 1);
+        let empty = acc.finish(String::new(), RequestStatus::Ok, String::new(), (0, 1), &[]);
         assert!(empty.stages.is_empty() && empty.transfers.is_empty());
         assert_eq!((empty.invalid_spans, empty.status_message), (0, None));
     }

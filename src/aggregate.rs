@@ -22,11 +22,7 @@ pub(crate) const WINDOW_BUCKETS: u32 = 6;
 /// The shortest interval of the periodic line: 10 ms; a shorter one is raised to it.
 pub(crate) const MIN_LOG_INTERVAL: Duration = Duration::from_millis(10);
 
-/// The `scope` of the cumulative summary.
-pub(crate) const CUMULATIVE_SCOPE: &str = "cumulative";
-
-/// The `scope` of the window summary.
-pub(crate) const WINDOW_SCOPE: &str = "window";
+pub(crate) use crate::stats::keys::{CUMULATIVE_SCOPE, WINDOW_SCOPE};
 
 /// Buckets of the merged ring: the current one and the [`WINDOW_BUCKETS`] before it.
 const RING: u64 = WINDOW_BUCKETS as u64 + 1;

@@ -29,6 +29,21 @@ pub const HTML_ENV: &str = "OMNI_METRICS_HTML";
 /// there is no periodic line.
 pub const LOG_INTERVAL_ENV: &str = "OMNI_METRICS_LOG_INTERVAL";
 
+/// `OMNI_METRICS_AUDIO_CONTINUITY_MS`: the audio continuity thresholds, in ms, comma
+/// separated (`100,250`), unless
+/// [`Builder::with_audio_continuity_thresholds`](crate::Builder::with_audio_continuity_thresholds)
+/// was called. Unset: 100 ms. A value that cannot be read is a warning naming the variable,
+/// and the default applies.
+pub const AUDIO_CONTINUITY_ENV: &str = "OMNI_METRICS_AUDIO_CONTINUITY_MS";
+
+/// `OMNI_METRICS_MODEL_NAME`: the model the layer serves, unless
+/// [`Builder::with_model_name`](crate::Builder::with_model_name) was called: the
+/// `model_name` label of every metric (vLLM's) and a key of the records and summaries.
+/// Unset or empty: no key, and the label is
+/// [`DEFAULT_MODEL_NAME`](crate::metrics::catalog::DEFAULT_MODEL_NAME). A value that is not
+/// UTF-8 is a warning naming the variable, and no name is set.
+pub const MODEL_NAME_ENV: &str = "OMNI_METRICS_MODEL_NAME";
+
 /// `OMNI_METRICS_ONLINE_TABLES`: whether online requests print their tables on the console
 /// ([`Builder::with_online_tables`](crate::Builder::with_online_tables), which wins over
 /// it): `1`, `true`, `on`, `yes` or `0`, `false`, `off`, `no`. Unset, online tables are

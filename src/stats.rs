@@ -181,6 +181,35 @@ pub(crate) fn audio_duration_ms(frames: u64, sample_rate: u64) -> Option<f64> {
     (frames > 0 && sample_rate > 0).then(|| finite(frames as f64 * 1000.0 / sample_rate as f64))
 }
 
+/// Audio continuity as a listener hears a stream (SPEC, "Audio continuity"): packet k
+/// arrives at `a_k` (ns) holding `frames_k / sample_rate` seconds; playback starts at the
+/// first packet, and packet k plays at `p_k = max(a_k, p_{k-1} + d_{k-1})`, after a gap of
+/// `p_k - (p_{k-1} + d_{k-1})` when it came late. Returns `(underrun_ms, max_gap_ms)`: the
+/// sum of the gaps and the largest; `None` without a rate or a packet that holds audio
+/// (packets of 0 frames hold none and are skipped). `packets` are in arrival order.
+pub(crate) fn audio_continuity(
+    packets: impl IntoIterator<Item = (u64, u64)>,
+    sample_rate: u64,
+) -> Option<(f64, f64)> {
+    if sample_rate == 0 {
+        return None;
+    }
+    let mut packets = packets.into_iter().filter(|&(_, frames)| frames > 0);
+    let (first_ns, first_frames) = packets.next()?;
+    let ms_of = |frames: u64| frames as f64 * 1000.0 / sample_rate as f64;
+    // Times in ms from the first packet's arrival: exact enough for any stream (f64).
+    let mut played_until = ms_of(first_frames);
+    let (mut underrun, mut max_gap) = (0.0_f64, 0.0_f64);
+    for (at_ns, frames) in packets {
+        let arrival = elapsed_ms(first_ns, at_ns);
+        let gap = (arrival - played_until).max(0.0);
+        underrun += gap;
+        max_gap = max_gap.max(gap);
+        played_until = played_until.max(arrival) + ms_of(frames);
+    }
+    Some((finite(underrun), finite(max_gap)))
+}
+
 /// `denoise_step_latency_ms`: a diffusion stage's `stage_gen_time_ms / num_inference_steps`
 /// (vLLM-Omni's formula); `None` without a step.
 pub(crate) fn denoise_step_latency_ms(stage_gen_time_ms: f64, steps: u64) -> Option<f64> {
@@ -361,6 +390,16 @@ fn is_zero(n: &u64) -> bool {
     *n == 0
 }
 
+/// Whether an audio stream played without a gap longer than `threshold_ms`
+/// ([`StageRequestStats::audio_continuity`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct AudioContinuity {
+    /// The longest gap a listener tolerates, in ms.
+    pub threshold_ms: u64,
+    /// No gap exceeded it.
+    pub ok: bool,
+}
+
 /// One stage of one request (a column of the `StageRequestStats` table).
 ///
 /// A stage seen in several spans of one request (streamed chunks, in sequence or
@@ -424,6 +463,23 @@ pub struct StageRequestStats {
     /// `stage_gen_time_ms / video_duration_ms`: below 1 is faster than real time.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub video_rtf: Option<f64>,
+    /// Total playback gap of the stage's audio stream as a listener hears it, in ms
+    /// (`audio_underrun_ms`): an audio stage (`audio_sample_rate`) with `omni.output`
+    /// events whose `units` are frames.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub audio_underrun_ms: Option<f64>,
+    /// The longest playback gap, in ms (`audio_max_gap_ms`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub audio_max_gap_ms: Option<f64>,
+    /// Whether no gap exceeds each configured threshold
+    /// ([`Builder::with_audio_continuity_thresholds`](crate::Builder::with_audio_continuity_thresholds)),
+    /// with the audio measured.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub audio_continuity: Vec<AudioContinuity>,
+    /// Why an audio stage (`audio_sample_rate` given) produced no frames, if it did not:
+    /// `no_frames` (the request ended `ok`), `error` or `aborted` (its status).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub audio_skipped: Option<&'static str>,
     /// Beyond vLLM-Omni's tables: the sample rate of the audio, when given.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub audio_sample_rate: Option<u64>,
@@ -561,6 +617,12 @@ pub struct RequestE2EStats {
     pub status_message: Option<String>,
     /// The scope it is summarized in: its run's id, or its own id when online.
     pub scope: String,
+    /// Beyond vLLM-Omni's tables: the model the layer serves
+    /// ([`Builder::with_model_name`](crate::Builder::with_model_name),
+    /// [`MODEL_NAME_ENV`](crate::env::MODEL_NAME_ENV)), when one is set; the metrics'
+    /// `model_name` label.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model_name: Option<std::sync::Arc<str>>,
     /// Beyond vLLM-Omni's tables: the id (32 hex digits) of the request's exported trace, when an
     /// OpenTelemetry layer samples it; the metrics' exemplars carry it too.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -627,6 +689,9 @@ impl RequestE2EStats {
 pub struct OverallSummary {
     /// The scope's id: the run's `run_id` (or `run-<n>`), or the online request's id.
     pub scope: String,
+    /// Beyond vLLM-Omni's tables: the model the layer serves, when one is set (as
+    /// [`RequestE2EStats::model_name`]); the record's `model_name` key, after `scope`.
+    pub model_name: Option<std::sync::Arc<str>>,
     /// Completed (`ok`) requests.
     pub e2e_requests: u64,
     /// Scope start (the run span's start, or the online request's) to the last completion,
@@ -655,6 +720,15 @@ pub struct OverallSummary {
     /// key) only for a scope of two or more completed requests, so an online request's
     /// output is unchanged: its own record has its figures.
     pub distributions: Distributions,
+    /// Beyond vLLM-Omni's tables: the audio streams of completed requests whose continuity
+    /// was measured ([`StageRequestStats::audio_underrun_ms`]), one per audio stage.
+    pub audio_streams: u64,
+    /// `(threshold_ms, streams)`: of [`audio_streams`](Self::audio_streams), those with no
+    /// gap above each threshold (`audio_continuity_ok_{threshold}ms`).
+    pub audio_continuity_ok: Vec<(u64, u64)>,
+    /// Requests whose audio stage produced no frames ([`StageRequestStats::audio_skipped`]),
+    /// whatever their status.
+    pub audio_skipped_requests: u64,
 }
 
 impl OverallSummary {
@@ -677,6 +751,9 @@ impl Serialize for OverallSummary {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let mut map = serializer.serialize_map(None)?;
         map.serialize_entry(keys::SCOPE, &self.scope)?;
+        if let Some(model) = &self.model_name {
+            map.serialize_entry(keys::MODEL_NAME, model)?;
+        }
         map.serialize_entry(keys::E2E_REQUESTS, &self.e2e_requests)?;
         map.serialize_entry(keys::E2E_WALL_TIME_MS, &self.e2e_wall_time_ms)?;
         map.serialize_entry(keys::E2E_TOTAL_TOKENS, &self.e2e_total_tokens)?;
@@ -691,6 +768,15 @@ impl Serialize for OverallSummary {
         map.serialize_entry(keys::E2E_REQUESTS_ERROR, &self.e2e_requests_error)?;
         map.serialize_entry(keys::E2E_REQUESTS_ABORTED, &self.e2e_requests_aborted)?;
         map.serialize_entry(keys::INVALID_SPANS, &self.invalid_spans)?;
+        if self.audio_streams > 0 {
+            map.serialize_entry(keys::AUDIO_STREAMS, &self.audio_streams)?;
+            for (threshold_ms, ok) in &self.audio_continuity_ok {
+                map.serialize_entry(&keys::audio_continuity_ok(*threshold_ms), ok)?;
+            }
+        }
+        if self.audio_skipped_requests > 0 {
+            map.serialize_entry(keys::AUDIO_SKIPPED_REQUESTS, &self.audio_skipped_requests)?;
+        }
         if self.shows_distributions() {
             map.serialize_entry(keys::DISTRIBUTIONS, &self.distributions)?;
         }
@@ -882,5 +968,57 @@ mod formula_tests {
         assert!(counts_in_summary(RequestStatus::Ok));
         assert!(!counts_in_summary(RequestStatus::Error));
         assert!(!counts_in_summary(RequestStatus::Aborted));
+    }
+}
+
+#[cfg(test)]
+mod audio_continuity_tests {
+    use super::audio_continuity;
+
+    const MS: u64 = 1_000_000;
+
+    /// Packets of 200 ms (4,800 frames at 24 kHz) arriving at `at_ms`.
+    fn play(at_ms: &[u64]) -> Option<(f64, f64)> {
+        audio_continuity(at_ms.iter().map(|t| (t * MS, 4_800)), 24_000)
+    }
+
+    #[test]
+    fn the_specs_example() {
+        // 0 ms plays to 200; 150 ms plays at 200 (no gap) to 400; 500 ms after a 100 ms gap.
+        assert_eq!(play(&[0, 150, 500]), Some((100.0, 100.0)));
+    }
+
+    #[test]
+    fn steady_late_start_stall_and_jitter() {
+        assert_eq!(play(&[0, 200, 400, 600]), Some((0.0, 0.0)), "steady");
+        // Playback starts at the first packet, however late: that is time to first audio.
+        assert_eq!(play(&[300, 500, 700]), Some((0.0, 0.0)), "late start");
+        // Played out at 600, the fourth comes at 1,000: one 400 ms gap.
+        assert_eq!(
+            play(&[0, 200, 400, 1_000, 1_200]),
+            Some((400.0, 400.0)),
+            "stall"
+        );
+        // Gaps of 50 ms before the 2nd (250 > 200) and 4th (700 > 650); the 3rd and 5th
+        // come early and wait their turn.
+        assert_eq!(
+            play(&[0, 250, 390, 700, 800]),
+            Some((100.0, 50.0)),
+            "jitter"
+        );
+    }
+
+    #[test]
+    fn no_audio_is_no_measure() {
+        assert_eq!(play(&[]), None);
+        assert_eq!(
+            audio_continuity([(0, 0), (5 * MS, 0)], 24_000),
+            None,
+            "zero frames"
+        );
+        assert_eq!(audio_continuity([(0, 4_800)], 0), None, "no rate");
+        // A packet of zero frames holds nothing and is skipped.
+        let with_empty = [(0, 4_800), (100 * MS, 0), (300 * MS, 4_800)];
+        assert_eq!(audio_continuity(with_empty, 24_000), Some((100.0, 100.0)));
     }
 }

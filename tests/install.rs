@@ -59,8 +59,18 @@ fn init_exports_and_the_guard_shuts_down_from_a_current_thread_runtime() {
         assert_eq!(guard.metrics().totals().total_tokens, 7);
         drop(guard);
     });
-    let names: Vec<String> = receiver.spans().into_iter().map(|s| s.name).collect();
-    assert!(names.contains(&"request installed".to_owned()), "{names:?}");
+    let spans = receiver.spans();
+    let installed = spans.iter().any(|s| {
+        use opentelemetry_proto::tonic::common::v1::any_value::Value;
+        s.name == "request"
+            && s.attributes.iter().any(|a| {
+                a.key == "request_id"
+                    && matches!(a.value.as_ref().and_then(|v| v.value.as_ref()),
+                        Some(Value::StringValue(id)) if id == "installed")
+            })
+    });
+    let names: Vec<&str> = spans.iter().map(|s| s.name.as_str()).collect();
+    assert!(installed, "{names:?}");
 
     // The guard's drop recorded what was queued and exported the metrics once more.
     use opentelemetry_proto::tonic::metrics::v1::metric::Data;

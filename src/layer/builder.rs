@@ -9,7 +9,8 @@ use std::time::Duration;
 use super::{OmniMetricsLayer, Parts};
 use crate::aggregate::{self, MIN_LOG_INTERVAL};
 use crate::clock::Clock;
-use crate::env::{HTML_ENV, JSONL_ENV, LOG_INTERVAL_ENV, ONLINE_TABLES_ENV};
+use crate::env::MODEL_NAME_ENV;
+use crate::env::{AUDIO_CONTINUITY_ENV, HTML_ENV, JSONL_ENV, LOG_INTERVAL_ENV, ONLINE_TABLES_ENV};
 use crate::report::html::live::HtmlLane;
 use crate::report::{ConsoleSink, JsonLinesSink, Sink};
 
@@ -147,16 +148,20 @@ pub struct Builder {
     clock: Option<Arc<dyn Clock>>,
     trace_annotations: bool,
     queue_capacity: usize,
-    /// A [`PrometheusSink`](crate::PrometheusSink) was added in code: the variable is not
-    /// read.
+    /// The [`PrometheusSink`](crate::PrometheusSink)s added in code (the variable is then
+    /// not read), told the model name at build.
     #[cfg(feature = "prometheus")]
-    prometheus_in_code: bool,
+    prometheus_in_code: Vec<crate::PrometheusSink>,
+    /// Set in code (empty: none); else [`MODEL_NAME_ENV`], else none.
+    model_name: Option<Arc<str>>,
     /// Set in code; else [`ONLINE_TABLES_ENV`], else on unless the periodic line is.
     online_tables: Option<bool>,
     /// Set in code (`ZERO`: off); else [`LOG_INTERVAL_ENV`], else off.
     periodic_log: Option<Duration>,
     summary_window: Duration,
     aggregates: bool,
+    /// Set in code; else [`AUDIO_CONTINUITY_ENV`], else the default.
+    audio_thresholds_ms: Option<Vec<u64>>,
 }
 
 impl Default for Builder {
@@ -172,11 +177,13 @@ impl Default for Builder {
             trace_annotations: false,
             queue_capacity: Self::DEFAULT_QUEUE_CAPACITY,
             #[cfg(feature = "prometheus")]
-            prometheus_in_code: false,
+            prometheus_in_code: Vec::new(),
+            model_name: None,
             online_tables: None,
             periodic_log: None,
             summary_window: Self::DEFAULT_SUMMARY_WINDOW,
             aggregates: true,
+            audio_thresholds_ms: None,
         }
     }
 }
@@ -195,7 +202,9 @@ impl std::fmt::Debug for Builder {
             .field("online_tables", &self.online_tables)
             .field("periodic_log", &self.periodic_log)
             .field("summary_window", &self.summary_window)
+            .field("model_name", &self.model_name)
             .field("aggregates", &self.aggregates)
+            .field("audio_thresholds_ms", &self.audio_thresholds_ms)
             .finish_non_exhaustive()
     }
 }
@@ -203,6 +212,13 @@ impl std::fmt::Debug for Builder {
 impl Builder {
     /// The default of [`Builder::with_summary_window`]: one minute.
     pub const DEFAULT_SUMMARY_WINDOW: Duration = aggregate::DEFAULT_SUMMARY_WINDOW;
+
+    /// The default of [`Builder::with_audio_continuity_thresholds`]: 100 ms, the commonly
+    /// cited audible gap of streaming speech (vLLM-Omni's default).
+    pub const DEFAULT_AUDIO_CONTINUITY_MS: u64 = 100;
+
+    /// The most audio continuity thresholds a layer judges streams at; more are dropped.
+    pub const MAX_AUDIO_CONTINUITY_THRESHOLDS: usize = 8;
 
     /// The default of [`Builder::with_queue_capacity`], in records: 4,096.
     ///
@@ -301,6 +317,30 @@ impl Builder {
         self
     }
 
+    /// The playback gaps a listener tolerates, in ms: each audio stage's stream is judged
+    /// "continuity ok" at each threshold when no gap exceeds it
+    /// ([`StageRequestStats::audio_continuity`](crate::stats::StageRequestStats::audio_continuity)).
+    /// Default: [`DEFAULT_AUDIO_CONTINUITY_MS`](Self::DEFAULT_AUDIO_CONTINUITY_MS); wins over
+    /// [`AUDIO_CONTINUITY_ENV`](crate::env::AUDIO_CONTINUITY_ENV). Sorted and deduplicated;
+    /// 0 is dropped, and so are thresholds beyond
+    /// [`MAX_AUDIO_CONTINUITY_THRESHOLDS`](Self::MAX_AUDIO_CONTINUITY_THRESHOLDS).
+    ///
+    /// ```
+    /// let layer = omni_metrics::OmniMetricsLayer::builder()
+    ///     .with_console(false)
+    ///     .with_audio_continuity_thresholds([100, 250])
+    ///     .build()?;
+    /// # drop(layer);
+    /// # Ok::<(), omni_metrics::BuildError>(())
+    /// ```
+    pub fn with_audio_continuity_thresholds(
+        mut self,
+        thresholds_ms: impl IntoIterator<Item = u64>,
+    ) -> Self {
+        self.audio_thresholds_ms = Some(thresholds_ms.into_iter().collect());
+        self
+    }
+
     /// The length of the window summary
     /// ([`MetricsHandle::window_summary`](crate::MetricsHandle::window_summary)) and of the
     /// periodic line. Default: [`DEFAULT_SUMMARY_WINDOW`](Self::DEFAULT_SUMMARY_WINDOW)
@@ -316,6 +356,36 @@ impl Builder {
     /// ```
     pub fn with_summary_window(mut self, window: impl Into<Duration>) -> Self {
         self.summary_window = window.into();
+        self
+    }
+
+    /// The model the layer serves: the `model_name` label of every metric of its Prometheus
+    /// endpoint and OTLP metrics (vLLM's label; its sinks take it from the records, so a
+    /// [`PrometheusSink`](crate::PrometheusSink) needs no setting of its own), and a
+    /// `model_name` key in its request records and summaries. Wins over
+    /// [`MODEL_NAME_ENV`]; an empty name is none. Default: none (no key; the label is
+    /// [`DEFAULT_MODEL_NAME`](crate::metrics::catalog::DEFAULT_MODEL_NAME), `unknown`).
+    ///
+    /// ```
+    /// use omni_metrics::instrument::Request;
+    /// use omni_metrics::testing::CaptureSink; // feature `testing`
+    /// use tracing_subscriber::prelude::*;
+    ///
+    /// let capture = CaptureSink::new();
+    /// let layer = omni_metrics::OmniMetricsLayer::builder()
+    ///     .with_console(false)
+    ///     .with_model_name("Qwen/Qwen3-Omni-30B-A3B-Instruct")
+    ///     .with_sink(capture.clone())
+    ///     .build()?;
+    /// tracing::subscriber::with_default(tracing_subscriber::registry().with(layer), || {
+    ///     Request::start("r-1").finish();
+    /// });
+    /// let model = capture.requests()[0].model_name.clone();
+    /// assert_eq!(model.as_deref(), Some("Qwen/Qwen3-Omni-30B-A3B-Instruct"));
+    /// # Ok::<(), omni_metrics::BuildError>(())
+    /// ```
+    pub fn with_model_name(mut self, name: impl Into<Arc<str>>) -> Self {
+        self.model_name = Some(name.into());
         self
     }
 
@@ -438,8 +508,10 @@ impl Builder {
     /// ```
     pub fn with_sink<S: Sink>(mut self, sink: S) -> Self {
         #[cfg(feature = "prometheus")]
-        if std::any::TypeId::of::<S>() == std::any::TypeId::of::<crate::PrometheusSink>() {
-            self.prometheus_in_code = true;
+        if let Some(prometheus) =
+            (&sink as &dyn std::any::Any).downcast_ref::<crate::PrometheusSink>()
+        {
+            self.prometheus_in_code.push(prometheus.clone());
         }
         self.sinks.push(Box::new(sink));
         self
@@ -482,15 +554,25 @@ impl Builder {
     /// bound.
     #[allow(unused_mut)] // `sinks` grows only with the `prometheus` feature
     pub fn build(mut self) -> Result<OmniMetricsLayer, BuildError> {
+        let mut warnings = Vec::new();
+        let model_name = match self.model_name.take() {
+            Some(name) => Some(name).filter(|name| !name.trim().is_empty()),
+            None => env_model_name(&mut warnings),
+        };
         #[cfg(feature = "prometheus")]
-        if !self.prometheus_in_code {
+        if self.prometheus_in_code.is_empty() {
             if let Some(sink) = crate::PrometheusSink::configured(None)
                 .map_err(|e| BuildError(BuildErrorKind::Prometheus(e)))?
             {
+                self.prometheus_in_code.push(sink.clone());
                 self.sinks.push(Box::new(sink));
             }
         }
-        let mut warnings = Vec::new();
+        // The label-less families' zero series are the model's from the start.
+        #[cfg(feature = "prometheus")]
+        for prometheus in &self.prometheus_in_code {
+            prometheus.serve_model(model_name.as_deref());
+        }
         let periodic = match self.periodic_log {
             Some(interval) => Some(interval),
             None => env_interval(&mut warnings),
@@ -537,11 +619,30 @@ impl Builder {
             jsonl,
             html,
             queue_capacity: self.queue_capacity,
+            model_name,
             trace_annotations: self.trace_annotations,
             aggregates: self.aggregates,
             summary_window: self.summary_window,
+            audio_thresholds_ms: audio_thresholds(self.audio_thresholds_ms, &mut warnings),
             warnings,
         }))
+    }
+}
+
+/// [`MODEL_NAME_ENV`], read and trimmed; empty is none, and a value that is not UTF-8 is
+/// noted in `warnings` (and means none).
+fn env_model_name(warnings: &mut Vec<String>) -> Option<Arc<str>> {
+    match std::env::var(MODEL_NAME_ENV) {
+        Ok(name) => Some(name.trim()).filter(|n| !n.is_empty()).map(Arc::from),
+        Err(std::env::VarError::NotPresent) => None,
+        Err(std::env::VarError::NotUnicode(raw)) => {
+            warnings.push(format!(
+                "{MODEL_NAME_ENV}={raw:?} is not UTF-8: no model name is set (the metrics' \
+                 model_name is `{}`)",
+                crate::metrics::catalog::DEFAULT_MODEL_NAME
+            ));
+            None
+        }
     }
 }
 
@@ -562,6 +663,38 @@ fn env_interval(warnings: &mut Vec<String>) -> Option<Duration> {
             None
         }
     }
+}
+
+/// The audio continuity thresholds: set in code, else [`AUDIO_CONTINUITY_ENV`] (a value that
+/// cannot be read is noted in `warnings`), else the default; sorted, deduplicated, without
+/// 0, at most [`Builder::MAX_AUDIO_CONTINUITY_THRESHOLDS`].
+fn audio_thresholds(in_code: Option<Vec<u64>>, warnings: &mut Vec<String>) -> Box<[u64]> {
+    let default = || vec![Builder::DEFAULT_AUDIO_CONTINUITY_MS];
+    let mut thresholds = in_code.unwrap_or_else(|| {
+        let Some(value) = env_text(AUDIO_CONTINUITY_ENV).filter(|v| !v.trim().is_empty()) else {
+            return default();
+        };
+        let parsed: Result<Vec<u64>, _> = value
+            .split(',')
+            .map(|t| t.trim().trim_end_matches("ms").trim().parse::<u64>())
+            .collect();
+        match parsed {
+            Ok(thresholds) => thresholds,
+            Err(_) => {
+                warnings.push(format!(
+                    "{AUDIO_CONTINUITY_ENV}={value:?} is not a list of milliseconds: the \
+                     default ({} ms) is used. Use e.g. `100` or `100,250`",
+                    Builder::DEFAULT_AUDIO_CONTINUITY_MS
+                ));
+                default()
+            }
+        }
+    });
+    thresholds.retain(|t| *t > 0);
+    thresholds.sort_unstable();
+    thresholds.dedup();
+    thresholds.truncate(Builder::MAX_AUDIO_CONTINUITY_THRESHOLDS);
+    thresholds.into_boxed_slice()
 }
 
 /// A yes/no variable, read; a value that cannot be read is noted in `warnings` (and means

@@ -260,6 +260,10 @@ impl Inner {
             }
             (state.scope.summary(scope), issues)
         };
+        let summary = OverallSummary {
+            model_name: self.shared.model_name(),
+            ..summary
+        };
         let name = (!run.named).then_some(exported::RUN.into());
         let run_id = Some((crate::convention::field::RUN_ID, summary.scope.as_str()));
         let attributes = [
@@ -435,6 +439,7 @@ impl Inner {
             trace_id = trace_id.or(annotated);
         }
         report.trace_id = trace_id;
+        report.model_name = self.shared.model_name();
         let unkept = self.emit_request(report, online);
         acc.recycle(unkept);
     }
@@ -464,7 +469,13 @@ impl Inner {
         });
         let mut scope = acc.spare_string();
         scope.push_str(name);
-        let report = acc.finish(request_id, status, scope, start_ns, end_ns);
+        let report = acc.finish(
+            request_id,
+            status,
+            scope,
+            (start_ns, end_ns),
+            &self.audio_thresholds_ms,
+        );
         run.scope.add(&report);
         if !run.named {
             run.named = true;
@@ -484,8 +495,8 @@ impl Inner {
         report: &RequestE2EStats,
         want_trace_id: bool,
     ) -> Option<String> {
-        // Inline: 4 totals and up to 8 stages need no allocation.
-        let mut attributes: smallvec::SmallVec<[(&'static str, Num); 12]> = smallvec::smallvec![
+        // Inline: 4 totals, the GenAI usage and up to 8 stages need no allocation.
+        let mut attributes: smallvec::SmallVec<[(&'static str, Num); 14]> = smallvec::smallvec![
             (keys::E2E_TOTAL_MS, Num::Float(report.e2e_total_ms)),
             (keys::E2E_TOTAL_TOKENS, Num::Count(report.e2e_total_tokens)),
             (
@@ -495,6 +506,16 @@ impl Inner {
             (
                 keys::TRANSFERS_TOTAL_KBYTES,
                 Num::Float(report.transfers_total_kbytes),
+            ),
+            // The GenAI semantic conventions' current names (not the deprecated
+            // `prompt_tokens` / `completion_tokens`), as the metrics count them.
+            (
+                keys::GEN_AI_USAGE_INPUT_TOKENS,
+                Num::Count(crate::stats::prompt_tokens(&report.stages)),
+            ),
+            (
+                keys::GEN_AI_USAGE_OUTPUT_TOKENS,
+                Num::Count(crate::stats::generated_tokens(&report.stages)),
             ),
         ];
         for s in report
@@ -547,12 +568,19 @@ impl Inner {
         }
         let mut scope = acc.spare_string();
         scope.push_str(&request_id);
-        let report = acc.finish(request_id, status, scope, start, end);
+        let report = acc.finish(
+            request_id,
+            status,
+            scope,
+            (start, end),
+            &self.audio_thresholds_ms,
+        );
         let to_writer = self.writer.as_ref().filter(|w| w.wants_online_summary());
         if !self.sinks.is_empty() || to_writer.is_some() {
             let mut scope = ScopeAcc::new(start);
             scope.add(&report);
-            let summary = scope.summary(report.scope.clone());
+            let mut summary = scope.summary(report.scope.clone());
+            summary.model_name = self.shared.model_name();
             for sink in &self.sinks {
                 self.guarded(|| sink.on_summary(&summary));
             }

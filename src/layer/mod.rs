@@ -127,6 +127,8 @@ struct Inner {
     sink_panicked: std::sync::atomic::AtomicBool,
     /// Whether to put computed numbers on exported spans (`otlp` feature, opt-in).
     annotations: bool,
+    /// The audio continuity thresholds every audio stage is judged at, in ms.
+    audio_thresholds_ms: Box<[u64]>,
     /// What the builder could not read in the environment: said once, when the layer
     /// joins a subscriber.
     warnings: std::sync::Mutex<Vec<String>>,
@@ -219,6 +221,9 @@ impl OmniMetricsLayer {
             parts.aggregates,
             parts.summary_window,
         ));
+        if let Some(model) = parts.model_name {
+            let _ = shared.model_name.set(model);
+        }
         let console = parts.console.map(|sink| ConsoleConfig {
             sink,
             online_tables: parts.online_tables,
@@ -245,6 +250,7 @@ impl OmniMetricsLayer {
                 next_request: AtomicU64::new(1),
                 sink_panicked: std::sync::atomic::AtomicBool::new(false),
                 annotations: cfg!(feature = "otlp") && parts.trace_annotations,
+                audio_thresholds_ms: parts.audio_thresholds_ms,
                 warnings: std::sync::Mutex::new(parts.warnings),
             }),
             table,
@@ -272,9 +278,12 @@ pub(super) struct Parts {
     jsonl: Option<JsonLinesSink>,
     html: Option<crate::report::html::live::HtmlLane>,
     queue_capacity: usize,
+    /// The model the layer serves, if named.
+    model_name: Option<std::sync::Arc<str>>,
     trace_annotations: bool,
     aggregates: bool,
     summary_window: std::time::Duration,
+    audio_thresholds_ms: Box<[u64]>,
     warnings: Vec<String>,
 }
 

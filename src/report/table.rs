@@ -134,6 +134,14 @@ fn float(v: f64) -> Cell {
     }
 }
 
+/// A measured time (0 included: no underrun is a measure), or blank.
+fn opt_float_given(v: Option<f64>) -> Cell {
+    Cell {
+        text: v.map(format_float).unwrap_or_default(),
+        blank: v.is_none(),
+    }
+}
+
 /// An id given (0 included: replica 0 is a replica), or blank.
 fn opt_id(v: Option<u64>) -> Cell {
     Cell {
@@ -267,6 +275,29 @@ fn summary_table(s: &OverallSummary) -> String {
     }
     push_row(
         &mut t,
+        keys::AUDIO_STREAMS,
+        vec![int(s.audio_streams)],
+        true,
+    );
+    for (threshold_ms, ok) in &s.audio_continuity_ok {
+        push_row(
+            &mut t,
+            &keys::audio_continuity_ok(*threshold_ms),
+            vec![Cell {
+                text: format_int(*ok),
+                blank: s.audio_streams == 0,
+            }],
+            true,
+        );
+    }
+    push_row(
+        &mut t,
+        keys::AUDIO_SKIPPED_REQUESTS,
+        vec![int(s.audio_skipped_requests)],
+        true,
+    );
+    push_row(
+        &mut t,
         keys::E2E_REQUESTS_ERROR,
         vec![int(s.e2e_requests_error)],
         true,
@@ -353,7 +384,7 @@ fn stage_table_with(
     let mut header = vec!["Field".to_owned()];
     header.extend(stages.iter().map(heading));
     let mut t = new_table(header);
-    let rows: [Row<StageRequestStats>; 22] = [
+    let rows: [Row<StageRequestStats>; 25] = [
         (keys::REPLICA_ID, |s| opt_id(s.replica_id)),
         (keys::AUDIO_GENERATED_FRAMES, |s| {
             int(s.audio_generated_frames)
@@ -384,6 +415,13 @@ fn stage_table_with(
         (keys::VIDEO_FRAMES, |s| int(s.video_frames)),
         (keys::VIDEO_DURATION_MS, |s| opt_float(s.video_duration_ms)),
         (keys::VIDEO_RTF, |s| opt_float(s.video_rtf)),
+        (keys::AUDIO_UNDERRUN_MS, |s| {
+            opt_float_given(s.audio_underrun_ms)
+        }),
+        (keys::AUDIO_MAX_GAP_MS, |s| {
+            opt_float_given(s.audio_max_gap_ms)
+        }),
+        (keys::AUDIO_SKIPPED, |s| text(s.audio_skipped)),
     ];
     for (label, cell) in rows {
         push_row(&mut t, label, stages.iter().map(cell).collect(), true);
@@ -480,7 +518,7 @@ pub(crate) fn render_summary(s: &OverallSummary) -> String {
 /// [`MetricsHandle::cumulative_summary`]: crate::MetricsHandle::cumulative_summary
 /// [`MetricsHandle::window_summary`]: crate::MetricsHandle::window_summary
 fn is_online(s: &OverallSummary) -> bool {
-    s.scope == crate::aggregate::CUMULATIVE_SCOPE || s.scope == crate::aggregate::WINDOW_SCOPE
+    s.scope == keys::CUMULATIVE_SCOPE || s.scope == keys::WINDOW_SCOPE
 }
 
 /// A request's three tables with their titles, as the console prints them: each title and

@@ -16,6 +16,8 @@ pub(crate) const REQUEST_ID: &str = field::REQUEST_ID;
 pub(crate) const STATUS: &str = field::STATUS;
 pub(crate) const STATUS_MESSAGE: &str = field::STATUS_MESSAGE;
 pub(crate) const SCOPE: &str = "scope";
+/// Also the metrics' label of the model (vLLM's `model_name`).
+pub(crate) const MODEL_NAME: &str = "model_name";
 pub(crate) const TRACE_ID: &str = "trace_id";
 pub(crate) const E2E_TOTAL_MS: &str = "e2e_total_ms";
 pub(crate) const E2E_TOTAL_TOKENS: &str = "e2e_total_tokens";
@@ -57,6 +59,10 @@ pub(crate) const VIDEO_FRAMES: &str = field::VIDEO_FRAMES;
 pub(crate) const VIDEO_FPS: &str = field::VIDEO_FPS;
 pub(crate) const VIDEO_DURATION_MS: &str = "video_duration_ms";
 pub(crate) const VIDEO_RTF: &str = "video_rtf";
+pub(crate) const AUDIO_UNDERRUN_MS: &str = "audio_underrun_ms";
+pub(crate) const AUDIO_MAX_GAP_MS: &str = "audio_max_gap_ms";
+pub(crate) const AUDIO_CONTINUITY: &str = "audio_continuity";
+pub(crate) const AUDIO_SKIPPED: &str = "audio_skipped";
 
 // `TransferEdgeStats` (a request's `transfers`).
 pub(crate) const EDGE: &str = "edge";
@@ -77,6 +83,18 @@ pub(crate) const E2E_AVG_TIME_PER_REQUEST_MS: &str = "e2e_avg_time_per_request_m
 pub(crate) const E2E_AVG_TOKENS_PER_S: &str = "e2e_avg_tokens_per_s";
 pub(crate) const E2E_REQUESTS_ERROR: &str = "e2e_requests_error";
 pub(crate) const E2E_REQUESTS_ABORTED: &str = "e2e_requests_aborted";
+pub(crate) const AUDIO_STREAMS: &str = "audio_streams";
+
+/// The `scope` of the online cumulative summary.
+pub(crate) const CUMULATIVE_SCOPE: &str = "cumulative";
+/// The `scope` of the online window summary.
+pub(crate) const WINDOW_SCOPE: &str = "window";
+pub(crate) const AUDIO_SKIPPED_REQUESTS: &str = "audio_skipped_requests";
+
+/// `audio_continuity_ok_{threshold_ms}ms`: a summary's streams with no gap above it.
+pub(crate) fn audio_continuity_ok(threshold_ms: u64) -> String {
+    format!("audio_continuity_ok_{threshold_ms}ms")
+}
 pub(crate) const DISTRIBUTIONS: &str = "distributions";
 
 /// The summary's `e2e_stage_{i}_wall_time_ms` of stage `stage_id`.
@@ -91,6 +109,13 @@ pub(crate) const P50_MS: &str = "p50_ms";
 pub(crate) const P90_MS: &str = "p90_ms";
 pub(crate) const P99_MS: &str = "p99_ms";
 pub(crate) const MAX_MS: &str = "max_ms";
+
+/// A request span's GenAI usage (semantic conventions, current names): its prompt tokens
+/// (stage 0's `num_tokens_in`) and generated tokens (every stage's `num_tokens_out`), as the
+/// metrics' `prompt_tokens` and `generation_tokens` count them.
+pub(crate) const GEN_AI_USAGE_INPUT_TOKENS: &str = "gen_ai.usage.input_tokens";
+/// See [`GEN_AI_USAGE_INPUT_TOKENS`].
+pub(crate) const GEN_AI_USAGE_OUTPUT_TOKENS: &str = "gen_ai.usage.output_tokens";
 
 /// A request span's annotation of each stage's gen time, `stage_{i}_gen_time_ms` (the
 /// name of its distribution, [`Quantity::StageGenTime`](super::latency::Quantity)), as
@@ -131,6 +156,7 @@ mod tests {
     fn full_request() -> RequestE2EStats {
         RequestE2EStats {
             status_message: Some("boom".into()),
+            model_name: Some("qwen3-omni".into()),
             trace_id: Some("0".repeat(32)),
             time_to_first_output_ms: Some(1.0),
             time_to_first_audio_ms: Some(1.0),
@@ -154,6 +180,10 @@ mod tests {
                 video_fps: Some(1),
                 video_duration_ms: Some(1.0),
                 video_rtf: Some(1.0),
+                audio_underrun_ms: Some(1.0),
+                audio_max_gap_ms: Some(1.0),
+                audio_continuity: vec![crate::stats::AudioContinuity::default()],
+                audio_skipped: Some("no_frames"),
                 ..Default::default()
             }],
             transfers: vec![TransferEdgeStats {
@@ -176,6 +206,7 @@ mod tests {
                 STATUS,
                 STATUS_MESSAGE,
                 SCOPE,
+                MODEL_NAME,
                 TRACE_ID,
                 E2E_TOTAL_MS,
                 E2E_TOTAL_TOKENS,
@@ -221,6 +252,10 @@ mod tests {
                 VIDEO_FPS,
                 VIDEO_DURATION_MS,
                 VIDEO_RTF,
+                AUDIO_UNDERRUN_MS,
+                AUDIO_MAX_GAP_MS,
+                AUDIO_CONTINUITY,
+                AUDIO_SKIPPED,
             ])
         );
         assert_eq!(
@@ -239,6 +274,25 @@ mod tests {
                 TRANSFERS,
             ])
         );
+    }
+
+    /// The summary's keys, `model_name` only when set, right after `scope`.
+    #[test]
+    fn the_summary_names_its_model_when_set() {
+        use crate::stats::OverallSummary;
+        let mut summary = OverallSummary {
+            scope: "run-1".into(),
+            ..Default::default()
+        };
+        let without = serde_json::to_string(&summary).expect("serializable");
+        assert!(!without.contains(MODEL_NAME), "{without}");
+        summary.model_name = Some("qwen3-omni".into());
+        let with = serde_json::to_string(&summary).expect("serializable");
+        assert!(
+            with.starts_with(r#"{"scope":"run-1","model_name":"qwen3-omni","e2e_requests":0,"#),
+            "{with}"
+        );
+        assert_eq!(with.replace(r#""model_name":"qwen3-omni","#, ""), without);
     }
 
     #[test]

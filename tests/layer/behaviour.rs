@@ -577,3 +577,67 @@ fn replicas_diffusion_and_video_reach_the_records_and_tables() {
     );
     assert!(!plain.to_string().contains("replica"), "{plain}");
 }
+
+/// Audio continuity through the layer: the audio stage's `omni.output` events (units =
+/// frames) played back as a listener hears them, judged at each threshold, summed in the
+/// summary; an audio stage without frames is `audio_skipped`.
+#[test]
+fn audio_continuity_is_measured_from_the_audio_stage_outputs() {
+    let h = Harness::with(|b| b.with_audio_continuity_thresholds([50, 100, 250]));
+    h.run(|| {
+        let run = Run::with_id("audio");
+        // SPEC's example: 200 ms packets (4,800 frames at 24 kHz) at 0, 150 and 500 ms.
+        let speech = run.request("speech");
+        let vocoder = speech.stage(2);
+        vocoder.audio(14_400, 24_000);
+        for at in [0.0, 150.0, 500.0] {
+            h.at(at);
+            vocoder.output(4_800);
+        }
+        h.at(510.0);
+        drop(vocoder);
+        speech.finish();
+        // Steady: no gap.
+        let steady = run.request("steady");
+        let vocoder = steady.stage(2);
+        vocoder.audio(9_600, 24_000);
+        for at in [600.0, 800.0] {
+            h.at(at);
+            vocoder.output(4_800);
+        }
+        drop(vocoder);
+        steady.finish();
+        // An audio stage that produced nothing.
+        let silent = run.request("silent");
+        silent.stage(2).audio(0, 24_000);
+        silent.finish();
+    });
+    let requests = h.capture().requests();
+    let find = |id: &str| requests.iter().find(|r| r.request_id == id).expect(id);
+    let speech = &find("speech").stages[0];
+    assert_eq!(speech.audio_underrun_ms, Some(100.0));
+    assert_eq!(speech.audio_max_gap_ms, Some(100.0));
+    let judged: Vec<(u64, bool)> = speech
+        .audio_continuity
+        .iter()
+        .map(|c| (c.threshold_ms, c.ok))
+        .collect();
+    assert_eq!(judged, [(50, false), (100, true), (250, true)]);
+    assert_eq!(find("steady").stages[0].audio_underrun_ms, Some(0.0));
+    let silent = &find("silent").stages[0];
+    assert_eq!(
+        (silent.audio_underrun_ms, silent.audio_skipped),
+        (None, Some("no_frames"))
+    );
+    let summary = &h.capture().summaries()[0];
+    assert_eq!(summary.audio_streams, 2);
+    assert_eq!(summary.audio_continuity_ok, [(50, 1), (100, 2), (250, 2)]);
+    assert_eq!(summary.audio_skipped_requests, 1);
+    let json = serde_json::to_value(summary).expect("json");
+    assert_eq!(json["audio_continuity_ok_50ms"], 1);
+    assert_eq!(json["audio_skipped_requests"], 1);
+    let table = summary.to_string();
+    assert!(table.contains("| audio_continuity_ok_100ms "), "{table}");
+    let record = find("speech").to_string();
+    assert!(record.contains("| audio_underrun_ms "), "{record}");
+}

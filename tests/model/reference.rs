@@ -301,8 +301,18 @@ fn request(r: &Request, scope: &str) -> Req {
     };
     let kept = |window: Window| window.1 <= end;
     let owned = Request {
-        chunks: r.chunks.iter().filter(|c| kept(c.window)).cloned().collect(),
-        transfers: r.transfers.iter().filter(|t| kept(t.window)).cloned().collect(),
+        chunks: r
+            .chunks
+            .iter()
+            .filter(|c| kept(c.window))
+            .cloned()
+            .collect(),
+        transfers: r
+            .transfers
+            .iter()
+            .filter(|t| kept(t.window))
+            .cloned()
+            .collect(),
         window: (r.window.0, end),
         ..r.clone()
     };
