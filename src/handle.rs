@@ -144,7 +144,10 @@ impl MetricsHandle {
     /// ```
     pub fn cumulative_summary(&self) -> OverallSummary {
         let (merged, _) = self.shared.merged();
-        merged.cumulative_summary()
+        OverallSummary {
+            model_name: self.shared.model_name(),
+            ..merged.cumulative_summary()
+        }
     }
 
     /// Starts the cumulative summary again: [`MetricsHandle::cumulative_summary`] counts
@@ -201,7 +204,10 @@ impl MetricsHandle {
     /// ```
     pub fn window_summary(&self) -> OverallSummary {
         let (merged, now) = self.shared.merged();
-        merged.window_summary(self.shared.aggregates(), now)
+        OverallSummary {
+            model_name: self.shared.model_name(),
+            ..merged.window_summary(self.shared.aggregates(), now)
+        }
     }
 
     /// The window summary's length.
@@ -267,7 +273,14 @@ impl MetricsHandle {
     pub fn open_run_summaries(&self) -> Vec<OverallSummary> {
         let runs = self.shared.open_runs();
         // Run locks are taken with no registry lock held.
-        let mut summaries: Vec<OverallSummary> = runs.iter().map(|run| run.snapshot()).collect();
+        let model_name = self.shared.model_name();
+        let mut summaries: Vec<OverallSummary> = runs
+            .iter()
+            .map(|run| OverallSummary {
+                model_name: model_name.clone(),
+                ..run.snapshot()
+            })
+            .collect();
         summaries.sort_by(|a, b| a.scope.cmp(&b.scope));
         summaries
     }

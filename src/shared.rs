@@ -201,6 +201,8 @@ pub(crate) struct Shared {
     aggregates: Aggregates,
     /// The layer's clock, for the window's "now".
     clock: LayerClock,
+    /// The model the layer serves, when named: set once, at build.
+    pub(crate) model_name: std::sync::OnceLock<Arc<str>>,
 }
 
 /// The layer's clock, shared with its handles.
@@ -229,7 +231,13 @@ impl Shared {
             sink_writer: std::sync::OnceLock::new(),
             aggregates: Aggregates::new(aggregates, origin, window),
             clock: LayerClock(clock),
+            model_name: std::sync::OnceLock::new(),
         }
+    }
+
+    /// The model the layer serves, for its records and summaries.
+    pub(crate) fn model_name(&self) -> Option<Arc<str>> {
+        self.model_name.get().cloned()
     }
 
     /// Counts a finished request, and adds it to this thread's share of the aggregates.

@@ -45,32 +45,47 @@ pub enum MetricKind {
     Histogram,
 }
 
-/// The label set of a family. Label keys are the same in both exports.
+/// The label set of a family, besides `model_name`, which every family has. Label keys are
+/// the same in both exports.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Labels {
-    /// No label: one series.
+    /// No label of its own (`model_name` only): one series per model.
     None,
-    /// `stage` (the stage id, as a decimal string).
+    /// `stage` (the stage id, as a decimal string), and `replica` when the stage's record
+    /// gives one ([`StageRequestStats::replica_id`]).
     Stage,
-    /// `from_stage` and `to_stage` (stage ids).
+    /// `from_stage` and `to_stage` (stage ids), and `from_replica` / `to_replica` when the
+    /// edge's record gives them ([`TransferEdgeStats::from_replica`]).
     Edge,
     /// `finished_reason`: `stop`, `error` or `abort`.
     FinishedReason,
 }
 
 impl Labels {
-    /// The label keys, in exposition order.
+    /// Every label key a series of the family may carry, in exposition order (vLLM-Omni's):
+    /// `model_name` first, always; a replica key only on the series of records that give
+    /// a replica.
     ///
     /// ```
     /// use omni_metrics::metrics::Labels;
-    /// assert_eq!(Labels::Edge.keys(), ["from_stage", "to_stage"]);
+    /// assert_eq!(
+    ///     Labels::Edge.keys(),
+    ///     ["model_name", "from_stage", "from_replica", "to_stage", "to_replica"]
+    /// );
+    /// assert_eq!(Labels::None.keys(), ["model_name"]);
     /// ```
     pub fn keys(self) -> &'static [&'static str] {
         match self {
-            Labels::None => &[],
-            Labels::Stage => &[STAGE_LABEL],
-            Labels::Edge => &[FROM_STAGE_LABEL, TO_STAGE_LABEL],
-            Labels::FinishedReason => &[FINISHED_REASON_LABEL],
+            Labels::None => &[MODEL_NAME_LABEL],
+            Labels::Stage => &[MODEL_NAME_LABEL, STAGE_LABEL, REPLICA_LABEL],
+            Labels::Edge => &[
+                MODEL_NAME_LABEL,
+                FROM_STAGE_LABEL,
+                FROM_REPLICA_LABEL,
+                TO_STAGE_LABEL,
+                TO_REPLICA_LABEL,
+            ],
+            Labels::FinishedReason => &[MODEL_NAME_LABEL, FINISHED_REASON_LABEL],
         }
     }
 }
@@ -83,6 +98,34 @@ pub(crate) const FROM_STAGE_LABEL: &str = crate::convention::field::FROM_STAGE;
 pub(crate) const TO_STAGE_LABEL: &str = crate::convention::field::TO_STAGE;
 /// Label key of how a request ended (vLLM's `finished_reason`).
 pub(crate) const FINISHED_REASON_LABEL: &str = "finished_reason";
+/// Label key of a stage's replica (vLLM-Omni's `replica`).
+pub(crate) const REPLICA_LABEL: &str = "replica";
+/// Label key of an edge's sending replica (vLLM-Omni's `from_replica`).
+pub(crate) const FROM_REPLICA_LABEL: &str = crate::convention::field::FROM_REPLICA;
+/// Label key of an edge's receiving replica (vLLM-Omni's `to_replica`).
+pub(crate) const TO_REPLICA_LABEL: &str = crate::convention::field::TO_REPLICA;
+/// Label key of the model (vLLM's and vLLM-Omni's `model_name`), on every family.
+pub(crate) const MODEL_NAME_LABEL: &str = crate::stats::keys::MODEL_NAME;
+
+/// The `model_name` of a request whose record names no model
+/// ([`RequestE2EStats::model_name`] is `None`: no
+/// [`Builder::with_model_name`](crate::Builder::with_model_name), no
+/// [`MODEL_NAME_ENV`](crate::env::MODEL_NAME_ENV)). vLLM-Omni always has the label, and a
+/// dashboard's `$model_name` variable (`label_values(..., model_name)`) lists only values
+/// that are not empty: a fixed word keeps such a dashboard working before a name is set.
+pub const DEFAULT_MODEL_NAME: &str = "unknown";
+
+/// The most distinct model names the metrics exports label series with, in a process. A
+/// process serves one model or a few; observations of requests naming further ones are
+/// counted by each export (as those of stages beyond [`MAX_STAGE_LABELS`]) and not
+/// exported.
+pub(crate) const MAX_MODEL_NAMES: usize = 16;
+
+/// The most distinct replica ids a metrics export labels series with (as
+/// [`MAX_STAGE_LABELS`] for stage ids); observations of further replica ids are counted by
+/// the export and not exported.
+#[cfg_attr(not(any(feature = "otlp", feature = "prometheus")), allow(dead_code))]
+pub(crate) const MAX_REPLICA_LABELS: usize = 64;
 
 /// The most distinct stage ids a metrics export labels series with (as the distributions'
 /// 64 quantities); observations of further stage
@@ -170,8 +213,13 @@ pub struct MetricDef {
     /// The label set.
     pub labels: Labels,
     /// Histogram bucket upper bounds in [`MetricDef::unit`] (seconds, bytes, ratio),
-    /// ascending, `+Inf` implied; empty for a counter.
+    /// ascending, `+Inf` implied; empty for a counter. The Prometheus endpoint's: vLLM-Omni's
+    /// lists, so that its dashboards' `le` values exist.
     pub buckets: &'static [f64],
+    /// The OTLP export's bucket bounds: the OpenTelemetry semantic conventions' recommended
+    /// boundaries where the instrument is one of theirs (`gen_ai.server.*`), else the same
+    /// as [`MetricDef::buckets`].
+    pub otel_buckets: &'static [f64],
     /// Whether vLLM-Omni defines this Prometheus family (name and meaning); `false` for
     /// ours, named in its style.
     pub vllm_omni: bool,
@@ -207,6 +255,23 @@ pub(crate) const BYTES_BUCKETS: &[f64] = &[
     268_435_456.0,
 ];
 
+/// `gen_ai.server.request.duration`'s recommended boundaries (OpenTelemetry GenAI semantic
+/// conventions): 0.01 s doubling to 81.92 s. The OTLP export's; Prometheus keeps
+/// [`SECONDS_BUCKETS`].
+pub(crate) const GENAI_REQUEST_DURATION_BUCKETS: &[f64] = &[
+    0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92,
+];
+
+/// `gen_ai.server.time_to_first_token`'s recommended boundaries, in seconds.
+pub(crate) const GENAI_TIME_TO_FIRST_TOKEN_BUCKETS: &[f64] = &[
+    0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
+];
+
+/// `gen_ai.server.time_per_output_token`'s recommended boundaries, in seconds.
+pub(crate) const GENAI_TIME_PER_OUTPUT_TOKEN_BUCKETS: &[f64] = &[
+    0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5,
+];
+
 /// Every metric, indexed by [`MetricId`].
 pub static METRICS: &[MetricDef] = &[
     MetricDef {
@@ -218,6 +283,7 @@ pub static METRICS: &[MetricDef] = &[
         kind: MetricKind::Counter,
         labels: Labels::FinishedReason,
         buckets: &[],
+        otel_buckets: &[],
         vllm_omni: true,
     },
     MetricDef {
@@ -229,6 +295,7 @@ pub static METRICS: &[MetricDef] = &[
         kind: MetricKind::Histogram,
         labels: Labels::None,
         buckets: SECONDS_BUCKETS,
+        otel_buckets: GENAI_REQUEST_DURATION_BUCKETS,
         vllm_omni: true,
     },
     MetricDef {
@@ -240,6 +307,7 @@ pub static METRICS: &[MetricDef] = &[
         kind: MetricKind::Histogram,
         labels: Labels::None,
         buckets: SECONDS_BUCKETS,
+        otel_buckets: GENAI_TIME_TO_FIRST_TOKEN_BUCKETS,
         vllm_omni: false,
     },
     MetricDef {
@@ -251,6 +319,7 @@ pub static METRICS: &[MetricDef] = &[
         kind: MetricKind::Histogram,
         labels: Labels::Stage,
         buckets: SECONDS_BUCKETS,
+        otel_buckets: SECONDS_BUCKETS,
         vllm_omni: true,
     },
     MetricDef {
@@ -262,6 +331,7 @@ pub static METRICS: &[MetricDef] = &[
         kind: MetricKind::Counter,
         labels: Labels::None,
         buckets: &[],
+        otel_buckets: &[],
         vllm_omni: true,
     },
     MetricDef {
@@ -273,6 +343,7 @@ pub static METRICS: &[MetricDef] = &[
         kind: MetricKind::Counter,
         labels: Labels::None,
         buckets: &[],
+        otel_buckets: &[],
         vllm_omni: true,
     },
     MetricDef {
@@ -284,6 +355,7 @@ pub static METRICS: &[MetricDef] = &[
         kind: MetricKind::Histogram,
         labels: Labels::None,
         buckets: RTF_BUCKETS,
+        otel_buckets: RTF_BUCKETS,
         vllm_omni: false,
     },
     MetricDef {
@@ -295,6 +367,7 @@ pub static METRICS: &[MetricDef] = &[
         kind: MetricKind::Histogram,
         labels: Labels::Stage,
         buckets: SECONDS_BUCKETS,
+        otel_buckets: SECONDS_BUCKETS,
         vllm_omni: false,
     },
     MetricDef {
@@ -306,6 +379,7 @@ pub static METRICS: &[MetricDef] = &[
         kind: MetricKind::Histogram,
         labels: Labels::Stage,
         buckets: SECONDS_FAST_BUCKETS,
+        otel_buckets: SECONDS_FAST_BUCKETS,
         vllm_omni: false,
     },
     MetricDef {
@@ -317,6 +391,7 @@ pub static METRICS: &[MetricDef] = &[
         kind: MetricKind::Histogram,
         labels: Labels::Stage,
         buckets: SECONDS_FAST_BUCKETS,
+        otel_buckets: SECONDS_FAST_BUCKETS,
         vllm_omni: false,
     },
     MetricDef {
@@ -328,6 +403,7 @@ pub static METRICS: &[MetricDef] = &[
         kind: MetricKind::Histogram,
         labels: Labels::Stage,
         buckets: SECONDS_FAST_BUCKETS,
+        otel_buckets: SECONDS_FAST_BUCKETS,
         vllm_omni: false,
     },
     MetricDef {
@@ -339,6 +415,7 @@ pub static METRICS: &[MetricDef] = &[
         kind: MetricKind::Histogram,
         labels: Labels::Stage,
         buckets: SECONDS_FAST_BUCKETS,
+        otel_buckets: SECONDS_FAST_BUCKETS,
         vllm_omni: false,
     },
     MetricDef {
@@ -350,6 +427,7 @@ pub static METRICS: &[MetricDef] = &[
         kind: MetricKind::Histogram,
         labels: Labels::Stage,
         buckets: SECONDS_BUCKETS,
+        otel_buckets: SECONDS_BUCKETS,
         vllm_omni: true,
     },
     MetricDef {
@@ -361,6 +439,7 @@ pub static METRICS: &[MetricDef] = &[
         kind: MetricKind::Histogram,
         labels: Labels::Stage,
         buckets: RTF_BUCKETS,
+        otel_buckets: RTF_BUCKETS,
         vllm_omni: true,
     },
     MetricDef {
@@ -372,6 +451,7 @@ pub static METRICS: &[MetricDef] = &[
         kind: MetricKind::Counter,
         labels: Labels::Stage,
         buckets: &[],
+        otel_buckets: &[],
         vllm_omni: true,
     },
     MetricDef {
@@ -383,6 +463,7 @@ pub static METRICS: &[MetricDef] = &[
         kind: MetricKind::Histogram,
         labels: Labels::Edge,
         buckets: SECONDS_FAST_BUCKETS,
+        otel_buckets: SECONDS_FAST_BUCKETS,
         vllm_omni: false,
     },
     MetricDef {
@@ -394,6 +475,7 @@ pub static METRICS: &[MetricDef] = &[
         kind: MetricKind::Histogram,
         labels: Labels::Edge,
         buckets: SECONDS_FAST_BUCKETS,
+        otel_buckets: SECONDS_FAST_BUCKETS,
         vllm_omni: true,
     },
     MetricDef {
@@ -405,6 +487,7 @@ pub static METRICS: &[MetricDef] = &[
         kind: MetricKind::Histogram,
         labels: Labels::Edge,
         buckets: SECONDS_FAST_BUCKETS,
+        otel_buckets: SECONDS_FAST_BUCKETS,
         vllm_omni: true,
     },
     MetricDef {
@@ -416,6 +499,7 @@ pub static METRICS: &[MetricDef] = &[
         kind: MetricKind::Histogram,
         labels: Labels::Edge,
         buckets: SECONDS_FAST_BUCKETS,
+        otel_buckets: SECONDS_FAST_BUCKETS,
         vllm_omni: true,
     },
     MetricDef {
@@ -427,6 +511,7 @@ pub static METRICS: &[MetricDef] = &[
         kind: MetricKind::Histogram,
         labels: Labels::Edge,
         buckets: BYTES_BUCKETS,
+        otel_buckets: BYTES_BUCKETS,
         vllm_omni: true,
     },
     MetricDef {
@@ -439,6 +524,7 @@ pub static METRICS: &[MetricDef] = &[
         kind: MetricKind::Histogram,
         labels: Labels::Stage,
         buckets: SECONDS_FAST_BUCKETS,
+        otel_buckets: GENAI_TIME_PER_OUTPUT_TOKEN_BUCKETS,
         vllm_omni: false,
     },
 ];
@@ -479,15 +565,26 @@ impl MetricDef {
 }
 
 /// The label values of one observation; the fields its [`MetricDef::labels`] names are set,
-/// the others `None`.
+/// the others `None`. [`observe`] sets `model_name` on every observation.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct LabelValues {
+    /// `model_name`, on every family: the record's
+    /// [`model_name`](RequestE2EStats::model_name), else [`DEFAULT_MODEL_NAME`]. `None` from
+    /// [`observe`] only for a request naming a model beyond the first 16 distinct names of
+    /// the process: the exports count such observations and do not export them.
+    pub model_name: Option<&'static str>,
     /// `stage`, for [`Labels::Stage`].
     pub stage: Option<u64>,
+    /// `replica`, for [`Labels::Stage`], when the stage's record gives one.
+    pub replica: Option<u64>,
     /// `from_stage`, for [`Labels::Edge`].
     pub from_stage: Option<u64>,
+    /// `from_replica`, for [`Labels::Edge`], when the edge's record gives one.
+    pub from_replica: Option<u64>,
     /// `to_stage`, for [`Labels::Edge`].
     pub to_stage: Option<u64>,
+    /// `to_replica`, for [`Labels::Edge`], when the edge's record gives one.
+    pub to_replica: Option<u64>,
     /// `finished_reason`, for [`Labels::FinishedReason`].
     pub finished_reason: Option<&'static str>,
 }
@@ -495,26 +592,137 @@ pub struct LabelValues {
 impl LabelValues {
     /// No label.
     pub const NONE: LabelValues = LabelValues {
+        model_name: None,
         stage: None,
+        replica: None,
         from_stage: None,
+        from_replica: None,
         to_stage: None,
+        to_replica: None,
         finished_reason: None,
     };
 
-    fn stage(id: u64) -> Self {
+    /// Only `model_name`.
+    fn model(model_name: Option<&'static str>) -> Self {
         Self {
-            stage: Some(id),
+            model_name,
             ..Self::NONE
         }
     }
 
-    fn edge(from: u64, to: u64) -> Self {
+    /// A stage's labels: its id, and its replica when given.
+    fn stage(s: &StageRequestStats, model: LabelValues) -> Self {
         Self {
-            from_stage: Some(from),
-            to_stage: Some(to),
-            ..Self::NONE
+            stage: Some(s.stage_id),
+            replica: s.replica_id,
+            ..model
         }
     }
+
+    /// An edge's labels: its stages, and their replicas when given.
+    fn edge(e: &TransferEdgeStats, model: LabelValues) -> Self {
+        Self {
+            from_stage: Some(e.from_stage),
+            from_replica: e.from_replica,
+            to_stage: Some(e.to_stage),
+            to_replica: e.to_replica,
+            ..model
+        }
+    }
+
+    /// A hash of `model_name`'s text (FNV-1a; 0 for none), for the exports' series maps:
+    /// equal names hash equal, wherever their text lives.
+    #[cfg_attr(not(any(feature = "otlp", feature = "prometheus")), allow(dead_code))]
+    pub(crate) fn model_word(&self) -> u64 {
+        self.model_name.map_or(0, |name| {
+            name.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+                (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+            })
+        })
+    }
+
+    /// The stage ids the labels name (`stage`, `from_stage`, `to_stage`).
+    #[cfg_attr(not(any(feature = "otlp", feature = "prometheus")), allow(dead_code))]
+    pub(crate) fn stage_ids(&self) -> impl Iterator<Item = u64> + Clone + use<> {
+        [self.stage, self.from_stage, self.to_stage]
+            .into_iter()
+            .flatten()
+    }
+
+    /// The replica ids the labels name (`replica`, `from_replica`, `to_replica`).
+    #[cfg_attr(not(any(feature = "otlp", feature = "prometheus")), allow(dead_code))]
+    pub(crate) fn replica_ids(&self) -> impl Iterator<Item = u64> + Clone + use<> {
+        [self.replica, self.from_replica, self.to_replica]
+            .into_iter()
+            .flatten()
+    }
+}
+
+/// The `model_name` label of a record's `model_name`: [`DEFAULT_MODEL_NAME`] for none (or an
+/// empty one), else the name, interned for the life of the process (labels are
+/// `&'static str`, copied with each observation); `None` once [`MAX_MODEL_NAMES`] other
+/// names are interned. A thread asks the shared table only when its name changes.
+pub(crate) fn model_label(name: Option<&str>) -> Option<&'static str> {
+    use std::cell::Cell;
+    thread_local! {
+        static LAST: Cell<Option<&'static str>> = const { Cell::new(None) };
+    }
+    let name = match name {
+        None => return Some(DEFAULT_MODEL_NAME),
+        Some(name) if name.is_empty() || name == DEFAULT_MODEL_NAME => {
+            return Some(DEFAULT_MODEL_NAME);
+        }
+        Some(name) => name,
+    };
+    if let Ok(Some(last)) = LAST.try_with(Cell::get) {
+        if last == name {
+            return Some(last);
+        }
+    }
+    let interned = intern_model_name(name)?;
+    let _ = LAST.try_with(|last| last.set(Some(interned)));
+    Some(interned)
+}
+
+/// Names interned for the life of the process, at most `cap` of them (each leaked once).
+struct Interned {
+    names: std::sync::RwLock<Vec<&'static str>>,
+    cap: usize,
+}
+
+impl Interned {
+    const fn new(cap: usize) -> Self {
+        Self {
+            names: std::sync::RwLock::new(Vec::new()),
+            cap,
+        }
+    }
+
+    /// `name`'s one copy; `None` once `cap` other names are kept.
+    fn intern(&self, name: &str) -> Option<&'static str> {
+        use std::sync::PoisonError;
+        let find = |names: &[&'static str]| names.iter().copied().find(|known| *known == name);
+        if let Some(known) = find(&self.names.read().unwrap_or_else(PoisonError::into_inner)) {
+            return Some(known);
+        }
+        let mut names = self.names.write().unwrap_or_else(PoisonError::into_inner);
+        if let Some(known) = find(&names) {
+            return Some(known);
+        }
+        if names.len() >= self.cap {
+            return None;
+        }
+        let leaked: &'static str = Box::leak(name.into());
+        names.push(leaked);
+        Some(leaked)
+    }
+}
+
+/// The model names the exports label series with.
+static MODEL_NAMES: Interned = Interned::new(MAX_MODEL_NAMES);
+
+fn intern_model_name(name: &str) -> Option<&'static str> {
+    MODEL_NAMES.intern(name)
 }
 
 /// vLLM's `finished_reason` for a request's status: `ok` is `stop`, `aborted` is `abort`
@@ -542,68 +750,65 @@ fn seconds(ms: f64) -> f64 {
 /// the others. A histogram observation is one sample; a counter observation is an
 /// increment (possibly 0). Values are finite and never negative.
 pub fn observe(r: &RequestE2EStats, mut f: impl FnMut(&'static MetricDef, LabelValues, f64)) {
+    let model = LabelValues::model(model_label(r.model_name.as_deref()));
     let mut emit = |id: MetricId, labels: LabelValues, value: f64| f(id.def(), labels, value);
     emit(
         MetricId::RequestsSuccess,
         LabelValues {
             finished_reason: Some(finished_reason(r.status)),
-            ..LabelValues::NONE
+            ..model
         },
         1.0,
     );
     if !stats::counts_in_summary(r.status) {
         return;
     }
-    observe_totals(r, &mut emit);
+    observe_totals(r, model, &mut emit);
     for s in &r.stages {
-        observe_stage(s, &mut emit);
+        observe_stage(s, model, &mut emit);
     }
     for e in &r.transfers {
-        observe_edge(e, &mut emit);
+        observe_edge(e, model, &mut emit);
     }
 }
 
 /// An `ok` request's own observations: latency, times to first output and audio, tokens,
 /// its audio's real-time factor.
-fn observe_totals(r: &RequestE2EStats, emit: &mut impl FnMut(MetricId, LabelValues, f64)) {
-    emit(
-        MetricId::E2eRequestLatency,
-        LabelValues::NONE,
-        seconds(r.e2e_total_ms),
-    );
+fn observe_totals(
+    r: &RequestE2EStats,
+    model: LabelValues,
+    emit: &mut impl FnMut(MetricId, LabelValues, f64),
+) {
+    emit(MetricId::E2eRequestLatency, model, seconds(r.e2e_total_ms));
     if let Some(ms) = r.time_to_first_output_ms {
-        emit(
-            MetricId::RequestTimeToFirstOutput,
-            LabelValues::NONE,
-            seconds(ms),
-        );
+        emit(MetricId::RequestTimeToFirstOutput, model, seconds(ms));
     }
     if let Some(ms) = r.time_to_first_audio_ms {
-        // Labelled with the stage it is measured on.
+        // Labelled with the stage (and replica) it is measured on.
         if let Some(stage) = stats::audio_stage(&r.stages) {
             emit(
                 MetricId::TimeToFirstAudio,
-                LabelValues::stage(stage.stage_id),
+                LabelValues::stage(stage, model),
                 seconds(ms),
             );
         }
     }
     let prompt = stats::prompt_tokens(&r.stages);
     let generated = stats::generated_tokens(&r.stages);
-    emit(MetricId::PromptTokens, LabelValues::NONE, prompt as f64);
-    emit(
-        MetricId::GenerationTokens,
-        LabelValues::NONE,
-        generated as f64,
-    );
+    emit(MetricId::PromptTokens, model, prompt as f64);
+    emit(MetricId::GenerationTokens, model, generated as f64);
     if let Some(rtf) = r.audio_e2e_rtf {
-        emit(MetricId::AudioE2eRtf, LabelValues::NONE, finite(rtf));
+        emit(MetricId::AudioE2eRtf, model, finite(rtf));
     }
 }
 
-/// One stage's observations, labelled with its id.
-fn observe_stage(s: &StageRequestStats, emit: &mut impl FnMut(MetricId, LabelValues, f64)) {
-    let labels = LabelValues::stage(s.stage_id);
+/// One stage's observations, labelled with its id (and replica, when given).
+fn observe_stage(
+    s: &StageRequestStats,
+    model: LabelValues,
+    emit: &mut impl FnMut(MetricId, LabelValues, f64),
+) {
+    let labels = LabelValues::stage(s, model);
     emit(MetricId::StageGenTime, labels, seconds(s.stage_gen_time_ms));
     emit(MetricId::StageQueueTime, labels, seconds(s.queue_time_ms));
     emit(
@@ -635,9 +840,13 @@ fn observe_stage(s: &StageRequestStats, emit: &mut impl FnMut(MetricId, LabelVal
     }
 }
 
-/// One edge's observations, labelled with its stages.
-fn observe_edge(e: &TransferEdgeStats, emit: &mut impl FnMut(MetricId, LabelValues, f64)) {
-    let labels = LabelValues::edge(e.from_stage, e.to_stage);
+/// One edge's observations, labelled with its stages (and replicas, when given).
+fn observe_edge(
+    e: &TransferEdgeStats,
+    model: LabelValues,
+    emit: &mut impl FnMut(MetricId, LabelValues, f64),
+) {
+    let labels = LabelValues::edge(e, model);
     emit(MetricId::TransferTime, labels, seconds(e.total_time_ms()));
     emit(MetricId::TransferTx, labels, seconds(e.tx_time_ms));
     emit(MetricId::TransferRx, labels, seconds(e.rx_decode_time_ms));
@@ -739,6 +948,13 @@ mod tests {
                 }
             }
             assert!(def.buckets.len() < MAX_BUCKETS, "{}", def.prometheus);
+            // OTLP's buckets are Prometheus' except where the semantic conventions
+            // recommend their own (`gen_ai.server.*`).
+            assert_eq!(def.otel_buckets.is_empty(), def.buckets.is_empty());
+            assert!(def.otel_buckets.windows(2).all(|w| w[0] < w[1]));
+            if !def.otel.starts_with("gen_ai.server.") {
+                assert_eq!(def.otel_buckets, def.buckets, "{}", def.otel);
+            }
             let seconds_name = def.prometheus.ends_with("_s");
             assert_eq!(seconds_name, def.unit == "s", "{}", def.prometheus);
         }
@@ -755,9 +971,17 @@ mod tests {
     #[test]
     fn an_ok_request_in_seconds_bytes_and_counts() {
         let obs = collect(&request(RequestStatus::Ok));
-        let none = LabelValues::NONE;
-        let stage = LabelValues::stage;
-        let edge = LabelValues::edge(0, 2);
+        // Without a model name, every series is the default's.
+        let none = LabelValues::model(Some(DEFAULT_MODEL_NAME));
+        let stage = |id| LabelValues {
+            stage: Some(id),
+            ..none
+        };
+        let edge = LabelValues {
+            from_stage: Some(0),
+            to_stage: Some(2),
+            ..none
+        };
         // Milliseconds to seconds, as an export must see them (one division, no rounding).
         let s = |ms: f64| ms / 1000.0;
         assert_eq!(
@@ -826,6 +1050,8 @@ mod tests {
             assert_eq!(labels.stage.is_some(), keys == Labels::Stage, "{id:?}");
             assert_eq!(labels.from_stage.is_some(), keys == Labels::Edge, "{id:?}");
             assert_eq!(labels.to_stage.is_some(), keys == Labels::Edge, "{id:?}");
+            assert_eq!(labels.model_name, Some(DEFAULT_MODEL_NAME), "{id:?}");
+            assert_eq!(labels.replica_ids().count(), 0, "no replica given: {id:?}");
             assert_eq!(
                 labels.finished_reason.is_some(),
                 keys == Labels::FinishedReason,
@@ -833,6 +1059,63 @@ mod tests {
             );
             assert!(value.is_finite() && *value >= 0.0, "{id:?} = {value}");
         }
+    }
+
+    #[test]
+    fn replicas_and_the_model_name_label_what_they_give() {
+        let mut r = request(RequestStatus::Ok);
+        r.model_name = Some("qwen3-omni".into());
+        r.stages[1].replica_id = Some(3);
+        r.transfers[0].to_replica = Some(3);
+        let obs = collect(&r);
+        assert!(
+            obs.iter()
+                .all(|(_, l, _)| l.model_name == Some("qwen3-omni"))
+        );
+        let gen_time = values(&obs, MetricId::StageGenTime);
+        assert_eq!(
+            gen_time
+                .iter()
+                .map(|(l, _)| (l.stage, l.replica))
+                .collect::<Vec<_>>(),
+            [(Some(0), None), (Some(2), Some(3))],
+            "a stage without a replica has no replica label"
+        );
+        let ttfa = values(&obs, MetricId::TimeToFirstAudio);
+        assert_eq!((ttfa[0].0.stage, ttfa[0].0.replica), (Some(2), Some(3)));
+        let size = values(&obs, MetricId::TransferSize)[0].0;
+        assert_eq!(
+            (size.from_replica, size.to_replica),
+            (None, Some(3)),
+            "each end as given"
+        );
+        assert_eq!(size.replica_ids().collect::<Vec<_>>(), [3]);
+        assert_eq!(size.stage_ids().collect::<Vec<_>>(), [0, 2]);
+        // An empty name is no name.
+        r.model_name = Some("".into());
+        assert!(
+            collect(&r)
+                .iter()
+                .all(|(_, l, _)| l.model_name == Some(DEFAULT_MODEL_NAME))
+        );
+    }
+
+    #[test]
+    fn model_names_are_interned_and_bounded() {
+        let a = model_label(Some("model-a")).expect("room");
+        let b = model_label(Some(&String::from("model-a"))).expect("known");
+        assert!(std::ptr::eq(a, b), "one copy per name");
+        assert_eq!(model_label(None), Some(DEFAULT_MODEL_NAME));
+        assert_eq!(
+            model_label(Some(DEFAULT_MODEL_NAME)),
+            Some(DEFAULT_MODEL_NAME)
+        );
+        // A table of its own (the process's is shared by the other tests).
+        let table = Interned::new(2);
+        assert_eq!(table.intern("x"), Some("x"));
+        assert_eq!(table.intern("y"), Some("y"));
+        assert_eq!(table.intern("z"), None, "beyond the cap");
+        assert_eq!(table.intern("x"), Some("x"), "a known name still is");
     }
 
     #[test]
@@ -875,7 +1158,7 @@ mod tests {
         // No stage 0: no prompt tokens.
         assert_eq!(
             values(&obs, MetricId::PromptTokens),
-            [(LabelValues::NONE, 0.0)]
+            [(LabelValues::model(Some(DEFAULT_MODEL_NAME)), 0.0)]
         );
     }
 

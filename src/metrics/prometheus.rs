@@ -60,9 +60,15 @@
 //!   clients hold a slot for seconds, never the endpoint. Kept alive only when the client
 //!   asks (`Connection: keep-alive`). A scrape is encoded on one of the runtime's two
 //!   blocking threads (`omni-metrics-prometheus-encode`), as it waits for the recorder.
-//! - Label cardinality is bounded: at most 64 distinct stage ids; the
-//!   observations of further stages (and of edges touching one) are counted
+//! - Label cardinality is bounded: at most 64 distinct stage ids and 64 distinct replica
+//!   ids, and 16 model names in a process; the observations of further stages or replicas
+//!   (and of edges touching one), or of further models, are counted
 //!   ([`PrometheusSink::overflowed_observations`]), said once as a warning, and not exported.
+//! - Every series has `model_name` (vLLM's label): the request record's
+//!   ([`RequestE2EStats::model_name`]), else
+//!   [`DEFAULT_MODEL_NAME`](super::catalog::DEFAULT_MODEL_NAME). A layer tells the sinks it
+//!   is built with its model name (a sink added with `with_sink` needs no configuration of
+//!   its own), so that the label-less families' series start at zero under that name.
 //!
 //! ```
 //! use omni_metrics::metrics::prometheus::PrometheusSink;
@@ -101,8 +107,9 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot, watch};
 
 use super::catalog::{
-    FINISHED_REASON_LABEL, FROM_STAGE_LABEL, LabelValues, Labels, MAX_STAGE_LABELS, METRICS,
-    MetricKind, STAGE_LABEL, TO_STAGE_LABEL, observe,
+    DEFAULT_MODEL_NAME, FINISHED_REASON_LABEL, FROM_REPLICA_LABEL, FROM_STAGE_LABEL, LabelValues,
+    Labels, MAX_MODEL_NAMES, MAX_REPLICA_LABELS, MAX_STAGE_LABELS, METRICS, MODEL_NAME_LABEL,
+    MetricKind, REPLICA_LABEL, STAGE_LABEL, TO_REPLICA_LABEL, TO_STAGE_LABEL, model_label, observe,
 };
 use super::queue::{Batch, Merge, ObservationQueue, Pending, Record, parse_trace_id};
 use crate::env::PROMETHEUS_ADDR_ENV;
@@ -135,29 +142,41 @@ struct Series(LabelValues);
 
 impl std::hash::Hash for Series {
     /// One word per lookup (a family's map hashes on every observation): the ids mixed,
-    /// and the reason's length (its values differ in length). Equal series hash equal.
+    /// the reason's length (its values differ in length) and the model name's hash. Equal
+    /// series hash equal.
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
         let v = &self.0;
         let id = |x: Option<u64>| x.map_or(u64::MAX, |x| x);
         let word = id(v.stage)
             ^ id(v.from_stage).rotate_left(21)
             ^ id(v.to_stage).rotate_left(42)
-            ^ v.finished_reason.map_or(0, str::len) as u64;
+            ^ id(v.replica).rotate_left(11)
+            ^ id(v.from_replica).rotate_left(32)
+            ^ id(v.to_replica).rotate_left(53)
+            ^ v.finished_reason.map_or(0, str::len) as u64
+            ^ v.model_word();
         state.write_u64(word);
     }
 }
 
 impl EncodeLabelSet for Series {
     fn encode(&self, encoder: &mut LabelSetEncoder<'_>) -> Result<(), fmt::Error> {
+        // vLLM-Omni's order: the model, then each stage before its replica.
         let v = &self.0;
-        if let Some(stage) = v.stage {
-            (STAGE_LABEL, stage).encode(encoder.encode_label())?;
+        if let Some(model) = v.model_name {
+            (MODEL_NAME_LABEL, model).encode(encoder.encode_label())?;
         }
-        if let Some(from) = v.from_stage {
-            (FROM_STAGE_LABEL, from).encode(encoder.encode_label())?;
-        }
-        if let Some(to) = v.to_stage {
-            (TO_STAGE_LABEL, to).encode(encoder.encode_label())?;
+        for (key, id) in [
+            (STAGE_LABEL, v.stage),
+            (REPLICA_LABEL, v.replica),
+            (FROM_STAGE_LABEL, v.from_stage),
+            (FROM_REPLICA_LABEL, v.from_replica),
+            (TO_STAGE_LABEL, v.to_stage),
+            (TO_REPLICA_LABEL, v.to_replica),
+        ] {
+            if let Some(id) = id {
+                (key, id).encode(encoder.encode_label())?;
+            }
         }
         if let Some(reason) = v.finished_reason {
             (FINISHED_REASON_LABEL, reason).encode(encoder.encode_label())?;
@@ -203,16 +222,81 @@ enum Door {
     Histogram(Family<Series, Histogram, Buckets>),
 }
 
-/// The families, their registry and the stage-id cap: shared by the sink's clones and the
+/// Ids that label series, ascending, at most `cap` of them: the first ones seen.
+#[derive(Debug)]
+struct Admitted {
+    ids: RwLock<Vec<u64>>,
+    cap: usize,
+}
+
+impl Admitted {
+    fn new(cap: usize) -> Self {
+        Self {
+            ids: RwLock::new(Vec::new()),
+            cap,
+        }
+    }
+
+    /// Admits the ids while fewer than the cap are; returns the ids left out (usually
+    /// none).
+    fn admit(&self, ids: impl Iterator<Item = u64> + Clone) -> SmallVec<[u64; 4]> {
+        {
+            let admitted = self.ids.read().unwrap_or_else(PoisonError::into_inner);
+            if ids.clone().all(|id| admitted.binary_search(&id).is_ok()) {
+                return SmallVec::new();
+            }
+        }
+        let mut admitted = self.ids.write().unwrap_or_else(PoisonError::into_inner);
+        let mut rejected = SmallVec::new();
+        for id in ids {
+            match admitted.binary_search(&id) {
+                Ok(_) => {}
+                Err(at) if admitted.len() < self.cap => admitted.insert(at, id),
+                Err(_) if !rejected.contains(&id) => rejected.push(id),
+                Err(_) => {}
+            }
+        }
+        rejected
+    }
+}
+
+/// What a batch's labels name beyond the caps: stage ids, replica ids, a model name (an
+/// observation without one).
+#[derive(Debug, Default)]
+struct Rejected {
+    stages: SmallVec<[u64; 4]>,
+    replicas: SmallVec<[u64; 4]>,
+    models: bool,
+}
+
+impl Rejected {
+    fn is_empty(&self) -> bool {
+        self.stages.is_empty() && self.replicas.is_empty() && !self.models
+    }
+
+    /// Whether an observation's labels name something left out.
+    fn mentions(&self, labels: &LabelValues) -> bool {
+        (self.models && labels.model_name.is_none())
+            || labels.stage_ids().any(|id| self.stages.contains(&id))
+            || labels.replica_ids().any(|id| self.replicas.contains(&id))
+    }
+}
+
+/// The families, their registry and the label caps: shared by the sink's clones and the
 /// server thread.
 #[derive(Debug)]
 struct Recorder {
     registry: Registry,
     doors: Vec<Door>,
-    /// Stage ids that label series, ascending; at most [`MAX_STAGE_LABELS`].
-    stages: RwLock<Vec<u64>>,
+    /// Stage ids that label series; at most [`MAX_STAGE_LABELS`].
+    stages: Admitted,
+    /// Replica ids that label series; at most [`MAX_REPLICA_LABELS`].
+    replicas: Admitted,
     overflowed: AtomicU64,
     warned: AtomicBool,
+    /// Whether a request was ever given to the sink (the default model's zero series are
+    /// then kept: see [`Recorder::serve_model`]).
+    fed: AtomicBool,
 }
 
 impl Recorder {
@@ -234,23 +318,59 @@ impl Recorder {
                     Door::Histogram(family)
                 }
             };
-            // A family without labels has its one series from the start, at zero.
-            if def.labels == Labels::None {
-                let none = Series(LabelValues::NONE);
-                match &door {
-                    Door::Counter(f) => drop(f.get_or_create(&none)),
-                    Door::Histogram(f) => drop(f.get_or_create(&none)),
-                }
-            }
             doors.push(door);
         }
-        Self {
+        let recorder = Self {
             registry,
             doors,
-            stages: RwLock::new(Vec::new()),
+            stages: Admitted::new(MAX_STAGE_LABELS),
+            replicas: Admitted::new(MAX_REPLICA_LABELS),
             overflowed: AtomicU64::new(0),
             warned: AtomicBool::new(false),
+            fed: AtomicBool::new(false),
+        };
+        recorder.zero_series(DEFAULT_MODEL_NAME, true);
+        recorder
+    }
+
+    /// A family without labels of its own has its one series per model from the start, at
+    /// zero (`create`), or not at all (`!create`: the default model's, taken away).
+    fn zero_series(&self, model: &'static str, create: bool) {
+        let series = Series(LabelValues {
+            model_name: Some(model),
+            ..LabelValues::NONE
+        });
+        for (def, door) in METRICS.iter().zip(&self.doors) {
+            if def.labels != Labels::None {
+                continue;
+            }
+            match (door, create) {
+                (Door::Counter(f), true) => drop(f.get_or_create(&series)),
+                (Door::Histogram(f), true) => drop(f.get_or_create(&series)),
+                (Door::Counter(f), false) => {
+                    f.remove(&series);
+                }
+                (Door::Histogram(f), false) => {
+                    f.remove(&series);
+                }
+            }
         }
+    }
+
+    /// A layer serving `model` was built with this sink: the label-less families' zero
+    /// series are that model's from now on. Those of the default model go, unless a request
+    /// was given to the sink already (they may count it).
+    fn serve_model(&self, model: Option<&str>) {
+        let Some(model) = model_label(model) else {
+            return; // beyond the cap: its observations are counted as they come
+        };
+        if model == DEFAULT_MODEL_NAME {
+            return;
+        }
+        if !self.fed.load(Ordering::SeqCst) {
+            self.zero_series(DEFAULT_MODEL_NAME, false);
+        }
+        self.zero_series(model, true);
     }
 
     fn record_batch(&self, batch: &Batch) {
@@ -259,7 +379,7 @@ impl Recorder {
         let mut overflowed = 0u64;
         let mut previous = None;
         for &(def, labels, value) in &batch.observations {
-            if !rejected.is_empty() && mentions(&labels, &rejected) {
+            if !rejected.is_empty() && rejected.mentions(&labels) {
                 overflowed += 1;
                 continue;
             }
@@ -292,7 +412,7 @@ impl Recorder {
         let rejected = self.admit(pending.series().map(|s| s.labels));
         let mut overflowed = 0u64;
         for folded in pending.series() {
-            if !rejected.is_empty() && mentions(&folded.labels, &rejected) {
+            if !rejected.is_empty() && rejected.mentions(&folded.labels) {
                 overflowed = overflowed.saturating_add(folded.observations);
                 continue;
             }
@@ -334,48 +454,39 @@ impl Recorder {
         self.overflow(overflowed, &rejected);
     }
 
-    /// Counts `overflowed` observations of the stage ids `rejected`, said once.
-    fn overflow(&self, overflowed: u64, rejected: &[u64]) {
+    /// Counts `overflowed` observations of what `rejected` names, said once.
+    fn overflow(&self, overflowed: u64, rejected: &Rejected) {
         if overflowed > 0 {
             self.overflowed.fetch_add(overflowed, Ordering::Relaxed);
             if !self.warned.swap(true, Ordering::Relaxed) {
                 tracing::warn!(
                     target: "omni_metrics::prometheus",
-                    stages = ?rejected,
-                    "more than {MAX_STAGE_LABELS} distinct stage ids: the Prometheus series of \
-                     further stages (and of edges touching them) are not exported, only \
-                     counted (PrometheusSink::overflowed_observations). Number stages 0, 1, 2..."
+                    stages = ?rejected.stages,
+                    replicas = ?rejected.replicas,
+                    models = rejected.models,
+                    "more than {MAX_STAGE_LABELS} distinct stage ids, {MAX_REPLICA_LABELS} \
+                     replica ids or {MAX_MODEL_NAMES} model names: the Prometheus series of \
+                     further ones (and of edges touching them) are not exported, only counted \
+                     (PrometheusSink::overflowed_observations). Number stages and replicas \
+                     0, 1, 2..."
                 );
             }
         }
     }
 
-    /// Admits the stage ids the labels name while fewer than [`MAX_STAGE_LABELS`] are;
-    /// returns the ids left out (usually none).
-    fn admit(&self, labels: impl Iterator<Item = LabelValues> + Clone) -> SmallVec<[u64; 4]> {
-        let ids = || {
-            labels
-                .clone()
-                .flat_map(|l| [l.stage, l.from_stage, l.to_stage])
-                .flatten()
-        };
-        {
-            let admitted = self.stages.read().unwrap_or_else(PoisonError::into_inner);
-            if ids().all(|id| admitted.binary_search(&id).is_ok()) {
-                return SmallVec::new();
-            }
+    /// Admits the stage and replica ids the labels name while fewer than their caps are;
+    /// returns what is left out (usually nothing), and whether an observation has no model
+    /// name (a model beyond [`MAX_MODEL_NAMES`]).
+    fn admit(&self, labels: impl Iterator<Item = LabelValues> + Clone) -> Rejected {
+        Rejected {
+            stages: self
+                .stages
+                .admit(labels.clone().flat_map(|l| l.stage_ids())),
+            replicas: self
+                .replicas
+                .admit(labels.clone().flat_map(|l| l.replica_ids())),
+            models: labels.clone().any(|l| l.model_name.is_none()),
         }
-        let mut admitted = self.stages.write().unwrap_or_else(PoisonError::into_inner);
-        let mut rejected = SmallVec::new();
-        for id in ids() {
-            match admitted.binary_search(&id) {
-                Ok(_) => {}
-                Err(at) if admitted.len() < MAX_STAGE_LABELS => admitted.insert(at, id),
-                Err(_) if !rejected.contains(&id) => rejected.push(id),
-                Err(_) => {}
-            }
-        }
-        rejected
     }
 
     /// The families in `format`, both written by `prometheus-client` from the one registry.
@@ -580,6 +691,9 @@ impl Shared {
     }
 
     fn push(&self, request: &RequestE2EStats) {
+        if !self.recorder.fed.load(Ordering::Relaxed) {
+            self.recorder.fed.store(true, Ordering::SeqCst);
+        }
         match &self.queue {
             Some(queue) => queue.push(request, true),
             None => {
@@ -614,14 +728,6 @@ impl Shared {
 /// not dropped.
 const RECORD_QUEUE_CAPACITY: usize = 1024;
 
-/// Whether an observation's labels name a stage left out.
-fn mentions(labels: &LabelValues, rejected: &[u64]) -> bool {
-    [labels.stage, labels.from_stage, labels.to_stage]
-        .into_iter()
-        .flatten()
-        .any(|id| rejected.contains(&id))
-}
-
 /// Records finished requests as vLLM-Omni-compatible Prometheus families and serves them
 /// on `GET /metrics`, in the format the scrape's `Accept` header asks for
 /// ([`PrometheusSink::encode_for`]): OpenMetrics text, with exemplars (the requests'
@@ -652,8 +758,10 @@ fn mentions(labels: &LabelValues, rejected: &[u64]) -> bool {
 /// let prometheus = PrometheusSink::unserved();
 /// prometheus.on_request(&RequestE2EStats { e2e_total_ms: 250.0, ..Default::default() });
 /// let text = prometheus.encode();
-/// assert!(text.contains("vllm_omni:e2e_request_latency_s_sum 0.25"));
-/// assert!(text.contains("vllm_omni:requests_success_total{finished_reason=\"stop\"} 1"));
+/// assert!(text.contains("vllm_omni:e2e_request_latency_s_sum{model_name=\"unknown\"} 0.25"));
+/// assert!(text.contains(
+///     "vllm_omni:requests_success_total{model_name=\"unknown\",finished_reason=\"stop\"} 1"
+/// ));
 /// ```
 #[derive(Clone, Debug)]
 pub struct PrometheusSink {
@@ -788,7 +896,7 @@ impl PrometheusSink {
     /// let (content_type, body) = prometheus.encode_for(None);
     /// assert_eq!(content_type, PrometheusSink::TEXT_CONTENT_TYPE);
     /// assert!(body.contains("# TYPE vllm_omni:prompt_tokens_total counter\n"));
-    /// assert!(body.contains("\nvllm_omni:prompt_tokens_total 0\n"));
+    /// assert!(body.contains("\nvllm_omni:prompt_tokens_total{model_name=\"unknown\"} 0\n"));
     /// ```
     pub fn encode_for(&self, accept: Option<&str>) -> (&'static str, String) {
         let format = Format::negotiate(accept);
@@ -815,9 +923,17 @@ impl PrometheusSink {
     }
 
     /// Observations not exported because their stage id came after the first
-    /// 64 distinct ones.
+    /// 64 distinct ones, their replica id after the first 64, or their model name after the
+    /// process's first 16.
     pub fn overflowed_observations(&self) -> u64 {
         self.shared.recorder.overflowed.load(Ordering::Relaxed)
+    }
+
+    /// The layer being built with this sink serves `model` (its
+    /// [`Builder::with_model_name`](crate::Builder::with_model_name)); see
+    /// [`Recorder::serve_model`].
+    pub(crate) fn serve_model(&self, model: Option<&str>) {
+        self.shared.recorder.serve_model(model);
     }
 }
 
@@ -1193,7 +1309,7 @@ mod tests {
         assert_eq!(sink.overflowed_observations(), 9);
         // The requests themselves still count.
         assert!(text.contains(&format!(
-            "vllm_omni:requests_success_total{{finished_reason=\"stop\"}} {}",
+            "vllm_omni:requests_success_total{{model_name=\"unknown\",finished_reason=\"stop\"}} {}",
             MAX_STAGE_LABELS + 3
         )));
     }
@@ -1219,10 +1335,12 @@ mod tests {
         let text = sink.encode();
         let n = 8 * RECORD_QUEUE_CAPACITY;
         assert!(
-            text.contains(&format!("vllm_omni:e2e_request_latency_s_count {n}\n")),
+            text.contains(&format!(
+                "vllm_omni:e2e_request_latency_s_count{{model_name=\"unknown\"}} {n}\n"
+            )),
             "{text}"
         );
-        assert!(text.contains(&format!("e2e_request_latency_s_bucket{{le=\"0.1\"}} {n} # {{trace_id=\"4bf92f3577b34da6a3ce929d0e0e4736\"}} 0.07\n")), "{text}");
+        assert!(text.contains(&format!("e2e_request_latency_s_bucket{{le=\"0.1\",model_name=\"unknown\"}} {n} # {{trace_id=\"4bf92f3577b34da6a3ce929d0e0e4736\"}} 0.07\n")), "{text}");
         assert_eq!(sink.dropped_requests(), 0);
     }
 
@@ -1609,29 +1727,29 @@ mod tests {
             "# HELP vllm_omni:requests_success_total Finished requests by finished_reason \
              (stop = ok, error, abort).",
             "# TYPE vllm_omni:requests_success_total counter",
-            "vllm_omni:requests_success_total{finished_reason=\"stop\"} 1",
+            "vllm_omni:requests_success_total{model_name=\"unknown\",finished_reason=\"stop\"} 1",
             // Without labels.
             "# HELP vllm_omni:prompt_tokens_total Prompt (input) tokens: stage 0's num_tokens_in.",
             "# TYPE vllm_omni:prompt_tokens_total counter",
-            "vllm_omni:prompt_tokens_total 4860",
+            "vllm_omni:prompt_tokens_total{model_name=\"unknown\"} 4860",
             "# TYPE vllm_omni:generation_tokens_total counter",
-            "vllm_omni:generation_tokens_total 342",
+            "vllm_omni:generation_tokens_total{model_name=\"unknown\"} 342",
             "# TYPE vllm_omni:audio_frames_total counter",
-            "vllm_omni:audio_frames_total{stage=\"2\"} 525525",
+            "vllm_omni:audio_frames_total{model_name=\"unknown\",stage=\"2\"} 525525",
             // A histogram: buckets without exemplars, `le` as Go's clients write it.
             "# HELP vllm_omni:e2e_request_latency_s End-to-end request latency in seconds \
              (request span duration; ok requests).",
             "# TYPE vllm_omni:e2e_request_latency_s histogram",
-            "vllm_omni:e2e_request_latency_s_bucket{le=\"30\"} 0",
-            "vllm_omni:e2e_request_latency_s_bucket{le=\"60\"} 1",
-            "vllm_omni:e2e_request_latency_s_bucket{le=\"+Inf\"} 1",
-            "vllm_omni:e2e_request_latency_s_sum 41.25",
-            "vllm_omni:e2e_request_latency_s_count 1",
+            "vllm_omni:e2e_request_latency_s_bucket{model_name=\"unknown\",le=\"30\"} 0",
+            "vllm_omni:e2e_request_latency_s_bucket{model_name=\"unknown\",le=\"60\"} 1",
+            "vllm_omni:e2e_request_latency_s_bucket{model_name=\"unknown\",le=\"+Inf\"} 1",
+            "vllm_omni:e2e_request_latency_s_sum{model_name=\"unknown\"} 41.25",
+            "vllm_omni:e2e_request_latency_s_count{model_name=\"unknown\"} 1",
             "# TYPE vllm_omni:stage_gen_time_s histogram",
-            "vllm_omni:stage_gen_time_s_bucket{stage=\"2\",le=\"5\"} 1",
-            "vllm_omni:transfer_size_bytes_bucket{from_stage=\"0\",to_stage=\"2\",le=\"1.6777216e+07\"} 0",
-            "vllm_omni:transfer_size_bytes_bucket{from_stage=\"0\",to_stage=\"2\",le=\"6.7108864e+07\"} 0",
-            "vllm_omni:transfer_size_bytes_bucket{from_stage=\"0\",to_stage=\"2\",le=\"2.68435456e+08\"} 1",
+            "vllm_omni:stage_gen_time_s_bucket{model_name=\"unknown\",stage=\"2\",le=\"5\"} 1",
+            "vllm_omni:transfer_size_bytes_bucket{model_name=\"unknown\",from_stage=\"0\",to_stage=\"2\",le=\"1.6777216e+07\"} 0",
+            "vllm_omni:transfer_size_bytes_bucket{model_name=\"unknown\",from_stage=\"0\",to_stage=\"2\",le=\"6.7108864e+07\"} 0",
+            "vllm_omni:transfer_size_bytes_bucket{model_name=\"unknown\",from_stage=\"0\",to_stage=\"2\",le=\"2.68435456e+08\"} 1",
         ] {
             assert!(
                 classic.lines().any(|l| l == line),
@@ -1650,14 +1768,18 @@ mod tests {
             "# HELP vllm_omni:requests_success Finished requests by finished_reason \
              (stop = ok, error, abort).",
             "# TYPE vllm_omni:requests_success counter",
-            "vllm_omni:requests_success_total{finished_reason=\"stop\"} 1",
+            "vllm_omni:requests_success_total{model_name=\"unknown\",finished_reason=\"stop\"} 1",
             "# TYPE vllm_omni:prompt_tokens counter",
-            "vllm_omni:prompt_tokens_total 4860",
-            "vllm_omni:audio_frames_total{stage=\"2\"} 525525",
+            "vllm_omni:prompt_tokens_total{model_name=\"unknown\"} 4860",
+            "vllm_omni:audio_frames_total{model_name=\"unknown\",stage=\"2\"} 525525",
             // A histogram, its buckets with the request's trace as exemplar.
             "# TYPE vllm_omni:e2e_request_latency_s histogram",
-            &format!("vllm_omni:e2e_request_latency_s_bucket{{le=\"60.0\"}} 1 {exemplar} 41.25"),
-            "vllm_omni:e2e_request_latency_s_count 1",
+            // OpenMetrics writes `le` first.
+            &format!(
+                "vllm_omni:e2e_request_latency_s_bucket{{le=\"60.0\",model_name=\"unknown\"}} 1 \
+                 {exemplar} 41.25"
+            ),
+            "vllm_omni:e2e_request_latency_s_count{model_name=\"unknown\"} 1",
             "# EOF",
         ] {
             assert!(

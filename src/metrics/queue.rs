@@ -123,12 +123,17 @@ fn slot_of(def: &MetricDef, labels: &LabelValues) -> usize {
     let reason = labels.finished_reason.map_or(0, |r| {
         (r.len() as u64) << 8 | u64::from(r.as_bytes().first().copied().unwrap_or(0))
     });
+    let model = labels.model_word();
     let mut h = (def.id as u64).wrapping_mul(MIX);
     for word in [
         id(labels.stage),
         id(labels.from_stage),
         id(labels.to_stage),
         reason,
+        id(labels.replica),
+        id(labels.from_replica),
+        id(labels.to_replica),
+        model,
     ] {
         h = (h ^ word).wrapping_mul(MIX).rotate_left(27);
     }

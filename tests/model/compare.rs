@@ -121,6 +121,7 @@ fn request(d: &mut Diff, path: &str, r: &RequestE2EStats, m: &Req) {
         status,
         status_message,
         scope,
+        model_name,
         trace_id,
         e2e_total_ms,
         e2e_total_tokens,
@@ -140,6 +141,8 @@ fn request(d: &mut Diff, path: &str, r: &RequestE2EStats, m: &Req) {
     d.eq(path, "status_message", status_message, &m.status_message);
     d.eq(path, "scope", scope, &m.scope);
     d.eq(path, "trace_id", trace_id, &None);
+    // The model's layers name no model.
+    d.eq(path, "model_name", model_name, &None);
     d.float(path, "e2e_total_ms", *e2e_total_ms, to_ms(m.e2e_us));
     d.eq(
         path,
@@ -407,6 +410,7 @@ fn edge(d: &mut Diff, path: &str, e: &TransferEdgeStats, m: &Edge) {
 fn summary(d: &mut Diff, path: &str, s: &OverallSummary, m: &Summary) {
     let OverallSummary {
         scope: _, // matched by
+        model_name,
         e2e_requests,
         e2e_wall_time_ms,
         e2e_total_tokens,
@@ -418,6 +422,7 @@ fn summary(d: &mut Diff, path: &str, s: &OverallSummary, m: &Summary) {
         invalid_spans,
         distributions,
     } = s;
+    d.eq(path, "model_name", model_name, &None);
     d.eq(path, "e2e_requests", *e2e_requests, m.e2e_requests);
     d.float(
         path,

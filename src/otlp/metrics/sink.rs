@@ -18,8 +18,9 @@ use opentelemetry::metrics::{Counter, Histogram, Meter};
 use smallvec::SmallVec;
 
 use crate::metrics::catalog::{
-    FINISHED_REASON_LABEL, FROM_STAGE_LABEL, LabelValues, MAX_STAGE_LABELS, METRICS, MetricDef,
-    MetricKind, STAGE_LABEL, TO_STAGE_LABEL,
+    FINISHED_REASON_LABEL, FROM_REPLICA_LABEL, FROM_STAGE_LABEL, LabelValues, MAX_MODEL_NAMES,
+    MAX_REPLICA_LABELS, MAX_STAGE_LABELS, METRICS, MODEL_NAME_LABEL, MetricDef, MetricKind,
+    REPLICA_LABEL, STAGE_LABEL, TO_REPLICA_LABEL, TO_STAGE_LABEL,
 };
 use crate::metrics::queue::{Batch, ObservationQueue, Record};
 use crate::report::Sink;
@@ -41,9 +42,13 @@ pub(crate) const METRICS_QUEUE_CAPACITY: usize = 1024;
 /// [`OtlpPipeline::metrics_sink`](super::super::OtlpPipeline::metrics_sink) makes it;
 /// `init()` adds it by itself. Each metric of the catalogue ([`crate::metrics::catalog`]) is
 /// one instrument, made once: a histogram with the catalogue's bucket boundaries, or a
-/// counter. Attributes are the catalogue's labels: `stage`, `from_stage`, `to_stage` (ints)
-/// and `finished_reason` (a string), never a request id; at most 64
-/// distinct stage ids are exported, observations of further ones are counted
+/// counter. Attributes are the catalogue's labels: `model_name` on every point (a string:
+/// the record's, else `unknown`), `stage`, `replica`, `from_stage`, `from_replica`,
+/// `to_stage`, `to_replica` (ints; a replica only when the record gives one) and
+/// `finished_reason` (a string), never a request id. Histograms have the catalogue's OTLP
+/// buckets ([`MetricDef::otel_buckets`]: the GenAI semantic conventions' for
+/// `gen_ai.server.*`). At most 64 distinct stage ids, 64 replica ids and 16 model names
+/// are exported; observations of further ones are counted
 /// ([`dropped_observations`](Self::dropped_observations)) and said once.
 ///
 /// Never sampled: it sees every request the metrics layer sees. The engine's thread only
@@ -78,6 +83,8 @@ struct Queue {
 struct Counts {
     dropped_observations: AtomicU64,
     said_stages: AtomicBool,
+    said_replicas: AtomicBool,
+    said_models: AtomicBool,
 }
 
 impl fmt::Debug for OtlpMetricsSink {
@@ -99,6 +106,7 @@ impl OtlpMetricsSink {
             instruments: Instruments {
                 by_id: METRICS.iter().map(|def| instrument(meter, def)).collect(),
                 stages: StageIds::default(),
+                replicas: StageIds::default(),
             },
             counts: counts.clone(),
         };
@@ -132,7 +140,8 @@ impl OtlpMetricsSink {
     }
 
     /// Observations not exported because their stage id was beyond the first
-    /// 64 distinct ones.
+    /// 64 distinct ones, their replica id beyond the first 64, or their model name beyond
+    /// the process's first 16.
     pub fn dropped_observations(&self) -> u64 {
         self.inner
             .as_ref()
@@ -163,7 +172,7 @@ fn instrument(meter: &Meter, def: &'static MetricDef) -> Instrument {
                 .f64_histogram(def.otel)
                 .with_description(def.help)
                 .with_unit(def.unit)
-                .with_boundaries(def.buckets.to_vec())
+                .with_boundaries(def.otel_buckets.to_vec())
                 .build(),
         ),
         MetricKind::Counter if def.unit.starts_with('{') || def.unit == "1" => Instrument::Count(
@@ -196,6 +205,8 @@ struct Instruments {
     /// Indexed like [`METRICS`] (by [`MetricDef::id`]).
     by_id: Vec<Instrument>,
     stages: StageIds,
+    /// The replica ids exported, as the stage ids.
+    replicas: StageIds,
 }
 
 /// A stage id as an OTLP int (clamped, never wrapped).
@@ -208,27 +219,54 @@ impl Instruments {
         let Some(instrument) = self.by_id.get(def.id as usize) else {
             return;
         };
-        let mut attributes: SmallVec<[KeyValue; 2]> = SmallVec::new();
-        for (key, id) in [
-            (STAGE_LABEL, labels.stage),
-            (FROM_STAGE_LABEL, labels.from_stage),
-            (TO_STAGE_LABEL, labels.to_stage),
+        let Some(model) = labels.model_name else {
+            return counts.drop_one(&counts.said_models, || {
+                tracing::warn!(
+                    target: "omni_metrics::otlp",
+                    "OTLP metrics: more than {MAX_MODEL_NAMES} distinct model names in the \
+                     process; observations of further ones are not exported. The tables and \
+                     records are complete."
+                );
+            });
+        };
+        let mut attributes: SmallVec<[KeyValue; 6]> = SmallVec::new();
+        attributes.push(KeyValue::new(MODEL_NAME_LABEL, model));
+        // vLLM-Omni's order: each stage before its replica.
+        for (key, id, replica) in [
+            (STAGE_LABEL, labels.stage, false),
+            (REPLICA_LABEL, labels.replica, true),
+            (FROM_STAGE_LABEL, labels.from_stage, false),
+            (FROM_REPLICA_LABEL, labels.from_replica, true),
+            (TO_STAGE_LABEL, labels.to_stage, false),
+            (TO_REPLICA_LABEL, labels.to_replica, true),
         ] {
             let Some(id) = id else { continue };
-            if !self.stages.admit(id) {
-                counts.dropped_observations.fetch_add(1, Ordering::Relaxed);
-                if !counts.said_stages.swap(true, Ordering::Relaxed) {
+            let admitted = if replica {
+                self.replicas.admit(id)
+            } else {
+                self.stages.admit(id)
+            };
+            if !admitted {
+                let said = if replica {
+                    &counts.said_replicas
+                } else {
+                    &counts.said_stages
+                };
+                let (what, cap) = if replica {
+                    ("replica", MAX_REPLICA_LABELS)
+                } else {
+                    ("stage", MAX_STAGE_LABELS)
+                };
+                return counts.drop_one(said, || {
                     tracing::warn!(
                         target: "omni_metrics::otlp",
-                        stage = id,
-                        "OTLP metrics: more than {MAX_STAGE_LABELS} distinct stage ids; \
-                         observations of stage {id} and of every further new stage id are \
-                         not exported (each would be series of its own). The tables and \
-                         records are complete. Number stages 0, 1, 2... per pipeline, not per \
-                         request."
+                        id,
+                        "OTLP metrics: more than {cap} distinct {what} ids; observations of \
+                         {what} {id} and of every further new {what} id are not exported \
+                         (each would be series of its own). The tables and records are \
+                         complete. Number {what}s 0, 1, 2... per pipeline, not per request."
                     );
-                }
-                return;
+                });
             }
             attributes.push(KeyValue::new(key, int(id)));
         }
@@ -240,6 +278,16 @@ impl Instruments {
             Instrument::Count(c) => c.add(value as u64, &attributes),
             Instrument::Sum(c) => c.add(value, &attributes),
             Instrument::Histogram(h) => h.record(value, &attributes),
+        }
+    }
+}
+
+impl Counts {
+    /// Counts an observation not exported; `say` the first time for its kind.
+    fn drop_one(&self, said: &AtomicBool, say: impl FnOnce()) {
+        self.dropped_observations.fetch_add(1, Ordering::Relaxed);
+        if !said.swap(true, Ordering::Relaxed) {
+            say();
         }
     }
 }
@@ -267,8 +315,11 @@ impl Record for Recorder {
     }
 }
 
-/// The first [`MAX_STAGE_LABELS`] distinct stage ids seen, lock-free: a slot holds an id
-/// plus one (0 is empty).
+/// The first [`MAX_STAGE_LABELS`] distinct stage ids seen (or replica ids: as many),
+/// lock-free: a slot holds an id plus one (0 is empty).
+// One type keeps both caps.
+const _: () = assert!(MAX_REPLICA_LABELS == MAX_STAGE_LABELS);
+
 struct StageIds {
     slots: [AtomicU64; MAX_STAGE_LABELS],
     used: AtomicUsize,
