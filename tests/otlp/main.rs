@@ -238,6 +238,28 @@ fn grpc_export_gives_one_trace_per_request_with_the_convention_tree() {
             attr_f64(request_span, "e2e_total_tokens"),
             Some(r.e2e_total_tokens as f64)
         );
+        // GenAI usage, by the semantic conventions' current names (issue 25, item 8):
+        // stage 0's tokens in, every stage's tokens out.
+        let tokens_in = r.stage(0).map_or(0, |s| s.num_tokens_in);
+        let tokens_out: u64 = r.stages.iter().map(|s| s.num_tokens_out).sum();
+        assert_eq!(
+            attr_f64(request_span, "gen_ai.usage.input_tokens"),
+            Some(tokens_in as f64)
+        );
+        assert_eq!(
+            attr_f64(request_span, "gen_ai.usage.output_tokens"),
+            Some(tokens_out as f64)
+        );
+        assert!(tokens_in > 0 && tokens_out > 0);
+        for deprecated in [
+            "gen_ai.usage.prompt_tokens",
+            "gen_ai.usage.completion_tokens",
+        ] {
+            assert!(
+                request_span.attributes.iter().all(|a| a.key != deprecated),
+                "{deprecated}"
+            );
+        }
         assert_eq!(
             attr_f64(request_span, "transfers_total_kbytes"),
             Some(r.transfers_total_kbytes)

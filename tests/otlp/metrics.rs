@@ -24,10 +24,17 @@ fn expected(records: &[RequestE2EStats]) -> HashMap<Series, (u64, f64)> {
     for r in records {
         observe(r, |def, labels, value| {
             let mut attributes = BTreeMap::new();
+            let model = labels
+                .model_name
+                .expect("a model name on every observation");
+            attributes.insert("model_name".to_owned(), model.to_owned());
             for (key, id) in [
                 ("stage", labels.stage),
+                ("replica", labels.replica),
                 ("from_stage", labels.from_stage),
+                ("from_replica", labels.from_replica),
                 ("to_stage", labels.to_stage),
+                ("to_replica", labels.to_replica),
             ] {
                 if let Some(id) = id {
                     attributes.insert(key.to_owned(), format!("i:{id}"));
@@ -49,7 +56,7 @@ fn close(a: f64, b: f64) -> bool {
 }
 
 /// Every series the records make arrived with the same count and sum, with the catalogue's
-/// unit, kind and buckets; nothing else arrived.
+/// unit, kind and OTLP buckets; nothing else arrived.
 #[track_caller]
 fn same_as_records(received: &HashMap<Series, Point>, records: &[RequestE2EStats]) {
     let want = expected(records);
@@ -74,7 +81,7 @@ fn same_as_records(received: &HashMap<Series, Point>, records: &[RequestE2EStats
                         p.count, p.sum
                     ));
                 }
-                if p.bounds != def.buckets {
+                if p.bounds != def.otel_buckets {
                     problems.push(format!("{name}: bounds {:?}", p.bounds));
                 }
             }
@@ -95,14 +102,27 @@ fn same_as_records(received: &HashMap<Series, Point>, records: &[RequestE2EStats
 
 /// A metrics layer whose records are captured and whose metrics go to `pipeline`.
 fn layer_to(pipeline: &OtlpPipeline) -> (OmniMetricsLayer, CaptureSink) {
+    layer_of(pipeline, OmniMetricsLayer::builder())
+}
+
+/// [`layer_to`], from `builder`.
+fn layer_of(
+    pipeline: &OtlpPipeline,
+    builder: omni_metrics::Builder,
+) -> (OmniMetricsLayer, CaptureSink) {
     let capture = CaptureSink::new();
-    let layer = OmniMetricsLayer::builder()
+    let layer = builder
         .with_console(false)
         .with_sink(capture.clone())
         .with_sink(pipeline.metrics_sink())
         .build()
         .expect("no file");
     (layer, capture)
+}
+
+/// The attributes of a series without labels of its own: the default model name.
+fn unnamed() -> BTreeMap<String, String> {
+    BTreeMap::from([("model_name".to_owned(), "unknown".to_owned())])
 }
 
 /// Runs `work` through a subscriber with the metrics layer (and the pipeline's trace layer).
@@ -167,17 +187,26 @@ fn grpc_metrics_equal_the_records_cumulatively() {
     same_as_records(&received, &records);
 
     // Spot checks straight from the model, not through the catalogue.
-    let none = BTreeMap::new();
+    let none = unnamed();
     let duration = &received[&("gen_ai.server.request.duration".to_owned(), none.clone())];
     let e2e: f64 = records.iter().map(|r| r.e2e_total_ms / 1000.0).sum();
     assert!(close(duration.sum, e2e), "{} vs {e2e}", duration.sum);
     assert_eq!((duration.count, duration.unit.as_str()), (3, "s"));
-    assert_eq!(duration.bounds, MetricId::E2eRequestLatency.def().buckets);
+    // The GenAI semantic conventions' recommended boundaries: 0.01 s doubling to 81.92 s.
+    let doubling: Vec<f64> = (0..14).map(|i| 0.01 * f64::from(1 << i)).collect();
+    assert_eq!(duration.bounds, doubling);
+    assert_eq!(
+        duration.bounds,
+        MetricId::E2eRequestLatency.def().otel_buckets
+    );
     assert_eq!(
         duration.temporality,
         AggregationTemporality::Cumulative as i32
     );
-    let stage1 = BTreeMap::from([("stage".to_owned(), "i:1".to_owned())]);
+    let stage1 = BTreeMap::from([
+        ("model_name".to_owned(), "unknown".to_owned()),
+        ("stage".to_owned(), "i:1".to_owned()),
+    ]);
     let gen1 = &received[&("omni.stage.gen_time".to_owned(), stage1)];
     let want: f64 = records
         .iter()
@@ -185,6 +214,7 @@ fn grpc_metrics_equal_the_records_cumulatively() {
         .sum();
     assert!(close(gen1.sum, want) && gen1.count == 3);
     let edge = BTreeMap::from([
+        ("model_name".to_owned(), "unknown".to_owned()),
         ("from_stage".to_owned(), "i:0".to_owned()),
         ("to_stage".to_owned(), "i:1".to_owned()),
     ]);
@@ -192,7 +222,10 @@ fn grpc_metrics_equal_the_records_cumulatively() {
     assert_eq!((size.sum, size.unit.as_str()), (3.0 * 4096.0, "By"));
     let requests = &received[&(
         "omni.requests".to_owned(),
-        BTreeMap::from([("finished_reason".to_owned(), "stop".to_owned())]),
+        BTreeMap::from([
+            ("model_name".to_owned(), "unknown".to_owned()),
+            ("finished_reason".to_owned(), "stop".to_owned()),
+        ]),
     )];
     assert_eq!((requests.sum, requests.monotonic), (3.0, true));
     let prompt = &received[&("omni.request.prompt_tokens".to_owned(), none.clone())];
@@ -200,7 +233,14 @@ fn grpc_metrics_equal_the_records_cumulatively() {
     for p in received.values() {
         assert!(
             p.attributes.keys().all(|k| {
-                ["stage", "from_stage", "to_stage", "finished_reason"].contains(&k.as_str())
+                [
+                    "model_name",
+                    "stage",
+                    "from_stage",
+                    "to_stage",
+                    "finished_reason",
+                ]
+                .contains(&k.as_str())
             }),
             "bounded attributes only: {p:?}"
         );
@@ -621,4 +661,127 @@ fn the_readme_table_is_the_catalogue() {
         })
         .count();
     assert_eq!(rows, METRICS.len(), "one row per metric");
+}
+
+/// A layer named after its model, stages on replicas (issue 25, items 1, 2 and 8): every
+/// point carries `model_name`, the stage and edge points their replicas as given, and the
+/// `gen_ai.server.*` histograms the semantic conventions' recommended boundaries (the
+/// Prometheus endpoint keeps vLLM-Omni's), over gRPC to the receiver.
+#[test]
+fn model_name_replicas_and_genai_buckets_reach_the_collector() {
+    let receiver = GrpcReceiver::start();
+    let pipeline = builder_to(format!("http://{}", receiver.addr))
+        .build()
+        .expect("pipeline");
+    let (metrics, capture) = layer_of(
+        &pipeline,
+        OmniMetricsLayer::builder().with_model_name("qwen3-omni"),
+    );
+    let subscriber = tracing_subscriber::registry()
+        .with(metrics)
+        .with(pipeline.layer());
+    tracing::subscriber::with_default(subscriber, || {
+        for i in 0..4_u64 {
+            let request = omni_metrics::instrument::Request::start(&format!("rep-{i}"));
+            {
+                let thinker = request.stage(0);
+                thinker.tokens_in(8).tokens_out(3).replica(i % 2);
+                for _ in 0..3 {
+                    std::thread::sleep(Duration::from_millis(1));
+                    thinker.output(1);
+                }
+            }
+            {
+                let t = request.transfer(0, 1);
+                t.size_bytes(2048).replicas(i % 2, 0);
+                drop(t.tx());
+                drop(t.rx_decode());
+            }
+            // The talker without a replica: no replica attribute.
+            request.stage(1).tokens_in(3).tokens_out(7).output(7);
+            request.finish();
+        }
+    });
+    pipeline.into_guard().shutdown().expect("exported");
+    let records = capture.requests();
+    assert_eq!(records.len(), 4);
+    assert!(
+        records
+            .iter()
+            .all(|r| r.model_name.as_deref() == Some("qwen3-omni"))
+    );
+    let received = latest(&points(&receiver.metrics()));
+    same_as_records(&received, &records);
+
+    let at = |name: &str, attributes: &[(&str, &str)]| {
+        let key = (
+            name.to_owned(),
+            attributes
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect::<BTreeMap<_, _>>(),
+        );
+        received
+            .get(&key)
+            .unwrap_or_else(|| panic!("no {key:?} in {:#?}", received.keys()))
+    };
+    let model = ("model_name", "qwen3-omni");
+    assert!(
+        received
+            .values()
+            .all(|p| p.attributes["model_name"] == "qwen3-omni"),
+        "model_name on every point"
+    );
+    for replica in ["i:0", "i:1"] {
+        let gen_time = at(
+            "omni.stage.gen_time",
+            &[model, ("stage", "i:0"), ("replica", replica)],
+        );
+        assert_eq!(gen_time.count, 2, "two requests on each thinker replica");
+        let size = at(
+            "omni.transfer.size",
+            &[
+                model,
+                ("from_stage", "i:0"),
+                ("from_replica", replica),
+                ("to_stage", "i:1"),
+                ("to_replica", "i:0"),
+            ],
+        );
+        assert_eq!((size.count, size.sum), (2, 4096.0));
+    }
+    assert_eq!(
+        at("omni.stage.gen_time", &[model, ("stage", "i:1")]).count,
+        4,
+        "no replica given, no replica attribute"
+    );
+
+    // The GenAI histograms' buckets are the semantic conventions' (facts sheet).
+    let doubling: Vec<f64> = (0..14).map(|i| 0.01 * f64::from(1 << i)).collect();
+    assert_eq!(
+        at("gen_ai.server.request.duration", &[model]).bounds,
+        doubling
+    );
+    assert_eq!(
+        at("gen_ai.server.time_to_first_token", &[model]).bounds,
+        [
+            0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5,
+            10.0
+        ]
+    );
+    assert_eq!(
+        at(
+            "gen_ai.server.time_per_output_token",
+            &[model, ("stage", "i:0"), ("replica", "i:1")]
+        )
+        .bounds,
+        [
+            0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5
+        ]
+    );
+    // The others keep the catalogue's (vLLM-Omni's) buckets.
+    assert_eq!(
+        at("omni.stage.gen_time", &[model, ("stage", "i:1")]).bounds,
+        MetricId::StageGenTime.def().buckets
+    );
 }
