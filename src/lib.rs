@@ -35,6 +35,10 @@ pub use metrics::prometheus::{PrometheusError, PrometheusSink};
 
 #[cfg(feature = "replay")]
 #[cfg_attr(docsrs, doc(cfg(feature = "replay")))]
+pub mod compare;
+
+#[cfg(feature = "replay")]
+#[cfg_attr(docsrs, doc(cfg(feature = "replay")))]
 pub mod replay;
 
 #[cfg(feature = "testing")]

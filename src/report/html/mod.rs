@@ -55,7 +55,7 @@ use crate::report::table::printable;
 use crate::stats::{OverallSummary, RequestE2EStats};
 
 const PAGE: &str = include_str!("page.html");
-const STYLE: &str = include_str!("page.css");
+pub(crate) const STYLE: &str = include_str!("page.css");
 const SCRIPT: &str = include_str!("page.js");
 
 /// Writes the pages of several scopes to one file-name pattern, never replacing a page it
@@ -165,7 +165,7 @@ pub(crate) fn render_rows(summary: &OverallSummary, mut rows: Vec<Row>) -> Strin
 }
 
 /// Text for HTML element content and attribute values.
-fn escape_html(out: &mut String, text: &str) {
+pub(crate) fn escape_html(out: &mut String, text: &str) {
     for c in text.chars() {
         match c {
             '&' => out.push_str("&amp;"),
