@@ -1,7 +1,8 @@
 //! `omni-metrics report FILE...`: the vLLM-Omni tables (or JSON-lines records) rebuilt from
 //! OTLP trace files, as a collector's file exporter writes them. A thin shell over
 //! [`omni_metrics::replay`]; its guide is `omni_metrics::guide::report_command`
-//! (`docs/report-command.md`).
+//! (`docs/report-command.md`). `omni-metrics compare BASE NEW`: two runs compared, a thin
+//! shell over [`omni_metrics::compare`] (`docs/compare.md`).
 
 use std::io::{IsTerminal as _, Read, Write as _};
 use std::path::PathBuf;
@@ -38,6 +39,91 @@ enum Command {
     /// Rebuild the tables from OTLP trace files (a collector's file exporter: JSON lines or
     /// length-prefixed protobuf, plain, gzip or zstd), from any number of processes and hosts.
     Report(ReportArgs),
+    /// Compare two runs (BASE, then NEW): each measure's p50, p90, p99 and mean on both
+    /// sides, the change, and whether it is real or noise.
+    #[command(after_help = COMPARE_HELP)]
+    Compare(CompareArgs),
+}
+
+/// `compare --help`'s closing text: the `--fail-on` syntax and the exit status.
+const COMPARE_HELP: &str = "\
+--fail-on EXPR: MEASURE_STAT OP THRESHOLD, comma-separated or repeated; any holding fails.
+  MEASURE  e2e, first_output, first_audio, audio_e2e_rtf, stageN_queue, stageN_gen,
+           stageN_postprocess, stageN_first_output, stageN_audio_rtf, stageN_denoise_step,
+           stageN_rR_gen (replica R; _queue, _postprocess), edgeA_B_tx, edgeA_B_in_flight,
+           edgeA_B_rx, throughput_rps, throughput_tps, error_rate, abort_rate
+  STAT     p50, p90, p99 or mean (throughputs: mean, rates: rate; either may be left out)
+  OP       > (went up) or < (went down)
+  THRESHOLD  signed number and unit: % of the base value, ms (times), pp (rates), none for
+           the measure's own unit (RTF, req/s, tok/s); > takes 0 or more, < 0 or less
+  A condition holds when the change is real (its interval excludes 0 that way) and beyond
+  the threshold. Examples: 'e2e_p99>+5%', 'stage1_gen_mean>+20ms',
+  'throughput_rps<-5%', 'error_rate>+0.5pp'.
+
+Exit status: 0 compared (no condition held); 1 a side could not be read or holds no
+request, or the HTML page could not be written; 2 a usage error (a bad --fail-on, or one on
+a measure the runs lack or could not test); 3 a --fail-on condition held.";
+
+#[derive(Args, Debug)]
+struct CompareArgs {
+    /// The base run: a records file (JSON lines), a trace file, or a directory of them.
+    #[arg(value_name = "BASE")]
+    base: PathBuf,
+    /// The new run, as BASE.
+    #[arg(value_name = "NEW")]
+    new: PathBuf,
+    /// More files of the base run (repeat it).
+    #[arg(long, value_name = "FILE")]
+    base_file: Vec<PathBuf>,
+    /// More files of the new run (repeat it).
+    #[arg(long, value_name = "FILE")]
+    new_file: Vec<PathBuf>,
+    /// What to print on standard output.
+    #[arg(long, value_enum, default_value_t = CompareFormat::Table)]
+    format: CompareFormat,
+    /// What a side is.
+    #[arg(long, value_enum, default_value_t = CompareGroup::Run)]
+    group_by: CompareGroup,
+    /// The run (scope) of the base files to compare, when they hold several.
+    #[arg(long, value_name = "SCOPE")]
+    base_scope: Option<String>,
+    /// The run (scope) of the new files to compare, when they hold several.
+    #[arg(long, value_name = "SCOPE")]
+    new_scope: Option<String>,
+    /// The confidence of the whole table: runs without a real difference show no better or
+    /// worse row with at least this probability.
+    #[arg(long, value_name = "P", default_value_t = omni_metrics::compare::Compare::DEFAULT_CONFIDENCE)]
+    confidence: f64,
+    /// How far the mean tokens per request may differ, in percent, before the workload is
+    /// said to differ.
+    #[arg(long, value_name = "PCT", default_value_t = 5.0)]
+    token_tolerance: f64,
+    /// Exit 3 when a change is real and beyond a threshold, e.g. 'e2e_p99>+5%' (syntax
+    /// below).
+    #[arg(long, value_name = "EXPR")]
+    fail_on: Vec<String>,
+    /// Also write the comparison as one self-contained HTML page.
+    #[arg(long, value_name = "OUT.html")]
+    html: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum CompareGroup {
+    /// One run: the one its files hold (--base-scope, --new-scope pick one of several), or
+    /// their online requests.
+    Run,
+    /// Every request of its files, pooled; throughput is compared over its runs.
+    All,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum CompareFormat {
+    /// A table for the console.
+    Table,
+    /// JSON lines: the sides, each warning, each row.
+    Jsonl,
+    /// Markdown to paste into a pull request.
+    Markdown,
 }
 
 #[derive(Args, Debug)]
@@ -108,6 +194,87 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Report(args) => report(args),
+        Command::Compare(args) => compare(args),
+    }
+}
+
+/// `omni-metrics compare`: both sides read, compared, printed; the gate checked.
+fn compare(args: CompareArgs) -> ExitCode {
+    use omni_metrics::compare::{self, Compare, FailOn, Side};
+    let mut gate = FailOn::default();
+    for expr in &args.fail_on {
+        if let Err(e) = gate.add(expr) {
+            eprintln!("omni-metrics: {e}");
+            return ExitCode::from(2);
+        }
+    }
+    let group_by = match args.group_by {
+        CompareGroup::Run => GroupBy::Run,
+        CompareGroup::All => GroupBy::All,
+    };
+    let side = |label: &str, first: &PathBuf, more: &[PathBuf], scope: Option<&str>| {
+        let files: Vec<PathBuf> = std::iter::once(first.clone())
+            .chain(more.iter().cloned())
+            .collect();
+        let loaded = compare::load(&files, &mut |note| {
+            eprintln!("omni-metrics: {label}: {note}")
+        });
+        Side::from_loaded(label, loaded, group_by, scope)
+    };
+    let sides = side(
+        "base",
+        &args.base,
+        &args.base_file,
+        args.base_scope.as_deref(),
+    )
+    .and_then(|base| {
+        Ok((
+            base,
+            side("new", &args.new, &args.new_file, args.new_scope.as_deref())?,
+        ))
+    });
+    let (base, new) = match sides {
+        Ok(sides) => sides,
+        Err(e) => {
+            eprintln!("omni-metrics: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let comparison = Compare::new()
+        .with_confidence(args.confidence)
+        .with_token_tolerance(args.token_tolerance / 100.0)
+        .run(&base, &new);
+    let text = match args.format {
+        CompareFormat::Table => comparison.to_table(),
+        CompareFormat::Jsonl => comparison.to_jsonl(),
+        CompareFormat::Markdown => comparison.to_markdown(),
+    };
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        eprintln!("omni-metrics: cannot write the comparison on standard output: {e}");
+    }
+    if let Some(path) = &args.html {
+        let page = compare::html::render(&comparison, &base, &new);
+        match std::fs::write(path, page) {
+            Ok(()) => eprintln!("omni-metrics: wrote {}", path.display()),
+            Err(e) => {
+                eprintln!("omni-metrics: cannot write {}: {e}", path.display());
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    match gate.check(&comparison) {
+        Ok(hits) if hits.is_empty() => ExitCode::SUCCESS,
+        Ok(hits) => {
+            for hit in hits {
+                eprintln!("omni-metrics: --fail-on {hit}");
+            }
+            ExitCode::from(3)
+        }
+        Err(e) => {
+            eprintln!("omni-metrics: {e}");
+            ExitCode::from(2)
+        }
     }
 }
 

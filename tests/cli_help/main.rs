@@ -1,5 +1,6 @@
-//! `omni-metrics report --help` is what `tests/cli_help/report-help.txt` says: a change to
-//! the command's options shows up in review as a change to that file.
+//! `omni-metrics report --help` is what `tests/cli_help/report-help.txt` says, and
+//! `omni-metrics compare --help` what `compare-help.txt` says: a change to a command's
+//! options shows up in review as a change to its file.
 //!
 //! After changing the options, update the snapshot and review its diff:
 //!
@@ -61,7 +62,7 @@ fn assert_snapshot(path: &str, actual: &str) {
     let expected = normalized(&expected);
     if expected != *actual {
         panic!(
-            "`omni-metrics report --help` differs from {}:\n\
+            "the command's --help differs from {}:\n\
              --- snapshot\n{expected}\n--- actual\n{actual}\n\
              If the change is intended: {UPDATE_ENV}=1 cargo test --features cli --test cli_help",
             path.display()
@@ -72,4 +73,10 @@ fn assert_snapshot(path: &str, actual: &str) {
 #[test]
 fn report_help_is_the_snapshot() {
     assert_snapshot("report-help.txt", &run(&["report", "--help"]));
+}
+
+/// `omni-metrics compare --help`, with the `--fail-on` syntax and the exit status (issue 26).
+#[test]
+fn compare_help_is_the_snapshot() {
+    assert_snapshot("compare-help.txt", &run(&["compare", "--help"]));
 }
