@@ -92,16 +92,7 @@ fn expected(requests: &[RequestE2EStats], times: u64) -> BTreeMap<SeriesKey, Exp
     let mut out: BTreeMap<_, Expected> = BTreeMap::new();
     for r in requests {
         observe(r, |def, labels, value| {
-            let mut key: Vec<(String, String)> = [
-                ("stage", labels.stage.map(|v| v.to_string())),
-                ("from_stage", labels.from_stage.map(|v| v.to_string())),
-                ("to_stage", labels.to_stage.map(|v| v.to_string())),
-                ("finished_reason", labels.finished_reason.map(str::to_owned)),
-            ]
-            .into_iter()
-            .filter_map(|(k, v)| Some((k.to_owned(), v?)))
-            .collect();
-            key.sort();
+            let key = crate::support::label_pairs(&labels);
             let e: &mut Expected = out.entry((def.prometheus, key)).or_default();
             e.buckets.resize(def.buckets.len(), 0);
             e.count += times;

@@ -64,7 +64,9 @@ fn the_variable_turns_the_endpoint_on_for_init() {
     let stdout = succeeded(&run_child(NAME, &format!("127.0.0.1:{port}")));
     assert!(stdout.contains("HTTP/1.1 200 OK"), "{stdout}");
     assert!(
-        stdout.contains("vllm_omni:requests_success_total{finished_reason=\"stop\"} 1"),
+        stdout.contains(
+            "vllm_omni:requests_success_total{model_name=\"unknown\",finished_reason=\"stop\"} 1"
+        ),
         "{stdout}"
     );
 }

@@ -56,10 +56,10 @@ fn the_format_follows_the_accept_header() {
         for line in [
             "# TYPE vllm_omni:requests_success_total counter",
             "# TYPE vllm_omni:prompt_tokens_total counter",
-            "vllm_omni:prompt_tokens_total 303",
+            "vllm_omni:prompt_tokens_total{model_name=\"unknown\"} 303",
             "# TYPE vllm_omni:e2e_request_latency_s histogram",
             // Requests 0, 1 and 2 finish (3 fails, 4 is dropped): 100 + 101 + 102 tokens.
-            "vllm_omni:e2e_request_latency_s_count 3",
+            "vllm_omni:e2e_request_latency_s_count{model_name=\"unknown\"} 3",
         ] {
             assert!(body.lines().any(|l| l == line), "no {line:?} in\n{body}");
         }

@@ -5,8 +5,10 @@
 mod support;
 
 mod burst;
+mod conformance;
 mod env;
 mod exemplars;
 mod http;
+mod replicas;
 mod slow_clients;
 mod values;

@@ -33,21 +33,30 @@ pub(crate) struct Harness {
 impl Harness {
     /// Without an OpenTelemetry layer: no request has a trace id.
     pub(crate) fn new() -> Self {
-        Self::build(false)
+        Self::build(false, None)
+    }
+
+    /// A layer serving `model` ([`Builder::with_model_name`](omni_metrics::Builder::with_model_name)).
+    pub(crate) fn with_model_name(model: &str) -> Self {
+        Self::build(false, Some(model))
     }
 
     /// With an OpenTelemetry layer after the metrics layer (as `init()` stacks them), that
     /// samples every request: each one has a trace id.
     #[cfg(feature = "otlp")]
     pub(crate) fn traced() -> Self {
-        Self::build(true)
+        Self::build(true, None)
     }
 
-    fn build(traced: bool) -> Self {
+    fn build(traced: bool, model: Option<&str>) -> Self {
         let clock = ManualClock::new();
         let capture = CaptureSink::new();
         let prometheus = PrometheusSink::bind("127.0.0.1:0").expect("an ephemeral port");
-        let layer = OmniMetricsLayer::builder()
+        let mut builder = OmniMetricsLayer::builder();
+        if let Some(model) = model {
+            builder = builder.with_model_name(model);
+        }
+        let layer = builder
             .with_console(false)
             .with_clock(clock.clone())
             .with_sink(capture.clone())
@@ -95,6 +104,15 @@ impl Harness {
         });
     }
 
+    /// Plays `n` requests of [`play_on_replicas`] named `rep-000`, `rep-001`, ...
+    pub(crate) fn play_replicas(&self, n: u64) {
+        self.run(|| {
+            for i in 0..n {
+                play_on_replicas(&self.clock, &format!("rep-{i:03}"), i);
+            }
+        });
+    }
+
     /// The bound address of the endpoint.
     pub(crate) fn addr(&self) -> SocketAddr {
         self.prometheus.local_addr().expect("served")
@@ -120,6 +138,16 @@ impl Harness {
 /// dropped (aborted); the others finish. Times are on `clock`, which must drive the
 /// subscriber this runs under.
 pub(crate) fn play(clock: &ManualClock, id: &str, i: u64) {
+    play_with(clock, id, i, None);
+}
+
+/// [`play`], each stage and edge on a replica: the thinker on replica `i % 2`, the talker
+/// on `i % 3`, the edge between them from and to those. Every request finishes.
+pub(crate) fn play_on_replicas(clock: &ManualClock, id: &str, i: u64) {
+    play_with(clock, id, i, Some((i % 2, i % 3)));
+}
+
+fn play_with(clock: &ManualClock, id: &str, i: u64, replicas: Option<(u64, u64)>) {
     let step = |us: u64| clock.advance_ns(us * 1_000);
     let request = Request::start(id);
     {
@@ -128,6 +156,9 @@ pub(crate) fn play(clock: &ManualClock, id: &str, i: u64) {
             .name("thinker")
             .tokens_in(100 + i)
             .tokens_out(20 + i);
+        if let Some((thinker_replica, _)) = replicas {
+            thinker.replica(thinker_replica);
+        }
         let queue = thinker.queue();
         step(300 + 50 * i);
         drop(queue);
@@ -141,6 +172,9 @@ pub(crate) fn play(clock: &ManualClock, id: &str, i: u64) {
     {
         let transfer = request.transfer(0, 1);
         transfer.size_bytes(70_000 * (i + 1));
+        if let Some((from, to)) = replicas {
+            transfer.replicas(from, to);
+        }
         let tx = transfer.tx();
         step(1_200);
         drop(tx);
@@ -155,11 +189,15 @@ pub(crate) fn play(clock: &ManualClock, id: &str, i: u64) {
             .name("talker")
             .tokens_out(50)
             .audio(48_000 * (i + 1), 24_000);
+        if let Some((_, talker_replica)) = replicas {
+            talker.replica(talker_replica);
+        }
         step(200_000 + 150_000 * i);
         talker.output(4);
         step(900_000);
     }
     match i % 5 {
+        _ if replicas.is_some() => request.finish(),
         3 => request.fail(),
         4 => drop(request),
         _ => request.finish(),
@@ -241,16 +279,43 @@ pub(crate) fn labels_of(
     labels
 }
 
+/// The labels a series of `labels` is scraped with, sorted (as [`labels_of`] reads them).
+pub(crate) fn label_pairs(labels: &omni_metrics::metrics::LabelValues) -> Vec<(String, String)> {
+    let id = |v: Option<u64>| v.map(|v| v.to_string());
+    let mut pairs: Vec<(String, String)> = [
+        ("model_name", labels.model_name.map(str::to_owned)),
+        ("stage", id(labels.stage)),
+        ("replica", id(labels.replica)),
+        ("from_stage", id(labels.from_stage)),
+        ("from_replica", id(labels.from_replica)),
+        ("to_stage", id(labels.to_stage)),
+        ("to_replica", id(labels.to_replica)),
+        ("finished_reason", labels.finished_reason.map(str::to_owned)),
+    ]
+    .into_iter()
+    .filter_map(|(k, v)| Some((k.to_owned(), v?)))
+    .collect();
+    pairs.sort();
+    pairs
+}
+
+/// The `model_name` of a layer built without one (every family has the label).
+pub(crate) const UNNAMED: &str = "unknown";
+
+/// `labels`, sorted, with `model_name` [`UNNAMED`] unless they give one.
 fn owned(labels: &[(&str, &str)]) -> Vec<(String, String)> {
     let mut v: Vec<(String, String)> = labels
         .iter()
         .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
         .collect();
+    if !labels.iter().any(|(k, _)| *k == "model_name") {
+        v.push(("model_name".to_owned(), UNNAMED.to_owned()));
+    }
     v.sort();
     v
 }
 
-/// The histogram series `name{labels}`.
+/// The histogram series `name{labels}` (`model_name` [`UNNAMED`] unless given).
 #[track_caller]
 pub(crate) fn histogram(
     parsed: &Exposition,
@@ -269,7 +334,8 @@ pub(crate) fn histogram(
     panic!("no series {name}{want:?}")
 }
 
-/// The counter series `name{labels}`'s value, 0 if absent.
+/// The counter series `name{labels}`'s value, 0 if absent (`model_name` [`UNNAMED`] unless
+/// given).
 #[track_caller]
 pub(crate) fn counter(parsed: &Exposition, name: &str, labels: &[(&str, &str)]) -> f64 {
     let want = owned(labels);

@@ -23,17 +23,7 @@ fn expected(requests: &[omni_metrics::stats::RequestE2EStats]) -> BTreeMap<Serie
     let mut out: BTreeMap<SeriesKey, Expected> = BTreeMap::new();
     for r in requests {
         observe(r, |def, labels, value| {
-            let mut key = Vec::new();
-            let mut push = |k: &str, v: Option<String>| {
-                if let Some(v) = v {
-                    key.push((k.to_owned(), v));
-                }
-            };
-            push("stage", labels.stage.map(|v| v.to_string()));
-            push("from_stage", labels.from_stage.map(|v| v.to_string()));
-            push("to_stage", labels.to_stage.map(|v| v.to_string()));
-            push("finished_reason", labels.finished_reason.map(str::to_owned));
-            key.sort();
+            let key = crate::support::label_pairs(&labels);
             let e = out.entry((def.prometheus, key)).or_default();
             e.buckets.resize(def.buckets.len(), 0);
             e.count += 1;
@@ -207,11 +197,18 @@ fn sums_and_counts_match_the_records_fields() {
 }
 
 #[test]
-fn labels_are_stage_and_edge_ids_and_finished_reason_only() {
+fn labels_are_the_model_stage_and_edge_ids_and_finished_reason_only() {
     let h = Harness::new();
     h.play_many(10);
     let (response, parsed) = h.scrape();
-    let allowed = ["stage", "from_stage", "to_stage", "finished_reason"];
+    // No replica given: no replica label.
+    let allowed = [
+        "model_name",
+        "stage",
+        "from_stage",
+        "to_stage",
+        "finished_reason",
+    ];
     for f in parsed.families.values() {
         for sample in f.iter_samples() {
             for (key, value) in labels_of(sample) {
