@@ -77,10 +77,14 @@ struct Node {
 /// [`Replay::CLOCK_TOLERANCE_NS`](super::Replay::CLOCK_TOLERANCE_NS).
 pub(super) const TOLERANCE_NS: u64 = 1_000_000;
 
-/// Open, output, close: the order of events at the same instant.
+/// Open, output, abort, close: the order of events at the same instant.
 const OPEN: u8 = 0;
 const OUTPUT: u8 = 1;
-const CLOSE: u8 = 2;
+/// An aborted request's outcome, recorded when it was aborted (its exported
+/// `e2e_total_ms`): live, the request ended there, and its stages that closed later were
+/// not its.
+const ABORT: u8 = 2;
+const CLOSE: u8 = 3;
 
 /// One step of the replay, sorted by time.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -483,6 +487,15 @@ impl<'a> Engine<'a> {
                         output_event(span, output.and_then(|o| o.units));
                     }
                 }
+                ABORT => {
+                    if let Some(span) = open_spans[n].as_ref() {
+                        for (key, value) in &spans[node.rec].fields {
+                            if at_close(node.kind, key) {
+                                record(span, key, value);
+                            }
+                        }
+                    }
+                }
                 _ => {
                     if let Some(span) = open_spans[n].as_ref() {
                         for (key, value) in &spans[node.rec].fields {
@@ -864,6 +877,15 @@ fn steps(spans: &[SpanRec], nodes: &[Node], node_of: &[Option<usize>], up: &[Up]
             node: n as u32,
             output: 0,
         });
+        if let Some(abort_ns) = spans[node.rec].abort_ns {
+            steps.push(Step {
+                time_ns: shifted(abort_ns, node.shift).clamp(node.start_ns, node.end_ns),
+                rank: ABORT,
+                order: node.depth,
+                node: n as u32,
+                output: 0,
+            });
+        }
         steps.push(Step {
             time_ns: node.end_ns,
             rank: CLOSE,

@@ -2,7 +2,7 @@
 //! and events the convention reads. Everything else is dropped when the span is read.
 
 use crate::convention::{self, FieldKind, SpanKind, exported, field};
-use crate::stats::keys;
+use crate::stats::{RequestStatus, keys};
 
 /// An attribute value, as OTLP carries it.
 #[derive(Clone, Debug, PartialEq)]
@@ -126,6 +126,10 @@ pub(crate) struct SpanRec {
     pub(crate) outputs: Vec<Output>,
     /// Values left out (spans of the convention only).
     pub(crate) problem: Option<Box<Problem>>,
+    /// An aborted request: when it was aborted (its start plus its exported
+    /// `e2e_total_ms`). Its span ends later when work it spawned went on, and that work
+    /// was not the request's (see the layer's rule).
+    pub(crate) abort_ns: Option<u64>,
 }
 
 impl SpanRec {
@@ -241,7 +245,11 @@ impl SpanRec {
             }
         }
         fill_from_export(kind, &raw, &mut fields);
-        let (start_ns, end_ns) = times(kind, &raw, &mut problem);
+        let aborted = kind == Some(SpanKind::Request)
+            && fields.iter().rev().find(|(k, _)| k == field::STATUS).is_some_and(|(_, v)| {
+                matches!(v, AttrValue::Str(s) if &**s == RequestStatus::Aborted.as_str())
+            });
+        let (start_ns, end_ns, abort_ns) = times(kind, aborted, &raw, &mut problem);
         let links = match kind {
             Some(SpanKind::Request) => raw.links,
             _ => Vec::new(),
@@ -257,6 +265,7 @@ impl SpanRec {
             links,
             outputs: raw.outputs,
             problem,
+            abort_ns,
         }
     }
 }
@@ -314,10 +323,12 @@ fn fill_from_export(kind: Option<SpanKind>, raw: &RawSpan<'_>, fields: &mut Vec<
 /// children's window.
 fn times(
     kind: Option<SpanKind>,
+    aborted: bool,
     raw: &RawSpan<'_>,
     problem: &mut Option<Box<Problem>>,
-) -> (u64, u64) {
+) -> (u64, u64, Option<u64>) {
     let (mut start_ns, mut end_ns) = (raw.start_ns, raw.end_ns.max(raw.start_ns));
+    let mut abort_ns = None;
     if kind == Some(SpanKind::Request) {
         // The layer's own measure of the request (its trace annotation): the exported
         // end is read later, by the OpenTelemetry layer, after the metrics layer's close
@@ -328,7 +339,14 @@ fn times(
             _ => None,
         });
         if let Some(ms) = e2e_ms.filter(|ms| ms.is_finite() && *ms >= 0.0 && *ms <= 1e12) {
-            end_ns = raw.start_ns.saturating_add((ms * 1e6).round() as u64);
+            let e2e_end = raw.start_ns.saturating_add((ms * 1e6).round() as u64);
+            if aborted {
+                // Its span may run on past the abort (work it spawned); the window stays
+                // the span's, and the abort is replayed at its time.
+                abort_ns = Some(e2e_end.min(end_ns));
+            } else {
+                end_ns = e2e_end;
+            }
         }
     }
     if kind.is_some() && (raw.bad_time || end_ns - start_ns > MAX_SPAN_NS) {
@@ -346,8 +364,9 @@ fn times(
         }
         problem.get_or_insert_with(Box::default).bad_time = true;
         (start_ns, end_ns) = (at, at);
+        abort_ns = None;
     }
-    (start_ns, end_ns)
+    (start_ns, end_ns, abort_ns)
 }
 
 /// Whether an exported event is an `omni.output` (tracing-opentelemetry names an event

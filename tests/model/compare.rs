@@ -194,7 +194,13 @@ fn request(d: &mut Diff, path: &str, r: &RequestE2EStats, m: &Req) {
     d.eq(path, "stages (ids, in order)", &got_ids, &want_ids);
     for want in &m.stages {
         if let Some(got) = stages.iter().find(|s| s.stage_id == want.stage_id) {
-            stage(d, &format!("{path} stage {}", want.stage_id), got, want);
+            stage(
+                d,
+                &format!("{path} stage {}", want.stage_id),
+                got,
+                want,
+                m.status,
+            );
         }
     }
     let got_edges: Vec<(u64, u64)> = transfers
@@ -214,7 +220,7 @@ fn request(d: &mut Diff, path: &str, r: &RequestE2EStats, m: &Req) {
     }
 }
 
-fn stage(d: &mut Diff, path: &str, s: &StageRequestStats, m: &Stage) {
+fn stage(d: &mut Diff, path: &str, s: &StageRequestStats, m: &Stage, status: &str) {
     let StageRequestStats {
         stage_id: _, // matched by
         stage_name,
@@ -250,7 +256,43 @@ fn stage(d: &mut Diff, path: &str, s: &StageRequestStats, m: &Stage) {
         video_fps,
         video_duration_ms,
         video_rtf,
+        audio_underrun_ms,
+        audio_max_gap_ms,
+        audio_continuity,
+        audio_skipped,
     } = s;
+    // Audio continuity: judged at the harness's default threshold, 100 ms; an audio stage
+    // without audio is skipped, for its request's status.
+    let gaps = m.audio_gaps_ms;
+    d.opt_float(
+        path,
+        "audio_underrun_ms",
+        *audio_underrun_ms,
+        gaps.map(|g| g.0),
+    );
+    d.opt_float(
+        path,
+        "audio_max_gap_ms",
+        *audio_max_gap_ms,
+        gaps.map(|g| g.1),
+    );
+    let judged: Vec<(u64, bool)> = audio_continuity
+        .iter()
+        .map(|c| (c.threshold_ms, c.ok))
+        .collect();
+    let want: Vec<(u64, bool)> = gaps.map(|g| vec![(100, g.1 <= 100.0)]).unwrap_or_default();
+    if gaps.is_none_or(|g| (g.1 - 100.0).abs() > 1e-6) {
+        d.eq(path, "audio_continuity", judged, want);
+    }
+    let skipped = (m.audio_sample_rate.is_some()
+        && gaps.is_none()
+        && m.audio_generated_frames == 0
+        && m.output_units == 0)
+        .then(|| match status {
+            "ok" => "no_frames",
+            other => other,
+        });
+    d.eq(path, "audio_skipped", *audio_skipped, skipped);
     // The generator gives no replica, diffusion or video field (tests/layer covers them):
     // each stays absent.
     d.eq(path, "replica_id", *replica_id, None);
@@ -421,8 +463,24 @@ fn summary(d: &mut Diff, path: &str, s: &OverallSummary, m: &Summary) {
         e2e_requests_aborted,
         invalid_spans,
         distributions,
+        audio_streams,
+        audio_continuity_ok,
+        audio_skipped_requests,
     } = s;
     d.eq(path, "model_name", model_name, &None);
+    d.eq(path, "audio_streams", *audio_streams, m.audio_streams);
+    let want_ok: Vec<(u64, u64)> = if m.audio_streams > 0 {
+        vec![(100, m.audio_ok_100ms)]
+    } else {
+        Vec::new()
+    };
+    d.eq(path, "audio_continuity_ok", audio_continuity_ok, &want_ok);
+    d.eq(
+        path,
+        "audio_skipped_requests",
+        *audio_skipped_requests,
+        m.audio_skipped,
+    );
     d.eq(path, "e2e_requests", *e2e_requests, m.e2e_requests);
     d.float(
         path,

@@ -51,6 +51,8 @@ pub(crate) struct Stage {
     pub(crate) gaps_us: Vec<u64>,
     pub(crate) audio_duration_ms: Option<f64>,
     pub(crate) audio_rtf: Option<f64>,
+    /// Audio continuity of the stage's packets: (sum of gaps, longest gap), in ms.
+    pub(crate) audio_gaps_ms: Option<(f64, f64)>,
 }
 
 /// One edge of one request.
@@ -103,6 +105,11 @@ pub(crate) struct Summary {
     pub(crate) aborted: u64,
     /// Every value recorded, in µs, by quantity name.
     pub(crate) distributions: BTreeMap<String, Vec<u64>>,
+    /// Audio streams of `ok` requests measured, and those with no gap above 100 ms.
+    pub(crate) audio_streams: u64,
+    pub(crate) audio_ok_100ms: u64,
+    /// Requests of any status with an audio stage that produced nothing.
+    pub(crate) audio_skipped: u64,
 }
 
 /// What the layer must report for a schedule.
@@ -209,6 +216,34 @@ fn stage(id: u64, chunks: &[&Chunk]) -> Stage {
         _ => None,
     };
     let images: Vec<u64> = chunks.iter().filter_map(|c| c.image_num.value()).collect();
+    // SPEC's playback: packets of `units` frames in arrival order, each playing when it has
+    // arrived and the one before has played out.
+    let mut packets: Vec<(Us, u64)> = chunks
+        .iter()
+        .flat_map(|c| c.outputs.iter().map(|o| (o.at, o.units.unwrap_or(0))))
+        .filter(|p| p.1 > 0)
+        .collect();
+    packets.sort_by_key(|p| p.0);
+    let audio_gaps_ms = match (rate, packets.first()) {
+        (Some(rate), Some(&(first, _))) if rate > 0 => {
+            let mut free_at = 0.0_f64; // when the audio played so far runs out, ms after `first`
+            let (mut total, mut longest) = (0.0_f64, 0.0_f64);
+            for (k, &(at, units)) in packets.iter().enumerate() {
+                let arrives = to_ms(at - first);
+                let starts = if k == 0 {
+                    arrives
+                } else {
+                    arrives.max(free_at)
+                };
+                let gap = if k == 0 { 0.0 } else { starts - free_at };
+                total += gap;
+                longest = longest.max(gap);
+                free_at = starts + units as f64 * 1000.0 / rate as f64;
+            }
+            Some((total, longest))
+        }
+        _ => None,
+    };
     Stage {
         stage_id: id,
         stage_name: chunks
@@ -245,6 +280,7 @@ fn stage(id: u64, chunks: &[&Chunk]) -> Stage {
         gaps_us,
         audio_duration_ms,
         audio_rtf: audio_duration_ms.map(|d| to_ms(gen_us) / d),
+        audio_gaps_ms,
     }
 }
 
@@ -426,6 +462,27 @@ fn summary(scope: &str, start: Us, requests: &[Req]) -> Summary {
         errors: requests.iter().filter(|r| r.status == "error").count() as u64,
         aborted: requests.iter().filter(|r| r.status == "aborted").count() as u64,
         distributions: d,
+        audio_streams: ok
+            .iter()
+            .flat_map(|r| &r.stages)
+            .filter(|s| s.audio_gaps_ms.is_some())
+            .count() as u64,
+        audio_ok_100ms: ok
+            .iter()
+            .flat_map(|r| &r.stages)
+            .filter(|s| s.audio_gaps_ms.is_some_and(|g| g.1 <= 100.0))
+            .count() as u64,
+        audio_skipped: requests
+            .iter()
+            .filter(|r| {
+                r.stages.iter().any(|s| {
+                    s.audio_sample_rate.is_some()
+                        && s.audio_gaps_ms.is_none()
+                        && s.audio_generated_frames == 0
+                        && s.output_units == 0
+                })
+            })
+            .count() as u64,
     }
 }
 

@@ -165,7 +165,13 @@ pub(crate) fn live() {
     let stage = aborted.stage(0);
     stage.name("thinker").tokens_in(7);
     drop(stage);
+    // Work the request spawned goes on after its abort: live, the request ends at the
+    // abort and this stage is not its; the report must say the same.
+    let spawned = aborted.stage(1);
+    spawned.name("talker").tokens_out(3);
     drop(aborted); // dropped unfinished: aborted
+    std::thread::sleep(Duration::from_millis(20));
+    drop(spawned);
     shut_down(&handle, guard);
 }
 
