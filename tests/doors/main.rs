@@ -251,11 +251,13 @@ fn every_door_gives_the_same_counts_and_sums() {
 
     // OTLP metrics, as the receiver got them (cumulative: the latest point of each series).
     let received = otlp_points::latest(&otlp_points::points(&receiver.metrics()));
+    // Every point carries `model_name`: the default one, this layer naming none.
     let point = |name: &str, attrs: &[(&str, &str)]| {
         let key = (
             name.to_owned(),
             attrs
                 .iter()
+                .chain([&("model_name", "unknown")])
                 .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
                 .collect::<BTreeMap<_, _>>(),
         );
@@ -281,7 +283,8 @@ fn every_door_gives_the_same_counts_and_sums() {
         gen1_ms,
         "OTLP stage 1 gen sum",
     );
-    // Prometheus and OTLP hold the same buckets' counts.
+    // Prometheus and OTLP hold the same counts (their buckets differ: OTLP's are the
+    // GenAI semantic conventions').
     let buckets = prom::histogram(&parsed, "vllm_omni:e2e_request_latency_s", &[]);
     assert_eq!(buckets.count, Some(duration.count));
     drop(guard);
