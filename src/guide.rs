@@ -10,6 +10,8 @@
 //! - [`online_serving`]: the cumulative and window summaries, the periodic line, a server.
 //! - [`report_command`]: `omni-metrics report`, the tables rebuilt from a collector's trace
 //!   files, across processes and hosts.
+//! - [`compare`]: `omni-metrics compare`, two runs compared with honest uncertainty, and
+//!   a CI gate on regressions.
 //! - [`bad_input`]: what the layer does with spans that break the convention, and what it
 //!   guarantees.
 //! - [`performance`]: what the layer and each output cost, and how to measure it.
@@ -26,6 +28,10 @@ pub mod online_serving {
 
 pub mod report_command {
     #![doc = include_str!("../docs/report-command.md")]
+}
+
+pub mod compare {
+    #![doc = include_str!("../docs/compare.md")]
 }
 
 pub mod bad_input {
