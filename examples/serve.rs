@@ -306,10 +306,33 @@ async fn stats(State(state): State<AppState>) -> Response {
         Some(handle) => {
             let cumulative = handle.cumulative_summary();
             let window = handle.window_summary();
-            format!("{cumulative}{window}").into_response()
+            let live = live_text(&handle.live());
+            format!("{live}\n{cumulative}{window}").into_response()
         }
         None => (StatusCode::NOT_FOUND, "metrics are off").into_response(),
     }
+}
+
+/// What is in flight now, a line each: requests, then stages (and replicas), then edges.
+fn live_text(live: &omni_metrics::LiveGauges) -> String {
+    let mut text = format!(
+        "Live\nrequests_running {}\nrequests_waiting {}\n",
+        live.requests_running, live.requests_waiting
+    );
+    for s in &live.stages_in_flight {
+        let replica = s
+            .replica_id
+            .map(|r| format!(" replica {r}"))
+            .unwrap_or_default();
+        text.push_str(&format!(
+            "stage {}{replica} in flight {}\n",
+            s.stage_id, s.requests
+        ));
+    }
+    for (edge, open) in &live.transfers_open {
+        text.push_str(&format!("transfer {edge} open {open}\n"));
+    }
+    text
 }
 
 /// The Prometheus families in the format the scraper's `Accept` asks for: OpenMetrics (with

@@ -183,6 +183,11 @@ pub(crate) struct RequestAcc {
 }
 
 impl RequestAcc {
+    /// Whether a stage of the request has closed (it is past waiting for its first).
+    pub(crate) fn has_stages(&self) -> bool {
+        !self.stages.is_empty()
+    }
+
     /// Sets the request's id, written by `write` into a reused buffer.
     pub(crate) fn set_request_id_with(&mut self, write: impl FnOnce(&mut String)) {
         let mut id = self

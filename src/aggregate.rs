@@ -206,18 +206,19 @@ impl Merged {
     }
 }
 
-/// The periodic line for a window `summary` that covers `covered_ns` up to now, with `open`
-/// requests open now; `None` when there is nothing to say (no request finished, none open).
+/// The periodic line for a window `summary` that covers `covered_ns` up to now, with
+/// `(running, waiting)` requests open now; `None` when there is nothing to say (no request
+/// finished, none open).
 pub(crate) fn periodic_line(
     summary: &OverallSummary,
     covered_ns: u64,
-    open: usize,
+    (running, waiting): (u64, u64),
 ) -> Option<String> {
     let finished = summary
         .e2e_requests
         .saturating_add(summary.e2e_requests_error)
         .saturating_add(summary.e2e_requests_aborted);
-    if finished == 0 && open == 0 {
+    if finished == 0 && running == 0 {
         return None;
     }
     let seconds = covered_ns as f64 / 1e9;
@@ -233,13 +234,14 @@ pub(crate) fn periodic_line(
         ));
     }
     line.push_str(&format!(
-        "{} ok, {} error, {} aborted requests ({:.2} req/s), {} tokens/s, {} open\n",
+        "{} ok, {} error, {} aborted requests ({:.2} req/s), {} tokens/s, {} running, {} waiting\n",
         format_int(summary.e2e_requests),
         format_int(summary.e2e_requests_error),
         format_int(summary.e2e_requests_aborted),
         per_s(summary.e2e_requests),
         one_decimal(per_s(summary.e2e_total_tokens)),
-        format_int(open as u64),
+        format_int(running),
+        format_int(waiting),
     ));
     Some(line)
 }
@@ -437,23 +439,23 @@ mod tests {
             .collect();
         record(&aggregates, &mut stripe, &requests);
         let (_, window) = read(&aggregates, &mut stripe, 10 * SECOND);
-        let line = periodic_line(&window, 10 * SECOND, 3);
+        let line = periodic_line(&window, 10 * SECOND, (3, 1));
         assert_eq!(
             line.as_deref(),
             Some(
                 "omni-metrics: last 10.0 s: e2e latency mean 806.500 ms p50 806.399 ms \
                  p99 812.000 ms; 12 ok, 0 error, 0 aborted requests (1.20 req/s), \
-                 12.0 tokens/s, 3 open\n"
+                 12.0 tokens/s, 3 running, 1 waiting\n"
             )
         );
         let idle = Aggregates::new(true, 0, Duration::from_secs(10));
         let (_, empty) = read(&idle, &mut StripeBuffer::default(), 100 * SECOND);
-        assert_eq!(periodic_line(&empty, 10 * SECOND, 0), None);
+        assert_eq!(periodic_line(&empty, 10 * SECOND, (0, 0)), None);
         assert_eq!(
-            periodic_line(&empty, 10 * SECOND, 2).as_deref(),
+            periodic_line(&empty, 10 * SECOND, (2, 2)).as_deref(),
             Some(
                 "omni-metrics: last 10.0 s: 0 ok, 0 error, 0 aborted requests (0.00 req/s), \
-                 0.0 tokens/s, 2 open\n"
+                 0.0 tokens/s, 2 running, 2 waiting\n"
             )
         );
     }

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use crate::shared::Shared;
-use crate::stats::OverallSummary;
+use crate::stats::{EdgeName, OverallSummary};
 
 /// Reads an [`OmniMetricsLayer`](crate::OmniMetricsLayer)'s results; cheap to clone, usable
 /// from any thread.
@@ -47,6 +47,70 @@ pub struct Totals {
     /// cancellation did not stop): the request ended at its abort, so they are in none of
     /// its numbers.
     pub after_abort_spans: u64,
+}
+
+/// What is in flight now, from the spans open at the instant it is read
+/// ([`MetricsHandle::live`]): vLLM-Omni's `num_requests_running`, `num_requests_waiting`
+/// and `stage_inflight_requests`, and the transfers under way.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct LiveGauges {
+    /// Open `omni.request` spans.
+    pub requests_running: u64,
+    /// Of those, the requests inside an open `omni.queue` span, or in no stage yet (no stage
+    /// open, none finished).
+    pub requests_waiting: u64,
+    /// Requests with an open `omni.stage` span, by stage and replica (a chunked stage's
+    /// request counts once), in stage then replica order.
+    pub stages_in_flight: Vec<StageInFlight>,
+    /// Open `omni.transfer` spans, by edge, in edge order.
+    pub transfers_open: Vec<(EdgeName, u64)>,
+}
+
+/// Requests in flight on one stage (and replica), in [`LiveGauges::stages_in_flight`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct StageInFlight {
+    /// The stage.
+    pub stage_id: u64,
+    /// Its replica, when the stage spans say (`replica_id`).
+    pub replica_id: Option<u64>,
+    /// Requests with an open span of it.
+    pub requests: u64,
+}
+
+impl LiveGauges {
+    fn from_counts(mut counts: crate::shared::LiveCounts) -> Self {
+        counts.stages.sort_unstable();
+        counts.stages.dedup();
+        let mut stages_in_flight: Vec<StageInFlight> = Vec::new();
+        for (stage_id, replica_id, _) in counts.stages {
+            match stages_in_flight.last_mut() {
+                Some(last) if (last.stage_id, last.replica_id) == (stage_id, replica_id) => {
+                    last.requests = last.requests.saturating_add(1);
+                }
+                _ => stages_in_flight.push(StageInFlight {
+                    stage_id,
+                    replica_id,
+                    requests: 1,
+                }),
+            }
+        }
+        counts.transfers.sort_unstable();
+        let mut transfers_open: Vec<(EdgeName, u64)> = Vec::new();
+        for edge in counts.transfers {
+            match transfers_open.last_mut() {
+                Some((last, n)) if *last == edge => *n = n.saturating_add(1),
+                _ => transfers_open.push((edge, 1)),
+            }
+        }
+        Self {
+            requests_running: counts.requests_running,
+            requests_waiting: counts.requests_waiting,
+            stages_in_flight,
+            transfers_open,
+        }
+    }
 }
 
 impl MetricsHandle {
@@ -101,6 +165,34 @@ impl MetricsHandle {
         });
         requests.sort();
         OpenSpans { runs, requests }
+    }
+
+    /// What is in flight now: requests running and waiting, requests per stage (and
+    /// replica), transfers per edge, from the spans open in every copy of the layer at this
+    /// instant (see [`LiveGauges`]).
+    ///
+    /// A scan of the open spans: the reader (a scrape, the periodic line) pays for it, not
+    /// the engine's requests; an engine thread may wait for the scan of its shard.
+    ///
+    /// ```
+    /// use omni_metrics::instrument::Request;
+    /// use tracing_subscriber::prelude::*;
+    /// let layer = omni_metrics::OmniMetricsLayer::builder().with_console(false).build()?;
+    /// let handle = layer.handle();
+    /// tracing::subscriber::with_default(tracing_subscriber::registry().with(layer), || {
+    ///     let request = Request::start("r-1");
+    ///     let thinker = request.stage(0);
+    ///     let live = handle.live();
+    ///     assert_eq!((live.requests_running, live.requests_waiting), (1, 0));
+    ///     assert_eq!(live.stages_in_flight[0].requests, 1);
+    ///     drop(thinker);
+    ///     request.finish();
+    /// });
+    /// assert_eq!(handle.live().requests_running, 0);
+    /// # Ok::<(), omni_metrics::BuildError>(())
+    /// ```
+    pub fn live(&self) -> LiveGauges {
+        LiveGauges::from_counts(self.shared.live())
     }
 
     /// The latest finished run's (`omni.run`) summary; online requests are in

@@ -21,7 +21,7 @@ mod install;
 mod layer;
 mod shared;
 
-pub use handle::{MetricsHandle, OpenSpans, Totals};
+pub use handle::{LiveGauges, MetricsHandle, OpenSpans, StageInFlight, Totals};
 pub use install::{InitError, Install, OmniGuard, init, log_filter};
 pub use layer::{BuildError, Builder, Destination, OmniMetricsLayer};
 

@@ -164,6 +164,20 @@ pub(crate) const UNNAMED_RUN: &str = "(unnamed run)";
 pub(crate) trait OpenRequests: Send + Sync {
     /// Calls `each` with the request id (if it has one yet) of every open request.
     fn each_open_request(&self, each: &mut dyn FnMut(Option<&str>));
+
+    /// Adds the copy's open spans to `counts` ([`MetricsHandle::live`]).
+    fn add_live(&self, counts: &mut LiveCounts);
+}
+
+/// What the live gauges count, gathered over the tables of every copy of the layer.
+#[derive(Debug, Default)]
+pub(crate) struct LiveCounts {
+    pub(crate) requests_running: u64,
+    pub(crate) requests_waiting: u64,
+    /// `(stage id, replica, request span)` of every open stage span with a request.
+    pub(crate) stages: Vec<(u64, Option<u64>, u64)>,
+    /// The edge of every open transfer span.
+    pub(crate) transfers: Vec<crate::stats::EdgeName>,
 }
 
 /// An open run, as the handle sees it: its summary so far.
@@ -288,11 +302,17 @@ impl Shared {
         }
     }
 
-    /// The requests open now.
-    fn open_requests(&self) -> usize {
-        let mut n = 0_usize;
-        self.each_open_request(&mut |_| n = n.saturating_add(1));
-        n
+    /// The live gauges: the open spans of every copy of the layer, now.
+    pub(crate) fn live(&self) -> LiveCounts {
+        let tables: Vec<_> = lock(&self.tables)
+            .iter()
+            .filter_map(std::sync::Weak::upgrade)
+            .collect();
+        let mut counts = LiveCounts::default();
+        for table in tables {
+            table.add_live(&mut counts);
+        }
+        counts
     }
 
     /// Adds a copy of the layer's table to those [`MetricsHandle::open_spans`] reads
@@ -383,7 +403,12 @@ impl crate::report::writer::LineSource for Shared {
             (summary, now)
         };
         let covered = stats::elapsed_ns(self.aggregates.window_start(now), now);
-        crate::aggregate::periodic_line(&summary, covered, self.open_requests())
+        let live = self.live();
+        crate::aggregate::periodic_line(
+            &summary,
+            covered,
+            (live.requests_running, live.requests_waiting),
+        )
     }
 }
 

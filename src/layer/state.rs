@@ -82,6 +82,11 @@ impl Coverage {
         }
     }
 
+    /// Whether a child is open now.
+    pub(super) fn is_open(&self) -> bool {
+        self.open > 0
+    }
+
     fn covered_ms(&self) -> f64 {
         stats::ns_to_ms(self.covered)
     }
@@ -385,6 +390,17 @@ impl StageSpan {
         })
     }
 
+    /// Its stage id and replica, once known: what the live gauges count it under.
+    pub(super) fn gauge_key(&self) -> Option<(u64, Option<u64>)> {
+        let replica = self.rare.as_deref().and_then(|r| r.replica_id);
+        self.stage_id.map(|id| (id, replica))
+    }
+
+    /// Whether one of its `omni.queue` children is open now: its request waits.
+    pub(super) fn queued_now(&self) -> bool {
+        self.queued.is_open()
+    }
+
     /// An `omni.output` event of this span at `now`.
     pub(super) fn output(&mut self, now: u64, units: u64) {
         self.rare.get_or_insert_default().outputs.output(now, units);
@@ -572,6 +588,14 @@ pub(super) struct TransferSpan {
 }
 
 impl TransferSpan {
+    /// Its edge, once both stage ids are known: what the live gauges count it under.
+    pub(super) fn edge(&self) -> Option<crate::stats::EdgeName> {
+        Some(crate::stats::EdgeName {
+            from: self.from_stage?,
+            to: self.to_stage?,
+        })
+    }
+
     pub(super) fn new(start_ns: u64, request: Option<Key>) -> Self {
         Self {
             start_ns,

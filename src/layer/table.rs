@@ -153,10 +153,15 @@ impl Map {
 
     /// Every span's state, in no order.
     fn slots(&self) -> impl Iterator<Item = &Slot> {
+        self.entries().map(|(_, slot)| slot)
+    }
+
+    /// Every span's key and state, in no order.
+    fn entries(&self) -> impl Iterator<Item = (Key, &Slot)> {
         self.direct
             .iter()
-            .filter_map(|entry| entry.as_ref().map(|(_, slot)| slot))
-            .chain(self.spill.values())
+            .filter_map(|entry| entry.as_ref().map(|(key, slot)| (*key, slot)))
+            .chain(self.spill.iter().map(|(key, slot)| (*key, slot)))
     }
 
     /// Takes the state of `key` out.
@@ -374,6 +379,55 @@ impl crate::shared::OpenRequests for Table {
                 if let Slot::Request(r) = slot {
                     each(r.acc.request_id());
                 }
+            }
+        }
+    }
+
+    /// Adds this table's open spans to `gauges` (a scan of every shard, as
+    /// [`Self::each_open_request`]): requests, and among them those waiting (in an open
+    /// `omni.queue`, or in no stage yet), stages by id and replica, transfers by edge. A
+    /// stage or transfer done here for another process's request is not counted.
+    fn add_live(&self, gauges: &mut crate::shared::LiveCounts) {
+        // Requests and what their open stages say of them; a stage may sit in another
+        // shard than its request.
+        let mut requests: Vec<(Key, bool)> = Vec::new();
+        let mut staged: Vec<Key> = Vec::new();
+        let mut queued: Vec<Key> = Vec::new();
+        for shard in self.shards.iter() {
+            let Some(map) = self.lock_shard(shard) else {
+                continue;
+            };
+            for (key, slot) in map.entries() {
+                match slot {
+                    Slot::Request(r) => requests.push((key, r.acc.has_stages())),
+                    Slot::Stage(stage) if !stage.remote => {
+                        if let Some(request) = stage.request {
+                            if let Some((stage_id, replica)) = stage.gauge_key() {
+                                gauges.stages.push((stage_id, replica, request));
+                            }
+                            staged.push(request);
+                            if stage.queued_now() {
+                                queued.push(request);
+                            }
+                        }
+                    }
+                    Slot::Transfer(transfer) if !transfer.remote => {
+                        if let Some(edge) = transfer.edge() {
+                            gauges.transfers.push(edge);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+        staged.sort_unstable();
+        queued.sort_unstable();
+        for (key, finished_a_stage) in requests {
+            gauges.requests_running = gauges.requests_running.saturating_add(1);
+            let in_stage = staged.binary_search(&key).is_ok();
+            let waiting = queued.binary_search(&key).is_ok() || (!in_stage && !finished_a_stage);
+            if waiting {
+                gauges.requests_waiting = gauges.requests_waiting.saturating_add(1);
             }
         }
     }

@@ -641,3 +641,57 @@ fn audio_continuity_is_measured_from_the_audio_stage_outputs() {
     let record = find("speech").to_string();
     assert!(record.contains("| audio_underrun_ms "), "{record}");
 }
+
+/// The live gauges are exact at any instant: requests held open at known points.
+#[test]
+fn live_gauges_count_the_open_spans_exactly() {
+    use omni_metrics::StageInFlight;
+    use omni_metrics::stats::EdgeName;
+    let h = Harness::new();
+    h.run(|| {
+        // A: opened, in no stage yet: waiting.
+        let a = Request::start("a");
+        // B: in stage 0 on replica 1, queued: waiting, and in flight there.
+        let b = Request::start("b");
+        let b0 = b.stage(0);
+        b0.replica(1);
+        let b_queue = b0.queue();
+        // C: computing on stage 0, replica 0, with a transfer to stage 1 under way.
+        let c = Request::start("c");
+        let c0 = c.stage(0);
+        c0.replica(0);
+        let c_transfer = c.transfer(0, 1);
+        // D: stage 0 done, stage 1 streamed in two open chunks: one request in flight.
+        let d = Request::start("d");
+        drop(d.stage(0));
+        let d1 = d.stage(1);
+        let d1_chunk = d.stage(1);
+        // E: stage 0 done, between stages: running, not waiting.
+        let e = Request::start("e");
+        drop(e.stage(0));
+        let e_transfer = e.transfer(0, 1);
+
+        let live = h.handle().live();
+        assert_eq!(live.requests_running, 5);
+        assert_eq!(live.requests_waiting, 2, "a (no stage yet) and b (queued)");
+        let stages: Vec<(u64, Option<u64>, u64)> = live
+            .stages_in_flight
+            .iter()
+            .map(|s: &StageInFlight| (s.stage_id, s.replica_id, s.requests))
+            .collect();
+        assert_eq!(stages, [(0, Some(0), 1), (0, Some(1), 1), (1, None, 1)]);
+        assert_eq!(live.transfers_open, [(EdgeName { from: 0, to: 1 }, 2)]);
+
+        // B's queue ends: B computes, and is no longer waiting.
+        drop(b_queue);
+        assert_eq!(h.handle().live().requests_waiting, 1);
+        drop((b0, c0, c_transfer, d1, d1_chunk, e_transfer));
+        let live = h.handle().live();
+        assert_eq!((live.requests_running, live.requests_waiting), (5, 1));
+        assert!(live.stages_in_flight.is_empty() && live.transfers_open.is_empty());
+        for r in [a, b, c, d, e] {
+            r.finish();
+        }
+    });
+    assert_eq!(h.handle().live(), omni_metrics::LiveGauges::default());
+}

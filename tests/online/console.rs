@@ -217,7 +217,7 @@ fn the_periodic_line_says_what_the_window_saw() {
     // The manual clock stands at 10 s: 12 ok requests of 500 ms, 110 tokens each.
     let line = "omni-metrics: last 10.0 s: e2e latency mean 500.000 ms p50 500.000 ms \
                 p99 500.000 ms; 12 ok, 1 error, 0 aborted requests (1.20 req/s), \
-                132.0 tokens/s, 1 open\n";
+                132.0 tokens/s, 1 running, 1 waiting\n";
     let console = h.wait_for(line);
     assert!(console.contains(line), "{console}");
     // Nothing else on the console: no online tables while the line is on.

@@ -219,7 +219,7 @@ fn stats_lead_with_the_latency_and_label_wall_figures() {
         std::thread::sleep(Duration::from_millis(50));
         stats = get(addr, "/stats");
     }
-    // Chunked or not, the first table is the latency's.
+    // Chunked or not, the first table is the latency's (after the live gauges).
     let first_title = stats
         .lines()
         .find(|l| l.starts_with("Distributions") || l.starts_with("Overall Summary"));
