@@ -50,8 +50,9 @@ const COMPARE_HELP: &str = "\
 --fail-on EXPR: MEASURE_STAT OP THRESHOLD, comma-separated or repeated; any holding fails.
   MEASURE  e2e, first_output, first_audio, audio_e2e_rtf, stageN_queue, stageN_gen,
            stageN_postprocess, stageN_first_output, stageN_audio_rtf, stageN_denoise_step,
-           stageN_rR_gen (replica R; _queue, _postprocess), edgeA_B_tx, edgeA_B_in_flight,
-           edgeA_B_rx, throughput_rps, throughput_tps, error_rate, abort_rate
+           stageN_audio_underrun, stageN_audio_max_gap, stageN_rR_gen (replica R; _queue,
+           _postprocess), edgeA_B_tx, edgeA_B_in_flight, edgeA_B_rx, throughput_rps,
+           throughput_tps, error_rate, abort_rate, audio_gap_rate
   STAT     p50, p90, p99 or mean (throughputs: mean, rates: rate; either may be left out)
   OP       > (went up) or < (went down)
   THRESHOLD  signed number and unit: % of the base value, ms (times), pp (rates), none for

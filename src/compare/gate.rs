@@ -335,8 +335,8 @@ fn parse_name(name: &str) -> Result<(Measure, Stat), String> {
         None => Err(format!(
             "unknown measure {name:?} (e2e, first_output, first_audio, audio_e2e_rtf, stageN_queue, \
              stageN_gen, stageN_postprocess, stageN_first_output, stageN_audio_rtf, \
-             stageN_denoise_step, stageN_rR_queue, stageN_rR_gen, stageN_rR_postprocess, edgeA_B_tx, \
-             edgeA_B_in_flight, edgeA_B_rx, throughput_rps, throughput_tps, error_rate, abort_rate, \
+             stageN_denoise_step, stageN_audio_underrun, stageN_audio_max_gap, stageN_rR_queue, stageN_rR_gen, stageN_rR_postprocess, edgeA_B_tx, \
+             edgeA_B_in_flight, edgeA_B_rx, throughput_rps, throughput_tps, error_rate, abort_rate, audio_gap_rate, \
              each with _p50, _p90, _p99 or _mean)"
         )),
     }

@@ -12,7 +12,8 @@ use serde::Deserialize;
 use crate::replay::{GroupBy, Input, InputFormat, Replay};
 use crate::report::Sink;
 use crate::stats::{
-    EdgeName, OverallSummary, RequestE2EStats, RequestStatus, StageRequestStats, TransferEdgeStats,
+    AudioContinuity, EdgeName, OverallSummary, RequestE2EStats, RequestStatus, StageRequestStats,
+    TransferEdgeStats,
 };
 
 /// The longest JSON line read (16 MiB, as the report command's records); a longer one is
@@ -384,6 +385,16 @@ struct StageLine {
     inter_output_ms: Option<f64>,
     audio_duration_ms: Option<f64>,
     audio_rtf: Option<f64>,
+    audio_underrun_ms: Option<f64>,
+    audio_max_gap_ms: Option<f64>,
+    audio_continuity: Vec<ContinuityLine>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct ContinuityLine {
+    threshold_ms: u64,
+    ok: bool,
 }
 
 #[derive(Deserialize, Default)]
@@ -491,6 +502,16 @@ fn stage(s: StageLine) -> StageRequestStats {
         inter_output_ms: s.inter_output_ms,
         audio_duration_ms: s.audio_duration_ms,
         audio_rtf: s.audio_rtf,
+        audio_underrun_ms: s.audio_underrun_ms,
+        audio_max_gap_ms: s.audio_max_gap_ms,
+        audio_continuity: s
+            .audio_continuity
+            .into_iter()
+            .map(|c| AudioContinuity {
+                threshold_ms: c.threshold_ms,
+                ok: c.ok,
+            })
+            .collect(),
         ..Default::default()
     }
 }

@@ -42,6 +42,10 @@ pub enum Measure {
     StageAudioRtf(u64),
     /// `denoise_step_latency_ms` of a diffusion stage.
     StageDenoiseStep(u64),
+    /// `audio_underrun_ms` of an audio stage: its stream's playback gaps, summed.
+    StageAudioUnderrun(u64),
+    /// `audio_max_gap_ms` of an audio stage: its stream's longest playback gap.
+    StageAudioMaxGap(u64),
     /// `queue_time_ms` of one replica of a stage (stage, replica): only when the records
     /// carry a `replica_id`.
     ReplicaQueue(u64, u64),
@@ -66,6 +70,9 @@ pub enum Measure {
     ErrorRate,
     /// The share of requests that ended with `status = aborted`.
     AbortRate,
+    /// The share of completed requests with an audio stream whose playback had a gap
+    /// beyond the (smallest) continuity threshold (`audio_continuity`, 100 ms by default).
+    AudioGapRate,
 }
 
 /// How a measure's values are compared.
@@ -86,7 +93,7 @@ impl Measure {
         match self {
             Measure::StageAudioRtf(_) | Measure::AudioE2eRtf => Kind::Ratio,
             Measure::ThroughputRps | Measure::ThroughputTps => Kind::PerRun,
-            Measure::ErrorRate | Measure::AbortRate => Kind::Proportion,
+            Measure::ErrorRate | Measure::AbortRate | Measure::AudioGapRate => Kind::Proportion,
             _ => Kind::Latency,
         }
     }
@@ -102,7 +109,7 @@ impl Measure {
             Measure::StageAudioRtf(_) | Measure::AudioE2eRtf => "x",
             Measure::ThroughputRps => "req/s",
             Measure::ThroughputTps => "tok/s",
-            Measure::ErrorRate | Measure::AbortRate => "%",
+            Measure::ErrorRate | Measure::AbortRate | Measure::AudioGapRate => "%",
             _ => "ms",
         }
     }
@@ -117,6 +124,9 @@ impl Measure {
             Measure::StageGen(_) => "stage_gen_time_ms",
             Measure::StagePostprocess(_) => "postprocess_time_ms",
             Measure::StageDenoiseStep(_) => "denoise_step_latency_ms",
+            Measure::StageAudioUnderrun(_) => "audio_underrun_ms",
+            Measure::StageAudioMaxGap(_) => "audio_max_gap_ms",
+            Measure::AudioGapRate => "audio_continuity ok = false",
             Measure::ReplicaQueue(..) => "queue_time_ms",
             Measure::ReplicaGen(..) => "stage_gen_time_ms",
             Measure::ReplicaPostprocess(..) => "postprocess_time_ms",
@@ -141,6 +151,8 @@ impl Measure {
             | Measure::StageFirstOutput(s)
             | Measure::StageAudioRtf(s)
             | Measure::StageDenoiseStep(s)
+            | Measure::StageAudioUnderrun(s)
+            | Measure::StageAudioMaxGap(s)
             | Measure::ReplicaQueue(s, _)
             | Measure::ReplicaGen(s, _)
             | Measure::ReplicaPostprocess(s, _) => Some(s),
@@ -159,6 +171,7 @@ impl Measure {
             "throughput_tps" => Some(Measure::ThroughputTps),
             "error_rate" => Some(Measure::ErrorRate),
             "abort_rate" => Some(Measure::AbortRate),
+            "audio_gap_rate" => Some(Measure::AudioGapRate),
             _ => None,
         };
         if fixed.is_some() {
@@ -186,6 +199,8 @@ impl Measure {
                 "first_output" => Some(Measure::StageFirstOutput(id)),
                 "audio_rtf" => Some(Measure::StageAudioRtf(id)),
                 "denoise_step" => Some(Measure::StageDenoiseStep(id)),
+                "audio_underrun" => Some(Measure::StageAudioUnderrun(id)),
+                "audio_max_gap" => Some(Measure::StageAudioMaxGap(id)),
                 _ => None,
             };
         }
@@ -215,6 +230,8 @@ impl Measure {
             Measure::StageFirstOutput(s) => (1, s, 0, 3),
             Measure::StageAudioRtf(s) => (1, s, 0, 4),
             Measure::StageDenoiseStep(s) => (1, s, 0, 5),
+            Measure::StageAudioUnderrun(s) => (1, s, 0, 6),
+            Measure::StageAudioMaxGap(s) => (1, s, 0, 7),
             Measure::ReplicaQueue(s, r) => (1, s, r + 1, 0),
             Measure::ReplicaGen(s, r) => (1, s, r + 1, 1),
             Measure::ReplicaPostprocess(s, r) => (1, s, r + 1, 2),
@@ -225,6 +242,7 @@ impl Measure {
             Measure::ThroughputTps => (3, 0, 0, 1),
             Measure::ErrorRate => (4, 0, 0, 0),
             Measure::AbortRate => (4, 0, 0, 1),
+            Measure::AudioGapRate => (4, 0, 0, 2),
         }
     }
 }
@@ -249,6 +267,8 @@ impl fmt::Display for Measure {
             Measure::StageFirstOutput(s) => write!(f, "stage{s}_first_output"),
             Measure::StageAudioRtf(s) => write!(f, "stage{s}_audio_rtf"),
             Measure::StageDenoiseStep(s) => write!(f, "stage{s}_denoise_step"),
+            Measure::StageAudioUnderrun(s) => write!(f, "stage{s}_audio_underrun"),
+            Measure::StageAudioMaxGap(s) => write!(f, "stage{s}_audio_max_gap"),
             Measure::ReplicaQueue(s, r) => write!(f, "stage{s}_r{r}_queue"),
             Measure::ReplicaGen(s, r) => write!(f, "stage{s}_r{r}_gen"),
             Measure::ReplicaPostprocess(s, r) => write!(f, "stage{s}_r{r}_postprocess"),
@@ -260,6 +280,7 @@ impl fmt::Display for Measure {
             Measure::ThroughputTps => f.write_str("throughput_tps"),
             Measure::ErrorRate => f.write_str("error_rate"),
             Measure::AbortRate => f.write_str("abort_rate"),
+            Measure::AudioGapRate => f.write_str("audio_gap_rate"),
         }
     }
 }
@@ -273,6 +294,10 @@ pub(crate) struct Values {
     pub(crate) total: u64,
     pub(crate) errors: u64,
     pub(crate) aborted: u64,
+    /// Completed requests with a measured audio stream, and those with a gap beyond the
+    /// smallest continuity threshold.
+    pub(crate) audio_streams: u64,
+    pub(crate) audio_gapped: u64,
 }
 
 impl Values {
@@ -288,7 +313,18 @@ impl Values {
         for r in &side.requests {
             values.total += 1;
             match r.status {
-                RequestStatus::Ok => request_values(r, &mut push),
+                RequestStatus::Ok => {
+                    request_values(r, &mut push);
+                    let strictest = r
+                        .stages
+                        .iter()
+                        .flat_map(|s| &s.audio_continuity)
+                        .min_by_key(|c| c.threshold_ms);
+                    if let Some(c) = strictest {
+                        values.audio_streams += 1;
+                        values.audio_gapped += u64::from(!c.ok);
+                    }
+                }
                 RequestStatus::Error => values.errors += 1,
                 RequestStatus::Aborted => values.aborted += 1,
             }
@@ -310,6 +346,16 @@ impl Values {
         }
         values.samples = samples;
         values
+    }
+
+    /// The (count, of how many) behind a proportion's measure.
+    pub(crate) fn proportion(&self, m: Measure) -> (u64, u64) {
+        match m {
+            Measure::ErrorRate => (self.errors, self.total),
+            Measure::AbortRate => (self.aborted, self.total),
+            Measure::AudioGapRate => (self.audio_gapped, self.audio_streams),
+            _ => (0, 0),
+        }
     }
 
     /// Whether every value of `m` is zero (or there is none): such a row is left out when
@@ -346,6 +392,12 @@ fn request_values(r: &RequestE2EStats, push: &mut impl FnMut(Measure, f64)) {
         }
         if let Some(v) = s.denoise_step_latency_ms {
             push(Measure::StageDenoiseStep(id), v);
+        }
+        if let Some(v) = s.audio_underrun_ms {
+            push(Measure::StageAudioUnderrun(id), v);
+        }
+        if let Some(v) = s.audio_max_gap_ms {
+            push(Measure::StageAudioMaxGap(id), v);
         }
         if let Some(replica) = s.replica_id {
             push(Measure::ReplicaQueue(id, replica), s.queue_time_ms);

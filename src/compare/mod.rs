@@ -482,6 +482,9 @@ impl Compare {
         if vb.aborted + vn.aborted > 0 {
             measures.push(Measure::AbortRate);
         }
+        if vb.audio_gapped + vn.audio_gapped > 0 {
+            measures.push(Measure::AudioGapRate);
+        }
         measures.sort_unstable();
         measures.dedup();
         measures.retain(|m| m.kind() == Kind::Proportion || !(vb.all_zero(*m) && vn.all_zero(*m)));
@@ -671,16 +674,10 @@ fn plan(measure: Measure, vb: &Values, vn: &Values) -> Planned {
             stats::mean_estimate(n),
         )),
         Kind::Proportion => {
-            let k = |v: &Values| match measure {
-                Measure::ErrorRate => v.errors,
-                _ => v.aborted,
-            };
-            planned.base_n = vb.total;
-            planned.new_n = vn.total;
-            planned.stats.push(PlannedStat::Proportion {
-                base: (k(vb), vb.total),
-                new: (k(vn), vn.total),
-            });
+            let (base, new) = (vb.proportion(measure), vn.proportion(measure));
+            planned.base_n = base.1;
+            planned.new_n = new.1;
+            planned.stats.push(PlannedStat::Proportion { base, new });
         }
     }
     planned

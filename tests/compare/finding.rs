@@ -310,3 +310,48 @@ fn throughput_is_compared_over_runs() {
             .is_some_and(|c| c < -30.0)
     );
 }
+
+/// A slower replica is found as that replica's change (the stage's own rows pool both);
+/// audio gaps are compared as a rate, and their lengths per stage.
+#[test]
+fn a_slower_replica_and_audio_gaps_are_found() {
+    use omni_metrics::stats::AudioContinuity;
+    let build = |seed: u64, slow_replica: f64, gap_every: usize| {
+        let (mut requests, summary) = Run::new(4_000, seed).build();
+        for (i, r) in requests.iter_mut().enumerate() {
+            let replica = (i % 2) as u64;
+            r.stages[1].replica_id = Some(replica);
+            if replica == 1 {
+                r.stages[1].stage_gen_time_ms *= slow_replica;
+            }
+            let gap = i % gap_every == 0;
+            r.stages[2].audio_underrun_ms = Some(if gap { 150.0 } else { 0.0 });
+            r.stages[2].audio_max_gap_ms = Some(if gap { 150.0 } else { 0.0 });
+            r.stages[2].audio_continuity = vec![
+                AudioContinuity {
+                    threshold_ms: 100,
+                    ok: !gap,
+                },
+                AudioContinuity {
+                    threshold_ms: 500,
+                    ok: true,
+                },
+            ];
+        }
+        Side::new("side", requests, &[summary])
+    };
+    let comparison = Compare::new().run(&build(201, 1.0, 50), &build(202, 1.3, 10));
+    let verdict = |m: Measure| comparison.row(m).map(|r| r.verdict);
+    assert_eq!(verdict(Measure::ReplicaGen(1, 1)), Some(Verdict::Worse));
+    assert_eq!(verdict(Measure::ReplicaGen(1, 0)), Some(Verdict::NoChange));
+    assert_eq!(verdict(Measure::AudioGapRate), Some(Verdict::Worse));
+    let rate = comparison
+        .row(Measure::AudioGapRate)
+        .and_then(|r| r.stat(Stat::Rate))
+        .expect("a gap rate");
+    assert_eq!((rate.base, rate.new), (2.0, 10.0));
+    assert_eq!(
+        verdict(Measure::StageAudioUnderrun(2)),
+        Some(Verdict::Worse)
+    );
+}
