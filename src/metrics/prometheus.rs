@@ -66,7 +66,7 @@
 //!   ([`PrometheusSink::overflowed_observations`]), said once as a warning, and not exported.
 //! - Every series has `model_name` (vLLM's label): the request record's
 //!   ([`RequestE2EStats::model_name`]), else
-//!   [`DEFAULT_MODEL_NAME`](super::catalog::DEFAULT_MODEL_NAME). A layer tells the sinks it
+//!   [`DEFAULT_MODEL_NAME`]. A layer tells the sinks it
 //!   is built with its model name (a sink added with `with_sink` needs no configuration of
 //!   its own), so that the label-less families' series start at zero under that name.
 //!
