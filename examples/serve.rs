@@ -258,8 +258,11 @@ async fn chat(State(state): State<AppState>, body: axum::body::Bytes) -> Respons
                 audio_ms,
                 request,
             } => {
-                request.finish();
-                return Json(serde_json::json!({
+                // The request's own timings go back with its answer (W3C Server-Timing).
+                let timing = request
+                    .finish_with_record()
+                    .map(|record| omni_metrics::report::server_timing(&record));
+                let mut response = Json(serde_json::json!({
                     "id": id, "object": "chat.completion", "model": model,
                     "choices": [{"index": 0, "finish_reason": "stop",
                                  "message": {"role": "assistant", "content": text},
@@ -268,6 +271,10 @@ async fn chat(State(state): State<AppState>, body: axum::body::Bytes) -> Respons
                               "total_tokens": prompt_tokens + completion_tokens},
                 }))
                 .into_response();
+                if let Some(value) = timing.and_then(|t| header::HeaderValue::from_str(&t).ok()) {
+                    response.headers_mut().insert("server-timing", value);
+                }
+                return response;
             }
         }
     }
@@ -288,11 +295,21 @@ fn async_stream(
                 "choices": [{"index": 0, "delta": {"content": delta}, "finish_reason": null}],
             }),
             Piece::Done { request, .. } => {
-                request.finish();
+                // The last event before [DONE] carries the request's own timings: the
+                // Server-Timing value and the record (clients that do not know the event
+                // name skip it).
+                let timing = request.finish_with_record().map(|record| {
+                    let event = serde_json::json!({
+                        "server_timing": omni_metrics::report::server_timing(&record),
+                        "record": record,
+                    });
+                    format!("event: omni.timing\ndata: {event}\n\n")
+                });
                 return Ok(format!(
-                    "data: {}\n\ndata: [DONE]\n\n",
+                    "data: {}\n\n{}data: [DONE]\n\n",
                     serde_json::json!({"id": id, "object": "chat.completion.chunk", "model": model,
-                                       "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+                                       "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}),
+                    timing.unwrap_or_default()
                 ));
             }
         };

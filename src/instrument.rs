@@ -189,6 +189,32 @@ impl Request {
         self.close(RequestStatus::Ok);
     }
 
+    /// Closes the request with `status = ok` and returns its record: what the tables and
+    /// the sinks get, for the caller to return its own timings (a `Server-Timing` header,
+    /// [`crate::report::server_timing`]).
+    ///
+    /// `None` when the request does not close here: work it spawned still holds its span
+    /// (the record comes when that work ends), or no omni-metrics layer is in the
+    /// subscriber.
+    ///
+    /// ```
+    /// use omni_metrics::instrument::Request;
+    /// use tracing_subscriber::prelude::*;
+    /// let layer = omni_metrics::OmniMetricsLayer::builder().with_console(false).build()?;
+    /// tracing::subscriber::with_default(tracing_subscriber::registry().with(layer), || {
+    ///     let request = Request::start("r-1");
+    ///     request.stage(0).tokens_in(12);
+    ///     let record = request.finish_with_record().expect("closed here");
+    ///     assert_eq!(record.stages[0].num_tokens_in, 12);
+    /// });
+    /// # Ok::<(), omni_metrics::BuildError>(())
+    /// ```
+    pub fn finish_with_record(self) -> Option<crate::stats::RequestE2EStats> {
+        let slot = reply_slot(&self.span);
+        self.finish();
+        slot.and_then(|slot| slot.lock().ok()?.take())
+    }
+
     /// Closes the request with `status = error`: counted apart from the summary.
     pub fn fail(self) {
         self.close(RequestStatus::Error);
@@ -293,6 +319,17 @@ impl RequestGuard {
         self.span.record(convention::field::STATUS_MESSAGE, reason);
         self.fail();
     }
+}
+
+/// The slot the layer puts `span`'s record in when it closes, if an omni-metrics layer
+/// holds it open.
+fn reply_slot(span: &Span) -> Option<std::sync::Arc<crate::layer::ReplySlot>> {
+    span.with_subscriber(|(id, dispatch)| {
+        dispatch
+            .downcast_ref::<crate::OmniMetricsLayer>()
+            .and_then(|layer| layer.reply_to(id))
+    })
+    .flatten()
 }
 
 impl Drop for RequestGuard {

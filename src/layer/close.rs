@@ -53,6 +53,7 @@ struct Done<'a> {
     issues: IssueSet,
     via: AnnotateVia<'a>,
     trace_id: Option<String>,
+    reply: Option<std::sync::Arc<state::ReplySlot>>,
 }
 
 impl Inner {
@@ -379,6 +380,7 @@ impl Inner {
             issues,
             mut acc,
             named,
+            reply,
         } = request;
         let status = status.unwrap_or(RequestStatus::Ok);
         // An aborted request ends at its abort, not when spawned work lets its span close.
@@ -396,6 +398,7 @@ impl Inner {
             issues,
             via,
             trace_id,
+            reply,
         };
         // Every child has closed (the Registry closes parents last): the accumulator is
         // this span's alone, finished in place, then pooled with its buffers.
@@ -416,6 +419,7 @@ impl Inner {
             mut issues,
             via,
             mut trace_id,
+            reply,
         } = done;
         let (incomplete, incomplete_spans) = acc.settle(status);
         let request_id = acc.take_request_id().unwrap_or_else(|| {
@@ -440,6 +444,11 @@ impl Inner {
         }
         report.trace_id = trace_id;
         report.model_name = self.shared.model_name();
+        if let Some(reply) = reply {
+            if let Ok(mut slot) = reply.lock() {
+                *slot = Some(report.clone());
+            }
+        }
         let unkept = self.emit_request(report, online);
         acc.recycle(unkept);
     }

@@ -44,6 +44,7 @@ pub use builder::{BuildError, Builder, Destination};
 pub use otel::AnnotationLayer;
 #[cfg(feature = "otlp")]
 pub(crate) use otel::{ExportedRun, RunTrace, attribute, dispatch_of_layer, id_attribute};
+pub(crate) use state::ReplySlot;
 
 use self::close::Closing;
 use self::fields::SetField;
@@ -335,6 +336,17 @@ impl Inner {
 }
 
 impl OmniMetricsLayer {
+    /// A slot the record of the open request `id` is put in when the request closes, or
+    /// `None` if `id` is no open request of this copy.
+    pub(crate) fn reply_to(&self, id: &Id) -> Option<Arc<state::ReplySlot>> {
+        self.table
+            .with(id.into_u64(), |slot| match slot {
+                Slot::Request(request) => Some(request.reply.get_or_insert_default().clone()),
+                _ => None,
+            })
+            .flatten()
+    }
+
     /// This copy's subscriber, when annotations are on and it is known.
     fn annotation_dispatch(&self) -> Option<tracing::Dispatch> {
         if !self.inner.annotations {

@@ -239,6 +239,7 @@ impl Inner {
                     run,
                     status: None,
                     aborted_at: None,
+                    reply: None,
                     issues,
                     acc: state::new_request_acc(),
                     named,

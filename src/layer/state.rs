@@ -285,7 +285,13 @@ pub(super) struct RequestSpan {
     pub(super) acc: Box<RequestAcc>,
     /// It names its exported span itself (`otel.name`): the layer keeps that name.
     pub(super) named: bool,
+    /// Where its record goes when it closes, for the engine that asked
+    /// ([`crate::instrument::Request::finish_with_record`]).
+    pub(super) reply: Option<std::sync::Arc<ReplySlot>>,
 }
+
+/// A finished request's record, for the engine that asked for it.
+pub(crate) type ReplySlot = std::sync::Mutex<Option<crate::stats::RequestE2EStats>>;
 
 impl SetField for RequestSpan {
     #[inline]

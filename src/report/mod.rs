@@ -19,11 +19,13 @@
 mod console;
 pub mod html;
 mod jsonl;
+mod server_timing;
 pub(crate) mod table;
 pub(crate) mod writer;
 
 pub(crate) use console::ConsoleSink;
 pub use jsonl::Record;
+pub use server_timing::server_timing;
 #[cfg(feature = "otlp")]
 pub(crate) use jsonl::append_json;
 pub(crate) use jsonl::{JsonLinesSink, open_append};

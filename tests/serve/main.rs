@@ -233,3 +233,95 @@ fn stats_lead_with_the_latency_and_label_wall_figures() {
         "{stats}"
     );
 }
+
+/// A request's own timings go back to its caller: a `Server-Timing` header on a plain
+/// answer, a last `omni.timing` event before `[DONE]` on a stream, each equal to the
+/// request's record in the JSON lines.
+#[test]
+fn the_caller_gets_its_requests_timings() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let records = dir.path().join("records.jsonl");
+    let server = start(&records);
+    let addr = server.addr.as_str();
+
+    let mut plain = post(addr, false);
+    let mut response = String::new();
+    plain.read_to_string(&mut response).ok();
+    let head = response
+        .split("\r\n\r\n")
+        .next()
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    let timing = head
+        .lines()
+        .find_map(|l| l.strip_prefix("server-timing: "))
+        .unwrap_or_else(|| panic!("no Server-Timing header: {head}"))
+        .to_owned();
+    assert!(timing.starts_with("e2e;dur="), "{timing}");
+    for entry in [
+        "queue;dur=",
+        "stage-0;desc=\"thinker\";dur=",
+        "stage-2;desc=\"code2wav\";dur=",
+    ] {
+        assert!(timing.contains(entry), "{entry} in {timing}");
+    }
+    let plain_id = {
+        let at = response.find("\"id\":\"").expect("an id") + 6;
+        response[at..][..response[at..].find('"').expect("quoted")].to_owned()
+    };
+
+    let mut streamed = post(addr, true);
+    let mut seen = String::new();
+    let mut buf = [0_u8; 4096];
+    while !seen.contains("data: [DONE]") {
+        let n = streamed.read(&mut buf).expect("the stream goes on");
+        assert!(n > 0, "the stream ended early: {seen}");
+        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    let event = seen
+        .split("event: omni.timing\ndata: ")
+        .nth(1)
+        .and_then(|rest| rest.split("\n\n").next())
+        .unwrap_or_else(|| panic!("no omni.timing event: {seen}"));
+    let event: serde_json::Value = serde_json::from_str(event).expect("the event is JSON");
+    assert!(seen.find("event: omni.timing") < seen.find("data: [DONE]"));
+
+    // Both equal the records the layer wrote.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let record_of = |id: &str| {
+        loop {
+            let text = std::fs::read_to_string(&records).unwrap_or_default();
+            let found = text
+                .lines()
+                .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                .find(|v| v["type"] == "request" && v["request_id"] == id);
+            if let Some(found) = found {
+                return found;
+            }
+            assert!(Instant::now() < deadline, "no record of {id}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    let plain_record = record_of(&plain_id);
+    let e2e = plain_record["e2e_total_ms"].as_f64().expect("e2e");
+    assert!(
+        timing.starts_with(&format!("e2e;dur={e2e:.3},")),
+        "{timing} vs {e2e}"
+    );
+    let streamed_id = event["record"]["request_id"]
+        .as_str()
+        .expect("an id")
+        .to_owned();
+    let streamed_record = record_of(&streamed_id);
+    assert_eq!(
+        event["record"]["e2e_total_ms"],
+        streamed_record["e2e_total_ms"]
+    );
+    assert_eq!(event["record"]["stages"], streamed_record["stages"]);
+    assert!(
+        event["server_timing"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("e2e;dur=")),
+        "{event}"
+    );
+}
