@@ -642,7 +642,7 @@ impl LabelValues {
     }
 
     /// The stage ids the labels name (`stage`, `from_stage`, `to_stage`).
-    #[cfg_attr(not(any(feature = "otlp", feature = "prometheus")), allow(dead_code))]
+    #[cfg_attr(not(feature = "prometheus"), allow(dead_code))]
     pub(crate) fn stage_ids(&self) -> impl Iterator<Item = u64> + Clone + use<> {
         [self.stage, self.from_stage, self.to_stage]
             .into_iter()
@@ -650,7 +650,7 @@ impl LabelValues {
     }
 
     /// The replica ids the labels name (`replica`, `from_replica`, `to_replica`).
-    #[cfg_attr(not(any(feature = "otlp", feature = "prometheus")), allow(dead_code))]
+    #[cfg_attr(not(feature = "prometheus"), allow(dead_code))]
     pub(crate) fn replica_ids(&self) -> impl Iterator<Item = u64> + Clone + use<> {
         [self.replica, self.from_replica, self.to_replica]
             .into_iter()
