@@ -14,8 +14,11 @@
 //! `abort`); only `ok` requests feed every other metric (latencies, tokens,
 //! audio, transfers), as only they feed the summary and the distributions.
 //!
-//! Labels are bounded: stage ids, edge stage ids and `finished_reason`, never a request id.
-//! Each export keeps at most 64 distinct stage ids.
+//! Labels are vLLM-Omni's and bounded: `model_name` on every family (the record's, else
+//! [`DEFAULT_MODEL_NAME`]), stage ids and their `replica`, edge stage ids and their
+//! `from_replica` / `to_replica` (a replica only when the record gives one), and
+//! `finished_reason`; never a request id. Each export keeps at most 64 distinct stage ids
+//! and 64 replica ids, and the process at most 16 model names.
 //!
 //! ```
 //! use omni_metrics::metrics::{MetricId, observe};

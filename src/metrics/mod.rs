@@ -3,8 +3,8 @@
 //!
 //! An export never computes a value itself: it walks a finished request with
 //! [`catalog::observe`], which hands it each observation already in the export's unit
-//! (seconds, bytes, counts) with its labels (stage and edge ids, `finished_reason`; never a
-//! request id).
+//! (seconds, bytes, counts) with its labels (`model_name`, stage and edge ids and their
+//! replicas, `finished_reason`; never a request id).
 #![doc = include_str!("../../docs/reference/metrics.md")]
 
 pub mod catalog;
