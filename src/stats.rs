@@ -210,6 +210,26 @@ pub(crate) fn audio_continuity(
     Some((finite(underrun), finite(max_gap)))
 }
 
+/// A stage's images and their pixels: `image_num`, and `image_num` x `W` x `H` of its
+/// `resolution` (`WxH`, e.g. `1024x1024`; 0 pixels when it cannot be read).
+pub(crate) fn images_and_pixels(s: &StageRequestStats) -> (u64, u64) {
+    let images = s.image_num.unwrap_or(0);
+    let per_image = s
+        .resolution
+        .as_deref()
+        .and_then(|r| r.trim().split_once(['x', 'X', '*']))
+        .and_then(|(w, h)| {
+            Some(
+                w.trim()
+                    .parse::<u64>()
+                    .ok()?
+                    .saturating_mul(h.trim().parse().ok()?),
+            )
+        })
+        .unwrap_or(0);
+    (images, images.saturating_mul(per_image))
+}
+
 /// `denoise_step_latency_ms`: a diffusion stage's `stage_gen_time_ms / num_inference_steps`
 /// (vLLM-Omni's formula); `None` without a step.
 pub(crate) fn denoise_step_latency_ms(stage_gen_time_ms: f64, steps: u64) -> Option<f64> {
@@ -603,6 +623,101 @@ impl TransferEdgeStats {
     }
 }
 
+/// Where a record's spans came from, when not from the span convention: traces that another
+/// program wrote in its own shape, which the report command reads too.
+///
+/// Such a trace holds less than the convention: a record built from it leaves out what it
+/// cannot know, rather than showing it as 0. Serialized as its name (`"vllm-omni"`), the
+/// records' `source` key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[non_exhaustive]
+pub enum TraceSource {
+    /// vLLM-Omni's own OpenTelemetry traces (`omni.pipeline` requests and their `omni.stage`
+    /// spans with `omni.stage.id`): no tokens, batches, transfers, audio frames or output
+    /// counts, and no split of a stage's time into queue, compute and post-processing.
+    #[serde(rename = "vllm-omni")]
+    VllmOmni,
+}
+
+impl TraceSource {
+    /// The name of the source (the records' `source` value).
+    ///
+    /// ```
+    /// use omni_metrics::stats::TraceSource;
+    /// assert_eq!(TraceSource::VllmOmni.as_str(), "vllm-omni");
+    /// ```
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::VllmOmni => "vllm-omni",
+        }
+    }
+
+    /// The [`RequestE2EStats`] fields a record of this source cannot know: 0 in the record,
+    /// absent from its JSON line and tables.
+    ///
+    /// ```
+    /// use omni_metrics::stats::TraceSource;
+    /// assert!(TraceSource::VllmOmni.unknown_request_fields().contains(&"e2e_total_tokens"));
+    /// ```
+    pub fn unknown_request_fields(self) -> &'static [&'static str] {
+        match self {
+            Self::VllmOmni => &[
+                keys::E2E_TOTAL_TOKENS,
+                keys::TRANSFERS_TOTAL_TIME_MS,
+                keys::TRANSFERS_TOTAL_KBYTES,
+                keys::TRANSFERS,
+            ],
+        }
+    }
+
+    /// The [`StageRequestStats`] fields a record of this source cannot know. For vLLM-Omni,
+    /// `stage_gen_time_ms` is known but is the stage span's whole duration (its
+    /// `wall_time_ms`): the trace does not split queue and post-processing out of it.
+    ///
+    /// ```
+    /// use omni_metrics::stats::TraceSource;
+    /// assert!(TraceSource::VllmOmni.unknown_stage_fields().contains(&"num_tokens_out"));
+    /// assert!(!TraceSource::VllmOmni.unknown_stage_fields().contains(&"stage_gen_time_ms"));
+    /// ```
+    pub fn unknown_stage_fields(self) -> &'static [&'static str] {
+        match self {
+            Self::VllmOmni => &[
+                keys::BATCH_ID,
+                keys::BATCH_SIZE,
+                keys::NUM_TOKENS_IN,
+                keys::NUM_TOKENS_OUT,
+                keys::POSTPROCESS_TIME_MS,
+                keys::AUDIO_GENERATED_FRAMES,
+                keys::QUEUE_TIME_MS,
+                keys::OUTPUT_CHUNKS,
+                keys::OUTPUT_UNITS,
+            ],
+        }
+    }
+
+    /// The [`OverallSummary`] fields a summary with requests of this source cannot know
+    /// (their `queue_time_ms` distributions are left out too).
+    ///
+    /// ```
+    /// use omni_metrics::stats::TraceSource;
+    /// assert_eq!(
+    ///     TraceSource::VllmOmni.unknown_summary_fields(),
+    ///     ["e2e_total_tokens", "e2e_avg_tokens_per_s"]
+    /// );
+    /// ```
+    pub fn unknown_summary_fields(self) -> &'static [&'static str] {
+        match self {
+            Self::VllmOmni => &[keys::E2E_TOTAL_TOKENS, keys::E2E_AVG_TOKENS_PER_S],
+        }
+    }
+}
+
+impl std::fmt::Display for TraceSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// One finished request: the `RequestE2EStats` table plus its stage and edge columns.
 ///
 /// Serialized, it is the `{"type":"request",...}` JSON-lines record.
@@ -627,6 +742,13 @@ pub struct RequestE2EStats {
     /// OpenTelemetry layer samples it; the metrics' exemplars carry it too.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub trace_id: Option<String>,
+    /// Beyond vLLM-Omni's tables: where the request's spans came from when they did not follow
+    /// the span convention ([`TraceSource`]); `None` for the convention's (the layer's own
+    /// records, and the report of their traces). A record from another source cannot know
+    /// some fields: they are 0 here, and left out of its JSON line, its tables and its HTML
+    /// report ([`TraceSource::unknown_request_fields`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source: Option<TraceSource>,
     /// The request span's duration, creation to close.
     pub e2e_total_ms: f64,
     /// Stage 0's `num_tokens_in` plus every stage's `num_tokens_out`.
@@ -667,6 +789,14 @@ pub struct RequestE2EStats {
 }
 
 impl RequestE2EStats {
+    /// Whether the record's field `key` (of the request, or of a stage) is known: not one
+    /// its [`source`](Self::source) cannot give.
+    pub(crate) fn knows(&self, key: &str) -> bool {
+        self.source.is_none_or(|s| {
+            !s.unknown_request_fields().contains(&key) && !s.unknown_stage_fields().contains(&key)
+        })
+    }
+
     /// The stage with this id, if the request ran it.
     pub fn stage(&self, stage_id: u64) -> Option<&StageRequestStats> {
         self.stages.iter().find(|s| s.stage_id == stage_id)
@@ -692,6 +822,11 @@ pub struct OverallSummary {
     /// Beyond vLLM-Omni's tables: the model the layer serves, when one is set (as
     /// [`RequestE2EStats::model_name`]); the record's `model_name` key, after `scope`.
     pub model_name: Option<std::sync::Arc<str>>,
+    /// Beyond vLLM-Omni's tables: set when some of the scope's requests came from traces that
+    /// did not follow the span convention ([`RequestE2EStats::source`]): the figures they
+    /// cannot give ([`TraceSource::unknown_summary_fields`]) are then left out of the record
+    /// and the tables, after `scope` (and `model_name`) comes `source`.
+    pub source: Option<TraceSource>,
     /// Completed (`ok`) requests.
     pub e2e_requests: u64,
     /// Scope start (the run span's start, or the online request's) to the last completion,
@@ -729,6 +864,14 @@ pub struct OverallSummary {
     /// Requests whose audio stage produced no frames ([`StageRequestStats::audio_skipped`]),
     /// whatever their status.
     pub audio_skipped_requests: u64,
+    /// Beyond vLLM-Omni's tables: images generated by the completed requests (their
+    /// stages' `image_num`).
+    pub e2e_images: u64,
+    /// `e2e_images / e2e_wall_time_ms`, per second.
+    pub e2e_images_per_s: f64,
+    /// Their pixels (`image_num` x the `WxH` of `resolution`) over the wall time, in
+    /// millions per second; images without a readable resolution add none.
+    pub e2e_megapixels_per_s: f64,
 }
 
 impl OverallSummary {
@@ -738,6 +881,13 @@ impl OverallSummary {
             .iter()
             .find(|(id, _)| *id == stage_id)
             .map(|(_, ms)| *ms)
+    }
+
+    /// Whether the summary's figure `key` is known: not one its [`source`](Self::source)
+    /// cannot give.
+    pub(crate) fn knows(&self, key: &str) -> bool {
+        self.source
+            .is_none_or(|s| !s.unknown_summary_fields().contains(&key))
     }
 
     /// Whether the tables and the record show [`OverallSummary::distributions`]: for two or
@@ -754,14 +904,22 @@ impl Serialize for OverallSummary {
         if let Some(model) = &self.model_name {
             map.serialize_entry(keys::MODEL_NAME, model)?;
         }
+        if let Some(source) = self.source {
+            map.serialize_entry(keys::SOURCE, &source)?;
+        }
+        let known = |key: &str| self.knows(key);
         map.serialize_entry(keys::E2E_REQUESTS, &self.e2e_requests)?;
         map.serialize_entry(keys::E2E_WALL_TIME_MS, &self.e2e_wall_time_ms)?;
-        map.serialize_entry(keys::E2E_TOTAL_TOKENS, &self.e2e_total_tokens)?;
+        if known(keys::E2E_TOTAL_TOKENS) {
+            map.serialize_entry(keys::E2E_TOTAL_TOKENS, &self.e2e_total_tokens)?;
+        }
         map.serialize_entry(
             keys::E2E_AVG_TIME_PER_REQUEST_MS,
             &self.e2e_avg_time_per_request_ms,
         )?;
-        map.serialize_entry(keys::E2E_AVG_TOKENS_PER_S, &self.e2e_avg_tokens_per_s)?;
+        if known(keys::E2E_AVG_TOKENS_PER_S) {
+            map.serialize_entry(keys::E2E_AVG_TOKENS_PER_S, &self.e2e_avg_tokens_per_s)?;
+        }
         for (id, ms) in &self.stage_wall_time_ms {
             map.serialize_entry(&keys::e2e_stage_wall_time_ms(*id), ms)?;
         }
@@ -773,6 +931,14 @@ impl Serialize for OverallSummary {
             for (threshold_ms, ok) in &self.audio_continuity_ok {
                 map.serialize_entry(&keys::audio_continuity_ok(*threshold_ms), ok)?;
             }
+        }
+        if self.e2e_images > 0 {
+            map.serialize_entry(keys::E2E_IMAGES, &self.e2e_images)?;
+            map.serialize_entry(keys::E2E_IMAGES_PER_S, &finite(self.e2e_images_per_s))?;
+            map.serialize_entry(
+                keys::E2E_MEGAPIXELS_PER_S,
+                &finite(self.e2e_megapixels_per_s),
+            )?;
         }
         if self.audio_skipped_requests > 0 {
             map.serialize_entry(keys::AUDIO_SKIPPED_REQUESTS, &self.audio_skipped_requests)?;

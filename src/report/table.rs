@@ -244,12 +244,14 @@ fn summary_table(s: &OverallSummary) -> String {
         vec![float(s.e2e_wall_time_ms)],
         false,
     );
-    push_row(
-        &mut t,
-        keys::E2E_TOTAL_TOKENS,
-        vec![int(s.e2e_total_tokens)],
-        false,
-    );
+    if s.knows(keys::E2E_TOTAL_TOKENS) {
+        push_row(
+            &mut t,
+            keys::E2E_TOTAL_TOKENS,
+            vec![int(s.e2e_total_tokens)],
+            false,
+        );
+    }
     push_row(
         &mut t,
         &label(
@@ -259,12 +261,14 @@ fn summary_table(s: &OverallSummary) -> String {
         vec![float(s.e2e_avg_time_per_request_ms)],
         false,
     );
-    push_row(
-        &mut t,
-        &label(keys::E2E_AVG_TOKENS_PER_S, "tokens / wall time"),
-        vec![float(s.e2e_avg_tokens_per_s)],
-        false,
-    );
+    if s.knows(keys::E2E_AVG_TOKENS_PER_S) {
+        push_row(
+            &mut t,
+            &label(keys::E2E_AVG_TOKENS_PER_S, "tokens / wall time"),
+            vec![float(s.e2e_avg_tokens_per_s)],
+            false,
+        );
+    }
     for (id, ms) in &s.stage_wall_time_ms {
         push_row(
             &mut t,
@@ -296,6 +300,21 @@ fn summary_table(s: &OverallSummary) -> String {
         vec![int(s.audio_skipped_requests)],
         true,
     );
+    push_row(&mut t, keys::E2E_IMAGES, vec![int(s.e2e_images)], true);
+    if s.e2e_images > 0 {
+        push_row(
+            &mut t,
+            keys::E2E_IMAGES_PER_S,
+            vec![float(s.e2e_images_per_s)],
+            false,
+        );
+        push_row(
+            &mut t,
+            keys::E2E_MEGAPIXELS_PER_S,
+            vec![float(s.e2e_megapixels_per_s)],
+            false,
+        );
+    }
     push_row(
         &mut t,
         keys::E2E_REQUESTS_ERROR,
@@ -328,24 +347,23 @@ fn request_table(r: &RequestE2EStats) -> String {
         vec![float(r.e2e_total_ms)],
         false,
     );
-    push_row(
-        &mut t,
-        keys::E2E_TOTAL_TOKENS,
-        vec![int(r.e2e_total_tokens)],
-        false,
-    );
-    push_row(
-        &mut t,
-        keys::TRANSFERS_TOTAL_TIME_MS,
-        vec![float(r.transfers_total_time_ms)],
-        false,
-    );
-    push_row(
-        &mut t,
-        keys::TRANSFERS_TOTAL_KBYTES,
-        vec![float(r.transfers_total_kbytes)],
-        false,
-    );
+    let always: [(&str, Cell); 3] = [
+        (keys::E2E_TOTAL_TOKENS, int(r.e2e_total_tokens)),
+        (
+            keys::TRANSFERS_TOTAL_TIME_MS,
+            float(r.transfers_total_time_ms),
+        ),
+        (
+            keys::TRANSFERS_TOTAL_KBYTES,
+            float(r.transfers_total_kbytes),
+        ),
+    ];
+    for (label, cell) in always {
+        // A record of another trace source leaves out what it cannot know.
+        if r.knows(label) {
+            push_row(&mut t, label, vec![cell], false);
+        }
+    }
     let measured: [(&str, Option<f64>); 4] = [
         (keys::TIME_TO_FIRST_OUTPUT_MS, r.time_to_first_output_ms),
         (keys::TIME_TO_FIRST_AUDIO_MS, r.time_to_first_audio_ms),
@@ -370,16 +388,24 @@ fn request_table(r: &RequestE2EStats) -> String {
 /// `time_to_first_output_ms`, `inter_output_ms`, `audio_duration_ms`, `audio_rtf`).
 ///
 /// `batch_id` is shown when any stage recorded one, 0 included (batch 0 is a batch).
-fn stage_table(stages: &[StageRequestStats]) -> String {
-    stage_table_with(stages, |s| match &s.stage_name {
-        Some(name) => format!("{} {}", s.stage_id, printable(name, true)),
-        None => s.stage_id.to_string(),
-    })
+///
+/// A row `known` refuses (a field a record of another trace source cannot know) is left
+/// out.
+fn stage_table(stages: &[StageRequestStats], known: &dyn Fn(&str) -> bool) -> String {
+    stage_table_with(
+        stages,
+        |s| match &s.stage_name {
+            Some(name) => format!("{} {}", s.stage_id, printable(name, true)),
+            None => s.stage_id.to_string(),
+        },
+        known,
+    )
 }
 
 fn stage_table_with(
     stages: &[StageRequestStats],
     heading: impl Fn(&StageRequestStats) -> String,
+    known: &dyn Fn(&str) -> bool,
 ) -> String {
     let mut header = vec!["Field".to_owned()];
     header.extend(stages.iter().map(heading));
@@ -423,7 +449,7 @@ fn stage_table_with(
         }),
         (keys::AUDIO_SKIPPED, |s| text(s.audio_skipped)),
     ];
-    for (label, cell) in rows {
+    for (label, cell) in rows.into_iter().filter(|(label, _)| known(label)) {
         push_row(&mut t, label, stages.iter().map(cell).collect(), true);
     }
     t.to_string()
@@ -533,7 +559,12 @@ pub(crate) fn render_request(r: &RequestE2EStats) -> String {
         request_table(r)
     );
     if !r.stages.is_empty() {
-        let _ = write!(out, "StageRequestStats\n{}\n\n", stage_table(&r.stages));
+        let known = |key: &str| r.knows(key);
+        let _ = write!(
+            out,
+            "StageRequestStats\n{}\n\n",
+            stage_table(&r.stages, &known)
+        );
     }
     if !r.transfers.is_empty() {
         let _ = write!(
@@ -631,7 +662,7 @@ mod tests {
             num_tokens_in: 10,
             ..Default::default()
         };
-        let table = stage_table(&[stage]);
+        let table = stage_table(&[stage], &|_| true);
         assert!(table.contains("num_tokens_in"));
         assert!(!table.contains("image_num"), "{table}");
         assert!(!table.contains("resolution"), "{table}");

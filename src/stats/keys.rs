@@ -19,6 +19,8 @@ pub(crate) const SCOPE: &str = "scope";
 /// Also the metrics' label of the model (vLLM's `model_name`).
 pub(crate) const MODEL_NAME: &str = "model_name";
 pub(crate) const TRACE_ID: &str = "trace_id";
+/// A record's [`TraceSource`](super::TraceSource), when not the convention.
+pub(crate) const SOURCE: &str = "source";
 pub(crate) const E2E_TOTAL_MS: &str = "e2e_total_ms";
 pub(crate) const E2E_TOTAL_TOKENS: &str = "e2e_total_tokens";
 pub(crate) const TRANSFERS_TOTAL_TIME_MS: &str = "transfers_total_time_ms";
@@ -90,6 +92,9 @@ pub(crate) const CUMULATIVE_SCOPE: &str = "cumulative";
 /// The `scope` of the online window summary.
 pub(crate) const WINDOW_SCOPE: &str = "window";
 pub(crate) const AUDIO_SKIPPED_REQUESTS: &str = "audio_skipped_requests";
+pub(crate) const E2E_IMAGES: &str = "e2e_images";
+pub(crate) const E2E_IMAGES_PER_S: &str = "e2e_images_per_s";
+pub(crate) const E2E_MEGAPIXELS_PER_S: &str = "e2e_megapixels_per_s";
 
 /// `audio_continuity_ok_{threshold_ms}ms`: a summary's streams with no gap above it.
 pub(crate) fn audio_continuity_ok(threshold_ms: u64) -> String {
@@ -158,6 +163,7 @@ mod tests {
             status_message: Some("boom".into()),
             model_name: Some("qwen3-omni".into()),
             trace_id: Some("0".repeat(32)),
+            source: Some(crate::stats::TraceSource::VllmOmni),
             time_to_first_output_ms: Some(1.0),
             time_to_first_audio_ms: Some(1.0),
             audio_duration_ms: Some(1.0),
@@ -208,6 +214,7 @@ mod tests {
                 SCOPE,
                 MODEL_NAME,
                 TRACE_ID,
+                SOURCE,
                 E2E_TOTAL_MS,
                 E2E_TOTAL_TOKENS,
                 TRANSFERS_TOTAL_TIME_MS,

@@ -695,3 +695,46 @@ fn live_gauges_count_the_open_spans_exactly() {
     });
     assert_eq!(h.handle().live(), omni_metrics::LiveGauges::default());
 }
+
+/// Images and pixels per second in a summary, from the stages' `image_num` and
+/// `resolution`; absent without images.
+#[test]
+fn summaries_count_images_and_megapixels_per_second() {
+    let h = Harness::new();
+    h.run(|| {
+        let run = Run::with_id("images");
+        for i in 0..2 {
+            let request = run.request(&format!("img-{i}"));
+            let dit = request.stage(1);
+            dit.images(2, "1024x1024");
+            h.at(500.0 * (i + 1) as f64);
+            drop(dit);
+            request.finish();
+        }
+        drop(run);
+        let text = Run::with_id("text");
+        drop(text.request("t").stage(0));
+    });
+    let summaries = h.capture().summaries();
+    let images = summaries
+        .iter()
+        .find(|s| s.scope == "images")
+        .expect("images");
+    assert_eq!(images.e2e_images, 4);
+    assert_close(images.e2e_wall_time_ms, 1000.0, "wall");
+    assert_close(images.e2e_images_per_s, 4.0, "4 images in 1 s");
+    assert_close(
+        images.e2e_megapixels_per_s,
+        4.0 * 1_048_576.0 / 1e6,
+        "4 x 1024x1024 in 1 s",
+    );
+    let json = serde_json::to_value(images).expect("json");
+    assert_eq!(json["e2e_images"], 4);
+    assert!(images.to_string().contains("| e2e_megapixels_per_s "));
+    let text = summaries.iter().find(|s| s.scope == "text").expect("text");
+    let json = serde_json::to_string(text).expect("json");
+    assert!(
+        !json.contains("images") && !text.to_string().contains("images"),
+        "{json}"
+    );
+}

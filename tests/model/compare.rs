@@ -123,6 +123,7 @@ fn request(d: &mut Diff, path: &str, r: &RequestE2EStats, m: &Req) {
         scope,
         model_name,
         trace_id,
+        source,
         e2e_total_ms,
         e2e_total_tokens,
         transfers_total_time_ms,
@@ -141,6 +142,8 @@ fn request(d: &mut Diff, path: &str, r: &RequestE2EStats, m: &Req) {
     d.eq(path, "status_message", status_message, &m.status_message);
     d.eq(path, "scope", scope, &m.scope);
     d.eq(path, "trace_id", trace_id, &None);
+    // The layer's own spans: the convention's.
+    d.eq(path, "source", source, &None);
     // The model's layers name no model.
     d.eq(path, "model_name", model_name, &None);
     d.float(path, "e2e_total_ms", *e2e_total_ms, to_ms(m.e2e_us));
@@ -453,6 +456,7 @@ fn summary(d: &mut Diff, path: &str, s: &OverallSummary, m: &Summary) {
     let OverallSummary {
         scope: _, // matched by
         model_name,
+        source,
         e2e_requests,
         e2e_wall_time_ms,
         e2e_total_tokens,
@@ -466,8 +470,27 @@ fn summary(d: &mut Diff, path: &str, s: &OverallSummary, m: &Summary) {
         audio_streams,
         audio_continuity_ok,
         audio_skipped_requests,
+        e2e_images,
+        e2e_images_per_s,
+        e2e_megapixels_per_s,
     } = s;
+    d.eq(path, "e2e_images", *e2e_images, m.images);
+    let per_s = |n: u64| {
+        if m.wall_us == 0 {
+            0.0
+        } else {
+            n as f64 * 1000.0 / to_ms(m.wall_us)
+        }
+    };
+    d.float(path, "e2e_images_per_s", *e2e_images_per_s, per_s(m.images));
+    d.float(
+        path,
+        "e2e_megapixels_per_s",
+        *e2e_megapixels_per_s,
+        per_s(m.pixels) / 1e6,
+    );
     d.eq(path, "model_name", model_name, &None);
+    d.eq(path, "source", source, &None);
     d.eq(path, "audio_streams", *audio_streams, m.audio_streams);
     let want_ok: Vec<(u64, u64)> = if m.audio_streams > 0 {
         vec![(100, m.audio_ok_100ms)]

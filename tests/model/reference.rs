@@ -110,6 +110,9 @@ pub(crate) struct Summary {
     pub(crate) audio_ok_100ms: u64,
     /// Requests of any status with an audio stage that produced nothing.
     pub(crate) audio_skipped: u64,
+    /// Images of `ok` requests, and their pixels (`WxH` each).
+    pub(crate) images: u64,
+    pub(crate) pixels: u64,
 }
 
 /// What the layer must report for a schedule.
@@ -472,6 +475,25 @@ fn summary(scope: &str, start: Us, requests: &[Req]) -> Summary {
             .flat_map(|r| &r.stages)
             .filter(|s| s.audio_gaps_ms.is_some_and(|g| g.1 <= 100.0))
             .count() as u64,
+        images: ok
+            .iter()
+            .flat_map(|r| &r.stages)
+            .map(|s| s.image_num.unwrap_or(0))
+            .sum(),
+        pixels: ok
+            .iter()
+            .flat_map(|r| &r.stages)
+            .map(|s| {
+                let (w, h) = s
+                    .resolution
+                    .as_deref()
+                    .and_then(|r| r.split_once('x'))
+                    .unwrap_or(("0", "0"));
+                s.image_num.unwrap_or(0)
+                    * w.parse::<u64>().unwrap_or(0)
+                    * h.parse::<u64>().unwrap_or(0)
+            })
+            .sum(),
         audio_skipped: requests
             .iter()
             .filter(|r| {
