@@ -23,7 +23,7 @@ use super::origin::{Clocks, Origin};
 use super::{GroupBy, ReplayStats};
 use crate::convention::{self, SpanKind, field, omni_span};
 use crate::report::Sink;
-use crate::stats::{OverallSummary, RequestE2EStats};
+use crate::stats::{OverallSummary, Quantity, RequestE2EStats, TraceSource};
 use crate::testing::ManualClock;
 
 /// Where a node's parent is.
@@ -509,6 +509,7 @@ impl<'a> Engine<'a> {
                             trace: format!("{:032x}", spans[node.rec].trace_id),
                             invalid: invalid.get(&n).copied().unwrap_or(0),
                             summarized: false,
+                            source: spans[node.rec].source,
                         }));
                     }
                     drop(open_spans[n].take());
@@ -764,6 +765,8 @@ pub(super) struct Closing {
     invalid: u64,
     /// Its online summary went out (it is a scope of its own).
     summarized: bool,
+    /// Its spans were of another shape than the convention's (vLLM-Omni's own traces).
+    source: Option<TraceSource>,
 }
 
 /// The request being closed, if any.
@@ -782,23 +785,36 @@ impl CurrentTrace {
 
 /// Hands records to the replay's sinks, each request with the id of the trace it was read
 /// from, and `invalid_spans` counting the spans whose values the replay left out, in the
-/// request's record and its scope's summary alike.
+/// request's record and its scope's summary alike; a request of another trace source
+/// (vLLM-Omni's) with its `source`, and so its scope's summary.
 pub(super) struct TraceIds {
     pub(super) current: CurrentTrace,
     pub(super) sinks: Vec<Box<dyn Sink>>,
     /// Spans with values left out, by run scope, until the run's summary.
     pub(super) scope_invalid: Mutex<HashMap<String, u64>>,
+    /// The source of run scopes with requests of another trace source, until the run's
+    /// summary.
+    pub(super) scope_source: Mutex<HashMap<String, TraceSource>>,
 }
 
 impl Sink for TraceIds {
     fn on_request(&self, request: &RequestE2EStats) {
         let mut request = request.clone();
-        let (trace, invalid, summarized) = self.current.with(|c| match c {
-            Some(c) => (Some(c.trace.clone()), c.invalid, c.summarized),
-            None => (None, 0, false),
+        let (trace, invalid, summarized, source) = self.current.with(|c| match c {
+            Some(c) => (Some(c.trace.clone()), c.invalid, c.summarized, c.source),
+            None => (None, 0, false, None),
         });
         if let Some(trace) = trace {
             request.trace_id = Some(trace);
+        }
+        if let Some(source) = source {
+            request.source = Some(source);
+            if !summarized {
+                self.scope_source
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .insert(request.scope.clone(), source);
+            }
         }
         if invalid > 0 {
             request.invalid_spans = request.invalid_spans.saturating_add(invalid);
@@ -817,28 +833,44 @@ impl Sink for TraceIds {
 
     fn on_summary(&self, summary: &OverallSummary) {
         // An online request's summary goes out while it closes; a run's after its requests.
-        let invalid = self
+        let (invalid, source) = self
             .current
             .with(|c| {
                 c.as_mut().map(|c| {
                     c.summarized = true;
-                    c.invalid
+                    (c.invalid, c.source)
                 })
             })
             .unwrap_or_else(|| {
-                self.scope_invalid
+                let invalid = self
+                    .scope_invalid
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner)
                     .remove(&summary.scope)
-                    .unwrap_or(0)
+                    .unwrap_or(0);
+                let source = self
+                    .scope_source
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .remove(&summary.scope);
+                (invalid, source)
             });
-        if invalid == 0 {
+        if invalid == 0 && source.is_none() {
             for sink in &self.sinks {
                 sink.on_summary(summary);
             }
             return;
         }
         let mut summary = summary.clone();
+        if let Some(source) = source {
+            // Its requests' queue times are unknown, not 0.
+            summary.source = Some(source);
+            summary.distributions = summary
+                .distributions
+                .iter()
+                .filter(|(q, _)| !matches!(q, Quantity::StageQueueTime(_)))
+                .collect();
+        }
         summary.invalid_spans = summary.invalid_spans.saturating_add(invalid);
         for sink in &self.sinks {
             sink.on_summary(&summary);

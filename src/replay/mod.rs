@@ -43,6 +43,7 @@ mod input;
 mod model;
 mod origin;
 mod otlp;
+mod vllm_omni;
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
@@ -509,6 +510,7 @@ impl Replay {
                 current: current.clone(),
                 sinks,
                 scope_invalid: Default::default(),
+                scope_source: Default::default(),
             })
             .build()
         {

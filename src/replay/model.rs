@@ -1,8 +1,9 @@
 //! What is kept of an exported span: its place in the trace, its times, and the attributes
 //! and events the convention reads. Everything else is dropped when the span is read.
 
+use super::vllm_omni;
 use crate::convention::{self, FieldKind, SpanKind, exported, field};
-use crate::stats::{RequestStatus, keys};
+use crate::stats::{RequestStatus, TraceSource, keys};
 
 /// An attribute value, as OTLP carries it.
 #[derive(Clone, Debug, PartialEq)]
@@ -86,6 +87,7 @@ pub(crate) fn kept(key: &str) -> bool {
             key,
             E2E_TOTAL_MS | QUEUE_TIME_MS | E2E_REQUESTS | ERROR_TYPE
         )
+        || vllm_omni::kept(key)
 }
 
 /// A kept attribute's key: the convention's own `&'static str` when it is one (not
@@ -126,6 +128,9 @@ pub(crate) struct SpanRec {
     pub(crate) outputs: Vec<Output>,
     /// Values left out (spans of the convention only).
     pub(crate) problem: Option<Box<Problem>>,
+    /// A span of another shape than the convention's, given the convention's fields
+    /// (vLLM-Omni's own traces): its request's record says so.
+    pub(crate) source: Option<TraceSource>,
     /// An aborted request: when it was aborted (its start plus its exported
     /// `e2e_total_ms`). Its span ends later when work it spawned went on, and that work
     /// was not the request's (see the layer's rule).
@@ -232,19 +237,32 @@ impl SpanRec {
     /// its `run_id` from its name. A request whose status is ERROR but which has no `status` attribute (another
     /// SDK) gets `status` from `error.type` (`aborted`) or `error`, and the status message as
     /// its `status_message`.
+    ///
+    /// A span of vLLM-Omni's own traces (see the `vllm_omni` module) is a request or a
+    /// stage given the convention's fields from its own, marked with its
+    /// [`source`](Self::source).
     pub(crate) fn from_raw(raw: RawSpan<'_>) -> Self {
-        let kind = classify(raw.name, |key| {
-            raw.attributes.iter().any(|(k, _)| *k == key)
-        });
+        let has = |key: &str| raw.attributes.iter().any(|(k, _)| *k == key);
+        let theirs = vllm_omni::kind(raw.name, has);
+        let kind = theirs.or_else(|| classify(raw.name, has));
+        let source = theirs.map(|_| vllm_omni::SOURCE);
         let mut problem = None;
         let mut fields = Vec::new();
-        if kind.is_some() {
+        if let Some(theirs) = theirs {
+            fields = vllm_omni::fields(theirs, &raw, &mut |what| {
+                Problem::add(&mut problem, || what);
+            });
+        } else if kind.is_some() {
             fields = kept_fields(&raw, &mut problem);
+        }
+        if kind.is_some() {
             for what in &raw.problems {
                 Problem::add(&mut problem, || what.clone());
             }
         }
-        fill_from_export(kind, &raw, &mut fields);
+        if theirs.is_none() {
+            fill_from_export(kind, &raw, &mut fields);
+        }
         let aborted = kind == Some(SpanKind::Request)
             && fields.iter().rev().find(|(k, _)| k == field::STATUS).is_some_and(|(_, v)| {
                 matches!(v, AttrValue::Str(s) if &**s == RequestStatus::Aborted.as_str())
@@ -266,6 +284,7 @@ impl SpanRec {
             outputs: raw.outputs,
             problem,
             abort_ns,
+            source,
         }
     }
 }
@@ -370,14 +389,15 @@ fn times(
 }
 
 /// Whether an exported event is an `omni.output` (tracing-opentelemetry names an event
-/// without a message after the event's name).
+/// without a message after the event's name), or vLLM-Omni's `omni.stage.first_output`
+/// (an output without `units`).
 pub(crate) fn is_output(name: &str) -> bool {
-    name == convention::OUTPUT
+    name == convention::OUTPUT || name == vllm_omni::FIRST_OUTPUT
 }
 
 /// [`is_output`] of a name not yet known to be UTF-8.
 pub(crate) fn is_output_bytes(name: &[u8]) -> bool {
-    name == convention::OUTPUT.as_bytes()
+    name == convention::OUTPUT.as_bytes() || name == vllm_omni::FIRST_OUTPUT.as_bytes()
 }
 
 #[cfg(test)]

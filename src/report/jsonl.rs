@@ -9,6 +9,8 @@ use serde::Serialize;
 use super::Sink;
 use crate::stats::{OverallSummary, RequestE2EStats};
 
+mod without;
+
 /// One JSON-lines record: `{"type":"request",...}` or `{"type":"summary",...}`.
 ///
 /// ```
@@ -35,11 +37,31 @@ impl Record {
     pub fn to_json_line(&self) -> String {
         let mut out = Vec::new();
         match self {
-            Record::Request(r) => serialize_line(&mut out, "request", r),
+            Record::Request(r) => serialize_request(&mut out, r),
             Record::Summary(s) => serialize_line(&mut out, "summary", s),
         }
         // Serialized JSON is UTF-8.
         String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+/// Appends the request's line to `out`: for a request of another trace source
+/// ([`RequestE2EStats::source`]), without the keys it cannot know.
+fn serialize_request(out: &mut Vec<u8>, r: &RequestE2EStats) {
+    match r.source {
+        None => serialize_line(out, "request", r),
+        Some(source) => {
+            let left_out = |name: &str, field: &str| match name {
+                "RequestE2EStats" => source.unknown_request_fields().contains(&field),
+                "StageRequestStats" => source.unknown_stage_fields().contains(&field),
+                _ => false,
+            };
+            let value = without::Without {
+                value: r,
+                left_out: &left_out,
+            };
+            serialize_line(out, "request", &value);
+        }
     }
 }
 
@@ -365,7 +387,12 @@ impl JsonLinesSink {
 
     /// Serializes and writes one request record.
     pub(crate) fn write_request(&self, request: &RequestE2EStats) -> io::Result<()> {
-        self.write_record("request", request)
+        let mut out = self.out.lock().unwrap_or_else(PoisonError::into_inner);
+        let Output { target, line } = &mut *out;
+        line.clear();
+        serialize_request(line, request);
+        line.push(b'\n');
+        target.write(line)
     }
 
     /// Serializes and writes one summary record.
@@ -469,5 +496,47 @@ mod tests {
         );
         let back: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
         assert_eq!(back["scope"], "a\u{7f}\u{9b}\u{202e}\u{2028}\n\u{1b}é");
+    }
+
+    /// A request of vLLM-Omni's own traces: what such a trace cannot know is left out of
+    /// its line, the rest is the line of the same record without a source, in its order.
+    #[test]
+    fn a_foreign_request_leaves_out_what_it_cannot_know() {
+        use crate::stats::{StageRequestStats, TraceSource};
+        let ours = RequestE2EStats {
+            request_id: "r-1".into(),
+            scope: "all".into(),
+            e2e_total_ms: 12.5,
+            stages: vec![StageRequestStats {
+                stage_id: 0,
+                stage_name: Some("llm".into()),
+                replica_id: Some(1),
+                stage_gen_time_ms: 10.0,
+                wall_time_ms: 10.0,
+                spans: 1,
+                output_chunks: 1,
+                time_to_first_output_ms: Some(2.0),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let theirs = RequestE2EStats {
+            source: Some(TraceSource::VllmOmni),
+            ..ours.clone()
+        };
+        let ours = Record::Request(ours).to_json_line();
+        let theirs = Record::Request(theirs).to_json_line();
+        assert_eq!(
+            theirs,
+            concat!(
+                r#"{"type":"request","request_id":"r-1","status":"ok","scope":"all","#,
+                r#""source":"vllm-omni","e2e_total_ms":12.5,"invalid_spans":0,"stages":[{"#,
+                r#""stage_id":0,"stage_name":"llm","stage_gen_time_ms":10.0,"replica_id":1,"#,
+                r#""spans":1,"wall_time_ms":10.0,"time_to_first_output_ms":2.0}]}"#
+            )
+        );
+        assert!(ours.contains(r#""e2e_total_tokens":0,"#), "{ours}");
+        assert!(ours.contains(r#""num_tokens_in":0,"#), "{ours}");
+        assert!(!ours.contains("source"), "{ours}");
     }
 }

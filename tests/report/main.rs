@@ -17,6 +17,7 @@ mod multiprocess;
 mod processes;
 mod scenario;
 mod trace_file;
+mod vllm_omni;
 #[cfg(target_os = "linux")]
 #[path = "../support/warnings.rs"]
 mod warnings;

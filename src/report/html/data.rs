@@ -6,7 +6,9 @@ use std::sync::Arc;
 
 use crate::report::table::printable;
 use crate::stats::LatencyStats;
-use crate::stats::{self, OverallSummary, RequestE2EStats, RequestStatus, finite, keys};
+use crate::stats::{
+    self, OverallSummary, RequestE2EStats, RequestStatus, TraceSource, finite, keys,
+};
 
 /// The blob's format name, bumped when a column changes meaning.
 pub(crate) const FORMAT: &str = "omni-metrics-html/1";
@@ -78,6 +80,8 @@ pub(crate) struct Row {
     /// `None` when it is the report's own scope (the usual case).
     scope: Option<Box<str>>,
     status: RequestStatus,
+    /// A request of another trace source: what it cannot know is written `null`.
+    source: Option<TraceSource>,
     start_ns: u64,
     end_ns: u64,
     e2e_total_ms: f64,
@@ -191,6 +195,7 @@ impl Row {
             id: printable(&r.request_id, false).into(),
             scope: (r.scope != report_scope).then(|| printable(&r.scope, false).into()),
             status: r.status,
+            source: r.source,
             start_ns: r.start_ns,
             end_ns: r.end_ns,
             e2e_total_ms: r.e2e_total_ms,
@@ -205,6 +210,14 @@ impl Row {
             stages,
             edges,
         }
+    }
+
+    /// Whether the request's field `key` (or its stages') is known: not one its source
+    /// cannot give.
+    fn knows(&self, key: &str) -> bool {
+        self.source.is_none_or(|s| {
+            !s.unknown_request_fields().contains(&key) && !s.unknown_stage_fields().contains(&key)
+        })
     }
 
     /// Whether the request carries times on a clock (records read back from JSON lines do
@@ -285,6 +298,16 @@ impl Json {
         } else {
             let _ = write!(self.out, "{v}");
         }
+    }
+
+    /// `v`, or `null` when it is not `known` (a figure a trace source cannot give).
+    fn known_float(&mut self, v: f64, known: bool) {
+        self.opt_float(known.then_some(v));
+    }
+
+    /// `v`, or `null` when it is not `known`.
+    fn known_uint(&mut self, v: u64, known: bool) {
+        self.opt_uint(known.then_some(v));
     }
 
     fn opt_float(&mut self, v: Option<f64>) {
@@ -438,13 +461,13 @@ fn write_summary(j: &mut Json, s: &OverallSummary) {
     j.float(s.e2e_wall_time_ms);
     j.raw(",");
     j.key(keys::E2E_TOTAL_TOKENS);
-    j.uint(s.e2e_total_tokens);
+    j.known_uint(s.e2e_total_tokens, s.knows(keys::E2E_TOTAL_TOKENS));
     j.raw(",");
     j.key(keys::E2E_AVG_TIME_PER_REQUEST_MS);
     j.float(s.e2e_avg_time_per_request_ms);
     j.raw(",");
     j.key(keys::E2E_AVG_TOKENS_PER_S);
-    j.float(s.e2e_avg_tokens_per_s);
+    j.known_float(s.e2e_avg_tokens_per_s, s.knows(keys::E2E_AVG_TOKENS_PER_S));
     j.raw(",");
     j.key("stage_wall_time_ms");
     j.raw("[");
@@ -528,11 +551,18 @@ fn write_row(j: &mut Json, r: &Row, layout: Layout) {
     j.raw(",");
     j.float(r.e2e_total_ms);
     j.raw(",");
-    j.uint(r.e2e_total_tokens);
+    let known = |key: &str| r.knows(key);
+    j.known_uint(r.e2e_total_tokens, known(keys::E2E_TOTAL_TOKENS));
     j.raw(",");
-    j.float(r.transfers_total_time_ms);
+    j.known_float(
+        r.transfers_total_time_ms,
+        known(keys::TRANSFERS_TOTAL_TIME_MS),
+    );
     j.raw(",");
-    j.float(r.transfers_total_kbytes);
+    j.known_float(
+        r.transfers_total_kbytes,
+        known(keys::TRANSFERS_TOTAL_KBYTES),
+    );
     j.raw(",");
     j.opt_float(r.time_to_first_output_ms);
     j.raw(",");
@@ -563,7 +593,7 @@ fn write_row(j: &mut Json, r: &Row, layout: Layout) {
                 (start, cursor)
             }
         };
-        write_stage(j, s, bar);
+        write_stage(j, s, bar, &known);
     }
     j.raw("],[");
     for (i, e) in r.edges.iter().enumerate() {
@@ -589,7 +619,8 @@ fn write_row(j: &mut Json, r: &Row, layout: Layout) {
 }
 
 /// A stage's columns ([`STAGE_COLUMNS`]), its bar from `start` to `end`.
-fn write_stage(j: &mut Json, s: &StageRow, (start, end): (f64, f64)) {
+/// A field `known` refuses (one a trace source cannot give) is written `null`.
+fn write_stage(j: &mut Json, s: &StageRow, (start, end): (f64, f64), known: &dyn Fn(&str) -> bool) {
     j.raw("[");
     j.uint(s.stage_id);
     j.raw(",");
@@ -601,27 +632,30 @@ fn write_stage(j: &mut Json, s: &StageRow, (start, end): (f64, f64)) {
     j.raw(",");
     j.opt_uint(s.batch_id);
     j.raw(",");
-    j.uint(s.batch_size);
+    j.known_uint(s.batch_size, known(keys::BATCH_SIZE));
     j.raw(",");
-    j.uint(s.num_tokens_in);
+    j.known_uint(s.num_tokens_in, known(keys::NUM_TOKENS_IN));
     j.raw(",");
-    j.uint(s.num_tokens_out);
+    j.known_uint(s.num_tokens_out, known(keys::NUM_TOKENS_OUT));
     j.raw(",");
     j.float(s.stage_gen_time_ms);
     j.raw(",");
-    j.float(s.postprocess_time_ms);
+    j.known_float(s.postprocess_time_ms, known(keys::POSTPROCESS_TIME_MS));
     j.raw(",");
-    j.float(s.queue_time_ms);
+    j.known_float(s.queue_time_ms, known(keys::QUEUE_TIME_MS));
     j.raw(",");
-    j.uint(s.audio_generated_frames);
+    j.known_uint(
+        s.audio_generated_frames,
+        known(keys::AUDIO_GENERATED_FRAMES),
+    );
     j.raw(",");
     j.opt_uint(s.image_num);
     j.raw(",");
     j.opt_string(s.resolution.as_deref());
     j.raw(",");
-    j.uint(s.output_chunks);
+    j.known_uint(s.output_chunks, known(keys::OUTPUT_CHUNKS));
     j.raw(",");
-    j.uint(s.output_units);
+    j.known_uint(s.output_units, known(keys::OUTPUT_UNITS));
     j.raw(",");
     j.opt_float(s.time_to_first_output_ms);
     j.raw(",");

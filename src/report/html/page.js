@@ -109,14 +109,19 @@
   // ---- The console's tables (report::table), as DOM tables ----
 
   var BLANK = { text: '', blank: true };
+  // A figure the trace cannot give (null: a record of another trace source): its row is
+  // left out, even where a zero is shown.
+  var ABSENT = { text: '', blank: true, absent: true };
 
   function isZeroInt(v) {
     return typeof v === 'string' ? /^0*$/.test(v) : v === 0;
   }
   function cInt(v) {
+    if (v === null || v === undefined) return ABSENT;
     return { text: fmtInt(v), blank: isZeroInt(v) };
   }
   function cFloat(v) {
+    if (v === null || v === undefined) return ABSENT;
     return { text: fmtFloat(v), blank: v === 0 };
   }
   function cOptInt(v) {
@@ -131,6 +136,7 @@
 
   // Adds [label, cells] unless every cell is blank (when elide is set).
   function pushRow(rows, label, cells, elide) {
+    if (cells.length > 0 && cells.every(function (c) { return c.absent; })) return;
     if (elide && cells.every(function (c) { return c.blank; })) return;
     rows.push([label, cells.map(function (c) { return c.text; })]);
   }
@@ -806,12 +812,16 @@
 
   function requestLines(i) {
     var r = reqs[i];
-    return [
+    var lines = [
       'request ' + r[RQ.request_id] + ' (' + r[RQ.status] + ')',
-      'e2e_total_ms        ' + fmtFloat(r[RQ.e2e_total_ms]) + '   from ' + fmtMs(r[RQ.start_ms]) + ' to ' + fmtMs(r[RQ.end_ms]),
-      'e2e_total_tokens    ' + fmtInt(r[RQ.e2e_total_tokens]),
-      'transfers_total_ms  ' + fmtFloat(r[RQ.transfers_total_time_ms]) + '   ' + fmtFloat(r[RQ.transfers_total_kbytes]) + ' KiB'
+      'e2e_total_ms        ' + fmtFloat(r[RQ.e2e_total_ms]) + '   from ' + fmtMs(r[RQ.start_ms]) + ' to ' + fmtMs(r[RQ.end_ms])
     ];
+    // null: not in the trace (another trace source).
+    if (r[RQ.e2e_total_tokens] !== null) lines.push('e2e_total_tokens    ' + fmtInt(r[RQ.e2e_total_tokens]));
+    if (r[RQ.transfers_total_time_ms] !== null) {
+      lines.push('transfers_total_ms  ' + fmtFloat(r[RQ.transfers_total_time_ms]) + '   ' + fmtFloat(r[RQ.transfers_total_kbytes]) + ' KiB');
+    }
+    return lines;
   }
 
   function tooltipText(hit) {
@@ -831,13 +841,13 @@
       if (bKind[j] === 0) {
         var s = r[RQ.stages][bSub[j]];
         lines.push(stageLabel(String(s[ST.stage_id])) + '   from ' + fmtMs(s[ST.start_ms]) + ' to ' + fmtMs(s[ST.end_ms]));
-        lines.push('queue_time_ms        ' + fmtFloat(s[ST.queue_time_ms]));
+        if (s[ST.queue_time_ms] !== null) lines.push('queue_time_ms        ' + fmtFloat(s[ST.queue_time_ms]));
         lines.push('stage_gen_time_ms    ' + fmtFloat(s[ST.stage_gen_time_ms]));
-        lines.push('postprocess_time_ms  ' + fmtFloat(s[ST.postprocess_time_ms]));
+        if (s[ST.postprocess_time_ms] !== null) lines.push('postprocess_time_ms  ' + fmtFloat(s[ST.postprocess_time_ms]));
         if (s[ST.batch_id] !== null) lines.push('batch_id             ' + fmtInt(s[ST.batch_id]) + '   batch_size ' + fmtInt(s[ST.batch_size]));
-        lines.push('num_tokens_in / out  ' + fmtInt(s[ST.num_tokens_in]) + ' / ' + fmtInt(s[ST.num_tokens_out]));
+        if (s[ST.num_tokens_in] !== null) lines.push('num_tokens_in / out  ' + fmtInt(s[ST.num_tokens_in]) + ' / ' + fmtInt(s[ST.num_tokens_out]));
         if (s[ST.time_to_first_output_ms] !== null) lines.push('time_to_first_output_ms ' + fmtFloat(s[ST.time_to_first_output_ms]));
-        if (s[ST.output_chunks] !== 0) lines.push('output_chunks        ' + fmtInt(s[ST.output_chunks]));
+        if (s[ST.output_chunks] !== 0 && s[ST.output_chunks] !== null) lines.push('output_chunks        ' + fmtInt(s[ST.output_chunks]));
         if (s[ST.audio_rtf] !== null) lines.push('audio_rtf            ' + fmtFloat(s[ST.audio_rtf]));
       } else {
         var e = r[RQ.transfers][bSub[j]];
