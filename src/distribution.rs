@@ -100,6 +100,13 @@ impl DistributionRecorder {
         }
         for s in &request.stages {
             self.record_inline(Quantity::StageGenTime(s.stage_id), s.stage_gen_time_ms);
+            if let Some(replica) = s.replica_id {
+                let quantity = Quantity::StageReplicaGenTime {
+                    stage: s.stage_id,
+                    replica,
+                };
+                self.record_inline(quantity, s.stage_gen_time_ms);
+            }
             self.record_inline(Quantity::StageQueueTime(s.stage_id), s.queue_time_ms);
             if let Some(ms) = s.time_to_first_output_ms {
                 self.record_inline(Quantity::StageFirstOutput(s.stage_id), ms);
@@ -123,6 +130,14 @@ impl DistributionRecorder {
                 to: e.to_stage,
             };
             self.record_inline(Quantity::TransferTime(edge), e.total_time_ms());
+            if let (Some(from_replica), Some(to_replica)) = (e.from_replica, e.to_replica) {
+                let quantity = Quantity::TransferReplicaTime {
+                    edge,
+                    from_replica,
+                    to_replica,
+                };
+                self.record_inline(quantity, e.total_time_ms());
+            }
         }
     }
 
@@ -144,6 +159,17 @@ impl DistributionRecorder {
             .map(|(q, s)| (*q, s.stats()))
             .collect();
         entries.sort_by_key(|e| e.0);
+        // A stage's (an edge's) replicas are broken down only where more than one (pair)
+        // served it.
+        let group = |q: &Quantity| match *q {
+            Quantity::StageReplicaGenTime { stage, .. } => Some((0, stage, 0)),
+            Quantity::TransferReplicaTime { edge, .. } => Some((1, edge.from, edge.to)),
+            _ => None,
+        };
+        let groups: Vec<(u8, u64, u64)> = entries.iter().filter_map(|(q, _)| group(q)).collect();
+        entries.retain(|(q, _)| {
+            group(q).is_none_or(|g| groups.iter().filter(|other| **other == g).count() > 1)
+        });
         Distributions::from_sorted(entries)
     }
 

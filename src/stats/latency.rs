@@ -50,6 +50,24 @@ pub enum Quantity {
     /// value per request, one per gap (see
     /// [`inter_output_gaps_ms`](crate::stats::StageRequestStats::inter_output_gaps_ms)).
     StageInterOutput(u64),
+    /// `stage_gen_time_ms` of a stage on one of its replicas (`replica_id`), per request:
+    /// shown when more than one replica of the stage served the scope.
+    StageReplicaGenTime {
+        /// The stage.
+        stage: u64,
+        /// The replica.
+        replica: u64,
+    },
+    /// An edge's transfer time between two replicas (`from_replica`, `to_replica`), per
+    /// request: shown when more than one pair of replicas served the edge in the scope.
+    TransferReplicaTime {
+        /// The edge.
+        edge: EdgeName,
+        /// The sending stage's replica.
+        from_replica: u64,
+        /// The receiving stage's replica.
+        to_replica: u64,
+    },
 }
 
 impl Quantity {
@@ -63,7 +81,22 @@ impl Quantity {
             Quantity::StageQueueTime(id) => (1, id, 0, 1),
             Quantity::StageFirstOutput(id) => (1, id, 0, 2),
             Quantity::StageInterOutput(id) => (1, id, 0, 3),
+            Quantity::StageReplicaGenTime { stage, replica } => {
+                (1, stage, replica.saturating_add(1), 0)
+            }
             Quantity::TransferTime(edge) => (2, edge.from, edge.to, 0),
+            // After their edge, by replica pair (at most 64 quantities in all: the pair
+            // fits the rank).
+            Quantity::TransferReplicaTime {
+                edge,
+                from_replica,
+                to_replica,
+            } => (
+                2,
+                edge.from,
+                edge.to,
+                u8::try_from(1 + from_replica.min(15) * 16 + to_replica.min(15)).unwrap_or(u8::MAX),
+            ),
         }
     }
 }
@@ -91,6 +124,17 @@ impl fmt::Display for Quantity {
             Quantity::RequestFirstAudio => f.write_str(keys::TIME_TO_FIRST_AUDIO_MS),
             Quantity::StageFirstOutput(id) => write!(f, "stage_{id}_time_to_first_output_ms"),
             Quantity::StageInterOutput(id) => write!(f, "stage_{id}_inter_output_ms"),
+            Quantity::StageReplicaGenTime { stage, replica } => {
+                write!(f, "stage_{stage}_replica_{replica}_gen_time_ms")
+            }
+            Quantity::TransferReplicaTime {
+                edge,
+                from_replica,
+                to_replica,
+            } => write!(
+                f,
+                "transfer_{edge}_replica_{from_replica}->{to_replica}_time_ms"
+            ),
         }
     }
 }

@@ -738,3 +738,63 @@ fn summaries_count_images_and_megapixels_per_second() {
         "{json}"
     );
 }
+
+/// A summary breaks a stage down by replica where more than one served it: one row each
+/// in the Distributions (rows, not columns, so 4 stages of 8 replicas stay as wide as one).
+#[test]
+fn summaries_break_stages_down_by_replica_where_several_served() {
+    let h = Harness::new();
+    h.run(|| {
+        let run = Run::with_id("replicas");
+        for i in 0..32_u64 {
+            let request = run.request(&format!("r-{i}"));
+            for stage_id in 0..4_u64 {
+                let stage = request.stage(stage_id);
+                // Stage 3 runs on one replica; the others on 8.
+                stage.replica(if stage_id == 3 { 0 } else { i % 8 });
+                stage.gen_time_ms(10.0 * (stage_id + 1) as f64 + (i % 8) as f64);
+                drop(stage);
+            }
+            let transfer = request.transfer(0, 1);
+            transfer.replicas(i % 2, 0);
+            drop(transfer);
+            request.finish();
+        }
+    });
+    let summary = &h.capture().summaries()[0];
+    let names: Vec<String> = summary
+        .distributions
+        .iter()
+        .map(|(q, _)| q.to_string())
+        .collect();
+    assert!(
+        names.contains(&"stage_0_replica_7_gen_time_ms".to_owned()),
+        "{names:?}"
+    );
+    assert!(
+        !names.iter().any(|n| n.starts_with("stage_3_replica")),
+        "one replica: {names:?}"
+    );
+    assert_eq!(
+        names
+            .iter()
+            .filter(|n| n.starts_with("stage_") && n.contains("_replica_"))
+            .count(),
+        24
+    );
+    assert!(
+        names.contains(&"transfer_0->1_replica_1->0_time_ms".to_owned()),
+        "{names:?}"
+    );
+    let replica_5 = summary
+        .distributions
+        .iter()
+        .find(|(q, _)| q.to_string() == "stage_1_replica_5_gen_time_ms")
+        .map(|(_, s)| s)
+        .expect("replica 5 of stage 1");
+    assert_eq!(replica_5.count, 4);
+    assert_close(replica_5.mean_ms, 25.0, "20 + 5 ms, four requests");
+    let table = summary.to_string();
+    let widest = table.lines().map(|l| l.chars().count()).max().unwrap_or(0);
+    assert!(widest <= 100, "{widest} columns:\n{table}");
+}
