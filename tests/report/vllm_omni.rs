@@ -352,8 +352,13 @@ fn check(truth: &Value, records: &[Value]) -> (Vec<String>, f64) {
         }
     }
     let ns = |v: &Value| v.as_u64().unwrap_or(0);
-    // The scope starts at its first request; its wall ends at the last completion.
-    let first_start = want.iter().map(|r| ns(&r["start_ns"])).min().unwrap_or(0);
+    // `--group-by all` starts the scope at the first request replayed: requests are
+    // replayed in the order they ended (the replay module's docs); the wall ends at the
+    // last completion.
+    let first_start = want
+        .iter()
+        .min_by_key(|r| ns(&r["end_ns"]))
+        .map_or(0, |r| ns(&r["start_ns"]));
     let last_ok = ok.iter().map(|r| ns(&r["end_ns"])).max().unwrap_or(0);
     let wall = (last_ok - first_start) as f64 / 1e6;
     time(
@@ -401,6 +406,33 @@ fn check(truth: &Value, records: &[Value]) -> (Vec<String>, f64) {
             &mut diffs,
             &max_diff,
         );
+        // Per replica, where more than one served the stage.
+        let mut replicas: Vec<u64> = of().filter_map(|s| s["replica_id"].as_u64()).collect();
+        replicas.sort_unstable();
+        replicas.dedup();
+        for replica in replicas.iter().filter(|_| replicas.len() > 1) {
+            let walls: Vec<f64> = of()
+                .filter(|s| s["replica_id"] == *replica)
+                .map(|s| ms(&s["wall_time_ms"]))
+                .collect();
+            check_distribution(
+                &format!("stage_{stage}_replica_{replica}_gen_time_ms"),
+                d,
+                &walls,
+                &mut diffs,
+                &max_diff,
+            );
+        }
+        if replicas.len() == 1
+            && d.as_object().is_some_and(|o| {
+                o.keys()
+                    .any(|k| k.starts_with(&format!("stage_{stage}_replica_")))
+            })
+        {
+            diffs.push(format!(
+                "summary: stage {stage} has one replica, but rows by replica"
+            ));
+        }
         if !d[format!("stage_{stage}_queue_time_ms")].is_null() {
             diffs.push(format!(
                 "summary: stage_{stage}_queue_time_ms is not in such a trace"
