@@ -291,7 +291,7 @@ fn stage(d: &mut Diff, path: &str, s: &StageRequestStats, m: &Stage, status: &st
         && gaps.is_none()
         && m.audio_generated_frames == 0
         && m.output_units == 0)
-        .then(|| match status {
+        .then_some(match status {
             "ok" => "no_frames",
             other => other,
         });
