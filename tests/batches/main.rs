@@ -106,8 +106,13 @@ fn exported_batches_link_their_requests_both_ways() {
     let spans = receiver.spans();
     let batch = spans
         .iter()
-        .find(|s| s.name == "batch 5 of stage 0")
-        .expect("the batch span");
+        .find(|s| s.name == "batch of stage 0")
+        .expect("the batch span (its id an attribute, not in its name)");
+    assert!(
+        batch.attributes.iter().any(|a| a.key == "batch_id"),
+        "{:?}",
+        batch.attributes
+    );
     assert!(batch.parent_span_id.is_empty(), "a root");
     let stages: Vec<_> = spans.iter().filter(|s| s.name == "omni.stage").collect();
     assert_eq!(stages.len(), 2);
