@@ -642,3 +642,148 @@ fn html_blob(html: &str) -> Value {
     let end = html[start..].find("</script>").expect("its end") + start;
     serde_json::from_str(&html[start..end]).expect("the blob is JSON")
 }
+
+/// A file holding both shapes: vLLM-Omni's request is read as such (an outcome the reader
+/// does not know is an error, with the outcome said), the convention's request prints
+/// exactly as it does without it, and a summary is marked (its tokens left out) only where
+/// it holds a request of vLLM-Omni's.
+#[test]
+fn beside_the_conventions_spans_only_vllm_omnis_requests_are_marked() {
+    use serde_json::json;
+    let ours = [
+        span_json(
+            &"a".repeat(32),
+            1,
+            None,
+            "omni.request",
+            0.0,
+            50.0,
+            &[("request_id", json!("ours-1"))],
+            &[],
+        ),
+        span_json(
+            &"a".repeat(32),
+            2,
+            Some(1),
+            "omni.stage",
+            1.0,
+            40.0,
+            &[
+                ("stage_id", json!(0)),
+                ("num_tokens_in", json!(5)),
+                ("num_tokens_out", json!(3)),
+            ],
+            &[("omni.output", 10.0, Some(3))],
+        ),
+    ];
+    let pipeline = span_json(
+        &"b".repeat(32),
+        3,
+        None,
+        "omni.pipeline",
+        5.0,
+        65.0,
+        &[
+            ("omni.request.id", json!("theirs-1")),
+            ("omni.request.outcome", json!("timeout")),
+        ],
+        &[],
+    );
+    let theirs = [
+        pipeline,
+        span_json(
+            &"b".repeat(32),
+            4,
+            Some(3),
+            "omni.stage",
+            6.0,
+            65.0,
+            &[
+                ("omni.stage.id", json!(0)),
+                ("omni.stage.type", json!("llm")),
+                ("omni.replica.id", json!(2)),
+                ("omni.request.outcome", json!("timeout")),
+            ],
+            &[("omni.stage.first_output", 16.5, None)],
+        ),
+    ];
+    let dir = test_dir("vllm-omni-mixed");
+    let alone = dir.join("ours.json");
+    let both = dir.join("both.json");
+    std::fs::write(&alone, line_of("engine", ours.to_vec()) + "\n").expect("write");
+    std::fs::write(
+        &both,
+        line_of("engine", ours.to_vec()) + "\n" + &line_of("vllm-omni", theirs.to_vec()) + "\n",
+    )
+    .expect("write");
+    let jsonl = |path: &Path, group: &str| {
+        report_ok([
+            "--format".as_ref(),
+            "jsonl".as_ref(),
+            "--group-by".as_ref(),
+            group.as_ref(),
+            path.as_os_str(),
+        ])
+        .0
+    };
+    let line_of_request = |text: &str, id: &str| {
+        text.lines()
+            .find(|l| l.contains(&format!(r#""request_id":"{id}""#)))
+            .unwrap_or_default()
+            .to_owned()
+    };
+    for group in ["run", "all"] {
+        let (a, b) = (jsonl(&alone, group), jsonl(&both, group));
+        assert_eq!(
+            line_of_request(&a, "ours-1"),
+            line_of_request(&b, "ours-1"),
+            "--group-by {group}: the convention's request prints as without vLLM-Omni's"
+        );
+        assert!(line_of_request(&a, "ours-1").contains(r#""e2e_total_tokens":8,"#));
+        let r = requests(&records(&b));
+        let t = &r["theirs-1"];
+        assert_eq!(
+            (
+                &t["status"],
+                &t["status_message"],
+                &t["source"],
+                &t["e2e_total_ms"]
+            ),
+            (
+                &json!("error"),
+                &json!("timeout"),
+                &json!("vllm-omni"),
+                &json!(60.0)
+            ),
+            "{t}"
+        );
+        let stage = &t["stages"][0];
+        assert_eq!(
+            (
+                &stage["stage_name"],
+                &stage["replica_id"],
+                &stage["time_to_first_output_ms"]
+            ),
+            (&json!("llm"), &json!(2), &json!(10.5)),
+            "{stage}"
+        );
+        assert!(t.get("e2e_total_tokens").is_none(), "{t}");
+        let s = summaries(&records(&b));
+        match group {
+            // Each request its own scope: only vLLM-Omni's is marked.
+            "run" => {
+                assert_eq!(s["ours-1"]["e2e_total_tokens"], 8, "{}", s["ours-1"]);
+                assert!(s["ours-1"].get("source").is_none());
+                assert_eq!(s["theirs-1"]["source"], "vllm-omni");
+                assert!(s["theirs-1"].get("e2e_total_tokens").is_none());
+            }
+            // One scope with both: its tokens are not known for all its requests.
+            _ => {
+                assert_eq!(s["all"]["source"], "vllm-omni", "{}", s["all"]);
+                assert!(s["all"].get("e2e_total_tokens").is_none());
+                assert_eq!(s["all"]["e2e_requests"], 1);
+                assert_eq!(s["all"]["e2e_requests_error"], 1);
+            }
+        }
+    }
+}
