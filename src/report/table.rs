@@ -221,6 +221,37 @@ fn push_row(table: &mut Table, label: &str, cells: Vec<Cell>, elide: bool) {
     table.add_row(row);
 }
 
+/// The `Overall Summary` rows beyond the seed's and before the error counts, each present
+/// only when it has something to say (audio continuity, images): `(label, value)`, as the
+/// console and the HTML report show them.
+pub(crate) fn summary_extra_rows(s: &OverallSummary) -> Vec<(String, String)> {
+    let mut rows = Vec::new();
+    if s.audio_streams > 0 {
+        rows.push((keys::AUDIO_STREAMS.to_owned(), format_int(s.audio_streams)));
+        for (threshold_ms, ok) in &s.audio_continuity_ok {
+            rows.push((keys::audio_continuity_ok(*threshold_ms), format_int(*ok)));
+        }
+    }
+    if s.audio_skipped_requests > 0 {
+        rows.push((
+            keys::AUDIO_SKIPPED_REQUESTS.to_owned(),
+            format_int(s.audio_skipped_requests),
+        ));
+    }
+    if s.e2e_images > 0 {
+        rows.push((keys::E2E_IMAGES.to_owned(), format_int(s.e2e_images)));
+        rows.push((
+            keys::E2E_IMAGES_PER_S.to_owned(),
+            format_float(s.e2e_images_per_s),
+        ));
+        rows.push((
+            keys::E2E_MEGAPIXELS_PER_S.to_owned(),
+            format_float(s.e2e_megapixels_per_s),
+        ));
+    }
+    rows
+}
+
 /// The `Overall Summary` table.
 ///
 /// vLLM-Omni's rows always; `e2e_requests_error`, `e2e_requests_aborted` and `invalid_spans`
@@ -277,41 +308,14 @@ fn summary_table(s: &OverallSummary) -> String {
             false,
         );
     }
-    push_row(
-        &mut t,
-        keys::AUDIO_STREAMS,
-        vec![int(s.audio_streams)],
-        true,
-    );
-    for (threshold_ms, ok) in &s.audio_continuity_ok {
+    for (label, value) in summary_extra_rows(s) {
         push_row(
             &mut t,
-            &keys::audio_continuity_ok(*threshold_ms),
+            &label,
             vec![Cell {
-                text: format_int(*ok),
-                blank: s.audio_streams == 0,
+                text: value,
+                blank: false,
             }],
-            true,
-        );
-    }
-    push_row(
-        &mut t,
-        keys::AUDIO_SKIPPED_REQUESTS,
-        vec![int(s.audio_skipped_requests)],
-        true,
-    );
-    push_row(&mut t, keys::E2E_IMAGES, vec![int(s.e2e_images)], true);
-    if s.e2e_images > 0 {
-        push_row(
-            &mut t,
-            keys::E2E_IMAGES_PER_S,
-            vec![float(s.e2e_images_per_s)],
-            false,
-        );
-        push_row(
-            &mut t,
-            keys::E2E_MEGAPIXELS_PER_S,
-            vec![float(s.e2e_megapixels_per_s)],
             false,
         );
     }
@@ -410,8 +414,7 @@ fn stage_table_with(
     let mut header = vec!["Field".to_owned()];
     header.extend(stages.iter().map(heading));
     let mut t = new_table(header);
-    let rows: [Row<StageRequestStats>; 25] = [
-        (keys::REPLICA_ID, |s| opt_id(s.replica_id)),
+    let rows: [Row<StageRequestStats>; 16] = [
         (keys::AUDIO_GENERATED_FRAMES, |s| {
             int(s.audio_generated_frames)
         }),
@@ -432,6 +435,26 @@ fn stage_table_with(
         (keys::INTER_OUTPUT_MS, |s| opt_float(s.inter_output_ms)),
         (keys::AUDIO_DURATION_MS, |s| opt_float(s.audio_duration_ms)),
         (keys::AUDIO_RTF, |s| opt_float(s.audio_rtf)),
+    ];
+    for (label, cell) in rows.into_iter().filter(|(label, _)| known(label)) {
+        push_row(&mut t, label, stages.iter().map(cell).collect(), true);
+    }
+    for (label, cells) in stage_extra_rows(stages) {
+        t.add_row(
+            std::iter::once(label.to_owned())
+                .chain(cells)
+                .collect::<Vec<_>>(),
+        );
+    }
+    t.to_string()
+}
+
+/// The `StageRequestStats` rows beyond the seed's (replicas, diffusion, video, audio
+/// continuity), each only when a stage gives it: `(label, a cell per stage)`, as the console
+/// and the HTML report show them.
+pub(crate) fn stage_extra_rows(stages: &[StageRequestStats]) -> Vec<(&'static str, Vec<String>)> {
+    let rows: [Row<StageRequestStats>; 9] = [
+        (keys::REPLICA_ID, |s| opt_id(s.replica_id)),
         (keys::NUM_INFERENCE_STEPS, |s| {
             opt_int(s.num_inference_steps)
         }),
@@ -449,10 +472,18 @@ fn stage_table_with(
         }),
         (keys::AUDIO_SKIPPED, |s| text(s.audio_skipped)),
     ];
-    for (label, cell) in rows.into_iter().filter(|(label, _)| known(label)) {
-        push_row(&mut t, label, stages.iter().map(cell).collect(), true);
-    }
-    t.to_string()
+    extra_rows(&rows, stages)
+}
+
+/// The rows of `rows` over `columns` that are not blank in every column.
+fn extra_rows<T>(rows: &[Row<T>], columns: &[T]) -> Vec<(&'static str, Vec<String>)> {
+    rows.iter()
+        .filter_map(|(label, cell)| {
+            let cells: Vec<Cell> = columns.iter().map(cell).collect();
+            (!cells.iter().all(|c| c.blank))
+                .then(|| (*label, cells.into_iter().map(|c| c.text).collect()))
+        })
+        .collect()
 }
 
 /// The `TransferEdgeStats` table: one column per edge `from->to`.
@@ -460,9 +491,7 @@ fn transfer_table(edges: &[TransferEdgeStats]) -> String {
     let mut header = vec!["Field".to_owned()];
     header.extend(edges.iter().map(|e| e.edge.to_string()));
     let mut t = new_table(header);
-    let rows: [Row<TransferEdgeStats>; 6] = [
-        (keys::FROM_REPLICA, |e| opt_id(e.from_replica)),
-        (keys::TO_REPLICA, |e| opt_id(e.to_replica)),
+    let rows: [Row<TransferEdgeStats>; 4] = [
         (keys::SIZE_KBYTES, |e| float(e.size_kbytes)),
         (keys::TX_TIME_MS, |e| float(e.tx_time_ms)),
         (keys::RX_DECODE_TIME_MS, |e| float(e.rx_decode_time_ms)),
@@ -471,7 +500,24 @@ fn transfer_table(edges: &[TransferEdgeStats]) -> String {
     for (label, cell) in rows {
         push_row(&mut t, label, edges.iter().map(cell).collect(), true);
     }
+    for (label, cells) in edge_extra_rows(edges) {
+        t.add_row(
+            std::iter::once(label.to_owned())
+                .chain(cells)
+                .collect::<Vec<_>>(),
+        );
+    }
     t.to_string()
+}
+
+/// The `TransferEdgeStats` rows beyond the seed's (the replicas), each only when an edge
+/// gives it.
+pub(crate) fn edge_extra_rows(edges: &[TransferEdgeStats]) -> Vec<(&'static str, Vec<String>)> {
+    let rows: [Row<TransferEdgeStats>; 2] = [
+        (keys::FROM_REPLICA, |e| opt_id(e.from_replica)),
+        (keys::TO_REPLICA, |e| opt_id(e.to_replica)),
+    ];
+    extra_rows(&rows, edges)
 }
 
 /// The `Distributions` table: one row per quantity (`e2e_total_ms`,

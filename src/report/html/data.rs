@@ -14,7 +14,7 @@ use crate::stats::{
 pub(crate) const FORMAT: &str = "omni-metrics-html/1";
 
 /// A request's columns, in the order of each row of `requests` in the blob.
-const REQUEST_COLUMNS: [&str; 16] = [
+const REQUEST_COLUMNS: [&str; 18] = [
     keys::REQUEST_ID,
     keys::STATUS,
     keys::SCOPE,
@@ -31,7 +31,13 @@ const REQUEST_COLUMNS: [&str; 16] = [
     keys::INVALID_SPANS,
     keys::STAGES,
     keys::TRANSFERS,
+    "stage_extra",
+    "edge_extra",
 ];
+
+/// Table rows beyond the seed's, formatted as the console prints them: `(label, a cell per
+/// column)` ([`crate::report::table::stage_extra_rows`]).
+type ExtraRows = Box<[(&'static str, Box<[String]>)]>;
 
 /// A stage's columns.
 const STAGE_COLUMNS: [&str; 20] = [
@@ -95,6 +101,9 @@ pub(crate) struct Row {
     invalid_spans: u64,
     stages: Box<[StageRow]>,
     edges: Box<[EdgeRow]>,
+    /// The stage and edge tables' rows beyond the seed's (none for most requests).
+    stage_extra: ExtraRows,
+    edge_extra: ExtraRows,
 }
 
 #[derive(Debug, Clone)]
@@ -209,6 +218,8 @@ impl Row {
             invalid_spans: r.invalid_spans,
             stages,
             edges,
+            stage_extra: extra(crate::report::table::stage_extra_rows(&r.stages)),
+            edge_extra: extra(crate::report::table::edge_extra_rows(&r.transfers)),
         }
     }
 
@@ -490,6 +501,23 @@ fn write_summary(j: &mut Json, s: &OverallSummary) {
     j.raw(",");
     j.key(keys::INVALID_SPANS);
     j.uint(s.invalid_spans);
+    j.raw(",");
+    j.key("extra");
+    j.raw("[");
+    for (i, (label, value)) in crate::report::table::summary_extra_rows(s)
+        .iter()
+        .enumerate()
+    {
+        if i > 0 {
+            j.raw(",");
+        }
+        j.raw("[");
+        j.string(label);
+        j.raw(",");
+        j.string(value);
+        j.raw("]");
+    }
+    j.raw("]");
     j.raw("}");
 }
 
@@ -615,7 +643,39 @@ fn write_row(j: &mut Json, r: &Row, layout: Layout) {
         };
         write_edge(j, e, bar);
     }
-    j.raw("]]");
+    j.raw("],");
+    write_extra(j, &r.stage_extra);
+    j.raw(",");
+    write_extra(j, &r.edge_extra);
+    j.raw("]");
+}
+
+/// Extra table rows, kept boxed.
+fn extra(rows: Vec<(&'static str, Vec<String>)>) -> ExtraRows {
+    rows.into_iter()
+        .map(|(label, cells)| (label, cells.into_boxed_slice()))
+        .collect()
+}
+
+/// Writes extra table rows: `[[label, [cell, ...]], ...]`.
+fn write_extra(j: &mut Json, rows: &[(&str, Box<[String]>)]) {
+    j.raw("[");
+    for (i, (label, cells)) in rows.iter().enumerate() {
+        if i > 0 {
+            j.raw(",");
+        }
+        j.raw("[");
+        j.string(label);
+        j.raw(",[");
+        for (k, cell) in cells.iter().enumerate() {
+            if k > 0 {
+                j.raw(",");
+            }
+            j.string(cell);
+        }
+        j.raw("]]");
+    }
+    j.raw("]");
 }
 
 /// A stage's columns ([`STAGE_COLUMNS`]), its bar from `start` to `end`.

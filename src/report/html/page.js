@@ -176,6 +176,8 @@
     s.stage_wall_time_ms.forEach(function (pair) {
       pushRow(rows, 'e2e_stage_' + String(pair[0]) + '_wall_time_ms', [cFloat(pair[1])], false);
     });
+    // Rows beyond the seed's, formatted as the console prints them (report::table).
+    (s.extra || []).forEach(function (row) { rows.push([row[0], [row[1]]]); });
     pushRow(rows, 'e2e_requests_error', [cInt(s.e2e_requests_error)], true);
     pushRow(rows, 'e2e_requests_aborted', [cInt(s.e2e_requests_aborted)], true);
     pushRow(rows, 'invalid_spans', [cInt(s.invalid_spans)], true);
@@ -227,11 +229,12 @@
     ['audio_rtf', function (s) { return cOptFloat(s[ST.audio_rtf]); }]
   ];
 
-  function stageTable(stages) {
+  function stageTable(stages, extra) {
     var rows = [];
     STAGE_ROWS.forEach(function (def) {
       pushRow(rows, def[0], stages.map(def[1]), true);
     });
+    (extra || []).forEach(function (row) { rows.push([row[0], row[1]]); });
     return tableNode('stages', ['Field'].concat(stages.map(stageHeading)), rows);
   }
 
@@ -241,11 +244,12 @@
     return String(e[ED.from_stage]) + '->' + String(e[ED.to_stage]);
   }
 
-  function transferTable(edges) {
+  function transferTable(edges, extra) {
     var rows = [];
     EDGE_ROWS.forEach(function (name) {
       pushRow(rows, name, edges.map(function (e) { return cFloat(e[ED[name]]); }), true);
     });
+    (extra || []).forEach(function (row) { rows.push([row[0], row[1]]); });
     return tableNode('transfers', ['Field'].concat(edges.map(edgeName)), rows);
   }
 
@@ -261,8 +265,8 @@
     tables.appendChild(block(requestTitle(r), requestTable(r)));
     var stages = r[RQ.stages];
     var edges = r[RQ.transfers];
-    if (stages.length > 0) tables.appendChild(block('StageRequestStats', stageTable(stages)));
-    if (edges.length > 0) tables.appendChild(block('TransferEdgeStats', transferTable(edges)));
+    if (stages.length > 0) tables.appendChild(block('StageRequestStats', stageTable(stages, r[RQ.stage_extra])));
+    if (edges.length > 0) tables.appendChild(block('TransferEdgeStats', transferTable(edges, r[RQ.edge_extra])));
     div.appendChild(tables);
     return div;
   }
