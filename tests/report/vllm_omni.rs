@@ -506,7 +506,8 @@ fn side_by_side(truth: &Value, records: &[Value]) -> String {
 /// finds every request, every number the generator's (times within 1 ms), tokens, batches,
 /// transfers and the split of a stage's time absent from its records, tables and summary;
 /// grouped as live (no run: each request its own scope), every request is there too; the
-/// HTML page has them, with what is unknown as null.
+/// HTML page has them, with what is unknown as null, and renders in Chromium a bar per stage
+/// and tables without those rows.
 #[test]
 fn vllm_omnis_own_traces_from_the_python_sdk_report_what_the_generator_did() {
     let Some(python) = python_with_the_sdk() else {
@@ -631,6 +632,51 @@ fn vllm_omnis_own_traces_from_the_python_sdk_report_what_the_generator_did() {
         "{}",
         blob["summary"]
     );
+    // In the browser: a bar per stage; the summary's and a request's tables without the
+    // rows the trace cannot give.
+    let Some(browser) = chromium::browser("vllm_omni") else {
+        return;
+    };
+    let first = truth["requests"][0]["request_id"]
+        .as_str()
+        .unwrap_or_default();
+    let run = chromium::run(
+        &browser,
+        &chromium::file_url(&page, &format!("request={first}")),
+        &["--dump-dom"],
+        std::time::Duration::from_secs(30),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert!(run.console.is_empty(), "{:?}", run.console);
+    let attr = |name| chromium::body_attr(&run.stdout, name);
+    assert_eq!(attr("data-rendered").as_deref(), Some("1"));
+    let stages: usize = rows
+        .iter()
+        .map(|r| r[col("stages")].as_array().map_or(0, Vec::len))
+        .sum();
+    assert_eq!(attr("data-bars"), Some(stages.to_string()));
+    for absent in [
+        "e2e_total_tokens",
+        "e2e_avg_tokens_per_s",
+        "transfers_total_time_ms",
+        "num_tokens_in",
+        "batch_size",
+        "queue_time_ms",
+        "postprocess_time_ms",
+        "output_chunks",
+    ] {
+        let field = format!("data-field=\"{absent}\"");
+        assert!(!run.stdout.contains(&field), "{field} on the page");
+    }
+    for present in [
+        "e2e_requests",
+        "e2e_total_ms",
+        "stage_gen_time_ms",
+        "time_to_first_output_ms",
+    ] {
+        let field = format!("data-field=\"{present}\"");
+        assert!(run.stdout.contains(&field), "no {field} on the page");
+    }
 }
 
 /// The page's data blob.
