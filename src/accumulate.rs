@@ -482,10 +482,12 @@ fn audio_continuity(
     status: RequestStatus,
     thresholds_ms: &[u64],
 ) {
-    let measured = packets.and_then(|p| stats::audio_continuity(p, rate));
-    if let Some((underrun_ms, max_gap_ms)) = measured {
-        s.audio_underrun_ms = Some(underrun_ms);
+    let measured = packets.and_then(|p| stats::audio_playback(p, rate));
+    if let Some(playback) = measured {
+        let max_gap_ms = playback.max_gap_ms;
+        s.audio_underrun_ms = Some(playback.underrun_ms);
         s.audio_max_gap_ms = Some(max_gap_ms);
+        s.audio_gaps_ns = playback.gaps_ns;
         s.audio_continuity = thresholds_ms
             .iter()
             .map(|&threshold_ms| stats::AudioContinuity {

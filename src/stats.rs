@@ -184,30 +184,60 @@ pub(crate) fn audio_duration_ms(frames: u64, sample_rate: u64) -> Option<f64> {
 /// Audio continuity as a listener hears a stream (SPEC, "Audio continuity"): packet k
 /// arrives at `a_k` (ns) holding `frames_k / sample_rate` seconds; playback starts at the
 /// first packet, and packet k plays at `p_k = max(a_k, p_{k-1} + d_{k-1})`, after a gap of
-/// `p_k - (p_{k-1} + d_{k-1})` when it came late. Returns `(underrun_ms, max_gap_ms)`: the
-/// sum of the gaps and the largest; `None` without a rate or a packet that holds audio
-/// (packets of 0 frames hold none and are skipped). `packets` are in arrival order.
-pub(crate) fn audio_continuity(
+/// `p_k - (p_{k-1} + d_{k-1})` when it came late. `None` without a rate or a packet that
+/// holds audio (packets of 0 frames hold none and are skipped). `packets` are in arrival
+/// order.
+pub(crate) fn audio_playback(
     packets: impl IntoIterator<Item = (u64, u64)>,
     sample_rate: u64,
-) -> Option<(f64, f64)> {
+) -> Option<AudioPlayback> {
     if sample_rate == 0 {
         return None;
     }
     let mut packets = packets.into_iter().filter(|&(_, frames)| frames > 0);
     let (first_ns, first_frames) = packets.next()?;
     let ms_of = |frames: u64| frames as f64 * 1000.0 / sample_rate as f64;
+    let ns_at = |ms: f64| first_ns.saturating_add((ms.max(0.0) * 1e6).round() as u64);
     // Times in ms from the first packet's arrival: exact enough for any stream (f64).
     let mut played_until = ms_of(first_frames);
-    let (mut underrun, mut max_gap) = (0.0_f64, 0.0_f64);
+    let mut playback = AudioPlayback::default();
     for (at_ns, frames) in packets {
         let arrival = elapsed_ms(first_ns, at_ns);
         let gap = (arrival - played_until).max(0.0);
-        underrun += gap;
-        max_gap = max_gap.max(gap);
+        if gap > 0.0 && playback.gaps_ns.len() < MAX_AUDIO_GAPS {
+            playback.gaps_ns.push((ns_at(played_until), ns_at(arrival)));
+        }
+        playback.underrun_ms += gap;
+        playback.max_gap_ms = playback.max_gap_ms.max(gap);
         played_until = played_until.max(arrival) + ms_of(frames);
     }
-    Some((finite(underrun), finite(max_gap)))
+    playback.underrun_ms = finite(playback.underrun_ms);
+    playback.max_gap_ms = finite(playback.max_gap_ms);
+    Some(playback)
+}
+
+/// The gaps a stage keeps per request, for the HTML timeline
+/// ([`StageRequestStats::audio_gaps_ns`]); the sums cover every gap.
+pub const MAX_AUDIO_GAPS: usize = 64;
+
+/// What [`audio_playback`] finds in a stream.
+#[derive(Debug, Default, PartialEq)]
+pub(crate) struct AudioPlayback {
+    /// The sum of the gaps, in ms.
+    pub(crate) underrun_ms: f64,
+    /// The longest gap, in ms.
+    pub(crate) max_gap_ms: f64,
+    /// The first [`MAX_AUDIO_GAPS`] gaps: when the audio ran out and when it went on, ns.
+    pub(crate) gaps_ns: Vec<(u64, u64)>,
+}
+
+/// [`audio_playback`]'s `(underrun_ms, max_gap_ms)`.
+#[cfg(test)]
+pub(crate) fn audio_continuity(
+    packets: impl IntoIterator<Item = (u64, u64)>,
+    sample_rate: u64,
+) -> Option<(f64, f64)> {
+    audio_playback(packets, sample_rate).map(|p| (p.underrun_ms, p.max_gap_ms))
 }
 
 /// A stage's images and their pixels: `image_num`, and `image_num` x `W` x `H` of its
@@ -496,6 +526,11 @@ pub struct StageRequestStats {
     /// with the audio measured.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub audio_continuity: Vec<AudioContinuity>,
+    /// The gaps themselves, the first [`MAX_AUDIO_GAPS`]: when the played audio ran out and
+    /// when the next packet began, on the layer's clock (ns), as the HTML timeline draws
+    /// them. Not in the records.
+    #[serde(skip)]
+    pub audio_gaps_ns: Vec<(u64, u64)>,
     /// Why an audio stage (`audio_sample_rate` given) produced no frames, if it did not:
     /// `no_frames` (the request ended `ok`), `error` or `aborted` (its status).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -1171,6 +1206,16 @@ mod audio_continuity_tests {
             play(&[0, 250, 390, 700, 800]),
             Some((100.0, 50.0)),
             "jitter"
+        );
+    }
+
+    #[test]
+    fn the_gaps_are_kept_where_they_happen() {
+        let playback = super::audio_playback([0, 150, 500].map(|t| (t * MS, 4_800)), 24_000);
+        // Played out at 400 ms, the third packet came at 500.
+        assert_eq!(
+            playback.map(|p| p.gaps_ns),
+            Some(vec![(400 * MS, 500 * MS)])
         );
     }
 

@@ -169,3 +169,58 @@ fn issue11_a_report_that_cannot_be_written_is_warned_once_never_a_panic() {
     assert_eq!(capture.summaries().len(), 2, "the engine went on");
     drop(dispatch);
 }
+
+/// A stream's playback gaps are drawn on its stage's bar, where they happened.
+#[test]
+fn audio_gaps_are_drawn_on_the_timeline() {
+    use omni_metrics::testing::ManualClock;
+    let dir = temp_dir("gaps");
+    let path = dir.join("report.html");
+    let clock = ManualClock::new();
+    let layer = OmniMetricsLayer::builder()
+        .with_console(false)
+        .with_clock(clock.clone())
+        .with_html_path(&path)
+        .build()
+        .expect("the layer");
+    let handle = layer.handle();
+    tracing::subscriber::with_default(tracing_subscriber::registry().with(layer), || {
+        let run = Run::with_id("speech");
+        // SPEC's example, twice: 200 ms packets at 0, 150 and 500 ms: one gap, 400 to 500.
+        for k in 0..2_u64 {
+            let start = k * 1_000_000_000;
+            clock.set_ns(start);
+            let request = run.request(&format!("r-{k}"));
+            let vocoder = request.stage(2);
+            vocoder.name("code2wav").audio(14_400, 24_000);
+            for at in [0.0, 150.0, 500.0] {
+                clock.set_ns(start + (at * 1e6) as u64);
+                vocoder.output(4_800);
+            }
+            clock.advance_ms(10.0);
+            drop(vocoder);
+            request.finish();
+        }
+    });
+    handle.flush(Duration::from_secs(10)).expect("flushed");
+    let html = std::fs::read_to_string(&path).expect("the page");
+    let blob = blob(&html);
+    let gaps = &blob["requests"][0][14][0];
+    let stage_columns = blob["columns"]["stage"].as_array().expect("columns");
+    let at = stage_columns
+        .iter()
+        .position(|c| c == "audio_gaps")
+        .expect("an audio_gaps column");
+    let gap = &gaps[at][0];
+    assert_eq!(
+        (gap[0].as_f64(), gap[1].as_f64()),
+        (Some(400.0), Some(500.0)),
+        "{gaps}"
+    );
+    let Some(browser) = browser("audio_gaps_are_drawn_on_the_timeline") else {
+        return;
+    };
+    let dom = rendered_dom(&browser, &path, "");
+    assert_eq!(attr(&dom, "data-audio-gaps"), "2");
+    assert_eq!(attr(&dom, "data-audio-gaps-drawn"), "2");
+}

@@ -263,7 +263,20 @@ fn stage(d: &mut Diff, path: &str, s: &StageRequestStats, m: &Stage, status: &st
         audio_max_gap_ms,
         audio_continuity,
         audio_skipped,
+        audio_gaps_ns,
     } = s;
+    // The gaps kept: one per gap above 0, up to the bound (their sum is the underrun).
+    let kept_ms: f64 = audio_gaps_ns
+        .iter()
+        .map(|(a, b)| (b - a) as f64 / 1e6)
+        .sum();
+    // Their ends are on the clock's nanoseconds: each within half of one of the sum.
+    let want_ms = m.audio_gaps_ms.map_or(0.0, |g| g.0);
+    if audio_gaps_ns.len() < omni_metrics::stats::MAX_AUDIO_GAPS
+        && (kept_ms - want_ms).abs() > 1e-6 * (audio_gaps_ns.len() as f64 + 1.0)
+    {
+        d.push(path, "audio_gaps_ns (summed, ms)", kept_ms, want_ms);
+    }
     // Audio continuity: judged at the harness's default threshold, 100 ms; an audio stage
     // without audio is skipped, for its request's status.
     let gaps = m.audio_gaps_ms;

@@ -40,7 +40,7 @@ const REQUEST_COLUMNS: [&str; 18] = [
 type ExtraRows = Box<[(&'static str, Box<[String]>)]>;
 
 /// A stage's columns.
-const STAGE_COLUMNS: [&str; 20] = [
+const STAGE_COLUMNS: [&str; 21] = [
     keys::STAGE_ID,
     keys::STAGE_NAME,
     "start_ms",
@@ -61,6 +61,7 @@ const STAGE_COLUMNS: [&str; 20] = [
     keys::INTER_OUTPUT_MS,
     keys::AUDIO_DURATION_MS,
     keys::AUDIO_RTF,
+    "audio_gaps",
 ];
 
 /// An edge's columns.
@@ -101,9 +102,40 @@ pub(crate) struct Row {
     invalid_spans: u64,
     stages: Box<[StageRow]>,
     edges: Box<[EdgeRow]>,
-    /// The stage and edge tables' rows beyond the seed's (none for most requests).
-    stage_extra: ExtraRows,
-    edge_extra: ExtraRows,
+    /// What few requests have (rows beyond the seed's, audio gaps), apart: a run's worth of
+    /// rows stays small.
+    extra: Option<Box<Extra>>,
+}
+
+/// A kept request's rarer parts ([`Row::extra`]).
+#[derive(Debug, Clone, Default)]
+struct Extra {
+    /// The stage and edge tables' rows beyond the seed's.
+    stage_rows: ExtraRows,
+    edge_rows: ExtraRows,
+    /// Each stage's audio playback gaps, on the clock (ns), by the stage's index.
+    stage_gaps: Box<[Box<[(u64, u64)]>]>,
+}
+
+impl Extra {
+    fn of(r: &RequestE2EStats) -> Option<Box<Self>> {
+        let extra = Self {
+            stage_rows: extra(crate::report::table::stage_extra_rows(&r.stages)),
+            edge_rows: extra(crate::report::table::edge_extra_rows(&r.transfers)),
+            stage_gaps: if r.stages.iter().any(|s| !s.audio_gaps_ns.is_empty()) {
+                r.stages
+                    .iter()
+                    .map(|s| s.audio_gaps_ns.clone().into_boxed_slice())
+                    .collect()
+            } else {
+                Box::default()
+            },
+        };
+        let empty = extra.stage_rows.is_empty()
+            && extra.edge_rows.is_empty()
+            && extra.stage_gaps.is_empty();
+        (!empty).then(|| Box::new(extra))
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -218,8 +250,7 @@ impl Row {
             invalid_spans: r.invalid_spans,
             stages,
             edges,
-            stage_extra: extra(crate::report::table::stage_extra_rows(&r.stages)),
-            edge_extra: extra(crate::report::table::edge_extra_rows(&r.transfers)),
+            extra: Extra::of(r),
         }
     }
 
@@ -621,7 +652,16 @@ fn write_row(j: &mut Json, r: &Row, layout: Layout) {
                 (start, cursor)
             }
         };
-        write_stage(j, s, bar, &known);
+        let origin = match layout {
+            Layout::Timed { origin_ns } => Some(origin_ns),
+            Layout::Untimed => None,
+        };
+        let gaps = r
+            .extra
+            .as_deref()
+            .and_then(|x| x.stage_gaps.get(i))
+            .map_or(&[][..], |g| &g[..]);
+        write_stage(j, s, bar, (origin, gaps), &known);
     }
     j.raw("],[");
     for (i, e) in r.edges.iter().enumerate() {
@@ -644,9 +684,10 @@ fn write_row(j: &mut Json, r: &Row, layout: Layout) {
         write_edge(j, e, bar);
     }
     j.raw("],");
-    write_extra(j, &r.stage_extra);
+    let none: &[(&str, Box<[String]>)] = &[];
+    write_extra(j, r.extra.as_deref().map_or(none, |x| &x.stage_rows));
     j.raw(",");
-    write_extra(j, &r.edge_extra);
+    write_extra(j, r.extra.as_deref().map_or(none, |x| &x.edge_rows));
     j.raw("]");
 }
 
@@ -680,7 +721,13 @@ fn write_extra(j: &mut Json, rows: &[(&str, Box<[String]>)]) {
 
 /// A stage's columns ([`STAGE_COLUMNS`]), its bar from `start` to `end`.
 /// A field `known` refuses (one a trace source cannot give) is written `null`.
-fn write_stage(j: &mut Json, s: &StageRow, (start, end): (f64, f64), known: &dyn Fn(&str) -> bool) {
+fn write_stage(
+    j: &mut Json,
+    s: &StageRow,
+    (start, end): (f64, f64),
+    (origin_ns, gaps): (Option<u64>, &[(u64, u64)]),
+    known: &dyn Fn(&str) -> bool,
+) {
     j.raw("[");
     j.uint(s.stage_id);
     j.raw(",");
@@ -724,7 +771,21 @@ fn write_stage(j: &mut Json, s: &StageRow, (start, end): (f64, f64), known: &dyn
     j.opt_float(s.audio_duration_ms);
     j.raw(",");
     j.opt_float(s.audio_rtf);
-    j.raw("]");
+    // Playback gaps, `[[start_ms, end_ms], ...]` on the page's time axis (timed only).
+    j.raw(",[");
+    if let Some(origin_ns) = origin_ns {
+        for (i, (gap_start, gap_end)) in gaps.iter().enumerate() {
+            if i > 0 {
+                j.raw(",");
+            }
+            j.raw("[");
+            j.float(rel_ms(*gap_start, origin_ns));
+            j.raw(",");
+            j.float(rel_ms(*gap_end, origin_ns));
+            j.raw("]");
+        }
+    }
+    j.raw("]]");
 }
 
 /// An edge's columns ([`EDGE_COLUMNS`]), its bar from `start` to `end`.

@@ -342,6 +342,10 @@
   var bBatch = new Int32Array(nb); // batch index, -1 for none
   var bSub = new Int32Array(nb); // index in the request's stages or transfers
   var rowBars = new Int32Array(n + 1);
+  // Audio playback gaps, per bar of a stage that has some: [[start_ms, end_ms], ...].
+  var bGaps = Object.create(null);
+  var audioGaps = 0;
+  var gapsDrawn = 0;
   var batchIndex = Object.create(null);
   var batches = []; // {stage, id, size, start, end, members}
   var maxT = 0;
@@ -382,6 +386,11 @@
       bKind[b] = 0;
       bColor[b] = k;
       bSub[b] = j;
+      var gaps = s[ST.audio_gaps];
+      if (gaps && gaps.length > 0) {
+        bGaps[b] = gaps;
+        audioGaps += gaps.length;
+      }
       bBatch[b] = -1;
       maxT = Math.max(maxT, bEnd[b]);
       if (ok) genByStage[k].push(s[ST.stage_gen_time_ms]);
@@ -548,6 +557,7 @@
   }
 
   function draw() {
+    gapsDrawn = 0;
     ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
     ctx.clearRect(0, 0, W, H);
     ctx.fillStyle = '#ffffff';
@@ -649,6 +659,8 @@
     canvas.setAttribute('data-view', [view.t0, view.t1, view.r0, view.rv].join(','));
     canvas.setAttribute('data-geometry', [GUTTER, rowsTop, rh, pw, lanesTop, LANE_H].join(','));
     body.setAttribute('data-bars-drawn', String(drawn));
+    body.setAttribute('data-audio-gaps', String(audioGaps));
+    body.setAttribute('data-audio-gaps-drawn', String(gapsDrawn));
     body.setAttribute('data-lod', lod);
     body.setAttribute('data-rows-visible', String(n === 0 ? 0 : lastRow - firstRow + 1));
     document.getElementById('view-info').textContent = (n === 0 ? 'no rows' : 'rows ' + fmtInt(firstRow + 1) + '\u2013' + fmtInt(lastRow + 1) + ' of ' + fmtInt(n)) +
@@ -670,6 +682,7 @@
 
   function drawBars(firstRow, lastRow, rh) {
     var drawn = 0;
+    gapsDrawn = 0;
     var tall = rh >= 6;
     var stageY = tall ? 0.08 : 0;
     var stageH = tall ? 0.58 : 1;
@@ -710,6 +723,17 @@
             ctx.fillStyle = css(colors[k]);
             ctx.fillRect(xs[k], y, xs[k + 1] - xs[k], h);
           }
+        }
+        if (bKind[j] === 0 && bGaps[j]) {
+          // Where a listener heard silence: the audio had run out before the next packet.
+          ctx.fillStyle = '#d32f2f';
+          bGaps[j].forEach(function (g) {
+            if (g[1] < view.t0 || g[0] > view.t1) return;
+            var gx0 = Math.min(right, Math.max(left, xOf(g[0])));
+            var gx1 = Math.min(right, Math.max(left, xOf(g[1])));
+            ctx.fillRect(gx0, y + h - Math.max(2, h / 3), Math.max(1, gx1 - gx0), Math.max(2, h / 3));
+            gapsDrawn += 1;
+          });
         }
         if (bKind[j] === 0 && bBatch[j] >= 0) {
           if (bBatch[j] === hover.batch) {
