@@ -107,6 +107,9 @@ pub(crate) struct Row {
     extra: Option<Box<Extra>>,
 }
 
+/// A stage's audio playback gaps: when the audio ran out and when it went on, ns.
+type Gaps = Box<[(u64, u64)]>;
+
 /// A kept request's rarer parts ([`Row::extra`]).
 #[derive(Debug, Clone, Default)]
 struct Extra {
@@ -114,7 +117,7 @@ struct Extra {
     stage_rows: ExtraRows,
     edge_rows: ExtraRows,
     /// Each stage's audio playback gaps, on the clock (ns), by the stage's index.
-    stage_gaps: Box<[Box<[(u64, u64)]>]>,
+    stage_gaps: Box<[Gaps]>,
 }
 
 impl Extra {
