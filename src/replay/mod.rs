@@ -942,4 +942,25 @@ mod tests {
         );
         assert!(capture.requests().iter().all(|r| r.stages.len() == 1));
     }
+
+    #[test]
+    fn replicas_diffusion_and_video_are_read_back() {
+        let [stage, request] = request(1);
+        let stage = stage.replace(
+            r#""attributes":[{"key":"stage_id","value":{"intValue":"0"}}]"#,
+            r#""attributes":[{"key":"stage_id","value":{"intValue":"0"}},{"key":"replica_id","value":{"intValue":"3"}},{"key":"num_inference_steps","value":{"intValue":"5"}},{"key":"video_frames","value":{"intValue":"48"}},{"key":"video_fps","value":{"intValue":"24"}}]"#,
+        );
+        let text = [stage, request].join("\n");
+        let capture = CaptureSink::new();
+        Replay::new().with_sink(capture.clone()).run_inputs(
+            vec![Input::bytes("t.json", text.as_bytes())],
+            InputFormat::Json,
+            &mut |e| panic!("{e}"),
+        );
+        let records = capture.requests();
+        let s = &records[0].stages[0];
+        assert_eq!(s.replica_id, Some(3));
+        assert_eq!(s.num_inference_steps, Some(5));
+        assert_eq!((s.video_frames, s.video_duration_ms), (48, Some(2000.0)));
+    }
 }
