@@ -118,6 +118,25 @@ impl MetricsHandle {
         Self { shared }
     }
 
+    /// A reference to the layer's state that does not keep it alive (a metrics export's,
+    /// told of the layer at build: [`Sink::on_layer_built`](crate::report::Sink::on_layer_built)).
+    #[cfg_attr(not(any(feature = "otlp", feature = "prometheus")), allow(dead_code))]
+    pub(crate) fn downgrade(&self) -> std::sync::Weak<Shared> {
+        Arc::downgrade(&self.shared)
+    }
+
+    /// The handle of a layer state still alive.
+    #[cfg_attr(not(any(feature = "otlp", feature = "prometheus")), allow(dead_code))]
+    pub(crate) fn upgrade(weak: &std::sync::Weak<Shared>) -> Option<Self> {
+        weak.upgrade().map(Self::new)
+    }
+
+    /// The model the layer serves, when named.
+    #[cfg_attr(not(any(feature = "otlp", feature = "prometheus")), allow(dead_code))]
+    pub(crate) fn model_name(&self) -> Option<Arc<str>> {
+        self.shared.model_name()
+    }
+
     /// A snapshot of the cumulative totals.
     ///
     /// Consistent: every request is in it whole (its status, tokens and bytes) or not at

@@ -241,6 +241,11 @@ impl OmniMetricsLayer {
             let _ = shared.sink_writer.set(writer.state().clone());
         }
         let table = new_table(&shared);
+        // The sinks that read the layer (the metrics exports' live gauges) get its handle.
+        let handle = crate::MetricsHandle::new(shared.clone());
+        for sink in &parts.sinks {
+            sink.on_layer_built(&handle);
+        }
         Self {
             inner: Arc::new(Inner {
                 clock,

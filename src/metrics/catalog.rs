@@ -35,17 +35,21 @@
 //! assert!(seen.contains(&(MetricId::StageGenTime, Some(0), 1.2)));
 //! ```
 
+use crate::handle::LiveGauges;
 use crate::stats::{
     self, RequestE2EStats, RequestStatus, StageRequestStats, TransferEdgeStats, finite,
 };
 
-/// Counter or histogram.
+/// Counter, histogram or gauge.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum MetricKind {
     /// A monotonic sum: each observation adds its value (Prometheus appends `_total`).
     Counter,
     /// A histogram over [`MetricDef::buckets`]: each observation is one sample.
     Histogram,
+    /// A value read when the metrics are collected (a scrape, an OTLP export), never fed by
+    /// [`observe`]: the live gauges of [`observe_live`], from the open spans.
+    Gauge,
 }
 
 /// The label set of a family, besides `model_name`, which every family has. Label keys are
@@ -62,6 +66,13 @@ pub enum Labels {
     Edge,
     /// `finished_reason`: `stop`, `error` or `abort`.
     FinishedReason,
+    /// [`Labels::Stage`] and `threshold_ms`: one of the configured audio continuity
+    /// thresholds ([`StageRequestStats::audio_continuity`]), at most
+    /// [`MAX_AUDIO_CONTINUITY_THRESHOLDS`](crate::Builder::MAX_AUDIO_CONTINUITY_THRESHOLDS).
+    StageThreshold,
+    /// [`Labels::Stage`] and `reason`: why an audio stage produced no audio
+    /// ([`StageRequestStats::audio_skipped`]: `no_frames`, `error` or `aborted`).
+    StageReason,
 }
 
 impl Labels {
@@ -89,6 +100,13 @@ impl Labels {
                 TO_REPLICA_LABEL,
             ],
             Labels::FinishedReason => &[MODEL_NAME_LABEL, FINISHED_REASON_LABEL],
+            Labels::StageThreshold => &[
+                MODEL_NAME_LABEL,
+                STAGE_LABEL,
+                REPLICA_LABEL,
+                THRESHOLD_MS_LABEL,
+            ],
+            Labels::StageReason => &[MODEL_NAME_LABEL, STAGE_LABEL, REPLICA_LABEL, REASON_LABEL],
         }
     }
 }
@@ -107,6 +125,10 @@ pub(crate) const REPLICA_LABEL: &str = "replica";
 pub(crate) const FROM_REPLICA_LABEL: &str = crate::convention::field::FROM_REPLICA;
 /// Label key of an edge's receiving replica (vLLM-Omni's `to_replica`).
 pub(crate) const TO_REPLICA_LABEL: &str = crate::convention::field::TO_REPLICA;
+/// Label key of an audio continuity threshold, in ms (vLLM-Omni's `threshold_ms`).
+pub(crate) const THRESHOLD_MS_LABEL: &str = "threshold_ms";
+/// Label key of why an audio stage produced no audio (vLLM-Omni's `reason`).
+pub(crate) const REASON_LABEL: &str = "reason";
 /// Label key of the model (vLLM's and vLLM-Omni's `model_name`), on every family.
 pub(crate) const MODEL_NAME_LABEL: &str = crate::stats::keys::MODEL_NAME;
 
@@ -136,6 +158,14 @@ pub(crate) const MAX_REPLICA_LABELS: usize = 64;
 /// that numbers stages wildly cannot grow a scrape without bound.
 #[cfg_attr(not(any(feature = "otlp", feature = "prometheus")), allow(dead_code))]
 pub(crate) const MAX_STAGE_LABELS: usize = 64;
+
+/// The most distinct audio continuity thresholds (`threshold_ms`) a metrics export labels
+/// series with: a layer judges streams at
+/// [`MAX_AUDIO_CONTINUITY_THRESHOLDS`](crate::Builder::MAX_AUDIO_CONTINUITY_THRESHOLDS) at
+/// most; observations of further ones (layers configured apart, records made by hand) are
+/// counted by the export and not exported.
+#[cfg_attr(not(any(feature = "otlp", feature = "prometheus")), allow(dead_code))]
+pub(crate) const MAX_THRESHOLD_LABELS: usize = 8;
 
 /// Which metric a [`MetricDef`] is: its index in [`METRICS`] (`METRICS[id as usize]`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -183,6 +213,20 @@ pub enum MetricId {
     TransferSize,
     /// A stage's decode time per output token after its first output.
     StageTimePerOutputToken,
+    /// An audio stream's playback gaps, summed (one observation per measured stream).
+    AudioUnderrun,
+    /// Audio streams with no playback gap above a threshold (0 for the others).
+    AudioContinuityOk,
+    /// Audio stages that produced no audio, by reason.
+    AudioSkippedRequests,
+    /// Requests open now (a gauge).
+    RequestsRunning,
+    /// Requests waiting now: in a queue, or in no stage yet (a gauge).
+    RequestsWaiting,
+    /// Requests in a stage now (a gauge).
+    StageInflightRequests,
+    /// Transfers open now, per edge (a gauge).
+    TransferInflight,
 }
 
 impl MetricId {
@@ -211,12 +255,12 @@ pub struct MetricDef {
     /// The unit, UCUM as OpenTelemetry writes it: `s`, `By`, `1`, `{token}`, `{frame}`,
     /// `{request}`.
     pub unit: &'static str,
-    /// Counter or histogram.
+    /// Counter, histogram or gauge.
     pub kind: MetricKind,
     /// The label set.
     pub labels: Labels,
     /// Histogram bucket upper bounds in [`MetricDef::unit`] (seconds, bytes, ratio),
-    /// ascending, `+Inf` implied; empty for a counter. The Prometheus endpoint's: vLLM-Omni's
+    /// ascending, `+Inf` implied; empty for a counter or a gauge. The Prometheus endpoint's: vLLM-Omni's
     /// lists, so that its dashboards' `le` values exist.
     pub buckets: &'static [f64],
     /// The OTLP export's bucket bounds: the OpenTelemetry semantic conventions' recommended
@@ -530,6 +574,94 @@ pub static METRICS: &[MetricDef] = &[
         otel_buckets: GENAI_TIME_PER_OUTPUT_TOKEN_BUCKETS,
         vllm_omni: false,
     },
+    MetricDef {
+        id: MetricId::AudioUnderrun,
+        prometheus: "vllm_omni:audio_underrun_s",
+        otel: "omni.audio.underrun",
+        help: "Playback gaps of an audio stream as a listener hears it, summed, in seconds \
+               (time the played audio had run out before the next packet came); one \
+               observation per measured stream.",
+        unit: "s",
+        kind: MetricKind::Histogram,
+        labels: Labels::Stage,
+        buckets: SECONDS_FAST_BUCKETS,
+        otel_buckets: SECONDS_FAST_BUCKETS,
+        vllm_omni: true,
+    },
+    MetricDef {
+        id: MetricId::AudioContinuityOk,
+        prometheus: "vllm_omni:audio_continuity_ok",
+        otel: "omni.audio.continuity_ok",
+        help: "Audio streams with no playback gap longer than threshold_ms (a stream with one \
+               adds 0; audio_underrun_s_count counts every measured stream).",
+        unit: "{stream}",
+        kind: MetricKind::Counter,
+        labels: Labels::StageThreshold,
+        buckets: &[],
+        otel_buckets: &[],
+        vllm_omni: true,
+    },
+    MetricDef {
+        id: MetricId::AudioSkippedRequests,
+        prometheus: "vllm_omni:audio_skipped_requests",
+        otel: "omni.audio.skipped_requests",
+        help: "Requests whose audio stage produced no audio, by reason (no_frames: the \
+               request ended ok; error; aborted).",
+        unit: "{request}",
+        kind: MetricKind::Counter,
+        labels: Labels::StageReason,
+        buckets: &[],
+        otel_buckets: &[],
+        vllm_omni: true,
+    },
+    MetricDef {
+        id: MetricId::RequestsRunning,
+        prometheus: "vllm_omni:num_requests_running",
+        otel: "omni.requests.running",
+        help: "Requests open now (omni.request spans not yet closed).",
+        unit: "{request}",
+        kind: MetricKind::Gauge,
+        labels: Labels::None,
+        buckets: &[],
+        otel_buckets: &[],
+        vllm_omni: true,
+    },
+    MetricDef {
+        id: MetricId::RequestsWaiting,
+        prometheus: "vllm_omni:num_requests_waiting",
+        otel: "omni.requests.waiting",
+        help: "Open requests waiting now: inside an omni.queue span, or in no stage yet.",
+        unit: "{request}",
+        kind: MetricKind::Gauge,
+        labels: Labels::None,
+        buckets: &[],
+        otel_buckets: &[],
+        vllm_omni: true,
+    },
+    MetricDef {
+        id: MetricId::StageInflightRequests,
+        prometheus: "vllm_omni:stage_inflight_requests",
+        otel: "omni.stage.requests_in_flight",
+        help: "Requests in a stage now (an omni.stage span open), by stage.",
+        unit: "{request}",
+        kind: MetricKind::Gauge,
+        labels: Labels::Stage,
+        buckets: &[],
+        otel_buckets: &[],
+        vllm_omni: true,
+    },
+    MetricDef {
+        id: MetricId::TransferInflight,
+        prometheus: "vllm_omni:transfer_inflight",
+        otel: "omni.transfer.open",
+        help: "Transfers under way now (omni.transfer spans open), by edge.",
+        unit: "{transfer}",
+        kind: MetricKind::Gauge,
+        labels: Labels::Edge,
+        buckets: &[],
+        otel_buckets: &[],
+        vllm_omni: false,
+    },
 ];
 
 /// The most buckets a histogram of the catalogue has, `+Inf` included: an export that keeps
@@ -590,6 +722,10 @@ pub struct LabelValues {
     pub to_replica: Option<u64>,
     /// `finished_reason`, for [`Labels::FinishedReason`].
     pub finished_reason: Option<&'static str>,
+    /// `threshold_ms`, for [`Labels::StageThreshold`].
+    pub threshold_ms: Option<u64>,
+    /// `reason`, for [`Labels::StageReason`].
+    pub reason: Option<&'static str>,
 }
 
 impl LabelValues {
@@ -603,6 +739,8 @@ impl LabelValues {
         to_stage: None,
         to_replica: None,
         finished_reason: None,
+        threshold_ms: None,
+        reason: None,
     };
 
     /// Only `model_name`.
@@ -615,9 +753,23 @@ impl LabelValues {
 
     /// A stage's labels: its id, and its replica when given.
     fn stage(s: &StageRequestStats, model: LabelValues) -> Self {
+        Self::of_stage(s.stage_id, s.replica_id, model)
+    }
+
+    /// A stage's labels from its id and replica.
+    fn of_stage(stage: u64, replica: Option<u64>, model: LabelValues) -> Self {
         Self {
-            stage: Some(s.stage_id),
-            replica: s.replica_id,
+            stage: Some(stage),
+            replica,
+            ..model
+        }
+    }
+
+    /// An edge's labels from its stage ids (no replicas).
+    fn of_edge(from: u64, to: u64, model: LabelValues) -> Self {
+        Self {
+            from_stage: Some(from),
+            to_stage: Some(to),
             ..model
         }
     }
@@ -746,12 +898,16 @@ fn seconds(ms: f64) -> f64 {
 }
 
 /// Every observation one finished request makes, in the exports' units (seconds, bytes,
-/// counts), in [`METRICS`] order within the request, then per stage (ascending id), then
-/// per edge.
+/// counts): its [`MetricId::RequestsSuccess`] and skipped audio stages, then its own in
+/// [`METRICS`] order, then per stage (ascending id), then per edge.
 ///
-/// Every request counts once in [`MetricId::RequestsSuccess`]; only an `ok` request makes
-/// the others. A histogram observation is one sample; a counter observation is an
-/// increment (possibly 0). Values are finite and never negative.
+/// Every request counts once in [`MetricId::RequestsSuccess`], and once per audio stage
+/// that produced no audio in [`MetricId::AudioSkippedRequests`] (whatever its status, as
+/// the summary's `audio_skipped_requests`); only an `ok` request makes the others. A
+/// histogram observation is one sample; a counter observation is an increment (possibly 0:
+/// a stream not continuous at a threshold adds 0 to [`MetricId::AudioContinuityOk`], so
+/// that its series exists). Values are finite and never negative. Gauges
+/// ([`MetricKind::Gauge`]) are never observed here: see [`observe_live`].
 pub fn observe(r: &RequestE2EStats, mut f: impl FnMut(&'static MetricDef, LabelValues, f64)) {
     let model = LabelValues::model(model_label(r.model_name.as_deref()));
     let mut emit = |id: MetricId, labels: LabelValues, value: f64| f(id.def(), labels, value);
@@ -763,6 +919,15 @@ pub fn observe(r: &RequestE2EStats, mut f: impl FnMut(&'static MetricDef, LabelV
         },
         1.0,
     );
+    for s in &r.stages {
+        if let Some(reason) = s.audio_skipped {
+            let labels = LabelValues {
+                reason: Some(reason),
+                ..LabelValues::stage(s, model)
+            };
+            emit(MetricId::AudioSkippedRequests, labels, 1.0);
+        }
+    }
     if !stats::counts_in_summary(r.status) {
         return;
     }
@@ -772,6 +937,53 @@ pub fn observe(r: &RequestE2EStats, mut f: impl FnMut(&'static MetricDef, LabelV
     }
     for e in &r.transfers {
         observe_edge(e, model, &mut emit);
+    }
+}
+
+/// The live gauges' values of one layer now ([`MetricsHandle::live`](crate::MetricsHandle::live)),
+/// labelled with the model the layer serves (`model_name`: its
+/// [`Builder::with_model_name`](crate::Builder::with_model_name), else
+/// [`DEFAULT_MODEL_NAME`]): [`MetricId::RequestsRunning`] and
+/// [`MetricId::RequestsWaiting`] always, [`MetricId::StageInflightRequests`] per stage (and
+/// replica, when the stage's spans give one) with a span open, [`MetricId::TransferInflight`]
+/// per edge with a transfer open. The exports read this when they are collected (a scrape,
+/// an OTLP export), never per request; nothing for a model beyond the first 16 names of the
+/// process.
+///
+/// ```
+/// use omni_metrics::metrics::{MetricId, observe_live};
+/// use omni_metrics::LiveGauges;
+///
+/// let mut seen = Vec::new();
+/// observe_live(&LiveGauges::default(), Some("qwen3-omni"), |def, labels, value| {
+///     seen.push((def.id, labels.model_name, value))
+/// });
+/// assert_eq!(seen, [
+///     (MetricId::RequestsRunning, Some("qwen3-omni"), 0.0),
+///     (MetricId::RequestsWaiting, Some("qwen3-omni"), 0.0),
+/// ]);
+/// ```
+pub fn observe_live(
+    live: &LiveGauges,
+    model_name: Option<&str>,
+    mut f: impl FnMut(&'static MetricDef, LabelValues, f64),
+) {
+    let Some(model) = model_label(model_name) else {
+        return;
+    };
+    let model = LabelValues::model(Some(model));
+    let mut emit = |id: MetricId, labels: LabelValues, value: u64| {
+        f(id.def(), labels, value as f64);
+    };
+    emit(MetricId::RequestsRunning, model, live.requests_running);
+    emit(MetricId::RequestsWaiting, model, live.requests_waiting);
+    for s in &live.stages_in_flight {
+        let labels = LabelValues::of_stage(s.stage_id, s.replica_id, model);
+        emit(MetricId::StageInflightRequests, labels, s.requests);
+    }
+    for (edge, open) in &live.transfers_open {
+        let labels = LabelValues::of_edge(edge.from, edge.to, model);
+        emit(MetricId::TransferInflight, labels, *open);
     }
 }
 
@@ -839,6 +1051,20 @@ fn observe_stage(
             MetricId::AudioFrames,
             labels,
             s.audio_generated_frames as f64,
+        );
+    }
+    if let Some(ms) = s.audio_underrun_ms {
+        emit(MetricId::AudioUnderrun, labels, seconds(ms));
+    }
+    for c in &s.audio_continuity {
+        let at = LabelValues {
+            threshold_ms: Some(c.threshold_ms),
+            ..labels
+        };
+        emit(
+            MetricId::AudioContinuityOk,
+            at,
+            if c.ok { 1.0 } else { 0.0 },
         );
     }
 }
@@ -944,7 +1170,7 @@ mod tests {
             );
             assert!(!def.prometheus.ends_with("_total"), "{}", def.prometheus);
             match def.kind {
-                MetricKind::Counter => assert!(def.buckets.is_empty()),
+                MetricKind::Counter | MetricKind::Gauge => assert!(def.buckets.is_empty()),
                 MetricKind::Histogram => {
                     assert!(!def.buckets.is_empty());
                     assert!(def.buckets.windows(2).all(|w| w[0] < w[1]));
@@ -1050,7 +1276,21 @@ mod tests {
         // Every observation carries exactly the labels its family declares.
         for (id, labels, value) in &obs {
             let keys = id.def().labels;
-            assert_eq!(labels.stage.is_some(), keys == Labels::Stage, "{id:?}");
+            let staged = matches!(
+                keys,
+                Labels::Stage | Labels::StageThreshold | Labels::StageReason
+            );
+            assert_eq!(labels.stage.is_some(), staged, "{id:?}");
+            assert_eq!(
+                labels.threshold_ms.is_some(),
+                keys == Labels::StageThreshold,
+                "{id:?}"
+            );
+            assert_eq!(
+                labels.reason.is_some(),
+                keys == Labels::StageReason,
+                "{id:?}"
+            );
             assert_eq!(labels.from_stage.is_some(), keys == Labels::Edge, "{id:?}");
             assert_eq!(labels.to_stage.is_some(), keys == Labels::Edge, "{id:?}");
             assert_eq!(labels.model_name, Some(DEFAULT_MODEL_NAME), "{id:?}");
@@ -1119,6 +1359,133 @@ mod tests {
         assert_eq!(table.intern("y"), Some("y"));
         assert_eq!(table.intern("z"), None, "beyond the cap");
         assert_eq!(table.intern("x"), Some("x"), "a known name still is");
+    }
+
+    /// SPEC's example: 200 ms packets arriving at 0, 150 and 500 ms play with one gap of
+    /// 100 ms; judged at 50 and 100 ms (the record's fields, as the layer sets them).
+    #[test]
+    fn audio_continuity_and_skipped_stages() {
+        use crate::stats::AudioContinuity;
+        let mut r = request(RequestStatus::Ok);
+        r.stages[1].replica_id = Some(1);
+        r.stages[1].audio_underrun_ms = Some(100.0);
+        r.stages[1].audio_max_gap_ms = Some(100.0);
+        r.stages[1].audio_continuity = vec![
+            AudioContinuity {
+                threshold_ms: 50,
+                ok: false,
+            },
+            AudioContinuity {
+                threshold_ms: 100,
+                ok: true,
+            },
+        ];
+        r.stages[0].audio_skipped = Some("no_frames");
+        let obs = collect(&r);
+        let none = LabelValues::model(Some(DEFAULT_MODEL_NAME));
+        let talker = LabelValues {
+            stage: Some(2),
+            replica: Some(1),
+            ..none
+        };
+        assert_eq!(values(&obs, MetricId::AudioUnderrun), [(talker, 0.1)]);
+        let at = |threshold_ms| LabelValues {
+            threshold_ms: Some(threshold_ms),
+            ..talker
+        };
+        assert_eq!(
+            values(&obs, MetricId::AudioContinuityOk),
+            [(at(50), 0.0), (at(100), 1.0)],
+            "a stream not ok adds 0: its series exists"
+        );
+        let skipped = |reason| LabelValues {
+            stage: Some(0),
+            reason: Some(reason),
+            ..none
+        };
+        assert_eq!(
+            values(&obs, MetricId::AudioSkippedRequests),
+            [(skipped("no_frames"), 1.0)]
+        );
+        // A failed request: its skipped stage counts (as in the summary), nothing else.
+        for (status, reason) in [
+            (RequestStatus::Error, "error"),
+            (RequestStatus::Aborted, "aborted"),
+        ] {
+            r.status = status;
+            r.stages[0].audio_skipped = Some(reason);
+            let obs = collect(&r);
+            assert_eq!(obs.len(), 2, "{obs:?}");
+            assert_eq!(
+                values(&obs, MetricId::AudioSkippedRequests),
+                [(skipped(reason), 1.0)]
+            );
+        }
+    }
+
+    #[test]
+    fn live_gauges_by_model_stage_and_edge() {
+        use crate::handle::StageInFlight;
+        let live = LiveGauges {
+            requests_running: 3,
+            requests_waiting: 1,
+            stages_in_flight: vec![
+                StageInFlight {
+                    stage_id: 0,
+                    replica_id: None,
+                    requests: 1,
+                },
+                StageInFlight {
+                    stage_id: 1,
+                    replica_id: Some(2),
+                    requests: 1,
+                },
+            ],
+            transfers_open: vec![(EdgeName { from: 0, to: 1 }, 1)],
+        };
+        let mut obs = Vec::new();
+        observe_live(&live, None, |def, labels, value| {
+            assert_eq!(def.kind, MetricKind::Gauge);
+            obs.push((def.id, labels, value));
+        });
+        let none = LabelValues::model(Some(DEFAULT_MODEL_NAME));
+        assert_eq!(
+            obs,
+            [
+                (MetricId::RequestsRunning, none, 3.0),
+                (MetricId::RequestsWaiting, none, 1.0),
+                (
+                    MetricId::StageInflightRequests,
+                    LabelValues {
+                        stage: Some(0),
+                        ..none
+                    },
+                    1.0
+                ),
+                (
+                    MetricId::StageInflightRequests,
+                    LabelValues {
+                        stage: Some(1),
+                        replica: Some(2),
+                        ..none
+                    },
+                    1.0
+                ),
+                (
+                    MetricId::TransferInflight,
+                    LabelValues {
+                        from_stage: Some(0),
+                        to_stage: Some(1),
+                        ..none
+                    },
+                    1.0
+                ),
+            ]
+        );
+        // Gauges are never observed from a record.
+        collect(&request(RequestStatus::Ok))
+            .iter()
+            .for_each(|(id, ..)| assert_ne!(id.def().kind, MetricKind::Gauge, "{id:?}"));
     }
 
     #[test]

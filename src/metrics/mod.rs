@@ -8,10 +8,14 @@
 #![doc = include_str!("../../docs/reference/metrics.md")]
 
 pub mod catalog;
+#[cfg(any(feature = "otlp", feature = "prometheus"))]
+pub(crate) mod live;
 #[cfg(feature = "prometheus")]
 #[cfg_attr(docsrs, doc(cfg(feature = "prometheus")))]
 pub mod prometheus;
 #[cfg(any(feature = "otlp", feature = "prometheus"))]
 pub(crate) mod queue;
 
-pub use catalog::{LabelValues, Labels, METRICS, MetricDef, MetricId, MetricKind, observe};
+pub use catalog::{
+    LabelValues, Labels, METRICS, MetricDef, MetricId, MetricKind, observe, observe_live,
+};

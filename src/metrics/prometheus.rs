@@ -69,6 +69,13 @@
 //!   [`DEFAULT_MODEL_NAME`]. A layer tells the sinks it
 //!   is built with its model name (a sink added with `with_sink` needs no configuration of
 //!   its own), so that the label-less families' series start at zero under that name.
+//! - The live gauges (`num_requests_running`, `num_requests_waiting`,
+//!   `stage_inflight_requests`, `transfer_inflight`) are read at each scrape, on the encoding
+//!   thread, from the layers built with the sink ([`Sink::on_layer_built`] hands it each
+//!   layer's [`MetricsHandle`]; held weakly, so a sink keeps no layer alive):
+//!   [`MetricsHandle::live`], a scan of their open spans, summed over the layers serving the
+//!   same model. A stage or edge once read stays, at 0 when nothing is open on it. A sink no
+//!   layer was built with has only the label-less gauges' zero series.
 //!
 //! ```
 //! use omni_metrics::metrics::prometheus::PrometheusSink;
@@ -101,6 +108,7 @@ use prometheus_client::encoding::{EncodeLabel, EncodeLabelSet, LabelSetEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::exemplar::HistogramWithExemplars;
 use prometheus_client::metrics::family::{Family, MetricConstructor};
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use smallvec::SmallVec;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -108,10 +116,13 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot, watch};
 
 use super::catalog::{
     DEFAULT_MODEL_NAME, FINISHED_REASON_LABEL, FROM_REPLICA_LABEL, FROM_STAGE_LABEL, LabelValues,
-    Labels, MAX_MODEL_NAMES, MAX_REPLICA_LABELS, MAX_STAGE_LABELS, METRICS, MODEL_NAME_LABEL,
-    MetricKind, REPLICA_LABEL, STAGE_LABEL, TO_REPLICA_LABEL, TO_STAGE_LABEL, model_label, observe,
+    Labels, MAX_MODEL_NAMES, MAX_REPLICA_LABELS, MAX_STAGE_LABELS, MAX_THRESHOLD_LABELS, METRICS,
+    MODEL_NAME_LABEL, MetricKind, REASON_LABEL, REPLICA_LABEL, STAGE_LABEL, THRESHOLD_MS_LABEL,
+    TO_REPLICA_LABEL, TO_STAGE_LABEL, model_label, observe,
 };
+use super::live::LiveSources;
 use super::queue::{Batch, Merge, ObservationQueue, Pending, Record, parse_trace_id};
+use crate::MetricsHandle;
 use crate::env::PROMETHEUS_ADDR_ENV;
 use crate::report::Sink;
 use crate::stats::RequestE2EStats;
@@ -154,6 +165,8 @@ impl std::hash::Hash for Series {
             ^ id(v.from_replica).rotate_left(32)
             ^ id(v.to_replica).rotate_left(53)
             ^ v.finished_reason.map_or(0, str::len) as u64
+            ^ (v.reason.map_or(0, str::len) as u64).rotate_left(5)
+            ^ id(v.threshold_ms).rotate_left(37)
             ^ v.model_word();
         state.write_u64(word);
     }
@@ -177,6 +190,12 @@ impl EncodeLabelSet for Series {
             if let Some(id) = id {
                 (key, id).encode(encoder.encode_label())?;
             }
+        }
+        if let Some(threshold_ms) = v.threshold_ms {
+            (THRESHOLD_MS_LABEL, threshold_ms).encode(encoder.encode_label())?;
+        }
+        if let Some(reason) = v.reason {
+            (REASON_LABEL, reason).encode(encoder.encode_label())?;
         }
         if let Some(reason) = v.finished_reason {
             (FINISHED_REASON_LABEL, reason).encode(encoder.encode_label())?;
@@ -220,6 +239,8 @@ impl MetricConstructor<Histogram> for Buckets {
 enum Door {
     Counter(Family<Series, Counter>),
     Histogram(Family<Series, Histogram, Buckets>),
+    /// Set at each scrape from the live gauges ([`Recorder::read_gauges`]).
+    Gauge(Family<Series, Gauge>),
 }
 
 /// Ids that label series, ascending, at most `cap` of them: the first ones seen.
@@ -260,18 +281,22 @@ impl Admitted {
     }
 }
 
-/// What a batch's labels name beyond the caps: stage ids, replica ids, a model name (an
-/// observation without one).
+/// What a batch's labels name beyond the caps: stage ids, replica ids, audio continuity
+/// thresholds, a model name (an observation without one).
 #[derive(Debug, Default)]
 struct Rejected {
     stages: SmallVec<[u64; 4]>,
     replicas: SmallVec<[u64; 4]>,
+    thresholds: SmallVec<[u64; 4]>,
     models: bool,
 }
 
 impl Rejected {
     fn is_empty(&self) -> bool {
-        self.stages.is_empty() && self.replicas.is_empty() && !self.models
+        self.stages.is_empty()
+            && self.replicas.is_empty()
+            && self.thresholds.is_empty()
+            && !self.models
     }
 
     /// Whether an observation's labels name something left out.
@@ -279,6 +304,9 @@ impl Rejected {
         (self.models && labels.model_name.is_none())
             || labels.stage_ids().any(|id| self.stages.contains(&id))
             || labels.replica_ids().any(|id| self.replicas.contains(&id))
+            || labels
+                .threshold_ms
+                .is_some_and(|t| self.thresholds.contains(&t))
     }
 }
 
@@ -292,6 +320,10 @@ struct Recorder {
     stages: Admitted,
     /// Replica ids that label series; at most [`MAX_REPLICA_LABELS`].
     replicas: Admitted,
+    /// Audio continuity thresholds that label series; at most [`MAX_THRESHOLD_LABELS`].
+    thresholds: Admitted,
+    /// The layers this sink was built into, whose live gauges a scrape reads.
+    live: LiveSources,
     overflowed: AtomicU64,
     warned: AtomicBool,
     /// Whether a request was ever given to the sink (the default model's zero series are
@@ -317,6 +349,11 @@ impl Recorder {
                     registry.register(def.prometheus, help, family.clone());
                     Door::Histogram(family)
                 }
+                MetricKind::Gauge => {
+                    let family = Family::<Series, Gauge>::default();
+                    registry.register(def.prometheus, help, family.clone());
+                    Door::Gauge(family)
+                }
             };
             doors.push(door);
         }
@@ -325,6 +362,8 @@ impl Recorder {
             doors,
             stages: Admitted::new(MAX_STAGE_LABELS),
             replicas: Admitted::new(MAX_REPLICA_LABELS),
+            thresholds: Admitted::new(MAX_THRESHOLD_LABELS),
+            live: LiveSources::default(),
             overflowed: AtomicU64::new(0),
             warned: AtomicBool::new(false),
             fed: AtomicBool::new(false),
@@ -347,10 +386,14 @@ impl Recorder {
             match (door, create) {
                 (Door::Counter(f), true) => drop(f.get_or_create(&series)),
                 (Door::Histogram(f), true) => drop(f.get_or_create(&series)),
+                (Door::Gauge(f), true) => drop(f.get_or_create(&series)),
                 (Door::Counter(f), false) => {
                     f.remove(&series);
                 }
                 (Door::Histogram(f), false) => {
+                    f.remove(&series);
+                }
+                (Door::Gauge(f), false) => {
                     f.remove(&series);
                 }
             }
@@ -396,6 +439,9 @@ impl Recorder {
                     let exemplar = if repeat { None } else { exemplar };
                     f.get_or_create(&series).observe(value, exemplar, None);
                 }
+                Door::Gauge(f) => {
+                    f.get_or_create(&series).set(gauge_value(value));
+                }
             }
         }
         self.overflow(overflowed, &rejected);
@@ -421,6 +467,10 @@ impl Recorder {
             match &self.doors[def.id as usize] {
                 Door::Counter(f) => {
                     f.get_or_create(&series).inc_by(folded.total);
+                }
+                Door::Gauge(f) => {
+                    f.get_or_create(&series)
+                        .set(i64::try_from(folded.total).unwrap_or(i64::MAX));
                 }
                 Door::Histogram(f) => {
                     let histogram = f.get_or_create(&series);
@@ -463,10 +513,12 @@ impl Recorder {
                     target: "omni_metrics::prometheus",
                     stages = ?rejected.stages,
                     replicas = ?rejected.replicas,
+                    thresholds = ?rejected.thresholds,
                     models = rejected.models,
                     "more than {MAX_STAGE_LABELS} distinct stage ids, {MAX_REPLICA_LABELS} \
-                     replica ids or {MAX_MODEL_NAMES} model names: the Prometheus series of \
-                     further ones (and of edges touching them) are not exported, only counted \
+                     replica ids, {MAX_THRESHOLD_LABELS} audio continuity thresholds or \
+                     {MAX_MODEL_NAMES} model names: the Prometheus series of further ones (and \
+                     of edges touching them) are not exported, only counted \
                      (PrometheusSink::overflowed_observations). Number stages and replicas \
                      0, 1, 2..."
                 );
@@ -485,7 +537,27 @@ impl Recorder {
             replicas: self
                 .replicas
                 .admit(labels.clone().flat_map(|l| l.replica_ids())),
+            thresholds: self
+                .thresholds
+                .admit(labels.clone().filter_map(|l| l.threshold_ms)),
             models: labels.clone().any(|l| l.model_name.is_none()),
+        }
+    }
+
+    /// Sets the gauges to the live gauges of the layers this sink was built into, now
+    /// ([`LiveSources::read`]: 0 for a series on which nothing is open any more). Stage and
+    /// replica ids beyond the caps are left out (not counted: a reading is no
+    /// observation).
+    fn read_gauges(&self) {
+        let readings = self.live.read();
+        let rejected = self.admit(readings.iter().map(|(_, labels, _)| *labels));
+        for (def, labels, value) in readings {
+            if rejected.mentions(&labels) {
+                continue;
+            }
+            if let Door::Gauge(f) = &self.doors[def.id as usize] {
+                f.get_or_create(&Series(labels)).set(gauge_value(value));
+            }
         }
     }
 
@@ -503,6 +575,12 @@ impl Recorder {
         };
         out
     }
+}
+
+/// A gauge's value (a whole count) as `prometheus-client`'s gauges hold it.
+fn gauge_value(value: f64) -> i64 {
+    // `as` saturates, and maps NaN to 0.
+    value as i64
 }
 
 /// A scrape's exposition format, chosen by [`Format::negotiate`].
@@ -709,9 +787,11 @@ impl Shared {
         }
     }
 
-    /// The text of a scrape in `format`, with every request finished before it recorded.
+    /// The text of a scrape in `format`, with every request finished before it recorded
+    /// and the live gauges read now.
     fn encode(&self, format: Format) -> String {
         self.drain(Instant::now() + SCRAPE_DRAIN);
+        self.recorder.read_gauges();
         self.recorder.encode(format)
     }
 
@@ -942,6 +1022,12 @@ impl Sink for PrometheusSink {
         // Queued: the families' locks (which a scrape holds while it formats) are taken on
         // the recorder thread, never on the engine's.
         self.shared.push(request);
+    }
+
+    /// Each scrape reads the live gauges of the layers built with this sink (see
+    /// [`crate::metrics::prometheus`]).
+    fn on_layer_built(&self, handle: &MetricsHandle) {
+        self.shared.recorder.live.attach(handle);
     }
 }
 
@@ -1480,6 +1566,19 @@ mod tests {
                     audio_sample_rate: Some(24_000),
                     audio_duration_ms: Some(21_896.875),
                     audio_rtf: Some(0.228),
+                    audio_underrun_ms: Some(100.0),
+                    audio_max_gap_ms: Some(100.0),
+                    audio_continuity: vec![crate::stats::AudioContinuity {
+                        threshold_ms: 100,
+                        ok: true,
+                    }],
+                    ..Default::default()
+                },
+                // An audio stage that produced none.
+                StageRequestStats {
+                    stage_id: 3,
+                    audio_sample_rate: Some(24_000),
+                    audio_skipped: Some("no_frames"),
                     ..Default::default()
                 },
             ],
@@ -1666,9 +1765,15 @@ mod tests {
         let (content_type, text) = sink.encode_for(None);
         assert_eq!(content_type, TEXT_CONTENT_TYPE);
         let families = read_as_python_classic(&text);
-        // Every catalogue family, once, typed as it is, with its help; nothing unknown.
-        assert_eq!(families.len(), METRICS.len(), "{families:#?}\n{text}");
-        for def in METRICS {
+        // Every catalogue family, once, typed as it is, with its help; nothing unknown. But
+        // the gauges with labels of their own: without a layer no stage or edge was ever in
+        // flight, and the classic text leaves out a family without series.
+        let unread = |def: &super::super::catalog::MetricDef| {
+            def.kind == MetricKind::Gauge && def.labels != Labels::None
+        };
+        let read = METRICS.iter().filter(|d| !unread(d)).count();
+        assert_eq!(families.len(), read, "{families:#?}\n{text}");
+        for def in METRICS.iter().filter(|d| !unread(d)) {
             let family = families
                 .iter()
                 .find(|f| f.name == def.prometheus)
@@ -1688,6 +1793,11 @@ mod tests {
                         let sample = format!("{}{suffix}", def.prometheus);
                         assert!(family.samples.contains(&sample), "{family:?}");
                     }
+                }
+                // No layer: the label-less ones' zero series only.
+                MetricKind::Gauge => {
+                    assert_eq!(family.kind, "gauge", "{family:?}");
+                    assert!(family.samples.iter().all(|s| s == def.prometheus));
                 }
             }
         }
@@ -1750,6 +1860,15 @@ mod tests {
             "vllm_omni:transfer_size_bytes_bucket{model_name=\"unknown\",from_stage=\"0\",to_stage=\"2\",le=\"1.6777216e+07\"} 0",
             "vllm_omni:transfer_size_bytes_bucket{model_name=\"unknown\",from_stage=\"0\",to_stage=\"2\",le=\"6.7108864e+07\"} 0",
             "vllm_omni:transfer_size_bytes_bucket{model_name=\"unknown\",from_stage=\"0\",to_stage=\"2\",le=\"2.68435456e+08\"} 1",
+            // Audio continuity: the threshold and the reason after the stage.
+            "vllm_omni:audio_underrun_s_bucket{model_name=\"unknown\",stage=\"2\",le=\"0.1\"} 1",
+            "# TYPE vllm_omni:audio_continuity_ok_total counter",
+            "vllm_omni:audio_continuity_ok_total{model_name=\"unknown\",stage=\"2\",threshold_ms=\"100\"} 1",
+            "vllm_omni:audio_skipped_requests_total{model_name=\"unknown\",stage=\"3\",reason=\"no_frames\"} 1",
+            // A gauge (no layer: the label-less ones' zero series).
+            "# HELP vllm_omni:num_requests_running Requests open now (omni.request spans not yet closed).",
+            "# TYPE vllm_omni:num_requests_running gauge",
+            "vllm_omni:num_requests_running{model_name=\"unknown\"} 0",
         ] {
             assert!(
                 classic.lines().any(|l| l == line),
@@ -1780,6 +1899,8 @@ mod tests {
                  {exemplar} 41.25"
             ),
             "vllm_omni:e2e_request_latency_s_count{model_name=\"unknown\"} 1",
+            "# TYPE vllm_omni:num_requests_running gauge",
+            "vllm_omni:num_requests_running{model_name=\"unknown\"} 0",
             "# EOF",
         ] {
             assert!(

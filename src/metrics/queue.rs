@@ -120,9 +120,12 @@ pub(crate) struct Pending {
 fn slot_of(def: &MetricDef, labels: &LabelValues) -> usize {
     const MIX: u64 = 0x9e37_79b9_7f4a_7c15;
     let id = |x: Option<u64>| x.map_or(u64::MAX, |x| x);
-    let reason = labels.finished_reason.map_or(0, |r| {
-        (r.len() as u64) << 8 | u64::from(r.as_bytes().first().copied().unwrap_or(0))
-    });
+    let text = |t: Option<&str>| {
+        t.map_or(0, |r| {
+            (r.len() as u64) << 8 | u64::from(r.as_bytes().first().copied().unwrap_or(0))
+        })
+    };
+    let reason = text(labels.finished_reason) ^ text(labels.reason).rotate_left(17);
     let model = labels.model_word();
     let mut h = (def.id as u64).wrapping_mul(MIX);
     for word in [
@@ -133,6 +136,7 @@ fn slot_of(def: &MetricDef, labels: &LabelValues) -> usize {
         id(labels.replica),
         id(labels.from_replica),
         id(labels.to_replica),
+        id(labels.threshold_ms),
         model,
     ] {
         h = (h ^ word).wrapping_mul(MIX).rotate_left(27);
@@ -182,6 +186,9 @@ impl Pending {
             match def.kind {
                 // Counter values are whole counts (tokens, frames, requests).
                 MetricKind::Counter => series.total = series.total.saturating_add(value as u64),
+                // Never observed per request (the live gauges are read at collection): the
+                // latest value, should one come.
+                MetricKind::Gauge => series.total = value as u64,
                 MetricKind::Histogram => {
                     let b = def.bucket(value);
                     let Some(bucket) = series.buckets.get_mut(b) else {

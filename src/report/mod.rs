@@ -31,6 +31,7 @@ pub(crate) use jsonl::append_json;
 pub(crate) use jsonl::{JsonLinesSink, open_append};
 pub use writer::{FlushError, SinkLosses};
 
+use crate::MetricsHandle;
 use crate::stats::{OverallSummary, RequestE2EStats};
 
 /// Receives finished requests and scopes from an [`OmniMetricsLayer`](crate::OmniMetricsLayer).
@@ -64,5 +65,17 @@ pub trait Sink: Send + Sync + 'static {
     /// A scope finished: a run closed, or an online request (sent before its request).
     fn on_summary(&self, summary: &OverallSummary) {
         let _ = summary;
+    }
+
+    /// A layer was built with this sink ([`Builder::build`](crate::Builder::build)): `handle`
+    /// reads it, from any thread, for as long as the sink wants (its totals, its
+    /// [`live`](MetricsHandle::live) gauges). Called once per layer built, before any
+    /// request (a clone of the layer is the same layer). The metrics exports keep it to
+    /// read the live gauges when they are collected; the default does nothing.
+    ///
+    /// A handle does not hold the layer's sinks (keeping it makes no cycle); once the layer
+    /// is dropped its live gauges read 0.
+    fn on_layer_built(&self, handle: &MetricsHandle) {
+        let _ = handle;
     }
 }

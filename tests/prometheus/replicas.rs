@@ -32,7 +32,8 @@ fn without_model_name(text: &str) -> String {
 /// map, which differs from process to process).
 fn families(text: &str) -> Vec<(Vec<&str>, Vec<&str>)> {
     let mut out: Vec<(Vec<&str>, Vec<&str>)> = Vec::new();
-    for line in text.lines() {
+    // OpenMetrics' end marker belongs to no family (families added since come before it).
+    for line in text.lines().filter(|l| *l != "# EOF") {
         if line.starts_with("# HELP ") || out.is_empty() {
             out.push((Vec::new(), Vec::new()));
         }

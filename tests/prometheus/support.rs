@@ -48,11 +48,19 @@ impl Harness {
         Self::build(true, None)
     }
 
+    /// A layer from `builder` (with the harness's clock, capture and sink added).
+    pub(crate) fn with_builder(builder: omni_metrics::Builder) -> Self {
+        Self::build_from(builder, false, None)
+    }
+
     fn build(traced: bool, model: Option<&str>) -> Self {
+        Self::build_from(OmniMetricsLayer::builder(), traced, model)
+    }
+
+    fn build_from(mut builder: omni_metrics::Builder, traced: bool, model: Option<&str>) -> Self {
         let clock = ManualClock::new();
         let capture = CaptureSink::new();
         let prometheus = PrometheusSink::bind("127.0.0.1:0").expect("an ephemeral port");
-        let mut builder = OmniMetricsLayer::builder();
         if let Some(model) = model {
             builder = builder.with_model_name(model);
         }
@@ -291,6 +299,8 @@ pub(crate) fn label_pairs(labels: &omni_metrics::metrics::LabelValues) -> Vec<(S
         ("to_stage", id(labels.to_stage)),
         ("to_replica", id(labels.to_replica)),
         ("finished_reason", labels.finished_reason.map(str::to_owned)),
+        ("threshold_ms", id(labels.threshold_ms)),
+        ("reason", labels.reason.map(str::to_owned)),
     ]
     .into_iter()
     .filter_map(|(k, v)| Some((k.to_owned(), v?)))
@@ -313,6 +323,22 @@ fn owned(labels: &[(&str, &str)]) -> Vec<(String, String)> {
     }
     v.sort();
     v
+}
+
+/// Every series of the gauge family `name`: its labels (sorted, as [`labels_of`] reads
+/// them) and value.
+#[track_caller]
+pub(crate) fn gauges(parsed: &Exposition, name: &str) -> BTreeMap<Vec<(String, String)>, f64> {
+    let Some(family) = parsed.families.get(name) else {
+        return BTreeMap::new(); // no series yet: the exposition leaves the family out
+    };
+    family
+        .iter_samples()
+        .map(|sample| match &sample.value {
+            OpenMetricsValue::Gauge(g) => (labels_of(sample), g.as_f64()),
+            other => panic!("{name} is not a gauge: {other:?}"),
+        })
+        .collect()
 }
 
 /// The histogram series `name{labels}` (`model_name` [`UNNAMED`] unless given).

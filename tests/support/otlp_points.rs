@@ -12,6 +12,8 @@ pub(crate) struct Point {
     pub(crate) name: String,
     pub(crate) unit: String,
     pub(crate) histogram: bool,
+    /// A gauge's point (its value in `sum`).
+    pub(crate) gauge: bool,
     pub(crate) temporality: i32,
     pub(crate) monotonic: bool,
     /// Attributes as text (`stage` -> `"1"`); ints are marked `i:` to check their type.
@@ -53,6 +55,7 @@ pub(crate) fn points(exports: &[ResourceMetrics]) -> Vec<Point> {
                                 name: m.name.clone(),
                                 unit: m.unit.clone(),
                                 histogram: true,
+                                gauge: false,
                                 temporality: h.aggregation_temporality,
                                 monotonic: true,
                                 attributes: attrs(&p.attributes),
@@ -74,8 +77,31 @@ pub(crate) fn points(exports: &[ResourceMetrics]) -> Vec<Point> {
                                 name: m.name.clone(),
                                 unit: m.unit.clone(),
                                 histogram: false,
+                                gauge: false,
                                 temporality: s.aggregation_temporality,
                                 monotonic: s.is_monotonic,
+                                attributes: attrs(&p.attributes),
+                                count: 0,
+                                sum: value,
+                                bounds: Vec::new(),
+                                start: p.start_time_unix_nano,
+                            });
+                        }
+                    }
+                    Some(metric::Data::Gauge(g)) => {
+                        for p in &g.data_points {
+                            let value = match p.value {
+                                Some(NumberValue::AsInt(v)) => v as f64,
+                                Some(NumberValue::AsDouble(v)) => v,
+                                None => f64::NAN,
+                            };
+                            out.push(Point {
+                                name: m.name.clone(),
+                                unit: m.unit.clone(),
+                                histogram: false,
+                                gauge: true,
+                                temporality: 0,
+                                monotonic: false,
                                 attributes: attrs(&p.attributes),
                                 count: 0,
                                 sum: value,

@@ -54,8 +54,8 @@ pub enum MetricTemporality {
     /// prefer). The points of a failed export are lost.
     Delta,
     /// Delta for counters and histograms, cumulative for up-down counters: the least
-    /// memory in the SDK (this crate records counters and histograms only, so it is Delta
-    /// here).
+    /// memory in the SDK (this crate's sums are counters and histograms, so it is Delta
+    /// here; its gauges have no temporality).
     LowMemory,
 }
 

@@ -7,6 +7,9 @@
 //! never takes a lock of the SDK's (a histogram series is a mutex, shared by every thread
 //! that records into it) and never waits. A request that does not fit in the queue is
 //! dropped, counted and said once.
+//!
+//! The live gauges are observable gauges: their callbacks read the layers the sink was
+//! built into ([`Sink::on_layer_built`]) when the reader collects, on its thread.
 
 use std::fmt;
 use std::sync::Arc;
@@ -14,14 +17,17 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use opentelemetry::KeyValue;
-use opentelemetry::metrics::{Counter, Histogram, Meter};
+use opentelemetry::metrics::{AsyncInstrument, Counter, Histogram, Meter};
 use smallvec::SmallVec;
 
+use crate::MetricsHandle;
 use crate::metrics::catalog::{
     FINISHED_REASON_LABEL, FROM_REPLICA_LABEL, FROM_STAGE_LABEL, LabelValues, MAX_MODEL_NAMES,
-    MAX_REPLICA_LABELS, MAX_STAGE_LABELS, METRICS, MODEL_NAME_LABEL, MetricDef, MetricKind,
-    REPLICA_LABEL, STAGE_LABEL, TO_REPLICA_LABEL, TO_STAGE_LABEL,
+    MAX_REPLICA_LABELS, MAX_STAGE_LABELS, MAX_THRESHOLD_LABELS, METRICS, MODEL_NAME_LABEL,
+    MetricDef, MetricKind, REASON_LABEL, REPLICA_LABEL, STAGE_LABEL, THRESHOLD_MS_LABEL,
+    TO_REPLICA_LABEL, TO_STAGE_LABEL,
 };
+use crate::metrics::live::LiveSources;
 use crate::metrics::queue::{Batch, ObservationQueue, Record};
 use crate::report::Sink;
 use crate::stats::RequestE2EStats;
@@ -42,14 +48,22 @@ pub(crate) const METRICS_QUEUE_CAPACITY: usize = 1024;
 /// [`OtlpPipeline::metrics_sink`](super::super::OtlpPipeline::metrics_sink) makes it;
 /// `init()` adds it by itself. Each metric of the catalogue ([`crate::metrics::catalog`]) is
 /// one instrument, made once: a histogram with the catalogue's bucket boundaries, or a
-/// counter. Attributes are the catalogue's labels: `model_name` on every point (a string:
-/// the record's, else `unknown`), `stage`, `replica`, `from_stage`, `from_replica`,
-/// `to_stage`, `to_replica` (ints; a replica only when the record gives one) and
-/// `finished_reason` (a string), never a request id. Histograms have the catalogue's OTLP
-/// buckets ([`MetricDef::otel_buckets`]: the GenAI semantic conventions' for
-/// `gen_ai.server.*`). At most 64 distinct stage ids, 64 replica ids and 16 model names
-/// are exported; observations of further ones are counted
+/// counter, or an observable gauge for the live gauges. Attributes are the catalogue's
+/// labels: `model_name` on every point (a string: the record's, else `unknown`), `stage`,
+/// `replica`, `from_stage`, `from_replica`, `to_stage`, `to_replica`, `threshold_ms` (ints;
+/// a replica only when the record gives one), `finished_reason` and `reason` (strings),
+/// never a request id. Histograms have the catalogue's OTLP buckets
+/// ([`MetricDef::otel_buckets`]: the GenAI semantic conventions' for `gen_ai.server.*`). At
+/// most 64 distinct stage ids, 64 replica ids, 8 audio continuity thresholds and 16 model
+/// names are exported; observations of further ones are counted
 /// ([`dropped_observations`](Self::dropped_observations)) and said once.
+///
+/// The live gauges (`omni.requests.running`, `omni.requests.waiting`,
+/// `omni.stage.requests_in_flight`, `omni.transfer.open`) are read from the layers built with
+/// this sink ([`Sink::on_layer_built`]) each time the metrics are collected (every export
+/// interval, a flush, the shutdown): the spans open at that instant, summed over the layers
+/// that serve the same model, and 0 for a stage or edge read before on which nothing is open
+/// now.
 ///
 /// Never sampled: it sees every request the metrics layer sees. The engine's thread only
 /// queues the request's observations (one allocation, no lock of the SDK's, never a wait);
@@ -75,6 +89,8 @@ pub struct OtlpMetricsSink {
 struct Queue {
     queue: ObservationQueue,
     counts: Arc<Counts>,
+    /// The layers whose live gauges the observable gauges read.
+    live: Arc<LiveSources>,
 }
 
 /// Counts shared with the recorder thread (which must not hold the queue's sender: it
@@ -85,6 +101,7 @@ struct Counts {
     said_stages: AtomicBool,
     said_replicas: AtomicBool,
     said_models: AtomicBool,
+    said_thresholds: AtomicBool,
 }
 
 impl fmt::Debug for OtlpMetricsSink {
@@ -102,11 +119,15 @@ impl OtlpMetricsSink {
     /// recorder thread.
     pub(super) fn start(meter: &Meter) -> Result<Self, std::io::Error> {
         let counts = Arc::new(Counts::default());
+        let caps = Arc::new(Caps::default());
+        let live = Arc::new(LiveSources::default());
         let recorder = Recorder {
             instruments: Instruments {
-                by_id: METRICS.iter().map(|def| instrument(meter, def)).collect(),
-                stages: StageIds::default(),
-                replicas: StageIds::default(),
+                by_id: METRICS
+                    .iter()
+                    .map(|def| instrument(meter, def, &live, &caps))
+                    .collect(),
+                caps,
             },
             counts: counts.clone(),
         };
@@ -119,7 +140,11 @@ impl OtlpMetricsSink {
              and records are complete. Said once.",
         )?;
         Ok(Self {
-            inner: Some(Arc::new(Queue { queue, counts })),
+            inner: Some(Arc::new(Queue {
+                queue,
+                counts,
+                live,
+            })),
         })
     }
 
@@ -165,8 +190,24 @@ impl OtlpMetricsSink {
     }
 }
 
-fn instrument(meter: &Meter, def: &'static MetricDef) -> Instrument {
+fn instrument(
+    meter: &Meter,
+    def: &'static MetricDef,
+    live: &Arc<LiveSources>,
+    caps: &Arc<Caps>,
+) -> Instrument {
     match def.kind {
+        MetricKind::Gauge => {
+            let (live, caps) = (live.clone(), caps.clone());
+            // The SDK keeps the callback; the returned handle is a marker.
+            let _gauge = meter
+                .u64_observable_gauge(def.otel)
+                .with_description(def.help)
+                .with_unit(def.unit)
+                .with_callback(move |gauge| observe_gauge(def, &live, &caps, gauge))
+                .build();
+            Instrument::Gauge
+        }
         MetricKind::Histogram => Instrument::Histogram(
             meter
                 .f64_histogram(def.otel)
@@ -198,37 +239,54 @@ enum Instrument {
     /// A sum of another unit.
     Sum(Counter<f64>),
     Histogram(Histogram<f64>),
+    /// A live gauge: an observable gauge, read by its callback ([`observe_gauge`]).
+    Gauge,
 }
 
-/// The recorder thread's side: the instruments.
-struct Instruments {
-    /// Indexed like [`METRICS`] (by [`MetricDef::id`]).
-    by_id: Vec<Instrument>,
+/// `def`'s live gauge series now, from the layers in `live` (each reading is one scan of the
+/// layers' open spans). Series beyond the caps are left out (not counted: a reading is
+/// no observation).
+fn observe_gauge(
+    def: &'static MetricDef,
+    live: &LiveSources,
+    caps: &Caps,
+    gauge: &dyn AsyncInstrument<u64>,
+) {
+    for (of, labels, value) in live.read() {
+        if of.id != def.id {
+            continue;
+        }
+        if let Ok(attributes) = caps.attributes(labels) {
+            // Whole counts; `as` saturates.
+            gauge.observe(value as u64, &attributes);
+        }
+    }
+}
+
+/// The ids that label series, at most so many of each.
+#[derive(Default)]
+struct Caps {
     stages: StageIds,
     /// The replica ids exported, as the stage ids.
     replicas: StageIds,
+    /// The audio continuity thresholds exported (in the first [`MAX_THRESHOLD_LABELS`]
+    /// slots).
+    thresholds: StageIds,
 }
 
-/// A stage id as an OTLP int (clamped, never wrapped).
-fn int(id: u64) -> i64 {
-    i64::try_from(id).unwrap_or(i64::MAX)
+/// Why an observation's labels are not exported: what they name beyond its cap.
+enum Over {
+    Model,
+    Stage(u64),
+    Replica(u64),
+    Threshold(u64),
 }
 
-impl Instruments {
-    fn record(&self, def: &'static MetricDef, labels: LabelValues, value: f64, counts: &Counts) {
-        let Some(instrument) = self.by_id.get(def.id as usize) else {
-            return;
-        };
-        let Some(model) = labels.model_name else {
-            return counts.drop_one(&counts.said_models, || {
-                tracing::warn!(
-                    target: "omni_metrics::otlp",
-                    "OTLP metrics: more than {MAX_MODEL_NAMES} distinct model names in the \
-                     process; observations of further ones are not exported. The tables and \
-                     records are complete."
-                );
-            });
-        };
+impl Caps {
+    /// An observation's attributes, or what it names beyond a cap (admitting new ids while
+    /// there is room).
+    fn attributes(&self, labels: LabelValues) -> Result<SmallVec<[KeyValue; 6]>, Over> {
+        let model = labels.model_name.ok_or(Over::Model)?;
         let mut attributes: SmallVec<[KeyValue; 6]> = SmallVec::new();
         attributes.push(KeyValue::new(MODEL_NAME_LABEL, model));
         // vLLM-Omni's order: each stage before its replica.
@@ -241,23 +299,100 @@ impl Instruments {
             (TO_REPLICA_LABEL, labels.to_replica, true),
         ] {
             let Some(id) = id else { continue };
-            let admitted = if replica {
-                self.replicas.admit(id)
-            } else {
-                self.stages.admit(id)
-            };
-            if !admitted {
+            if replica && !self.replicas.admit(id) {
+                return Err(Over::Replica(id));
+            }
+            if !replica && !self.stages.admit(id) {
+                return Err(Over::Stage(id));
+            }
+            attributes.push(KeyValue::new(key, int(id)));
+        }
+        if let Some(threshold_ms) = labels.threshold_ms {
+            if !self
+                .thresholds
+                .admit_within(threshold_ms, MAX_THRESHOLD_LABELS)
+            {
+                return Err(Over::Threshold(threshold_ms));
+            }
+            attributes.push(KeyValue::new(THRESHOLD_MS_LABEL, int(threshold_ms)));
+        }
+        if let Some(reason) = labels.reason {
+            attributes.push(KeyValue::new(REASON_LABEL, reason));
+        }
+        if let Some(reason) = labels.finished_reason {
+            attributes.push(KeyValue::new(FINISHED_REASON_LABEL, reason));
+        }
+        Ok(attributes)
+    }
+}
+
+/// The recorder thread's side: the instruments.
+struct Instruments {
+    /// Indexed like [`METRICS`] (by [`MetricDef::id`]).
+    by_id: Vec<Instrument>,
+    /// Shared with the live gauges' callbacks.
+    caps: Arc<Caps>,
+}
+
+/// A stage id as an OTLP int (clamped, never wrapped).
+fn int(id: u64) -> i64 {
+    i64::try_from(id).unwrap_or(i64::MAX)
+}
+
+impl Instruments {
+    fn record(&self, def: &'static MetricDef, labels: LabelValues, value: f64, counts: &Counts) {
+        let Some(instrument) = self.by_id.get(def.id as usize) else {
+            return;
+        };
+        let attributes = match self.caps.attributes(labels) {
+            Ok(attributes) => attributes,
+            Err(over) => return counts.drop_over(&over),
+        };
+        match instrument {
+            // Counts arrive as whole numbers; `as` saturates (and maps NaN to 0).
+            Instrument::Count(c) => c.add(value as u64, &attributes),
+            Instrument::Sum(c) => c.add(value, &attributes),
+            Instrument::Histogram(h) => h.record(value, &attributes),
+            // Read by its callback, never recorded.
+            Instrument::Gauge => {}
+        }
+    }
+}
+
+impl Counts {
+    /// Counts an observation whose labels name `over`, said once for its kind.
+    fn drop_over(&self, over: &Over) {
+        match *over {
+            Over::Model => self.drop_one(&self.said_models, || {
+                tracing::warn!(
+                    target: "omni_metrics::otlp",
+                    "OTLP metrics: more than {MAX_MODEL_NAMES} distinct model names in the \
+                     process; observations of further ones are not exported. The tables and \
+                     records are complete."
+                );
+            }),
+            Over::Threshold(threshold_ms) => self.drop_one(&self.said_thresholds, || {
+                tracing::warn!(
+                    target: "omni_metrics::otlp",
+                    threshold_ms,
+                    "OTLP metrics: more than {MAX_THRESHOLD_LABELS} distinct audio continuity \
+                     thresholds; observations at further ones are not exported. The tables \
+                     and records are complete."
+                );
+            }),
+            Over::Stage(id) | Over::Replica(id) => {
+                let replica = matches!(over, Over::Replica(_));
                 let said = if replica {
-                    &counts.said_replicas
+                    &self.said_replicas
                 } else {
-                    &counts.said_stages
+                    &self.said_stages
                 };
                 let (what, cap) = if replica {
                     ("replica", MAX_REPLICA_LABELS)
                 } else {
                     ("stage", MAX_STAGE_LABELS)
                 };
-                return counts.drop_one(said, || {
+                self.drop_one(said, || {
                     tracing::warn!(
                         target: "omni_metrics::otlp",
                         id,
@@ -268,21 +403,9 @@ impl Instruments {
                     );
                 });
             }
-            attributes.push(KeyValue::new(key, int(id)));
-        }
-        if let Some(reason) = labels.finished_reason {
-            attributes.push(KeyValue::new(FINISHED_REASON_LABEL, reason));
-        }
-        match instrument {
-            // Counts arrive as whole numbers; `as` saturates (and maps NaN to 0).
-            Instrument::Count(c) => c.add(value as u64, &attributes),
-            Instrument::Sum(c) => c.add(value, &attributes),
-            Instrument::Histogram(h) => h.record(value, &attributes),
         }
     }
-}
 
-impl Counts {
     /// Counts an observation not exported; `say` the first time for its kind.
     fn drop_one(&self, said: &AtomicBool, say: impl FnOnce()) {
         self.dropped_observations.fetch_add(1, Ordering::Relaxed);
@@ -297,6 +420,14 @@ impl Sink for OtlpMetricsSink {
         if let Some(queue) = &self.inner {
             // OpenTelemetry's SDK records no exemplars: no trace id is carried.
             queue.queue.push(request, false);
+        }
+    }
+
+    /// The live gauges read this layer from now on (nothing for a sink that records
+    /// nothing).
+    fn on_layer_built(&self, handle: &MetricsHandle) {
+        if let Some(queue) = &self.inner {
+            queue.live.attach(handle);
         }
     }
 }
@@ -337,10 +468,15 @@ impl Default for StageIds {
 impl StageIds {
     /// Whether `id` is one of the labelled stage ids, taking a free slot for a new one.
     fn admit(&self, id: u64) -> bool {
+        self.admit_within(id, MAX_STAGE_LABELS)
+    }
+
+    /// [`StageIds::admit`] within the first `cap` slots.
+    fn admit_within(&self, id: u64, cap: usize) -> bool {
         let Some(tag) = id.checked_add(1) else {
             return false; // u64::MAX: no slot can name it
         };
-        for slot in &self.slots {
+        for slot in self.slots.iter().take(cap) {
             let current = slot.load(Ordering::Acquire);
             if current == tag {
                 return true;

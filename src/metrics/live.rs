@@ -1,0 +1,74 @@
+//! The live gauges as the metrics exports read them ([`observe_live`]): from the layers the
+//! export was built into, when it is collected (a scrape, an OTLP export).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Mutex, PoisonError, Weak};
+
+use super::catalog::{LabelValues, MetricId, observe_live};
+use super::queue::Observation;
+use crate::MetricsHandle;
+use crate::shared::Shared;
+
+/// Gauge series remembered (and read as 0 when nothing is open on them): bounded, as the
+/// stage and replica caps bound them anyway (64 x 64 stages and replicas would be more).
+const MAX_REMEMBERED: usize = 4096;
+
+/// The layers a metrics export was added to ([`Sink::on_layer_built`]), and the gauge series
+/// it has reported.
+///
+/// [`Sink::on_layer_built`]: crate::report::Sink::on_layer_built
+#[derive(Debug, Default)]
+pub(crate) struct LiveSources {
+    state: Mutex<State>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    /// Weak: an export keeps no layer alive; a dropped layer is forgotten.
+    layers: Vec<Weak<Shared>>,
+    /// Series read before: read as 0 when nothing is open on them now, so that a stage
+    /// that emptied shows 0 rather than its last value or a gap.
+    seen: HashSet<(MetricId, LabelValues)>,
+}
+
+impl LiveSources {
+    /// Reads `handle`'s layer from now on (once however often it is attached).
+    pub(crate) fn attach(&self, handle: &MetricsHandle) {
+        let weak = handle.downgrade();
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        state.layers.retain(|l| l.strong_count() > 0);
+        if !state.layers.iter().any(|l| l.ptr_eq(&weak)) {
+            state.layers.push(weak);
+        }
+    }
+
+    /// Every gauge series now: each layer's [`observe_live`], summed over layers serving
+    /// the same model, and 0 for the series read before on which nothing is open now.
+    /// Readers take turns (a reading is a scan of each layer's open spans).
+    pub(crate) fn read(&self) -> Vec<Observation> {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        state.layers.retain(|l| l.strong_count() > 0);
+        let mut now: HashMap<(MetricId, LabelValues), f64> = HashMap::new();
+        for layer in &state.layers {
+            let Some(handle) = MetricsHandle::upgrade(layer) else {
+                continue;
+            };
+            let model = handle.model_name();
+            observe_live(&handle.live(), model.as_deref(), |def, labels, value| {
+                *now.entry((def.id, labels)).or_default() += value;
+            });
+        }
+        for key in &state.seen {
+            now.entry(*key).or_insert(0.0);
+        }
+        for key in now.keys() {
+            if state.seen.len() >= MAX_REMEMBERED {
+                break;
+            }
+            state.seen.insert(*key);
+        }
+        now.into_iter()
+            .map(|((id, labels), value)| (id.def(), labels, value))
+            .collect()
+    }
+}
