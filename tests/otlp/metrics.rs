@@ -811,3 +811,121 @@ fn model_name_replicas_and_genai_buckets_reach_the_collector() {
     );
 }
 
+/// The live gauges and the audio continuity instruments over gRPC to the receiver (issue
+/// 25, items 3 and 4): a request held in stage 0 on replica 1 with a transfer open at a
+/// flush makes `omni.requests.running` 1, `omni.stage.requests_in_flight` 1 there and
+/// `omni.transfer.open` 1; after it, at shutdown, they are 0. SPEC.md's packet schedule
+/// (200 ms packets at 0, 150 and 500 ms) makes `omni.audio.underrun` 0.1 s, continuity ok
+/// at 100 ms and not at 50 ms; a silent audio stage, `omni.audio.skipped_requests`.
+#[test]
+fn live_gauges_and_audio_continuity_reach_the_collector() {
+    use omni_metrics::instrument::Request;
+    use omni_metrics::testing::ManualClock;
+    let receiver = GrpcReceiver::start();
+    let pipeline = builder_to(format!("http://{}", receiver.addr))
+        .build()
+        .expect("pipeline");
+    let clock = ManualClock::new();
+    let (metrics, capture) = layer_of(
+        &pipeline,
+        OmniMetricsLayer::builder()
+            .with_model_name("qwen3-omni")
+            .with_clock(clock.clone())
+            .with_audio_continuity_thresholds([50, 100]),
+    );
+    let dispatch = tracing::Dispatch::new(
+        tracing_subscriber::registry()
+            .with(metrics)
+            .with(pipeline.layer()),
+    );
+    let mut guard = pipeline.into_guard();
+    let model = ("model_name", "qwen3-omni");
+    let key = |name: &str, attributes: &[(&str, &str)]| {
+        (
+            name.to_owned(),
+            attributes
+                .iter()
+                .chain([&model])
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect::<BTreeMap<_, _>>(),
+        )
+    };
+    let thinker = [("stage", "i:0"), ("replica", "i:1")];
+    let edge = [("from_stage", "i:0"), ("to_stage", "i:1")];
+    let gauge = |received: &HashMap<Series, Point>, name: &str, attributes: &[(&str, &str)]| {
+        let p = received
+            .get(&key(name, attributes))
+            .unwrap_or_else(|| panic!("no {name} {attributes:?} in {:#?}", received.keys()));
+        assert!(p.gauge, "{p:?}");
+        let unit = if name == "omni.transfer.open" {
+            "{transfer}"
+        } else {
+            "{request}"
+        };
+        assert_eq!(p.unit, unit);
+        p.sum
+    };
+
+    // Held open at a flush.
+    let held = tracing::dispatcher::with_default(&dispatch, || {
+        let request = Request::start("held");
+        let stage = request.stage(0);
+        stage.replica(1);
+        let transfer = request.transfer(0, 1);
+        (request, stage, transfer)
+    });
+    guard.force_flush().expect("flushed");
+    let first = latest(&points(&receiver.metrics()));
+    assert_eq!(gauge(&first, "omni.requests.running", &[]), 1.0);
+    assert_eq!(gauge(&first, "omni.requests.waiting", &[]), 0.0);
+    assert_eq!(
+        gauge(&first, "omni.stage.requests_in_flight", &thinker),
+        1.0
+    );
+    assert_eq!(gauge(&first, "omni.transfer.open", &edge), 1.0);
+
+    tracing::dispatcher::with_default(&dispatch, || {
+        let (request, stage, transfer) = held;
+        drop((stage, transfer));
+        request.finish();
+        // SPEC.md's example on stage 1 (24 kHz, 4,800 frames = 200 ms a packet).
+        let spec = Request::start("spec");
+        let talker = spec.stage(1);
+        talker.audio(14_400, 24_000);
+        for step_ms in [0, 150, 350] {
+            clock.advance_ns(step_ms * 1_000_000);
+            talker.output(4_800);
+        }
+        drop(talker);
+        spec.finish();
+        let silent = Request::start("silent");
+        silent.stage(1).audio(0, 24_000);
+        silent.finish();
+    });
+    guard.shutdown().expect("exported");
+    let last = latest(&points(&receiver.metrics()));
+    assert_eq!(gauge(&last, "omni.requests.running", &[]), 0.0);
+    assert_eq!(gauge(&last, "omni.stage.requests_in_flight", &thinker), 0.0);
+    assert_eq!(gauge(&last, "omni.transfer.open", &edge), 0.0);
+
+    let talker = [("stage", "i:1")];
+    let underrun = &last[&key("omni.audio.underrun", &talker)];
+    assert_eq!((underrun.count, underrun.sum), (1, 0.1));
+    assert_eq!(underrun.bounds, MetricId::AudioUnderrun.def().otel_buckets);
+    let ok = |threshold: &str| {
+        let p = &last[&key(
+            "omni.audio.continuity_ok",
+            &[("stage", "i:1"), ("threshold_ms", threshold)],
+        )];
+        assert_eq!(p.unit, "{stream}");
+        p.sum
+    };
+    assert_eq!((ok("i:50"), ok("i:100")), (0.0, 1.0));
+    let skipped = &last[&key(
+        "omni.audio.skipped_requests",
+        &[("stage", "i:1"), ("reason", "no_frames")],
+    )];
+    assert_eq!((skipped.sum, skipped.monotonic), (1.0, true));
+    // The rest is the records', as for every request.
+    same_as_records(&last, &capture.requests());
+}

@@ -9,6 +9,7 @@ mod conformance;
 mod env;
 mod exemplars;
 mod http;
+mod live;
 mod replicas;
 mod slow_clients;
 mod values;
