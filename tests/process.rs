@@ -329,7 +329,10 @@ fn raw_spans_hidden_by_a_global_filter_are_said_and_the_omni_target_passes() {
         let stderr = stderr_of(&run_child(NAME, &[("RUST_LOG", "warn,omni=info")]));
         let said = "disables `omni.request` spans of target `process`";
         assert_eq!(stderr.matches(said).count(), 1, "{stderr}");
-        assert!(stderr.contains("#[instrument(target = \"omni\""), "{stderr}");
+        assert!(
+            stderr.contains("#[instrument(target = \"omni\""),
+            "{stderr}"
+        );
         assert!(stderr.contains("requests_ok=3"), "{stderr}");
         return;
     }

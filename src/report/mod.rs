@@ -25,10 +25,10 @@ pub(crate) mod writer;
 
 pub(crate) use console::ConsoleSink;
 pub use jsonl::Record;
-pub use server_timing::server_timing;
 #[cfg(feature = "otlp")]
 pub(crate) use jsonl::append_json;
 pub(crate) use jsonl::{JsonLinesSink, open_append};
+pub use server_timing::server_timing;
 pub use writer::{FlushError, SinkLosses};
 
 use crate::MetricsHandle;
