@@ -59,12 +59,13 @@ use support::thread_cpu_time;
 /// Engine threads pushing at once.
 const THREADS: usize = 4;
 
-/// The requests a scrape counts (`requests_success_total{finished_reason="stop"}`).
+/// The requests a scrape counts (`requests_success_total{...,finished_reason="stop"}`,
+/// whatever its other labels: `model_name`).
 fn recorded(text: &str) -> u64 {
-    const SERIES: &str = "vllm_omni:requests_success_total{finished_reason=\"stop\"} ";
     text.lines()
-        .find_map(|l| l.strip_prefix(SERIES))
-        .and_then(|v| v.trim().parse().ok())
+        .filter(|l| l.starts_with("vllm_omni:requests_success_total{"))
+        .filter(|l| l.contains("finished_reason=\"stop\""))
+        .find_map(|l| l.rsplit_once(' ')?.1.trim().parse().ok())
         .unwrap_or(0)
 }
 
