@@ -55,6 +55,9 @@ use crate::stats::EdgeName;
 
 /// The carrier key of the request id.
 pub const REQUEST_ID_KEY: &str = "omni-request-id";
+/// The carrier key of the sending stage's replica (`"3"`), when it runs as several: set it
+/// with [`set_replica`]; [`Remote::rx_decode`] records it as the transfer's `from_replica`.
+pub const REPLICA_KEY: &str = "omni-replica";
 /// The carrier key of the edge (`"0->1"`) a transfer's context crosses.
 pub const EDGE_KEY: &str = "omni-edge";
 /// The carrier key of the stage a stage's context is for.
@@ -125,6 +128,20 @@ pub fn inject_transfer(
     carrier.set(EDGE_KEY, EdgeName { from, to }.to_string());
 }
 
+/// Adds the sending stage's replica to a carrier [`inject_transfer`] wrote, so that the
+/// receiving half of the transfer has its `from_replica` (the receiver sets its own
+/// `to_replica`: `remote_rx.transfer()` and [`Transfer::replicas`]).
+///
+/// ```
+/// use std::collections::HashMap;
+/// let mut headers = HashMap::new();
+/// omni_metrics::propagation::set_replica(3, &mut headers);
+/// assert_eq!(omni_metrics::propagation::extract(&headers).replica_id(), Some(3));
+/// ```
+pub fn set_replica(replica_id: u64, carrier: &mut impl Carrier) {
+    carrier.set(REPLICA_KEY, replica_id.to_string());
+}
+
 /// [`inject`] for a stage run elsewhere: the context of the span it nests under (the
 /// owner's own stage span), the request id and the stage id, so that the receiver opens it
 /// with [`Remote::stage`] (`remote.stage(remote.stage_id().unwrap_or(..))`).
@@ -144,6 +161,7 @@ pub fn extract(carrier: &impl Carrier) -> Remote {
     let request_id = carrier.get(REQUEST_ID_KEY).map(str::to_owned);
     let edge = carrier.get(EDGE_KEY).and_then(parse_edge);
     let stage = carrier.get(STAGE_KEY).and_then(|s| s.trim().parse().ok());
+    let replica = carrier.get(REPLICA_KEY).and_then(|s| s.trim().parse().ok());
     #[cfg(feature = "otlp")]
     let parent = otel::extract(carrier);
     #[cfg(feature = "otlp")]
@@ -161,6 +179,7 @@ pub fn extract(carrier: &impl Carrier) -> Remote {
         request_id,
         edge,
         stage,
+        replica,
         #[cfg(feature = "otlp")]
         parent,
     }
@@ -205,6 +224,7 @@ pub struct Remote {
     request_id: Option<String>,
     edge: Option<EdgeName>,
     stage: Option<u64>,
+    replica: Option<u64>,
     #[cfg(feature = "otlp")]
     parent: Option<opentelemetry::Context>,
 }
@@ -218,6 +238,11 @@ impl Remote {
     /// The edge the context crossed, for a transfer's.
     pub fn edge(&self) -> Option<EdgeName> {
         self.edge
+    }
+
+    /// The sending stage's replica, when [`set_replica`] wrote it.
+    pub fn replica_id(&self) -> Option<u64> {
+        self.replica
     }
 
     /// The stage the context is for, when [`inject_stage`] wrote it.
@@ -261,6 +286,9 @@ impl Remote {
             otel.kind = "consumer",
         );
         self.adopt(&span);
+        if let Some(replica) = self.replica {
+            span.record(field::FROM_REPLICA, replica);
+        }
         let transfer = Transfer::from_span(span);
         let rx = transfer.rx_decode();
         RemoteRx { _rx: rx, transfer }

@@ -164,9 +164,11 @@ mod otlp {
                 .with(worker_layer)
                 .with(worker_pipeline.layer()),
         );
-        let (request, transfer, carrier) =
+        let (request, transfer, mut carrier) =
             tracing::dispatcher::with_default(&orchestrator, send_to_worker);
         assert!(carrier.contains_key("traceparent"), "{carrier:?}");
+        // The sender runs as replica 3 of its stage: the receiving half says so.
+        propagation::set_replica(3, &mut carrier);
         let gen_ms = tracing::dispatcher::with_default(&worker_dispatch, || {
             assert!(propagation::extract(&carrier).continues_trace());
             worker(&carrier)
@@ -210,6 +212,17 @@ mod otlp {
         assert_eq!(
             rx.parent_span_id, sender.span_id,
             "rx under the sender's transfer"
+        );
+        use opentelemetry_proto::tonic::common::v1::any_value::Value;
+        let from_replica = rx
+            .attributes
+            .iter()
+            .find(|a| a.key == "from_replica")
+            .and_then(|a| a.value.as_ref()?.value.as_ref());
+        assert_eq!(
+            from_replica,
+            Some(&Value::IntValue(3)),
+            "the sender's replica carried"
         );
         let remote_stage = spans
             .iter()
