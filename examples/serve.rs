@@ -15,6 +15,7 @@
 //! would flood the console under load) but one line every `--log-interval` seconds, and
 //! `/stats` shows the cumulative and windowed summaries.
 
+use std::io::Write as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -506,7 +507,8 @@ fn load(args: &Args, clients: usize) -> Result<(), Box<dyn std::error::Error>> {
             }
             drop(runtime);
             if round == 0 {
-                eprintln!("{name}: {rate:.0} requests/s (round 1)");
+                // A reader that went away (`| head`) is no reason to stop the load.
+                let _ = writeln!(std::io::stderr(), "{name}: {rate:.0} requests/s (round 1)");
             }
             rates[index].push(rate);
         }
@@ -519,16 +521,20 @@ fn load(args: &Args, clients: usize) -> Result<(), Box<dyn std::error::Error>> {
             (name, rates.get(rates.len() / 2).copied().unwrap_or(0.0))
         })
         .collect();
-    println!(
+    // Written, not printed: a reader that stops early (`| head -1`) ends the output, not
+    // the process with a panic.
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(
+        out,
         "{clients} clients, {} requests per round, median of {} rounds",
         args.requests,
         args.rounds.max(1)
     );
-    println!("| configuration | requests/s | vs no metrics |");
-    println!("|---|---|---|");
+    let _ = writeln!(out, "| configuration | requests/s | vs no metrics |");
+    let _ = writeln!(out, "|---|---|---|");
     let base = results.first().map_or(1.0, |r| r.1);
     for (name, rate) in &results {
-        println!("| {name} | {rate:.0} | {:.3} |", rate / base);
+        let _ = writeln!(out, "| {name} | {rate:.0} | {:.3} |", rate / base);
     }
     Ok(())
 }
