@@ -675,6 +675,14 @@ pub enum TraceSource {
 }
 
 impl TraceSource {
+    /// Whether a request of `source` (or of the convention's own, `None`) can know its or
+    /// its stages' field `key`.
+    pub(crate) fn knows_request_field(source: Option<Self>, key: &str) -> bool {
+        source.is_none_or(|s| {
+            !s.unknown_request_fields().contains(&key) && !s.unknown_stage_fields().contains(&key)
+        })
+    }
+
     /// The name of the source (the records' `source` value).
     ///
     /// ```
@@ -827,9 +835,7 @@ impl RequestE2EStats {
     /// Whether the record's field `key` (of the request, or of a stage) is known: not one
     /// its [`source`](Self::source) cannot give.
     pub(crate) fn knows(&self, key: &str) -> bool {
-        self.source.is_none_or(|s| {
-            !s.unknown_request_fields().contains(&key) && !s.unknown_stage_fields().contains(&key)
-        })
+        TraceSource::knows_request_field(self.source, key)
     }
 
     /// The stage with this id, if the request ran it.

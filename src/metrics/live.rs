@@ -2,7 +2,8 @@
 //! export was built into, when it is collected (a scrape, an OTLP export).
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Mutex, PoisonError, Weak};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::time::{Duration, Instant};
 
 use super::catalog::{LabelValues, MetricId, observe_live};
 use super::queue::Observation;
@@ -29,6 +30,9 @@ struct State {
     /// Series read before: read as 0 when nothing is open on them now, so that a stage
     /// that emptied shows 0 rather than its last value or a gap.
     seen: HashSet<(MetricId, LabelValues)>,
+    /// The last reading, when it was taken, and the gauges that have had it
+    /// ([`LiveSources::read_for`]).
+    last: Option<(Instant, Arc<Vec<Observation>>, u64)>,
 }
 
 impl LiveSources {
@@ -47,28 +51,51 @@ impl LiveSources {
     /// Readers take turns (a reading is a scan of each layer's open spans).
     pub(crate) fn read(&self) -> Vec<Observation> {
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-        state.layers.retain(|l| l.strong_count() > 0);
-        let mut now: HashMap<(MetricId, LabelValues), f64> = HashMap::new();
-        for layer in &state.layers {
-            let Some(handle) = MetricsHandle::upgrade(layer) else {
-                continue;
-            };
-            let model = handle.model_name();
-            observe_live(&handle.live(), model.as_deref(), |def, labels, value| {
-                *now.entry((def.id, labels)).or_default() += value;
-            });
-        }
-        for key in &state.seen {
-            now.entry(*key).or_insert(0.0);
-        }
-        for key in now.keys() {
-            if state.seen.len() >= MAX_REMEMBERED {
-                break;
-            }
-            state.seen.insert(*key);
-        }
-        now.into_iter()
-            .map(|((id, labels), value)| (id.def(), labels, value))
-            .collect()
+        read_locked(&mut state)
     }
+
+    /// [`LiveSources::read`] for gauge `gauge` (a [`MetricId`]): the last reading if that
+    /// gauge has not had it yet and it is younger than `max_age`, else a new one. An OTLP
+    /// collection calls each gauge's callback once, in any order: one scan of the open
+    /// spans serves them all, and the next collection reads anew.
+    pub(crate) fn read_for(&self, gauge: MetricId, max_age: Duration) -> Arc<Vec<Observation>> {
+        let bit = 1_u64 << (gauge as u64 % 64);
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some((at, reading, had)) = &mut state.last {
+            if *had & bit == 0 && at.elapsed() < max_age {
+                *had |= bit;
+                return Arc::clone(reading);
+            }
+        }
+        let reading = Arc::new(read_locked(&mut state));
+        state.last = Some((Instant::now(), Arc::clone(&reading), bit));
+        reading
+    }
+}
+
+/// [`LiveSources::read`] under its lock.
+fn read_locked(state: &mut State) -> Vec<Observation> {
+    state.layers.retain(|l| l.strong_count() > 0);
+    let mut now: HashMap<(MetricId, LabelValues), f64> = HashMap::new();
+    for layer in &state.layers {
+        let Some(handle) = MetricsHandle::upgrade(layer) else {
+            continue;
+        };
+        let model = handle.model_name();
+        observe_live(&handle.live(), model.as_deref(), |def, labels, value| {
+            *now.entry((def.id, labels)).or_default() += value;
+        });
+    }
+    for key in &state.seen {
+        now.entry(*key).or_insert(0.0);
+    }
+    for key in now.keys() {
+        if state.seen.len() >= MAX_REMEMBERED {
+            break;
+        }
+        state.seen.insert(*key);
+    }
+    now.into_iter()
+        .map(|((id, labels), value)| (id.def(), labels, value))
+        .collect()
 }

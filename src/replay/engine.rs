@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use tracing::{Level, Span};
 
-use super::model::{AttrValue, MAX_SPAN_NS, SpanRec};
+use super::model::{AttrValue, Key, MAX_SPAN_NS, SpanRec};
 use super::origin::{Clocks, Origin};
 use super::{GroupBy, ReplayStats};
 use crate::convention::{self, SpanKind, field, omni_span};
@@ -489,20 +489,12 @@ impl<'a> Engine<'a> {
                 }
                 ABORT => {
                     if let Some(span) = open_spans[n].as_ref() {
-                        for (key, value) in &spans[node.rec].fields {
-                            if at_close(node.kind, key) {
-                                record(span, key, value);
-                            }
-                        }
+                        record_outcome(span, node.kind, &spans[node.rec].fields);
                     }
                 }
                 _ => {
                     if let Some(span) = open_spans[n].as_ref() {
-                        for (key, value) in &spans[node.rec].fields {
-                            if at_close(node.kind, key) {
-                                record(span, key, value);
-                            }
-                        }
+                        record_outcome(span, node.kind, &spans[node.rec].fields);
                     }
                     if node.kind == SpanKind::Request {
                         self.current.set(Some(Closing {
@@ -987,6 +979,15 @@ fn open(kind: SpanKind, parent: Option<tracing::Id>) -> Span {
 /// and every stage after it counted apart).
 fn at_close(kind: SpanKind, key: &str) -> bool {
     kind == SpanKind::Request && (key == field::STATUS || key == field::STATUS_MESSAGE)
+}
+
+/// Records the fields of a span of `kind` that its engine records as it ends ([`at_close`]).
+fn record_outcome(span: &Span, kind: SpanKind, fields: &[(Key, AttrValue)]) {
+    for (key, value) in fields {
+        if at_close(kind, key) {
+            record(span, key, value);
+        }
+    }
 }
 
 fn record(span: &Span, key: &str, value: &AttrValue) {

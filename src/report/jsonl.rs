@@ -387,12 +387,7 @@ impl JsonLinesSink {
 
     /// Serializes and writes one request record.
     pub(crate) fn write_request(&self, request: &RequestE2EStats) -> io::Result<()> {
-        let mut out = self.out.lock().unwrap_or_else(PoisonError::into_inner);
-        let Output { target, line } = &mut *out;
-        line.clear();
-        serialize_request(line, request);
-        line.push(b'\n');
-        target.write(line)
+        self.write_with(|line| serialize_request(line, request))
     }
 
     /// Serializes and writes one summary record.
@@ -401,10 +396,15 @@ impl JsonLinesSink {
     }
 
     fn write_record(&self, kind: &'static str, value: &impl Serialize) -> io::Result<()> {
+        self.write_with(|line| serialize_line(line, kind, value))
+    }
+
+    /// Writes the line `serialize` makes, in the sink's reused buffer, with its newline.
+    fn write_with(&self, serialize: impl FnOnce(&mut Vec<u8>)) -> io::Result<()> {
         let mut out = self.out.lock().unwrap_or_else(PoisonError::into_inner);
         let Output { target, line } = &mut *out;
         line.clear();
-        serialize_line(line, kind, value);
+        serialize(line);
         line.push(b'\n');
         target.write(line)
     }

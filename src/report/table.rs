@@ -134,14 +134,6 @@ fn float(v: f64) -> Cell {
     }
 }
 
-/// A measured time (0 included: no underrun is a measure), or blank.
-fn opt_float_given(v: Option<f64>) -> Cell {
-    Cell {
-        text: v.map(format_float).unwrap_or_default(),
-        blank: v.is_none(),
-    }
-}
-
 /// An id given (0 included: replica 0 is a replica), or blank.
 fn opt_id(v: Option<u64>) -> Cell {
     Cell {
@@ -464,12 +456,8 @@ pub(crate) fn stage_extra_rows(stages: &[StageRequestStats]) -> Vec<(&'static st
         (keys::VIDEO_FRAMES, |s| int(s.video_frames)),
         (keys::VIDEO_DURATION_MS, |s| opt_float(s.video_duration_ms)),
         (keys::VIDEO_RTF, |s| opt_float(s.video_rtf)),
-        (keys::AUDIO_UNDERRUN_MS, |s| {
-            opt_float_given(s.audio_underrun_ms)
-        }),
-        (keys::AUDIO_MAX_GAP_MS, |s| {
-            opt_float_given(s.audio_max_gap_ms)
-        }),
+        (keys::AUDIO_UNDERRUN_MS, |s| opt_float(s.audio_underrun_ms)),
+        (keys::AUDIO_MAX_GAP_MS, |s| opt_float(s.audio_max_gap_ms)),
         (keys::AUDIO_SKIPPED, |s| text(s.audio_skipped)),
     ];
     extra_rows(&rows, stages)

@@ -233,6 +233,10 @@ fn instrument(
     }
 }
 
+/// The oldest reading of the open spans a gauge's callback takes from another gauge of the
+/// same collection (its callbacks run back to back).
+const GAUGE_READING_AGE: std::time::Duration = std::time::Duration::from_millis(100);
+
 enum Instrument {
     /// A count (`{request}`, `{token}`, `{frame}`).
     Count(Counter<u64>),
@@ -243,8 +247,8 @@ enum Instrument {
     Gauge,
 }
 
-/// `def`'s live gauge series now, from the layers in `live` (each reading is one scan of the
-/// layers' open spans). Series beyond the caps are left out (not counted: a reading is
+/// `def`'s live gauge series now, from the layers in `live` (one scan of the layers' open
+/// spans serves every gauge of a collection: [`LiveSources::read_for`]). Series beyond the caps are left out (not counted: a reading is
 /// no observation).
 fn observe_gauge(
     def: &'static MetricDef,
@@ -252,7 +256,7 @@ fn observe_gauge(
     caps: &Caps,
     gauge: &dyn AsyncInstrument<u64>,
 ) {
-    for (of, labels, value) in live.read() {
+    for &(of, labels, value) in live.read_for(def.id, GAUGE_READING_AGE).iter() {
         if of.id != def.id {
             continue;
         }

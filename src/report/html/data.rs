@@ -260,9 +260,7 @@ impl Row {
     /// Whether the request's field `key` (or its stages') is known: not one its source
     /// cannot give.
     fn knows(&self, key: &str) -> bool {
-        self.source.is_none_or(|s| {
-            !s.unknown_request_fields().contains(&key) && !s.unknown_stage_fields().contains(&key)
-        })
+        TraceSource::knows_request_field(self.source, key)
     }
 
     /// Whether the request carries times on a clock (records read back from JSON lines do
