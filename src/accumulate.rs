@@ -358,22 +358,15 @@ impl RequestAcc {
                     },
                     from_stage: t.from_stage,
                     to_stage: t.to_stage,
-                    from_replica: t.from_replica,
-                    to_replica: t.to_replica,
                     ..TransferEdgeStats::default()
                 });
                 let last = self.edges.len() - 1;
                 &mut self.edges[last]
             }
         };
-        // A chunk from another replica: the earliest-starting chunk's replica stands.
-        if t.start_ns < edge.start_ns || edge.transfers == 0 {
-            edge.from_replica = t.from_replica.or(edge.from_replica);
-            edge.to_replica = t.to_replica.or(edge.to_replica);
-        } else {
-            edge.from_replica = edge.from_replica.or(t.from_replica);
-            edge.to_replica = edge.to_replica.or(t.to_replica);
-        }
+        let earlier = edge.transfers == 0 || t.start_ns < edge.start_ns;
+        keep_earliest(&mut edge.from_replica, t.from_replica, earlier);
+        keep_earliest(&mut edge.to_replica, t.to_replica, earlier);
         edge.size_bytes = edge.size_bytes.saturating_add(t.size_bytes);
         edge.tx_time_ms = stats::add_ms(edge.tx_time_ms, t.tx_time_ms);
         edge.rx_decode_time_ms = stats::add_ms(edge.rx_decode_time_ms, t.rx_decode_time_ms);
@@ -504,6 +497,14 @@ fn audio_continuity(
     }
 }
 
+/// A value of a stage's or edge's chunks where the earliest-starting chunk's stands
+/// (`earlier`: this chunk starts before those merged so far); a chunk without one leaves it.
+fn keep_earliest(mine: &mut Option<u64>, theirs: Option<u64>, earlier: bool) {
+    if earlier || mine.is_none() {
+        *mine = theirs.or(*mine);
+    }
+}
+
 /// Sums another span (a chunk) of a stage into its row (`acc`) and what is kept beside it:
 /// counts and times added, `batch_id` and `batch_size` those of the earliest-starting span
 /// that gives them, the first name, resolution and sample rate given.
@@ -558,11 +559,7 @@ fn merge_rare(
         acc.resolution = theirs.resolution.take();
     }
     // The earliest-starting chunk's replica stands (as its batch does).
-    match (acc.replica_id, theirs.replica_id) {
-        (None, theirs) => acc.replica_id = theirs,
-        (Some(_), Some(r)) if earlier => acc.replica_id = Some(r),
-        _ => {}
-    }
+    keep_earliest(&mut acc.replica_id, theirs.replica_id, earlier);
     acc.num_inference_steps = match (acc.num_inference_steps, theirs.num_inference_steps) {
         (Some(a), Some(b)) => Some(a.saturating_add(b)),
         (a, b) => a.or(b),
@@ -661,24 +658,22 @@ impl ScopeAcc {
         if !self.requests.add(r.status) {
             return;
         }
-        for s in r.stages.iter().filter(|s| s.audio_underrun_ms.is_some()) {
-            self.audio_streams = self.audio_streams.saturating_add(1);
-            for c in &s.audio_continuity {
-                add_continuity(
-                    &mut self.audio_continuity_ok,
-                    c.threshold_ms,
-                    u64::from(c.ok),
-                );
-            }
-        }
-        for s in &r.stages {
-            let (images, pixels) = stats::images_and_pixels(s);
-            self.images = self.images.saturating_add(images);
-            self.pixels = self.pixels.saturating_add(pixels);
-        }
         self.total_tokens = self.total_tokens.saturating_add(r.e2e_total_tokens);
         self.last_completion_ns = Some(self.last_completion_ns.unwrap_or(0).max(r.end_ns));
         for s in &r.stages {
+            if s.audio_underrun_ms.is_some() {
+                self.audio_streams = self.audio_streams.saturating_add(1);
+                for c in &s.audio_continuity {
+                    add_continuity(
+                        &mut self.audio_continuity_ok,
+                        c.threshold_ms,
+                        u64::from(c.ok),
+                    );
+                }
+            }
+            let (images, pixels) = stats::images_and_pixels(s);
+            self.images = self.images.saturating_add(images);
+            self.pixels = self.pixels.saturating_add(pixels);
             match self.stage_windows.iter_mut().find(|w| w.0 == s.stage_id) {
                 Some(w) => {
                     w.1 = w.1.min(s.start_ns);

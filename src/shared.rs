@@ -293,21 +293,23 @@ impl Shared {
     /// Calls `each` with the id of every request open now, in the tables of all the
     /// layer's copies.
     pub(crate) fn each_open_request(&self, each: &mut dyn FnMut(Option<&str>)) {
-        let tables: Vec<_> = lock(&self.tables)
-            .iter()
-            .filter_map(std::sync::Weak::upgrade)
-            .collect();
+        let tables = self.tables();
         for table in tables {
             table.each_open_request(each);
         }
     }
 
-    /// The live gauges: the open spans of every copy of the layer, now.
-    pub(crate) fn live(&self) -> LiveCounts {
-        let tables: Vec<_> = lock(&self.tables)
+    /// The tables of the layer's copies still alive.
+    fn tables(&self) -> Vec<std::sync::Arc<dyn OpenRequests>> {
+        lock(&self.tables)
             .iter()
             .filter_map(std::sync::Weak::upgrade)
-            .collect();
+            .collect()
+    }
+
+    /// The live gauges: the open spans of every copy of the layer, now.
+    pub(crate) fn live(&self) -> LiveCounts {
+        let tables = self.tables();
         let mut counts = LiveCounts::default();
         for table in tables {
             table.add_live(&mut counts);

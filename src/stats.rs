@@ -244,6 +244,9 @@ pub(crate) fn audio_continuity(
 /// `resolution` (`WxH`, e.g. `1024x1024`; 0 pixels when it cannot be read).
 pub(crate) fn images_and_pixels(s: &StageRequestStats) -> (u64, u64) {
     let images = s.image_num.unwrap_or(0);
+    if images == 0 {
+        return (0, 0);
+    }
     let per_image = s
         .resolution
         .as_deref()
