@@ -1,44 +1,26 @@
-//! `omni-metrics compare` on two runs of 100,000 requests each (issue 26: under 5 s on one
-//! core): the comparison of the records in memory (`Compare::run`: every measure's values
-//! sorted, p50/p90/p99 with their order-statistic errors, means, the mismatch checks), its
-//! three text outputs and its HTML page, and the whole command's work from two JSON lines
-//! files of records (reading both, then all of the above). Single-threaded; each step's
-//! CPU time on this thread and its wall time, median of 3 rounds.
+//! `omni-metrics compare` on two runs of 100,000 requests each (target: under 5 s on one
+//! core): the whole command, in-process through [`omni_metrics::cli::run`], from two JSON
+//! lines files of records: reading both, every measure's values sorted, p50/p90/p99 with
+//! their order-statistic errors, means, the mismatch checks, the table; then the same with
+//! the HTML page (`--html`). Single-threaded; each step's CPU time on this thread and its
+//! wall time, median of 3 rounds.
 //!
-//! The runs are `tests/compare/runs.rs`'s: thinker -> talker -> code2wav, two edges, every
+//! The runs are `tests/support/runs.rs`'s: thinker -> talker -> code2wav, two edges, every
 //! time log-normal; the new run's stage 1 is 20% slower: 18 rows, 64 tests.
 //!
 //! Run: `cargo bench --features cli --bench compare` (100,000 requests a side);
-//! `-- --requests N` for another size; `-- --quick` for CI (10,000, one round).
-//!
-//! Measured on the 2-vCPU VM this crate is developed on (release build, other builds
-//! sharing the machine):
-//!
-//! ```text
-//! machine: 2 CPUs, Intel(R) Xeon(R) Processor
-//! 100000 requests a side, 3 round(s), one thread
-//! Compare::run (in memory)                     cpu    253.5 ms (min 248.0, max 255.4)   wall    290.0 ms
-//!   18 rows, 64 tests, 2 real changes
-//! to_table + to_markdown + to_jsonl            cpu      0.4 ms (min 0.3, max 0.4)   wall      0.4 ms
-//! html::render                                 cpu    203.9 ms (min 200.2, max 204.5)   wall    261.8 ms
-//!   page: 446.1 KiB
-//!   records files: 285.1 MiB together
-//! end to end: load both files + compare + table cpu   1793.8 ms (min 1755.3, max 2592.6)   wall   1937.8 ms
-//! ```
-//!
-//! Reading the 285 MiB of JSON is most of it; from trace files the replay dominates
-//! (`report_throughput`).
+//! `-- --requests N` for another size; `-- --quick` for CI (10,000, one round). The figures
+//! on this machine are in `docs/performance.md`.
 
 mod support;
 
-#[path = "../tests/compare/runs.rs"]
 #[allow(dead_code)]
+#[path = "../tests/support/runs.rs"]
 mod runs;
 
+use std::process::ExitCode;
 use std::time::Instant;
 
-use omni_metrics::compare::{self, Compare, Side};
-use omni_metrics::replay::GroupBy;
 use omni_metrics::report::Record;
 use support::{Args, Spread, thread_cpu_time};
 
@@ -74,45 +56,23 @@ fn main() {
     let base_run = runs::Run::new(n, 1);
     let mut new_run = runs::Run::new(n, 2);
     new_run.gen_time[1] = 1.2;
-    let side = |label: &str, run: &runs::Run| {
-        let (requests, summary) = run.build();
-        Side::new(label, requests, &[summary])
-    };
-    let (base, new) = (side("base", &base_run), side("new", &new_run));
-
-    let comparison = measure("Compare::run (in memory)", rounds, || {
-        Compare::new().run(&base, &new)
-    });
-    println!(
-        "  {} rows, {} tests, {} real changes",
-        comparison.rows.len(),
-        comparison.tests,
-        comparison.changes().count()
-    );
-    measure("to_table + to_markdown + to_jsonl", rounds, || {
-        comparison.to_table().len() + comparison.to_markdown().len() + comparison.to_jsonl().len()
-    });
-    let page = measure("html::render", rounds, || {
-        compare::html::render(&comparison, &base, &new)
-    });
-    println!("  page: {:.1} KiB", page.len() as f64 / 1024.0);
-
-    // The command's whole work from records files.
     let dir = std::env::temp_dir().join(format!("omni-compare-bench-{}", std::process::id()));
     if std::fs::create_dir_all(&dir).is_err() {
         println!("cannot create {}", dir.display());
         return;
     }
-    let write = |name: &str, side: &Side| {
-        let mut text = String::with_capacity(side.requests.len() * 1200);
-        for r in &side.requests {
-            text.push_str(&Record::Request(r.clone()).to_json_line());
+    let write = |name: &str, run: &runs::Run| {
+        let (requests, _) = run.build();
+        let mut text = String::with_capacity(requests.len() * 1200);
+        for r in requests {
+            text.push_str(&Record::Request(r).to_json_line());
             text.push('\n');
         }
         let path = dir.join(name);
         std::fs::write(&path, text).map(|()| path)
     };
-    let (Ok(base_file), Ok(new_file)) = (write("base.jsonl", &base), write("new.jsonl", &new))
+    let (Ok(base_file), Ok(new_file)) =
+        (write("base.jsonl", &base_run), write("new.jsonl", &new_run))
     else {
         println!("cannot write the records in {}", dir.display());
         return;
@@ -126,19 +86,35 @@ fn main() {
         "  records files: {:.1} MiB together",
         bytes as f64 / (1 << 20) as f64
     );
-    measure(
+    let page = dir.join("compare.html");
+    let command = |html: bool| {
+        let mut args = vec![
+            "omni-metrics".into(),
+            "compare".into(),
+            base_file.clone().into_os_string(),
+            new_file.clone().into_os_string(),
+            "--group-by".into(),
+            "all".into(),
+        ];
+        if html {
+            args.extend(["--html".into(), page.clone().into_os_string()]);
+        }
+        omni_metrics::cli::run(args)
+    };
+    // Exit 0: no gate was given; anything else is a failure of the command.
+    let ok = |code: ExitCode| code == ExitCode::SUCCESS;
+    let table = measure(
         "end to end: load both files + compare + table",
         rounds,
-        || {
-            let load = |path: &std::path::PathBuf, label: &str| {
-                let loaded = compare::load(std::slice::from_ref(path), &mut |_| {});
-                Side::from_loaded(label, loaded, GroupBy::All, None)
-            };
-            match (load(&base_file, "base"), load(&new_file, "new")) {
-                (Ok(b), Ok(n)) => Compare::new().run(&b, &n).to_table().len(),
-                _ => 0,
-            }
-        },
+        || ok(command(false)),
     );
+    let html = measure("the same with --html", rounds, || ok(command(true)));
+    if let Ok(meta) = std::fs::metadata(&page) {
+        println!("  page: {:.1} KiB", meta.len() as f64 / 1024.0);
+    }
     let _ = std::fs::remove_dir_all(&dir);
+    if !(table && html) {
+        println!("the command failed");
+        std::process::exit(1);
+    }
 }

@@ -24,8 +24,6 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use omni_metrics::replay::{Input, InputFormat, Replay};
-use omni_metrics::report::Sink;
 use support::{Args, peak_rss_kib};
 
 const SPANS_PER_REQUEST: u64 = 16;
@@ -163,46 +161,46 @@ fn generate(path: &Path, requests: u64) -> std::io::Result<()> {
     out.flush()
 }
 
-/// Counts the records the replay hands over.
-#[derive(Clone, Default)]
-struct Count(std::sync::Arc<std::sync::atomic::AtomicU64>);
-
-impl Sink for Count {
-    fn on_request(&self, _: &omni_metrics::stats::RequestE2EStats) {
-        self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    }
-}
-
-/// The child: replays `path`, prints one line of figures.
-fn replay(path: &Path, streaming: bool) {
-    let count = Count::default();
-    let mut replay = Replay::new().with_sink(count.clone());
+/// The child: runs `omni-metrics report --format jsonl` on `path` in-process (the records
+/// on standard output, which the parent counts), then prints its figures on stderr.
+fn replay(path: &Path, streaming: bool, spans: u64) {
+    let mut args: Vec<String> = ["omni-metrics", "report", "--format", "jsonl"]
+        .into_iter()
+        .map(String::from)
+        .collect();
+    args.extend([
+        "--input-format".into(),
+        "json".into(),
+        "--no-progress".into(),
+    ]);
     if !streaming {
-        replay = replay.with_window(u64::MAX);
+        args.extend(["--window".into(), u64::MAX.to_string()]);
     }
+    args.push(path.display().to_string());
     let started = Instant::now();
-    let stats = replay.run_inputs(vec![Input::path(path)], InputFormat::Json, &mut |e| {
-        eprintln!("{e}")
-    });
+    let code = omni_metrics::cli::run(args);
     let secs = started.elapsed().as_secs_f64();
-    let requests = count.0.load(std::sync::atomic::Ordering::Relaxed);
-    assert_eq!(requests, stats.requests, "every request reported");
-    println!(
-        "{:>8} requests {:>10} spans {:>9}  {:>6.2} s  {:>9.0} spans/s  peak RSS {:>7.1} MiB  most spans open {:>8}",
-        requests,
-        stats.spans_read,
+    eprintln!(
+        "{:>10} spans {:>9}  {:>6.2} s  {:>9.0} spans/s  peak RSS {:>7.1} MiB",
+        spans,
         if streaming { "streaming" } else { "whole" },
         secs,
-        stats.spans_read as f64 / secs,
+        spans as f64 / secs,
         peak_rss_kib() as f64 / 1024.0,
-        stats.max_open_spans,
     );
+    if code != std::process::ExitCode::SUCCESS {
+        std::process::exit(1);
+    }
 }
 
 fn main() {
     let args = Args::parse();
-    if let Some([path, mode]) = args.values("--child", 2) {
-        replay(&PathBuf::from(path), mode == "streaming");
+    if let Some([path, mode, spans]) = args.values("--child", 3) {
+        replay(
+            &PathBuf::from(path),
+            mode == "streaming",
+            spans.parse().unwrap_or(0),
+        );
         return;
     }
     // For profiling: `--generate N FILE`, then `--child FILE streaming` under `perf`.
@@ -231,11 +229,18 @@ fn main() {
             n * SPANS_PER_REQUEST + 1
         );
         for mode in modes {
-            let status = std::process::Command::new(args.program())
+            let child = std::process::Command::new(args.program())
                 .args(["--child", &path.display().to_string(), mode])
-                .status()
+                .arg((n * SPANS_PER_REQUEST + 1).to_string())
+                .stderr(std::process::Stdio::inherit())
+                .output()
                 .expect("the child runs");
-            assert!(status.success(), "the replay failed");
+            assert!(child.status.success(), "the replay failed");
+            let requests = String::from_utf8_lossy(&child.stdout)
+                .lines()
+                .filter(|l| l.starts_with("{\"type\":\"request\""))
+                .count() as u64;
+            assert_eq!(requests, n, "every request reported");
         }
         let _ = std::fs::remove_file(&path);
     }

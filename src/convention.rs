@@ -19,36 +19,36 @@
 /// The `tracing` target of the spans opened by [`crate::instrument`], and the one raw
 /// `omni.*` spans should have (`info_span!(target: "omni", ...)`,
 /// `#[instrument(target = "omni", ...)]`): filters name it (`RUST_LOG=warn,omni=info`).
-pub const TARGET: &str = "omni";
+pub(crate) const TARGET: &str = "omni";
 
 /// An offline batch: every `omni.request` below it is summarized together.
-pub const RUN: &str = "omni.run";
+pub(crate) const RUN: &str = "omni.run";
 /// One request through the pipeline; the root of one trace.
-pub const REQUEST: &str = "omni.request";
+pub(crate) const REQUEST: &str = "omni.request";
 /// One stage's work on a request (or one chunk of it, for streamed stages).
-pub const STAGE: &str = "omni.stage";
+pub(crate) const STAGE: &str = "omni.stage";
 /// Time a stage waited before computing; excluded from `stage_gen_time_ms`.
-pub const QUEUE: &str = "omni.queue";
+pub(crate) const QUEUE: &str = "omni.queue";
 /// A stage's post-processing; excluded from `stage_gen_time_ms`.
-pub const POSTPROCESS: &str = "omni.postprocess";
+pub(crate) const POSTPROCESS: &str = "omni.postprocess";
 /// One hand-over of data from one stage to the next (or one chunk of it).
-pub const TRANSFER: &str = "omni.transfer";
+pub(crate) const TRANSFER: &str = "omni.transfer";
 /// The sender side of a transfer: serialize and hand over.
-pub const TRANSFER_TX: &str = "omni.transfer.tx";
+pub(crate) const TRANSFER_TX: &str = "omni.transfer.tx";
 /// The receiver side of a transfer: take and decode.
-pub const TRANSFER_RX_DECODE: &str = "omni.transfer.rx_decode";
+pub(crate) const TRANSFER_RX_DECODE: &str = "omni.transfer.rx_decode";
 
 /// One forward pass of a stage over several requests: fields `stage_id`, `batch_id`,
 /// `batch_size`. Linked to each request's `omni.stage` span with `follows_from` in both
 /// directions (a span link in the trace); a stage linked to a batch takes its `batch_id` and
 /// `batch_size` when it does not give its own. Not part of any request: open it as a root.
-pub const BATCH: &str = "omni.batch";
+pub(crate) const BATCH: &str = "omni.batch";
 
 /// An event inside an `omni.stage` span marking one output chunk (tokens, audio frames or
 /// images), with an optional `units` field: it gives the stage's `time_to_first_output_ms`,
 /// `inter_output_ms` and `output_chunks`. Set it as the event's name:
 /// `tracing::info!(name: "omni.output", units = 4)`.
-pub const OUTPUT: &str = "omni.output";
+pub(crate) const OUTPUT: &str = "omni.output";
 
 /// The names exported spans get (OTLP), where they are not the span's own. Each is the same
 /// for every request: a backend keys its operation list and span metrics on the name, so an
@@ -61,81 +61,81 @@ pub(crate) mod exported {
 }
 
 /// Field names, as `tracing` fields on the spans above.
-pub mod field {
+pub(crate) mod field {
     /// `omni.run`: a name for the run's scope (default `run-<n>`).
-    pub const RUN_ID: &str = "run_id";
+    pub(crate) const RUN_ID: &str = "run_id";
     /// `omni.request`: the request's id (required).
-    pub const REQUEST_ID: &str = "request_id";
+    pub(crate) const REQUEST_ID: &str = "request_id";
     /// `omni.request`: `ok` (default), `error` or `aborted`.
-    pub const STATUS: &str = "status";
+    pub(crate) const STATUS: &str = "status";
     /// `omni.request`: why it failed, with `status = error` (the exported span's status
     /// message).
-    pub const STATUS_MESSAGE: &str = "status_message";
+    pub(crate) const STATUS_MESSAGE: &str = "status_message";
 
     /// `omni.stage`: the stage's index in the pipeline (required).
-    pub const STAGE_ID: &str = "stage_id";
+    pub(crate) const STAGE_ID: &str = "stage_id";
     /// `omni.stage`: a readable name ("thinker").
-    pub const STAGE_NAME: &str = "stage_name";
+    pub(crate) const STAGE_NAME: &str = "stage_name";
     /// `omni.stage`: the engine's batch index.
-    pub const BATCH_ID: &str = "batch_id";
+    pub(crate) const BATCH_ID: &str = "batch_id";
     /// `omni.stage`: the number of requests in the batch.
-    pub const BATCH_SIZE: &str = "batch_size";
+    pub(crate) const BATCH_SIZE: &str = "batch_size";
     /// `omni.stage`: input tokens.
-    pub const NUM_TOKENS_IN: &str = "num_tokens_in";
+    pub(crate) const NUM_TOKENS_IN: &str = "num_tokens_in";
     /// `omni.stage`: output tokens.
-    pub const NUM_TOKENS_OUT: &str = "num_tokens_out";
+    pub(crate) const NUM_TOKENS_OUT: &str = "num_tokens_out";
     /// `omni.stage`: audio frames (samples) produced.
-    pub const AUDIO_GENERATED_FRAMES: &str = "audio_generated_frames";
+    pub(crate) const AUDIO_GENERATED_FRAMES: &str = "audio_generated_frames";
     /// `omni.stage`: the sample rate of `audio_generated_frames`, in Hz.
-    pub const AUDIO_SAMPLE_RATE: &str = "audio_sample_rate";
+    pub(crate) const AUDIO_SAMPLE_RATE: &str = "audio_sample_rate";
     /// `omni.stage`: images generated.
-    pub const IMAGE_NUM: &str = "image_num";
+    pub(crate) const IMAGE_NUM: &str = "image_num";
     /// `omni.stage`: image resolution, e.g. `1024x1024`.
-    pub const RESOLUTION: &str = "resolution";
+    pub(crate) const RESOLUTION: &str = "resolution";
 
     /// `omni.stage`: which replica of the stage did the work (a data-parallel worker),
     /// when the stage runs as several. Absent means one replica.
-    pub const REPLICA_ID: &str = "replica_id";
+    pub(crate) const REPLICA_ID: &str = "replica_id";
     /// `omni.stage`: denoising steps of a diffusion stage: gives
     /// `denoise_step_latency_ms` (`stage_gen_time_ms / num_inference_steps`).
-    pub const NUM_INFERENCE_STEPS: &str = "num_inference_steps";
+    pub(crate) const NUM_INFERENCE_STEPS: &str = "num_inference_steps";
     /// `omni.stage`: video frames generated.
-    pub const VIDEO_FRAMES: &str = "video_frames";
+    pub(crate) const VIDEO_FRAMES: &str = "video_frames";
     /// `omni.stage`: the frame rate of `video_frames`, in frames per second.
-    pub const VIDEO_FPS: &str = "video_fps";
+    pub(crate) const VIDEO_FPS: &str = "video_fps";
 
     /// `omni.transfer`: the sending stage's id (required).
-    pub const FROM_STAGE: &str = "from_stage";
+    pub(crate) const FROM_STAGE: &str = "from_stage";
     /// `omni.transfer`: the receiving stage's id (required).
-    pub const TO_STAGE: &str = "to_stage";
+    pub(crate) const TO_STAGE: &str = "to_stage";
     /// `omni.transfer`: the sending stage's replica, when it runs as several.
-    pub const FROM_REPLICA: &str = "from_replica";
+    pub(crate) const FROM_REPLICA: &str = "from_replica";
     /// `omni.transfer`: the receiving stage's replica, when it runs as several.
-    pub const TO_REPLICA: &str = "to_replica";
+    pub(crate) const TO_REPLICA: &str = "to_replica";
     /// `omni.transfer`: bytes moved.
-    pub const SIZE_BYTES: &str = "size_bytes";
+    pub(crate) const SIZE_BYTES: &str = "size_bytes";
 
     /// Explicit override on `omni.stage`: wins over the measured compute time.
-    pub const STAGE_GEN_TIME_MS: &str = "stage_gen_time_ms";
+    pub(crate) const STAGE_GEN_TIME_MS: &str = "stage_gen_time_ms";
     /// Explicit override on `omni.stage`: wins over the `omni.postprocess` children.
-    pub const POSTPROCESS_TIME_MS: &str = "postprocess_time_ms";
+    pub(crate) const POSTPROCESS_TIME_MS: &str = "postprocess_time_ms";
     /// Explicit override on `omni.transfer`: wins over the `omni.transfer.tx` children.
-    pub const TX_TIME_MS: &str = "tx_time_ms";
+    pub(crate) const TX_TIME_MS: &str = "tx_time_ms";
     /// Explicit override on `omni.transfer`: wins over the `omni.transfer.rx_decode` children.
-    pub const RX_DECODE_TIME_MS: &str = "rx_decode_time_ms";
+    pub(crate) const RX_DECODE_TIME_MS: &str = "rx_decode_time_ms";
     /// Explicit override on `omni.transfer`: wins over the measured gap.
-    pub const IN_FLIGHT_TIME_MS: &str = "in_flight_time_ms";
+    pub(crate) const IN_FLIGHT_TIME_MS: &str = "in_flight_time_ms";
     /// `omni.stage` / `omni.transfer`: the id of the request this work is done for, when
     /// that request is owned by another process ([`crate::propagation`]). Such a span is
     /// remote work: counted apart, never in the tables (the owning process reports it).
-    pub const REMOTE_REQUEST: &str = "remote_request";
+    pub(crate) const REMOTE_REQUEST: &str = "remote_request";
     /// `omni.output` events: how many tokens, audio frames or images the chunk holds.
-    pub const UNITS: &str = "units";
+    pub(crate) const UNITS: &str = "units";
     /// Explicit override on `omni.stage`: wins over its first `omni.output` event.
-    pub const TIME_TO_FIRST_OUTPUT_MS: &str = "time_to_first_output_ms";
+    pub(crate) const TIME_TO_FIRST_OUTPUT_MS: &str = "time_to_first_output_ms";
     /// Explicit override on `omni.stage`: wins over the gaps between its `omni.output`
     /// events.
-    pub const INTER_OUTPUT_MS: &str = "inter_output_ms";
+    pub(crate) const INTER_OUTPUT_MS: &str = "inter_output_ms";
 
     /// Whether `name` is one of the convention's fields (all others are ignored).
     pub(crate) fn is_known(name: &str) -> bool {
@@ -159,7 +159,7 @@ pub(crate) enum FieldKind {
 #[derive(Clone, Copy, Debug)]
 // `kind` and `spans` are read by the OTLP export and the replay, and the test of
 // `omni_span!`.
-#[cfg_attr(not(any(feature = "otlp", feature = "replay")), allow(dead_code))]
+#[cfg_attr(not(any(feature = "otlp", feature = "cli")), allow(dead_code))]
 pub(crate) struct FieldDef {
     pub(crate) name: &'static str,
     pub(crate) kind: FieldKind,
@@ -219,7 +219,7 @@ pub(crate) fn field_def(name: &str) -> Option<&'static FieldDef> {
 
 /// The convention's field named `name` when spans carry it (every one but the
 /// `omni.output` event's `units`).
-#[cfg_attr(not(any(feature = "otlp", feature = "replay")), allow(dead_code))]
+#[cfg_attr(not(any(feature = "otlp", feature = "cli")), allow(dead_code))]
 pub(crate) fn span_field(name: &str) -> Option<&'static FieldDef> {
     field_def(name).filter(|f| !f.spans.is_empty())
 }

@@ -4,7 +4,7 @@
 //! [`init`] installs the global subscriber: a `Registry` with the metrics layer, a fmt layer
 //! filtered by `RUST_LOG` (on that layer only, so no log filter can hide an `omni.*` span
 //! from the metrics) and, when an OTLP endpoint or a trace file
-//! ([`crate::env::TRACE_FILE_ENV`]) is configured, the OpenTelemetry layer and the OTLP
+//! (`OMNI_METRICS_TRACE_FILE`) is configured, the OpenTelemetry layer and the OTLP
 //! metrics sink. It returns an [`OmniGuard`]: keep it alive for the life of the
 //! engine; dropping it flushes and shuts the exporters down within a bounded time.
 //!

@@ -2,8 +2,12 @@
 #![doc = include_str!("../docs/reference/environment.md")]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+// Test support shared with the integration tests names the crate `omni_metrics`.
+#[cfg(test)]
+extern crate self as omni_metrics;
+
 pub mod convention;
-pub mod env;
+mod env;
 pub mod guide;
 pub mod instrument;
 pub mod metrics;
@@ -33,13 +37,15 @@ pub mod otlp;
 #[cfg_attr(docsrs, doc(cfg(feature = "prometheus")))]
 pub use metrics::prometheus::{PrometheusError, PrometheusSink};
 
-#[cfg(feature = "replay")]
-#[cfg_attr(docsrs, doc(cfg(feature = "replay")))]
-pub mod compare;
+#[cfg(feature = "cli")]
+#[cfg_attr(docsrs, doc(cfg(feature = "cli")))]
+pub mod cli;
 
-#[cfg(feature = "replay")]
-#[cfg_attr(docsrs, doc(cfg(feature = "replay")))]
-pub mod replay;
+// The command's trace reader and comparison: internals behind `cli`.
+#[cfg(feature = "cli")]
+mod compare;
+#[cfg(feature = "cli")]
+mod replay;
 
 #[cfg(feature = "testing")]
 #[cfg_attr(docsrs, doc(cfg(feature = "testing")))]

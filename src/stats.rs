@@ -780,7 +780,7 @@ pub struct RequestE2EStats {
     pub scope: String,
     /// Beyond vLLM-Omni's tables: the model the layer serves
     /// ([`Builder::with_model_name`](crate::Builder::with_model_name),
-    /// [`MODEL_NAME_ENV`](crate::env::MODEL_NAME_ENV)), when one is set; the metrics'
+    /// `OMNI_METRICS_MODEL_NAME`), when one is set; the metrics'
     /// `model_name` label.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub model_name: Option<std::sync::Arc<str>>,

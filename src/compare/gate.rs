@@ -13,7 +13,7 @@ pub(crate) const SYNTAX: &str = "MEASURE_STAT OP THRESHOLD, e.g. e2e_p99>+5%, st
 /// logging only).
 #[derive(Debug, thiserror::Error)]
 #[error("--fail-on {expression:?}: {message}")]
-pub struct FailOnError {
+pub(crate) struct FailOnError {
     expression: String,
     message: String,
 }
@@ -66,22 +66,15 @@ struct Condition {
 /// for `>`, below for `<`) and beyond the threshold (the point estimate). Several
 /// expressions are separated by commas, or `--fail-on` is given again; any one holding
 /// fails the job.
-///
-/// ```
-/// use omni_metrics::compare::FailOn;
-/// assert!(FailOn::parse("e2e_p99>+5%, throughput_rps<-3%").is_ok());
-/// let err = FailOn::parse("e2e_p99=5%").unwrap_err();
-/// assert!(err.to_string().contains("an operator, > or <"));
-/// ```
 #[derive(Clone, Debug, Default, PartialEq)]
-pub struct FailOn {
+pub(crate) struct FailOn {
     conditions: Vec<Condition>,
 }
 
 /// A condition that held: a change both real and beyond its threshold.
 #[derive(Clone, Debug, PartialEq)]
 #[non_exhaustive]
-pub struct GateHit {
+pub(crate) struct GateHit {
     /// The expression, as given.
     pub expression: String,
     /// The measure's row.
@@ -110,23 +103,12 @@ impl fmt::Display for GateHit {
 }
 
 impl FailOn {
-    /// Parses comma-separated expressions (see the type's docs).
-    ///
-    /// # Errors
-    ///
-    /// [`FailOnError`], naming the expression and what was expected.
-    pub fn parse(text: &str) -> Result<FailOn, FailOnError> {
-        let mut out = FailOn::default();
-        out.add(text)?;
-        Ok(out)
-    }
-
     /// Adds the expressions of `text` (a repeated `--fail-on`).
     ///
     /// # Errors
     ///
-    /// As [`FailOn::parse`].
-    pub fn add(&mut self, text: &str) -> Result<(), FailOnError> {
+    /// [`FailOnError`], naming the expression and what was expected.
+    pub(crate) fn add(&mut self, text: &str) -> Result<(), FailOnError> {
         for expr in text.split(',') {
             let expr = expr.trim();
             if expr.is_empty() {
@@ -137,18 +119,13 @@ impl FailOn {
         Ok(())
     }
 
-    /// Whether there is no condition.
-    pub fn is_empty(&self) -> bool {
-        self.conditions.is_empty()
-    }
-
     /// The conditions that hold in `comparison`.
     ///
     /// # Errors
     ///
     /// A condition on a measure the comparison does not have, or on a statistic it could
     /// not test (too few requests): a gate that cannot be decided is not passed silently.
-    pub fn check(&self, comparison: &Comparison) -> Result<Vec<GateHit>, FailOnError> {
+    pub(crate) fn check(&self, comparison: &Comparison) -> Result<Vec<GateHit>, FailOnError> {
         let mut hits = Vec::new();
         for c in &self.conditions {
             let Some(row) = comparison.row(c.measure) else {
@@ -392,5 +369,23 @@ mod tests {
             assert!(e.contains(says), "{expr}: {e}");
             assert!(e.contains("the syntax"), "{e}");
         }
+    }
+}
+
+// The examples of this module, as unit tests (the module is internal to the crate).
+#[cfg(test)]
+mod examples {
+    #[test]
+    fn example_failon() -> Result<(), Box<dyn std::error::Error>> {
+        use crate::compare::gate::{FailOn, FailOnError};
+        // What `--fail-on` does with its value.
+        let parse = |text: &str| -> Result<FailOn, FailOnError> {
+            let mut gate = FailOn::default();
+            gate.add(text).map(|()| gate)
+        };
+        assert!(parse("e2e_p99>+5%, throughput_rps<-3%").is_ok());
+        let err = parse("e2e_p99=5%").unwrap_err();
+        assert!(err.to_string().contains("an operator, > or <"));
+        Ok(())
     }
 }

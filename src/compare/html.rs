@@ -13,22 +13,6 @@
 //! When its script has run, `<body>` carries `data-rendered="1"` and `data-errors` (the
 //! count of script errors); each timeline canvas carries `data-scale-ms` (the span of time
 //! its width stands for) and `data-rows`.
-//!
-//! ```
-//! use omni_metrics::compare::{Compare, Side, html};
-//! use omni_metrics::stats::RequestE2EStats;
-//!
-//! let side = |label: &str, ms: f64| {
-//!     let requests = (0..50)
-//!         .map(|i| RequestE2EStats { request_id: format!("r-{i}"), e2e_total_ms: ms + i as f64, ..Default::default() })
-//!         .collect();
-//!     Side::new(label, requests, &[])
-//! };
-//! let (base, new) = (side("base", 100.0), side("new", 130.0));
-//! let page = html::render(&Compare::new().run(&base, &new), &base, &new);
-//! assert!(page.starts_with("<!DOCTYPE html>"));
-//! assert!(!page.contains("http://") && !page.contains("https://")); // nothing to fetch
-//! ```
 
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
@@ -42,7 +26,7 @@ use crate::report::html::{STYLE, escape_html};
 use crate::report::table::{format_int, printable};
 
 /// The most requests a side's timeline draws (evenly sampled by start).
-pub const MAX_TIMELINE_REQUESTS: usize = 2_000;
+pub(crate) const MAX_TIMELINE_REQUESTS: usize = 2_000;
 
 /// Bins of each distribution.
 const BINS: usize = 40;
@@ -121,7 +105,7 @@ const TIMELINE_WIDTH: u32 = 1100;
 
 /// The page of `comparison`, made from `base` and `new` (the sides it compared). Never
 /// fails and never panics: numbers are written finite, text is escaped.
-pub fn render(comparison: &Comparison, base: &Side, new: &Side) -> String {
+pub(crate) fn render(comparison: &Comparison, base: &Side, new: &Side) -> String {
     let mut out = String::with_capacity(64 << 10);
     out.push_str("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n");
     out.push_str(
@@ -437,4 +421,30 @@ fn timelines(out: &mut String, base: &Side, new: &Side) {
         }
     }
     out.push_str("</script>\n");
+}
+
+// The examples of this module, as unit tests (the module is internal to the crate).
+#[cfg(test)]
+mod examples {
+    #[test]
+    fn example_module() -> Result<(), Box<dyn std::error::Error>> {
+        use crate::compare::{Compare, Side, html};
+        use crate::stats::RequestE2EStats;
+
+        let side = |label: &str, ms: f64| {
+            let requests = (0..50)
+                .map(|i| RequestE2EStats {
+                    request_id: format!("r-{i}"),
+                    e2e_total_ms: ms + i as f64,
+                    ..Default::default()
+                })
+                .collect();
+            Side::new(label, requests, &[])
+        };
+        let (base, new) = (side("base", 100.0), side("new", 130.0));
+        let page = html::render(&Compare::new().run(&base, &new), &base, &new);
+        assert!(page.starts_with("<!DOCTYPE html>"));
+        assert!(!page.contains("http://") && !page.contains("https://")); // nothing to fetch
+        Ok(())
+    }
 }

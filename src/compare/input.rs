@@ -23,7 +23,7 @@ const MAX_LINE_BYTES: usize = Replay::DEFAULT_MAX_RECORD_BYTES;
 /// Why a side cannot be compared. Its message is for the reader (and for logging only).
 #[derive(Debug, thiserror::Error)]
 #[error("{message}")]
-pub struct LoadError {
+pub(crate) struct LoadError {
     message: String,
 }
 
@@ -78,7 +78,7 @@ fn names(scopes: &[&str]) -> String {
 /// ([`Side::from_loaded`](super::Side::from_loaded)).
 #[derive(Debug, Default)]
 #[non_exhaustive]
-pub struct Loaded {
+pub(crate) struct Loaded {
     /// Every request record, any status, any scope.
     pub requests: Vec<RequestE2EStats>,
     /// Every summary record.
@@ -102,22 +102,7 @@ pub struct Loaded {
 /// What cannot be read (a file, a line) is handed to `on_note`, and the rest is read:
 /// never fails, never panics. A request given twice (the same records file twice) is kept
 /// once.
-///
-/// ```
-/// let dir = std::env::temp_dir().join(format!("omni-doc-load-{}", std::process::id()));
-/// std::fs::create_dir_all(&dir)?;
-/// let file = dir.join("records.jsonl");
-/// std::fs::write(&file, concat!(
-///     r#"{"type":"request","request_id":"r-1","status":"ok","scope":"run-1","e2e_total_ms":41.5,"e2e_total_tokens":7,"stages":[],"transfers":[]}"#, "\n",
-///     r#"{"type":"summary","scope":"run-1","e2e_requests":1,"e2e_wall_time_ms":50.0,"e2e_total_tokens":7}"#, "\n",
-/// ))?;
-/// let loaded = omni_metrics::compare::load(&[file], &mut |note| eprintln!("{note}"));
-/// assert_eq!(loaded.requests[0].e2e_total_ms, 41.5);
-/// assert_eq!(loaded.summaries[0].e2e_wall_time_ms, 50.0);
-/// # std::fs::remove_dir_all(&dir)?;
-/// # Ok::<(), std::io::Error>(())
-/// ```
-pub fn load(paths: &[PathBuf], on_note: &mut dyn FnMut(&str)) -> Loaded {
+pub(crate) fn load(paths: &[PathBuf], on_note: &mut dyn FnMut(&str)) -> Loaded {
     let mut loaded = Loaded {
         timed: true,
         ..Loaded::default()
@@ -589,5 +574,30 @@ mod tests {
         assert_eq!(loaded.requests.len(), 1);
         assert_eq!(loaded.unreadable, 3, "{notes:?}");
         assert!(notes[1].contains("unknown status"), "{notes:?}");
+    }
+}
+
+// The examples of this module, as unit tests (the module is internal to the crate).
+#[cfg(test)]
+mod examples {
+    #[test]
+    fn example_load() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = std::env::temp_dir().join(format!("omni-doc-load-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        let file = dir.join("records.jsonl");
+        std::fs::write(
+            &file,
+            concat!(
+                r#"{"type":"request","request_id":"r-1","status":"ok","scope":"run-1","e2e_total_ms":41.5,"e2e_total_tokens":7,"stages":[],"transfers":[]}"#,
+                "\n",
+                r#"{"type":"summary","scope":"run-1","e2e_requests":1,"e2e_wall_time_ms":50.0,"e2e_total_tokens":7}"#,
+                "\n",
+            ),
+        )?;
+        let loaded = crate::compare::load(&[file], &mut |note| eprintln!("{note}"));
+        assert_eq!(loaded.requests[0].e2e_total_ms, 41.5);
+        assert_eq!(loaded.summaries[0].e2e_wall_time_ms, 50.0);
+        std::fs::remove_dir_all(&dir)?;
+        Ok(())
     }
 }

@@ -12,18 +12,9 @@ use crate::stats::{RequestE2EStats, RequestStatus};
 /// Latencies and real-time factors are one value per completed (`ok`) request that has
 /// them; throughputs one value per run; error and abort rates a proportion of every request.
 /// Names (`Display`, [`Measure::parse`]) are those of `--fail-on`:
-///
-/// ```
-/// use omni_metrics::compare::Measure;
-/// assert_eq!(Measure::StageGen(1).to_string(), "stage1_gen");
-/// assert_eq!(Measure::EdgeInFlight(0, 1).to_string(), "edge0_1_in_flight");
-/// assert_eq!(Measure::parse("edge0_1_in_flight"), Some(Measure::EdgeInFlight(0, 1)));
-/// assert_eq!(Measure::parse("e2e"), Some(Measure::E2e));
-/// assert_eq!(Measure::parse("stage1_r2_gen"), Some(Measure::ReplicaGen(1, 2)));
-/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[non_exhaustive]
-pub enum Measure {
+pub(crate) enum Measure {
     /// `e2e_total_ms` of each completed request.
     E2e,
     /// A request's `time_to_first_output_ms` (its start to its last stage's first output).
@@ -99,12 +90,12 @@ impl Measure {
     }
 
     /// Whether a higher value is better (throughputs); lower is better for the rest.
-    pub fn higher_is_better(self) -> bool {
+    pub(crate) fn higher_is_better(self) -> bool {
         matches!(self, Measure::ThroughputRps | Measure::ThroughputTps)
     }
 
     /// The unit of its values: `ms`, `x` (a ratio), `req/s`, `tok/s` or `%` (of requests).
-    pub fn unit(self) -> &'static str {
+    pub(crate) fn unit(self) -> &'static str {
         match self {
             Measure::StageAudioRtf(_) | Measure::AudioE2eRtf => "x",
             Measure::ThroughputRps => "req/s",
@@ -115,7 +106,7 @@ impl Measure {
     }
 
     /// The record field it is taken from, for the docs and the outputs.
-    pub fn field(self) -> &'static str {
+    pub(crate) fn field(self) -> &'static str {
         match self {
             Measure::E2e => "e2e_total_ms",
             Measure::FirstOutput | Measure::StageFirstOutput(_) => "time_to_first_output_ms",
@@ -161,7 +152,7 @@ impl Measure {
     }
 
     /// The measure named `name` (as `Display` writes it), if it is one.
-    pub fn parse(name: &str) -> Option<Measure> {
+    pub(crate) fn parse(name: &str) -> Option<Measure> {
         let fixed = match name {
             "e2e" => Some(Measure::E2e),
             "first_output" => Some(Measure::FirstOutput),
@@ -413,5 +404,26 @@ fn request_values(r: &RequestE2EStats, push: &mut impl FnMut(Measure, f64)) {
         push(Measure::EdgeTx(a, b), e.tx_time_ms);
         push(Measure::EdgeInFlight(a, b), e.in_flight_time_ms);
         push(Measure::EdgeRx(a, b), e.rx_decode_time_ms);
+    }
+}
+
+// The examples of this module, as unit tests (the module is internal to the crate).
+#[cfg(test)]
+mod examples {
+    #[test]
+    fn example_measure() -> Result<(), Box<dyn std::error::Error>> {
+        use crate::compare::Measure;
+        assert_eq!(Measure::StageGen(1).to_string(), "stage1_gen");
+        assert_eq!(Measure::EdgeInFlight(0, 1).to_string(), "edge0_1_in_flight");
+        assert_eq!(
+            Measure::parse("edge0_1_in_flight"),
+            Some(Measure::EdgeInFlight(0, 1))
+        );
+        assert_eq!(Measure::parse("e2e"), Some(Measure::E2e));
+        assert_eq!(
+            Measure::parse("stage1_r2_gen"),
+            Some(Measure::ReplicaGen(1, 2))
+        );
+        Ok(())
     }
 }

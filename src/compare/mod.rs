@@ -11,44 +11,9 @@
 //! [`Comparison::to_markdown`]) and as one HTML page ([`html::render`]); [`FailOn`] is the
 //! CI gate (`--fail-on 'e2e_p99>+5%'`).
 //!
-//! ```
-//! use omni_metrics::compare::{Compare, Measure, Side, Stat, Verdict};
-//! use omni_metrics::stats::{RequestE2EStats, StageRequestStats};
-//!
-//! // 1,000 requests a side; stage 1 is 20% slower in the new run.
-//! let run = |scale: f64| -> Vec<RequestE2EStats> {
-//!     (0..1000)
-//!         .map(|i| {
-//!             let jitter = (i % 97) as f64;
-//!             RequestE2EStats {
-//!                 request_id: format!("r-{i}"),
-//!                 e2e_total_ms: 300.0 + jitter + 200.0 * scale,
-//!                 stages: vec![
-//!                     StageRequestStats { stage_id: 0, stage_gen_time_ms: 100.0 + jitter, ..Default::default() },
-//!                     StageRequestStats { stage_id: 1, stage_gen_time_ms: (100.0 + jitter) * scale, ..Default::default() },
-//!                 ],
-//!                 ..Default::default()
-//!             }
-//!         })
-//!         .collect()
-//! };
-//! let base = Side::new("base", run(1.0), &[]);
-//! let new = Side::new("new", run(1.2), &[]);
-//! let comparison = Compare::new().run(&base, &new);
-//!
-//! let row = comparison.row(Measure::StageGen(1)).expect("stage 1 is in both runs");
-//! assert_eq!(row.verdict, Verdict::Worse);
-//! let mean = row.stat(Stat::Mean).expect("a mean");
-//! assert!((mean.change_pct.unwrap_or(0.0) - 20.0).abs() < 1e-9);
-//! assert_eq!(comparison.row(Measure::StageGen(0)).map(|r| r.verdict), Some(Verdict::NoChange));
-//! // The largest real change comes first.
-//! assert_eq!(comparison.rows[0].measure, Measure::StageGen(1));
-//! ```
-//!
-#![doc = include_str!("../../docs/reference/compare.md")]
 
 mod gate;
-pub mod html;
+pub(crate) mod html;
 mod input;
 mod measures;
 mod render;
@@ -57,10 +22,10 @@ mod warnings;
 
 use std::collections::HashSet;
 
-pub use gate::{FailOn, FailOnError, GateHit};
-pub use input::{LoadError, Loaded, load};
-pub use measures::Measure;
-pub use warnings::{Warning, WarningKind};
+pub(crate) use gate::FailOn;
+pub(crate) use input::{LoadError, Loaded, load};
+pub(crate) use measures::Measure;
+pub(crate) use warnings::Warning;
 
 use measures::{Kind, Values};
 
@@ -71,7 +36,7 @@ use crate::stats::{OverallSummary, RequestE2EStats};
 /// figures of each run, for throughput.
 #[derive(Clone, Debug, Default)]
 #[non_exhaustive]
-pub struct Side {
+pub(crate) struct Side {
     /// What the side is called in the outputs (its files, or `base` and `new`).
     pub label: String,
     /// Every request, of any status; latencies are compared over the `ok` ones.
@@ -86,7 +51,7 @@ pub struct Side {
 /// The figures of one run that throughput is computed from (its `Overall Summary`).
 #[derive(Clone, Debug, Default, PartialEq)]
 #[non_exhaustive]
-pub struct RunFigures {
+pub(crate) struct RunFigures {
     /// The run's scope.
     pub scope: String,
     /// `e2e_requests`: its completed requests.
@@ -99,7 +64,7 @@ pub struct RunFigures {
 
 impl RunFigures {
     /// A run's figures from its summary.
-    pub fn of(summary: &OverallSummary) -> Self {
+    pub(crate) fn of(summary: &OverallSummary) -> Self {
         Self {
             scope: summary.scope.clone(),
             requests: summary.e2e_requests,
@@ -114,7 +79,7 @@ impl Side {
     /// runs. Summaries of online requests (a scope that is a request's own id) are not
     /// runs and are left out. The requests' times are taken as real
     /// ([`Side::timed`]) when any request has a start.
-    pub fn new(
+    pub(crate) fn new(
         label: impl Into<String>,
         requests: Vec<RequestE2EStats>,
         summaries: &[OverallSummary],
@@ -147,7 +112,7 @@ impl Side {
     ///
     /// [`LoadError`]: no request, the scope asked for is not there, or several runs and
     /// none chosen (the error lists them).
-    pub fn from_loaded(
+    pub(crate) fn from_loaded(
         label: impl Into<String>,
         loaded: Loaded,
         group_by: GroupBy,
@@ -207,7 +172,7 @@ impl Side {
 /// A statistic of a measure.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
-pub enum Stat {
+pub(crate) enum Stat {
     /// The median (nearest rank).
     P50,
     /// The 90th percentile (nearest rank).
@@ -222,7 +187,7 @@ pub enum Stat {
 
 impl Stat {
     /// Its name in `--fail-on` and the outputs: `p50`, `p90`, `p99`, `mean`, `rate`.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Stat::P50 => "p50",
             Stat::P90 => "p90",
@@ -233,7 +198,7 @@ impl Stat {
     }
 
     /// The statistic named `name`.
-    pub fn parse(name: &str) -> Option<Stat> {
+    pub(crate) fn parse(name: &str) -> Option<Stat> {
         [Stat::P50, Stat::P90, Stat::P99, Stat::Mean, Stat::Rate]
             .into_iter()
             .find(|s| s.as_str() == name)
@@ -243,7 +208,7 @@ impl Stat {
 /// What the interval says of a statistic, or of a measure (a row).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[non_exhaustive]
-pub enum Verdict {
+pub(crate) enum Verdict {
     /// The interval of the difference excludes 0, on the better side (lower, or higher
     /// for a throughput).
     Better,
@@ -260,7 +225,7 @@ pub enum Verdict {
 
 impl Verdict {
     /// `better`, `worse`, `mixed`, `no change`, `not tested`.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Verdict::Better => "better",
             Verdict::Worse => "worse",
@@ -271,7 +236,7 @@ impl Verdict {
     }
 
     /// Whether it is a real change (better, worse or mixed).
-    pub fn is_change(self) -> bool {
+    pub(crate) fn is_change(self) -> bool {
         matches!(self, Verdict::Better | Verdict::Worse | Verdict::Mixed)
     }
 }
@@ -279,7 +244,7 @@ impl Verdict {
 /// One statistic of one measure on both sides.
 #[derive(Clone, Debug, PartialEq)]
 #[non_exhaustive]
-pub struct StatChange {
+pub(crate) struct StatChange {
     /// Which statistic.
     pub stat: Stat,
     /// Its value on the base side, in the measure's unit.
@@ -297,7 +262,7 @@ pub struct StatChange {
 
 impl StatChange {
     /// `new - base`, in the measure's unit (percentage points for a rate).
-    pub fn difference(&self) -> f64 {
+    pub(crate) fn difference(&self) -> f64 {
         self.new - self.base
     }
 }
@@ -305,7 +270,7 @@ impl StatChange {
 /// One measure on both sides: a row of the comparison.
 #[derive(Clone, Debug, PartialEq)]
 #[non_exhaustive]
-pub struct Row {
+pub(crate) struct Row {
     /// What is compared.
     pub measure: Measure,
     /// Values on the base side (requests, or runs for a throughput).
@@ -321,13 +286,13 @@ pub struct Row {
 
 impl Row {
     /// The statistic `stat` of the row, if it has it.
-    pub fn stat(&self, stat: Stat) -> Option<&StatChange> {
+    pub(crate) fn stat(&self, stat: Stat) -> Option<&StatChange> {
         self.stats.iter().find(|s| s.stat == stat)
     }
 
     /// The largest change in percent among the statistics that changed for real (0 if
     /// none): rows sort by it.
-    pub fn largest_real_change_pct(&self) -> f64 {
+    pub(crate) fn largest_real_change_pct(&self) -> f64 {
         self.stats
             .iter()
             .filter(|s| s.verdict.is_change())
@@ -343,7 +308,7 @@ impl Row {
 /// Who a side is, in counts: said at the top of every output.
 #[derive(Clone, Debug, Default, PartialEq)]
 #[non_exhaustive]
-pub struct SideCounts {
+pub(crate) struct SideCounts {
     /// The side's label.
     pub label: String,
     /// Requests of any status.
@@ -362,7 +327,7 @@ pub struct SideCounts {
 /// changes first.
 #[derive(Clone, Debug, PartialEq)]
 #[non_exhaustive]
-pub struct Comparison {
+pub(crate) struct Comparison {
     /// The base side, in counts.
     pub base: SideCounts,
     /// The new side, in counts.
@@ -382,31 +347,26 @@ pub struct Comparison {
 
 impl Comparison {
     /// The row of `measure`, if either side has it.
-    pub fn row(&self, measure: Measure) -> Option<&Row> {
+    pub(crate) fn row(&self, measure: Measure) -> Option<&Row> {
         self.rows.iter().find(|r| r.measure == measure)
     }
 
+    #[cfg(test)]
     /// The rows with a real change (better, worse or mixed).
-    pub fn changes(&self) -> impl Iterator<Item = &Row> {
+    pub(crate) fn changes(&self) -> impl Iterator<Item = &Row> {
         self.rows.iter().filter(|r| r.verdict.is_change())
     }
 
     /// The per-test level each interval is computed at: `1 - (1 - confidence) / tests`.
-    pub fn per_test_confidence(&self) -> f64 {
+    pub(crate) fn per_test_confidence(&self) -> f64 {
         1.0 - (1.0 - self.confidence) / self.tests.max(1) as f64
     }
 }
 
 /// Compares two [`Side`]s; see the [module docs](self) for the method.
-///
-/// ```
-/// use omni_metrics::compare::Compare;
-/// let compare = Compare::new().with_confidence(0.99).with_token_tolerance(0.10);
-/// # drop(compare);
-/// ```
 #[derive(Clone, Debug)]
 #[must_use = "a Compare does nothing until `run` is called"]
-pub struct Compare {
+pub(crate) struct Compare {
     confidence: f64,
     token_tolerance: f64,
 }
@@ -419,15 +379,15 @@ impl Default for Compare {
 
 impl Compare {
     /// The default confidence of a comparison: see [`Compare::with_confidence`].
-    pub const DEFAULT_CONFIDENCE: f64 = 0.95;
+    pub(crate) const DEFAULT_CONFIDENCE: f64 = 0.95;
 
     /// The default tolerance on the workload's tokens per request: see
     /// [`Compare::with_token_tolerance`].
-    pub const DEFAULT_TOKEN_TOLERANCE: f64 = 0.05;
+    pub(crate) const DEFAULT_TOKEN_TOLERANCE: f64 = 0.05;
 
     /// A comparison at [`Compare::DEFAULT_CONFIDENCE`] and
     /// [`Compare::DEFAULT_TOKEN_TOLERANCE`].
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self {
             confidence: Self::DEFAULT_CONFIDENCE,
             token_tolerance: Self::DEFAULT_TOKEN_TOLERANCE,
@@ -438,7 +398,7 @@ impl Compare {
     /// difference show no better or worse row with at least this probability (every test
     /// is at level `1 - (1 - confidence) / tests`, Bonferroni). Clamped to [0.5, 0.999999].
     /// Default: [`Compare::DEFAULT_CONFIDENCE`].
-    pub fn with_confidence(mut self, confidence: f64) -> Self {
+    pub(crate) fn with_confidence(mut self, confidence: f64) -> Self {
         self.confidence = if confidence.is_finite() {
             confidence.clamp(0.5, 0.999_999)
         } else {
@@ -450,7 +410,7 @@ impl Compare {
     /// How far the mean tokens per request (prompt, generated) may differ between the
     /// sides, as a fraction, before the workload is said to differ (`--token-tolerance`).
     /// Default: [`Compare::DEFAULT_TOKEN_TOLERANCE`] (5%).
-    pub fn with_token_tolerance(mut self, tolerance: f64) -> Self {
+    pub(crate) fn with_token_tolerance(mut self, tolerance: f64) -> Self {
         self.token_tolerance = if tolerance.is_finite() {
             tolerance.max(0.0)
         } else {
@@ -460,7 +420,7 @@ impl Compare {
     }
 
     /// Compares `base` with `new`. Never panics; every number in the result is finite.
-    pub fn run(&self, base: &Side, new: &Side) -> Comparison {
+    pub(crate) fn run(&self, base: &Side, new: &Side) -> Comparison {
         let (vb, vn) = (Values::of(base), Values::of(new));
         let counts = |side: &Side, v: &Values| SideCounts {
             label: side.label.clone(),
@@ -681,4 +641,70 @@ fn plan(measure: Measure, vb: &Values, vn: &Values) -> Planned {
         }
     }
     planned
+}
+
+#[cfg(test)]
+mod tests;
+
+// The examples of this module, as unit tests (the module is internal to the crate).
+#[cfg(test)]
+mod examples {
+    #[test]
+    fn example_module() -> Result<(), Box<dyn std::error::Error>> {
+        use crate::compare::{Compare, Measure, Side, Stat, Verdict};
+        use crate::stats::{RequestE2EStats, StageRequestStats};
+
+        // 1,000 requests a side; stage 1 is 20% slower in the new run.
+        let run = |scale: f64| -> Vec<RequestE2EStats> {
+            (0..1000)
+                .map(|i| {
+                    let jitter = (i % 97) as f64;
+                    RequestE2EStats {
+                        request_id: format!("r-{i}"),
+                        e2e_total_ms: 300.0 + jitter + 200.0 * scale,
+                        stages: vec![
+                            StageRequestStats {
+                                stage_id: 0,
+                                stage_gen_time_ms: 100.0 + jitter,
+                                ..Default::default()
+                            },
+                            StageRequestStats {
+                                stage_id: 1,
+                                stage_gen_time_ms: (100.0 + jitter) * scale,
+                                ..Default::default()
+                            },
+                        ],
+                        ..Default::default()
+                    }
+                })
+                .collect()
+        };
+        let base = Side::new("base", run(1.0), &[]);
+        let new = Side::new("new", run(1.2), &[]);
+        let comparison = Compare::new().run(&base, &new);
+
+        let row = comparison
+            .row(Measure::StageGen(1))
+            .expect("stage 1 is in both runs");
+        assert_eq!(row.verdict, Verdict::Worse);
+        let mean = row.stat(Stat::Mean).expect("a mean");
+        assert!((mean.change_pct.unwrap_or(0.0) - 20.0).abs() < 1e-9);
+        assert_eq!(
+            comparison.row(Measure::StageGen(0)).map(|r| r.verdict),
+            Some(Verdict::NoChange)
+        );
+        // The largest real change comes first.
+        assert_eq!(comparison.rows[0].measure, Measure::StageGen(1));
+        Ok(())
+    }
+
+    #[test]
+    fn example_compare() -> Result<(), Box<dyn std::error::Error>> {
+        use crate::compare::Compare;
+        let compare = Compare::new()
+            .with_confidence(0.99)
+            .with_token_tolerance(0.10);
+        drop(compare);
+        Ok(())
+    }
 }

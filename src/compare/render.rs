@@ -110,7 +110,7 @@ fn stat_cells(row: &Row, arrow: &str) -> Vec<String> {
 impl Comparison {
     /// The comparison as console text: the two sides, the warnings, a table with a row per
     /// measure (`base → new (change verdict)` per statistic), and how the intervals were made.
-    pub fn to_table(&self) -> String {
+    pub(crate) fn to_table(&self) -> String {
         let mut out = String::new();
         let _ = writeln!(out, "omni-metrics compare");
         let _ = writeln!(out, "  base  {}", counts(&self.base));
@@ -155,7 +155,7 @@ impl Comparison {
     /// The comparison as Markdown to paste into a pull request: a heading with the sides,
     /// the warnings as a quote, the table (real changes in bold), and the method in small
     /// print.
-    pub fn to_markdown(&self) -> String {
+    pub(crate) fn to_markdown(&self) -> String {
         let md = |s: &str| printable(s, true).replace('`', "'");
         let mut out = String::new();
         let _ = writeln!(
@@ -210,7 +210,7 @@ impl Comparison {
     /// The comparison as JSON lines: a `compare` line (the sides, the confidence, the
     /// tests), a `compare_warning` line per warning, a `compare_row` line per row, in the
     /// table's order. Every number is finite; a value that does not exist is `null`.
-    pub fn to_jsonl(&self) -> String {
+    pub(crate) fn to_jsonl(&self) -> String {
         let side = |s: &SideCounts| {
             json!({
                 "label": s.label, "requests": s.requests, "ok": s.ok,

@@ -11,7 +11,7 @@ use crate::stats::{RequestE2EStats, RequestStatus, generated_tokens, prompt_toke
 /// What a [`Warning`] is about.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
-pub enum WarningKind {
+pub(crate) enum WarningKind {
     /// The sides hold different numbers of requests.
     RequestCounts,
     /// A stage (or a stage's name) is on one side only.
@@ -31,7 +31,7 @@ pub enum WarningKind {
 impl WarningKind {
     /// A short name: `request_counts`, `stages`, `edges`, `replicas`, `errors`,
     /// `workload`, `runs`.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             WarningKind::RequestCounts => "request_counts",
             WarningKind::Stages => "stages",
@@ -47,7 +47,7 @@ impl WarningKind {
 /// A way the two runs differ that the rows alone would hide.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
-pub struct Warning {
+pub(crate) struct Warning {
     /// What it is about.
     pub kind: WarningKind,
     /// What to tell the reader, one sentence.

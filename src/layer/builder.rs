@@ -18,7 +18,7 @@ use crate::report::{ConsoleSink, JsonLinesSink, Sink};
 /// ([`Builder::with_jsonl`]) go.
 ///
 /// Made from a `bool`: `true` is the default place (stderr for the console; for the
-/// records, the file [`JSONL_ENV`] names, if set), `false` is nowhere; from a path
+/// records, the file `OMNI_METRICS_JSONL` names, if set), `false` is nowhere; from a path
 /// (`&str`, `String`, `&Path`, `PathBuf`): that file, appended to; or from any writer with
 /// [`Destination::writer`].
 ///
@@ -35,7 +35,7 @@ pub struct Destination(Place);
 
 /// Where a [`Destination`] points.
 enum Place {
-    /// Stderr for the console, [`JSONL_ENV`] for the records.
+    /// Stderr for the console, `OMNI_METRICS_JSONL` for the records.
     Default,
     Off,
     Path(PathBuf),
@@ -115,11 +115,11 @@ impl From<&str> for Destination {
 /// Defaults: console tables on stderr ([`Builder::with_console`]), per-request tables
 /// included ([`Builder::with_request_tables`]), online requests' tables printed unless the
 /// periodic line is on ([`Builder::with_online_tables`]), no periodic line
-/// ([`Builder::with_periodic_log`]), JSON lines only if [`JSONL_ENV`] is set
+/// ([`Builder::with_periodic_log`]), JSON lines only if `OMNI_METRICS_JSONL` is set
 /// ([`Builder::with_jsonl`]), the online aggregates on with a one-minute window
-/// ([`Builder::with_summary_window`]), an HTML report of each run only if [`HTML_ENV`] is
+/// ([`Builder::with_summary_window`]), an HTML report of each run only if `OMNI_METRICS_HTML` is
 /// set ([`Builder::with_html_path`]), a Prometheus endpoint only if
-/// [`PROMETHEUS_ADDR_ENV`](crate::env::PROMETHEUS_ADDR_ENV) is set (feature `prometheus`).
+/// `OMNI_METRICS_PROMETHEUS_ADDR` is set (feature `prometheus`).
 /// The `DEFAULT_*` constants below are the defaults of the setters that take a number.
 ///
 /// The console, JSON lines and HTML report are written by background threads of the layer, fed by a
@@ -140,7 +140,7 @@ impl From<&str> for Destination {
 pub struct Builder {
     console: Place,
     request_tables: bool,
-    /// [`Place::Default`]: [`JSONL_ENV`]'s file, if set.
+    /// [`Place::Default`]: `OMNI_METRICS_JSONL`'s file, if set.
     jsonl: Place,
     html_path: Option<PathBuf>,
     html_max_requests: usize,
@@ -152,15 +152,15 @@ pub struct Builder {
     /// not read), told the model name at build.
     #[cfg(feature = "prometheus")]
     prometheus_in_code: Vec<crate::PrometheusSink>,
-    /// Set in code (empty: none); else [`MODEL_NAME_ENV`], else none.
+    /// Set in code (empty: none); else `OMNI_METRICS_MODEL_NAME`, else none.
     model_name: Option<Arc<str>>,
-    /// Set in code; else [`ONLINE_TABLES_ENV`], else on unless the periodic line is.
+    /// Set in code; else `OMNI_METRICS_ONLINE_TABLES`, else on unless the periodic line is.
     online_tables: Option<bool>,
-    /// Set in code (`ZERO`: off); else [`LOG_INTERVAL_ENV`], else off.
+    /// Set in code (`ZERO`: off); else `OMNI_METRICS_LOG_INTERVAL`, else off.
     periodic_log: Option<Duration>,
     summary_window: Duration,
     aggregates: bool,
-    /// Set in code; else [`AUDIO_CONTINUITY_ENV`], else the default.
+    /// Set in code; else `OMNI_METRICS_AUDIO_CONTINUITY_MS`, else the default.
     audio_thresholds_ms: Option<Vec<u64>>,
 }
 
@@ -272,8 +272,8 @@ impl Builder {
     /// every record.
     ///
     /// Default: on, unless the periodic line is on ([`Builder::with_periodic_log`] or
-    /// [`LOG_INTERVAL_ENV`]): a server under load then prints one line per interval instead
-    /// of tables per request. This setting wins over [`ONLINE_TABLES_ENV`], which wins over
+    /// `OMNI_METRICS_LOG_INTERVAL`): a server under load then prints one line per interval instead
+    /// of tables per request. This setting wins over `OMNI_METRICS_ONLINE_TABLES`, which wins over
     /// the default.
     ///
     /// ```
@@ -298,7 +298,7 @@ impl Builder {
     ///
     /// `Duration::ZERO` turns it off; a shorter interval than 10 ms is raised to it. It needs
     /// the console ([`Builder::with_console`]) and the aggregates
-    /// ([`Builder::with_aggregates`]). Wins over [`LOG_INTERVAL_ENV`]; default: off. With
+    /// ([`Builder::with_aggregates`]). Wins over `OMNI_METRICS_LOG_INTERVAL`; default: off. With
     /// the line on, online requests' tables default to off
     /// ([`Builder::with_online_tables`]).
     ///
@@ -321,7 +321,7 @@ impl Builder {
     /// "continuity ok" at each threshold when no gap exceeds it
     /// ([`StageRequestStats::audio_continuity`](crate::stats::StageRequestStats::audio_continuity)).
     /// Default: [`DEFAULT_AUDIO_CONTINUITY_MS`](Self::DEFAULT_AUDIO_CONTINUITY_MS); wins over
-    /// [`AUDIO_CONTINUITY_ENV`](crate::env::AUDIO_CONTINUITY_ENV). Sorted and deduplicated;
+    /// `OMNI_METRICS_AUDIO_CONTINUITY_MS`. Sorted and deduplicated;
     /// 0 is dropped, and so are thresholds beyond
     /// [`MAX_AUDIO_CONTINUITY_THRESHOLDS`](Self::MAX_AUDIO_CONTINUITY_THRESHOLDS).
     ///
@@ -363,7 +363,7 @@ impl Builder {
     /// endpoint and OTLP metrics (vLLM's label; its sinks take it from the records, so a
     /// [`PrometheusSink`](crate::PrometheusSink) needs no setting of its own), and a
     /// `model_name` key in its request records and summaries. Wins over
-    /// [`MODEL_NAME_ENV`]; an empty name is none. Default: none (no key; the label is
+    /// `OMNI_METRICS_MODEL_NAME`; an empty name is none. Default: none (no key; the label is
     /// [`DEFAULT_MODEL_NAME`](crate::metrics::catalog::DEFAULT_MODEL_NAME), `unknown`).
     ///
     /// ```
@@ -409,10 +409,10 @@ impl Builder {
     }
 
     /// Where the JSON-lines records go ([`Destination`]): a path to append them to that
-    /// file, [`Destination::writer`], `false` for none whatever [`JSONL_ENV`] says (a tool
+    /// file, [`Destination::writer`], `false` for none whatever `OMNI_METRICS_JSONL` says (a tool
     /// that replays or tests records of its own), or `true` (the default): the file
-    /// [`JSONL_ENV`] names, none when it is unset. A path or writer set here wins over
-    /// [`JSONL_ENV`]. They are written by the layer's writer thread.
+    /// `OMNI_METRICS_JSONL` names, none when it is unset. A path or writer set here wins over
+    /// `OMNI_METRICS_JSONL`. They are written by the layer's writer thread.
     ///
     /// A file is created again when it is renamed or deleted (log rotation), and a write
     /// that fails (a full disk) leaves no partial line.
@@ -431,7 +431,7 @@ impl Builder {
 
     /// Writes an HTML report of each run to the file at `path` when the run closes (see
     /// [`report::html`](crate::report::html)): the tables, a timeline of every request, and
-    /// histograms, in one self-contained page. Overrides [`HTML_ENV`].
+    /// histograms, in one self-contained page. Overrides `OMNI_METRICS_HTML`.
     ///
     /// `{scope}` in the path is replaced by the run's scope (made safe as a file name), so
     /// each run gets its own file; without it each run replaces the file, which is written
@@ -494,7 +494,7 @@ impl Builder {
     /// Adds a sink; it sees every finished request and scope, on the engine's thread that
     /// finished it. Yours ([`Sink`]), or one of the crate's: the Prometheus endpoint
     /// ([`PrometheusSink`](crate::PrometheusSink), feature `prometheus`; adding one here
-    /// means [`PROMETHEUS_ADDR_ENV`](crate::env::PROMETHEUS_ADDR_ENV) is not read), the
+    /// means `OMNI_METRICS_PROMETHEUS_ADDR` is not read), the
     /// OTLP metrics ([`OtlpPipeline::metrics_sink`](crate::otlp::OtlpPipeline::metrics_sink),
     /// feature `otlp`).
     ///
@@ -548,9 +548,9 @@ impl Builder {
     /// # Errors
     ///
     /// [`BuildError`] if the console's or the JSON-lines file (from
-    /// [`Builder::with_console`], [`Builder::with_jsonl`] or [`JSONL_ENV`]) cannot be
+    /// [`Builder::with_console`], [`Builder::with_jsonl`] or `OMNI_METRICS_JSONL`) cannot be
     /// opened for appending, or (feature `prometheus`) the Prometheus address of
-    /// [`PROMETHEUS_ADDR_ENV`](crate::env::PROMETHEUS_ADDR_ENV) is not one or cannot be
+    /// `OMNI_METRICS_PROMETHEUS_ADDR` is not one or cannot be
     /// bound.
     #[allow(unused_mut)] // `sinks` grows only with the `prometheus` feature
     pub fn build(mut self) -> Result<OmniMetricsLayer, BuildError> {
@@ -629,7 +629,7 @@ impl Builder {
     }
 }
 
-/// [`MODEL_NAME_ENV`], read and trimmed; empty is none, and a value that is not UTF-8 is
+/// `OMNI_METRICS_MODEL_NAME`, read and trimmed; empty is none, and a value that is not UTF-8 is
 /// noted in `warnings` (and means none).
 fn env_model_name(warnings: &mut Vec<String>) -> Option<Arc<str>> {
     match std::env::var(MODEL_NAME_ENV) {
@@ -646,7 +646,7 @@ fn env_model_name(warnings: &mut Vec<String>) -> Option<Arc<str>> {
     }
 }
 
-/// [`LOG_INTERVAL_ENV`], read; a value that cannot be read is noted in `warnings` (and
+/// `OMNI_METRICS_LOG_INTERVAL`, read; a value that cannot be read is noted in `warnings` (and
 /// means off).
 fn env_interval(warnings: &mut Vec<String>) -> Option<Duration> {
     let value = env_text(LOG_INTERVAL_ENV)?;
@@ -665,7 +665,7 @@ fn env_interval(warnings: &mut Vec<String>) -> Option<Duration> {
     }
 }
 
-/// The audio continuity thresholds: set in code, else [`AUDIO_CONTINUITY_ENV`] (a value that
+/// The audio continuity thresholds: set in code, else `OMNI_METRICS_AUDIO_CONTINUITY_MS` (a value that
 /// cannot be read is noted in `warnings`), else the default; sorted, deduplicated, without
 /// 0, at most [`Builder::MAX_AUDIO_CONTINUITY_THRESHOLDS`].
 fn audio_thresholds(in_code: Option<Vec<u64>>, warnings: &mut Vec<String>) -> Box<[u64]> {
@@ -777,7 +777,7 @@ impl BuildError {
     }
 
     /// The Prometheus endpoint's error, if that was the error (the address of
-    /// [`PROMETHEUS_ADDR_ENV`](crate::env::PROMETHEUS_ADDR_ENV) is not one or cannot be
+    /// `OMNI_METRICS_PROMETHEUS_ADDR` is not one or cannot be
     /// bound).
     #[cfg(feature = "prometheus")]
     pub fn prometheus(&self) -> Option<&crate::PrometheusError> {

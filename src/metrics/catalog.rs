@@ -135,7 +135,7 @@ pub(crate) const MODEL_NAME_LABEL: &str = crate::stats::keys::MODEL_NAME;
 /// The `model_name` of a request whose record names no model
 /// ([`RequestE2EStats::model_name`] is `None`: no
 /// [`Builder::with_model_name`](crate::Builder::with_model_name), no
-/// [`MODEL_NAME_ENV`](crate::env::MODEL_NAME_ENV)). vLLM-Omni always has the label, and a
+/// `OMNI_METRICS_MODEL_NAME`). vLLM-Omni always has the label, and a
 /// dashboard's `$model_name` variable (`label_values(..., model_name)`) lists only values
 /// that are not empty: a fixed word keeps such a dashboard working before a name is set.
 pub const DEFAULT_MODEL_NAME: &str = "unknown";

@@ -817,7 +817,7 @@ const RECORD_QUEUE_CAPACITY: usize = 1024;
 ///
 /// Clones share the families and the endpoint; the endpoint closes when the last clone
 /// drops (the layer holding it, typically). Add it to a layer with
-/// [`Builder::with_sink`](crate::Builder::with_sink), or let [`PROMETHEUS_ADDR_ENV`]
+/// [`Builder::with_sink`](crate::Builder::with_sink), or let `OMNI_METRICS_PROMETHEUS_ADDR`
 /// create one when the code adds none.
 ///
 /// ```no_run
@@ -887,7 +887,7 @@ impl PrometheusSink {
     }
 
     /// The sink [`Builder::build`](crate::Builder::build) adds: `addr` from the code, else
-    /// [`PROMETHEUS_ADDR_ENV`] when set and not empty, else none.
+    /// `OMNI_METRICS_PROMETHEUS_ADDR` when set and not empty, else none.
     pub(crate) fn configured(code: Option<String>) -> Result<Option<Self>, PrometheusError> {
         if let Some(addr) = code {
             return Self::bind_from(addr, false).map(Some);
@@ -1302,7 +1302,7 @@ impl PrometheusError {
         &self.addr
     }
 
-    /// Whether it came from [`PROMETHEUS_ADDR_ENV`].
+    /// Whether it came from `OMNI_METRICS_PROMETHEUS_ADDR`.
     pub fn from_env(&self) -> bool {
         self.from_env
     }

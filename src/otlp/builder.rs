@@ -69,7 +69,7 @@ pub struct OtlpBuilder {
 
 impl OtlpBuilder {
     /// The span queue used unless [`OtlpBuilder::with_max_queue_size`] or
-    /// [`OTEL_BSP_MAX_QUEUE_SIZE`](crate::env::OTEL_BSP_MAX_QUEUE_SIZE) says otherwise:
+    /// `OTEL_BSP_MAX_QUEUE_SIZE` says otherwise:
     /// 65,536 spans.
     ///
     /// The SDK's default (2,048) dropped more than half the spans of an engine with two busy
@@ -83,12 +83,12 @@ impl OtlpBuilder {
     pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
 
     /// Time between two metric exports unless [`OtlpBuilder::with_metric_export_interval`]
-    /// or [`OTEL_METRIC_EXPORT_INTERVAL`](crate::env::OTEL_METRIC_EXPORT_INTERVAL) says
+    /// or `OTEL_METRIC_EXPORT_INTERVAL` says
     /// otherwise: 60 s, the OpenTelemetry default.
     pub const DEFAULT_METRIC_EXPORT_INTERVAL: Duration = Duration::from_secs(60);
 
     /// The export filter used unless [`OtlpBuilder::with_filter`] or
-    /// [`OTEL_FILTER_ENV`](crate::env::OTEL_FILTER_ENV) says otherwise: `info`. The
+    /// `OMNI_METRICS_OTEL_FILTER` says otherwise: `info`. The
     /// `omni.*` spans are exported whatever the filter says.
     pub const DEFAULT_FILTER: &'static str = "info";
 
@@ -127,7 +127,7 @@ impl OtlpBuilder {
     }
 
     /// What is exported, in `EnvFilter` syntax (`"info,my_engine=debug"`). Overrides
-    /// [`OTEL_FILTER_ENV`](crate::env::OTEL_FILTER_ENV); default
+    /// `OMNI_METRICS_OTEL_FILTER`; default
     /// [`DEFAULT_FILTER`](Self::DEFAULT_FILTER). The `omni.*` spans are always exported;
     /// the exporter's own crates (gRPC, HTTP, the OpenTelemetry SDK) never are, nor
     /// `DEBUG`/`TRACE` events unless the filter asks for them.
@@ -138,7 +138,7 @@ impl OtlpBuilder {
 
     /// How much of each request is exported ([`TraceDetail`]): `Stages` keeps a production
     /// trace to its requests, stages and transfers. Overrides
-    /// [`TRACE_DETAIL_ENV`](crate::env::TRACE_DETAIL_ENV); default
+    /// `OMNI_METRICS_TRACE_DETAIL`; default
     /// [`TraceDetail::Full`]. The tables and metrics see every span whatever the detail.
     pub fn with_trace_detail(mut self, detail: TraceDetail) -> Self {
         self.detail = Some(detail);
@@ -216,7 +216,7 @@ impl OtlpBuilder {
     /// line of OTLP JSON per batch, as the Collector's file exporter writes them
     /// (`format: json`): `omni-metrics report` reads it back into the same tables, records
     /// and HTML page, with no collector running. Overrides
-    /// [`TRACE_FILE_ENV`](crate::env::TRACE_FILE_ENV) (`OMNI_METRICS_TRACE_FILE`).
+    /// `OMNI_METRICS_TRACE_FILE`.
     ///
     /// With or without an OTLP endpoint: with one, the same spans go to both, each through a
     /// batch queue of its own. The file holds what a collector would receive: the spans the
@@ -241,7 +241,7 @@ impl OtlpBuilder {
         self
     }
 
-    /// The trace file set in code, else by [`TRACE_FILE_ENV`], with whether it came from the
+    /// The trace file set in code, else by `OMNI_METRICS_TRACE_FILE`, with whether it came from the
     /// variable; `None` when neither names one or an off switch turns trace export off (a
     /// warning in `warnings` then).
     fn trace_file_path(&self, warnings: &mut Vec<String>) -> Option<(PathBuf, bool)> {

@@ -2,7 +2,7 @@
 //! per exported batch, as the Collector's file exporter writes them (`format: json`), so
 //! that `omni-metrics report` runs on a laptop with no collector
 //! ([`OtlpBuilder::with_trace_file`](super::OtlpBuilder::with_trace_file),
-//! [`TRACE_FILE_ENV`](crate::env::TRACE_FILE_ENV)).
+//! `OMNI_METRICS_TRACE_FILE`).
 //!
 //! - Each batch is converted by opentelemetry-proto's own transform (the one the OTLP
 //!   exporter sends: spans grouped by resource and scope) into a `TracesData` and

@@ -49,7 +49,7 @@ impl TraceDetail {
         }
     }
 
-    /// From code if given, else [`TRACE_DETAIL_ENV`] (a bad value is warned about and
+    /// From code if given, else `OMNI_METRICS_TRACE_DETAIL` (a bad value is warned about and
     /// ignored), else [`TraceDetail::Full`].
     pub(super) fn resolve(code: Option<TraceDetail>) -> Self {
         if let Some(detail) = code {
@@ -167,7 +167,7 @@ impl ExportFilter {
         }
     }
 
-    /// From code if given, else [`OTEL_FILTER_ENV`], else
+    /// From code if given, else `OMNI_METRICS_OTEL_FILTER`, else
     /// [`OtlpBuilder::DEFAULT_FILTER`](super::OtlpBuilder::DEFAULT_FILTER).
     pub(super) fn resolve(code: Option<&str>) -> Self {
         match code {

@@ -26,15 +26,9 @@ use super::origin::Origin;
 use super::otlp;
 
 /// How the records of a file are encoded.
-///
-/// ```
-/// use omni_metrics::replay::InputFormat;
-/// assert_eq!("proto".parse::<InputFormat>(), Ok(InputFormat::Proto));
-/// assert_eq!(InputFormat::default(), InputFormat::Auto);
-/// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
-pub enum InputFormat {
+pub(crate) enum InputFormat {
     /// From the file's extension (`.json`, `.jsonl`, `.ndjson`; `.pb`, `.binpb`, `.proto`;
     /// before any `.gz` or `.zst`), else from the content: data (once decompressed) that
     /// starts with `{`, white space or any byte a length prefix of at most
@@ -114,7 +108,7 @@ pub(crate) enum Place {
 /// `records.json:17: not OTLP JSON: expected value at line 1 column 1`.
 #[derive(Debug, thiserror::Error)]
 #[error("{file}{place}: {message}{}", if *.stopped { " (the rest of the file cannot be read)" } else { "" })]
-pub struct ReadError {
+pub(crate) struct ReadError {
     file: String,
     place: PlaceDisplay,
     message: String,
@@ -125,7 +119,7 @@ pub struct ReadError {
 /// What a [`ReadError`] cost.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
-pub enum Lost {
+pub(crate) enum Lost {
     /// A record (a line, a message), or the rest of the file.
     Record,
     /// Spans of a record whose other spans were read (a span without valid ids).
@@ -178,34 +172,23 @@ impl ReadError {
     }
 
     /// What it cost.
-    pub fn lost(&self) -> Lost {
+    pub(crate) fn lost(&self) -> Lost {
         self.lost
     }
 
-    /// The file, as it was named.
-    pub fn file(&self) -> &str {
-        &self.file
-    }
-
     /// The line of a JSON file (from 1), if the error is about one.
-    pub fn line(&self) -> Option<u64> {
+    pub(crate) fn line(&self) -> Option<u64> {
         match self.place.0 {
             Place::Line(n) => Some(n),
             _ => None,
         }
-    }
-
-    /// Whether the file could not be read past this error (a broken compressed stream, a
-    /// corrupt length prefix, a file that cannot be opened).
-    pub fn stopped(&self) -> bool {
-        self.stopped
     }
 }
 
 /// What reading one file gave.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
-pub struct FileSummary {
+pub(crate) struct FileSummary {
     /// Records (lines, messages) decoded.
     pub records: u64,
     /// Spans in them.
@@ -221,6 +204,7 @@ pub struct FileSummary {
     pub bytes: u64,
 }
 
+#[cfg(test)]
 /// Reads every record of `reader`, handing the spans of each to `spans` and each bad record
 /// to `on_error`. Never fails as a whole: a file that cannot be read at all is one error.
 pub(crate) fn read_records(
@@ -1037,5 +1021,17 @@ mod tests {
         let (summary, errors) = read(&data, InputFormat::Auto);
         assert_eq!((summary.records, summary.errors), (0, 1), "{errors:?}");
         assert!(errors[0].contains("cannot read"), "{errors:?}");
+    }
+}
+
+// The examples of this module, as unit tests (the module is internal to the crate).
+#[cfg(test)]
+mod examples {
+    #[test]
+    fn example_inputformat() -> Result<(), Box<dyn std::error::Error>> {
+        use crate::replay::InputFormat;
+        assert_eq!("proto".parse::<InputFormat>(), Ok(InputFormat::Proto));
+        assert_eq!(InputFormat::default(), InputFormat::Auto);
+        Ok(())
     }
 }

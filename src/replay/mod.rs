@@ -7,36 +7,6 @@
 //! exported times, so that every table, record and distribution is computed by the layer
 //! itself, exactly as it is live. Feature `replay`.
 //!
-//! ```
-//! use omni_metrics::replay::{InputFormat, Replay, Spans};
-//! use omni_metrics::testing::CaptureSink; // feature `testing`
-//!
-//! // One exported request with one stage, as another SDK may write it.
-//! let line = r#"{"resourceSpans":[{"scopeSpans":[{"spans":[
-//!   {"traceId":"0af7651916cd43dd8448eb211c80319c","spanId":"b7ad6b7169203331",
-//!    "name":"omni.request","startTimeUnixNano":"1000000000","endTimeUnixNano":"1050000000",
-//!    "attributes":[{"key":"request_id","value":{"stringValue":"r-1"}}]},
-//!   {"traceId":"0af7651916cd43dd8448eb211c80319c","spanId":"00f067aa0ba902b7",
-//!    "parentSpanId":"b7ad6b7169203331","name":"omni.stage",
-//!    "startTimeUnixNano":"1010000000","endTimeUnixNano":"1040000000",
-//!    "attributes":[{"key":"stage_id","value":{"intValue":"0"}},
-//!                  {"key":"num_tokens_in","value":{"intValue":"12"}}]}]}]}]}"#;
-//! let mut spans = Spans::new();
-//! let read = spans.read("traces.json", line.replace('\n', "").as_bytes(), InputFormat::Auto, &mut |e| {
-//!     eprintln!("{e}")
-//! });
-//! assert_eq!((read.spans, read.errors), (2, 0));
-//!
-//! let capture = CaptureSink::new();
-//! let stats = Replay::new().with_sink(capture.clone()).run(&spans);
-//! assert_eq!(stats.requests, 1);
-//! let request = &capture.requests()[0];
-//! assert_eq!(request.e2e_total_ms, 50.0);
-//! assert_eq!(request.stages[0].stage_gen_time_ms, 30.0);
-//! assert_eq!(request.trace_id.as_deref(), Some("0af7651916cd43dd8448eb211c80319c"));
-//! ```
-//!
-#![doc = include_str!("../../docs/reference/replay.md")]
 
 mod engine;
 mod input;
@@ -52,19 +22,22 @@ use std::path::Path;
 
 use tracing_subscriber::layer::SubscriberExt as _;
 
+#[cfg(test)]
+use input::FileSummary;
 use input::MAX_RECORD_BYTES;
-pub use input::{FileSummary, InputFormat, Lost, ReadError};
+pub(crate) use input::{InputFormat, Lost, ReadError};
 
 use crate::report::Sink;
 use crate::testing::ManualClock;
 
+#[cfg(test)]
 /// Every span read so far, from every file: a request whose stages were exported by
 /// another process (another file) is whole once both files are read.
 ///
 /// A span read twice (the same file given twice, a collector that exported a batch again)
 /// is kept once.
 #[derive(Debug, Default)]
-pub struct Spans {
+pub(crate) struct Spans {
     spans: Vec<model::SpanRec>,
     /// Where each span was measured.
     origins: Vec<origin::Origin>,
@@ -72,34 +45,16 @@ pub struct Spans {
     duplicates: u64,
 }
 
+#[cfg(test)]
 impl Spans {
     /// No spans yet.
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self::default()
     }
 
     /// How many distinct spans were read (of the convention or not).
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.spans.len()
-    }
-
-    /// Whether no span was read.
-    pub fn is_empty(&self) -> bool {
-        self.spans.is_empty()
-    }
-
-    /// Spans read again (same trace and span id) and left out.
-    pub fn duplicates(&self) -> u64 {
-        self.duplicates
-    }
-
-    /// How many distinct traces the spans belong to.
-    pub fn traces(&self) -> usize {
-        self.spans
-            .iter()
-            .map(|s| s.trace_id)
-            .collect::<HashSet<_>>()
-            .len()
     }
 
     /// Reads the trace data of `reader`, named `file` in errors. Compression (gzip, zstd) is
@@ -109,7 +64,7 @@ impl Spans {
     /// [`Replay::DEFAULT_MAX_RECORD_BYTES`], is handed to `on_error` and the rest is still read; a broken
     /// compressed stream or length prefix ends the file there (the error says so). Never
     /// panics, never fails as a whole.
-    pub fn read(
+    pub(crate) fn read(
         &mut self,
         file: &str,
         reader: impl Read,
@@ -143,14 +98,9 @@ impl Spans {
 }
 
 /// How requests are summarized together.
-///
-/// ```
-/// use omni_metrics::replay::GroupBy;
-/// assert_eq!("all".parse::<GroupBy>(), Ok(GroupBy::All));
-/// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
-pub enum GroupBy {
+pub(crate) enum GroupBy {
     /// As live: the requests of one `omni.run` together (the run's exported span, which its
     /// requests link to, or their `omni.run` parent), each other request on its own.
     #[default]
@@ -162,7 +112,7 @@ pub enum GroupBy {
 
 impl GroupBy {
     /// The scope of [`GroupBy::All`].
-    pub const ALL_SCOPE: &'static str = "all";
+    pub(crate) const ALL_SCOPE: &'static str = "all";
 }
 
 impl std::str::FromStr for GroupBy {
@@ -180,7 +130,7 @@ impl std::str::FromStr for GroupBy {
 /// What a replay did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
-pub struct ReplayStats {
+pub(crate) struct ReplayStats {
     /// Spans of the convention replayed (runs made up for [`GroupBy::All`] or for a
     /// missing run included).
     pub spans_replayed: u64,
@@ -256,13 +206,12 @@ pub struct ReplayStats {
 /// dropped however fast the replay runs. Each request's record carries the id of the trace
 /// it was read from (`trace_id`).
 #[must_use = "a replay does nothing until `run` is called"]
-pub struct Replay {
+pub(crate) struct Replay {
     group_by: GroupBy,
     window: u64,
     max_record: usize,
     sinks: Vec<Box<dyn Sink>>,
     diagnostics: bool,
-    progress: Option<Box<dyn FnMut(u64, u64)>>,
 }
 
 impl std::fmt::Debug for Replay {
@@ -285,14 +234,13 @@ impl Default for Replay {
 
 impl Replay {
     /// A replay grouping by run, with no sink yet and no diagnostics printed.
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self {
             group_by: GroupBy::default(),
             window: Self::DEFAULT_WINDOW,
             max_record: MAX_RECORD_BYTES,
             sinks: Vec::new(),
             diagnostics: false,
-            progress: None,
         }
     }
 
@@ -301,23 +249,23 @@ impl Replay {
     /// still read; this bound (with the window) keeps the report under 100 MiB whatever the
     /// input. The Collector's exports are far smaller (its gRPC receiver takes 4 MiB by
     /// default). [`Replay::with_max_record_bytes`] (`--max-record-mib`) raises it.
-    pub const DEFAULT_MAX_RECORD_BYTES: usize = MAX_RECORD_BYTES;
+    pub(crate) const DEFAULT_MAX_RECORD_BYTES: usize = MAX_RECORD_BYTES;
 
     /// How many spans a trace waits for, by default, before it is replayed: see
     /// [`Replay::with_window`].
-    pub const DEFAULT_WINDOW: u64 = 100_000;
+    pub(crate) const DEFAULT_WINDOW: u64 = 100_000;
 
     /// How far, in ns (1 ms), a span may start before its parent, or end after its
     /// request, before it is taken as clock skew, when the resources do not say whether
     /// the two spans share a clock (no `host.name` or `service.instance.id` on both): see
     /// [`ReplayStats::moved_into_parent`]. Spans of one process are never moved; spans of
     /// different hosts or processes are moved whenever they lie outside their parent.
-    pub const CLOCK_TOLERANCE_NS: u64 = engine::TOLERANCE_NS;
+    pub(crate) const CLOCK_TOLERANCE_NS: u64 = engine::TOLERANCE_NS;
 
     /// The memory, in bytes, the spans held open may take per span of the window: a little
     /// more than a collector's span of the convention takes once read (about 400 bytes for
     /// a stage with its figures, 150 for a timing span).
-    pub const BYTES_PER_SPAN: u64 = 320;
+    pub(crate) const BYTES_PER_SPAN: u64 = 320;
 
     /// How long a trace stays open, in spans read: a trace is replayed (and its memory
     /// freed) once its root span has been read and no span of it has come in the last
@@ -336,7 +284,7 @@ impl Replay {
     /// [`ReplayStats::traces_replayed_early`], and the spans of such a trace read after
     /// it in [`ReplayStats::late_spans`]. Default: [`Replay::DEFAULT_WINDOW`]; `u64::MAX`
     /// keeps every trace open to the end (memory grows with the input).
-    pub fn with_window(mut self, spans: u64) -> Self {
+    pub(crate) fn with_window(mut self, spans: u64) -> Self {
         self.window = spans.max(1);
         self
     }
@@ -345,13 +293,13 @@ impl Replay {
     /// once decompressed (a larger one is skipped and said, the rest of the file still read).
     /// Memory grows with it (a record is held whole while it is decoded). Default:
     /// [`Replay::DEFAULT_MAX_RECORD_BYTES`]; at most 4 GiB.
-    pub fn with_max_record_bytes(mut self, bytes: usize) -> Self {
+    pub(crate) fn with_max_record_bytes(mut self, bytes: usize) -> Self {
         self.max_record = bytes.clamp(1, u32::MAX as usize);
         self
     }
 
     /// How requests are summarized together. Default: [`GroupBy::Run`].
-    pub fn group_by(mut self, group_by: GroupBy) -> Self {
+    pub(crate) fn group_by(mut self, group_by: GroupBy) -> Self {
         self.group_by = group_by;
         self
     }
@@ -359,7 +307,7 @@ impl Replay {
     /// Adds a sink: yours (print a record's tables with its `Display`, its JSON line with
     /// [`Record::to_json_line`](crate::report::Record::to_json_line), as the report command
     /// does), or `testing::CaptureSink` (feature `testing`) to read them in code.
-    pub fn with_sink(mut self, sink: impl Sink) -> Self {
+    pub(crate) fn with_sink(mut self, sink: impl Sink) -> Self {
         self.sinks.push(Box::new(sink));
         self
     }
@@ -368,34 +316,28 @@ impl Replay {
     /// `omni_metrics::diagnostics`: a stage outside any request, a mistyped field...) on
     /// stderr, as `init()` would. Default: off (they are counted in `invalid_spans` either
     /// way).
-    pub fn with_diagnostics(mut self, enabled: bool) -> Self {
+    pub(crate) fn with_diagnostics(mut self, enabled: bool) -> Self {
         self.diagnostics = enabled;
         self
     }
 
-    /// Calls `progress(done, total)` now and then while replaying (steps: a span's open,
-    /// close or output).
-    pub fn with_progress(mut self, progress: impl FnMut(u64, u64) + 'static) -> Self {
-        self.progress = Some(Box::new(progress));
-        self
-    }
-
+    #[cfg(test)]
     /// Replays every span of `spans` (read whole into memory beforehand) and returns what
     /// was done; the records went to the sinks as each request and scope finished.
     /// Traces are replayed in the order their last span was read.
-    pub fn run(self, spans: &Spans) -> ReplayStats {
+    pub(crate) fn run(self, spans: &Spans) -> ReplayStats {
         let known_runs = match self.group_by {
             GroupBy::Run => runs_of(&spans.spans),
             GroupBy::All => HashMap::new(),
         };
         let duplicates = spans.duplicates;
-        let mut stats = self.with_engine(known_runs, |engine, progress| {
+        let mut stats = self.with_engine(known_runs, |engine| {
             let mut traces = Traces::new(u64::MAX);
             for (i, span) in spans.spans.iter().enumerate() {
                 let origin = spans.origins.get(i).copied().unwrap_or_default();
-                traces.push(span.clone(), origin, engine, progress);
+                traces.push(span.clone(), origin, engine);
             }
-            traces.finish(engine, progress)
+            traces.finish(engine)
         });
         stats.duplicates += duplicates;
         stats
@@ -412,22 +354,7 @@ impl Replay {
     /// step, the next record always from the input whose next record ended first, so
     /// that the spans of a request that several processes exported meet within the
     /// window.
-    ///
-    /// ```
-    /// use omni_metrics::replay::{Input, InputFormat, Replay};
-    /// use omni_metrics::testing::CaptureSink; // feature `testing`
-    ///
-    /// let line = br#"{"resourceSpans":[{"scopeSpans":[{"spans":[{"traceId":"0af7651916cd43dd8448eb211c80319c","spanId":"b7ad6b7169203331","name":"omni.request","startTimeUnixNano":"1000000000","endTimeUnixNano":"1050000000","attributes":[{"key":"request_id","value":{"stringValue":"r-1"}}]}]}]}]}"#;
-    /// let capture = CaptureSink::new();
-    /// let stats = Replay::new().with_sink(capture.clone()).run_inputs(
-    ///     vec![Input::bytes("traces.json", &line[..])],
-    ///     InputFormat::Auto,
-    ///     &mut |e| eprintln!("{e}"),
-    /// );
-    /// assert_eq!((stats.requests, stats.spans_read), (1, 1));
-    /// assert_eq!(capture.requests()[0].e2e_total_ms, 50.0);
-    /// ```
-    pub fn run_inputs(
+    pub(crate) fn run_inputs(
         self,
         mut inputs: Vec<Input<'_>>,
         format: InputFormat,
@@ -439,7 +366,7 @@ impl Replay {
             GroupBy::All => HashMap::new(),
         };
         let window = self.window;
-        self.with_engine(known_runs, |engine, progress| {
+        self.with_engine(known_runs, |engine| {
             let mut files: Vec<input::Records<'_>> = Vec::with_capacity(inputs.len());
             for input in &mut inputs {
                 match (input.open)() {
@@ -466,7 +393,7 @@ impl Replay {
             }
             while let Some(Reverse((_, i))) = heap.pop() {
                 for (span, origin) in pending[i].take().into_iter().flatten() {
-                    traces.push(span, origin, engine, progress);
+                    traces.push(span, origin, engine);
                 }
                 let next = files[i].next(on_error);
                 if let Some(key) = next.as_deref().and_then(earliest) {
@@ -474,7 +401,7 @@ impl Replay {
                 }
                 pending[i] = next;
             }
-            let mut stats = traces.finish(engine, progress);
+            let mut stats = traces.finish(engine);
             stats.records = files.iter().map(|f| f.summary.records).sum();
             stats.bytes_read = files.iter().map(|f| f.summary.bytes).sum();
             stats.inputs_read = files.len() as u64;
@@ -487,7 +414,7 @@ impl Replay {
     fn with_engine(
         self,
         known_runs: HashMap<(u128, u64), model::SpanRec>,
-        replay: impl FnOnce(&mut engine::Engine<'_>, &mut dyn FnMut(u64, u64)) -> ReplayStats,
+        replay: impl FnOnce(&mut engine::Engine<'_>) -> ReplayStats,
     ) -> ReplayStats {
         let Replay {
             group_by,
@@ -495,7 +422,6 @@ impl Replay {
             max_record: _,
             sinks,
             diagnostics,
-            progress,
         } = self;
         let clock = ManualClock::new();
         let current = engine::CurrentTrace::default();
@@ -532,15 +458,9 @@ impl Replay {
                 )
         });
         let subscriber = tracing_subscriber::registry().with(layer).with(diagnostics);
-        let mut progress = progress;
-        let mut report = |done: u64, read: u64| {
-            if let Some(p) = progress.as_mut() {
-                p(done, read);
-            }
-        };
         tracing::subscriber::with_default(subscriber, || {
             let mut engine = engine::Engine::new(group_by, &clock, &current, known_runs);
-            let mut read = replay(&mut engine, &mut report);
+            let mut read = replay(&mut engine);
             let stats = engine.finish();
             read.spans_replayed = stats.spans_replayed;
             read.requests = stats.requests;
@@ -600,7 +520,7 @@ fn first_pass(
 
 /// One input of [`Replay::run_inputs`]: a name for errors and a way to open it (it is
 /// read twice).
-pub struct Input<'a> {
+pub(crate) struct Input<'a> {
     name: String,
     open: Box<dyn FnMut() -> std::io::Result<Box<dyn Read + 'a>> + 'a>,
 }
@@ -615,13 +535,7 @@ impl std::fmt::Debug for Input<'_> {
 
 impl<'a> Input<'a> {
     /// An input named `name` in errors, opened by `open` (once for each pass).
-    ///
-    /// ```
-    /// use omni_metrics::replay::Input;
-    /// let input = Input::new("traces.json", || std::fs::File::open("traces.json"));
-    /// # drop(input);
-    /// ```
-    pub fn new<R: Read + 'a>(
+    pub(crate) fn new<R: Read + 'a>(
         name: impl Into<String>,
         mut open: impl FnMut() -> std::io::Result<R> + 'a,
     ) -> Self {
@@ -632,7 +546,7 @@ impl<'a> Input<'a> {
     }
 
     /// The file at `path`, named as displayed.
-    pub fn path(path: impl AsRef<Path>) -> Self {
+    pub(crate) fn path(path: impl AsRef<Path>) -> Self {
         let path = path.as_ref().to_path_buf();
         Self::new(path.display().to_string(), move || {
             std::fs::File::open(&path)
@@ -640,7 +554,7 @@ impl<'a> Input<'a> {
     }
 
     /// Bytes in memory (standard input, read whole, or a test's data).
-    pub fn bytes(name: impl Into<String>, bytes: &'a [u8]) -> Self {
+    pub(crate) fn bytes(name: impl Into<String>, bytes: &'a [u8]) -> Self {
         Self::new(name, move || Ok(bytes))
     }
 }
@@ -745,7 +659,6 @@ impl Traces {
         span: model::SpanRec,
         origin: origin::Origin,
         engine: &mut engine::Engine<'_>,
-        progress: &mut dyn FnMut(u64, u64),
     ) {
         self.now += 1;
         let trace_id = span.trace_id;
@@ -777,9 +690,6 @@ impl Traces {
         if full {
             self.stats.traces_replayed_early += 1;
             self.close(trace_id, engine);
-        }
-        if self.now % 65_536 == 0 {
-            progress(engine.stats.spans_replayed, self.stats.spans_read);
         }
         // Traces complete: a window without a span of theirs (four without their root).
         let now = self.now;
@@ -839,21 +749,20 @@ impl Traces {
     }
 
     /// Replays every trace still open, in the order their last span was read.
-    fn finish(
-        mut self,
-        engine: &mut engine::Engine<'_>,
-        progress: &mut dyn FnMut(u64, u64),
-    ) -> ReplayStats {
+    fn finish(mut self, engine: &mut engine::Engine<'_>) -> ReplayStats {
         let mut left: Vec<(u64, u128)> =
             self.open.iter().map(|(id, t)| (t.last_seen, *id)).collect();
         left.sort_unstable();
         for (_, id) in left {
             self.close(id, engine);
         }
-        progress(engine.stats.spans_replayed, self.stats.spans_read);
         self.stats
     }
 }
+
+// The decoders and the replay fuzzed (proptest).
+#[cfg(test)]
+mod fuzz;
 
 #[cfg(test)]
 mod tests {
@@ -962,5 +871,78 @@ mod tests {
         assert_eq!(s.replica_id, Some(3));
         assert_eq!(s.num_inference_steps, Some(5));
         assert_eq!((s.video_frames, s.video_duration_ms), (48, Some(2000.0)));
+    }
+}
+
+// The examples of this module, as unit tests (the module is internal to the crate).
+#[cfg(test)]
+mod examples {
+    #[test]
+    fn example_module() -> Result<(), Box<dyn std::error::Error>> {
+        use crate::replay::{InputFormat, Replay, Spans};
+        use crate::testing::CaptureSink; // feature `testing`
+
+        // One exported request with one stage, as another SDK may write it.
+        let line = r#"{"resourceSpans":[{"scopeSpans":[{"spans":[
+          {"traceId":"0af7651916cd43dd8448eb211c80319c","spanId":"b7ad6b7169203331",
+           "name":"omni.request","startTimeUnixNano":"1000000000","endTimeUnixNano":"1050000000",
+           "attributes":[{"key":"request_id","value":{"stringValue":"r-1"}}]},
+          {"traceId":"0af7651916cd43dd8448eb211c80319c","spanId":"00f067aa0ba902b7",
+           "parentSpanId":"b7ad6b7169203331","name":"omni.stage",
+           "startTimeUnixNano":"1010000000","endTimeUnixNano":"1040000000",
+           "attributes":[{"key":"stage_id","value":{"intValue":"0"}},
+                         {"key":"num_tokens_in","value":{"intValue":"12"}}]}]}]}]}"#;
+        let mut spans = Spans::new();
+        let read = spans.read(
+            "traces.json",
+            line.replace('\n', "").as_bytes(),
+            InputFormat::Auto,
+            &mut |e| eprintln!("{e}"),
+        );
+        assert_eq!((read.spans, read.errors), (2, 0));
+
+        let capture = CaptureSink::new();
+        let stats = Replay::new().with_sink(capture.clone()).run(&spans);
+        assert_eq!(stats.requests, 1);
+        let request = &capture.requests()[0];
+        assert_eq!(request.e2e_total_ms, 50.0);
+        assert_eq!(request.stages[0].stage_gen_time_ms, 30.0);
+        assert_eq!(
+            request.trace_id.as_deref(),
+            Some("0af7651916cd43dd8448eb211c80319c")
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn example_groupby() -> Result<(), Box<dyn std::error::Error>> {
+        use crate::replay::GroupBy;
+        assert_eq!("all".parse::<GroupBy>(), Ok(GroupBy::All));
+        Ok(())
+    }
+
+    #[test]
+    fn example_run_inputs() -> Result<(), Box<dyn std::error::Error>> {
+        use crate::replay::{Input, InputFormat, Replay};
+        use crate::testing::CaptureSink; // feature `testing`
+
+        let line = br#"{"resourceSpans":[{"scopeSpans":[{"spans":[{"traceId":"0af7651916cd43dd8448eb211c80319c","spanId":"b7ad6b7169203331","name":"omni.request","startTimeUnixNano":"1000000000","endTimeUnixNano":"1050000000","attributes":[{"key":"request_id","value":{"stringValue":"r-1"}}]}]}]}]}"#;
+        let capture = CaptureSink::new();
+        let stats = Replay::new().with_sink(capture.clone()).run_inputs(
+            vec![Input::bytes("traces.json", &line[..])],
+            InputFormat::Auto,
+            &mut |e| eprintln!("{e}"),
+        );
+        assert_eq!((stats.requests, stats.spans_read), (1, 1));
+        assert_eq!(capture.requests()[0].e2e_total_ms, 50.0);
+        Ok(())
+    }
+
+    #[test]
+    fn example_new() -> Result<(), Box<dyn std::error::Error>> {
+        use crate::replay::Input;
+        let input = Input::new("traces.json", || std::fs::File::open("traces.json"));
+        drop(input);
+        Ok(())
     }
 }

@@ -1,14 +1,9 @@
-//! `omni-metrics compare` (issue 26): two runs with known differences, compared; the
-//! verdicts against what was changed, over many seeds; the false-positive rate of noise
-//! against the stated confidence; the mismatch warnings; the outputs (table, JSON lines,
-//! Markdown); `--fail-on` on the real binary, both exits; the HTML page in headless
-//! Chromium (`OMNI_METRICS_SKIP_BROWSER=1` skips it explicitly).
+//! `omni-metrics compare` on the real binary: records and trace files in, the outputs,
+//! `--fail-on`'s exits. The comparison's own tests (verdicts over many seeds, the
+//! false-positive rate, warnings, outputs, the page in Chromium) are unit tests of the
+//! crate's `compare` module.
 #![cfg(feature = "cli")]
 
-#[path = "../support/chromium.rs"]
-mod chromium;
 mod cli;
-mod finding;
-mod html;
-mod outputs;
+#[path = "../support/runs.rs"]
 mod runs;

@@ -368,11 +368,11 @@ fn jsonl_from_the_environment_variable() {
     let _ = std::fs::remove_file(&path);
     // The variable is read by `build()`; this is the only test that sets it.
     // SAFETY: no other test in this binary reads or writes OMNI_METRICS_JSONL.
-    unsafe { std::env::set_var(omni_metrics::env::JSONL_ENV, &path) };
+    unsafe { std::env::set_var("OMNI_METRICS_JSONL", &path) };
     let layer = omni_metrics::OmniMetricsLayer::builder()
         .with_console(false)
         .build();
-    unsafe { std::env::remove_var(omni_metrics::env::JSONL_ENV) };
+    unsafe { std::env::remove_var("OMNI_METRICS_JSONL") };
     let layer = layer.expect("the temp file opens");
     use tracing_subscriber::prelude::*;
     tracing::subscriber::with_default(tracing_subscriber::registry().with(layer), || {

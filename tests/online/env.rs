@@ -26,9 +26,9 @@ fn run_child(name: &str, env: &[(&str, &str)]) -> String {
     cmd.args(["--exact", name, "--nocapture", "--test-threads=1"])
         .env(CHILD, name)
         .env_remove("RUST_LOG")
-        .env_remove(omni_metrics::env::JSONL_ENV)
-        .env_remove(omni_metrics::env::LOG_INTERVAL_ENV)
-        .env_remove(omni_metrics::env::ONLINE_TABLES_ENV)
+        .env_remove("OMNI_METRICS_JSONL")
+        .env_remove("OMNI_METRICS_LOG_INTERVAL")
+        .env_remove("OMNI_METRICS_ONLINE_TABLES")
         .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
         .env_remove("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
         .env_remove("OTEL_TRACES_EXPORTER");
@@ -53,8 +53,8 @@ fn bad_values_of_the_variables_are_warnings_not_panics() {
         let stderr = run_child(
             NAME,
             &[
-                (omni_metrics::env::LOG_INTERVAL_ENV, "ten seconds"),
-                (omni_metrics::env::ONLINE_TABLES_ENV, "maybe"),
+                ("OMNI_METRICS_LOG_INTERVAL", "ten seconds"),
+                ("OMNI_METRICS_ONLINE_TABLES", "maybe"),
             ],
         );
         assert!(
@@ -100,7 +100,7 @@ fn bad_values_of_the_variables_are_warnings_not_panics() {
 fn the_interval_variable_turns_the_line_on_and_code_wins() {
     const NAME: &str = "env::the_interval_variable_turns_the_line_on_and_code_wins";
     if !is_child(NAME) {
-        run_child(NAME, &[(omni_metrics::env::LOG_INTERVAL_ENV, "20ms")]);
+        run_child(NAME, &[("OMNI_METRICS_LOG_INTERVAL", "20ms")]);
         return;
     }
     let play = |h: &Harness| h.run(|| h.play(None, "r-1", 10.0, 1, Status::Ok));
@@ -132,7 +132,7 @@ fn the_interval_variable_turns_the_line_on_and_code_wins() {
 fn the_online_tables_variable_turns_them_off_and_code_wins() {
     const NAME: &str = "env::the_online_tables_variable_turns_them_off_and_code_wins";
     if !is_child(NAME) {
-        run_child(NAME, &[(omni_metrics::env::ONLINE_TABLES_ENV, "0")]);
+        run_child(NAME, &[("OMNI_METRICS_ONLINE_TABLES", "0")]);
         return;
     }
     let play = |h: &Harness| {

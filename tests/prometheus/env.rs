@@ -5,7 +5,7 @@
 use std::net::{SocketAddr, TcpListener};
 use std::process::{Command, Output};
 
-use omni_metrics::env::PROMETHEUS_ADDR_ENV;
+const PROMETHEUS_ADDR_ENV: &str = "OMNI_METRICS_PROMETHEUS_ADDR";
 
 use crate::support::get;
 

@@ -262,12 +262,12 @@ fn run_child(name: &str, model: &[u8]) -> (String, String) {
         .args(["--exact", name, "--nocapture", "--test-threads=1"])
         .env(CHILD, name)
         .env(
-            omni_metrics::env::MODEL_NAME_ENV,
+            "OMNI_METRICS_MODEL_NAME",
             std::ffi::OsStr::from_bytes(model),
         )
         .env_remove("RUST_LOG")
-        .env_remove(omni_metrics::env::PROMETHEUS_ADDR_ENV)
-        .env_remove(omni_metrics::env::JSONL_ENV)
+        .env_remove("OMNI_METRICS_PROMETHEUS_ADDR")
+        .env_remove("OMNI_METRICS_JSONL")
         .output()
         .expect("the child runs");
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();

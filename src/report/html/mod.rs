@@ -4,7 +4,7 @@
 //! [`render`] makes one HTML file from a scope's summary and its requests (the `omni-metrics
 //! report --html` command calls it); the layer writes one when a run closes, with
 //! [`Builder::with_html_path`](crate::Builder::with_html_path) or
-//! [`HTML_ENV`](crate::env::HTML_ENV). The page fetches nothing: its style, script and data
+//! `OMNI_METRICS_HTML`. The page fetches nothing: its style, script and data
 //! are inlined, and it works opened from a `file://` URL offline. It shows:
 //!
 //! - the `Overall Summary` and `Distributions` tables, and the `RequestE2EStats`,
@@ -65,30 +65,15 @@ const SCRIPT: &str = include_str!("page.js");
 /// scope changed or cut to be a safe file name gets 8 hex digits of its hash, so `team a/run-1` and `team_a_run-1`
 /// get two files). Should two scopes still map to one name, the later page gets `-2`,
 /// `-3`, ... before the extension. Without `{scope}`, each page replaces the last.
-///
-/// ```
-/// use omni_metrics::report::html::PageWriter;
-/// use omni_metrics::stats::OverallSummary;
-///
-/// let dir = std::env::temp_dir().join(format!("omni-doc-pages-{}", std::process::id()));
-/// std::fs::create_dir_all(&dir)?;
-/// let mut pages = PageWriter::new(dir.join("report-{scope}.html"));
-/// let a = pages.write(&OverallSummary { scope: "team a/run-1".into(), ..Default::default() }, &[])?;
-/// let b = pages.write(&OverallSummary { scope: "team_a_run-1".into(), ..Default::default() }, &[])?;
-/// assert_ne!(a, b);
-/// assert!(b.ends_with("report-team_a_run-1.html"));
-/// # std::fs::remove_dir_all(&dir)?;
-/// # Ok::<(), std::io::Error>(())
-/// ```
 #[derive(Debug)]
-pub struct PageWriter {
+pub(crate) struct PageWriter {
     pattern: std::path::PathBuf,
     pages: live::PageNames,
 }
 
 impl PageWriter {
     /// Writes pages to `pattern` (a path, with `{scope}` in it for one page per scope).
-    pub fn new(pattern: impl Into<std::path::PathBuf>) -> Self {
+    pub(crate) fn new(pattern: impl Into<std::path::PathBuf>) -> Self {
         Self {
             pattern: pattern.into(),
             pages: live::PageNames::default(),
@@ -101,7 +86,7 @@ impl PageWriter {
     /// # Errors
     ///
     /// The file could not be written; the error names it.
-    pub fn write(
+    pub(crate) fn write(
         &mut self,
         summary: &OverallSummary,
         requests: &[RequestE2EStats],
@@ -210,5 +195,36 @@ mod tests {
             .collect();
         assert_eq!(names, ["TITLE", "STYLE", "DATA", "SCRIPT"]);
         assert!(!STYLE.contains("{{") && !SCRIPT.contains("{{"));
+    }
+}
+
+#[cfg(test)]
+mod page_writer_tests {
+    use super::PageWriter;
+    use crate::stats::OverallSummary;
+
+    #[test]
+    fn scopes_that_map_to_one_file_name_get_two_files() -> std::io::Result<()> {
+        let dir = std::env::temp_dir().join(format!("omni-doc-pages-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        let mut pages = PageWriter::new(dir.join("report-{scope}.html"));
+        let a = pages.write(
+            &OverallSummary {
+                scope: "team a/run-1".into(),
+                ..Default::default()
+            },
+            &[],
+        )?;
+        let b = pages.write(
+            &OverallSummary {
+                scope: "team_a_run-1".into(),
+                ..Default::default()
+            },
+            &[],
+        )?;
+        assert_ne!(a, b);
+        assert!(b.ends_with("report-team_a_run-1.html"));
+        std::fs::remove_dir_all(&dir)?;
+        Ok(())
     }
 }

@@ -12,16 +12,16 @@
 //!
 //! A stable harness (`proptest`, no nightly `cargo fuzz`): a few thousand cases in CI,
 //! under a minute in debug on 2 cores,
-//! `cargo test --features replay --test replay_fuzz`. A longer search:
-//! `PROPTEST_CASES=100000 cargo test --release --features replay --test replay_fuzz`
+//! `cargo test --features cli --lib replay::fuzz`. A longer search:
+//! `PROPTEST_CASES=100000 cargo test --release --features cli --lib replay::fuzz`
 //! (every property gets that many cases; no regression files are written: a failure
 //! prints its minimal input).
 
 use std::io::Write as _;
 use std::time::{Duration, Instant};
 
-use omni_metrics::replay::{GroupBy, Input, InputFormat, Lost, Replay, ReplayStats, Spans};
-use omni_metrics::testing::CaptureSink;
+use crate::replay::{GroupBy, Input, InputFormat, Lost, Replay, ReplayStats, Spans};
+use crate::testing::CaptureSink;
 use proptest::prelude::*;
 use proptest::test_runner::Config;
 use serde_json::{Value, json};

@@ -2,9 +2,10 @@
 
 use std::collections::BTreeSet;
 
-use omni_metrics::compare::{Compare, Measure, Side, Stat, Verdict, WarningKind};
+use crate::compare::warnings::WarningKind;
+use crate::compare::{Compare, Measure, Side, Stat, Verdict};
 
-use crate::runs::Run;
+use super::runs::Run;
 
 /// A side of `run`'s requests and summary.
 pub(crate) fn side(label: &str, run: &Run) -> Side {
@@ -315,7 +316,7 @@ fn throughput_is_compared_over_runs() {
 /// audio gaps are compared as a rate, and their lengths per stage.
 #[test]
 fn a_slower_replica_and_audio_gaps_are_found() {
-    use omni_metrics::stats::AudioContinuity;
+    use crate::stats::AudioContinuity;
     let build = |seed: u64, slow_replica: f64, gap_every: usize| {
         let (mut requests, summary) = Run::new(4_000, seed).build();
         for (i, r) in requests.iter_mut().enumerate() {

@@ -4,11 +4,11 @@
 
 use std::time::Duration;
 
-use omni_metrics::compare::{Compare, html};
+use crate::compare::{Compare, html};
 
-use crate::chromium;
-use crate::finding::side;
-use crate::runs::Run;
+use super::chromium;
+use super::finding::side;
+use super::runs::Run;
 
 /// The value of attribute `name` on the first tag that has `marker` in it.
 fn attr_of(dom: &str, marker: &str, name: &str) -> Option<String> {
@@ -35,7 +35,7 @@ fn the_page_renders_both_runs_on_one_time_scale() {
     let new = side("new & improved", &slower);
     let comparison = Compare::new().run(&base, &new);
     let page = html::render(&comparison, &base, &new);
-    let dir = crate::cli::temp_dir("html");
+    let dir = super::temp_dir("html");
     let path = dir.join("compare.html");
     std::fs::write(&path, &page).expect("write the page");
 
@@ -144,7 +144,7 @@ fn records_without_times_have_no_timeline_and_say_so() {
     }
     let comparison = Compare::new().run(&base, &new);
     let page = html::render(&comparison, &base, &new);
-    let path = crate::cli::temp_dir("html-untimed").join("compare.html");
+    let path = super::temp_dir("html-untimed").join("compare.html");
     std::fs::write(&path, &page).expect("write the page");
     let run = chromium::run(
         &browser,

@@ -1,10 +1,10 @@
 //! The comparison's text outputs: Markdown fit for a pull request, JSON lines with finite
 //! numbers, the console table.
 
-use omni_metrics::compare::{Compare, Comparison};
+use crate::compare::{Compare, Comparison};
 
-use crate::finding::side;
-use crate::runs::Run;
+use super::finding::side;
+use super::runs::Run;
 
 fn comparison() -> Comparison {
     let base = Run::new(2_000, 61);
