@@ -4,14 +4,10 @@
 //! to, never renamed. See the crate docs for the tree they form.
 //!
 //! ```
-//! use omni_metrics::convention::{self, field};
-//!
 //! // Raw spans work as well as the typed API in `omni_metrics::instrument`; give them the
 //! // convention's target, so that a filter such as `RUST_LOG=warn,omni=info` lets them through.
-//! let request = tracing::info_span!(target: convention::TARGET, "omni.request",
+//! let request = tracing::info_span!(target: "omni", "omni.request",
 //!     request_id = "r-1", status = tracing::field::Empty);
-//! assert_eq!(convention::REQUEST, "omni.request");
-//! assert_eq!(field::REQUEST_ID, "request_id");
 //! # drop(request);
 //! ```
 #![doc = include_str!("../docs/reference/convention.md")]
@@ -486,5 +482,14 @@ mod tests {
         assert_eq!(names.len(), FIELDS.len());
         assert!(span_field(field::UNITS).is_none() && field::is_known(field::UNITS));
         assert!(field::is_known("stage_id") && !field::is_known("otel.name"));
+    }
+}
+
+#[cfg(test)]
+mod names {
+    #[test]
+    fn the_request_span_and_its_id_field() {
+        assert_eq!(super::REQUEST, "omni.request");
+        assert_eq!(super::field::REQUEST_ID, "request_id");
     }
 }

@@ -364,7 +364,7 @@ impl Builder {
     /// [`PrometheusSink`](crate::PrometheusSink) needs no setting of its own), and a
     /// `model_name` key in its request records and summaries. Wins over
     /// `OMNI_METRICS_MODEL_NAME`; an empty name is none. Default: none (no key; the label is
-    /// [`DEFAULT_MODEL_NAME`](crate::metrics::catalog::DEFAULT_MODEL_NAME), `unknown`).
+    /// `unknown`(crate::metrics::catalog::DEFAULT_MODEL_NAME), `unknown`).
     ///
     /// ```
     /// use omni_metrics::instrument::Request;

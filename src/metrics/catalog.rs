@@ -10,18 +10,18 @@
 //! cannot disagree on a name, a unit, a bucket or a value.
 //!
 //! Which requests feed what: every request counts once in
-//! [`MetricId::RequestsSuccess`], labelled with its `finished_reason` (`stop`, `error` or
+//! `vllm_omni:requests_success`, labelled with its `finished_reason` (`stop`, `error` or
 //! `abort`); only `ok` requests feed every other metric (latencies, tokens,
 //! audio, transfers), as only they feed the summary and the distributions.
 //!
 //! Labels are vLLM-Omni's and bounded: `model_name` on every family (the record's, else
-//! [`DEFAULT_MODEL_NAME`]), stage ids and their `replica`, edge stage ids and their
+//! `unknown`), stage ids and their `replica`, edge stage ids and their
 //! `from_replica` / `to_replica` (a replica only when the record gives one), and
 //! `finished_reason`; never a request id. Each export keeps at most 64 distinct stage ids
 //! and 64 replica ids, and the process at most 16 model names.
 //!
 //! ```
-//! use omni_metrics::metrics::{MetricId, observe};
+//! use omni_metrics::metrics::observe;
 //! use omni_metrics::stats::{RequestE2EStats, StageRequestStats};
 //!
 //! let request = RequestE2EStats {
@@ -30,9 +30,9 @@
 //!     ..Default::default()
 //! };
 //! let mut seen = Vec::new();
-//! observe(&request, |def, labels, value| seen.push((def.id, labels.stage, value)));
-//! assert!(seen.contains(&(MetricId::E2eRequestLatency, None, 1.5)));
-//! assert!(seen.contains(&(MetricId::StageGenTime, Some(0), 1.2)));
+//! observe(&request, |def, labels, value| seen.push((def.prometheus, labels.stage, value)));
+//! assert!(seen.contains(&("vllm_omni:e2e_request_latency_s", None, 1.5)));
+//! assert!(seen.contains(&("vllm_omni:stage_gen_time_s", Some(0), 1.2)));
 //! ```
 
 use crate::handle::LiveGauges;
@@ -48,7 +48,7 @@ pub enum MetricKind {
     /// A histogram over [`MetricDef::buckets`]: each observation is one sample.
     Histogram,
     /// A value read when the metrics are collected (a scrape, an OTLP export), never fed by
-    /// [`observe`]: the live gauges of [`observe_live`], from the open spans.
+    /// [`observe`]: the live gauges, read from the open spans when an export collects.
     Gauge,
 }
 
@@ -138,7 +138,7 @@ pub(crate) const MODEL_NAME_LABEL: &str = crate::stats::keys::MODEL_NAME;
 /// `OMNI_METRICS_MODEL_NAME`). vLLM-Omni always has the label, and a
 /// dashboard's `$model_name` variable (`label_values(..., model_name)`) lists only values
 /// that are not empty: a fixed word keeps such a dashboard working before a name is set.
-pub const DEFAULT_MODEL_NAME: &str = "unknown";
+pub(crate) const DEFAULT_MODEL_NAME: &str = "unknown";
 
 /// The most distinct model names the metrics exports label series with, in a process. A
 /// process serves one model or a few; observations of requests naming further ones are
@@ -170,7 +170,7 @@ pub(crate) const MAX_THRESHOLD_LABELS: usize = 8;
 /// Which metric a [`MetricDef`] is: its index in [`METRICS`] (`METRICS[id as usize]`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[non_exhaustive]
-pub enum MetricId {
+pub(crate) enum MetricId {
     /// Finished requests by `finished_reason`.
     RequestsSuccess = 0,
     /// Request latency.
@@ -231,12 +231,7 @@ pub enum MetricId {
 
 impl MetricId {
     /// Its definition.
-    ///
-    /// ```
-    /// use omni_metrics::metrics::MetricId;
-    /// assert_eq!(MetricId::E2eRequestLatency.def().prometheus, "vllm_omni:e2e_request_latency_s");
-    /// ```
-    pub fn def(self) -> &'static MetricDef {
+    pub(crate) fn def(self) -> &'static MetricDef {
         &METRICS[self as usize]
     }
 }
@@ -245,7 +240,7 @@ impl MetricId {
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct MetricDef {
     /// Which metric; `METRICS[id as usize]` is this definition.
-    pub id: MetricId,
+    pub(crate) id: MetricId,
     /// The Prometheus family name (a counter's exposition appends `_total`).
     pub prometheus: &'static str,
     /// The OpenTelemetry instrument name.
@@ -319,7 +314,7 @@ pub(crate) const GENAI_TIME_PER_OUTPUT_TOKEN_BUCKETS: &[f64] = &[
     0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5,
 ];
 
-/// Every metric, indexed by [`MetricId`].
+/// Every metric.
 pub static METRICS: &[MetricDef] = &[
     MetricDef {
         id: MetricId::RequestsSuccess,
@@ -704,7 +699,7 @@ impl MetricDef {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct LabelValues {
     /// `model_name`, on every family: the record's
-    /// [`model_name`](RequestE2EStats::model_name), else [`DEFAULT_MODEL_NAME`]. `None` from
+    /// [`model_name`](RequestE2EStats::model_name), else `unknown`. `None` from
     /// [`observe`] only for a request naming a model beyond the first 16 distinct names of
     /// the process: the exports count such observations and do not export them.
     pub model_name: Option<&'static str>,
@@ -813,7 +808,7 @@ impl LabelValues {
     }
 }
 
-/// The `model_name` label of a record's `model_name`: [`DEFAULT_MODEL_NAME`] for none (or an
+/// The `model_name` label of a record's `model_name`: `unknown` for none (or an
 /// empty one), else the name, interned for the life of the process (labels are
 /// `&'static str`, copied with each observation); `None` once [`MAX_MODEL_NAMES`] other
 /// names are interned. A thread asks the shared table only when its name changes.
@@ -898,16 +893,16 @@ fn seconds(ms: f64) -> f64 {
 }
 
 /// Every observation one finished request makes, in the exports' units (seconds, bytes,
-/// counts): its [`MetricId::RequestsSuccess`] and skipped audio stages, then its own in
+/// counts): its `vllm_omni:requests_success` and skipped audio stages, then its own in
 /// [`METRICS`] order, then per stage (ascending id), then per edge.
 ///
-/// Every request counts once in [`MetricId::RequestsSuccess`], and once per audio stage
-/// that produced no audio in [`MetricId::AudioSkippedRequests`] (whatever its status, as
+/// Every request counts once in `vllm_omni:requests_success`, and once per audio stage
+/// that produced no audio in `vllm_omni:audio_skipped_requests` (whatever its status, as
 /// the summary's `audio_skipped_requests`); only an `ok` request makes the others. A
 /// histogram observation is one sample; a counter observation is an increment (possibly 0:
-/// a stream not continuous at a threshold adds 0 to [`MetricId::AudioContinuityOk`], so
+/// a stream not continuous at a threshold adds 0 to `vllm_omni:audio_continuity_ok`, so
 /// that its series exists). Values are finite and never negative. Gauges
-/// ([`MetricKind::Gauge`]) are never observed here: see [`observe_live`].
+/// ([`MetricKind::Gauge`]) are never observed here: the exports read them from the open spans when they collect.
 pub fn observe(r: &RequestE2EStats, mut f: impl FnMut(&'static MetricDef, LabelValues, f64)) {
     let model = LabelValues::model(model_label(r.model_name.as_deref()));
     let mut emit = |id: MetricId, labels: LabelValues, value: f64| f(id.def(), labels, value);
@@ -943,27 +938,13 @@ pub fn observe(r: &RequestE2EStats, mut f: impl FnMut(&'static MetricDef, LabelV
 /// The live gauges' values of one layer now ([`MetricsHandle::live`](crate::MetricsHandle::live)),
 /// labelled with the model the layer serves (`model_name`: its
 /// [`Builder::with_model_name`](crate::Builder::with_model_name), else
-/// [`DEFAULT_MODEL_NAME`]): [`MetricId::RequestsRunning`] and
-/// [`MetricId::RequestsWaiting`] always, [`MetricId::StageInflightRequests`] per stage (and
-/// replica, when the stage's spans give one) with a span open, [`MetricId::TransferInflight`]
+/// `unknown`): `vllm_omni:num_requests_running` and
+/// `vllm_omni:num_requests_waiting` always, `vllm_omni:stage_inflight_requests` per stage (and
+/// replica, when the stage's spans give one) with a span open, `vllm_omni:transfer_inflight`
 /// per edge with a transfer open. The exports read this when they are collected (a scrape,
 /// an OTLP export), never per request; nothing for a model beyond the first 16 names of the
 /// process.
-///
-/// ```
-/// use omni_metrics::metrics::{MetricId, observe_live};
-/// use omni_metrics::LiveGauges;
-///
-/// let mut seen = Vec::new();
-/// observe_live(&LiveGauges::default(), Some("qwen3-omni"), |def, labels, value| {
-///     seen.push((def.id, labels.model_name, value))
-/// });
-/// assert_eq!(seen, [
-///     (MetricId::RequestsRunning, Some("qwen3-omni"), 0.0),
-///     (MetricId::RequestsWaiting, Some("qwen3-omni"), 0.0),
-/// ]);
-/// ```
-pub fn observe_live(
+pub(crate) fn observe_live(
     live: &LiveGauges,
     model_name: Option<&str>,
     mut f: impl FnMut(&'static MetricDef, LabelValues, f64),
@@ -1090,6 +1071,23 @@ fn observe_edge(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn no_open_span_observes_the_two_request_gauges_at_zero() {
+        let mut seen = Vec::new();
+        observe_live(
+            &LiveGauges::default(),
+            Some("qwen3-omni"),
+            |def, labels, value| seen.push((def.id, labels.model_name, value)),
+        );
+        assert_eq!(
+            seen,
+            [
+                (MetricId::RequestsRunning, Some("qwen3-omni"), 0.0),
+                (MetricId::RequestsWaiting, Some("qwen3-omni"), 0.0),
+            ]
+        );
+    }
 
     #[test]
     fn finished_reasons_are_vllms() {

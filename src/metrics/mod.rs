@@ -16,6 +16,4 @@ pub mod prometheus;
 #[cfg(any(feature = "otlp", feature = "prometheus"))]
 pub(crate) mod queue;
 
-pub use catalog::{
-    LabelValues, Labels, METRICS, MetricDef, MetricId, MetricKind, observe, observe_live,
-};
+pub use catalog::{LabelValues, Labels, METRICS, MetricDef, MetricKind, observe};

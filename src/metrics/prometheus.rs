@@ -13,13 +13,13 @@
 //! own client libraries negotiate ([`PrometheusSink::encode_for`]; responses say
 //! `Vary: Accept`):
 //!
-//! - **OpenMetrics text** ([`PrometheusSink::OPENMETRICS_CONTENT_TYPE`], or `version=0.0.1`
+//! - **OpenMetrics text** (`application/openmetrics-text; version=1.0.0; charset=utf-8`, or `version=0.0.1`
 //!   when only that is asked for) when `Accept` prefers `application/openmetrics-text`, as
 //!   a Prometheus server's scrapes do: exemplars on the histograms' buckets, a counter's
 //!   `# HELP` and `# TYPE` on its family name (`vllm_omni:prompt_tokens`) and its sample
 //!   `_total`, and `# EOF` at the end. With `--enable-feature=exemplar-storage`, Prometheus
 //!   keeps the exemplars (`/api/v1/query_exemplars`, Grafana's exemplar dots).
-//! - **The classic text format 0.0.4** ([`PrometheusSink::TEXT_CONTENT_TYPE`]) otherwise:
+//! - **The classic text format 0.0.4** (`text/plain; version=0.0.4; charset=utf-8`) otherwise:
 //!   without an `Accept` header (`curl`), with `text/plain` or `*/*`, or one preferring a
 //!   format not served (protobuf). This is what `promtool check metrics`, Python's
 //!   `text_string_to_metric_families` and other classic parsers read: a counter's `# HELP`
@@ -66,7 +66,7 @@
 //!   ([`PrometheusSink::overflowed_observations`]), said once as a warning, and not exported.
 //! - Every series has `model_name` (vLLM's label): the request record's
 //!   ([`RequestE2EStats::model_name`]), else
-//!   [`DEFAULT_MODEL_NAME`]. A layer tells the sinks it
+//!   `unknown`. A layer tells the sinks it
 //!   is built with its model name (a sink added with `with_sink` needs no configuration of
 //!   its own), so that the label-less families' series start at zero under that name.
 //! - The live gauges (`num_requests_running`, `num_requests_waiting`,
@@ -133,7 +133,7 @@ const DEFAULT_PROMETHEUS_ADDR: &str = "127.0.0.1:9464";
 /// The path the endpoint serves.
 const METRICS_PATH: &str = "/metrics";
 
-/// [`PrometheusSink::OPENMETRICS_CONTENT_TYPE`].
+/// `application/openmetrics-text; version=1.0.0; charset=utf-8`.
 const OPENMETRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// The same text, answered to an `Accept` that asks for OpenMetrics 0.0.1 only (as Go's
@@ -141,7 +141,7 @@ const OPENMETRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.
 const OPENMETRICS_0_0_1_CONTENT_TYPE: &str =
     "application/openmetrics-text; version=0.0.1; charset=utf-8";
 
-/// [`PrometheusSink::TEXT_CONTENT_TYPE`].
+/// `text/plain; version=0.0.4; charset=utf-8`.
 const TEXT_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// The longest request head read (hyper's least buffer); a longer one is answered 431.
@@ -856,15 +856,6 @@ impl PrometheusSink {
     /// `0.0.0.0:9464`.
     pub const DEFAULT_ADDR: &'static str = DEFAULT_PROMETHEUS_ADDR;
 
-    /// The `Content-Type` of OpenMetrics text 1.0.0: [`PrometheusSink::encode`], and a
-    /// scrape whose `Accept` asks for OpenMetrics (as Prometheus' does).
-    pub const OPENMETRICS_CONTENT_TYPE: &'static str = OPENMETRICS_CONTENT_TYPE;
-
-    /// The `Content-Type` of the classic Prometheus text format 0.0.4: a scrape whose
-    /// `Accept` does not ask for OpenMetrics (`curl`, `promtool`, classic parsers), without
-    /// exemplars.
-    pub const TEXT_CONTENT_TYPE: &'static str = TEXT_CONTENT_TYPE;
-
     /// Records and serves `GET /metrics` on `addr` (`host:port`, e.g.
     /// [`DEFAULT_ADDR`](Self::DEFAULT_ADDR); a bare `port` or `:port` means `127.0.0.1:port`; port
     /// 0 picks a free one, see [`PrometheusSink::local_addr`]), from a thread of its own.
@@ -945,7 +936,7 @@ impl PrometheusSink {
     /// The OpenMetrics text (with exemplars, ending `# EOF`) of the families now, once the
     /// requests finished before the call are recorded (it waits up to a second for the
     /// recorder thread). Its content type is
-    /// [`OPENMETRICS_CONTENT_TYPE`](Self::OPENMETRICS_CONTENT_TYPE). To answer a
+    /// `application/openmetrics-text; version=1.0.0; charset=utf-8`. To answer a
     /// scrape, use [`PrometheusSink::encode_for`], which also serves classic scrapers.
     pub fn encode(&self) -> String {
         self.shared
@@ -954,10 +945,10 @@ impl PrometheusSink {
 
     /// The answer to a scrape whose `Accept` header is `accept` (`None` without one): its
     /// `Content-Type` and body, negotiated as Prometheus' client libraries do. OpenMetrics
-    /// text ([`OPENMETRICS_CONTENT_TYPE`](Self::OPENMETRICS_CONTENT_TYPE), or its
+    /// text (`application/openmetrics-text; version=1.0.0; charset=utf-8`, or its
     /// `version=0.0.1` when only that is asked for) when `accept` prefers
     /// `application/openmetrics-text`, as Prometheus' scrapes do; otherwise the classic text
-    /// format 0.0.4 ([`TEXT_CONTENT_TYPE`](Self::TEXT_CONTENT_TYPE)): no exemplars,
+    /// format 0.0.4 (`text/plain; version=0.0.4; charset=utf-8`): no exemplars,
     /// no `# EOF`, a counter's `# HELP` and `# TYPE` on its `_total` name. The endpoint
     /// answers with this; a server of your own serves `/metrics` with it too (add
     /// `Vary: Accept`). Waits for the recorder as [`PrometheusSink::encode`] does.
@@ -969,12 +960,12 @@ impl PrometheusSink {
     /// // In a handler: the request's `Accept` header, if any.
     /// let accept = Some("application/openmetrics-text;version=1.0.0,text/plain;q=0.5");
     /// let (content_type, body) = prometheus.encode_for(accept);
-    /// assert_eq!(content_type, PrometheusSink::OPENMETRICS_CONTENT_TYPE);
+    /// assert_eq!(content_type, "application/openmetrics-text; version=1.0.0; charset=utf-8");
     /// assert!(body.ends_with("# EOF\n"));
     ///
     /// // curl, promtool, a classic parser: the classic text format.
     /// let (content_type, body) = prometheus.encode_for(None);
-    /// assert_eq!(content_type, PrometheusSink::TEXT_CONTENT_TYPE);
+    /// assert_eq!(content_type, "text/plain; version=0.0.4; charset=utf-8");
     /// assert!(body.contains("# TYPE vllm_omni:prompt_tokens_total counter\n"));
     /// assert!(body.contains("\nvllm_omni:prompt_tokens_total{model_name=\"unknown\"} 0\n"));
     /// ```

@@ -23,7 +23,15 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use omni_metrics::metrics::MetricId;
+use omni_metrics::metrics::{METRICS, MetricDef};
+
+/// The catalogue's definition of the Prometheus family `name`.
+fn def(name: &str) -> &'static MetricDef {
+    METRICS
+        .iter()
+        .find(|d| d.prometheus == name)
+        .unwrap_or_else(|| panic!("{name} is catalogued"))
+}
 use serde_json::Value;
 
 /// Requests sent: enough for a p99 over several buckets.
@@ -553,7 +561,7 @@ fn a_real_prometheus_scrapes_queries_and_links_exemplars_to_the_records_traces()
 
     // Each stage's count and sum equal the records with that stage, its p99 over the run
     // Prometheus' interpolation of the records' own buckets.
-    let bounds = MetricId::StageGenTime.def().buckets;
+    let bounds = def("vllm_omni:stage_gen_time_s").buckets;
     let mut stage_times: BTreeMap<String, Vec<f64>> = BTreeMap::new();
     for r in &records {
         for stage in r["stages"].as_array().expect("stages") {
@@ -628,14 +636,14 @@ fn a_real_prometheus_scrapes_queries_and_links_exemplars_to_the_records_traces()
         .iter()
         .map(|r| r["e2e_total_ms"].as_f64().expect("e2e_total_ms") / 1000.0)
         .collect();
-    let e2e_bounds = MetricId::E2eRequestLatency.def().buckets;
+    let e2e_bounds = def("vllm_omni:e2e_request_latency_s").buckets;
     let expected = histogram_quantile(0.99, &cumulative(&e2e, e2e_bounds));
     let rated = api.scalar(E2E_P99, at).expect("a p99");
     eprintln!("e2e p99: Prometheus {rated:.6} s, the records' buckets {expected:.6} s");
     assert!(close(rated, expected), "{rated} vs {expected}");
 
     // The audio RTF median, per audio stage: answered, within the records' buckets.
-    let rtf_bounds = MetricId::AudioRtf.def().buckets;
+    let rtf_bounds = def("vllm_omni:audio_rtf").buckets;
     let rtf = api.by(RTF_P50, "stage", last);
     let mut audio: BTreeMap<String, Vec<f64>> = BTreeMap::new();
     for r in &records {
