@@ -705,7 +705,7 @@ impl TraceSource {
     /// use omni_metrics::stats::TraceSource;
     /// assert!(TraceSource::VllmOmni.unknown_request_fields().contains(&"e2e_total_tokens"));
     /// ```
-    pub fn unknown_request_fields(self) -> &'static [&'static str] {
+    pub(crate) fn unknown_request_fields(self) -> &'static [&'static str] {
         match self {
             Self::VllmOmni => &[
                 keys::E2E_TOTAL_TOKENS,
@@ -725,7 +725,7 @@ impl TraceSource {
     /// assert!(TraceSource::VllmOmni.unknown_stage_fields().contains(&"num_tokens_out"));
     /// assert!(!TraceSource::VllmOmni.unknown_stage_fields().contains(&"stage_gen_time_ms"));
     /// ```
-    pub fn unknown_stage_fields(self) -> &'static [&'static str] {
+    pub(crate) fn unknown_stage_fields(self) -> &'static [&'static str] {
         match self {
             Self::VllmOmni => &[
                 keys::BATCH_ID,
@@ -751,7 +751,7 @@ impl TraceSource {
     ///     ["e2e_total_tokens", "e2e_avg_tokens_per_s"]
     /// );
     /// ```
-    pub fn unknown_summary_fields(self) -> &'static [&'static str] {
+    pub(crate) fn unknown_summary_fields(self) -> &'static [&'static str] {
         match self {
             Self::VllmOmni => &[keys::E2E_TOTAL_TOKENS, keys::E2E_AVG_TOKENS_PER_S],
         }
@@ -792,7 +792,7 @@ pub struct RequestE2EStats {
     /// the span convention ([`TraceSource`]); `None` for the convention's (the layer's own
     /// records, and the report of their traces). A record from another source cannot know
     /// some fields: they are 0 here, and left out of its JSON line, its tables and its HTML
-    /// report ([`TraceSource::unknown_request_fields`]).
+    /// report ([`TraceSource`] lists them).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub source: Option<TraceSource>,
     /// The request span's duration, creation to close.
@@ -868,7 +868,7 @@ pub struct OverallSummary {
     pub model_name: Option<std::sync::Arc<str>>,
     /// Beyond vLLM-Omni's tables: set when some of the scope's requests came from traces that
     /// did not follow the span convention ([`RequestE2EStats::source`]): the figures they
-    /// cannot give ([`TraceSource::unknown_summary_fields`]) are then left out of the record
+    /// cannot give ([`TraceSource`] lists them) are then left out of the record
     /// and the tables, after `scope` (and `model_name`) comes `source`.
     pub source: Option<TraceSource>,
     /// Completed (`ok`) requests.

@@ -725,7 +725,7 @@ pub struct LabelValues {
 
 impl LabelValues {
     /// No label.
-    pub const NONE: LabelValues = LabelValues {
+    pub(crate) const NONE: LabelValues = LabelValues {
         model_name: None,
         stage: None,
         replica: None,
