@@ -8,7 +8,7 @@
 //! the same spans give the same records; time linear in the input (the shapes that were
 //! quadratic, parent cycles and long chains, are replayed at scale against a bound).
 //! Memory is bounded by construction (the record limit, the window's share), and measured
-//! on the real binary, in a child process, by `tests/report/hostile.rs`.
+//! on the real binary, in a child process, by `tests/cli_report/hostile.rs`.
 //!
 //! A stable harness (`proptest`, no nightly `cargo fuzz`): a few thousand cases in CI,
 //! under a minute in debug on 2 cores,

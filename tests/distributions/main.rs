@@ -6,4 +6,5 @@ mod console;
 mod jsonl;
 mod properties;
 mod scenario;
+#[path = "../support/distributions.rs"]
 mod support;

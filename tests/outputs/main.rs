@@ -5,7 +5,7 @@
 //! API, raw events and explicit fields; table rows, record keys and distributions.
 
 #[allow(dead_code, unused_imports)]
-#[path = "../distributions/support.rs"]
+#[path = "../support/distributions.rs"]
 mod support;
 
 use omni_metrics::instrument::{Request, Run};

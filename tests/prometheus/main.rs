@@ -2,6 +2,7 @@
 //! layer on a scoped dispatcher and a manual clock, scraped over loopback HTTP, parsed by an
 //! OpenMetrics parser, and compared with the model's own figures.
 
+#[path = "../support/prometheus.rs"]
 mod support;
 
 mod burst;

@@ -3,7 +3,7 @@
 //! false-positive rate of noise against the stated confidence; the mismatch warnings; the
 //! outputs (table, JSON lines, Markdown); the HTML page in headless Chromium
 //! (`OMNI_METRICS_SKIP_BROWSER=1` skips it explicitly). The command itself, on the real
-//! binary, is tested in `tests/compare`.
+//! binary, is tested in `tests/cli_compare`.
 
 #[allow(dead_code)]
 #[path = "../../../tests/support/chromium.rs"]

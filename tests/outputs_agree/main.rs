@@ -1,5 +1,5 @@
-//! All doors agree (issue 9, item 7): one run of concurrent requests, read through every
-//! door at once (the console summary, the JSON-lines records, the Prometheus text parsed
+//! Every output agrees: one run of concurrent requests, read through every
+//! output at once (the console summary, the JSON-lines records, the Prometheus text parsed
 //! with a real OpenMetrics parser, the OTLP metrics a real receiver got, and the handle),
 //! gives the same counts and sums; times agree within the histograms' resolution.
 
@@ -7,7 +7,7 @@
 #[path = "../support/otlp_points.rs"]
 mod otlp_points;
 #[allow(dead_code, unused_imports)]
-#[path = "../prometheus/support.rs"]
+#[path = "../support/prometheus.rs"]
 mod prom;
 #[allow(dead_code)]
 #[path = "../support/grpc_receiver.rs"]

@@ -1,6 +1,6 @@
 """Traces shaped as vLLM-Omni's own, made by the real OpenTelemetry Python SDK.
 
-Run by tests/report/vllm_omni.rs with the venv it installs (requirements in
+Run by tests/cli_report/vllm_omni.rs with the venv it installs (requirements in
 vllm_omni_requirements.txt). Drives the SDK as vLLM-Omni's orchestrator does
 (vllm_omni/tracing.py; see ../shared/anchors/vllm-omni-today.md): a root span
 `omni.pipeline` per request with `omni.request.id`; one `omni.stage` child per stage with

@@ -21,11 +21,11 @@ use super::*;
 /// The generator, and the SDK's pins.
 const SCRIPT: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
-    "/tests/report/vllm_omni_traces.py"
+    "/tests/cli_report/vllm_omni_traces.py"
 );
 const REQUIREMENTS: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
-    "/tests/report/vllm_omni_requirements.txt"
+    "/tests/cli_report/vllm_omni_requirements.txt"
 );
 
 /// What a record of vLLM-Omni's traces cannot know, left out of its request, stage and
