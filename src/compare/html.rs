@@ -341,8 +341,6 @@ fn timelines(out: &mut String, base: &Side, new: &Side) {
                 .flat_map(|r| r.stages.iter().map(|s| s.stage_id))
         })
         .collect();
-    let index = |id: u64| stages.iter().position(|s| *s == id).unwrap_or(0);
-    let round = |v: f64| (crate::stats::finite(v) * 1000.0).round() / 1000.0;
     let mut scale = 0.0_f64;
     let mut sides = Vec::new();
     out.push_str("<section id=\"timeline-section\">\n<h2>Timelines, on one time scale</h2>\n<p class=\"hint\">");
@@ -358,57 +356,12 @@ fn timelines(out: &mut String, base: &Side, new: &Side) {
     }
     out.push_str("</p>\n");
     for (k, side) in [base, new].into_iter().enumerate() {
-        let name = if k == 0 { "base" } else { "new" };
-        let mut requests: Vec<_> = side
-            .requests
-            .iter()
-            .filter(|r| r.end_ns >= r.start_ns)
-            .collect();
-        requests.sort_by_key(|r| r.start_ns);
-        let _ = write!(
-            out,
-            "<figure class=\"timeline\" data-side=\"{name}\"><figcaption>"
-        );
-        escape_html(out, &format!("{name}: {}", printable(&side.label, false)));
-        if !side.timed || requests.is_empty() {
-            out.push_str("</figcaption><p class=\"hint no-times\">no timeline: records read back from JSON lines carry no times (compare trace files for timelines)</p></figure>\n");
-            sides.push(json!({"rows": [], "total": side.requests.len()}));
-            continue;
-        }
-        let t0 = requests.first().map_or(0, |r| r.start_ns);
-        let end = requests.iter().map(|r| r.end_ns).max().unwrap_or(t0);
-        scale = scale.max(crate::stats::elapsed_ms(t0, end));
-        let total = requests.len();
-        let shown: Vec<_> = if total > MAX_TIMELINE_REQUESTS {
-            (0..MAX_TIMELINE_REQUESTS)
-                .filter_map(|i| requests.get(i * total / MAX_TIMELINE_REQUESTS).copied())
-                .collect()
-        } else {
-            requests
-        };
-        let ms = |ns: u64| round(crate::stats::elapsed_ms(t0, ns));
-        let rows: Vec<_> = shown
-            .iter()
-            .map(|r| {
-                let bars: Vec<_> = r
-                    .stages
-                    .iter()
-                    .filter(|s| s.end_ns >= s.start_ns && s.start_ns > 0)
-                    .map(|s| json!([index(s.stage_id), ms(s.start_ns), ms(s.end_ns)]))
-                    .collect();
-                json!([ms(r.start_ns), ms(r.end_ns), bars])
-            })
-            .collect();
-        let _ = writeln!(
-            out,
-            " ({} of {} requests shown)</figcaption><canvas id=\"timeline-{k}\" width=\"{TIMELINE_WIDTH}\" height=\"40\"></canvas></figure>",
-            format_int(rows.len() as u64),
-            format_int(total as u64)
-        );
-        sides.push(json!({"rows": rows, "total": total}));
+        let (data, span_ms) = side_timeline(out, k, side, &stages);
+        scale = scale.max(span_ms);
+        sides.push(data);
     }
     out.push_str("</section>\n");
-    let data = json!({"scale_ms": round(scale), "width": TIMELINE_WIDTH, "sides": sides});
+    let data = json!({"scale_ms": round_ms(scale), "width": TIMELINE_WIDTH, "sides": sides});
     out.push_str("<script type=\"application/json\" id=\"compare-data\">");
     for c in data.to_string().chars() {
         match c {
@@ -421,6 +374,70 @@ fn timelines(out: &mut String, base: &Side, new: &Side) {
         }
     }
     out.push_str("</script>\n");
+}
+
+/// A time in ms, finite, to the microsecond.
+fn round_ms(v: f64) -> f64 {
+    (crate::stats::finite(v) * 1000.0).round() / 1000.0
+}
+
+/// Side `k`'s figure (its canvas, or why there is none) and its data: the requests shown,
+/// each with its stages' bars (`stages`' index, start, end). Returns the data and the time
+/// its requests span, in ms.
+fn side_timeline(
+    out: &mut String,
+    k: usize,
+    side: &Side,
+    stages: &BTreeSet<u64>,
+) -> (serde_json::Value, f64) {
+    let index = |id: u64| stages.iter().position(|s| *s == id).unwrap_or(0);
+    let name = if k == 0 { "base" } else { "new" };
+    let mut requests: Vec<_> = side
+        .requests
+        .iter()
+        .filter(|r| r.end_ns >= r.start_ns)
+        .collect();
+    requests.sort_by_key(|r| r.start_ns);
+    let _ = write!(
+        out,
+        "<figure class=\"timeline\" data-side=\"{name}\"><figcaption>"
+    );
+    escape_html(out, &format!("{name}: {}", printable(&side.label, false)));
+    if !side.timed || requests.is_empty() {
+        out.push_str("</figcaption><p class=\"hint no-times\">no timeline: records read back from JSON lines carry no times (compare trace files for timelines)</p></figure>\n");
+        return (json!({"rows": [], "total": side.requests.len()}), 0.0);
+    }
+    let t0 = requests.first().map_or(0, |r| r.start_ns);
+    let end = requests.iter().map(|r| r.end_ns).max().unwrap_or(t0);
+    let span_ms = crate::stats::elapsed_ms(t0, end);
+    let total = requests.len();
+    let shown: Vec<_> = if total > MAX_TIMELINE_REQUESTS {
+        (0..MAX_TIMELINE_REQUESTS)
+            .filter_map(|i| requests.get(i * total / MAX_TIMELINE_REQUESTS).copied())
+            .collect()
+    } else {
+        requests
+    };
+    let ms = |ns: u64| round_ms(crate::stats::elapsed_ms(t0, ns));
+    let rows: Vec<_> = shown
+        .iter()
+        .map(|r| {
+            let bars: Vec<_> = r
+                .stages
+                .iter()
+                .filter(|s| s.end_ns >= s.start_ns && s.start_ns > 0)
+                .map(|s| json!([index(s.stage_id), ms(s.start_ns), ms(s.end_ns)]))
+                .collect();
+            json!([ms(r.start_ns), ms(r.end_ns), bars])
+        })
+        .collect();
+    let _ = writeln!(
+        out,
+        " ({} of {} requests shown)</figcaption><canvas id=\"timeline-{k}\" width=\"{TIMELINE_WIDTH}\" height=\"40\"></canvas></figure>",
+        format_int(rows.len() as u64),
+        format_int(total as u64)
+    );
+    (json!({"rows": rows, "total": total}), span_ms)
 }
 
 // The examples of this module, as unit tests (the module is internal to the crate).

@@ -101,7 +101,8 @@ fn list<T: fmt::Display>(items: impl IntoIterator<Item = T>) -> String {
         .join(", ")
 }
 
-/// Every warning for `base` against `new`.
+/// Every warning for `base` against `new`: counts and failures, the pipeline's shape
+/// (stages, edges, replicas), the workload, the runs.
 pub(crate) fn find(
     base: &Side,
     new: &Side,
@@ -110,6 +111,29 @@ pub(crate) fn find(
     tolerance: f64,
 ) -> Vec<Warning> {
     let mut out = Vec::new();
+    counts(base, new, vb, vn, &mut out);
+    stage_mismatches(base, new, &mut out);
+    edge_mismatches(base, new, &mut out);
+    replica_mismatches(base, new, &mut out);
+    workload(base, new, tolerance, &mut out);
+    run_mismatches(base, new, &mut out);
+    out
+}
+
+/// "`what` only in base; `what` only in new", when either side has some of its own.
+fn only_in(what: &[String], base: &str, other: &[String], new: &str) -> Option<String> {
+    let mut parts = Vec::new();
+    if !what.is_empty() {
+        parts.push(format!("{} only in {base}", list(what)));
+    }
+    if !other.is_empty() {
+        parts.push(format!("{} only in {new}", list(other)));
+    }
+    (!parts.is_empty()).then(|| parts.join("; "))
+}
+
+/// Different request counts; requests that failed on either side.
+fn counts(base: &Side, new: &Side, vb: &Values, vn: &Values, out: &mut Vec<Warning>) {
     let (lb, ln) = (&base.label, &new.label);
     if vb.total != vn.total {
         out.push(warn(
@@ -135,25 +159,25 @@ pub(crate) fn find(
             ));
         }
     }
+}
+
+/// Stages of one side only; a stage id with two names.
+fn stage_mismatches(base: &Side, new: &Side, out: &mut Vec<Warning>) {
+    let (lb, ln) = (&base.label, &new.label);
     let (sb, sn) = (stages(base), stages(new));
+    // "stage 1, 2 only in base": one part per side.
     let only = |a: &BTreeMap<u64, Option<&str>>, b: &BTreeMap<u64, Option<&str>>| {
-        a.keys()
-            .filter(|k| !b.contains_key(k))
-            .copied()
-            .collect::<Vec<_>>()
+        let ids: Vec<u64> = a.keys().filter(|k| !b.contains_key(k)).copied().collect();
+        if ids.is_empty() {
+            Vec::new()
+        } else {
+            vec![format!("stage {}", list(&ids))]
+        }
     };
-    let (only_b, only_n) = (only(&sb, &sn), only(&sn, &sb));
-    if !only_b.is_empty() || !only_n.is_empty() {
-        let mut parts = Vec::new();
-        if !only_b.is_empty() {
-            parts.push(format!("stage {} only in {lb}", list(&only_b)));
-        }
-        if !only_n.is_empty() {
-            parts.push(format!("stage {} only in {ln}", list(&only_n)));
-        }
+    if let Some(parts) = only_in(&only(&sb, &sn), lb, &only(&sn, &sb), ln) {
         out.push(warn(
             WarningKind::Stages,
-            format!("different stages: {}", parts.join("; ")),
+            format!("different stages: {parts}"),
         ));
     }
     for (id, name) in &sb {
@@ -170,23 +194,24 @@ pub(crate) fn find(
             }
         }
     }
+}
+
+/// Edges of one side only.
+fn edge_mismatches(base: &Side, new: &Side, out: &mut Vec<Warning>) {
     let (eb, en) = (edges(base), edges(new));
     let edge = |(a, b): &(u64, u64)| format!("{a}->{b}");
     let only_b: Vec<String> = eb.difference(&en).map(edge).collect();
     let only_n: Vec<String> = en.difference(&eb).map(edge).collect();
-    if !only_b.is_empty() || !only_n.is_empty() {
-        let mut parts = Vec::new();
-        if !only_b.is_empty() {
-            parts.push(format!("{} only in {lb}", list(&only_b)));
-        }
-        if !only_n.is_empty() {
-            parts.push(format!("{} only in {ln}", list(&only_n)));
-        }
+    if let Some(parts) = only_in(&only_b, &base.label, &only_n, &new.label) {
         out.push(warn(
             WarningKind::Edges,
-            format!("different edges: {}", parts.join("; ")),
+            format!("different edges: {parts}"),
         ));
     }
+}
+
+/// Different replicas serving the stages.
+fn replica_mismatches(base: &Side, new: &Side, out: &mut Vec<Warning>) {
     let (rb, rn) = (replicas(base), replicas(new));
     if rb != rn && !(rb.is_empty() && rn.is_empty()) {
         let show = |r: &BTreeSet<(u64, u64)>| {
@@ -199,13 +224,19 @@ pub(crate) fn find(
         out.push(warn(
             WarningKind::Replicas,
             format!(
-                "different replicas: {} in {lb}; {} in {ln}",
+                "different replicas: {} in {}; {} in {}",
                 show(&rb),
-                show(&rn)
+                base.label,
+                show(&rn),
+                new.label
             ),
         ));
     }
-    workload(base, new, tolerance, &mut out);
+}
+
+/// No run summary on a side (no throughput), or different run counts.
+fn run_mismatches(base: &Side, new: &Side, out: &mut Vec<Warning>) {
+    let (lb, ln) = (&base.label, &new.label);
     let (rb, rn) = (base.runs.len(), new.runs.len());
     if rb == 0 || rn == 0 {
         out.push(warn(
@@ -227,7 +258,6 @@ pub(crate) fn find(
             format!("different run counts: {rb} in {lb}, {rn} in {ln}"),
         ));
     }
-    out
 }
 
 /// Mean prompt and generated tokens of a side's ok requests.

@@ -274,30 +274,14 @@ impl OtlpGuard {
             }
             Ok(pending) => pending.wait(deadline, shutdown_timeout),
         };
-        let metrics_problem = metrics_stats.and_then(|m| {
-            let failures = m.shutdown_summary();
-            let outcome = match metrics_outcome {
-                Ok(()) => None,
-                // The SDK's own "failed to shutdown" says no more than the counted failure.
-                Err(e) if failures.is_some() && !e.starts_with("did not finish") => None,
-                Err(e) => Some(format!("shutdown: {e}")),
-            };
-            (failures.is_some() || outcome.is_some()).then(|| MetricsLoss {
-                failed: m.failed_exports(),
-                exports: m.exports(),
-                detail: [failures, outcome]
-                    .into_iter()
-                    .flatten()
-                    .collect::<Vec<_>>()
-                    .join("; "),
-            })
-        });
-        let lost = stats.not_exported();
+        let metrics_problem = metrics_stats.and_then(|m| MetricsLoss::of(&m, metrics_outcome));
+        // The shutdown's error and the metrics' problem are said once, with the first loss
+        // that is said.
         let mut shutdown_error = outcome.err().map(|e| format!("shutdown: {e}"));
         let mut metrics_detail = metrics_problem
             .as_ref()
             .map(|m| format!("metrics: {}", m.detail));
-        // The collector's losses, with the shutdown's error and the metrics' problem.
+        let lost = stats.not_exported();
         let otlp_loss = (otlp_traces && (lost > 0 || shutdown_error.is_some())).then(|| {
             let causes = format!(
                 "{} dropped because the queue was full or still queued at shutdown, {} in \
@@ -307,37 +291,11 @@ impl OtlpGuard {
                 stats.failed(),
                 stats.timed_out()
             );
-            let detail = [Some(causes), shutdown_error.take(), metrics_detail.take()]
-                .into_iter()
-                .flatten()
-                .collect::<Vec<_>>()
-                .join("; ");
+            let detail = joined([Some(causes), shutdown_error.take(), metrics_detail.take()]);
             OtlpError::shutdown(lost, stats.ended(), &detail).to_string()
         });
-        // The trace file's, with what is left of them.
-        let file_loss = file.and_then(|file| {
-            let stats = file.stats();
-            let lost = stats.not_exported();
-            (lost > 0 || shutdown_error.is_some()).then(|| {
-                let causes = format!(
-                    "{} dropped because a queue was full or still queued at shutdown, {} in \
-                     writes that failed",
-                    stats.unaccounted(),
-                    stats.failed()
-                );
-                let detail = [Some(causes), shutdown_error.take(), metrics_detail.take()]
-                    .into_iter()
-                    .flatten()
-                    .collect::<Vec<_>>()
-                    .join("; ");
-                format!(
-                    "trace file `{}`: {lost} of {} spans could not be written ({detail}); the \
-                     tables and records are complete, only the file misses them",
-                    file.path().display(),
-                    stats.ended()
-                )
-            })
-        });
+        let file_loss =
+            file.and_then(|file| file_loss(&file, &mut shutdown_error, &mut metrics_detail));
         match (otlp_loss, file_loss, metrics_problem, shutdown_error) {
             (None, None, None, None) => Ok(()),
             (None, None, Some(m), None) => {
@@ -347,21 +305,42 @@ impl OtlpGuard {
             (None, None, _, Some(e)) => Err(OtlpError::shutdown(
                 0,
                 0,
-                &[Some(e), metrics_detail]
-                    .into_iter()
-                    .flatten()
-                    .collect::<Vec<_>>()
-                    .join("; "),
+                &joined([Some(e), metrics_detail]),
             )),
-            (otlp, file, ..) => Err(OtlpError::Shutdown(
-                [otlp, file]
-                    .into_iter()
-                    .flatten()
-                    .collect::<Vec<_>>()
-                    .join("; "),
-            )),
+            (otlp, file, ..) => Err(OtlpError::Shutdown(joined([otlp, file]))),
         }
     }
+}
+
+/// The parts that are there, joined with `; `.
+fn joined<const N: usize>(parts: [Option<String>; N]) -> String {
+    parts.into_iter().flatten().collect::<Vec<_>>().join("; ")
+}
+
+/// The trace file's losses at shutdown, with the shutdown's error and the metrics' problem
+/// if no loss said them before.
+fn file_loss(
+    file: &TraceFile,
+    shutdown_error: &mut Option<String>,
+    metrics_detail: &mut Option<String>,
+) -> Option<String> {
+    let stats = file.stats();
+    let lost = stats.not_exported();
+    (lost > 0 || shutdown_error.is_some()).then(|| {
+        let causes = format!(
+            "{} dropped because a queue was full or still queued at shutdown, {} in \
+             writes that failed",
+            stats.unaccounted(),
+            stats.failed()
+        );
+        let detail = joined([Some(causes), shutdown_error.take(), metrics_detail.take()]);
+        format!(
+            "trace file `{}`: {lost} of {} spans could not be written ({detail}); the \
+             tables and records are complete, only the file misses them",
+            file.path().display(),
+            stats.ended()
+        )
+    })
 }
 
 /// What the metrics did not deliver, for [`OtlpError`].
@@ -369,6 +348,24 @@ struct MetricsLoss {
     failed: u64,
     exports: u64,
     detail: String,
+}
+
+impl MetricsLoss {
+    /// The failed exports and the shutdown's own error, if any.
+    fn of(m: &MetricsExportStats, outcome: Result<(), String>) -> Option<Self> {
+        let failures = m.shutdown_summary();
+        let outcome = match outcome {
+            Ok(()) => None,
+            // The SDK's own "failed to shutdown" says no more than the counted failure.
+            Err(e) if failures.is_some() && !e.starts_with("did not finish") => None,
+            Err(e) => Some(format!("shutdown: {e}")),
+        };
+        (failures.is_some() || outcome.is_some()).then(|| MetricsLoss {
+            failed: m.failed_exports(),
+            exports: m.exports(),
+            detail: joined([failures, outcome]),
+        })
+    }
 }
 
 impl Drop for OtlpGuard {

@@ -591,6 +591,41 @@ fn write_distributions(j: &mut Json, s: &OverallSummary) {
 /// One request of `requests` in the blob: its columns ([`REQUEST_COLUMNS`]), then its stages
 /// and edges, each with the bar the page draws ([`Layout`]).
 fn write_row(j: &mut Json, r: &Row, layout: Layout) {
+    j.raw("[");
+    write_columns(j, r, layout);
+    j.raw(",[");
+    // Untimed: stages one after another, each edge right after its sending stage.
+    let stage_end = write_stages(j, r, layout);
+    j.raw("],[");
+    for (i, e) in r.edges.iter().enumerate() {
+        if i > 0 {
+            j.raw(",");
+        }
+        let total = stats::transfer_time_ms(e.tx_time_ms, e.rx_decode_time_ms, e.in_flight_time_ms);
+        let bar = match layout {
+            Layout::Timed { origin_ns } => {
+                timed_bar(origin_ns, (e.start_ns, e.end_ns), r.start_ns, total)
+            }
+            Layout::Untimed => {
+                let start = stage_end
+                    .iter()
+                    .find(|(id, _)| *id == e.from)
+                    .map_or(0.0, |(_, end)| *end);
+                (start, finite(start + total))
+            }
+        };
+        write_edge(j, e, bar);
+    }
+    j.raw("],");
+    let none: &[(&str, Box<[String]>)] = &[];
+    write_extra(j, r.extra.as_deref().map_or(none, |x| &x.stage_rows));
+    j.raw(",");
+    write_extra(j, r.extra.as_deref().map_or(none, |x| &x.edge_rows));
+    j.raw("]");
+}
+
+/// A request's own columns ([`REQUEST_COLUMNS`]), its bar first.
+fn write_columns(j: &mut Json, r: &Row, layout: Layout) {
     let (start_ms, end_ms) = match layout {
         Layout::Timed { origin_ns } => (
             rel_ms(r.start_ns, origin_ns),
@@ -598,7 +633,6 @@ fn write_row(j: &mut Json, r: &Row, layout: Layout) {
         ),
         Layout::Untimed => (0.0, finite(r.e2e_total_ms.max(0.0))),
     };
-    j.raw("[");
     j.string(&r.id);
     j.raw(",");
     j.string(r.status.as_str());
@@ -633,8 +667,12 @@ fn write_row(j: &mut Json, r: &Row, layout: Layout) {
     j.opt_float(r.audio_e2e_rtf);
     j.raw(",");
     j.uint(r.invalid_spans);
-    j.raw(",[");
-    // Untimed: stages one after another, each edge right after its sending stage.
+}
+
+/// A request's stages with their bars; untimed, where each stage's bar ends (by stage id),
+/// for the edges.
+fn write_stages(j: &mut Json, r: &Row, layout: Layout) -> Vec<(u64, f64)> {
+    let known = |key: &str| r.knows(key);
     let mut cursor = 0.0_f64;
     let mut stage_end: Vec<(u64, f64)> = Vec::new();
     for (i, s) in r.stages.iter().enumerate() {
@@ -664,32 +702,7 @@ fn write_row(j: &mut Json, r: &Row, layout: Layout) {
             .map_or(&[][..], |g| &g[..]);
         write_stage(j, s, bar, (origin, gaps), &known);
     }
-    j.raw("],[");
-    for (i, e) in r.edges.iter().enumerate() {
-        if i > 0 {
-            j.raw(",");
-        }
-        let total = stats::transfer_time_ms(e.tx_time_ms, e.rx_decode_time_ms, e.in_flight_time_ms);
-        let bar = match layout {
-            Layout::Timed { origin_ns } => {
-                timed_bar(origin_ns, (e.start_ns, e.end_ns), r.start_ns, total)
-            }
-            Layout::Untimed => {
-                let start = stage_end
-                    .iter()
-                    .find(|(id, _)| *id == e.from)
-                    .map_or(0.0, |(_, end)| *end);
-                (start, finite(start + total))
-            }
-        };
-        write_edge(j, e, bar);
-    }
-    j.raw("],");
-    let none: &[(&str, Box<[String]>)] = &[];
-    write_extra(j, r.extra.as_deref().map_or(none, |x| &x.stage_rows));
-    j.raw(",");
-    write_extra(j, r.extra.as_deref().map_or(none, |x| &x.edge_rows));
-    j.raw("]");
+    stage_end
 }
 
 /// Extra table rows, kept boxed.
