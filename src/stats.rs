@@ -700,11 +700,6 @@ impl TraceSource {
 
     /// The [`RequestE2EStats`] fields a record of this source cannot know: 0 in the record,
     /// absent from its JSON line and tables.
-    ///
-    /// ```
-    /// use omni_metrics::stats::TraceSource;
-    /// assert!(TraceSource::VllmOmni.unknown_request_fields().contains(&"e2e_total_tokens"));
-    /// ```
     pub(crate) fn unknown_request_fields(self) -> &'static [&'static str] {
         match self {
             Self::VllmOmni => &[
@@ -719,12 +714,6 @@ impl TraceSource {
     /// The [`StageRequestStats`] fields a record of this source cannot know. For vLLM-Omni,
     /// `stage_gen_time_ms` is known but is the stage span's whole duration (its
     /// `wall_time_ms`): the trace does not split queue and post-processing out of it.
-    ///
-    /// ```
-    /// use omni_metrics::stats::TraceSource;
-    /// assert!(TraceSource::VllmOmni.unknown_stage_fields().contains(&"num_tokens_out"));
-    /// assert!(!TraceSource::VllmOmni.unknown_stage_fields().contains(&"stage_gen_time_ms"));
-    /// ```
     pub(crate) fn unknown_stage_fields(self) -> &'static [&'static str] {
         match self {
             Self::VllmOmni => &[
@@ -743,14 +732,6 @@ impl TraceSource {
 
     /// The [`OverallSummary`] fields a summary with requests of this source cannot know
     /// (their `queue_time_ms` distributions are left out too).
-    ///
-    /// ```
-    /// use omni_metrics::stats::TraceSource;
-    /// assert_eq!(
-    ///     TraceSource::VllmOmni.unknown_summary_fields(),
-    ///     ["e2e_total_tokens", "e2e_avg_tokens_per_s"]
-    /// );
-    /// ```
     pub(crate) fn unknown_summary_fields(self) -> &'static [&'static str] {
         match self {
             Self::VllmOmni => &[keys::E2E_TOTAL_TOKENS, keys::E2E_AVG_TOKENS_PER_S],
@@ -1240,5 +1221,33 @@ mod audio_continuity_tests {
         // A packet of zero frames holds nothing and is skipped.
         let with_empty = [(0, 4_800), (100 * MS, 0), (300 * MS, 4_800)];
         assert_eq!(audio_continuity(with_empty, 24_000), Some((100.0, 100.0)));
+    }
+}
+
+#[cfg(test)]
+mod trace_source {
+    use super::TraceSource;
+
+    #[test]
+    fn what_a_vllm_omni_trace_cannot_know() {
+        assert!(
+            TraceSource::VllmOmni
+                .unknown_request_fields()
+                .contains(&"e2e_total_tokens")
+        );
+        assert!(
+            TraceSource::VllmOmni
+                .unknown_stage_fields()
+                .contains(&"num_tokens_out")
+        );
+        assert!(
+            !TraceSource::VllmOmni
+                .unknown_stage_fields()
+                .contains(&"stage_gen_time_ms")
+        );
+        assert_eq!(
+            TraceSource::VllmOmni.unknown_summary_fields(),
+            ["e2e_total_tokens", "e2e_avg_tokens_per_s"]
+        );
     }
 }
