@@ -341,6 +341,20 @@ impl CaptureSink {
             .collect()
     }
 
+    /// Takes every record so far (the capture is left empty): the summaries, then the
+    /// requests, in their order. What `omni-metrics` keeps of a replay, without a copy.
+    #[cfg(feature = "cli")]
+    pub(crate) fn take(&self) -> (Vec<OverallSummary>, Vec<RequestE2EStats>) {
+        let (mut summaries, mut requests) = (Vec::new(), Vec::new());
+        for record in std::mem::take(&mut *self.lock()) {
+            match record {
+                Record::Request(r) => requests.push(r),
+                Record::Summary(s) => summaries.push(s),
+            }
+        }
+        (summaries, requests)
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Record>> {
         self.records.lock().unwrap_or_else(PoisonError::into_inner)
     }

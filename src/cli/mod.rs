@@ -17,11 +17,11 @@
 use std::io::{IsTerminal as _, Read, Write as _};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::replay::{self, GroupBy, InputFormat, Lost, ReadError, Replay};
 use crate::report::{Record, Sink};
 use crate::stats::{OverallSummary, RequestE2EStats};
+use crate::testing::CaptureSink;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -345,7 +345,10 @@ fn report(args: ReportArgs) -> ExitCode {
         request_tables: !args.summary_only,
         said: std::sync::atomic::AtomicBool::new(false),
     });
-    let html = args.html.as_ref().map(|path| (path, Kept::default()));
+    let html = args
+        .html
+        .as_ref()
+        .map(|path| (path, CaptureSink::default()));
     if let Some((_, kept)) = &html {
         replay = replay.with_sink(kept.clone());
     }
@@ -631,7 +634,7 @@ fn say_repaired(stats: &replay::ReplayStats, errors: &ReadErrors) {
 /// Writes the HTML page of each summarized scope with requests (runs, or `all`; online
 /// requests, each its own scope, only when they are all there is); `false` on a failure,
 /// said on stderr.
-fn write_html(path: &std::path::Path, kept: &Kept) -> bool {
+fn write_html(path: &std::path::Path, kept: &CaptureSink) -> bool {
     let (summaries, requests) = kept.take();
     // Grouped once: online requests are a scope each, so a scan per scope is quadratic.
     let mut by_scope: std::collections::HashMap<String, Vec<_>> = Default::default();
@@ -712,29 +715,6 @@ impl Sink for Stdout {
                 self.write(&(line + "\n"));
             }
         }
-    }
-}
-
-/// The summaries and requests of the replay, kept for the HTML pages.
-#[derive(Clone, Default)]
-struct Kept(Arc<Mutex<(Vec<OverallSummary>, Vec<RequestE2EStats>)>>);
-
-impl Kept {
-    /// What was kept: the summaries, and the requests.
-    fn take(&self) -> (Vec<OverallSummary>, Vec<RequestE2EStats>) {
-        std::mem::take(&mut *self.0.lock().unwrap_or_else(PoisonError::into_inner))
-    }
-}
-
-impl Sink for Kept {
-    fn on_request(&self, request: &RequestE2EStats) {
-        let mut kept = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        kept.1.push(request.clone());
-    }
-
-    fn on_summary(&self, summary: &OverallSummary) {
-        let mut kept = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        kept.0.push(summary.clone());
     }
 }
 

@@ -5,16 +5,15 @@
 use std::collections::HashSet;
 use std::io::{self, BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, PoisonError};
 
 use serde::Deserialize;
 
 use crate::replay::{GroupBy, Input, InputFormat, Replay};
-use crate::report::Sink;
 use crate::stats::{
     AudioContinuity, EdgeName, OverallSummary, RequestE2EStats, RequestStatus, StageRequestStats,
     TransferEdgeStats,
 };
+use crate::testing::CaptureSink;
 
 /// The longest JSON line read (16 MiB, as the report command's records); a longer one is
 /// skipped and said.
@@ -133,7 +132,7 @@ pub(crate) fn load(paths: &[PathBuf], on_note: &mut dyn FnMut(&str)) -> Loaded {
     }
     if !traces.is_empty() {
         loaded.trace_files = traces.len() as u64;
-        let kept = Kept::default();
+        let kept = CaptureSink::default();
         let inputs = traces.iter().map(Input::path).collect();
         let mut errors = 0u64;
         let stats = Replay::new()
@@ -518,28 +517,6 @@ fn edge(e: EdgeLine) -> TransferEdgeStats {
         size_bytes: e.size_bytes,
         transfers: e.transfers,
         ..Default::default()
-    }
-}
-
-/// The summaries and requests of a replay.
-#[derive(Clone, Default)]
-struct Kept(Arc<Mutex<(Vec<OverallSummary>, Vec<RequestE2EStats>)>>);
-
-impl Kept {
-    fn take(&self) -> (Vec<OverallSummary>, Vec<RequestE2EStats>) {
-        std::mem::take(&mut *self.0.lock().unwrap_or_else(PoisonError::into_inner))
-    }
-}
-
-impl Sink for Kept {
-    fn on_request(&self, request: &RequestE2EStats) {
-        let mut kept = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        kept.1.push(request.clone());
-    }
-
-    fn on_summary(&self, summary: &OverallSummary) {
-        let mut kept = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        kept.0.push(summary.clone());
     }
 }
 

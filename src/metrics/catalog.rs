@@ -761,6 +761,7 @@ impl LabelValues {
     }
 
     /// An edge's labels from its stage ids (no replicas).
+    #[cfg_attr(not(any(feature = "otlp", feature = "prometheus")), allow(dead_code))]
     fn of_edge(from: u64, to: u64, model: LabelValues) -> Self {
         Self {
             from_stage: Some(from),
@@ -944,6 +945,7 @@ pub fn observe(r: &RequestE2EStats, mut f: impl FnMut(&'static MetricDef, LabelV
 /// per edge with a transfer open. The exports read this when they are collected (a scrape,
 /// an OTLP export), never per request; nothing for a model beyond the first 16 names of the
 /// process.
+#[cfg_attr(not(any(feature = "otlp", feature = "prometheus")), allow(dead_code))]
 pub(crate) fn observe_live(
     live: &LiveGauges,
     model_name: Option<&str>,

@@ -65,12 +65,14 @@ const SCRIPT: &str = include_str!("page.js");
 /// scope changed or cut to be a safe file name gets 8 hex digits of its hash, so `team a/run-1` and `team_a_run-1`
 /// get two files). Should two scopes still map to one name, the later page gets `-2`,
 /// `-3`, ... before the extension. Without `{scope}`, each page replaces the last.
+#[cfg(feature = "cli")]
 #[derive(Debug)]
 pub(crate) struct PageWriter {
     pattern: std::path::PathBuf,
     pages: live::PageNames,
 }
 
+#[cfg(feature = "cli")]
 impl PageWriter {
     /// Writes pages to `pattern` (a path, with `{scope}` in it for one page per scope).
     pub(crate) fn new(pattern: impl Into<std::path::PathBuf>) -> Self {
@@ -198,7 +200,7 @@ mod tests {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "cli"))]
 mod page_writer_tests {
     use super::PageWriter;
     use crate::stats::OverallSummary;
