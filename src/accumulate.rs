@@ -308,23 +308,25 @@ impl RequestAcc {
     /// The first span of a stage in this request: its row, and what is kept beside it.
     #[inline]
     fn new_stage(&mut self, mut s: StageSample) {
-        let mut stats = StageRequestStats {
-            stage_id: s.stage_id,
-            stage_name: s.stage_name,
-            batch_id: s.batch_id.unwrap_or(0),
-            batch_size: s.batch_size.unwrap_or(0),
-            num_tokens_in: s.num_tokens_in,
-            num_tokens_out: s.num_tokens_out,
-            stage_gen_time_ms: s.stage_gen_time_ms,
-            postprocess_time_ms: s.postprocess_time_ms,
-            queue_time_ms: s.queue_time_ms,
-            spans: 1,
-            wall_time_ms: 0.0,
-            start_ns: s.start_ns,
-            end_ns: s.end_ns,
-            batch_recorded: s.batch_id.is_some(),
-            ..StageRequestStats::default()
+        // Filled in place: the row is 520 bytes, a copy of it per stage showed in the cost.
+        self.stages.push(StageRequestStats::default());
+        let Some(stats) = self.stages.last_mut() else {
+            return;
         };
+        stats.stage_id = s.stage_id;
+        stats.stage_name = s.stage_name;
+        stats.batch_id = s.batch_id.unwrap_or(0);
+        stats.batch_size = s.batch_size.unwrap_or(0);
+        stats.num_tokens_in = s.num_tokens_in;
+        stats.num_tokens_out = s.num_tokens_out;
+        stats.stage_gen_time_ms = s.stage_gen_time_ms;
+        stats.postprocess_time_ms = s.postprocess_time_ms;
+        stats.queue_time_ms = s.queue_time_ms;
+        stats.spans = 1;
+        stats.wall_time_ms = 0.0;
+        stats.start_ns = s.start_ns;
+        stats.end_ns = s.end_ns;
+        stats.batch_recorded = s.batch_id.is_some();
         if let Some(rare) = s.rare.as_deref_mut() {
             stats.audio_generated_frames = rare.audio_generated_frames;
             stats.audio_sample_rate = rare.audio_sample_rate;
@@ -335,7 +337,6 @@ impl RequestAcc {
             stats.video_frames = rare.video_frames;
             stats.video_fps = rare.video_fps;
         }
-        self.stages.push(stats);
         self.sides.push(StageSide {
             batch_id_from_ns: s.batch_id.map(|_| s.start_ns),
             batch_size_from_ns: s.batch_size.map(|_| s.start_ns),
@@ -351,17 +352,18 @@ impl RequestAcc {
         {
             Some(edge) => edge,
             None => {
-                self.edges.push(TransferEdgeStats {
-                    edge: EdgeName {
-                        from: t.from_stage,
-                        to: t.to_stage,
-                    },
-                    from_stage: t.from_stage,
-                    to_stage: t.to_stage,
-                    ..TransferEdgeStats::default()
-                });
-                let last = self.edges.len() - 1;
-                &mut self.edges[last]
+                // Filled in place, as a stage's row.
+                self.edges.push(TransferEdgeStats::default());
+                let Some(edge) = self.edges.last_mut() else {
+                    return;
+                };
+                edge.edge = EdgeName {
+                    from: t.from_stage,
+                    to: t.to_stage,
+                };
+                edge.from_stage = t.from_stage;
+                edge.to_stage = t.to_stage;
+                edge
             }
         };
         let earlier = edge.transfers == 0 || t.start_ns < edge.start_ns;

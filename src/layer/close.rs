@@ -134,7 +134,7 @@ impl Inner {
         closing: &Closing<'_>,
     ) {
         let Closing { id, now, via, .. } = *closing;
-        let sample = stage.finish(now);
+        let mut sample = stage.finish(now);
         // What the exported span gets, read before the sample goes into the request.
         let exported = match (via, &sample) {
             (Some(_), Some(s)) => Some((
@@ -153,7 +153,7 @@ impl Inner {
         } else {
             let request = stage.request.take();
             let merged = self.merge_child(table, held, id, request, now, stage.issues, |acc| {
-                if let Some(s) = sample {
+                if let Some(s) = sample.take() {
                     acc.add_stage(s);
                 }
                 IssueSet::default()
@@ -175,7 +175,7 @@ impl Inner {
         closing: &Closing<'_>,
     ) {
         let Closing { id, now, via, .. } = *closing;
-        let (sample, incomplete) = transfer.finish(now);
+        let (mut sample, incomplete) = transfer.finish(now);
         // What the exported span gets, read before the sample goes into the request.
         let exported = match (via, &sample) {
             (Some(_), Some(t)) => Some((
@@ -199,7 +199,7 @@ impl Inner {
         } else {
             let request = transfer.request.take();
             let merged = self.merge_child(table, held, id, request, now, transfer.issues, |acc| {
-                if let Some(t) = sample {
+                if let Some(t) = sample.take() {
                     acc.add_transfer(t);
                 }
                 acc.defer_incomplete(incomplete);
