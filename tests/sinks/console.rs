@@ -199,8 +199,15 @@ fn issue6_5_a_blocked_console_does_not_stop_the_json_lines() {
         for i in 0..100 {
             seed_like_request(&format!("r-{i}"));
             if i % 4 == 3 {
-                // Give the JSON-lines thread time to drain its own queue of 8.
-                std::thread::sleep(Duration::from_millis(20));
+                // Let the JSON-lines thread drain its own queue of 8 (4 requests and their
+                // summaries) before the next 4; a console that held it up would keep it
+                // from draining, and the count below would fall short. Waited for, not
+                // slept on: a busy machine may not run the thread within a fixed time.
+                let want = 2 * (i + 1);
+                let deadline = Instant::now() + Duration::from_secs(5);
+                while jsonl.text().lines().count() < want && Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(2));
+                }
             }
         }
     });
