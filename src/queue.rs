@@ -1,8 +1,8 @@
 //! One bounded, lossy queue to a worker thread, for the built-in sinks' writers
-//! (`report::writer`).
+//! (`report::writer`) and the metrics exports' recorders (`metrics::queue`).
 //!
 //! The engine's thread queues with `try_send` and never waits: what does not fit goes to
-//! the caller's hook ([`Queue::push_or`]), dropped and counted or kept elsewhere.
+//! the caller's hook ([`Queue::push_or`]), dropped and counted or kept elsewhere (folded).
 //! [`Progress`] counts what was queued and done, so that a flush needs no room in a full
 //! queue and works after the senders are gone (a shutdown); queues flushed together share
 //! one.
