@@ -238,10 +238,8 @@ fn spawn_lane(
     name: &str,
 ) -> Queue<Job> {
     let is_console = matches!(sink, LaneSink::Console(_));
-    let ticker = periodic.map(|p| {
-        let next = Instant::now() + p.interval;
-        (p, next)
-    });
+    // An interval past the clock's range never ticks.
+    let ticker = periodic.and_then(|p| Some((Instant::now().checked_add(p.interval)?, p)));
     let lane = LaneWork {
         sink,
         state: state.clone(),
@@ -378,8 +376,8 @@ impl Drop for Writer {
 struct LaneWork {
     sink: LaneSink,
     state: Arc<WriterState>,
-    /// The console's periodic line, and when it is next due.
-    ticker: Option<(Periodic, Instant)>,
+    /// When the console's periodic line is next due, and the line.
+    ticker: Option<(Instant, Periodic)>,
 }
 
 impl Work<Job> for LaneWork {
@@ -407,18 +405,20 @@ impl Work<Job> for LaneWork {
     }
 
     fn patience(&mut self) -> Option<Duration> {
-        let (_, next) = self.ticker.as_ref()?;
+        let (next, _) = self.ticker.as_ref()?;
         Some(next.saturating_duration_since(Instant::now()))
     }
 
     fn idle(&mut self) {
-        let Some((periodic, next)) = &mut self.ticker else {
+        let Some((next, periodic)) = &mut self.ticker else {
             return;
         };
         // Missed ticks (a blocked console) are skipped, not caught up.
-        *next = (*next + periodic.interval).max(Instant::now());
-        if !tick(periodic, &self.sink, &self.state) {
-            self.ticker = None;
+        let later = next.checked_add(periodic.interval);
+        let later = later.map(|later| later.max(Instant::now()));
+        match (later, tick(periodic, &self.sink, &self.state)) {
+            (Some(later), true) => *next = later,
+            _ => self.ticker = None,
         }
     }
 }
