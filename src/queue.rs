@@ -32,19 +32,27 @@ pub(crate) trait Work<T>: Send + 'static {
 #[derive(Debug, Default)]
 pub(crate) struct Progress {
     /// Items accepted into a queue.
-    queued: AtomicU64,
+    queued: Padded,
     /// Items a worker has finished with.
-    done: AtomicU64,
+    done: Padded,
     /// Items neither queued nor kept by the "full" hook.
     dropped: AtomicU64,
     /// Workers still running: at 0, nothing more will be done.
     running: AtomicUsize,
-    /// Threads in [`wait_until`](Self::wait_until): a worker notifies (a system call) only
-    /// when there are some.
-    waiters: AtomicUsize,
+    /// `!n` for the least count `n` of done items a thread in
+    /// [`wait_until`](Self::wait_until) waits for (0: none waits; 1: one waits for a
+    /// [`wake`](Self::wake)): a worker notifies (a system call) only when it is reached, not
+    /// for every item of a long queue.
+    wake_at: AtomicU64,
     lock: Mutex<()>,
     progressed: Condvar,
 }
+
+/// A counter on a cache line of its own: the engine's threads count `queued` and the worker
+/// `done` without taking the line from each other at every item.
+#[derive(Debug, Default)]
+#[repr(align(128))]
+struct Padded(AtomicU64);
 
 impl Progress {
     /// Items dropped so far.
@@ -55,10 +63,10 @@ impl Progress {
     /// Waits until every item queued before the call is done, until `deadline` (`None`:
     /// however long it takes); else the items still pending.
     pub(crate) fn flush(&self, deadline: Option<Instant>) -> Result<(), u64> {
-        let target = self.queued.load(Ordering::Acquire);
+        let target = self.queued.0.load(Ordering::Acquire);
         let mut done = 0;
-        let finished = self.wait_until(deadline, || {
-            done = self.done.load(Ordering::Acquire);
+        let finished = self.wait_until(deadline, Some(target), || {
+            done = self.done.0.load(Ordering::Acquire);
             done >= target
         });
         if finished {
@@ -68,46 +76,56 @@ impl Progress {
         }
     }
 
-    /// Waits until `finished` (checked again each time a worker made progress or went
-    /// idle), until `deadline` or every worker is gone; whether it finished.
+    /// Waits until `finished`, checked again when `done` items are done (`None`: at each
+    /// [`wake`](Self::wake)), until `deadline` or every worker is gone; whether it finished.
     pub(crate) fn wait_until(
         &self,
         deadline: Option<Instant>,
+        done: Option<u64>,
         mut finished: impl FnMut() -> bool,
     ) -> bool {
-        self.waiters.fetch_add(1, Ordering::Relaxed);
-        // Pairs with the worker's fence in `wake`: either it sees this waiter, or this
-        // thread sees what it did.
-        fence(Ordering::SeqCst);
         let mut guard = self.lock.lock().unwrap_or_else(PoisonError::into_inner);
-        let finished = loop {
+        loop {
+            // Again after each notification, which clears it.
+            self.wake_at
+                .fetch_max(done.map_or(1, |n| !n), Ordering::Relaxed);
+            // Either the worker (or `wake`) sees this, or `finished` sees what it did.
+            fence(Ordering::SeqCst);
             if finished() {
-                break true;
+                return true;
             }
             let remaining = deadline.map_or(Duration::from_secs(3600), |d| {
                 d.saturating_duration_since(Instant::now())
             });
             if self.running.load(Ordering::Acquire) == 0 || remaining.is_zero() {
-                break false;
+                return false;
             }
             guard = self
                 .progressed
                 .wait_timeout(guard, remaining)
                 .unwrap_or_else(PoisonError::into_inner)
                 .0;
-        };
-        drop(guard);
-        self.waiters.fetch_sub(1, Ordering::Relaxed);
-        finished
+        }
     }
 
-    /// Wakes the threads in [`wait_until`](Self::wait_until), if any.
-    fn wake(&self) {
+    /// Has the threads in [`wait_until`](Self::wait_until) check again, if any: something
+    /// their condition reads changed (a metrics recorder's sweep).
+    #[cfg_attr(not(any(feature = "otlp", feature = "prometheus")), allow(dead_code))]
+    pub(crate) fn wake(&self) {
         fence(Ordering::SeqCst);
-        if self.waiters.load(Ordering::Relaxed) > 0 {
-            let _guard = self.lock.lock().unwrap_or_else(PoisonError::into_inner);
-            self.progressed.notify_all();
+        if self.wake_at.load(Ordering::Relaxed) != 0 {
+            self.notify();
         }
+    }
+
+    fn notify(&self) {
+        // Cleared under the lock (a waiter registers under it); notified after, so that a
+        // waiter does not wake into a lock still held.
+        {
+            let _guard = self.lock.lock().unwrap_or_else(PoisonError::into_inner);
+            self.wake_at.store(0, Ordering::Relaxed);
+        }
+        self.progressed.notify_all();
     }
 }
 
@@ -117,7 +135,7 @@ struct Running(Arc<Progress>);
 impl Drop for Running {
     fn drop(&mut self) {
         self.0.running.fetch_sub(1, Ordering::AcqRel);
-        self.0.wake();
+        self.0.notify();
     }
 }
 
@@ -169,7 +187,7 @@ impl<T> Queue<T> {
     #[inline]
     pub(crate) fn try_push(&self, item: T) -> Result<(), TrySendError<T>> {
         self.tx.try_send(item)?;
-        self.progress.queued.fetch_add(1, Ordering::Release);
+        self.progress.queued.0.fetch_add(1, Ordering::Release);
         Ok(())
     }
 
@@ -207,12 +225,16 @@ fn run<T>(rx: &Receiver<T>, mut work: impl Work<T>, progress: &Progress) {
         match next {
             Ok(item) => {
                 work.handle(item);
-                progress.done.fetch_add(1, Ordering::Release);
+                // Sequentially consistent with the waiter's fence (see `wake_at`).
+                let done = progress.done.0.fetch_add(1, Ordering::SeqCst) + 1;
+                let wanted = !progress.wake_at.load(Ordering::SeqCst);
+                if wanted <= done {
+                    progress.notify();
+                }
             }
             Err(RecvTimeoutError::Timeout) => work.idle(),
             Err(RecvTimeoutError::Disconnected) => break,
         }
-        progress.wake();
     }
 }
 

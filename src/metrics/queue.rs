@@ -440,12 +440,15 @@ struct Recorder {
     since_sweep: u32,
     /// Whether pending batches waited when the recorder last looked at the queue.
     waiting: bool,
+    /// Woken after a sweep: a drain may wait for one.
+    progress: Arc<Progress>,
 }
 
 impl Recorder {
     fn sweep(&mut self) {
         if let Some((merge, overflow)) = &self.merger {
             overflow.sweep(&**merge, &mut self.spare);
+            self.progress.wake();
         }
         self.since_sweep = 0;
     }
@@ -517,6 +520,7 @@ impl ObservationQueue {
     ) -> std::io::Result<Self> {
         let pool = Arc::new(Pool::default());
         let overflow = merge.as_ref().map(|_| Arc::new(Overflow::new()));
+        let progress = Arc::default();
         let work = Recorder {
             recorder,
             merger: merge.zip(overflow.clone()),
@@ -524,8 +528,8 @@ impl ObservationQueue {
             spare: Pending::default(),
             since_sweep: 0,
             waiting: false,
+            progress: Arc::clone(&progress),
         };
-        let progress = Arc::default();
         let (queue, started) = Queue::spawn(name, capacity, &progress, false, work);
         started?;
         Ok(Self {
@@ -603,7 +607,7 @@ impl ObservationQueue {
         // A recorder waiting for the queue is woken; one whose queue is full sweeps soon by
         // itself. A sweep begun after this drain began takes every batch folded before.
         let _ = self.queue.try_push(Message::Sweep);
-        self.progress.wait_until(Some(deadline), || {
+        self.progress.wait_until(Some(deadline), None, || {
             !overflow.waiting() || overflow.swept.load(Ordering::Relaxed) >= swept.saturating_add(2)
         })
     }
