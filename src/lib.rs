@@ -23,6 +23,7 @@ mod distribution;
 mod handle;
 mod install;
 mod layer;
+mod queue;
 mod shared;
 
 pub use handle::{LiveGauges, MetricsHandle, OpenSpans, StageInFlight, Totals};

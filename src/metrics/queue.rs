@@ -11,9 +11,9 @@
 //!   into one of [`SLOTS`] pending batches ([`Pending`]: per series, a counter's total, a
 //!   histogram's per-bucket counts and sums with the latest exemplar per bucket). The
 //!   recorder takes each pending batch whole (swapping an empty one in) when it has caught
-//!   up with the queue, every [`SWEEP_EVERY`] requests meanwhile, and before it answers a
-//!   drain. Nothing is lost at any rate, and memory is bounded by the series, not by the
-//!   requests folded: at most [`MAX_SERIES`] per pending batch. An observation of a series
+//!   up with the queue, every [`SWEEP_EVERY`] requests meanwhile, and when a drain asks.
+//!   Nothing is lost at any rate, and memory is bounded by the series, not by the requests
+//!   folded: at most [`MAX_SERIES`] per pending batch. An observation of a series
 //!   beyond that is the only loss (its request counted, said once).
 //! - **dropped** ([`ObservationQueue::start`], the OTLP metrics sink, whose SDK cannot record a
 //!   folded histogram): counted and said once.
@@ -25,11 +25,11 @@
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError, TrySendError};
 use std::sync::{Arc, Mutex, PoisonError, TryLockError};
 use std::time::{Duration, Instant};
 
 use super::catalog::{LabelValues, MAX_BUCKETS, MetricDef, MetricKind, observe};
+use crate::queue::{Progress, Queue, Work};
 use crate::stats::RequestE2EStats;
 
 /// One observation, as the catalogue made it.
@@ -283,9 +283,8 @@ struct Overflow {
     slots: [Mutex<Pending>; SLOTS],
     /// Requests folded and not yet taken (changed under a slot's lock: never below 0).
     folded: AtomicU64,
-    /// Drains waiting for their barrier to get into the queue: while one waits, the
-    /// engine's threads fold instead of queueing, so that it does.
-    draining: AtomicUsize,
+    /// Sweeps finished: a drain waits for one that began after it.
+    swept: AtomicU64,
 }
 
 /// The slot an engine thread tries first: threads are spread over the slots in the order
@@ -311,7 +310,7 @@ impl Overflow {
         Self {
             slots: std::array::from_fn(|_| Mutex::new(Pending::default())),
             folded: AtomicU64::new(0),
-            draining: AtomicUsize::new(0),
+            swept: AtomicU64::new(0),
         }
     }
 
@@ -359,6 +358,7 @@ impl Overflow {
             self.folded.fetch_sub(spare.requests(), Ordering::Relaxed);
             spare.clear();
         }
+        self.swept.fetch_add(1, Ordering::Relaxed);
     }
 
     fn waiting(&self) -> bool {
@@ -368,8 +368,8 @@ impl Overflow {
 
 enum Message {
     Request(Batch),
-    /// Answered once everything queued or folded before it is recorded.
-    Barrier(mpsc::Sender<()>),
+    /// Takes the pending batches (a drain wakes a recorder that waits for the queue).
+    Sweep,
 }
 
 /// Buffers the recorder gives back, for the engine's threads to fill again. Neither side
@@ -407,12 +407,12 @@ impl Pool {
 
 /// The engine's side of an export's recorder thread.
 pub(crate) struct ObservationQueue {
-    tx: SyncSender<Message>,
+    queue: Queue<Message>,
+    progress: Arc<Progress>,
     pool: Arc<Pool>,
     capacity: usize,
     /// The pending batches, when the queue coalesces.
     overflow: Option<Arc<Overflow>>,
-    dropped: AtomicU64,
     said_lost: AtomicBool,
     /// Said once when a request is first lost (names the export, its counter and what to
     /// do).
@@ -430,68 +430,55 @@ impl std::fmt::Debug for ObservationQueue {
 }
 
 /// The recorder thread: records the queue in order, and the pending batches (if any)
-/// when it has caught up, every [`SWEEP_EVERY`] requests while some wait, and before it
-/// answers a barrier. Ends when every sender is gone.
-fn run_recorder(
-    rx: &Receiver<Message>,
-    recorder: &dyn Record,
-    merger: Option<(&dyn Merge, &Overflow)>,
-    pool: &Pool,
-) {
-    let mut spare = Pending::default();
-    let mut since_sweep = 0u32;
-    let sweep = |spare: &mut Pending| {
-        if let Some((merge, overflow)) = merger {
-            overflow.sweep(merge, spare);
+/// when it has caught up, every [`SWEEP_EVERY`] requests while some wait, and when a drain
+/// asks.
+struct Recorder {
+    recorder: Arc<dyn Record>,
+    merger: Option<(Arc<dyn Merge>, Arc<Overflow>)>,
+    pool: Arc<Pool>,
+    spare: Pending,
+    since_sweep: u32,
+    /// Whether pending batches waited when the recorder last looked at the queue.
+    waiting: bool,
+    /// Woken after a sweep: a drain may wait for one.
+    progress: Arc<Progress>,
+}
+
+impl Recorder {
+    fn sweep(&mut self) {
+        if let Some((merge, overflow)) = &self.merger {
+            overflow.sweep(&**merge, &mut self.spare);
+            self.progress.wake();
         }
-    };
-    loop {
-        let waiting = merger.is_some_and(|(_, overflow)| overflow.waiting());
-        let message = if waiting {
-            match rx.try_recv() {
-                Ok(message) => message,
-                Err(TryRecvError::Empty) => {
-                    sweep(&mut spare);
-                    since_sweep = 0;
-                    continue;
-                }
-                Err(TryRecvError::Disconnected) => break,
-            }
-        } else {
-            match rx.recv() {
-                Ok(message) => message,
-                Err(_) => break,
-            }
-        };
-        match message {
-            Message::Request(batch) => {
-                recorder.record(&batch);
-                pool.give_back(batch.observations);
-            }
-            Message::Barrier(done) => {
-                sweep(&mut spare);
-                since_sweep = 0;
-                let _ = done.send(());
-            }
-        }
-        if waiting {
-            since_sweep += 1;
-            if since_sweep >= SWEEP_EVERY {
-                sweep(&mut spare);
-                since_sweep = 0;
-            }
-        }
+        self.since_sweep = 0;
     }
 }
 
-/// Counts a drain waiting for its barrier while it lives.
-struct Draining<'a>(Option<&'a AtomicUsize>);
-
-impl Drop for Draining<'_> {
-    fn drop(&mut self) {
-        if let Some(count) = self.0 {
-            count.fetch_sub(1, Ordering::Relaxed);
+impl Work<Message> for Recorder {
+    fn handle(&mut self, message: Message) {
+        match message {
+            Message::Request(batch) => {
+                self.recorder.record(&batch);
+                self.pool.give_back(batch.observations);
+            }
+            Message::Sweep => self.sweep(),
         }
+        if self.waiting {
+            self.since_sweep += 1;
+            if self.since_sweep >= SWEEP_EVERY {
+                self.sweep();
+            }
+        }
+    }
+
+    /// While pending batches wait, never for the queue: they are taken when it is empty.
+    fn patience(&mut self) -> Option<Duration> {
+        self.waiting = self.merger.as_ref().is_some_and(|(_, o)| o.waiting());
+        self.waiting.then_some(Duration::ZERO)
+    }
+
+    fn idle(&mut self) {
+        self.sweep();
     }
 }
 
@@ -533,20 +520,24 @@ impl ObservationQueue {
     ) -> std::io::Result<Self> {
         let pool = Arc::new(Pool::default());
         let overflow = merge.as_ref().map(|_| Arc::new(Overflow::new()));
-        let (tx, rx) = mpsc::sync_channel(capacity.max(1));
-        let (thread_pool, thread_overflow) = (pool.clone(), overflow.clone());
-        std::thread::Builder::new()
-            .name(name.to_owned())
-            .spawn(move || {
-                let merger = merge.as_deref().zip(thread_overflow.as_deref());
-                run_recorder(&rx, &*recorder, merger, &thread_pool);
-            })?;
+        let progress = Arc::default();
+        let work = Recorder {
+            recorder,
+            merger: merge.zip(overflow.clone()),
+            pool: pool.clone(),
+            spare: Pending::default(),
+            since_sweep: 0,
+            waiting: false,
+            progress: Arc::clone(&progress),
+        };
+        let (queue, started) = Queue::spawn(name, capacity, &progress, false, work);
+        started?;
         Ok(Self {
-            tx,
+            queue,
+            progress,
             pool,
             capacity,
             overflow,
-            dropped: AtomicU64::new(0),
             said_lost: AtomicBool::new(false),
             lost_message,
         })
@@ -557,55 +548,36 @@ impl ObservationQueue {
     pub(crate) fn push(&self, request: &RequestE2EStats, exemplars: bool) {
         // 8 per request, 8 per stage and 5 per edge cover most requests without growing;
         // streamed stages add one per output gap.
-        let mut observations = self
-            .pool
-            .take(8 + 8 * request.stages.len() + 5 * request.transfers.len());
+        let capacity = 8 + 8 * request.stages.len() + 5 * request.transfers.len();
+        let mut batch = Batch {
+            observations: self.pool.take(capacity),
+            trace_id: exemplars
+                .then(|| request.trace_id.as_deref().and_then(parse_trace_id))
+                .flatten(),
+        };
         observe(request, |def, labels, value| {
-            observations.push((def, labels, value));
+            batch.observations.push((def, labels, value));
         });
-        let trace_id = if exemplars {
-            request.trace_id.as_deref().and_then(parse_trace_id)
-        } else {
-            None
-        };
-        let batch = Batch {
-            observations,
-            trace_id,
-        };
-        let Some(overflow) = &self.overflow else {
-            if self.tx.try_send(Message::Request(batch)).is_err() {
-                self.lose();
+        let fold = |message| match (message, &self.overflow) {
+            (Message::Request(batch), Some(overflow)) => {
+                let kept = overflow.fold(&batch);
+                self.pool.give_back(batch.observations);
+                kept
             }
-            return;
+            _ => false,
         };
-        // While a drain waits for room for its barrier, fold: the queue empties.
-        let batch = if overflow.draining.load(Ordering::Relaxed) > 0 {
-            batch
-        } else {
-            match self.tx.try_send(Message::Request(batch)) {
-                Ok(()) => return,
-                Err(TrySendError::Full(Message::Request(batch))) => batch,
-                // The recorder thread is gone: nothing will record it.
-                Err(_) => return self.lose(),
-            }
-        };
-        let kept = overflow.fold(&batch);
-        self.pool.give_back(batch.observations);
-        if !kept {
-            self.lose();
+        let batch = Message::Request(batch);
+        if !self.queue.push_or(batch, fold) {
+            self.lost();
         }
     }
 
-    /// Counts a request not (wholly) recorded, and says so the first time.
-    fn lose(&self) {
-        let dropped = self
-            .dropped
-            .fetch_add(1, Ordering::Relaxed)
-            .saturating_add(1);
+    /// Says, the first time, that a request was not (wholly) recorded.
+    fn lost(&self) {
         if !self.said_lost.swap(true, Ordering::Relaxed) {
             tracing::warn!(
                 target: "omni_metrics::metrics",
-                dropped,
+                dropped = self.dropped(),
                 capacity = self.capacity,
                 "{}",
                 self.lost_message
@@ -616,34 +588,28 @@ impl ObservationQueue {
     /// Requests not recorded (dropped because the queue was full), or not wholly
     /// (coalesced, with a series a pending batch had no room for).
     pub(crate) fn dropped(&self) -> u64 {
-        self.dropped.load(Ordering::Relaxed)
+        self.progress.dropped()
     }
 
     /// Waits until every request queued (or folded) so far is recorded, until `deadline`;
     /// `false` if it gave up.
     pub(crate) fn drain(&self, deadline: Instant) -> bool {
-        let draining = self.overflow.as_ref().map(|overflow| {
-            overflow.draining.fetch_add(1, Ordering::Relaxed);
-            &overflow.draining
-        });
-        let draining = Draining(draining);
-        let (done_tx, done_rx) = mpsc::channel();
-        let mut barrier = Message::Barrier(done_tx);
-        loop {
-            match self.tx.try_send(barrier) {
-                Ok(()) => break,
-                Err(TrySendError::Full(back)) if Instant::now() < deadline => {
-                    barrier = back;
-                    std::thread::sleep(Duration::from_millis(1));
-                }
-                Err(_) => return false,
-            }
+        let swept = self
+            .overflow
+            .as_ref()
+            .map_or(0, |o| o.swept.load(Ordering::Relaxed));
+        if self.progress.flush(Some(deadline)).is_err() {
+            return false;
         }
-        // In the queue: the engine's threads may queue again.
-        drop(draining);
-        done_rx
-            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-            .is_ok()
+        let Some(overflow) = self.overflow.as_ref().filter(|o| o.waiting()) else {
+            return true;
+        };
+        // A recorder waiting for the queue is woken; one whose queue is full sweeps soon by
+        // itself. A sweep begun after this drain began takes every batch folded before.
+        let _ = self.queue.try_push(Message::Sweep);
+        self.progress.wait_until(Some(deadline), None, || {
+            !overflow.waiting() || overflow.swept.load(Ordering::Relaxed) >= swept.saturating_add(2)
+        })
     }
 }
 
@@ -745,6 +711,29 @@ mod tests {
             20_000 * per_request
         );
         assert!(tally.merges.load(Ordering::Relaxed) > 0, "some were folded");
+    }
+
+    /// A request folded just as the recorder went back to waiting for the queue: the drain
+    /// wakes it to take the pending batches.
+    #[test]
+    fn a_drain_takes_what_was_folded_while_the_recorder_waited() {
+        let tally = Arc::new(Tally {
+            observations: AtomicU64::new(0),
+            requests: AtomicU64::new(0),
+            merges: AtomicU64::new(0),
+        });
+        let queue =
+            ObservationQueue::start_coalescing("test-idle", 4, tally.clone(), "lost").unwrap();
+        let batch = Batch {
+            observations: vec![(MetricId::PromptTokens.def(), LabelValues::NONE, 1.0)],
+            trace_id: None,
+        };
+        // The recorder, started, waits for the queue.
+        std::thread::sleep(Duration::from_millis(100));
+        assert!(queue.overflow.as_ref().is_some_and(|o| o.fold(&batch)));
+        assert!(queue.drain(Instant::now() + Duration::from_secs(10)));
+        assert_eq!(tally.requests.load(Ordering::Relaxed), 1);
+        assert_eq!(tally.merges.load(Ordering::Relaxed), 1);
     }
 
     #[test]

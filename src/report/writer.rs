@@ -17,16 +17,16 @@
 
 use std::io;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::atomic::AtomicBool;
-use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
-use std::sync::{Arc, Condvar, Mutex, OnceLock, PoisonError, Weak};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
+use std::sync::mpsc::Receiver;
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
 use tracing::dispatcher::WeakDispatch;
 
 use super::html::live::HtmlLane;
 use super::{ConsoleSink, JsonLinesSink};
+use crate::queue::{Progress, Queue, Work};
 use crate::stats::{OverallSummary, RequestE2EStats};
 
 // The trace file's writer (feature `otlp`): lines serialized by the SDK's batch thread,
@@ -104,7 +104,7 @@ impl FlushError {
 }
 
 /// One queued record. Boxed so that a queue slot is two words.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 enum Job {
     /// Shared by the writers: one allocation per record, whatever the number of sinks.
     Request(Arc<RequestE2EStats>),
@@ -114,7 +114,8 @@ enum Job {
 /// One built-in sink on a thread of its own, so that a console that blocks (a full stderr
 /// pipe) cannot hold up the JSON lines, nor the other way round.
 struct Lane {
-    tx: Option<SyncSender<Job>>,
+    /// Takes nothing if the thread could not start.
+    queue: Queue<Job>,
     /// Whether this sink wants request records (JSON lines always; the console when it
     /// prints request tables).
     requests: bool,
@@ -184,20 +185,13 @@ impl std::fmt::Debug for Writer {
     }
 }
 
-/// What the layer, the writer thread and the handles share.
+/// What the layer, the writer threads and the handles share.
 #[derive(Debug)]
 pub(crate) struct WriterState {
     capacity: usize,
-    /// Records accepted into the queue.
-    queued: AtomicU64,
-    /// Records the thread has finished with (written or failed).
-    done: AtomicU64,
-    /// Writer threads still running: at 0, nothing more will be done.
-    running: AtomicUsize,
-    /// Wakes flushers when `done` or `stopped` changes.
-    progress: Mutex<()>,
-    progressed: Condvar,
-    queue_full: AtomicU64,
+    /// Every lane's records: queued, written (or failed), dropped because the queue was
+    /// full ([`SinkLosses::queue_full`]).
+    progress: Arc<Progress>,
     console_failed: AtomicU64,
     jsonl_failed: AtomicU64,
     html_failed: AtomicU64,
@@ -210,7 +204,7 @@ pub(crate) struct WriterState {
     /// The console's queue, for summaries printed on demand
     /// ([`MetricsHandle::print_summary`](crate::MetricsHandle::print_summary)); emptied when
     /// the layer is dropped, so that the console thread ends with it.
-    console: Mutex<Option<SyncSender<Job>>>,
+    console: Mutex<Option<Queue<Job>>>,
     /// Whether the periodic line may still print: cleared at shutdown.
     ticking: AtomicBool,
 }
@@ -221,12 +215,7 @@ impl WriterState {
     fn new(capacity: usize) -> Self {
         Self {
             capacity,
-            queued: AtomicU64::new(0),
-            done: AtomicU64::new(0),
-            running: AtomicUsize::new(0),
-            progress: Mutex::new(()),
-            progressed: Condvar::new(),
-            queue_full: AtomicU64::new(0),
+            progress: Arc::default(),
             console_failed: AtomicU64::new(0),
             jsonl_failed: AtomicU64::new(0),
             html_failed: AtomicU64::new(0),
@@ -239,34 +228,31 @@ impl WriterState {
     }
 }
 
-/// Starts the thread `name` writing to `sink` from a queue of `capacity` jobs; the queue's
-/// sender, or `None` if the thread cannot start (its records are then lost, and said so).
+/// Starts the thread `name` writing to `sink` from a queue of `capacity` jobs; a queue
+/// that takes nothing if the thread cannot start (its records are then lost, and said so).
 fn spawn_lane(
     state: &Arc<WriterState>,
     capacity: usize,
     sink: LaneSink,
     periodic: Option<Periodic>,
     name: &str,
-) -> Option<SyncSender<Job>> {
-    let (tx, rx) = std::sync::mpsc::sync_channel(capacity);
-    let thread_state = state.clone();
+) -> Queue<Job> {
     let is_console = matches!(sink, LaneSink::Console(_));
-    state.running.fetch_add(1, Ordering::AcqRel);
-    let spawned = std::thread::Builder::new()
-        .name(name.into())
-        .spawn(move || run(&rx, sink, &thread_state, periodic));
-    let tx = match spawned {
-        Ok(_) => Some(tx),
-        Err(error) => {
-            state.running.fetch_sub(1, Ordering::AcqRel);
-            let _ = state.start_error.set(error.to_string());
-            None
-        }
+    // An interval past the clock's range never ticks.
+    let ticker = periodic.and_then(|p| Some((Instant::now().checked_add(p.interval)?, p)));
+    let lane = LaneWork {
+        sink,
+        state: state.clone(),
+        ticker,
     };
-    if is_console {
-        *state.console.lock().unwrap_or_else(PoisonError::into_inner) = tx.clone();
+    let (queue, started) = Queue::spawn(name, capacity, &state.progress, true, lane);
+    let started = started.inspect_err(|e| {
+        let _ = state.start_error.set(e.to_string());
+    });
+    if is_console && started.is_ok() {
+        *state.console.lock().unwrap_or_else(PoisonError::into_inner) = Some(queue.clone());
     }
-    tx
+    queue
 }
 
 impl Writer {
@@ -313,9 +299,9 @@ impl Writer {
             .into_iter()
             .flatten()
             .map(|(requests, online, sink, periodic, name)| {
-                let tx = spawn_lane(&state, capacity, sink, periodic, name);
+                let queue = spawn_lane(&state, capacity, sink, periodic, name);
                 Lane {
-                    tx,
+                    queue,
                     requests,
                     online,
                 }
@@ -361,18 +347,9 @@ impl Writer {
         let is_request = matches!(job, Job::Request(_));
         let wanted = |l: &&Lane| (l.requests || !is_request) && (l.online || !online);
         for lane in self.lanes.iter().filter(wanted) {
-            let sent = match &lane.tx {
-                Some(tx) => tx.try_send(job.clone()),
-                None => Err(TrySendError::Disconnected(job.clone())),
-            };
-            match sent {
-                Ok(()) => {
-                    self.state.queued.fetch_add(1, Ordering::Release);
-                }
-                // Dropped here, on the engine's thread: freeing memory, no I/O.
-                Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
-                    self.state.lost(Loss::QueueFull, None);
-                }
+            // Dropped here, on the engine's thread: freeing memory, no I/O.
+            if !lane.queue.push(job.clone()) {
+                self.state.lost(Loss::QueueFull, None);
             }
         }
     }
@@ -382,9 +359,7 @@ impl Drop for Writer {
     /// The layer is gone: the threads write what is queued and end; wait for them at most
     /// [`FLUSH_TIMEOUT`].
     fn drop(&mut self) {
-        for lane in &mut self.lanes {
-            drop(lane.tx.take());
-        }
+        self.lanes.clear();
         drop(
             self.state
                 .console
@@ -398,37 +373,16 @@ impl Drop for Writer {
 
 /// A writer thread: renders or serializes and writes each record, until the layer is gone;
 /// the console's also prints the periodic line.
-fn run(rx: &Receiver<Job>, mut sink: LaneSink, state: &WriterState, periodic: Option<Periodic>) {
-    // Never trace into the engine's subscriber (no feedback from a writer that logs).
-    // `Dispatch::none()` is not registered with tracing-core (a `Dispatch::new` would be,
-    // and its missing level hint would raise the process's maximum level to TRACE).
-    let _quiet = tracing::dispatcher::set_default(&tracing::Dispatch::none());
-    let mut ticker = periodic.map(|p| {
-        let next = Instant::now() + p.interval;
-        (p, next)
-    });
-    loop {
-        let job = match &mut ticker {
-            Some((periodic, next)) => {
-                match rx.recv_timeout(next.saturating_duration_since(Instant::now())) {
-                    Ok(job) => job,
-                    Err(RecvTimeoutError::Disconnected) => break,
-                    Err(RecvTimeoutError::Timeout) => {
-                        // Missed ticks (a blocked console) are skipped, not caught up.
-                        *next = (*next + periodic.interval).max(Instant::now());
-                        if !tick(periodic, &sink, state) {
-                            ticker = None;
-                        }
-                        continue;
-                    }
-                }
-            }
-            None => match rx.recv() {
-                Ok(job) => job,
-                Err(_) => break,
-            },
-        };
-        let result = match (&mut sink, &job) {
+struct LaneWork {
+    sink: LaneSink,
+    state: Arc<WriterState>,
+    /// When the console's periodic line is next due, and the line.
+    ticker: Option<(Instant, Periodic)>,
+}
+
+impl Work<Job> for LaneWork {
+    fn handle(&mut self, job: Job) {
+        let result = match (&mut self.sink, &job) {
             (LaneSink::Console(c), Job::Request(r)) => attempt(|| c.write_request(r)),
             (LaneSink::Console(c), Job::Summary(s)) => attempt(|| c.write_summary(s)),
             (LaneSink::Jsonl(j), Job::Request(r)) => attempt(|| j.write_request(r)),
@@ -441,18 +395,32 @@ fn run(rx: &Receiver<Job>, mut sink: LaneSink, state: &WriterState, periodic: Op
         };
         drop(job);
         if let Err(error) = result {
-            let loss = match sink {
+            let loss = match self.sink {
                 LaneSink::Console(_) => Loss::Console,
                 LaneSink::Jsonl(_) => Loss::Jsonl,
                 LaneSink::Html(_) => Loss::Html,
             };
-            state.lost(loss, Some(&error));
+            self.state.lost(loss, Some(&error));
         }
-        state.done.fetch_add(1, Ordering::Release);
-        state.wake();
     }
-    state.running.fetch_sub(1, Ordering::AcqRel);
-    state.wake();
+
+    fn patience(&mut self) -> Option<Duration> {
+        let (next, _) = self.ticker.as_ref()?;
+        Some(next.saturating_duration_since(Instant::now()))
+    }
+
+    fn idle(&mut self) {
+        let Some((next, periodic)) = &mut self.ticker else {
+            return;
+        };
+        // Missed ticks (a blocked console) are skipped, not caught up.
+        let later = next.checked_add(periodic.interval);
+        let later = later.map(|later| later.max(Instant::now()));
+        match (later, tick(periodic, &self.sink, &self.state)) {
+            (Some(later), true) => *next = later,
+            _ => self.ticker = None,
+        }
+    }
 }
 
 /// Prints the periodic line, if there is one; `false` once it should stop (a shutdown, or
@@ -490,58 +458,28 @@ impl WriterState {
     /// there is no console or its queue is full.
     pub(crate) fn console_summary(&self, summary: OverallSummary) -> bool {
         let console = self.console.lock().unwrap_or_else(PoisonError::into_inner);
-        let Some(tx) = console.as_ref() else {
-            return false;
-        };
-        match tx.try_send(Job::Summary(Arc::new(summary))) {
-            Ok(()) => {
-                self.queued.fetch_add(1, Ordering::Release);
-                true
-            }
-            Err(_) => false,
-        }
+        console
+            .as_ref()
+            .is_some_and(|queue| queue.try_push(Job::Summary(Arc::new(summary))).is_ok())
     }
 
     /// The losses so far.
     pub(crate) fn losses(&self) -> SinkLosses {
         SinkLosses {
-            queue_full: self.queue_full.load(Ordering::Relaxed),
+            queue_full: self.progress.dropped(),
             console_failed: self.console_failed.load(Ordering::Relaxed),
             jsonl_failed: self.jsonl_failed.load(Ordering::Relaxed),
             html_failed: self.html_failed.load(Ordering::Relaxed),
         }
     }
 
-    fn wake(&self) {
-        let _guard = self.progress.lock().unwrap_or_else(PoisonError::into_inner);
-        self.progressed.notify_all();
-    }
-
     /// Waits until every record queued before the call is written (or failed), at most
     /// `timeout`.
     pub(crate) fn flush(&self, timeout: Duration) -> Result<(), FlushError> {
-        let target = self.queued.load(Ordering::Acquire);
         let deadline = Instant::now().checked_add(timeout);
-        let mut guard = self.progress.lock().unwrap_or_else(PoisonError::into_inner);
-        loop {
-            let done = self.done.load(Ordering::Acquire);
-            if done >= target {
-                return Ok(());
-            }
-            let now = Instant::now();
-            let remaining = deadline.map_or(Duration::from_secs(3600), |d| d - now.min(d));
-            if self.running.load(Ordering::Acquire) == 0 || remaining.is_zero() {
-                return Err(FlushError {
-                    pending: target - done,
-                    timeout,
-                });
-            }
-            guard = self
-                .progressed
-                .wait_timeout(guard, remaining)
-                .unwrap_or_else(PoisonError::into_inner)
-                .0;
-        }
+        self.progress
+            .flush(deadline)
+            .map_err(|pending| FlushError { pending, timeout })
     }
 
     /// A shutdown: flushes within `timeout`, then reports, once, what was lost (waiting
@@ -552,7 +490,7 @@ impl WriterState {
         let flushed = self.flush(timeout);
         let losses = self.losses();
         let lost = losses.total() > 0 || flushed.is_err();
-        if lost && self.reported.fetch_or(FINAL_REPORTED, Ordering::Relaxed) & FINAL_REPORTED == 0 {
+        if lost && self.first_report(FINAL_REPORTED) {
             let pending = match &flushed {
                 Err(e) => format!("; {e}"),
                 Ok(()) => String::new(),
@@ -574,16 +512,19 @@ impl WriterState {
         flushed
     }
 
-    /// Counts one lost record; the first of its kind is reported.
+    /// Counts one lost record (the queue counted those it dropped); the first of its kind
+    /// is reported.
     fn lost(&self, loss: Loss, error: Option<&io::Error>) {
         let counter = match loss {
-            Loss::QueueFull => &self.queue_full,
-            Loss::Console => &self.console_failed,
-            Loss::Jsonl => &self.jsonl_failed,
-            Loss::Html => &self.html_failed,
+            Loss::QueueFull => None,
+            Loss::Console => Some(&self.console_failed),
+            Loss::Jsonl => Some(&self.jsonl_failed),
+            Loss::Html => Some(&self.html_failed),
         };
-        counter.fetch_add(1, Ordering::Relaxed);
-        if self.reported.fetch_or(loss as u8, Ordering::Relaxed) & loss as u8 != 0 {
+        if let Some(counter) = counter {
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+        if !self.first_report(loss as u8) {
             return;
         }
         let error = error.map_or_else(String::new, |e| format!(": {e}"));
@@ -618,6 +559,11 @@ impl WriterState {
             ),
         };
         let _ = self.report(message);
+    }
+
+    /// Whether the report `bit` ([`Loss`] bits, [`FINAL_REPORTED`]...) is due: the first time.
+    fn first_report(&self, bit: u8) -> bool {
+        self.reported.fetch_or(bit, Ordering::Relaxed) & bit == 0
     }
 
     /// Emits `message` as a warning into the layer's subscriber, from a thread of its own

@@ -253,3 +253,19 @@ fn an_idle_server_prints_no_periodic_line() {
     std::thread::sleep(Duration::from_millis(200));
     assert_eq!(h.console().len(), before);
 }
+
+/// An interval past the clock's range (`OMNI_METRICS_LOG_INTERVAL` reads up to some 10^19
+/// seconds) never ticks: the layer builds, and the console prints what it would without
+/// the line.
+#[test]
+fn a_periodic_interval_beyond_the_clock_never_ticks() {
+    let h = Harness::with_console(|b, console| {
+        b.with_console(omni_metrics::Destination::writer(console))
+            .with_periodic_log(Duration::MAX)
+    });
+    h.run(|| h.play(None, "r-1", 10.0, 1, Status::Ok));
+    h.handle()
+        .flush(Duration::from_secs(10))
+        .expect("the console is written");
+    assert_eq!(h.console(), "");
+}

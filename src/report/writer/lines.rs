@@ -12,12 +12,11 @@
 
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
-use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use super::{FlushError, JsonLinesSink, WriterState, attempt};
+use crate::queue::{Queue, Work};
 
 /// Counts what became of the items (spans) of each line.
 pub(crate) trait Delivery: Send + Sync + 'static {
@@ -39,7 +38,7 @@ const WRITE_FAILED_REPORTED: u8 = 64;
 /// The caller's side of a lines writer: [`send`](Self::send) never blocks.
 pub(crate) struct LineWriter {
     /// `None` once closed.
-    tx: Mutex<Option<SyncSender<Line>>>,
+    queue: Mutex<Option<Queue<Line>>>,
     state: Arc<WriterState>,
     path: PathBuf,
 }
@@ -69,19 +68,16 @@ impl LineWriter {
         let sink = JsonLinesSink::append_to(path)?;
         let capacity = capacity.max(1);
         let state = Arc::new(WriterState::new(capacity));
-        let (tx, rx) = std::sync::mpsc::sync_channel(capacity);
-        let thread_state = state.clone();
-        let thread_path = path.to_owned();
-        state.running.fetch_add(1, Ordering::AcqRel);
-        let spawned = std::thread::Builder::new()
-            .name(name.into())
-            .spawn(move || run(&rx, &sink, &*delivery, &thread_state, &thread_path));
-        if let Err(error) = spawned {
-            state.running.fetch_sub(1, Ordering::AcqRel);
-            return Err(error);
-        }
+        let work = LineWork {
+            sink,
+            delivery,
+            state: state.clone(),
+            path: path.to_owned(),
+        };
+        let (queue, started) = Queue::spawn(name, capacity, &state.progress, true, work);
+        started?;
         Ok(Self {
-            tx: Mutex::new(Some(tx)),
+            queue: Mutex::new(Some(queue)),
             state,
             path: path.to_owned(),
         })
@@ -96,33 +92,20 @@ impl LineWriter {
     /// `false` when the queue is full or the writer closed: the line is dropped, and the
     /// first such loss is said.
     pub(crate) fn send(&self, bytes: Vec<u8>, items: u64) -> bool {
-        let tx = self.tx.lock().unwrap_or_else(PoisonError::into_inner);
-        let sent = match tx.as_ref() {
-            Some(tx) => tx.try_send(Line { bytes, items }),
-            None => return false,
+        let queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(queue) = queue.as_ref() else {
+            return false;
         };
-        match sent {
-            Ok(()) => {
-                self.state.queued.fetch_add(1, Ordering::Release);
-                true
-            }
-            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
-                drop(tx);
-                self.queue_full();
-                false
-            }
+        let sent = queue.push(Line { bytes, items });
+        if !sent {
+            self.queue_full();
         }
+        sent
     }
 
     /// Says, once, that lines are dropped because the queue is full.
     fn queue_full(&self) {
-        if self
-            .state
-            .reported
-            .fetch_or(QUEUE_FULL_REPORTED, Ordering::Relaxed)
-            & QUEUE_FULL_REPORTED
-            != 0
-        {
+        if !self.state.first_report(QUEUE_FULL_REPORTED) {
             return;
         }
         let _ = self.state.report(format!(
@@ -146,7 +129,7 @@ impl LineWriter {
     /// safe to call twice.
     pub(crate) fn close(&self, timeout: Duration) -> Result<(), FlushError> {
         drop(
-            self.tx
+            self.queue
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
                 .take(),
@@ -155,39 +138,27 @@ impl LineWriter {
     }
 }
 
-/// The writer thread: writes each line, tells `delivery` what became of it, until the
-/// sender is gone.
-fn run(
-    rx: &Receiver<Line>,
-    sink: &JsonLinesSink,
-    delivery: &dyn Delivery,
-    state: &WriterState,
-    path: &Path,
-) {
-    // Never trace into the engine's subscriber (see `super::run`).
-    let _quiet = tracing::dispatcher::set_default(&tracing::Dispatch::none());
-    while let Ok(line) = rx.recv() {
-        let result = attempt(|| sink.write_line(&line.bytes));
-        delivery.delivered(line.items, result.is_ok());
+/// The writer thread: writes each line, tells `delivery` what became of it.
+struct LineWork {
+    sink: JsonLinesSink,
+    delivery: Arc<dyn Delivery>,
+    state: Arc<WriterState>,
+    path: PathBuf,
+}
+
+impl Work<Line> for LineWork {
+    fn handle(&mut self, line: Line) {
+        let result = attempt(|| self.sink.write_line(&line.bytes));
+        self.delivery.delivered(line.items, result.is_ok());
         if let Err(error) = result {
-            write_failed(state, path, &error);
+            write_failed(&self.state, &self.path, &error);
         }
-        drop(line);
-        state.done.fetch_add(1, Ordering::Release);
-        state.wake();
     }
-    state.running.fetch_sub(1, Ordering::AcqRel);
-    state.wake();
 }
 
 /// Says, once, that a write failed.
 fn write_failed(state: &WriterState, path: &Path, error: &io::Error) {
-    if state
-        .reported
-        .fetch_or(WRITE_FAILED_REPORTED, Ordering::Relaxed)
-        & WRITE_FAILED_REPORTED
-        != 0
-    {
+    if !state.first_report(WRITE_FAILED_REPORTED) {
         return;
     }
     let _ = state.report(format!(
@@ -202,7 +173,7 @@ fn write_failed(state: &WriterState, path: &Path, error: &io::Error) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::AtomicU64;
+    use std::sync::atomic::{AtomicU64, Ordering};
 
     #[derive(Default)]
     struct Counts {
