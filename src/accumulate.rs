@@ -206,7 +206,7 @@ impl RequestAcc {
 
     /// Empties the accumulator for another request. `report`, a finished record nobody
     /// kept, gives back the buffers [`RequestAcc::finish`] moved into it.
-    pub(crate) fn recycle(&mut self, report: Option<RequestE2EStats>) {
+    pub(crate) fn recycle(&mut self, report: Option<&mut RequestE2EStats>) {
         // Field by field, in place (building a new accumulator and dropping the old one
         // moved it twice); every field is named, so a new one cannot be forgotten here.
         let Self {
@@ -220,15 +220,17 @@ impl RequestAcc {
             incomplete_spans,
             spare,
         } = self;
-        if let Some(RequestE2EStats {
-            request_id: id,
-            scope,
-            stages: mut their_stages,
-            transfers: mut their_edges,
-            ..
-        }) = report
-        {
-            for mut text in [id, scope] {
+        // The record's buffers are taken, not the record: it is 288 bytes to move.
+        if let Some(report) = report {
+            let (mut their_stages, mut their_edges) = (
+                std::mem::take(&mut report.stages),
+                std::mem::take(&mut report.transfers),
+            );
+            let texts = [
+                std::mem::take(&mut report.request_id),
+                std::mem::take(&mut report.scope),
+            ];
+            for mut text in texts {
                 if spare.len() < 2 && text.capacity() > 0 {
                     text.clear();
                     spare.push(text);
@@ -297,7 +299,7 @@ impl RequestAcc {
     /// batching): `batch_id` and `batch_size` are each those of the earliest-starting span
     /// that gives them (the first to close among spans starting together).
     #[inline]
-    pub(crate) fn add_stage(&mut self, s: StageSample) {
+    pub(crate) fn add_stage(&mut self, s: &mut StageSample) {
         let found = self.stages.iter().position(|a| a.stage_id == s.stage_id);
         match found.and_then(|i| Some((self.stages.get_mut(i)?, self.sides.get_mut(i)?))) {
             Some((acc, side)) => merge_chunk(acc, side, s),
@@ -307,14 +309,15 @@ impl RequestAcc {
 
     /// The first span of a stage in this request: its row, and what is kept beside it.
     #[inline]
-    fn new_stage(&mut self, mut s: StageSample) {
+    fn new_stage(&mut self, s: &mut StageSample) {
         // Filled in place: the row is 520 bytes, a copy of it per stage showed in the cost.
-        self.stages.push(StageRequestStats::default());
+        self.stages
+            .resize_with(self.stages.len() + 1, StageRequestStats::default);
         let Some(stats) = self.stages.last_mut() else {
             return;
         };
         stats.stage_id = s.stage_id;
-        stats.stage_name = s.stage_name;
+        stats.stage_name = s.stage_name.take();
         stats.batch_id = s.batch_id.unwrap_or(0);
         stats.batch_size = s.batch_size.unwrap_or(0);
         stats.num_tokens_in = s.num_tokens_in;
@@ -340,7 +343,7 @@ impl RequestAcc {
         self.sides.push(StageSide {
             batch_id_from_ns: s.batch_id.map(|_| s.start_ns),
             batch_size_from_ns: s.batch_size.map(|_| s.start_ns),
-            rare: s.rare,
+            rare: s.rare.take(),
         });
     }
     /// Adds one transfer span; a repeated edge (a chunk) is summed, bytes and times together.
@@ -510,8 +513,8 @@ fn keep_earliest(mine: &mut Option<u64>, theirs: Option<u64>, earlier: bool) {
 /// Sums another span (a chunk) of a stage into its row (`acc`) and what is kept beside it:
 /// counts and times added, `batch_id` and `batch_size` those of the earliest-starting span
 /// that gives them, the first name, resolution and sample rate given.
-fn merge_chunk(acc: &mut StageRequestStats, side: &mut StageSide, s: StageSample) {
-    if let Some(theirs) = s.rare {
+fn merge_chunk(acc: &mut StageRequestStats, side: &mut StageSide, s: &mut StageSample) {
+    if let Some(theirs) = s.rare.take() {
         let earlier = s.start_ns < acc.start_ns;
         merge_rare(acc, side, theirs, earlier);
     }
@@ -527,7 +530,7 @@ fn merge_chunk(acc: &mut StageRequestStats, side: &mut StageSide, s: StageSample
         acc.batch_size = size;
     }
     if acc.stage_name.is_none() {
-        acc.stage_name = s.stage_name;
+        acc.stage_name = s.stage_name.take();
     }
     acc.num_tokens_in = acc.num_tokens_in.saturating_add(s.num_tokens_in);
     acc.num_tokens_out = acc.num_tokens_out.saturating_add(s.num_tokens_out);
@@ -897,7 +900,7 @@ mod tests {
         let fill = |acc: &mut RequestAcc| {
             acc.set_request_id_with(|id| id.push_str("r-1"));
             acc.set_status_message("boom".into());
-            acc.add_stage(StageSample {
+            acc.add_stage(&mut StageSample {
                 stage_id: 2,
                 stage_name: None,
                 batch_id: Some(1),
@@ -931,10 +934,10 @@ mod tests {
         fill(&mut acc);
         let id = acc.take_request_id().unwrap_or_default();
         let scope = acc.spare_string();
-        let report = acc.finish(id, RequestStatus::Ok, scope, (0, 2_000_000), &[]);
+        let mut report = acc.finish(id, RequestStatus::Ok, scope, (0, 2_000_000), &[]);
         assert_eq!((report.stages.len(), report.transfers.len()), (1, 1));
         assert_eq!(report.invalid_spans, 1);
-        acc.recycle(Some(report));
+        acc.recycle(Some(&mut report));
         assert_eq!(acc.request_id(), None);
         assert!(acc.status_message.is_none() && acc.sides.is_empty());
         assert_eq!(acc.invalid_spans, 0);

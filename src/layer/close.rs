@@ -153,7 +153,7 @@ impl Inner {
         } else {
             let request = stage.request.take();
             let merged = self.merge_child(table, held, id, request, now, stage.issues, |acc| {
-                if let Some(s) = sample.take() {
+                if let Some(s) = sample.as_mut() {
                     acc.add_stage(s);
                 }
                 IssueSet::default()
@@ -449,8 +449,7 @@ impl Inner {
                 *slot = Some(report.clone());
             }
         }
-        let unkept = self.emit_request(report, online);
-        acc.recycle(unkept);
+        self.emit_request(report, online, acc);
     }
 
     /// A request of `run` (its scope, for its record and summary): a repeated id is an
@@ -601,20 +600,22 @@ impl Inner {
     }
 
     /// A finished request (`online`: with no run): to the handle's totals and aggregates,
-    /// then to the sinks. Returns the record when no sink kept it, for its buffers.
+    /// then to the sinks; the accumulator is recycled, with the record's buffers when no
+    /// writer took the record.
     #[inline]
-    fn emit_request(&self, report: RequestE2EStats, online: bool) -> Option<RequestE2EStats> {
+    fn emit_request(&self, mut report: RequestE2EStats, online: bool, acc: &mut RequestAcc) {
         self.shared.record_request(&report);
         for sink in &self.sinks {
             self.guarded(|| sink.on_request(&report));
         }
-        // Moved, not cloned, into the writer's queue: no formatting or I/O here.
+        // Moved, not cloned, into the writer's queue: no formatting or I/O here. Without
+        // a writer, the accumulator takes the record's buffers back.
         match &self.writer {
             Some(writer) => {
                 writer.request(report, online);
-                None
+                acc.recycle(None);
             }
-            None => Some(report),
+            None => acc.recycle(Some(&mut report)),
         }
     }
 
