@@ -147,6 +147,9 @@ pub(crate) struct Queue<T> {
     progress: Arc<Progress>,
 }
 
+/// The most items a queue holds: 1,048,576 (a queue's slots are allocated when it starts).
+pub(crate) const MAX_CAPACITY: usize = 1 << 20;
+
 impl<T: Send + 'static> Queue<T> {
     /// Starts the thread `name` handling a queue of `capacity` items (at least 1) with
     /// `work`, counted in `progress`; `quiet`: under a no-op default subscriber, so that
@@ -160,7 +163,9 @@ impl<T: Send + 'static> Queue<T> {
         quiet: bool,
         work: impl Work<T>,
     ) -> (Self, io::Result<()>) {
-        let (tx, rx) = std::sync::mpsc::sync_channel(capacity.max(1));
+        // The channel allocates its slots up front: a capacity beyond any real need (a
+        // mistyped setting, `usize::MAX`) would abort on allocation, so it is capped.
+        let (tx, rx) = std::sync::mpsc::sync_channel(capacity.clamp(1, MAX_CAPACITY));
         progress.running.fetch_add(1, Ordering::AcqRel);
         let running = Running(progress.clone());
         let started = std::thread::Builder::new()
@@ -274,5 +279,16 @@ mod tests {
         let flushed = progress.flush(Some(started + Duration::from_secs(60)));
         assert_eq!(flushed, Err(1), "the item it panicked on is not done");
         assert!(started.elapsed() < Duration::from_secs(30));
+    }
+
+    #[test]
+    fn a_capacity_beyond_any_need_is_capped_not_allocated() {
+        let progress: Arc<Progress> = Arc::default();
+        let (queue, started) = Queue::spawn("test-queue", usize::MAX, &progress, true, Slow(0));
+        started.expect("the worker starts");
+        assert!(queue.push(1));
+        drop(queue);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        assert_eq!(progress.flush(Some(deadline)), Ok(()));
     }
 }

@@ -14,6 +14,15 @@
 //! # The compare command
 #![doc = include_str!("../../docs/reference/compare.md")]
 
+/// `eprintln!` that cannot panic: a closed or failing stderr (`2>&1 | head`) is ignored, as
+/// `run` is a library function.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 use std::io::{IsTerminal as _, Read, Write as _};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -240,7 +249,7 @@ fn compare(args: CompareArgs) -> ExitCode {
     let mut gate = FailOn::default();
     for expr in &args.fail_on {
         if let Err(e) = gate.add(expr) {
-            eprintln!("omni-metrics: {e}");
+            say!("omni-metrics: {e}");
             return ExitCode::from(2);
         }
     }
@@ -252,9 +261,7 @@ fn compare(args: CompareArgs) -> ExitCode {
         let files: Vec<PathBuf> = std::iter::once(first.clone())
             .chain(more.iter().cloned())
             .collect();
-        let loaded = compare::load(&files, &mut |note| {
-            eprintln!("omni-metrics: {label}: {note}")
-        });
+        let loaded = compare::load(&files, &mut |note| say!("omni-metrics: {label}: {note}"));
         Side::from_loaded(label, loaded, group_by, scope)
     };
     let sides = side(
@@ -272,7 +279,7 @@ fn compare(args: CompareArgs) -> ExitCode {
     let (base, new) = match sides {
         Ok(sides) => sides,
         Err(e) => {
-            eprintln!("omni-metrics: {e}");
+            say!("omni-metrics: {e}");
             return ExitCode::FAILURE;
         }
     };
@@ -287,14 +294,14 @@ fn compare(args: CompareArgs) -> ExitCode {
     };
     let mut out = std::io::stdout().lock();
     if let Err(e) = out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
-        eprintln!("omni-metrics: cannot write the comparison on standard output: {e}");
+        say!("omni-metrics: cannot write the comparison on standard output: {e}");
     }
     if let Some(path) = &args.html {
         let page = compare::html::render(&comparison, &base, &new);
         match std::fs::write(path, page) {
-            Ok(()) => eprintln!("omni-metrics: wrote {}", path.display()),
+            Ok(()) => say!("omni-metrics: wrote {}", path.display()),
             Err(e) => {
-                eprintln!("omni-metrics: cannot write {}: {e}", path.display());
+                say!("omni-metrics: cannot write {}: {e}", path.display());
                 return ExitCode::FAILURE;
             }
         }
@@ -303,12 +310,12 @@ fn compare(args: CompareArgs) -> ExitCode {
         Ok(hits) if hits.is_empty() => ExitCode::SUCCESS,
         Ok(hits) => {
             for hit in hits {
-                eprintln!("omni-metrics: --fail-on {hit}");
+                say!("omni-metrics: --fail-on {hit}");
             }
             ExitCode::from(3)
         }
         Err(e) => {
-            eprintln!("omni-metrics: {e}");
+            say!("omni-metrics: {e}");
             ExitCode::from(2)
         }
     }
@@ -329,7 +336,7 @@ fn report(args: ReportArgs) -> ExitCode {
     let mut stdin = Vec::new();
     if args.files.iter().any(|f| f.as_os_str() == "-") {
         if let Err(e) = std::io::stdin().lock().read_to_end(&mut stdin) {
-            eprintln!("omni-metrics: <stdin>: cannot read: {e}");
+            say!("omni-metrics: <stdin>: cannot read: {e}");
         }
     }
     let inputs = inputs(&args.files, &stdin, bar.as_ref());
@@ -360,7 +367,7 @@ fn report(args: ReportArgs) -> ExitCode {
         return ExitCode::FAILURE;
     }
     let html_ok = html.is_none_or(|(path, kept)| write_html(path, &kept));
-    eprintln!(
+    say!(
         "omni-metrics: {} in {} from {}: {}, {}",
         plural(stats.spans_read, "span", "spans"),
         plural(stats.traces, "trace", "traces"),
@@ -385,11 +392,11 @@ fn progress_bar(args: &ReportArgs, group_by: GroupBy) -> Option<ProgressBar> {
         .iter()
         .filter_map(|f| std::fs::metadata(f).ok())
         .map(|m| m.len())
-        .sum();
-    let passes = if group_by == GroupBy::Run { 2 } else { 1 };
+        .fold(0u64, u64::saturating_add);
+    let passes: u64 = if group_by == GroupBy::Run { 2 } else { 1 };
     let progress = !args.no_progress && std::io::stderr().is_terminal();
     (progress && total_bytes >= PROGRESS_MIN_BYTES).then(|| {
-        let bar = ProgressBar::new(total_bytes * passes);
+        let bar = ProgressBar::new(total_bytes.saturating_mul(passes));
         if let Ok(style) = ProgressStyle::with_template(
             "reading {bar:40} {bytes}/{total_bytes} ({bytes_per_sec}, {eta}) {msg}",
         ) {
@@ -453,9 +460,9 @@ impl ReadErrors {
         }
         let last = self.said == MAX_ERRORS_SAID;
         let say = || {
-            eprintln!("{e}");
+            say!("{e}");
             if last {
-                eprintln!("omni-metrics: more errors are counted, not shown");
+                say!("omni-metrics: more errors are counted, not shown");
             }
         };
         match bar {
@@ -470,7 +477,7 @@ impl ReadErrors {
 fn read_something(stats: &replay::ReplayStats, errors: &ReadErrors, files: usize) -> bool {
     let (bad_lines, bad_other) = (errors.bad_lines, errors.bad_other);
     if stats.records == 0 && bad_lines + bad_other > 0 {
-        eprintln!(
+        say!(
             "omni-metrics: nothing could be read: {}",
             could_not_read(bad_lines, bad_other)
         );
@@ -478,7 +485,7 @@ fn read_something(stats: &replay::ReplayStats, errors: &ReadErrors, files: usize
     }
     if stats.spans_read == 0 {
         // Not a report: a script that gave the wrong file notices.
-        eprintln!(
+        say!(
             "omni-metrics: no span found in {files} file{} ({} bytes of data, {} records{}): \
              is it an OTLP trace file (the collector's traces pipeline, not metrics or logs)?",
             if files == 1 { "" } else { "s" },
@@ -498,13 +505,13 @@ fn read_something(stats: &replay::ReplayStats, errors: &ReadErrors, files: usize
 /// read twice or too late for their trace (`window`), requests after or far from their run.
 fn say_left_out(stats: &replay::ReplayStats, window: u64) {
     if stats.requests == 0 {
-        eprintln!(
+        say!(
             "omni-metrics: no omni.request span in the input: were the omni.* spans exported \
              (OTLP export on, the metrics layer's trace annotations or span names kept)?"
         );
     }
     if stats.duplicates > 0 {
-        eprintln!(
+        say!(
             "omni-metrics: {} read twice and counted once",
             plural(stats.duplicates, "span was", "spans were")
         );
@@ -520,7 +527,7 @@ fn say_left_out(stats: &replay::ReplayStats, window: u64) {
                 window / 4,
             ),
         };
-        eprintln!(
+        say!(
             "omni-metrics: {} after their trace was replayed and missing from their \
              requests: more than {} spans were read after the trace's last span{early}; a \
              larger --window holds traces longer (memory grows with it)",
@@ -529,7 +536,7 @@ fn say_left_out(stats: &replay::ReplayStats, window: u64) {
         );
     }
     if stats.requests_after_their_run > 0 {
-        eprintln!(
+        say!(
             "omni-metrics: {} after their run was summarized, summarized on their own",
             plural(
                 stats.requests_after_their_run,
@@ -539,7 +546,7 @@ fn say_left_out(stats: &replay::ReplayStats, window: u64) {
         );
     }
     if stats.requests_far_from_their_run > 0 {
-        eprintln!(
+        say!(
             "omni-metrics: {} more than 15 years from the start of {} run (timestamps in the \
              wrong unit?) and summarized on {} own",
             plural(
@@ -566,21 +573,21 @@ fn say_left_out(stats: &replay::ReplayStats, window: u64) {
 /// spans moved inside their parent.
 fn say_repaired(stats: &replay::ReplayStats, errors: &ReadErrors) {
     if stats.missing_parents > 0 {
-        eprintln!(
+        say!(
             "omni-metrics: {} a parent that is not in the input (give the files of every \
              process); they count as outside any request",
             plural(stats.missing_parents, "span has", "spans have")
         );
     }
     if stats.runs_without_span > 0 {
-        eprintln!(
+        say!(
             "omni-metrics: {} not in the input, only their requests; each such run's wall \
              time starts at its first request",
             plural(stats.runs_without_span, "run is", "runs are")
         );
     }
     if let Some((trace, span)) = stats.first_cycle {
-        eprintln!(
+        say!(
             "omni-metrics: {} (spans that are their own ancestors, first in trace \
              {trace:032x} at span {span:016x}: a corrupt or forged file?); the {} under \
              them count as outside any request",
@@ -589,21 +596,21 @@ fn say_repaired(stats: &replay::ReplayStats, errors: &ReadErrors) {
         );
     }
     if stats.spans_with_invalid_values > 0 {
-        eprintln!(
+        say!(
             "omni-metrics: {} values that could not be taken (said above); the values \
              were ignored, the spans kept and counted in `invalid_spans`",
             plural(stats.spans_with_invalid_values, "span had", "spans had")
         );
     }
     if errors.lost_spans > 0 {
-        eprintln!(
+        say!(
             "omni-metrics: {} spans that could not be read (said above); \
              their other spans were read",
             plural(errors.lost_spans, "record had", "records had")
         );
     }
     if stats.moved_into_parent > 0 {
-        eprintln!(
+        say!(
             "omni-metrics: {} moved inside {} parent, with the spans under {}, by up to \
              {:.3} ms: clock skew (another host or process by `host.name` or \
              `service.instance.id`, or, where the resources do not say, a span starting \
@@ -624,7 +631,7 @@ fn say_repaired(stats: &replay::ReplayStats, errors: &ReadErrors) {
         );
     }
     if errors.bad_lines + errors.bad_other > 0 {
-        eprintln!(
+        say!(
             "omni-metrics: {}",
             could_not_read(errors.bad_lines, errors.bad_other)
         );
@@ -652,7 +659,7 @@ fn write_html(path: &std::path::Path, kept: &CaptureSink) -> bool {
     }
     let per_scope = path.to_str().is_some_and(|p| p.contains("{scope}"));
     if scopes.len() > 1 && !per_scope {
-        eprintln!(
+        say!(
             "omni-metrics: the input holds {} scopes; put `{{scope}}` in the --html file name \
              for one page each, or use --group-by all for one page of everything",
             scopes.len()
@@ -663,9 +670,9 @@ fn write_html(path: &std::path::Path, kept: &CaptureSink) -> bool {
     let mut pages = crate::report::html::PageWriter::new(path);
     for summary in scopes {
         match pages.write(summary, of_scope(&summary.scope)) {
-            Ok(written) => eprintln!("omni-metrics: wrote {}", written.display()),
+            Ok(written) => say!("omni-metrics: wrote {}", written.display()),
             Err(e) => {
-                eprintln!("omni-metrics: {e}");
+                say!("omni-metrics: {e}");
                 ok = false;
             }
         }
@@ -689,7 +696,7 @@ impl Stdout {
         let mut out = std::io::stdout().lock();
         if let Err(e) = out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
             if !self.said.swap(true, std::sync::atomic::Ordering::Relaxed) {
-                eprintln!("omni-metrics: cannot write the report on standard output: {e}");
+                say!("omni-metrics: cannot write the report on standard output: {e}");
             }
         }
     }

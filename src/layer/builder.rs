@@ -476,8 +476,8 @@ impl Builder {
     /// How many finished records (a request's, a summary) may wait for the console and
     /// JSON-lines writer thread; more are dropped and counted
     /// ([`MetricsHandle::sink_losses`](crate::MetricsHandle::sink_losses)), never waited
-    /// for. At least 1. Default: [`DEFAULT_QUEUE_CAPACITY`](Self::DEFAULT_QUEUE_CAPACITY)
-    /// (4,096).
+    /// for. At least 1, at most 1,048,576 (a queue's slots are allocated when the layer is
+    /// built). Default: [`DEFAULT_QUEUE_CAPACITY`](Self::DEFAULT_QUEUE_CAPACITY) (4,096).
     ///
     /// ```
     /// let layer = omni_metrics::OmniMetricsLayer::builder()
@@ -487,7 +487,7 @@ impl Builder {
     /// # Ok::<(), omni_metrics::BuildError>(())
     /// ```
     pub fn with_queue_capacity(mut self, capacity: usize) -> Self {
-        self.queue_capacity = capacity.max(1);
+        self.queue_capacity = capacity.clamp(1, crate::queue::MAX_CAPACITY);
         self
     }
 

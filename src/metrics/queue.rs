@@ -195,7 +195,7 @@ impl Pending {
                         kept = false;
                         continue;
                     };
-                    bucket.0 += 1;
+                    bucket.0 = bucket.0.saturating_add(1);
                     bucket.1 += value;
                     // A series observed several times in a row gets the request's
                     // exemplar once, as the per-request path does.
@@ -207,7 +207,7 @@ impl Pending {
                 }
             }
         }
-        self.requests += 1;
+        self.requests = self.requests.saturating_add(1);
         kept
     }
 
